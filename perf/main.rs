@@ -36,6 +36,7 @@ use crate::stats::{Clock, LatencyUs, Progress, Report, WorkerResult};
 /// Connections of one kind this tool will open.
 const CONNECTIONS_MAX: usize = 1024;
 const PARTITIONS_MAX: i32 = 100_000;
+const IDLE_CONNECTIONS_MAX: usize = 100_000;
 /// How long producers wait for outstanding acks, and consumers for the last
 /// produced records, after the run ends.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -123,6 +124,9 @@ struct Args {
     /// Skip CreateTopics.
     #[arg(long)]
     no_create: bool,
+    /// Idle mode: connections to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -130,6 +134,8 @@ enum Mode {
     Produce,
     Consume,
     E2e,
+    /// Open --connections connections, send one ApiVersions on each, hold them for --duration.
+    Idle,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -239,6 +245,9 @@ fn run() -> Result<()> {
         None => args.batch_records,
     };
     pin(&cpus, 0);
+    if args.mode == Mode::Idle {
+        return run_idle(&args);
+    }
 
     let clock = Clock::new();
     let run_id = batch::RUN_ID_MAGIC | (u64::from(std::process::id()) ^ (clock.now_ns() >> 10)) & 0xFFFF_FFFF;
@@ -428,7 +437,7 @@ fn run() -> Result<()> {
             if args.acks == 0 { "send lateness vs schedule per batch (acks=0)" } else { "produce: due -> ack per batch" },
             None,
         ),
-        Mode::Consume => (&consumed, LatencyUs::from_histogram(&consumed.latency_ns), "due -> received per stamped record", None),
+        Mode::Consume | Mode::Idle => (&consumed, LatencyUs::from_histogram(&consumed.latency_ns), "due -> received per stamped record", None),
         Mode::E2e => (
             &produced,
             LatencyUs::from_histogram(&consumed.latency_ns),
@@ -472,6 +481,34 @@ fn run() -> Result<()> {
     if main.records == 0 {
         bail!("no records were {}", if args.mode == Mode::Consume { "consumed" } else { "acknowledged" });
     }
+    Ok(())
+}
+
+/// Raises the open-file soft limit to the hard limit (idle mode holds many sockets).
+fn raise_nofile_limit() {
+    // SAFETY: plain get/setrlimit on a struct we own.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+fn run_idle(args: &Args) -> Result<()> {
+    ensure!(args.connections <= IDLE_CONNECTIONS_MAX, "--connections must be at most {IDLE_CONNECTIONS_MAX}");
+    raise_nofile_limit();
+    let mut held = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let mut conn = wire::Connection::connect(&args.bootstrap).with_context(|| format!("connection {i}"))?;
+        wire::Versions::negotiate(&mut conn).with_context(|| format!("ApiVersions on connection {i}"))?;
+        held.push(conn);
+    }
+    eprintln!("holding {} idle connections for {} s", held.len(), args.duration);
+    std::thread::sleep(Duration::from_secs_f64(args.duration));
+    let report = serde_json::json!({ "mode": "idle", "connections": held.len(), "duration_s": args.duration });
+    println!("{report}");
     Ok(())
 }
 

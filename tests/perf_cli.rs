@@ -310,3 +310,12 @@ fn unreachable_broker_fails_with_a_message() {
     assert!(!ok);
     assert!(err.contains("connecting to 127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn idle_mode_holds_the_requested_connections() {
+    let broker = MockBroker::start();
+    let addr = broker.addr();
+    let (ok, out, err) = perf(&["idle", "--bootstrap", &addr, "--connections", "50", "--duration", "0.2"]);
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out)["connections"], 50);
+}
