@@ -33,6 +33,9 @@ use kafka_protocol::records::Compression;
 
 use crate::stats::{Clock, LatencyUs, Progress, Report, WorkerResult};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Connections of one kind this tool will open.
 const CONNECTIONS_MAX: usize = 1024;
 const PARTITIONS_MAX: i32 = 100_000;

@@ -7,8 +7,8 @@
 # Needs: iperf3, fio, jq (apt-get install -y iperf3 fio jq).
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
-# PORT (19092), SKIP_LIMITS=1 to reuse nothing and skip iperf3/fio,
-# ONLY="produce e2e catchup shards idle peer" to run a subset.
+# PORT (19092), ONLY="limits produce e2e catchup shards idle peer" to run a
+# subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +16,7 @@ BROKER_CPUS=${BROKER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 DURATION=${DURATION:-10}
 PORT=${PORT:-19092}
-ONLY=${ONLY:-"produce e2e catchup shards idle peer"}
+ONLY=${ONLY:-"limits produce e2e catchup shards idle peer"}
 OUT_DIR=${OUT_DIR:-$ROOT/perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 if [[ -z ${DATA_ROOT:-} ]]; then
   DATA_ROOT=$(mktemp -d /tmp/ringlog-suite.XXXXXX)
@@ -35,9 +35,35 @@ log() { echo "== $*" >&2; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 row() { echo "$*" | tee -a "$SUMMARY"; }
 
+start_broker() { # $1 = cpus, $2 = data dir
+  mkdir -p "$2"
+  "$BROKER" serve --cpus "$1" --data-dir "$2" --listen "$ADDR" >"$OUT_DIR/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      echo "broker exited; log:" >&2; cat "$OUT_DIR/broker.log" >&2; return 1
+    fi
+    sleep 0.1
+  done
+  echo "broker did not listen on $ADDR" >&2
+  return 1
+}
+
+stop_broker() {
+  if [[ -n ${BROKER_PID:-} ]]; then
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+  fi
+}
+
 cleanup() {
   stop_broker
   [[ -n ${IPERF_PID:-} ]] && kill "$IPERF_PID" 2>/dev/null || true
+  if [[ ${REMOVE_DATA_ROOT:-0} == 1 ]]; then rm -rf "$DATA_ROOT"; fi
 }
 trap cleanup EXIT
 
@@ -53,8 +79,8 @@ trap cleanup EXIT
 } | tee "$OUT_DIR/machine.txt"
 
 # ---------------------------------------------------------------- limits
-LOOPBACK_MBS=; ODIRECT_MBS=; FSYNC_P99_US=
-if [[ ${SKIP_LIMITS:-0} != 1 ]]; then
+LOOPBACK_MBS=${LOOPBACK_MBS:-}; ODIRECT_MBS=${ODIRECT_MBS:-}
+if want limits; then
   log "loopback TCP bandwidth (iperf3, server on cpu $BROKER_CPUS, client on cpu $LOAD_CPUS)"
   taskset -c "$BROKER_CPUS" iperf3 -s -1 -B 127.0.0.1 -p 5299 >/dev/null 2>&1 &
   IPERF_PID=$!
@@ -85,33 +111,9 @@ fi
 LIMIT_MBS=$(( ${LOOPBACK_MBS:-0} < ${ODIRECT_MBS:-0} ? ${LOOPBACK_MBS:-0} : ${ODIRECT_MBS:-0} ))
 
 # ---------------------------------------------------------------- ringlog
+if [[ $ONLY == limits ]]; then exit 0; fi
 log "cargo build --release"
 (cd "$ROOT" && cargo build --release -j 2 --bin ringlog --bin ringlog-perf) >&2
-
-start_broker() { # $1 = cpus, $2 = data dir
-  mkdir -p "$2"
-  "$BROKER" serve --cpus "$1" --data-dir "$2" --listen "$ADDR" >"$OUT_DIR/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-      echo "broker exited; log:" >&2; cat "$OUT_DIR/broker.log" >&2; return 1
-    fi
-    sleep 0.1
-  done
-  echo "broker did not listen on $ADDR" >&2
-  return 1
-}
-
-stop_broker() {
-  if [[ -n ${BROKER_PID:-} ]]; then
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=
-  fi
-}
 
 # run NAME ARGS...: one generator run; its JSON goes to $OUT_DIR/NAME.json.
 run() {
@@ -216,4 +218,3 @@ if want peer; then
 fi
 
 log "results in $OUT_DIR"
-if [[ ${REMOVE_DATA_ROOT:-0} == 1 ]]; then rm -rf "$DATA_ROOT"; fi
