@@ -377,6 +377,8 @@ fn run() -> Result<()> {
         }
     }
     let threads = slot;
+    let cores = if cpus.is_empty() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cpus.len() };
+    let progress_cores = cores.min(threads.max(1));
 
     // Progress once a second until every worker is done.
     let mut last = (0u64, 0u64, 0u64, clock.now_ns(), stats::process_cpu_seconds());
@@ -411,7 +413,11 @@ fn run() -> Result<()> {
             if wants_consumers {
                 line += &format!(" | consumed {:>10.0} rec/s", (c - last.2) as f64 / dt);
             }
-            line += &format!(" | errors {} | cpu {:.0}%", progress.errors.load(Ordering::Relaxed), (cpu - last.4) / dt * 100.0);
+            let cpu_percent = (cpu - last.4) / dt * 100.0;
+            line += &format!(" | errors {} | cpu {cpu_percent:.0}%", progress.errors.load(Ordering::Relaxed));
+            if cpu_percent >= SATURATION_SHARE * 100.0 * progress_cores as f64 {
+                line += " SATURATED";
+            }
             eprintln!("{line}");
             last = (p, pb, c, now, cpu);
         }
@@ -429,8 +435,7 @@ fn run() -> Result<()> {
         consumed.merge(h.join().map_err(|_| anyhow::anyhow!("consumer thread panicked"))?);
     }
 
-    let cores = if cpus.is_empty() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cpus.len() };
-    let usable = cores.min(threads.max(1));
+    let usable = progress_cores;
     let saturated = cpu_percent >= SATURATION_SHARE * 100.0 * usable as f64;
     let elapsed = |r: &WorkerResult| (r.last_ns.saturating_sub(measure_from_ns)) as f64 / 1e9;
     let (main, latency, kind, consumed_rate) = match args.mode {
@@ -463,6 +468,7 @@ fn run() -> Result<()> {
         records_per_sec: main.records as f64 / elapsed_s,
         mb_per_sec: main.bytes as f64 / elapsed_s / 1e6,
         consumed_records_per_sec: consumed_rate,
+        ack_latency_us: (args.mode == Mode::E2e).then(|| LatencyUs::from_histogram(&produced.latency_ns)),
         cpu_percent,
         cpu_cores: usable,
         saturated,

@@ -147,6 +147,9 @@ pub struct Report {
     /// Consumer side in e2e mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumed_records_per_sec: Option<f64>,
+    /// e2e: the producers' due -> ack latency per batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_latency_us: Option<LatencyUs>,
     /// Of one core: 100 = one core busy.
     pub cpu_percent: f64,
     pub cpu_cores: usize,
@@ -173,6 +176,9 @@ impl Report {
         println!("latency ({})", self.latency_kind);
         println!("  p50 {:>10.1} us   p90 {:>10.1} us   p99 {:>10.1} us", l.p50, l.p90, l.p99);
         println!("  p99.9 {:>8.1} us   p99.99 {:>7.1} us   max {:>10.1} us   (n={})", l.p999, l.p9999, l.max, l.count);
+        if let Some(a) = &self.ack_latency_us {
+            println!("ack latency (due -> ack per batch): p50 {:.1} us, p99 {:.1} us, p99.99 {:.1} us, max {:.1} us", a.p50, a.p99, a.p9999, a.max);
+        }
     }
 
     pub fn json_line(&self) -> Result<String> {
