@@ -9,6 +9,7 @@
 //! - [`producer`]: one producer connection, open loop or max rate, pipelined.
 //! - [`consumer`]: one consumer connection, long-poll Fetch, end-to-end latency from stamped values.
 //! - [`stats`]: clock, histograms, CPU accounting, the report.
+//! - [`sink`]: an endpoint that acknowledges and discards produce requests (the generator's ceiling).
 //!
 //! Latency is measured from when a batch (produce) or record (e2e) was due
 //! to be sent by the schedule, not from when it was sent, so a slow broker
@@ -18,6 +19,7 @@
 mod batch;
 mod consumer;
 mod producer;
+mod sink;
 mod stats;
 mod wire;
 
@@ -127,6 +129,9 @@ struct Args {
     /// Skip CreateTopics.
     #[arg(long)]
     no_create: bool,
+    /// Sink mode: address to listen on.
+    #[arg(long, default_value = "127.0.0.1:19093")]
+    listen: String,
     /// Idle mode: connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
@@ -139,6 +144,9 @@ enum Mode {
     E2e,
     /// Open --connections connections, send one ApiVersions on each, hold them for --duration.
     Idle,
+    /// Listen on --listen and acknowledge produce requests without storing them:
+    /// measures the generator's own ceiling.
+    Sink,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -250,6 +258,9 @@ fn run() -> Result<()> {
     pin(&cpus, 0);
     if args.mode == Mode::Idle {
         return run_idle(&args);
+    }
+    if args.mode == Mode::Sink {
+        return sink::run(&args.listen);
     }
 
     let clock = Clock::new();
@@ -445,7 +456,7 @@ fn run() -> Result<()> {
             if args.acks == 0 { "send lateness vs schedule per batch (acks=0)" } else { "produce: due -> ack per batch" },
             None,
         ),
-        Mode::Consume | Mode::Idle => (&consumed, LatencyUs::from_histogram(&consumed.latency_ns), "due -> received per stamped record", None),
+        Mode::Consume | Mode::Idle | Mode::Sink => (&consumed, LatencyUs::from_histogram(&consumed.latency_ns), "due -> received per stamped record", None),
         Mode::E2e => (
             &produced,
             LatencyUs::from_histogram(&consumed.latency_ns),

@@ -7,7 +7,7 @@
 # Needs: iperf3, fio, jq (apt-get install -y iperf3 fio jq).
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
-# PORT (19092), ONLY="limits produce e2e catchup shards idle peer" to run a
+# PORT (19092), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
 set -euo pipefail
 
@@ -16,7 +16,7 @@ BROKER_CPUS=${BROKER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 DURATION=${DURATION:-10}
 PORT=${PORT:-19092}
-ONLY=${ONLY:-"limits produce e2e catchup shards idle peer"}
+ONLY=${ONLY:-"limits ceiling produce e2e catchup shards idle peer"}
 OUT_DIR=${OUT_DIR:-$ROOT/perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 if [[ -z ${DATA_ROOT:-} ]]; then
   DATA_ROOT=$(mktemp -d /tmp/ringlog-suite.XXXXXX)
@@ -141,6 +141,26 @@ throughput_row() { # name label
 
 row "| run | records/s | MB/s | ratio to min(loopback, O_DIRECT) = $LIMIT_MBS MB/s | latency | generator cpu | errors |"
 row "|---|---|---|---|---|---|---|"
+
+if want ceiling; then
+  # The generator against a sink that acknowledges and discards: the most
+  # the generator can show on this machine, whatever the broker.
+  SINK_ADDR=127.0.0.1:$((PORT + 1))
+  taskset -c "$BROKER_CPUS" "$PERF" sink --listen "$SINK_ADDR" 2>"$OUT_DIR/sink.log" &
+  SINK_PID=$!
+  sleep 0.5
+  for size in 100 1024; do
+    batch=$(( size == 100 ? 1000 : 256 ))
+    name="ceiling-${size}B"
+    echo "$name: ringlog-perf produce --bootstrap $SINK_ADDR ..." >>"$OUT_DIR/commands.txt"
+    "$PERF" produce --bootstrap "$SINK_ADDR" --topic ceiling --partitions 4 --record-size "$size" --batch-records "$batch" \
+      --acks 1 --in-flight 8 --producers 2 --duration 5 --warmup 1 --cpus "$LOAD_CPUS" --json \
+      >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" && tail -1 "$OUT_DIR/$name.out" >"$OUT_DIR/$name.json" || echo '{}' >"$OUT_DIR/$name.json"
+    throughput_row "$name" "generator ceiling (sink), ${size} B"
+  done
+  kill "$SINK_PID" 2>/dev/null || true
+  wait "$SINK_PID" 2>/dev/null || true
+fi
 
 if want produce; then
   start_broker "$BROKER_CPUS" "$DATA_ROOT/produce"

@@ -319,3 +319,26 @@ fn idle_mode_holds_the_requested_connections() {
     assert!(ok, "{err}");
     assert_eq!(last_json(&out)["connections"], 50);
 }
+
+#[test]
+fn sink_mode_acknowledges_produce_requests() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_ringlog-perf"))
+        .args(["sink", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "sink did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = perf(&["produce", "--bootstrap", &addr, "--topic", "s", "--partitions", "2", "--records", "20000", "--duration", "10", "--json"]);
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let (ok, out, err) = result;
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out)["records"], 20_000);
+}
