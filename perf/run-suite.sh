@@ -118,7 +118,7 @@ log "cargo build --release"
 # run NAME ARGS...: one generator run; its JSON goes to $OUT_DIR/NAME.json.
 run() {
   local name=$1; shift
-  local cmd=("$PERF" "$@" --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json)
+  local cmd=("$PERF" "$@" --bootstrap "${TARGET_ADDR:-$ADDR}" --cpus "$LOAD_CPUS" --json)
   echo "$name: ${cmd[*]#$ROOT/}" >>"$OUT_DIR/commands.txt"
   log "$name: ${cmd[*]#$ROOT/}"
   if "${cmd[@]}" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err"; then
@@ -152,10 +152,8 @@ if want ceiling; then
   for size in 100 1024; do
     batch=$(( size == 100 ? 1000 : 256 ))
     name="ceiling-${size}B"
-    echo "$name: ringlog-perf produce --bootstrap $SINK_ADDR ..." >>"$OUT_DIR/commands.txt"
-    "$PERF" produce --bootstrap "$SINK_ADDR" --topic ceiling --partitions 4 --record-size "$size" --batch-records "$batch" \
-      --acks 1 --in-flight 8 --producers 2 --duration 5 --warmup 1 --cpus "$LOAD_CPUS" --json \
-      >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" && tail -1 "$OUT_DIR/$name.out" >"$OUT_DIR/$name.json" || echo '{}' >"$OUT_DIR/$name.json"
+    TARGET_ADDR=$SINK_ADDR run "$name" produce --topic ceiling --partitions 4 --record-size "$size" --batch-records "$batch" \
+      --acks 1 --in-flight 8 --producers 2 --duration 5 --warmup 1 --rate max
     throughput_row "$name" "generator ceiling (sink), ${size} B"
   done
   kill "$SINK_PID" 2>/dev/null || true
