@@ -29,24 +29,34 @@ pub enum IoMode {
 
 /// Checks that `dir` can do O_DIRECT. glommio silently falls back to buffered
 /// I/O on tmpfs, so tmpfs counts as unavailable too.
-pub fn probe_direct_io(dir: &Path) -> Result<(), String> {
+///
+/// It also primes glommio's per-thread iopoll probe for the device with a file
+/// that holds data: glommio probes iopoll by reading offset 0 of the first file
+/// it opens on a device, and on an empty file that read succeeds without
+/// reaching the device, wrongly enabling the poll ring (reads then fail with
+/// EOPNOTSUPP on devices without iopoll, such as virtio disks).
+pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
     let stat = nix_statfs(dir)?;
     if stat == libc::TMPFS_MAGIC as i64 {
         return Err("tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into());
     }
     let probe = dir.join(".direct-io-probe");
-    let result = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe);
+    let result = probe_with_file(&probe).await;
     let _ = std::fs::remove_file(&probe);
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("open with O_DIRECT failed: {e}")),
-    }
+    result
+}
+
+async fn probe_with_file(probe: &Path) -> Result<(), String> {
+    std::fs::write(probe, [0u8; BLOCK_BYTES as usize]).map_err(|e| format!("cannot write a probe file: {e}"))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(probe)
+        .map_err(|e| format!("open with O_DIRECT failed: {e}"))?;
+    let file = DmaFile::open(probe).await.map_err(|e| format!("glommio could not open a direct file: {e}"))?;
+    let read = file.read_at_aligned(0, BLOCK_BYTES as usize).await;
+    let _ = file.close().await;
+    read.map(|_| ()).map_err(|e| format!("direct read failed: {e}"))
 }
 
 fn nix_statfs(dir: &Path) -> Result<i64, String> {

@@ -130,7 +130,7 @@ impl PartitionLog {
         options: StorageOptions,
     ) -> Result<Rc<PartitionLog>, Error> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        let io_mode = match file::probe_direct_io(&dir) {
+        let io_mode = match file::probe_direct_io(&dir).await {
             Ok(()) => IoMode::Direct,
             Err(reason) if options.allow_buffered_io => {
                 tracing::warn!(dir = %dir.display(), %reason, "O_DIRECT unavailable; using buffered I/O (development mode)");
@@ -219,6 +219,11 @@ impl PartitionLog {
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.state.borrow().segments.keys().copied().collect()
+    }
+
+    /// (base offset, bytes) of each segment, oldest first.
+    pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
+        self.state.borrow().segments.values().map(|s| (s.base_offset, s.written_bytes)).collect()
     }
 
     /// Total bytes of the segment files.
@@ -337,7 +342,9 @@ impl PartitionLog {
         if active.staged_bytes == 0 {
             return false;
         }
-        let segment_age_ms = now.saturating_sub(active.first_batch_timestamp_ms.unwrap_or(active.created_ms).max(0));
+        // Age by wall clock since the segment was created: unlike Kafka's first-batch
+        // timestamp, producer timestamps far in the past cannot force a roll per append.
+        let segment_age_ms = now.saturating_sub(active.created_ms);
         active.staged_bytes + incoming_bytes > state.config.segment_bytes
             || segment_age_ms > state.config.segment_ms.min(i64::MAX as u64) as i64
             || active.index.offsets.len() >= super::index::INDEX_ENTRIES_MAX
