@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn flipped_payload_bit_is_a_crc_mismatch() {
         let mut b = minimal_batch(1);
-        b[HEADER_BYTES - 1] ^= 1;
+        b[BASE_TIMESTAMP_OFFSET + 3] ^= 1;
         let h = BatchHeader::parse(&b).expect("header present");
         assert!(matches!(h.validate(&b, 1 << 20), Err(Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))));
     }
