@@ -10,4 +10,5 @@
 //! - [`shard`]: executors, placement, the partition→shard table and cross-shard calls.
 //! - [`metrics`]: counters and latency histograms.
 
+pub mod group;
 pub mod storage;
