@@ -217,13 +217,12 @@ impl GroupCoordinator {
 
     pub(super) fn flush_in_background(&self, seq: u64) {
         let this = self.this.clone();
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             let Some(coordinator) = this.upgrade() else { return };
             if let Err(error) = coordinator.log.sync(seq).await {
                 tracing::warn!(%error, "could not flush group metadata");
             }
-        })
-        .detach();
+        });
     }
 
     // ---------------------------------------------------------------- JoinGroup
@@ -536,13 +535,12 @@ impl GroupCoordinator {
         let this = self.this.clone();
         let group_id = group.id.clone();
         let incarnation = group.incarnation;
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
             if let Some(coordinator) = this.upgrade() {
                 coordinator.on_join_timer(&group_id, incarnation, epoch);
             }
-        })
-        .detach();
+        });
     }
 
     fn on_join_timer(&self, group_id: &str, incarnation: u64, epoch: u64) {
@@ -621,7 +619,7 @@ impl GroupCoordinator {
         let group_id = group.id.clone();
         let incarnation = group.incarnation;
         let member_id = member_id.to_string();
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             loop {
                 let deadline = {
                     let Some(coordinator) = this.upgrade() else { return };
@@ -632,8 +630,7 @@ impl GroupCoordinator {
                 };
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
             }
-        })
-        .detach();
+        });
     }
 
     /// Evicts the member if its session expired (Kafka's onExpireHeartbeat).
@@ -668,7 +665,7 @@ impl GroupCoordinator {
         let group_id = group.id.clone();
         let incarnation = group.incarnation;
         let member_id = member_id.to_string();
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             glommio::timer::sleep(session_duration(session_timeout_ms)).await;
             let Some(coordinator) = this.upgrade() else { return };
             let mut groups = coordinator.groups.borrow_mut();
@@ -678,8 +675,7 @@ impl GroupCoordinator {
             if group.pending_members.remove(&member_id) {
                 coordinator.try_complete_join(group);
             }
-        })
-        .detach();
+        });
     }
 
     /// Kafka's removeMemberAndUpdateGroup.
@@ -1059,7 +1055,7 @@ impl GroupCoordinator {
     fn start_expiry_timer(&self) {
         let this = self.this.clone();
         let interval = Duration::from_millis(self.config.offsets_retention_check_interval_ms);
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             loop {
                 glommio::timer::sleep(interval).await;
                 let Some(coordinator) = this.upgrade() else { return };
@@ -1071,9 +1067,18 @@ impl GroupCoordinator {
                     tracing::info!(expired, "expired committed offsets");
                 }
             }
-        })
-        .detach();
+        });
     }
+}
+
+/// Spawns a background task that first yields: glommio runs a new task
+/// right away, and the caller may hold the group map borrowed.
+fn spawn_detached(task: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(async move {
+        futures_lite::future::yield_now().await;
+        task.await;
+    })
+    .detach();
 }
 
 fn session_duration(session_timeout_ms: i32) -> Duration {
