@@ -30,6 +30,13 @@ const NO_LEADER_EPOCH: i32 = -1;
 /// `retention_time_ms` value meaning "use the broker's retention" (OffsetCommit v2-v4).
 const DEFAULT_RETENTION: i64 = -1;
 
+/// Offsets of one group whose tombstones are being written.
+struct OffsetRemoval {
+    group_id: String,
+    incarnation: u64,
+    keys: Vec<(String, i32)>,
+}
+
 struct OffsetWrite {
     topic: String,
     partition: i32,
@@ -312,7 +319,7 @@ impl GroupCoordinator {
 
     /// The topic was deleted: its committed offsets go too, in every group.
     pub async fn remove_topic(&self, topic: &str) {
-        let mut removals: Vec<(String, u64, Vec<(String, i32)>)> = Vec::new();
+        let mut removals: Vec<OffsetRemoval> = Vec::new();
         let mut last_seq = 0;
         {
             let groups = self.groups.borrow();
@@ -332,7 +339,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
-                removals.push((group.id.clone(), group.incarnation, keys));
+                removals.push(OffsetRemoval { group_id: group.id.clone(), incarnation: group.incarnation, keys });
             }
         }
         if last_seq == 0 {
@@ -342,8 +349,8 @@ impl GroupCoordinator {
             tracing::warn!(topic, %error, "could not remove offsets of deleted topic");
             return;
         }
-        for (group_id, incarnation, keys) in removals {
-            self.forget_offsets(&group_id, incarnation, &keys, last_seq);
+        for removal in removals {
+            self.forget_offsets(&removal.group_id, removal.incarnation, &removal.keys, last_seq);
         }
     }
 
@@ -351,7 +358,7 @@ impl GroupCoordinator {
     /// left (Kafka's cleanupGroupMetadata). Returns the number of offsets removed.
     pub async fn expire_offsets(&self, now_ms: i64) -> usize {
         let retention_ms = self.config.offsets_retention_ms;
-        let mut offset_removals: Vec<(String, u64, Vec<(String, i32)>)> = Vec::new();
+        let mut offset_removals: Vec<OffsetRemoval> = Vec::new();
         let mut group_removals: Vec<(String, u64)> = Vec::new();
         let mut last_seq = 0;
         let mut expired_count = 0;
@@ -382,7 +389,7 @@ impl GroupCoordinator {
                     group_removals.push((group.id.clone(), group.incarnation));
                 }
                 if !expired.is_empty() {
-                    offset_removals.push((group.id.clone(), group.incarnation, expired));
+                    offset_removals.push(OffsetRemoval { group_id: group.id.clone(), incarnation: group.incarnation, keys: expired });
                 }
             }
         }
@@ -393,8 +400,8 @@ impl GroupCoordinator {
             tracing::warn!(%error, "could not expire offsets");
             return 0;
         }
-        for (group_id, incarnation, keys) in offset_removals {
-            self.forget_offsets(&group_id, incarnation, &keys, last_seq);
+        for removal in offset_removals {
+            self.forget_offsets(&removal.group_id, removal.incarnation, &removal.keys, last_seq);
         }
         let mut groups = self.groups.borrow_mut();
         for (group_id, incarnation) in group_removals {
