@@ -97,7 +97,7 @@ enum SessionCheck {
 
 pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
-    pub(super) log: GroupLog,
+    pub(super) log: Rc<GroupLog>,
     pub(super) groups: RefCell<HashMap<String, Group>>,
     this: Weak<GroupCoordinator>,
     member_id_base: u64,
@@ -116,7 +116,7 @@ impl GroupCoordinator {
             compact_bytes: config.log_compact_bytes,
             compact_records: config.log_compact_records,
         };
-        let log = GroupLog::open(&dir, log_config).await?;
+        let log = Rc::new(GroupLog::open(&dir, log_config).await?);
         let now = now_ms();
         let mut incarnation = 0u64;
         let groups = log.with_live(|live| -> Result<HashMap<String, Group>, Error> {
@@ -210,19 +210,20 @@ impl GroupCoordinator {
     pub(super) fn persist_group(&self, group: &Group) {
         let key = Key::Group { group: group.id.clone() }.encode();
         match self.log.enqueue(key, Some(group.value().encode())) {
-            Ok(seq) => self.flush_in_background(seq),
+            Ok(_) => self.log.flush_soon(),
             Err(error) => tracing::warn!(group = %group.id, %error, "could not record group metadata"),
         }
     }
 
-    pub(super) fn flush_in_background(&self, seq: u64) {
-        let this = self.this.clone();
-        spawn_detached(async move {
-            let Some(coordinator) = this.upgrade() else { return };
-            if let Err(error) = coordinator.log.sync(seq).await {
-                tracing::warn!(%error, "could not flush group metadata");
-            }
-        });
+    /// Runs `task` as its own task and waits for it. The broker drops a
+    /// request's future when its connection closes; work that follows a
+    /// durable write (updating memory to match the log) must still finish.
+    pub(super) async fn run_to_completion<T: 'static>(task: impl std::future::Future<Output = T> + 'static) -> Option<T> {
+        glommio::spawn_local(task).detach().await
+    }
+
+    pub(super) fn strong(&self) -> Option<Rc<GroupCoordinator>> {
+        self.this.upgrade()
     }
 
     // ---------------------------------------------------------------- JoinGroup
@@ -1009,6 +1010,16 @@ impl GroupCoordinator {
             group.transition(GroupState::Dead, now_ms());
             (group.incarnation, last_seq)
         };
+        let Some(this) = self.strong() else {
+            return ResponseError::CoordinatorNotAvailable.code();
+        };
+        let group_id = group_id.to_string();
+        Self::run_to_completion(async move { this.finish_delete(&group_id, incarnation, seq).await })
+            .await
+            .unwrap_or(ResponseError::CoordinatorNotAvailable.code())
+    }
+
+    async fn finish_delete(&self, group_id: &str, incarnation: u64, seq: u64) -> i16 {
         let synced = self.log.sync(seq).await;
         let mut groups = self.groups.borrow_mut();
         let same = groups.get(group_id).is_some_and(|g| g.incarnation == incarnation);

@@ -9,10 +9,12 @@
 //! `compact_bytes` plus the live state.
 //!
 //! Writes are acknowledged only once durable: `enqueue` orders a record,
-//! `sync(seq)` returns once a write + fdatasync covering it completed. One
-//! flush runs at a time and takes every record enqueued meanwhile (group
-//! commit). A failed write or fdatasync fails the log for good: the disk
-//! state is unknown, so nothing more is acknowledged.
+//! `sync(seq)` returns once a write + fdatasync covering it completed. The
+//! writing is done by one flusher task, not by the waiters, so a waiter whose
+//! request is dropped cannot abandon records half-written; each flush takes
+//! every record enqueued meanwhile (group commit). A failed write or
+//! fdatasync fails the log for good: the disk state is unknown, so nothing
+//! more is acknowledged.
 //!
 //! On open a torn or corrupt tail (short frame, bad length, bad CRC) is
 //! truncated away: records after it were never acknowledged.
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 use glommio::sync::Semaphore;
 
@@ -77,6 +80,9 @@ struct Inner {
     live_bytes: u64,
     failed: Option<String>,
     closed: bool,
+    /// Callers of `sync` waiting for their sequence number to be durable.
+    waiters: Vec<(u64, LocalSender<Result<(), String>>)>,
+    flusher_running: bool,
     stats: LogStats,
 }
 
@@ -256,6 +262,8 @@ impl GroupLog {
             live_bytes: 0,
             failed: None,
             closed: false,
+            waiters: Vec::new(),
+            flusher_running: false,
             stats: LogStats {
                 file_bytes: scanned.valid_bytes as u64,
                 file_records,
@@ -315,36 +323,63 @@ impl GroupLog {
     }
 
     /// Returns once every record up to `seq` is durable.
-    pub async fn sync(&self, seq: u64) -> Result<(), Error> {
-        loop {
-            self.check_durable(seq)?;
-            if self.inner.borrow().durable_seq >= seq {
+    pub async fn sync(self: &Rc<Self>, seq: u64) -> Result<(), Error> {
+        let receiver = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.durable_seq >= seq {
                 return Ok(());
             }
-            let _permit = self
-                .flush_lock
-                .acquire_permit(1)
-                .await
-                .map_err(|_| Error::Failed("log is closed".into()))?;
-            // A flush that ran while this task waited may have covered `seq` (group commit).
-            if self.inner.borrow().durable_seq >= seq {
-                return Ok(());
+            if let Some(reason) = &inner.failed {
+                return Err(Error::Failed(reason.clone()));
             }
-            self.flush_locked().await?;
+            let (sender, receiver) = local_channel::new_bounded(1);
+            inner.waiters.push((seq, sender));
+            receiver
+        };
+        self.flush_soon();
+        match receiver.recv().await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(reason)) => Err(Error::Failed(reason)),
+            None => Err(Error::Failed("log dropped before the write completed".into())),
         }
     }
 
-    fn check_durable(&self, seq: u64) -> Result<(), Error> {
-        let inner = self.inner.borrow();
-        match &inner.failed {
-            Some(reason) if inner.durable_seq < seq => Err(Error::Failed(reason.clone())),
-            _ => Ok(()),
+    /// Makes sure a flusher task will write what is pending, without waiting for it.
+    pub fn flush_soon(self: &Rc<Self>) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.flusher_running || inner.pending_ops.is_empty() {
+                return;
+            }
+            inner.flusher_running = true;
         }
+        let log = Rc::clone(self);
+        glommio::spawn_local(async move { log.run_flusher().await }).detach();
+    }
+
+    async fn run_flusher(&self) {
+        loop {
+            let Ok(permit) = self.flush_lock.acquire_permit(1).await else {
+                break;
+            };
+            // Errors are recorded in `failed` and reported to the waiters.
+            let _ = self.flush_locked().await;
+            drop(permit);
+            let inner = self.inner.borrow();
+            if inner.pending_ops.is_empty() || inner.failed.is_some() {
+                break;
+            }
+        }
+        let mut inner = self.inner.borrow_mut();
+        inner.flusher_running = false;
+        inner.complete_waiters();
     }
 
     fn fail(&self, error: &Error) {
         tracing::error!(path = %self.path.display(), %error, "group log failed; refusing further writes");
-        self.inner.borrow_mut().failed = Some(error.to_string());
+        let mut inner = self.inner.borrow_mut();
+        inner.failed = Some(error.to_string());
+        inner.complete_waiters();
     }
 
     /// Writes and fdatasyncs everything pending. Caller holds `flush_lock`.
@@ -380,6 +415,7 @@ impl GroupLog {
                 inner.apply(op);
             }
             inner.durable_seq = upto;
+            inner.complete_waiters();
         }
         if self.should_compact() {
             self.compact_locked().await?;
@@ -468,6 +504,24 @@ impl GroupLog {
 }
 
 impl Inner {
+    /// Answers the waiters whose records are durable, or all of them once the log failed.
+    fn complete_waiters(&mut self) {
+        let durable_seq = self.durable_seq;
+        let failed = self.failed.clone();
+        self.waiters.retain(|(seq, waiter)| {
+            let outcome = if *seq <= durable_seq {
+                Ok(())
+            } else if let Some(reason) = &failed {
+                Err(reason.clone())
+            } else {
+                return true;
+            };
+            // A waiter whose request was dropped is gone; nothing to tell it.
+            let _ = waiter.try_send(outcome);
+            false
+        });
+    }
+
     fn apply(&mut self, (key, value): Op) {
         match value {
             Some(value) => {

@@ -172,10 +172,21 @@ impl GroupCoordinator {
             seqs.push(self.log.enqueue(key.encode(), Some(write.value.encode()))?);
         }
         let Some(&last) = seqs.last() else { return Ok(()) };
-        self.log.sync(last).await?;
+        let this = self.strong().ok_or_else(|| Error::Failed("coordinator dropped".into()))?;
+        let group_id = group_id.to_string();
+        let applied = Self::run_to_completion(async move {
+            this.log.sync(last).await?;
+            this.apply_offsets(&group_id, incarnation, writes, seqs);
+            Ok(())
+        });
+        applied.await.unwrap_or_else(|| Err(Error::Failed("commit task cancelled".into())))
+    }
+
+    /// Puts durable commits in memory unless a later write of the same partition got there first.
+    fn apply_offsets(&self, group_id: &str, incarnation: u64, writes: Vec<OffsetWrite>, seqs: Vec<u64>) {
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id).filter(|g| g.incarnation == incarnation) else {
-            return Ok(());
+            return;
         };
         for (write, seq) in writes.into_iter().zip(seqs) {
             let key = (write.topic, write.partition);
@@ -184,7 +195,20 @@ impl GroupCoordinator {
             }
             group.offsets.insert(key, StoredOffset { value: write.value, seq });
         }
-        Ok(())
+    }
+
+    /// Waits for tombstones up to `seq`, then drops the offsets from memory,
+    /// even if the caller goes away meanwhile.
+    async fn forget_when_durable(&self, removals: Vec<OffsetRemoval>, seq: u64) -> Result<(), Error> {
+        let this = self.strong().ok_or_else(|| Error::Failed("coordinator dropped".into()))?;
+        let forgotten = Self::run_to_completion(async move {
+            this.log.sync(seq).await?;
+            for removal in &removals {
+                this.forget_offsets(&removal.group_id, removal.incarnation, &removal.keys, seq);
+            }
+            Ok(())
+        });
+        forgotten.await.unwrap_or_else(|| Err(Error::Failed("removal task cancelled".into())))
     }
 
     /// One group of an OffsetFetch (v8+ shape). `topics: None` fetches all of the group's offsets.
@@ -295,11 +319,11 @@ impl GroupCoordinator {
             (group.incarnation, last_seq)
         };
         if last_seq > 0 {
-            if let Err(error) = self.log.sync(last_seq).await {
+            let removal = OffsetRemoval { group_id: group_id.clone(), incarnation, keys: deletes };
+            if let Err(error) = self.forget_when_durable(vec![removal], last_seq).await {
                 tracing::warn!(group = %group_id, %error, "offset delete failed");
                 return top_level(ResponseError::CoordinatorNotAvailable);
             }
-            self.forget_offsets(&group_id, incarnation, &deletes, last_seq);
         }
         OffsetDeleteResponse::default().with_topics(response_topics)
     }
@@ -345,12 +369,8 @@ impl GroupCoordinator {
         if last_seq == 0 {
             return;
         }
-        if let Err(error) = self.log.sync(last_seq).await {
+        if let Err(error) = self.forget_when_durable(removals, last_seq).await {
             tracing::warn!(topic, %error, "could not remove offsets of deleted topic");
-            return;
-        }
-        for removal in removals {
-            self.forget_offsets(&removal.group_id, removal.incarnation, &removal.keys, last_seq);
         }
     }
 
@@ -396,12 +416,9 @@ impl GroupCoordinator {
         if last_seq == 0 {
             return 0;
         }
-        if let Err(error) = self.log.sync(last_seq).await {
+        if let Err(error) = self.forget_when_durable(offset_removals, last_seq).await {
             tracing::warn!(%error, "could not expire offsets");
             return 0;
-        }
-        for removal in offset_removals {
-            self.forget_offsets(&removal.group_id, removal.incarnation, &removal.keys, last_seq);
         }
         let mut groups = self.groups.borrow_mut();
         for (group_id, incarnation) in group_removals {

@@ -763,3 +763,96 @@ fn shard_for_group_is_stable_and_in_range() {
         assert!(shard_for_group("g", shards) < shards);
     }
 }
+
+fn encodes<T: Encodable>(message: &T, versions: std::ops::RangeInclusive<i16>, what: &str) {
+    for version in versions {
+        let mut buf = bytes::BytesMut::new();
+        if let Err(error) = message.encode(&mut buf, version) {
+            panic!("{what} does not encode at v{version}: {error}");
+        }
+    }
+}
+
+#[test]
+fn responses_encode_at_every_version_of_their_api() {
+    use kafka_protocol::messages::{DescribeGroupsResponse, ListGroupsResponse, OffsetFetchResponse};
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        for version in 0..=9 {
+            let error = c.join_group(join_request("", "", None), version, &client()).await;
+            encodes(&error, version..=version, "JoinGroup error");
+        }
+        // A v0 join completes in one round trip; its response carries the member list.
+        let joined = c.join_group(join_request("g", "", None), 0, &client()).await;
+        encodes(&joined, 0..=5, "JoinGroup v0 success");
+        let static_join = c.join_group(join_request("g", "", Some("i")), 9, &client()).await;
+        eprintln!("static {} gen {} / joined {} gen {}", static_join.error_code, static_join.generation_id, joined.error_code, joined.generation_id);
+        encodes(&static_join, 9..=9, "JoinGroup v9");
+        let member = joined.member_id.as_str().to_string();
+        let rejoined = c.join_group(join_request("g", &member, None), 9, &client()).await;
+        encodes(&rejoined, 9..=9, "JoinGroup v9 rejoin");
+        let synced = c.sync_group(sync_request("g", rejoined.generation_id, &member, &[]), 5).await;
+        encodes(&synced, 0..=5, "SyncGroup");
+        encodes(&c.heartbeat(heartbeat_request("g", 1, &member, None), 4).await, 0..=4, "Heartbeat");
+        let leave_v0 = LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("nobody"));
+        encodes(&c.leave_group(leave_v0, 0).await, 0..=2, "LeaveGroup v0-2");
+        let leave_v3 = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_members(vec![MemberIdentity::default().with_member_id(s("nobody"))]);
+        encodes(&c.leave_group(leave_v3, 5).await, 3..=5, "LeaveGroup v3-5");
+        for version in 0..=6 {
+            for group in ["g", "missing", ""] {
+                let described = DescribeGroupsResponse::default().with_groups(vec![c.describe_group(group, version)]);
+                encodes(&described, version..=version, "DescribeGroups");
+            }
+        }
+        encodes(&ListGroupsResponse::default().with_groups(c.list_groups(&[], &[])), 0..=5, "ListGroups");
+        let committed = c.offset_commit(commit_request("g", -1, "", &[("orders", 0, 1)]), 8, &Topics).await;
+        encodes(&committed, 2..=9, "OffsetCommit");
+        let fetch_group = OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(None);
+        let fetched = OffsetFetchResponse::default().with_groups(vec![c.offset_fetch_group(&fetch_group, false)]);
+        encodes(&fetched, 8..=9, "OffsetFetch");
+        let deleted = c.offset_delete(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))), 0).await;
+        encodes(&deleted, 0..=0, "OffsetDelete");
+    });
+}
+
+#[test]
+fn a_commit_whose_request_is_dropped_still_completes_and_does_not_stall_others() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        // Poll the commit once (it is now waiting on the disk) and drop it, as
+        // the broker does when the client's connection closes.
+        let dropped = futures_lite::future::poll_once(c.offset_commit(
+            commit_request("simple", -1, "", &[("orders", 0, 11)]),
+            8,
+            &Topics,
+        ))
+        .await;
+        assert!(dropped.is_none(), "the commit should still be waiting for fdatasync");
+        assert_eq!(commit(&c, "simple", -1, "", &[("orders", 1, 12)]).await, vec![0]);
+        let visible = {
+            let started = std::time::Instant::now();
+            loop {
+                if fetch(&c, "simple", "orders", 0) == 11 || started.elapsed() > Duration::from_secs(5) {
+                    break fetch(&c, "simple", "orders", 0);
+                }
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        assert_eq!(visible, 11);
+        // A delete whose request is dropped does not leave the group Dead.
+        let dropped = futures_lite::future::poll_once(c.delete_group("simple")).await;
+        assert!(dropped.is_none());
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        assert_eq!(c.group_state("simple"), None);
+        c.close().await.expect("close");
+        drop(c);
+        let c = open(&path).await;
+        assert_eq!(c.group_count(), 0);
+    });
+}
