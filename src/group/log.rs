@@ -145,6 +145,12 @@ fn scan(bytes: &[u8]) -> Result<Scan, Error> {
     Ok(Scan { ops, valid_bytes: pos })
 }
 
+/// `scan` for the decoder tests: the number of valid bytes, or the error.
+#[cfg(test)]
+pub(crate) fn scan_for_tests(bytes: &[u8]) -> Result<usize, Error> {
+    scan(bytes).map(|scanned| scanned.valid_bytes)
+}
+
 fn parse_payload(payload: &[u8]) -> Result<Op, Error> {
     let corrupt = |what: &str| Error::Corrupt(format!("log record: {what}"));
     let (&op, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
@@ -341,6 +347,18 @@ impl GroupLog {
             Some(Ok(())) => Ok(()),
             Some(Err(reason)) => Err(Error::Failed(reason)),
             None => Err(Error::Failed("log dropped before the write completed".into())),
+        }
+    }
+
+    /// Waits until no flush or compaction is running (tests simulate a crash
+    /// by dropping the log and reopening; a live flusher would race the reopen).
+    #[cfg(test)]
+    pub async fn wait_idle(&self) {
+        while self.inner.borrow().flusher_running {
+            if let Ok(permit) = self.flush_lock.acquire_permit(1).await {
+                drop(permit);
+            }
+            futures_lite::future::yield_now().await;
         }
     }
 

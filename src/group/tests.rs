@@ -176,6 +176,13 @@ fn fetch(c: &GroupCoordinator, group: &str, topic: &str, partition: i32) -> i64 
     response.topics[0].partitions[0].committed_offset
 }
 
+/// Drops the coordinator without closing it, as a crash would, once its
+/// background writes are done (a live flusher would race the reopen).
+async fn crash(c: Rc<GroupCoordinator>) {
+    c.log.wait_idle().await;
+    drop(c);
+}
+
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -548,7 +555,7 @@ fn offsets_and_groups_survive_close_and_reopen() {
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 2, 5)]).await, vec![0]);
         c.close().await.expect("close");
         assert_eq!(heartbeat(&c, "g", generation, &member).await, ResponseError::NotCoordinator.code());
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(fetch(&c, "g", "orders", 0), 42);
         assert_eq!(fetch(&c, "g", "payments", 1), 9);
@@ -577,7 +584,7 @@ fn a_torn_log_tail_is_truncated_on_reopen() {
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await, vec![0]);
         let good = std::fs::metadata(log_path(&path)).expect("log exists").len();
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await, vec![0]);
-        drop(c);
+        crash(c).await;
         // Cut the last record in half, as a crash during a write would.
         let full = std::fs::metadata(log_path(&path)).expect("log exists").len();
         let file = std::fs::OpenOptions::new().write(true).open(log_path(&path)).expect("open log");
@@ -589,7 +596,7 @@ fn a_torn_log_tail_is_truncated_on_reopen() {
         assert_eq!(std::fs::metadata(log_path(&path)).expect("log exists").len(), good);
         // And it appends cleanly after the cut.
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 0, 3)]).await, vec![0]);
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(fetch(&c, "simple", "orders", 0), 3);
         assert_eq!(c.log_stats().truncated_bytes, 0);
@@ -605,7 +612,7 @@ fn a_corrupt_record_is_cut_from_the_tail() {
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await, vec![0]);
         let good = std::fs::metadata(log_path(&path)).expect("log exists").len();
         assert_eq!(commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await, vec![0]);
-        drop(c);
+        crash(c).await;
         let mut bytes = std::fs::read(log_path(&path)).expect("read log");
         let last = bytes.len() - 3;
         bytes[last] ^= 0x55;
@@ -630,7 +637,7 @@ fn compaction_keeps_the_log_and_reopen_bounded() {
         assert!(stats.compactions > 0);
         assert!(stats.file_bytes < 16 << 10, "log is {} bytes", stats.file_bytes);
         assert_eq!(stats.live_records, 5, "one group record and four offsets");
-        drop(c);
+        crash(c).await;
         let c = GroupCoordinator::open(path.clone(), config).await.expect("reopen");
         for partition in 0..4 {
             assert_eq!(fetch(&c, "simple", "orders", partition), 1996 + partition as i64);
@@ -663,7 +670,7 @@ fn offsets_of_empty_groups_expire_after_retention() {
         assert_eq!(c.expire_offsets(coordinator::now_ms()).await, 0);
         assert_eq!(c.expire_offsets(coordinator::now_ms() + retention + 1_000).await, 1);
         assert_eq!(c.group_state("g"), None);
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(c.group_count(), 0);
     });
@@ -687,7 +694,7 @@ fn delete_group_needs_an_existing_empty_group() {
         assert_eq!(fetch(&c, "g", "orders", 0), -1);
         assert_eq!(c.describe_group("g", 5).group_state.as_str(), "Dead");
         assert_eq!(c.describe_group("g", 6).error_code, ResponseError::GroupIdNotFound.code());
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(c.group_count(), 0);
     });
@@ -749,7 +756,7 @@ fn removing_a_topic_drops_its_offsets_in_every_group() {
         assert_eq!(fetch(&c, "a", "orders", 0), -1);
         assert_eq!(fetch(&c, "b", "orders", 3), -1);
         assert_eq!(fetch(&c, "a", "payments", 0), 1);
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(fetch(&c, "a", "orders", 0), -1);
         assert_eq!(fetch(&c, "a", "payments", 0), 1);
@@ -851,8 +858,296 @@ fn a_commit_whose_request_is_dropped_still_completes_and_does_not_stall_others()
         glommio::timer::sleep(Duration::from_millis(200)).await;
         assert_eq!(c.group_state("simple"), None);
         c.close().await.expect("close");
-        drop(c);
+        crash(c).await;
         let c = open(&path).await;
         assert_eq!(c.group_count(), 0);
     });
+}
+
+/// Prints commit latency (one at a time and many in flight) and reopen time.
+/// `cargo test --lib measure_group_log -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_group_log_commit_latency_and_reopen_time() {
+    const SEQUENTIAL: usize = 500;
+    const CONCURRENT: usize = 4_000;
+    const IN_FLIGHT: usize = 256;
+    const OFFSETS: usize = 100_000;
+    let dir = tempfile::tempdir_in(std::env::var("MEASURE_DIR").unwrap_or_else(|_| "/tmp".into())).expect("temp dir");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for i in 0..SEQUENTIAL {
+            let started = std::time::Instant::now();
+            assert_eq!(commit(&c, "seq", -1, "", &[("orders", (i % 4) as i32, i as i64)]).await, vec![0]);
+            histogram.record(started.elapsed().as_micros() as u64).expect("record");
+        }
+        println!(
+            "sequential commits: {SEQUENTIAL}, latency us p50 {} p99 {} max {}",
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+            histogram.max()
+        );
+        let flushes_before = c.log_stats().flushes;
+        let started = std::time::Instant::now();
+        let semaphore = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT as u64));
+        let mut tasks = Vec::with_capacity(CONCURRENT);
+        for i in 0..CONCURRENT {
+            let permit = semaphore.acquire_static_permit(1).await.expect("permit");
+            let c = c.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let codes = commit(&c, &format!("group-{}", i % 64), -1, "", &[("orders", (i % 4) as i32, i as i64)]).await;
+                drop(permit);
+                codes
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await, vec![0]);
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "concurrent commits: {CONCURRENT} with {IN_FLIGHT} in flight in {elapsed:?} ({:.0}/s), {} fdatasyncs",
+            CONCURRENT as f64 / elapsed.as_secs_f64(),
+            c.log_stats().flushes - flushes_before
+        );
+        // Many distinct offsets: the live state a reopen must load.
+        let mut requests = Vec::new();
+        for i in 0..OFFSETS / 4 {
+            requests.push(commit_request(&format!("many-{i}"), -1, "", &[
+                ("orders", 0, i as i64),
+                ("orders", 1, i as i64),
+                ("orders", 2, i as i64),
+                ("orders", 3, i as i64),
+            ]));
+        }
+        let mut pending = Vec::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            let c = c.clone();
+            pending.push(glommio::spawn_local(async move { c.offset_commit(request, 8, &Topics).await }));
+            if i % IN_FLIGHT == 0 {
+                for task in pending.drain(..) {
+                    task.await;
+                }
+            }
+        }
+        for task in pending {
+            task.await;
+        }
+        let stats = c.log_stats();
+        println!("before close: {stats:?}");
+        c.close().await.expect("close");
+        crash(c).await;
+        let started = std::time::Instant::now();
+        let c = open(&path).await;
+        println!(
+            "reopen with {} live records ({} bytes): {:?}",
+            c.log_stats().live_records,
+            c.log_stats().file_bytes,
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let (leader, generation) = stable_single_member(&c, "g").await;
+        let follower = glommio::spawn_local({
+            let c = c.clone();
+            async move { join_dynamic(&c, "g").await }
+        });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let rejoined = c.join_group(join_request("g", &leader, None), JOIN_VERSION, &client()).await;
+        let follower = follower.await;
+        assert_eq!(rejoined.generation_id, generation + 1);
+        let follower_id = follower.member_id.as_str().to_string();
+        let follower_sync = glommio::spawn_local({
+            let c = c.clone();
+            let follower_id = follower_id.clone();
+            async move { c.sync_group(sync_request("g", generation + 1, &follower_id, &[]), 5).await }
+        });
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        c.sync_group(sync_request("g", generation + 1, &leader, &[]), 5).await;
+        follower_sync.await;
+        assert_eq!(c.group_state("g"), Some(GroupState::Stable));
+        // The leader rejoins (a new rebalance); the follower keeps heartbeating but never rejoins.
+        let started = std::time::Instant::now();
+        let done = Rc::new(std::cell::Cell::new(false));
+        let leader_join = glommio::spawn_local({
+            let c = c.clone();
+            let leader = leader.clone();
+            let done = done.clone();
+            async move {
+                let response = c.join_group(join_request("g", &leader, None), JOIN_VERSION, &client()).await;
+                done.set(true);
+                response
+            }
+        });
+        let mut saw_rebalance = false;
+        while !done.get() && started.elapsed() < Duration::from_secs(10) {
+            saw_rebalance |=
+                heartbeat(&c, "g", generation + 1, &follower_id).await == ResponseError::RebalanceInProgress.code();
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        let leader_join = leader_join.await;
+        assert!(saw_rebalance);
+        assert_eq!(leader_join.error_code, 0);
+        assert_eq!(leader_join.generation_id, generation + 2);
+        assert_eq!(leader_join.members.len(), 1, "the follower was dropped from the generation");
+        // The group waited for the longest rebalance timeout among its members (2 s).
+        assert!(started.elapsed() >= Duration::from_millis(1_900), "completed after {:?}", started.elapsed());
+        assert_eq!(heartbeat(&c, "g", generation + 2, &follower_id).await, ResponseError::UnknownMemberId.code());
+    });
+}
+
+#[test]
+fn a_member_id_never_used_does_not_hold_up_the_rebalance_forever() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let (a, _) = stable_single_member(&c, "g").await;
+        // A client gets a member id and vanishes.
+        let ghost = c.join_group(join_request("g", "", None), JOIN_VERSION, &client()).await;
+        assert_eq!(ghost.error_code, ResponseError::MemberIdRequired.code());
+        // The leader rejoins: the rebalance waits for the pending member until its session times out.
+        let started = std::time::Instant::now();
+        let rejoined = c.join_group(join_request("g", &a, None), JOIN_VERSION, &client()).await;
+        assert_eq!(rejoined.error_code, 0);
+        assert_eq!(rejoined.generation_id, 2);
+        assert_eq!(rejoined.members.len(), 1);
+        assert!(started.elapsed() < Duration::from_millis(SESSION_MS as u64 + 1_000));
+        let late = c.join_group(join_request("g", &ghost.member_id, None), JOIN_VERSION, &client()).await;
+        assert_eq!(late.error_code, ResponseError::UnknownMemberId.code());
+    });
+}
+
+#[test]
+fn a_static_member_replaced_during_completing_rebalance_forces_a_new_rebalance() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        // B joins first and leads; A is a static follower.
+        let b = glommio::spawn_local({
+            let c = c.clone();
+            async move { join_dynamic(&c, "g").await }
+        });
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        let a = c.join_group(join_request("g", "", Some("instance-a")), JOIN_VERSION, &client()).await;
+        let b = b.await;
+        assert_eq!(a.generation_id, 1);
+        assert_eq!(b.leader, b.member_id);
+        assert_eq!(c.group_state("g"), Some(GroupState::CompletingRebalance));
+        let old_id = a.member_id.as_str().to_string();
+        // The old incarnation of A waits on SyncGroup when the new one arrives.
+        let old_sync = glommio::spawn_local({
+            let c = c.clone();
+            let old_id = old_id.clone();
+            async move {
+                let request = sync_request("g", 1, &old_id, &[]).with_group_instance_id(Some(s("instance-a")));
+                c.sync_group(request, 5).await
+            }
+        });
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        let new_a = glommio::spawn_local({
+            let c = c.clone();
+            async move { c.join_group(join_request("g", "", Some("instance-a")), JOIN_VERSION, &client()).await }
+        });
+        assert_eq!(old_sync.await.error_code, ResponseError::FencedInstanceId.code());
+        assert_eq!(c.group_state("g"), Some(GroupState::PreparingRebalance));
+        let b_rejoined = c.join_group(join_request("g", &b.member_id, None), JOIN_VERSION, &client()).await;
+        let new_a = new_a.await;
+        assert_eq!(new_a.error_code, 0);
+        assert_eq!(new_a.generation_id, 2);
+        assert_eq!(b_rejoined.generation_id, 2);
+        assert_ne!(new_a.member_id.as_str(), old_id);
+    });
+}
+
+/// A small deterministic generator so a failing run can be repeated from its seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
+    use super::log::{GroupLog, LogConfig};
+    use std::collections::BTreeMap;
+    let seed = std::env::var("GROUP_LOG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1);
+    println!("GROUP_LOG_SEED={seed}");
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let mut rng = XorShift(seed);
+        let config = LogConfig { compact_bytes: 2 << 10, compact_records: 64 };
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut log = Rc::new(GroupLog::open(&path, config).await.expect("open"));
+        let mut compactions = 0;
+        for round in 0..2_000 {
+            match rng.below(100) {
+                0..=1 => {
+                    // Reopen, sometimes cleanly.
+                    if rng.below(2) == 0 {
+                        log.close().await.expect("close");
+                    }
+                    log.wait_idle().await;
+                    compactions += log.stats().compactions;
+                    drop(log);
+                    log = Rc::new(GroupLog::open(&path, config).await.expect("reopen"));
+                    let live = log.with_live(|live| live.clone());
+                    assert_eq!(live, model, "seed {seed}, round {round}: reopened state differs");
+                }
+                2..=20 => {
+                    let key = format!("k{}", rng.below(40)).into_bytes();
+                    let seq = log.enqueue(key.clone(), None).expect("enqueue");
+                    log.sync(seq).await.expect("sync");
+                    model.remove(&key);
+                }
+                _ => {
+                    // A batch of concurrent puts, as concurrent commits would do.
+                    let mut last = 0;
+                    for _ in 0..=rng.below(8) {
+                        let key = format!("k{}", rng.below(40)).into_bytes();
+                        let value = vec![rng.below(256) as u8; rng.below(64) as usize];
+                        last = log.enqueue(key.clone(), Some(value.clone())).expect("enqueue");
+                        model.insert(key, value);
+                    }
+                    log.sync(last).await.expect("sync");
+                }
+            }
+            let live = log.with_live(|live| live.clone());
+            assert_eq!(live, model, "seed {seed}, round {round}: live state differs");
+        }
+        compactions += log.stats().compactions;
+        assert!(compactions > 0, "seed {seed}: never compacted");
+    });
+}
+
+proptest::proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        let _ = super::record::Key::decode(&bytes);
+        let _ = super::record::OffsetValue::decode(&bytes);
+        let _ = super::record::GroupValue::decode(&bytes);
+        let _ = super::log::scan_for_tests(&bytes);
+    }
 }
