@@ -182,6 +182,8 @@ fn split_len_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 async fn write_all(file: &BufferedFile, bytes: Vec<u8>, mut pos: u64, path: &Path) -> Result<(), Error> {
     let mut remaining = bytes;
     while !remaining.is_empty() {
+        // `write_at` takes the buffer; a short write needs the rest, so pass a
+        // copy (one memcpy per flush, next to an fdatasync).
         let written = file
             .write_at(remaining.clone(), pos)
             .await
@@ -218,6 +220,7 @@ async fn sync_dir(dir: &Path) -> Result<(), Error> {
 impl GroupLog {
     /// Opens (or creates) the log in `dir`, truncates a torn tail and loads the live map.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<GroupLog, Error> {
+        // Blocking, but once per shard at start-up, before any request is served.
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             operation: "create directory",
             path: dir.to_path_buf(),

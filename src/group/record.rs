@@ -8,6 +8,10 @@
 //!
 //! Strings are `u32` length + UTF-8 bytes; optional strings and timestamps use
 //! a presence byte or `-1`.
+//!
+//! Written by hand rather than with rkyv: records are small, read once at
+//! start-up (never in place), framed and CRC-checked by the log, and a plain
+//! format with a version byte is easier to evolve and to check field by field.
 
 use super::error::Error;
 
