@@ -31,7 +31,9 @@
 //! member id from the client id.
 //!
 //! FindCoordinator is answered by the broker itself (node 0 coordinates every
-//! group). OffsetFetch v0-7 is converted by the broker to the v8 group shape.
+//! group). OffsetFetch v1-7 carry one group at the top level:
+//! [`offset_fetch_request_groups`] and [`offset_fetch_response`] convert to and
+//! from the v8+ group shape the coordinator answers in.
 //!
 //! # Layout
 //!
@@ -55,6 +57,7 @@ mod tests;
 pub use coordinator::GroupCoordinator;
 pub use error::Error;
 pub use log::LogStats;
+pub use offsets::{offset_fetch_request_groups, offset_fetch_response};
 pub use state::GroupState;
 
 use kafka_protocol::error::ResponseError;

@@ -10,12 +10,14 @@ use std::collections::BTreeSet;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, TopicName,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, TopicName,
 };
 
 use super::coordinator::{now_ms, str_bytes, validate_member, GroupCoordinator};
@@ -435,6 +437,75 @@ impl GroupCoordinator {
         }
         expired_count
     }
+}
+
+/// The groups of an OffsetFetch in the v8+ shape: v1-7 name one group at the
+/// top level. The broker routes each to its shard's `offset_fetch_group`.
+pub fn offset_fetch_request_groups(request: &OffsetFetchRequest, version: i16) -> Vec<OffsetFetchRequestGroup> {
+    if version >= 8 {
+        return request.groups.clone();
+    }
+    let topics = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| {
+                OffsetFetchRequestTopics::default()
+                    .with_name(t.name.clone())
+                    .with_partition_indexes(t.partition_indexes.clone())
+            })
+            .collect()
+    });
+    vec![OffsetFetchRequestGroup::default().with_group_id(request.group_id.clone()).with_topics(topics)]
+}
+
+/// The OffsetFetch response for `version` from the per-group answers (in request order).
+pub fn offset_fetch_response(
+    request: &OffsetFetchRequest,
+    groups: Vec<OffsetFetchResponseGroup>,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let Some(group) = groups.into_iter().next() else {
+        return OffsetFetchResponse::default();
+    };
+    let partition = |p: OffsetFetchResponsePartitions| {
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(p.partition_index)
+            .with_committed_offset(p.committed_offset)
+            .with_committed_leader_epoch(p.committed_leader_epoch)
+            .with_metadata(p.metadata)
+            .with_error_code(p.error_code)
+    };
+    let mut topics: Vec<OffsetFetchResponseTopic> = group
+        .topics
+        .into_iter()
+        .map(|t| OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(t.partitions.into_iter().map(partition).collect()))
+        .collect();
+    if version < 2 && group.error_code != 0 {
+        // v0-1 have no top-level error: every requested partition carries it.
+        topics = request
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_committed_offset(NO_OFFSET)
+                            .with_metadata(Some(str_bytes("")))
+                            .with_error_code(group.error_code)
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            })
+            .collect();
+    }
+    OffsetFetchResponse::default().with_topics(topics).with_error_code(group.error_code)
 }
 
 /// Which of a group's offsets are past retention (Kafka's removeExpiredOffsets).

@@ -1151,3 +1151,50 @@ proptest::proptest! {
         let _ = super::log::scan_for_tests(&bytes);
     }
 }
+
+#[test]
+fn offset_fetch_of_every_version_converts_to_and_from_the_group_shape() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::OffsetFetchRequest;
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        assert_eq!(commit(&c, "g", -1, "", &[("orders", 2, 77)]).await, vec![0]);
+        for version in 1..=9 {
+            for group in ["g", &"x".repeat(GROUP_ID_BYTES_MAX + 1)] {
+                let topics = vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("orders")))
+                    .with_partition_indexes(vec![2, 3])];
+                let request = if version >= 8 {
+                    OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s(group)))
+                        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                            .with_name(TopicName(s("orders")))
+                            .with_partition_indexes(vec![2, 3])]))])
+                } else {
+                    OffsetFetchRequest::default().with_group_id(GroupId(s(group))).with_topics(Some(topics))
+                };
+                let answers = offset_fetch_request_groups(&request, version)
+                    .iter()
+                    .map(|g| c.offset_fetch_group(g, false))
+                    .collect();
+                let response = offset_fetch_response(&request, answers, version);
+                encodes(&response, version..=version, "OffsetFetch");
+                let (offset, code) = if version >= 8 {
+                    let group = &response.groups[0];
+                    (group.topics.first().map(|t| t.partitions[0].committed_offset), group.error_code)
+                } else {
+                    let first = response.topics.first().map(|t| &t.partitions[0]);
+                    let code = if version >= 2 { response.error_code } else { first.map_or(0, |p| p.error_code) };
+                    (first.map(|p| p.committed_offset), code)
+                };
+                if group == "g" {
+                    assert_eq!((offset, code), (Some(77), 0), "v{version}");
+                } else {
+                    assert_eq!(code, ResponseError::InvalidGroupId.code(), "v{version}");
+                }
+            }
+        }
+    });
+}
