@@ -996,16 +996,13 @@ impl GroupCoordinator {
                 })
                 .collect();
             keys.push(Key::Group { group: group_id.to_string() }.encode());
-            let mut last_seq = 0;
-            for key in keys {
-                match self.log.enqueue(key, None) {
-                    Ok(seq) => last_seq = seq,
-                    Err(error) => {
-                        tracing::warn!(group = group_id, %error, "could not delete group");
-                        return ResponseError::CoordinatorNotAvailable.code();
-                    }
+            let last_seq = match self.log.enqueue_all(keys.into_iter().map(|key| (key, None)).collect()) {
+                Ok(seqs) => seqs.last().copied().unwrap_or(0),
+                Err(error) => {
+                    tracing::warn!(group = group_id, %error, "could not delete group");
+                    return error.response_error().code();
                 }
-            }
+            };
             // Dead while the tombstones are written: joins and commits are refused.
             group.transition(GroupState::Dead, now_ms());
             (group.incarnation, last_seq)
@@ -1035,7 +1032,7 @@ impl GroupCoordinator {
                 if let Some(group) = groups.get_mut(group_id).filter(|_| same) {
                     group.transition(GroupState::Empty, now_ms());
                 }
-                ResponseError::CoordinatorNotAvailable.code()
+                error.response_error().code()
             }
         }
     }

@@ -291,7 +291,7 @@ impl GroupLog {
             inner: RefCell::new(inner),
         };
         if log.should_compact() {
-            let _permit = log.flush_lock.acquire_permit(1).await.map_err(|_| Error::Failed("closed".into()))?;
+            let _permit = log.flush_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
             log.compact_locked().await?;
         }
         Ok(log)
@@ -310,25 +310,35 @@ impl GroupLog {
     /// Orders a put (`Some(value)`) or delete (`None`) after every record
     /// enqueued before it. Returns the sequence number to pass to [`sync`](Self::sync).
     pub fn enqueue(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<u64, Error> {
+        self.enqueue_all(vec![(key, value)]).map(|seqs| seqs[0])
+    }
+
+    /// Orders records all or none (a refusal leaves nothing half-enqueued).
+    /// Returns their sequence numbers, in order.
+    pub fn enqueue_all(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<Vec<u64>, Error> {
         let mut inner = self.inner.borrow_mut();
         if let Some(reason) = &inner.failed {
             return Err(Error::Failed(reason.clone()));
         }
         if inner.closed {
-            return Err(Error::Failed("log is closed".into()));
+            return Err(Error::Closed);
         }
-        let record = frame(&key, value.as_deref());
-        if record.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX {
+        let records: Vec<Vec<u8>> = ops.iter().map(|(key, value)| frame(key, value.as_deref())).collect();
+        if let Some(record) = records.iter().find(|r| r.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX) {
             return Err(Error::Corrupt(format!("record of {} bytes is too large", record.len())));
         }
-        if inner.pending.len() + record.len() > PENDING_BYTES_MAX {
-            return Err(Error::Failed("too many unflushed records (disk too slow)".into()));
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        if inner.pending.len() + bytes > PENDING_BYTES_MAX {
+            return Err(Error::Backlogged);
         }
-        inner.pending.extend_from_slice(&record);
-        inner.pending_ops.push((key, value));
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        Ok(seq)
+        let mut seqs = Vec::with_capacity(ops.len());
+        for (record, op) in records.iter().zip(ops) {
+            inner.pending.extend_from_slice(record);
+            inner.pending_ops.push(op);
+            seqs.push(inner.next_seq);
+            inner.next_seq += 1;
+        }
+        Ok(seqs)
     }
 
     /// Returns once every record up to `seq` is durable.
@@ -349,7 +359,7 @@ impl GroupLog {
         match receiver.recv().await {
             Some(Ok(())) => Ok(()),
             Some(Err(reason)) => Err(Error::Failed(reason)),
-            None => Err(Error::Failed("log dropped before the write completed".into())),
+            None => Err(Error::Closed),
         }
     }
 
@@ -510,7 +520,7 @@ impl GroupLog {
             .flush_lock
             .acquire_permit(1)
             .await
-            .map_err(|_| Error::Failed("log is closed".into()))?;
+            .map_err(|_| Error::Closed)?;
         self.flush_locked().await?;
         let has_dead = {
             let inner = self.inner.borrow();

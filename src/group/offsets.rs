@@ -109,9 +109,10 @@ impl GroupCoordinator {
                 if let Err(error) = self.write_offsets(&group_id, incarnation, writes).await {
                     tracing::warn!(group = %group_id, %error, "offset commit failed");
                     // Not durable: the partitions accepted above are not committed.
+                    let code = error.response_error().code();
                     for partition in response_topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
                         if partition.error_code == 0 {
-                            partition.error_code = ResponseError::CoordinatorNotAvailable.code();
+                            partition.error_code = code;
                         }
                     }
                 }
@@ -168,20 +169,23 @@ impl GroupCoordinator {
     }
 
     async fn write_offsets(&self, group_id: &str, incarnation: u64, writes: Vec<OffsetWrite>) -> Result<(), Error> {
-        let mut seqs = Vec::with_capacity(writes.len());
-        for write in &writes {
-            let key = Key::Offset { group: group_id.to_string(), topic: write.topic.clone(), partition: write.partition };
-            seqs.push(self.log.enqueue(key.encode(), Some(write.value.encode()))?);
-        }
+        let records = writes
+            .iter()
+            .map(|write| {
+                let key = Key::Offset { group: group_id.to_string(), topic: write.topic.clone(), partition: write.partition };
+                (key.encode(), Some(write.value.encode()))
+            })
+            .collect();
+        let seqs = self.log.enqueue_all(records)?;
         let Some(&last) = seqs.last() else { return Ok(()) };
-        let this = self.strong().ok_or_else(|| Error::Failed("coordinator dropped".into()))?;
+        let this = self.strong().ok_or(Error::Closed)?;
         let group_id = group_id.to_string();
         let applied = Self::run_to_completion(async move {
             this.log.sync(last).await?;
             this.apply_offsets(&group_id, incarnation, writes, seqs);
             Ok(())
         });
-        applied.await.unwrap_or_else(|| Err(Error::Failed("commit task cancelled".into())))
+        applied.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.
@@ -202,7 +206,7 @@ impl GroupCoordinator {
     /// Waits for tombstones up to `seq`, then drops the offsets from memory,
     /// even if the caller goes away meanwhile.
     async fn forget_when_durable(&self, removals: Vec<OffsetRemoval>, seq: u64) -> Result<(), Error> {
-        let this = self.strong().ok_or_else(|| Error::Failed("coordinator dropped".into()))?;
+        let this = self.strong().ok_or(Error::Closed)?;
         let forgotten = Self::run_to_completion(async move {
             this.log.sync(seq).await?;
             for removal in &removals {
@@ -210,7 +214,7 @@ impl GroupCoordinator {
             }
             Ok(())
         });
-        forgotten.await.unwrap_or_else(|| Err(Error::Failed("removal task cancelled".into())))
+        forgotten.await.unwrap_or(Err(Error::Closed))
     }
 
     /// One group of an OffsetFetch (v8+ shape). `topics: None` fetches all of the group's offsets.
@@ -307,24 +311,21 @@ impl GroupCoordinator {
                     OffsetDeleteResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions),
                 );
             }
-            let mut last_seq = 0;
-            for (topic, partition) in &deletes {
-                let key = Key::Offset { group: group_id.clone(), topic: topic.clone(), partition: *partition };
-                match self.log.enqueue(key.encode(), None) {
-                    Ok(seq) => last_seq = seq,
-                    Err(error) => {
-                        tracing::warn!(group = %group_id, %error, "offset delete failed");
-                        return top_level(ResponseError::CoordinatorNotAvailable);
-                    }
+            let tombstones = offset_tombstones(&group_id, &deletes);
+            let last_seq = match self.log.enqueue_all(tombstones) {
+                Ok(seqs) => seqs.last().copied().unwrap_or(0),
+                Err(error) => {
+                    tracing::warn!(group = %group_id, %error, "offset delete failed");
+                    return top_level(error.response_error());
                 }
-            }
+            };
             (group.incarnation, last_seq)
         };
         if last_seq > 0 {
             let removal = OffsetRemoval { group_id: group_id.clone(), incarnation, keys: deletes };
             if let Err(error) = self.forget_when_durable(vec![removal], last_seq).await {
                 tracing::warn!(group = %group_id, %error, "offset delete failed");
-                return top_level(ResponseError::CoordinatorNotAvailable);
+                return top_level(error.response_error());
             }
         }
         OffsetDeleteResponse::default().with_topics(response_topics)
@@ -355,14 +356,13 @@ impl GroupCoordinator {
                 if keys.is_empty() {
                     continue;
                 }
-                for (t, partition) in &keys {
-                    let key = Key::Offset { group: group.id.clone(), topic: t.clone(), partition: *partition };
-                    match self.log.enqueue(key.encode(), None) {
-                        Ok(seq) => last_seq = seq,
-                        Err(error) => {
-                            tracing::warn!(topic, %error, "could not remove offsets of deleted topic");
-                            return;
-                        }
+                match self.log.enqueue_all(offset_tombstones(&group.id, &keys)) {
+                    Ok(seqs) => last_seq = seqs.last().copied().unwrap_or(last_seq),
+                    Err(error) => {
+                        // Records already enqueued for other groups are harmless:
+                        // those groups' offsets are dropped from memory below.
+                        tracing::warn!(topic, %error, "could not remove offsets of deleted topic");
+                        break;
                     }
                 }
                 removals.push(OffsetRemoval { group_id: group.id.clone(), incarnation: group.incarnation, keys });
@@ -388,26 +388,28 @@ impl GroupCoordinator {
             let groups = self.groups.borrow();
             for group in groups.values() {
                 let expired = expired_offsets(group, now_ms, retention_ms);
-                for (topic, partition) in &expired {
-                    let key = Key::Offset { group: group.id.clone(), topic: topic.clone(), partition: *partition };
-                    match self.log.enqueue(key.encode(), None) {
-                        Ok(seq) => last_seq = seq,
-                        Err(error) => {
-                            tracing::warn!(%error, "could not expire offsets");
-                            return 0;
-                        }
+                let all_gone = group.offsets.len() == expired.len();
+                let remove_group = group.state == GroupState::Empty
+                    && group.members.is_empty()
+                    && group.pending_members.is_empty()
+                    && all_gone;
+                let mut tombstones = offset_tombstones(&group.id, &expired);
+                if remove_group {
+                    tombstones.push((Key::Group { group: group.id.clone() }.encode(), None));
+                }
+                if tombstones.is_empty() {
+                    continue;
+                }
+                match self.log.enqueue_all(tombstones) {
+                    Ok(seqs) => last_seq = seqs.last().copied().unwrap_or(last_seq),
+                    Err(error) => {
+                        // Retried at the next check; what is enqueued is applied below.
+                        tracing::warn!(%error, "could not expire offsets");
+                        break;
                     }
                 }
                 expired_count += expired.len();
-                let all_gone = group.offsets.len() == expired.len();
-                if group.state == GroupState::Empty && group.members.is_empty() && group.pending_members.is_empty() && all_gone {
-                    match self.log.enqueue(Key::Group { group: group.id.clone() }.encode(), None) {
-                        Ok(seq) => last_seq = seq,
-                        Err(error) => {
-                            tracing::warn!(%error, "could not expire groups");
-                            return 0;
-                        }
-                    }
+                if remove_group {
                     group_removals.push((group.id.clone(), group.incarnation));
                 }
                 if !expired.is_empty() {
@@ -506,6 +508,16 @@ pub fn offset_fetch_response(
             .collect();
     }
     OffsetFetchResponse::default().with_topics(topics).with_error_code(group.error_code)
+}
+
+/// Tombstones for these offsets of `group_id`.
+fn offset_tombstones(group_id: &str, keys: &[(String, i32)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    keys.iter()
+        .map(|(topic, partition)| {
+            let key = Key::Offset { group: group_id.to_string(), topic: topic.clone(), partition: *partition };
+            (key.encode(), None)
+        })
+        .collect()
 }
 
 /// Which of a group's offsets are past retention (Kafka's removeExpiredOffsets).
