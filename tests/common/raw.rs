@@ -170,12 +170,17 @@ impl RawClient {
         let frame = self
             .read_frame()
             .unwrap_or_else(|error| panic!("reading the response to API key {} v{version}: {error}", R::KEY));
-        let mut bytes = Bytes::from(frame);
-        let header = ResponseHeader::decode(&mut bytes, R::Response::header_version(version))
-            .unwrap_or_else(|error| panic!("decoding a response header: {error}"));
-        assert_eq!(header.correlation_id, correlation_id, "response correlation id");
-        R::Response::decode(&mut bytes, version)
-            .unwrap_or_else(|error| panic!("decoding the response to API key {} v{version}: {error}", R::KEY))
+        decode_response::<R>(frame, correlation_id, version)
+    }
+
+    /// Like `receive`, but `None` when the broker closed the connection instead of answering.
+    pub fn try_receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> Option<R::Response> {
+        let frame = match self.read_frame() {
+            Ok(frame) => frame,
+            Err(error) if matches!(error.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => return None,
+            Err(error) => panic!("reading the response to API key {} v{version}: {error}", R::KEY),
+        };
+        Some(decode_response::<R>(frame, correlation_id, version))
     }
 
     /// Writes bytes as they are.
@@ -231,6 +236,16 @@ impl RawClient {
         self.stream.set_read_timeout(Some(RAW_IO_TIMEOUT)).expect("a non-zero timeout is valid");
         state
     }
+}
+
+/// Decodes a response frame (without its length prefix) to `R` v`version`.
+pub fn decode_response<R: Request>(frame: Vec<u8>, correlation_id: i32, version: i16) -> R::Response {
+    let mut bytes = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut bytes, R::Response::header_version(version))
+        .unwrap_or_else(|error| panic!("decoding a response header: {error}"));
+    assert_eq!(header.correlation_id, correlation_id, "response correlation id");
+    R::Response::decode(&mut bytes, version)
+        .unwrap_or_else(|error| panic!("decoding the response to API key {} v{version}: {error}", R::KEY))
 }
 
 /// An ApiVersions request; the client software fields exist from v3 on.
