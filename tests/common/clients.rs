@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -185,10 +186,15 @@ pub fn assert_all_delivered(log: &DeliveryLog, count: usize) {
     assert_eq!(log.delivered_count(), count, "acknowledged message count");
 }
 
-/// A consumer without a group: partitions are assigned explicitly.
+/// A consumer whose partitions are assigned explicitly. librdkafka refuses
+/// `assign` without a group.id, so each consumer gets its own group, which is
+/// never joined and never committed to.
 pub fn consumer(bootstrap: &str, overrides: &[(&str, &str)]) -> BaseConsumer {
+    static NEXT_GROUP: AtomicUsize = AtomicUsize::new(0);
+    let group = format!("ringlog-test-assign-{}", NEXT_GROUP.fetch_add(1, Ordering::Relaxed));
     let mut config = base_config(bootstrap);
     config
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")

@@ -267,6 +267,11 @@ pub fn now_ms() -> i64 {
 }
 
 /// A record with a key and a value, offsets relative to the batch.
+///
+/// kafka-protocol starts a new batch wherever `offset - sequence` changes, and
+/// derives the batch's base sequence from the first record; `sequence =
+/// offset_delta - 1` keeps all records in one batch with base sequence -1
+/// (no idempotent producer).
 pub fn record(offset_delta: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
     Record {
         transactional: false,
@@ -277,7 +282,7 @@ pub fn record(offset_delta: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Re
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset: offset_delta,
-        sequence: -1,
+        sequence: i32::try_from(offset_delta).expect("test batches are small") - 1,
         timestamp: now_ms(),
         key: key.map(Bytes::copy_from_slice),
         value: value.map(Bytes::copy_from_slice),
