@@ -324,6 +324,8 @@ impl Broker {
         let child = Command::new(broker_binary())
             .args(&args)
             .env("RUST_LOG", filter)
+            // Plain text in the log file, without terminal colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_for_stdout))
             .stderr(Stdio::from(log))
