@@ -482,3 +482,63 @@ fn earliest_reset_after_delete_records_starts_at_the_new_log_start() {
     assert_eq!(fetched.error_code, error_code::OFFSET_OUT_OF_RANGE, "fetch below the log start");
     assert_eq!(fetched.log_start_offset, 6, "log start offset in the fetch answer");
 }
+
+#[test]
+fn produce_with_acks_0_is_stored_and_gets_no_response() {
+    let broker = Broker::start();
+    let topic = unique_topic("acks-0");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let produce_version = client.version_of::<kafka_protocol::messages::ProduceRequest>(raw::PRODUCE_VERSION_MAX);
+    let request = raw::produce_request(&topic, 0, 0, raw::record_batch(&[(b"k", b"fire and forget")]));
+    let (_, frame) = client.frame(&request, produce_version);
+    client.write_raw(&frame).expect("writing an acks=0 produce");
+    // The next response on the connection answers the next request.
+    let versions_request = raw::api_versions_request(0);
+    let (correlation_id, frame) = client.frame(&versions_request, 0);
+    client.write_raw(&frame).expect("writing ApiVersions");
+    let answer = client.receive::<kafka_protocol::messages::ApiVersionsRequest>(correlation_id, 0);
+    assert_eq!(answer.error_code, error_code::NONE);
+
+    let stored = common::wait_until(Duration::from_secs(5), || watermarks(&broker.bootstrap(), &topic, 0) == (0, 1));
+    assert!(stored, "the acks=0 batch is stored");
+    let fetched = raw::fetch(&mut client, &topic, 0, 0);
+    let records = raw::decode_records(fetched.records.as_ref().expect("records"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&b"fire and forget"[..]));
+}
+
+#[test]
+fn log_append_time_topic_stamps_messages_with_the_broker_clock() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("log-append-time");
+    create_topic(&bootstrap, &topic, 1, &[("message.timestamp.type", "LogAppendTime")]);
+    let before_ms = raw::now_ms();
+    let (producer, log) = producer(&bootstrap, &[]);
+    for i in 0..5 {
+        let value = format!("value-{i}");
+        // An old producer timestamp, which the broker must replace.
+        send(&producer, BaseRecord::to(&topic).key(&b"k"[..]).payload(value.as_bytes()).timestamp(1_000_000));
+    }
+    flush(&producer);
+    assert_all_delivered(&log, 5);
+    let after_ms = raw::now_ms();
+
+    let consumed = consume_all(&bootstrap, &topic, 1, 5, CONSUME_TIMEOUT);
+    consumed.expect_count(5);
+    for message in &consumed.messages {
+        match message.timestamp() {
+            Timestamp::LogAppendTime(ms) => assert!(
+                (before_ms - 1000..=after_ms + 1000).contains(&ms),
+                "append time {ms} outside [{before_ms}, {after_ms}]"
+            ),
+            other => panic!("expected a log append time, got {other:?}"),
+        }
+    }
+    // The broker rewrote the batch header, so its CRC must still hold.
+    let mut raw_client = RawClient::connect_negotiated(broker.addr());
+    let fetched = raw::fetch(&mut raw_client, &topic, 0, 0);
+    let records = raw::decode_records(fetched.records.as_ref().expect("records"));
+    assert_eq!(records.len(), 5, "the batches decode with valid CRCs");
+}
