@@ -9,6 +9,10 @@
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
 //!
 //! Every wait is bounded by a named constant; a test never hangs on a dead broker.
+//!
+//! Run one theme with `cargo test -j 2 --test broker_topics` (or `broker_*`).
+//! The broker runs with `RUST_LOG=info` unless the test run sets `RUST_LOG`;
+//! its log is printed when a test fails.
 
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
