@@ -7,7 +7,7 @@
 # Needs: iperf3, fio, jq (apt-get install -y iperf3 fio jq).
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
-# PORT (19092), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
+# PORT (29392), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
 set -euo pipefail
 
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BROKER_CPUS=${BROKER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 DURATION=${DURATION:-10}
-PORT=${PORT:-19092}
+PORT=${PORT:-29392}
 ONLY=${ONLY:-"limits ceiling produce e2e catchup shards idle peer"}
 OUT_DIR=${OUT_DIR:-$ROOT/perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 if [[ -z ${DATA_ROOT:-} ]]; then
