@@ -121,6 +121,8 @@ run() {
   local cmd=("$PERF" "$@" --bootstrap "${TARGET_ADDR:-$ADDR}" --cpus "$LOAD_CPUS" --json)
   echo "$name: ${cmd[*]#$ROOT/}" >>"$OUT_DIR/commands.txt"
   log "$name: ${cmd[*]#$ROOT/}"
+  # The machine may be shared: keep the load average each run started under.
+  echo "$name: loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT_DIR/loadavg.txt"
   if "${cmd[@]}" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err"; then
     tail -1 "$OUT_DIR/$name.out" >"$OUT_DIR/$name.json"
   else
@@ -136,11 +138,11 @@ ratio() { # value limit
 throughput_row() { # name label
   local mbs rps
   mbs=$(j "$1" '.mb_per_sec | floor'); rps=$(j "$1" '.records_per_sec | floor')
-  row "| $2 | $rps rec/s | $mbs MB/s | $(ratio "$mbs" "$LIMIT_MBS") | p99 $(j "$1" .latency_us.p99) us | $(j "$1" .cpu_percent | cut -d. -f1)% $( [[ $(j "$1" .saturated) == true ]] && echo SATURATED) | $(j "$1" .errors) |"
+  row "| $2 | $rps rec/s | $mbs MB/s | $(ratio "$mbs" "$LIMIT_MBS") | p99 $(j "$1" .latency_us.p99) us | $(j "$1" .cpu_percent | cut -d. -f1)% $( [[ $(j "$1" .saturated) == true ]] && echo SATURATED) | $(j "$1" .errors) | $(grep "^$1: " "$OUT_DIR/loadavg.txt" | tail -1 | cut -d' ' -f3) |"
 }
 
-row "| run | records/s | MB/s | ratio to min(loopback, O_DIRECT) = $LIMIT_MBS MB/s | latency | generator cpu | errors |"
-row "|---|---|---|---|---|---|---|"
+row "| run | records/s | MB/s | ratio to min(loopback, O_DIRECT) = $LIMIT_MBS MB/s | latency | generator cpu | errors | loadavg at start |"
+row "|---|---|---|---|---|---|---|---|"
 
 if want ceiling; then
   # The generator against a sink that acknowledges and discards: the most

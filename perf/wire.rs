@@ -71,9 +71,11 @@ impl Connection {
     /// Waits up to `timeout` for bytes to read; `true` when readable.
     pub fn poll_readable(&self, timeout: Duration) -> Result<bool> {
         let mut fds = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut fds, 1, ms) };
+        // ppoll, not poll: a millisecond timeout would round sub-millisecond
+        // waits for the next due batch down to 0 and spin.
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: one valid pollfd and timespec for the duration of the call.
+        let n = unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
