@@ -202,3 +202,14 @@ fn sigint_and_sigterm_shut_down_cleanly_with_exit_code_0() {
     let status = broker.stop_with(libc::SIGTERM);
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
 }
+
+#[test]
+fn a_different_shard_count_over_existing_group_offsets_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Group logs as two shards leave them; this start asks for one shard.
+    for shard in 0..2 {
+        std::fs::create_dir_all(dir.path().join("data").join("__groups").join(format!("shard-{shard}")))
+            .expect("creating group folders");
+    }
+    assert_refused("one shard over two shards' groups", &serve_args(dir.path(), &[]), dir.path(), &["shard", "--cpus"]);
+}

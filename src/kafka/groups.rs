@@ -108,7 +108,7 @@ pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome 
 pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let client = ClientInfo {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-        client_host: String::new(),
+        client_host: request.client_host.to_string(),
     };
     route_single_group!(shard, request, JoinGroupRequest, |coordinator, body, version, owner| {
         async move { coordinator.join_group(body, version, &client).await }
