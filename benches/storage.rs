@@ -91,6 +91,9 @@ fn append(iters: u64, appenders: u64, durability: Durability) -> Duration {
             t.await;
         }
         let elapsed = start.elapsed();
+        if std::env::var_os("RINGLOG_BENCH_STATS").is_some() {
+            eprintln!("{appenders} appenders {durability:?}: {:?}", log.stats());
+        }
         log.delete().await.expect("delete");
         elapsed
     })
@@ -127,6 +130,7 @@ fn storage(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Bytes(batch_bytes));
     group.bench_function("append_64k_batches_no_flush", |bch| bch.iter_custom(|n| append(n, 1, Durability::Written)));
+    group.bench_function("append_64k_batches_no_flush_64_appenders", |bch| bch.iter_custom(|n| append(n, 64, Durability::Written)));
     group.bench_function("append_64k_batches_durable_1_appender", |bch| bch.iter_custom(|n| append(n, 1, Durability::Durable)));
     group.bench_function("append_64k_batches_durable_64_appenders", |bch| bch.iter_custom(|n| append(n, 64, Durability::Durable)));
     group.bench_function("read_64k_batches_from_cache", |bch| bch.iter_custom(|n| read(n, CACHE_BYTES)));

@@ -460,3 +460,47 @@ fn tmpfs_is_refused_unless_buffered_io_is_allowed() {
         assert!(!dir.path().join("t-0").exists());
     });
 }
+
+#[test]
+fn pipelined_writes_from_many_appenders_read_back_intact_after_a_crash() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let config = LogConfig { segment_bytes: 1 << 20, ..LogConfig::default() };
+        let log = open(dir.path(), config.clone(), &cache).await;
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let mut mine = Vec::new();
+                    for i in 0..20usize {
+                        // Sizes that rarely end on a block boundary.
+                        let b = make_batch(1 + (t + i) % 7, 777 + 131 * ((t * 20 + i) % 29), i as i64, Compression::None);
+                        let info = log.append(b.clone(), Durability::Written).await.expect("append");
+                        mine.push((info.base_offset, b));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut sent = std::collections::BTreeMap::new();
+        for t in tasks {
+            sent.extend(t.await);
+        }
+        let stats = log.stats();
+        assert_eq!(stats.appends, 320);
+        let check = |stored: Vec<Bytes>| {
+            assert_eq!(stored.len(), sent.len());
+            for (s, (base, o)) in stored.iter().zip(&sent) {
+                assert_eq!(BatchHeader::parse(s).expect("header").base_offset, *base);
+                assert!(same_except_assigned(s, o), "batch at {base} differs");
+            }
+        };
+        check(read_all(&log, 0).await);
+        let hw = log.high_watermark();
+        drop(log);
+        let log = open(dir.path(), config, &cache).await;
+        assert_eq!(log.high_watermark(), hw);
+        check(read_all(&log, 0).await);
+    });
+}

@@ -28,13 +28,16 @@ use super::retention;
 use super::segment::{self, Segment};
 
 /// Most bytes one write I/O carries; more queued data goes in the next write.
-pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
+/// Writes of one partition in flight at once (sequential, non-overlapping).
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 /// Bounds on the flush.ms timer's sleep, so a huge flush.ms cannot overflow a
 /// Duration and a config change is noticed within a second.
 const FLUSH_TICK_MS_MIN: u64 = 1;
 const FLUSH_TICK_MS_MAX: u64 = 1000;
 
 const _: () = assert!(WRITE_BYTES_MAX as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(WRITE_BYTES_MAX as u64 > 2 * BLOCK_BYTES && WRITES_IN_FLIGHT_MAX >= 1);
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +70,36 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
+/// I/O counters of one log (for tests, benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub written_bytes: u64,
+    pub fdatasyncs: u64,
+}
+
+/// One write issued and not yet completed (in issue order).
+struct Flight {
+    id: u64,
+    end_seq: u64,
+    /// The offset after the last batch this write completes.
+    end_offset: i64,
+    end_position: u64,
+    done: bool,
+}
+
+/// What a task needs to perform one write.
+struct Issue {
+    id: u64,
+    file: Rc<super::file::SegmentFile>,
+    position: u64,
+    head: [u8; BLOCK_BYTES as usize],
+    head_len: usize,
+    parts: Vec<Bytes>,
+    bytes: u64,
+}
+
 struct Pending {
     batch: Bytes,
     next_offset: i64,
@@ -85,9 +118,14 @@ pub(crate) struct State {
     pub(crate) recovery_point: i64,
     pending: VecDeque<Pending>,
     staged_seq: u64,
+    /// Bytes handed to writes (issued, maybe not complete).
+    issued_seq: u64,
+    /// The offset after the last batch wholly issued.
+    issued_offset: i64,
+    flights: VecDeque<Flight>,
+    next_flight_id: u64,
     written_seq: u64,
     synced_seq: u64,
-    write_in_flight: bool,
     sync_in_flight: bool,
     /// Reused between writes so a write allocates nothing but its DMA buffer.
     write_scratch: Vec<Bytes>,
@@ -96,6 +134,7 @@ pub(crate) struct State {
     unflushed_records: u64,
     last_flush_ms: i64,
     flusher_running: bool,
+    stats: LogStats,
 }
 
 /// One partition's log. `!Send`: it lives on the shard that owns the partition.
@@ -150,9 +189,12 @@ impl PartitionLog {
             recovery_point: recovered.recovery_point,
             pending: VecDeque::new(),
             staged_seq: 0,
+            issued_seq: 0,
+            issued_offset: recovered.next_offset,
+            flights: VecDeque::new(),
+            next_flight_id: 0,
             written_seq: 0,
             synced_seq: 0,
-            write_in_flight: false,
             sync_in_flight: false,
             write_scratch: Vec::new(),
             stopped: None,
@@ -160,6 +202,7 @@ impl PartitionLog {
             unflushed_records: 0,
             last_flush_ms: now,
             flusher_running: false,
+            stats: LogStats::default(),
         };
         let log = Rc::new(PartitionLog {
             dir,
@@ -219,6 +262,10 @@ impl PartitionLog {
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.state.borrow().segments.keys().copied().collect()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
     }
 
     /// (base offset, bytes) of each segment, oldest first.
@@ -322,6 +369,7 @@ impl PartitionLog {
         }
         debug_assert_eq!(batch_offset, offset);
         state.staged_seq += stored.len() as u64;
+        state.stats.appends += 1;
         state.next_offset = offset;
         state.unflushed_records += records_total;
         let flush_due = state.unflushed_records >= state.config.flush_messages
@@ -397,11 +445,18 @@ impl PartitionLog {
         self.synced.notify_all();
     }
 
-    /// Returns once every byte staged up to `seq` is written, writing queued
-    /// bytes itself when no other task is.
+    /// Returns once every byte staged up to `seq` is written, issuing writes
+    /// itself when the pipeline has room.
+    ///
+    /// Up to `WRITES_IN_FLIGHT_MAX` writes run at once. Two writes never cover
+    /// the same block while both are in flight: a write that ends inside a block
+    /// must complete before the next write (which rewrites that block) is issued.
+    /// While other writes are in flight, only whole blocks are issued, so the
+    /// pipeline stays full under load; the partial last block goes out when the
+    /// pipeline drains.
     async fn wait_written(&self, seq: u64) -> Result<(), Error> {
         loop {
-            let (file, position, head, head_len, mut batches, bytes_len, last_next_offset) = {
+            let issue = {
                 let mut state = self.state.borrow_mut();
                 if state.written_seq >= seq {
                     return Ok(());
@@ -409,66 +464,109 @@ impl PartitionLog {
                 if let Some(what) = state.stopped {
                     return Err(Error::Stopped(what));
                 }
-                if state.write_in_flight {
-                    let epoch = self.written.epoch();
-                    drop(state);
-                    self.written.changed(epoch).await;
-                    continue;
-                }
-                let state = &mut *state;
-                let mut batches = std::mem::take(&mut state.write_scratch);
-                let mut bytes_len = 0usize;
-                let mut last_next_offset = state.high_watermark;
-                while let Some(p) = state.pending.front() {
-                    if !batches.is_empty() && bytes_len + p.batch.len() > WRITE_BYTES_MAX {
-                        break;
+                match self.take_write(&mut state)? {
+                    Some(issue) => issue,
+                    None => {
+                        let epoch = self.written.epoch();
+                        drop(state);
+                        self.written.changed(epoch).await;
+                        continue;
                     }
-                    let Some(p) = state.pending.pop_front() else { break };
-                    bytes_len += p.batch.len();
-                    last_next_offset = p.next_offset;
-                    batches.push(p.batch);
                 }
-                let (_, active) = state
-                    .segments
-                    .last_key_value()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let mut head = [0u8; BLOCK_BYTES as usize];
-                head[..active.tail.len()].copy_from_slice(&active.tail);
-                state.write_in_flight = true;
-                (
-                    active.file.clone(),
-                    file::align_down(active.written_bytes),
-                    head,
-                    active.tail.len(),
-                    batches,
-                    bytes_len,
-                    last_next_offset,
-                )
             };
-            let result = file.write_blocks(position, &head[..head_len], &batches).await;
-            self.state.borrow_mut().write_in_flight = false;
+            let result = issue.file.write_blocks(issue.position, &issue.head[..issue.head_len], &issue.parts).await;
             if let Err(e) = result {
                 self.stop("write", &e);
                 return Err(e);
             }
-            {
-                let mut state = self.state.borrow_mut();
-                let state = &mut *state;
-                let (_, active) = state
-                    .segments
-                    .iter_mut()
-                    .next_back()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let new_end = position + (head_len + bytes_len) as u64;
-                let tail_len = (new_end - file::align_down(new_end)) as usize;
-                fill_tail(&mut active.tail, &head[..head_len], &batches, tail_len);
-                active.written_bytes = new_end;
-                state.written_seq += bytes_len as u64;
-                state.high_watermark = last_next_offset;
-                batches.clear();
-                state.write_scratch = batches;
-            }
+            self.complete_write(issue);
             self.written.notify_all();
+        }
+    }
+
+    /// Takes the next write off the staged queue, or `None` when the pipeline
+    /// has no room or nothing may be issued yet.
+    fn take_write(&self, state: &mut State) -> Result<Option<Issue>, Error> {
+        let unissued = state.staged_seq - state.issued_seq;
+        if unissued == 0 || state.flights.len() >= WRITES_IN_FLIGHT_MAX {
+            return Ok(None);
+        }
+        let state = &mut *state;
+        let (_, active) = state
+            .segments
+            .iter_mut()
+            .next_back()
+            .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
+        let head_len = active.tail.len();
+        if head_len > 0 && !state.flights.is_empty() {
+            // The last write in flight ends inside the block this one must rewrite.
+            return Ok(None);
+        }
+        let start = active.issued_bytes;
+        let limit = (WRITE_BYTES_MAX - head_len) as u64;
+        let mut take = unissued.min(limit);
+        let end = start + take;
+        if !state.flights.is_empty() || take < unissued {
+            // Keep the pipeline going with whole blocks; the remainder follows.
+            let aligned_end = file::align_down(end);
+            if aligned_end <= start {
+                return Ok(None);
+            }
+            take = aligned_end - start;
+        }
+        let mut parts = std::mem::take(&mut state.write_scratch);
+        let mut remaining = take as usize;
+        let mut end_offset = state.issued_offset;
+        while remaining > 0 {
+            let Some(front) = state.pending.front_mut() else { break };
+            if front.batch.len() <= remaining {
+                remaining -= front.batch.len();
+                end_offset = front.next_offset;
+                if let Some(p) = state.pending.pop_front() {
+                    parts.push(p.batch);
+                }
+            } else {
+                // The batch continues in the next write; a slice, not a copy.
+                parts.push(front.batch.split_to(remaining));
+                remaining = 0;
+            }
+        }
+        let mut head = [0u8; BLOCK_BYTES as usize];
+        head[..head_len].copy_from_slice(&active.tail);
+        let position = file::align_down(start);
+        let new_end = start + take;
+        fill_tail(&mut active.tail, &head[..head_len], &parts, (new_end - file::align_down(new_end)) as usize);
+        active.issued_bytes = new_end;
+        state.issued_seq += take;
+        state.issued_offset = end_offset;
+        let id = state.next_flight_id;
+        state.next_flight_id += 1;
+        state.flights.push_back(Flight { id, end_seq: state.issued_seq, end_offset, end_position: new_end, done: false });
+        Ok(Some(Issue { id, file: active.file.clone(), position, head, head_len, parts, bytes: take }))
+    }
+
+    /// Marks a write done and advances the written frontier over every write
+    /// completed in order.
+    fn complete_write(&self, issue: Issue) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        if let Some(flight) = state.flights.iter_mut().find(|f| f.id == issue.id) {
+            flight.done = true;
+        }
+        state.stats.writes += 1;
+        state.stats.written_bytes += issue.bytes;
+        while state.flights.front().is_some_and(|f| f.done) {
+            let Some(flight) = state.flights.pop_front() else { break };
+            state.written_seq = flight.end_seq;
+            state.high_watermark = state.high_watermark.max(flight.end_offset);
+            if let Some((_, active)) = state.segments.iter_mut().next_back() {
+                active.written_bytes = flight.end_position;
+            }
+        }
+        let mut parts = issue.parts;
+        parts.clear();
+        if parts.capacity() > state.write_scratch.capacity() {
+            state.write_scratch = parts;
         }
     }
 
@@ -514,6 +612,7 @@ impl PartitionLog {
             {
                 let mut state = self.state.borrow_mut();
                 state.synced_seq = state.synced_seq.max(target_seq);
+                state.stats.fdatasyncs += 1;
                 state.recovery_point = state.recovery_point.max(target_offset);
             }
             self.synced.notify_all();

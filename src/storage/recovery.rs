@@ -100,6 +100,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
             base_offset: base,
             file: Rc::new(file),
             written_bytes: valid_bytes,
+            issued_bytes: valid_bytes,
             staged_bytes: valid_bytes,
             tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
             index,

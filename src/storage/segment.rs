@@ -35,9 +35,11 @@ pub struct Segment {
     pub file: Rc<SegmentFile>,
     /// Bytes written to the file (the readable end).
     pub written_bytes: u64,
+    /// Bytes handed to writes (the partial block of `tail` ends here).
+    pub issued_bytes: u64,
     /// Bytes written plus bytes staged for the next write.
     pub staged_bytes: u64,
-    /// The written bytes of the partial last block, rewritten with the next write.
+    /// The issued bytes of the partial last block, rewritten with the next write.
     pub tail: Vec<u8>,
     pub index: SegmentIndex,
     /// The offset after the last staged batch.
@@ -73,6 +75,7 @@ impl Segment {
             base_offset,
             file: Rc::new(file),
             written_bytes: 0,
+            issued_bytes: 0,
             staged_bytes: 0,
             tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
             index: SegmentIndex::default(),
@@ -85,6 +88,7 @@ impl Segment {
     /// Sets the readable end after recovery and loads the partial last block.
     pub async fn set_end(&mut self, bytes: u64) -> Result<(), Error> {
         self.written_bytes = bytes;
+        self.issued_bytes = bytes;
         self.staged_bytes = bytes;
         let block_start = file::align_down(bytes);
         self.tail.clear();
