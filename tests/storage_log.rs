@@ -401,6 +401,9 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
         all.sort_unstable();
         assert_eq!(all, (0..640).step_by(2).collect::<Vec<i64>>());
         assert_eq!(log.high_watermark(), 640);
+        let stats = log.stats();
+        assert_eq!(stats.appends, 320);
+        assert!(stats.fdatasyncs < stats.appends, "group commit shares fdatasyncs: {stats:?}");
         drop(log); // crash: everything acknowledged as durable must come back
         let log = open(dir.path(), small_config(), &cache).await;
         assert_eq!(log.high_watermark(), 640);
@@ -502,5 +505,23 @@ fn pipelined_writes_from_many_appenders_read_back_intact_after_a_crash() {
         let log = open(dir.path(), config, &cache).await;
         assert_eq!(log.high_watermark(), hw);
         check(read_all(&log, 0).await);
+    });
+}
+
+#[test]
+fn flush_messages_syncs_written_appends() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let config = LogConfig { flush_messages: 4, ..LogConfig::default() };
+        let log = open(dir.path(), config, &cache).await;
+        for _ in 0..3 {
+            log.append(make_batch(2, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        }
+        // 2 + 2 records reach flush.messages on the second append, then 2 more are pending.
+        assert_eq!(log.stats().fdatasyncs, 1);
+        let log_default = open(&dir.path().join("other"), LogConfig::default(), &cache).await;
+        log_default.append(make_batch(2, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        assert_eq!(log_default.stats().fdatasyncs, 0, "Kafka's default flush.messages never flushes");
     });
 }
