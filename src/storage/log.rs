@@ -36,7 +36,7 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 const FLUSH_TICK_MS_MIN: u64 = 1;
 const FLUSH_TICK_MS_MAX: u64 = 1000;
 
-const _: () = assert!(WRITE_BYTES_MAX as u64 % BLOCK_BYTES == 0);
+const _: () = assert!((WRITE_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(WRITE_BYTES_MAX as u64 > 2 * BLOCK_BYTES && WRITES_IN_FLIGHT_MAX >= 1);
 
 /// Where an append landed.
@@ -98,6 +98,14 @@ struct Issue {
     head_len: usize,
     parts: Vec<Bytes>,
     bytes: u64,
+}
+
+/// What a task waiting for durability does next.
+enum SyncStep {
+    WaitForSync,
+    WaitForWrite,
+    /// Lead the next fdatasync, covering bytes up to the sequence and offset given.
+    Sync(Rc<super::file::SegmentFile>, u64, i64),
 }
 
 struct Pending {
@@ -270,12 +278,22 @@ impl PartitionLog {
 
     /// (base offset, bytes) of each segment, oldest first.
     pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
-        self.state.borrow().segments.values().map(|s| (s.base_offset, s.written_bytes)).collect()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| (s.base_offset, s.written_bytes))
+            .collect()
     }
 
     /// Total bytes of the segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.values().map(|s| s.written_bytes).sum()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.written_bytes)
+            .sum()
     }
 
     fn check_open(state: &State) -> Result<(), Error> {
@@ -290,7 +308,11 @@ impl PartitionLog {
 
     /// Appends one or more v2 batches. All are validated before any is written;
     /// a rejected append leaves the log unchanged.
-    pub async fn append(&self, records: Bytes, durability: Durability) -> Result<AppendInfo, Error> {
+    pub async fn append(
+        &self,
+        records: Bytes,
+        durability: Durability,
+    ) -> Result<AppendInfo, Error> {
         let max_message_bytes = {
             let state = self.state.borrow();
             Self::check_open(&state)?;
@@ -298,7 +320,11 @@ impl PartitionLog {
         };
         batch::validate_all(&records, max_message_bytes)?;
 
-        let permit = self.append_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
         let now = now_ms();
         if self.should_roll(records.len() as u64, now) {
             self.roll(now).await?;
@@ -321,8 +347,11 @@ impl PartitionLog {
         Self::check_open(state)?;
         // Offsets are written into the producer's buffer when we own it alone,
         // otherwise into one copy of the whole request.
-        let mut buffer: BytesMut = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let log_append_time = (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let mut buffer: BytesMut = records
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let log_append_time =
+            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let base_offset = state.next_offset;
         let mut offset = base_offset;
         let mut position = 0usize;
@@ -358,12 +387,24 @@ impl PartitionLog {
             let last = batch_offset + i64::from(header.last_offset_delta);
             let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
             let slice = stored.slice(position..position + size);
-            segment.index.on_batch(batch_offset, max_timestamp, segment.staged_bytes, size as u64, interval);
-            segment.first_batch_timestamp_ms.get_or_insert(max_timestamp);
+            segment.index.on_batch(
+                batch_offset,
+                max_timestamp,
+                segment.staged_bytes,
+                size as u64,
+                interval,
+            );
+            segment
+                .first_batch_timestamp_ms
+                .get_or_insert(max_timestamp);
             segment.staged_bytes += size as u64;
             segment.next_offset = last + 1;
-            self.cache.insert(self.log_id, batch_offset, last, slice.clone());
-            state.pending.push_back(Pending { batch: slice, next_offset: last + 1 });
+            self.cache
+                .insert(self.log_id, batch_offset, last, slice.clone());
+            state.pending.push_back(Pending {
+                batch: slice,
+                next_offset: last + 1,
+            });
             batch_offset = last + 1;
             position += size;
         }
@@ -386,7 +427,9 @@ impl PartitionLog {
 
     fn should_roll(&self, incoming_bytes: u64, now: i64) -> bool {
         let state = self.state.borrow();
-        let Some((_, active)) = state.segments.last_key_value() else { return false };
+        let Some((_, active)) = state.segments.last_key_value() else {
+            return false;
+        };
         if active.staged_bytes == 0 {
             return false;
         }
@@ -410,7 +453,11 @@ impl PartitionLog {
                 .segments
                 .last_key_value()
                 .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-            (active.file.clone(), active.written_bytes, active.base_offset)
+            (
+                active.file.clone(),
+                active.written_bytes,
+                active.base_offset,
+            )
         };
         // Drop the zero padding of the last block so the sealed file is exact.
         let sealed = async {
@@ -427,14 +474,23 @@ impl PartitionLog {
             state.recovery_point = state.recovery_point.max(state.high_watermark);
         }
         self.synced.notify_all();
-        let index_files = self.state.borrow().segments.get(&old_base).map(Segment::encode_indexes).transpose()?;
+        let index_files = self
+            .state
+            .borrow()
+            .segments
+            .get(&old_base)
+            .map(Segment::encode_indexes)
+            .transpose()?;
         if let Some(files) = index_files {
             files.write(&self.dir).await?;
         }
         let next_offset = self.state.borrow().next_offset;
         let segment = Segment::create(&self.dir, next_offset, self.io_mode, now).await?;
         file::sync_dir(&self.dir).await?;
-        self.state.borrow_mut().segments.insert(next_offset, segment);
+        self.state
+            .borrow_mut()
+            .segments
+            .insert(next_offset, segment);
         Ok(())
     }
 
@@ -456,7 +512,7 @@ impl PartitionLog {
     /// pipeline drains.
     async fn wait_written(&self, seq: u64) -> Result<(), Error> {
         loop {
-            let issue = {
+            let next = {
                 let mut state = self.state.borrow_mut();
                 if state.written_seq >= seq {
                     return Ok(());
@@ -464,17 +520,18 @@ impl PartitionLog {
                 if let Some(what) = state.stopped {
                     return Err(Error::Stopped(what));
                 }
-                match self.take_write(&mut state)? {
-                    Some(issue) => issue,
-                    None => {
-                        let epoch = self.written.epoch();
-                        drop(state);
-                        self.written.changed(epoch).await;
-                        continue;
-                    }
-                }
+                self.take_write(&mut state)?
             };
-            let result = issue.file.write_blocks(issue.position, &issue.head[..issue.head_len], &issue.parts).await;
+            let Some(issue) = next else {
+                // The pipeline is full or must drain first; a completion wakes us.
+                let epoch = self.written.epoch();
+                self.written.changed(epoch).await;
+                continue;
+            };
+            let result = issue
+                .file
+                .write_blocks(issue.position, &issue.head[..issue.head_len], &issue.parts)
+                .await;
             if let Err(e) = result {
                 self.stop("write", &e);
                 return Err(e);
@@ -518,7 +575,9 @@ impl PartitionLog {
         let mut remaining = take as usize;
         let mut end_offset = state.issued_offset;
         while remaining > 0 {
-            let Some(front) = state.pending.front_mut() else { break };
+            let Some(front) = state.pending.front_mut() else {
+                break;
+            };
             if front.batch.len() <= remaining {
                 remaining -= front.batch.len();
                 end_offset = front.next_offset;
@@ -535,14 +594,33 @@ impl PartitionLog {
         head[..head_len].copy_from_slice(&active.tail);
         let position = file::align_down(start);
         let new_end = start + take;
-        fill_tail(&mut active.tail, &head[..head_len], &parts, (new_end - file::align_down(new_end)) as usize);
+        fill_tail(
+            &mut active.tail,
+            &head[..head_len],
+            &parts,
+            (new_end - file::align_down(new_end)) as usize,
+        );
         active.issued_bytes = new_end;
         state.issued_seq += take;
         state.issued_offset = end_offset;
         let id = state.next_flight_id;
         state.next_flight_id += 1;
-        state.flights.push_back(Flight { id, end_seq: state.issued_seq, end_offset, end_position: new_end, done: false });
-        Ok(Some(Issue { id, file: active.file.clone(), position, head, head_len, parts, bytes: take }))
+        state.flights.push_back(Flight {
+            id,
+            end_seq: state.issued_seq,
+            end_offset,
+            end_position: new_end,
+            done: false,
+        });
+        Ok(Some(Issue {
+            id,
+            file: active.file.clone(),
+            position,
+            head,
+            head_len,
+            parts,
+            bytes: take,
+        }))
     }
 
     /// Marks a write done and advances the written frontier over every write
@@ -556,7 +634,9 @@ impl PartitionLog {
         state.stats.writes += 1;
         state.stats.written_bytes += issue.bytes;
         while state.flights.front().is_some_and(|f| f.done) {
-            let Some(flight) = state.flights.pop_front() else { break };
+            let Some(flight) = state.flights.pop_front() else {
+                break;
+            };
             state.written_seq = flight.end_seq;
             state.high_watermark = state.high_watermark.max(flight.end_offset);
             if let Some((_, active)) = state.segments.iter_mut().next_back() {
@@ -574,7 +654,7 @@ impl PartitionLog {
     /// Appends arriving while one runs are all covered by the next one.
     async fn wait_synced(&self, seq: u64) -> Result<(), Error> {
         loop {
-            let (file, target_seq, target_offset) = {
+            let step = {
                 let mut state = self.state.borrow_mut();
                 if state.synced_seq >= seq {
                     return Ok(());
@@ -583,25 +663,34 @@ impl PartitionLog {
                     return Err(Error::Stopped(what));
                 }
                 if state.sync_in_flight {
+                    SyncStep::WaitForSync
+                } else if state.written_seq < seq {
+                    SyncStep::WaitForWrite
+                } else {
+                    let (_, active) = state
+                        .segments
+                        .last_key_value()
+                        .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
+                    let file = active.file.clone();
+                    state.sync_in_flight = true;
+                    state.unflushed_records = 0;
+                    state.last_flush_ms = now_ms();
+                    SyncStep::Sync(file, state.written_seq, state.high_watermark)
+                }
+            };
+            let (file, target_seq, target_offset) = match step {
+                SyncStep::WaitForSync => {
                     let epoch = self.synced.epoch();
-                    drop(state);
                     self.synced.changed(epoch).await;
                     continue;
                 }
-                if state.written_seq < seq {
-                    drop(state);
+                SyncStep::WaitForWrite => {
                     self.wait_written(seq).await?;
                     continue;
                 }
-                let (_, active) = state
-                    .segments
-                    .last_key_value()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let file = active.file.clone();
-                state.sync_in_flight = true;
-                state.unflushed_records = 0;
-                state.last_flush_ms = now_ms();
-                (file, state.written_seq, state.high_watermark)
+                SyncStep::Sync(file, target_seq, target_offset) => {
+                    (file, target_seq, target_offset)
+                }
             };
             let result = file.fdatasync().await;
             self.state.borrow_mut().sync_in_flight = false;
@@ -640,12 +729,18 @@ impl PartitionLog {
                 let tick_ms = match weak.upgrade() {
                     Some(log) => {
                         let state = log.state.borrow();
-                        if state.closed || state.stopped.is_some() || state.config.flush_ms >= KAFKA_LONG_MAX {
+                        if state.closed
+                            || state.stopped.is_some()
+                            || state.config.flush_ms >= KAFKA_LONG_MAX
+                        {
                             drop(state);
                             log.state.borrow_mut().flusher_running = false;
                             return;
                         }
-                        state.config.flush_ms.clamp(FLUSH_TICK_MS_MIN, FLUSH_TICK_MS_MAX)
+                        state
+                            .config
+                            .flush_ms
+                            .clamp(FLUSH_TICK_MS_MIN, FLUSH_TICK_MS_MAX)
                     }
                     None => return,
                 };
@@ -654,7 +749,8 @@ impl PartitionLog {
                 let due = {
                     let state = log.state.borrow();
                     state.written_seq > state.synced_seq
-                        && now_ms().saturating_sub(state.last_flush_ms) >= state.config.flush_ms as i64
+                        && now_ms().saturating_sub(state.last_flush_ms)
+                            >= state.config.flush_ms as i64
                 };
                 if due {
                     // A failure stops the partition inside flush(); the loop then ends.
@@ -674,16 +770,26 @@ impl PartitionLog {
             (state.high_watermark, state.log_start_offset)
         };
         if from_offset < log_start_offset || from_offset > high_watermark {
-            return Err(Error::OffsetOutOfRange { offset: from_offset, log_start_offset, high_watermark });
+            return Err(Error::OffsetOutOfRange {
+                offset: from_offset,
+                log_start_offset,
+                high_watermark,
+            });
         }
-        let mut result = ReadResult { batches: Vec::new(), high_watermark, log_start_offset };
+        let mut result = ReadResult {
+            batches: Vec::new(),
+            high_watermark,
+            log_start_offset,
+        };
         let mut total = 0usize;
         let mut next = from_offset;
         while next < high_watermark && (result.batches.is_empty() || total < max_bytes) {
             // Recent data: straight from the cache, no I/O.
             let mut full = false;
             while next < high_watermark {
-                let Some((batch, last)) = self.cache.get_containing(self.log_id, next) else { break };
+                let Some((batch, last)) = self.cache.get_containing(self.log_id, next) else {
+                    break;
+                };
                 if !result.batches.is_empty() && total + batch.len() > max_bytes {
                     full = true;
                     break;
@@ -702,12 +808,27 @@ impl PartitionLog {
             // Older data: an aligned direct read of the segment.
             let (file, position, end, following_base) = {
                 let state = self.state.borrow();
-                let Some((_, segment)) = state.segments.range(..=next).next_back() else { break };
+                let Some((_, segment)) = state.segments.range(..=next).next_back() else {
+                    break;
+                };
                 let following = state.segments.range(next + 1..).next().map(|(b, _)| *b);
-                (segment.file.clone(), segment.index.position_for_offset(next), segment.written_bytes, following)
+                (
+                    segment.file.clone(),
+                    segment.index.position_for_offset(next),
+                    segment.written_bytes,
+                    following,
+                )
             };
-            let progress =
-                segment::read_batches(&file, position, end, next, max_bytes, &mut result.batches, &mut total).await?;
+            let progress = segment::read_batches(
+                &file,
+                position,
+                end,
+                next,
+                max_bytes,
+                &mut result.batches,
+                &mut total,
+            )
+            .await?;
             match progress.next_offset {
                 Some(n) => next = n,
                 None => match following_base {
@@ -739,19 +860,27 @@ impl PartitionLog {
     /// The first batch with maxTimestamp >= `timestamp_ms`, as (its maxTimestamp,
     /// its base offset, or the log start offset if that is later). Kafka answers
     /// with the exact record; batch granularity never skips a matching record.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<TimestampOffset>, Error> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampOffset>, Error> {
         let (candidates, log_start_offset) = {
             let state = self.state.borrow();
             let candidates: Vec<_> = state
                 .segments
                 .values()
                 .filter(|s| s.next_offset > state.log_start_offset)
-                .filter(|s| s.index.max_timestamp.is_some_and(|(t, _)| t >= timestamp_ms))
+                .filter(|s| {
+                    s.index
+                        .max_timestamp
+                        .is_some_and(|(t, _)| t >= timestamp_ms)
+                })
                 .map(|s| {
-                    let position = s
-                        .index
-                        .position_for_timestamp(timestamp_ms)
-                        .max(s.index.position_for_offset(state.log_start_offset).min(s.written_bytes));
+                    let position = s.index.position_for_timestamp(timestamp_ms).max(
+                        s.index
+                            .position_for_offset(state.log_start_offset)
+                            .min(s.written_bytes),
+                    );
                     (s.file.clone(), position, s.written_bytes)
                 })
                 .collect();
@@ -759,9 +888,13 @@ impl PartitionLog {
         };
         for (file, position, end) in candidates {
             if let Some((timestamp_ms, offset)) =
-                segment::find_timestamp(&file, position, end, timestamp_ms, log_start_offset).await?
+                segment::find_timestamp(&file, position, end, timestamp_ms, log_start_offset)
+                    .await?
             {
-                return Ok(Some(TimestampOffset { timestamp_ms, offset }));
+                return Ok(Some(TimestampOffset {
+                    timestamp_ms,
+                    offset,
+                }));
             }
         }
         Ok(None)
@@ -777,7 +910,10 @@ impl PartitionLog {
                     continue;
                 }
                 if best.is_none_or(|b| t > b.timestamp_ms) {
-                    best = Some(TimestampOffset { timestamp_ms: t, offset: o.max(state.log_start_offset) });
+                    best = Some(TimestampOffset {
+                        timestamp_ms: t,
+                        offset: o.max(state.log_start_offset),
+                    });
                 }
             }
         }
@@ -834,7 +970,12 @@ impl PartitionLog {
     async fn store_meta(&self, clean_shutdown: bool) -> Result<(), Error> {
         let meta = {
             let state = self.state.borrow();
-            PartitionMeta::new(state.log_start_offset, state.recovery_point, state.leader_epoch, clean_shutdown)
+            PartitionMeta::new(
+                state.log_start_offset,
+                state.recovery_point,
+                state.leader_epoch,
+                clean_shutdown,
+            )
         };
         meta.store(&self.dir).await
     }
@@ -842,7 +983,11 @@ impl PartitionLog {
     /// Writes and syncs everything, persists the active segment's indexes and a
     /// clean partition.meta. Later appends fail with `Closed`.
     pub async fn close(&self) -> Result<(), Error> {
-        let permit = self.append_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
         {
             let state = self.state.borrow();
             if state.closed {
@@ -869,7 +1014,13 @@ impl PartitionLog {
             self.stop("fdatasync", &e);
             return Err(e);
         }
-        let index_files = self.state.borrow().segments.last_key_value().map(|(_, s)| s.encode_indexes()).transpose()?;
+        let index_files = self
+            .state
+            .borrow()
+            .segments
+            .last_key_value()
+            .map(|(_, s)| s.encode_indexes())
+            .transpose()?;
         if let Some(files) = index_files {
             files.write(&self.dir).await?;
         }
@@ -913,7 +1064,12 @@ fn fill_tail(tail: &mut Vec<u8>, head: &[u8], parts: &[Bytes], tail_len: usize) 
     tail.clear();
     tail.resize(tail_len, 0);
     let mut remaining = tail_len;
-    for part in parts.iter().rev().map(|b| &b[..]).chain(std::iter::once(head)) {
+    for part in parts
+        .iter()
+        .rev()
+        .map(|b| &b[..])
+        .chain(std::iter::once(head))
+    {
         if remaining == 0 {
             break;
         }
