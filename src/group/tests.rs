@@ -787,7 +787,7 @@ fn responses_encode_at_every_version_of_their_api() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        for version in 0..=9 {
+        for version in JOIN_GROUP_VERSIONS {
             let error = c.join_group(join_request("", "", None), version, &client()).await;
             encodes(&error, version..=version, "JoinGroup error");
         }
@@ -801,28 +801,28 @@ fn responses_encode_at_every_version_of_their_api() {
         let rejoined = c.join_group(join_request("g", &member, None), 9, &client()).await;
         encodes(&rejoined, 9..=9, "JoinGroup v9 rejoin");
         let synced = c.sync_group(sync_request("g", rejoined.generation_id, &member, &[]), 5).await;
-        encodes(&synced, 0..=5, "SyncGroup");
-        encodes(&c.heartbeat(heartbeat_request("g", 1, &member, None), 4).await, 0..=4, "Heartbeat");
+        encodes(&synced, SYNC_GROUP_VERSIONS, "SyncGroup");
+        encodes(&c.heartbeat(heartbeat_request("g", 1, &member, None), 4).await, HEARTBEAT_VERSIONS, "Heartbeat");
         let leave_v0 = LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("nobody"));
         encodes(&c.leave_group(leave_v0, 0).await, 0..=2, "LeaveGroup v0-2");
         let leave_v3 = LeaveGroupRequest::default()
             .with_group_id(GroupId(s("g")))
             .with_members(vec![MemberIdentity::default().with_member_id(s("nobody"))]);
         encodes(&c.leave_group(leave_v3, 5).await, 3..=5, "LeaveGroup v3-5");
-        for version in 0..=6 {
+        for version in DESCRIBE_GROUPS_VERSIONS {
             for group in ["g", "missing", ""] {
                 let described = DescribeGroupsResponse::default().with_groups(vec![c.describe_group(group, version)]);
                 encodes(&described, version..=version, "DescribeGroups");
             }
         }
-        encodes(&ListGroupsResponse::default().with_groups(c.list_groups(&[], &[])), 0..=5, "ListGroups");
+        encodes(&ListGroupsResponse::default().with_groups(c.list_groups(&[], &[])), LIST_GROUPS_VERSIONS, "ListGroups");
         let committed = c.offset_commit(commit_request("g", -1, "", &[("orders", 0, 1)]), 8, &Topics).await;
-        encodes(&committed, 2..=9, "OffsetCommit");
+        encodes(&committed, OFFSET_COMMIT_VERSIONS, "OffsetCommit");
         let fetch_group = OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(None);
         let fetched = OffsetFetchResponse::default().with_groups(vec![c.offset_fetch_group(&fetch_group, false)]);
         encodes(&fetched, 8..=9, "OffsetFetch");
         let deleted = c.offset_delete(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))), 0).await;
-        encodes(&deleted, 0..=0, "OffsetDelete");
+        encodes(&deleted, OFFSET_DELETE_VERSIONS, "OffsetDelete");
     });
 }
 
@@ -1161,7 +1161,7 @@ fn offset_fetch_of_every_version_converts_to_and_from_the_group_shape() {
     run(move || async move {
         let c = open(&path).await;
         assert_eq!(commit(&c, "g", -1, "", &[("orders", 2, 77)]).await, vec![0]);
-        for version in 1..=9 {
+        for version in OFFSET_FETCH_VERSIONS {
             for group in ["g", &"x".repeat(GROUP_ID_BYTES_MAX + 1)] {
                 let topics = vec![OffsetFetchRequestTopic::default()
                     .with_name(TopicName(s("orders")))
