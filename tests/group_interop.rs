@@ -20,15 +20,20 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ringlog::group::{
-    offset_fetch_request_groups, offset_fetch_response, ClientInfo, GroupConfig, GroupCoordinator, TopicCatalog,
+    offset_fetch_request_groups, offset_fetch_response, ClientInfo, GroupConfig, GroupCoordinator,
+    TopicCatalog,
 };
 
 const TOPIC: &str = "interop";
@@ -69,29 +74,42 @@ fn start_endpoint(offset_fetch_max: i16) -> u16 {
                     initial_rebalance_delay_ms: 50,
                     ..GroupConfig::default()
                 };
-                let coordinator = GroupCoordinator::open(data, config).await.expect("coordinator opens");
+                let coordinator = GroupCoordinator::open(data, config)
+                    .await
+                    .expect("coordinator opens");
                 let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
                 let port = listener.local_addr().expect("local address").port();
                 port_sender.send(port).expect("report port");
                 loop {
-                    let Ok(stream) = listener.accept().await else { continue };
-                    let endpoint = Endpoint { coordinator: coordinator.clone(), port, offset_fetch_max };
+                    let Ok(stream) = listener.accept().await else {
+                        continue;
+                    };
+                    let endpoint = Endpoint {
+                        coordinator: coordinator.clone(),
+                        port,
+                        offset_fetch_max,
+                    };
                     glommio::spawn_local(async move { serve(stream, endpoint).await }).detach();
                 }
             });
         drop(dir);
     });
-    port_receiver.recv_timeout(START_TIMEOUT).expect("endpoint starts")
+    port_receiver
+        .recv_timeout(START_TIMEOUT)
+        .expect("endpoint starts")
 }
 
 fn encode<T: Encodable>(message: &T, version: i16) -> BytesMut {
     let mut out = BytesMut::new();
-    message.encode(&mut out, version).unwrap_or_else(|error| panic!("encoding a response at v{version}: {error}"));
+    message
+        .encode(&mut out, version)
+        .unwrap_or_else(|error| panic!("encoding a response at v{version}: {error}"));
     out
 }
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> T {
-    T::decode(body, version).unwrap_or_else(|error| panic!("decoding a request at v{version}: {error}"))
+    T::decode(body, version)
+        .unwrap_or_else(|error| panic!("decoding a request at v{version}: {error}"))
 }
 
 fn s(value: &str) -> StrBytes {
@@ -107,7 +125,11 @@ struct Endpoint {
 impl Endpoint {
     fn versions(&self, key: ApiKey) -> Option<(i16, i16)> {
         let (_, min, max) = SUPPORTED.iter().find(|(k, _, _)| *k == key)?;
-        Some(if key == ApiKey::OffsetFetch { (*min, self.offset_fetch_max) } else { (*min, *max) })
+        Some(if key == ApiKey::OffsetFetch {
+            (*min, self.offset_fetch_max)
+        } else {
+            (*min, *max)
+        })
     }
 
     fn api_versions(&self) -> ApiVersionsResponse {
@@ -116,7 +138,12 @@ impl Endpoint {
                 .iter()
                 .filter_map(|(key, _, _)| {
                     let (min, max) = self.versions(*key)?;
-                    Some(ApiVersion::default().with_api_key(*key as i16).with_min_version(min).with_max_version(max))
+                    Some(
+                        ApiVersion::default()
+                            .with_api_key(*key as i16)
+                            .with_min_version(min)
+                            .with_max_version(max),
+                    )
                 })
                 .collect(),
         )
@@ -157,10 +184,14 @@ async fn serve(mut stream: TcpStream, endpoint: Endpoint) {
         }
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
-        let Ok(key) = ApiKey::try_from(api_key) else { return };
+        let Ok(key) = ApiKey::try_from(api_key) else {
+            return;
+        };
         let mut body = Bytes::from(frame);
         let header: RequestHeader = decode(&mut body, key.request_header_version(version));
-        let supported = endpoint.versions(key).is_some_and(|(min, max)| (min..=max).contains(&version));
+        let supported = endpoint
+            .versions(key)
+            .is_some_and(|(min, max)| (min..=max).contains(&version));
         let response = if supported {
             handle(key, version, &header, body, &endpoint).await
         } else if key == ApiKey::ApiVersions {
@@ -170,7 +201,11 @@ async fn serve(mut stream: TcpStream, endpoint: Endpoint) {
         } else {
             panic!("the client used {key:?} v{version}, which the endpoint does not advertise");
         };
-        let response_version = if key == ApiKey::ApiVersions && !supported { 0 } else { version };
+        let response_version = if key == ApiKey::ApiVersions && !supported {
+            0
+        } else {
+            version
+        };
         let mut out = BytesMut::new();
         ResponseHeader::default()
             .with_correlation_id(header.correlation_id)
@@ -201,12 +236,16 @@ async fn handle(
             let request: MetadataRequest = decode(&mut body, version);
             let wanted: Vec<String> = match &request.topics {
                 None => vec![TOPIC.to_string()],
-                Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string())).collect(),
+                Some(topics) => topics
+                    .iter()
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
+                    .collect(),
             };
             let topics = wanted
                 .iter()
                 .map(|name| {
-                    let topic = MetadataResponseTopic::default().with_name(Some(TopicName(s(name))));
+                    let topic =
+                        MetadataResponseTopic::default().with_name(Some(TopicName(s(name))));
                     if name != TOPIC {
                         return topic.with_error_code(3);
                     }
@@ -240,11 +279,20 @@ async fn handle(
                     request
                         .coordinator_keys
                         .iter()
-                        .map(|k| Coordinator::default().with_key(k.clone()).with_node_id(BrokerId(0)).with_host(s("127.0.0.1")).with_port(port as i32))
+                        .map(|k| {
+                            Coordinator::default()
+                                .with_key(k.clone())
+                                .with_node_id(BrokerId(0))
+                                .with_host(s("127.0.0.1"))
+                                .with_port(port as i32)
+                        })
                         .collect(),
                 )
             } else {
-                FindCoordinatorResponse::default().with_node_id(BrokerId(0)).with_host(s("127.0.0.1")).with_port(port as i32)
+                FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(0))
+                    .with_host(s("127.0.0.1"))
+                    .with_port(port as i32)
             };
             encode(&response, version)
         }
@@ -254,12 +302,19 @@ async fn handle(
                 .topics
                 .iter()
                 .map(|t| {
-                    ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_offset(0).with_timestamp(-1))
-                            .collect(),
-                    )
+                    ListOffsetsTopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_offset(0)
+                                        .with_timestamp(-1)
+                                })
+                                .collect(),
+                        )
                 })
                 .collect();
             encode(&ListOffsetsResponse::default().with_topics(topics), version)
@@ -272,37 +327,63 @@ async fn handle(
                 .topics
                 .iter()
                 .map(|t| {
-                    FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                PartitionData::default()
-                                    .with_partition_index(p.partition)
-                                    .with_high_watermark(0)
-                                    .with_last_stable_offset(0)
-                                    .with_log_start_offset(0)
-                                    .with_records(Some(Bytes::new()))
-                            })
-                            .collect(),
-                    )
+                    FetchableTopicResponse::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p.partition)
+                                        .with_high_watermark(0)
+                                        .with_last_stable_offset(0)
+                                        .with_log_start_offset(0)
+                                        .with_records(Some(Bytes::new()))
+                                })
+                                .collect(),
+                        )
                 })
                 .collect();
             encode(&FetchResponse::default().with_responses(responses), version)
         }
         ApiKey::JoinGroup => {
             let client = ClientInfo {
-                client_id: header.client_id.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
+                client_id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_default(),
                 client_host: "/127.0.0.1".into(),
             };
-            let response = coordinator.join_group(decode(&mut body, version), version, &client).await;
+            let response = coordinator
+                .join_group(decode(&mut body, version), version, &client)
+                .await;
             encode(&response, version)
         }
-        ApiKey::SyncGroup => encode(&coordinator.sync_group(decode(&mut body, version), version).await, version),
-        ApiKey::Heartbeat => encode(&coordinator.heartbeat(decode(&mut body, version), version).await, version),
-        ApiKey::LeaveGroup => encode(&coordinator.leave_group(decode(&mut body, version), version).await, version),
-        ApiKey::OffsetCommit => {
-            encode(&coordinator.offset_commit(decode(&mut body, version), version, &Catalog).await, version)
-        }
+        ApiKey::SyncGroup => encode(
+            &coordinator
+                .sync_group(decode(&mut body, version), version)
+                .await,
+            version,
+        ),
+        ApiKey::Heartbeat => encode(
+            &coordinator
+                .heartbeat(decode(&mut body, version), version)
+                .await,
+            version,
+        ),
+        ApiKey::LeaveGroup => encode(
+            &coordinator
+                .leave_group(decode(&mut body, version), version)
+                .await,
+            version,
+        ),
+        ApiKey::OffsetCommit => encode(
+            &coordinator
+                .offset_commit(decode(&mut body, version), version, &Catalog)
+                .await,
+            version,
+        ),
         ApiKey::OffsetFetch => {
             let request: OffsetFetchRequest = decode(&mut body, version);
             let groups = offset_fetch_request_groups(&request, version)
@@ -313,8 +394,15 @@ async fn handle(
         }
         ApiKey::DescribeGroups => {
             let request: DescribeGroupsRequest = decode(&mut body, version);
-            let groups = request.groups.iter().map(|g| coordinator.describe_group(g.0.as_str(), version)).collect();
-            encode(&DescribeGroupsResponse::default().with_groups(groups), version)
+            let groups = request
+                .groups
+                .iter()
+                .map(|g| coordinator.describe_group(g.0.as_str(), version))
+                .collect();
+            encode(
+                &DescribeGroupsResponse::default().with_groups(groups),
+                version,
+            )
         }
         ApiKey::ListGroups => {
             let request: ListGroupsRequest = decode(&mut body, version);
@@ -326,9 +414,16 @@ async fn handle(
             let mut results = Vec::new();
             for group in &request.groups_names {
                 let code = coordinator.delete_group(group.0.as_str()).await;
-                results.push(DeletableGroupResult::default().with_group_id(group.clone()).with_error_code(code));
+                results.push(
+                    DeletableGroupResult::default()
+                        .with_group_id(group.clone())
+                        .with_error_code(code),
+                );
             }
-            encode(&DeleteGroupsResponse::default().with_results(results), version)
+            encode(
+                &DeleteGroupsResponse::default().with_results(results),
+                version,
+            )
         }
         other => panic!("{other:?} is not served"),
     }
@@ -352,7 +447,11 @@ impl ConsumerContext for CountingContext {
 
 type GroupConsumer = BaseConsumer<CountingContext>;
 
-fn group_consumer(port: u16, group: &str, overrides: &[(&str, &str)]) -> (GroupConsumer, Arc<AtomicUsize>) {
+fn group_consumer(
+    port: u16,
+    group: &str,
+    overrides: &[(&str, &str)],
+) -> (GroupConsumer, Arc<AtomicUsize>) {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
@@ -369,7 +468,9 @@ fn group_consumer(port: u16, group: &str, overrides: &[(&str, &str)]) -> (GroupC
     }
     let context = CountingContext::default();
     let rebalances = Arc::clone(&context.rebalances);
-    let consumer: GroupConsumer = config.create_with_context(context).expect("consumer configuration");
+    let consumer: GroupConsumer = config
+        .create_with_context(context)
+        .expect("consumer configuration");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     (consumer, rebalances)
 }
@@ -382,7 +483,11 @@ fn assigned(consumer: &GroupConsumer) -> BTreeSet<i32> {
 }
 
 /// Polls all consumers in turn until `done` holds or `timeout` passes.
-fn poll_until(consumers: &[&GroupConsumer], timeout: Duration, mut done: impl FnMut(&[&GroupConsumer]) -> bool) -> bool {
+fn poll_until(
+    consumers: &[&GroupConsumer],
+    timeout: Duration,
+    mut done: impl FnMut(&[&GroupConsumer]) -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for consumer in consumers {
@@ -399,7 +504,9 @@ fn split_over_all(consumers: &[&GroupConsumer]) -> bool {
     let sets: Vec<BTreeSet<i32>> = consumers.iter().map(|c| assigned(c)).collect();
     let total: usize = sets.iter().map(BTreeSet::len).sum();
     let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
-    sets.iter().all(|s| !s.is_empty()) && total == PARTITIONS as usize && union == (0..PARTITIONS).collect()
+    sets.iter().all(|s| !s.is_empty())
+        && total == PARTITIONS as usize
+        && union == (0..PARTITIONS).collect()
 }
 
 fn assignments(consumers: &[&GroupConsumer]) -> Vec<BTreeSet<i32>> {
@@ -411,21 +518,46 @@ fn librdkafka_members_split_partitions_and_rebalance_on_join_and_leave() {
     let port = start_endpoint(8);
     let (a, _) = group_consumer(port, "split", &[]);
     let (b, _) = group_consumer(port, "split", &[]);
-    assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all), "two members: {:?}", assignments(&[&a, &b]));
+    assert!(
+        poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all),
+        "two members: {:?}",
+        assignments(&[&a, &b])
+    );
     let (c, _) = group_consumer(port, "split", &[]);
-    assert!(poll_until(&[&a, &b, &c], SETTLE_TIMEOUT, split_over_all), "three members: {:?}", assignments(&[&a, &b, &c]));
+    assert!(
+        poll_until(&[&a, &b, &c], SETTLE_TIMEOUT, split_over_all),
+        "three members: {:?}",
+        assignments(&[&a, &b, &c])
+    );
     let left_at = Instant::now();
     drop(c);
-    assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all), "after a leave: {:?}", assignments(&[&a, &b]));
-    assert!(left_at.elapsed() < Duration::from_millis(3_000), "a clean leave took {:?}", left_at.elapsed());
+    assert!(
+        poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all),
+        "after a leave: {:?}",
+        assignments(&[&a, &b])
+    );
+    assert!(
+        left_at.elapsed() < Duration::from_millis(3_000),
+        "a clean leave took {:?}",
+        left_at.elapsed()
+    );
 
-    let list = a.fetch_group_list(Some("split"), REQUEST_TIMEOUT).expect("ListGroups + DescribeGroups");
-    let group = list.groups().iter().find(|g| g.name() == "split").expect("the group is listed");
+    let list = a
+        .fetch_group_list(Some("split"), REQUEST_TIMEOUT)
+        .expect("ListGroups + DescribeGroups");
+    let group = list
+        .groups()
+        .iter()
+        .find(|g| g.name() == "split")
+        .expect("the group is listed");
     assert_eq!(group.state(), "Stable");
     assert_eq!(group.protocol_type(), "consumer");
     assert_eq!(group.protocol(), "range");
     assert_eq!(group.members().len(), 2);
-    assert!(group.members().iter().all(|m| m.client_host() == "/127.0.0.1"));
+    assert!(group
+        .members()
+        .iter()
+        .all(|m| m.client_host() == "/127.0.0.1"));
 }
 
 #[test]
@@ -438,20 +570,32 @@ fn librdkafka_commits_come_back_from_offset_fetch_v8_and_v7() {
 fn commits_come_back(offset_fetch_max: i16) {
     let port = start_endpoint(offset_fetch_max);
     let (a, _) = group_consumer(port, "commits", &[]);
-    assert!(poll_until(&[&a], SETTLE_TIMEOUT, |c| assigned(c[0]).len() == PARTITIONS as usize));
+    assert!(poll_until(&[&a], SETTLE_TIMEOUT, |c| assigned(c[0]).len()
+        == PARTITIONS as usize));
     let mut commit = TopicPartitionList::new();
-    commit.add_partition_offset(TOPIC, 0, Offset::Offset(0)).expect("offset");
-    commit.add_partition_offset(TOPIC, 3, Offset::Offset(0)).expect("offset");
+    commit
+        .add_partition_offset(TOPIC, 0, Offset::Offset(0))
+        .expect("offset");
+    commit
+        .add_partition_offset(TOPIC, 3, Offset::Offset(0))
+        .expect("offset");
     // Offsets past the (empty) log are still stored: the coordinator does not check them.
-    commit.set_partition_offset(TOPIC, 3, Offset::Offset(42)).expect("offset");
+    commit
+        .set_partition_offset(TOPIC, 3, Offset::Offset(42))
+        .expect("offset");
     a.commit(&commit, CommitMode::Sync).expect("OffsetCommit");
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(TOPIC, 0);
     wanted.add_partition(TOPIC, 1);
     wanted.add_partition(TOPIC, 3);
-    let committed = a.committed_offsets(wanted, REQUEST_TIMEOUT).expect("OffsetFetch");
+    let committed = a
+        .committed_offsets(wanted, REQUEST_TIMEOUT)
+        .expect("OffsetFetch");
     let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
-    assert_eq!(offsets, vec![Offset::Offset(0), Offset::Invalid, Offset::Offset(42)]);
+    assert_eq!(
+        offsets,
+        vec![Offset::Offset(0), Offset::Invalid, Offset::Offset(42)]
+    );
 }
 
 #[test]
@@ -459,23 +603,39 @@ fn librdkafka_static_member_restart_keeps_its_partitions_without_a_rebalance() {
     let port = start_endpoint(8);
     let (a, _) = group_consumer(port, "static", &[("group.instance.id", "instance-a")]);
     let (b, b_rebalances) = group_consumer(port, "static", &[("group.instance.id", "instance-b")]);
-    assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all), "{:?}", assignments(&[&a, &b]));
+    assert!(
+        poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all),
+        "{:?}",
+        assignments(&[&a, &b])
+    );
     let a_partitions = assigned(&a);
     let b_partitions = assigned(&b);
     let b_rebalances_before = b_rebalances.load(Ordering::SeqCst);
     // Static members do not send LeaveGroup on close.
     drop(a);
     let (a, _) = group_consumer(port, "static", &[("group.instance.id", "instance-a")]);
-    assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, |c| !assigned(c[0]).is_empty()), "the restarted member got nothing");
+    assert!(
+        poll_until(&[&a, &b], SETTLE_TIMEOUT, |c| !assigned(c[0]).is_empty()),
+        "the restarted member got nothing"
+    );
     // Keep polling a little: a rebalance of B would show up now.
     poll_until(&[&a, &b], Duration::from_secs(1), |_| false);
     assert_eq!(assigned(&a), a_partitions);
     assert_eq!(assigned(&b), b_partitions);
-    assert_eq!(b_rebalances.load(Ordering::SeqCst), b_rebalances_before, "B was rebalanced");
+    assert_eq!(
+        b_rebalances.load(Ordering::SeqCst),
+        b_rebalances_before,
+        "B was rebalanced"
+    );
 }
 
 /// One blocking request over a plain socket (for the member that dies silently).
-fn raw_call<Req: Encodable, Resp: Decodable>(stream: &mut std::net::TcpStream, key: ApiKey, version: i16, request: &Req) -> Resp {
+fn raw_call<Req: Encodable, Resp: Decodable>(
+    stream: &mut std::net::TcpStream,
+    key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp {
     use std::io::{Read, Write};
     let mut out = BytesMut::new();
     RequestHeader::default()
@@ -502,10 +662,15 @@ fn raw_call<Req: Encodable, Resp: Decodable>(stream: &mut std::net::TcpStream, k
 fn raw_member_join(port: u16, group: &str, session_timeout_ms: i32) -> Vec<i32> {
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(SETTLE_TIMEOUT)).expect("timeout");
+    stream
+        .set_read_timeout(Some(SETTLE_TIMEOUT))
+        .expect("timeout");
     let mut metadata = BytesMut::new();
     metadata.extend_from_slice(&0i16.to_be_bytes());
-    ConsumerProtocolSubscription::default().with_topics(vec![s(TOPIC)]).encode(&mut metadata, 0).expect("subscription");
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![s(TOPIC)])
+        .encode(&mut metadata, 0)
+        .expect("subscription");
     let join = |member_id: &str| {
         JoinGroupRequest::default()
             .with_group_id(GroupId(s(group)))
@@ -513,11 +678,18 @@ fn raw_member_join(port: u16, group: &str, session_timeout_ms: i32) -> Vec<i32> 
             .with_rebalance_timeout_ms(10_000)
             .with_member_id(s(member_id))
             .with_protocol_type(s("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(metadata.clone().freeze())])
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(metadata.clone().freeze())])
     };
     let first: JoinGroupResponse = raw_call(&mut stream, ApiKey::JoinGroup, 5, &join(""));
     assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
-    let joined: JoinGroupResponse = raw_call(&mut stream, ApiKey::JoinGroup, 5, &join(first.member_id.as_str()));
+    let joined: JoinGroupResponse = raw_call(
+        &mut stream,
+        ApiKey::JoinGroup,
+        5,
+        &join(first.member_id.as_str()),
+    );
     assert_eq!(joined.error_code, 0);
     let sync = SyncGroupRequest::default()
         .with_group_id(GroupId(s(group)))
@@ -530,8 +702,13 @@ fn raw_member_join(port: u16, group: &str, session_timeout_ms: i32) -> Vec<i32> 
     }
     let mut assignment = synced.assignment.slice(2..);
     let version = i16::from_be_bytes([synced.assignment[0], synced.assignment[1]]).clamp(0, 3);
-    let assignment = ConsumerProtocolAssignment::decode(&mut assignment, version).expect("assignment");
-    assignment.assigned_partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect()
+    let assignment =
+        ConsumerProtocolAssignment::decode(&mut assignment, version).expect("assignment");
+    assignment
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().copied())
+        .collect()
 }
 
 #[test]
@@ -550,10 +727,18 @@ fn librdkafka_members_take_over_a_silent_members_partitions_after_its_session_ti
     let silent_since = Instant::now();
     assert!(!silent_partitions.is_empty(), "the raw member got nothing");
     assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, |c| {
-        assignments(c).iter().map(BTreeSet::len).sum::<usize>() == PARTITIONS as usize - silent_partitions.len()
+        assignments(c).iter().map(BTreeSet::len).sum::<usize>()
+            == PARTITIONS as usize - silent_partitions.len()
     }));
     // It never heartbeats: after its session timeout its partitions move to the others.
-    assert!(poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all), "{:?}", assignments(&[&a, &b]));
+    assert!(
+        poll_until(&[&a, &b], SETTLE_TIMEOUT, split_over_all),
+        "{:?}",
+        assignments(&[&a, &b])
+    );
     let moved_after = silent_since.elapsed();
-    assert!(moved_after >= Duration::from_millis(SILENT_SESSION_MS as u64 / 2), "moved after {moved_after:?}");
+    assert!(
+        moved_after >= Duration::from_millis(SILENT_SESSION_MS as u64 / 2),
+        "moved after {moved_after:?}"
+    );
 }

@@ -95,7 +95,8 @@ pub const OFFSET_METADATA_BYTES_LIMIT: usize = 64 << 10;
 /// group may be configured to hold.
 pub const GROUP_SIZE_LIMIT: usize = 100_000;
 
-const _: () = assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
+const _: () =
+    assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
 
 /// The coordinator's settings (Kafka's names in the comments).
 #[derive(Debug, Clone)]
@@ -140,7 +141,9 @@ impl Default for GroupConfig {
 impl GroupConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |what: &str| Err(Error::Config(what.to_string()));
-        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+        if self.min_session_timeout_ms <= 0
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
             return fail("need 0 < min_session_timeout_ms <= max_session_timeout_ms");
         }
         if self.max_group_size == 0 || self.max_group_size > GROUP_SIZE_LIMIT {
