@@ -1,0 +1,204 @@
+//! The `ringlog serve` command line: invalid configuration is refused with
+//! one clear message and exit code 2, a missing data directory is created, a
+//! config file works, and SIGINT/SIGTERM shut the broker down with exit code 0.
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::clients::{consume_all, create_topic, produce_keyed};
+use common::{broker_binary, free_port, unique_topic, wait_bounded, Broker};
+
+/// How long an invalid configuration may take to be refused.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The exit code for an invalid configuration.
+const EXIT_CODE_INVALID_CONFIG: i32 = 2;
+
+/// Runs `ringlog` with `args` in `dir` and returns its exit status (`None` if
+/// it was still running after `REFUSAL_TIMEOUT`, then killed) and its stderr.
+fn run_to_exit(dir: &Path, args: &[String]) -> (Option<ExitStatus>, String) {
+    let stderr_path = dir.join("stderr.txt");
+    let stderr = File::create(&stderr_path).expect("creating the stderr file");
+    let mut child = Command::new(broker_binary())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawning the broker binary");
+    let status = wait_bounded(&mut child, REFUSAL_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
+    }
+    (status, std::fs::read_to_string(&stderr_path).unwrap_or_default())
+}
+
+/// `serve` with a free port, a data directory inside `dir` and CPU 0, then
+/// `extra`; a flag named in `extra` replaces the default one (clap refuses a
+/// repeated flag, which would hide the error under test).
+fn serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let defaults = [
+        ("--listen", format!("127.0.0.1:{}", free_port())),
+        ("--data-dir", dir.join("data").display().to_string()),
+        ("--cpus", "0".to_string()),
+    ];
+    let mut args: Vec<String> = vec!["serve".into()];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.push(flag.into());
+            args.push(value);
+        }
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
+    let (status, stderr) = run_to_exit(dir, args);
+    let status = status.unwrap_or_else(|| panic!("{what}: still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
+    assert_eq!(
+        status.code(),
+        Some(EXIT_CODE_INVALID_CONFIG),
+        "{what}: exit status {status}; stderr:\n{stderr}"
+    );
+    assert!(!stderr.trim().is_empty(), "{what}: a message on stderr");
+    assert!(!stderr.contains("panicked"), "{what}: a message, not a panic:\n{stderr}");
+    let lower = stderr.to_lowercase();
+    assert!(
+        mentions.iter().any(|m| lower.contains(&m.to_lowercase())),
+        "{what}: the message names one of {mentions:?}:\n{stderr}"
+    );
+}
+
+#[test]
+fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cases: [(&str, &[&str], &[&str]); 7] = [
+        ("unparsable listen address", &["--listen", "not-an-address"], &["listen", "not-an-address"]),
+        ("port out of range", &["--listen", "127.0.0.1:99999"], &["listen", "99999"]),
+        ("unparsable cpu list", &["--cpus", "abc"], &["cpus", "abc"]),
+        ("zero default partitions", &["--default-partitions", "0"], &["default-partitions", "default_partitions", "partitions"]),
+        ("non-boolean auto-create", &["--auto-create-topics", "maybe"], &["auto-create-topics", "auto_create_topics", "maybe"]),
+        ("unknown flag", &["--no-such-flag"], &["no-such-flag"]),
+        ("cpu the machine does not have", &["--cpus", "4096"], &["cpu", "4096"]),
+    ];
+    for (what, extra, mentions) in cases {
+        assert_refused(what, &serve_args(dir.path(), extra), dir.path(), mentions);
+    }
+    let data = dir.path().join("data");
+    let written = std::fs::read_dir(&data).map(|entries| entries.count()).unwrap_or(0);
+    assert_eq!(written, 0, "a refused configuration writes nothing into {}", data.display());
+}
+
+#[test]
+fn invalid_config_files_are_refused_with_exit_code_2_and_a_message() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("missing.toml");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "listen = \n[[[").expect("writing a broken config");
+    let wrong_type = dir.path().join("wrong-type.toml");
+    std::fs::write(&wrong_type, "default_partitions = \"three\"\n").expect("writing a config");
+    let bad_address = dir.path().join("bad-address.toml");
+    std::fs::write(&bad_address, "listen = \"nowhere\"\n").expect("writing a config");
+    let cases = [
+        ("missing config file", &missing, vec!["missing.toml"]),
+        ("unparsable config file", &broken, vec!["broken.toml", "toml", "parse", "expected"]),
+        ("wrongly typed value", &wrong_type, vec!["default_partitions", "three", "wrong-type.toml"]),
+        ("invalid listen address in the file", &bad_address, vec!["listen", "nowhere"]),
+    ];
+    for (what, path, mentions) in cases {
+        let args = vec!["serve".to_string(), "--config".into(), path.display().to_string()];
+        assert_refused(what, &args, dir.path(), &mentions);
+    }
+}
+
+#[test]
+fn help_names_the_serve_flags() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = Command::new(broker_binary())
+        .args(["serve", "--help"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ringlog serve --help");
+    assert!(output.status.success(), "serve --help exits 0");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--cpus",
+        "--advertised-listener",
+        "--default-partitions",
+        "--auto-create-topics",
+        "--config",
+    ] {
+        assert!(text.contains(flag), "serve --help mentions {flag}:\n{text}");
+    }
+}
+
+#[test]
+fn missing_data_directory_is_created_at_start() {
+    let parent = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = parent.path().join("not").join("yet").join("there");
+    let mut broker = Broker::builder().data_dir(&data_dir).start();
+    assert!(data_dir.is_dir(), "the data directory was created");
+    let topic = unique_topic("fresh-dir");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    produce_keyed(&broker.bootstrap(), &topic, 10, 2);
+    broker.restart();
+    consume_all(&broker.bootstrap(), &topic, 1, 10, Duration::from_secs(20)).expect_count(10);
+}
+
+#[test]
+fn data_directory_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("writing a file");
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--data-dir".into(),
+        file.display().to_string(),
+        "--cpus".into(),
+        "0".into(),
+    ];
+    let (status, stderr) = run_to_exit(dir.path(), &args);
+    let status = status.unwrap_or_else(|| panic!("still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
+    assert!(!status.success(), "exit status {status}");
+    assert!(!stderr.trim().is_empty(), "a message on stderr");
+    assert!(!stderr.contains("panicked"), "a message, not a panic:\n{stderr}");
+}
+
+#[test]
+fn config_file_supplies_listen_address_and_data_directory() {
+    let mut broker = Broker::builder().use_config_file().start();
+    let topic = unique_topic("from-config-file");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    produce_keyed(&broker.bootstrap(), &topic, 5, 1);
+    assert!(broker.data_dir().is_dir(), "the data directory from the file is used");
+    broker.restart();
+    consume_all(&broker.bootstrap(), &topic, 1, 5, Duration::from_secs(20)).expect_count(5);
+}
+
+#[test]
+fn sigint_and_sigterm_shut_down_cleanly_with_exit_code_0() {
+    let mut broker = Broker::start();
+    let topic = unique_topic("signals");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    produce_keyed(&broker.bootstrap(), &topic, 5, 1);
+    // An open client connection must not keep the broker from exiting.
+    let _idle = std::net::TcpStream::connect(broker.addr()).expect("connecting");
+
+    let status = broker.stop_with(libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status}");
+    broker.start_again();
+    consume_all(&broker.bootstrap(), &topic, 1, 5, Duration::from_secs(20)).expect_count(5);
+    let status = broker.stop_with(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
+}

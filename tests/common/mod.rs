@@ -1,0 +1,440 @@
+//! Harness shared by the end-to-end tests: a real `ringlog` broker process on its
+//! own port and data directory, real Kafka clients (librdkafka through rdkafka),
+//! and a raw Kafka protocol client for hand-built and corrupted requests.
+//!
+//! # Layout
+//!
+//! - this file: [`Broker`] (start, stop, restart, SIGKILL, logs) and [`BrokerBuilder`].
+//! - [`clients`]: rdkafka producer, consumer and admin helpers with bounded waits.
+//! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
+//!
+//! Every wait is bounded by a named constant; a test never hangs on a dead broker.
+//!
+//! Run one theme with `cargo test -j 2 --test broker_topics` (or `broker_*`).
+//! The broker runs with `RUST_LOG=info` unless the test run sets `RUST_LOG`;
+//! its log is printed when a test fails.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod raw;
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a broker may take from spawn until its port accepts connections.
+pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a broker may take to exit after SIGTERM or SIGINT.
+pub const BROKER_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a broker may take to exit after SIGKILL.
+const BROKER_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two readiness probes of the listener.
+const READINESS_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Timeout of one readiness probe connection.
+const READINESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// First starts retried on a fresh port when the broker exits before accepting
+/// (another process may have taken the port between probe and bind).
+const FIRST_START_ATTEMPTS_MAX: usize = 3;
+/// The most of the broker's log printed when a test fails.
+const LOG_PRINT_BYTES_MAX: u64 = 64 * 1024;
+/// `RUST_LOG` for the broker unless the test run sets one.
+const BROKER_LOG_FILTER_DEFAULT: &str = "info";
+
+/// Path of the broker binary cargo built for this test run.
+pub fn broker_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ringlog")
+}
+
+/// Ports handed out in this test process, never handed out twice: brokers bind
+/// with SO_REUSEPORT, so two brokers on one port would silently share it.
+static PORTS_HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free TCP port on 127.0.0.1 not yet used by another broker of this process.
+pub fn free_port() -> u16 {
+    const PORT_ATTEMPTS_MAX: usize = 64;
+    for _ in 0..PORT_ATTEMPTS_MAX {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 must work");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+            .port();
+        drop(listener);
+        let mut guard = PORTS_HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+    panic!("no unused free port after {PORT_ATTEMPTS_MAX} attempts");
+}
+
+/// The CPUs this process may run on (sched_getaffinity), lowest first.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// One CPU for a single-shard broker. Tests of one file run in parallel, so
+/// brokers are spread over the allowed CPUs instead of all pinned to the first.
+fn next_single_cpu() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let cpus = allowed_cpus();
+    let index = NEXT.fetch_add(1, Ordering::Relaxed) % cpus.len();
+    cpus[index].to_string()
+}
+
+/// How a broker is started. `Broker::builder().cpus("0-1").start()`.
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    cpus: Option<String>,
+    extra_args: Vec<String>,
+    data_dir: Option<PathBuf>,
+    use_config_file: bool,
+}
+
+impl BrokerBuilder {
+    /// `--cpus` value; default: one allowed CPU.
+    pub fn cpus(mut self, cpus: &str) -> Self {
+        self.cpus = Some(cpus.to_string());
+        self
+    }
+
+    /// `--default-partitions N`.
+    pub fn default_partitions(self, partitions: u32) -> Self {
+        self.arg("--default-partitions").arg(&partitions.to_string())
+    }
+
+    /// `--auto-create-topics true|false`.
+    pub fn auto_create_topics(self, enabled: bool) -> Self {
+        self.arg("--auto-create-topics").arg(if enabled { "true" } else { "false" })
+    }
+
+    /// Any further command-line argument, passed after the harness's own.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// Use this data directory (it may not exist yet) instead of a fresh temporary one.
+    pub fn data_dir(mut self, path: &Path) -> Self {
+        self.data_dir = Some(path.to_path_buf());
+        self
+    }
+
+    /// Pass `listen` and `data_dir` in a TOML file given with `--config`
+    /// instead of as flags.
+    pub fn use_config_file(mut self) -> Self {
+        self.use_config_file = true;
+        self
+    }
+
+    /// Starts the broker and waits until its port accepts connections.
+    pub fn start(self) -> Broker {
+        let work_dir = tempfile::Builder::new()
+            .prefix("ringlog-test-")
+            .tempdir()
+            .expect("creating a temporary directory must work");
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| work_dir.path().join("data"));
+        let cpus = self.cpus.clone().unwrap_or_else(next_single_cpu);
+        let log_path = work_dir.path().join("broker.log");
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            data_dir,
+            log_path,
+            cpus,
+            builder: self,
+            work_dir,
+            starts: 0,
+        };
+        let mut last_error = String::new();
+        for _ in 0..FIRST_START_ATTEMPTS_MAX {
+            match broker.spawn_and_wait() {
+                Ok(()) => return broker,
+                Err(error) => {
+                    last_error = error;
+                    broker.port = free_port();
+                }
+            }
+        }
+        panic!(
+            "broker did not start: {last_error}\n--- broker log ---\n{}",
+            broker.log_tail()
+        );
+    }
+}
+
+/// A running `ringlog serve` process with its own port and data directory.
+/// Dropping it kills the process; if the test is failing, the broker's log is printed.
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    cpus: String,
+    builder: BrokerBuilder,
+    /// Holds the log, the config file and (by default) the data directory.
+    work_dir: TempDir,
+    starts: u32,
+}
+
+impl Broker {
+    /// A broker builder with the harness defaults (one CPU, temporary data directory).
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder {
+            cpus: None,
+            extra_args: Vec::new(),
+            data_dir: None,
+            use_config_file: false,
+        }
+    }
+
+    /// Starts a broker with the harness defaults.
+    pub fn start() -> Broker {
+        Broker::builder().start()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `bootstrap.servers` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Process id of the running broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the broker wrote to stdout and stderr so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The end of the broker's log, at most `LOG_PRINT_BYTES_MAX` bytes.
+    pub fn log_tail(&self) -> String {
+        let Ok(mut file) = File::open(&self.log_path) else {
+            return String::from("(no log file)");
+        };
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = length.saturating_sub(LOG_PRINT_BYTES_MAX);
+        let _ = file.seek(SeekFrom::Start(start));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether the process has exited (and reaps it if so).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; panics if it does not come in time.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM or SIGINT) and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("stop needs a running broker");
+        send_signal(&child, signal);
+        match wait_bounded(&mut child, BROKER_STOP_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = wait_bounded(&mut child, BROKER_KILL_TIMEOUT);
+                panic!(
+                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of signal {signal}\n--- broker log ---\n{}",
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, wait for exit 0, start again on the same port and data directory.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "broker exited with {status} on SIGTERM\n--- broker log ---\n{}",
+            self.log_tail()
+        );
+        self.start_again();
+    }
+
+    /// SIGKILL without warning, and reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(&child, libc::SIGKILL);
+            assert!(
+                wait_bounded(&mut child, BROKER_KILL_TIMEOUT).is_some(),
+                "broker did not die within {BROKER_KILL_TIMEOUT:?} of SIGKILL"
+            );
+        }
+    }
+
+    /// Starts the process again (after `stop` or `kill9`) on the same port and directory.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again needs a stopped broker");
+        if let Err(error) = self.spawn_and_wait() {
+            panic!("broker did not restart: {error}\n--- broker log ---\n{}", self.log_tail());
+        }
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| format!("opening the broker log: {e}"))?;
+        let args = self.command_args()?;
+        let _ = writeln!(log, "=== start {} on port {}: ringlog {} ===", self.starts, self.port, args.join(" "));
+        let log_for_stdout = log.try_clone().map_err(|e| format!("cloning the log file: {e}"))?;
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| BROKER_LOG_FILTER_DEFAULT.to_string());
+        let child = Command::new(broker_binary())
+            .args(&args)
+            .env("RUST_LOG", filter)
+            // Plain text in the log file, without terminal colour codes.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_for_stdout))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", broker_binary()))?;
+        self.child = Some(child);
+        self.wait_until_accepting()
+    }
+
+    fn command_args(&self) -> Result<Vec<String>, String> {
+        let mut args = vec!["serve".to_string()];
+        let listen = format!("127.0.0.1:{}", self.port);
+        if self.builder.use_config_file {
+            let config_path = self.work_dir.path().join("ringlog.toml");
+            let text = format!(
+                "listen = {listen:?}\ndata_dir = {:?}\n",
+                self.data_dir.display().to_string()
+            );
+            std::fs::write(&config_path, text).map_err(|e| format!("writing the config file: {e}"))?;
+            args.push("--config".into());
+            args.push(config_path.display().to_string());
+        } else {
+            args.extend(["--listen".into(), listen]);
+            args.extend(["--data-dir".into(), self.data_dir.display().to_string()]);
+        }
+        args.extend(["--cpus".into(), self.cpus.clone()]);
+        args.extend(self.builder.extra_args.iter().cloned());
+        Ok(args)
+    }
+
+    fn wait_until_accepting(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let addr = self.addr();
+        loop {
+            let child = self.child.as_mut().expect("spawned just before");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!("broker exited with {status} before accepting on {addr}"));
+            }
+            if TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
+                self.child = None;
+                return Err(format!("port {addr} not accepting after {BROKER_START_TIMEOUT:?}"));
+            }
+            thread::sleep(READINESS_POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = wait_bounded(&mut child, BROKER_KILL_TIMEOUT);
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- broker log ({}) ---\n{}\n--- end of broker log ---",
+                self.log_path.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+fn send_signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a child pid fits pid_t");
+    // SAFETY: kill(2) on our own child's pid; the child is not reaped yet, so the pid is ours.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Waits for the child to exit, at most `timeout`.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A topic name unique within this test process.
+pub fn unique_topic(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
