@@ -321,12 +321,8 @@ impl Broker {
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), StartError> {
-        self.spawn()?;
+        self.spawn_process().map_err(StartError::Exited)?;
         self.wait_until_accepting()
-    }
-
-    fn spawn(&mut self) -> Result<(), StartError> {
-        self.spawn_process().map_err(StartError::Exited)
     }
 
     fn spawn_process(&mut self) -> Result<(), String> {
