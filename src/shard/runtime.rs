@@ -161,6 +161,14 @@ fn wait_for_stop_signals(set: libc::sigset_t, stop_senders: Vec<oneshot::Sender<
 async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     let ShardSeed { id, config, mesh, table, registry, shutdown, ready } = seed;
     let (mesh, inboxes) = mesh::Mesh::connect(mesh).await;
+    // Refuse an unsafe data directory before serving; on every shard, since the
+    // probe also primes glommio's per-thread polled-I/O detection.
+    if let Err(reason) = crate::storage::file::probe_direct_io(&config.data_dir).await {
+        if !config.allow_buffered_io {
+            return Err(crate::storage::Error::DirectIoUnavailable { path: config.data_dir.clone(), reason }.to_string());
+        }
+        tracing::warn!(shard = id, %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
+    }
     let group_config = GroupConfig {
         initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as u64,
         min_session_timeout_ms: config.group_min_session_timeout_ms,
