@@ -171,9 +171,15 @@ impl BrokerBuilder {
         for _ in 0..FIRST_START_ATTEMPTS_MAX {
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
-                Err(error) => {
+                // Perhaps the port was taken after we probed it: try another.
+                Err(StartError::Exited(error)) => {
                     last_error = error;
                     broker.port = free_port();
+                }
+                // A broker that hangs at start-up would hang again: no retry.
+                Err(StartError::NotAccepting(error)) => {
+                    last_error = error;
+                    break;
                 }
             }
         }
@@ -309,12 +315,17 @@ impl Broker {
     /// Starts the process again (after `stop` or `kill9`) on the same port and directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again needs a stopped broker");
-        if let Err(error) = self.spawn_and_wait() {
+        if let Err(StartError::Exited(error) | StartError::NotAccepting(error)) = self.spawn_and_wait() {
             panic!("broker did not restart: {error}\n--- broker log ---\n{}", self.log_tail());
         }
     }
 
-    fn spawn_and_wait(&mut self) -> Result<(), String> {
+    fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        self.spawn_process().map_err(StartError::Exited)?;
+        self.wait_until_accepting()
+    }
+
+    fn spawn_process(&mut self) -> Result<(), String> {
         self.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
@@ -336,7 +347,7 @@ impl Broker {
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", broker_binary()))?;
         self.child = Some(child);
-        self.wait_until_accepting()
+        Ok(())
     }
 
     fn command_args(&self) -> Result<Vec<String>, String> {
@@ -360,14 +371,16 @@ impl Broker {
         Ok(args)
     }
 
-    fn wait_until_accepting(&mut self) -> Result<(), String> {
+    fn wait_until_accepting(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         let addr = self.addr();
         loop {
             let child = self.child.as_mut().expect("spawned just before");
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
-                return Err(format!("broker exited with {status} before accepting on {addr}"));
+                return Err(StartError::Exited(format!(
+                    "broker exited with {status} before accepting on {addr}"
+                )));
             }
             if TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok() {
                 return Ok(());
@@ -376,7 +389,9 @@ impl Broker {
                 let _ = child.kill();
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
                 self.child = None;
-                return Err(format!("port {addr} not accepting after {BROKER_START_TIMEOUT:?}"));
+                return Err(StartError::NotAccepting(format!(
+                    "port {addr} not accepting after {BROKER_START_TIMEOUT:?}"
+                )));
             }
             thread::sleep(READINESS_POLL_INTERVAL);
         }
@@ -397,6 +412,14 @@ impl Drop for Broker {
             );
         }
     }
+}
+
+/// Why a start attempt failed.
+enum StartError {
+    /// The process could not be spawned or exited before accepting.
+    Exited(String),
+    /// The process kept running but its port did not accept in time (it was killed).
+    NotAccepting(String),
 }
 
 fn send_signal(child: &Child, signal: libc::c_int) {
