@@ -6,6 +6,7 @@
 #
 # Needs: iperf3, fio, jq (apt-get install -y iperf3 fio jq).
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
+# E2E_RATE (default: half the measured 1 KiB acks=1 maximum),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
 # PORT (29392), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
@@ -35,8 +36,9 @@ log() { echo "== $*" >&2; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 row() { echo "$*" | tee -a "$SUMMARY"; }
 
-start_broker() { # $1 = cpus, $2 = data dir
+start_broker() { # $1 = cpus, $2 = data dir (removed again by stop_broker unless KEEP_DATA=1)
   mkdir -p "$2"
+  BROKER_DATA=$2
   "$BROKER" serve --cpus "$1" --data-dir "$2" --listen "$ADDR" >"$OUT_DIR/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 100); do
@@ -58,6 +60,9 @@ stop_broker() {
     wait "$BROKER_PID" 2>/dev/null || true
     BROKER_PID=
   fi
+  # Runs at 1 GB/s fill a disk fast: keep only what the next step reads.
+  if [[ ${KEEP_DATA:-0} != 1 && -n ${BROKER_DATA:-} ]]; then rm -rf "$BROKER_DATA"; fi
+  BROKER_DATA=
 }
 
 cleanup() {
@@ -163,27 +168,27 @@ if want ceiling; then
 fi
 
 if want produce; then
-  start_broker "$BROKER_CPUS" "$DATA_ROOT/produce"
   for size in 100 1024; do
     for acks in 1 -1; do
       batch=$(( size == 100 ? 1000 : 256 ))
+      start_broker "$BROKER_CPUS" "$DATA_ROOT/produce"
       run "produce-${size}B-acks${acks}" produce --topic "p-$size-$acks" --partitions 4 --record-size "$size" \
         --batch-records "$batch" --acks "$acks" --in-flight 8 --producers 2 --duration "$DURATION" --warmup 2 --rate max
       throughput_row "produce-${size}B-acks${acks}" "max produce ${size} B acks=${acks}"
+      stop_broker
     done
   done
-  stop_broker
 fi
 
 if want e2e; then
   max=$(jq -r '.records_per_sec // 0 | floor' "$OUT_DIR/produce-1024B-acks1.json" 2>/dev/null || echo 0)
   [[ $max == 0 ]] && max=100000
-  half=$(( max / 2 ))
+  half=${E2E_RATE:-$(( max / 2 ))} # E2E_RATE: when the produce step is not run
   start_broker "$BROKER_CPUS" "$DATA_ROOT/e2e"
   run "e2e-1024B-half" e2e --topic e2e --partitions 4 --record-size 1024 --batch-records 256 --linger-ms 1 \
     --acks 1 --in-flight 8 --producers 2 --consumers 1 --duration "$DURATION" --warmup 2 --rate "$half"
   stop_broker
-  row "| e2e 1 KiB at $half rec/s (50% of max) | $(j e2e-1024B-half '.records_per_sec|floor') rec/s | | | p50 $(j e2e-1024B-half .latency_us.p50) p99 $(j e2e-1024B-half .latency_us.p99) p99.99 $(j e2e-1024B-half .latency_us.p9999) max $(j e2e-1024B-half .latency_us.max) us | $(j e2e-1024B-half .cpu_percent | cut -d. -f1)% | $(j e2e-1024B-half .errors) |"
+  row "| e2e 1 KiB at $half rec/s (50% of max) | $(j e2e-1024B-half '.records_per_sec|floor') rec/s | | | p50 $(j e2e-1024B-half .latency_us.p50) p99 $(j e2e-1024B-half .latency_us.p99) p99.99 $(j e2e-1024B-half .latency_us.p9999) max $(j e2e-1024B-half .latency_us.max) us | $(j e2e-1024B-half .cpu_percent | cut -d. -f1)% | $(j e2e-1024B-half .errors) | $(grep "^e2e-1024B-half: " "$OUT_DIR/loadavg.txt" | tail -1 | cut -d' ' -f3) |"
 fi
 
 if want catchup; then
@@ -192,7 +197,7 @@ if want catchup; then
     --in-flight 8 --producers 2 --records 2000000 --duration 120 --rate max
   run "catchup-cache" consume --topic catchup --from earliest --to-end --consumers 2 --duration 120 --fetch-partition-bytes 4194304
   throughput_row catchup-cache "catch-up consume, broker cache (2 GB written just before)"
-  stop_broker
+  KEEP_DATA=1 stop_broker
   sync
   start_broker "$BROKER_CPUS" "$DATA_ROOT/catchup"
   run "catchup-disk" consume --topic catchup --from earliest --to-end --consumers 2 --duration 120 --fetch-partition-bytes 4194304
@@ -231,6 +236,8 @@ if want peer; then
   run "peer-100B" produce --topic peer --partitions 2 --record-size 100 --batch-records 1000 --acks 1 \
     --in-flight 1 --producers 2 --duration "$DURATION" --warmup 2 --rate max
   throughput_row peer-100B "peer shape: 100 B, batch 1000, 2 producers, in-flight 1, acks=1"
+  stop_broker
+  start_broker "$BROKER_CPUS" "$DATA_ROOT/peer"
   run "peer-100B-acks-all" produce --topic peer-all --partitions 2 --record-size 100 --batch-records 1000 --acks -1 \
     --in-flight 1 --producers 2 --duration "$DURATION" --warmup 2 --rate max
   throughput_row peer-100B-acks-all "peer shape, acks=-1 (durable)"
