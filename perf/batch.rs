@@ -89,7 +89,7 @@ impl BatchTemplate {
     /// Lays out an uncompressed v2 batch; values are filled and, when
     /// `run_id` is given, carry the run id after the (zero) due time.
     pub fn build(record_count: usize, value_bytes: usize, run_id: Option<u64>, timestamp_ms: i64) -> Result<Self> {
-        ensure!(record_count >= 1 && record_count <= BATCH_RECORDS_MAX, "records per batch must be 1..={BATCH_RECORDS_MAX}");
+        ensure!((1..=BATCH_RECORDS_MAX).contains(&record_count), "records per batch must be 1..={BATCH_RECORDS_MAX}");
         ensure!(value_bytes <= i32::MAX as usize / 2, "record size too large");
         let value_len = i32::try_from(value_bytes)?;
         let mut bytes = Vec::with_capacity(HEADER_BYTES + record_count * (value_bytes + 12));
