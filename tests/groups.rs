@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::clients::{admin, admin_options, block_on, create_topic, produce_keyed};
 use common::raw::RawClient;
-use common::{unique_topic, Broker};
+use common::{allowed_cpus, unique_topic, Broker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -661,4 +661,68 @@ fn bad_group_requests_get_kafka_error_codes() {
         ResponseError::IllegalGeneration.code()
     );
     assert_eq!(commit(&mut client, &topic, generation), 0);
+}
+
+#[test]
+fn groups_on_two_shards_commit_list_and_survive_a_restart() {
+    const GROUPS: usize = 6;
+    let cpus = allowed_cpus();
+    if !(cpus.contains(&0) && cpus.contains(&1)) {
+        eprintln!("skipped: needs CPUs 0 and 1, this process may use {cpus:?}");
+        return;
+    }
+    let mut broker = Broker::builder()
+        .cpus("0-1")
+        .arg("--group-min-session-timeout-ms")
+        .arg("1000")
+        .arg("--group-initial-rebalance-delay-ms")
+        .arg("100")
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("groups-shards");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]);
+    produce_keyed(&bootstrap, &topic, 40, 8);
+    // Groups picked so that each shard coordinates half of them.
+    let mut groups: Vec<String> = Vec::new();
+    let mut per_shard = [0usize; 2];
+    while groups.len() < GROUPS {
+        let group = unique_topic("sharded-group");
+        let shard = ringlog::group::shard_for_group(&group, 2);
+        if per_shard[shard] < GROUPS / 2 {
+            per_shard[shard] += 1;
+            groups.push(group);
+        }
+    }
+    for (i, group) in groups.iter().enumerate() {
+        let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
+        let mut polled = Polled::default();
+        assert!(
+            poll_until(&[&consumer], &mut polled, false, REBALANCE_TIMEOUT, |c, _| assigned(c[0]).len() == PARTITIONS as usize),
+            "group {group} never got its partitions"
+        );
+        let mut commit = TopicPartitionList::new();
+        commit.add_partition_offset(&topic, 0, Offset::Offset(i as i64 + 1)).expect("valid offset");
+        consumer.commit(&commit, CommitMode::Sync).expect("commit");
+    }
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let listed = client.call_negotiated(&ListGroupsRequest::default(), 4);
+    for group in &groups {
+        assert!(listed.groups.iter().any(|g| g.group_id.0.as_str() == group), "{group} is not listed");
+    }
+    drop(client);
+    for shard in 0..2 {
+        let log = broker.data_dir().join("__groups").join(format!("shard-{shard}")).join("groups.log");
+        let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        assert!(bytes > 0, "shard {shard} stored no group records in {}", log.display());
+    }
+
+    broker.restart();
+
+    for (i, group) in groups.iter().enumerate() {
+        let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&topic, 0);
+        let committed = consumer.committed_offsets(wanted, REQUEST_TIMEOUT).expect("OffsetFetch after restart");
+        assert_eq!(committed.elements()[0].offset(), Offset::Offset(i as i64 + 1), "group {group}");
+    }
 }
