@@ -107,7 +107,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .spawn(move || shard_main(seed))
+            .spawn(move || async move {
+                let outcome = shard_main(seed).await;
+                if let Err(message) = &outcome {
+                    // The other shards would wait for this one forever: stop the process.
+                    eprintln!("ringlog: shard {id} failed: {message}");
+                    std::process::exit(1);
+                }
+                outcome
+            })
             .map_err(|e| StartError::Executor { shard: id, cpu, message: e.to_string() })?;
         handles.push(handle);
     }
