@@ -1,1 +1,149 @@
-fn main() {}
+//! The `ringlog` command: `ringlog [serve] [flags]` runs the broker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringlog::config::{parse_assignments, Config, FileConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "ringlog", version, about = "A Kafka-compatible event streaming broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML config file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients in metadata [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// CPUs to run shards on, e.g. 0-3,8 [default: all online CPUs].
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
+    /// Run one shard on each CPU of this NUMA node.
+    #[arg(long, value_name = "N")]
+    numa_node: Option<usize>,
+    /// Partitions of auto-created topics (Kafka's num.partitions) [default: 1].
+    #[arg(long, value_name = "N")]
+    default_partitions: Option<i32>,
+    /// Create topics on first use in Metadata requests [default: true].
+    #[arg(long, value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+    /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    request_bytes_max: Option<u32>,
+    /// Per-shard cache of recent record batches [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    batch_cache_bytes: Option<u64>,
+    /// Allow buffered I/O where O_DIRECT is unavailable (development only).
+    #[arg(long)]
+    allow_buffered_io: bool,
+    /// Default topic config with Kafka's name, e.g. retention.ms=86400000 (repeatable).
+    #[arg(long = "topic-default", value_name = "NAME=VALUE")]
+    topic_defaults: Vec<String>,
+    /// Smallest session timeout a consumer may ask for [default: 6000].
+    #[arg(long, value_name = "MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a consumer may ask for [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    group_max_session_timeout_ms: Option<i32>,
+    /// Delay before the first rebalance of a new group [default: 3000].
+    #[arg(long, value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<i32>,
+    /// How long offsets of an empty group are kept [default: 10080].
+    #[arg(long, value_name = "MINUTES")]
+    offsets_retention_minutes: Option<i64>,
+    /// How often retention runs (log.retention.check.interval.ms) [default: 300000].
+    #[arg(long, value_name = "MS")]
+    retention_check_interval_ms: Option<u64>,
+}
+
+/// Exit code for a configuration the broker refuses to start with.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+fn load(args: ServeArgs) -> Result<Config, String> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let topic_defaults = if args.topic_defaults.is_empty() {
+        None
+    } else {
+        Some(parse_assignments(&args.topic_defaults).map_err(|e| e.to_string())?)
+    };
+    let flags = FileConfig {
+        listen: args.listen,
+        advertised_listener: args.advertised_listener,
+        data_dir: args.data_dir,
+        cpus: args.cpus,
+        numa_node: args.numa_node,
+        default_partitions: args.default_partitions,
+        auto_create_topics: args.auto_create_topics,
+        request_bytes_max: args.request_bytes_max,
+        batch_cache_bytes: args.batch_cache_bytes,
+        allow_buffered_io: args.allow_buffered_io.then_some(true),
+        group_min_session_timeout_ms: args.group_min_session_timeout_ms,
+        group_max_session_timeout_ms: args.group_max_session_timeout_ms,
+        group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+        offsets_retention_minutes: args.offsets_retention_minutes,
+        retention_check_interval_ms: args.retention_check_interval_ms,
+        topic_defaults,
+    };
+    Config::build(file, flags).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("ringlog: {message}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    match ringlog::shard::runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ ringlog::shard::runtime::StartError::Placement(_)) => {
+            eprintln!("ringlog: {error}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("ringlog: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

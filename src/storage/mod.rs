@@ -3,19 +3,37 @@
 //! This module knows nothing of Kafka requests. It speaks offsets, batches and
 //! bytes. Every `PartitionLog` is owned by one shard (it is `!Send`).
 //!
-//! API used by the broker (the contract; see ARCHITECTURE.md):
+//! # Layout
 //!
-//! ```ignore
-//! PartitionLog::open(dir, LogConfig, Rc<BatchCache>, StorageOptions) -> Result<Rc<PartitionLog>, Error>
-//! log.append(records: Bytes, Durability) -> Result<AppendInfo, Error>     // one or more v2 batches
-//! log.read(from_offset, max_bytes) -> Result<ReadResult, Error>           // whole stored batches as Bytes slices
-//! log.high_watermark() / log.log_start_offset()
-//! log.wait_for_offset(offset) -> future resolving once high_watermark() > offset (or the log closes)
-//! log.offset_for_timestamp(ts_ms) -> Result<Option<TimestampOffset>, Error>
-//! log.max_timestamp() -> Option<TimestampOffset>
-//! log.delete_records(before_offset) -> Result<i64, Error>
-//! log.enforce_retention(now_ms) -> Result<(), Error>
-//! log.set_config(LogConfig)
-//! log.close() -> Result<(), Error>     // flush, persist indexes and partition.meta
-//! log.delete() -> Result<(), Error>    // close and remove the directory
-//! ```
+//! - [`batch`]: the v2 batch header view, validation, and the in-place edits
+//!   (base offset, leader epoch, LogAppendTime).
+//! - [`config`]: `LogConfig` (Kafka topic config names and defaults), `Durability`,
+//!   `StorageOptions`.
+//! - [`file`]: O_DIRECT segment files (buffered only in development mode), the
+//!   O_DIRECT probe, atomic small-file writes.
+//! - [`segment`]: one `.log` with its `.index`/`.timeindex`; scanning and reading.
+//! - [`index`]: sparse offset and time indexes, persisted as rkyv archives.
+//! - [`cache`]: the per-shard batch cache (LRU by bytes).
+//! - [`log`]: `PartitionLog`: appends with group commit, reads, waiters.
+//! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
+//! - [`retention`]: which segments retention.ms / retention.bytes / DeleteRecords remove.
+//! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
+
+pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod file;
+pub mod index;
+pub mod log;
+pub mod meta;
+mod notify;
+mod recovery;
+mod retention;
+pub mod segment;
+
+pub use batch::BatchHeader;
+pub use cache::{BatchCache, CacheStats};
+pub use config::{Durability, LogConfig, StorageOptions, TimestampType};
+pub use error::{CorruptReason, Error};
+pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};

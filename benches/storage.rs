@@ -1,0 +1,138 @@
+//! Storage engine throughput: appends of ~64 KiB batches of 1 KiB records
+//! (no flush; per-batch durability with 1 and 64 appenders sharing fdatasyncs)
+//! and reads from the batch cache and from disk.
+//!
+//! The data directory is `RINGLOG_BENCH_DIR` (default: the system temp dir),
+//! which must support O_DIRECT.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use glommio::{LocalExecutorBuilder, Placement};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use ringlog::storage::{BatchCache, Durability, LogConfig, PartitionLog, StorageOptions};
+
+const RECORD_BYTES: usize = 1024;
+const RECORDS_PER_BATCH: usize = 63; // ~64 KiB per batch with record overhead
+const IO_MEMORY_BYTES: usize = 512 * 1024;
+const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+fn batch() -> Bytes {
+    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(vec![(i % 251) as u8; RECORD_BYTES])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encodes");
+    buf.freeze()
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var("RINGLOG_BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).expect("bench dir"),
+        Err(_) => tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+fn on_executor<F, Fut>(f: F) -> Duration
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Duration> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(IO_MEMORY_BYTES)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("bench run")
+}
+
+async fn open(dir: &std::path::Path, cache: Rc<BatchCache>) -> Rc<PartitionLog> {
+    PartitionLog::open(dir.join("bench-0"), LogConfig::default(), cache, StorageOptions::default())
+        .await
+        .expect("open")
+}
+
+/// Appends `iters` batches with `appenders` concurrent tasks; returns the time taken.
+fn append(iters: u64, appenders: u64, durability: Durability) -> Duration {
+    on_executor(move || async move {
+        let dir = bench_dir();
+        let log = open(dir.path(), BatchCache::new(CACHE_BYTES)).await;
+        let b = batch();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..appenders)
+            .map(|t| {
+                let (log, b) = (log.clone(), b.clone());
+                let share = iters / appenders + u64::from(t < iters % appenders);
+                glommio::spawn_local(async move {
+                    for _ in 0..share {
+                        log.append(b.clone(), durability).await.expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let elapsed = start.elapsed();
+        log.delete().await.expect("delete");
+        elapsed
+    })
+}
+
+fn read(iters: u64, cache_bytes: usize) -> Duration {
+    on_executor(move || async move {
+        let dir = bench_dir();
+        let log = open(dir.path(), BatchCache::new(cache_bytes)).await;
+        let b = batch();
+        let batches = iters.min(2048);
+        for _ in 0..batches {
+            log.append(b.clone(), Durability::Written).await.expect("append");
+        }
+        let hw = log.high_watermark();
+        let start = Instant::now();
+        let mut next = 0;
+        for _ in 0..iters {
+            if next >= hw {
+                next = 0;
+            }
+            let r = log.read(next, b.len()).await.expect("read");
+            next += RECORDS_PER_BATCH as i64 * r.batches.len() as i64;
+        }
+        let elapsed = start.elapsed();
+        log.delete().await.expect("delete");
+        elapsed
+    })
+}
+
+fn storage(c: &mut Criterion) {
+    let batch_bytes = batch().len() as u64;
+    let mut group = c.benchmark_group("storage");
+    group.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Bytes(batch_bytes));
+    group.bench_function("append_64k_batches_no_flush", |bch| bch.iter_custom(|n| append(n, 1, Durability::Written)));
+    group.bench_function("append_64k_batches_durable_1_appender", |bch| bch.iter_custom(|n| append(n, 1, Durability::Durable)));
+    group.bench_function("append_64k_batches_durable_64_appenders", |bch| bch.iter_custom(|n| append(n, 64, Durability::Durable)));
+    group.bench_function("read_64k_batches_from_cache", |bch| bch.iter_custom(|n| read(n, CACHE_BYTES)));
+    group.bench_function("read_64k_batches_from_disk", |bch| bch.iter_custom(|n| read(n, 0)));
+    group.finish();
+}
+
+criterion_group!(benches, storage);
+criterion_main!(benches);

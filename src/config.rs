@@ -1,0 +1,275 @@
+//! Broker configuration: built-in defaults, an optional TOML file, then flags.
+//!
+//! Everything is validated before the broker touches the disk, so a bad value
+//! costs the user one clear message and nothing else.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::topic_config::{TopicConfig, TopicConfigError};
+
+/// Kafka's `socket.request.max.bytes` default: the largest frame a client may send.
+pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Per-shard batch cache for recent data.
+pub const BATCH_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:9092")]
+    Listen(String),
+    #[error("invalid advertised listener {0:?}: expected HOST:PORT")]
+    AdvertisedListener(String),
+    #[error("invalid CPU list {0:?}: expected e.g. 0-3,6,8-9")]
+    CpuList(String),
+    #[error("--cpus and --numa-node cannot be used together")]
+    CpusAndNumaNode,
+    #[error("invalid --default-partitions {0}: must be at least 1")]
+    DefaultPartitions(i32),
+    #[error("invalid topic default: {0}")]
+    TopicDefault(#[from] TopicConfigError),
+    #[error("invalid topic default {0:?}: expected NAME=VALUE")]
+    TopicDefaultSyntax(String),
+    #[error("invalid {name} {value}: {why}")]
+    Value { name: &'static str, value: i64, why: &'static str },
+}
+
+/// The settings a config file may hold. Every field is optional; flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub advertised_listener: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cpus: Option<String>,
+    pub numa_node: Option<usize>,
+    pub default_partitions: Option<i32>,
+    pub auto_create_topics: Option<bool>,
+    pub request_bytes_max: Option<u32>,
+    pub batch_cache_bytes: Option<u64>,
+    pub allow_buffered_io: Option<bool>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    pub offsets_retention_minutes: Option<i64>,
+    pub retention_check_interval_ms: Option<u64>,
+    /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
+    pub topic_defaults: Option<BTreeMap<String, String>>,
+}
+
+/// Where the executors run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSelection {
+    AllOnline,
+    List(Vec<usize>),
+    NumaNode(usize),
+}
+
+/// The validated configuration of one broker process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub cpus: CpuSelection,
+    pub default_partitions: i32,
+    pub auto_create_topics: bool,
+    pub request_bytes_max: u32,
+    pub batch_cache_bytes: u64,
+    pub allow_buffered_io: bool,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: i32,
+    pub offsets_retention_minutes: i64,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// Broker-wide topic config defaults; a topic's own configs override them.
+    pub topic_defaults: TopicConfig,
+}
+
+impl Config {
+    /// Merges the file (if any) under the flags and validates the result.
+    pub fn build(file: FileConfig, flags: FileConfig) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                flags.$field.clone().or(file.$field.clone()).unwrap_or($default)
+            };
+        }
+        let listen_text = pick!(listen, "127.0.0.1:9092".to_string());
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let (advertised_host, advertised_port) =
+            match flags.advertised_listener.clone().or(file.advertised_listener.clone()) {
+                Some(text) => parse_host_port(&text)
+                    .ok_or(ConfigError::AdvertisedListener(text.clone()))?,
+                None => (listen.ip().to_string(), listen.port()),
+            };
+        let cpus_text = flags.cpus.clone().or(file.cpus.clone());
+        let numa_node = flags.numa_node.or(file.numa_node);
+        let cpus = match (cpus_text, numa_node) {
+            (Some(_), Some(_)) => return Err(ConfigError::CpusAndNumaNode),
+            (Some(text), None) => CpuSelection::List(parse_cpu_list(&text)?),
+            (None, Some(node)) => CpuSelection::NumaNode(node),
+            (None, None) => CpuSelection::AllOnline,
+        };
+        let default_partitions = pick!(default_partitions, 1);
+        if default_partitions < 1 {
+            return Err(ConfigError::DefaultPartitions(default_partitions));
+        }
+        let mut defaults = file.topic_defaults.clone().unwrap_or_default();
+        defaults.extend(flags.topic_defaults.clone().unwrap_or_default());
+        let topic_defaults = TopicConfig::defaults().with_overrides(&defaults)?;
+        let config = Config {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: pick!(data_dir, PathBuf::from("./data")),
+            cpus,
+            default_partitions,
+            auto_create_topics: pick!(auto_create_topics, true),
+            request_bytes_max: pick!(request_bytes_max, REQUEST_BYTES_MAX_DEFAULT),
+            batch_cache_bytes: pick!(batch_cache_bytes, BATCH_CACHE_BYTES_DEFAULT),
+            allow_buffered_io: pick!(allow_buffered_io, false),
+            group_min_session_timeout_ms: pick!(group_min_session_timeout_ms, 6_000),
+            group_max_session_timeout_ms: pick!(group_max_session_timeout_ms, 1_800_000),
+            group_initial_rebalance_delay_ms: pick!(group_initial_rebalance_delay_ms, 3_000),
+            offsets_retention_minutes: pick!(offsets_retention_minutes, 10_080),
+            retention_check_interval_ms: pick!(retention_check_interval_ms, 300_000),
+            topic_defaults,
+        };
+        config.check_ranges()?;
+        Ok(config)
+    }
+
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let check = |name: &'static str, value: i64, ok: bool, why: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Value { name, value, why })
+            }
+        };
+        check(
+            "request_bytes_max",
+            self.request_bytes_max as i64,
+            self.request_bytes_max >= 1024 && self.request_bytes_max <= i32::MAX as u32,
+            "must be between 1024 and 2^31-1",
+        )?;
+        check(
+            "group_min_session_timeout_ms",
+            self.group_min_session_timeout_ms as i64,
+            self.group_min_session_timeout_ms > 0
+                && self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
+            "must be positive and at most group_max_session_timeout_ms",
+        )?;
+        check(
+            "group_initial_rebalance_delay_ms",
+            self.group_initial_rebalance_delay_ms as i64,
+            self.group_initial_rebalance_delay_ms >= 0,
+            "must not be negative",
+        )?;
+        check(
+            "retention_check_interval_ms",
+            self.retention_check_interval_ms as i64,
+            self.retention_check_interval_ms >= 10,
+            "must be at least 10",
+        )?;
+        check(
+            "offsets_retention_minutes",
+            self.offsets_retention_minutes,
+            self.offsets_retention_minutes > 0,
+            "must be positive",
+        )
+    }
+}
+
+/// Parses `"0-3,6,8-9"` into sorted, distinct CPU numbers.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, ConfigError> {
+    let bad = || ConfigError::CpuList(text.to_string());
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+            None => {
+                let cpu: usize = part.parse().map_err(|_| bad())?;
+                (cpu, cpu)
+            }
+        };
+        if first > last || last >= 4096 {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err(bad());
+    }
+    Ok(cpus)
+}
+
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// Parses `NAME=VALUE` flags into a map.
+pub fn parse_assignments(items: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| ConfigError::TopicDefaultSyntax(item.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_localhost_9092_with_data_in_dot_data() {
+        let config = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.cpus, CpuSelection::AllOnline);
+        assert!(config.auto_create_topics);
+    }
+
+    #[test]
+    fn cpu_lists_parse_ranges_and_reject_nonsense() {
+        assert_eq!(parse_cpu_list("0-3,6,8-9").unwrap(), vec![0, 1, 2, 3, 6, 8, 9]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let flags = FileConfig { listen: Some("127.0.0.1:2".into()), ..Default::default() };
+        let config = Config::build(file, flags).unwrap();
+        assert_eq!(config.listen.port(), 2);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let flags = FileConfig { default_partitions: Some(0), ..Default::default() };
+        assert!(Config::build(FileConfig::default(), flags).is_err());
+        let flags = FileConfig { listen: Some("nowhere".into()), ..Default::default() };
+        assert!(Config::build(FileConfig::default(), flags).is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! The coordinator's durable log: a key/value log with group commit and
+//! compaction, one per shard.
+//!
+//! Every record is a frame `[u32 payload_len][u32 crc32c(payload)][payload]`
+//! (little endian), the payload `[u8 op][u32 key_len][key]` plus, for a put,
+//! `[u32 value_len][value]`. The log keeps the live map (latest value per
+//! key) in memory; compaction writes that map to a fresh file, fdatasyncs it
+//! and renames it over the log, so a reopen reads at most about
+//! `compact_bytes` plus the live state.
+//!
+//! Writes are acknowledged only once durable: `enqueue` orders a record,
+//! `sync(seq)` returns once a write + fdatasync covering it completed. The
+//! writing is done by one flusher task, not by the waiters, so a waiter whose
+//! request is dropped cannot abandon records half-written; each flush takes
+//! every record enqueued meanwhile (group commit). A failed write or
+//! fdatasync fails the log for good: the disk state is unknown, so nothing
+//! more is acknowledged.
+//!
+//! On open a torn or corrupt tail (short frame, bad length, bad CRC) is
+//! truncated away: records after it were never acknowledged.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::sync::Semaphore;
+
+use super::error::Error;
+
+const FRAME_HEADER_BYTES: usize = 8;
+/// Largest payload of one record; a larger length read back is corruption.
+pub const RECORD_BYTES_MAX: usize = 1 << 20;
+/// Records enqueued but not yet flushed; beyond it `enqueue` refuses (back-pressure).
+pub const PENDING_BYTES_MAX: usize = 64 << 20;
+/// A log file larger than this is refused at open rather than read into memory.
+pub const LOAD_BYTES_MAX: u64 = 1 << 30;
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+const LOG_FILE: &str = "groups.log";
+const COMPACT_FILE: &str = "groups.log.compact";
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// When the log is rewritten from its live map.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// Compact once the file reaches this many bytes...
+    pub compact_bytes: u64,
+    /// ... or this many records, provided at least half of it is dead.
+    pub compact_records: u64,
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub file_bytes: u64,
+    pub file_records: u64,
+    pub live_records: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    /// Bytes cut from a torn tail when the log was opened.
+    pub truncated_bytes: u64,
+}
+
+type Op = (Vec<u8>, Option<Vec<u8>>);
+
+struct Inner {
+    file: Rc<BufferedFile>,
+    pending: Vec<u8>,
+    pending_ops: Vec<Op>,
+    /// Sequence number the next enqueued record gets; the first is 1.
+    next_seq: u64,
+    durable_seq: u64,
+    live: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Framed size of the live records: what a compacted file holds.
+    live_bytes: u64,
+    failed: Option<String>,
+    closed: bool,
+    /// Callers of `sync` waiting for their sequence number to be durable.
+    waiters: Vec<(u64, LocalSender<Result<(), String>>)>,
+    flusher_running: bool,
+    stats: LogStats,
+}
+
+pub struct GroupLog {
+    dir: PathBuf,
+    path: PathBuf,
+    config: LogConfig,
+    /// One flush or compaction at a time.
+    flush_lock: Semaphore,
+    inner: RefCell<Inner>,
+}
+
+fn frame(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let payload_len = 1 + 4 + key.len() + value.map_or(0, |v| 4 + v.len());
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload_len);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(if value.is_some() { OP_PUT } else { OP_DELETE });
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    if let Some(value) = value {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    let crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn framed_len(key: &[u8], value: &[u8]) -> u64 {
+    (FRAME_HEADER_BYTES + 1 + 4 + key.len() + 4 + value.len()) as u64
+}
+
+/// What scanning a log's bytes found.
+struct Scan {
+    ops: Vec<Op>,
+    valid_bytes: usize,
+}
+
+/// Reads frames until the end or the first one that is torn or fails its CRC.
+fn scan(bytes: &[u8]) -> Result<Scan, Error> {
+    let mut ops = Vec::new();
+    let mut pos = 0usize;
+    while bytes.len() - pos >= FRAME_HEADER_BYTES {
+        let header = &bytes[pos..pos + FRAME_HEADER_BYTES];
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > RECORD_BYTES_MAX || bytes.len() - pos - FRAME_HEADER_BYTES < len {
+            break;
+        }
+        let payload = &bytes[pos + FRAME_HEADER_BYTES..pos + FRAME_HEADER_BYTES + len];
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        // The CRC matched, so a payload that does not parse was written by a
+        // format this code does not know: refuse to start instead of dropping it.
+        ops.push(parse_payload(payload)?);
+        pos += FRAME_HEADER_BYTES + len;
+    }
+    Ok(Scan { ops, valid_bytes: pos })
+}
+
+/// `scan` for the decoder tests: the number of valid bytes, or the error.
+#[cfg(test)]
+pub(crate) fn scan_for_tests(bytes: &[u8]) -> Result<usize, Error> {
+    scan(bytes).map(|scanned| scanned.valid_bytes)
+}
+
+fn parse_payload(payload: &[u8]) -> Result<Op, Error> {
+    let corrupt = |what: &str| Error::Corrupt(format!("log record: {what}"));
+    let (&op, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
+    let (key, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad key length"))?;
+    match op {
+        OP_PUT => {
+            let (value, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad value length"))?;
+            if !rest.is_empty() {
+                return Err(corrupt("trailing bytes"));
+            }
+            Ok((key.to_vec(), Some(value.to_vec())))
+        }
+        OP_DELETE if rest.is_empty() => Ok((key.to_vec(), None)),
+        OP_DELETE => Err(corrupt("trailing bytes")),
+        other => Err(Error::Corrupt(format!("log record: unknown op {other}"))),
+    }
+}
+
+fn split_len_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let rest = &bytes[4..];
+    if rest.len() < len {
+        return None;
+    }
+    Some(rest.split_at(len))
+}
+
+async fn write_all(file: &BufferedFile, bytes: Vec<u8>, mut pos: u64, path: &Path) -> Result<(), Error> {
+    let mut remaining = bytes;
+    while !remaining.is_empty() {
+        // `write_at` takes the buffer; a short write needs the rest, so pass a
+        // copy (one memcpy per flush, next to an fdatasync).
+        let written = file
+            .write_at(remaining.clone(), pos)
+            .await
+            .map_err(Error::io("write", path))?;
+        if written == 0 {
+            return Err(Error::Io {
+                operation: "write",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote 0 bytes"),
+            });
+        }
+        pos += written as u64;
+        remaining.drain(..written.min(remaining.len()));
+    }
+    Ok(())
+}
+
+async fn open_read_write(path: &Path) -> Result<BufferedFile, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .buffered_open(path)
+        .await
+        .map_err(Error::io("open", path))
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let handle = Directory::open(dir).await.map_err(Error::io("open directory", dir))?;
+    handle.sync().await.map_err(Error::io("sync directory", dir))?;
+    handle.close().await.map_err(Error::io("close directory", dir))
+}
+
+impl GroupLog {
+    /// Opens (or creates) the log in `dir`, truncates a torn tail and loads the live map.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<GroupLog, Error> {
+        // Blocking, but once per shard at start-up, before any request is served.
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            operation: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(LOG_FILE);
+        let compact_path = dir.join(COMPACT_FILE);
+        if compact_path.exists() {
+            // A compaction that did not reach its rename: the log is still whole.
+            glommio::io::remove(&compact_path)
+                .await
+                .map_err(Error::io("remove", &compact_path))?;
+        }
+        let file = open_read_write(&path).await?;
+        let size = file.file_size().await.map_err(Error::io("stat", &path))?;
+        if size > LOAD_BYTES_MAX {
+            return Err(Error::TooLarge { path, bytes: size, limit: LOAD_BYTES_MAX });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        while (bytes.len() as u64) < size {
+            let want = READ_CHUNK_BYTES.min((size - bytes.len() as u64) as usize);
+            let chunk = file
+                .read_at(bytes.len() as u64, want)
+                .await
+                .map_err(Error::io("read", &path))?;
+            if chunk.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let scanned = scan(&bytes)?;
+        let truncated_bytes = size - scanned.valid_bytes as u64;
+        if truncated_bytes > 0 {
+            tracing::warn!(path = %path.display(), valid_bytes = scanned.valid_bytes, truncated_bytes, "truncating torn tail of group log");
+            file.truncate(scanned.valid_bytes as u64)
+                .await
+                .map_err(Error::io("truncate", &path))?;
+            file.fdatasync().await.map_err(Error::io("fdatasync", &path))?;
+        }
+        let file_records = scanned.ops.len() as u64;
+        let mut inner = Inner {
+            file: Rc::new(file),
+            pending: Vec::new(),
+            pending_ops: Vec::new(),
+            next_seq: 1,
+            durable_seq: 0,
+            live: BTreeMap::new(),
+            live_bytes: 0,
+            failed: None,
+            closed: false,
+            waiters: Vec::new(),
+            flusher_running: false,
+            stats: LogStats {
+                file_bytes: scanned.valid_bytes as u64,
+                file_records,
+                truncated_bytes,
+                ..LogStats::default()
+            },
+        };
+        for op in scanned.ops {
+            inner.apply(op);
+        }
+        let log = GroupLog {
+            dir: dir.to_path_buf(),
+            path,
+            config,
+            flush_lock: Semaphore::new(1),
+            inner: RefCell::new(inner),
+        };
+        if log.should_compact() {
+            let _permit = log.flush_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+            log.compact_locked().await?;
+        }
+        Ok(log)
+    }
+
+    /// The live map: the latest value of every key.
+    pub fn with_live<R>(&self, f: impl FnOnce(&BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> R {
+        f(&self.inner.borrow().live)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let inner = self.inner.borrow();
+        LogStats { live_records: inner.live.len() as u64, ..inner.stats }
+    }
+
+    /// Orders a put (`Some(value)`) or delete (`None`) after every record
+    /// enqueued before it. Returns the sequence number to pass to [`sync`](Self::sync).
+    pub fn enqueue(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<u64, Error> {
+        self.enqueue_all(vec![(key, value)]).map(|seqs| seqs[0])
+    }
+
+    /// Orders records all or none (a refusal leaves nothing half-enqueued).
+    /// Returns their sequence numbers, in order.
+    pub fn enqueue_all(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<Vec<u64>, Error> {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(reason) = &inner.failed {
+            return Err(Error::Failed(reason.clone()));
+        }
+        if inner.closed {
+            return Err(Error::Closed);
+        }
+        let records: Vec<Vec<u8>> = ops.iter().map(|(key, value)| frame(key, value.as_deref())).collect();
+        if let Some(record) = records.iter().find(|r| r.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX) {
+            return Err(Error::Corrupt(format!("record of {} bytes is too large", record.len())));
+        }
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        if inner.pending.len() + bytes > PENDING_BYTES_MAX {
+            return Err(Error::Backlogged);
+        }
+        let mut seqs = Vec::with_capacity(ops.len());
+        for (record, op) in records.iter().zip(ops) {
+            inner.pending.extend_from_slice(record);
+            inner.pending_ops.push(op);
+            seqs.push(inner.next_seq);
+            inner.next_seq += 1;
+        }
+        Ok(seqs)
+    }
+
+    /// Returns once every record up to `seq` is durable.
+    pub async fn sync(self: &Rc<Self>, seq: u64) -> Result<(), Error> {
+        let receiver = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.durable_seq >= seq {
+                return Ok(());
+            }
+            if let Some(reason) = &inner.failed {
+                return Err(Error::Failed(reason.clone()));
+            }
+            let (sender, receiver) = local_channel::new_bounded(1);
+            inner.waiters.push((seq, sender));
+            receiver
+        };
+        self.flush_soon();
+        match receiver.recv().await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(reason)) => Err(Error::Failed(reason)),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Waits until no flush or compaction is running (tests simulate a crash
+    /// by dropping the log and reopening; a live flusher would race the reopen).
+    #[cfg(test)]
+    pub async fn wait_idle(&self) {
+        while self.inner.borrow().flusher_running {
+            if let Ok(permit) = self.flush_lock.acquire_permit(1).await {
+                drop(permit);
+            }
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Makes sure a flusher task will write what is pending, without waiting for it.
+    pub fn flush_soon(self: &Rc<Self>) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.flusher_running || inner.pending_ops.is_empty() {
+                return;
+            }
+            inner.flusher_running = true;
+        }
+        let log = Rc::clone(self);
+        glommio::spawn_local(async move { log.run_flusher().await }).detach();
+    }
+
+    async fn run_flusher(&self) {
+        loop {
+            let Ok(permit) = self.flush_lock.acquire_permit(1).await else {
+                break;
+            };
+            // Errors are recorded in `failed` and reported to the waiters.
+            let _ = self.flush_locked().await;
+            drop(permit);
+            let inner = self.inner.borrow();
+            if inner.pending_ops.is_empty() || inner.failed.is_some() {
+                break;
+            }
+        }
+        let mut inner = self.inner.borrow_mut();
+        inner.flusher_running = false;
+        inner.complete_waiters();
+    }
+
+    fn fail(&self, error: &Error) {
+        tracing::error!(path = %self.path.display(), %error, "group log failed; refusing further writes");
+        let mut inner = self.inner.borrow_mut();
+        inner.failed = Some(error.to_string());
+        inner.complete_waiters();
+    }
+
+    /// Writes and fdatasyncs everything pending. Caller holds `flush_lock`.
+    async fn flush_locked(&self) -> Result<(), Error> {
+        let (bytes, ops, upto, file, pos) = {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(reason) = &inner.failed {
+                return Err(Error::Failed(reason.clone()));
+            }
+            if inner.pending_ops.is_empty() {
+                return Ok(());
+            }
+            let bytes = std::mem::take(&mut inner.pending);
+            let ops = std::mem::take(&mut inner.pending_ops);
+            (bytes, ops, inner.next_seq - 1, inner.file.clone(), inner.stats.file_bytes)
+        };
+        let len = bytes.len() as u64;
+        let result = async {
+            write_all(&file, bytes, pos, &self.path).await?;
+            file.fdatasync().await.map_err(Error::io("fdatasync", &self.path))
+        }
+        .await;
+        if let Err(error) = result {
+            self.fail(&error);
+            return Err(error);
+        }
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.stats.file_bytes += len;
+            inner.stats.file_records += ops.len() as u64;
+            inner.stats.flushes += 1;
+            for op in ops {
+                inner.apply(op);
+            }
+            inner.durable_seq = upto;
+            inner.complete_waiters();
+        }
+        if self.should_compact() {
+            self.compact_locked().await?;
+        }
+        Ok(())
+    }
+
+    fn should_compact(&self) -> bool {
+        let inner = self.inner.borrow();
+        let over_limit = inner.stats.file_bytes >= self.config.compact_bytes
+            || inner.stats.file_records >= self.config.compact_records;
+        // Only when at least half is dead, so a large live state does not compact on every flush.
+        over_limit && inner.stats.file_bytes >= 2 * inner.live_bytes.max(1)
+    }
+
+    /// Rewrites the log from the live map. Caller holds `flush_lock`.
+    async fn compact_locked(&self) -> Result<(), Error> {
+        let (bytes, records) = {
+            let inner = self.inner.borrow();
+            let mut bytes = Vec::with_capacity(inner.live_bytes as usize);
+            for (key, value) in &inner.live {
+                bytes.extend_from_slice(&frame(key, Some(value)));
+            }
+            (bytes, inner.live.len() as u64)
+        };
+        let len = bytes.len() as u64;
+        let compact_path = self.dir.join(COMPACT_FILE);
+        let written = async {
+            let file = BufferedFile::create(&compact_path)
+                .await
+                .map_err(Error::io("create", &compact_path))?;
+            write_all(&file, bytes, 0, &compact_path).await?;
+            file.fdatasync().await.map_err(Error::io("fdatasync", &compact_path))?;
+            file.close().await.map_err(Error::io("close", &compact_path))
+        }
+        .await;
+        if let Err(error) = written {
+            // The log itself is untouched: keep appending to it and try again later.
+            tracing::warn!(%error, "group log compaction failed; continuing with the uncompacted log");
+            let _ = glommio::io::remove(&compact_path).await;
+            return Ok(());
+        }
+        let swapped = async {
+            glommio::io::rename(&compact_path, &self.path)
+                .await
+                .map_err(Error::io("rename", &compact_path))?;
+            sync_dir(&self.dir).await?;
+            open_read_write(&self.path).await
+        }
+        .await;
+        match swapped {
+            Ok(file) => {
+                let mut inner = self.inner.borrow_mut();
+                inner.file = Rc::new(file);
+                inner.stats.file_bytes = len;
+                inner.stats.file_records = records;
+                inner.stats.compactions += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Flushes what is pending, compacts if anything in the file is dead, and
+    /// refuses further writes.
+    pub async fn close(&self) -> Result<(), Error> {
+        let _permit = self
+            .flush_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.flush_locked().await?;
+        let has_dead = {
+            let inner = self.inner.borrow();
+            inner.stats.file_records > inner.live.len() as u64
+        };
+        if has_dead {
+            self.compact_locked().await?;
+        }
+        self.inner.borrow_mut().closed = true;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Answers the waiters whose records are durable, or all of them once the log failed.
+    fn complete_waiters(&mut self) {
+        let durable_seq = self.durable_seq;
+        let failed = self.failed.clone();
+        self.waiters.retain(|(seq, waiter)| {
+            let outcome = if *seq <= durable_seq {
+                Ok(())
+            } else if let Some(reason) = &failed {
+                Err(reason.clone())
+            } else {
+                return true;
+            };
+            // A waiter whose request was dropped is gone; nothing to tell it.
+            let _ = waiter.try_send(outcome);
+            false
+        });
+    }
+
+    fn apply(&mut self, (key, value): Op) {
+        match value {
+            Some(value) => {
+                let added = framed_len(&key, &value);
+                if let Some(old) = self.live.insert(key.clone(), value) {
+                    self.live_bytes -= framed_len(&key, &old);
+                }
+                self.live_bytes += added;
+            }
+            None => {
+                if let Some(old) = self.live.remove(&key) {
+                    self.live_bytes -= framed_len(&key, &old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_stops_at_a_bad_crc_or_short_frame() {
+        let mut bytes = frame(b"a", Some(b"1"));
+        let first = bytes.len();
+        bytes.extend_from_slice(&frame(b"b", None));
+        let second = bytes.len();
+        bytes.extend_from_slice(&frame(b"c", Some(b"3")));
+        assert_eq!(scan(&bytes).unwrap().valid_bytes, bytes.len());
+        assert_eq!(scan(&bytes[..second + 5]).unwrap().valid_bytes, second);
+        let mut flipped = bytes.clone();
+        flipped[first + 10] ^= 0xff;
+        let scanned = scan(&flipped).unwrap();
+        assert_eq!(scanned.valid_bytes, first);
+        assert_eq!(scanned.ops, vec![(b"a".to_vec(), Some(b"1".to_vec()))]);
+    }
+
+    #[test]
+    fn scan_treats_a_huge_length_as_a_torn_tail() {
+        let mut bytes = frame(b"a", Some(b"1"));
+        let first = bytes.len();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        assert_eq!(scan(&bytes).unwrap().valid_bytes, first);
+    }
+}

@@ -1,0 +1,169 @@
+//! The consumer-group coordinator (classic protocol) and the committed-offset store.
+//!
+//! Each group lives on one shard, `shard_for_group(group_id, shards)`; the
+//! broker routes every group request there. A [`GroupCoordinator`] is owned
+//! by that shard's executor (`!Send`, shared as `Rc`), keeps its groups in
+//! memory and persists offsets and group facts in a durable log in its own
+//! directory (`<data>/__groups/shard-<n>`).
+//!
+//! The broker decodes requests with `kafka-protocol` and calls:
+//!
+//! ```ignore
+//! GroupCoordinator::open(dir, GroupConfig) -> Result<Rc<GroupCoordinator>, Error>
+//! c.join_group(req, version, &ClientInfo) -> JoinGroupResponse      // held until the rebalance completes
+//! c.sync_group(req, version) -> SyncGroupResponse                   // followers wait for the leader
+//! c.heartbeat(req, version) -> HeartbeatResponse
+//! c.leave_group(req, version) -> LeaveGroupResponse                 // v0-2: top-level error; v3+: per member
+//! c.offset_commit(req, version, &dyn TopicCatalog) -> OffsetCommitResponse  // answered once durable
+//! c.offset_delete(req, version) -> OffsetDeleteResponse
+//! // multi-group APIs: the broker splits by owning shard and merges the answers
+//! c.describe_group(group_id, version) -> DescribedGroup
+//! c.delete_group(group_id) -> i16                                    // error code
+//! c.list_groups(states_filter, types_filter) -> Vec<ListedGroup>
+//! c.offset_fetch_group(&OffsetFetchRequestGroup, require_stable) -> OffsetFetchResponseGroup  // v8+ shape
+//! c.remove_topic(topic)                                              // topic deleted: drop its offsets
+//! c.expire_offsets(now_ms) -> usize                                  // also run by a timer
+//! c.close() -> Result<(), Error>                                     // flush and compact the log
+//! ```
+//!
+//! `join_group` takes the request header's client id and the peer address
+//! ([`ClientInfo`]) because DescribeGroups reports them and Kafka derives the
+//! member id from the client id.
+//!
+//! FindCoordinator is answered by the broker itself (node 0 coordinates every
+//! group). OffsetFetch v1-7 carry one group at the top level:
+//! [`offset_fetch_request_groups`] and [`offset_fetch_response`] convert to and
+//! from the v8+ group shape the coordinator answers in.
+//!
+//! # Layout
+//!
+//! - `coordinator`: the membership APIs and the state machine's transitions and timers.
+//! - `offsets`: OffsetCommit/Fetch/Delete, topic removal and expiry.
+//! - `state`: a group's members, states and protocol selection.
+//! - `log`: the durable key/value log with group commit and compaction.
+//! - `record`: the binary encoding of the log's keys and values.
+//! - `error`: the module's error type.
+
+mod coordinator;
+mod error;
+mod log;
+mod offsets;
+mod record;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use coordinator::GroupCoordinator;
+pub use error::Error;
+pub use log::LogStats;
+pub use offsets::{offset_fetch_request_groups, offset_fetch_response};
+pub use state::GroupState;
+
+use kafka_protocol::error::ResponseError;
+
+/// Longest group id accepted; longer ones get INVALID_GROUP_ID.
+pub const GROUP_ID_BYTES_MAX: usize = 4096;
+/// Longest OffsetCommit metadata that may be configured.
+pub const OFFSET_METADATA_BYTES_LIMIT: usize = 64 << 10;
+/// Most members (including those completing the member-id round trip) a
+/// group may be configured to hold.
+pub const GROUP_SIZE_LIMIT: usize = 100_000;
+
+const _: () = assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
+
+/// The coordinator's settings (Kafka's names in the comments).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// group.initial.rebalance.delay.ms: how long the first rebalance of an
+    /// empty group waits for more members (Kafka: 3000).
+    pub initial_rebalance_delay_ms: u64,
+    /// group.min.session.timeout.ms
+    pub min_session_timeout_ms: i32,
+    /// group.max.session.timeout.ms
+    pub max_session_timeout_ms: i32,
+    /// group.max.size
+    pub max_group_size: usize,
+    /// offsets.retention.minutes, in milliseconds.
+    pub offsets_retention_ms: i64,
+    /// offsets.retention.check.interval.ms
+    pub offsets_retention_check_interval_ms: u64,
+    /// offset.metadata.max.bytes
+    pub offset_metadata_max_bytes: usize,
+    /// Compact the log once it holds this many bytes (and at least half is dead).
+    pub log_compact_bytes: u64,
+    /// ... or this many records.
+    pub log_compact_records: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 100,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_group_size: 1_000,
+            offsets_retention_ms: 10_080 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            log_compact_bytes: 16 << 20,
+            log_compact_records: 100_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |what: &str| Err(Error::Config(what.to_string()));
+        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return fail("need 0 < min_session_timeout_ms <= max_session_timeout_ms");
+        }
+        if self.max_group_size == 0 || self.max_group_size > GROUP_SIZE_LIMIT {
+            return fail("max_group_size must be in 1..=GROUP_SIZE_LIMIT");
+        }
+        if self.offsets_retention_ms <= 0 {
+            return fail("offsets_retention_ms must be positive");
+        }
+        if self.offsets_retention_check_interval_ms == 0 {
+            return fail("offsets_retention_check_interval_ms must be positive");
+        }
+        if self.offset_metadata_max_bytes > OFFSET_METADATA_BYTES_LIMIT {
+            return fail("offset_metadata_max_bytes is above OFFSET_METADATA_BYTES_LIMIT");
+        }
+        if self.log_compact_bytes == 0 || self.log_compact_records == 0 {
+            return fail("log compaction thresholds must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// What the coordinator needs to know of topics: OffsetCommit to an unknown
+/// topic or partition gets UNKNOWN_TOPIC_OR_PARTITION.
+pub trait TopicCatalog {
+    fn partition_count(&self, topic: &str) -> Option<i32>;
+}
+
+/// The request header's client id and the peer's address.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// The shard that owns `group_id`. Stable across restarts and builds (CRC-32C,
+/// not a seeded hasher): each shard's log holds only its own groups, so the
+/// shard count must not change between runs over the same data directory.
+pub fn shard_for_group(group_id: &str, shards: usize) -> usize {
+    debug_assert!(shards > 0);
+    crc32c::crc32c(group_id.as_bytes()) as usize % shards.max(1)
+}
+
+/// Group ids of the membership APIs (JoinGroup, SyncGroup, Heartbeat,
+/// LeaveGroup) must be non-empty; the offset and admin APIs accept the empty
+/// id, as Kafka does. Either way the length is bounded.
+pub fn validate_group_id(group_id: &str, membership: bool) -> Result<(), ResponseError> {
+    if (membership && group_id.is_empty()) || group_id.len() > GROUP_ID_BYTES_MAX {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    Ok(())
+}

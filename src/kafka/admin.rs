@@ -1,0 +1,259 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions and
+//! DeleteRecords. Topic changes run on the metadata shard (see
+//! `shard::admin`); DeleteRecords goes to each partition's owner.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::partition_error;
+use super::metadata::topic_name;
+use super::{Outcome, Request, NODE_ID};
+use crate::decode_or_close;
+use crate::shard::admin::{NewTopic, TopicChangeError};
+use crate::shard::scatter::Scatter;
+use crate::shard::Shard;
+use crate::topic_config::CONFIG_DEFS;
+
+pub const CREATE_TOPICS_VERSIONS: RangeInclusive<i16> = 2..=7;
+pub const DELETE_TOPICS_VERSIONS: RangeInclusive<i16> = 1..=6;
+pub const CREATE_PARTITIONS_VERSIONS: RangeInclusive<i16> = 0..=3;
+pub const DELETE_RECORDS_VERSIONS: RangeInclusive<i16> = 0..=2;
+
+/// The only replication factor a single broker can honour.
+const REPLICATION_FACTOR: i16 = 1;
+
+pub fn change_error(error: &TopicChangeError) -> ResponseError {
+    match error {
+        TopicChangeError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicChangeError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicChangeError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        TopicChangeError::Failed(_) => ResponseError::UnknownServerError,
+    }
+}
+
+fn message(text: String) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text))
+}
+
+/// Replica placement asked by a client: on one broker, only `[NODE_ID]` per partition works.
+fn assignment_is_local<'a>(mut replicas: impl Iterator<Item = &'a [kafka_protocol::messages::BrokerId]>) -> bool {
+    replicas.all(|r| r.len() == 1 && r[0].0 == NODE_ID)
+}
+
+pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, CreateTopicsRequest);
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> =
+        body.topics.iter().filter(|t| !seen.insert(t.name.to_string())).map(|t| t.name.to_string()).collect();
+    // Checks the request can make on its own; the rest is decided on the metadata shard.
+    let mut checked: Vec<Result<NewTopic, (ResponseError, String)>> = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let name = topic.name.to_string();
+        let result = if duplicates.contains(&name) {
+            Err((ResponseError::InvalidRequest, format!("topic '{name}' appears more than once in the request")))
+        } else if !topic.assignments.is_empty() {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                Err((ResponseError::InvalidRequest, "give either assignments or partitions and replication factor".into()))
+            } else if !assignment_is_local(topic.assignments.iter().map(|a| a.broker_ids.as_slice())) {
+                Err((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{NODE_ID}] on this single broker")))
+            } else {
+                Ok(topic.assignments.len() as i32)
+            }
+        } else if topic.replication_factor != -1 && topic.replication_factor != REPLICATION_FACTOR {
+            Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+            ))
+        } else if topic.num_partitions == -1 {
+            Ok(shard.config.default_partitions)
+        } else {
+            Ok(topic.num_partitions)
+        }
+        .and_then(|partitions| {
+            let mut configs = BTreeMap::new();
+            for config in &topic.configs {
+                match &config.value {
+                    Some(value) => configs.insert(config.name.to_string(), value.to_string()),
+                    None => return Err((ResponseError::InvalidConfig, format!("config {} has a null value", config.name))),
+                };
+            }
+            Ok(NewTopic { name: name.clone(), partitions, configs })
+        });
+        checked.push(result);
+    }
+    let to_create: Vec<NewTopic> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+    let mut created = shard.create_topics(to_create, body.validate_only).await.into_iter();
+    let table = shard.topics();
+    let topics = body
+        .topics
+        .iter()
+        .zip(checked)
+        .map(|(topic, checked)| {
+            let outcome = checked.and_then(|new| {
+                created
+                    .next()
+                    .unwrap_or(Err(TopicChangeError::Failed("no answer".into())))
+                    .map(|()| new)
+                    .map_err(|e| (change_error(&e), e.to_string()))
+            });
+            let result = CreatableTopicResult::default().with_name(topic.name.clone());
+            match outcome {
+                Ok(new) => {
+                    let info = table.get(&new.name);
+                    let config = match info {
+                        Some(info) => info.config.clone(),
+                        None => shard.config.topic_defaults.with_overrides(&new.configs).unwrap_or_else(|_| shard.config.topic_defaults.clone()),
+                    };
+                    let configs = CONFIG_DEFS
+                        .iter()
+                        .filter_map(|def| {
+                            let (value, source) = config.value(def.name)?;
+                            Some(
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_static_str(def.name))
+                                    .with_value(Some(StrBytes::from_string(value.to_string())))
+                                    .with_config_source(source as i8),
+                            )
+                        })
+                        .collect();
+                    // v5 added the partition count, replication and configs; v7 the id.
+                    let version = request.version();
+                    let result = if version >= 7 { result.with_topic_id(info.map_or(uuid::Uuid::nil(), |i| i.id)) } else { result };
+                    if version >= 5 {
+                        result.with_num_partitions(new.partitions).with_replication_factor(REPLICATION_FACTOR).with_configs(Some(configs))
+                    } else {
+                        result
+                    }
+                }
+                Err((error, text)) => result
+                    .with_error_code(error.code())
+                    .with_error_message(message(text))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            }
+        })
+        .collect();
+    request.respond(&CreateTopicsResponse::default().with_topics(topics))
+}
+
+pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, DeleteTopicsRequest);
+    let table = shard.topics();
+    // v6 names topics by name or id; earlier versions by name only.
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if request.version() >= 6 {
+        body.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(name) => (Some(name.to_string()), table.get(name.as_str()).map_or(t.topic_id, |i| i.id)),
+                None => (table.get_by_id(&t.topic_id).map(|i| i.name.to_string()), t.topic_id),
+            })
+            .collect()
+    } else {
+        body.topic_names.iter().map(|n| (Some(n.to_string()), table.get(n.as_str()).map_or(uuid::Uuid::nil(), |i| i.id))).collect()
+    };
+    let names: Vec<String> = wanted.iter().filter_map(|(name, _)| name.clone()).collect();
+    let version = request.version();
+    let mut deleted = shard.delete_topics(names).await.into_iter();
+    let responses = wanted
+        .into_iter()
+        .map(|(name, id)| {
+            let result = DeletableTopicResult::default()
+                .with_name(name.as_deref().map(topic_name))
+                .with_topic_id(if version >= 6 { id } else { uuid::Uuid::nil() });
+            match name {
+                None => result.with_error_code(ResponseError::UnknownTopicId.code()),
+                Some(_) => match deleted.next() {
+                    Some(Ok(())) => result,
+                    Some(Err(e)) => result
+                        .with_error_code(change_error(&e).code())
+                        .with_error_message(if version >= 5 { message(e.to_string()) } else { None }),
+                    None => result.with_error_code(ResponseError::UnknownServerError.code()),
+                },
+            }
+        })
+        .collect();
+    request.respond(&DeleteTopicsResponse::default().with_responses(responses))
+}
+
+pub async fn handle_create_partitions(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, CreatePartitionsRequest);
+    let mut results = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let local = topic.assignments.as_ref().map_or(true, |a| assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice())));
+        let outcome = if !local {
+            Err((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{NODE_ID}] on this single broker")))
+        } else {
+            shard
+                .create_partitions(topic.name.to_string(), topic.count, body.validate_only)
+                .await
+                .map_err(|e| (change_error(&e), e.to_string()))
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((error, text)) => result.with_error_code(error.code()).with_error_message(message(text)),
+        });
+    }
+    request.respond(&CreatePartitionsResponse::default().with_results(results))
+}
+
+pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, DeleteRecordsRequest);
+    let table = shard.topics();
+    let mut scatter = Scatter::new(shard.shard_count());
+    let plan: Vec<Vec<(i32, Option<usize>)>> = body
+        .topics
+        .iter()
+        .map(|topic| {
+            let info = table.get(topic.name.as_str());
+            topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let owner = info.and_then(|t| Some((t, t.shard_of(p.partition_index)?)));
+                    let slot = owner.map(|(t, owner)| scatter.push(owner, (t.name.clone(), p.partition_index, p.offset)));
+                    (p.partition_index, slot)
+                })
+                .collect()
+        })
+        .collect();
+    let mut answers = scatter.gather(shard, |owner, parts| owner.delete_records_local(parts)).await;
+    let topics = body
+        .topics
+        .iter()
+        .zip(plan)
+        .map(|(topic, slots)| {
+            let partitions = slots
+                .into_iter()
+                .map(|(index, slot)| {
+                    let answer = match slot.and_then(|s| answers[s].take()) {
+                        Some(Ok(low_watermark)) => Ok(low_watermark),
+                        Some(Err(error)) => Err(partition_error(&error)),
+                        None => Err(ResponseError::UnknownTopicOrPartition),
+                    };
+                    let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
+                    match answer {
+                        Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                        Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(topic.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    request.respond(&DeleteRecordsResponse::default().with_topics(topics))
+}

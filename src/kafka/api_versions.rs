@@ -1,0 +1,43 @@
+//! ApiVersions: what this broker implements, built from the handlers' own
+//! version declarations so nothing unimplemented is advertised.
+
+use std::ops::RangeInclusive;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::ApiVersionsResponse;
+
+use super::{encode_response, Outcome, Request, SUPPORTED_APIS};
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+
+fn response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|(key, versions)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(*versions.start())
+                .with_max_version(*versions.end())
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+        .with_finalized_features_epoch(-1)
+}
+
+pub fn handle(request: &Request) -> Outcome {
+    // The body (client software name and version) is informational only.
+    request.respond(&response(0))
+}
+
+/// KIP-511: a client asking for a newer ApiVersions than we know gets
+/// UNSUPPORTED_VERSION in the v0 layout, with our ranges, so it can retry.
+pub fn unsupported_version(frame: &[u8]) -> Outcome {
+    let Some(id) = frame.get(4..8) else {
+        return Outcome::Close("ApiVersions request without a correlation id".into());
+    };
+    let correlation_id = i32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    encode_response(correlation_id, 0, &response(ResponseError::UnsupportedVersion.code()))
+}

@@ -1,0 +1,36 @@
+//! Storage and routing errors mapped to Kafka error codes, in one exhaustive
+//! `match` so a new error variant forces a decision here.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::shard::mesh::RouteError;
+use crate::shard::partitions::PartitionError;
+use crate::storage;
+
+pub fn partition_error_code(error: &PartitionError) -> i16 {
+    partition_error(error).code()
+}
+
+pub fn partition_error(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        PartitionError::NotReady => ResponseError::LeaderNotAvailable,
+        PartitionError::Route(RouteError::InboxFull(_)) => ResponseError::RequestTimedOut,
+        PartitionError::Route(RouteError::ShardGone(_)) => ResponseError::NotLeaderOrFollower,
+        PartitionError::Storage(error) => storage_error(error),
+    }
+}
+
+pub fn storage_error(error: &storage::Error) -> ResponseError {
+    use storage::Error as E;
+    match error {
+        E::CorruptBatch(_) | E::Truncated { .. } | E::EmptyAppend => ResponseError::CorruptMessage,
+        E::InvalidMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        E::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        E::Io { .. } | E::Stopped(_) | E::DirectIoUnavailable { .. } | E::InvalidLayout(..) => {
+            ResponseError::KafkaStorageError
+        }
+        E::Closed => ResponseError::NotLeaderOrFollower,
+    }
+}

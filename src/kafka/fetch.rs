@@ -1,0 +1,220 @@
+//! Fetch: read stored batches from every requested partition (on their
+//! owner shards), long-poll until `min_bytes` or `max_wait_ms`, and send the
+//! record bytes exactly as stored.
+
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{select_all, FutureExt};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::FetchRequest;
+
+use super::errors::partition_error;
+use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
+use super::{Outcome, Request};
+use crate::decode_or_close;
+use crate::shard::mesh::run_on;
+use crate::shard::partitions::{FetchPart, PartitionError};
+use crate::shard::scatter::Scatter;
+use crate::shard::topics::TopicInfo;
+use crate::shard::Shard;
+use crate::storage::{self, ReadResult};
+
+/// v17+ only add replica-side fields; clients negotiate down to 16.
+pub const VERSIONS: RangeInclusive<i16> = 4..=16;
+/// Longest long poll honoured, whatever the client asks.
+pub const MAX_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// One requested partition, resolved against the topic table.
+struct Wanted {
+    topic: Option<Arc<TopicInfo>>,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, FetchRequest);
+    let version = request.version();
+    let table = shard.topics();
+    let mut topics: Vec<(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)> = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let (info, missing) = if version >= 13 {
+            (table.get_by_id(&topic.topic_id).cloned(), ResponseError::UnknownTopicId)
+        } else {
+            (table.get(topic.topic.as_str()).cloned(), ResponseError::UnknownTopicOrPartition)
+        };
+        let name = info.as_ref().map_or_else(|| topic.topic.to_string(), |t| t.name.to_string());
+        let error = if info.is_none() { Some(missing) } else { None };
+        let wanted = topic
+            .partitions
+            .iter()
+            .map(|p| Wanted {
+                topic: info.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            })
+            .collect();
+        topics.push((name, topic.topic_id, wanted, error));
+    }
+    let max_bytes = body.max_bytes.max(0) as usize;
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT_MAX);
+
+    let mut reads = loop {
+        let reads = read_all(shard, &topics, max_bytes).await;
+        let bytes: usize = reads.iter().flatten().filter_map(|r| r.as_ref().ok()).map(read_bytes).sum();
+        let failed = reads.iter().flatten().any(|r| r.is_err());
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || failed || now >= deadline || shard.shutdown.has_started() {
+            break reads;
+        }
+        wait_for_growth(shard, &topics, &reads, deadline - now).await;
+    };
+
+    let mut answers = Vec::with_capacity(topics.len());
+    let mut slot = 0;
+    for (name, id, wanted, error) in &topics {
+        let partitions = wanted
+            .iter()
+            .map(|w| {
+                let read = reads.get_mut(slot).and_then(Option::take);
+                slot += 1;
+                partition_answer(w.partition, *error, read)
+            })
+            .collect();
+        answers.push(TopicAnswer { name, id: *id, partitions });
+    }
+    Outcome::Respond(fetch_encode::encode(request.header.correlation_id, version, 0, 0, &answers))
+}
+
+fn read_bytes(read: &ReadResult) -> usize {
+    read.batches.iter().map(Bytes::len).sum()
+}
+
+fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option<Result<ReadResult, FetchError>>) -> PartitionAnswer {
+    let outcome = match (topic_error, read) {
+        (Some(error), _) => Err(FetchError::from(error)),
+        (None, Some(result)) => result,
+        (None, None) => Err(FetchError::from(ResponseError::UnknownTopicOrPartition)),
+    };
+    match outcome {
+        Ok(read) => PartitionAnswer {
+            index,
+            error_code: 0,
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            records: read.batches,
+        },
+        Err(error) => PartitionAnswer {
+            index,
+            error_code: error.code.code(),
+            high_watermark: error.high_watermark,
+            log_start_offset: error.log_start_offset,
+            records: Vec::new(),
+        },
+    }
+}
+
+/// A partition's failed read, with the log's bounds where they are known
+/// (an OFFSET_OUT_OF_RANGE answer carries them, so clients can reset).
+struct FetchError {
+    code: ResponseError,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+impl From<ResponseError> for FetchError {
+    fn from(code: ResponseError) -> Self {
+        FetchError { code, high_watermark: -1, log_start_offset: -1 }
+    }
+}
+
+impl From<&PartitionError> for FetchError {
+    fn from(error: &PartitionError) -> Self {
+        match error {
+            PartitionError::Storage(storage::Error::OffsetOutOfRange { log_start_offset, high_watermark, .. }) => FetchError {
+                code: ResponseError::OffsetOutOfRange,
+                high_watermark: *high_watermark,
+                log_start_offset: *log_start_offset,
+            },
+            other => FetchError::from(partition_error(other)),
+        }
+    }
+}
+
+/// Reads every requested partition once; answers in request order (one
+/// entry per partition, `None` for partitions of unknown topics).
+async fn read_all(
+    shard: &Rc<Shard>,
+    topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
+    max_bytes: usize,
+) -> Vec<Option<Result<ReadResult, FetchError>>> {
+    let mut scatter = Scatter::new(shard.shard_count());
+    let mut slots = Vec::new();
+    for (_, _, wanted, _) in topics {
+        for w in wanted {
+            let owner = w.topic.as_ref().and_then(|t| Some((t, t.shard_of(w.partition)?)));
+            slots.push(match owner {
+                Some((topic, owner)) => Some(scatter.push(
+                    owner,
+                    FetchPart { topic: topic.name.clone(), partition: w.partition, offset: w.offset, max_bytes: w.max_bytes },
+                )),
+                None => None,
+            });
+        }
+    }
+    let mut answers = scatter.gather(shard, move |owner, parts| owner.fetch_local(parts, max_bytes)).await;
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(slot) => Some(match answers[slot].take() {
+                Some(Ok(read)) => Ok(read),
+                Some(Err(error)) => Err(FetchError::from(&error)),
+                None => Err(FetchError::from(ResponseError::UnknownServerError)),
+            }),
+            None => Some(Err(FetchError::from(ResponseError::UnknownTopicOrPartition))),
+        })
+        .collect()
+}
+
+/// Sleeps until any requested partition grows past what was just read, or `timeout`.
+async fn wait_for_growth(
+    shard: &Rc<Shard>,
+    topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
+    reads: &[Option<Result<ReadResult, FetchError>>],
+    timeout: Duration,
+) {
+    let mut by_owner: Vec<Vec<(Arc<str>, i32, i64)>> = vec![Vec::new(); shard.shard_count()];
+    let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
+    for (w, read) in wanted.zip(reads) {
+        let (Some(topic), Some(Ok(read))) = (&w.topic, read) else { continue };
+        if let Some(owner) = topic.shard_of(w.partition) {
+            // Wake when the log grows past its current end.
+            by_owner[owner].push((topic.name.clone(), w.partition, read.high_watermark.max(w.offset)));
+        }
+    }
+    let waits: Vec<_> = by_owner
+        .into_iter()
+        .enumerate()
+        .filter(|(_, parts)| !parts.is_empty())
+        .map(|(owner, parts)| run_on(shard, owner, move |s| s.wait_for_data_local(parts, timeout)).boxed_local())
+        .collect();
+    if waits.is_empty() {
+        glommio::timer::sleep(timeout).await;
+    } else {
+        futures_lite::future::or(
+            async {
+                let _ = select_all(waits).await;
+            },
+            async {
+                shard.shutdown.wait().await;
+            },
+        )
+        .await;
+    }
+}

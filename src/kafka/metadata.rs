@@ -1,0 +1,158 @@
+//! Metadata (with auto topic creation) and DescribeCluster: this broker is
+//! node 0, leader of every partition, its only replica.
+
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
+use crate::decode_or_close;
+use crate::shard::admin::{NewTopic, TopicChangeError};
+use crate::shard::topics::{is_valid_topic_name, TopicInfo};
+use crate::shard::Shard;
+
+pub const VERSIONS: RangeInclusive<i16> = 0..=12;
+pub const DESCRIBE_CLUSTER_VERSIONS: RangeInclusive<i16> = 0..=1;
+
+/// KIP-430: "authorized operations not requested".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn broker(shard: &Shard) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
+        .with_port(shard.config.advertised_port as i32)
+}
+
+/// Fields a version does not carry must stay at their defaults, or encoding fails.
+fn describe_topic(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let partitions = (0..topic.partition_count())
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(NODE_ID))
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(if version >= 10 { topic.id } else { uuid::Uuid::nil() })
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic_error(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+    // Only v10+ asks by id, so an id here is always encodable.
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name)
+        .with_topic_id(id)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// Creates `name` with the broker defaults if auto-creation allows it.
+/// Returns whether the topic exists afterwards.
+pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), ResponseError> {
+    if !is_valid_topic_name(name) {
+        return Err(ResponseError::InvalidTopicException);
+    }
+    if !shard.config.auto_create_topics {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    let topic = NewTopic { name: name.to_string(), partitions: shard.config.default_partitions, configs: Default::default() };
+    match shard.create_topics(vec![topic], false).await.pop() {
+        Some(Ok(())) | Some(Err(TopicChangeError::AlreadyExists(_))) => Ok(()),
+        Some(Err(error)) => {
+            tracing::warn!(topic = name, %error, "auto-creating a topic failed");
+            Err(ResponseError::UnknownTopicOrPartition)
+        }
+        None => Err(ResponseError::UnknownTopicOrPartition),
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, MetadataRequest);
+    let version = request.version();
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let wanted = match body.topics {
+        Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
+        _ => None,
+    };
+    let allow_create = version < 4 || body.allow_auto_topic_creation;
+    let topics = match wanted {
+        None => shard.topics().iter().map(|t| describe_topic(t, version)).collect(),
+        Some(wanted) => {
+            let mut topics = Vec::with_capacity(wanted.len());
+            for entry in wanted {
+                let table = shard.topics();
+                let described = match entry.name {
+                    None => match table.get_by_id(&entry.topic_id) {
+                        Some(topic) => describe_topic(topic, version),
+                        None => topic_error(None, entry.topic_id, ResponseError::UnknownTopicId),
+                    },
+                    Some(name) => match table.get(name.as_str()) {
+                        Some(topic) => describe_topic(topic, version),
+                        None if allow_create => match auto_create(shard, name.as_str()).await {
+                            Ok(()) => match shard.topics().get(name.as_str()) {
+                                Some(topic) => describe_topic(topic, version),
+                                None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
+                            },
+                            Err(error) => topic_error(Some(name), uuid::Uuid::nil(), error),
+                        },
+                        None => {
+                            let error = if is_valid_topic_name(name.as_str()) {
+                                ResponseError::UnknownTopicOrPartition
+                            } else {
+                                ResponseError::InvalidTopicException
+                            };
+                            topic_error(Some(name), uuid::Uuid::nil(), error)
+                        }
+                    },
+                };
+                topics.push(described);
+            }
+            topics
+        }
+    };
+    let response = MetadataResponse::default()
+        .with_brokers(vec![broker(shard)])
+        .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    request.respond(&response)
+}
+
+pub fn handle_describe_cluster(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let _body = decode_or_close!(request, DescribeClusterRequest);
+    let response = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(NODE_ID))
+            .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
+            .with_port(shard.config.advertised_port as i32)])
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    request.respond(&response)
+}
+
+/// Looks a topic up, auto-creating it when allowed (Produce, like Kafka, does this too).
+pub async fn find_or_create(shard: &Rc<Shard>, name: &str) -> Result<Arc<TopicInfo>, ResponseError> {
+    if let Some(topic) = shard.topics().get(name) {
+        return Ok(topic.clone());
+    }
+    auto_create(shard, name).await?;
+    shard.topics().get(name).cloned().ok_or(ResponseError::UnknownTopicOrPartition)
+}

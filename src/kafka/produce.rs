@@ -1,0 +1,90 @@
+//! Produce: split by owner shard, append the client's batches as they are,
+//! answer after the durability that `acks` asks for.
+
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::errors::partition_error;
+use super::{Outcome, Request};
+use crate::decode_or_close;
+use crate::shard::partitions::ProducePart;
+use crate::shard::scatter::Scatter;
+use crate::shard::Shard;
+use crate::storage::{AppendInfo, Durability};
+
+/// v13 addresses topics by id only (KIP-516); names are served through v12.
+pub const VERSIONS: RangeInclusive<i16> = 3..=12;
+
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, ProduceRequest);
+    let durability = match body.acks {
+        0 | 1 => Some(Durability::Written),
+        -1 => Some(Durability::Durable),
+        _ => None,
+    };
+    let table = shard.topics();
+    let mut scatter = Scatter::new(shard.shard_count());
+    // Per partition in client order: the slot of its answer, or an error decided here.
+    let mut plan: Vec<Vec<(i32, Result<usize, ResponseError>)>> = Vec::with_capacity(body.topic_data.len());
+    for topic in &body.topic_data {
+        let info = table.get(topic.name.as_str());
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in &topic.partition_data {
+            let owner = info.and_then(|t| t.shard_of(data.index));
+            let slot = match (durability, info, owner) {
+                (None, _, _) => Err(ResponseError::InvalidRequiredAcks),
+                (Some(_), Some(info), Some(owner)) => Ok(scatter.push(
+                    owner,
+                    ProducePart { topic: info.name.clone(), partition: data.index, records: data.records.clone().unwrap_or_default() },
+                )),
+                _ => Err(ResponseError::UnknownTopicOrPartition),
+            };
+            partitions.push((data.index, slot));
+        }
+        plan.push(partitions);
+    }
+    let durability = durability.unwrap_or(Durability::Written);
+    let mut answers = scatter.gather(shard, move |owner, parts| owner.produce_local(parts, durability)).await;
+    if body.acks == 0 {
+        return Outcome::NoResponse;
+    }
+    let responses = body
+        .topic_data
+        .iter()
+        .zip(plan)
+        .map(|(topic, partitions)| {
+            let partition_responses = partitions
+                .into_iter()
+                .map(|(index, slot)| {
+                    let answer = match slot {
+                        Ok(slot) => match answers[slot].take() {
+                            Some(Ok(info)) => Ok(info),
+                            Some(Err(error)) => Err(partition_error(&error)),
+                            None => Err(ResponseError::UnknownServerError),
+                        },
+                        Err(error) => Err(error),
+                    };
+                    partition_response(index, answer, request.version())
+                })
+                .collect();
+            TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partition_responses)
+        })
+        .collect();
+    request.respond(&ProduceResponse::default().with_responses(responses))
+}
+
+fn partition_response(index: i32, answer: Result<AppendInfo, ResponseError>, version: i16) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default().with_index(index);
+    match answer {
+        Ok(info) => response
+            .with_base_offset(info.base_offset)
+            .with_log_append_time_ms(info.log_append_time_ms.unwrap_or(-1))
+            // v5+ only; older versions must leave it at its default.
+            .with_log_start_offset(if version >= 5 { info.log_start_offset } else { -1 }),
+        Err(error) => response.with_error_code(error.code()).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1),
+    }
+}

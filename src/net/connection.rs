@@ -1,0 +1,133 @@
+//! One client connection: a reader that frames and dispatches requests as
+//! they arrive (pipelining), and a writer that sends the answers strictly in
+//! request order, as Kafka requires.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use super::frame::{take_frame, READ_CHUNK_BYTES};
+use crate::kafka::{self, Outcome};
+use crate::shard::{Shard, Shutdown};
+
+/// Requests one connection may have in flight (librdkafka pipelines up to 5;
+/// the Java client up to 5 per connection by default).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// Response pieces smaller than this are gathered into one write.
+pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
+
+type Pending = JoinHandle<Outcome>;
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = futures_lite::io::split(stream);
+    let (queue, answers) = local_channel::new_bounded::<Pending>(REQUESTS_IN_FLIGHT_MAX);
+    // Set when the writer stops, so the reader stops too and the socket closes.
+    let writer_stopped = Shutdown::default();
+    let write_side = async {
+        let end = write_responses(writer, answers).await;
+        writer_stopped.start();
+        end
+    };
+    let (read_end, write_end) =
+        futures_lite::future::zip(read_requests(&shard, reader, queue, &writer_stopped), write_side).await;
+    for reason in [read_end, write_end].into_iter().flatten() {
+        tracing::info!(shard = shard.id, peer = %display_peer(peer), %reason, "connection closed");
+    }
+}
+
+fn display_peer(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
+/// Reads frames until EOF, an error, or shutdown; each request starts at once
+/// on its own task. Returns why it stopped when that deserves a log line.
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut reader: ReadHalf<TcpStream>,
+    queue: LocalSender<Pending>,
+    writer_stopped: &Shutdown,
+) -> Option<String> {
+    let limit = shard.config.request_bytes_max as usize;
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let wanted = match take_frame(&mut buffer, limit) {
+            Err(error) => return Some(error.to_string()),
+            Ok(Ok(frame)) => {
+                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame)).detach();
+                if queue.send(task).await.is_err() {
+                    return None; // The writer stopped; it said why.
+                }
+                continue;
+            }
+            Ok(Err(wanted)) => wanted,
+        };
+        let start = buffer.len();
+        buffer.resize(start + wanted.max(READ_CHUNK_BYTES.min(limit + 4)), 0);
+        let read = futures_lite::future::or(async { Some(reader.read(&mut buffer[start..]).await) }, async {
+            futures_lite::future::or(shard.shutdown.wait(), writer_stopped.wait()).await;
+            None
+        })
+        .await;
+        match read {
+            None => return None,
+            Some(Ok(0)) => {
+                buffer.truncate(start);
+                return if buffer.is_empty() { None } else { Some(format!("truncated frame: {} bytes left unread", buffer.len())) };
+            }
+            Some(Ok(n)) => buffer.truncate(start + n),
+            Some(Err(error)) => return Some(format!("read failed: {error}")),
+        }
+    }
+}
+
+async fn write_responses(mut writer: WriteHalf<TcpStream>, answers: LocalReceiver<Pending>) -> Option<String> {
+    let mut staging = BytesMut::with_capacity(WRITE_COALESCE_BYTES);
+    while let Some(pending) = answers.recv().await {
+        let chunks = match pending.await {
+            Some(Outcome::Respond(chunks)) => chunks,
+            Some(Outcome::NoResponse) => continue,
+            Some(Outcome::Close(reason)) => return Some(reason),
+            None => return Some("request handler failed".to_string()),
+        };
+        if let Err(error) = write_chunks(&mut writer, &mut staging, &chunks).await {
+            return Some(format!("write failed: {error}"));
+        }
+    }
+    None
+}
+
+/// Writes one response: small pieces are gathered, large record slices go to
+/// the socket as they are (glommio's TcpStream has no writev, so this keeps
+/// record bytes uncopied without a syscall per tiny header).
+async fn write_chunks(writer: &mut WriteHalf<TcpStream>, staging: &mut BytesMut, chunks: &[Bytes]) -> std::io::Result<()> {
+    for chunk in chunks {
+        if chunk.len() < WRITE_COALESCE_BYTES {
+            staging.extend_from_slice(chunk);
+            if staging.len() < WRITE_COALESCE_BYTES {
+                continue;
+            }
+        } else if !staging.is_empty() {
+            writer.write_all(staging).await?;
+            staging.clear();
+            writer.write_all(chunk).await?;
+            continue;
+        } else {
+            writer.write_all(chunk).await?;
+            continue;
+        }
+        writer.write_all(staging).await?;
+        staging.clear();
+    }
+    if !staging.is_empty() {
+        writer.write_all(staging).await?;
+        staging.clear();
+    }
+    writer.flush().await
+}

@@ -1,0 +1,220 @@
+//! Topic changes: create, delete, add partitions, change configs. They run on
+//! the metadata shard, one at a time; the new table is stored, then applied
+//! on every shard before the caller gets its answer.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::mesh::run_on;
+use super::topics::{is_valid_topic_name, TopicTable, PARTITIONS_PER_TOPIC_MAX};
+use super::{Shard, METADATA_SHARD};
+use crate::topic_config::TopicConfig;
+
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TopicChangeError {
+    #[error("topic '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("topic name '{0}' is illegal: it must be 1-249 of [a-zA-Z0-9._-] and not '.' or '..'")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("the topic table could not be changed: {0}")]
+    Failed(String),
+}
+
+/// A config change: replace all of a topic's configs, or edit some of them.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    Replace(BTreeMap<String, String>),
+    /// `(name, Some(value))` sets, `(name, None)` deletes (back to the default).
+    Edit(Vec<(String, Option<String>)>),
+}
+
+impl Shard {
+    pub async fn create_topics(self: &Rc<Self>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<Result<(), TopicChangeError>> {
+        let count = topics.len();
+        run_on(self, METADATA_SHARD, move |s| async move { s.create_topics_here(topics, validate_only).await })
+            .await
+            .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
+    }
+
+    pub async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<Result<(), TopicChangeError>> {
+        let count = names.len();
+        run_on(self, METADATA_SHARD, move |s| async move { s.delete_topics_here(names).await })
+            .await
+            .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
+    }
+
+    pub async fn create_partitions(self: &Rc<Self>, name: String, total: i32, validate_only: bool) -> Result<(), TopicChangeError> {
+        run_on(self, METADATA_SHARD, move |s| async move { s.create_partitions_here(name, total, validate_only).await })
+            .await
+            .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
+    }
+
+    pub async fn change_topic_config(self: &Rc<Self>, name: String, change: ConfigChange, validate_only: bool) -> Result<(), TopicChangeError> {
+        run_on(self, METADATA_SHARD, move |s| async move { s.change_topic_config_here(name, change, validate_only).await })
+            .await
+            .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
+    }
+
+    fn defaults(&self) -> &TopicConfig {
+        &self.config.topic_defaults
+    }
+
+    async fn create_topics_here(self: Rc<Self>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<Result<(), TopicChangeError>> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let mut results = Vec::with_capacity(topics.len());
+        let mut changed = false;
+        for topic in topics {
+            let result = self.create_one(topic, validate_only);
+            changed |= result.is_ok() && !validate_only;
+            results.push(result);
+        }
+        if changed {
+            if let Err(error) = self.publish().await {
+                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+            }
+        }
+        results
+    }
+
+    fn create_one(&self, topic: NewTopic, validate_only: bool) -> Result<(), TopicChangeError> {
+        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        if !is_valid_topic_name(&topic.name) {
+            return Err(TopicChangeError::InvalidName(topic.name));
+        }
+        if registry.borrow().table().get(&topic.name).is_some() {
+            return Err(TopicChangeError::AlreadyExists(topic.name));
+        }
+        check_partition_count(topic.partitions)?;
+        let config = self
+            .defaults()
+            .with_overrides(&topic.configs)
+            .map_err(|e| TopicChangeError::InvalidConfig(e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut registry = registry.borrow_mut();
+        let info = registry.new_topic(&topic.name, topic.partitions, config);
+        registry.put(info).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
+        Ok(())
+    }
+
+    async fn delete_topics_here(self: Rc<Self>, names: Vec<String>) -> Vec<Result<(), TopicChangeError>> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let Some(registry) = &self.registry else {
+            return vec![Err(TopicChangeError::Failed("not the metadata shard".into())); names.len()];
+        };
+        let mut results = Vec::with_capacity(names.len());
+        for name in names {
+            let exists = registry.borrow().table().get(&name).is_some();
+            let result = if exists {
+                registry.borrow_mut().remove(&name).map(|_| ()).map_err(|e| TopicChangeError::Failed(e.to_string()))
+            } else {
+                Err(TopicChangeError::UnknownTopic(name.clone()))
+            };
+            if result.is_ok() {
+                tracing::info!(topic = %name, "topic deleted");
+            }
+            results.push(result);
+        }
+        if results.iter().any(Result::is_ok) {
+            if let Err(error) = self.publish().await {
+                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+            }
+        }
+        results
+    }
+
+    async fn create_partitions_here(self: Rc<Self>, name: String, total: i32, validate_only: bool) -> Result<(), TopicChangeError> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        let current = match registry.borrow().table().get(&name) {
+            Some(topic) => topic.partition_count(),
+            None => return Err(TopicChangeError::UnknownTopic(name)),
+        };
+        if total <= current {
+            return Err(TopicChangeError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, {total} would not be an increase"
+            )));
+        }
+        check_partition_count(total)?;
+        if validate_only {
+            return Ok(());
+        }
+        registry.borrow_mut().add_partitions(&name, total).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        self.publish().await
+    }
+
+    async fn change_topic_config_here(self: Rc<Self>, name: String, change: ConfigChange, validate_only: bool) -> Result<(), TopicChangeError> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        let current = match registry.borrow().table().get(&name) {
+            Some(topic) => topic.config.overrides().clone(),
+            None => return Err(TopicChangeError::UnknownTopic(name)),
+        };
+        let entries = match change {
+            ConfigChange::Replace(entries) => entries,
+            ConfigChange::Edit(edits) => {
+                let mut entries = current;
+                for (key, value) in edits {
+                    match value {
+                        Some(value) => entries.insert(key, value),
+                        None => entries.remove(&key),
+                    };
+                }
+                entries
+            }
+        };
+        let config = self.defaults().with_overrides(&entries).map_err(|e| TopicChangeError::InvalidConfig(e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        registry.borrow_mut().set_config(&name, config).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        self.publish().await
+    }
+
+    /// Applies the registry's table on every shard and waits for all of them.
+    async fn publish(self: &Rc<Self>) -> Result<(), TopicChangeError> {
+        let table: Arc<TopicTable> = match &self.registry {
+            Some(registry) => registry.borrow().table(),
+            None => return Err(TopicChangeError::Failed("not the metadata shard".into())),
+        };
+        let applies = (0..self.shard_count()).map(|target| {
+            let table = table.clone();
+            run_on(self, target, move |s| async move { s.apply_topics(table).await.map_err(|e| e.to_string()) })
+        });
+        for outcome in join_all(applies).await {
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => return Err(TopicChangeError::Failed(message)),
+                Err(route) => return Err(TopicChangeError::Failed(route.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_partition_count(partitions: i32) -> Result<(), TopicChangeError> {
+    if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(TopicChangeError::InvalidPartitions(format!(
+            "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
+        )));
+    }
+    Ok(())
+}

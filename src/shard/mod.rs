@@ -1,0 +1,97 @@
+//! A shard: one pinned executor, the partitions it owns and its view of the
+//! topic table. Everything here runs on the shard's own thread; other shards
+//! reach it only through [`mesh::run_on`].
+
+pub mod admin;
+pub mod mesh;
+pub mod partitions;
+pub mod placement;
+pub mod runtime;
+pub mod scatter;
+pub mod topics;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::group::GroupCoordinator;
+use crate::storage::{BatchCache, PartitionLog};
+use mesh::Mesh;
+use topics::{TopicRegistry, TopicTable};
+
+/// The shard that writes the topic table and answers admin requests.
+pub const METADATA_SHARD: usize = 0;
+
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub mesh: Mesh,
+    /// The newest topic table this shard has applied.
+    topics: RefCell<Arc<TopicTable>>,
+    /// Open logs of the partitions this shard owns, by topic then partition.
+    logs: RefCell<HashMap<Arc<str>, Vec<Option<Rc<PartitionLog>>>>>,
+    cache: Rc<BatchCache>,
+    /// Only on [`METADATA_SHARD`]: the persisted writer of the topic table.
+    registry: Option<RefCell<TopicRegistry>>,
+    /// Serialises topic changes on the metadata shard (one admin change at a time).
+    admin_permit: Semaphore,
+    pub shutdown: Shutdown,
+    pub groups: Rc<GroupCoordinator>,
+}
+
+impl Shard {
+    pub fn topics(&self) -> Arc<TopicTable> {
+        self.topics.borrow().clone()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mesh.shard_count()
+    }
+
+    /// The group coordinator's shard for `group_id` (stable across restarts
+    /// with the same shard count).
+    pub fn shard_of_group(&self, group_id: &str) -> usize {
+        crate::group::shard_for_group(group_id, self.shard_count())
+    }
+
+    fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        let logs = self.logs.borrow();
+        let slot = logs.get(topic)?.get(usize::try_from(partition).ok()?)?;
+        slot.clone()
+    }
+}
+
+/// The shard's stop signal, seen by every task on it.
+pub struct Shutdown {
+    started: Cell<bool>,
+    /// Never has permits: closing it wakes every waiter at once.
+    waiters: Semaphore,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { started: Cell::new(false), waiters: Semaphore::new(0) }
+    }
+}
+
+impl Shutdown {
+    pub fn start(&self) {
+        self.started.set(true);
+        self.waiters.close();
+    }
+
+    pub fn has_started(&self) -> bool {
+        self.started.get()
+    }
+
+    /// Resolves once shutdown has started.
+    pub async fn wait(&self) {
+        if !self.has_started() {
+            let _ = self.waiters.acquire(1).await;
+        }
+    }
+}

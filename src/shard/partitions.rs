@@ -1,0 +1,237 @@
+//! Partition work on the owning shard: append, read, offset lookups, waits,
+//! and opening or dropping logs as the topic table changes.
+//!
+//! Requests arrive here already split by owner; every type that crosses
+//! shards is `Send` and carries record data as `Bytes` (moved, never copied).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{join_all, select_all, FutureExt};
+
+use super::topics::TopicTable;
+use super::Shard;
+use crate::storage::{self, AppendInfo, Durability, PartitionLog, ReadResult, StorageOptions};
+
+/// Why a partition's part of a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// The table names the partition but its owner has not opened it yet.
+    #[error("partition is not open yet")]
+    NotReady,
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error(transparent)]
+    Route(#[from] super::mesh::RouteError),
+}
+
+pub struct ProducePart {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
+pub struct FetchPart {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// What ListOffsets asks of one partition: a timestamp or one of Kafka's
+/// special values (-1 latest, -2 earliest, -3 max timestamp, ...).
+pub struct OffsetQuery {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub timestamp: i64,
+}
+
+/// `(timestamp_ms, offset)`; -1 for either where Kafka answers -1.
+pub type OffsetAnswer = (i64, i64);
+
+/// KIP-79/KIP-734 special timestamps of ListOffsets.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
+
+impl Shard {
+    fn owned_log(&self, topic: &str, partition: i32) -> Result<Rc<PartitionLog>, PartitionError> {
+        self.log(topic, partition).ok_or(PartitionError::NotReady)
+    }
+
+    pub async fn produce_local(
+        self: Rc<Self>,
+        parts: Vec<ProducePart>,
+        durability: Durability,
+    ) -> Vec<Result<AppendInfo, PartitionError>> {
+        let appends = parts.into_iter().map(|part| {
+            let log = self.owned_log(&part.topic, part.partition);
+            async move { Ok(log?.append(part.records, durability).await?) }
+        });
+        join_all(appends).await
+    }
+
+    /// Reads each part in order, stopping to add data once `max_bytes` is
+    /// spent (the first partition with data may exceed it, as in KIP-74).
+    pub async fn fetch_local(
+        self: Rc<Self>,
+        parts: Vec<FetchPart>,
+        max_bytes: usize,
+    ) -> Vec<Result<ReadResult, PartitionError>> {
+        let mut remaining = max_bytes;
+        let mut results = Vec::with_capacity(parts.len());
+        for part in parts {
+            let result = async {
+                let log = self.owned_log(&part.topic, part.partition)?;
+                if remaining == 0 {
+                    // The response is full: report the partition's state, no data.
+                    let (high_watermark, log_start_offset) = (log.high_watermark(), log.log_start_offset());
+                    return Ok(ReadResult { batches: Vec::new(), high_watermark, log_start_offset });
+                }
+                let read = log.read(part.offset, part.max_bytes.min(remaining)).await?;
+                Ok(read)
+            }
+            .await;
+            if let Ok(read) = &result {
+                let bytes: usize = read.batches.iter().map(Bytes::len).sum();
+                remaining = remaining.saturating_sub(bytes);
+            }
+            results.push(result);
+        }
+        results
+    }
+
+    /// Resolves when any part's log grows past its offset, or after `timeout`.
+    pub async fn wait_for_data_local(self: Rc<Self>, parts: Vec<(Arc<str>, i32, i64)>, timeout: Duration) {
+        let waits: Vec<_> = parts
+            .iter()
+            .filter_map(|(topic, partition, offset)| {
+                let log = self.log(topic, *partition)?;
+                let offset = *offset;
+                Some(async move { log.wait_for_offset(offset).await }.boxed_local())
+            })
+            .collect();
+        let sleep = glommio::timer::sleep(timeout);
+        if waits.is_empty() {
+            sleep.await;
+            return;
+        }
+        futures_lite::future::or(async { select_all(waits).await; }, sleep).await;
+    }
+
+    pub async fn list_offsets_local(self: Rc<Self>, queries: Vec<OffsetQuery>) -> Vec<Result<OffsetAnswer, PartitionError>> {
+        let mut answers = Vec::with_capacity(queries.len());
+        for query in queries {
+            let answer = async {
+                let log = self.owned_log(&query.topic, query.partition)?;
+                Ok(match query.timestamp {
+                    LATEST_TIMESTAMP => (-1, log.high_watermark()),
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => (-1, log.log_start_offset()),
+                    LATEST_TIERED_TIMESTAMP => (-1, -1),
+                    MAX_TIMESTAMP => log.max_timestamp().map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
+                    timestamp => log
+                        .offset_for_timestamp(timestamp)
+                        .await?
+                        .map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
+                })
+            }
+            .await;
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// DeleteRecords: `offset` -1 means "up to the high watermark".
+    pub async fn delete_records_local(self: Rc<Self>, parts: Vec<(Arc<str>, i32, i64)>) -> Vec<Result<i64, PartitionError>> {
+        let mut answers = Vec::with_capacity(parts.len());
+        for (topic, partition, offset) in parts {
+            let answer = async {
+                let log = self.owned_log(&topic, partition)?;
+                let before = if offset == -1 { log.high_watermark() } else { offset };
+                Ok(log.delete_records(before).await?)
+            }
+            .await;
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Brings this shard's open logs in line with `table`: opens partitions it
+    /// now owns, applies changed configs, deletes logs of removed topics.
+    pub async fn apply_topics(self: Rc<Self>, table: Arc<TopicTable>) -> Result<(), storage::Error> {
+        let old = self.topics();
+        // Deleted topics first, so a re-created topic starts from an empty directory.
+        let removed: Vec<Arc<str>> = old
+            .iter()
+            .filter(|t| table.get(&t.name).map_or(true, |new| new.id != t.id))
+            .map(|t| t.name.clone())
+            .collect();
+        for name in removed {
+            let logs = self.logs.borrow_mut().remove(&name).unwrap_or_default();
+            for log in logs.into_iter().flatten() {
+                log.delete().await?;
+            }
+            self.groups.remove_topic(&name).await;
+        }
+        let mut opening = Vec::new();
+        for topic in table.iter() {
+            let config = topic.config.log_config();
+            let changed = old.get(&topic.name).map_or(true, |o| o.config != topic.config);
+            for (partition, &owner) in topic.partition_shards.iter().enumerate() {
+                if owner != self.id {
+                    continue;
+                }
+                match self.log(&topic.name, partition as i32) {
+                    Some(log) if changed => log.set_config(config.clone()),
+                    Some(_) => {}
+                    None => opening.push((topic.name.clone(), partition, config.clone())),
+                }
+            }
+        }
+        let opened = join_all(opening.into_iter().map(|(name, partition, config)| {
+            let dir = self.config.data_dir.join(format!("{name}-{partition}"));
+            let cache = self.cache.clone();
+            let options = StorageOptions { allow_buffered_io: self.config.allow_buffered_io, ..Default::default() };
+            async move { (name, partition, PartitionLog::open(dir, config, cache, options).await) }
+        }))
+        .await;
+        for (name, partition, log) in opened {
+            let log = log?;
+            let mut logs = self.logs.borrow_mut();
+            let slots = logs.entry(name).or_default();
+            if slots.len() <= partition {
+                slots.resize(partition + 1, None);
+            }
+            slots[partition] = Some(log);
+        }
+        *self.topics.borrow_mut() = table;
+        Ok(())
+    }
+
+    /// Runs retention on every owned log (a background, low-priority pass).
+    pub async fn enforce_retention(&self, now_ms: i64) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();
+        for log in logs {
+            if let Err(error) = log.enforce_retention(now_ms).await {
+                tracing::error!(shard = self.id, %error, "retention failed");
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// Flushes and checkpoints every owned log (clean shutdown).
+    pub async fn close_logs(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow_mut().drain().flat_map(|(_, v)| v).flatten().collect();
+        for log in logs {
+            if let Err(error) = log.close().await {
+                tracing::error!(shard = self.id, %error, "closing a partition log failed");
+            }
+        }
+    }
+}

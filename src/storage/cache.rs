@@ -1,0 +1,169 @@
+//! The per-shard batch cache: recently appended batches as `Bytes`, bounded by
+//! bytes and evicted least-recently-used first. Shared by every partition log
+//! of one shard (`Rc`, never crosses threads).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+/// Identifies one open partition log within the cache.
+pub type LogId = u64;
+
+struct Entry {
+    batch: Bytes,
+    last_offset: i64,
+    tick: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<(LogId, i64), Entry>,
+    /// Recency order: tick -> key. The smallest tick is evicted first.
+    recency: BTreeMap<u64, (LogId, i64)>,
+    used_bytes: usize,
+    next_tick: u64,
+}
+
+/// Counters for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub used_bytes: usize,
+    pub entries: usize,
+}
+
+pub struct BatchCache {
+    capacity_bytes: usize,
+    inner: RefCell<Inner>,
+    next_log_id: Cell<LogId>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+}
+
+impl BatchCache {
+    pub fn new(capacity_bytes: usize) -> Rc<BatchCache> {
+        Rc::new(BatchCache {
+            capacity_bytes,
+            inner: RefCell::new(Inner::default()),
+            next_log_id: Cell::new(1),
+            hits: Cell::new(0),
+            misses: Cell::new(0),
+        })
+    }
+
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
+    }
+
+    pub(crate) fn register_log(&self) -> LogId {
+        let id = self.next_log_id.get();
+        self.next_log_id.set(id + 1);
+        id
+    }
+
+    /// Caches one stored batch (base offset is the key). Batches larger than the
+    /// whole cache are not cached.
+    pub(crate) fn insert(&self, log: LogId, base_offset: i64, last_offset: i64, batch: Bytes) {
+        if batch.len() > self.capacity_bytes {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        while inner.used_bytes + batch.len() > self.capacity_bytes {
+            let Some((_, key)) = inner.recency.pop_first() else { break };
+            if let Some(old) = inner.entries.remove(&key) {
+                inner.used_bytes -= old.batch.len();
+            }
+        }
+        let tick = inner.next_tick;
+        inner.next_tick += 1;
+        inner.used_bytes += batch.len();
+        inner.recency.insert(tick, (log, base_offset));
+        if let Some(old) = inner.entries.insert((log, base_offset), Entry { batch, last_offset, tick }) {
+            inner.used_bytes -= old.batch.len();
+            inner.recency.remove(&old.tick);
+        }
+    }
+
+    /// The cached batch that contains `offset`, with its last offset.
+    pub(crate) fn get_containing(&self, log: LogId, offset: i64) -> Option<(Bytes, i64)> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let found = inner
+            .entries
+            .range_mut((log, i64::MIN)..=(log, offset))
+            .next_back()
+            .filter(|(_, e)| e.last_offset >= offset);
+        let Some((key, entry)) = found else {
+            self.misses.set(self.misses.get() + 1);
+            return None;
+        };
+        let key = *key;
+        inner.recency.remove(&entry.tick);
+        entry.tick = inner.next_tick;
+        inner.next_tick += 1;
+        inner.recency.insert(entry.tick, key);
+        self.hits.set(self.hits.get() + 1);
+        Some((entry.batch.clone(), entry.last_offset))
+    }
+
+    /// Drops every batch of `log` at or above `from_offset` (truncation) or all of
+    /// them (`i64::MIN`, when the log closes).
+    pub(crate) fn remove_log_from(&self, log: LogId, from_offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let keys: Vec<(LogId, i64)> = inner.entries.range((log, from_offset)..=(log, i64::MAX)).map(|(k, _)| *k).collect();
+        for key in keys {
+            if let Some(e) = inner.entries.remove(&key) {
+                inner.used_bytes -= e.batch.len();
+                inner.recency.remove(&e.tick);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.inner.borrow();
+        CacheStats {
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            used_bytes: inner.used_bytes,
+            entries: inner.entries.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_evicts_least_recently_used_by_bytes() {
+        let cache = BatchCache::new(300);
+        let log = cache.register_log();
+        cache.insert(log, 0, 9, Bytes::from(vec![0u8; 100]));
+        cache.insert(log, 10, 19, Bytes::from(vec![1u8; 100]));
+        cache.insert(log, 20, 29, Bytes::from(vec![2u8; 100]));
+        assert!(cache.get_containing(log, 5).is_some()); // 0 becomes most recent
+        cache.insert(log, 30, 39, Bytes::from(vec![3u8; 100]));
+        assert!(cache.get_containing(log, 15).is_none(), "10..19 was least recently used");
+        assert!(cache.get_containing(log, 5).is_some());
+        assert!(cache.get_containing(log, 35).is_some());
+        assert!(cache.stats().used_bytes <= 300);
+    }
+
+    #[test]
+    fn lookup_finds_the_batch_containing_an_offset() {
+        let cache = BatchCache::new(1000);
+        let (a, b) = (cache.register_log(), cache.register_log());
+        cache.insert(a, 0, 9, Bytes::from_static(b"aaaa"));
+        cache.insert(b, 0, 9, Bytes::from_static(b"bbbb"));
+        assert_eq!(cache.get_containing(a, 9).map(|(x, l)| (x, l)), Some((Bytes::from_static(b"aaaa"), 9)));
+        assert!(cache.get_containing(a, 10).is_none());
+        cache.remove_log_from(a, i64::MIN);
+        assert!(cache.get_containing(a, 3).is_none());
+        assert!(cache.get_containing(b, 3).is_some());
+    }
+}

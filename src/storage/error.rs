@@ -1,0 +1,85 @@
+//! The storage error type: every failure a partition log can report.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a record batch was judged corrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorruptReason {
+    /// The CRC-32C stored in the header does not match the bytes.
+    CrcMismatch { stored: u32, computed: u32 },
+    /// `batchLength` is smaller than a v2 header.
+    LengthTooSmall,
+    /// `recordCount` is zero or negative.
+    RecordCountNotPositive,
+    /// `recordCount` disagrees with `lastOffsetDelta + 1`.
+    RecordCountMismatch { record_count: i32, last_offset_delta: i32 },
+    /// Offsets do not continue from the previous batch (found on disk only).
+    OffsetDiscontinuity { expected: i64, found: i64 },
+    /// The batch is larger than storage will ever read back.
+    LengthBeyondLimit,
+}
+
+impl fmt::Display for CorruptReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptReason::CrcMismatch { stored, computed } => {
+                write!(f, "CRC-32C mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            CorruptReason::LengthTooSmall => write!(f, "batchLength smaller than a v2 header"),
+            CorruptReason::RecordCountNotPositive => write!(f, "recordCount is not positive"),
+            CorruptReason::RecordCountMismatch { record_count, last_offset_delta } => write!(
+                f,
+                "recordCount {record_count} inconsistent with lastOffsetDelta {last_offset_delta}"
+            ),
+            CorruptReason::OffsetDiscontinuity { expected, found } => {
+                write!(f, "expected base offset {expected}, found {found}")
+            }
+            CorruptReason::LengthBeyondLimit => write!(f, "batchLength beyond the storage limit"),
+        }
+    }
+}
+
+/// Errors of the storage layer. The Kafka layer maps each to a wire error code.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(CorruptReason),
+    #[error("unsupported record batch magic {0} (only v2 is stored)")]
+    InvalidMagic(i8),
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: u32 },
+    #[error("record batch truncated: needs {needed} bytes, {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("append carries no record batch")]
+    EmptyAppend,
+    #[error("offset {offset} outside [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    #[error("I/O error while {context} {path:?}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An fsync or write failed: the on-disk state is unknown, so the partition
+    /// refuses further appends until it is reopened (and recovered).
+    #[error("partition stopped after a failed {0}; reopen it to recover")]
+    Stopped(&'static str),
+    #[error(
+        "O_DIRECT is not available on {path:?} ({reason}); use a filesystem that supports it \
+         (ext4, xfs) or set allow_buffered_io for development"
+    )]
+    DirectIoUnavailable { path: PathBuf, reason: String },
+    #[error("partition log is closed")]
+    Closed,
+    #[error("partition directory {0:?} has an invalid layout: {1}")]
+    InvalidLayout(PathBuf, &'static str),
+}
+
+impl Error {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        Error::Io { context, path: path.into(), source: source.into() }
+    }
+}

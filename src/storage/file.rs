@@ -1,0 +1,216 @@
+//! Segment files: O_DIRECT through glommio's `DmaFile`, or (development switch
+//! only) buffered through `BufferedFile`. Writes always cover whole aligned
+//! blocks, so the partial last block is rewritten as it fills.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{BufferedFile, DmaFile, OpenOptions, ReadResult};
+
+use super::error::Error;
+
+/// Write alignment: a multiple of every logical block size we accept.
+pub const BLOCK_BYTES: u64 = 4096;
+const _: () = assert!(BLOCK_BYTES.is_power_of_two() && BLOCK_BYTES % 512 == 0);
+
+pub fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+pub fn align_up(v: u64) -> u64 {
+    (v + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
+}
+
+/// Which I/O path a partition's files use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    Direct,
+    Buffered,
+}
+
+/// Checks that `dir` can do O_DIRECT. glommio silently falls back to buffered
+/// I/O on tmpfs, so tmpfs counts as unavailable too.
+///
+/// It also primes glommio's per-thread iopoll probe for the device with a file
+/// that holds data: glommio probes iopoll by reading offset 0 of the first file
+/// it opens on a device, and on an empty file that read succeeds without
+/// reaching the device, wrongly enabling the poll ring (reads then fail with
+/// EOPNOTSUPP on devices without iopoll, such as virtio disks).
+pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
+    let stat = nix_statfs(dir)?;
+    if stat == libc::TMPFS_MAGIC as i64 {
+        return Err("tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into());
+    }
+    let probe = dir.join(".direct-io-probe");
+    let result = probe_with_file(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+async fn probe_with_file(probe: &Path) -> Result<(), String> {
+    std::fs::write(probe, [0u8; BLOCK_BYTES as usize]).map_err(|e| format!("cannot write a probe file: {e}"))?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(probe)
+        .map_err(|e| format!("open with O_DIRECT failed: {e}"))?;
+    let file = DmaFile::open(probe).await.map_err(|e| format!("glommio could not open a direct file: {e}"))?;
+    let read = file.read_at_aligned(0, BLOCK_BYTES as usize).await;
+    let _ = file.close().await;
+    read.map(|_| ()).map_err(|e| format!("direct read failed: {e}"))
+}
+
+fn nix_statfs(dir: &Path) -> Result<i64, String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a properly sized out-parameter.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut buf) };
+    if rc != 0 {
+        return Err(format!("statfs failed: {}", std::io::Error::last_os_error()));
+    }
+    Ok(buf.f_type as i64)
+}
+
+/// One open segment-related file.
+#[derive(Debug)]
+pub enum SegmentFile {
+    Direct(DmaFile, PathBuf),
+    Buffered(BufferedFile, PathBuf),
+}
+
+impl SegmentFile {
+    /// Opens (creating when missing) a file for reading and writing.
+    pub async fn open(path: &Path, mode: IoMode) -> Result<SegmentFile, Error> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true);
+        match mode {
+            IoMode::Direct => options
+                .dma_open(path)
+                .await
+                .map(|f| SegmentFile::Direct(f, path.to_path_buf()))
+                .map_err(|e| Error::io("opening", path, e)),
+            IoMode::Buffered => options
+                .buffered_open(path)
+                .await
+                .map(|f| SegmentFile::Buffered(f, path.to_path_buf()))
+                .map_err(|e| Error::io("opening", path, e)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            SegmentFile::Direct(_, p) | SegmentFile::Buffered(_, p) => p,
+        }
+    }
+
+    /// Writes `head` then each of `parts` at the block-aligned `position`, padding
+    /// with zeros to a whole block. `head` is the already-written start of the
+    /// partial block at `position`.
+    pub async fn write_blocks(&self, position: u64, head: &[u8], parts: &[bytes::Bytes]) -> Result<(), Error> {
+        debug_assert_eq!(position % BLOCK_BYTES, 0);
+        let data_len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let padded = align_up(data_len as u64) as usize;
+        let fill = |out: &mut [u8]| {
+            let mut at = head.len();
+            out[..at].copy_from_slice(head);
+            for part in parts {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            out[at..].fill(0);
+        };
+        let written = match self {
+            SegmentFile::Direct(file, path) => {
+                let mut buffer = file.alloc_dma_buffer(padded);
+                fill(buffer.as_bytes_mut());
+                file.write_at(buffer, position).await.map_err(|e| Error::io("writing", path, e))?
+            }
+            SegmentFile::Buffered(file, path) => {
+                let mut buffer = vec![0u8; padded];
+                fill(&mut buffer);
+                file.write_at(buffer, position).await.map_err(|e| Error::io("writing", path, e))?
+            }
+        };
+        if written != padded {
+            return Err(Error::io(
+                "writing (short write)",
+                self.path(),
+                std::io::Error::new(std::io::ErrorKind::WriteZero, format!("{written} of {padded} bytes")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at any `position` (alignment handled here).
+    pub async fn read(&self, position: u64, len: usize) -> Result<ReadResult, Error> {
+        match self {
+            SegmentFile::Direct(file, path) => {
+                file.read_at(position, len).await.map_err(|e| Error::io("reading", path, e))
+            }
+            SegmentFile::Buffered(file, path) => {
+                file.read_at(position, len).await.map_err(|e| Error::io("reading", path, e))
+            }
+        }
+    }
+
+    pub async fn fdatasync(&self) -> Result<(), Error> {
+        match self {
+            SegmentFile::Direct(file, path) => file.fdatasync().await.map_err(|e| Error::io("syncing", path, e)),
+            SegmentFile::Buffered(file, path) => file.fdatasync().await.map_err(|e| Error::io("syncing", path, e)),
+        }
+    }
+
+    pub async fn truncate(&self, size: u64) -> Result<(), Error> {
+        match self {
+            SegmentFile::Direct(file, path) => file.truncate(size).await.map_err(|e| Error::io("truncating", path, e)),
+            SegmentFile::Buffered(file, path) => {
+                file.truncate(size).await.map_err(|e| Error::io("truncating", path, e))
+            }
+        }
+    }
+
+    pub async fn size(&self) -> Result<u64, Error> {
+        match self {
+            SegmentFile::Direct(file, path) => file.file_size().await.map_err(|e| Error::io("sizing", path, e)),
+            SegmentFile::Buffered(file, path) => file.file_size().await.map_err(|e| Error::io("sizing", path, e)),
+        }
+    }
+}
+
+/// Writes a small file atomically: temp file, fdatasync, rename, directory fsync.
+pub async fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let target = dir.join(name);
+    let temp = dir.join(format!("{name}.tmp"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&temp)
+        .await
+        .map_err(|e| Error::io("creating", &temp, e))?;
+    let written = file.write_at(bytes.to_vec(), 0).await.map_err(|e| Error::io("writing", &temp, e))?;
+    if written != bytes.len() {
+        return Err(Error::io("writing (short write)", &temp, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+    }
+    file.fdatasync().await.map_err(|e| Error::io("syncing", &temp, e))?;
+    file.close().await.map_err(|e| Error::io("closing", &temp, e))?;
+    glommio::io::rename(&temp, &target).await.map_err(|e| Error::io("renaming", &temp, e))?;
+    sync_dir(dir).await
+}
+
+/// Makes file creations, renames and removals in `dir` durable.
+pub async fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let d = glommio::io::Directory::open(dir).await.map_err(|e| Error::io("opening directory", dir, e))?;
+    d.sync().await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    d.close().await.map_err(|e| Error::io("closing directory", dir, e))
+}
+
+/// Reads a whole small file, or `None` if it does not exist.
+pub async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading", path, e)),
+    }
+}

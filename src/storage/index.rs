@@ -1,0 +1,252 @@
+//! Sparse per-segment indexes, kept in memory and persisted as rkyv archives
+//! when a segment rolls and on clean shutdown:
+//! - the offset index maps a batch's base offset to its file position;
+//! - the time index maps a new maximum timestamp to the batch that reached it.
+//!
+//! A persisted index names the segment size it describes and carries a CRC-32C
+//! of its entries; one that does not match the segment is rebuilt by a scan.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Bumped when the archived layout changes; other versions are rebuilt.
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// Bound on entries per segment (a 1 GiB segment at 4 KiB intervals needs 262144).
+pub const INDEX_ENTRIES_MAX: usize = 4 * 1024 * 1024;
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub offset: i64,
+    pub position: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp_ms: i64,
+    pub offset: i64,
+    pub position: u64,
+}
+
+/// Both indexes of a segment plus what the segment's batches summarise to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentIndex {
+    pub offsets: Vec<OffsetEntry>,
+    pub times: Vec<TimeEntry>,
+    /// Largest batch maxTimestamp and the base offset of the first batch that has it.
+    pub max_timestamp: Option<(i64, i64)>,
+    /// Bytes appended since the last entry of each index.
+    bytes_since_offset_entry: u64,
+    bytes_since_time_entry: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
+struct OffsetIndexFile {
+    format_version: u32,
+    base_offset: i64,
+    segment_bytes: u64,
+    next_offset: i64,
+    entries: Vec<OffsetEntry>,
+    crc: u32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
+struct TimeIndexFile {
+    format_version: u32,
+    base_offset: i64,
+    segment_bytes: u64,
+    entries: Vec<TimeEntry>,
+    max_timestamp_ms: i64,
+    max_timestamp_offset: i64,
+    has_max_timestamp: bool,
+    crc: u32,
+}
+
+fn offsets_crc(entries: &[OffsetEntry]) -> u32 {
+    entries.iter().fold(0, |crc, e| {
+        let crc = crc32c::crc32c_append(crc, &e.offset.to_le_bytes());
+        crc32c::crc32c_append(crc, &e.position.to_le_bytes())
+    })
+}
+
+fn times_crc(entries: &[TimeEntry], max: Option<(i64, i64)>) -> u32 {
+    let crc = entries.iter().fold(0, |crc, e| {
+        let crc = crc32c::crc32c_append(crc, &e.timestamp_ms.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc, &e.offset.to_le_bytes());
+        crc32c::crc32c_append(crc, &e.position.to_le_bytes())
+    });
+    let (t, o) = max.unwrap_or((i64::MIN, i64::MIN));
+    let crc = crc32c::crc32c_append(crc, &t.to_le_bytes());
+    crc32c::crc32c_append(crc, &o.to_le_bytes())
+}
+
+impl SegmentIndex {
+    /// Records a batch appended at `position`; adds sparse entries every
+    /// `interval_bytes` (the first batch of a segment is always indexed).
+    pub fn on_batch(&mut self, base_offset: i64, max_timestamp_ms: i64, position: u64, size: u64, interval_bytes: u32) {
+        let interval = u64::from(interval_bytes.max(1));
+        if (self.offsets.is_empty() || self.bytes_since_offset_entry >= interval)
+            && self.offsets.len() < INDEX_ENTRIES_MAX
+        {
+            self.offsets.push(OffsetEntry { offset: base_offset, position });
+            self.bytes_since_offset_entry = 0;
+        }
+        self.bytes_since_offset_entry += size;
+        let is_new_max = self.max_timestamp.is_none_or(|(t, _)| max_timestamp_ms > t);
+        if is_new_max {
+            self.max_timestamp = Some((max_timestamp_ms, base_offset));
+            if (self.times.is_empty() || self.bytes_since_time_entry >= interval) && self.times.len() < INDEX_ENTRIES_MAX {
+                self.times.push(TimeEntry { timestamp_ms: max_timestamp_ms, offset: base_offset, position });
+                self.bytes_since_time_entry = 0;
+            }
+        }
+        self.bytes_since_time_entry += size;
+    }
+
+    /// Position from which to scan for the batch containing `offset`.
+    pub fn position_for_offset(&self, offset: i64) -> u64 {
+        let i = self.offsets.partition_point(|e| e.offset <= offset);
+        if i == 0 {
+            0
+        } else {
+            self.offsets[i - 1].position
+        }
+    }
+
+    /// Position from which to scan for the first batch with maxTimestamp >= `timestamp_ms`:
+    /// every batch before the last entry with a smaller timestamp is below it.
+    pub fn position_for_timestamp(&self, timestamp_ms: i64) -> u64 {
+        let i = self.times.partition_point(|e| e.timestamp_ms < timestamp_ms);
+        if i == 0 {
+            0
+        } else {
+            self.times[i - 1].position
+        }
+    }
+
+    /// Drops entries at or beyond `position` (after a truncation).
+    pub fn truncate_to(&mut self, position: u64) {
+        self.offsets.retain(|e| e.position < position);
+        self.times.retain(|e| e.position < position);
+    }
+
+    pub fn encode_offsets(&self, base_offset: i64, segment_bytes: u64, next_offset: i64) -> Result<Vec<u8>, rkyv::rancor::Error> {
+        let file = OffsetIndexFile {
+            format_version: INDEX_FORMAT_VERSION,
+            base_offset,
+            segment_bytes,
+            next_offset,
+            entries: self.offsets.clone(),
+            crc: offsets_crc(&self.offsets),
+        };
+        Ok(rkyv::to_bytes::<rkyv::rancor::Error>(&file)?.into_vec())
+    }
+
+    pub fn encode_times(&self, base_offset: i64, segment_bytes: u64) -> Result<Vec<u8>, rkyv::rancor::Error> {
+        let (t, o) = self.max_timestamp.unwrap_or((i64::MIN, i64::MIN));
+        let file = TimeIndexFile {
+            format_version: INDEX_FORMAT_VERSION,
+            base_offset,
+            segment_bytes,
+            entries: self.times.clone(),
+            max_timestamp_ms: t,
+            max_timestamp_offset: o,
+            has_max_timestamp: self.max_timestamp.is_some(),
+            crc: times_crc(&self.times, self.max_timestamp),
+        };
+        Ok(rkyv::to_bytes::<rkyv::rancor::Error>(&file)?.into_vec())
+    }
+
+    /// Loads both persisted indexes and the segment's next offset; `None` if either
+    /// is missing, corrupt, or describes another segment size (then the caller
+    /// rebuilds by scanning).
+    pub fn decode(offsets: &[u8], times: &[u8], base_offset: i64, segment_bytes: u64) -> Option<(SegmentIndex, i64)> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(offsets);
+        let o = rkyv::from_bytes::<OffsetIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
+        aligned.clear();
+        aligned.extend_from_slice(times);
+        let t = rkyv::from_bytes::<TimeIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
+        let max_timestamp = t.has_max_timestamp.then_some((t.max_timestamp_ms, t.max_timestamp_offset));
+        let consistent = o.format_version == INDEX_FORMAT_VERSION
+            && t.format_version == INDEX_FORMAT_VERSION
+            && o.base_offset == base_offset
+            && t.base_offset == base_offset
+            && o.segment_bytes == segment_bytes
+            && o.next_offset >= base_offset
+            && (segment_bytes > 0 || o.next_offset == base_offset)
+            && t.segment_bytes == segment_bytes
+            && o.crc == offsets_crc(&o.entries)
+            && t.crc == times_crc(&t.entries, max_timestamp)
+            && o.entries.len() <= INDEX_ENTRIES_MAX
+            && t.entries.len() <= INDEX_ENTRIES_MAX
+            && o.entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position)
+            && o.entries.iter().all(|e| e.position < segment_bytes && e.offset >= base_offset)
+            && t.entries.windows(2).all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].position < w[1].position)
+            && t.entries.iter().all(|e| e.position < segment_bytes && e.offset >= base_offset)
+            && (segment_bytes == 0 || (o.entries.first().map(|e| e.position) == Some(0) && max_timestamp.is_some()));
+        if !consistent {
+            return None;
+        }
+        let next_offset = o.next_offset;
+        let index = SegmentIndex {
+            offsets: o.entries,
+            times: t.entries,
+            max_timestamp,
+            // A loaded index belongs to a closed segment; a reopened active segment
+            // starts a fresh interval, which only makes the index denser.
+            bytes_since_offset_entry: 0,
+            bytes_since_time_entry: 0,
+        };
+        Some((index, next_offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentIndex {
+        let mut index = SegmentIndex::default();
+        for i in 0..100u64 {
+            index.on_batch(100 + i as i64 * 10, 1000 + (i as i64 % 7) * 3 + i as i64, i * 1000, 1000, 4096);
+        }
+        index
+    }
+
+    #[test]
+    fn persisted_index_round_trips() {
+        let index = sample();
+        let o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
+        let t = index.encode_times(100, 100_000).expect("encodes");
+        let (back, next) = SegmentIndex::decode(&o, &t, 100, 100_000).expect("decodes");
+        assert_eq!(next, 1100);
+        assert_eq!(back.offsets, index.offsets);
+        assert_eq!(back.times, index.times);
+        assert_eq!(back.max_timestamp, index.max_timestamp);
+    }
+
+    #[test]
+    fn index_for_another_segment_size_is_refused() {
+        let index = sample();
+        let o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
+        let t = index.encode_times(100, 100_000).expect("encodes");
+        assert!(SegmentIndex::decode(&o, &t, 100, 99_000).is_none());
+    }
+
+    #[test]
+    fn garbled_index_is_refused() {
+        let index = sample();
+        let mut o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
+        let t = index.encode_times(100, 100_000).expect("encodes");
+        let mid = o.len() / 2;
+        o[mid] ^= 0x5a;
+        assert!(SegmentIndex::decode(&o, &t, 100, 100_000).is_none());
+    }
+
+    #[test]
+    fn offset_lookup_returns_floor_position() {
+        let index = sample();
+        assert_eq!(index.position_for_offset(100), 0);
+        let p = index.position_for_offset(100 + 50 * 10 + 3);
+        assert!(p <= 50 * 1000);
+    }
+}

@@ -1,0 +1,71 @@
+//! `partition.meta`: log start offset, recovery point and leader epoch, as an
+//! rkyv archive written via temp file + rename + fsync.
+
+use std::path::Path;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::error::Error;
+use super::file;
+
+pub const META_FILE_NAME: &str = "partition.meta";
+pub const META_FORMAT_VERSION: u32 = 1;
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PartitionMeta {
+    pub format_version: u32,
+    pub log_start_offset: i64,
+    /// Every offset below this was on stable storage when the file was written.
+    pub recovery_point: i64,
+    pub leader_epoch: i32,
+    /// Set by a clean close; cleared when the log opens again.
+    pub clean_shutdown: bool,
+    /// CRC-32C of the fields above, so a garbled file is noticed.
+    pub crc: u32,
+}
+
+impl PartitionMeta {
+    fn checksum(&self) -> u32 {
+        let mut crc = crc32c::crc32c(&self.format_version.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &self.log_start_offset.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &self.recovery_point.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &self.leader_epoch.to_le_bytes());
+        crc32c::crc32c_append(crc, &[u8::from(self.clean_shutdown)])
+    }
+
+    pub fn new(log_start_offset: i64, recovery_point: i64, leader_epoch: i32, clean_shutdown: bool) -> Self {
+        let mut meta = PartitionMeta {
+            format_version: META_FORMAT_VERSION,
+            log_start_offset,
+            recovery_point,
+            leader_epoch,
+            clean_shutdown,
+            crc: 0,
+        };
+        meta.crc = meta.checksum();
+        meta
+    }
+
+    pub async fn store(&self, dir: &Path) -> Result<(), Error> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| Error::io("encoding", dir.join(META_FILE_NAME), std::io::Error::other(e.to_string())))?;
+        file::write_file_atomically(dir, META_FILE_NAME, &bytes).await
+    }
+
+    /// `Ok(None)` when absent or unreadable (the log then recovers from scratch).
+    pub async fn load(dir: &Path) -> Result<Option<PartitionMeta>, Error> {
+        let path = dir.join(META_FILE_NAME);
+        let Some(bytes) = file::read_small_file(&path).await? else {
+            return Ok(None);
+        };
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        match rkyv::from_bytes::<PartitionMeta, rkyv::rancor::Error>(&aligned) {
+            Ok(meta) if meta.format_version == META_FORMAT_VERSION && meta.crc == meta.checksum() => Ok(Some(meta)),
+            _ => {
+                tracing::warn!(path = %path.display(), "partition.meta is corrupt; recovering every segment");
+                Ok(None)
+            }
+        }
+    }
+}

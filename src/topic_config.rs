@@ -1,0 +1,180 @@
+//! Topic configs under Kafka's names: validation, defaults and the storage
+//! settings they resolve to.
+
+use std::collections::BTreeMap;
+
+use crate::storage::{LogConfig, TimestampType};
+
+/// The value type of a config, as DescribeConfigs v3+ reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// One topic config ringlog understands.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: ConfigType,
+    check: fn(&str) -> bool,
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> bool {
+    move |v| v.parse::<i64>().map_or(false, |n| n >= min)
+}
+
+macro_rules! def {
+    ($name:expr, $default:expr, $kind:expr, $check:expr) => {
+        ConfigDef { name: $name, default: $default, kind: $kind, check: $check }
+    };
+}
+
+/// Every supported topic config with Kafka's default. Compaction and
+/// broker-side recompression are not implemented, so `cleanup.policy` only
+/// takes `delete` and `compression.type` only `producer`.
+pub const CONFIG_DEFS: &[ConfigDef] = &[
+    def!("cleanup.policy", "delete", ConfigType::List, |v| v == "delete"),
+    def!("compression.type", "producer", ConfigType::String, |v| v == "producer"),
+    def!("flush.messages", "9223372036854775807", ConfigType::Long, |v| long_at_least(1)(v)),
+    def!("flush.ms", "9223372036854775807", ConfigType::Long, |v| long_at_least(0)(v)),
+    def!("index.interval.bytes", "4096", ConfigType::Int, |v| {
+        v.parse::<i32>().map_or(false, |n| n >= 0)
+    }),
+    def!("max.message.bytes", "1048588", ConfigType::Int, |v| {
+        v.parse::<i32>().map_or(false, |n| n >= 0)
+    }),
+    def!("message.timestamp.type", "CreateTime", ConfigType::String, |v| {
+        v == "CreateTime" || v == "LogAppendTime"
+    }),
+    def!("min.insync.replicas", "1", ConfigType::Int, |v| v == "1"),
+    def!("retention.bytes", "-1", ConfigType::Long, |v| long_at_least(-1)(v)),
+    def!("retention.ms", "604800000", ConfigType::Long, |v| long_at_least(-1)(v)),
+    def!("segment.bytes", "1073741824", ConfigType::Int, |v| {
+        v.parse::<i32>().map_or(false, |n| n >= 4096)
+    }),
+    def!("segment.ms", "604800000", ConfigType::Long, |v| long_at_least(1)(v)),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicConfigError {
+    #[error("unknown topic config {0:?}")]
+    Unknown(String),
+    #[error("invalid value {value:?} for topic config {name}")]
+    InvalidValue { name: String, value: String },
+}
+
+pub fn definition(name: &str) -> Option<&'static ConfigDef> {
+    CONFIG_DEFS.iter().find(|d| d.name == name)
+}
+
+/// Where a config's effective value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic (DescribeConfigs `DYNAMIC_TOPIC_CONFIG`).
+    Topic = 1,
+    /// Set as a broker default (`STATIC_BROKER_CONFIG`).
+    Broker = 4,
+    /// Kafka's built-in default (`DEFAULT_CONFIG`).
+    Default = 5,
+}
+
+/// A validated set of topic configs: the explicitly set entries plus the
+/// defaults they sit on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Values set on this level (topic, or broker defaults).
+    overrides: BTreeMap<String, String>,
+    /// Broker defaults below this level (empty for the broker defaults themselves).
+    inherited: BTreeMap<String, String>,
+}
+
+impl TopicConfig {
+    /// Kafka's built-in defaults with nothing overridden.
+    pub fn defaults() -> TopicConfig {
+        TopicConfig { overrides: BTreeMap::new(), inherited: BTreeMap::new() }
+    }
+
+    /// Validates `entries` and layers them over `self`'s effective values.
+    pub fn with_overrides(&self, entries: &BTreeMap<String, String>) -> Result<TopicConfig, TopicConfigError> {
+        for (name, value) in entries {
+            let def = definition(name).ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
+            if !(def.check)(value) {
+                return Err(TopicConfigError::InvalidValue { name: name.clone(), value: value.clone() });
+            }
+        }
+        let mut inherited = self.inherited.clone();
+        inherited.extend(self.overrides.clone());
+        Ok(TopicConfig { overrides: entries.clone(), inherited })
+    }
+
+    /// The topic's own settings (what is persisted with the topic).
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
+    pub fn value(&self, name: &str) -> Option<(&str, ConfigSource)> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some((v, ConfigSource::Topic));
+        }
+        if let Some(v) = self.inherited.get(name) {
+            return Some((v, ConfigSource::Broker));
+        }
+        definition(name).map(|d| (d.default, ConfigSource::Default))
+    }
+
+    fn number(&self, name: &str) -> i64 {
+        // Every value was checked by its definition, so it parses.
+        self.value(name).and_then(|(v, _)| v.parse().ok()).unwrap_or(i64::MAX)
+    }
+
+    /// The storage settings these configs resolve to.
+    pub fn log_config(&self) -> LogConfig {
+        let timestamp_type = match self.value("message.timestamp.type") {
+            Some(("LogAppendTime", _)) => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        LogConfig {
+            segment_bytes: self.number("segment.bytes").max(0) as u64,
+            segment_ms: self.number("segment.ms").max(1) as u64,
+            retention_ms: self.number("retention.ms"),
+            retention_bytes: self.number("retention.bytes"),
+            max_message_bytes: self.number("max.message.bytes").clamp(0, u32::MAX as i64) as u32,
+            timestamp_type,
+            flush_messages: self.number("flush.messages").max(1) as u64,
+            flush_ms: self.number("flush.ms").max(0) as u64,
+            index_interval_bytes: self.number("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn topic_values_override_broker_defaults_which_override_kafka_defaults() {
+        let broker = TopicConfig::defaults().with_overrides(&map(&[("retention.ms", "1000")])).unwrap();
+        let topic = broker.with_overrides(&map(&[("segment.bytes", "8192")])).unwrap();
+        assert_eq!(topic.value("segment.bytes"), Some(("8192", ConfigSource::Topic)));
+        assert_eq!(topic.value("retention.ms"), Some(("1000", ConfigSource::Broker)));
+        assert_eq!(topic.value("retention.bytes"), Some(("-1", ConfigSource::Default)));
+        assert_eq!(topic.log_config().segment_bytes, 8192);
+        assert_eq!(topic.log_config().retention_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_values_are_rejected() {
+        let d = TopicConfig::defaults();
+        assert!(matches!(d.with_overrides(&map(&[("no.such", "1")])), Err(TopicConfigError::Unknown(_))));
+        assert!(d.with_overrides(&map(&[("retention.ms", "soon")])).is_err());
+        assert!(d.with_overrides(&map(&[("cleanup.policy", "compact")])).is_err());
+        assert!(d.with_overrides(&map(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
+    }
+}

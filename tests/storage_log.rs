@@ -1,0 +1,462 @@
+//! Partition log behaviour on real files with a real glommio executor.
+
+mod storage_support;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use ringlog::storage::{
+    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog, StorageOptions, TimestampType,
+};
+use storage_support::*;
+
+#[test]
+fn batches_round_trip_byte_for_byte_with_every_compression() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(64 << 20);
+        let cold = BatchCache::new(0);
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        let codecs = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+        let mut sent = Vec::new();
+        for (i, codec) in codecs.iter().enumerate() {
+            let batch = make_batch(10, 100, 1_000 + i as i64, *codec);
+            let info = log.append(batch.clone(), Durability::Written).await.expect("append");
+            assert_eq!(info.base_offset, i as i64 * 10);
+            assert_eq!(info.last_offset, i as i64 * 10 + 9);
+            sent.push(batch);
+        }
+        assert_eq!(log.high_watermark(), 50);
+        // From the cache.
+        let stored = read_all(&log, 0).await;
+        assert_eq!(stored.len(), sent.len());
+        for (i, (s, o)) in stored.iter().zip(&sent).enumerate() {
+            assert!(same_except_assigned(s, o), "batch {i} differs");
+            let h = BatchHeader::parse(s).expect("header");
+            assert_eq!(h.base_offset, i as i64 * 10);
+            let decoded = RecordBatchDecoder::decode(&mut s.clone()).expect("decodes");
+            assert_eq!(decoded.records.len(), 10);
+        }
+        log.close().await.expect("close");
+        // From disk, through a fresh log with an empty cache.
+        let log = open(dir.path(), LogConfig::default(), &cold).await;
+        let stored = read_all(&log, 0).await;
+        for (i, (s, o)) in stored.iter().zip(&sent).enumerate() {
+            assert!(same_except_assigned(s, o), "batch {i} differs on disk");
+        }
+        // A read starting inside a batch returns that whole batch.
+        let r = log.read(25, 1).await.expect("read");
+        assert_eq!(r.batches.len(), 1);
+        assert_eq!(BatchHeader::parse(&r.batches[0]).expect("header").base_offset, 20);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn offsets_continue_across_rolls_and_reads_span_segments() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0); // every read goes to disk
+        let log = open(dir.path(), small_config(), &cache).await;
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            let batch = make_batch(5, 1000, i * 10, Compression::None);
+            let info = log.append(batch.clone(), Durability::Written).await.expect("append");
+            assert_eq!(info.base_offset, i * 5);
+            sent.push(batch);
+        }
+        assert!(log.segment_count() >= 3, "segments: {}", log.segment_count());
+        // One read crossing a segment boundary.
+        let bases = log.segment_base_offsets();
+        let r = log.read(bases[1] - 5, 64 * 1024).await.expect("read");
+        let first = BatchHeader::parse(&r.batches[0]).expect("header");
+        let last = BatchHeader::parse(r.batches.last().expect("batches")).expect("header");
+        assert_eq!(first.base_offset, bases[1] - 5);
+        assert!(last.last_offset() >= bases[1], "read stopped at the segment end");
+        let stored = read_all(&log, 0).await;
+        assert_eq!(stored.len(), sent.len());
+        for (s, o) in stored.iter().zip(&sent) {
+            assert!(same_except_assigned(s, o));
+        }
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(log.high_watermark(), 200);
+        let info = log.append(make_batch(1, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+        assert_eq!(info.base_offset, 200);
+        for name in ["00000000000000000000.log", "00000000000000000000.index", "00000000000000000000.timeindex", "partition.meta"] {
+            assert!(dir.path().join(name).exists(), "{name} missing");
+        }
+    });
+}
+
+#[test]
+fn timestamp_lookups_find_the_first_batch_at_or_after() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), small_config(), &cache).await;
+        // Batch i holds timestamps 1000*i .. 1000*i+4 (maxTimestamp 1000*i+4).
+        for i in 0..60i64 {
+            log.append(make_batch(5, 500, 1000 * i, Compression::None), Durability::Written).await.expect("append");
+        }
+        for i in [0i64, 1, 17, 33, 59] {
+            let found = log.offset_for_timestamp(1000 * i).await.expect("lookup").expect("found");
+            assert_eq!((found.offset, found.timestamp_ms), (5 * i, 1000 * i + 4));
+            let found = log.offset_for_timestamp(1000 * i + 4).await.expect("lookup").expect("found");
+            assert_eq!(found.offset, 5 * i);
+        }
+        assert_eq!(log.offset_for_timestamp(1000 * 59 + 5).await.expect("lookup"), None);
+        let max = log.max_timestamp().expect("max");
+        assert_eq!((max.timestamp_ms, max.offset), (59_004, 295));
+    });
+}
+
+#[test]
+fn log_append_time_sets_max_timestamp_and_keeps_crc_valid() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..LogConfig::default() };
+        let log = open(dir.path(), config, &cache).await;
+        let info = log.append(make_batch(3, 10, 5, Compression::Lz4), Durability::Written).await.expect("append");
+        let t = info.log_append_time_ms.expect("append time");
+        let r = log.read(0, 1 << 20).await.expect("read");
+        let h = BatchHeader::parse(&r.batches[0]).expect("header");
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, t);
+        h.validate(&r.batches[0], 1 << 20).expect("crc recomputed");
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_on_recovery() {
+    for cut in [1usize, 7, 61, 500] {
+        run(move || async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cache = BatchCache::new(0);
+            let log = open(dir.path(), LogConfig::default(), &cache).await;
+            let mut sent = Vec::new();
+            for i in 0..10 {
+                let b = make_batch(4, 300, i, Compression::None);
+                log.append(b.clone(), Durability::Durable).await.expect("append");
+                sent.push(b);
+            }
+            log.close().await.expect("close");
+            drop(log);
+            let path = dir.path().join("00000000000000000000.log");
+            let len = std::fs::metadata(&path).expect("log exists").len();
+            let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+            f.set_len(len - cut as u64).expect("cut");
+            let log = open(dir.path(), LogConfig::default(), &cache).await;
+            assert_eq!(log.high_watermark(), 36, "cut {cut}: last batch gone, others kept");
+            let stored = read_all(&log, 0).await;
+            assert_eq!(stored.len(), 9);
+            for (s, o) in stored.iter().zip(&sent) {
+                assert!(same_except_assigned(s, o));
+            }
+            let info = log.append(make_batch(2, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+            assert_eq!(info.base_offset, 36);
+            log.close().await.expect("close");
+        });
+    }
+}
+
+#[test]
+fn garbled_tail_is_truncated_on_recovery() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        let mut logical_bytes = 0;
+        for i in 0..10 {
+            let b = make_batch(4, 300, i, Compression::None);
+            logical_bytes += b.len();
+            log.append(b, Durability::Durable).await.expect("append");
+        }
+        // No clean close: simulate a crash by dropping the log. The file still
+        // ends with the zero padding of the last aligned write.
+        drop(log);
+        let path = dir.path().join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&path).expect("read");
+        assert!(bytes.len() >= logical_bytes);
+        let n = logical_bytes;
+        for b in &mut bytes[n - 20..n - 10] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        assert_eq!(log.high_watermark(), 36);
+        assert_eq!(read_all(&log, 0).await.len(), 9);
+        let info = log.append(make_batch(1, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        assert_eq!(info.base_offset, 36);
+    });
+}
+
+#[test]
+fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), small_config(), &cache).await;
+        for i in 0..80i64 {
+            log.append(make_batch(3, 900, 100 * i, Compression::None), Durability::Written).await.expect("append");
+        }
+        log.close().await.expect("close");
+        let probe = |log: Rc<PartitionLog>| async move {
+            let mut answers = Vec::new();
+            for t in (0..8000).step_by(370) {
+                answers.push(log.offset_for_timestamp(t).await.expect("lookup"));
+            }
+            for o in (0..240).step_by(7) {
+                let r = log.read(o, 1).await.expect("read");
+                answers.push(Some(ringlog::storage::TimestampOffset {
+                    timestamp_ms: 0,
+                    offset: BatchHeader::parse(&r.batches[0]).expect("header").base_offset,
+                }));
+            }
+            log.close().await.expect("close");
+            answers
+        };
+        let before = probe(open(dir.path(), small_config(), &cache).await).await;
+        std::fs::remove_file(dir.path().join("00000000000000000000.index")).expect("remove");
+        let garbled = dir.path().join("00000000000000000000.timeindex");
+        let mut bytes = std::fs::read(&garbled).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&garbled, bytes).expect("write");
+        let after = probe(open(dir.path(), small_config(), &cache).await).await;
+        assert_eq!(before, after);
+        assert!(dir.path().join("00000000000000000000.index").exists(), "index rewritten");
+    });
+}
+
+#[test]
+fn retention_by_time_and_size_deletes_oldest_segments() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let log = open(dir.path(), small_config(), &cache).await;
+        for i in 0..100i64 {
+            log.append(make_batch(2, 1000, 1_000_000 + i * 1000, Compression::None), Durability::Written).await.expect("append");
+        }
+        let segments = log.segment_base_offsets();
+        assert!(segments.len() >= 4);
+        // retention.ms: segments whose newest batch is older than now - retention.
+        let mut config = small_config();
+        config.retention_ms = 10_000;
+        log.set_config(config.clone());
+        let third_segment_max = {
+            // every batch in segment 0 and 1 is older than the first batch of segment 2
+            let base2 = segments[2];
+            1_000_000 + (base2 / 2) * 1000 - 1
+        };
+        log.enforce_retention(third_segment_max + 10_000).await.expect("retention");
+        assert_eq!(log.segment_base_offsets(), segments[2..].to_vec());
+        assert_eq!(log.log_start_offset(), segments[2]);
+        assert!(matches!(log.read(segments[2] - 1, 100).await, Err(Error::OffsetOutOfRange { .. })));
+        assert!(log.read(segments[2], 100).await.is_ok());
+        // retention.bytes (Kafka): delete the oldest segment only while the log
+        // stays at or above the limit without it.
+        config.retention_ms = -1;
+        config.retention_bytes = (log.size_bytes() - 1) as i64;
+        log.set_config(config.clone());
+        log.enforce_retention(0).await.expect("retention");
+        assert_eq!(log.segment_base_offsets(), segments[2..].to_vec(), "one byte over keeps everything");
+        let oldest = log.segment_sizes()[0].1;
+        config.retention_bytes = (log.size_bytes() - oldest) as i64;
+        log.set_config(config.clone());
+        log.enforce_retention(0).await.expect("retention");
+        assert_eq!(log.segment_base_offsets(), segments[3..].to_vec());
+        config.retention_bytes = 0;
+        log.set_config(config);
+        log.enforce_retention(0).await.expect("retention");
+        assert_eq!(log.segment_count(), 1, "the active segment stays");
+        let lso = log.log_start_offset();
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(log.log_start_offset(), lso);
+        assert_eq!(log.high_watermark(), 200);
+    });
+}
+
+#[test]
+fn delete_records_moves_log_start_offset() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let log = open(dir.path(), small_config(), &cache).await;
+        for i in 0..50i64 {
+            log.append(make_batch(2, 1000, i, Compression::None), Durability::Written).await.expect("append");
+        }
+        assert!(matches!(log.delete_records(101).await, Err(Error::OffsetOutOfRange { .. })));
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 2);
+        let before = bases[1] + 1;
+        assert_eq!(log.delete_records(before).await.expect("delete"), before);
+        assert_eq!(log.segment_base_offsets(), bases[1..].to_vec(), "segment wholly below is gone");
+        assert!(matches!(log.read(before - 1, 10).await, Err(Error::OffsetOutOfRange { .. })));
+        let r = log.read(before, 10).await.expect("read");
+        assert_eq!(BatchHeader::parse(&r.batches[0]).expect("header").base_offset, bases[1], "whole batch holding it");
+        assert_eq!(log.read(100, 10).await.expect("read at hw").batches.len(), 0);
+        assert!(matches!(log.read(101, 10).await, Err(Error::OffsetOutOfRange { .. })));
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(log.log_start_offset(), before);
+    });
+}
+
+#[test]
+fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let config = LogConfig { max_message_bytes: 4096, ..LogConfig::default() };
+        let log = open(dir.path(), config, &cache).await;
+        let good = make_batch(3, 50, 0, Compression::None);
+        log.append(good.clone(), Durability::Written).await.expect("append");
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = good.to_vec();
+            f(&mut v);
+            Bytes::from(v)
+        };
+        let corrupt = with(&|v| {
+            let n = v.len();
+            v[n - 1] ^= 1
+        });
+        let old_magic = with(&|v| v[16] = 1);
+        let too_long = with(&|v| {
+            let len = i32::from_be_bytes([v[8], v[9], v[10], v[11]]) + 10;
+            v[8..12].copy_from_slice(&len.to_be_bytes())
+        });
+        let truncated = good.slice(..good.len() - 3);
+        let short_header = good.slice(..30);
+        let too_large = make_batch(10, 1000, 0, Compression::None);
+        let bad_count = with(&|v| {
+            v[57..61].copy_from_slice(&7i32.to_be_bytes());
+            let crc = crc32c::crc32c(&v[21..]);
+            v[17..21].copy_from_slice(&crc.to_be_bytes());
+        });
+        let zero_count = with(&|v| {
+            v[57..61].copy_from_slice(&0i32.to_be_bytes());
+            v[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+            let crc = crc32c::crc32c(&v[21..]);
+            v[17..21].copy_from_slice(&crc.to_be_bytes());
+        });
+        // A good batch followed by a bad one: nothing of the request is stored.
+        let mixed = {
+            let mut v = good.to_vec();
+            v.extend_from_slice(&corrupt);
+            Bytes::from(v)
+        };
+        let cases: Vec<(&str, Bytes, fn(&Error) -> bool)> = vec![
+            ("corrupt", corrupt, |e| matches!(e, Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))),
+            ("magic", old_magic, |e| matches!(e, Error::InvalidMagic(1))),
+            ("length beyond buffer", too_long, |e| matches!(e, Error::Truncated { .. })),
+            ("truncated", truncated, |e| matches!(e, Error::Truncated { .. })),
+            ("short header", short_header, |e| matches!(e, Error::Truncated { .. })),
+            ("too large", too_large, |e| matches!(e, Error::MessageTooLarge { .. })),
+            ("count mismatch", bad_count, |e| {
+                matches!(e, Error::CorruptBatch(CorruptReason::RecordCountMismatch { .. }))
+            }),
+            ("zero count", zero_count, |e| matches!(e, Error::CorruptBatch(CorruptReason::RecordCountNotPositive))),
+            ("mixed", mixed, |e| matches!(e, Error::CorruptBatch(_))),
+            ("empty", Bytes::new(), |e| matches!(e, Error::EmptyAppend)),
+        ];
+        for (name, bytes, expected) in cases {
+            let err = log.append(bytes, Durability::Durable).await.expect_err(name);
+            assert!(expected(&err), "{name}: unexpected {err:?}");
+            assert_eq!(log.high_watermark(), 3, "{name} changed the log");
+            assert_eq!(log.size_bytes(), good.len() as u64, "{name} changed the file");
+        }
+        log.close().await.expect("close");
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        assert_eq!(log.high_watermark(), 3);
+    });
+}
+
+#[test]
+fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let log = open(dir.path(), small_config(), &cache).await;
+        let tasks: Vec<_> = (0..32)
+            .map(|t| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let mut offsets = Vec::new();
+                    for i in 0..10 {
+                        let b = make_batch(2, 200, t * 100 + i, Compression::None);
+                        offsets.push(log.append(b, Durability::Durable).await.expect("append").base_offset);
+                    }
+                    offsets
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..640).step_by(2).collect::<Vec<i64>>());
+        assert_eq!(log.high_watermark(), 640);
+        drop(log); // crash: everything acknowledged as durable must come back
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(log.high_watermark(), 640);
+        assert_eq!(read_all(&log, 0).await.len(), 320);
+    });
+}
+
+#[test]
+fn wait_for_offset_wakes_when_the_log_grows() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.wait_for_offset(0).await;
+                log.high_watermark()
+            })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        log.append(make_batch(1, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        assert_eq!(waiter.await, 1);
+        // Already past: returns at once.
+        log.wait_for_offset(0).await;
+        let closing = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_for_offset(100).await })
+        };
+        log.close().await.expect("close");
+        closing.await;
+        assert!(matches!(log.append(make_batch(1, 1, 0, Compression::None), Durability::Written).await, Err(Error::Closed)));
+    });
+}
+
+#[test]
+fn tmpfs_is_refused_unless_buffered_io_is_allowed() {
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.exists() {
+        return;
+    }
+    run(|| async {
+        let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let refused = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache.clone(), StorageOptions::default()).await;
+        assert!(matches!(refused, Err(Error::DirectIoUnavailable { .. })));
+        let options = StorageOptions { allow_buffered_io: true };
+        let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache.clone(), options.clone())
+            .await
+            .expect("buffered open");
+        assert!(!log.is_direct_io());
+        log.append(make_batch(2, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+        log.close().await.expect("close");
+        let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache, options).await.expect("reopen");
+        assert_eq!(log.high_watermark(), 2);
+        log.delete().await.expect("delete");
+        assert!(!dir.path().join("t-0").exists());
+    });
+}
