@@ -202,3 +202,33 @@ fn sigint_and_sigterm_shut_down_cleanly_with_exit_code_0() {
     let status = broker.stop_with(libc::SIGTERM);
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
 }
+
+#[test]
+fn a_different_shard_count_over_existing_group_offsets_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Group logs as two shards leave them; this start asks for one shard.
+    for shard in 0..2 {
+        std::fs::create_dir_all(dir.path().join("data").join("__groups").join(format!("shard-{shard}")))
+            .expect("creating group folders");
+    }
+    assert_refused("one shard over two shards' groups", &serve_args(dir.path(), &[]), dir.path(), &["shard", "--cpus"]);
+}
+
+#[test]
+fn a_data_directory_without_o_direct_is_refused_unless_buffered_io_is_allowed() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm (tmpfs) on this machine: nothing to check");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = tempfile::tempdir_in(shm).expect("a directory on tmpfs");
+    let data_dir = data.path().display().to_string();
+    let (status, stderr) = run_to_exit(dir.path(), &serve_args(dir.path(), &["--data-dir", &data_dir]));
+    let status = status.unwrap_or_else(|| panic!("still running on tmpfs; stderr:\n{stderr}"));
+    assert!(!status.success(), "started on tmpfs without O_DIRECT");
+    assert!(stderr.contains("O_DIRECT"), "the message names O_DIRECT:\n{stderr}");
+
+    let (status, stderr) = run_to_exit(dir.path(), &serve_args(dir.path(), &["--data-dir", &data_dir, "--allow-buffered-io"]));
+    assert!(status.is_none(), "with --allow-buffered-io the broker keeps running; stderr:\n{stderr}");
+}

@@ -19,10 +19,13 @@ use common::raw::RawClient;
 use common::{unique_topic, Broker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, ListGroupsRequest, OffsetCommitRequest, SyncGroupRequest, TopicName,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, ListGroupsRequest,
+    OffsetCommitRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::config::ClientConfig;
@@ -85,7 +88,12 @@ fn group_config(bootstrap: &str, group: &str, overrides: &[(&str, &str)]) -> Cli
 }
 
 /// A consumer subscribed to `topic` in `group`, and its rebalance counter.
-fn group_consumer(bootstrap: &str, group: &str, topic: &str, overrides: &[(&str, &str)]) -> (GroupConsumer, Arc<AtomicUsize>) {
+fn group_consumer(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    overrides: &[(&str, &str)],
+) -> (GroupConsumer, Arc<AtomicUsize>) {
     let context = CountingContext::default();
     let rebalances = Arc::clone(&context.rebalances);
     let consumer: GroupConsumer = group_config(bootstrap, group, overrides)
@@ -121,9 +129,13 @@ fn poll_until(
     while Instant::now() < deadline {
         for (index, consumer) in consumers.iter().enumerate() {
             if let Some(Ok(message)) = consumer.poll(POLL_SLICE) {
-                polled.messages.push((index, message.partition(), message.offset()));
+                polled
+                    .messages
+                    .push((index, message.partition(), message.offset()));
                 if commit {
-                    consumer.commit_message(&message, CommitMode::Sync).expect("synchronous commit");
+                    consumer
+                        .commit_message(&message, CommitMode::Sync)
+                        .expect("synchronous commit");
                 }
             }
         }
@@ -139,7 +151,9 @@ fn split_over_all(consumers: &[&GroupConsumer], partitions: i32) -> bool {
     let sets: Vec<BTreeSet<i32>> = consumers.iter().map(|c| assigned(c)).collect();
     let total: usize = sets.iter().map(BTreeSet::len).sum();
     let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
-    sets.iter().all(|s| !s.is_empty()) && total == partitions as usize && union == (0..partitions).collect()
+    sets.iter().all(|s| !s.is_empty())
+        && total == partitions as usize
+        && union == (0..partitions).collect()
 }
 
 fn assignments(consumers: &[&GroupConsumer]) -> Vec<BTreeSet<i32>> {
@@ -166,8 +180,13 @@ fn assigned_partitions(assignment: &Bytes) -> Vec<i32> {
     }
     let mut body = assignment.slice(2..);
     let version = i16::from_be_bytes([assignment[0], assignment[1]]).clamp(0, 3);
-    let decoded = ConsumerProtocolAssignment::decode(&mut body, version).expect("the leader's assignment decodes");
-    decoded.assigned_partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect()
+    let decoded = ConsumerProtocolAssignment::decode(&mut body, version)
+        .expect("the leader's assignment decodes");
+    decoded
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().copied())
+        .collect()
 }
 
 fn join_request(group: &str, member_id: &str, topic: &str) -> JoinGroupRequest {
@@ -205,7 +224,11 @@ fn raw_member_join(client: &mut RawClient, group: &str, topic: &str) -> (String,
         .with_member_id(s(&member_id));
     let synced = client.call_negotiated(&sync, 3);
     assert_eq!(synced.error_code, 0, "SyncGroup");
-    (member_id, joined.generation_id, assigned_partitions(&synced.assignment))
+    (
+        member_id,
+        joined.generation_id,
+        assigned_partitions(&synced.assignment),
+    )
 }
 
 #[test]
@@ -220,7 +243,9 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
     let (a, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     let (b, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     assert!(
-        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| split_over_all(c, PARTITIONS)),
+        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| {
+            split_over_all(c, PARTITIONS)
+        }),
         "two members never split the partitions: {:?}",
         assignments(&[&a, &b])
     );
@@ -228,7 +253,13 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
     // A third member joins: the partitions are spread over three.
     let (c, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     assert!(
-        poll_until(&[&a, &b, &c], &mut polled, false, REBALANCE_TIMEOUT, |c, _| split_over_all(c, PARTITIONS)),
+        poll_until(
+            &[&a, &b, &c],
+            &mut polled,
+            false,
+            REBALANCE_TIMEOUT,
+            |c, _| split_over_all(c, PARTITIONS)
+        ),
         "three members never split the partitions: {:?}",
         assignments(&[&a, &b, &c])
     );
@@ -237,7 +268,9 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
     let left_at = Instant::now();
     drop(c);
     assert!(
-        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| split_over_all(c, PARTITIONS)),
+        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| {
+            split_over_all(c, PARTITIONS)
+        }),
         "partitions did not return after a clean leave: {:?}",
         assignments(&[&a, &b])
     );
@@ -263,7 +296,10 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
     }
     let (_, _, dead_partitions) = raw.join().expect("raw member thread");
     let silent_since = Instant::now();
-    assert!(!dead_partitions.is_empty(), "the raw member got no partitions");
+    assert!(
+        !dead_partitions.is_empty(),
+        "the raw member got no partitions"
+    );
     assert!(
         poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| {
             assignments(c).iter().flatten().count() == (PARTITIONS as usize - dead_partitions.len())
@@ -272,9 +308,13 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
         assignments(&[&a, &b])
     );
     assert!(
-        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT + Duration::from_millis(SESSION_TIMEOUT_MS), |c, _| {
-            split_over_all(c, PARTITIONS)
-        }),
+        poll_until(
+            &[&a, &b],
+            &mut polled,
+            false,
+            REBALANCE_TIMEOUT + Duration::from_millis(SESSION_TIMEOUT_MS),
+            |c, _| { split_over_all(c, PARTITIONS) }
+        ),
         "the silent member's partitions never moved: {:?}",
         assignments(&[&a, &b])
     );
@@ -296,21 +336,47 @@ fn manual_commits_deliver_every_message_once_across_a_rebalance() {
     let group = unique_topic("once-group");
     let mut polled = Polled::default();
 
-    let (a, _) = group_consumer(&bootstrap, &group, &topic, &[("max.partition.fetch.bytes", "2048")]);
+    let (a, _) = group_consumer(
+        &bootstrap,
+        &group,
+        &topic,
+        &[("max.partition.fetch.bytes", "2048")],
+    );
     // The first member consumes part of the topic alone...
-    poll_until(&[&a], &mut polled, true, CONSUME_TIMEOUT, |_, p| p.messages.len() >= MESSAGES / 4);
+    poll_until(&[&a], &mut polled, true, CONSUME_TIMEOUT, |_, p| {
+        p.messages.len() >= MESSAGES / 4
+    });
     // ... then a second joins and the rest is shared.
-    let (b, _) = group_consumer(&bootstrap, &group, &topic, &[("max.partition.fetch.bytes", "2048")]);
-    let all = poll_until(&[&a, &b], &mut polled, true, CONSUME_TIMEOUT, |_, p| p.messages.len() >= MESSAGES);
+    let (b, _) = group_consumer(
+        &bootstrap,
+        &group,
+        &topic,
+        &[("max.partition.fetch.bytes", "2048")],
+    );
+    let all = poll_until(&[&a, &b], &mut polled, true, CONSUME_TIMEOUT, |_, p| {
+        p.messages.len() >= MESSAGES
+    });
     // Give duplicates, if any, a moment to show up.
-    poll_until(&[&a, &b], &mut polled, true, Duration::from_secs(2), |_, _| false);
+    poll_until(
+        &[&a, &b],
+        &mut polled,
+        true,
+        Duration::from_secs(2),
+        |_, _| false,
+    );
     assert!(all, "consumed {} of {MESSAGES}", polled.messages.len());
     let mut seen = HashSet::new();
     for (_, partition, offset) in &polled.messages {
-        assert!(seen.insert((*partition, *offset)), "{partition}/{offset} was consumed twice");
+        assert!(
+            seen.insert((*partition, *offset)),
+            "{partition}/{offset} was consumed twice"
+        );
     }
     assert_eq!(seen.len(), MESSAGES);
-    assert!(polled.messages.iter().any(|(index, _, _)| *index == 1), "the second member consumed nothing");
+    assert!(
+        polled.messages.iter().any(|(index, _, _)| *index == 1),
+        "the second member consumed nothing"
+    );
 }
 
 #[test]
@@ -324,10 +390,20 @@ fn a_group_resumes_at_its_committed_offset_after_a_broker_restart() {
 
     let (consumer, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     let mut polled = Polled::default();
-    assert!(poll_until(&[&consumer], &mut polled, false, CONSUME_TIMEOUT, |_, p| p.messages.len() >= 10));
+    assert!(poll_until(
+        &[&consumer],
+        &mut polled,
+        false,
+        CONSUME_TIMEOUT,
+        |_, p| p.messages.len() >= 10
+    ));
     let mut commit = TopicPartitionList::new();
-    commit.add_partition_offset(&topic, 0, Offset::Offset(10)).expect("valid offset");
-    consumer.commit(&commit, CommitMode::Sync).expect("commit at 10");
+    commit
+        .add_partition_offset(&topic, 0, Offset::Offset(10))
+        .expect("valid offset");
+    consumer
+        .commit(&commit, CommitMode::Sync)
+        .expect("commit at 10");
     drop(consumer);
 
     broker.restart();
@@ -335,11 +411,22 @@ fn a_group_resumes_at_its_committed_offset_after_a_broker_restart() {
     let (consumer, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(&topic, 0);
-    let committed = consumer.committed_offsets(wanted, REQUEST_TIMEOUT).expect("OffsetFetch after restart");
+    let committed = consumer
+        .committed_offsets(wanted, REQUEST_TIMEOUT)
+        .expect("OffsetFetch after restart");
     assert_eq!(committed.elements()[0].offset(), Offset::Offset(10));
     let mut polled = Polled::default();
-    assert!(poll_until(&[&consumer], &mut polled, false, CONSUME_TIMEOUT, |_, p| !p.messages.is_empty()));
-    assert_eq!(polled.messages[0].2, 10, "the first message after the restart");
+    assert!(poll_until(
+        &[&consumer],
+        &mut polled,
+        false,
+        CONSUME_TIMEOUT,
+        |_, p| !p.messages.is_empty()
+    ));
+    assert_eq!(
+        polled.messages[0].2, 10,
+        "the first message after the restart"
+    );
 }
 
 #[test]
@@ -354,8 +441,20 @@ fn two_groups_consume_the_same_topic_independently() {
     let (second, _) = group_consumer(&bootstrap, &unique_topic("second"), &topic, &[]);
     let mut first_polled = Polled::default();
     let mut second_polled = Polled::default();
-    assert!(poll_until(&[&first], &mut first_polled, true, CONSUME_TIMEOUT, |_, p| p.messages.len() >= MESSAGES));
-    assert!(poll_until(&[&second], &mut second_polled, true, CONSUME_TIMEOUT, |_, p| p.messages.len() >= MESSAGES));
+    assert!(poll_until(
+        &[&first],
+        &mut first_polled,
+        true,
+        CONSUME_TIMEOUT,
+        |_, p| p.messages.len() >= MESSAGES
+    ));
+    assert!(poll_until(
+        &[&second],
+        &mut second_polled,
+        true,
+        CONSUME_TIMEOUT,
+        |_, p| p.messages.len() >= MESSAGES
+    ));
     assert_eq!(first_polled.messages.len(), MESSAGES);
     assert_eq!(second_polled.messages.len(), MESSAGES);
 }
@@ -367,13 +466,25 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
     let topic = unique_topic("groups-static");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
     let group = unique_topic("static-group");
-    let static_a = [("group.instance.id", "instance-a"), ("session.timeout.ms", "10000")];
-    let static_b = [("group.instance.id", "instance-b"), ("session.timeout.ms", "10000")];
+    let static_a = [
+        ("group.instance.id", "instance-a"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let static_b = [
+        ("group.instance.id", "instance-b"),
+        ("session.timeout.ms", "10000"),
+    ];
     let mut polled = Polled::default();
 
     let (a, _) = group_consumer(&bootstrap, &group, &topic, &static_a);
     let (b, b_rebalances) = group_consumer(&bootstrap, &group, &topic, &static_b);
-    assert!(poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| split_over_all(c, PARTITIONS)));
+    assert!(poll_until(
+        &[&a, &b],
+        &mut polled,
+        false,
+        REBALANCE_TIMEOUT,
+        |c, _| split_over_all(c, PARTITIONS)
+    ));
     let a_partitions = assigned(&a);
     let b_partitions = assigned(&b);
     let b_rebalances_before = b_rebalances.load(Ordering::SeqCst);
@@ -382,12 +493,18 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
     drop(a);
     let (a, _) = group_consumer(&bootstrap, &group, &topic, &static_a);
     assert!(
-        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| !assigned(c[0]).is_empty()),
+        poll_until(&[&a, &b], &mut polled, false, REBALANCE_TIMEOUT, |c, _| {
+            !assigned(c[0]).is_empty()
+        }),
         "the restarted static member got no partitions"
     );
     assert_eq!(assigned(&a), a_partitions);
     assert_eq!(assigned(&b), b_partitions);
-    assert_eq!(b_rebalances.load(Ordering::SeqCst), b_rebalances_before, "the other member was rebalanced");
+    assert_eq!(
+        b_rebalances.load(Ordering::SeqCst),
+        b_rebalances_before,
+        "the other member was rebalanced"
+    );
 }
 
 #[test]
@@ -402,41 +519,73 @@ fn group_admin_apis_list_describe_fetch_and_delete() {
 
     let (a, _) = group_consumer(&bootstrap, &group, &topic, &[]);
     let (b, _) = group_consumer(&bootstrap, &group, &topic, &[]);
-    assert!(poll_until(&[&a, &b], &mut polled, true, REBALANCE_TIMEOUT, |c, p| {
-        split_over_all(c, PARTITIONS) && p.messages.len() >= 20
-    }));
+    assert!(poll_until(
+        &[&a, &b],
+        &mut polled,
+        true,
+        REBALANCE_TIMEOUT,
+        |c, p| { split_over_all(c, PARTITIONS) && p.messages.len() >= 20 }
+    ));
 
     // ListGroups + DescribeGroups.
-    let list = a.fetch_group_list(Some(&group), REQUEST_TIMEOUT).expect("group list");
-    let described = list.groups().iter().find(|g| g.name() == group).expect("the group is listed");
+    let list = a
+        .fetch_group_list(Some(&group), REQUEST_TIMEOUT)
+        .expect("group list");
+    let described = list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .expect("the group is listed");
     assert_eq!(described.state(), "Stable");
     assert_eq!(described.protocol_type(), "consumer");
     assert_eq!(described.protocol(), "range");
     assert_eq!(described.members().len(), 2);
-    assert!(described.members().iter().all(|m| m.assignment().is_some_and(|a| !a.is_empty())));
+    assert!(described
+        .members()
+        .iter()
+        .all(|m| m.assignment().is_some_and(|a| !a.is_empty())));
 
     // OffsetFetch sees the commits.
     let committed = a.committed(REQUEST_TIMEOUT).expect("OffsetFetch");
-    assert!(committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0)));
+    assert!(committed
+        .elements()
+        .iter()
+        .any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0)));
 
     // ListGroups with a state filter (KIP-518), raw.
     let mut client = RawClient::connect_negotiated(broker.addr());
-    let stable = client.call_negotiated(&ListGroupsRequest::default().with_states_filter(vec![s("Stable")]), 4);
+    let stable = client.call_negotiated(
+        &ListGroupsRequest::default().with_states_filter(vec![s("Stable")]),
+        4,
+    );
     assert!(stable.groups.iter().any(|g| g.group_id.0.as_str() == group));
-    let empty = client.call_negotiated(&ListGroupsRequest::default().with_states_filter(vec![s("Empty")]), 4);
+    let empty = client.call_negotiated(
+        &ListGroupsRequest::default().with_states_filter(vec![s("Empty")]),
+        4,
+    );
     assert!(!empty.groups.iter().any(|g| g.group_id.0.as_str() == group));
 
     // DeleteGroups: refused while members are in, accepted once empty.
     let admin = admin(&bootstrap);
-    let results = block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
+    let results =
+        block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
     assert!(results[0].is_err(), "a group with members was deleted");
     drop(a);
     drop(b);
-    let results = block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
-    assert!(results[0].is_ok(), "deleting the empty group: {:?}", results[0]);
-    let described = client.call_negotiated(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(&group))]), 5);
+    let results =
+        block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
+    assert!(
+        results[0].is_ok(),
+        "deleting the empty group: {:?}",
+        results[0]
+    );
+    let described = client.call_negotiated(
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(&group))]),
+        5,
+    );
     assert_eq!(described.groups[0].group_state.as_str(), "Dead");
-    let results = block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
+    let results =
+        block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
     assert!(results[0].is_err(), "a deleted group was deleted again");
 }
 
@@ -448,7 +597,10 @@ fn bad_group_requests_get_kafka_error_codes() {
     create_topic(&bootstrap, &topic, 1, &[]);
     let mut client = RawClient::connect_negotiated(broker.addr());
 
-    let found = client.call_negotiated(&FindCoordinatorRequest::default().with_key(s("any-group")), 3);
+    let found = client.call_negotiated(
+        &FindCoordinatorRequest::default().with_key(s("any-group")),
+        3,
+    );
     assert_eq!(found.error_code, 0, "FindCoordinator");
 
     let empty_id = client.call_negotiated(&join_request("", "", &topic), 5);
@@ -464,8 +616,14 @@ fn bad_group_requests_get_kafka_error_codes() {
         client.call_negotiated(&request, 3).error_code
     };
     assert_eq!(heartbeat(&mut client, &member_id, generation), 0);
-    assert_eq!(heartbeat(&mut client, "no-such-member", generation), ResponseError::UnknownMemberId.code());
-    assert_eq!(heartbeat(&mut client, &member_id, generation + 7), ResponseError::IllegalGeneration.code());
+    assert_eq!(
+        heartbeat(&mut client, "no-such-member", generation),
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        heartbeat(&mut client, &member_id, generation + 7),
+        ResponseError::IllegalGeneration.code()
+    );
 
     let commit = |client: &mut RawClient, topic_name: &str, generation: i32| {
         let request = OffsetCommitRequest::default()
@@ -474,10 +632,18 @@ fn bad_group_requests_get_kafka_error_codes() {
             .with_member_id(s(&member_id))
             .with_topics(vec![OffsetCommitRequestTopic::default()
                 .with_name(TopicName(s(topic_name)))
-                .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(1)])]);
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_committed_offset(1)
+                ])]);
         client.call_negotiated(&request, 8).topics[0].partitions[0].error_code
     };
-    assert_eq!(commit(&mut client, "no-such-topic", generation), ResponseError::UnknownTopicOrPartition.code());
-    assert_eq!(commit(&mut client, &topic, generation + 1), ResponseError::IllegalGeneration.code());
+    assert_eq!(
+        commit(&mut client, "no-such-topic", generation),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        commit(&mut client, &topic, generation + 1),
+        ResponseError::IllegalGeneration.code()
+    );
     assert_eq!(commit(&mut client, &topic, generation), 0);
 }

@@ -19,8 +19,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -45,7 +45,9 @@ pub(super) fn str_bytes(s: &str) -> StrBytes {
 }
 
 fn opt_string(s: &Option<StrBytes>) -> Option<String> {
-    s.as_ref().filter(|s| !s.is_empty()).map(|s| s.as_str().to_string())
+    s.as_ref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_str().to_string())
 }
 
 fn join_error(code: ResponseError, member_id: &str) -> JoinGroupResponse {
@@ -133,19 +135,30 @@ impl GroupCoordinator {
                     Key::Group { group } => {
                         let value = GroupValue::decode(value)?;
                         group_entry(&mut groups, &group);
-                        let Some(loaded) = groups.get_mut(&group) else { continue };
+                        let Some(loaded) = groups.get_mut(&group) else {
+                            continue;
+                        };
                         loaded.protocol_type = value.protocol_type;
                         loaded.generation = value.generation;
                         // Members are not persisted: the group restarts Empty. If it
                         // was Empty already (no protocol), its expiry clock keeps running.
-                        loaded.state_timestamp_ms =
-                            if value.protocol_name.is_none() { value.state_timestamp_ms } else { now };
+                        loaded.state_timestamp_ms = if value.protocol_name.is_none() {
+                            value.state_timestamp_ms
+                        } else {
+                            now
+                        };
                     }
-                    Key::Offset { group, topic, partition } => {
+                    Key::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } => {
                         let value = OffsetValue::decode(value)?;
                         group_entry(&mut groups, &group);
                         if let Some(loaded) = groups.get_mut(&group) {
-                            loaded.offsets.insert((topic, partition), StoredOffset { value, seq: 0 });
+                            loaded
+                                .offsets
+                                .insert((topic, partition), StoredOffset { value, seq: 0 });
                         }
                     }
                 }
@@ -208,17 +221,24 @@ impl GroupCoordinator {
     /// Records the group's facts in the log without waiting: membership
     /// changes are not acknowledged on durability (offsets are).
     pub(super) fn persist_group(&self, group: &Group) {
-        let key = Key::Group { group: group.id.clone() }.encode();
+        let key = Key::Group {
+            group: group.id.clone(),
+        }
+        .encode();
         match self.log.enqueue(key, Some(group.value().encode())) {
             Ok(_) => self.log.flush_soon(),
-            Err(error) => tracing::warn!(group = %group.id, %error, "could not record group metadata"),
+            Err(error) => {
+                tracing::warn!(group = %group.id, %error, "could not record group metadata")
+            }
         }
     }
 
     /// Runs `task` as its own task and waits for it. The broker drops a
     /// request's future when its connection closes; work that follows a
     /// durable write (updating memory to match the log) must still finish.
-    pub(super) async fn run_to_completion<T: 'static>(task: impl std::future::Future<Output = T> + 'static) -> Option<T> {
+    pub(super) async fn run_to_completion<T: 'static>(
+        task: impl std::future::Future<Output = T> + 'static,
+    ) -> Option<T> {
         glommio::spawn_local(task).detach().await
     }
 
@@ -246,7 +266,12 @@ impl GroupCoordinator {
         adapt_join_response(response, version)
     }
 
-    fn join_start(&self, req: JoinGroupRequest, version: i16, client: &ClientInfo) -> Pending<JoinGroupResponse> {
+    fn join_start(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client: &ClientInfo,
+    ) -> Pending<JoinGroupResponse> {
         let group_id = req.group_id.0.as_str().to_string();
         let member_id = req.member_id.as_str().to_string();
         if self.closed.get() {
@@ -285,16 +310,25 @@ impl GroupCoordinator {
                 return Pending::Ready(join_error(ResponseError::UnknownMemberId, &member_id));
             }
             let incarnation = self.new_incarnation();
-            groups.insert(group_id.clone(), Group::new(group_id.clone(), incarnation, now_ms()));
+            groups.insert(
+                group_id.clone(),
+                Group::new(group_id.clone(), incarnation, now_ms()),
+            );
         }
         let Some(group) = groups.get_mut(&group_id) else {
             return Pending::Ready(join_error(ResponseError::UnknownServerError, &member_id));
         };
         if group.state == GroupState::Dead {
-            return Pending::Ready(join_error(ResponseError::CoordinatorNotAvailable, &member_id));
+            return Pending::Ready(join_error(
+                ResponseError::CoordinatorNotAvailable,
+                &member_id,
+            ));
         }
         if !group.supports_protocols(&params.protocol_type, &params.protocols) {
-            return Pending::Ready(join_error(ResponseError::InconsistentGroupProtocol, &member_id));
+            return Pending::Ready(join_error(
+                ResponseError::InconsistentGroupProtocol,
+                &member_id,
+            ));
         }
         let pending = if member_id.is_empty() {
             self.join_new_member(group, params)
@@ -331,7 +365,11 @@ impl GroupCoordinator {
         self.add_member_and_rebalance(group, new_member_id, params)
     }
 
-    fn join_known_member(&self, group: &mut Group, params: JoinParams) -> Pending<JoinGroupResponse> {
+    fn join_known_member(
+        &self,
+        group: &mut Group,
+        params: JoinParams,
+    ) -> Pending<JoinGroupResponse> {
         let member_id = params.member_id.clone();
         if group.pending_members.remove(&member_id) {
             return self.add_member_and_rebalance(group, member_id, params);
@@ -342,7 +380,10 @@ impl GroupCoordinator {
         match group.state {
             GroupState::PreparingRebalance => self.update_member_and_rebalance(group, params),
             GroupState::CompletingRebalance => {
-                let unchanged = group.members.get(&member_id).is_some_and(|m| m.same_protocols(&params.protocols));
+                let unchanged = group
+                    .members
+                    .get(&member_id)
+                    .is_some_and(|m| m.same_protocols(&params.protocols));
                 if unchanged {
                     // The member lost the JoinGroup response: send it again.
                     Pending::Ready(self.current_join_response(group, &member_id, false))
@@ -351,7 +392,10 @@ impl GroupCoordinator {
                 }
             }
             GroupState::Stable => {
-                let unchanged = group.members.get(&member_id).is_some_and(|m| m.same_protocols(&params.protocols));
+                let unchanged = group
+                    .members
+                    .get(&member_id)
+                    .is_some_and(|m| m.same_protocols(&params.protocols));
                 if group.is_leader(&member_id) || !unchanged {
                     // The leader rejoins to force a rebalance (e.g. metadata changed).
                     self.update_member_and_rebalance(group, params)
@@ -366,8 +410,17 @@ impl GroupCoordinator {
     }
 
     /// The current generation as a JoinGroup response; the leader gets the members.
-    fn current_join_response(&self, group: &Group, member_id: &str, skip_assignment: bool) -> JoinGroupResponse {
-        let members = if group.is_leader(member_id) { leader_member_list(group) } else { Vec::new() };
+    fn current_join_response(
+        &self,
+        group: &Group,
+        member_id: &str,
+        skip_assignment: bool,
+    ) -> JoinGroupResponse {
+        let members = if group.is_leader(member_id) {
+            leader_member_list(group)
+        } else {
+            Vec::new()
+        };
         JoinGroupResponse::default()
             .with_generation_id(group.generation)
             .with_protocol_type(group.protocol_type.as_deref().map(str_bytes))
@@ -378,7 +431,12 @@ impl GroupCoordinator {
             .with_members(members)
     }
 
-    fn add_member_and_rebalance(&self, group: &mut Group, member_id: String, params: JoinParams) -> Pending<JoinGroupResponse> {
+    fn add_member_and_rebalance(
+        &self,
+        group: &mut Group,
+        member_id: String,
+        params: JoinParams,
+    ) -> Pending<JoinGroupResponse> {
         let (sender, receiver) = local_channel::new_bounded(1);
         let member = Member {
             member_id: member_id.clone(),
@@ -412,10 +470,17 @@ impl GroupCoordinator {
         Pending::Wait(receiver)
     }
 
-    fn update_member_and_rebalance(&self, group: &mut Group, params: JoinParams) -> Pending<JoinGroupResponse> {
+    fn update_member_and_rebalance(
+        &self,
+        group: &mut Group,
+        params: JoinParams,
+    ) -> Pending<JoinGroupResponse> {
         let (sender, receiver) = local_channel::new_bounded(1);
         let Some(member) = group.members.get_mut(&params.member_id) else {
-            return Pending::Ready(join_error(ResponseError::UnknownMemberId, &params.member_id));
+            return Pending::Ready(join_error(
+                ResponseError::UnknownMemberId,
+                &params.member_id,
+            ));
         };
         member.protocols = params.protocols;
         member.session_timeout_ms = params.session_timeout_ms;
@@ -424,7 +489,10 @@ impl GroupCoordinator {
         member.client_host = params.client.client_host;
         if let Some(old) = member.join_waiter.replace(sender) {
             // A duplicate JoinGroup: the older request is superseded.
-            let _ = old.try_send(join_error(ResponseError::UnknownMemberId, &params.member_id));
+            let _ = old.try_send(join_error(
+                ResponseError::UnknownMemberId,
+                &params.member_id,
+            ));
         }
         self.maybe_prepare_rebalance(group);
         Pending::Wait(receiver)
@@ -463,7 +531,9 @@ impl GroupCoordinator {
             heartbeat_deadline: Instant::now() + session_duration(params.session_timeout_ms),
         };
         if let Some(instance_id) = &old.group_instance_id {
-            group.static_members.insert(instance_id.clone(), new_member_id.clone());
+            group
+                .static_members
+                .insert(instance_id.clone(), new_member_id.clone());
         }
         group.members.insert(new_member_id.clone(), member);
         if group.is_leader(old_member_id) {
@@ -491,7 +561,9 @@ impl GroupCoordinator {
 
     fn maybe_prepare_rebalance(&self, group: &mut Group) {
         match group.state {
-            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty => self.prepare_rebalance(group),
+            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty => {
+                self.prepare_rebalance(group)
+            }
             GroupState::PreparingRebalance | GroupState::Dead => {}
         }
     }
@@ -511,7 +583,10 @@ impl GroupCoordinator {
         let epoch = self.new_timer_epoch();
         let rebalance_timeout_ms = group.rebalance_timeout_ms();
         if initial {
-            let delay_ms = self.config.initial_rebalance_delay_ms.min(rebalance_timeout_ms);
+            let delay_ms = self
+                .config
+                .initial_rebalance_delay_ms
+                .min(rebalance_timeout_ms);
             group.new_member_added = false;
             group.join_timer = Some(JoinTimer {
                 epoch,
@@ -519,15 +594,23 @@ impl GroupCoordinator {
             });
             self.schedule_join_timer(group, epoch, delay_ms);
         } else {
-            group.join_timer = Some(JoinTimer { epoch, initial_remaining_ms: None });
+            group.join_timer = Some(JoinTimer {
+                epoch,
+                initial_remaining_ms: None,
+            });
             self.schedule_join_timer(group, epoch, rebalance_timeout_ms);
             self.try_complete_join(group);
         }
     }
 
     fn try_complete_join(&self, group: &mut Group) {
-        let in_initial_delay = group.join_timer.is_some_and(|t| t.initial_remaining_ms.is_some());
-        if group.state == GroupState::PreparingRebalance && !in_initial_delay && group.all_members_joined() {
+        let in_initial_delay = group
+            .join_timer
+            .is_some_and(|t| t.initial_remaining_ms.is_some());
+        if group.state == GroupState::PreparingRebalance
+            && !in_initial_delay
+            && group.all_members_joined()
+        {
             self.complete_join(group);
         }
     }
@@ -546,9 +629,16 @@ impl GroupCoordinator {
 
     fn on_join_timer(&self, group_id: &str, incarnation: u64, epoch: u64) {
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else { return };
-        let Some(timer) = group.join_timer else { return };
-        if group.incarnation != incarnation || timer.epoch != epoch || group.state != GroupState::PreparingRebalance {
+        let Some(group) = groups.get_mut(group_id) else {
+            return;
+        };
+        let Some(timer) = group.join_timer else {
+            return;
+        };
+        if group.incarnation != incarnation
+            || timer.epoch != epoch
+            || group.state != GroupState::PreparingRebalance
+        {
             return;
         }
         if let Some(remaining_ms) = timer.initial_remaining_ms {
@@ -557,7 +647,10 @@ impl GroupCoordinator {
                 group.new_member_added = false;
                 let delay_ms = self.config.initial_rebalance_delay_ms.min(remaining_ms);
                 let epoch = self.new_timer_epoch();
-                group.join_timer = Some(JoinTimer { epoch, initial_remaining_ms: Some(remaining_ms - delay_ms) });
+                group.join_timer = Some(JoinTimer {
+                    epoch,
+                    initial_remaining_ms: Some(remaining_ms - delay_ms),
+                });
                 self.schedule_join_timer(group, epoch, delay_ms);
                 return;
             }
@@ -588,7 +681,11 @@ impl GroupCoordinator {
         }
         group.protocol_name = group.select_protocol();
         group.transition(GroupState::CompletingRebalance, now);
-        if !group.leader.as_ref().is_some_and(|leader| group.members.contains_key(leader)) {
+        if !group
+            .leader
+            .as_ref()
+            .is_some_and(|leader| group.members.contains_key(leader))
+        {
             group.leader = group.members.keys().next().cloned();
         }
         self.persist_group(group);
@@ -600,8 +697,14 @@ impl GroupCoordinator {
         let leader = group.leader.clone().unwrap_or_default();
         for member in group.members.values_mut() {
             member.heartbeat_deadline = deadline_base + session_duration(member.session_timeout_ms);
-            let Some(waiter) = member.join_waiter.take() else { continue };
-            let members = if member.member_id == leader { leader_members.clone() } else { Vec::new() };
+            let Some(waiter) = member.join_waiter.take() else {
+                continue;
+            };
+            let members = if member.member_id == leader {
+                leader_members.clone()
+            } else {
+                Vec::new()
+            };
             let response = JoinGroupResponse::default()
                 .with_generation_id(generation)
                 .with_protocol_type(protocol_type.clone())
@@ -623,7 +726,9 @@ impl GroupCoordinator {
         spawn_detached(async move {
             loop {
                 let deadline = {
-                    let Some(coordinator) = this.upgrade() else { return };
+                    let Some(coordinator) = this.upgrade() else {
+                        return;
+                    };
                     match coordinator.session_check(&group_id, incarnation, &member_id) {
                         SessionCheck::Gone => return,
                         SessionCheck::SleepUntil(deadline) => deadline,
@@ -640,7 +745,10 @@ impl GroupCoordinator {
             return SessionCheck::Gone;
         }
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id).filter(|g| g.incarnation == incarnation) else {
+        let Some(group) = groups
+            .get_mut(group_id)
+            .filter(|g| g.incarnation == incarnation)
+        else {
             return SessionCheck::Gone;
         };
         let now = Instant::now();
@@ -656,21 +764,35 @@ impl GroupCoordinator {
             member.heartbeat_deadline = now + session_duration(member.session_timeout_ms);
             return SessionCheck::SleepUntil(member.heartbeat_deadline);
         }
-        tracing::info!(group = group_id, member = member_id, "session timeout: removing member");
+        tracing::info!(
+            group = group_id,
+            member = member_id,
+            "session timeout: removing member"
+        );
         self.remove_member_and_update_group(group, member_id);
         SessionCheck::Gone
     }
 
-    fn schedule_pending_member_timer(&self, group: &Group, member_id: &str, session_timeout_ms: i32) {
+    fn schedule_pending_member_timer(
+        &self,
+        group: &Group,
+        member_id: &str,
+        session_timeout_ms: i32,
+    ) {
         let this = self.this.clone();
         let group_id = group.id.clone();
         let incarnation = group.incarnation;
         let member_id = member_id.to_string();
         spawn_detached(async move {
             glommio::timer::sleep(session_duration(session_timeout_ms)).await;
-            let Some(coordinator) = this.upgrade() else { return };
+            let Some(coordinator) = this.upgrade() else {
+                return;
+            };
             let mut groups = coordinator.groups.borrow_mut();
-            let Some(group) = groups.get_mut(&group_id).filter(|g| g.incarnation == incarnation) else {
+            let Some(group) = groups
+                .get_mut(&group_id)
+                .filter(|g| g.incarnation == incarnation)
+            else {
                 return;
             };
             if group.pending_members.remove(&member_id) {
@@ -693,7 +815,11 @@ impl GroupCoordinator {
 
     // ---------------------------------------------------------------- SyncGroup
 
-    pub async fn sync_group(self: &Rc<Self>, req: SyncGroupRequest, _version: i16) -> SyncGroupResponse {
+    pub async fn sync_group(
+        self: &Rc<Self>,
+        req: SyncGroupRequest,
+        _version: i16,
+    ) -> SyncGroupResponse {
         match self.sync_start(req) {
             Pending::Ready(response) => response,
             Pending::Wait(receiver) => receiver
@@ -720,15 +846,25 @@ impl GroupCoordinator {
         if group.state == GroupState::Dead {
             return ready(ResponseError::CoordinatorNotAvailable);
         }
-        if let Err(code) = validate_member(group, member_id, opt_string(&req.group_instance_id).as_deref()) {
+        if let Err(code) = validate_member(
+            group,
+            member_id,
+            opt_string(&req.group_instance_id).as_deref(),
+        ) {
             return ready(code);
         }
         if req.generation_id != group.generation {
             return ready(ResponseError::IllegalGeneration);
         }
         // v5: the client names the protocol it expects.
-        let type_mismatch = req.protocol_type.as_ref().is_some_and(|t| Some(t.as_str()) != group.protocol_type.as_deref());
-        let name_mismatch = req.protocol_name.as_ref().is_some_and(|n| Some(n.as_str()) != group.protocol_name.as_deref());
+        let type_mismatch = req
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| Some(t.as_str()) != group.protocol_type.as_deref());
+        let name_mismatch = req
+            .protocol_name
+            .as_ref()
+            .is_some_and(|n| Some(n.as_str()) != group.protocol_name.as_deref());
         if type_mismatch || name_mismatch {
             return ready(ResponseError::InconsistentGroupProtocol);
         }
@@ -739,7 +875,8 @@ impl GroupCoordinator {
             GroupState::Stable => {
                 let response = match group.members.get_mut(member_id) {
                     Some(member) => {
-                        member.heartbeat_deadline = Instant::now() + session_duration(member.session_timeout_ms);
+                        member.heartbeat_deadline =
+                            Instant::now() + session_duration(member.session_timeout_ms);
                         self.sync_response(group, member_id)
                     }
                     None => sync_error(ResponseError::UnknownMemberId),
@@ -751,7 +888,8 @@ impl GroupCoordinator {
                 let Some(member) = group.members.get_mut(member_id) else {
                     return ready(ResponseError::UnknownMemberId);
                 };
-                member.heartbeat_deadline = Instant::now() + session_duration(member.session_timeout_ms);
+                member.heartbeat_deadline =
+                    Instant::now() + session_duration(member.session_timeout_ms);
                 if let Some(old) = member.sync_waiter.replace(sender) {
                     let _ = old.try_send(sync_error(ResponseError::UnknownMemberId));
                 }
@@ -762,14 +900,21 @@ impl GroupCoordinator {
                     }
                     // Members the leader left out get an empty assignment.
                     for member in group.members.values_mut() {
-                        member.assignment = assignments.get(member.member_id.as_str()).map(|a| (*a).clone()).unwrap_or_default();
+                        member.assignment = assignments
+                            .get(member.member_id.as_str())
+                            .map(|a| (*a).clone())
+                            .unwrap_or_default();
                     }
                     group.transition(GroupState::Stable, now_ms());
                     self.persist_group(group);
                     let member_ids: Vec<String> = group.members.keys().cloned().collect();
                     for id in member_ids {
                         let response = self.sync_response(group, &id);
-                        if let Some(waiter) = group.members.get_mut(&id).and_then(|m| m.sync_waiter.take()) {
+                        if let Some(waiter) = group
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.sync_waiter.take())
+                        {
                             let _ = waiter.try_send(response);
                         }
                     }
@@ -783,7 +928,13 @@ impl GroupCoordinator {
         SyncGroupResponse::default()
             .with_protocol_type(group.protocol_type.as_deref().map(str_bytes))
             .with_protocol_name(group.protocol_name.as_deref().map(str_bytes))
-            .with_assignment(group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default())
+            .with_assignment(
+                group
+                    .members
+                    .get(member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default(),
+            )
     }
 
     // ---------------------------------------------------------------- Heartbeat
@@ -804,20 +955,27 @@ impl GroupCoordinator {
         let member_id = req.member_id.as_str();
         validate_group_id(group_id, true)?;
         let mut groups = self.groups.borrow_mut();
-        let group = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
         if group.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         if group.state == GroupState::Empty {
             return Err(ResponseError::UnknownMemberId);
         }
-        validate_member(group, member_id, opt_string(&req.group_instance_id).as_deref())?;
+        validate_member(
+            group,
+            member_id,
+            opt_string(&req.group_instance_id).as_deref(),
+        )?;
         if req.generation_id != group.generation {
             return Err(ResponseError::IllegalGeneration);
         }
         let state = group.state;
         if let Some(member) = group.members.get_mut(member_id) {
-            member.heartbeat_deadline = Instant::now() + session_duration(member.session_timeout_ms);
+            member.heartbeat_deadline =
+                Instant::now() + session_duration(member.session_timeout_ms);
         }
         match state {
             GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
@@ -835,7 +993,12 @@ impl GroupCoordinator {
         let identities: Vec<(String, Option<String>)> = if version >= 3 {
             req.members
                 .iter()
-                .map(|m| (m.member_id.as_str().to_string(), opt_string(&m.group_instance_id)))
+                .map(|m| {
+                    (
+                        m.member_id.as_str().to_string(),
+                        opt_string(&m.group_instance_id),
+                    )
+                })
                 .collect()
         } else {
             vec![(req.member_id.as_str().to_string(), None)]
@@ -852,14 +1015,24 @@ impl GroupCoordinator {
                         .with_error_code(code)
                 })
                 .collect();
-            LeaveGroupResponse::default().with_error_code(top_level).with_members(members)
+            LeaveGroupResponse::default()
+                .with_error_code(top_level)
+                .with_members(members)
         } else {
-            let code = if top_level != 0 { top_level } else { results.first().copied().unwrap_or(0) };
+            let code = if top_level != 0 {
+                top_level
+            } else {
+                results.first().copied().unwrap_or(0)
+            };
             LeaveGroupResponse::default().with_error_code(code)
         }
     }
 
-    fn leave_members(&self, group_id: &str, identities: &[(String, Option<String>)]) -> (i16, Vec<i16>) {
+    fn leave_members(
+        &self,
+        group_id: &str,
+        identities: &[(String, Option<String>)],
+    ) -> (i16, Vec<i16>) {
         let all = |code: ResponseError| (0, vec![code.code(); identities.len()]);
         if self.closed.get() {
             return (ResponseError::NotCoordinator.code(), Vec::new());
@@ -878,7 +1051,11 @@ impl GroupCoordinator {
         for (member_id, instance_id) in identities {
             let outcome = if member_id.is_empty() {
                 // Removal by group.instance.id alone (AdminClient removeMembersFromConsumerGroup).
-                match instance_id.as_ref().and_then(|i| group.static_members.get(i)).cloned() {
+                match instance_id
+                    .as_ref()
+                    .and_then(|i| group.static_members.get(i))
+                    .cloned()
+                {
                     Some(found) => {
                         self.remove_member_and_update_group(group, &found);
                         Ok(())
@@ -915,7 +1092,9 @@ impl GroupCoordinator {
             // KIP-1043: v6 reports a missing group as an error.
             return if version >= 6 {
                 dead.with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("Group {group_id} not found."))))
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "Group {group_id} not found."
+                    ))))
             } else {
                 dead
             };
@@ -927,8 +1106,11 @@ impl GroupCoordinator {
             .values()
             .map(|m| {
                 // Kafka shows metadata and assignment only in Stable.
-                let (metadata, assignment) =
-                    if stable { (m.metadata_for(&protocol), m.assignment.clone()) } else { (Bytes::new(), Bytes::new()) };
+                let (metadata, assignment) = if stable {
+                    (m.metadata_for(&protocol), m.assignment.clone())
+                } else {
+                    (Bytes::new(), Bytes::new())
+                };
                 DescribedGroupMember::default()
                     .with_member_id(str_bytes(&m.member_id))
                     .with_group_instance_id(m.group_instance_id.as_deref().map(str_bytes))
@@ -946,8 +1128,15 @@ impl GroupCoordinator {
 
     /// Groups matching the filters (KIP-518 states, KIP-848 types; both
     /// case-insensitive, empty meaning all).
-    pub fn list_groups(&self, states_filter: &[StrBytes], types_filter: &[StrBytes]) -> Vec<ListedGroup> {
-        let type_matches = types_filter.is_empty() || types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE_CLASSIC));
+    pub fn list_groups(
+        &self,
+        states_filter: &[StrBytes],
+        types_filter: &[StrBytes],
+    ) -> Vec<ListedGroup> {
+        let type_matches = types_filter.is_empty()
+            || types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(GROUP_TYPE_CLASSIC));
         if !type_matches || self.closed.get() {
             return Vec::new();
         }
@@ -955,7 +1144,12 @@ impl GroupCoordinator {
         let mut listed: Vec<ListedGroup> = groups
             .values()
             .filter(|g| g.state != GroupState::Dead)
-            .filter(|g| states_filter.is_empty() || states_filter.iter().any(|s| s.eq_ignore_ascii_case(g.state.name())))
+            .filter(|g| {
+                states_filter.is_empty()
+                    || states_filter
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
+            })
             .map(|g| {
                 ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(&g.id)))
@@ -984,7 +1178,9 @@ impl GroupCoordinator {
             match group.state {
                 GroupState::Dead => return ResponseError::GroupIdNotFound.code(),
                 GroupState::Empty => {}
-                GroupState::PreparingRebalance | GroupState::CompletingRebalance | GroupState::Stable => {
+                GroupState::PreparingRebalance
+                | GroupState::CompletingRebalance
+                | GroupState::Stable => {
                     return ResponseError::NonEmptyGroup.code();
                 }
             }
@@ -992,11 +1188,24 @@ impl GroupCoordinator {
                 .offsets
                 .keys()
                 .map(|(topic, partition)| {
-                    Key::Offset { group: group_id.to_string(), topic: topic.clone(), partition: *partition }.encode()
+                    Key::Offset {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    }
+                    .encode()
                 })
                 .collect();
-            keys.push(Key::Group { group: group_id.to_string() }.encode());
-            let last_seq = match self.log.enqueue_all(keys.into_iter().map(|key| (key, None)).collect()) {
+            keys.push(
+                Key::Group {
+                    group: group_id.to_string(),
+                }
+                .encode(),
+            );
+            let last_seq = match self
+                .log
+                .enqueue_all(keys.into_iter().map(|key| (key, None)).collect())
+            {
                 Ok(seqs) => seqs.last().copied().unwrap_or(0),
                 Err(error) => {
                     tracing::warn!(group = group_id, %error, "could not delete group");
@@ -1011,15 +1220,19 @@ impl GroupCoordinator {
             return ResponseError::CoordinatorNotAvailable.code();
         };
         let group_id = group_id.to_string();
-        Self::run_to_completion(async move { this.finish_delete(&group_id, incarnation, seq).await })
-            .await
-            .unwrap_or(ResponseError::CoordinatorNotAvailable.code())
+        Self::run_to_completion(
+            async move { this.finish_delete(&group_id, incarnation, seq).await },
+        )
+        .await
+        .unwrap_or(ResponseError::CoordinatorNotAvailable.code())
     }
 
     async fn finish_delete(&self, group_id: &str, incarnation: u64, seq: u64) -> i16 {
         let synced = self.log.sync(seq).await;
         let mut groups = self.groups.borrow_mut();
-        let same = groups.get(group_id).is_some_and(|g| g.incarnation == incarnation);
+        let same = groups
+            .get(group_id)
+            .is_some_and(|g| g.incarnation == incarnation);
         match synced {
             Ok(()) => {
                 if same {
@@ -1049,7 +1262,8 @@ impl GroupCoordinator {
                 group.join_timer = None;
                 for member in group.members.values_mut() {
                     if let Some(waiter) = member.join_waiter.take() {
-                        let _ = waiter.try_send(join_error(ResponseError::NotCoordinator, &member.member_id));
+                        let _ = waiter
+                            .try_send(join_error(ResponseError::NotCoordinator, &member.member_id));
                     }
                     if let Some(waiter) = member.sync_waiter.take() {
                         let _ = waiter.try_send(sync_error(ResponseError::NotCoordinator));
@@ -1066,7 +1280,9 @@ impl GroupCoordinator {
         spawn_detached(async move {
             loop {
                 glommio::timer::sleep(interval).await;
-                let Some(coordinator) = this.upgrade() else { return };
+                let Some(coordinator) = this.upgrade() else {
+                    return;
+                };
                 if coordinator.closed.get() {
                     return;
                 }
@@ -1095,7 +1311,11 @@ fn session_duration(session_timeout_ms: i32) -> Duration {
 
 /// Kafka's validateCurrentMember: a static member's instance id must map to
 /// this member id (else it was replaced: FENCED_INSTANCE_ID).
-pub(super) fn validate_member(group: &Group, member_id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+pub(super) fn validate_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), ResponseError> {
     if let Some(instance_id) = instance_id {
         match group.static_members.get(instance_id) {
             None => return Err(ResponseError::UnknownMemberId),
@@ -1122,7 +1342,11 @@ fn remove_member(group: &mut Group, member_id: &str) -> bool {
         let _ = waiter.try_send(sync_error(ResponseError::UnknownMemberId));
     }
     if let Some(instance_id) = &member.group_instance_id {
-        if group.static_members.get(instance_id).is_some_and(|id| id == member_id) {
+        if group
+            .static_members
+            .get(instance_id)
+            .is_some_and(|id| id == member_id)
+        {
             group.static_members.remove(instance_id);
         }
     }

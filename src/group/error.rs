@@ -28,7 +28,11 @@ pub enum Error {
     #[error("group coordinator is closed")]
     Closed,
     #[error("group log {path} is {bytes} bytes, above the {limit} byte limit for loading")]
-    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("invalid group configuration: {0}")]
     Config(String),
 }
@@ -43,15 +47,24 @@ impl Error {
             Error::Backlogged => ResponseError::RequestTimedOut,
             // The client looks for the coordinator again.
             Error::Closed => ResponseError::NotCoordinator,
-            Error::Io { .. } | Error::Corrupt(_) | Error::Failed(_) | Error::TooLarge { .. } | Error::Config(_) => {
-                ResponseError::CoordinatorNotAvailable
-            }
+            Error::Io { .. }
+            | Error::Corrupt(_)
+            | Error::Failed(_)
+            | Error::TooLarge { .. }
+            | Error::Config(_) => ResponseError::CoordinatorNotAvailable,
         }
     }
 
     /// Maps a glommio I/O error, naming the operation and file.
-    pub(crate) fn io(operation: &'static str, path: &std::path::Path) -> impl FnOnce(glommio::GlommioError<()>) -> Error {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(glommio::GlommioError<()>) -> Error {
         let path = path.to_path_buf();
-        move |source| Error::Io { operation, path, source: source.into() }
+        move |source| Error::Io {
+            operation,
+            path,
+            source: source.into(),
+        }
     }
 }

@@ -142,7 +142,10 @@ fn scan(bytes: &[u8]) -> Result<Scan, Error> {
         ops.push(parse_payload(payload)?);
         pos += FRAME_HEADER_BYTES + len;
     }
-    Ok(Scan { ops, valid_bytes: pos })
+    Ok(Scan {
+        ops,
+        valid_bytes: pos,
+    })
 }
 
 /// `scan` for the decoder tests: the number of valid bytes, or the error.
@@ -157,7 +160,8 @@ fn parse_payload(payload: &[u8]) -> Result<Op, Error> {
     let (key, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad key length"))?;
     match op {
         OP_PUT => {
-            let (value, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad value length"))?;
+            let (value, rest) =
+                split_len_prefixed(rest).ok_or_else(|| corrupt("bad value length"))?;
             if !rest.is_empty() {
                 return Err(corrupt("trailing bytes"));
             }
@@ -179,7 +183,12 @@ fn split_len_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
-async fn write_all(file: &BufferedFile, bytes: Vec<u8>, mut pos: u64, path: &Path) -> Result<(), Error> {
+async fn write_all(
+    file: &BufferedFile,
+    bytes: Vec<u8>,
+    mut pos: u64,
+    path: &Path,
+) -> Result<(), Error> {
     let mut remaining = bytes;
     while !remaining.is_empty() {
         // `write_at` takes the buffer; a short write needs the rest, so pass a
@@ -212,9 +221,17 @@ async fn open_read_write(path: &Path) -> Result<BufferedFile, Error> {
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), Error> {
-    let handle = Directory::open(dir).await.map_err(Error::io("open directory", dir))?;
-    handle.sync().await.map_err(Error::io("sync directory", dir))?;
-    handle.close().await.map_err(Error::io("close directory", dir))
+    let handle = Directory::open(dir)
+        .await
+        .map_err(Error::io("open directory", dir))?;
+    handle
+        .sync()
+        .await
+        .map_err(Error::io("sync directory", dir))?;
+    handle
+        .close()
+        .await
+        .map_err(Error::io("close directory", dir))
 }
 
 impl GroupLog {
@@ -237,7 +254,11 @@ impl GroupLog {
         let file = open_read_write(&path).await?;
         let size = file.file_size().await.map_err(Error::io("stat", &path))?;
         if size > LOAD_BYTES_MAX {
-            return Err(Error::TooLarge { path, bytes: size, limit: LOAD_BYTES_MAX });
+            return Err(Error::TooLarge {
+                path,
+                bytes: size,
+                limit: LOAD_BYTES_MAX,
+            });
         }
         let mut bytes = Vec::with_capacity(size as usize);
         while (bytes.len() as u64) < size {
@@ -258,7 +279,9 @@ impl GroupLog {
             file.truncate(scanned.valid_bytes as u64)
                 .await
                 .map_err(Error::io("truncate", &path))?;
-            file.fdatasync().await.map_err(Error::io("fdatasync", &path))?;
+            file.fdatasync()
+                .await
+                .map_err(Error::io("fdatasync", &path))?;
         }
         let file_records = scanned.ops.len() as u64;
         let mut inner = Inner {
@@ -291,7 +314,11 @@ impl GroupLog {
             inner: RefCell::new(inner),
         };
         if log.should_compact() {
-            let _permit = log.flush_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+            let _permit = log
+                .flush_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| Error::Closed)?;
             log.compact_locked().await?;
         }
         Ok(log)
@@ -304,7 +331,10 @@ impl GroupLog {
 
     pub fn stats(&self) -> LogStats {
         let inner = self.inner.borrow();
-        LogStats { live_records: inner.live.len() as u64, ..inner.stats }
+        LogStats {
+            live_records: inner.live.len() as u64,
+            ..inner.stats
+        }
     }
 
     /// Orders a put (`Some(value)`) or delete (`None`) after every record
@@ -323,9 +353,18 @@ impl GroupLog {
         if inner.closed {
             return Err(Error::Closed);
         }
-        let records: Vec<Vec<u8>> = ops.iter().map(|(key, value)| frame(key, value.as_deref())).collect();
-        if let Some(record) = records.iter().find(|r| r.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX) {
-            return Err(Error::Corrupt(format!("record of {} bytes is too large", record.len())));
+        let records: Vec<Vec<u8>> = ops
+            .iter()
+            .map(|(key, value)| frame(key, value.as_deref()))
+            .collect();
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX)
+        {
+            return Err(Error::Corrupt(format!(
+                "record of {} bytes is too large",
+                record.len()
+            )));
         }
         let bytes: usize = records.iter().map(Vec::len).sum();
         if inner.pending.len() + bytes > PENDING_BYTES_MAX {
@@ -425,12 +464,20 @@ impl GroupLog {
             }
             let bytes = std::mem::take(&mut inner.pending);
             let ops = std::mem::take(&mut inner.pending_ops);
-            (bytes, ops, inner.next_seq - 1, inner.file.clone(), inner.stats.file_bytes)
+            (
+                bytes,
+                ops,
+                inner.next_seq - 1,
+                inner.file.clone(),
+                inner.stats.file_bytes,
+            )
         };
         let len = bytes.len() as u64;
         let result = async {
             write_all(&file, bytes, pos, &self.path).await?;
-            file.fdatasync().await.map_err(Error::io("fdatasync", &self.path))
+            file.fdatasync()
+                .await
+                .map_err(Error::io("fdatasync", &self.path))
         }
         .await;
         if let Err(error) = result {
@@ -479,8 +526,12 @@ impl GroupLog {
                 .await
                 .map_err(Error::io("create", &compact_path))?;
             write_all(&file, bytes, 0, &compact_path).await?;
-            file.fdatasync().await.map_err(Error::io("fdatasync", &compact_path))?;
-            file.close().await.map_err(Error::io("close", &compact_path))
+            file.fdatasync()
+                .await
+                .map_err(Error::io("fdatasync", &compact_path))?;
+            file.close()
+                .await
+                .map_err(Error::io("close", &compact_path))
         }
         .await;
         if let Err(error) = written {

@@ -24,7 +24,16 @@
 //! c.remove_topic(topic)                                              // topic deleted: drop its offsets
 //! c.expire_offsets(now_ms) -> usize                                  // also run by a timer
 //! c.close() -> Result<(), Error>                                     // flush and compact the log
+//! c.group_state(id) / c.group_count() / c.log_stats()                // for metrics and tests
+//! offset_fetch_request_groups(&req, version) / offset_fetch_response(&req, groups, version)
+//! shard_for_group(group_id, shards) -> usize                         // which shard owns a group
+//! Error::response_error() -> ResponseError                           // the code a failed request gets
 //! ```
+//!
+//! Every async method may be dropped half-way (a closed connection): writes
+//! already ordered still become durable and memory still follows them. A
+//! member whose held JoinGroup or SyncGroup was dropped stays in the group
+//! until the rebalance completes and its session then times out, as in Kafka.
 //!
 //! `join_group` takes the request header's client id and the peer address
 //! ([`ClientInfo`]) because DescribeGroups reports them and Kafka derives the
@@ -60,7 +69,23 @@ pub use log::LogStats;
 pub use offsets::{offset_fetch_request_groups, offset_fetch_response};
 pub use state::GroupState;
 
+use std::ops::RangeInclusive;
+
 use kafka_protocol::error::ResponseError;
+
+/// Versions the coordinator answers, for the broker's ApiVersions. Newer
+/// versions of OffsetCommit (9+) and OffsetFetch (9+) carry KIP-848 member
+/// epochs of the new consumer protocol, which this coordinator does not speak.
+pub const JOIN_GROUP_VERSIONS: RangeInclusive<i16> = 0..=9;
+pub const SYNC_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=6;
+pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
+pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=8;
+pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=8;
+pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
 
 /// Longest group id accepted; longer ones get INVALID_GROUP_ID.
 pub const GROUP_ID_BYTES_MAX: usize = 4096;
@@ -70,7 +95,8 @@ pub const OFFSET_METADATA_BYTES_LIMIT: usize = 64 << 10;
 /// group may be configured to hold.
 pub const GROUP_SIZE_LIMIT: usize = 100_000;
 
-const _: () = assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
+const _: () =
+    assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
 
 /// The coordinator's settings (Kafka's names in the comments).
 #[derive(Debug, Clone)]
@@ -115,7 +141,9 @@ impl Default for GroupConfig {
 impl GroupConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |what: &str| Err(Error::Config(what.to_string()));
-        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+        if self.min_session_timeout_ms <= 0
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
             return fail("need 0 < min_session_timeout_ms <= max_session_timeout_ms");
         }
         if self.max_group_size == 0 || self.max_group_size > GROUP_SIZE_LIMIT {

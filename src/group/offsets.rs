@@ -8,16 +8,22 @@
 use std::collections::BTreeSet;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, TopicName,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
 use super::coordinator::{now_ms, str_bytes, validate_member, GroupCoordinator};
@@ -86,7 +92,10 @@ impl GroupCoordinator {
                             value: OffsetValue {
                                 offset: partition.committed_offset,
                                 leader_epoch: partition.committed_leader_epoch,
-                                metadata: partition.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+                                metadata: partition
+                                    .committed_metadata
+                                    .as_ref()
+                                    .map(|m| m.as_str().to_string()),
                                 commit_timestamp_ms: now,
                                 expire_timestamp_ms,
                             },
@@ -95,7 +104,9 @@ impl GroupCoordinator {
                     }
                 };
                 partitions.push(
-                    OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code),
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(code),
                 );
             }
             response_topics.push(
@@ -110,7 +121,10 @@ impl GroupCoordinator {
                     tracing::warn!(group = %group_id, %error, "offset commit failed");
                     // Not durable: the partitions accepted above are not committed.
                     let code = error.response_error().code();
-                    for partition in response_topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    for partition in response_topics
+                        .iter_mut()
+                        .flat_map(|t| t.partitions.iter_mut())
+                    {
                         if partition.error_code == 0 {
                             partition.error_code = code;
                         }
@@ -130,7 +144,11 @@ impl GroupCoordinator {
         validate_group_id(group_id, false)?;
         let generation = req.generation_id_or_member_epoch;
         let member_id = req.member_id.as_str();
-        let instance_id = req.group_instance_id.as_ref().filter(|i| !i.is_empty()).map(|i| i.as_str());
+        let instance_id = req
+            .group_instance_id
+            .as_ref()
+            .filter(|i| !i.is_empty())
+            .map(|i| i.as_str());
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else {
             if generation >= 0 {
@@ -168,16 +186,27 @@ impl GroupCoordinator {
         Ok(group.incarnation)
     }
 
-    async fn write_offsets(&self, group_id: &str, incarnation: u64, writes: Vec<OffsetWrite>) -> Result<(), Error> {
+    async fn write_offsets(
+        &self,
+        group_id: &str,
+        incarnation: u64,
+        writes: Vec<OffsetWrite>,
+    ) -> Result<(), Error> {
         let records = writes
             .iter()
             .map(|write| {
-                let key = Key::Offset { group: group_id.to_string(), topic: write.topic.clone(), partition: write.partition };
+                let key = Key::Offset {
+                    group: group_id.to_string(),
+                    topic: write.topic.clone(),
+                    partition: write.partition,
+                };
                 (key.encode(), Some(write.value.encode()))
             })
             .collect();
         let seqs = self.log.enqueue_all(records)?;
-        let Some(&last) = seqs.last() else { return Ok(()) };
+        let Some(&last) = seqs.last() else {
+            return Ok(());
+        };
         let this = self.strong().ok_or(Error::Closed)?;
         let group_id = group_id.to_string();
         let applied = Self::run_to_completion(async move {
@@ -189,23 +218,46 @@ impl GroupCoordinator {
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.
-    fn apply_offsets(&self, group_id: &str, incarnation: u64, writes: Vec<OffsetWrite>, seqs: Vec<u64>) {
+    fn apply_offsets(
+        &self,
+        group_id: &str,
+        incarnation: u64,
+        writes: Vec<OffsetWrite>,
+        seqs: Vec<u64>,
+    ) {
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id).filter(|g| g.incarnation == incarnation) else {
+        let Some(group) = groups
+            .get_mut(group_id)
+            .filter(|g| g.incarnation == incarnation)
+        else {
             return;
         };
         for (write, seq) in writes.into_iter().zip(seqs) {
             let key = (write.topic, write.partition);
-            if group.offsets.get(&key).is_some_and(|stored| stored.seq > seq) {
+            if group
+                .offsets
+                .get(&key)
+                .is_some_and(|stored| stored.seq > seq)
+            {
                 continue;
             }
-            group.offsets.insert(key, StoredOffset { value: write.value, seq });
+            group.offsets.insert(
+                key,
+                StoredOffset {
+                    value: write.value,
+                    seq,
+                },
+            );
         }
     }
 
     /// Waits for tombstones up to `seq`, then drops the offsets from memory,
     /// even if the caller goes away meanwhile.
-    async fn forget_when_durable(&self, removals: Vec<OffsetRemoval>, seq: u64) -> Result<(), Error> {
+    async fn forget_when_durable(
+        &self,
+        removals: Vec<OffsetRemoval>,
+        seq: u64,
+    ) -> Result<(), Error> {
         let this = self.strong().ok_or(Error::Closed)?;
         let forgotten = Self::run_to_completion(async move {
             this.log.sync(seq).await?;
@@ -218,7 +270,11 @@ impl GroupCoordinator {
     }
 
     /// One group of an OffsetFetch (v8+ shape). `topics: None` fetches all of the group's offsets.
-    pub fn offset_fetch_group(&self, request: &OffsetFetchRequestGroup, _require_stable: bool) -> OffsetFetchResponseGroup {
+    pub fn offset_fetch_group(
+        &self,
+        request: &OffsetFetchRequestGroup,
+        _require_stable: bool,
+    ) -> OffsetFetchResponseGroup {
         // require_stable (KIP-447) matters only with pending transactional
         // offsets, which this coordinator does not have.
         let response = OffsetFetchResponseGroup::default().with_group_id(request.group_id.clone());
@@ -236,8 +292,14 @@ impl GroupCoordinator {
             OffsetFetchResponsePartitions::default()
                 .with_partition_index(index)
                 .with_committed_offset(stored.map_or(NO_OFFSET, |s| s.value.offset))
-                .with_committed_leader_epoch(stored.map_or(NO_LEADER_EPOCH, |s| s.value.leader_epoch))
-                .with_metadata(Some(str_bytes(stored.and_then(|s| s.value.metadata.as_deref()).unwrap_or(""))))
+                .with_committed_leader_epoch(
+                    stored.map_or(NO_LEADER_EPOCH, |s| s.value.leader_epoch),
+                )
+                .with_metadata(Some(str_bytes(
+                    stored
+                        .and_then(|s| s.value.metadata.as_deref())
+                        .unwrap_or(""),
+                )))
         };
         let topics = match &request.topics {
             Some(topics) => topics
@@ -246,14 +308,22 @@ impl GroupCoordinator {
                     OffsetFetchResponseTopics::default()
                         .with_name(t.name.clone())
                         .with_topic_id(t.topic_id)
-                        .with_partitions(t.partition_indexes.iter().map(|&i| partition(t.name.0.as_str(), i)).collect())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|&i| partition(t.name.0.as_str(), i))
+                                .collect(),
+                        )
                 })
                 .collect(),
             None => {
                 let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
                 for (topic, index) in group.iter().flat_map(|g| g.offsets.keys()) {
                     if topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
-                        topics.push(OffsetFetchResponseTopics::default().with_name(TopicName(str_bytes(topic))));
+                        topics.push(
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(str_bytes(topic))),
+                        );
                     }
                     if let Some(last) = topics.last_mut() {
                         last.partitions.push(partition(topic, *index));
@@ -266,9 +336,14 @@ impl GroupCoordinator {
     }
 
     /// Deletes committed offsets of partitions the group no longer consumes.
-    pub async fn offset_delete(&self, req: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
+    pub async fn offset_delete(
+        &self,
+        req: OffsetDeleteRequest,
+        _version: i16,
+    ) -> OffsetDeleteResponse {
         let group_id = req.group_id.0.as_str().to_string();
-        let top_level = |code: ResponseError| OffsetDeleteResponse::default().with_error_code(code.code());
+        let top_level =
+            |code: ResponseError| OffsetDeleteResponse::default().with_error_code(code.code());
         if self.closed.get() {
             return top_level(ResponseError::NotCoordinator);
         }
@@ -279,7 +354,10 @@ impl GroupCoordinator {
         let mut response_topics = Vec::with_capacity(req.topics.len());
         let (incarnation, last_seq) = {
             let groups = self.groups.borrow();
-            let Some(group) = groups.get(&group_id).filter(|g| g.state != GroupState::Dead) else {
+            let Some(group) = groups
+                .get(&group_id)
+                .filter(|g| g.state != GroupState::Dead)
+            else {
                 return top_level(ResponseError::GroupIdNotFound);
             };
             // An Empty group may drop any offset; a consumer group only those
@@ -294,12 +372,20 @@ impl GroupCoordinator {
             };
             for topic in &req.topics {
                 let name = topic.name.0.as_str();
-                let code = if subscribed.contains(name) { ResponseError::GroupSubscribedToTopic.code() } else { 0 };
+                let code = if subscribed.contains(name) {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else {
+                    0
+                };
                 let partitions = topic
                     .partitions
                     .iter()
                     .map(|p| {
-                        if code == 0 && group.offsets.contains_key(&(name.to_string(), p.partition_index)) {
+                        if code == 0
+                            && group
+                                .offsets
+                                .contains_key(&(name.to_string(), p.partition_index))
+                        {
                             deletes.push((name.to_string(), p.partition_index));
                         }
                         OffsetDeleteResponsePartition::default()
@@ -308,7 +394,9 @@ impl GroupCoordinator {
                     })
                     .collect();
                 response_topics.push(
-                    OffsetDeleteResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions),
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(topic.name.clone())
+                        .with_partitions(partitions),
                 );
             }
             let tombstones = offset_tombstones(&group_id, &deletes);
@@ -322,7 +410,11 @@ impl GroupCoordinator {
             (group.incarnation, last_seq)
         };
         if last_seq > 0 {
-            let removal = OffsetRemoval { group_id: group_id.clone(), incarnation, keys: deletes };
+            let removal = OffsetRemoval {
+                group_id: group_id.clone(),
+                incarnation,
+                keys: deletes,
+            };
             if let Err(error) = self.forget_when_durable(vec![removal], last_seq).await {
                 tracing::warn!(group = %group_id, %error, "offset delete failed");
                 return top_level(error.response_error());
@@ -334,11 +426,18 @@ impl GroupCoordinator {
     /// Drops offsets from memory unless rewritten after the tombstones (`seq`).
     fn forget_offsets(&self, group_id: &str, incarnation: u64, keys: &[(String, i32)], seq: u64) {
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id).filter(|g| g.incarnation == incarnation) else {
+        let Some(group) = groups
+            .get_mut(group_id)
+            .filter(|g| g.incarnation == incarnation)
+        else {
             return;
         };
         for key in keys {
-            if group.offsets.get(key).is_some_and(|stored| stored.seq < seq) {
+            if group
+                .offsets
+                .get(key)
+                .is_some_and(|stored| stored.seq < seq)
+            {
                 group.offsets.remove(key);
             }
         }
@@ -351,8 +450,12 @@ impl GroupCoordinator {
         {
             let groups = self.groups.borrow();
             for group in groups.values() {
-                let keys: Vec<(String, i32)> =
-                    group.offsets.keys().filter(|(t, _)| t == topic).cloned().collect();
+                let keys: Vec<(String, i32)> = group
+                    .offsets
+                    .keys()
+                    .filter(|(t, _)| t == topic)
+                    .cloned()
+                    .collect();
                 if keys.is_empty() {
                     continue;
                 }
@@ -365,7 +468,11 @@ impl GroupCoordinator {
                         break;
                     }
                 }
-                removals.push(OffsetRemoval { group_id: group.id.clone(), incarnation: group.incarnation, keys });
+                removals.push(OffsetRemoval {
+                    group_id: group.id.clone(),
+                    incarnation: group.incarnation,
+                    keys,
+                });
             }
         }
         if last_seq == 0 {
@@ -395,7 +502,13 @@ impl GroupCoordinator {
                     && all_gone;
                 let mut tombstones = offset_tombstones(&group.id, &expired);
                 if remove_group {
-                    tombstones.push((Key::Group { group: group.id.clone() }.encode(), None));
+                    tombstones.push((
+                        Key::Group {
+                            group: group.id.clone(),
+                        }
+                        .encode(),
+                        None,
+                    ));
                 }
                 if tombstones.is_empty() {
                     continue;
@@ -413,7 +526,11 @@ impl GroupCoordinator {
                     group_removals.push((group.id.clone(), group.incarnation));
                 }
                 if !expired.is_empty() {
-                    offset_removals.push(OffsetRemoval { group_id: group.id.clone(), incarnation: group.incarnation, keys: expired });
+                    offset_removals.push(OffsetRemoval {
+                        group_id: group.id.clone(),
+                        incarnation: group.incarnation,
+                        keys: expired,
+                    });
                 }
             }
         }
@@ -428,11 +545,17 @@ impl GroupCoordinator {
         for (group_id, incarnation) in group_removals {
             // Only if nothing joined or committed while the tombstone was written.
             let still_idle = groups.get(&group_id).is_some_and(|g| {
-                g.incarnation == incarnation && g.state == GroupState::Empty && g.offsets.is_empty() && g.pending_members.is_empty()
+                g.incarnation == incarnation
+                    && g.state == GroupState::Empty
+                    && g.offsets.is_empty()
+                    && g.pending_members.is_empty()
             });
             if still_idle {
                 groups.remove(&group_id);
-            } else if let Some(group) = groups.get(&group_id).filter(|g| g.incarnation == incarnation) {
+            } else if let Some(group) = groups
+                .get(&group_id)
+                .filter(|g| g.incarnation == incarnation)
+            {
                 // The tombstone is on disk but the group lives on: record it again.
                 self.persist_group(group);
             }
@@ -443,7 +566,10 @@ impl GroupCoordinator {
 
 /// The groups of an OffsetFetch in the v8+ shape: v1-7 name one group at the
 /// top level. The broker routes each to its shard's `offset_fetch_group`.
-pub fn offset_fetch_request_groups(request: &OffsetFetchRequest, version: i16) -> Vec<OffsetFetchRequestGroup> {
+pub fn offset_fetch_request_groups(
+    request: &OffsetFetchRequest,
+    version: i16,
+) -> Vec<OffsetFetchRequestGroup> {
     if version >= 8 {
         return request.groups.clone();
     }
@@ -457,7 +583,9 @@ pub fn offset_fetch_request_groups(request: &OffsetFetchRequest, version: i16) -
             })
             .collect()
     });
-    vec![OffsetFetchRequestGroup::default().with_group_id(request.group_id.clone()).with_topics(topics)]
+    vec![OffsetFetchRequestGroup::default()
+        .with_group_id(request.group_id.clone())
+        .with_topics(topics)]
 }
 
 /// The OffsetFetch response for `version` from the per-group answers (in request order).
@@ -483,7 +611,11 @@ pub fn offset_fetch_response(
     let mut topics: Vec<OffsetFetchResponseTopic> = group
         .topics
         .into_iter()
-        .map(|t| OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(t.partitions.into_iter().map(partition).collect()))
+        .map(|t| {
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(t.partitions.into_iter().map(partition).collect())
+        })
         .collect();
     if version < 2 && group.error_code != 0 {
         // v0-1 have no top-level error: every requested partition carries it.
@@ -503,18 +635,26 @@ pub fn offset_fetch_response(
                             .with_error_code(group.error_code)
                     })
                     .collect();
-                OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
             })
             .collect();
     }
-    OffsetFetchResponse::default().with_topics(topics).with_error_code(group.error_code)
+    OffsetFetchResponse::default()
+        .with_topics(topics)
+        .with_error_code(group.error_code)
 }
 
 /// Tombstones for these offsets of `group_id`.
 fn offset_tombstones(group_id: &str, keys: &[(String, i32)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     keys.iter()
         .map(|(topic, partition)| {
-            let key = Key::Offset { group: group_id.to_string(), topic: topic.clone(), partition: *partition };
+            let key = Key::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
             (key.encode(), None)
         })
         .collect()
@@ -540,7 +680,8 @@ fn expired_offsets(group: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String
                 .offsets
                 .iter()
                 .filter(|((topic, _), stored)| {
-                    !subscribed.contains(topic) && is_expired(stored, stored.value.commit_timestamp_ms)
+                    !subscribed.contains(topic)
+                        && is_expired(stored, stored.value.commit_timestamp_ms)
                 })
                 .map(|(key, _)| key.clone())
                 .collect(),

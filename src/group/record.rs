@@ -25,7 +25,11 @@ pub enum Key {
     /// The group exists, with the facts in [`GroupValue`].
     Group { group: String },
     /// The committed offset of one partition, in [`OffsetValue`].
-    Offset { group: String, topic: String, partition: i32 },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
 }
 
 /// A committed offset as stored (OffsetCommit's fields plus timestamps).
@@ -59,7 +63,11 @@ impl Key {
                 out.push(KEY_KIND_GROUP);
                 put_str(&mut out, group);
             }
-            Key::Offset { group, topic, partition } => {
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => {
                 out.push(KEY_KIND_OFFSET);
                 put_str(&mut out, group);
                 put_str(&mut out, topic);
@@ -72,7 +80,9 @@ impl Key {
     pub fn decode(bytes: &[u8]) -> Result<Key, Error> {
         let mut reader = Reader::new(bytes);
         let key = match reader.u8()? {
-            KEY_KIND_GROUP => Key::Group { group: reader.string()? },
+            KEY_KIND_GROUP => Key::Group {
+                group: reader.string()?,
+            },
             KEY_KIND_OFFSET => Key::Offset {
                 group: reader.string()?,
                 topic: reader.string()?,
@@ -220,7 +230,10 @@ impl<'a> Reader<'a> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(Error::Corrupt(format!("{} trailing bytes in record", self.bytes.len())))
+            Err(Error::Corrupt(format!(
+                "{} trailing bytes in record",
+                self.bytes.len()
+            )))
         }
     }
 }
@@ -233,7 +246,11 @@ mod tests {
     fn keys_and_values_round_trip() {
         let keys = [
             Key::Group { group: "g".into() },
-            Key::Offset { group: "grp".into(), topic: "t".into(), partition: 7 },
+            Key::Offset {
+                group: "grp".into(),
+                topic: "t".into(),
+                partition: 7,
+            },
         ];
         for key in keys {
             assert_eq!(Key::decode(&key.encode()).unwrap(), key);
@@ -257,7 +274,12 @@ mod tests {
 
     #[test]
     fn truncated_or_padded_records_are_rejected() {
-        let encoded = Key::Offset { group: "g".into(), topic: "t".into(), partition: 1 }.encode();
+        let encoded = Key::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 1,
+        }
+        .encode();
         for len in 0..encoded.len() {
             assert!(Key::decode(&encoded[..len]).is_err());
         }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use glommio::channels::local_channel::LocalSender;
 use indexmap::IndexMap;
-use kafka_protocol::messages::{ConsumerProtocolSubscription, JoinGroupResponse, SyncGroupResponse};
+use kafka_protocol::messages::{
+    ConsumerProtocolSubscription, JoinGroupResponse, SyncGroupResponse,
+};
 use kafka_protocol::protocol::Decodable;
 
 use super::record::{GroupValue, OffsetValue};
@@ -175,7 +177,8 @@ impl Group {
         let Some(first) = members.next() else {
             return BTreeSet::new();
         };
-        let mut candidates: BTreeSet<&str> = first.protocols.iter().map(|(n, _)| n.as_str()).collect();
+        let mut candidates: BTreeSet<&str> =
+            first.protocols.iter().map(|(n, _)| n.as_str()).collect();
         for member in members {
             candidates.retain(|c| member.protocols.iter().any(|(n, _)| n == c));
         }
@@ -189,7 +192,9 @@ impl Group {
         }
         self.protocol_type.as_deref() == Some(protocol_type)
             && protocols.iter().any(|(name, _)| {
-                self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name))
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
             })
     }
 
@@ -200,7 +205,11 @@ impl Group {
         let candidates = self.candidate_protocols();
         let mut votes: Vec<(&str, usize)> = Vec::new();
         for member in self.members.values() {
-            let Some((vote, _)) = member.protocols.iter().find(|(n, _)| candidates.contains(n.as_str())) else {
+            let Some((vote, _)) = member
+                .protocols
+                .iter()
+                .find(|(n, _)| candidates.contains(n.as_str()))
+            else {
                 continue;
             };
             match votes.iter_mut().find(|(name, _)| name == vote) {
@@ -262,7 +271,10 @@ mod tests {
             client_host: String::new(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 10_000,
-            protocols: protocols.iter().map(|p| (p.to_string(), Bytes::new())).collect(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::new()))
+                .collect(),
             assignment: Bytes::new(),
             join_waiter: None,
             sync_waiter: None,
@@ -274,9 +286,15 @@ mod tests {
     fn protocol_selection_takes_the_most_voted_common_protocol() {
         let mut group = Group::new("g".into(), 1, 0);
         group.protocol_type = Some("consumer".into());
-        group.members.insert("a".into(), member("a", &["cooperative-sticky", "range"]));
-        group.members.insert("b".into(), member("b", &["range", "roundrobin"]));
-        group.members.insert("c".into(), member("c", &["roundrobin", "range"]));
+        group
+            .members
+            .insert("a".into(), member("a", &["cooperative-sticky", "range"]));
+        group
+            .members
+            .insert("b".into(), member("b", &["range", "roundrobin"]));
+        group
+            .members
+            .insert("c".into(), member("c", &["roundrobin", "range"]));
         // Only "range" is common to all three.
         assert_eq!(group.select_protocol().as_deref(), Some("range"));
         assert!(group.supports_protocols("consumer", &[("range".into(), Bytes::new())]));

@@ -12,16 +12,16 @@ use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
-use super::errors::partition_error;
+use super::errors::take_answer;
 use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use super::{Outcome, Request};
 use crate::decode_or_close;
 use crate::shard::mesh::run_on;
-use crate::shard::partitions::{FetchPart, PartitionError};
+use crate::shard::partitions::FetchPart;
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::Shard;
-use crate::storage::{self, ReadResult};
+use crate::storage::ReadResult;
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
 pub const VERSIONS: RangeInclusive<i16> = 4..=16;
@@ -96,11 +96,12 @@ fn read_bytes(read: &ReadResult) -> usize {
     read.batches.iter().map(Bytes::len).sum()
 }
 
-fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option<Result<ReadResult, FetchError>>) -> PartitionAnswer {
+fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option<Result<ReadResult, ResponseError>>) -> PartitionAnswer {
+    // Like Kafka, an errored partition reports -1 watermarks.
     let outcome = match (topic_error, read) {
-        (Some(error), _) => Err(FetchError::from(error)),
+        (Some(error), _) => Err(error),
         (None, Some(result)) => result,
-        (None, None) => Err(FetchError::from(ResponseError::UnknownTopicOrPartition)),
+        (None, None) => Err(ResponseError::UnknownTopicOrPartition),
     };
     match outcome {
         Ok(read) => PartitionAnswer {
@@ -110,40 +111,7 @@ fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option
             log_start_offset: read.log_start_offset,
             records: read.batches,
         },
-        Err(error) => PartitionAnswer {
-            index,
-            error_code: error.code.code(),
-            high_watermark: error.high_watermark,
-            log_start_offset: error.log_start_offset,
-            records: Vec::new(),
-        },
-    }
-}
-
-/// A partition's failed read, with the log's bounds where they are known
-/// (an OFFSET_OUT_OF_RANGE answer carries them, so clients can reset).
-struct FetchError {
-    code: ResponseError,
-    high_watermark: i64,
-    log_start_offset: i64,
-}
-
-impl From<ResponseError> for FetchError {
-    fn from(code: ResponseError) -> Self {
-        FetchError { code, high_watermark: -1, log_start_offset: -1 }
-    }
-}
-
-impl From<&PartitionError> for FetchError {
-    fn from(error: &PartitionError) -> Self {
-        match error {
-            PartitionError::Storage(storage::Error::OffsetOutOfRange { log_start_offset, high_watermark, .. }) => FetchError {
-                code: ResponseError::OffsetOutOfRange,
-                high_watermark: *high_watermark,
-                log_start_offset: *log_start_offset,
-            },
-            other => FetchError::from(partition_error(other)),
-        }
+        Err(error) => PartitionAnswer { index, error_code: error.code(), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
     }
 }
 
@@ -153,7 +121,7 @@ async fn read_all(
     shard: &Rc<Shard>,
     topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
     max_bytes: usize,
-) -> Vec<Option<Result<ReadResult, FetchError>>> {
+) -> Vec<Option<Result<ReadResult, ResponseError>>> {
     let mut scatter = Scatter::new(shard.shard_count());
     let mut slots = Vec::new();
     for (_, _, wanted, _) in topics {
@@ -172,12 +140,8 @@ async fn read_all(
     slots
         .into_iter()
         .map(|slot| match slot {
-            Some(slot) => Some(match answers[slot].take() {
-                Some(Ok(read)) => Ok(read),
-                Some(Err(error)) => Err(FetchError::from(&error)),
-                None => Err(FetchError::from(ResponseError::UnknownServerError)),
-            }),
-            None => Some(Err(FetchError::from(ResponseError::UnknownTopicOrPartition))),
+            Some(slot) => Some(take_answer(&mut answers, slot)),
+            None => Some(Err(ResponseError::UnknownTopicOrPartition)),
         })
         .collect()
 }
@@ -186,7 +150,7 @@ async fn read_all(
 async fn wait_for_growth(
     shard: &Rc<Shard>,
     topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
-    reads: &[Option<Result<ReadResult, FetchError>>],
+    reads: &[Option<Result<ReadResult, ResponseError>>],
     timeout: Duration,
 ) {
     let mut by_owner: Vec<Vec<(Arc<str>, i32, i64)>> = vec![Vec::new(); shard.shard_count()];

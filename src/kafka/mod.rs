@@ -75,6 +75,8 @@ pub const CLUSTER_ID: &str = "ringlog-cluster";
 pub struct Request {
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address as Kafka reports it (`/<ip>`).
+    pub client_host: Rc<str>,
 }
 
 impl Request {
@@ -120,7 +122,7 @@ pub fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, versio
 }
 
 /// Runs one request frame to its outcome.
-pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Outcome {
     if frame.len() < 4 {
         return Outcome::Close(format!("frame of {} bytes is too short for a request header", frame.len()));
     }
@@ -143,7 +145,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         Ok(header) => header,
         Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),
     };
-    let request = Request { header, body };
+    let request = Request { header, body, client_host };
     match key {
         ApiKey::Produce => produce::handle(&shard, &request).await,
         ApiKey::Fetch => fetch::handle(&shard, &request).await,

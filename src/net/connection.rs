@@ -35,8 +35,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         writer_stopped.start();
         end
     };
-    let (read_end, write_end) =
-        futures_lite::future::zip(read_requests(&shard, reader, queue, &writer_stopped), write_side).await;
+    // Kafka reports a member's host as "/<ip>" in DescribeGroups.
+    let client_host: Rc<str> = peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
+    let read_side = read_requests(&shard, reader, queue, &writer_stopped, &client_host);
+    let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
         tracing::info!(shard = shard.id, peer = %display_peer(peer), %reason, "connection closed");
     }
@@ -53,6 +55,7 @@ async fn read_requests(
     mut reader: ReadHalf<TcpStream>,
     queue: LocalSender<Pending>,
     writer_stopped: &Shutdown,
+    client_host: &Rc<str>,
 ) -> Option<String> {
     let limit = shard.config.request_bytes_max as usize;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -60,7 +63,7 @@ async fn read_requests(
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
-                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame)).detach();
+                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame, client_host.clone())).detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }
