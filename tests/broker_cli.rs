@@ -232,3 +232,31 @@ fn a_data_directory_without_o_direct_is_refused_unless_buffered_io_is_allowed() 
     let (status, stderr) = run_to_exit(dir.path(), &serve_args(dir.path(), &["--data-dir", &data_dir, "--allow-buffered-io"]));
     assert!(status.is_none(), "with --allow-buffered-io the broker keeps running; stderr:\n{stderr}");
 }
+
+#[test]
+fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = free_port();
+    let args = |node: &str| -> Vec<String> {
+        ["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &dir.path().join("data").display().to_string(), "--numa-node", node]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_refused("an unknown NUMA node", &args("4095"), dir.path(), &["numa", "4095"]);
+    if !Path::new("/sys/devices/system/node/node0").is_dir() {
+        eprintln!("no NUMA topology exposed here: node 0 not checked");
+        return;
+    }
+    let mut child = Command::new(broker_binary())
+        .args(args("0"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning the broker binary");
+    let serving = common::wait_until(REFUSAL_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let _ = child.kill();
+    let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
+    assert!(serving, "the broker serves on NUMA node 0's CPUs");
+}

@@ -85,6 +85,12 @@ impl Request {
     }
 
     /// Decodes the body as `T`; a failure means a malformed request.
+    ///
+    /// The frame is already bounded by `socket.request.max.bytes`. kafka-protocol
+    /// 0.18 sizes arrays from their wire length before decoding elements, which
+    /// only reserves address space (mimalloc maps it lazily, nothing is
+    /// committed) and fails as soon as the bytes run out; the end-to-end test
+    /// `array_lengths_larger_than_the_frame_...` keeps that true.
     pub fn decode<T: Decodable>(&self) -> Result<T, Outcome> {
         let mut body = self.body.clone();
         T::decode(&mut body, self.version()).map_err(|error| {
