@@ -28,6 +28,8 @@ pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error(transparent)]
     Placement(#[from] placement::PlacementError),
+    #[error(transparent)]
+    Uring(#[from] super::uring_probe::UringError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -75,6 +77,7 @@ struct ShardSeed {
 
 /// Runs the broker until SIGINT/SIGTERM (or `stop` fires), then shuts down cleanly.
 pub fn run(config: Config) -> Result<(), StartError> {
+    super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
     std::fs::create_dir_all(&config.data_dir)
