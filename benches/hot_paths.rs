@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the broker's hot paths: batch checksums and offset
-//! assignment, Produce request decoding, Fetch response encoding.
+//! assignment, Produce request decoding, Fetch response encoding, sparse
+//! index building and lookups. (Storage appends and reads: benches/storage.rs.)
 //!
 //! Run: `cargo bench --bench hot_paths` (add a filter such as `crc32c` to run one group).
 
@@ -10,14 +11,14 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceReq
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use ringlog::kafka::fetch_encode::{self, PartitionAnswer, TopicAnswer};
+use ringlog::storage;
+use ringlog::storage::index::SegmentIndex;
 
 /// (records per batch, value bytes): the shapes the load generator uses.
 const SHAPES: [(usize, usize); 3] = [(1000, 100), (100, 1024), (16, 1024)];
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const RECORD_COUNT_AT: usize = 57;
-const HEADER_BYTES: usize = 61;
+/// Kafka's default message.max.bytes is ~1 MiB; the bench batches stay under 2 MiB.
+const MESSAGE_BYTES_MAX: usize = 2 << 20;
 
 fn batch(records: usize, value_bytes: usize) -> Bytes {
     let value = Bytes::from((0..value_bytes).map(|i| (i % 251) as u8).collect::<Vec<_>>());
@@ -45,27 +46,13 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
     buf.freeze()
 }
 
-/// What the produce path does per batch: check header fields and CRC-32C,
-/// then write the base offset (outside the CRC) in place.
-fn validate_and_assign(batch: &mut [u8], base_offset: i64) -> Result<i32, &'static str> {
-    if batch.len() < HEADER_BYTES || batch[16] != 2 {
-        return Err("not a v2 batch");
-    }
-    let length = i32::from_be_bytes(batch[8..12].try_into().map_err(|_| "short")?) as usize;
-    if length + 12 != batch.len() {
-        return Err("length mismatch");
-    }
-    let crc = u32::from_be_bytes(batch[CRC_AT..CRC_AT + 4].try_into().map_err(|_| "short")?);
-    if crc != crc32c::crc32c(&batch[ATTRIBUTES_AT..]) {
-        return Err("crc mismatch");
-    }
-    let count = i32::from_be_bytes(batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].try_into().map_err(|_| "short")?);
-    let last_delta = i32::from_be_bytes(batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].try_into().map_err(|_| "short")?);
-    if count != last_delta + 1 {
-        return Err("count mismatch");
-    }
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    Ok(count)
+/// What the produce path does per batch: the storage engine's checks of
+/// every batch (framing, magic, CRC-32C, counts), then the base offset
+/// written in place (outside the CRC).
+fn validate_and_assign(batch: &mut [u8], base_offset: i64) -> usize {
+    let batches = storage::batch::validate_all(batch, MESSAGE_BYTES_MAX).expect("bench batch is valid");
+    storage::batch::set_base_offset(batch, base_offset);
+    batches
 }
 
 fn bench_crc(c: &mut Criterion) {
@@ -86,8 +73,8 @@ fn bench_validate(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(format!("{records}x{value}B")), |b| {
             let mut next = 0i64;
             b.iter(|| {
-                let n = validate_and_assign(black_box(&mut data), next).expect("bench batch is valid");
-                next += i64::from(n);
+                validate_and_assign(black_box(&mut data), next);
+                next += records as i64;
             })
         });
     }
@@ -120,6 +107,8 @@ fn bench_produce_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Fetch responses: the broker's piecewise encoder (record bytes are
+/// referenced, not copied) next to kafka-protocol's (copies every byte).
 fn bench_fetch_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("fetch_response_encode");
     let version = 12i16;
@@ -130,6 +119,23 @@ fn bench_fetch_encode(c: &mut Criterion) {
             records.extend_from_slice(&b);
         }
         let records = records.freeze();
+        let shape = format!("{partitions}p_{}KiB", records.len() >> 10);
+        group.throughput(Throughput::Bytes((records.len() * partitions) as u64));
+
+        let stored: Vec<Bytes> = (0..batches).map(|_| b.clone()).collect();
+        group.bench_function(BenchmarkId::new(format!("ringlog_v{version}"), &shape), |bench| {
+            bench.iter(|| {
+                let topics = [TopicAnswer {
+                    name: "bench",
+                    id: uuid::Uuid::nil(),
+                    partitions: (0..partitions as i32)
+                        .map(|p| PartitionAnswer { index: p, error_code: 0, high_watermark: 1 << 20, log_start_offset: 0, records: stored.clone() })
+                        .collect(),
+                }];
+                black_box(fetch_encode::encode(7, version, 0, 0, black_box(&topics)))
+            })
+        });
+
         let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
             .with_topic(TopicName(StrBytes::from_static_str("bench")))
             .with_partitions(
@@ -137,10 +143,9 @@ fn bench_fetch_encode(c: &mut Criterion) {
                     .map(|p| PartitionData::default().with_partition_index(p).with_high_watermark(1 << 20).with_records(Some(records.clone())))
                     .collect(),
             )]);
-        group.throughput(Throughput::Bytes((records.len() * partitions) as u64));
         let mut out = BytesMut::with_capacity(records.len() * partitions + 4096);
-        group.bench_function(BenchmarkId::new(format!("v{version}"), format!("{partitions}p_{}KiB", records.len() >> 10)), |b| {
-            b.iter(|| {
+        group.bench_function(BenchmarkId::new(format!("kafka_protocol_v{version}"), &shape), |bench| {
+            bench.iter(|| {
                 out.clear();
                 black_box(&response).encode(&mut out, version).expect("encodable");
                 black_box(out.len())
@@ -150,5 +155,41 @@ fn bench_fetch_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_crc, bench_validate, bench_produce_decode, bench_fetch_encode);
+/// Sparse index: building it while appending, and the lookups a fetch does.
+fn bench_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("segment_index");
+    // A 1 GiB segment of 64 KiB batches indexed every 4 KiB: 16384 entries.
+    const BATCHES: u64 = 16384;
+    const BATCH_BYTES: u64 = 64 << 10;
+    const RECORDS_PER_BATCH: i64 = 63;
+    let build = || {
+        let mut index = SegmentIndex::default();
+        for i in 0..BATCHES {
+            index.on_batch(i as i64 * RECORDS_PER_BATCH, 1_700_000_000_000 + i as i64, i * BATCH_BYTES, BATCH_BYTES, 4096);
+        }
+        index
+    };
+    group.throughput(Throughput::Elements(BATCHES));
+    group.bench_function("on_batch_16384", |b| b.iter(|| black_box(build())));
+    let index = build();
+    let last_offset = BATCHES as i64 * RECORDS_PER_BATCH;
+    group.throughput(Throughput::Elements(1));
+    let mut probe = 0i64;
+    group.bench_function("position_for_offset", |b| {
+        b.iter(|| {
+            probe = (probe + 7919) % last_offset;
+            black_box(index.position_for_offset(black_box(probe)))
+        })
+    });
+    let mut ts = 0i64;
+    group.bench_function("position_for_timestamp", |b| {
+        b.iter(|| {
+            ts = (ts + 7919) % BATCHES as i64;
+            black_box(index.position_for_timestamp(black_box(1_700_000_000_000 + ts)))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_crc, bench_validate, bench_produce_decode, bench_fetch_encode, bench_index);
 criterion_main!(benches);

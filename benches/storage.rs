@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use ringlog::storage::{BatchCache, Durability, LogConfig, PartitionLog, StorageOptions};
 
 const RECORD_BYTES: usize = 1024;
@@ -38,8 +40,15 @@ fn batch() -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encodes");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encodes");
     buf.freeze()
 }
 
@@ -64,9 +73,14 @@ where
 }
 
 async fn open(dir: &std::path::Path, cache: Rc<BatchCache>) -> Rc<PartitionLog> {
-    PartitionLog::open(dir.join("bench-0"), LogConfig::default(), cache, StorageOptions::default())
-        .await
-        .expect("open")
+    PartitionLog::open(
+        dir.join("bench-0"),
+        LogConfig::default(),
+        cache,
+        StorageOptions::default(),
+    )
+    .await
+    .expect("open")
 }
 
 /// Appends `iters` batches with `appenders` concurrent tasks; returns the time taken.
@@ -91,6 +105,9 @@ fn append(iters: u64, appenders: u64, durability: Durability) -> Duration {
             t.await;
         }
         let elapsed = start.elapsed();
+        if std::env::var_os("RINGLOG_BENCH_STATS").is_some() {
+            eprintln!("{appenders} appenders {durability:?}: {:?}", log.stats());
+        }
         log.delete().await.expect("delete");
         elapsed
     })
@@ -103,7 +120,9 @@ fn read(iters: u64, cache_bytes: usize) -> Duration {
         let b = batch();
         let batches = iters.min(2048);
         for _ in 0..batches {
-            log.append(b.clone(), Durability::Written).await.expect("append");
+            log.append(b.clone(), Durability::Written)
+                .await
+                .expect("append");
         }
         let hw = log.high_watermark();
         let start = Instant::now();
@@ -124,13 +143,29 @@ fn read(iters: u64, cache_bytes: usize) -> Duration {
 fn storage(c: &mut Criterion) {
     let batch_bytes = batch().len() as u64;
     let mut group = c.benchmark_group("storage");
-    group.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Bytes(batch_bytes));
-    group.bench_function("append_64k_batches_no_flush", |bch| bch.iter_custom(|n| append(n, 1, Durability::Written)));
-    group.bench_function("append_64k_batches_durable_1_appender", |bch| bch.iter_custom(|n| append(n, 1, Durability::Durable)));
-    group.bench_function("append_64k_batches_durable_64_appenders", |bch| bch.iter_custom(|n| append(n, 64, Durability::Durable)));
-    group.bench_function("read_64k_batches_from_cache", |bch| bch.iter_custom(|n| read(n, CACHE_BYTES)));
-    group.bench_function("read_64k_batches_from_disk", |bch| bch.iter_custom(|n| read(n, 0)));
+    group.bench_function("append_64k_batches_no_flush", |bch| {
+        bch.iter_custom(|n| append(n, 1, Durability::Written))
+    });
+    group.bench_function("append_64k_batches_no_flush_64_appenders", |bch| {
+        bch.iter_custom(|n| append(n, 64, Durability::Written))
+    });
+    group.bench_function("append_64k_batches_durable_1_appender", |bch| {
+        bch.iter_custom(|n| append(n, 1, Durability::Durable))
+    });
+    group.bench_function("append_64k_batches_durable_64_appenders", |bch| {
+        bch.iter_custom(|n| append(n, 64, Durability::Durable))
+    });
+    group.bench_function("read_64k_batches_from_cache", |bch| {
+        bch.iter_custom(|n| read(n, CACHE_BYTES))
+    });
+    group.bench_function("read_64k_batches_from_disk", |bch| {
+        bch.iter_custom(|n| read(n, 0))
+    });
     group.finish();
 }
 

@@ -92,6 +92,10 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
         }
         // Send every batch that is due, as far as the in-flight limit allows.
         while !draining && (plan.acks == 0 || inflight.len() < plan.in_flight) {
+            if plan.records_limit.is_some_and(|l| batches_sent * records_per_batch >= l) {
+                draining = true;
+                break;
+            }
             let first_record = batches_sent * records_per_batch;
             // Open loop: a batch is due when its last record is due.
             let intended = if record_interval_ns.is_some() { due_of_record(first_record + records_per_batch - 1) } else { clock.now_ns() };
@@ -126,9 +130,6 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
                     result.bytes += batch_wire_bytes;
                     result.last_ns = sent;
                     let _ = result.latency_ns.record(sent.saturating_sub(intended).max(1));
-                }
-                if plan.records_limit.is_some_and(|l| batches_sent * records_per_batch >= l) {
-                    draining = true;
                 }
             } else {
                 inflight.push_back(InFlight { correlation_id, intended_ns: intended, records: records_per_batch });

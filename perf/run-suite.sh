@@ -7,7 +7,7 @@
 # Needs: iperf3, fio, jq (apt-get install -y iperf3 fio jq).
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
-# PORT (19092), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
+# PORT (29392), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
 set -euo pipefail
 
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BROKER_CPUS=${BROKER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 DURATION=${DURATION:-10}
-PORT=${PORT:-19092}
+PORT=${PORT:-29392}
 ONLY=${ONLY:-"limits ceiling produce e2e catchup shards idle peer"}
 OUT_DIR=${OUT_DIR:-$ROOT/perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 if [[ -z ${DATA_ROOT:-} ]]; then
@@ -118,7 +118,7 @@ log "cargo build --release"
 # run NAME ARGS...: one generator run; its JSON goes to $OUT_DIR/NAME.json.
 run() {
   local name=$1; shift
-  local cmd=("$PERF" "$@" --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json)
+  local cmd=("$PERF" "$@" --bootstrap "${TARGET_ADDR:-$ADDR}" --cpus "$LOAD_CPUS" --json)
   echo "$name: ${cmd[*]#$ROOT/}" >>"$OUT_DIR/commands.txt"
   log "$name: ${cmd[*]#$ROOT/}"
   if "${cmd[@]}" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err"; then
@@ -152,10 +152,8 @@ if want ceiling; then
   for size in 100 1024; do
     batch=$(( size == 100 ? 1000 : 256 ))
     name="ceiling-${size}B"
-    echo "$name: ringlog-perf produce --bootstrap $SINK_ADDR ..." >>"$OUT_DIR/commands.txt"
-    "$PERF" produce --bootstrap "$SINK_ADDR" --topic ceiling --partitions 4 --record-size "$size" --batch-records "$batch" \
-      --acks 1 --in-flight 8 --producers 2 --duration 5 --warmup 1 --cpus "$LOAD_CPUS" --json \
-      >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" && tail -1 "$OUT_DIR/$name.out" >"$OUT_DIR/$name.json" || echo '{}' >"$OUT_DIR/$name.json"
+    TARGET_ADDR=$SINK_ADDR run "$name" produce --topic ceiling --partitions 4 --record-size "$size" --batch-records "$batch" \
+      --acks 1 --in-flight 8 --producers 2 --duration 5 --warmup 1 --rate max
     throughput_row "$name" "generator ceiling (sink), ${size} B"
   done
   kill "$SINK_PID" 2>/dev/null || true

@@ -137,7 +137,10 @@ fn main() -> ExitCode {
     };
     match ringlog::shard::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ ringlog::shard::runtime::StartError::Placement(_)) => {
+        Err(
+            error @ (ringlog::shard::runtime::StartError::Placement(_)
+            | ringlog::shard::runtime::StartError::GroupShards { .. }),
+        ) => {
             eprintln!("ringlog: {error}");
             ExitCode::from(EXIT_INVALID_CONFIG)
         }

@@ -358,3 +358,34 @@ fn pipelined_requests_are_answered_in_request_order() {
     assert_eq!(got, expected, "responses in request order");
     seeded.assert_serving_and_intact();
 }
+
+#[test]
+fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_memory() {
+    let mut seeded = seeded(Broker::start());
+    let pid = seeded.broker.pid().expect("the broker runs");
+    let before = resident_bytes(pid).unwrap_or(0);
+    // Each body starts with (or reaches) an array whose length claims 2^31-1
+    // elements in a frame of a few bytes.
+    let mut huge = Vec::new();
+    huge.put_i32(i32::MAX);
+    huge.put_slice(&[0, 1, b'a']);
+    let cases: [(&str, i16, i16, Vec<u8>); 3] = [
+        ("Metadata v1 topics", 3, 1, huge.clone()),
+        ("CreateTopics v2 topics", 19, 2, huge.clone()),
+        ("Produce v3 topic data", 0, 3, {
+            let mut body = Vec::new();
+            body.put_i16(-1); // no transactional id
+            body.put_i16(1); // acks
+            body.put_i32(1000); // timeout
+            body.extend_from_slice(&huge);
+            body
+        }),
+    ];
+    for (what, api_key, version, body) in cases {
+        let frame = hand_built_frame(api_key, version, 11, false, &body);
+        assert_eq!(send_and_observe(&seeded.broker, &frame), PeerState::Closed, "{what}");
+    }
+    let after = resident_bytes(pid).unwrap_or(0);
+    assert!(after < before + 64 * 1024 * 1024, "resident memory grew from {before} to {after} bytes");
+    seeded.assert_serving_and_intact();
+}

@@ -479,8 +479,8 @@ fn earliest_reset_after_delete_records_starts_at_the_new_log_start() {
     // The raw protocol says why: OFFSET_OUT_OF_RANGE below the log start.
     let mut raw = RawClient::connect_negotiated(broker.addr());
     let fetched = raw::fetch(&mut raw, &topic, 0, 2);
+    // Kafka answers an errored partition with -1 watermarks, so only the code is checked.
     assert_eq!(fetched.error_code, error_code::OFFSET_OUT_OF_RANGE, "fetch below the log start");
-    assert_eq!(fetched.log_start_offset, 6, "log start offset in the fetch answer");
 }
 
 #[test]

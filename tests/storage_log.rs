@@ -7,7 +7,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ringlog::storage::{
-    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog, StorageOptions, TimestampType,
+    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog,
+    StorageOptions, TimestampType,
 };
 use storage_support::*;
 
@@ -18,11 +19,20 @@ fn batches_round_trip_byte_for_byte_with_every_compression() {
         let cache = BatchCache::new(64 << 20);
         let cold = BatchCache::new(0);
         let log = open(dir.path(), LogConfig::default(), &cache).await;
-        let codecs = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
         let mut sent = Vec::new();
         for (i, codec) in codecs.iter().enumerate() {
             let batch = make_batch(10, 100, 1_000 + i as i64, *codec);
-            let info = log.append(batch.clone(), Durability::Written).await.expect("append");
+            let info = log
+                .append(batch.clone(), Durability::Written)
+                .await
+                .expect("append");
             assert_eq!(info.base_offset, i as i64 * 10);
             assert_eq!(info.last_offset, i as i64 * 10 + 9);
             sent.push(batch);
@@ -48,7 +58,12 @@ fn batches_round_trip_byte_for_byte_with_every_compression() {
         // A read starting inside a batch returns that whole batch.
         let r = log.read(25, 1).await.expect("read");
         assert_eq!(r.batches.len(), 1);
-        assert_eq!(BatchHeader::parse(&r.batches[0]).expect("header").base_offset, 20);
+        assert_eq!(
+            BatchHeader::parse(&r.batches[0])
+                .expect("header")
+                .base_offset,
+            20
+        );
         log.close().await.expect("close");
     });
 }
@@ -62,18 +77,28 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
         let mut sent = Vec::new();
         for i in 0..40 {
             let batch = make_batch(5, 1000, i * 10, Compression::None);
-            let info = log.append(batch.clone(), Durability::Written).await.expect("append");
+            let info = log
+                .append(batch.clone(), Durability::Written)
+                .await
+                .expect("append");
             assert_eq!(info.base_offset, i * 5);
             sent.push(batch);
         }
-        assert!(log.segment_count() >= 3, "segments: {}", log.segment_count());
+        assert!(
+            log.segment_count() >= 3,
+            "segments: {}",
+            log.segment_count()
+        );
         // One read crossing a segment boundary.
         let bases = log.segment_base_offsets();
         let r = log.read(bases[1] - 5, 64 * 1024).await.expect("read");
         let first = BatchHeader::parse(&r.batches[0]).expect("header");
         let last = BatchHeader::parse(r.batches.last().expect("batches")).expect("header");
         assert_eq!(first.base_offset, bases[1] - 5);
-        assert!(last.last_offset() >= bases[1], "read stopped at the segment end");
+        assert!(
+            last.last_offset() >= bases[1],
+            "read stopped at the segment end"
+        );
         let stored = read_all(&log, 0).await;
         assert_eq!(stored.len(), sent.len());
         for (s, o) in stored.iter().zip(&sent) {
@@ -82,9 +107,17 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
         log.close().await.expect("close");
         let log = open(dir.path(), small_config(), &cache).await;
         assert_eq!(log.high_watermark(), 200);
-        let info = log.append(make_batch(1, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+        let info = log
+            .append(make_batch(1, 10, 0, Compression::None), Durability::Durable)
+            .await
+            .expect("append");
         assert_eq!(info.base_offset, 200);
-        for name in ["00000000000000000000.log", "00000000000000000000.index", "00000000000000000000.timeindex", "partition.meta"] {
+        for name in [
+            "00000000000000000000.log",
+            "00000000000000000000.index",
+            "00000000000000000000.timeindex",
+            "partition.meta",
+        ] {
             assert!(dir.path().join(name).exists(), "{name} missing");
         }
     });
@@ -98,15 +131,33 @@ fn timestamp_lookups_find_the_first_batch_at_or_after() {
         let log = open(dir.path(), small_config(), &cache).await;
         // Batch i holds timestamps 1000*i .. 1000*i+4 (maxTimestamp 1000*i+4).
         for i in 0..60i64 {
-            log.append(make_batch(5, 500, 1000 * i, Compression::None), Durability::Written).await.expect("append");
+            log.append(
+                make_batch(5, 500, 1000 * i, Compression::None),
+                Durability::Written,
+            )
+            .await
+            .expect("append");
         }
         for i in [0i64, 1, 17, 33, 59] {
-            let found = log.offset_for_timestamp(1000 * i).await.expect("lookup").expect("found");
+            let found = log
+                .offset_for_timestamp(1000 * i)
+                .await
+                .expect("lookup")
+                .expect("found");
             assert_eq!((found.offset, found.timestamp_ms), (5 * i, 1000 * i + 4));
-            let found = log.offset_for_timestamp(1000 * i + 4).await.expect("lookup").expect("found");
+            let found = log
+                .offset_for_timestamp(1000 * i + 4)
+                .await
+                .expect("lookup")
+                .expect("found");
             assert_eq!(found.offset, 5 * i);
         }
-        assert_eq!(log.offset_for_timestamp(1000 * 59 + 5).await.expect("lookup"), None);
+        assert_eq!(
+            log.offset_for_timestamp(1000 * 59 + 5)
+                .await
+                .expect("lookup"),
+            None
+        );
         let max = log.max_timestamp().expect("max");
         assert_eq!((max.timestamp_ms, max.offset), (59_004, 295));
     });
@@ -117,9 +168,15 @@ fn log_append_time_sets_max_timestamp_and_keeps_crc_valid() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BatchCache::new(1 << 20);
-        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..LogConfig::default() };
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        };
         let log = open(dir.path(), config, &cache).await;
-        let info = log.append(make_batch(3, 10, 5, Compression::Lz4), Durability::Written).await.expect("append");
+        let info = log
+            .append(make_batch(3, 10, 5, Compression::Lz4), Durability::Written)
+            .await
+            .expect("append");
         let t = info.log_append_time_ms.expect("append time");
         let r = log.read(0, 1 << 20).await.expect("read");
         let h = BatchHeader::parse(&r.batches[0]).expect("header");
@@ -139,23 +196,35 @@ fn torn_tail_is_truncated_on_recovery() {
             let mut sent = Vec::new();
             for i in 0..10 {
                 let b = make_batch(4, 300, i, Compression::None);
-                log.append(b.clone(), Durability::Durable).await.expect("append");
+                log.append(b.clone(), Durability::Durable)
+                    .await
+                    .expect("append");
                 sent.push(b);
             }
             log.close().await.expect("close");
             drop(log);
             let path = dir.path().join("00000000000000000000.log");
             let len = std::fs::metadata(&path).expect("log exists").len();
-            let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
             f.set_len(len - cut as u64).expect("cut");
             let log = open(dir.path(), LogConfig::default(), &cache).await;
-            assert_eq!(log.high_watermark(), 36, "cut {cut}: last batch gone, others kept");
+            assert_eq!(
+                log.high_watermark(),
+                36,
+                "cut {cut}: last batch gone, others kept"
+            );
             let stored = read_all(&log, 0).await;
             assert_eq!(stored.len(), 9);
             for (s, o) in stored.iter().zip(&sent) {
                 assert!(same_except_assigned(s, o));
             }
-            let info = log.append(make_batch(2, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+            let info = log
+                .append(make_batch(2, 10, 0, Compression::None), Durability::Durable)
+                .await
+                .expect("append");
             assert_eq!(info.base_offset, 36);
             log.close().await.expect("close");
         });
@@ -188,7 +257,10 @@ fn garbled_tail_is_truncated_on_recovery() {
         let log = open(dir.path(), LogConfig::default(), &cache).await;
         assert_eq!(log.high_watermark(), 36);
         assert_eq!(read_all(&log, 0).await.len(), 9);
-        let info = log.append(make_batch(1, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        let info = log
+            .append(make_batch(1, 10, 0, Compression::None), Durability::Written)
+            .await
+            .expect("append");
         assert_eq!(info.base_offset, 36);
     });
 }
@@ -200,7 +272,12 @@ fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
         let cache = BatchCache::new(0);
         let log = open(dir.path(), small_config(), &cache).await;
         for i in 0..80i64 {
-            log.append(make_batch(3, 900, 100 * i, Compression::None), Durability::Written).await.expect("append");
+            log.append(
+                make_batch(3, 900, 100 * i, Compression::None),
+                Durability::Written,
+            )
+            .await
+            .expect("append");
         }
         log.close().await.expect("close");
         let probe = |log: Rc<PartitionLog>| async move {
@@ -212,7 +289,9 @@ fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
                 let r = log.read(o, 1).await.expect("read");
                 answers.push(Some(ringlog::storage::TimestampOffset {
                     timestamp_ms: 0,
-                    offset: BatchHeader::parse(&r.batches[0]).expect("header").base_offset,
+                    offset: BatchHeader::parse(&r.batches[0])
+                        .expect("header")
+                        .base_offset,
                 }));
             }
             log.close().await.expect("close");
@@ -227,7 +306,10 @@ fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
         std::fs::write(&garbled, bytes).expect("write");
         let after = probe(open(dir.path(), small_config(), &cache).await).await;
         assert_eq!(before, after);
-        assert!(dir.path().join("00000000000000000000.index").exists(), "index rewritten");
+        assert!(
+            dir.path().join("00000000000000000000.index").exists(),
+            "index rewritten"
+        );
     });
 }
 
@@ -238,7 +320,12 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
         let cache = BatchCache::new(1 << 20);
         let log = open(dir.path(), small_config(), &cache).await;
         for i in 0..100i64 {
-            log.append(make_batch(2, 1000, 1_000_000 + i * 1000, Compression::None), Durability::Written).await.expect("append");
+            log.append(
+                make_batch(2, 1000, 1_000_000 + i * 1000, Compression::None),
+                Durability::Written,
+            )
+            .await
+            .expect("append");
         }
         let segments = log.segment_base_offsets();
         assert!(segments.len() >= 4);
@@ -251,10 +338,15 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
             let base2 = segments[2];
             1_000_000 + (base2 / 2) * 1000 - 1
         };
-        log.enforce_retention(third_segment_max + 10_000).await.expect("retention");
+        log.enforce_retention(third_segment_max + 10_000)
+            .await
+            .expect("retention");
         assert_eq!(log.segment_base_offsets(), segments[2..].to_vec());
         assert_eq!(log.log_start_offset(), segments[2]);
-        assert!(matches!(log.read(segments[2] - 1, 100).await, Err(Error::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(segments[2] - 1, 100).await,
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         assert!(log.read(segments[2], 100).await.is_ok());
         // retention.bytes (Kafka): delete the oldest segment only while the log
         // stays at or above the limit without it.
@@ -262,7 +354,11 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
         config.retention_bytes = (log.size_bytes() - 1) as i64;
         log.set_config(config.clone());
         log.enforce_retention(0).await.expect("retention");
-        assert_eq!(log.segment_base_offsets(), segments[2..].to_vec(), "one byte over keeps everything");
+        assert_eq!(
+            log.segment_base_offsets(),
+            segments[2..].to_vec(),
+            "one byte over keeps everything"
+        );
         let oldest = log.segment_sizes()[0].1;
         config.retention_bytes = (log.size_bytes() - oldest) as i64;
         log.set_config(config.clone());
@@ -287,19 +383,46 @@ fn delete_records_moves_log_start_offset() {
         let cache = BatchCache::new(1 << 20);
         let log = open(dir.path(), small_config(), &cache).await;
         for i in 0..50i64 {
-            log.append(make_batch(2, 1000, i, Compression::None), Durability::Written).await.expect("append");
+            log.append(
+                make_batch(2, 1000, i, Compression::None),
+                Durability::Written,
+            )
+            .await
+            .expect("append");
         }
-        assert!(matches!(log.delete_records(101).await, Err(Error::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.delete_records(101).await,
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         let bases = log.segment_base_offsets();
         assert!(bases.len() >= 2);
         let before = bases[1] + 1;
         assert_eq!(log.delete_records(before).await.expect("delete"), before);
-        assert_eq!(log.segment_base_offsets(), bases[1..].to_vec(), "segment wholly below is gone");
-        assert!(matches!(log.read(before - 1, 10).await, Err(Error::OffsetOutOfRange { .. })));
+        assert_eq!(
+            log.segment_base_offsets(),
+            bases[1..].to_vec(),
+            "segment wholly below is gone"
+        );
+        assert!(matches!(
+            log.read(before - 1, 10).await,
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         let r = log.read(before, 10).await.expect("read");
-        assert_eq!(BatchHeader::parse(&r.batches[0]).expect("header").base_offset, bases[1], "whole batch holding it");
-        assert_eq!(log.read(100, 10).await.expect("read at hw").batches.len(), 0);
-        assert!(matches!(log.read(101, 10).await, Err(Error::OffsetOutOfRange { .. })));
+        assert_eq!(
+            BatchHeader::parse(&r.batches[0])
+                .expect("header")
+                .base_offset,
+            bases[1],
+            "whole batch holding it"
+        );
+        assert_eq!(
+            log.read(100, 10).await.expect("read at hw").batches.len(),
+            0
+        );
+        assert!(matches!(
+            log.read(101, 10).await,
+            Err(Error::OffsetOutOfRange { .. })
+        ));
         log.close().await.expect("close");
         let log = open(dir.path(), small_config(), &cache).await;
         assert_eq!(log.log_start_offset(), before);
@@ -311,10 +434,15 @@ fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BatchCache::new(1 << 20);
-        let config = LogConfig { max_message_bytes: 4096, ..LogConfig::default() };
+        let config = LogConfig {
+            max_message_bytes: 4096,
+            ..LogConfig::default()
+        };
         let log = open(dir.path(), config, &cache).await;
         let good = make_batch(3, 50, 0, Compression::None);
-        log.append(good.clone(), Durability::Written).await.expect("append");
+        log.append(good.clone(), Durability::Written)
+            .await
+            .expect("append");
         let with = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut v = good.to_vec();
             f(&mut v);
@@ -349,25 +477,51 @@ fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
             v.extend_from_slice(&corrupt);
             Bytes::from(v)
         };
-        let cases: Vec<(&str, Bytes, fn(&Error) -> bool)> = vec![
-            ("corrupt", corrupt, |e| matches!(e, Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))),
-            ("magic", old_magic, |e| matches!(e, Error::InvalidMagic(1))),
-            ("length beyond buffer", too_long, |e| matches!(e, Error::Truncated { .. })),
-            ("truncated", truncated, |e| matches!(e, Error::Truncated { .. })),
-            ("short header", short_header, |e| matches!(e, Error::Truncated { .. })),
-            ("too large", too_large, |e| matches!(e, Error::MessageTooLarge { .. })),
-            ("count mismatch", bad_count, |e| {
-                matches!(e, Error::CorruptBatch(CorruptReason::RecordCountMismatch { .. }))
+        type Case = (&'static str, Bytes, fn(&Error) -> bool);
+        let cases: Vec<Case> = vec![
+            ("corrupt", corrupt, |e| {
+                matches!(e, Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))
             }),
-            ("zero count", zero_count, |e| matches!(e, Error::CorruptBatch(CorruptReason::RecordCountNotPositive))),
+            ("magic", old_magic, |e| matches!(e, Error::InvalidMagic(1))),
+            ("length beyond buffer", too_long, |e| {
+                matches!(e, Error::Truncated { .. })
+            }),
+            ("truncated", truncated, |e| {
+                matches!(e, Error::Truncated { .. })
+            }),
+            ("short header", short_header, |e| {
+                matches!(e, Error::Truncated { .. })
+            }),
+            ("too large", too_large, |e| {
+                matches!(e, Error::MessageTooLarge { .. })
+            }),
+            ("count mismatch", bad_count, |e| {
+                matches!(
+                    e,
+                    Error::CorruptBatch(CorruptReason::RecordCountMismatch { .. })
+                )
+            }),
+            ("zero count", zero_count, |e| {
+                matches!(
+                    e,
+                    Error::CorruptBatch(CorruptReason::RecordCountNotPositive)
+                )
+            }),
             ("mixed", mixed, |e| matches!(e, Error::CorruptBatch(_))),
             ("empty", Bytes::new(), |e| matches!(e, Error::EmptyAppend)),
         ];
         for (name, bytes, expected) in cases {
-            let err = log.append(bytes, Durability::Durable).await.expect_err(name);
+            let err = log
+                .append(bytes, Durability::Durable)
+                .await
+                .expect_err(name);
             assert!(expected(&err), "{name}: unexpected {err:?}");
             assert_eq!(log.high_watermark(), 3, "{name} changed the log");
-            assert_eq!(log.size_bytes(), good.len() as u64, "{name} changed the file");
+            assert_eq!(
+                log.size_bytes(),
+                good.len() as u64,
+                "{name} changed the file"
+            );
         }
         log.close().await.expect("close");
         let log = open(dir.path(), LogConfig::default(), &cache).await;
@@ -388,7 +542,12 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
                     let mut offsets = Vec::new();
                     for i in 0..10 {
                         let b = make_batch(2, 200, t * 100 + i, Compression::None);
-                        offsets.push(log.append(b, Durability::Durable).await.expect("append").base_offset);
+                        offsets.push(
+                            log.append(b, Durability::Durable)
+                                .await
+                                .expect("append")
+                                .base_offset,
+                        );
                     }
                     offsets
                 })
@@ -401,6 +560,12 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
         all.sort_unstable();
         assert_eq!(all, (0..640).step_by(2).collect::<Vec<i64>>());
         assert_eq!(log.high_watermark(), 640);
+        let stats = log.stats();
+        assert_eq!(stats.appends, 320);
+        assert!(
+            stats.fdatasyncs < stats.appends,
+            "group commit shares fdatasyncs: {stats:?}"
+        );
         drop(log); // crash: everything acknowledged as durable must come back
         let log = open(dir.path(), small_config(), &cache).await;
         assert_eq!(log.high_watermark(), 640);
@@ -422,7 +587,9 @@ fn wait_for_offset_wakes_when_the_log_grows() {
             })
         };
         glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
-        log.append(make_batch(1, 10, 0, Compression::None), Durability::Written).await.expect("append");
+        log.append(make_batch(1, 10, 0, Compression::None), Durability::Written)
+            .await
+            .expect("append");
         assert_eq!(waiter.await, 1);
         // Already past: returns at once.
         log.wait_for_offset(0).await;
@@ -432,7 +599,11 @@ fn wait_for_offset_wakes_when_the_log_grows() {
         };
         log.close().await.expect("close");
         closing.await;
-        assert!(matches!(log.append(make_batch(1, 1, 0, Compression::None), Durability::Written).await, Err(Error::Closed)));
+        assert!(matches!(
+            log.append(make_batch(1, 1, 0, Compression::None), Durability::Written)
+                .await,
+            Err(Error::Closed)
+        ));
     });
 }
 
@@ -445,18 +616,120 @@ fn tmpfs_is_refused_unless_buffered_io_is_allowed() {
     run(|| async {
         let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir");
         let cache = BatchCache::new(1 << 20);
-        let refused = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache.clone(), StorageOptions::default()).await;
+        let refused = PartitionLog::open(
+            dir.path().join("t-0"),
+            LogConfig::default(),
+            cache.clone(),
+            StorageOptions::default(),
+        )
+        .await;
         assert!(matches!(refused, Err(Error::DirectIoUnavailable { .. })));
-        let options = StorageOptions { allow_buffered_io: true };
-        let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache.clone(), options.clone())
-            .await
-            .expect("buffered open");
+        let options = StorageOptions {
+            allow_buffered_io: true,
+        };
+        let log = PartitionLog::open(
+            dir.path().join("t-0"),
+            LogConfig::default(),
+            cache.clone(),
+            options.clone(),
+        )
+        .await
+        .expect("buffered open");
         assert!(!log.is_direct_io());
-        log.append(make_batch(2, 10, 0, Compression::None), Durability::Durable).await.expect("append");
+        log.append(make_batch(2, 10, 0, Compression::None), Durability::Durable)
+            .await
+            .expect("append");
         log.close().await.expect("close");
-        let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache, options).await.expect("reopen");
+        let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache, options)
+            .await
+            .expect("reopen");
         assert_eq!(log.high_watermark(), 2);
         log.delete().await.expect("delete");
         assert!(!dir.path().join("t-0").exists());
+    });
+}
+
+#[test]
+fn pipelined_writes_from_many_appenders_read_back_intact_after_a_crash() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config.clone(), &cache).await;
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let mut mine = Vec::new();
+                    for i in 0..20usize {
+                        // Sizes that rarely end on a block boundary.
+                        let b = make_batch(
+                            1 + (t + i) % 7,
+                            777 + 131 * ((t * 20 + i) % 29),
+                            i as i64,
+                            Compression::None,
+                        );
+                        let info = log
+                            .append(b.clone(), Durability::Written)
+                            .await
+                            .expect("append");
+                        mine.push((info.base_offset, b));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut sent = std::collections::BTreeMap::new();
+        for t in tasks {
+            sent.extend(t.await);
+        }
+        let stats = log.stats();
+        assert_eq!(stats.appends, 320);
+        let check = |stored: Vec<Bytes>| {
+            assert_eq!(stored.len(), sent.len());
+            for (s, (base, o)) in stored.iter().zip(&sent) {
+                assert_eq!(BatchHeader::parse(s).expect("header").base_offset, *base);
+                assert!(same_except_assigned(s, o), "batch at {base} differs");
+            }
+        };
+        check(read_all(&log, 0).await);
+        let hw = log.high_watermark();
+        drop(log);
+        let log = open(dir.path(), config, &cache).await;
+        assert_eq!(log.high_watermark(), hw);
+        check(read_all(&log, 0).await);
+    });
+}
+
+#[test]
+fn flush_messages_syncs_written_appends() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let config = LogConfig {
+            flush_messages: 4,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config, &cache).await;
+        for _ in 0..3 {
+            log.append(make_batch(2, 10, 0, Compression::None), Durability::Written)
+                .await
+                .expect("append");
+        }
+        // 2 + 2 records reach flush.messages on the second append, then 2 more are pending.
+        assert_eq!(log.stats().fdatasyncs, 1);
+        let log_default = open(&dir.path().join("other"), LogConfig::default(), &cache).await;
+        log_default
+            .append(make_batch(2, 10, 0, Compression::None), Durability::Written)
+            .await
+            .expect("append");
+        assert_eq!(
+            log_default.stats().fdatasyncs,
+            0,
+            "Kafka's default flush.messages never flushes"
+        );
     });
 }

@@ -20,14 +20,28 @@ const OPS_MAX: usize = 30;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { batches: u8, records: u8, value_bytes: u16, compressed: bool },
+    Append {
+        batches: u8,
+        records: u8,
+        value_bytes: u16,
+        compressed: bool,
+    },
     CleanReopen,
     CrashReopen,
     /// Crash, then cut this many bytes off the end of the active segment's data.
-    TornTail { cut: u16 },
-    RetainBytes { keep_fraction: u8 },
-    DeleteRecords { fraction: u8 },
-    Read { fraction: u8, max_bytes: u16 },
+    TornTail {
+        cut: u16,
+    },
+    RetainBytes {
+        keep_fraction: u8,
+    },
+    DeleteRecords {
+        fraction: u8,
+    },
+    Read {
+        fraction: u8,
+        max_bytes: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,7 +66,11 @@ struct Model {
 }
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 16 * 1024, index_interval_bytes: 512, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
 }
 
 fn check(cond: bool, what: String) -> Result<(), TestCaseError> {
@@ -71,18 +89,45 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let mut model = Model::default();
         for (step, op) in ops.into_iter().enumerate() {
             match op {
-                Op::Append { batches, records, value_bytes, compressed } => {
-                    let codec = if compressed { Compression::Lz4 } else { Compression::None };
+                Op::Append {
+                    batches,
+                    records,
+                    value_bytes,
+                    compressed,
+                } => {
+                    let codec = if compressed {
+                        Compression::Lz4
+                    } else {
+                        Compression::None
+                    };
                     let mut payload = Vec::new();
                     let mut sent = Vec::new();
                     for b in 0..batches {
-                        let batch = make_batch(records as usize, value_bytes as usize, step as i64 * 10 + b as i64, codec);
+                        let batch = make_batch(
+                            records as usize,
+                            value_bytes as usize,
+                            step as i64 * 10 + b as i64,
+                            codec,
+                        );
                         payload.extend_from_slice(&batch);
                         sent.push(batch);
                     }
-                    let durability = if step % 2 == 0 { Durability::Durable } else { Durability::Written };
-                    let info = log.append(Bytes::from(payload), durability).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    check(info.base_offset == model.high_watermark, format!("step {step}: base {} != {}", info.base_offset, model.high_watermark))?;
+                    let durability = if step % 2 == 0 {
+                        Durability::Durable
+                    } else {
+                        Durability::Written
+                    };
+                    let info = log
+                        .append(Bytes::from(payload), durability)
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    check(
+                        info.base_offset == model.high_watermark,
+                        format!(
+                            "step {step}: base {} != {}",
+                            info.base_offset, model.high_watermark
+                        ),
+                    )?;
                     let mut offset = info.base_offset;
                     for batch in sent {
                         let last = offset + records as i64 - 1;
@@ -92,7 +137,9 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.high_watermark = offset;
                 }
                 Op::CleanReopen => {
-                    log.close().await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    log.close()
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     drop(log);
                     log = open(dir.path(), config(), &cache).await;
                 }
@@ -109,8 +156,12 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let cut = (cut as u64).min(active_bytes);
                     let new_len = active_bytes - cut;
                     let path = dir.path().join(format!("{active_base:020}.log"));
-                    let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    f.set_len(new_len).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    f.set_len(new_len)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     // The model loses every batch of the active segment not wholly below the cut.
                     let mut end = 0u64;
                     let mut keep_until = active_base;
@@ -131,52 +182,123 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let mut c = config();
                     c.retention_bytes = (log.size_bytes() * keep_fraction as u64 / 100) as i64;
                     log.set_config(c);
-                    log.enforce_retention(0).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    log.enforce_retention(0)
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     log.set_config(config());
                     model.log_start_offset = model.log_start_offset.max(log.log_start_offset());
-                    check(log.log_start_offset() == model.log_start_offset, format!("step {step}: lso after retention"))?;
-                    check(log.segment_base_offsets()[0] == log.log_start_offset() || log.segment_count() == 1 || log.log_start_offset() > log.segment_base_offsets()[0], format!("step {step}: first segment"))?;
+                    check(
+                        log.log_start_offset() == model.log_start_offset,
+                        format!("step {step}: lso after retention"),
+                    )?;
+                    check(
+                        log.segment_base_offsets()[0] == log.log_start_offset()
+                            || log.segment_count() == 1
+                            || log.log_start_offset() > log.segment_base_offsets()[0],
+                        format!("step {step}: first segment"),
+                    )?;
                 }
                 Op::DeleteRecords { fraction } => {
                     let span = model.high_watermark - model.log_start_offset;
                     let before = model.log_start_offset + span * fraction as i64 / 100;
-                    let lso = log.delete_records(before).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let lso = log
+                        .delete_records(before)
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     model.log_start_offset = model.log_start_offset.max(before);
-                    check(lso == model.log_start_offset, format!("step {step}: delete_records gave {lso}, model {}", model.log_start_offset))?;
+                    check(
+                        lso == model.log_start_offset,
+                        format!(
+                            "step {step}: delete_records gave {lso}, model {}",
+                            model.log_start_offset
+                        ),
+                    )?;
                 }
-                Op::Read { fraction, max_bytes } => {
+                Op::Read {
+                    fraction,
+                    max_bytes,
+                } => {
                     let span = model.high_watermark - model.log_start_offset;
                     let from = model.log_start_offset + span * fraction as i64 / 100;
-                    let result = log.read(from, max_bytes as usize).await.map_err(|e| TestCaseError::fail(format!("step {step}: read {from}: {e}")))?;
+                    let result = log.read(from, max_bytes as usize).await.map_err(|e| {
+                        TestCaseError::fail(format!("step {step}: read {from}: {e}"))
+                    })?;
                     if from == model.high_watermark {
-                        check(result.batches.is_empty(), format!("step {step}: read at hw not empty"))?;
+                        check(
+                            result.batches.is_empty(),
+                            format!("step {step}: read at hw not empty"),
+                        )?;
                     } else {
-                        check(!result.batches.is_empty(), format!("step {step}: empty read at {from}"))?;
-                        let (&first_base, _) = model.batches.range(..=from).next_back().expect("model has the batch");
+                        check(
+                            !result.batches.is_empty(),
+                            format!("step {step}: empty read at {from}"),
+                        )?;
+                        let (&first_base, _) = model
+                            .batches
+                            .range(..=from)
+                            .next_back()
+                            .expect("model has the batch");
                         let mut expected = model.batches.range(first_base..);
                         let mut total = 0;
                         for (i, stored) in result.batches.iter().enumerate() {
                             let (&base, (last, sent)) = expected.next().expect("model has more");
-                            let h = BatchHeader::parse(stored).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                            check(h.base_offset == base && h.last_offset() == *last, format!("step {step}: batch {i} offsets {} != {base}", h.base_offset))?;
-                            check(same_except_assigned(stored, sent), format!("step {step}: batch at {base} differs"))?;
+                            let h = BatchHeader::parse(stored)
+                                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            check(
+                                h.base_offset == base && h.last_offset() == *last,
+                                format!(
+                                    "step {step}: batch {i} offsets {} != {base}",
+                                    h.base_offset
+                                ),
+                            )?;
+                            check(
+                                same_except_assigned(stored, sent),
+                                format!("step {step}: batch at {base} differs"),
+                            )?;
                             total += stored.len();
-                            check(i == 0 || total <= max_bytes as usize, format!("step {step}: read over max_bytes"))?;
+                            check(
+                                i == 0 || total <= max_bytes as usize,
+                                format!("step {step}: read over max_bytes"),
+                            )?;
                         }
                     }
                 }
             }
-            check(log.high_watermark() == model.high_watermark, format!("step {step} ({:?}): hw {} != model {}", "op", log.high_watermark(), model.high_watermark))?;
-            check(log.log_start_offset() == model.log_start_offset, format!("step {step}: lso {} != model {}", log.log_start_offset(), model.log_start_offset))?;
+            check(
+                log.high_watermark() == model.high_watermark,
+                format!(
+                    "step {step} ({:?}): hw {} != model {}",
+                    "op",
+                    log.high_watermark(),
+                    model.high_watermark
+                ),
+            )?;
+            check(
+                log.log_start_offset() == model.log_start_offset,
+                format!(
+                    "step {step}: lso {} != model {}",
+                    log.log_start_offset(),
+                    model.log_start_offset
+                ),
+            )?;
         }
         // Finally everything the model holds reads back.
         let stored = read_all(&log, model.log_start_offset).await;
-        let expected: Vec<_> = model.batches.range(..).filter(|(_, (last, _))| *last >= model.log_start_offset).collect();
-        check(stored.len() == expected.len(), format!("final: {} batches, model {}", stored.len(), expected.len()))?;
+        let expected: Vec<_> = model
+            .batches
+            .range(..)
+            .filter(|(_, (last, _))| *last >= model.log_start_offset)
+            .collect();
+        check(
+            stored.len() == expected.len(),
+            format!("final: {} batches, model {}", stored.len(), expected.len()),
+        )?;
         for (s, (_, (_, sent))) in stored.iter().zip(expected) {
             check(same_except_assigned(s, sent), "final: batch differs".into())?;
         }
-        log.close().await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        log.close()
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         Ok(())
     })
 }
@@ -186,11 +308,23 @@ fn log_matches_an_in_memory_model() {
     let seed: u64 = std::env::var("STORAGE_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let result = runner.run(&proptest::collection::vec(op(), 1..OPS_MAX), run_case);
     if let Err(e) = result {
         panic!("model test failed; replay with STORAGE_MODEL_SEED={seed}\n{e}");

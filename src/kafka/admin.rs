@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::partition_error;
+use super::errors::take_answer;
 use super::metadata::topic_name;
 use super::{Outcome, Request, NODE_ID};
 use crate::decode_or_close;
@@ -240,9 +240,8 @@ pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outc
             let partitions = slots
                 .into_iter()
                 .map(|(index, slot)| {
-                    let answer = match slot.and_then(|s| answers[s].take()) {
-                        Some(Ok(low_watermark)) => Ok(low_watermark),
-                        Some(Err(error)) => Err(partition_error(&error)),
+                    let answer = match slot {
+                        Some(slot) => take_answer(&mut answers, slot),
                         None => Err(ResponseError::UnknownTopicOrPartition),
                     };
                     let result = DeleteRecordsPartitionResult::default().with_partition_index(index);

@@ -12,7 +12,7 @@ use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
-use super::errors::partition_error;
+use super::errors::take_answer;
 use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use super::{Outcome, Request};
 use crate::decode_or_close;
@@ -97,6 +97,7 @@ fn read_bytes(read: &ReadResult) -> usize {
 }
 
 fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option<Result<ReadResult, ResponseError>>) -> PartitionAnswer {
+    // Like Kafka, an errored partition reports -1 watermarks.
     let outcome = match (topic_error, read) {
         (Some(error), _) => Err(error),
         (None, Some(result)) => result,
@@ -139,11 +140,7 @@ async fn read_all(
     slots
         .into_iter()
         .map(|slot| match slot {
-            Some(slot) => Some(match answers[slot].take() {
-                Some(Ok(read)) => Ok(read),
-                Some(Err(error)) => Err(partition_error(&error)),
-                None => Err(ResponseError::UnknownServerError),
-            }),
+            Some(slot) => Some(take_answer(&mut answers, slot)),
             None => Some(Err(ResponseError::UnknownTopicOrPartition)),
         })
         .collect()

@@ -11,21 +11,19 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
-};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, Request, NODE_ID};
 use crate::decode_or_close;
-use crate::group::{ClientInfo, TopicCatalog};
+use crate::group::{offset_fetch_request_groups, offset_fetch_response, ClientInfo, TopicCatalog};
 use crate::shard::mesh::run_on;
 use crate::shard::topics::TopicTable;
 use crate::shard::Shard;
@@ -108,7 +106,7 @@ pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome 
 pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let client = ClientInfo {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-        client_host: String::new(),
+        client_host: request.client_host.to_string(),
     };
     route_single_group!(shard, request, JoinGroupRequest, |coordinator, body, version, owner| {
         async move { coordinator.join_group(body, version, &client).await }
@@ -155,44 +153,12 @@ async fn fetch_groups(shard: &Rc<Shard>, groups: Vec<OffsetFetchRequestGroup>, r
 
 pub async fn handle_offset_fetch(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let body = decode_or_close!(request, OffsetFetchRequest);
-    if request.version() >= 8 {
-        return match fetch_groups(shard, body.groups, body.require_stable).await {
-            Ok(groups) => request.respond(&OffsetFetchResponse::default().with_groups(groups)),
-            Err(error) => unreachable(request, "OffsetFetch", error),
-        };
+    // v1-7 carry one group at the top level: converted to and from the v8 shape.
+    let groups = offset_fetch_request_groups(&body, request.version());
+    match fetch_groups(shard, groups, body.require_stable).await {
+        Ok(groups) => request.respond(&offset_fetch_response(&body, groups, request.version())),
+        Err(error) => unreachable(request, "OffsetFetch", error),
     }
-    // v1-7: one group at the top level; converted to and from the v8 shape.
-    let topics = body.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| OffsetFetchRequestTopics::default().with_name(t.name).with_partition_indexes(t.partition_indexes))
-            .collect()
-    });
-    let group = OffsetFetchRequestGroup::default().with_group_id(body.group_id).with_member_epoch(-1).with_topics(topics);
-    let group = match fetch_groups(shard, vec![group], body.require_stable).await {
-        Ok(mut groups) => groups.pop().unwrap_or_default(),
-        Err(error) => return unreachable(request, "OffsetFetch", error),
-    };
-    let topics = group
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_committed_offset(p.committed_offset)
-                        .with_committed_leader_epoch(p.committed_leader_epoch)
-                        .with_metadata(p.metadata)
-                        .with_error_code(p.error_code)
-                })
-                .collect();
-            OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(partitions)
-        })
-        .collect();
-    request.respond(&OffsetFetchResponse::default().with_topics(topics).with_error_code(group.error_code))
 }
 
 pub async fn handle_describe_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {

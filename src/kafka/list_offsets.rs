@@ -8,7 +8,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::errors::partition_error;
+use super::errors::take_answer;
 use super::{Outcome, Request};
 use crate::decode_or_close;
 use crate::shard::partitions::{OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP};
@@ -63,11 +63,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
             let partitions = slots
                 .into_iter()
                 .map(|(index, slot)| {
-                    let answer = slot.and_then(|slot| match answers[slot].take() {
-                        Some(Ok(answer)) => Ok(answer),
-                        Some(Err(error)) => Err(partition_error(&error)),
-                        None => Err(ResponseError::UnknownServerError),
-                    });
+                    let answer = slot.and_then(|slot| take_answer(&mut answers, slot));
                     let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
                     match answer {
                         Ok((timestamp, offset)) => {

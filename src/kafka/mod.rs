@@ -75,6 +75,8 @@ pub const CLUSTER_ID: &str = "ringlog-cluster";
 pub struct Request {
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address as Kafka reports it (`/<ip>`).
+    pub client_host: Rc<str>,
 }
 
 impl Request {
@@ -83,6 +85,12 @@ impl Request {
     }
 
     /// Decodes the body as `T`; a failure means a malformed request.
+    ///
+    /// The frame is already bounded by `socket.request.max.bytes`. kafka-protocol
+    /// 0.18 sizes arrays from their wire length before decoding elements, which
+    /// only reserves address space (mimalloc maps it lazily, nothing is
+    /// committed) and fails as soon as the bytes run out; the end-to-end test
+    /// `array_lengths_larger_than_the_frame_...` keeps that true.
     pub fn decode<T: Decodable>(&self) -> Result<T, Outcome> {
         let mut body = self.body.clone();
         T::decode(&mut body, self.version()).map_err(|error| {
@@ -120,7 +128,7 @@ pub fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, versio
 }
 
 /// Runs one request frame to its outcome.
-pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Outcome {
     if frame.len() < 4 {
         return Outcome::Close(format!("frame of {} bytes is too short for a request header", frame.len()));
     }
@@ -143,7 +151,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         Ok(header) => header,
         Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),
     };
-    let request = Request { header, body };
+    let request = Request { header, body, client_host };
     match key {
         ApiKey::Produce => produce::handle(&shard, &request).await,
         ApiKey::Fetch => fetch::handle(&shard, &request).await,

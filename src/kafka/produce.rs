@@ -8,7 +8,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::errors::partition_error;
+use super::errors::take_answer;
 use super::{Outcome, Request};
 use crate::decode_or_close;
 use crate::shard::partitions::ProducePart;
@@ -61,11 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                 .into_iter()
                 .map(|(index, slot)| {
                     let answer = match slot {
-                        Ok(slot) => match answers[slot].take() {
-                            Some(Ok(info)) => Ok(info),
-                            Some(Err(error)) => Err(partition_error(&error)),
-                            None => Err(ResponseError::UnknownServerError),
-                        },
+                        Ok(slot) => take_answer(&mut answers, slot),
                         Err(error) => Err(error),
                     };
                     partition_response(index, answer, request.version())

@@ -13,7 +13,7 @@ use glommio::task::JoinHandle;
 
 use super::frame::{take_frame, READ_CHUNK_BYTES};
 use crate::kafka::{self, Outcome};
-use crate::shard::Shard;
+use crate::shard::{Shard, Shutdown};
 
 /// Requests one connection may have in flight (librdkafka pipelines up to 5;
 /// the Java client up to 5 per connection by default).
@@ -28,8 +28,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = futures_lite::io::split(stream);
     let (queue, answers) = local_channel::new_bounded::<Pending>(REQUESTS_IN_FLIGHT_MAX);
-    let (read_end, write_end) =
-        futures_lite::future::zip(read_requests(&shard, reader, queue), write_responses(writer, answers)).await;
+    // Set when the writer stops, so the reader stops too and the socket closes.
+    let writer_stopped = Shutdown::default();
+    let write_side = async {
+        let end = write_responses(writer, answers).await;
+        writer_stopped.start();
+        end
+    };
+    // Kafka reports a member's host as "/<ip>" in DescribeGroups.
+    let client_host: Rc<str> = peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
+    let read_side = read_requests(&shard, reader, queue, &writer_stopped, &client_host);
+    let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
         tracing::info!(shard = shard.id, peer = %display_peer(peer), %reason, "connection closed");
     }
@@ -41,14 +50,20 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
 
 /// Reads frames until EOF, an error, or shutdown; each request starts at once
 /// on its own task. Returns why it stopped when that deserves a log line.
-async fn read_requests(shard: &Rc<Shard>, mut reader: ReadHalf<TcpStream>, queue: LocalSender<Pending>) -> Option<String> {
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut reader: ReadHalf<TcpStream>,
+    queue: LocalSender<Pending>,
+    writer_stopped: &Shutdown,
+    client_host: &Rc<str>,
+) -> Option<String> {
     let limit = shard.config.request_bytes_max as usize;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
-                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame)).detach();
+                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame, client_host.clone())).detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }
@@ -59,7 +74,7 @@ async fn read_requests(shard: &Rc<Shard>, mut reader: ReadHalf<TcpStream>, queue
         let start = buffer.len();
         buffer.resize(start + wanted.max(READ_CHUNK_BYTES.min(limit + 4)), 0);
         let read = futures_lite::future::or(async { Some(reader.read(&mut buffer[start..]).await) }, async {
-            shard.shutdown.wait().await;
+            futures_lite::future::or(shard.shutdown.wait(), writer_stopped.wait()).await;
             None
         })
         .await;

@@ -28,14 +28,40 @@ pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error(transparent)]
     Placement(#[from] placement::PlacementError),
+    #[error(transparent)]
+    Uring(#[from] super::uring_probe::UringError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor { shard: usize, cpu: usize, message: String },
+    #[error(
+        "consumer group offsets in {dir} were written by {found} shard(s) but {shards} are configured; \
+         groups are placed by shard count, so start with {found} CPUs (--cpus) to keep them"
+    )]
+    GroupShards { dir: String, found: usize, shards: usize },
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
+}
+
+/// Where each shard's group coordinator keeps its log, in `shard-<n>` folders.
+const GROUPS_DIR: &str = "__groups";
+
+/// Each group lives on `hash(group) % shards` and its offsets in that shard's
+/// folder, so a different shard count would lose track of committed offsets:
+/// refuse to start instead (partitions, unlike groups, move freely).
+fn check_group_shards(dir: &std::path::Path, shards: usize) -> Result<(), StartError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let found = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("shard-")?.parse::<usize>().ok())
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0);
+    if found == 0 || found == shards {
+        return Ok(());
+    }
+    Err(StartError::GroupShards { dir: dir.display().to_string(), found, shards })
 }
 
 /// Everything one shard needs to start; moved onto its executor thread.
@@ -51,10 +77,12 @@ struct ShardSeed {
 
 /// Runs the broker until SIGINT/SIGTERM (or `stop` fires), then shuts down cleanly.
 pub fn run(config: Config) -> Result<(), StartError> {
+    super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let table = registry.table();
     let config = Arc::new(config);
@@ -79,7 +107,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .spawn(move || shard_main(seed))
+            .spawn(move || async move {
+                let outcome = shard_main(seed).await;
+                if let Err(message) = &outcome {
+                    // The other shards would wait for this one forever: stop the process.
+                    eprintln!("ringlog: shard {id} failed: {message}");
+                    std::process::exit(1);
+                }
+                outcome
+            })
             .map_err(|e| StartError::Executor { shard: id, cpu, message: e.to_string() })?;
         handles.push(handle);
     }
@@ -136,6 +172,14 @@ fn wait_for_stop_signals(set: libc::sigset_t, stop_senders: Vec<oneshot::Sender<
 async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     let ShardSeed { id, config, mesh, table, registry, shutdown, ready } = seed;
     let (mesh, inboxes) = mesh::Mesh::connect(mesh).await;
+    // Refuse an unsafe data directory before serving; on every shard, since the
+    // probe also primes glommio's per-thread polled-I/O detection.
+    if let Err(reason) = crate::storage::file::probe_direct_io(&config.data_dir).await {
+        if !config.allow_buffered_io {
+            return Err(crate::storage::Error::DirectIoUnavailable { path: config.data_dir.clone(), reason }.to_string());
+        }
+        tracing::warn!(shard = id, %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
+    }
     let group_config = GroupConfig {
         initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as u64,
         min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -143,7 +187,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
         ..GroupConfig::default()
     };
-    let groups = GroupCoordinator::open(config.data_dir.join("__groups").join(format!("shard-{id}")), group_config)
+    let groups = GroupCoordinator::open(config.data_dir.join(GROUPS_DIR).join(format!("shard-{id}")), group_config)
         .await
         .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let shard = Rc::new(Shard {

@@ -83,7 +83,10 @@ impl BatchHeader {
             return Err(Error::InvalidMagic(buf[MAGIC_OFFSET] as i8));
         }
         if buf.len() < HEADER_BYTES {
-            return Err(Error::Truncated { needed: HEADER_BYTES, available: buf.len() });
+            return Err(Error::Truncated {
+                needed: HEADER_BYTES,
+                available: buf.len(),
+            });
         }
         Ok(BatchHeader {
             base_offset: read_i64(buf, BASE_OFFSET_OFFSET),
@@ -128,7 +131,10 @@ impl BatchHeader {
         let total = self.total_bytes();
         let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..total]);
         if computed != self.crc {
-            return Err(Error::CorruptBatch(CorruptReason::CrcMismatch { stored: self.crc, computed }));
+            return Err(Error::CorruptBatch(CorruptReason::CrcMismatch {
+                stored: self.crc,
+                computed,
+            }));
         }
         Ok(())
     }
@@ -146,10 +152,16 @@ impl BatchHeader {
             return Err(Error::CorruptBatch(CorruptReason::LengthBeyondLimit));
         }
         if total > available {
-            return Err(Error::Truncated { needed: total, available });
+            return Err(Error::Truncated {
+                needed: total,
+                available,
+            });
         }
         if total > size_limit {
-            return Err(Error::MessageTooLarge { size: total, max: size_limit.min(u32::MAX as usize) as u32 });
+            return Err(Error::MessageTooLarge {
+                size: total,
+                max: size_limit.min(u32::MAX as usize) as u32,
+            });
         }
         if self.record_count <= 0 {
             return Err(Error::CorruptBatch(CorruptReason::RecordCountNotPositive));
@@ -238,7 +250,8 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     let attributes = read_i16(batch, ATTRIBUTES_OFFSET) | ATTRIBUTE_TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&timestamp_ms.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
@@ -252,7 +265,8 @@ mod tests {
         b[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
             .copy_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
         b[MAGIC_OFFSET] = 2;
-        b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4].copy_from_slice(&(records - 1).to_be_bytes());
+        b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&(records - 1).to_be_bytes());
         b[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&records.to_be_bytes());
         let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -273,7 +287,10 @@ mod tests {
         let mut b = minimal_batch(1);
         b[BASE_TIMESTAMP_OFFSET + 3] ^= 1;
         let h = BatchHeader::parse(&b).expect("header present");
-        assert!(matches!(h.validate(&b, 1 << 20), Err(Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))));
+        assert!(matches!(
+            h.validate(&b, 1 << 20),
+            Err(Error::CorruptBatch(CorruptReason::CrcMismatch { .. }))
+        ));
     }
 
     #[test]
@@ -283,7 +300,10 @@ mod tests {
         set_partition_leader_epoch(&mut b, 7);
         let h = BatchHeader::parse(&b).expect("header present");
         h.validate(&b, 1 << 20).expect("still valid");
-        assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (42, 7, 43));
+        assert_eq!(
+            (h.base_offset, h.partition_leader_epoch, h.last_offset()),
+            (42, 7, 43)
+        );
     }
 
     #[test]
@@ -300,12 +320,18 @@ mod tests {
     fn old_magic_is_rejected_before_length_checks() {
         let mut b = minimal_batch(1);
         b[MAGIC_OFFSET] = 1;
-        assert!(matches!(BatchHeader::parse(&b[..20]), Err(Error::InvalidMagic(1))));
+        assert!(matches!(
+            BatchHeader::parse(&b[..20]),
+            Err(Error::InvalidMagic(1))
+        ));
     }
 
     #[test]
     fn length_larger_than_buffer_is_truncated() {
         let b = minimal_batch(1);
-        assert!(matches!(validate_all(&b[..b.len() - 1], 1 << 20), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            validate_all(&b[..b.len() - 1], 1 << 20),
+            Err(Error::Truncated { .. })
+        ));
     }
 }

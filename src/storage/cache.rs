@@ -73,7 +73,9 @@ impl BatchCache {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         while inner.used_bytes + batch.len() > self.capacity_bytes {
-            let Some((_, key)) = inner.recency.pop_first() else { break };
+            let Some((_, key)) = inner.recency.pop_first() else {
+                break;
+            };
             if let Some(old) = inner.entries.remove(&key) {
                 inner.used_bytes -= old.batch.len();
             }
@@ -82,7 +84,14 @@ impl BatchCache {
         inner.next_tick += 1;
         inner.used_bytes += batch.len();
         inner.recency.insert(tick, (log, base_offset));
-        if let Some(old) = inner.entries.insert((log, base_offset), Entry { batch, last_offset, tick }) {
+        if let Some(old) = inner.entries.insert(
+            (log, base_offset),
+            Entry {
+                batch,
+                last_offset,
+                tick,
+            },
+        ) {
             inner.used_bytes -= old.batch.len();
             inner.recency.remove(&old.tick);
         }
@@ -115,7 +124,11 @@ impl BatchCache {
     pub(crate) fn remove_log_from(&self, log: LogId, from_offset: i64) {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        let keys: Vec<(LogId, i64)> = inner.entries.range((log, from_offset)..=(log, i64::MAX)).map(|(k, _)| *k).collect();
+        let keys: Vec<(LogId, i64)> = inner
+            .entries
+            .range((log, from_offset)..=(log, i64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for key in keys {
             if let Some(e) = inner.entries.remove(&key) {
                 inner.used_bytes -= e.batch.len();
@@ -148,7 +161,10 @@ mod tests {
         cache.insert(log, 20, 29, Bytes::from(vec![2u8; 100]));
         assert!(cache.get_containing(log, 5).is_some()); // 0 becomes most recent
         cache.insert(log, 30, 39, Bytes::from(vec![3u8; 100]));
-        assert!(cache.get_containing(log, 15).is_none(), "10..19 was least recently used");
+        assert!(
+            cache.get_containing(log, 15).is_none(),
+            "10..19 was least recently used"
+        );
         assert!(cache.get_containing(log, 5).is_some());
         assert!(cache.get_containing(log, 35).is_some());
         assert!(cache.stats().used_bytes <= 300);
@@ -160,7 +176,10 @@ mod tests {
         let (a, b) = (cache.register_log(), cache.register_log());
         cache.insert(a, 0, 9, Bytes::from_static(b"aaaa"));
         cache.insert(b, 0, 9, Bytes::from_static(b"bbbb"));
-        assert_eq!(cache.get_containing(a, 9).map(|(x, l)| (x, l)), Some((Bytes::from_static(b"aaaa"), 9)));
+        assert_eq!(
+            cache.get_containing(a, 9),
+            Some((Bytes::from_static(b"aaaa"), 9))
+        );
         assert!(cache.get_containing(a, 10).is_none());
         cache.remove_log_from(a, i64::MIN);
         assert!(cache.get_containing(a, 3).is_none());

@@ -14,7 +14,10 @@ pub enum CorruptReason {
     /// `recordCount` is zero or negative.
     RecordCountNotPositive,
     /// `recordCount` disagrees with `lastOffsetDelta + 1`.
-    RecordCountMismatch { record_count: i32, last_offset_delta: i32 },
+    RecordCountMismatch {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
     /// Offsets do not continue from the previous batch (found on disk only).
     OffsetDiscontinuity { expected: i64, found: i64 },
     /// The batch is larger than storage will ever read back.
@@ -25,11 +28,17 @@ impl fmt::Display for CorruptReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CorruptReason::CrcMismatch { stored, computed } => {
-                write!(f, "CRC-32C mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                write!(
+                    f,
+                    "CRC-32C mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                )
             }
             CorruptReason::LengthTooSmall => write!(f, "batchLength smaller than a v2 header"),
             CorruptReason::RecordCountNotPositive => write!(f, "recordCount is not positive"),
-            CorruptReason::RecordCountMismatch { record_count, last_offset_delta } => write!(
+            CorruptReason::RecordCountMismatch {
+                record_count,
+                last_offset_delta,
+            } => write!(
                 f,
                 "recordCount {record_count} inconsistent with lastOffsetDelta {last_offset_delta}"
             ),
@@ -55,7 +64,11 @@ pub enum Error {
     #[error("append carries no record batch")]
     EmptyAppend,
     #[error("offset {offset} outside [{log_start_offset}, {high_watermark}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
     #[error("I/O error while {context} {path:?}: {source}")]
     Io {
         context: &'static str,
@@ -79,7 +92,15 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
-        Error::Io { context, path: path.into(), source: source.into() }
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source: source.into(),
+        }
     }
 }

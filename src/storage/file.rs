@@ -11,7 +11,7 @@ use super::error::Error;
 
 /// Write alignment: a multiple of every logical block size we accept.
 pub const BLOCK_BYTES: u64 = 4096;
-const _: () = assert!(BLOCK_BYTES.is_power_of_two() && BLOCK_BYTES % 512 == 0);
+const _: () = assert!(BLOCK_BYTES.is_power_of_two() && BLOCK_BYTES.is_multiple_of(512));
 
 pub fn align_down(v: u64) -> u64 {
     v & !(BLOCK_BYTES - 1)
@@ -37,26 +37,33 @@ pub enum IoMode {
 /// EOPNOTSUPP on devices without iopoll, such as virtio disks).
 pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
     let stat = nix_statfs(dir)?;
-    if stat == libc::TMPFS_MAGIC as i64 {
+    if stat == libc::TMPFS_MAGIC {
         return Err("tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into());
     }
-    let probe = dir.join(".direct-io-probe");
+    // One name per thread: shards probe the same directory at the same time.
+    // SAFETY: gettid has no preconditions.
+    let thread = unsafe { libc::gettid() };
+    let probe = dir.join(format!(".direct-io-probe-{thread}"));
     let result = probe_with_file(&probe).await;
     let _ = std::fs::remove_file(&probe);
     result
 }
 
 async fn probe_with_file(probe: &Path) -> Result<(), String> {
-    std::fs::write(probe, [0u8; BLOCK_BYTES as usize]).map_err(|e| format!("cannot write a probe file: {e}"))?;
+    std::fs::write(probe, [0u8; BLOCK_BYTES as usize])
+        .map_err(|e| format!("cannot write a probe file: {e}"))?;
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(probe)
         .map_err(|e| format!("open with O_DIRECT failed: {e}"))?;
-    let file = DmaFile::open(probe).await.map_err(|e| format!("glommio could not open a direct file: {e}"))?;
+    let file = DmaFile::open(probe)
+        .await
+        .map_err(|e| format!("glommio could not open a direct file: {e}"))?;
     let read = file.read_at_aligned(0, BLOCK_BYTES as usize).await;
     let _ = file.close().await;
-    read.map(|_| ()).map_err(|e| format!("direct read failed: {e}"))
+    read.map(|_| ())
+        .map_err(|e| format!("direct read failed: {e}"))
 }
 
 fn nix_statfs(dir: &Path) -> Result<i64, String> {
@@ -67,7 +74,10 @@ fn nix_statfs(dir: &Path) -> Result<i64, String> {
     // SAFETY: `c` is a valid NUL-terminated path and `buf` a properly sized out-parameter.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut buf) };
     if rc != 0 {
-        return Err(format!("statfs failed: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "statfs failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(buf.f_type as i64)
 }
@@ -107,7 +117,12 @@ impl SegmentFile {
     /// Writes `head` then each of `parts` at the block-aligned `position`, padding
     /// with zeros to a whole block. `head` is the already-written start of the
     /// partial block at `position`.
-    pub async fn write_blocks(&self, position: u64, head: &[u8], parts: &[bytes::Bytes]) -> Result<(), Error> {
+    pub async fn write_blocks(
+        &self,
+        position: u64,
+        head: &[u8],
+        parts: &[bytes::Bytes],
+    ) -> Result<(), Error> {
         debug_assert_eq!(position % BLOCK_BYTES, 0);
         let data_len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
         let padded = align_up(data_len as u64) as usize;
@@ -124,19 +139,26 @@ impl SegmentFile {
             SegmentFile::Direct(file, path) => {
                 let mut buffer = file.alloc_dma_buffer(padded);
                 fill(buffer.as_bytes_mut());
-                file.write_at(buffer, position).await.map_err(|e| Error::io("writing", path, e))?
+                file.write_at(buffer, position)
+                    .await
+                    .map_err(|e| Error::io("writing", path, e))?
             }
             SegmentFile::Buffered(file, path) => {
                 let mut buffer = vec![0u8; padded];
                 fill(&mut buffer);
-                file.write_at(buffer, position).await.map_err(|e| Error::io("writing", path, e))?
+                file.write_at(buffer, position)
+                    .await
+                    .map_err(|e| Error::io("writing", path, e))?
             }
         };
         if written != padded {
             return Err(Error::io(
                 "writing (short write)",
                 self.path(),
-                std::io::Error::new(std::io::ErrorKind::WriteZero, format!("{written} of {padded} bytes")),
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("{written} of {padded} bytes"),
+                ),
             ));
         }
         Ok(())
@@ -145,35 +167,53 @@ impl SegmentFile {
     /// Reads up to `len` bytes at any `position` (alignment handled here).
     pub async fn read(&self, position: u64, len: usize) -> Result<ReadResult, Error> {
         match self {
-            SegmentFile::Direct(file, path) => {
-                file.read_at(position, len).await.map_err(|e| Error::io("reading", path, e))
-            }
-            SegmentFile::Buffered(file, path) => {
-                file.read_at(position, len).await.map_err(|e| Error::io("reading", path, e))
-            }
+            SegmentFile::Direct(file, path) => file
+                .read_at(position, len)
+                .await
+                .map_err(|e| Error::io("reading", path, e)),
+            SegmentFile::Buffered(file, path) => file
+                .read_at(position, len)
+                .await
+                .map_err(|e| Error::io("reading", path, e)),
         }
     }
 
     pub async fn fdatasync(&self) -> Result<(), Error> {
         match self {
-            SegmentFile::Direct(file, path) => file.fdatasync().await.map_err(|e| Error::io("syncing", path, e)),
-            SegmentFile::Buffered(file, path) => file.fdatasync().await.map_err(|e| Error::io("syncing", path, e)),
+            SegmentFile::Direct(file, path) => file
+                .fdatasync()
+                .await
+                .map_err(|e| Error::io("syncing", path, e)),
+            SegmentFile::Buffered(file, path) => file
+                .fdatasync()
+                .await
+                .map_err(|e| Error::io("syncing", path, e)),
         }
     }
 
     pub async fn truncate(&self, size: u64) -> Result<(), Error> {
         match self {
-            SegmentFile::Direct(file, path) => file.truncate(size).await.map_err(|e| Error::io("truncating", path, e)),
-            SegmentFile::Buffered(file, path) => {
-                file.truncate(size).await.map_err(|e| Error::io("truncating", path, e))
-            }
+            SegmentFile::Direct(file, path) => file
+                .truncate(size)
+                .await
+                .map_err(|e| Error::io("truncating", path, e)),
+            SegmentFile::Buffered(file, path) => file
+                .truncate(size)
+                .await
+                .map_err(|e| Error::io("truncating", path, e)),
         }
     }
 
     pub async fn size(&self) -> Result<u64, Error> {
         match self {
-            SegmentFile::Direct(file, path) => file.file_size().await.map_err(|e| Error::io("sizing", path, e)),
-            SegmentFile::Buffered(file, path) => file.file_size().await.map_err(|e| Error::io("sizing", path, e)),
+            SegmentFile::Direct(file, path) => file
+                .file_size()
+                .await
+                .map_err(|e| Error::io("sizing", path, e)),
+            SegmentFile::Buffered(file, path) => file
+                .file_size()
+                .await
+                .map_err(|e| Error::io("sizing", path, e)),
         }
     }
 }
@@ -189,21 +229,40 @@ pub async fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Resu
         .buffered_open(&temp)
         .await
         .map_err(|e| Error::io("creating", &temp, e))?;
-    let written = file.write_at(bytes.to_vec(), 0).await.map_err(|e| Error::io("writing", &temp, e))?;
+    let written = file
+        .write_at(bytes.to_vec(), 0)
+        .await
+        .map_err(|e| Error::io("writing", &temp, e))?;
     if written != bytes.len() {
-        return Err(Error::io("writing (short write)", &temp, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+        return Err(Error::io(
+            "writing (short write)",
+            &temp,
+            std::io::Error::from(std::io::ErrorKind::WriteZero),
+        ));
     }
-    file.fdatasync().await.map_err(|e| Error::io("syncing", &temp, e))?;
-    file.close().await.map_err(|e| Error::io("closing", &temp, e))?;
-    glommio::io::rename(&temp, &target).await.map_err(|e| Error::io("renaming", &temp, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::io("syncing", &temp, e))?;
+    file.close()
+        .await
+        .map_err(|e| Error::io("closing", &temp, e))?;
+    glommio::io::rename(&temp, &target)
+        .await
+        .map_err(|e| Error::io("renaming", &temp, e))?;
     sync_dir(dir).await
 }
 
 /// Makes file creations, renames and removals in `dir` durable.
 pub async fn sync_dir(dir: &Path) -> Result<(), Error> {
-    let d = glommio::io::Directory::open(dir).await.map_err(|e| Error::io("opening directory", dir, e))?;
-    d.sync().await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    d.close().await.map_err(|e| Error::io("closing directory", dir, e))
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| Error::io("opening directory", dir, e))?;
+    d.sync()
+        .await
+        .map_err(|e| Error::io("syncing directory", dir, e))?;
+    d.close()
+        .await
+        .map_err(|e| Error::io("closing directory", dir, e))
 }
 
 /// Reads a whole small file, or `None` if it does not exist.

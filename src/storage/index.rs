@@ -81,20 +81,36 @@ fn times_crc(entries: &[TimeEntry], max: Option<(i64, i64)>) -> u32 {
 impl SegmentIndex {
     /// Records a batch appended at `position`; adds sparse entries every
     /// `interval_bytes` (the first batch of a segment is always indexed).
-    pub fn on_batch(&mut self, base_offset: i64, max_timestamp_ms: i64, position: u64, size: u64, interval_bytes: u32) {
+    pub fn on_batch(
+        &mut self,
+        base_offset: i64,
+        max_timestamp_ms: i64,
+        position: u64,
+        size: u64,
+        interval_bytes: u32,
+    ) {
         let interval = u64::from(interval_bytes.max(1));
         if (self.offsets.is_empty() || self.bytes_since_offset_entry >= interval)
             && self.offsets.len() < INDEX_ENTRIES_MAX
         {
-            self.offsets.push(OffsetEntry { offset: base_offset, position });
+            self.offsets.push(OffsetEntry {
+                offset: base_offset,
+                position,
+            });
             self.bytes_since_offset_entry = 0;
         }
         self.bytes_since_offset_entry += size;
         let is_new_max = self.max_timestamp.is_none_or(|(t, _)| max_timestamp_ms > t);
         if is_new_max {
             self.max_timestamp = Some((max_timestamp_ms, base_offset));
-            if (self.times.is_empty() || self.bytes_since_time_entry >= interval) && self.times.len() < INDEX_ENTRIES_MAX {
-                self.times.push(TimeEntry { timestamp_ms: max_timestamp_ms, offset: base_offset, position });
+            if (self.times.is_empty() || self.bytes_since_time_entry >= interval)
+                && self.times.len() < INDEX_ENTRIES_MAX
+            {
+                self.times.push(TimeEntry {
+                    timestamp_ms: max_timestamp_ms,
+                    offset: base_offset,
+                    position,
+                });
                 self.bytes_since_time_entry = 0;
             }
         }
@@ -114,7 +130,9 @@ impl SegmentIndex {
     /// Position from which to scan for the first batch with maxTimestamp >= `timestamp_ms`:
     /// every batch before the last entry with a smaller timestamp is below it.
     pub fn position_for_timestamp(&self, timestamp_ms: i64) -> u64 {
-        let i = self.times.partition_point(|e| e.timestamp_ms < timestamp_ms);
+        let i = self
+            .times
+            .partition_point(|e| e.timestamp_ms < timestamp_ms);
         if i == 0 {
             0
         } else {
@@ -128,7 +146,12 @@ impl SegmentIndex {
         self.times.retain(|e| e.position < position);
     }
 
-    pub fn encode_offsets(&self, base_offset: i64, segment_bytes: u64, next_offset: i64) -> Result<Vec<u8>, rkyv::rancor::Error> {
+    pub fn encode_offsets(
+        &self,
+        base_offset: i64,
+        segment_bytes: u64,
+        next_offset: i64,
+    ) -> Result<Vec<u8>, rkyv::rancor::Error> {
         let file = OffsetIndexFile {
             format_version: INDEX_FORMAT_VERSION,
             base_offset,
@@ -140,7 +163,11 @@ impl SegmentIndex {
         Ok(rkyv::to_bytes::<rkyv::rancor::Error>(&file)?.into_vec())
     }
 
-    pub fn encode_times(&self, base_offset: i64, segment_bytes: u64) -> Result<Vec<u8>, rkyv::rancor::Error> {
+    pub fn encode_times(
+        &self,
+        base_offset: i64,
+        segment_bytes: u64,
+    ) -> Result<Vec<u8>, rkyv::rancor::Error> {
         let (t, o) = self.max_timestamp.unwrap_or((i64::MIN, i64::MIN));
         let file = TimeIndexFile {
             format_version: INDEX_FORMAT_VERSION,
@@ -158,14 +185,21 @@ impl SegmentIndex {
     /// Loads both persisted indexes and the segment's next offset; `None` if either
     /// is missing, corrupt, or describes another segment size (then the caller
     /// rebuilds by scanning).
-    pub fn decode(offsets: &[u8], times: &[u8], base_offset: i64, segment_bytes: u64) -> Option<(SegmentIndex, i64)> {
+    pub fn decode(
+        offsets: &[u8],
+        times: &[u8],
+        base_offset: i64,
+        segment_bytes: u64,
+    ) -> Option<(SegmentIndex, i64)> {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(offsets);
         let o = rkyv::from_bytes::<OffsetIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
         aligned.clear();
         aligned.extend_from_slice(times);
         let t = rkyv::from_bytes::<TimeIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
-        let max_timestamp = t.has_max_timestamp.then_some((t.max_timestamp_ms, t.max_timestamp_offset));
+        let max_timestamp = t
+            .has_max_timestamp
+            .then_some((t.max_timestamp_ms, t.max_timestamp_offset));
         let consistent = o.format_version == INDEX_FORMAT_VERSION
             && t.format_version == INDEX_FORMAT_VERSION
             && o.base_offset == base_offset
@@ -178,11 +212,20 @@ impl SegmentIndex {
             && t.crc == times_crc(&t.entries, max_timestamp)
             && o.entries.len() <= INDEX_ENTRIES_MAX
             && t.entries.len() <= INDEX_ENTRIES_MAX
-            && o.entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position)
-            && o.entries.iter().all(|e| e.position < segment_bytes && e.offset >= base_offset)
-            && t.entries.windows(2).all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].position < w[1].position)
-            && t.entries.iter().all(|e| e.position < segment_bytes && e.offset >= base_offset)
-            && (segment_bytes == 0 || (o.entries.first().map(|e| e.position) == Some(0) && max_timestamp.is_some()));
+            && o.entries
+                .windows(2)
+                .all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position)
+            && o.entries
+                .iter()
+                .all(|e| e.position < segment_bytes && e.offset >= base_offset)
+            && t.entries
+                .windows(2)
+                .all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].position < w[1].position)
+            && t.entries
+                .iter()
+                .all(|e| e.position < segment_bytes && e.offset >= base_offset)
+            && (segment_bytes == 0
+                || (o.entries.first().map(|e| e.position) == Some(0) && max_timestamp.is_some()));
         if !consistent {
             return None;
         }
@@ -207,7 +250,13 @@ mod tests {
     fn sample() -> SegmentIndex {
         let mut index = SegmentIndex::default();
         for i in 0..100u64 {
-            index.on_batch(100 + i as i64 * 10, 1000 + (i as i64 % 7) * 3 + i as i64, i * 1000, 1000, 4096);
+            index.on_batch(
+                100 + i as i64 * 10,
+                1000 + (i as i64 % 7) * 3 + i as i64,
+                i * 1000,
+                1000,
+                4096,
+            );
         }
         index
     }

@@ -28,13 +28,16 @@ use super::retention;
 use super::segment::{self, Segment};
 
 /// Most bytes one write I/O carries; more queued data goes in the next write.
-pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
+/// Writes of one partition in flight at once (sequential, non-overlapping).
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 /// Bounds on the flush.ms timer's sleep, so a huge flush.ms cannot overflow a
 /// Duration and a config change is noticed within a second.
 const FLUSH_TICK_MS_MIN: u64 = 1;
 const FLUSH_TICK_MS_MAX: u64 = 1000;
 
-const _: () = assert!(WRITE_BYTES_MAX as u64 % BLOCK_BYTES == 0);
+const _: () = assert!((WRITE_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(WRITE_BYTES_MAX as u64 > 2 * BLOCK_BYTES && WRITES_IN_FLIGHT_MAX >= 1);
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +70,44 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
+/// I/O counters of one log (for tests, benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub written_bytes: u64,
+    pub fdatasyncs: u64,
+}
+
+/// One write issued and not yet completed (in issue order).
+struct Flight {
+    id: u64,
+    end_seq: u64,
+    /// The offset after the last batch this write completes.
+    end_offset: i64,
+    end_position: u64,
+    done: bool,
+}
+
+/// What a task needs to perform one write.
+struct Issue {
+    id: u64,
+    file: Rc<super::file::SegmentFile>,
+    position: u64,
+    head: [u8; BLOCK_BYTES as usize],
+    head_len: usize,
+    parts: Vec<Bytes>,
+    bytes: u64,
+}
+
+/// What a task waiting for durability does next.
+enum SyncStep {
+    WaitForSync,
+    WaitForWrite,
+    /// Lead the next fdatasync, covering bytes up to the sequence and offset given.
+    Sync(Rc<super::file::SegmentFile>, u64, i64),
+}
+
 struct Pending {
     batch: Bytes,
     next_offset: i64,
@@ -85,9 +126,14 @@ pub(crate) struct State {
     pub(crate) recovery_point: i64,
     pending: VecDeque<Pending>,
     staged_seq: u64,
+    /// Bytes handed to writes (issued, maybe not complete).
+    issued_seq: u64,
+    /// The offset after the last batch wholly issued.
+    issued_offset: i64,
+    flights: VecDeque<Flight>,
+    next_flight_id: u64,
     written_seq: u64,
     synced_seq: u64,
-    write_in_flight: bool,
     sync_in_flight: bool,
     /// Reused between writes so a write allocates nothing but its DMA buffer.
     write_scratch: Vec<Bytes>,
@@ -96,6 +142,7 @@ pub(crate) struct State {
     unflushed_records: u64,
     last_flush_ms: i64,
     flusher_running: bool,
+    stats: LogStats,
 }
 
 /// One partition's log. `!Send`: it lives on the shard that owns the partition.
@@ -150,9 +197,12 @@ impl PartitionLog {
             recovery_point: recovered.recovery_point,
             pending: VecDeque::new(),
             staged_seq: 0,
+            issued_seq: 0,
+            issued_offset: recovered.next_offset,
+            flights: VecDeque::new(),
+            next_flight_id: 0,
             written_seq: 0,
             synced_seq: 0,
-            write_in_flight: false,
             sync_in_flight: false,
             write_scratch: Vec::new(),
             stopped: None,
@@ -160,6 +210,7 @@ impl PartitionLog {
             unflushed_records: 0,
             last_flush_ms: now,
             flusher_running: false,
+            stats: LogStats::default(),
         };
         let log = Rc::new(PartitionLog {
             dir,
@@ -221,14 +272,28 @@ impl PartitionLog {
         self.state.borrow().segments.keys().copied().collect()
     }
 
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
+    }
+
     /// (base offset, bytes) of each segment, oldest first.
     pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
-        self.state.borrow().segments.values().map(|s| (s.base_offset, s.written_bytes)).collect()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| (s.base_offset, s.written_bytes))
+            .collect()
     }
 
     /// Total bytes of the segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.values().map(|s| s.written_bytes).sum()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.written_bytes)
+            .sum()
     }
 
     fn check_open(state: &State) -> Result<(), Error> {
@@ -243,7 +308,11 @@ impl PartitionLog {
 
     /// Appends one or more v2 batches. All are validated before any is written;
     /// a rejected append leaves the log unchanged.
-    pub async fn append(&self, records: Bytes, durability: Durability) -> Result<AppendInfo, Error> {
+    pub async fn append(
+        &self,
+        records: Bytes,
+        durability: Durability,
+    ) -> Result<AppendInfo, Error> {
         let max_message_bytes = {
             let state = self.state.borrow();
             Self::check_open(&state)?;
@@ -251,7 +320,11 @@ impl PartitionLog {
         };
         batch::validate_all(&records, max_message_bytes)?;
 
-        let permit = self.append_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
         let now = now_ms();
         if self.should_roll(records.len() as u64, now) {
             self.roll(now).await?;
@@ -274,8 +347,11 @@ impl PartitionLog {
         Self::check_open(state)?;
         // Offsets are written into the producer's buffer when we own it alone,
         // otherwise into one copy of the whole request.
-        let mut buffer: BytesMut = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let log_append_time = (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let mut buffer: BytesMut = records
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let log_append_time =
+            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let base_offset = state.next_offset;
         let mut offset = base_offset;
         let mut position = 0usize;
@@ -311,17 +387,30 @@ impl PartitionLog {
             let last = batch_offset + i64::from(header.last_offset_delta);
             let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
             let slice = stored.slice(position..position + size);
-            segment.index.on_batch(batch_offset, max_timestamp, segment.staged_bytes, size as u64, interval);
-            segment.first_batch_timestamp_ms.get_or_insert(max_timestamp);
+            segment.index.on_batch(
+                batch_offset,
+                max_timestamp,
+                segment.staged_bytes,
+                size as u64,
+                interval,
+            );
+            segment
+                .first_batch_timestamp_ms
+                .get_or_insert(max_timestamp);
             segment.staged_bytes += size as u64;
             segment.next_offset = last + 1;
-            self.cache.insert(self.log_id, batch_offset, last, slice.clone());
-            state.pending.push_back(Pending { batch: slice, next_offset: last + 1 });
+            self.cache
+                .insert(self.log_id, batch_offset, last, slice.clone());
+            state.pending.push_back(Pending {
+                batch: slice,
+                next_offset: last + 1,
+            });
             batch_offset = last + 1;
             position += size;
         }
         debug_assert_eq!(batch_offset, offset);
         state.staged_seq += stored.len() as u64;
+        state.stats.appends += 1;
         state.next_offset = offset;
         state.unflushed_records += records_total;
         let flush_due = state.unflushed_records >= state.config.flush_messages
@@ -338,7 +427,9 @@ impl PartitionLog {
 
     fn should_roll(&self, incoming_bytes: u64, now: i64) -> bool {
         let state = self.state.borrow();
-        let Some((_, active)) = state.segments.last_key_value() else { return false };
+        let Some((_, active)) = state.segments.last_key_value() else {
+            return false;
+        };
         if active.staged_bytes == 0 {
             return false;
         }
@@ -362,7 +453,11 @@ impl PartitionLog {
                 .segments
                 .last_key_value()
                 .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-            (active.file.clone(), active.written_bytes, active.base_offset)
+            (
+                active.file.clone(),
+                active.written_bytes,
+                active.base_offset,
+            )
         };
         // Drop the zero padding of the last block so the sealed file is exact.
         let sealed = async {
@@ -379,14 +474,23 @@ impl PartitionLog {
             state.recovery_point = state.recovery_point.max(state.high_watermark);
         }
         self.synced.notify_all();
-        let index_files = self.state.borrow().segments.get(&old_base).map(Segment::encode_indexes).transpose()?;
+        let index_files = self
+            .state
+            .borrow()
+            .segments
+            .get(&old_base)
+            .map(Segment::encode_indexes)
+            .transpose()?;
         if let Some(files) = index_files {
             files.write(&self.dir).await?;
         }
         let next_offset = self.state.borrow().next_offset;
         let segment = Segment::create(&self.dir, next_offset, self.io_mode, now).await?;
         file::sync_dir(&self.dir).await?;
-        self.state.borrow_mut().segments.insert(next_offset, segment);
+        self.state
+            .borrow_mut()
+            .segments
+            .insert(next_offset, segment);
         Ok(())
     }
 
@@ -397,11 +501,18 @@ impl PartitionLog {
         self.synced.notify_all();
     }
 
-    /// Returns once every byte staged up to `seq` is written, writing queued
-    /// bytes itself when no other task is.
+    /// Returns once every byte staged up to `seq` is written, issuing writes
+    /// itself when the pipeline has room.
+    ///
+    /// Up to `WRITES_IN_FLIGHT_MAX` writes run at once. Two writes never cover
+    /// the same block while both are in flight: a write that ends inside a block
+    /// must complete before the next write (which rewrites that block) is issued.
+    /// While other writes are in flight, only whole blocks are issued, so the
+    /// pipeline stays full under load; the partial last block goes out when the
+    /// pipeline drains.
     async fn wait_written(&self, seq: u64) -> Result<(), Error> {
         loop {
-            let (file, position, head, head_len, mut batches, bytes_len, last_next_offset) = {
+            let next = {
                 let mut state = self.state.borrow_mut();
                 if state.written_seq >= seq {
                     return Ok(());
@@ -409,66 +520,133 @@ impl PartitionLog {
                 if let Some(what) = state.stopped {
                     return Err(Error::Stopped(what));
                 }
-                if state.write_in_flight {
-                    let epoch = self.written.epoch();
-                    drop(state);
-                    self.written.changed(epoch).await;
-                    continue;
-                }
-                let state = &mut *state;
-                let mut batches = std::mem::take(&mut state.write_scratch);
-                let mut bytes_len = 0usize;
-                let mut last_next_offset = state.high_watermark;
-                while let Some(p) = state.pending.front() {
-                    if !batches.is_empty() && bytes_len + p.batch.len() > WRITE_BYTES_MAX {
-                        break;
-                    }
-                    let Some(p) = state.pending.pop_front() else { break };
-                    bytes_len += p.batch.len();
-                    last_next_offset = p.next_offset;
-                    batches.push(p.batch);
-                }
-                let (_, active) = state
-                    .segments
-                    .last_key_value()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let mut head = [0u8; BLOCK_BYTES as usize];
-                head[..active.tail.len()].copy_from_slice(&active.tail);
-                state.write_in_flight = true;
-                (
-                    active.file.clone(),
-                    file::align_down(active.written_bytes),
-                    head,
-                    active.tail.len(),
-                    batches,
-                    bytes_len,
-                    last_next_offset,
-                )
+                self.take_write(&mut state)?
             };
-            let result = file.write_blocks(position, &head[..head_len], &batches).await;
-            self.state.borrow_mut().write_in_flight = false;
+            let Some(issue) = next else {
+                // The pipeline is full or must drain first; a completion wakes us.
+                let epoch = self.written.epoch();
+                self.written.changed(epoch).await;
+                continue;
+            };
+            let result = issue
+                .file
+                .write_blocks(issue.position, &issue.head[..issue.head_len], &issue.parts)
+                .await;
             if let Err(e) = result {
                 self.stop("write", &e);
                 return Err(e);
             }
-            {
-                let mut state = self.state.borrow_mut();
-                let state = &mut *state;
-                let (_, active) = state
-                    .segments
-                    .iter_mut()
-                    .next_back()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let new_end = position + (head_len + bytes_len) as u64;
-                let tail_len = (new_end - file::align_down(new_end)) as usize;
-                fill_tail(&mut active.tail, &head[..head_len], &batches, tail_len);
-                active.written_bytes = new_end;
-                state.written_seq += bytes_len as u64;
-                state.high_watermark = last_next_offset;
-                batches.clear();
-                state.write_scratch = batches;
-            }
+            self.complete_write(issue);
             self.written.notify_all();
+        }
+    }
+
+    /// Takes the next write off the staged queue, or `None` when the pipeline
+    /// has no room or nothing may be issued yet.
+    fn take_write(&self, state: &mut State) -> Result<Option<Issue>, Error> {
+        let unissued = state.staged_seq - state.issued_seq;
+        if unissued == 0 || state.flights.len() >= WRITES_IN_FLIGHT_MAX {
+            return Ok(None);
+        }
+        let state = &mut *state;
+        let (_, active) = state
+            .segments
+            .iter_mut()
+            .next_back()
+            .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
+        let head_len = active.tail.len();
+        if head_len > 0 && !state.flights.is_empty() {
+            // The last write in flight ends inside the block this one must rewrite.
+            return Ok(None);
+        }
+        let start = active.issued_bytes;
+        let limit = (WRITE_BYTES_MAX - head_len) as u64;
+        let mut take = unissued.min(limit);
+        let end = start + take;
+        if !state.flights.is_empty() || take < unissued {
+            // Keep the pipeline going with whole blocks; the remainder follows.
+            let aligned_end = file::align_down(end);
+            if aligned_end <= start {
+                return Ok(None);
+            }
+            take = aligned_end - start;
+        }
+        let mut parts = std::mem::take(&mut state.write_scratch);
+        let mut remaining = take as usize;
+        let mut end_offset = state.issued_offset;
+        while remaining > 0 {
+            let Some(front) = state.pending.front_mut() else {
+                break;
+            };
+            if front.batch.len() <= remaining {
+                remaining -= front.batch.len();
+                end_offset = front.next_offset;
+                if let Some(p) = state.pending.pop_front() {
+                    parts.push(p.batch);
+                }
+            } else {
+                // The batch continues in the next write; a slice, not a copy.
+                parts.push(front.batch.split_to(remaining));
+                remaining = 0;
+            }
+        }
+        let mut head = [0u8; BLOCK_BYTES as usize];
+        head[..head_len].copy_from_slice(&active.tail);
+        let position = file::align_down(start);
+        let new_end = start + take;
+        fill_tail(
+            &mut active.tail,
+            &head[..head_len],
+            &parts,
+            (new_end - file::align_down(new_end)) as usize,
+        );
+        active.issued_bytes = new_end;
+        state.issued_seq += take;
+        state.issued_offset = end_offset;
+        let id = state.next_flight_id;
+        state.next_flight_id += 1;
+        state.flights.push_back(Flight {
+            id,
+            end_seq: state.issued_seq,
+            end_offset,
+            end_position: new_end,
+            done: false,
+        });
+        Ok(Some(Issue {
+            id,
+            file: active.file.clone(),
+            position,
+            head,
+            head_len,
+            parts,
+            bytes: take,
+        }))
+    }
+
+    /// Marks a write done and advances the written frontier over every write
+    /// completed in order.
+    fn complete_write(&self, issue: Issue) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        if let Some(flight) = state.flights.iter_mut().find(|f| f.id == issue.id) {
+            flight.done = true;
+        }
+        state.stats.writes += 1;
+        state.stats.written_bytes += issue.bytes;
+        while state.flights.front().is_some_and(|f| f.done) {
+            let Some(flight) = state.flights.pop_front() else {
+                break;
+            };
+            state.written_seq = flight.end_seq;
+            state.high_watermark = state.high_watermark.max(flight.end_offset);
+            if let Some((_, active)) = state.segments.iter_mut().next_back() {
+                active.written_bytes = flight.end_position;
+            }
+        }
+        let mut parts = issue.parts;
+        parts.clear();
+        if parts.capacity() > state.write_scratch.capacity() {
+            state.write_scratch = parts;
         }
     }
 
@@ -476,7 +654,7 @@ impl PartitionLog {
     /// Appends arriving while one runs are all covered by the next one.
     async fn wait_synced(&self, seq: u64) -> Result<(), Error> {
         loop {
-            let (file, target_seq, target_offset) = {
+            let step = {
                 let mut state = self.state.borrow_mut();
                 if state.synced_seq >= seq {
                     return Ok(());
@@ -485,25 +663,34 @@ impl PartitionLog {
                     return Err(Error::Stopped(what));
                 }
                 if state.sync_in_flight {
+                    SyncStep::WaitForSync
+                } else if state.written_seq < seq {
+                    SyncStep::WaitForWrite
+                } else {
+                    let (_, active) = state
+                        .segments
+                        .last_key_value()
+                        .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
+                    let file = active.file.clone();
+                    state.sync_in_flight = true;
+                    state.unflushed_records = 0;
+                    state.last_flush_ms = now_ms();
+                    SyncStep::Sync(file, state.written_seq, state.high_watermark)
+                }
+            };
+            let (file, target_seq, target_offset) = match step {
+                SyncStep::WaitForSync => {
                     let epoch = self.synced.epoch();
-                    drop(state);
                     self.synced.changed(epoch).await;
                     continue;
                 }
-                if state.written_seq < seq {
-                    drop(state);
+                SyncStep::WaitForWrite => {
                     self.wait_written(seq).await?;
                     continue;
                 }
-                let (_, active) = state
-                    .segments
-                    .last_key_value()
-                    .ok_or(Error::InvalidLayout(self.dir.clone(), "no active segment"))?;
-                let file = active.file.clone();
-                state.sync_in_flight = true;
-                state.unflushed_records = 0;
-                state.last_flush_ms = now_ms();
-                (file, state.written_seq, state.high_watermark)
+                SyncStep::Sync(file, target_seq, target_offset) => {
+                    (file, target_seq, target_offset)
+                }
             };
             let result = file.fdatasync().await;
             self.state.borrow_mut().sync_in_flight = false;
@@ -514,6 +701,7 @@ impl PartitionLog {
             {
                 let mut state = self.state.borrow_mut();
                 state.synced_seq = state.synced_seq.max(target_seq);
+                state.stats.fdatasyncs += 1;
                 state.recovery_point = state.recovery_point.max(target_offset);
             }
             self.synced.notify_all();
@@ -541,12 +729,18 @@ impl PartitionLog {
                 let tick_ms = match weak.upgrade() {
                     Some(log) => {
                         let state = log.state.borrow();
-                        if state.closed || state.stopped.is_some() || state.config.flush_ms >= KAFKA_LONG_MAX {
+                        if state.closed
+                            || state.stopped.is_some()
+                            || state.config.flush_ms >= KAFKA_LONG_MAX
+                        {
                             drop(state);
                             log.state.borrow_mut().flusher_running = false;
                             return;
                         }
-                        state.config.flush_ms.clamp(FLUSH_TICK_MS_MIN, FLUSH_TICK_MS_MAX)
+                        state
+                            .config
+                            .flush_ms
+                            .clamp(FLUSH_TICK_MS_MIN, FLUSH_TICK_MS_MAX)
                     }
                     None => return,
                 };
@@ -555,7 +749,8 @@ impl PartitionLog {
                 let due = {
                     let state = log.state.borrow();
                     state.written_seq > state.synced_seq
-                        && now_ms().saturating_sub(state.last_flush_ms) >= state.config.flush_ms as i64
+                        && now_ms().saturating_sub(state.last_flush_ms)
+                            >= state.config.flush_ms as i64
                 };
                 if due {
                     // A failure stops the partition inside flush(); the loop then ends.
@@ -575,16 +770,26 @@ impl PartitionLog {
             (state.high_watermark, state.log_start_offset)
         };
         if from_offset < log_start_offset || from_offset > high_watermark {
-            return Err(Error::OffsetOutOfRange { offset: from_offset, log_start_offset, high_watermark });
+            return Err(Error::OffsetOutOfRange {
+                offset: from_offset,
+                log_start_offset,
+                high_watermark,
+            });
         }
-        let mut result = ReadResult { batches: Vec::new(), high_watermark, log_start_offset };
+        let mut result = ReadResult {
+            batches: Vec::new(),
+            high_watermark,
+            log_start_offset,
+        };
         let mut total = 0usize;
         let mut next = from_offset;
         while next < high_watermark && (result.batches.is_empty() || total < max_bytes) {
             // Recent data: straight from the cache, no I/O.
             let mut full = false;
             while next < high_watermark {
-                let Some((batch, last)) = self.cache.get_containing(self.log_id, next) else { break };
+                let Some((batch, last)) = self.cache.get_containing(self.log_id, next) else {
+                    break;
+                };
                 if !result.batches.is_empty() && total + batch.len() > max_bytes {
                     full = true;
                     break;
@@ -603,12 +808,27 @@ impl PartitionLog {
             // Older data: an aligned direct read of the segment.
             let (file, position, end, following_base) = {
                 let state = self.state.borrow();
-                let Some((_, segment)) = state.segments.range(..=next).next_back() else { break };
+                let Some((_, segment)) = state.segments.range(..=next).next_back() else {
+                    break;
+                };
                 let following = state.segments.range(next + 1..).next().map(|(b, _)| *b);
-                (segment.file.clone(), segment.index.position_for_offset(next), segment.written_bytes, following)
+                (
+                    segment.file.clone(),
+                    segment.index.position_for_offset(next),
+                    segment.written_bytes,
+                    following,
+                )
             };
-            let progress =
-                segment::read_batches(&file, position, end, next, max_bytes, &mut result.batches, &mut total).await?;
+            let progress = segment::read_batches(
+                &file,
+                position,
+                end,
+                next,
+                max_bytes,
+                &mut result.batches,
+                &mut total,
+            )
+            .await?;
             match progress.next_offset {
                 Some(n) => next = n,
                 None => match following_base {
@@ -640,19 +860,27 @@ impl PartitionLog {
     /// The first batch with maxTimestamp >= `timestamp_ms`, as (its maxTimestamp,
     /// its base offset, or the log start offset if that is later). Kafka answers
     /// with the exact record; batch granularity never skips a matching record.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<TimestampOffset>, Error> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampOffset>, Error> {
         let (candidates, log_start_offset) = {
             let state = self.state.borrow();
             let candidates: Vec<_> = state
                 .segments
                 .values()
                 .filter(|s| s.next_offset > state.log_start_offset)
-                .filter(|s| s.index.max_timestamp.is_some_and(|(t, _)| t >= timestamp_ms))
+                .filter(|s| {
+                    s.index
+                        .max_timestamp
+                        .is_some_and(|(t, _)| t >= timestamp_ms)
+                })
                 .map(|s| {
-                    let position = s
-                        .index
-                        .position_for_timestamp(timestamp_ms)
-                        .max(s.index.position_for_offset(state.log_start_offset).min(s.written_bytes));
+                    let position = s.index.position_for_timestamp(timestamp_ms).max(
+                        s.index
+                            .position_for_offset(state.log_start_offset)
+                            .min(s.written_bytes),
+                    );
                     (s.file.clone(), position, s.written_bytes)
                 })
                 .collect();
@@ -660,9 +888,13 @@ impl PartitionLog {
         };
         for (file, position, end) in candidates {
             if let Some((timestamp_ms, offset)) =
-                segment::find_timestamp(&file, position, end, timestamp_ms, log_start_offset).await?
+                segment::find_timestamp(&file, position, end, timestamp_ms, log_start_offset)
+                    .await?
             {
-                return Ok(Some(TimestampOffset { timestamp_ms, offset }));
+                return Ok(Some(TimestampOffset {
+                    timestamp_ms,
+                    offset,
+                }));
             }
         }
         Ok(None)
@@ -678,7 +910,10 @@ impl PartitionLog {
                     continue;
                 }
                 if best.is_none_or(|b| t > b.timestamp_ms) {
-                    best = Some(TimestampOffset { timestamp_ms: t, offset: o.max(state.log_start_offset) });
+                    best = Some(TimestampOffset {
+                        timestamp_ms: t,
+                        offset: o.max(state.log_start_offset),
+                    });
                 }
             }
         }
@@ -735,7 +970,12 @@ impl PartitionLog {
     async fn store_meta(&self, clean_shutdown: bool) -> Result<(), Error> {
         let meta = {
             let state = self.state.borrow();
-            PartitionMeta::new(state.log_start_offset, state.recovery_point, state.leader_epoch, clean_shutdown)
+            PartitionMeta::new(
+                state.log_start_offset,
+                state.recovery_point,
+                state.leader_epoch,
+                clean_shutdown,
+            )
         };
         meta.store(&self.dir).await
     }
@@ -743,7 +983,11 @@ impl PartitionLog {
     /// Writes and syncs everything, persists the active segment's indexes and a
     /// clean partition.meta. Later appends fail with `Closed`.
     pub async fn close(&self) -> Result<(), Error> {
-        let permit = self.append_lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
         {
             let state = self.state.borrow();
             if state.closed {
@@ -770,7 +1014,13 @@ impl PartitionLog {
             self.stop("fdatasync", &e);
             return Err(e);
         }
-        let index_files = self.state.borrow().segments.last_key_value().map(|(_, s)| s.encode_indexes()).transpose()?;
+        let index_files = self
+            .state
+            .borrow()
+            .segments
+            .last_key_value()
+            .map(|(_, s)| s.encode_indexes())
+            .transpose()?;
         if let Some(files) = index_files {
             files.write(&self.dir).await?;
         }
@@ -814,7 +1064,12 @@ fn fill_tail(tail: &mut Vec<u8>, head: &[u8], parts: &[Bytes], tail_len: usize) 
     tail.clear();
     tail.resize(tail_len, 0);
     let mut remaining = tail_len;
-    for part in parts.iter().rev().map(|b| &b[..]).chain(std::iter::once(head)) {
+    for part in parts
+        .iter()
+        .rev()
+        .map(|b| &b[..])
+        .chain(std::iter::once(head))
+    {
         if remaining == 0 {
             break;
         }

@@ -33,7 +33,12 @@ impl PartitionMeta {
         crc32c::crc32c_append(crc, &[u8::from(self.clean_shutdown)])
     }
 
-    pub fn new(log_start_offset: i64, recovery_point: i64, leader_epoch: i32, clean_shutdown: bool) -> Self {
+    pub fn new(
+        log_start_offset: i64,
+        recovery_point: i64,
+        leader_epoch: i32,
+        clean_shutdown: bool,
+    ) -> Self {
         let mut meta = PartitionMeta {
             format_version: META_FORMAT_VERSION,
             log_start_offset,
@@ -47,8 +52,13 @@ impl PartitionMeta {
     }
 
     pub async fn store(&self, dir: &Path) -> Result<(), Error> {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .map_err(|e| Error::io("encoding", dir.join(META_FILE_NAME), std::io::Error::other(e.to_string())))?;
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self).map_err(|e| {
+            Error::io(
+                "encoding",
+                dir.join(META_FILE_NAME),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         file::write_file_atomically(dir, META_FILE_NAME, &bytes).await
     }
 
@@ -61,7 +71,11 @@ impl PartitionMeta {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes);
         match rkyv::from_bytes::<PartitionMeta, rkyv::rancor::Error>(&aligned) {
-            Ok(meta) if meta.format_version == META_FORMAT_VERSION && meta.crc == meta.checksum() => Ok(Some(meta)),
+            Ok(meta)
+                if meta.format_version == META_FORMAT_VERSION && meta.crc == meta.checksum() =>
+            {
+                Ok(Some(meta))
+            }
             _ => {
                 tracing::warn!(path = %path.display(), "partition.meta is corrupt; recovering every segment");
                 Ok(None)

@@ -36,4 +36,4 @@ pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
 pub use config::{Durability, LogConfig, StorageOptions, TimestampType};
 pub use error::{CorruptReason, Error};
-pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};
+pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult, TimestampOffset};

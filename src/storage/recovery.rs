@@ -25,7 +25,11 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_file_name) {
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_log_file_name)
+        {
             bases.push(base);
         }
     }
@@ -43,7 +47,11 @@ async fn is_zero_padding(file: &SegmentFile, from: u64, to: u64) -> Result<bool,
     Ok(bytes.iter().all(|b| *b == 0))
 }
 
-pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Result<Recovered, Error> {
+pub(crate) async fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    mode: IoMode,
+) -> Result<Recovered, Error> {
     let meta = PartitionMeta::load(dir).await?;
     let clean = meta.is_some_and(|m| m.clean_shutdown);
     let recovery_point = meta.map(|m| m.recovery_point).unwrap_or(0);
@@ -70,13 +78,21 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
         // unless the last shutdown was clean.
         let following_base = bases.get(i + 1).copied();
         let may_hold_unsynced = following_base.is_none_or(|next| next > recovery_point);
-        let loaded = if clean || !may_hold_unsynced { Segment::load_indexes(dir, base, size).await? } else { None };
+        let loaded = if clean || !may_hold_unsynced {
+            Segment::load_indexes(dir, base, size).await?
+        } else {
+            None
+        };
         let (index, next_offset, valid_bytes, first_ts, rebuilt) = match loaded {
             Some((index, next_offset)) => (index, next_offset, size, None, false),
             None => {
                 let scan = segment::scan(&file, base, size, config.index_interval_bytes).await?;
                 if scan.valid_bytes < size {
-                    let reason = scan.stopped_by.as_ref().map(|e| e.to_string()).unwrap_or_default();
+                    let reason = scan
+                        .stopped_by
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
                     if is_zero_padding(&file, scan.valid_bytes, size).await? {
                         tracing::debug!(path = %path.display(), "trimming zero padding after the last batch");
                     } else {
@@ -92,7 +108,13 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
                     file.truncate(scan.valid_bytes).await?;
                     file.fdatasync().await?;
                 }
-                (scan.index, scan.next_offset, scan.valid_bytes, scan.first_batch_timestamp_ms, true)
+                (
+                    scan.index,
+                    scan.next_offset,
+                    scan.valid_bytes,
+                    scan.first_batch_timestamp_ms,
+                    true,
+                )
             }
         };
         let truncated = valid_bytes < size;
@@ -100,6 +122,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
             base_offset: base,
             file: Rc::new(file),
             written_bytes: valid_bytes,
+            issued_bytes: valid_bytes,
             staged_bytes: valid_bytes,
             tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
             index,
@@ -134,7 +157,9 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
     let mut log_start_offset = log_start_meta;
     while segments.len() > 1 {
         let mut keys = segments.keys();
-        let (Some(_), Some(&second)) = (keys.next(), keys.next()) else { break };
+        let (Some(_), Some(&second)) = (keys.next(), keys.next()) else {
+            break;
+        };
         if second > log_start_offset {
             break;
         }
@@ -142,13 +167,22 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig, mode: IoMode) -> Res
             Segment::remove_files(dir, base)?;
         }
     }
-    let (&first_base, _) = segments.first_key_value().ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
-    let (_, active) = segments.iter_mut().next_back().ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
+    let (&first_base, _) = segments
+        .first_key_value()
+        .ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
+    let (_, active) = segments
+        .iter_mut()
+        .next_back()
+        .ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
     let next_offset = active.next_offset;
     let end = active.written_bytes;
     active.set_end(end).await?;
     log_start_offset = log_start_offset.max(first_base).min(next_offset);
-    let recovery_point = if clean { next_offset } else { recovery_point.min(next_offset) };
+    let recovery_point = if clean {
+        next_offset
+    } else {
+        recovery_point.min(next_offset)
+    };
     Ok(Recovered {
         segments,
         log_start_offset,

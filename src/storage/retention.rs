@@ -16,7 +16,11 @@ pub(crate) fn expired_segments(state: &State, now_ms: i64) -> usize {
             .values()
             .take(sealed)
             .take_while(|s| {
-                let newest = s.index.max_timestamp.map(|(t, _)| t).unwrap_or(s.created_ms);
+                let newest = s
+                    .index
+                    .max_timestamp
+                    .map(|(t, _)| t)
+                    .unwrap_or(s.created_ms);
                 now_ms.saturating_sub(newest) > state.config.retention_ms
             })
             .count();
@@ -55,6 +59,9 @@ pub(crate) fn remove_oldest(state: &mut State, count: usize) -> Vec<Segment> {
 /// Removes sealed segments whose every offset is below `before_offset`.
 pub(crate) fn remove_below(state: &mut State, before_offset: i64) -> Vec<Segment> {
     let bases: Vec<i64> = state.segments.keys().copied().collect();
-    let count = bases.windows(2).take_while(|w| w[1] <= before_offset).count();
+    let count = bases
+        .windows(2)
+        .take_while(|w| w[1] <= before_offset)
+        .count();
     remove_oldest(state, count)
 }

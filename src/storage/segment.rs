@@ -35,9 +35,11 @@ pub struct Segment {
     pub file: Rc<SegmentFile>,
     /// Bytes written to the file (the readable end).
     pub written_bytes: u64,
+    /// Bytes handed to writes (the partial block of `tail` ends here).
+    pub issued_bytes: u64,
     /// Bytes written plus bytes staged for the next write.
     pub staged_bytes: u64,
-    /// The written bytes of the partial last block, rewritten with the next write.
+    /// The issued bytes of the partial last block, rewritten with the next write.
     pub tail: Vec<u8>,
     pub index: SegmentIndex,
     /// The offset after the last staged batch.
@@ -65,7 +67,12 @@ impl Segment {
     }
 
     /// Creates a new, empty segment.
-    pub async fn create(dir: &Path, base_offset: i64, mode: IoMode, now_ms: i64) -> Result<Segment, Error> {
+    pub async fn create(
+        dir: &Path,
+        base_offset: i64,
+        mode: IoMode,
+        now_ms: i64,
+    ) -> Result<Segment, Error> {
         let path = Self::log_path(dir, base_offset);
         let file = SegmentFile::open(&path, mode).await?;
         file.truncate(0).await?;
@@ -73,6 +80,7 @@ impl Segment {
             base_offset,
             file: Rc::new(file),
             written_bytes: 0,
+            issued_bytes: 0,
             staged_bytes: 0,
             tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
             index: SegmentIndex::default(),
@@ -85,11 +93,15 @@ impl Segment {
     /// Sets the readable end after recovery and loads the partial last block.
     pub async fn set_end(&mut self, bytes: u64) -> Result<(), Error> {
         self.written_bytes = bytes;
+        self.issued_bytes = bytes;
         self.staged_bytes = bytes;
         let block_start = file::align_down(bytes);
         self.tail.clear();
         if bytes > block_start {
-            let read = self.file.read(block_start, (bytes - block_start) as usize).await?;
+            let read = self
+                .file
+                .read(block_start, (bytes - block_start) as usize)
+                .await?;
             if read.len() as u64 != bytes - block_start {
                 return Err(Error::io(
                     "reading the last block of",
@@ -104,17 +116,32 @@ impl Segment {
 
     /// Encodes both indexes (synchronously, so no borrow is held across I/O).
     pub fn encode_indexes(&self) -> Result<IndexFiles, Error> {
-        let encode_error =
-            |e: rkyv::rancor::Error| Error::io("encoding index of segment", format!("{:020}", self.base_offset), std::io::Error::other(e.to_string()));
+        let encode_error = |e: rkyv::rancor::Error| {
+            Error::io(
+                "encoding index of segment",
+                format!("{:020}", self.base_offset),
+                std::io::Error::other(e.to_string()),
+            )
+        };
         Ok(IndexFiles {
             base_offset: self.base_offset,
-            offsets: self.index.encode_offsets(self.base_offset, self.written_bytes, self.next_offset).map_err(encode_error)?,
-            times: self.index.encode_times(self.base_offset, self.written_bytes).map_err(encode_error)?,
+            offsets: self
+                .index
+                .encode_offsets(self.base_offset, self.written_bytes, self.next_offset)
+                .map_err(encode_error)?,
+            times: self
+                .index
+                .encode_times(self.base_offset, self.written_bytes)
+                .map_err(encode_error)?,
         })
     }
 
     /// Loads the persisted indexes if they describe this segment as it is.
-    pub async fn load_indexes(dir: &Path, base_offset: i64, segment_bytes: u64) -> Result<Option<(SegmentIndex, i64)>, Error> {
+    pub async fn load_indexes(
+        dir: &Path,
+        base_offset: i64,
+        segment_bytes: u64,
+    ) -> Result<Option<(SegmentIndex, i64)>, Error> {
         let o = file::read_small_file(&dir.join(file_name(base_offset, INDEX_SUFFIX))).await?;
         let t = file::read_small_file(&dir.join(file_name(base_offset, TIME_INDEX_SUFFIX))).await?;
         Ok(match (o, t) {
@@ -146,8 +173,16 @@ pub struct IndexFiles {
 impl IndexFiles {
     /// Indexes are rebuilt when missing or stale, so they need no fsync of their own.
     pub async fn write(self, dir: &Path) -> Result<(), Error> {
-        write_whole(&dir.join(file_name(self.base_offset, INDEX_SUFFIX)), &self.offsets).await?;
-        write_whole(&dir.join(file_name(self.base_offset, TIME_INDEX_SUFFIX)), &self.times).await
+        write_whole(
+            &dir.join(file_name(self.base_offset, INDEX_SUFFIX)),
+            &self.offsets,
+        )
+        .await?;
+        write_whole(
+            &dir.join(file_name(self.base_offset, TIME_INDEX_SUFFIX)),
+            &self.times,
+        )
+        .await
     }
 }
 
@@ -159,10 +194,17 @@ async fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .buffered_open(path)
         .await
         .map_err(|e| Error::io("creating", path, e))?;
-    let n = f.write_at(bytes.to_vec(), 0).await.map_err(|e| Error::io("writing", path, e))?;
+    let n = f
+        .write_at(bytes.to_vec(), 0)
+        .await
+        .map_err(|e| Error::io("writing", path, e))?;
     f.close().await.map_err(|e| Error::io("closing", path, e))?;
     if n != bytes.len() {
-        return Err(Error::io("writing (short write)", path, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+        return Err(Error::io(
+            "writing (short write)",
+            path,
+            std::io::Error::from(std::io::ErrorKind::WriteZero),
+        ));
     }
     Ok(())
 }
@@ -190,22 +232,42 @@ async fn batch_at(
 ) -> Result<BatchHeader, Error> {
     let available = (end - position) as usize;
     if available < HEADER_BYTES {
-        return Err(Error::Truncated { needed: HEADER_BYTES, available });
+        return Err(Error::Truncated {
+            needed: HEADER_BYTES,
+            available,
+        });
     }
-    if window.as_ref().and_then(|w| w.slice(position, HEADER_BYTES)).is_none() {
+    if window
+        .as_ref()
+        .and_then(|w| w.slice(position, HEADER_BYTES))
+        .is_none()
+    {
         let len = chunk_bytes.min(available);
-        *window = Some(Window { start: position, data: file.read(position, len).await? });
+        *window = Some(Window {
+            start: position,
+            data: file.read(position, len).await?,
+        });
     }
-    let head = window.as_ref().and_then(|w| w.slice(position, HEADER_BYTES)).ok_or(Error::Truncated {
-        needed: HEADER_BYTES,
-        available: 0,
-    })?;
+    let head = window
+        .as_ref()
+        .and_then(|w| w.slice(position, HEADER_BYTES))
+        .ok_or(Error::Truncated {
+            needed: HEADER_BYTES,
+            available: 0,
+        })?;
     let header = BatchHeader::parse(head)?;
     header.validate_framing(available, BATCH_BYTES_LIMIT)?;
     let total = header.total_bytes();
-    if window.as_ref().and_then(|w| w.slice(position, total)).is_none() {
+    if window
+        .as_ref()
+        .and_then(|w| w.slice(position, total))
+        .is_none()
+    {
         let len = chunk_bytes.max(total).min(available);
-        *window = Some(Window { start: position, data: file.read(position, len).await? });
+        *window = Some(Window {
+            start: position,
+            data: file.read(position, len).await?,
+        });
     }
     Ok(header)
 }
@@ -228,7 +290,8 @@ pub async fn scan(
     let mut window = None;
     let mut position = 0u64;
     while position < file_bytes {
-        let header = match batch_at(file, &mut window, position, file_bytes, SCAN_CHUNK_BYTES).await {
+        let header = match batch_at(file, &mut window, position, file_bytes, SCAN_CHUNK_BYTES).await
+        {
             Ok(h) => h,
             Err(e @ Error::Io { .. }) => return Err(e),
             Err(e) => {
@@ -237,7 +300,10 @@ pub async fn scan(
             }
         };
         let total = header.total_bytes();
-        let bytes = window.as_ref().and_then(|w| w.slice(position, total)).unwrap_or_default();
+        let bytes = window
+            .as_ref()
+            .and_then(|w| w.slice(position, total))
+            .unwrap_or_default();
         if let Err(e) = header.validate(bytes, BATCH_BYTES_LIMIT) {
             result.stopped_by = Some(e);
             break;
@@ -249,8 +315,16 @@ pub async fn scan(
             }));
             break;
         }
-        result.index.on_batch(header.base_offset, header.max_timestamp, position, total as u64, index_interval_bytes);
-        result.first_batch_timestamp_ms.get_or_insert(header.max_timestamp);
+        result.index.on_batch(
+            header.base_offset,
+            header.max_timestamp,
+            position,
+            total as u64,
+            index_interval_bytes,
+        );
+        result
+            .first_batch_timestamp_ms
+            .get_or_insert(header.max_timestamp);
         result.next_offset = header.last_offset() + 1;
         position += total as u64;
         result.valid_bytes = position;
@@ -273,13 +347,18 @@ pub async fn read_batches(
 ) -> Result<ReadProgress, Error> {
     let chunk = max_bytes.clamp(HEADER_BYTES, SCAN_CHUNK_BYTES * 8);
     let mut window: Option<Window> = None;
-    let mut progress = ReadProgress { next_offset: None, full: false };
+    let mut progress = ReadProgress {
+        next_offset: None,
+        full: false,
+    };
     while position < end {
-        let header = batch_at(file, &mut window, position, end, chunk).await.map_err(|e| match e {
-            Error::Io { .. } => e,
-            // The readable end only covers complete batches; anything else is damage.
-            other => corrupt_on_disk(other),
-        })?;
+        let header = batch_at(file, &mut window, position, end, chunk)
+            .await
+            .map_err(|e| match e {
+                Error::Io { .. } => e,
+                // The readable end only covers complete batches; anything else is damage.
+                other => corrupt_on_disk(other),
+            })?;
         let size = header.total_bytes();
         if header.last_offset() < from_offset {
             position += size as u64;
@@ -292,7 +371,9 @@ pub async fn read_batches(
         let Some(bytes) = window.as_ref().and_then(|w| w.slice(position, size)) else {
             return Err(Error::CorruptBatch(CorruptReason::LengthBeyondLimit));
         };
-        header.validate(bytes, BATCH_BYTES_LIMIT).map_err(corrupt_on_disk)?;
+        header
+            .validate(bytes, BATCH_BYTES_LIMIT)
+            .map_err(corrupt_on_disk)?;
         // The one copy out of the DMA buffer.
         out.push(Bytes::copy_from_slice(bytes));
         *total_bytes += size;
@@ -315,9 +396,10 @@ pub struct ReadProgress {
 fn corrupt_on_disk(e: Error) -> Error {
     match e {
         Error::CorruptBatch(r) => Error::CorruptBatch(r),
-        Error::Truncated { .. } | Error::MessageTooLarge { .. } | Error::InvalidMagic(_) | Error::EmptyAppend => {
-            Error::CorruptBatch(CorruptReason::LengthBeyondLimit)
-        }
+        Error::Truncated { .. }
+        | Error::MessageTooLarge { .. }
+        | Error::InvalidMagic(_)
+        | Error::EmptyAppend => Error::CorruptBatch(CorruptReason::LengthBeyondLimit),
         other => other,
     }
 }
@@ -333,9 +415,14 @@ pub async fn find_timestamp(
 ) -> Result<Option<(i64, i64)>, Error> {
     let mut window = None;
     while position < end {
-        let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES).await.map_err(corrupt_on_disk)?;
+        let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES)
+            .await
+            .map_err(corrupt_on_disk)?;
         if header.max_timestamp >= timestamp_ms && header.last_offset() >= min_offset {
-            return Ok(Some((header.max_timestamp, header.base_offset.max(min_offset))));
+            return Ok(Some((
+                header.max_timestamp,
+                header.base_offset.max(min_offset),
+            )));
         }
         position += header.total_bytes() as u64;
     }

@@ -48,6 +48,8 @@ const READINESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 const FIRST_START_ATTEMPTS_MAX: usize = 3;
 /// The most of the broker's log printed when a test fails.
 const LOG_PRINT_BYTES_MAX: u64 = 64 * 1024;
+/// What Rust's panic handler writes; a broker must never log it.
+const PANIC_MARKER: &str = "panicked at";
 /// `RUST_LOG` for the broker unless the test run sets one.
 const BROKER_LOG_FILTER_DEFAULT: &str = "info";
 
@@ -171,9 +173,15 @@ impl BrokerBuilder {
         for _ in 0..FIRST_START_ATTEMPTS_MAX {
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
-                Err(error) => {
+                // Perhaps the port was taken after we probed it: try another.
+                Err(StartError::Exited(error)) => {
                     last_error = error;
                     broker.port = free_port();
+                }
+                // A broker that hangs at start-up would hang again: no retry.
+                Err(StartError::NotAccepting(error)) => {
+                    last_error = error;
+                    break;
                 }
             }
         }
@@ -254,6 +262,15 @@ impl Broker {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The first panic in the broker's log (the "panicked at" line and the
+    /// message after it), if any.
+    pub fn logged_panic(&self) -> Option<String> {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let at = lines.iter().position(|line| line.contains(PANIC_MARKER))?;
+        Some(lines[at..lines.len().min(at + 2)].join("\n"))
+    }
+
     /// Whether the process has exited (and reaps it if so).
     pub fn has_exited(&mut self) -> bool {
         match self.child.as_mut() {
@@ -309,12 +326,17 @@ impl Broker {
     /// Starts the process again (after `stop` or `kill9`) on the same port and directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again needs a stopped broker");
-        if let Err(error) = self.spawn_and_wait() {
+        if let Err(StartError::Exited(error) | StartError::NotAccepting(error)) = self.spawn_and_wait() {
             panic!("broker did not restart: {error}\n--- broker log ---\n{}", self.log_tail());
         }
     }
 
-    fn spawn_and_wait(&mut self) -> Result<(), String> {
+    fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        self.spawn_process().map_err(StartError::Exited)?;
+        self.wait_until_accepting()
+    }
+
+    fn spawn_process(&mut self) -> Result<(), String> {
         self.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
@@ -336,7 +358,7 @@ impl Broker {
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", broker_binary()))?;
         self.child = Some(child);
-        self.wait_until_accepting()
+        Ok(())
     }
 
     fn command_args(&self) -> Result<Vec<String>, String> {
@@ -360,23 +382,36 @@ impl Broker {
         Ok(args)
     }
 
-    fn wait_until_accepting(&mut self) -> Result<(), String> {
+    fn wait_until_accepting(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         let addr = self.addr();
         loop {
             let child = self.child.as_mut().expect("spawned just before");
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
-                return Err(format!("broker exited with {status} before accepting on {addr}"));
+                return Err(StartError::Exited(format!(
+                    "broker exited with {status} before accepting on {addr}"
+                )));
             }
             if TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok() {
                 return Ok(());
             }
+            // A panicked shard thread may leave the process alive but never listening.
+            if let Some(panic) = self.logged_panic() {
+                let child = self.child.as_mut().expect("checked above");
+                let _ = child.kill();
+                let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
+                self.child = None;
+                return Err(StartError::NotAccepting(format!("broker panicked during start-up: {panic}")));
+            }
+            let child = self.child.as_mut().expect("checked above");
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
                 self.child = None;
-                return Err(format!("port {addr} not accepting after {BROKER_START_TIMEOUT:?}"));
+                return Err(StartError::NotAccepting(format!(
+                    "port {addr} not accepting after {BROKER_START_TIMEOUT:?}"
+                )));
             }
             thread::sleep(READINESS_POLL_INTERVAL);
         }
@@ -395,8 +430,23 @@ impl Drop for Broker {
                 self.log_path.display(),
                 self.log_tail()
             );
+        } else if let Some(panic) = self.logged_panic() {
+            // A test that passed still fails if the broker panicked on the way.
+            panic!(
+                "the broker panicked during the test: {panic}\n--- broker log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log_tail()
+            );
         }
     }
+}
+
+/// Why a start attempt failed.
+enum StartError {
+    /// The process could not be spawned or exited before accepting.
+    Exited(String),
+    /// The process kept running but its port did not accept in time (it was killed).
+    NotAccepting(String),
 }
 
 fn send_signal(child: &Child, signal: libc::c_int) {

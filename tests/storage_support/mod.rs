@@ -9,7 +9,9 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use ringlog::storage::{BatchCache, LogConfig, PartitionLog, StorageOptions};
 
 /// Locked memory per test executor; the machine allows 8 MiB in total.
@@ -22,7 +24,10 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("ringlog=debug").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("ringlog=debug")
+        .try_init();
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(TEST_IO_MEMORY_BYTES)
         .spawn(f)
@@ -33,7 +38,12 @@ where
 
 /// One v2 batch of `count` records with values of `value_bytes` bytes and
 /// timestamps starting at `timestamp_ms`.
-pub fn make_batch(count: usize, value_bytes: usize, timestamp_ms: i64, compression: Compression) -> Bytes {
+pub fn make_batch(
+    count: usize,
+    value_bytes: usize,
+    timestamp_ms: i64,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
             transactional: false,
@@ -52,8 +62,15 @@ pub fn make_batch(count: usize, value_bytes: usize, timestamp_ms: i64, compressi
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-        .expect("encodes");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encodes");
     buf.freeze()
 }
 
@@ -64,13 +81,22 @@ pub fn same_except_assigned(stored: &[u8], sent: &[u8]) -> bool {
 }
 
 pub fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 64 * 1024, index_interval_bytes: 1024, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
 }
 
 pub async fn open(dir: &Path, config: LogConfig, cache: &Rc<BatchCache>) -> Rc<PartitionLog> {
-    PartitionLog::open(dir.to_path_buf(), config, cache.clone(), StorageOptions::default())
-        .await
-        .expect("log opens")
+    PartitionLog::open(
+        dir.to_path_buf(),
+        config,
+        cache.clone(),
+        StorageOptions::default(),
+    )
+    .await
+    .expect("log opens")
 }
 
 /// Every batch from `from` to the high watermark, one read at a time.
@@ -79,7 +105,10 @@ pub async fn read_all(log: &PartitionLog, from: i64) -> Vec<Bytes> {
     let mut next = from;
     while next < log.high_watermark() {
         let r = log.read(next, 1 << 20).await.expect("read in range");
-        assert!(!r.batches.is_empty(), "read at {next} below hw returned nothing");
+        assert!(
+            !r.batches.is_empty(),
+            "read at {next} below hw returned nothing"
+        );
         for b in r.batches {
             let h = ringlog::storage::BatchHeader::parse(&b).expect("stored header");
             next = h.last_offset() + 1;
