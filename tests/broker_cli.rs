@@ -78,13 +78,14 @@ fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
 #[test]
 fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let cases: [(&str, &[&str], &[&str]); 7] = [
+    let cases: [(&str, &[&str], &[&str]); 8] = [
         ("unparsable listen address", &["--listen", "not-an-address"], &["listen", "not-an-address"]),
         ("port out of range", &["--listen", "127.0.0.1:99999"], &["listen", "99999"]),
         ("unparsable cpu list", &["--cpus", "abc"], &["cpus", "abc"]),
         ("zero default partitions", &["--default-partitions", "0"], &["default-partitions", "default_partitions", "partitions"]),
         ("non-boolean auto-create", &["--auto-create-topics", "maybe"], &["auto-create-topics", "auto_create_topics", "maybe"]),
         ("unknown flag", &["--no-such-flag"], &["no-such-flag"]),
+        ("advertised listener without a port", &["--advertised-listener", "nohostport"], &["advertised", "nohostport"]),
         ("cpu the machine does not have", &["--cpus", "4096"], &["cpu", "4096"]),
     ];
     for (what, extra, mentions) in cases {
@@ -105,8 +106,14 @@ fn invalid_config_files_are_refused_with_exit_code_2_and_a_message() {
     std::fs::write(&wrong_type, "default_partitions = \"three\"\n").expect("writing a config");
     let bad_address = dir.path().join("bad-address.toml");
     std::fs::write(&bad_address, "listen = \"nowhere\"\n").expect("writing a config");
+    // A free port and a local data directory, so that a wrongly accepted file
+    // cannot start a broker on the default port.
+    let unknown_key = dir.path().join("unknown-key.toml");
+    let unknown_key_text = format!("listen = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nno_such_key = 1\n", free_port());
+    std::fs::write(&unknown_key, unknown_key_text).expect("writing a config");
     let cases = [
         ("missing config file", &missing, vec!["missing.toml"]),
+        ("unknown key", &unknown_key, vec!["no_such_key"]),
         ("unparsable config file", &broken, vec!["broken.toml", "toml", "parse", "expected"]),
         ("wrongly typed value", &wrong_type, vec!["default_partitions", "three", "wrong-type.toml"]),
         ("invalid listen address in the file", &bad_address, vec!["listen", "nowhere"]),

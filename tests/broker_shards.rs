@@ -85,6 +85,14 @@ fn one_client_produces_to_and_fetches_from_partitions_on_both_shards() {
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("sharded");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
+    // The broker logs each partition's owner: both shards must own some.
+    let placement = broker
+        .log()
+        .lines()
+        .find(|l| l.contains("topic created") && l.contains(&topic))
+        .map(|l| l.split("shards=").nth(1).unwrap_or("").to_string())
+        .expect("a 'topic created' log line");
+    assert!(placement.contains('0') && placement.contains('1'), "partitions on both shards: {placement}");
 
     let (producer, log) = producer(&bootstrap, &[]);
     let per_partition = 100;

@@ -2,8 +2,9 @@
 //! groups (through rdkafka) and a raw protocol client for what librdkafka
 //! does not do on purpose (a member that dies silently, bad input).
 //!
-//! The broker runs with Kafka's default group.min.session.timeout.ms (6 s), so
-//! the session timeouts here are 6 s and an eviction test takes that long.
+//! The broker runs with a 1 s group.min.session.timeout.ms and a 100 ms
+//! initial rebalance delay (flags), so sessions here are 3 s and an eviction
+//! test takes about that long.
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::clients::{admin, admin_options, block_on, create_topic, produce_keyed};
 use common::raw::RawClient;
-use common::{unique_topic, Broker};
+use common::{allowed_cpus, unique_topic, Broker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -34,7 +35,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// session.timeout.ms of the test consumers: the broker's default minimum.
-const SESSION_TIMEOUT_MS: u64 = 6_000;
+const SESSION_TIMEOUT_MS: u64 = 3_000;
 /// heartbeat.interval.ms: members learn of a rebalance this quickly.
 const HEARTBEAT_INTERVAL_MS: &str = "300";
 /// How long a group may take to settle after a join or a clean leave.
@@ -46,6 +47,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One poll of one consumer when several are driven round-robin.
 const POLL_SLICE: Duration = Duration::from_millis(50);
 const PARTITIONS: i32 = 4;
+
+/// A broker whose group timings suit short tests.
+fn group_broker() -> Broker {
+    Broker::builder()
+        .arg("--group-min-session-timeout-ms")
+        .arg("1000")
+        .arg("--group-initial-rebalance-delay-ms")
+        .arg("100")
+        .start()
+}
 
 /// Counts rebalance callbacks, to tell whether a member was disturbed.
 #[derive(Default)]
@@ -233,7 +244,7 @@ fn raw_member_join(client: &mut RawClient, group: &str, topic: &str) -> (String,
 
 #[test]
 fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-split");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
@@ -328,7 +339,7 @@ fn members_split_partitions_and_rebalance_on_join_leave_and_silent_death() {
 #[test]
 fn manual_commits_deliver_every_message_once_across_a_rebalance() {
     const MESSAGES: usize = 400;
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-once");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
@@ -381,7 +392,7 @@ fn manual_commits_deliver_every_message_once_across_a_rebalance() {
 
 #[test]
 fn a_group_resumes_at_its_committed_offset_after_a_broker_restart() {
-    let mut broker = Broker::start();
+    let mut broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-restart");
     create_topic(&bootstrap, &topic, 1, &[]);
@@ -432,7 +443,7 @@ fn a_group_resumes_at_its_committed_offset_after_a_broker_restart() {
 #[test]
 fn two_groups_consume_the_same_topic_independently() {
     const MESSAGES: usize = 100;
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-independent");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
@@ -461,7 +472,7 @@ fn two_groups_consume_the_same_topic_independently() {
 
 #[test]
 fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-static");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
@@ -509,7 +520,7 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
 
 #[test]
 fn group_admin_apis_list_describe_fetch_and_delete() {
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-admin");
     create_topic(&bootstrap, &topic, PARTITIONS, &[]);
@@ -570,6 +581,10 @@ fn group_admin_apis_list_describe_fetch_and_delete() {
     let results =
         block_on(admin.delete_groups(&[group.as_str()], &admin_options())).expect("DeleteGroups");
     assert!(results[0].is_err(), "a group with members was deleted");
+    // librdkafka's partition lists hold references into their client: a
+    // consumer cannot be destroyed while one it returned is alive.
+    drop(committed);
+    drop(list);
     drop(a);
     drop(b);
     let results =
@@ -591,7 +606,7 @@ fn group_admin_apis_list_describe_fetch_and_delete() {
 
 #[test]
 fn bad_group_requests_get_kafka_error_codes() {
-    let broker = Broker::start();
+    let broker = group_broker();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("groups-bad");
     create_topic(&bootstrap, &topic, 1, &[]);
@@ -646,4 +661,68 @@ fn bad_group_requests_get_kafka_error_codes() {
         ResponseError::IllegalGeneration.code()
     );
     assert_eq!(commit(&mut client, &topic, generation), 0);
+}
+
+#[test]
+fn groups_on_two_shards_commit_list_and_survive_a_restart() {
+    const GROUPS: usize = 6;
+    let cpus = allowed_cpus();
+    if !(cpus.contains(&0) && cpus.contains(&1)) {
+        eprintln!("skipped: needs CPUs 0 and 1, this process may use {cpus:?}");
+        return;
+    }
+    let mut broker = Broker::builder()
+        .cpus("0-1")
+        .arg("--group-min-session-timeout-ms")
+        .arg("1000")
+        .arg("--group-initial-rebalance-delay-ms")
+        .arg("100")
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("groups-shards");
+    create_topic(&bootstrap, &topic, PARTITIONS, &[]);
+    produce_keyed(&bootstrap, &topic, 40, 8);
+    // Groups picked so that each shard coordinates half of them.
+    let mut groups: Vec<String> = Vec::new();
+    let mut per_shard = [0usize; 2];
+    while groups.len() < GROUPS {
+        let group = unique_topic("sharded-group");
+        let shard = ringlog::group::shard_for_group(&group, 2);
+        if per_shard[shard] < GROUPS / 2 {
+            per_shard[shard] += 1;
+            groups.push(group);
+        }
+    }
+    for (i, group) in groups.iter().enumerate() {
+        let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
+        let mut polled = Polled::default();
+        assert!(
+            poll_until(&[&consumer], &mut polled, false, REBALANCE_TIMEOUT, |c, _| assigned(c[0]).len() == PARTITIONS as usize),
+            "group {group} never got its partitions"
+        );
+        let mut commit = TopicPartitionList::new();
+        commit.add_partition_offset(&topic, 0, Offset::Offset(i as i64 + 1)).expect("valid offset");
+        consumer.commit(&commit, CommitMode::Sync).expect("commit");
+    }
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let listed = client.call_negotiated(&ListGroupsRequest::default(), 4);
+    for group in &groups {
+        assert!(listed.groups.iter().any(|g| g.group_id.0.as_str() == group), "{group} is not listed");
+    }
+    drop(client);
+    for shard in 0..2 {
+        let log = broker.data_dir().join("__groups").join(format!("shard-{shard}")).join("groups.log");
+        let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        assert!(bytes > 0, "shard {shard} stored no group records in {}", log.display());
+    }
+
+    broker.restart();
+
+    for (i, group) in groups.iter().enumerate() {
+        let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&topic, 0);
+        let committed = consumer.committed_offsets(wanted, REQUEST_TIMEOUT).expect("OffsetFetch after restart");
+        assert_eq!(committed.elements()[0].offset(), Offset::Offset(i as i64 + 1), "group {group}");
+    }
 }

@@ -69,7 +69,8 @@ pub struct LogStats {
 type Op = (Vec<u8>, Option<Vec<u8>>);
 
 struct Inner {
-    file: Rc<BufferedFile>,
+    /// `None` once closed.
+    file: Option<Rc<BufferedFile>>,
     pending: Vec<u8>,
     pending_ops: Vec<Op>,
     /// Sequence number the next enqueued record gets; the first is 1.
@@ -210,6 +211,16 @@ async fn write_all(
     Ok(())
 }
 
+/// Closes a log file no flush uses any more (glommio prefers an explicit close
+/// to a drop). A flush still holding it closes it by dropping.
+async fn close_file(file: Option<Rc<BufferedFile>>) {
+    if let Some(file) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+        if let Err(error) = file.close().await {
+            tracing::warn!(%error, "closing a group log file");
+        }
+    }
+}
+
 async fn open_read_write(path: &Path) -> Result<BufferedFile, Error> {
     OpenOptions::new()
         .read(true)
@@ -285,7 +296,7 @@ impl GroupLog {
         }
         let file_records = scanned.ops.len() as u64;
         let mut inner = Inner {
-            file: Rc::new(file),
+            file: Some(Rc::new(file)),
             pending: Vec::new(),
             pending_ops: Vec::new(),
             next_seq: 1,
@@ -462,15 +473,12 @@ impl GroupLog {
             if inner.pending_ops.is_empty() {
                 return Ok(());
             }
+            let Some(file) = inner.file.clone() else {
+                return Err(Error::Closed);
+            };
             let bytes = std::mem::take(&mut inner.pending);
             let ops = std::mem::take(&mut inner.pending_ops);
-            (
-                bytes,
-                ops,
-                inner.next_seq - 1,
-                inner.file.clone(),
-                inner.stats.file_bytes,
-            )
+            (bytes, ops, inner.next_seq - 1, file, inner.stats.file_bytes)
         };
         let len = bytes.len() as u64;
         let result = async {
@@ -480,6 +488,8 @@ impl GroupLog {
                 .map_err(Error::io("fdatasync", &self.path))
         }
         .await;
+        // Released before a compaction, which closes the file it replaces.
+        drop(file);
         if let Err(error) = result {
             self.fail(&error);
             return Err(error);
@@ -550,11 +560,14 @@ impl GroupLog {
         .await;
         match swapped {
             Ok(file) => {
-                let mut inner = self.inner.borrow_mut();
-                inner.file = Rc::new(file);
-                inner.stats.file_bytes = len;
-                inner.stats.file_records = records;
-                inner.stats.compactions += 1;
+                let replaced = {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.stats.file_bytes = len;
+                    inner.stats.file_records = records;
+                    inner.stats.compactions += 1;
+                    inner.file.replace(Rc::new(file))
+                };
+                close_file(replaced).await;
                 Ok(())
             }
             Err(error) => {
@@ -580,7 +593,12 @@ impl GroupLog {
         if has_dead {
             self.compact_locked().await?;
         }
-        self.inner.borrow_mut().closed = true;
+        let file = {
+            let mut inner = self.inner.borrow_mut();
+            inner.closed = true;
+            inner.file.take()
+        };
+        close_file(file).await;
         Ok(())
     }
 }

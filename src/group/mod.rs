@@ -73,9 +73,10 @@ use std::ops::RangeInclusive;
 
 use kafka_protocol::error::ResponseError;
 
-/// Versions the coordinator answers, for the broker's ApiVersions. Newer
-/// versions of OffsetCommit (9+) and OffsetFetch (9+) carry KIP-848 member
-/// epochs of the new consumer protocol, which this coordinator does not speak.
+/// Versions the coordinator answers (each response is checked to encode at
+/// every one of them). OffsetCommit v9 and OffsetFetch v9 also carry KIP-848
+/// member epochs; for classic groups the epoch field is the generation and
+/// the member fields are those of the classic protocol.
 pub const JOIN_GROUP_VERSIONS: RangeInclusive<i16> = 0..=9;
 pub const SYNC_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
 pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
@@ -83,8 +84,8 @@ pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
 pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=6;
 pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
 pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
-pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=8;
-pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=8;
+pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
+pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
 pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
 
 /// Longest group id accepted; longer ones get INVALID_GROUP_ID.

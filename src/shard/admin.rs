@@ -110,8 +110,9 @@ impl Shard {
         }
         let mut registry = registry.borrow_mut();
         let info = registry.new_topic(&topic.name, topic.partitions, config);
+        let shards = format!("{:?}", info.partition_shards);
         registry.put(info).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
-        tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
+        tracing::info!(topic = %topic.name, partitions = topic.partitions, %shards, "topic created");
         Ok(())
     }
 

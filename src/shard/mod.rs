@@ -9,6 +9,7 @@ pub mod placement;
 pub mod runtime;
 pub mod scatter;
 pub mod topics;
+pub mod uring_probe;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -28,6 +28,8 @@ pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error(transparent)]
     Placement(#[from] placement::PlacementError),
+    #[error(transparent)]
+    Uring(#[from] super::uring_probe::UringError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -75,6 +77,7 @@ struct ShardSeed {
 
 /// Runs the broker until SIGINT/SIGTERM (or `stop` fires), then shuts down cleanly.
 pub fn run(config: Config) -> Result<(), StartError> {
+    super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
     std::fs::create_dir_all(&config.data_dir)
@@ -104,7 +107,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .spawn(move || shard_main(seed))
+            .spawn(move || async move {
+                let outcome = shard_main(seed).await;
+                if let Err(message) = &outcome {
+                    // The other shards would wait for this one forever: stop the process.
+                    eprintln!("ringlog: shard {id} failed: {message}");
+                    std::process::exit(1);
+                }
+                outcome
+            })
             .map_err(|e| StartError::Executor { shard: id, cpu, message: e.to_string() })?;
         handles.push(handle);
     }

@@ -40,7 +40,10 @@ pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
     if stat == libc::TMPFS_MAGIC {
         return Err("tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into());
     }
-    let probe = dir.join(".direct-io-probe");
+    // One name per thread: shards probe the same directory at the same time.
+    // SAFETY: gettid has no preconditions.
+    let thread = unsafe { libc::gettid() };
+    let probe = dir.join(format!(".direct-io-probe-{thread}"));
     let result = probe_with_file(&probe).await;
     let _ = std::fs::remove_file(&probe);
     result

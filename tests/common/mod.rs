@@ -48,6 +48,8 @@ const READINESS_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 const FIRST_START_ATTEMPTS_MAX: usize = 3;
 /// The most of the broker's log printed when a test fails.
 const LOG_PRINT_BYTES_MAX: u64 = 64 * 1024;
+/// What Rust's panic handler writes; a broker must never log it.
+const PANIC_MARKER: &str = "panicked at";
 /// `RUST_LOG` for the broker unless the test run sets one.
 const BROKER_LOG_FILTER_DEFAULT: &str = "info";
 
@@ -260,6 +262,15 @@ impl Broker {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The first panic in the broker's log (the "panicked at" line and the
+    /// message after it), if any.
+    pub fn logged_panic(&self) -> Option<String> {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let at = lines.iter().position(|line| line.contains(PANIC_MARKER))?;
+        Some(lines[at..lines.len().min(at + 2)].join("\n"))
+    }
+
     /// Whether the process has exited (and reaps it if so).
     pub fn has_exited(&mut self) -> bool {
         match self.child.as_mut() {
@@ -385,6 +396,15 @@ impl Broker {
             if TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok() {
                 return Ok(());
             }
+            // A panicked shard thread may leave the process alive but never listening.
+            if let Some(panic) = self.logged_panic() {
+                let child = self.child.as_mut().expect("checked above");
+                let _ = child.kill();
+                let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
+                self.child = None;
+                return Err(StartError::NotAccepting(format!("broker panicked during start-up: {panic}")));
+            }
+            let child = self.child.as_mut().expect("checked above");
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
@@ -407,6 +427,13 @@ impl Drop for Broker {
         if thread::panicking() {
             eprintln!(
                 "--- broker log ({}) ---\n{}\n--- end of broker log ---",
+                self.log_path.display(),
+                self.log_tail()
+            );
+        } else if let Some(panic) = self.logged_panic() {
+            // A test that passed still fails if the broker panicked on the way.
+            panic!(
+                "the broker panicked during the test: {panic}\n--- broker log ({}) ---\n{}",
                 self.log_path.display(),
                 self.log_tail()
             );
