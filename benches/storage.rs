@@ -16,6 +16,10 @@ use kafka_protocol::records::{
 };
 use ringlog::storage::{BatchCache, Durability, LogConfig, PartitionLog, StorageOptions};
 
+// The broker's allocator: freed buffers are reused instead of faulted in afresh.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_BATCH: usize = 63; // ~64 KiB per batch with record overhead
 const IO_MEMORY_BYTES: usize = 512 * 1024;

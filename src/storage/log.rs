@@ -394,9 +394,6 @@ impl PartitionLog {
                 size as u64,
                 interval,
             );
-            segment
-                .first_batch_timestamp_ms
-                .get_or_insert(max_timestamp);
             segment.staged_bytes += size as u64;
             segment.next_offset = last + 1;
             self.cache
@@ -1082,6 +1079,47 @@ fn fill_tail(tail: &mut Vec<u8>, head: &[u8], parts: &[Bytes], tail_len: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_a_failed_fdatasync_appends_fail_and_waiters_return() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let cache = BatchCache::new(1 << 20);
+                let log = PartitionLog::open(
+                    dir.path().join("t-0"),
+                    LogConfig::default(),
+                    cache,
+                    StorageOptions::default(),
+                )
+                .await
+                .expect("open");
+                let waiter = {
+                    let log = log.clone();
+                    glommio::spawn_local(async move { log.wait_for_offset(10).await })
+                };
+                let failure = Error::io(
+                    "syncing",
+                    dir.path(),
+                    std::io::Error::from_raw_os_error(libc::EIO),
+                );
+                log.stop("fdatasync", &failure);
+                waiter.await;
+                let batch = Bytes::from_static(&[0u8; 8]);
+                assert!(matches!(
+                    log.append(batch, Durability::Written).await,
+                    Err(Error::Stopped("fdatasync"))
+                ));
+                assert!(matches!(
+                    log.close().await,
+                    Err(Error::Stopped("fdatasync"))
+                ));
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
 
     #[test]
     fn tail_is_the_suffix_of_head_and_parts() {

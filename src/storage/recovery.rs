@@ -83,8 +83,8 @@ pub(crate) async fn recover(
         } else {
             None
         };
-        let (index, next_offset, valid_bytes, first_ts, rebuilt) = match loaded {
-            Some((index, next_offset)) => (index, next_offset, size, None, false),
+        let (index, next_offset, valid_bytes, rebuilt) = match loaded {
+            Some((index, next_offset)) => (index, next_offset, size, false),
             None => {
                 let scan = segment::scan(&file, base, size, config.index_interval_bytes).await?;
                 if scan.valid_bytes < size {
@@ -108,13 +108,7 @@ pub(crate) async fn recover(
                     file.truncate(scan.valid_bytes).await?;
                     file.fdatasync().await?;
                 }
-                (
-                    scan.index,
-                    scan.next_offset,
-                    scan.valid_bytes,
-                    scan.first_batch_timestamp_ms,
-                    true,
-                )
+                (scan.index, scan.next_offset, scan.valid_bytes, true)
             }
         };
         let truncated = valid_bytes < size;
@@ -128,7 +122,6 @@ pub(crate) async fn recover(
             index,
             next_offset,
             created_ms: now,
-            first_batch_timestamp_ms: first_ts,
         };
         expected_base = Some(next_offset);
         if truncated && !is_last {

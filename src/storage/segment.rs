@@ -44,10 +44,8 @@ pub struct Segment {
     pub index: SegmentIndex,
     /// The offset after the last staged batch.
     pub next_offset: i64,
-    /// When the segment was created (wall clock), for segment.ms.
+    /// When the segment was created or reopened (wall clock), for segment.ms.
     pub created_ms: i64,
-    /// maxTimestamp of the first batch, which Kafka's segment.ms rolls by.
-    pub first_batch_timestamp_ms: Option<i64>,
 }
 
 /// The outcome of scanning a segment from its start.
@@ -56,7 +54,6 @@ pub struct ScanResult {
     /// Bytes of complete, valid batches from the start.
     pub valid_bytes: u64,
     pub next_offset: i64,
-    pub first_batch_timestamp_ms: Option<i64>,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped_by: Option<Error>,
 }
@@ -86,7 +83,6 @@ impl Segment {
             index: SegmentIndex::default(),
             next_offset: base_offset,
             created_ms: now_ms,
-            first_batch_timestamp_ms: None,
         })
     }
 
@@ -284,7 +280,6 @@ pub async fn scan(
         index: SegmentIndex::default(),
         valid_bytes: 0,
         next_offset: base_offset,
-        first_batch_timestamp_ms: None,
         stopped_by: None,
     };
     let mut window = None;
@@ -322,9 +317,6 @@ pub async fn scan(
             total as u64,
             index_interval_bytes,
         );
-        result
-            .first_batch_timestamp_ms
-            .get_or_insert(header.max_timestamp);
         result.next_offset = header.last_offset() + 1;
         position += total as u64;
         result.valid_bytes = position;
