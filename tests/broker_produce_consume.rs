@@ -542,3 +542,34 @@ fn log_append_time_topic_stamps_messages_with_the_broker_clock() {
     let records = raw::decode_records(fetched.records.as_ref().expect("records"));
     assert_eq!(records.len(), 5, "the batches decode with valid CRCs");
 }
+
+#[test]
+fn a_large_fetch_response_read_slowly_arrives_whole_and_in_order() {
+    let broker = Broker::start();
+    let topic = unique_topic("slow-reader");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    // About 6 MiB in 48 batches: far more than a socket buffer holds.
+    let value = vec![b'v'; 1024];
+    let mut produced = 0usize;
+    for batch in 0..48 {
+        let keys: Vec<String> = (0..128).map(|i| format!("{batch}-{i}")).collect();
+        let entries: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), value.as_slice())).collect();
+        let answer = raw::produce(&mut client, &topic, 0, &entries);
+        assert_eq!(answer.error_code, 0, "produce batch {batch}");
+        produced += entries.len();
+    }
+    let version = client.version_of::<kafka_protocol::messages::FetchRequest>(raw::FETCH_VERSION_MAX);
+    let (correlation_id, frame) = client.frame(&raw::fetch_request(&topic, 0, 0, 0, 0), version);
+    client.write_raw(&frame).expect("sending the fetch");
+    // Do not read for a while: the broker finds the socket full and must finish later.
+    std::thread::sleep(Duration::from_millis(300));
+    let response = client.receive::<kafka_protocol::messages::FetchRequest>(correlation_id, version);
+    let partition = raw::single_fetch_partition(&response);
+    assert_eq!(partition.error_code, 0);
+    let records = raw::decode_records(partition.records.as_ref().expect("records"));
+    assert_eq!(records.len(), produced, "every record in one response");
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.offset, i as i64, "offsets in order");
+    }
+}

@@ -3,35 +3,36 @@
 //! request order, as Kafka requires.
 
 use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use bytes::BytesMut;
+use futures_lite::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::frame::{take_frame, READ_CHUNK_BYTES};
+use super::vectored;
 use crate::kafka::{self, Outcome};
 use crate::shard::{Shard, Shutdown};
 
 /// Requests one connection may have in flight (librdkafka pipelines up to 5;
 /// the Java client up to 5 per connection by default).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
-/// Response pieces smaller than this are gathered into one write.
-pub const WRITE_COALESCE_BYTES: usize = 16 * 1024;
 
 type Pending = JoinHandle<Outcome>;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
     let (queue, answers) = local_channel::new_bounded::<Pending>(REQUESTS_IN_FLIGHT_MAX);
     // Set when the writer stops, so the reader stops too and the socket closes.
     let writer_stopped = Shutdown::default();
     let write_side = async {
-        let end = write_responses(writer, answers).await;
+        let end = write_responses(writer, fd, answers).await;
         writer_stopped.start();
         end
     };
@@ -90,47 +91,17 @@ async fn read_requests(
     }
 }
 
-async fn write_responses(mut writer: WriteHalf<TcpStream>, answers: LocalReceiver<Pending>) -> Option<String> {
-    let mut staging = BytesMut::with_capacity(WRITE_COALESCE_BYTES);
+async fn write_responses(mut writer: WriteHalf<TcpStream>, fd: RawFd, answers: LocalReceiver<Pending>) -> Option<String> {
     while let Some(pending) = answers.recv().await {
-        let chunks = match pending.await {
-            Some(Outcome::Respond(chunks)) => chunks,
+        let pieces = match pending.await {
+            Some(Outcome::Respond(pieces)) => pieces,
             Some(Outcome::NoResponse) => continue,
             Some(Outcome::Close(reason)) => return Some(reason),
             None => return Some("request handler failed".to_string()),
         };
-        if let Err(error) = write_chunks(&mut writer, &mut staging, &chunks).await {
+        if let Err(error) = vectored::write_all(&mut writer, fd, &pieces).await {
             return Some(format!("write failed: {error}"));
         }
     }
     None
-}
-
-/// Writes one response: small pieces are gathered, large record slices go to
-/// the socket as they are (glommio's TcpStream has no writev, so this keeps
-/// record bytes uncopied without a syscall per tiny header).
-async fn write_chunks(writer: &mut WriteHalf<TcpStream>, staging: &mut BytesMut, chunks: &[Bytes]) -> std::io::Result<()> {
-    for chunk in chunks {
-        if chunk.len() < WRITE_COALESCE_BYTES {
-            staging.extend_from_slice(chunk);
-            if staging.len() < WRITE_COALESCE_BYTES {
-                continue;
-            }
-        } else if !staging.is_empty() {
-            writer.write_all(staging).await?;
-            staging.clear();
-            writer.write_all(chunk).await?;
-            continue;
-        } else {
-            writer.write_all(chunk).await?;
-            continue;
-        }
-        writer.write_all(staging).await?;
-        staging.clear();
-    }
-    if !staging.is_empty() {
-        writer.write_all(staging).await?;
-        staging.clear();
-    }
-    writer.flush().await
 }
