@@ -7,10 +7,6 @@ use crate::shard::mesh::RouteError;
 use crate::shard::partitions::PartitionError;
 use crate::storage;
 
-pub fn partition_error_code(error: &PartitionError) -> i16 {
-    partition_error(error).code()
-}
-
 pub fn partition_error(error: &PartitionError) -> ResponseError {
     match error {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,

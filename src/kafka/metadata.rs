@@ -3,7 +3,6 @@
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -63,7 +62,7 @@ fn topic_error(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) ->
 }
 
 /// Creates `name` with the broker defaults if auto-creation allows it.
-/// Returns whether the topic exists afterwards.
+/// Fails with the error the request should report for this topic.
 pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), ResponseError> {
     if !is_valid_topic_name(name) {
         return Err(ResponseError::InvalidTopicException);
@@ -146,13 +145,4 @@ pub fn handle_describe_cluster(shard: &Rc<Shard>, request: &Request) -> Outcome 
             .with_port(shard.config.advertised_port as i32)])
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     request.respond(&response)
-}
-
-/// Looks a topic up, auto-creating it when allowed (Produce, like Kafka, does this too).
-pub async fn find_or_create(shard: &Rc<Shard>, name: &str) -> Result<Arc<TopicInfo>, ResponseError> {
-    if let Some(topic) = shard.topics().get(name) {
-        return Ok(topic.clone());
-    }
-    auto_create(shard, name).await?;
-    shard.topics().get(name).cloned().ok_or(ResponseError::UnknownTopicOrPartition)
 }

@@ -32,12 +32,6 @@ impl<P: Send + 'static> Scatter<P> {
         slot
     }
 
-    /// Reserves a slot that gets no part (answered locally, e.g. an error).
-    pub fn skip(&mut self) -> usize {
-        self.slots += 1;
-        self.slots - 1
-    }
-
     /// Runs `work` on every owner with its parts (concurrently) and returns
     /// the answers by slot; skipped slots stay `None`.
     pub async fn gather<R, F, Fut>(self, shard: &Rc<Shard>, work: F) -> Vec<Option<Result<R, PartitionError>>>

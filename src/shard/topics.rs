@@ -68,14 +68,6 @@ impl TopicTable {
         self.by_name.values()
     }
 
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     fn with(&self, changed: Arc<TopicInfo>) -> TopicTable {
         let mut by_name = self.by_name.clone();
         by_name.insert(changed.name.clone(), changed);
