@@ -6,11 +6,17 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use ringlog::kafka::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use ringlog::storage;
 use ringlog::storage::index::SegmentIndex;
@@ -21,7 +27,11 @@ const SHAPES: [(usize, usize); 3] = [(1000, 100), (100, 1024), (16, 1024)];
 const MESSAGE_BYTES_MAX: usize = 2 << 20;
 
 fn batch(records: usize, value_bytes: usize) -> Bytes {
-    let value = Bytes::from((0..value_bytes).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let value = Bytes::from(
+        (0..value_bytes)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
     let records: Vec<Record> = (0..records)
         .map(|i| Record {
             transactional: false,
@@ -41,8 +51,15 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding a plain batch cannot fail");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding a plain batch cannot fail");
     buf.freeze()
 }
 
@@ -50,7 +67,8 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
 /// every batch (framing, magic, CRC-32C, counts), then the base offset
 /// written in place (outside the CRC).
 fn validate_and_assign(batch: &mut [u8], base_offset: i64) -> usize {
-    let batches = storage::batch::validate_all(batch, MESSAGE_BYTES_MAX).expect("bench batch is valid");
+    let batches =
+        storage::batch::validate_all(batch, MESSAGE_BYTES_MAX).expect("bench batch is valid");
     storage::batch::set_base_offset(batch, base_offset);
     batches
 }
@@ -60,7 +78,9 @@ fn bench_crc(c: &mut Criterion) {
     for bytes in [1024usize, 16 << 10, 1 << 20] {
         let data: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
         group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(bytes), &data, |b, d| b.iter(|| crc32c::crc32c(black_box(d))));
+        group.bench_with_input(BenchmarkId::from_parameter(bytes), &data, |b, d| {
+            b.iter(|| crc32c::crc32c(black_box(d)))
+        });
     }
     group.finish();
 }
@@ -70,22 +90,36 @@ fn bench_validate(c: &mut Criterion) {
     for (records, value) in SHAPES {
         let mut data = batch(records, value).to_vec();
         group.throughput(Throughput::Elements(records as u64));
-        group.bench_function(BenchmarkId::from_parameter(format!("{records}x{value}B")), |b| {
-            let mut next = 0i64;
-            b.iter(|| {
-                validate_and_assign(black_box(&mut data), next);
-                next += records as i64;
-            })
-        });
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{records}x{value}B")),
+            |b| {
+                let mut next = 0i64;
+                b.iter(|| {
+                    validate_and_assign(black_box(&mut data), next);
+                    next += records as i64;
+                })
+            },
+        );
     }
     group.finish();
 }
 
 fn produce_request(partitions: i32, records: usize, value: usize) -> ProduceRequest {
     let b = batch(records, value);
-    ProduceRequest::default().with_acks(1).with_timeout_ms(30_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_static_str("bench")))
-        .with_partition_data((0..partitions).map(|p| PartitionProduceData::default().with_index(p).with_records(Some(b.clone()))).collect())])
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("bench")))
+            .with_partition_data(
+                (0..partitions)
+                    .map(|p| {
+                        PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(b.clone()))
+                    })
+                    .collect(),
+            )])
 }
 
 fn bench_produce_decode(c: &mut Criterion) {
@@ -93,15 +127,23 @@ fn bench_produce_decode(c: &mut Criterion) {
     for version in [7i16, 9] {
         for (partitions, records, value) in [(1, 1000, 100), (8, 100, 1024)] {
             let mut buf = BytesMut::new();
-            produce_request(partitions, records, value).encode(&mut buf, version).expect("encodable");
+            produce_request(partitions, records, value)
+                .encode(&mut buf, version)
+                .expect("encodable");
             let encoded = buf.freeze();
             group.throughput(Throughput::Elements((partitions as usize * records) as u64));
-            group.bench_function(BenchmarkId::new(format!("v{version}"), format!("{partitions}p_{records}x{value}B")), |b| {
-                b.iter(|| {
-                    let mut frame = encoded.clone();
-                    ProduceRequest::decode(black_box(&mut frame), version).expect("decodable")
-                })
-            });
+            group.bench_function(
+                BenchmarkId::new(
+                    format!("v{version}"),
+                    format!("{partitions}p_{records}x{value}B"),
+                ),
+                |b| {
+                    b.iter(|| {
+                        let mut frame = encoded.clone();
+                        ProduceRequest::decode(black_box(&mut frame), version).expect("decodable")
+                    })
+                },
+            );
         }
     }
     group.finish();
@@ -123,34 +165,54 @@ fn bench_fetch_encode(c: &mut Criterion) {
         group.throughput(Throughput::Bytes((records.len() * partitions) as u64));
 
         let stored: Vec<Bytes> = (0..batches).map(|_| b.clone()).collect();
-        group.bench_function(BenchmarkId::new(format!("ringlog_v{version}"), &shape), |bench| {
-            bench.iter(|| {
-                let topics = [TopicAnswer {
-                    name: "bench",
-                    id: uuid::Uuid::nil(),
-                    partitions: (0..partitions as i32)
-                        .map(|p| PartitionAnswer { index: p, error_code: 0, high_watermark: 1 << 20, log_start_offset: 0, records: stored.clone() })
-                        .collect(),
-                }];
-                black_box(fetch_encode::encode(7, version, 0, 0, black_box(&topics)))
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("ringlog_v{version}"), &shape),
+            |bench| {
+                bench.iter(|| {
+                    let topics = [TopicAnswer {
+                        name: "bench",
+                        id: uuid::Uuid::nil(),
+                        partitions: (0..partitions as i32)
+                            .map(|p| PartitionAnswer {
+                                index: p,
+                                error_code: 0,
+                                high_watermark: 1 << 20,
+                                log_start_offset: 0,
+                                records: stored.clone(),
+                            })
+                            .collect(),
+                    }];
+                    black_box(fetch_encode::encode(7, version, 0, 0, black_box(&topics)))
+                })
+            },
+        );
 
-        let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
-            .with_topic(TopicName(StrBytes::from_static_str("bench")))
-            .with_partitions(
-                (0..partitions as i32)
-                    .map(|p| PartitionData::default().with_partition_index(p).with_high_watermark(1 << 20).with_records(Some(records.clone())))
-                    .collect(),
-            )]);
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("bench")))
+                .with_partitions(
+                    (0..partitions as i32)
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p)
+                                .with_high_watermark(1 << 20)
+                                .with_records(Some(records.clone()))
+                        })
+                        .collect(),
+                )]);
         let mut out = BytesMut::with_capacity(records.len() * partitions + 4096);
-        group.bench_function(BenchmarkId::new(format!("kafka_protocol_v{version}"), &shape), |bench| {
-            bench.iter(|| {
-                out.clear();
-                black_box(&response).encode(&mut out, version).expect("encodable");
-                black_box(out.len())
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("kafka_protocol_v{version}"), &shape),
+            |bench| {
+                bench.iter(|| {
+                    out.clear();
+                    black_box(&response)
+                        .encode(&mut out, version)
+                        .expect("encodable");
+                    black_box(out.len())
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -165,7 +227,13 @@ fn bench_index(c: &mut Criterion) {
     let build = || {
         let mut index = SegmentIndex::default();
         for i in 0..BATCHES {
-            index.on_batch(i as i64 * RECORDS_PER_BATCH, 1_700_000_000_000 + i as i64, i * BATCH_BYTES, BATCH_BYTES, 4096);
+            index.on_batch(
+                i as i64 * RECORDS_PER_BATCH,
+                1_700_000_000_000 + i as i64,
+                i * BATCH_BYTES,
+                BATCH_BYTES,
+                4096,
+            );
         }
         index
     };
@@ -191,5 +259,12 @@ fn bench_index(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_crc, bench_validate, bench_produce_decode, bench_fetch_encode, bench_index);
+criterion_group!(
+    benches,
+    bench_crc,
+    bench_validate,
+    bench_produce_decode,
+    bench_fetch_encode,
+    bench_index
+);
 criterion_main!(benches);

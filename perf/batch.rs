@@ -88,9 +88,20 @@ pub fn fill_value(value: &mut [u8], seed: u64) {
 impl BatchTemplate {
     /// Lays out an uncompressed v2 batch; values are filled and, when
     /// `run_id` is given, carry the run id after the (zero) due time.
-    pub fn build(record_count: usize, value_bytes: usize, run_id: Option<u64>, timestamp_ms: i64) -> Result<Self> {
-        ensure!((1..=BATCH_RECORDS_MAX).contains(&record_count), "records per batch must be 1..={BATCH_RECORDS_MAX}");
-        ensure!(value_bytes <= i32::MAX as usize / 2, "record size too large");
+    pub fn build(
+        record_count: usize,
+        value_bytes: usize,
+        run_id: Option<u64>,
+        timestamp_ms: i64,
+    ) -> Result<Self> {
+        ensure!(
+            (1..=BATCH_RECORDS_MAX).contains(&record_count),
+            "records per batch must be 1..={BATCH_RECORDS_MAX}"
+        );
+        ensure!(
+            value_bytes <= i32::MAX as usize / 2,
+            "record size too large"
+        );
         let value_len = i32::try_from(value_bytes)?;
         let mut bytes = Vec::with_capacity(HEADER_BYTES + record_count * (value_bytes + 12));
         bytes.resize(HEADER_BYTES, 0);
@@ -99,7 +110,8 @@ impl BatchTemplate {
         for i in 0..record_count {
             let offset_delta = i as i32;
             // attributes + timestampDelta(0) + offsetDelta + keyLength(-1) + valueLength + value + headerCount(0)
-            let body = 1 + 1 + varint_len(offset_delta) + 1 + varint_len(value_len) + value_bytes + 1;
+            let body =
+                1 + 1 + varint_len(offset_delta) + 1 + varint_len(value_len) + value_bytes + 1;
             put_varint(&mut bytes, i32::try_from(body)?);
             bytes.push(0); // record attributes (unused)
             put_varint(&mut bytes, 0); // timestampDelta
@@ -115,23 +127,32 @@ impl BatchTemplate {
             }
             bytes.extend_from_slice(&filler);
             put_varint(&mut bytes, 0); // no headers
-            ensure!(bytes.len() <= BATCH_BYTES_MAX, "batch exceeds {BATCH_BYTES_MAX} bytes; use fewer records per batch");
+            ensure!(
+                bytes.len() <= BATCH_BYTES_MAX,
+                "batch exceeds {BATCH_BYTES_MAX} bytes; use fewer records per batch"
+            );
         }
         let total = bytes.len();
         let h = &mut bytes[..HEADER_BYTES];
         h[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
-        h[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&((total - LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
+        h[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
+            .copy_from_slice(&((total - LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
         h[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
         h[MAGIC_AT] = 2;
         h[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&0i16.to_be_bytes());
-        h[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&((record_count - 1) as i32).to_be_bytes());
+        h[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&((record_count - 1) as i32).to_be_bytes());
         h[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
         h[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
         h[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
-        h[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&(record_count as i32).to_be_bytes());
+        h[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
+            .copy_from_slice(&(record_count as i32).to_be_bytes());
         set_timestamps(&mut bytes, timestamp_ms);
         update_crc(&mut bytes);
-        Ok(Self { bytes, value_positions })
+        Ok(Self {
+            bytes,
+            value_positions,
+        })
     }
 }
 
@@ -148,7 +169,12 @@ pub fn update_crc(batch: &mut [u8]) {
 
 /// Writes each record's due time (unix ns) into its value, the timestamps,
 /// and the CRC. `due_ns(i)` gives record i's due time.
-pub fn stamp(batch: &mut [u8], value_positions: &[u32], timestamp_ms: i64, mut due_ns: impl FnMut(usize) -> u64) {
+pub fn stamp(
+    batch: &mut [u8],
+    value_positions: &[u32],
+    timestamp_ms: i64,
+    mut due_ns: impl FnMut(usize) -> u64,
+) {
     for (i, &pos) in value_positions.iter().enumerate() {
         let pos = pos as usize;
         batch[pos..pos + 8].copy_from_slice(&due_ns(i).to_le_bytes());
@@ -196,7 +222,14 @@ pub fn encode_compressed(
         });
     }
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )?;
     Ok(buf.freeze())
 }
 
@@ -220,7 +253,10 @@ pub fn view(buf: &[u8]) -> Result<Option<BatchView>> {
     let be_i32 = |at: usize| i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
     let base_offset = i64::from_be_bytes(buf[0..8].try_into()?);
     let batch_length = be_i32(BATCH_LENGTH_AT);
-    ensure!(batch_length >= (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32, "batch length {batch_length} too small");
+    ensure!(
+        batch_length >= (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32,
+        "batch length {batch_length} too small"
+    );
     let total_bytes = batch_length as usize + LOG_OVERHEAD_BYTES;
     if buf.len() < total_bytes {
         return Ok(None);
@@ -242,7 +278,9 @@ fn read_varint(buf: &[u8], at: &mut usize) -> Result<i64> {
     let mut result: u64 = 0;
     let mut shift = 0;
     loop {
-        let Some(&b) = buf.get(*at) else { bail!("varint runs past the batch") };
+        let Some(&b) = buf.get(*at) else {
+            bail!("varint runs past the batch")
+        };
         *at += 1;
         result |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -303,8 +341,17 @@ mod tests {
 
     #[test]
     fn built_batch_has_a_valid_crc32c_and_decodes_with_kafka_protocol() {
-        for (count, size) in [(1, 0), (1, 100), (64, 100), (65, 100), (1000, 100), (10, 1024), (3, 20000)] {
-            let t = BatchTemplate::build(count, size, Some(RUN_ID_MAGIC | 7), 1_700_000_000_000).unwrap();
+        for (count, size) in [
+            (1, 0),
+            (1, 100),
+            (64, 100),
+            (65, 100),
+            (1000, 100),
+            (10, 1024),
+            (3, 20000),
+        ] {
+            let t = BatchTemplate::build(count, size, Some(RUN_ID_MAGIC | 7), 1_700_000_000_000)
+                .unwrap();
             let crc = u32::from_be_bytes(t.bytes[CRC_AT..CRC_AT + 4].try_into().unwrap());
             assert_eq!(crc, crc32c::crc32c(&t.bytes[ATTRIBUTES_AT..]));
             let mut buf = Bytes::from(t.bytes.clone());
@@ -323,12 +370,17 @@ mod tests {
     fn stamping_keeps_the_batch_valid_and_values_carry_due_times() {
         let run = RUN_ID_MAGIC | 42;
         let mut t = BatchTemplate::build(200, 100, Some(run), 0).unwrap();
-        stamp(&mut t.bytes, &t.value_positions, 1_234, |i| 1_000_000 + i as u64);
+        stamp(&mut t.bytes, &t.value_positions, 1_234, |i| {
+            1_000_000 + i as u64
+        });
         let mut buf = Bytes::from(t.bytes.clone());
         let set = RecordBatchDecoder::decode(&mut buf).unwrap();
         for (i, r) in set.records.iter().enumerate() {
             assert_eq!(r.timestamp, 1_234);
-            assert_eq!(stamped_due_ns(r.value.as_ref().unwrap(), Some(run)), Some(1_000_000 + i as u64));
+            assert_eq!(
+                stamped_due_ns(r.value.as_ref().unwrap(), Some(run)),
+                Some(1_000_000 + i as u64)
+            );
         }
         let mut seen = 0;
         for_each_value(&t.bytes, |delta, value| {
@@ -344,21 +396,38 @@ mod tests {
     fn view_reads_header_and_reports_partial_batch_as_incomplete() {
         let t = BatchTemplate::build(10, 50, None, 0).unwrap();
         let v = view(&t.bytes).unwrap().unwrap();
-        assert_eq!(v, BatchView { base_offset: 0, last_offset: 9, record_count: 10, compressed: false, total_bytes: t.bytes.len() });
+        assert_eq!(
+            v,
+            BatchView {
+                base_offset: 0,
+                last_offset: 9,
+                record_count: 10,
+                compressed: false,
+                total_bytes: t.bytes.len()
+            }
+        );
         assert_eq!(view(&t.bytes[..t.bytes.len() - 1]).unwrap(), None);
         assert_eq!(view(&t.bytes[..30]).unwrap(), None);
     }
 
     #[test]
     fn compressed_batches_decode_with_kafka_protocol() {
-        for c in [Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy] {
+        for c in [
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Snappy,
+        ] {
             let b = encode_compressed(50, 100, c, 5, Some(RUN_ID_MAGIC | 1), |i| i as u64).unwrap();
             let v = view(&b).unwrap().unwrap();
             assert!(v.compressed);
             assert_eq!(v.record_count, 50);
             let set = RecordBatchDecoder::decode(&mut b.clone()).unwrap();
             assert_eq!(set.records.len(), 50);
-            assert_eq!(stamped_due_ns(set.records[3].value.as_ref().unwrap(), None), Some(3));
+            assert_eq!(
+                stamped_due_ns(set.records[3].value.as_ref().unwrap(), None),
+                Some(3)
+            );
         }
     }
 }

@@ -32,7 +32,12 @@ pub struct ConsumerPlan {
     pub end_ns: u64,
 }
 
-pub fn run(plan: ConsumerPlan, clock: Clock, progress: &Progress, stop: &AtomicBool) -> WorkerResult {
+pub fn run(
+    plan: ConsumerPlan,
+    clock: Clock,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> WorkerResult {
     let mut result = WorkerResult::new();
     if let Err(e) = run_inner(&plan, clock, progress, stop, &mut result) {
         result.error(format!("consumer {}: {e:#}", plan.index));
@@ -42,10 +47,18 @@ pub fn run(plan: ConsumerPlan, clock: Clock, progress: &Progress, stop: &AtomicB
 }
 
 fn caught_up(offsets: &[(i32, i64)], end: &HashMap<i32, i64>) -> bool {
-    offsets.iter().all(|(p, o)| end.get(p).is_none_or(|e| o >= e))
+    offsets
+        .iter()
+        .all(|(p, o)| end.get(p).is_none_or(|e| o >= e))
 }
 
-fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &AtomicBool, result: &mut WorkerResult) -> Result<()> {
+fn run_inner(
+    plan: &ConsumerPlan,
+    clock: Clock,
+    progress: &Progress,
+    stop: &AtomicBool,
+    result: &mut WorkerResult,
+) -> Result<()> {
     if plan.offsets.is_empty() {
         return Ok(());
     }
@@ -62,7 +75,13 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
                 break;
             }
         }
-        let request = wire::fetch_request(&topic, &offsets, plan.max_wait_ms, plan.partition_max_bytes, plan.max_bytes);
+        let request = wire::fetch_request(
+            &topic,
+            &offsets,
+            plan.max_wait_ms,
+            plan.partition_max_bytes,
+            plan.max_bytes,
+        );
         let correlation_id = conn.next_correlation_id();
         request_buf.clear();
         wire::encode_request(&mut request_buf, &request, plan.version, correlation_id)?;
@@ -70,12 +89,22 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
         let frame = conn.read_frame()?;
         let received_ns = clock.now_ns();
         let (got, response) = wire::decode_response::<FetchRequest>(frame, plan.version)?;
-        ensure!(got == correlation_id, "correlation id {got}, expected {correlation_id}");
-        ensure!(response.error_code == wire::ERROR_NONE, "fetch failed with error {}", response.error_code);
+        ensure!(
+            got == correlation_id,
+            "correlation id {got}, expected {correlation_id}"
+        );
+        ensure!(
+            response.error_code == wire::ERROR_NONE,
+            "fetch failed with error {}",
+            response.error_code
+        );
         let measured = received_ns >= plan.measure_from_ns;
         for t in &response.responses {
             for p in &t.partitions {
-                let Some(slot) = offsets.iter_mut().find(|(partition, _)| *partition == p.partition_index) else {
+                let Some(slot) = offsets
+                    .iter_mut()
+                    .find(|(partition, _)| *partition == p.partition_index)
+                else {
                     continue;
                 };
                 if p.error_code == wire::ERROR_OFFSET_OUT_OF_RANGE && p.log_start_offset > slot.1 {
@@ -84,13 +113,18 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
                 }
                 if p.error_code != wire::ERROR_NONE {
                     Progress::add(&progress.errors, 1);
-                    result.error(format!("fetch partition {}: error {}", p.partition_index, p.error_code));
+                    result.error(format!(
+                        "fetch partition {}: error {}",
+                        p.partition_index, p.error_code
+                    ));
                     continue;
                 }
                 let Some(records) = &p.records else { continue };
                 let mut at = 0;
                 while at < records.len() {
-                    let Some(view) = batch::view(&records[at..])? else { break };
+                    let Some(view) = batch::view(&records[at..])? else {
+                        break;
+                    };
                     let bytes = &records[at..at + view.total_bytes];
                     let from = slot.1;
                     at += view.total_bytes;
@@ -98,7 +132,11 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
                         continue;
                     }
                     // A batch may start before the fetch offset; count only the rest.
-                    let counted = if view.base_offset >= from { view.record_count as u64 } else { (view.last_offset - from + 1) as u64 };
+                    let counted = if view.base_offset >= from {
+                        view.record_count as u64
+                    } else {
+                        (view.last_offset - from + 1) as u64
+                    };
                     slot.1 = view.last_offset + 1;
                     Progress::add(&progress.consumed_records, counted);
                     Progress::add(&progress.consumed_bytes, view.total_bytes as u64);
@@ -108,13 +146,17 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
                     result.records += counted;
                     result.bytes += view.total_bytes as u64;
                     result.last_ns = received_ns;
-                    let Some(run_id) = plan.latency_run else { continue };
+                    let Some(run_id) = plan.latency_run else {
+                        continue;
+                    };
                     let mut record = |offset: i64, value: &[u8]| {
                         if offset < from {
                             return;
                         }
                         if let Some(due) = batch::stamped_due_ns(value, run_id) {
-                            let _ = result.latency_ns.record(received_ns.saturating_sub(due).max(1));
+                            let _ = result
+                                .latency_ns
+                                .record(received_ns.saturating_sub(due).max(1));
                         }
                     };
                     if view.compressed {
@@ -126,7 +168,9 @@ fn run_inner(plan: &ConsumerPlan, clock: Clock, progress: &Progress, stop: &Atom
                             }
                         }
                     } else {
-                        batch::for_each_value(bytes, |delta, value| record(view.base_offset + delta, value))?;
+                        batch::for_each_value(bytes, |delta, value| {
+                            record(view.base_offset + delta, value)
+                        })?;
                     }
                 }
             }

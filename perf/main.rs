@@ -51,7 +51,11 @@ const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const SATURATION_SHARE: f64 = 0.9;
 
 #[derive(Parser, Debug, Clone, serde::Serialize)]
-#[command(name = "ringlog-perf", version, about = "Kafka-protocol load generator: produce, consume, end-to-end latency")]
+#[command(
+    name = "ringlog-perf",
+    version,
+    about = "Kafka-protocol load generator: produce, consume, end-to-end latency"
+)]
 struct Args {
     #[arg(value_enum)]
     mode: Mode,
@@ -180,7 +184,9 @@ fn parse_rate(s: &str) -> Result<Option<f64>> {
     if s.eq_ignore_ascii_case("max") {
         return Ok(None);
     }
-    let r: f64 = s.parse().with_context(|| format!("--rate must be `max` or records per second, got {s:?}"))?;
+    let r: f64 = s
+        .parse()
+        .with_context(|| format!("--rate must be `max` or records per second, got {s:?}"))?;
     ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
     Ok(Some(r))
 }
@@ -214,7 +220,11 @@ fn pin(cpus: &[usize], slot: usize) {
 
 /// Records per batch given a target rate: a batch never waits longer than
 /// linger for its last record, as a Kafka producer's linger.ms would cut it.
-fn effective_batch_records(batch_records: usize, per_connection_rate: Option<f64>, linger_ms: f64) -> usize {
+fn effective_batch_records(
+    batch_records: usize,
+    per_connection_rate: Option<f64>,
+    linger_ms: f64,
+) -> usize {
     match per_connection_rate {
         None => batch_records,
         Some(r) => {
@@ -241,15 +251,37 @@ fn run() -> Result<()> {
         Some(s) => parse_cpus(s)?,
         None => Vec::new(),
     };
-    ensure!(args.producers >= 1 && args.producers <= CONNECTIONS_MAX, "--producers must be 1..={CONNECTIONS_MAX}");
-    ensure!(args.consumers >= 1 && args.consumers <= CONNECTIONS_MAX, "--consumers must be 1..={CONNECTIONS_MAX}");
-    ensure!(args.in_flight >= 1 && args.in_flight <= 1024, "--in-flight must be 1..=1024");
-    ensure!(args.partitions >= 1 && args.partitions <= PARTITIONS_MAX, "--partitions must be 1..={PARTITIONS_MAX}");
+    ensure!(
+        args.producers >= 1 && args.producers <= CONNECTIONS_MAX,
+        "--producers must be 1..={CONNECTIONS_MAX}"
+    );
+    ensure!(
+        args.consumers >= 1 && args.consumers <= CONNECTIONS_MAX,
+        "--consumers must be 1..={CONNECTIONS_MAX}"
+    );
+    ensure!(
+        args.in_flight >= 1 && args.in_flight <= 1024,
+        "--in-flight must be 1..=1024"
+    );
+    ensure!(
+        args.partitions >= 1 && args.partitions <= PARTITIONS_MAX,
+        "--partitions must be 1..={PARTITIONS_MAX}"
+    );
     ensure!(matches!(args.acks, -1..=1), "--acks must be 0, 1 or -1");
-    ensure!(args.duration > 0.0 && args.warmup >= 0.0, "--duration must be positive");
+    ensure!(
+        args.duration > 0.0 && args.warmup >= 0.0,
+        "--duration must be positive"
+    );
     if args.mode == Mode::E2e {
-        ensure!(args.record_size >= batch::STAMP_BYTES, "e2e needs --record-size >= {}", batch::STAMP_BYTES);
-        ensure!(args.acks != 0, "e2e needs acks 1 or -1 to know how many records to wait for");
+        ensure!(
+            args.record_size >= batch::STAMP_BYTES,
+            "e2e needs --record-size >= {}",
+            batch::STAMP_BYTES
+        );
+        ensure!(
+            args.acks != 0,
+            "e2e needs acks 1 or -1 to know how many records to wait for"
+        );
     }
     let batch_records = match args.batch_bytes {
         Some(b) => (b / args.record_size.max(1)).max(1),
@@ -264,7 +296,8 @@ fn run() -> Result<()> {
     }
 
     let clock = Clock::new();
-    let run_id = batch::RUN_ID_MAGIC | (u64::from(std::process::id()) ^ (clock.now_ns() >> 10)) & 0xFFFF_FFFF;
+    let run_id = batch::RUN_ID_MAGIC
+        | (u64::from(std::process::id()) ^ (clock.now_ns() >> 10)) & 0xFFFF_FFFF;
 
     // Control plane: versions, topic, offsets.
     let mut control = wire::Connection::connect(&args.bootstrap)?;
@@ -279,27 +312,55 @@ fn run() -> Result<()> {
         }
     }
     let Some((partition_count, many_leaders)) = existing else {
-        bail!("topic {} not found{}", args.topic, if args.no_create { "" } else { " after CreateTopics" });
+        bail!(
+            "topic {} not found{}",
+            args.topic,
+            if args.no_create {
+                ""
+            } else {
+                " after CreateTopics"
+            }
+        );
     };
     if partition_count != args.partitions {
-        eprintln!("note: topic {} has {partition_count} partitions; using them all", args.topic);
+        eprintln!(
+            "note: topic {} has {partition_count} partitions; using them all",
+            args.topic
+        );
     }
     if many_leaders {
-        eprintln!("warning: partitions have several leaders; this tool sends everything to {}", args.bootstrap);
+        eprintln!(
+            "warning: partitions have several leaders; this tool sends everything to {}",
+            args.bootstrap
+        );
     }
     let partitions: Vec<i32> = (0..partition_count).collect();
     let produce_version = versions.pick(ApiKey::Produce, wire::PRODUCE_VERSIONS)?;
     let wants_producers = matches!(args.mode, Mode::Produce | Mode::E2e);
     let wants_consumers = matches!(args.mode, Mode::Consume | Mode::E2e);
-    let fetch_version = if wants_consumers { versions.pick(ApiKey::Fetch, wire::FETCH_VERSIONS)? } else { 0 };
+    let fetch_version = if wants_consumers {
+        versions.pick(ApiKey::Fetch, wire::FETCH_VERSIONS)?
+    } else {
+        0
+    };
     let start_offsets: HashMap<i32, i64> = if wants_consumers {
-        let ts = if args.mode == Mode::E2e || args.from == From::Latest { -1 } else { -2 };
+        let ts = if args.mode == Mode::E2e || args.from == From::Latest {
+            -1
+        } else {
+            -2
+        };
         wire::list_offsets(&mut control, &versions, &args.topic, &partitions, ts)?
     } else {
         HashMap::new()
     };
     let end_offsets = if args.mode == Mode::Consume && args.to_end {
-        Some(wire::list_offsets(&mut control, &versions, &args.topic, &partitions, -1)?)
+        Some(wire::list_offsets(
+            &mut control,
+            &versions,
+            &args.topic,
+            &partitions,
+            -1,
+        )?)
     } else {
         None
     };
@@ -320,7 +381,9 @@ fn run() -> Result<()> {
     let mut producer_handles = Vec::new();
     if wants_producers {
         for index in 0..args.producers {
-            let records_limit = args.records.map(|n| n / args.producers as u64 + u64::from((index as u64) < n % args.producers as u64));
+            let records_limit = args.records.map(|n| {
+                n / args.producers as u64 + u64::from((index as u64) < n % args.producers as u64)
+            });
             let plan = producer::ProducerPlan {
                 index,
                 bootstrap: args.bootstrap.clone(),
@@ -334,7 +397,9 @@ fn run() -> Result<()> {
                 record_bytes: args.record_size,
                 compression: args.compression.codec(),
                 rate: per_connection_rate,
-                phase_ns: per_connection_rate.map_or(0, |r| (batch_records as f64 / r * 1e9 * index as f64 / args.producers as f64) as u64),
+                phase_ns: per_connection_rate.map_or(0, |r| {
+                    (batch_records as f64 / r * 1e9 * index as f64 / args.producers as f64) as u64
+                }),
                 stamp: args.mode == Mode::E2e || args.stamp,
                 run_id,
                 records_limit,
@@ -345,11 +410,15 @@ fn run() -> Result<()> {
             };
             let (progress, cpus, pin_slot) = (progress.clone(), cpus.clone(), slot);
             slot += 1;
-            producer_handles.push(std::thread::Builder::new().name(format!("producer-{index}")).spawn(move || {
-                pin(&cpus, pin_slot);
-                clock.sleep_until(start_ns);
-                producer::run(plan, clock, &progress)
-            })?);
+            producer_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("producer-{index}"))
+                    .spawn(move || {
+                        pin(&cpus, pin_slot);
+                        clock.sleep_until(start_ns);
+                        producer::run(plan, clock, &progress)
+                    })?,
+            );
         }
     }
     let mut consumer_handles = Vec::new();
@@ -376,23 +445,42 @@ fn run() -> Result<()> {
                 },
                 measure_from_ns,
                 // e2e consumers are stopped by `stop` once all produced records arrived.
-                end_ns: if args.mode == Mode::E2e { drain_ns } else { end_ns },
+                end_ns: if args.mode == Mode::E2e {
+                    drain_ns
+                } else {
+                    end_ns
+                },
             };
-            let (progress, stop, cpus, pin_slot) = (progress.clone(), stop.clone(), cpus.clone(), slot);
+            let (progress, stop, cpus, pin_slot) =
+                (progress.clone(), stop.clone(), cpus.clone(), slot);
             slot += 1;
-            consumer_handles.push(std::thread::Builder::new().name(format!("consumer-{index}")).spawn(move || {
-                pin(&cpus, pin_slot);
-                clock.sleep_until(start_ns);
-                consumer::run(plan, clock, &progress, &stop)
-            })?);
+            consumer_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("consumer-{index}"))
+                    .spawn(move || {
+                        pin(&cpus, pin_slot);
+                        clock.sleep_until(start_ns);
+                        consumer::run(plan, clock, &progress, &stop)
+                    })?,
+            );
         }
     }
     let threads = slot;
-    let cores = if cpus.is_empty() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cpus.len() };
+    let cores = if cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cpus.len()
+    };
     let progress_cores = cores.min(threads.max(1));
 
     // Progress once a second until every worker is done.
-    let mut last = (0u64, 0u64, 0u64, clock.now_ns(), stats::process_cpu_seconds());
+    let mut last = (
+        0u64,
+        0u64,
+        0u64,
+        clock.now_ns(),
+        stats::process_cpu_seconds(),
+    );
     let mut next_tick = start_ns + 1_000_000_000;
     let mut producers_done_at: Option<u64> = None;
     loop {
@@ -419,13 +507,20 @@ fn run() -> Result<()> {
             let dt = (now - last.3) as f64 / 1e9;
             let mut line = format!("[{:>5.0}s]", (now.saturating_sub(start_ns)) as f64 / 1e9);
             if wants_producers {
-                line += &format!(" produced {:>10.0} rec/s {:>8.1} MB/s", (p - last.0) as f64 / dt, (pb - last.1) as f64 / dt / 1e6);
+                line += &format!(
+                    " produced {:>10.0} rec/s {:>8.1} MB/s",
+                    (p - last.0) as f64 / dt,
+                    (pb - last.1) as f64 / dt / 1e6
+                );
             }
             if wants_consumers {
                 line += &format!(" | consumed {:>10.0} rec/s", (c - last.2) as f64 / dt);
             }
             let cpu_percent = (cpu - last.4) / dt * 100.0;
-            line += &format!(" | errors {} | cpu {cpu_percent:.0}%", progress.errors.load(Ordering::Relaxed));
+            line += &format!(
+                " | errors {} | cpu {cpu_percent:.0}%",
+                progress.errors.load(Ordering::Relaxed)
+            );
             if cpu_percent >= SATURATION_SHARE * 100.0 * progress_cores as f64 {
                 line += " SATURATED";
             }
@@ -439,11 +534,17 @@ fn run() -> Result<()> {
 
     let mut produced = WorkerResult::new();
     for h in producer_handles {
-        produced.merge(h.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))?);
+        produced.merge(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("producer thread panicked"))?,
+        );
     }
     let mut consumed = WorkerResult::new();
     for h in consumer_handles {
-        consumed.merge(h.join().map_err(|_| anyhow::anyhow!("consumer thread panicked"))?);
+        consumed.merge(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?,
+        );
     }
 
     let usable = progress_cores;
@@ -453,10 +554,19 @@ fn run() -> Result<()> {
         Mode::Produce => (
             &produced,
             LatencyUs::from_histogram(&produced.latency_ns),
-            if args.acks == 0 { "send lateness vs schedule per batch (acks=0)" } else { "produce: due -> ack per batch" },
+            if args.acks == 0 {
+                "send lateness vs schedule per batch (acks=0)"
+            } else {
+                "produce: due -> ack per batch"
+            },
             None,
         ),
-        Mode::Consume | Mode::Idle | Mode::Sink => (&consumed, LatencyUs::from_histogram(&consumed.latency_ns), "due -> received per stamped record", None),
+        Mode::Consume | Mode::Idle | Mode::Sink => (
+            &consumed,
+            LatencyUs::from_histogram(&consumed.latency_ns),
+            "due -> received per stamped record",
+            None,
+        ),
         Mode::E2e => (
             &produced,
             LatencyUs::from_histogram(&consumed.latency_ns),
@@ -479,7 +589,8 @@ fn run() -> Result<()> {
         records_per_sec: main.records as f64 / elapsed_s,
         mb_per_sec: main.bytes as f64 / elapsed_s / 1e6,
         consumed_records_per_sec: consumed_rate,
-        ack_latency_us: (args.mode == Mode::E2e).then(|| LatencyUs::from_histogram(&produced.latency_ns)),
+        ack_latency_us: (args.mode == Mode::E2e)
+            .then(|| LatencyUs::from_histogram(&produced.latency_ns)),
         cpu_percent,
         cpu_cores: usable,
         saturated,
@@ -488,7 +599,11 @@ fn run() -> Result<()> {
         latency_kind: kind.to_owned(),
         config,
     };
-    if let Some(e) = produced.first_error.as_ref().or(consumed.first_error.as_ref()) {
+    if let Some(e) = produced
+        .first_error
+        .as_ref()
+        .or(consumed.first_error.as_ref())
+    {
         eprintln!("first error: {e}");
     }
     if saturated {
@@ -499,7 +614,14 @@ fn run() -> Result<()> {
         println!("{}", report.json_line()?);
     }
     if main.records == 0 {
-        bail!("no records were {}", if args.mode == Mode::Consume { "consumed" } else { "acknowledged" });
+        bail!(
+            "no records were {}",
+            if args.mode == Mode::Consume {
+                "consumed"
+            } else {
+                "acknowledged"
+            }
+        );
     }
     Ok(())
 }
@@ -517,15 +639,24 @@ fn raise_nofile_limit() {
 }
 
 fn run_idle(args: &Args) -> Result<()> {
-    ensure!(args.connections <= IDLE_CONNECTIONS_MAX, "--connections must be at most {IDLE_CONNECTIONS_MAX}");
+    ensure!(
+        args.connections <= IDLE_CONNECTIONS_MAX,
+        "--connections must be at most {IDLE_CONNECTIONS_MAX}"
+    );
     raise_nofile_limit();
     let mut held = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let mut conn = wire::Connection::connect(&args.bootstrap).with_context(|| format!("connection {i}"))?;
-        wire::Versions::negotiate(&mut conn).with_context(|| format!("ApiVersions on connection {i}"))?;
+        let mut conn = wire::Connection::connect(&args.bootstrap)
+            .with_context(|| format!("connection {i}"))?;
+        wire::Versions::negotiate(&mut conn)
+            .with_context(|| format!("ApiVersions on connection {i}"))?;
         held.push(conn);
     }
-    eprintln!("holding {} idle connections for {} s", held.len(), args.duration);
+    eprintln!(
+        "holding {} idle connections for {} s",
+        held.len(),
+        args.duration
+    );
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     let report = serde_json::json!({ "mode": "idle", "connections": held.len(), "duration_s": args.duration });
     println!("{report}");

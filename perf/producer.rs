@@ -57,7 +57,12 @@ pub fn run(plan: ProducerPlan, clock: Clock, progress: &Progress) -> WorkerResul
     result
 }
 
-fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mut WorkerResult) -> Result<()> {
+fn run_inner(
+    plan: &ProducerPlan,
+    clock: Clock,
+    progress: &Progress,
+    result: &mut WorkerResult,
+) -> Result<()> {
     ensure!(!plan.partitions.is_empty(), "no partitions");
     let mut conn = Connection::connect(&plan.bootstrap)?;
     let now_ms = (clock.now_ns() / 1_000_000) as i64;
@@ -65,11 +70,19 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
     let compressed = plan.compression != Compression::None;
     let template = BatchTemplate::build(plan.batch_records, plan.record_bytes, run_id, now_ms)?;
     let first = if compressed {
-        batch::encode_compressed(plan.batch_records, plan.record_bytes, plan.compression, now_ms, run_id, |_| clock.now_ns())?
+        batch::encode_compressed(
+            plan.batch_records,
+            plan.record_bytes,
+            plan.compression,
+            now_ms,
+            run_id,
+            |_| clock.now_ns(),
+        )?
     } else {
         Bytes::from(template.bytes.clone())
     };
-    let mut frame = ProduceTemplate::new(&plan.topic, first, plan.acks, plan.timeout_ms, plan.version)?;
+    let mut frame =
+        ProduceTemplate::new(&plan.topic, first, plan.acks, plan.timeout_ms, plan.version)?;
     let batch_wire_bytes = frame.batch_len as u64;
 
     let record_interval_ns = plan.rate.map(|r| 1e9 / r);
@@ -86,19 +99,28 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
 
     loop {
         let now = clock.now_ns();
-        let limit_reached = plan.records_limit.is_some_and(|l| batches_sent * records_per_batch >= l);
+        let limit_reached = plan
+            .records_limit
+            .is_some_and(|l| batches_sent * records_per_batch >= l);
         if !draining && (now >= plan.end_ns || limit_reached) {
             draining = true;
         }
         // Send every batch that is due, as far as the in-flight limit allows.
         while !draining && (plan.acks == 0 || inflight.len() < plan.in_flight) {
-            if plan.records_limit.is_some_and(|l| batches_sent * records_per_batch >= l) {
+            if plan
+                .records_limit
+                .is_some_and(|l| batches_sent * records_per_batch >= l)
+            {
                 draining = true;
                 break;
             }
             let first_record = batches_sent * records_per_batch;
             // Open loop: a batch is due when its last record is due.
-            let intended = if record_interval_ns.is_some() { due_of_record(first_record + records_per_batch - 1) } else { clock.now_ns() };
+            let intended = if record_interval_ns.is_some() {
+                due_of_record(first_record + records_per_batch - 1)
+            } else {
+                clock.now_ns()
+            };
             if intended > clock.now_ns() {
                 break;
             }
@@ -106,16 +128,41 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
                 draining = true;
                 break;
             }
-            let partition = plan.partitions[(batches_sent as usize + plan.index) % plan.partitions.len()];
+            let partition =
+                plan.partitions[(batches_sent as usize + plan.index) % plan.partitions.len()];
             let correlation_id = conn.next_correlation_id();
             let timestamp_ms = (intended / 1_000_000) as i64;
             if plan.stamp {
-                let due = |i: usize| if record_interval_ns.is_some() { due_of_record(first_record + i as u64) } else { intended };
+                let due = |i: usize| {
+                    if record_interval_ns.is_some() {
+                        due_of_record(first_record + i as u64)
+                    } else {
+                        intended
+                    }
+                };
                 if compressed {
-                    let records = batch::encode_compressed(plan.batch_records, plan.record_bytes, plan.compression, timestamp_ms, run_id, due)?;
-                    frame = ProduceTemplate::new(&plan.topic, records, plan.acks, plan.timeout_ms, plan.version)?;
+                    let records = batch::encode_compressed(
+                        plan.batch_records,
+                        plan.record_bytes,
+                        plan.compression,
+                        timestamp_ms,
+                        run_id,
+                        due,
+                    )?;
+                    frame = ProduceTemplate::new(
+                        &plan.topic,
+                        records,
+                        plan.acks,
+                        plan.timeout_ms,
+                        plan.version,
+                    )?;
                 } else {
-                    batch::stamp(frame.batch_mut(), &template.value_positions, timestamp_ms, due);
+                    batch::stamp(
+                        frame.batch_mut(),
+                        &template.value_positions,
+                        timestamp_ms,
+                        due,
+                    );
                 }
             }
             frame.set_ids(correlation_id, partition);
@@ -129,10 +176,16 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
                     result.records += records_per_batch;
                     result.bytes += batch_wire_bytes;
                     result.last_ns = sent;
-                    let _ = result.latency_ns.record(sent.saturating_sub(intended).max(1));
+                    let _ = result
+                        .latency_ns
+                        .record(sent.saturating_sub(intended).max(1));
                 }
             } else {
-                inflight.push_back(InFlight { correlation_id, intended_ns: intended, records: records_per_batch });
+                inflight.push_back(InFlight {
+                    correlation_id,
+                    intended_ns: intended,
+                    records: records_per_batch,
+                });
             }
         }
         if draining && inflight.is_empty() {
@@ -140,7 +193,11 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
         }
         let now = clock.now_ns();
         if draining && now >= plan.drain_ns {
-            result.error(format!("producer {}: {} requests unanswered at the end", plan.index, inflight.len()));
+            result.error(format!(
+                "producer {}: {} requests unanswered at the end",
+                plan.index,
+                inflight.len()
+            ));
             break;
         }
         let next_due = due_of_record((batches_sent + 1) * records_per_batch - 1);
@@ -152,7 +209,11 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
             continue;
         }
         let can_send = !draining && inflight.len() < plan.in_flight && record_interval_ns.is_some();
-        let wait = if can_send { Duration::from_nanos(next_due.saturating_sub(now)).min(POLL_SLICE) } else { POLL_SLICE };
+        let wait = if can_send {
+            Duration::from_nanos(next_due.saturating_sub(now)).min(POLL_SLICE)
+        } else {
+            POLL_SLICE
+        };
         if !conn.poll_readable(wait)? {
             continue;
         }
@@ -162,15 +223,23 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
             let Some(sent) = inflight.pop_front() else {
                 anyhow::bail!("response without a request in flight");
             };
-            let (correlation_id, decoded) = wire::decode_response::<ProduceRequest>(response, plan.version)?;
-            ensure!(correlation_id == sent.correlation_id, "correlation id {correlation_id}, expected {}", sent.correlation_id);
+            let (correlation_id, decoded) =
+                wire::decode_response::<ProduceRequest>(response, plan.version)?;
+            ensure!(
+                correlation_id == sent.correlation_id,
+                "correlation id {correlation_id}, expected {}",
+                sent.correlation_id
+            );
             let mut ok = true;
             for topic in &decoded.responses {
                 for p in &topic.partition_responses {
                     if p.error_code != wire::ERROR_NONE {
                         ok = false;
                         Progress::add(&progress.errors, 1);
-                        result.error(format!("produce partition {}: error {}", p.index, p.error_code));
+                        result.error(format!(
+                            "produce partition {}: error {}",
+                            p.index, p.error_code
+                        ));
                     }
                 }
             }
@@ -183,7 +252,9 @@ fn run_inner(plan: &ProducerPlan, clock: Clock, progress: &Progress, result: &mu
                 result.records += sent.records;
                 result.bytes += batch_wire_bytes;
                 result.last_ns = acked_at;
-                let _ = result.latency_ns.record(acked_at.saturating_sub(sent.intended_ns).max(1));
+                let _ = result
+                    .latency_ns
+                    .record(acked_at.saturating_sub(sent.intended_ns).max(1));
             }
         }
     }

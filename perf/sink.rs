@@ -11,21 +11,33 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
-use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
 };
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ResponseHeader,
+};
+use kafka_protocol::protocol::{
+    decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
+};
 
 use crate::wire::FRAME_BYTES_MAX;
 
 /// Partitions a topic gets when the sink creates it implicitly.
 const SINK_DEFAULT_PARTITIONS: i32 = 1;
 /// (api key, min, max) the sink answers.
-const SINK_API_VERSIONS: [(i16, i16, i16); 5] = [(0, 3, 9), (2, 1, 7), (3, 1, 12), (18, 0, 3), (19, 2, 7)];
+const SINK_API_VERSIONS: [(i16, i16, i16); 5] =
+    [(0, 3, 9), (2, 1, 7), (3, 1, 12), (18, 0, 3), (19, 2, 7)];
 
 type Topics = Arc<Mutex<HashMap<String, i32>>>;
 
@@ -49,10 +61,18 @@ pub fn run(listen: &str) -> Result<()> {
     Ok(())
 }
 
-fn respond<R: Encodable + HeaderVersion>(out: &mut TcpStream, buf: &mut BytesMut, correlation_id: i32, version: i16, response: &R) -> Result<()> {
+fn respond<R: Encodable + HeaderVersion>(
+    out: &mut TcpStream,
+    buf: &mut BytesMut,
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Result<()> {
     buf.clear();
     buf.put_i32(0);
-    ResponseHeader::default().with_correlation_id(correlation_id).encode(buf, R::header_version(version))?;
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(buf, R::header_version(version))?;
     response.encode(buf, version)?;
     let len = i32::try_from(buf.len() - 4)?;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
@@ -79,25 +99,48 @@ fn serve(mut stream: TcpStream, topics: &Topics, port: u16) -> Result<()> {
         match ApiKey::try_from(header.request_api_key) {
             Ok(ApiKey::ApiVersions) => {
                 let response = ApiVersionsResponse::default().with_api_keys(
-                    SINK_API_VERSIONS.iter().map(|&(k, min, max)| ApiVersion::default().with_api_key(k).with_min_version(min).with_max_version(max)).collect(),
+                    SINK_API_VERSIONS
+                        .iter()
+                        .map(|&(k, min, max)| {
+                            ApiVersion::default()
+                                .with_api_key(k)
+                                .with_min_version(min)
+                                .with_max_version(max)
+                        })
+                        .collect(),
                 );
                 respond(&mut stream, &mut out, id, v, &response)?;
             }
             Ok(ApiKey::Metadata) => {
                 let request = MetadataRequest::decode(&mut frame, v)?;
-                let known = topics.lock().map_err(|_| anyhow::anyhow!("topic table poisoned"))?.clone();
-                let mut response = MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(0))
-                    .with_host(StrBytes::from_static_str("127.0.0.1"))
-                    .with_port(i32::from(port))]);
+                let known = topics
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("topic table poisoned"))?
+                    .clone();
+                let mut response = MetadataResponse::default().with_brokers(vec![
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(0))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(i32::from(port)),
+                ]);
                 for t in request.topics.unwrap_or_default() {
                     let Some(name) = t.name else { continue };
                     let partitions = known.get(name.0.as_str()).copied();
                     let topic = match partitions {
-                        Some(n) => MetadataResponseTopic::default().with_name(Some(name)).with_partitions(
-                            (0..n).map(|p| MetadataResponsePartition::default().with_partition_index(p).with_leader_id(BrokerId(0))).collect(),
-                        ),
-                        None => MetadataResponseTopic::default().with_name(Some(name)).with_error_code(3),
+                        Some(n) => MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_partitions(
+                                (0..n)
+                                    .map(|p| {
+                                        MetadataResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_leader_id(BrokerId(0))
+                                    })
+                                    .collect(),
+                            ),
+                        None => MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_error_code(3),
                     };
                     response.topics.push(topic);
                 }
@@ -107,11 +150,19 @@ fn serve(mut stream: TcpStream, topics: &Topics, port: u16) -> Result<()> {
                 let request = CreateTopicsRequest::decode(&mut frame, v)?;
                 let mut response = CreateTopicsResponse::default();
                 {
-                    let mut known = topics.lock().map_err(|_| anyhow::anyhow!("topic table poisoned"))?;
+                    let mut known = topics
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("topic table poisoned"))?;
                     for t in request.topics {
-                        let n = if t.num_partitions > 0 { t.num_partitions } else { SINK_DEFAULT_PARTITIONS };
+                        let n = if t.num_partitions > 0 {
+                            t.num_partitions
+                        } else {
+                            SINK_DEFAULT_PARTITIONS
+                        };
                         known.entry(t.name.0.to_string()).or_insert(n);
-                        response.topics.push(CreatableTopicResult::default().with_name(t.name));
+                        response
+                            .topics
+                            .push(CreatableTopicResult::default().with_name(t.name));
                     }
                 }
                 respond(&mut stream, &mut out, id, v, &response)?;
@@ -120,9 +171,20 @@ fn serve(mut stream: TcpStream, topics: &Topics, port: u16) -> Result<()> {
                 let request = ListOffsetsRequest::decode(&mut frame, v)?;
                 let mut response = ListOffsetsResponse::default();
                 for t in request.topics {
-                    let partitions =
-                        t.partitions.iter().map(|p| ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_offset(0)).collect();
-                    response.topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_offset(0)
+                        })
+                        .collect();
+                    response.topics.push(
+                        ListOffsetsTopicResponse::default()
+                            .with_name(t.name)
+                            .with_partitions(partitions),
+                    );
                 }
                 respond(&mut stream, &mut out, id, v, &response)?;
             }
@@ -133,9 +195,24 @@ fn serve(mut stream: TcpStream, topics: &Topics, port: u16) -> Result<()> {
                     let mut answer = TopicProduceResponse::default().with_name(t.name.clone());
                     for p in &t.partition_data {
                         let records = p.records.as_deref().unwrap_or_default();
-                        let count = if records.len() >= 61 { i64::from(i32::from_be_bytes([records[57], records[58], records[59], records[60]])) } else { 0 };
-                        let next = next_offsets.entry((t.name.0.to_string(), p.index)).or_insert(0);
-                        answer.partition_responses.push(PartitionProduceResponse::default().with_index(p.index).with_base_offset(*next));
+                        let count = if records.len() >= 61 {
+                            i64::from(i32::from_be_bytes([
+                                records[57],
+                                records[58],
+                                records[59],
+                                records[60],
+                            ]))
+                        } else {
+                            0
+                        };
+                        let next = next_offsets
+                            .entry((t.name.0.to_string(), p.index))
+                            .or_insert(0);
+                        answer.partition_responses.push(
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_base_offset(*next),
+                        );
                         *next += count;
                     }
                     response.responses.push(answer);
@@ -144,7 +221,10 @@ fn serve(mut stream: TcpStream, topics: &Topics, port: u16) -> Result<()> {
                     respond(&mut stream, &mut out, id, v, &response)?;
                 }
             }
-            other => bail!("sink does not answer API key {} ({other:?})", header.request_api_key),
+            other => bail!(
+                "sink does not answer API key {} ({other:?})",
+                header.request_api_key
+            ),
         }
     }
 }

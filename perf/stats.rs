@@ -21,8 +21,14 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let base_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Self { base: Instant::now(), base_unix_ns }
+        let base_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self {
+            base: Instant::now(),
+            base_unix_ns,
+        }
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -39,7 +45,8 @@ impl Clock {
 }
 
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS).expect("static histogram bounds are valid")
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds are valid")
 }
 
 /// Live counters read by the once-a-second progress line.
@@ -71,7 +78,14 @@ pub struct WorkerResult {
 
 impl WorkerResult {
     pub fn new() -> Self {
-        Self { records: 0, bytes: 0, errors: 0, latency_ns: new_histogram(), first_error: None, last_ns: 0 }
+        Self {
+            records: 0,
+            bytes: 0,
+            errors: 0,
+            latency_ns: new_histogram(),
+            first_error: None,
+            last_ns: 0,
+        }
     }
 
     pub fn error(&mut self, message: String) {
@@ -166,16 +180,30 @@ impl Report {
         println!("mode               {}", self.mode);
         println!("records            {}", self.records);
         println!("elapsed            {:.2} s", self.elapsed_s);
-        println!("throughput         {:.0} records/s, {:.1} MB/s", self.records_per_sec, self.mb_per_sec);
+        println!(
+            "throughput         {:.0} records/s, {:.1} MB/s",
+            self.records_per_sec, self.mb_per_sec
+        );
         if let Some(c) = self.consumed_records_per_sec {
             println!("consumed           {c:.0} records/s");
         }
-        println!("generator cpu      {:.0}% of one core ({} core(s) given){}", self.cpu_percent, self.cpu_cores, if self.saturated { "  SATURATED" } else { "" });
+        println!(
+            "generator cpu      {:.0}% of one core ({} core(s) given){}",
+            self.cpu_percent,
+            self.cpu_cores,
+            if self.saturated { "  SATURATED" } else { "" }
+        );
         println!("errors             {}", self.errors);
         let l = &self.latency_us;
         println!("latency ({})", self.latency_kind);
-        println!("  p50 {:>10.1} us   p90 {:>10.1} us   p99 {:>10.1} us", l.p50, l.p90, l.p99);
-        println!("  p99.9 {:>8.1} us   p99.99 {:>7.1} us   max {:>10.1} us   (n={})", l.p999, l.p9999, l.max, l.count);
+        println!(
+            "  p50 {:>10.1} us   p90 {:>10.1} us   p99 {:>10.1} us",
+            l.p50, l.p90, l.p99
+        );
+        println!(
+            "  p99.9 {:>8.1} us   p99.99 {:>7.1} us   max {:>10.1} us   (n={})",
+            l.p999, l.p9999, l.max, l.count
+        );
         if let Some(a) = &self.ack_latency_us {
             println!("ack latency (due -> ack per batch): p50 {:.1} us, p99 {:.1} us, p99.99 {:.1} us, max {:.1} us", a.p50, a.p99, a.p9999, a.max);
         }

@@ -12,12 +12,13 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     api_versions_request::ApiVersionsRequest, create_topics_request::CreatableTopic,
-    create_topics_request::CreateTopicsRequest, fetch_request::FetchPartition, fetch_request::FetchRequest,
-    fetch_request::FetchTopic, list_offsets_request::ListOffsetsPartition,
-    list_offsets_request::ListOffsetsRequest, list_offsets_request::ListOffsetsTopic,
-    metadata_request::MetadataRequest, metadata_request::MetadataRequestTopic,
-    produce_request::PartitionProduceData, produce_request::ProduceRequest,
-    produce_request::TopicProduceData, ApiKey, BrokerId, RequestHeader, ResponseHeader, TopicName,
+    create_topics_request::CreateTopicsRequest, fetch_request::FetchPartition,
+    fetch_request::FetchRequest, fetch_request::FetchTopic,
+    list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsRequest,
+    list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequest,
+    metadata_request::MetadataRequestTopic, produce_request::PartitionProduceData,
+    produce_request::ProduceRequest, produce_request::TopicProduceData, ApiKey, BrokerId,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -55,7 +56,11 @@ impl Connection {
     pub fn connect(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES), next_correlation_id: 1 })
+        Ok(Self {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            next_correlation_id: 1,
+        })
     }
 
     pub fn next_correlation_id(&mut self) -> i32 {
@@ -70,10 +75,17 @@ impl Connection {
 
     /// Waits up to `timeout` for bytes to read; `true` when readable.
     pub fn poll_readable(&self, timeout: Duration) -> Result<bool> {
-        let mut fds = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut fds = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // ppoll, not poll: a millisecond timeout would round sub-millisecond
         // waits for the next due batch down to 0 and spin.
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
         // SAFETY: one valid pollfd and timespec for the duration of the call.
         let n = unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
         if n < 0 {
@@ -89,7 +101,9 @@ impl Connection {
     /// One read(2) into the buffer; blocks if nothing is there.
     pub fn fill(&mut self) -> Result<usize> {
         let want = match self.pending_frame_len() {
-            Some(len) if len + 4 > self.read_buf.len() => (len + 4 - self.read_buf.len()).max(READ_CHUNK_BYTES),
+            Some(len) if len + 4 > self.read_buf.len() => {
+                (len + 4 - self.read_buf.len()).max(READ_CHUNK_BYTES)
+            }
             _ => READ_CHUNK_BYTES,
         };
         self.read_buf.reserve(want);
@@ -98,7 +112,13 @@ impl Connection {
         // read would cost as much as the copy itself at GB/s.
         // SAFETY: the pointer and length describe the buffer's spare capacity;
         // read(2) initialises the first n bytes, and only those are exposed.
-        let n = unsafe { libc::read(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = unsafe {
+            libc::read(
+                self.stream.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+            )
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -118,14 +138,24 @@ impl Connection {
         if self.read_buf.len() < 4 {
             return None;
         }
-        let len = i32::from_be_bytes([self.read_buf[0], self.read_buf[1], self.read_buf[2], self.read_buf[3]]);
+        let len = i32::from_be_bytes([
+            self.read_buf[0],
+            self.read_buf[1],
+            self.read_buf[2],
+            self.read_buf[3],
+        ]);
         Some(len.max(0) as usize)
     }
 
     /// A complete frame (without its length prefix) if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>> {
-        let Some(len) = self.pending_frame_len() else { return Ok(None) };
-        ensure!(len <= FRAME_BYTES_MAX, "response frame of {len} bytes exceeds {FRAME_BYTES_MAX}");
+        let Some(len) = self.pending_frame_len() else {
+            return Ok(None);
+        };
+        ensure!(
+            len <= FRAME_BYTES_MAX,
+            "response frame of {len} bytes exceeds {FRAME_BYTES_MAX}"
+        );
         if self.read_buf.len() < len + 4 {
             return Ok(None);
         }
@@ -152,13 +182,21 @@ impl Connection {
         let frame = self.read_frame();
         self.stream.set_read_timeout(None)?;
         let (got, response) = decode_response::<R>(frame?, version)?;
-        ensure!(got == correlation_id, "correlation id {got}, expected {correlation_id}");
+        ensure!(
+            got == correlation_id,
+            "correlation id {got}, expected {correlation_id}"
+        );
         Ok(response)
     }
 }
 
 /// Appends a complete frame (length prefix, header, body) to `buf`.
-pub fn encode_request<R: Request>(buf: &mut BytesMut, request: &R, version: i16, correlation_id: i32) -> Result<()> {
+pub fn encode_request<R: Request>(
+    buf: &mut BytesMut,
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+) -> Result<()> {
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
@@ -174,7 +212,10 @@ pub fn encode_request<R: Request>(buf: &mut BytesMut, request: &R, version: i16,
 }
 
 pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> Result<(i32, R::Response)> {
-    let header = ResponseHeader::decode(&mut frame, <R::Response as HeaderVersion>::header_version(version))?;
+    let header = ResponseHeader::decode(
+        &mut frame,
+        <R::Response as HeaderVersion>::header_version(version),
+    )?;
     let response = R::Response::decode(&mut frame, version)?;
     Ok((header.correlation_id, response))
 }
@@ -192,14 +233,33 @@ impl Versions {
         if response.error_code == ERROR_UNSUPPORTED_VERSION {
             response = conn.call(&ApiVersionsRequest::default(), 0)?;
         }
-        ensure!(response.error_code == ERROR_NONE, "ApiVersions failed with error {}", response.error_code);
-        Ok(Self(response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect()))
+        ensure!(
+            response.error_code == ERROR_NONE,
+            "ApiVersions failed with error {}",
+            response.error_code
+        );
+        Ok(Self(
+            response
+                .api_keys
+                .iter()
+                .map(|k| (k.api_key, (k.min_version, k.max_version)))
+                .collect(),
+        ))
     }
 
     pub fn pick(&self, key: ApiKey, ours: (i16, i16)) -> Result<i16> {
-        let (min, max) = self.0.get(&(key as i16)).copied().ok_or_else(|| anyhow!("broker does not support {key:?}"))?;
+        let (min, max) = self
+            .0
+            .get(&(key as i16))
+            .copied()
+            .ok_or_else(|| anyhow!("broker does not support {key:?}"))?;
         let v = max.min(ours.1);
-        ensure!(v >= min.max(ours.0), "no common version for {key:?}: broker {min}..={max}, ours {}..={}", ours.0, ours.1);
+        ensure!(
+            v >= min.max(ours.0),
+            "no common version for {key:?}: broker {min}..={max}, ours {}..={}",
+            ours.0,
+            ours.1
+        );
         Ok(v)
     }
 }
@@ -209,57 +269,105 @@ pub fn topic_name(name: &str) -> TopicName {
 }
 
 /// Partition count of `topic`, or None if the broker does not know it.
-pub fn topic_partitions(conn: &mut Connection, versions: &Versions, topic: &str) -> Result<Option<(i32, bool)>> {
+pub fn topic_partitions(
+    conn: &mut Connection,
+    versions: &Versions,
+    topic: &str,
+) -> Result<Option<(i32, bool)>> {
     let version = versions.pick(ApiKey::Metadata, METADATA_VERSIONS)?;
     let request = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+        ]))
         .with_allow_auto_topic_creation(false);
     let response = conn.call(&request, version)?;
-    let Some(t) = response.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic)) else {
+    let Some(t) = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+    else {
         return Ok(None);
     };
     if t.error_code != ERROR_NONE || t.partitions.is_empty() {
         return Ok(None);
     }
-    let leaders: std::collections::HashSet<BrokerId> = t.partitions.iter().map(|p| p.leader_id).collect();
+    let leaders: std::collections::HashSet<BrokerId> =
+        t.partitions.iter().map(|p| p.leader_id).collect();
     Ok(Some((t.partitions.len() as i32, leaders.len() > 1)))
 }
 
-pub fn create_topic(conn: &mut Connection, versions: &Versions, topic: &str, partitions: i32) -> Result<()> {
+pub fn create_topic(
+    conn: &mut Connection,
+    versions: &Versions,
+    topic: &str,
+    partitions: i32,
+) -> Result<()> {
     let version = versions.pick(ApiKey::CreateTopics, CREATE_TOPICS_VERSIONS)?;
-    let request = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatableTopic::default()
-        .with_name(topic_name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)]);
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
     let response = conn.call(&request, version)?;
     for t in &response.topics {
         if t.error_code != ERROR_NONE && t.error_code != ERROR_TOPIC_ALREADY_EXISTS {
-            bail!("CreateTopics {topic}: error {} {:?}", t.error_code, t.error_message);
+            bail!(
+                "CreateTopics {topic}: error {} {:?}",
+                t.error_code,
+                t.error_message
+            );
         }
     }
     Ok(())
 }
 
 /// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest).
-pub fn list_offsets(conn: &mut Connection, versions: &Versions, topic: &str, partitions: &[i32], timestamp: i64) -> Result<HashMap<i32, i64>> {
+pub fn list_offsets(
+    conn: &mut Connection,
+    versions: &Versions,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<HashMap<i32, i64>> {
     let version = versions.pick(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)?;
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(
-            partitions.iter().map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp)).collect(),
-        )]);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
     let response = conn.call(&request, version)?;
     let mut out = HashMap::new();
     for t in &response.topics {
         for p in &t.partitions {
-            ensure!(p.error_code == ERROR_NONE, "ListOffsets partition {}: error {}", p.partition_index, p.error_code);
+            ensure!(
+                p.error_code == ERROR_NONE,
+                "ListOffsets partition {}: error {}",
+                p.partition_index,
+                p.error_code
+            );
             out.insert(p.partition_index, p.offset);
         }
     }
     Ok(out)
 }
 
-pub fn fetch_request(topic: &TopicName, offsets: &[(i32, i64)], max_wait_ms: i32, partition_max_bytes: i32, max_bytes: i32) -> FetchRequest {
+pub fn fetch_request(
+    topic: &TopicName,
+    offsets: &[(i32, i64)],
+    max_wait_ms: i32,
+    partition_max_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
@@ -267,12 +375,19 @@ pub fn fetch_request(topic: &TopicName, offsets: &[(i32, i64)], max_wait_ms: i32
         .with_max_bytes(max_bytes)
         .with_session_id(0)
         .with_session_epoch(-1) // no fetch session (KIP-227 FINAL_EPOCH)
-        .with_topics(vec![FetchTopic::default().with_topic(topic.clone()).with_partitions(
-            offsets
-                .iter()
-                .map(|&(p, o)| FetchPartition::default().with_partition(p).with_fetch_offset(o).with_partition_max_bytes(partition_max_bytes))
-                .collect(),
-        )])
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic.clone())
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|&(p, o)| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(o)
+                            .with_partition_max_bytes(partition_max_bytes)
+                    })
+                    .collect(),
+            )])
 }
 
 /// A Produce request encoded once by kafka-protocol; per send only the
@@ -288,32 +403,60 @@ const CORRELATION_ID_AT: usize = 8; // after length, api key, api version
 const PARTITION_SENTINEL: i32 = 0x5A5A_5A5A;
 
 impl ProduceTemplate {
-    pub fn new(topic: &str, batch: Bytes, acks: i16, timeout_ms: i32, version: i16) -> Result<Self> {
+    pub fn new(
+        topic: &str,
+        batch: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+        version: i16,
+    ) -> Result<Self> {
         let batch_len = batch.len();
-        let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(PARTITION_SENTINEL).with_records(Some(batch.clone()))])]);
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(timeout_ms)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(PARTITION_SENTINEL)
+                    .with_records(Some(batch.clone()))])]);
         let mut buf = BytesMut::new();
         encode_request(&mut buf, &request, version, 0)?;
         let frame = buf.to_vec();
         // The records field is the last field of the request; flexible versions
         // (v9+) end with three empty tagged-field sections after it.
         let trailer = if version >= 9 { 3 } else { 0 };
-        ensure!(frame.len() >= batch_len + trailer + 8, "produce frame too short");
+        ensure!(
+            frame.len() >= batch_len + trailer + 8,
+            "produce frame too short"
+        );
         let batch_start = frame.len() - trailer - batch_len;
-        ensure!(frame[batch_start..batch_start + batch_len] == batch[..], "records not where expected in the produce frame");
-        let prefix = if version >= 9 { uvarint_len(batch_len as u64 + 1) } else { 4 };
+        ensure!(
+            frame[batch_start..batch_start + batch_len] == batch[..],
+            "records not where expected in the produce frame"
+        );
+        let prefix = if version >= 9 {
+            uvarint_len(batch_len as u64 + 1)
+        } else {
+            4
+        };
         let partition_at = batch_start - prefix - 4;
         ensure!(
             frame[partition_at..partition_at + 4] == PARTITION_SENTINEL.to_be_bytes(),
             "partition index not where expected in the produce frame"
         );
-        Ok(Self { frame, batch_start, batch_len, partition_at })
+        Ok(Self {
+            frame,
+            batch_start,
+            batch_len,
+            partition_at,
+        })
     }
 
     pub fn set_ids(&mut self, correlation_id: i32, partition: i32) {
-        self.frame[CORRELATION_ID_AT..CORRELATION_ID_AT + 4].copy_from_slice(&correlation_id.to_be_bytes());
-        self.frame[self.partition_at..self.partition_at + 4].copy_from_slice(&partition.to_be_bytes());
+        self.frame[CORRELATION_ID_AT..CORRELATION_ID_AT + 4]
+            .copy_from_slice(&correlation_id.to_be_bytes());
+        self.frame[self.partition_at..self.partition_at + 4]
+            .copy_from_slice(&partition.to_be_bytes());
     }
 
     pub fn batch_mut(&mut self) -> &mut [u8] {
@@ -343,7 +486,14 @@ mod tests {
         for version in PRODUCE_VERSIONS.0..=PRODUCE_VERSIONS.1 {
             for count in [1usize, 100, 1000] {
                 let batch = BatchTemplate::build(count, 100, None, 0).unwrap();
-                let mut t = ProduceTemplate::new("perf-topic", Bytes::from(batch.bytes.clone()), -1, 5000, version).unwrap();
+                let mut t = ProduceTemplate::new(
+                    "perf-topic",
+                    Bytes::from(batch.bytes.clone()),
+                    -1,
+                    5000,
+                    version,
+                )
+                .unwrap();
                 t.set_ids(77, 3);
                 crate::batch::stamp(t.batch_mut(), &batch.value_positions, 9, |i| i as u64);
                 let mut frame = Bytes::from(t.frame.clone());

@@ -19,7 +19,10 @@ pub const BATCH_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:9092")]
@@ -37,7 +40,11 @@ pub enum ConfigError {
     #[error("invalid topic default {0:?}: expected NAME=VALUE")]
     TopicDefaultSyntax(String),
     #[error("invalid {name} {value}: {why}")]
-    Value { name: &'static str, value: i64, why: &'static str },
+    Value {
+        name: &'static str,
+        value: i64,
+        why: &'static str,
+    },
 }
 
 /// The settings a config file may hold. Every field is optional; flags win.
@@ -99,18 +106,27 @@ impl Config {
     pub fn build(file: FileConfig, flags: FileConfig) -> Result<Config, ConfigError> {
         macro_rules! pick {
             ($field:ident, $default:expr) => {
-                flags.$field.clone().or(file.$field.clone()).unwrap_or($default)
+                flags
+                    .$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or($default)
             };
         }
         let listen_text = pick!(listen, "127.0.0.1:9092".to_string());
-        let listen: SocketAddr =
-            listen_text.parse().map_err(|_| ConfigError::Listen(listen_text.clone()))?;
-        let (advertised_host, advertised_port) =
-            match flags.advertised_listener.clone().or(file.advertised_listener.clone()) {
-                Some(text) => parse_host_port(&text)
-                    .ok_or(ConfigError::AdvertisedListener(text.clone()))?,
-                None => (listen.ip().to_string(), listen.port()),
-            };
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let (advertised_host, advertised_port) = match flags
+            .advertised_listener
+            .clone()
+            .or(file.advertised_listener.clone())
+        {
+            Some(text) => {
+                parse_host_port(&text).ok_or(ConfigError::AdvertisedListener(text.clone()))?
+            }
+            None => (listen.ip().to_string(), listen.port()),
+        };
         let cpus_text = flags.cpus.clone().or(file.cpus.clone());
         let numa_node = flags.numa_node.or(file.numa_node);
         let cpus = match (cpus_text, numa_node) {
@@ -196,7 +212,10 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, ConfigError> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim) {
         let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
             None => {
                 let cpu: usize = part.parse().map_err(|_| bad())?;
                 (cpu, cpu)
@@ -243,7 +262,10 @@ mod tests {
     #[test]
     fn defaults_listen_on_localhost_9092_with_data_in_dot_data() {
         let config = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
-        assert_eq!(config.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:9092".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.cpus, CpuSelection::AllOnline);
         assert!(config.auto_create_topics);
@@ -251,7 +273,10 @@ mod tests {
 
     #[test]
     fn cpu_lists_parse_ranges_and_reject_nonsense() {
-        assert_eq!(parse_cpu_list("0-3,6,8-9").unwrap(), vec![0, 1, 2, 3, 6, 8, 9]);
+        assert_eq!(
+            parse_cpu_list("0-3,6,8-9").unwrap(),
+            vec![0, 1, 2, 3, 6, 8, 9]
+        );
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
         assert!(parse_cpu_list("").is_err());
@@ -259,17 +284,29 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file = FileConfig { listen: Some("127.0.0.1:1".into()), ..Default::default() };
-        let flags = FileConfig { listen: Some("127.0.0.1:2".into()), ..Default::default() };
+        let file = FileConfig {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let flags = FileConfig {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
         let config = Config::build(file, flags).unwrap();
         assert_eq!(config.listen.port(), 2);
     }
 
     #[test]
     fn invalid_values_are_rejected() {
-        let flags = FileConfig { default_partitions: Some(0), ..Default::default() };
+        let flags = FileConfig {
+            default_partitions: Some(0),
+            ..Default::default()
+        };
         assert!(Config::build(FileConfig::default(), flags).is_err());
-        let flags = FileConfig { listen: Some("nowhere".into()), ..Default::default() };
+        let flags = FileConfig {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
         assert!(Config::build(FileConfig::default(), flags).is_err());
     }
 }

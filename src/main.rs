@@ -10,7 +10,11 @@ use ringlog::config::{parse_assignments, Config, FileConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ringlog", version, about = "A Kafka-compatible event streaming broker, thread-per-core on io_uring")]
+#[command(
+    name = "ringlog",
+    version,
+    about = "A Kafka-compatible event streaming broker, thread-per-core on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -85,8 +89,10 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 fn load(args: ServeArgs) -> Result<Config, String> {
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            toml::from_str::<FileConfig>(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| format!("invalid config file {}: {e}", path.display()))?
         }
         None => FileConfig::default(),
     };
@@ -119,7 +125,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

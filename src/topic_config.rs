@@ -28,7 +28,12 @@ fn long_at_least(min: i64) -> impl Fn(&str) -> bool {
 
 macro_rules! def {
     ($name:expr, $default:expr, $kind:expr, $check:expr) => {
-        ConfigDef { name: $name, default: $default, kind: $kind, check: $check }
+        ConfigDef {
+            name: $name,
+            default: $default,
+            kind: $kind,
+            check: $check,
+        }
     };
 }
 
@@ -36,26 +41,47 @@ macro_rules! def {
 /// broker-side recompression are not implemented, so `cleanup.policy` only
 /// takes `delete` and `compression.type` only `producer`.
 pub const CONFIG_DEFS: &[ConfigDef] = &[
-    def!("cleanup.policy", "delete", ConfigType::List, |v| v == "delete"),
-    def!("compression.type", "producer", ConfigType::String, |v| v == "producer"),
-    def!("flush.messages", "9223372036854775807", ConfigType::Long, |v| long_at_least(1)(v)),
-    def!("flush.ms", "9223372036854775807", ConfigType::Long, |v| long_at_least(0)(v)),
+    def!("cleanup.policy", "delete", ConfigType::List, |v| v
+        == "delete"),
+    def!("compression.type", "producer", ConfigType::String, |v| v
+        == "producer"),
+    def!(
+        "flush.messages",
+        "9223372036854775807",
+        ConfigType::Long,
+        |v| long_at_least(1)(v)
+    ),
+    def!("flush.ms", "9223372036854775807", ConfigType::Long, |v| {
+        long_at_least(0)(v)
+    }),
     def!("index.interval.bytes", "4096", ConfigType::Int, |v| {
         v.parse::<i32>().map_or(false, |n| n >= 0)
     }),
     def!("max.message.bytes", "1048588", ConfigType::Int, |v| {
         v.parse::<i32>().map_or(false, |n| n >= 0)
     }),
-    def!("message.timestamp.type", "CreateTime", ConfigType::String, |v| {
-        v == "CreateTime" || v == "LogAppendTime"
-    }),
+    def!(
+        "message.timestamp.type",
+        "CreateTime",
+        ConfigType::String,
+        |v| { v == "CreateTime" || v == "LogAppendTime" }
+    ),
     def!("min.insync.replicas", "1", ConfigType::Int, |v| v == "1"),
-    def!("retention.bytes", "-1", ConfigType::Long, |v| long_at_least(-1)(v)),
-    def!("retention.ms", "604800000", ConfigType::Long, |v| long_at_least(-1)(v)),
+    def!(
+        "retention.bytes",
+        "-1",
+        ConfigType::Long,
+        |v| long_at_least(-1)(v)
+    ),
+    def!("retention.ms", "604800000", ConfigType::Long, |v| {
+        long_at_least(-1)(v)
+    }),
     def!("segment.bytes", "1073741824", ConfigType::Int, |v| {
         v.parse::<i32>().map_or(false, |n| n >= 4096)
     }),
-    def!("segment.ms", "604800000", ConfigType::Long, |v| long_at_least(1)(v)),
+    def!("segment.ms", "604800000", ConfigType::Long, |v| {
+        long_at_least(1)(v)
+    }),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,20 +120,32 @@ pub struct TopicConfig {
 impl TopicConfig {
     /// Kafka's built-in defaults with nothing overridden.
     pub fn defaults() -> TopicConfig {
-        TopicConfig { overrides: BTreeMap::new(), inherited: BTreeMap::new() }
+        TopicConfig {
+            overrides: BTreeMap::new(),
+            inherited: BTreeMap::new(),
+        }
     }
 
     /// Validates `entries` and layers them over `self`'s effective values.
-    pub fn with_overrides(&self, entries: &BTreeMap<String, String>) -> Result<TopicConfig, TopicConfigError> {
+    pub fn with_overrides(
+        &self,
+        entries: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, TopicConfigError> {
         for (name, value) in entries {
             let def = definition(name).ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
             if !(def.check)(value) {
-                return Err(TopicConfigError::InvalidValue { name: name.clone(), value: value.clone() });
+                return Err(TopicConfigError::InvalidValue {
+                    name: name.clone(),
+                    value: value.clone(),
+                });
             }
         }
         let mut inherited = self.inherited.clone();
         inherited.extend(self.overrides.clone());
-        Ok(TopicConfig { overrides: entries.clone(), inherited })
+        Ok(TopicConfig {
+            overrides: entries.clone(),
+            inherited,
+        })
     }
 
     /// The topic's own settings (what is persisted with the topic).
@@ -127,7 +165,9 @@ impl TopicConfig {
 
     fn number(&self, name: &str) -> i64 {
         // Every value was checked by its definition, so it parses.
-        self.value(name).and_then(|(v, _)| v.parse().ok()).unwrap_or(i64::MAX)
+        self.value(name)
+            .and_then(|(v, _)| v.parse().ok())
+            .unwrap_or(i64::MAX)
     }
 
     /// The storage settings these configs resolve to.
@@ -145,7 +185,9 @@ impl TopicConfig {
             timestamp_type,
             flush_messages: self.number("flush.messages").max(1) as u64,
             flush_ms: self.number("flush.ms").max(0) as u64,
-            index_interval_bytes: self.number("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
+            index_interval_bytes: self
+                .number("index.interval.bytes")
+                .clamp(0, u32::MAX as i64) as u32,
         }
     }
 }
@@ -155,16 +197,32 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn topic_values_override_broker_defaults_which_override_kafka_defaults() {
-        let broker = TopicConfig::defaults().with_overrides(&map(&[("retention.ms", "1000")])).unwrap();
-        let topic = broker.with_overrides(&map(&[("segment.bytes", "8192")])).unwrap();
-        assert_eq!(topic.value("segment.bytes"), Some(("8192", ConfigSource::Topic)));
-        assert_eq!(topic.value("retention.ms"), Some(("1000", ConfigSource::Broker)));
-        assert_eq!(topic.value("retention.bytes"), Some(("-1", ConfigSource::Default)));
+        let broker = TopicConfig::defaults()
+            .with_overrides(&map(&[("retention.ms", "1000")]))
+            .unwrap();
+        let topic = broker
+            .with_overrides(&map(&[("segment.bytes", "8192")]))
+            .unwrap();
+        assert_eq!(
+            topic.value("segment.bytes"),
+            Some(("8192", ConfigSource::Topic))
+        );
+        assert_eq!(
+            topic.value("retention.ms"),
+            Some(("1000", ConfigSource::Broker))
+        );
+        assert_eq!(
+            topic.value("retention.bytes"),
+            Some(("-1", ConfigSource::Default))
+        );
         assert_eq!(topic.log_config().segment_bytes, 8192);
         assert_eq!(topic.log_config().retention_ms, 1000);
     }
@@ -172,9 +230,16 @@ mod tests {
     #[test]
     fn unknown_names_and_bad_values_are_rejected() {
         let d = TopicConfig::defaults();
-        assert!(matches!(d.with_overrides(&map(&[("no.such", "1")])), Err(TopicConfigError::Unknown(_))));
+        assert!(matches!(
+            d.with_overrides(&map(&[("no.such", "1")])),
+            Err(TopicConfigError::Unknown(_))
+        ));
         assert!(d.with_overrides(&map(&[("retention.ms", "soon")])).is_err());
-        assert!(d.with_overrides(&map(&[("cleanup.policy", "compact")])).is_err());
-        assert!(d.with_overrides(&map(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
+        assert!(d
+            .with_overrides(&map(&[("cleanup.policy", "compact")]))
+            .is_err());
+        assert!(d
+            .with_overrides(&map(&[("message.timestamp.type", "LogAppendTime")]))
+            .is_ok());
     }
 }

@@ -32,7 +32,12 @@ struct Seeded {
 
 fn seed_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
     (0..SEED_RECORDS)
-        .map(|i| (format!("seed-key-{i}").into_bytes(), format!("seed-value-{i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("seed-key-{i}").into_bytes(),
+                format!("seed-value-{i}").into_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -41,7 +46,10 @@ fn seeded(broker: Broker) -> Seeded {
     create_topic(&broker.bootstrap(), &topic, 1, &[]);
     let mut client = RawClient::connect_negotiated(broker.addr());
     let entries = seed_entries();
-    let borrowed: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let borrowed: Vec<(&[u8], &[u8])> = entries
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
     let answer = raw::produce(&mut client, &topic, 0, &borrowed);
     assert_eq!(answer.error_code, error_code::NONE, "seeding produce");
     assert_eq!(answer.base_offset, 0, "seeding base offset");
@@ -51,11 +59,22 @@ fn seeded(broker: Broker) -> Seeded {
 impl Seeded {
     /// A new connection is served and the seeded records are unchanged.
     fn assert_serving_and_intact(&mut self) {
-        assert!(!self.broker.has_exited(), "the broker process died\n{}", self.broker.log_tail());
+        assert!(
+            !self.broker.has_exited(),
+            "the broker process died\n{}",
+            self.broker.log_tail()
+        );
         let mut client = RawClient::connect_negotiated(self.broker.addr());
         let fetched = raw::fetch(&mut client, &self.topic, 0, 0);
-        assert_eq!(fetched.error_code, error_code::NONE, "fetch after bad input");
-        assert_eq!(fetched.high_watermark, SEED_RECORDS as i64, "high watermark after bad input");
+        assert_eq!(
+            fetched.error_code,
+            error_code::NONE,
+            "fetch after bad input"
+        );
+        assert_eq!(
+            fetched.high_watermark, SEED_RECORDS as i64,
+            "high watermark after bad input"
+        );
         let records = raw::decode_records(fetched.records.as_ref().expect("seeded records"));
         let got: Vec<(Vec<u8>, Vec<u8>)> = records
             .iter()
@@ -68,9 +87,16 @@ impl Seeded {
             .collect();
         assert_eq!(got, seed_entries(), "seeded records after bad input");
         let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
-        assert_eq!(offsets, (0..SEED_RECORDS as i64).collect::<Vec<_>>(), "seeded offsets");
+        assert_eq!(
+            offsets,
+            (0..SEED_RECORDS as i64).collect::<Vec<_>>(),
+            "seeded offsets"
+        );
         if let Some(rss) = self.broker.pid().and_then(resident_bytes) {
-            assert!(rss < BROKER_RSS_BYTES_MAX, "broker resident memory {rss} bytes after bad input");
+            assert!(
+                rss < BROKER_RSS_BYTES_MAX,
+                "broker resident memory {rss} bytes after bad input"
+            );
         }
     }
 }
@@ -95,7 +121,13 @@ fn send_and_observe(broker: &Broker, bytes: &[u8]) -> PeerState {
 
 /// A frame with a hand-built request header (v1, or v2 with an empty tag
 /// buffer when `flexible`) and the given body.
-fn hand_built_frame(api_key: i16, api_version: i16, correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+fn hand_built_frame(
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    flexible: bool,
+    body: &[u8],
+) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.put_i16(api_key);
     payload.put_i16(api_version);
@@ -117,17 +149,27 @@ fn hand_built_frame(api_key: i16, api_version: i16, correlation_id: i32, flexibl
 fn garbage_bytes_close_the_connection() {
     let mut seeded = seeded(Broker::start());
     let inputs: [(&str, Vec<u8>); 4] = [
-        ("an HTTP request", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
         ("a frame of 0xff bytes", {
             let mut frame = vec![0, 0, 0, 16];
             frame.extend_from_slice(&[0xff; 16]);
             frame
         }),
-        ("a frame too short for a request header", vec![0, 0, 0, 3, 0, 18, 0]),
+        (
+            "a frame too short for a request header",
+            vec![0, 0, 0, 3, 0, 18, 0],
+        ),
         ("an empty frame", vec![0, 0, 0, 0]),
     ];
     for (what, bytes) in &inputs {
-        assert_eq!(send_and_observe(&seeded.broker, bytes), PeerState::Closed, "{what}");
+        assert_eq!(
+            send_and_observe(&seeded.broker, bytes),
+            PeerState::Closed,
+            "{what}"
+        );
     }
     seeded.assert_serving_and_intact();
 }
@@ -172,23 +214,39 @@ fn truncated_frame_then_close_is_dropped_and_an_idle_truncated_frame_blocks_no_o
 
     // Half a request, then end of stream.
     let mut client = RawClient::connect(seeded.broker.addr());
-    client.write_raw(&whole[..whole.len() / 2]).expect("writing half a frame");
+    client
+        .write_raw(&whole[..whole.len() / 2])
+        .expect("writing half a frame");
     client.shutdown_write();
-    assert_eq!(client.peer_state(CLOSE_TIMEOUT), PeerState::Closed, "half a frame then EOF");
+    assert_eq!(
+        client.peer_state(CLOSE_TIMEOUT),
+        PeerState::Closed,
+        "half a frame then EOF"
+    );
 
     // Only part of the length prefix, then end of stream.
     let mut client = RawClient::connect(seeded.broker.addr());
-    client.write_raw(&whole[..2]).expect("writing half a length prefix");
+    client
+        .write_raw(&whole[..2])
+        .expect("writing half a length prefix");
     client.shutdown_write();
-    assert_eq!(client.peer_state(CLOSE_TIMEOUT), PeerState::Closed, "half a length prefix then EOF");
+    assert_eq!(
+        client.peer_state(CLOSE_TIMEOUT),
+        PeerState::Closed,
+        "half a length prefix then EOF"
+    );
 
     // Half a request on a connection left open: others are served meanwhile.
     let mut idle = RawClient::connect(seeded.broker.addr());
-    idle.write_raw(&whole[..whole.len() - 1]).expect("writing all but one byte");
+    idle.write_raw(&whole[..whole.len() - 1])
+        .expect("writing all but one byte");
     seeded.assert_serving_and_intact();
     // The last byte completes the request, which is then answered.
-    idle.write_raw(&whole[whole.len() - 1..]).expect("writing the last byte");
-    let frame = idle.read_frame().expect("the completed request is answered");
+    idle.write_raw(&whole[whole.len() - 1..])
+        .expect("writing the last byte");
+    let frame = idle
+        .read_frame()
+        .expect("the completed request is answered");
     assert!(frame.len() >= 4, "a response with a header");
 }
 
@@ -220,19 +278,29 @@ fn unsupported_api_versions_version_gets_unsupported_version_in_the_v0_format() 
     let correlation_id = 4242;
     let frame = hand_built_frame(API_VERSIONS_KEY, 99, correlation_id, true, &body);
     client.write_raw(&frame).expect("writing ApiVersions v99");
-    let response = client.read_frame().expect("ApiVersions v99 is answered, not dropped");
+    let response = client
+        .read_frame()
+        .expect("ApiVersions v99 is answered, not dropped");
     let mut bytes = bytes::Bytes::from(response);
     let header = ResponseHeader::decode(&mut bytes, 0).expect("a v0 response header");
     assert_eq!(header.correlation_id, correlation_id, "correlation id");
     let answer = ApiVersionsResponse::decode(&mut bytes, 0).expect("a v0 ApiVersions response");
-    assert_eq!(answer.error_code, error_code::UNSUPPORTED_VERSION, "error code");
+    assert_eq!(
+        answer.error_code,
+        error_code::UNSUPPORTED_VERSION,
+        "error code"
+    );
     let own = answer
         .api_keys
         .iter()
         .find(|k| k.api_key == API_VERSIONS_KEY)
         .expect("the answer lists ApiVersions' own supported range");
     assert_eq!(own.min_version, 0, "ApiVersions min version");
-    assert!(own.max_version >= 3, "ApiVersions max version {}", own.max_version);
+    assert!(
+        own.max_version >= 3,
+        "ApiVersions max version {}",
+        own.max_version
+    );
 
     // The connection stays usable: a supported version is answered normally.
     let versions = client.call(&raw::api_versions_request(0), 0);
@@ -258,12 +326,19 @@ fn produce_with_a_bad_crc_is_refused_with_corrupt_message() {
     let mut short = batch.to_vec();
     short.truncate(short.len() - 3);
     let request = raw::produce_request(&seeded.topic, 0, -1, short.into());
-    let version = client.version_of::<kafka_protocol::messages::ProduceRequest>(raw::PRODUCE_VERSION_MAX);
+    let version =
+        client.version_of::<kafka_protocol::messages::ProduceRequest>(raw::PRODUCE_VERSION_MAX);
     let (correlation_id, frame) = client.frame(&request, version);
     client.write_raw(&frame).expect("writing a produce request");
-    if let Some(response) = client.try_receive::<kafka_protocol::messages::ProduceRequest>(correlation_id, version) {
+    if let Some(response) =
+        client.try_receive::<kafka_protocol::messages::ProduceRequest>(correlation_id, version)
+    {
         let answer = raw::single_produce_partition(&response);
-        assert_eq!(answer.error_code, error_code::CORRUPT_MESSAGE, "a batch shorter than its length");
+        assert_eq!(
+            answer.error_code,
+            error_code::CORRUPT_MESSAGE,
+            "a batch shorter than its length"
+        );
     }
     seeded.assert_serving_and_intact();
 }
@@ -274,11 +349,23 @@ fn produce_to_an_unknown_topic_or_partition_is_refused_when_auto_create_is_off()
     let mut client = RawClient::connect_negotiated(seeded.broker.addr());
     let missing = unique_topic("missing");
     let answer = raw::produce(&mut client, &missing, 0, &[(b"k", b"v")]);
-    assert_eq!(answer.error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic");
+    assert_eq!(
+        answer.error_code,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        "unknown topic"
+    );
     let answer = raw::produce(&mut client, &seeded.topic, 5, &[(b"k", b"v")]);
-    assert_eq!(answer.error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION, "unknown partition");
+    assert_eq!(
+        answer.error_code,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        "unknown partition"
+    );
     let fetched = raw::fetch(&mut client, &missing, 0, 0);
-    assert_eq!(fetched.error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION, "fetch from an unknown topic");
+    assert_eq!(
+        fetched.error_code,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        "fetch from an unknown topic"
+    );
     assert!(
         !common::clients::topic_names(&seeded.broker.bootstrap()).contains(&missing),
         "the unknown topic was not created"
@@ -290,14 +377,27 @@ fn produce_to_an_unknown_topic_or_partition_is_refused_when_auto_create_is_off()
 fn batch_larger_than_max_message_bytes_is_refused_with_message_too_large() {
     let mut seeded = seeded(Broker::start());
     let small_limit = unique_topic("small-limit");
-    create_topic(&seeded.broker.bootstrap(), &small_limit, 1, &[("max.message.bytes", "2048")]);
+    create_topic(
+        &seeded.broker.bootstrap(),
+        &small_limit,
+        1,
+        &[("max.message.bytes", "2048")],
+    );
     let mut client = RawClient::connect_negotiated(seeded.broker.addr());
     let big = vec![b'x'; 4096];
     let answer = raw::produce(&mut client, &small_limit, 0, &[(b"big", &big)]);
-    assert_eq!(answer.error_code, error_code::MESSAGE_TOO_LARGE, "a 4 KiB batch over a 2 KiB limit");
+    assert_eq!(
+        answer.error_code,
+        error_code::MESSAGE_TOO_LARGE,
+        "a 4 KiB batch over a 2 KiB limit"
+    );
     let small = vec![b'x'; 512];
     let answer = raw::produce(&mut client, &small_limit, 0, &[(b"small", &small)]);
-    assert_eq!(answer.error_code, error_code::NONE, "a batch under the limit");
+    assert_eq!(
+        answer.error_code,
+        error_code::NONE,
+        "a batch under the limit"
+    );
     assert_eq!(answer.base_offset, 0, "the refused batch took no offset");
     seeded.assert_serving_and_intact();
 }
@@ -307,10 +407,15 @@ fn produce_with_invalid_acks_is_refused_with_invalid_required_acks() {
     let mut seeded = seeded(Broker::start());
     let mut client = RawClient::connect_negotiated(seeded.broker.addr());
     for acks in [5i16, 2, -2] {
-        let request = raw::produce_request(&seeded.topic, 0, acks, raw::record_batch(&[(b"k", b"v")]));
+        let request =
+            raw::produce_request(&seeded.topic, 0, acks, raw::record_batch(&[(b"k", b"v")]));
         let response = client.call_negotiated(&request, raw::PRODUCE_VERSION_MAX);
         let answer = raw::single_produce_partition(&response);
-        assert_eq!(answer.error_code, error_code::INVALID_REQUIRED_ACKS, "acks={acks}");
+        assert_eq!(
+            answer.error_code,
+            error_code::INVALID_REQUIRED_ACKS,
+            "acks={acks}"
+        );
     }
     seeded.assert_serving_and_intact();
 }
@@ -321,12 +426,26 @@ fn fetch_outside_the_log_is_refused_with_offset_out_of_range() {
     let mut client = RawClient::connect_negotiated(seeded.broker.addr());
     let end = SEED_RECORDS as i64;
     let at_end = raw::fetch(&mut client, &seeded.topic, 0, end);
-    assert_eq!(at_end.error_code, error_code::NONE, "fetch at the high watermark is valid");
-    assert!(at_end.records.as_ref().map_or(true, |r| r.is_empty()), "and empty");
+    assert_eq!(
+        at_end.error_code,
+        error_code::NONE,
+        "fetch at the high watermark is valid"
+    );
+    assert!(
+        at_end.records.as_ref().map_or(true, |r| r.is_empty()),
+        "and empty"
+    );
     for offset in [end + 1, 1000, i64::MAX, -1, -1000] {
         let fetched = raw::fetch(&mut client, &seeded.topic, 0, offset);
-        assert_eq!(fetched.error_code, error_code::OFFSET_OUT_OF_RANGE, "fetch at {offset}");
-        assert!(fetched.records.as_ref().map_or(true, |r| r.is_empty()), "no records at {offset}");
+        assert_eq!(
+            fetched.error_code,
+            error_code::OFFSET_OUT_OF_RANGE,
+            "fetch at {offset}"
+        );
+        assert!(
+            fetched.records.as_ref().map_or(true, |r| r.is_empty()),
+            "no records at {offset}"
+        );
     }
     seeded.assert_serving_and_intact();
 }
@@ -335,20 +454,26 @@ fn fetch_outside_the_log_is_refused_with_offset_out_of_range() {
 fn pipelined_requests_are_answered_in_request_order() {
     let mut seeded = seeded(Broker::start());
     let mut client = RawClient::connect_negotiated(seeded.broker.addr());
-    let fetch_version = client.version_of::<kafka_protocol::messages::FetchRequest>(raw::FETCH_VERSION_MAX);
+    let fetch_version =
+        client.version_of::<kafka_protocol::messages::FetchRequest>(raw::FETCH_VERSION_MAX);
     let mut expected = Vec::new();
     let mut bytes = Vec::new();
     for i in 0..30 {
         // A slow fetch (waits for data that never comes) between quick requests.
         let (correlation_id, frame) = if i % 10 == 5 {
-            client.frame(&raw::fetch_request(&seeded.topic, 0, SEED_RECORDS as i64, 300, 1), fetch_version)
+            client.frame(
+                &raw::fetch_request(&seeded.topic, 0, SEED_RECORDS as i64, 300, 1),
+                fetch_version,
+            )
         } else {
             client.frame(&raw::api_versions_request(0), 0)
         };
         expected.push(correlation_id);
         bytes.extend_from_slice(&frame);
     }
-    client.write_raw(&bytes).expect("writing pipelined requests");
+    client
+        .write_raw(&bytes)
+        .expect("writing pipelined requests");
     let mut got = Vec::new();
     for _ in 0..expected.len() {
         let frame = client.read_frame().expect("a pipelined response");
@@ -383,9 +508,16 @@ fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_m
     ];
     for (what, api_key, version, body) in cases {
         let frame = hand_built_frame(api_key, version, 11, false, &body);
-        assert_eq!(send_and_observe(&seeded.broker, &frame), PeerState::Closed, "{what}");
+        assert_eq!(
+            send_and_observe(&seeded.broker, &frame),
+            PeerState::Closed,
+            "{what}"
+        );
     }
     let after = resident_bytes(pid).unwrap_or(0);
-    assert!(after < before + 64 * 1024 * 1024, "resident memory grew from {before} to {after} bytes");
+    assert!(
+        after < before + 64 * 1024 * 1024,
+        "resident memory grew from {before} to {after} bytes"
+    );
     seeded.assert_serving_and_intact();
 }

@@ -35,7 +35,10 @@ fn run_to_exit(dir: &Path, args: &[String]) -> (Option<ExitStatus>, String) {
         let _ = child.kill();
         let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
     }
-    (status, std::fs::read_to_string(&stderr_path).unwrap_or_default())
+    (
+        status,
+        std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+    )
 }
 
 /// `serve` with a free port, a data directory inside `dir` and CPU 0, then
@@ -60,14 +63,19 @@ fn serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
 
 fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
     let (status, stderr) = run_to_exit(dir, args);
-    let status = status.unwrap_or_else(|| panic!("{what}: still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
+    let status = status.unwrap_or_else(|| {
+        panic!("{what}: still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}")
+    });
     assert_eq!(
         status.code(),
         Some(EXIT_CODE_INVALID_CONFIG),
         "{what}: exit status {status}; stderr:\n{stderr}"
     );
     assert!(!stderr.trim().is_empty(), "{what}: a message on stderr");
-    assert!(!stderr.contains("panicked"), "{what}: a message, not a panic:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{what}: a message, not a panic:\n{stderr}"
+    );
     let lower = stderr.to_lowercase();
     assert!(
         mentions.iter().any(|m| lower.contains(&m.to_lowercase())),
@@ -79,21 +87,52 @@ fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
 fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cases: [(&str, &[&str], &[&str]); 8] = [
-        ("unparsable listen address", &["--listen", "not-an-address"], &["listen", "not-an-address"]),
-        ("port out of range", &["--listen", "127.0.0.1:99999"], &["listen", "99999"]),
+        (
+            "unparsable listen address",
+            &["--listen", "not-an-address"],
+            &["listen", "not-an-address"],
+        ),
+        (
+            "port out of range",
+            &["--listen", "127.0.0.1:99999"],
+            &["listen", "99999"],
+        ),
         ("unparsable cpu list", &["--cpus", "abc"], &["cpus", "abc"]),
-        ("zero default partitions", &["--default-partitions", "0"], &["default-partitions", "default_partitions", "partitions"]),
-        ("non-boolean auto-create", &["--auto-create-topics", "maybe"], &["auto-create-topics", "auto_create_topics", "maybe"]),
+        (
+            "zero default partitions",
+            &["--default-partitions", "0"],
+            &["default-partitions", "default_partitions", "partitions"],
+        ),
+        (
+            "non-boolean auto-create",
+            &["--auto-create-topics", "maybe"],
+            &["auto-create-topics", "auto_create_topics", "maybe"],
+        ),
         ("unknown flag", &["--no-such-flag"], &["no-such-flag"]),
-        ("advertised listener without a port", &["--advertised-listener", "nohostport"], &["advertised", "nohostport"]),
-        ("cpu the machine does not have", &["--cpus", "4096"], &["cpu", "4096"]),
+        (
+            "advertised listener without a port",
+            &["--advertised-listener", "nohostport"],
+            &["advertised", "nohostport"],
+        ),
+        (
+            "cpu the machine does not have",
+            &["--cpus", "4096"],
+            &["cpu", "4096"],
+        ),
     ];
     for (what, extra, mentions) in cases {
         assert_refused(what, &serve_args(dir.path(), extra), dir.path(), mentions);
     }
     let data = dir.path().join("data");
-    let written = std::fs::read_dir(&data).map(|entries| entries.count()).unwrap_or(0);
-    assert_eq!(written, 0, "a refused configuration writes nothing into {}", data.display());
+    let written = std::fs::read_dir(&data)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        written,
+        0,
+        "a refused configuration writes nothing into {}",
+        data.display()
+    );
 }
 
 #[test]
@@ -109,17 +148,36 @@ fn invalid_config_files_are_refused_with_exit_code_2_and_a_message() {
     // A free port and a local data directory, so that a wrongly accepted file
     // cannot start a broker on the default port.
     let unknown_key = dir.path().join("unknown-key.toml");
-    let unknown_key_text = format!("listen = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nno_such_key = 1\n", free_port());
+    let unknown_key_text = format!(
+        "listen = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nno_such_key = 1\n",
+        free_port()
+    );
     std::fs::write(&unknown_key, unknown_key_text).expect("writing a config");
     let cases = [
         ("missing config file", &missing, vec!["missing.toml"]),
         ("unknown key", &unknown_key, vec!["no_such_key"]),
-        ("unparsable config file", &broken, vec!["broken.toml", "toml", "parse", "expected"]),
-        ("wrongly typed value", &wrong_type, vec!["default_partitions", "three", "wrong-type.toml"]),
-        ("invalid listen address in the file", &bad_address, vec!["listen", "nowhere"]),
+        (
+            "unparsable config file",
+            &broken,
+            vec!["broken.toml", "toml", "parse", "expected"],
+        ),
+        (
+            "wrongly typed value",
+            &wrong_type,
+            vec!["default_partitions", "three", "wrong-type.toml"],
+        ),
+        (
+            "invalid listen address in the file",
+            &bad_address,
+            vec!["listen", "nowhere"],
+        ),
     ];
     for (what, path, mentions) in cases {
-        let args = vec!["serve".to_string(), "--config".into(), path.display().to_string()];
+        let args = vec![
+            "serve".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
         assert_refused(what, &args, dir.path(), &mentions);
     }
 }
@@ -176,10 +234,14 @@ fn data_directory_that_is_a_file_is_refused() {
         "0".into(),
     ];
     let (status, stderr) = run_to_exit(dir.path(), &args);
-    let status = status.unwrap_or_else(|| panic!("still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
+    let status = status
+        .unwrap_or_else(|| panic!("still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
     assert!(!status.success(), "exit status {status}");
     assert!(!stderr.trim().is_empty(), "a message on stderr");
-    assert!(!stderr.contains("panicked"), "a message, not a panic:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a message, not a panic:\n{stderr}"
+    );
 }
 
 #[test]
@@ -188,7 +250,10 @@ fn config_file_supplies_listen_address_and_data_directory() {
     let topic = unique_topic("from-config-file");
     create_topic(&broker.bootstrap(), &topic, 1, &[]);
     produce_keyed(&broker.bootstrap(), &topic, 5, 1);
-    assert!(broker.data_dir().is_dir(), "the data directory from the file is used");
+    assert!(
+        broker.data_dir().is_dir(),
+        "the data directory from the file is used"
+    );
     broker.restart();
     consume_all(&broker.bootstrap(), &topic, 1, 5, Duration::from_secs(20)).expect_count(5);
 }
@@ -207,7 +272,11 @@ fn sigint_and_sigterm_shut_down_cleanly_with_exit_code_0() {
     broker.start_again();
     consume_all(&broker.bootstrap(), &topic, 1, 5, Duration::from_secs(20)).expect_count(5);
     let status = broker.stop_with(libc::SIGTERM);
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
 }
 
 #[test]
@@ -215,10 +284,20 @@ fn a_different_shard_count_over_existing_group_offsets_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     // Group logs as two shards leave them; this start asks for one shard.
     for shard in 0..2 {
-        std::fs::create_dir_all(dir.path().join("data").join("__groups").join(format!("shard-{shard}")))
-            .expect("creating group folders");
+        std::fs::create_dir_all(
+            dir.path()
+                .join("data")
+                .join("__groups")
+                .join(format!("shard-{shard}")),
+        )
+        .expect("creating group folders");
     }
-    assert_refused("one shard over two shards' groups", &serve_args(dir.path(), &[]), dir.path(), &["shard", "--cpus"]);
+    assert_refused(
+        "one shard over two shards' groups",
+        &serve_args(dir.path(), &[]),
+        dir.path(),
+        &["shard", "--cpus"],
+    );
 }
 
 #[test]
@@ -231,13 +310,28 @@ fn a_data_directory_without_o_direct_is_refused_unless_buffered_io_is_allowed() 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = tempfile::tempdir_in(shm).expect("a directory on tmpfs");
     let data_dir = data.path().display().to_string();
-    let (status, stderr) = run_to_exit(dir.path(), &serve_args(dir.path(), &["--data-dir", &data_dir]));
+    let (status, stderr) = run_to_exit(
+        dir.path(),
+        &serve_args(dir.path(), &["--data-dir", &data_dir]),
+    );
     let status = status.unwrap_or_else(|| panic!("still running on tmpfs; stderr:\n{stderr}"));
     assert!(!status.success(), "started on tmpfs without O_DIRECT");
-    assert!(stderr.contains("O_DIRECT"), "the message names O_DIRECT:\n{stderr}");
+    assert!(
+        stderr.contains("O_DIRECT"),
+        "the message names O_DIRECT:\n{stderr}"
+    );
 
-    let (status, stderr) = run_to_exit(dir.path(), &serve_args(dir.path(), &["--data-dir", &data_dir, "--allow-buffered-io"]));
-    assert!(status.is_none(), "with --allow-buffered-io the broker keeps running; stderr:\n{stderr}");
+    let (status, stderr) = run_to_exit(
+        dir.path(),
+        &serve_args(
+            dir.path(),
+            &["--data-dir", &data_dir, "--allow-buffered-io"],
+        ),
+    );
+    assert!(
+        status.is_none(),
+        "with --allow-buffered-io the broker keeps running; stderr:\n{stderr}"
+    );
 }
 
 #[test]
@@ -245,12 +339,25 @@ fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let port = free_port();
     let args = |node: &str| -> Vec<String> {
-        ["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &dir.path().join("data").display().to_string(), "--numa-node", node]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--numa-node",
+            node,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
-    assert_refused("an unknown NUMA node", &args("4095"), dir.path(), &["numa", "4095"]);
+    assert_refused(
+        "an unknown NUMA node",
+        &args("4095"),
+        dir.path(),
+        &["numa", "4095"],
+    );
     if !Path::new("/sys/devices/system/node/node0").is_dir() {
         eprintln!("no NUMA topology exposed here: node 0 not checked");
         return;
@@ -262,7 +369,9 @@ fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawning the broker binary");
-    let serving = common::wait_until(REFUSAL_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let serving = common::wait_until(REFUSAL_TIMEOUT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let _ = child.kill();
     let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
     assert!(serving, "the broker serves on NUMA node 0's CPUs");

@@ -13,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::clients::{
-    admin, admin_options, assert_all_delivered, block_on, consume_all, consumer, create_topic, flush,
-    partition_count, produce_keyed, producer, send, topic_names, watermarks, Consumed, Delivered,
+    admin, admin_options, assert_all_delivered, block_on, consume_all, consumer, create_topic,
+    flush, partition_count, produce_keyed, producer, send, topic_names, watermarks, Consumed,
+    Delivered,
 };
 use common::{unique_topic, Broker};
 use rdkafka::admin::ResourceSpecifier;
@@ -49,14 +50,17 @@ fn snapshot(consumed: &Consumed) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u
 
 fn retention_ms(bootstrap: &str, topic: &str) -> Option<String> {
     let admin = admin(bootstrap);
-    let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
-        .unwrap_or_else(|error| panic!("DescribeConfigs {topic}: {error}"));
+    let results =
+        block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
+            .unwrap_or_else(|error| panic!("DescribeConfigs {topic}: {error}"));
     let resource = results
         .into_iter()
         .next()
         .expect("one result")
         .unwrap_or_else(|code| panic!("DescribeConfigs {topic} answered {code:?}"));
-    resource.get("retention.ms").and_then(|entry| entry.value.clone())
+    resource
+        .get("retention.ms")
+        .and_then(|entry| entry.value.clone())
 }
 
 #[test]
@@ -74,7 +78,8 @@ fn restarted_broker_serves_the_same_topics_configs_and_data() {
     delete_before
         .add_partition_offset(&narrow, 0, Offset::Offset(30))
         .expect("a valid offset");
-    block_on(admin_client.delete_records(&delete_before, &admin_options())).expect("DeleteRecords request");
+    block_on(admin_client.delete_records(&delete_before, &admin_options()))
+        .expect("DeleteRecords request");
     drop(admin_client);
 
     let wide_before = snapshot(&consume_all(&bootstrap, &wide, 3, 1_000, CONSUME_TIMEOUT));
@@ -84,10 +89,21 @@ fn restarted_broker_serves_the_same_topics_configs_and_data() {
     for round in 1..=2 {
         broker.restart();
         let names = topic_names(&bootstrap);
-        assert!(names.contains(&wide) && names.contains(&narrow), "round {round}: topics {names:?}");
+        assert!(
+            names.contains(&wide) && names.contains(&narrow),
+            "round {round}: topics {names:?}"
+        );
         let consumer = consumer(&bootstrap, &[]);
-        assert_eq!(partition_count(&consumer, &wide), Some(3), "round {round}: partitions");
-        assert_eq!(retention_ms(&bootstrap, &wide).as_deref(), Some("86400000"), "round {round}: config");
+        assert_eq!(
+            partition_count(&consumer, &wide),
+            Some(3),
+            "round {round}: partitions"
+        );
+        assert_eq!(
+            retention_ms(&bootstrap, &wide).as_deref(),
+            Some("86400000"),
+            "round {round}: config"
+        );
         let wide_marks: Vec<_> = (0..3).map(|p| watermarks(&bootstrap, &wide, p)).collect();
         assert_eq!(wide_marks, wide_marks_before, "round {round}: watermarks");
         assert_eq!(
@@ -96,12 +112,23 @@ fn restarted_broker_serves_the_same_topics_configs_and_data() {
             "round {round}: the log start offset survives"
         );
         let wide_after = snapshot(&consume_all(&bootstrap, &wide, 3, 1_000, CONSUME_TIMEOUT));
-        assert_eq!(wide_after, wide_before, "round {round}: the same messages at the same offsets");
+        assert_eq!(
+            wide_after, wide_before,
+            "round {round}: the same messages at the same offsets"
+        );
 
         // Appends continue where the log ended.
         let delivered = produce_keyed(&bootstrap, &narrow, 10, 1);
-        let first = delivered.iter().map(|d| d.offset).min().expect("ten deliveries");
-        assert_eq!(first, 100 + (round - 1) * 10, "round {round}: first offset after the restart");
+        let first = delivered
+            .iter()
+            .map(|d| d.offset)
+            .min()
+            .expect("ten deliveries");
+        assert_eq!(
+            first,
+            100 + (round - 1) * 10,
+            "round {round}: first offset after the restart"
+        );
     }
 }
 
@@ -125,7 +152,12 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("key-{}", sent % 64);
                 let value = format!("value-{sent}");
-                send(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()));
+                send(
+                    &producer,
+                    BaseRecord::to(&topic)
+                        .key(key.as_bytes())
+                        .payload(value.as_bytes()),
+                );
                 sent += 1;
                 if sent % 100 == 0 {
                     // Keep the load steady rather than queueing everything at once.
@@ -151,25 +183,44 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
     // Dropping the producer purges what is still queued or in flight.
     drop(Arc::into_inner(producer).expect("the load thread has ended"));
     let acknowledged: Vec<Delivered> = log.delivered();
-    eprintln!("sent {sent}, acknowledged {} before and around the SIGKILL", acknowledged.len());
+    eprintln!(
+        "sent {sent}, acknowledged {} before and around the SIGKILL",
+        acknowledged.len()
+    );
 
     broker.start_again();
-    let marks: Vec<(i64, i64)> = (0..partitions).map(|p| watermarks(&bootstrap, &topic, p)).collect();
+    let marks: Vec<(i64, i64)> = (0..partitions)
+        .map(|p| watermarks(&bootstrap, &topic, p))
+        .collect();
     let stored: i64 = marks.iter().map(|(low, high)| high - low).sum();
     assert!(
         stored >= acknowledged.len() as i64,
         "{stored} messages stored, {} acknowledged; watermarks {marks:?}",
         acknowledged.len()
     );
-    let consumed = consume_all(&bootstrap, &topic, partitions, stored as usize, CONSUME_TIMEOUT);
+    let consumed = consume_all(
+        &bootstrap,
+        &topic,
+        partitions,
+        stored as usize,
+        CONSUME_TIMEOUT,
+    );
     consumed.expect_count(stored as usize);
     let mut at: HashMap<(i32, i64), Option<Vec<u8>>> = HashMap::new();
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     for message in &consumed.messages {
         let next = next_offset.entry(message.partition()).or_insert(0);
-        assert_eq!(message.offset(), *next, "offsets of partition {} are dense", message.partition());
+        assert_eq!(
+            message.offset(),
+            *next,
+            "offsets of partition {} are dense",
+            message.partition()
+        );
         *next += 1;
-        at.insert((message.partition(), message.offset()), message.payload().map(<[u8]>::to_vec));
+        at.insert(
+            (message.partition(), message.offset()),
+            message.payload().map(<[u8]>::to_vec),
+        );
     }
     for report in &acknowledged {
         assert_eq!(
@@ -185,7 +236,10 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
     let delivered = produce_keyed(&bootstrap, &topic, 20, 64);
     for report in &delivered {
         let (_, high_before) = marks[report.partition as usize];
-        assert!(report.offset >= high_before, "new offsets continue after the recovered end");
+        assert!(
+            report.offset >= high_before,
+            "new offsets continue after the recovered end"
+        );
     }
 }
 
@@ -211,7 +265,12 @@ fn torn_segment_tail_is_cut_at_start_up_and_acknowledged_data_is_kept() {
     let (producer, log) = producer(&bootstrap, &[("linger.ms", "0")]);
     for i in 0..50 {
         let value = format!("value-{i}");
-        send(&producer, BaseRecord::to(&topic).key(&b"k"[..]).payload(value.as_bytes()));
+        send(
+            &producer,
+            BaseRecord::to(&topic)
+                .key(&b"k"[..])
+                .payload(value.as_bytes()),
+        );
         if i % 10 == 9 {
             flush(&producer);
         }
@@ -238,7 +297,11 @@ fn torn_segment_tail_is_cut_at_start_up_and_acknowledged_data_is_kept() {
     drop(file);
 
     broker.start_again();
-    assert_eq!(watermarks(&bootstrap, &topic, 0), (0, 50), "watermarks after recovery");
+    assert_eq!(
+        watermarks(&bootstrap, &topic, 0),
+        (0, 50),
+        "watermarks after recovery"
+    );
     let consumed = consume_all(&bootstrap, &topic, 1, 50, CONSUME_TIMEOUT);
     consumed.expect_count(50);
     for (i, message) in consumed.messages.iter().enumerate() {
@@ -246,7 +309,10 @@ fn torn_segment_tail_is_cut_at_start_up_and_acknowledged_data_is_kept() {
         assert_eq!(message.payload(), Some(format!("value-{i}").as_bytes()));
     }
     let delivered = produce_keyed(&bootstrap, &topic, 1, 1);
-    assert_eq!(delivered[0].offset, 50, "the next append follows the last whole batch");
+    assert_eq!(
+        delivered[0].offset, 50,
+        "the next append follows the last whole batch"
+    );
     let consumed = consume_all(&bootstrap, &topic, 1, 51, CONSUME_TIMEOUT);
     consumed.expect_count(51);
 }

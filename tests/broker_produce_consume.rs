@@ -8,8 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::clients::{
-    admin, admin_options, assert_all_delivered, assign, block_on, consume, consume_all, consumer, create_topic, flush,
-    header_pairs, key_text, make_headers, payload_text, producer, send, watermarks, CLIENT_REQUEST_TIMEOUT,
+    admin, admin_options, assert_all_delivered, assign, block_on, consume, consume_all, consumer,
+    create_topic, flush, header_pairs, key_text, make_headers, payload_text, producer, send,
+    watermarks, CLIENT_REQUEST_TIMEOUT,
 };
 use common::raw::{self, error_code, RawClient};
 use common::{unique_topic, Broker};
@@ -54,7 +55,12 @@ fn keyed_messages_arrive_exactly_once_in_key_order_on_the_key_hash_partition() {
     for i in 0..ORDERED_MESSAGES {
         let key = format!("key-{}", i % ORDERED_KEYS);
         let value = format!("value-{i}");
-        send(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()));
+        send(
+            &producer,
+            BaseRecord::to(&topic)
+                .key(key.as_bytes())
+                .payload(value.as_bytes()),
+        );
     }
     flush(&producer);
     let produce_elapsed = started.elapsed();
@@ -71,13 +77,25 @@ fn keyed_messages_arrive_exactly_once_in_key_order_on_the_key_hash_partition() {
             "partition of key {}",
             String::from_utf8_lossy(key)
         );
-        let value = String::from_utf8(report.payload.clone().expect("every message has a value")).expect("UTF-8");
+        let value = String::from_utf8(report.payload.clone().expect("every message has a value"))
+            .expect("UTF-8");
         let previous = delivered_at.insert((report.partition, report.offset), value);
-        assert!(previous.is_none(), "two acknowledgements for {}/{}", report.partition, report.offset);
+        assert!(
+            previous.is_none(),
+            "two acknowledgements for {}/{}",
+            report.partition,
+            report.offset
+        );
     }
 
     let started = Instant::now();
-    let consumed = consume_all(&bootstrap, &topic, ORDERED_PARTITIONS, ORDERED_MESSAGES, ORDERED_CONSUME_TIMEOUT);
+    let consumed = consume_all(
+        &bootstrap,
+        &topic,
+        ORDERED_PARTITIONS,
+        ORDERED_MESSAGES,
+        ORDERED_CONSUME_TIMEOUT,
+    );
     let consume_elapsed = started.elapsed();
     consumed.expect_count(ORDERED_MESSAGES);
     eprintln!("produced {ORDERED_MESSAGES} acks=all in {produce_elapsed:?}, consumed in {consume_elapsed:?}");
@@ -95,13 +113,27 @@ fn keyed_messages_arrive_exactly_once_in_key_order_on_the_key_hash_partition() {
             librdkafka_partition(key.as_bytes(), ORDERED_PARTITIONS),
             "partition of {key}"
         );
-        assert_eq!(key, format!("key-{}", sequence % ORDERED_KEYS), "key of {value}");
+        assert_eq!(
+            key,
+            format!("key-{}", sequence % ORDERED_KEYS),
+            "key of {value}"
+        );
         if let Some(&previous) = last_sequence_of_key.get(&key) {
-            assert!(previous < sequence, "{key}: value-{sequence} after value-{previous}");
+            assert!(
+                previous < sequence,
+                "{key}: value-{sequence} after value-{previous}"
+            );
         }
         last_sequence_of_key.insert(key, sequence);
-        let next = next_offset_of_partition.entry(message.partition()).or_insert(0);
-        assert_eq!(message.offset(), *next, "offsets of partition {} are dense", message.partition());
+        let next = next_offset_of_partition
+            .entry(message.partition())
+            .or_insert(0);
+        assert_eq!(
+            message.offset(),
+            *next,
+            "offsets of partition {} are dense",
+            message.partition()
+        );
         *next += 1;
         assert_eq!(
             delivered_at.get(&(message.partition(), message.offset())),
@@ -111,8 +143,15 @@ fn keyed_messages_arrive_exactly_once_in_key_order_on_the_key_hash_partition() {
     }
     assert_eq!(seen.len(), ORDERED_MESSAGES, "every message exactly once");
     for partition in 0..ORDERED_PARTITIONS {
-        let high = next_offset_of_partition.get(&partition).copied().unwrap_or(0);
-        assert_eq!(watermarks(&bootstrap, &topic, partition), (0, high), "watermarks of {partition}");
+        let high = next_offset_of_partition
+            .get(&partition)
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            watermarks(&bootstrap, &topic, partition),
+            (0, high),
+            "watermarks of {partition}"
+        );
     }
 }
 
@@ -128,7 +167,10 @@ fn null_key_messages_are_spread_over_partitions() {
     let (producer, log) = producer(&bootstrap, &[("sticky.partitioning.linger.ms", "0")]);
     for i in 0..count {
         let value = format!("value-{i}");
-        send(&producer, BaseRecord::<[u8], [u8]>::to(&topic).payload(value.as_bytes()));
+        send(
+            &producer,
+            BaseRecord::<[u8], [u8]>::to(&topic).payload(value.as_bytes()),
+        );
     }
     flush(&producer);
     assert_all_delivered(&log, count);
@@ -180,8 +222,16 @@ fn headers_timestamps_and_null_fields_round_trip() {
         send(&producer, record);
     }
     // A message with neither key nor value, and one with an empty value.
-    send(&producer, BaseRecord::<[u8], [u8]>::to(&topic).timestamp(base_timestamp_ms - 1));
-    send(&producer, BaseRecord::to(&topic).key(&b"empty-value"[..]).payload(&b""[..]));
+    send(
+        &producer,
+        BaseRecord::<[u8], [u8]>::to(&topic).timestamp(base_timestamp_ms - 1),
+    );
+    send(
+        &producer,
+        BaseRecord::to(&topic)
+            .key(&b"empty-value"[..])
+            .payload(&b""[..]),
+    );
     flush(&producer);
     assert_all_delivered(&log, count + 2);
 
@@ -190,7 +240,11 @@ fn headers_timestamps_and_null_fields_round_trip() {
     for (i, message) in consumed.messages.iter().take(count).enumerate() {
         let expected_key = (i % 2 == 0).then(|| format!("key-{i}"));
         assert_eq!(key_text(message), expected_key, "key of message {i}");
-        assert_eq!(payload_text(message), Some(format!("value-{i}")), "value of message {i}");
+        assert_eq!(
+            payload_text(message),
+            Some(format!("value-{i}")),
+            "value of message {i}"
+        );
         assert_eq!(
             message.timestamp(),
             Timestamp::CreateTime(base_timestamp_ms + i as i64 * 1000),
@@ -204,15 +258,26 @@ fn headers_timestamps_and_null_fields_round_trip() {
             ("repeated".into(), Some(b"second".to_vec())),
             ("empty".into(), Some(Vec::new())),
         ];
-        assert_eq!(header_pairs(message), expected_headers, "headers of message {i}");
+        assert_eq!(
+            header_pairs(message),
+            expected_headers,
+            "headers of message {i}"
+        );
     }
     let bare = &consumed.messages[count];
     assert_eq!(bare.key(), None, "null key");
     assert_eq!(bare.payload(), None, "null value");
-    assert_eq!(bare.timestamp(), Timestamp::CreateTime(base_timestamp_ms - 1));
+    assert_eq!(
+        bare.timestamp(),
+        Timestamp::CreateTime(base_timestamp_ms - 1)
+    );
     assert!(header_pairs(bare).is_empty(), "no headers");
     let empty = &consumed.messages[count + 1];
-    assert_eq!(empty.payload(), Some(&b""[..]), "an empty value stays empty, not null");
+    assert_eq!(
+        empty.payload(),
+        Some(&b""[..]),
+        "an empty value stays empty, not null"
+    );
 }
 
 #[test]
@@ -229,7 +294,10 @@ fn compressed_batches_round_trip_and_are_stored_as_sent() {
     for (codec, compression) in codecs {
         let topic = unique_topic(&format!("compressed-{codec}"));
         create_topic(&bootstrap, &topic, 1, &[]);
-        let (producer, log) = producer(&bootstrap, &[("compression.type", codec), ("linger.ms", "50")]);
+        let (producer, log) = producer(
+            &bootstrap,
+            &[("compression.type", codec), ("linger.ms", "50")],
+        );
         for i in 0..count {
             let key = format!("key-{i}");
             // Repetitive values, so that compression has something to do.
@@ -237,7 +305,10 @@ fn compressed_batches_round_trip_and_are_stored_as_sent() {
             let headers = make_headers(&[("codec", Some(codec.as_bytes()))]);
             send(
                 &producer,
-                BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes()).headers(headers),
+                BaseRecord::to(&topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes())
+                    .headers(headers),
             );
         }
         flush(&producer);
@@ -253,7 +324,10 @@ fn compressed_batches_round_trip_and_are_stored_as_sent() {
                 Some(format!("value-{i}-{}", "abcdefgh".repeat(16))),
                 "{codec}: value"
             );
-            assert_eq!(header_pairs(message), vec![("codec".to_string(), Some(codec.as_bytes().to_vec()))]);
+            assert_eq!(
+                header_pairs(message),
+                vec![("codec".to_string(), Some(codec.as_bytes().to_vec()))]
+            );
         }
 
         // The broker hands out the producer's compressed batches, not re-encoded ones.
@@ -266,7 +340,10 @@ fn compressed_batches_round_trip_and_are_stored_as_sent() {
             .unwrap_or_else(|error| panic!("{codec}: decoding fetched batches: {error}"));
         assert!(!sets.is_empty(), "{codec}: at least one batch");
         for set in &sets {
-            assert_eq!(set.compression, compression, "{codec}: stored batch compression");
+            assert_eq!(
+                set.compression, compression,
+                "{codec}: stored batch compression"
+            );
         }
     }
 }
@@ -285,7 +362,12 @@ fn consumer_waiting_on_an_empty_partition_gets_a_new_message_long_before_fetch_w
 
     let (producer, log) = producer(&bootstrap, &[("acks", "1"), ("linger.ms", "0")]);
     let sent_at = Instant::now();
-    send(&producer, BaseRecord::to(&topic).key(&b"k"[..]).payload(&b"wake up"[..]));
+    send(
+        &producer,
+        BaseRecord::to(&topic)
+            .key(&b"k"[..])
+            .payload(&b"wake up"[..]),
+    );
     let consumed = consume(&consumer, 1, Duration::from_secs(10));
     let latency = sent_at.elapsed();
     consumed.expect_count(1);
@@ -339,7 +421,10 @@ fn fetch_waits_up_to_max_wait_on_an_empty_partition_and_wakes_on_append() {
     assert_eq!(partition.error_code, error_code::NONE);
     let records = raw::decode_records(partition.records.as_ref().expect("records after append"));
     assert_eq!(records.len(), 1, "the appended record");
-    assert!(waited < Duration::from_millis(2500), "a parked fetch woke after {waited:?}");
+    assert!(
+        waited < Duration::from_millis(2500),
+        "a parked fetch woke after {waited:?}"
+    );
 }
 
 #[test]
@@ -373,16 +458,46 @@ fn offsets_for_times_finds_the_first_offset_at_or_after_a_timestamp() {
         let answer = consumer
             .offsets_for_times(query, CLIENT_REQUEST_TIMEOUT)
             .unwrap_or_else(|error| panic!("ListOffsets by time {timestamp}: {error}"));
-        let element = answer.find_partition(&topic, 0).expect("the partition is answered");
-        assert!(element.error().is_ok(), "ListOffsets error {:?}", element.error());
+        let element = answer
+            .find_partition(&topic, 0)
+            .expect("the partition is answered");
+        assert!(
+            element.error().is_ok(),
+            "ListOffsets error {:?}",
+            element.error()
+        );
         element.offset()
     };
-    assert_eq!(lookup(base_timestamp_ms - 5000), Offset::Offset(0), "before everything");
-    assert_eq!(lookup(base_timestamp_ms), Offset::Offset(0), "exactly the first");
-    assert_eq!(lookup(base_timestamp_ms + 3000), Offset::Offset(3), "exactly the fourth");
-    assert_eq!(lookup(base_timestamp_ms + 3500), Offset::Offset(4), "between the fourth and fifth");
-    assert_eq!(lookup(base_timestamp_ms + 9000), Offset::Offset(9), "exactly the last");
-    assert_eq!(lookup(base_timestamp_ms + 60_000), Offset::End, "after everything");
+    assert_eq!(
+        lookup(base_timestamp_ms - 5000),
+        Offset::Offset(0),
+        "before everything"
+    );
+    assert_eq!(
+        lookup(base_timestamp_ms),
+        Offset::Offset(0),
+        "exactly the first"
+    );
+    assert_eq!(
+        lookup(base_timestamp_ms + 3000),
+        Offset::Offset(3),
+        "exactly the fourth"
+    );
+    assert_eq!(
+        lookup(base_timestamp_ms + 3500),
+        Offset::Offset(4),
+        "between the fourth and fifth"
+    );
+    assert_eq!(
+        lookup(base_timestamp_ms + 9000),
+        Offset::Offset(9),
+        "exactly the last"
+    );
+    assert_eq!(
+        lookup(base_timestamp_ms + 60_000),
+        Offset::End,
+        "after everything"
+    );
 }
 
 #[test]
@@ -404,22 +519,36 @@ fn seek_moves_a_consumer_to_the_given_offset() {
         .expect("seek forward");
     let after_forward = consume(&consumer, 1, CONSUME_TIMEOUT);
     after_forward.expect_count(1);
-    assert_eq!(after_forward.messages[0].offset(), 15, "offset after seeking forward");
-    assert_eq!(payload_text(&after_forward.messages[0]).as_deref(), Some("value-15"));
+    assert_eq!(
+        after_forward.messages[0].offset(),
+        15,
+        "offset after seeking forward"
+    );
+    assert_eq!(
+        payload_text(&after_forward.messages[0]).as_deref(),
+        Some("value-15")
+    );
 
     consumer
         .seek(&topic, 0, Offset::Offset(2), CLIENT_REQUEST_TIMEOUT)
         .expect("seek back");
     let after_back = consume(&consumer, 1, CONSUME_TIMEOUT);
     after_back.expect_count(1);
-    assert_eq!(after_back.messages[0].offset(), 2, "offset after seeking back");
+    assert_eq!(
+        after_back.messages[0].offset(),
+        2,
+        "offset after seeking back"
+    );
 
     // Assigning at an explicit offset starts there.
     let other = common::clients::consumer(&bootstrap, &[]);
     assign(&other, &topic, &[0], Offset::Offset(18));
     let tail = consume(&other, 2, CONSUME_TIMEOUT);
     tail.expect_count(2);
-    assert_eq!((tail.messages[0].offset(), tail.messages[1].offset()), (18, 19));
+    assert_eq!(
+        (tail.messages[0].offset(), tail.messages[1].offset()),
+        (18, 19)
+    );
 }
 
 #[test]
@@ -434,21 +563,35 @@ fn offset_beyond_the_end_is_reset_to_earliest_or_latest_by_policy() {
     assign(&earliest, &topic, &[0], Offset::Offset(1000));
     let consumed = consume(&earliest, 10, CONSUME_TIMEOUT);
     consumed.expect_count(10);
-    assert_eq!(consumed.messages[0].offset(), 0, "earliest resets to the log start");
+    assert_eq!(
+        consumed.messages[0].offset(),
+        0,
+        "earliest resets to the log start"
+    );
 
     let latest = consumer(&bootstrap, &[("auto.offset.reset", "latest")]);
     assign(&latest, &topic, &[0], Offset::Offset(1000));
     let idle = consume(&latest, 1, Duration::from_millis(2000));
-    assert!(idle.messages.is_empty(), "latest resets to the end: nothing old is delivered");
+    assert!(
+        idle.messages.is_empty(),
+        "latest resets to the end: nothing old is delivered"
+    );
     common::clients::produce_keyed(&bootstrap, &topic, 1, 1);
     let consumed = consume(&latest, 1, CONSUME_TIMEOUT);
     consumed.expect_count(1);
-    assert_eq!(consumed.messages[0].offset(), 10, "latest resets to the high watermark");
+    assert_eq!(
+        consumed.messages[0].offset(),
+        10,
+        "latest resets to the high watermark"
+    );
 
     let strict = consumer(&bootstrap, &[("auto.offset.reset", "error")]);
     assign(&strict, &topic, &[0], Offset::Offset(1000));
     let consumed = consume(&strict, 1, Duration::from_millis(3000));
-    assert!(consumed.messages.is_empty(), "no reset with auto.offset.reset=error");
+    assert!(
+        consumed.messages.is_empty(),
+        "no reset with auto.offset.reset=error"
+    );
     assert!(
         !consumed.errors.is_empty(),
         "the client reports the out-of-range offset as an error"
@@ -474,13 +617,21 @@ fn earliest_reset_after_delete_records_starts_at_the_new_log_start() {
     assign(&consumer, &topic, &[0], Offset::Offset(2));
     let consumed = consume(&consumer, 4, CONSUME_TIMEOUT);
     consumed.expect_count(4);
-    assert_eq!(consumed.messages[0].offset(), 6, "first offset after the reset");
+    assert_eq!(
+        consumed.messages[0].offset(),
+        6,
+        "first offset after the reset"
+    );
 
     // The raw protocol says why: OFFSET_OUT_OF_RANGE below the log start.
     let mut raw = RawClient::connect_negotiated(broker.addr());
     let fetched = raw::fetch(&mut raw, &topic, 0, 2);
     // Kafka answers an errored partition with -1 watermarks, so only the code is checked.
-    assert_eq!(fetched.error_code, error_code::OFFSET_OUT_OF_RANGE, "fetch below the log start");
+    assert_eq!(
+        fetched.error_code,
+        error_code::OFFSET_OUT_OF_RANGE,
+        "fetch below the log start"
+    );
 }
 
 #[test]
@@ -489,8 +640,14 @@ fn produce_with_acks_0_is_stored_and_gets_no_response() {
     let topic = unique_topic("acks-0");
     create_topic(&broker.bootstrap(), &topic, 1, &[]);
     let mut client = RawClient::connect_negotiated(broker.addr());
-    let produce_version = client.version_of::<kafka_protocol::messages::ProduceRequest>(raw::PRODUCE_VERSION_MAX);
-    let request = raw::produce_request(&topic, 0, 0, raw::record_batch(&[(b"k", b"fire and forget")]));
+    let produce_version =
+        client.version_of::<kafka_protocol::messages::ProduceRequest>(raw::PRODUCE_VERSION_MAX);
+    let request = raw::produce_request(
+        &topic,
+        0,
+        0,
+        raw::record_batch(&[(b"k", b"fire and forget")]),
+    );
     let (_, frame) = client.frame(&request, produce_version);
     client.write_raw(&frame).expect("writing an acks=0 produce");
     // The next response on the connection answers the next request.
@@ -500,7 +657,9 @@ fn produce_with_acks_0_is_stored_and_gets_no_response() {
     let answer = client.receive::<kafka_protocol::messages::ApiVersionsRequest>(correlation_id, 0);
     assert_eq!(answer.error_code, error_code::NONE);
 
-    let stored = common::wait_until(Duration::from_secs(5), || watermarks(&broker.bootstrap(), &topic, 0) == (0, 1));
+    let stored = common::wait_until(Duration::from_secs(5), || {
+        watermarks(&broker.bootstrap(), &topic, 0) == (0, 1)
+    });
     assert!(stored, "the acks=0 batch is stored");
     let fetched = raw::fetch(&mut client, &topic, 0, 0);
     let records = raw::decode_records(fetched.records.as_ref().expect("records"));
@@ -513,13 +672,24 @@ fn log_append_time_topic_stamps_messages_with_the_broker_clock() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("log-append-time");
-    create_topic(&bootstrap, &topic, 1, &[("message.timestamp.type", "LogAppendTime")]);
+    create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
     let before_ms = raw::now_ms();
     let (producer, log) = producer(&bootstrap, &[]);
     for i in 0..5 {
         let value = format!("value-{i}");
         // An old producer timestamp, which the broker must replace.
-        send(&producer, BaseRecord::to(&topic).key(&b"k"[..]).payload(value.as_bytes()).timestamp(1_000_000));
+        send(
+            &producer,
+            BaseRecord::to(&topic)
+                .key(&b"k"[..])
+                .payload(value.as_bytes())
+                .timestamp(1_000_000),
+        );
     }
     flush(&producer);
     assert_all_delivered(&log, 5);
@@ -554,17 +724,22 @@ fn a_large_fetch_response_read_slowly_arrives_whole_and_in_order() {
     let mut produced = 0usize;
     for batch in 0..48 {
         let keys: Vec<String> = (0..128).map(|i| format!("{batch}-{i}")).collect();
-        let entries: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), value.as_slice())).collect();
+        let entries: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .map(|k| (k.as_bytes(), value.as_slice()))
+            .collect();
         let answer = raw::produce(&mut client, &topic, 0, &entries);
         assert_eq!(answer.error_code, 0, "produce batch {batch}");
         produced += entries.len();
     }
-    let version = client.version_of::<kafka_protocol::messages::FetchRequest>(raw::FETCH_VERSION_MAX);
+    let version =
+        client.version_of::<kafka_protocol::messages::FetchRequest>(raw::FETCH_VERSION_MAX);
     let (correlation_id, frame) = client.frame(&raw::fetch_request(&topic, 0, 0, 0, 0), version);
     client.write_raw(&frame).expect("sending the fetch");
     // Do not read for a while: the broker finds the socket full and must finish later.
     std::thread::sleep(Duration::from_millis(300));
-    let response = client.receive::<kafka_protocol::messages::FetchRequest>(correlation_id, version);
+    let response =
+        client.receive::<kafka_protocol::messages::FetchRequest>(correlation_id, version);
     let partition = raw::single_fetch_partition(&response);
     assert_eq!(partition.error_code, 0);
     let records = raw::decode_records(partition.records.as_ref().expect("records"));

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::clients::{assert_all_delivered, consume_all, create_topic, flush, producer, send, watermarks};
+use common::clients::{
+    assert_all_delivered, consume_all, create_topic, flush, producer, send, watermarks,
+};
 use common::{unique_topic, Broker};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
@@ -23,7 +25,12 @@ fn fill(bootstrap: &str, topic: &str) {
     let (producer, log) = producer(bootstrap, &[("linger.ms", "0")]);
     for i in 0..MESSAGES {
         let value = format!("{i:>width$}", width = VALUE_BYTES);
-        send(&producer, BaseRecord::to(topic).key(&b"k"[..]).payload(value.as_bytes()));
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .key(&b"k"[..])
+                .payload(value.as_bytes()),
+        );
         if i % 20 == 19 {
             flush(&producer);
         }
@@ -41,8 +48,21 @@ fn old_segments_are_deleted_by_age_and_by_size() {
     let bootstrap = broker.bootstrap();
     let by_age = unique_topic("retention-age");
     let by_size = unique_topic("retention-size");
-    create_topic(&bootstrap, &by_age, 1, &[("segment.bytes", SEGMENT_BYTES), ("retention.ms", "1000")]);
-    create_topic(&bootstrap, &by_size, 1, &[("segment.bytes", SEGMENT_BYTES), ("retention.bytes", "8192")]);
+    create_topic(
+        &bootstrap,
+        &by_age,
+        1,
+        &[("segment.bytes", SEGMENT_BYTES), ("retention.ms", "1000")],
+    );
+    create_topic(
+        &bootstrap,
+        &by_size,
+        1,
+        &[
+            ("segment.bytes", SEGMENT_BYTES),
+            ("retention.bytes", "8192"),
+        ],
+    );
     fill(&bootstrap, &by_age);
     fill(&bootstrap, &by_size);
     let end = MESSAGES as i64;
@@ -53,14 +73,23 @@ fn old_segments_are_deleted_by_age_and_by_size() {
             low > 0
         });
         let (low, high) = watermarks(&bootstrap, topic, 0);
-        assert!(trimmed, "{topic}: the log start offset moved (watermarks {low}..{high})");
+        assert!(
+            trimmed,
+            "{topic}: the log start offset moved (watermarks {low}..{high})"
+        );
         assert_eq!(high, end, "{topic}: the high watermark stays");
-        assert!(low <= end, "{topic}: the log start offset stays within the log");
+        assert!(
+            low <= end,
+            "{topic}: the log start offset stays within the log"
+        );
         // What is left reads from the new log start to the end.
         let left = (end - low) as usize;
         let consumed = consume_all(&bootstrap, topic, 1, left, Duration::from_secs(20));
         consumed.expect_count(left);
-        assert_eq!(consumed.messages.first().map(|m| m.offset()), (left > 0).then_some(low));
+        assert_eq!(
+            consumed.messages.first().map(|m| m.offset()),
+            (left > 0).then_some(low)
+        );
     }
     // Size retention keeps about retention.bytes: not everything is deleted.
     let (low, _) = watermarks(&bootstrap, &by_size, 0);

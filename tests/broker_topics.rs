@@ -7,17 +7,24 @@ mod common;
 use std::time::Duration;
 
 use common::clients::{
-    admin, admin_options, assign, block_on, consume, consumer, create_topic, partition_count, produce_keyed,
-    topic_names, watermarks, METADATA_TIMEOUT,
+    admin, admin_options, assign, block_on, consume, consumer, create_topic, partition_count,
+    produce_keyed, topic_names, watermarks, METADATA_TIMEOUT,
 };
 use common::raw::{error_code, RawClient};
 use common::{unique_topic, Broker};
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::alter_configs_request;
-use kafka_protocol::messages::{AlterConfigsRequest, DescribeClusterRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, DescribeClusterRequest, IncrementalAlterConfigsRequest, MetadataRequest,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
@@ -31,10 +38,14 @@ const CONFIG_OPERATION_SET: i8 = 0;
 const CONFIG_OPERATION_DELETE: i8 = 1;
 
 /// Describes one topic's configs as (name -> (value, source)).
-fn describe_topic_configs(bootstrap: &str, topic: &str) -> Vec<(String, Option<String>, ConfigSource)> {
+fn describe_topic_configs(
+    bootstrap: &str,
+    topic: &str,
+) -> Vec<(String, Option<String>, ConfigSource)> {
     let admin = admin(bootstrap);
-    let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
-        .unwrap_or_else(|error| panic!("DescribeConfigs {topic} failed: {error}"));
+    let results =
+        block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
+            .unwrap_or_else(|error| panic!("DescribeConfigs {topic} failed: {error}"));
     assert_eq!(results.len(), 1, "one result per resource");
     let resource = results
         .into_iter()
@@ -52,16 +63,29 @@ fn config_value(configs: &[(String, Option<String>, ConfigSource)], name: &str) 
     configs
         .iter()
         .find(|(n, _, _)| n == name)
-        .unwrap_or_else(|| panic!("config {name} is not described; described: {:?}", names(configs)))
+        .unwrap_or_else(|| {
+            panic!(
+                "config {name} is not described; described: {:?}",
+                names(configs)
+            )
+        })
         .1
         .clone()
 }
 
-fn config_source<'a>(configs: &'a [(String, Option<String>, ConfigSource)], name: &str) -> &'a ConfigSource {
+fn config_source<'a>(
+    configs: &'a [(String, Option<String>, ConfigSource)],
+    name: &str,
+) -> &'a ConfigSource {
     &configs
         .iter()
         .find(|(n, _, _)| n == name)
-        .unwrap_or_else(|| panic!("config {name} is not described; described: {:?}", names(configs)))
+        .unwrap_or_else(|| {
+            panic!(
+                "config {name} is not described; described: {:?}",
+                names(configs)
+            )
+        })
         .2
 }
 
@@ -70,7 +94,11 @@ fn names(configs: &[(String, Option<String>, ConfigSource)]) -> Vec<&str> {
 }
 
 /// Creates one topic and returns the broker's per-topic answer.
-fn try_create(bootstrap: &str, topic: &NewTopic<'_>, validate_only: bool) -> Result<String, (String, RDKafkaErrorCode)> {
+fn try_create(
+    bootstrap: &str,
+    topic: &NewTopic<'_>,
+    validate_only: bool,
+) -> Result<String, (String, RDKafkaErrorCode)> {
     let admin = admin(bootstrap);
     let options = admin_options().validate_only(validate_only);
     let mut results = block_on(admin.create_topics([topic], &options))
@@ -92,7 +120,11 @@ fn created_topic_is_listed_with_this_broker_as_leader_and_deleted_topic_is_gone(
     let brokers = metadata.brokers();
     assert_eq!(brokers.len(), 1, "a single broker is listed");
     assert_eq!(brokers[0].id(), 0, "node id");
-    assert_eq!(brokers[0].port(), i32::from(broker.port()), "advertised port");
+    assert_eq!(
+        brokers[0].port(),
+        i32::from(broker.port()),
+        "advertised port"
+    );
     assert_eq!(brokers[0].host(), "127.0.0.1", "advertised host");
     let listed = metadata
         .topics()
@@ -104,23 +136,48 @@ fn created_topic_is_listed_with_this_broker_as_leader_and_deleted_topic_is_gone(
     partitions.sort_unstable();
     assert_eq!(partitions, vec![0, 1, 2], "partition ids");
     for partition in listed.partitions() {
-        assert_eq!(partition.leader(), 0, "leader of partition {}", partition.id());
-        assert_eq!(partition.replicas(), &[0], "replicas of partition {}", partition.id());
-        assert_eq!(partition.isr(), &[0], "in-sync replicas of partition {}", partition.id());
-        assert_eq!(partition.error(), None, "error of partition {}", partition.id());
+        assert_eq!(
+            partition.leader(),
+            0,
+            "leader of partition {}",
+            partition.id()
+        );
+        assert_eq!(
+            partition.replicas(),
+            &[0],
+            "replicas of partition {}",
+            partition.id()
+        );
+        assert_eq!(
+            partition.isr(),
+            &[0],
+            "in-sync replicas of partition {}",
+            partition.id()
+        );
+        assert_eq!(
+            partition.error(),
+            None,
+            "error of partition {}",
+            partition.id()
+        );
     }
 
     let admin = admin(&broker.bootstrap());
-    let results = block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
+    let results =
+        block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
     assert_eq!(results, vec![Ok(topic.clone())], "DeleteTopics result");
     assert!(
         !topic_names(&broker.bootstrap()).contains(&topic),
         "a deleted topic is not listed"
     );
-    let again = block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
+    let again =
+        block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
     assert_eq!(
         again,
-        vec![Err((topic.clone(), RDKafkaErrorCode::UnknownTopicOrPartition))],
+        vec![Err((
+            topic.clone(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))],
         "deleting a deleted topic"
     );
 }
@@ -132,13 +189,22 @@ fn deleted_topic_can_be_created_again_empty() {
     create_topic(&broker.bootstrap(), &topic, 1, &[]);
     produce_keyed(&broker.bootstrap(), &topic, 10, 2);
     let admin = admin(&broker.bootstrap());
-    let results = block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
+    let results =
+        block_on(admin.delete_topics(&[&topic], &admin_options())).expect("DeleteTopics request");
     assert_eq!(results, vec![Ok(topic.clone())], "DeleteTopics result");
 
     create_topic(&broker.bootstrap(), &topic, 2, &[]);
-    assert_eq!(watermarks(&broker.bootstrap(), &topic, 0), (0, 0), "a re-created topic is empty");
+    assert_eq!(
+        watermarks(&broker.bootstrap(), &topic, 0),
+        (0, 0),
+        "a re-created topic is empty"
+    );
     let consumer = consumer(&broker.bootstrap(), &[]);
-    assert_eq!(partition_count(&consumer, &topic), Some(2), "partition count of the new topic");
+    assert_eq!(
+        partition_count(&consumer, &topic),
+        Some(2),
+        "partition count of the new topic"
+    );
 }
 
 #[test]
@@ -146,7 +212,10 @@ fn validate_only_create_checks_but_does_not_create_the_topic() {
     let broker = Broker::start();
     let topic = unique_topic("admin-validate");
     let valid = NewTopic::new(&topic, 2, TopicReplication::Fixed(1));
-    assert_eq!(try_create(&broker.bootstrap(), &valid, true), Ok(topic.clone()));
+    assert_eq!(
+        try_create(&broker.bootstrap(), &valid, true),
+        Ok(topic.clone())
+    );
     assert!(
         !topic_names(&broker.bootstrap()).contains(&topic),
         "validate_only must not create the topic"
@@ -170,12 +239,24 @@ fn topic_configs_given_at_creation_are_described() {
         &broker.bootstrap(),
         &topic,
         1,
-        &[("retention.ms", "123456789"), ("retention.bytes", "987654321")],
+        &[
+            ("retention.ms", "123456789"),
+            ("retention.bytes", "987654321"),
+        ],
     );
     let configs = describe_topic_configs(&broker.bootstrap(), &topic);
-    assert_eq!(config_value(&configs, "retention.ms").as_deref(), Some("123456789"));
-    assert_eq!(config_value(&configs, "retention.bytes").as_deref(), Some("987654321"));
-    assert_eq!(config_source(&configs, "retention.ms"), &ConfigSource::DynamicTopic);
+    assert_eq!(
+        config_value(&configs, "retention.ms").as_deref(),
+        Some("123456789")
+    );
+    assert_eq!(
+        config_value(&configs, "retention.bytes").as_deref(),
+        Some("987654321")
+    );
+    assert_eq!(
+        config_source(&configs, "retention.ms"),
+        &ConfigSource::DynamicTopic
+    );
     // A key that was not set is described with its default.
     assert!(
         configs.iter().any(|(n, _, source)| n == "max.message.bytes" && *source != ConfigSource::DynamicTopic),
@@ -195,7 +276,11 @@ fn duplicate_topic_is_refused_with_topic_already_exists() {
         Err((topic.clone(), RDKafkaErrorCode::TopicAlreadyExists))
     );
     let consumer = consumer(&broker.bootstrap(), &[]);
-    assert_eq!(partition_count(&consumer, &topic), Some(2), "the first topic is unchanged");
+    assert_eq!(
+        partition_count(&consumer, &topic),
+        Some(2),
+        "the first topic is unchanged"
+    );
 }
 
 #[test]
@@ -215,7 +300,8 @@ fn invalid_create_requests_get_their_kafka_error_codes() {
             RDKafkaErrorCode::InvalidReplicationFactor,
         ),
         (
-            NewTopic::new(&bad_config, 1, TopicReplication::Fixed(1)).set("retention.ms", "not-a-number"),
+            NewTopic::new(&bad_config, 1, TopicReplication::Fixed(1))
+                .set("retention.ms", "not-a-number"),
             RDKafkaErrorCode::InvalidConfig,
         ),
         (
@@ -236,7 +322,11 @@ fn invalid_create_requests_get_their_kafka_error_codes() {
     }
     let listed = topic_names(&bootstrap);
     for (topic, _) in &cases {
-        assert!(!listed.contains(&topic.name.to_string()), "{} must not exist", topic.name);
+        assert!(
+            !listed.contains(&topic.name.to_string()),
+            "{} must not exist",
+            topic.name
+        );
     }
     // A valid request still works afterwards.
     create_topic(&bootstrap, &unique_topic("admin-after-errors"), 1, &[]);
@@ -251,13 +341,19 @@ fn create_partitions_grows_a_topic_and_refuses_to_shrink_it() {
     let admin = admin(&bootstrap);
 
     let grow = NewPartitions::new(&topic, 3);
-    let results = block_on(admin.create_partitions([&grow], &admin_options())).expect("CreatePartitions request");
+    let results = block_on(admin.create_partitions([&grow], &admin_options()))
+        .expect("CreatePartitions request");
     assert_eq!(results, vec![Ok(topic.clone())], "growing to 3 partitions");
     let consumer = consumer(&bootstrap, &[]);
-    assert_eq!(partition_count(&consumer, &topic), Some(3), "partition count after growing");
+    assert_eq!(
+        partition_count(&consumer, &topic),
+        Some(3),
+        "partition count after growing"
+    );
 
     let shrink = NewPartitions::new(&topic, 2);
-    let results = block_on(admin.create_partitions([&shrink], &admin_options())).expect("CreatePartitions request");
+    let results = block_on(admin.create_partitions([&shrink], &admin_options()))
+        .expect("CreatePartitions request");
     assert_eq!(
         results,
         vec![Err((topic.clone(), RDKafkaErrorCode::InvalidPartitions))],
@@ -265,10 +361,14 @@ fn create_partitions_grows_a_topic_and_refuses_to_shrink_it() {
     );
     let unknown = unique_topic("admin-grow-unknown");
     let missing = NewPartitions::new(&unknown, 2);
-    let results = block_on(admin.create_partitions([&missing], &admin_options())).expect("CreatePartitions request");
+    let results = block_on(admin.create_partitions([&missing], &admin_options()))
+        .expect("CreatePartitions request");
     assert_eq!(
         results,
-        vec![Err((unknown.clone(), RDKafkaErrorCode::UnknownTopicOrPartition))],
+        vec![Err((
+            unknown.clone(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))],
         "growing an unknown topic"
     );
 
@@ -276,14 +376,20 @@ fn create_partitions_grows_a_topic_and_refuses_to_shrink_it() {
     let (producer, log) = common::clients::producer(&bootstrap, &[]);
     common::clients::send(
         &producer,
-        rdkafka::producer::BaseRecord::to(&topic).partition(2).key(&b"k"[..]).payload(&b"in-new-partition"[..]),
+        rdkafka::producer::BaseRecord::to(&topic)
+            .partition(2)
+            .key(&b"k"[..])
+            .payload(&b"in-new-partition"[..]),
     );
     common::clients::flush(&producer);
     common::clients::assert_all_delivered(&log, 1);
     assign(&consumer, &topic, &[2], Offset::Beginning);
     let consumed = consume(&consumer, 1, CONSUME_TIMEOUT);
     consumed.expect_count(1);
-    assert_eq!(consumed.messages[0].payload(), Some(&b"in-new-partition"[..]));
+    assert_eq!(
+        consumed.messages[0].payload(),
+        Some(&b"in-new-partition"[..])
+    );
 }
 
 #[test]
@@ -295,28 +401,47 @@ fn alter_configs_sets_given_keys_and_resets_the_others_to_defaults() {
 
     let admin = admin(&bootstrap);
     let alter = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("retention.ms", "7200000");
-    let results = block_on(admin.alter_configs([&alter], &admin_options())).expect("AlterConfigs request");
+    let results =
+        block_on(admin.alter_configs([&alter], &admin_options())).expect("AlterConfigs request");
     assert_eq!(results.len(), 1, "one result per resource");
 
     let configs = describe_topic_configs(&bootstrap, &topic);
-    assert_eq!(config_value(&configs, "retention.ms").as_deref(), Some("7200000"));
-    assert_eq!(config_source(&configs, "retention.ms"), &ConfigSource::DynamicTopic);
+    assert_eq!(
+        config_value(&configs, "retention.ms").as_deref(),
+        Some("7200000")
+    );
+    assert_eq!(
+        config_source(&configs, "retention.ms"),
+        &ConfigSource::DynamicTopic
+    );
     // AlterConfigs replaces the whole set: a key it does not name returns to its default.
-    assert_ne!(config_value(&configs, "retention.bytes").as_deref(), Some("1048576000"));
-    assert_ne!(config_source(&configs, "retention.bytes"), &ConfigSource::DynamicTopic);
+    assert_ne!(
+        config_value(&configs, "retention.bytes").as_deref(),
+        Some("1048576000")
+    );
+    assert_ne!(
+        config_source(&configs, "retention.bytes"),
+        &ConfigSource::DynamicTopic
+    );
 
     // rdkafka 0.39 drops AlterConfigs' per-resource error codes, so the
     // refusal of an invalid value is checked on the wire.
     let mut raw = RawClient::connect_negotiated(broker.addr());
-    let bad = AlterConfigsRequest::default().with_resources(vec![alter_configs_request::AlterConfigsResource::default()
-        .with_resource_type(RESOURCE_TYPE_TOPIC)
-        .with_resource_name(StrBytes::from_string(topic.clone()))
-        .with_configs(vec![alter_configs_request::AlterableConfig::default()
-            .with_name(StrBytes::from_static_str("retention.ms"))
-            .with_value(Some(StrBytes::from_static_str("soon")))])]);
+    let bad = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.clone()))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("soon")))]),
+    ]);
     let response = raw.call_negotiated(&bad, 1);
     assert_eq!(response.responses.len(), 1, "one answer per resource");
-    assert_eq!(response.responses[0].error_code, error_code::INVALID_CONFIG, "an invalid value is refused");
+    assert_eq!(
+        response.responses[0].error_code,
+        error_code::INVALID_CONFIG,
+        "an invalid value is refused"
+    );
     let configs = describe_topic_configs(&bootstrap, &topic);
     assert_eq!(
         config_value(&configs, "retention.ms").as_deref(),
@@ -330,22 +455,32 @@ fn incremental_alter_configs_changes_only_the_named_keys() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("admin-incremental");
-    create_topic(&bootstrap, &topic, 1, &[("retention.bytes", "1048576000"), ("retention.ms", "3600000")]);
+    create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[
+            ("retention.bytes", "1048576000"),
+            ("retention.ms", "3600000"),
+        ],
+    );
 
     let mut raw = RawClient::connect_negotiated(broker.addr());
-    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-        .with_resource_type(RESOURCE_TYPE_TOPIC)
-        .with_resource_name(StrBytes::from_string(topic.clone()))
-        .with_configs(vec![
-            AlterableConfig::default()
-                .with_name(StrBytes::from_static_str("retention.ms"))
-                .with_config_operation(CONFIG_OPERATION_SET)
-                .with_value(Some(StrBytes::from_static_str("7200000"))),
-            AlterableConfig::default()
-                .with_name(StrBytes::from_static_str("retention.bytes"))
-                .with_config_operation(CONFIG_OPERATION_DELETE)
-                .with_value(None),
-        ])]);
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.clone()))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(CONFIG_OPERATION_SET)
+                    .with_value(Some(StrBytes::from_static_str("7200000"))),
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.bytes"))
+                    .with_config_operation(CONFIG_OPERATION_DELETE)
+                    .with_value(None),
+            ]),
+    ]);
     let response = raw.call_negotiated(&request, 1);
     assert_eq!(response.responses.len(), 1, "one answer per resource");
     assert_eq!(
@@ -356,23 +491,40 @@ fn incremental_alter_configs_changes_only_the_named_keys() {
     );
 
     let configs = describe_topic_configs(&bootstrap, &topic);
-    assert_eq!(config_value(&configs, "retention.ms").as_deref(), Some("7200000"));
-    assert_ne!(config_value(&configs, "retention.bytes").as_deref(), Some("1048576000"));
-    assert_ne!(config_source(&configs, "retention.bytes"), &ConfigSource::DynamicTopic);
+    assert_eq!(
+        config_value(&configs, "retention.ms").as_deref(),
+        Some("7200000")
+    );
+    assert_ne!(
+        config_value(&configs, "retention.bytes").as_deref(),
+        Some("1048576000")
+    );
+    assert_ne!(
+        config_source(&configs, "retention.bytes"),
+        &ConfigSource::DynamicTopic
+    );
 
     // Set one key: the other dynamic key stays.
-    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-        .with_resource_type(RESOURCE_TYPE_TOPIC)
-        .with_resource_name(StrBytes::from_string(topic.clone()))
-        .with_configs(vec![AlterableConfig::default()
-            .with_name(StrBytes::from_static_str("retention.bytes"))
-            .with_config_operation(CONFIG_OPERATION_SET)
-            .with_value(Some(StrBytes::from_static_str("2097152000")))])]);
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.clone()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.bytes"))
+                .with_config_operation(CONFIG_OPERATION_SET)
+                .with_value(Some(StrBytes::from_static_str("2097152000")))]),
+    ]);
     let response = raw.call_negotiated(&request, 1);
     assert_eq!(response.responses[0].error_code, error_code::NONE);
     let configs = describe_topic_configs(&bootstrap, &topic);
-    assert_eq!(config_value(&configs, "retention.ms").as_deref(), Some("7200000"));
-    assert_eq!(config_value(&configs, "retention.bytes").as_deref(), Some("2097152000"));
+    assert_eq!(
+        config_value(&configs, "retention.ms").as_deref(),
+        Some("7200000")
+    );
+    assert_eq!(
+        config_value(&configs, "retention.bytes").as_deref(),
+        Some("2097152000")
+    );
 }
 
 #[test]
@@ -382,33 +534,68 @@ fn delete_records_moves_the_low_watermark() {
     let topic = unique_topic("admin-delete-records");
     create_topic(&bootstrap, &topic, 1, &[]);
     produce_keyed(&bootstrap, &topic, 10, 3);
-    assert_eq!(watermarks(&bootstrap, &topic, 0), (0, 10), "before DeleteRecords");
+    assert_eq!(
+        watermarks(&bootstrap, &topic, 0),
+        (0, 10),
+        "before DeleteRecords"
+    );
 
     let admin = admin(&bootstrap);
     let mut offsets = TopicPartitionList::new();
     offsets
         .add_partition_offset(&topic, 0, Offset::Offset(4))
         .expect("a valid offset");
-    let result = block_on(admin.delete_records(&offsets, &admin_options())).expect("DeleteRecords request");
-    let element = result.find_partition(&topic, 0).expect("the partition is in the result");
-    assert!(element.error().is_ok(), "DeleteRecords error: {:?}", element.error());
-    assert_eq!(element.offset(), Offset::Offset(4), "low watermark in the DeleteRecords answer");
-    assert_eq!(watermarks(&bootstrap, &topic, 0), (4, 10), "after DeleteRecords");
+    let result =
+        block_on(admin.delete_records(&offsets, &admin_options())).expect("DeleteRecords request");
+    let element = result
+        .find_partition(&topic, 0)
+        .expect("the partition is in the result");
+    assert!(
+        element.error().is_ok(),
+        "DeleteRecords error: {:?}",
+        element.error()
+    );
+    assert_eq!(
+        element.offset(),
+        Offset::Offset(4),
+        "low watermark in the DeleteRecords answer"
+    );
+    assert_eq!(
+        watermarks(&bootstrap, &topic, 0),
+        (4, 10),
+        "after DeleteRecords"
+    );
 
     let consumer = consumer(&bootstrap, &[]);
     assign(&consumer, &topic, &[0], Offset::Beginning);
     let consumed = consume(&consumer, 6, CONSUME_TIMEOUT);
     consumed.expect_count(6);
-    assert_eq!(consumed.messages[0].offset(), 4, "the first readable offset");
+    assert_eq!(
+        consumed.messages[0].offset(),
+        4,
+        "the first readable offset"
+    );
     assert_eq!(consumed.messages[5].offset(), 9, "the last offset");
 
     // Deleting everything moves the low watermark to the high watermark.
     let mut all = TopicPartitionList::new();
-    all.add_partition_offset(&topic, 0, Offset::End).expect("a valid offset");
-    let result = block_on(admin.delete_records(&all, &admin_options())).expect("DeleteRecords request");
-    let element = result.find_partition(&topic, 0).expect("the partition is in the result");
-    assert!(element.error().is_ok(), "DeleteRecords error: {:?}", element.error());
-    assert_eq!(watermarks(&bootstrap, &topic, 0), (10, 10), "after deleting everything");
+    all.add_partition_offset(&topic, 0, Offset::End)
+        .expect("a valid offset");
+    let result =
+        block_on(admin.delete_records(&all, &admin_options())).expect("DeleteRecords request");
+    let element = result
+        .find_partition(&topic, 0)
+        .expect("the partition is in the result");
+    assert!(
+        element.error().is_ok(),
+        "DeleteRecords error: {:?}",
+        element.error()
+    );
+    assert_eq!(
+        watermarks(&bootstrap, &topic, 0),
+        (10, 10),
+        "after deleting everything"
+    );
 
     // Beyond the high watermark is refused.
     let mut beyond = TopicPartitionList::new();
@@ -418,10 +605,20 @@ fn delete_records_moves_the_low_watermark() {
     let result = block_on(admin.delete_records(&beyond, &admin_options()));
     let refused = match result {
         Err(_) => true,
-        Ok(list) => list.find_partition(&topic, 0).map(|e| e.error().is_err()).unwrap_or(true),
+        Ok(list) => list
+            .find_partition(&topic, 0)
+            .map(|e| e.error().is_err())
+            .unwrap_or(true),
     };
-    assert!(refused, "DeleteRecords beyond the high watermark is refused");
-    assert_eq!(watermarks(&bootstrap, &topic, 0), (10, 10), "unchanged after a refused delete");
+    assert!(
+        refused,
+        "DeleteRecords beyond the high watermark is refused"
+    );
+    assert_eq!(
+        watermarks(&bootstrap, &topic, 0),
+        (10, 10),
+        "unchanged after a refused delete"
+    );
 }
 
 #[test]
@@ -429,7 +626,12 @@ fn describe_cluster_lists_this_broker_as_the_controller() {
     let broker = Broker::start();
     let mut raw = RawClient::connect_negotiated(broker.addr());
     let response = raw.call_negotiated(&DescribeClusterRequest::default(), 1);
-    assert_eq!(response.error_code, error_code::NONE, "error: {:?}", response.error_message);
+    assert_eq!(
+        response.error_code,
+        error_code::NONE,
+        "error: {:?}",
+        response.error_message
+    );
     assert!(!response.cluster_id.is_empty(), "a cluster id is reported");
     assert_eq!(response.controller_id.0, 0, "controller id");
     assert_eq!(response.brokers.len(), 1, "brokers: {:?}", response.brokers);
@@ -441,9 +643,15 @@ fn describe_cluster_lists_this_broker_as_the_controller() {
 
 #[test]
 fn advertised_listener_is_what_metadata_reports() {
-    let broker = Broker::builder().arg("--advertised-listener").arg("localhost:19092").start();
+    let broker = Broker::builder()
+        .arg("--advertised-listener")
+        .arg("localhost:19092")
+        .start();
     let mut raw = RawClient::connect_negotiated(broker.addr());
-    let response = raw.call_negotiated(&MetadataRequest::default().with_topics(Some(Vec::new())), 12);
+    let response = raw.call_negotiated(
+        &MetadataRequest::default().with_topics(Some(Vec::new())),
+        12,
+    );
     assert_eq!(response.brokers.len(), 1, "brokers: {:?}", response.brokers);
     assert_eq!(response.brokers[0].host.as_str(), "localhost");
     assert_eq!(response.brokers[0].port, 19092);
@@ -480,6 +688,9 @@ fn metadata_request_for_unknown_topic_is_refused_when_auto_create_is_off() {
             .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))]));
     let response = raw.call_negotiated(&request, 12);
     assert_eq!(response.topics.len(), 1, "one answer per requested topic");
-    assert_eq!(response.topics[0].error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        response.topics[0].error_code,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION
+    );
     assert!(!topic_names(&broker.bootstrap()).contains(&topic));
 }

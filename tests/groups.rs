@@ -697,23 +697,42 @@ fn groups_on_two_shards_commit_list_and_survive_a_restart() {
         let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
         let mut polled = Polled::default();
         assert!(
-            poll_until(&[&consumer], &mut polled, false, REBALANCE_TIMEOUT, |c, _| assigned(c[0]).len() == PARTITIONS as usize),
+            poll_until(
+                &[&consumer],
+                &mut polled,
+                false,
+                REBALANCE_TIMEOUT,
+                |c, _| assigned(c[0]).len() == PARTITIONS as usize
+            ),
             "group {group} never got its partitions"
         );
         let mut commit = TopicPartitionList::new();
-        commit.add_partition_offset(&topic, 0, Offset::Offset(i as i64 + 1)).expect("valid offset");
+        commit
+            .add_partition_offset(&topic, 0, Offset::Offset(i as i64 + 1))
+            .expect("valid offset");
         consumer.commit(&commit, CommitMode::Sync).expect("commit");
     }
     let mut client = RawClient::connect_negotiated(broker.addr());
     let listed = client.call_negotiated(&ListGroupsRequest::default(), 4);
     for group in &groups {
-        assert!(listed.groups.iter().any(|g| g.group_id.0.as_str() == group), "{group} is not listed");
+        assert!(
+            listed.groups.iter().any(|g| g.group_id.0.as_str() == group),
+            "{group} is not listed"
+        );
     }
     drop(client);
     for shard in 0..2 {
-        let log = broker.data_dir().join("__groups").join(format!("shard-{shard}")).join("groups.log");
+        let log = broker
+            .data_dir()
+            .join("__groups")
+            .join(format!("shard-{shard}"))
+            .join("groups.log");
         let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        assert!(bytes > 0, "shard {shard} stored no group records in {}", log.display());
+        assert!(
+            bytes > 0,
+            "shard {shard} stored no group records in {}",
+            log.display()
+        );
     }
 
     broker.restart();
@@ -722,7 +741,13 @@ fn groups_on_two_shards_commit_list_and_survive_a_restart() {
         let (consumer, _) = group_consumer(&bootstrap, group, &topic, &[]);
         let mut wanted = TopicPartitionList::new();
         wanted.add_partition(&topic, 0);
-        let committed = consumer.committed_offsets(wanted, REQUEST_TIMEOUT).expect("OffsetFetch after restart");
-        assert_eq!(committed.elements()[0].offset(), Offset::Offset(i as i64 + 1), "group {group}");
+        let committed = consumer
+            .committed_offsets(wanted, REQUEST_TIMEOUT)
+            .expect("OffsetFetch after restart");
+        assert_eq!(
+            committed.elements()[0].offset(),
+            Offset::Offset(i as i64 + 1),
+            "group {group}"
+        );
     }
 }

@@ -34,20 +34,46 @@ fn perf(args: &[&str]) -> (bool, String, String) {
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     (status.success(), stdout, stderr)
 }
 
 fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("last stdout line is JSON")
+    serde_json::from_str(stdout.lines().last().expect("some output"))
+        .expect("last stdout line is JSON")
 }
 
 #[test]
 fn produce_at_max_rate_reports_throughput_latency_and_cpu_as_json() {
     let broker = Broker::start();
     let addr = broker.bootstrap();
-    let (ok, out, err) = perf(&["produce", "--bootstrap", &addr, "--topic", "t1", "--partitions", "3", "--duration", "1.5", "--json", "--batch-records", "100", "--in-flight", "4"]);
+    let (ok, out, err) = perf(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "t1",
+        "--partitions",
+        "3",
+        "--duration",
+        "1.5",
+        "--json",
+        "--batch-records",
+        "100",
+        "--in-flight",
+        "4",
+    ]);
     assert!(ok, "{err}");
     let j = last_json(&out);
     assert!(j["records_per_sec"].as_f64().unwrap() > 0.0, "{j}");
@@ -65,8 +91,28 @@ fn e2e_at_a_fixed_rate_measures_every_record_end_to_end() {
     let broker = Broker::start();
     let addr = broker.bootstrap();
     let (ok, out, err) = perf(&[
-        "e2e", "--bootstrap", &addr, "--topic", "t2", "--partitions", "2", "--duration", "1", "--rate", "20000", "--record-size", "64", "--json",
-        "--producers", "2", "--consumers", "2", "--linger-ms", "1", "--acks", "-1",
+        "e2e",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "t2",
+        "--partitions",
+        "2",
+        "--duration",
+        "1",
+        "--rate",
+        "20000",
+        "--record-size",
+        "64",
+        "--json",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--linger-ms",
+        "1",
+        "--acks",
+        "-1",
     ]);
     assert!(ok, "{err}");
     let j = last_json(&out);
@@ -81,13 +127,42 @@ fn e2e_at_a_fixed_rate_measures_every_record_end_to_end() {
 fn catch_up_consumer_reads_to_the_end_and_stops() {
     let broker = Broker::start();
     let addr = broker.bootstrap();
-    let (ok, _, err) = perf(&["produce", "--bootstrap", &addr, "--topic", "t3", "--partitions", "2", "--records", "50000", "--duration", "30", "--stamp"]);
+    let (ok, _, err) = perf(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "t3",
+        "--partitions",
+        "2",
+        "--records",
+        "50000",
+        "--duration",
+        "30",
+        "--stamp",
+    ]);
     assert!(ok, "{err}");
-    let (ok, out, err) = perf(&["consume", "--bootstrap", &addr, "--topic", "t3", "--to-end", "--duration", "30", "--json", "--fetch-wait-ms", "10"]);
+    let (ok, out, err) = perf(&[
+        "consume",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "t3",
+        "--to-end",
+        "--duration",
+        "30",
+        "--json",
+        "--fetch-wait-ms",
+        "10",
+    ]);
     assert!(ok, "{err}");
     let j = last_json(&out);
     assert_eq!(j["records"].as_u64().unwrap(), 50_000, "{j}");
-    assert_eq!(j["latency_us"]["count"].as_u64().unwrap(), 50_000, "stamped values are measured: {j}");
+    assert_eq!(
+        j["latency_us"]["count"].as_u64().unwrap(),
+        50_000,
+        "stamped values are measured: {j}"
+    );
 }
 
 #[test]
@@ -95,11 +170,27 @@ fn compressed_produce_is_accepted() {
     let broker = Broker::start();
     let addr = broker.bootstrap();
     for codec in ["gzip", "lz4", "zstd", "snappy"] {
-        let (ok, out, err) = perf(&["e2e", "--bootstrap", &addr, "--topic", codec, "--duration", "0.5", "--rate", "5000", "--compression", codec, "--json"]);
+        let (ok, out, err) = perf(&[
+            "e2e",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            codec,
+            "--duration",
+            "0.5",
+            "--rate",
+            "5000",
+            "--compression",
+            codec,
+            "--json",
+        ]);
         assert!(ok, "{codec}: {err}");
         let j = last_json(&out);
         assert_eq!(j["errors"], 0, "{codec}: {err}");
-        assert!(j["latency_us"]["count"].as_u64().unwrap() > 0, "{codec}: {j}");
+        assert!(
+            j["latency_us"]["count"].as_u64().unwrap() > 0,
+            "{codec}: {j}"
+        );
     }
 }
 
@@ -114,14 +205,26 @@ fn unreachable_broker_fails_with_a_message() {
 fn idle_mode_holds_the_requested_connections() {
     let broker = Broker::start();
     let addr = broker.bootstrap();
-    let (ok, out, err) = perf(&["idle", "--bootstrap", &addr, "--connections", "50", "--duration", "0.2"]);
+    let (ok, out, err) = perf(&[
+        "idle",
+        "--bootstrap",
+        &addr,
+        "--connections",
+        "50",
+        "--duration",
+        "0.2",
+    ]);
     assert!(ok, "{err}");
     assert_eq!(last_json(&out)["connections"], 50);
 }
 
 #[test]
 fn sink_mode_acknowledges_produce_requests() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut sink = Command::new(env!("CARGO_BIN_EXE_ringlog-perf"))
         .args(["sink", "--listen", &addr])
@@ -134,7 +237,20 @@ fn sink_mode_acknowledges_produce_requests() {
         assert!(Instant::now() < deadline, "sink did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let result = perf(&["produce", "--bootstrap", &addr, "--topic", "s", "--partitions", "2", "--records", "20000", "--duration", "10", "--json"]);
+    let result = perf(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "s",
+        "--partitions",
+        "2",
+        "--records",
+        "20000",
+        "--duration",
+        "10",
+        "--json",
+    ]);
     let _ = sink.kill();
     let _ = sink.wait();
     let (ok, out, err) = result;

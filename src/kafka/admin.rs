@@ -7,13 +7,17 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -50,33 +54,54 @@ fn message(text: String) -> Option<StrBytes> {
 }
 
 /// Replica placement asked by a client: on one broker, only `[NODE_ID]` per partition works.
-fn assignment_is_local<'a>(mut replicas: impl Iterator<Item = &'a [kafka_protocol::messages::BrokerId]>) -> bool {
+fn assignment_is_local<'a>(
+    mut replicas: impl Iterator<Item = &'a [kafka_protocol::messages::BrokerId]>,
+) -> bool {
     replicas.all(|r| r.len() == 1 && r[0].0 == NODE_ID)
 }
 
 pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let body = decode_or_close!(request, CreateTopicsRequest);
     let mut seen = HashSet::new();
-    let duplicates: HashSet<String> =
-        body.topics.iter().filter(|t| !seen.insert(t.name.to_string())).map(|t| t.name.to_string()).collect();
+    let duplicates: HashSet<String> = body
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
     // Checks the request can make on its own; the rest is decided on the metadata shard.
-    let mut checked: Vec<Result<NewTopic, (ResponseError, String)>> = Vec::with_capacity(body.topics.len());
+    let mut checked: Vec<Result<NewTopic, (ResponseError, String)>> =
+        Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let name = topic.name.to_string();
         let result = if duplicates.contains(&name) {
-            Err((ResponseError::InvalidRequest, format!("topic '{name}' appears more than once in the request")))
+            Err((
+                ResponseError::InvalidRequest,
+                format!("topic '{name}' appears more than once in the request"),
+            ))
         } else if !topic.assignments.is_empty() {
             if topic.num_partitions != -1 || topic.replication_factor != -1 {
-                Err((ResponseError::InvalidRequest, "give either assignments or partitions and replication factor".into()))
-            } else if !assignment_is_local(topic.assignments.iter().map(|a| a.broker_ids.as_slice())) {
-                Err((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{NODE_ID}] on this single broker")))
+                Err((
+                    ResponseError::InvalidRequest,
+                    "give either assignments or partitions and replication factor".into(),
+                ))
+            } else if !assignment_is_local(
+                topic.assignments.iter().map(|a| a.broker_ids.as_slice()),
+            ) {
+                Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("replicas must be exactly [{NODE_ID}] on this single broker"),
+                ))
             } else {
                 Ok(topic.assignments.len() as i32)
             }
         } else if topic.replication_factor != -1 && topic.replication_factor != REPLICATION_FACTOR {
             Err((
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+                format!(
+                    "replication factor {} is larger than the 1 available broker",
+                    topic.replication_factor
+                ),
             ))
         } else if topic.num_partitions == -1 {
             Ok(shard.config.default_partitions)
@@ -88,15 +113,30 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
             for config in &topic.configs {
                 match &config.value {
                     Some(value) => configs.insert(config.name.to_string(), value.to_string()),
-                    None => return Err((ResponseError::InvalidConfig, format!("config {} has a null value", config.name))),
+                    None => {
+                        return Err((
+                            ResponseError::InvalidConfig,
+                            format!("config {} has a null value", config.name),
+                        ))
+                    }
                 };
             }
-            Ok(NewTopic { name: name.clone(), partitions, configs })
+            Ok(NewTopic {
+                name: name.clone(),
+                partitions,
+                configs,
+            })
         });
         checked.push(result);
     }
-    let to_create: Vec<NewTopic> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
-    let mut created = shard.create_topics(to_create, body.validate_only).await.into_iter();
+    let to_create: Vec<NewTopic> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut created = shard
+        .create_topics(to_create, body.validate_only)
+        .await
+        .into_iter();
     let table = shard.topics();
     let topics = body
         .topics
@@ -116,7 +156,11 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
                     let info = table.get(&new.name);
                     let config = match info {
                         Some(info) => info.config.clone(),
-                        None => shard.config.topic_defaults.with_overrides(&new.configs).unwrap_or_else(|_| shard.config.topic_defaults.clone()),
+                        None => shard
+                            .config
+                            .topic_defaults
+                            .with_overrides(&new.configs)
+                            .unwrap_or_else(|_| shard.config.topic_defaults.clone()),
                     };
                     let configs = CONFIG_DEFS
                         .iter()
@@ -132,9 +176,16 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
                         .collect();
                     // v5 added the partition count, replication and configs; v7 the id.
                     let version = request.version();
-                    let result = if version >= 7 { result.with_topic_id(info.map_or(uuid::Uuid::nil(), |i| i.id)) } else { result };
+                    let result = if version >= 7 {
+                        result.with_topic_id(info.map_or(uuid::Uuid::nil(), |i| i.id))
+                    } else {
+                        result
+                    };
                     if version >= 5 {
-                        result.with_num_partitions(new.partitions).with_replication_factor(REPLICATION_FACTOR).with_configs(Some(configs))
+                        result
+                            .with_num_partitions(new.partitions)
+                            .with_replication_factor(REPLICATION_FACTOR)
+                            .with_configs(Some(configs))
                     } else {
                         result
                     }
@@ -158,12 +209,26 @@ pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outco
         body.topics
             .iter()
             .map(|t| match &t.name {
-                Some(name) => (Some(name.to_string()), table.get(name.as_str()).map_or(t.topic_id, |i| i.id)),
-                None => (table.get_by_id(&t.topic_id).map(|i| i.name.to_string()), t.topic_id),
+                Some(name) => (
+                    Some(name.to_string()),
+                    table.get(name.as_str()).map_or(t.topic_id, |i| i.id),
+                ),
+                None => (
+                    table.get_by_id(&t.topic_id).map(|i| i.name.to_string()),
+                    t.topic_id,
+                ),
             })
             .collect()
     } else {
-        body.topic_names.iter().map(|n| (Some(n.to_string()), table.get(n.as_str()).map_or(uuid::Uuid::nil(), |i| i.id))).collect()
+        body.topic_names
+            .iter()
+            .map(|n| {
+                (
+                    Some(n.to_string()),
+                    table.get(n.as_str()).map_or(uuid::Uuid::nil(), |i| i.id),
+                )
+            })
+            .collect()
     };
     let names: Vec<String> = wanted.iter().filter_map(|(name, _)| name.clone()).collect();
     let version = request.version();
@@ -180,7 +245,11 @@ pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outco
                     Some(Ok(())) => result,
                     Some(Err(e)) => result
                         .with_error_code(change_error(&e).code())
-                        .with_error_message(if version >= 5 { message(e.to_string()) } else { None }),
+                        .with_error_message(if version >= 5 {
+                            message(e.to_string())
+                        } else {
+                            None
+                        }),
                     None => result.with_error_code(ResponseError::UnknownServerError.code()),
                 },
             }
@@ -193,9 +262,14 @@ pub async fn handle_create_partitions(shard: &Rc<Shard>, request: &Request) -> O
     let body = decode_or_close!(request, CreatePartitionsRequest);
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
-        let local = topic.assignments.as_ref().map_or(true, |a| assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice())));
+        let local = topic.assignments.as_ref().map_or(true, |a| {
+            assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice()))
+        });
         let outcome = if !local {
-            Err((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{NODE_ID}] on this single broker")))
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("replicas must be exactly [{NODE_ID}] on this single broker"),
+            ))
         } else {
             shard
                 .create_partitions(topic.name.to_string(), topic.count, body.validate_only)
@@ -205,7 +279,9 @@ pub async fn handle_create_partitions(shard: &Rc<Shard>, request: &Request) -> O
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         results.push(match outcome {
             Ok(()) => result,
-            Err((error, text)) => result.with_error_code(error.code()).with_error_message(message(text)),
+            Err((error, text)) => result
+                .with_error_code(error.code())
+                .with_error_message(message(text)),
         });
     }
     request.respond(&CreatePartitionsResponse::default().with_results(results))
@@ -225,13 +301,17 @@ pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outc
                 .iter()
                 .map(|p| {
                     let owner = info.and_then(|t| Some((t, t.shard_of(p.partition_index)?)));
-                    let slot = owner.map(|(t, owner)| scatter.push(owner, (t.name.clone(), p.partition_index, p.offset)));
+                    let slot = owner.map(|(t, owner)| {
+                        scatter.push(owner, (t.name.clone(), p.partition_index, p.offset))
+                    });
                     (p.partition_index, slot)
                 })
                 .collect()
         })
         .collect();
-    let mut answers = scatter.gather(shard, |owner, parts| owner.delete_records_local(parts)).await;
+    let mut answers = scatter
+        .gather(shard, |owner, parts| owner.delete_records_local(parts))
+        .await;
     let topics = body
         .topics
         .iter()
@@ -244,14 +324,17 @@ pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outc
                         Some(slot) => take_answer(&mut answers, slot),
                         None => Err(ResponseError::UnknownTopicOrPartition),
                     };
-                    let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
+                    let result =
+                        DeleteRecordsPartitionResult::default().with_partition_index(index);
                     match answer {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(topic.name.clone()).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     request.respond(&DeleteRecordsResponse::default().with_topics(topics))

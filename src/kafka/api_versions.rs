@@ -39,5 +39,9 @@ pub fn unsupported_version(frame: &[u8]) -> Outcome {
         return Outcome::Close("ApiVersions request without a correlation id".into());
     };
     let correlation_id = i32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-    encode_response(correlation_id, 0, &response(ResponseError::UnsupportedVersion.code()))
+    encode_response(
+        correlation_id,
+        0,
+        &response(ResponseError::UnsupportedVersion.code()),
+    )
 }

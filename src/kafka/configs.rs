@@ -6,10 +6,13 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -31,7 +34,13 @@ const RESOURCE_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-fn entry(name: &str, value: String, source: i8, kind: ConfigType, read_only: bool) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    kind: ConfigType,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     // config_type is v3+: `describe` clears it for older versions.
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
@@ -45,11 +54,41 @@ fn broker_configs(shard: &Shard) -> Vec<DescribeConfigsResourceResult> {
     let c = &shard.config;
     const STATIC_BROKER: i8 = ConfigSource::Broker as i8;
     vec![
-        entry("auto.create.topics.enable", c.auto_create_topics.to_string(), STATIC_BROKER, ConfigType::String, true),
-        entry("num.partitions", c.default_partitions.to_string(), STATIC_BROKER, ConfigType::Int, true),
-        entry("socket.request.max.bytes", c.request_bytes_max.to_string(), STATIC_BROKER, ConfigType::Int, true),
-        entry("default.replication.factor", "1".into(), STATIC_BROKER, ConfigType::Int, true),
-        entry("log.dirs", c.data_dir.display().to_string(), STATIC_BROKER, ConfigType::String, true),
+        entry(
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            STATIC_BROKER,
+            ConfigType::String,
+            true,
+        ),
+        entry(
+            "num.partitions",
+            c.default_partitions.to_string(),
+            STATIC_BROKER,
+            ConfigType::Int,
+            true,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            c.request_bytes_max.to_string(),
+            STATIC_BROKER,
+            ConfigType::Int,
+            true,
+        ),
+        entry(
+            "default.replication.factor",
+            "1".into(),
+            STATIC_BROKER,
+            ConfigType::Int,
+            true,
+        ),
+        entry(
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            STATIC_BROKER,
+            ConfigType::String,
+            true,
+        ),
     ]
 }
 
@@ -61,7 +100,8 @@ pub fn handle_describe(shard: &Rc<Shard>, request: &Request) -> Outcome {
         .iter()
         .map(|resource| {
             let keys = resource.configuration_keys.as_ref();
-            let wanted = |name: &str| keys.map_or(true, |keys| keys.iter().any(|k| k.as_str() == name));
+            let wanted =
+                |name: &str| keys.map_or(true, |keys| keys.iter().any(|k| k.as_str() == name));
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
@@ -73,16 +113,33 @@ pub fn handle_describe(shard: &Rc<Shard>, request: &Request) -> Outcome {
                             .filter(|def| wanted(def.name))
                             .filter_map(|def| {
                                 let (value, source) = topic.config.value(def.name)?;
-                                Some(entry(def.name, value.to_string(), source as i8, def.kind, false))
+                                Some(entry(
+                                    def.name,
+                                    value.to_string(),
+                                    source as i8,
+                                    def.kind,
+                                    false,
+                                ))
                             })
                             .collect(),
                     ),
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!("topic '{}' does not exist", resource.resource_name)))),
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "topic '{}' does not exist",
+                            resource.resource_name
+                        )))),
                 },
-                RESOURCE_BROKER if resource.resource_name.as_str() == NODE_ID.to_string() || resource.resource_name.is_empty() => {
-                    result.with_configs(broker_configs(shard).into_iter().filter(|c| wanted(c.name.as_str())).collect())
+                RESOURCE_BROKER
+                    if resource.resource_name.as_str() == NODE_ID.to_string()
+                        || resource.resource_name.is_empty() =>
+                {
+                    result.with_configs(
+                        broker_configs(shard)
+                            .into_iter()
+                            .filter(|c| wanted(c.name.as_str()))
+                            .collect(),
+                    )
                 }
                 _ => result
                     .with_error_code(ResponseError::InvalidRequest.code())
@@ -92,7 +149,11 @@ pub fn handle_describe(shard: &Rc<Shard>, request: &Request) -> Outcome {
         .collect();
     let mut response = DescribeConfigsResponse::default().with_results(results);
     if request.version() < 3 {
-        for config in response.results.iter_mut().flat_map(|r| r.configs.iter_mut()) {
+        for config in response
+            .results
+            .iter_mut()
+            .flat_map(|r| r.configs.iter_mut())
+        {
             config.config_type = 0;
         }
     }
@@ -100,17 +161,39 @@ pub fn handle_describe(shard: &Rc<Shard>, request: &Request) -> Outcome {
 }
 
 /// Applies one resource's change and returns `(error_code, message)`.
-async fn alter_one(shard: &Rc<Shard>, resource_type: i8, name: &StrBytes, change: Result<ConfigChange, String>, validate_only: bool) -> (i16, Option<StrBytes>) {
+async fn alter_one(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &StrBytes,
+    change: Result<ConfigChange, String>,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
     if resource_type != RESOURCE_TOPIC {
-        return (ResponseError::InvalidRequest.code(), Some(StrBytes::from_static_str("only topic configs can be altered")));
+        return (
+            ResponseError::InvalidRequest.code(),
+            Some(StrBytes::from_static_str(
+                "only topic configs can be altered",
+            )),
+        );
     }
     let change = match change {
         Ok(change) => change,
-        Err(text) => return (ResponseError::InvalidConfig.code(), Some(StrBytes::from_string(text))),
+        Err(text) => {
+            return (
+                ResponseError::InvalidConfig.code(),
+                Some(StrBytes::from_string(text)),
+            )
+        }
     };
-    match shard.change_topic_config(name.to_string(), change, validate_only).await {
+    match shard
+        .change_topic_config(name.to_string(), change, validate_only)
+        .await
+    {
         Ok(()) => (0, None),
-        Err(error) => (change_error(&error).code(), Some(StrBytes::from_string(error.to_string()))),
+        Err(error) => (
+            change_error(&error).code(),
+            Some(StrBytes::from_string(error.to_string())),
+        ),
     }
 }
 
@@ -127,7 +210,14 @@ pub async fn handle_alter(shard: &Rc<Shard>, request: &Request) -> Outcome {
             })
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map(ConfigChange::Replace);
-        let (error_code, error_message) = alter_one(shard, resource.resource_type, &resource.resource_name, change, body.validate_only).await;
+        let (error_code, error_message) = alter_one(
+            shard,
+            resource.resource_type,
+            &resource.resource_name,
+            change,
+            body.validate_only,
+        )
+        .await;
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(error_code)
@@ -150,11 +240,21 @@ pub async fn handle_incremental_alter(shard: &Rc<Shard>, request: &Request) -> O
                 (OP_SET, Some(value)) => Ok((c.name.to_string(), Some(value.to_string()))),
                 (OP_SET, None) => Err(format!("config {} has a null value", c.name)),
                 (OP_DELETE, _) => Ok((c.name.to_string(), None)),
-                (op, _) => Err(format!("operation {op} on {} is not supported (no list-valued topic config takes it)", c.name)),
+                (op, _) => Err(format!(
+                    "operation {op} on {} is not supported (no list-valued topic config takes it)",
+                    c.name
+                )),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(ConfigChange::Edit);
-        let (error_code, error_message) = alter_one(shard, resource.resource_type, &resource.resource_name, change, body.validate_only).await;
+        let (error_code, error_message) = alter_one(
+            shard,
+            resource.resource_type,
+            &resource.resource_name,
+            change,
+            body.validate_only,
+        )
+        .await;
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(error_code)

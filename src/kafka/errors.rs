@@ -32,7 +32,10 @@ pub fn storage_error(error: &storage::Error) -> ResponseError {
 }
 
 /// Takes the answer a scattered request got for `slot`, as a Kafka error on failure.
-pub fn take_answer<R>(answers: &mut [Option<Result<R, PartitionError>>], slot: usize) -> Result<R, ResponseError> {
+pub fn take_answer<R>(
+    answers: &mut [Option<Result<R, PartitionError>>],
+    slot: usize,
+) -> Result<R, ResponseError> {
     match answers.get_mut(slot).and_then(Option::take) {
         Some(Ok(answer)) => Ok(answer),
         Some(Err(error)) => Err(partition_error(&error)),

@@ -40,14 +40,23 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let body = decode_or_close!(request, FetchRequest);
     let version = request.version();
     let table = shard.topics();
-    let mut topics: Vec<(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)> = Vec::with_capacity(body.topics.len());
+    let mut topics: Vec<(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)> =
+        Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let (info, missing) = if version >= 13 {
-            (table.get_by_id(&topic.topic_id).cloned(), ResponseError::UnknownTopicId)
+            (
+                table.get_by_id(&topic.topic_id).cloned(),
+                ResponseError::UnknownTopicId,
+            )
         } else {
-            (table.get(topic.topic.as_str()).cloned(), ResponseError::UnknownTopicOrPartition)
+            (
+                table.get(topic.topic.as_str()).cloned(),
+                ResponseError::UnknownTopicOrPartition,
+            )
         };
-        let name = info.as_ref().map_or_else(|| topic.topic.to_string(), |t| t.name.to_string());
+        let name = info
+            .as_ref()
+            .map_or_else(|| topic.topic.to_string(), |t| t.name.to_string());
         let error = if info.is_none() { Some(missing) } else { None };
         let wanted = topic
             .partitions
@@ -63,11 +72,17 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     }
     let max_bytes = body.max_bytes.max(0) as usize;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT_MAX);
+    let deadline =
+        Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT_MAX);
 
     let mut reads = loop {
         let reads = read_all(shard, &topics, max_bytes).await;
-        let bytes: usize = reads.iter().flatten().filter_map(|r| r.as_ref().ok()).map(read_bytes).sum();
+        let bytes: usize = reads
+            .iter()
+            .flatten()
+            .filter_map(|r| r.as_ref().ok())
+            .map(read_bytes)
+            .sum();
         let failed = reads.iter().flatten().any(|r| r.is_err());
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || failed || now >= deadline || shard.shutdown.has_started() {
@@ -87,16 +102,30 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                 partition_answer(w.partition, *error, read)
             })
             .collect();
-        answers.push(TopicAnswer { name, id: *id, partitions });
+        answers.push(TopicAnswer {
+            name,
+            id: *id,
+            partitions,
+        });
     }
-    Outcome::Respond(fetch_encode::encode(request.header.correlation_id, version, 0, 0, &answers))
+    Outcome::Respond(fetch_encode::encode(
+        request.header.correlation_id,
+        version,
+        0,
+        0,
+        &answers,
+    ))
 }
 
 fn read_bytes(read: &ReadResult) -> usize {
     read.batches.iter().map(Bytes::len).sum()
 }
 
-fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option<Result<ReadResult, ResponseError>>) -> PartitionAnswer {
+fn partition_answer(
+    index: i32,
+    topic_error: Option<ResponseError>,
+    read: Option<Result<ReadResult, ResponseError>>,
+) -> PartitionAnswer {
     // Like Kafka, an errored partition reports -1 watermarks.
     let outcome = match (topic_error, read) {
         (Some(error), _) => Err(error),
@@ -111,7 +140,13 @@ fn partition_answer(index: i32, topic_error: Option<ResponseError>, read: Option
             log_start_offset: read.log_start_offset,
             records: read.batches,
         },
-        Err(error) => PartitionAnswer { index, error_code: error.code(), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
+        Err(error) => PartitionAnswer {
+            index,
+            error_code: error.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        },
     }
 }
 
@@ -126,17 +161,29 @@ async fn read_all(
     let mut slots = Vec::new();
     for (_, _, wanted, _) in topics {
         for w in wanted {
-            let owner = w.topic.as_ref().and_then(|t| Some((t, t.shard_of(w.partition)?)));
+            let owner = w
+                .topic
+                .as_ref()
+                .and_then(|t| Some((t, t.shard_of(w.partition)?)));
             slots.push(match owner {
                 Some((topic, owner)) => Some(scatter.push(
                     owner,
-                    FetchPart { topic: topic.name.clone(), partition: w.partition, offset: w.offset, max_bytes: w.max_bytes },
+                    FetchPart {
+                        topic: topic.name.clone(),
+                        partition: w.partition,
+                        offset: w.offset,
+                        max_bytes: w.max_bytes,
+                    },
                 )),
                 None => None,
             });
         }
     }
-    let mut answers = scatter.gather(shard, move |owner, parts| owner.fetch_local(parts, max_bytes)).await;
+    let mut answers = scatter
+        .gather(shard, move |owner, parts| {
+            owner.fetch_local(parts, max_bytes)
+        })
+        .await;
     slots
         .into_iter()
         .map(|slot| match slot {
@@ -156,17 +203,25 @@ async fn wait_for_growth(
     let mut by_owner: Vec<Vec<(Arc<str>, i32, i64)>> = vec![Vec::new(); shard.shard_count()];
     let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
     for (w, read) in wanted.zip(reads) {
-        let (Some(topic), Some(Ok(read))) = (&w.topic, read) else { continue };
+        let (Some(topic), Some(Ok(read))) = (&w.topic, read) else {
+            continue;
+        };
         if let Some(owner) = topic.shard_of(w.partition) {
             // Wake when the log grows past its current end.
-            by_owner[owner].push((topic.name.clone(), w.partition, read.high_watermark.max(w.offset)));
+            by_owner[owner].push((
+                topic.name.clone(),
+                w.partition,
+                read.high_watermark.max(w.offset),
+            ));
         }
     }
     let waits: Vec<_> = by_owner
         .into_iter()
         .enumerate()
         .filter(|(_, parts)| !parts.is_empty())
-        .map(|(owner, parts)| run_on(shard, owner, move |s| s.wait_for_data_local(parts, timeout)).boxed_local())
+        .map(|(owner, parts)| {
+            run_on(shard, owner, move |s| s.wait_for_data_local(parts, timeout)).boxed_local()
+        })
         .collect();
     if waits.is_empty() {
         glommio::timer::sleep(timeout).await;

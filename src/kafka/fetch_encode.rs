@@ -91,15 +91,26 @@ impl Writer {
             self.chunks.push(self.current.split().freeze());
         }
         let total: usize = self.chunks.iter().map(Bytes::len).sum();
-        self.chunks.insert(0, Bytes::copy_from_slice(&(total as i32).to_be_bytes()));
+        self.chunks
+            .insert(0, Bytes::copy_from_slice(&(total as i32).to_be_bytes()));
         self.chunks
     }
 }
 
 /// Encodes a whole Fetch response frame (length prefix included).
-pub fn encode(correlation_id: i32, version: i16, error_code: i16, session_id: i32, topics: &[TopicAnswer<'_>]) -> Vec<Bytes> {
+pub fn encode(
+    correlation_id: i32,
+    version: i16,
+    error_code: i16,
+    session_id: i32,
+    topics: &[TopicAnswer<'_>],
+) -> Vec<Bytes> {
     let flexible = version >= FIRST_FLEXIBLE_VERSION;
-    let mut w = Writer { chunks: Vec::new(), current: BytesMut::with_capacity(256), flexible };
+    let mut w = Writer {
+        chunks: Vec::new(),
+        current: BytesMut::with_capacity(256),
+        flexible,
+    };
     // Response header: v1 (with tagged fields) for flexible versions.
     w.current.put_i32(correlation_id);
     w.no_tagged_fields();
@@ -153,9 +164,14 @@ mod tests {
         let length = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
         assert_eq!(length as usize, frame.len() - 4);
         let _ = bytes::Buf::get_i32(&mut frame);
-        let header = ResponseHeader::decode(&mut frame, FetchResponse::header_version(version)).unwrap();
+        let header =
+            ResponseHeader::decode(&mut frame, FetchResponse::header_version(version)).unwrap();
         let response = FetchResponse::decode(&mut frame, version).unwrap();
-        assert!(frame.is_empty(), "v{version}: {} bytes left over", frame.len());
+        assert!(
+            frame.is_empty(),
+            "v{version}: {} bytes left over",
+            frame.len()
+        );
         (header.correlation_id, response)
     }
 
@@ -174,7 +190,13 @@ mod tests {
                         log_start_offset: 7,
                         records: vec![Bytes::from_static(b"batch-one"), Bytes::from_static(b"two")],
                     },
-                    PartitionAnswer { index: 4, error_code: 1, high_watermark: 5, log_start_offset: 0, records: vec![] },
+                    PartitionAnswer {
+                        index: 4,
+                        error_code: 1,
+                        high_watermark: 5,
+                        log_start_offset: 0,
+                        records: vec![],
+                    },
                 ],
             }];
             let chunks = encode(77, version, 0, 0, &topics);
@@ -202,9 +224,17 @@ mod tests {
         let topics = [TopicAnswer {
             name: "t",
             id: Uuid::nil(),
-            partitions: vec![PartitionAnswer { index: 0, error_code: 0, high_watermark: 1, log_start_offset: 0, records: vec![batch.clone()] }],
+            partitions: vec![PartitionAnswer {
+                index: 0,
+                error_code: 0,
+                high_watermark: 1,
+                log_start_offset: 0,
+                records: vec![batch.clone()],
+            }],
         }];
         let chunks = encode(1, 12, 0, 0, &topics);
-        assert!(chunks.iter().any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
+        assert!(chunks
+            .iter()
+            .any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
     }
 }

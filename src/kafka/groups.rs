@@ -14,10 +14,10 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    SyncGroupRequest,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -52,7 +52,10 @@ impl TopicCatalog for TopicTable {
 
 /// Answers a request that a coordinator could not be reached for.
 fn unreachable(request: &Request, what: &str, error: impl std::fmt::Display) -> Outcome {
-    Outcome::Close(format!("{what}: group coordinator unreachable: {error} (request {})", request.header.correlation_id))
+    Outcome::Close(format!(
+        "{what}: group coordinator unreachable: {error} (request {})",
+        request.header.correlation_id
+    ))
 }
 
 macro_rules! route_single_group {
@@ -79,18 +82,24 @@ pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome 
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key);
         if body.key_type == KEY_TYPE_GROUP {
-            coordinator.with_node_id(BrokerId(NODE_ID)).with_host(host.clone()).with_port(port)
+            coordinator
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(host.clone())
+                .with_port(port)
         } else {
             // No transaction coordinator (transactions are not implemented).
             coordinator
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)
                 .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                .with_error_message(Some(StrBytes::from_static_str("transactions are not supported")))
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "transactions are not supported",
+                )))
         }
     };
     let response = if request.version() >= 4 {
-        FindCoordinatorResponse::default().with_coordinators(body.coordinator_keys.iter().cloned().map(answer).collect())
+        FindCoordinatorResponse::default()
+            .with_coordinators(body.coordinator_keys.iter().cloned().map(answer).collect())
     } else {
         let one = answer(body.key.clone());
         FindCoordinatorResponse::default()
@@ -105,50 +114,91 @@ pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome 
 
 pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let client = ClientInfo {
-        client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        client_id: request
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         client_host: request.client_host.to_string(),
     };
-    route_single_group!(shard, request, JoinGroupRequest, |coordinator, body, version, owner| {
-        async move { coordinator.join_group(body, version, &client).await }
-    })
+    route_single_group!(
+        shard,
+        request,
+        JoinGroupRequest,
+        |coordinator, body, version, owner| {
+            async move { coordinator.join_group(body, version, &client).await }
+        }
+    )
 }
 
 pub async fn handle_sync_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    route_single_group!(shard, request, SyncGroupRequest, |coordinator, body, version, owner| coordinator
-        .sync_group(body, version))
+    route_single_group!(
+        shard,
+        request,
+        SyncGroupRequest,
+        |coordinator, body, version, owner| coordinator.sync_group(body, version)
+    )
 }
 
 pub async fn handle_heartbeat(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    route_single_group!(shard, request, HeartbeatRequest, |coordinator, body, version, owner| coordinator
-        .heartbeat(body, version))
+    route_single_group!(
+        shard,
+        request,
+        HeartbeatRequest,
+        |coordinator, body, version, owner| coordinator.heartbeat(body, version)
+    )
 }
 
 pub async fn handle_leave_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    route_single_group!(shard, request, LeaveGroupRequest, |coordinator, body, version, owner| coordinator
-        .leave_group(body, version))
+    route_single_group!(
+        shard,
+        request,
+        LeaveGroupRequest,
+        |coordinator, body, version, owner| coordinator.leave_group(body, version)
+    )
 }
 
 pub async fn handle_offset_commit(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    route_single_group!(shard, request, OffsetCommitRequest, |coordinator, body, version, owner| {
-        async move {
-            let topics = owner.topics();
-            coordinator.offset_commit(body, version, &*topics).await
+    route_single_group!(
+        shard,
+        request,
+        OffsetCommitRequest,
+        |coordinator, body, version, owner| {
+            async move {
+                let topics = owner.topics();
+                coordinator.offset_commit(body, version, &*topics).await
+            }
         }
-    })
+    )
 }
 
 pub async fn handle_offset_delete(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    route_single_group!(shard, request, OffsetDeleteRequest, |coordinator, body, version, owner| coordinator
-        .offset_delete(body, version))
+    route_single_group!(
+        shard,
+        request,
+        OffsetDeleteRequest,
+        |coordinator, body, version, owner| coordinator.offset_delete(body, version)
+    )
 }
 
 /// Fetches each group's offsets on its owner shard, keeping the request order.
-async fn fetch_groups(shard: &Rc<Shard>, groups: Vec<OffsetFetchRequestGroup>, require_stable: bool) -> Result<Vec<OffsetFetchResponseGroup>, String> {
+async fn fetch_groups(
+    shard: &Rc<Shard>,
+    groups: Vec<OffsetFetchRequestGroup>,
+    require_stable: bool,
+) -> Result<Vec<OffsetFetchResponseGroup>, String> {
     let calls = groups.into_iter().map(|group| {
         let owner = shard.shard_of_group(group.group_id.as_str());
-        run_on(shard, owner, move |s| async move { s.groups.offset_fetch_group(&group, require_stable) })
+        run_on(shard, owner, move |s| async move {
+            s.groups.offset_fetch_group(&group, require_stable)
+        })
     });
-    join_all(calls).await.into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
+    join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
 }
 
 pub async fn handle_offset_fetch(shard: &Rc<Shard>, request: &Request) -> Outcome {
@@ -166,7 +216,9 @@ pub async fn handle_describe_groups(shard: &Rc<Shard>, request: &Request) -> Out
     let version = request.version();
     let calls = body.groups.into_iter().map(|group_id| {
         let owner = shard.shard_of_group(group_id.as_str());
-        run_on(shard, owner, move |s| async move { s.groups.describe_group(group_id.as_str(), version) })
+        run_on(shard, owner, move |s| async move {
+            s.groups.describe_group(group_id.as_str(), version)
+        })
     });
     let mut groups: Vec<DescribedGroup> = Vec::new();
     for described in join_all(calls).await {
@@ -182,7 +234,9 @@ pub async fn handle_list_groups(shard: &Rc<Shard>, request: &Request) -> Outcome
     let body = decode_or_close!(request, ListGroupsRequest);
     let calls = (0..shard.shard_count()).map(|owner| {
         let (states, types) = (body.states_filter.clone(), body.types_filter.clone());
-        run_on(shard, owner, move |s| async move { s.groups.list_groups(&states, &types) })
+        run_on(shard, owner, move |s| async move {
+            s.groups.list_groups(&states, &types)
+        })
     });
     let mut groups = Vec::new();
     for listed in join_all(calls).await {
@@ -200,14 +254,21 @@ pub async fn handle_delete_groups(shard: &Rc<Shard>, request: &Request) -> Outco
         let owner = shard.shard_of_group(group_id.as_str());
         async move {
             let id = group_id.clone();
-            let code = run_on(shard, owner, move |s| async move { s.groups.delete_group(id.as_str()).await }).await;
+            let code = run_on(shard, owner, move |s| async move {
+                s.groups.delete_group(id.as_str()).await
+            })
+            .await;
             (group_id, code)
         }
     });
     let mut results = Vec::new();
     for (group_id, code) in join_all(calls).await {
         let code = code.unwrap_or(ResponseError::CoordinatorNotAvailable.code());
-        results.push(DeletableGroupResult::default().with_group_id(group_id).with_error_code(code));
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(code),
+        );
     }
     request.respond(&DeleteGroupsResponse::default().with_results(results))
 }

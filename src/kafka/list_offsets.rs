@@ -5,13 +5,17 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::errors::take_answer;
 use super::{Outcome, Request};
 use crate::decode_or_close;
-use crate::shard::partitions::{OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP};
+use crate::shard::partitions::{
+    OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
+};
 use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
 
@@ -42,10 +46,16 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
             .map(|p| {
                 let owner = info.and_then(|t| Some((t, t.shard_of(p.partition_index)?)));
                 let slot = match owner {
-                    _ if !special_timestamp_allowed(p.timestamp, version) => Err(ResponseError::UnsupportedVersion),
+                    _ if !special_timestamp_allowed(p.timestamp, version) => {
+                        Err(ResponseError::UnsupportedVersion)
+                    }
                     Some((info, owner)) => Ok(scatter.push(
                         owner,
-                        OffsetQuery { topic: info.name.clone(), partition: p.partition_index, timestamp: p.timestamp },
+                        OffsetQuery {
+                            topic: info.name.clone(),
+                            partition: p.partition_index,
+                            timestamp: p.timestamp,
+                        },
                     )),
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 };
@@ -54,7 +64,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
             .collect();
         plan.push(slots);
     }
-    let mut answers = scatter.gather(shard, |owner, queries| owner.list_offsets_local(queries)).await;
+    let mut answers = scatter
+        .gather(shard, |owner, queries| owner.list_offsets_local(queries))
+        .await;
     let topics = body
         .topics
         .iter()
@@ -64,18 +76,28 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                 .into_iter()
                 .map(|(index, slot)| {
                     let answer = slot.and_then(|slot| take_answer(&mut answers, slot));
-                    let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+                    let response =
+                        ListOffsetsPartitionResponse::default().with_partition_index(index);
                     match answer {
                         Ok((timestamp, offset)) => {
                             // The leader epoch exists from v4.
                             let epoch = if offset >= 0 && version >= 4 { 0 } else { -1 };
-                            response.with_timestamp(timestamp).with_offset(offset).with_leader_epoch(epoch)
+                            response
+                                .with_timestamp(timestamp)
+                                .with_offset(offset)
+                                .with_leader_epoch(epoch)
                         }
-                        Err(error) => response.with_error_code(error.code()).with_timestamp(-1).with_offset(-1).with_leader_epoch(-1),
+                        Err(error) => response
+                            .with_error_code(error.code())
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_leader_epoch(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     request.respond(&ListOffsetsResponse::default().with_topics(topics))

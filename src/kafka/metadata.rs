@@ -6,8 +6,13 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
@@ -47,12 +52,20 @@ fn describe_topic(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
-        .with_topic_id(if version >= 10 { topic.id } else { uuid::Uuid::nil() })
+        .with_topic_id(if version >= 10 {
+            topic.id
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn topic_error(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+fn topic_error(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
     // Only v10+ asks by id, so an id here is always encodable.
     MetadataResponseTopic::default()
         .with_error_code(error.code())
@@ -70,7 +83,11 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), ResponseEr
     if !shard.config.auto_create_topics {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    let topic = NewTopic { name: name.to_string(), partitions: shard.config.default_partitions, configs: Default::default() };
+    let topic = NewTopic {
+        name: name.to_string(),
+        partitions: shard.config.default_partitions,
+        configs: Default::default(),
+    };
     match shard.create_topics(vec![topic], false).await.pop() {
         Some(Ok(())) | Some(Err(TopicChangeError::AlreadyExists(_))) => Ok(()),
         Some(Err(error)) => {
@@ -91,7 +108,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     };
     let allow_create = version < 4 || body.allow_auto_topic_creation;
     let topics = match wanted {
-        None => shard.topics().iter().map(|t| describe_topic(t, version)).collect(),
+        None => shard
+            .topics()
+            .iter()
+            .map(|t| describe_topic(t, version))
+            .collect(),
         Some(wanted) => {
             let mut topics = Vec::with_capacity(wanted.len());
             for entry in wanted {
@@ -106,7 +127,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                         None if allow_create => match auto_create(shard, name.as_str()).await {
                             Ok(()) => match shard.topics().get(name.as_str()) {
                                 Some(topic) => describe_topic(topic, version),
-                                None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
+                                None => topic_error(
+                                    Some(name),
+                                    uuid::Uuid::nil(),
+                                    ResponseError::LeaderNotAvailable,
+                                ),
                             },
                             Err(error) => topic_error(Some(name), uuid::Uuid::nil(), error),
                         },

@@ -57,13 +57,19 @@ pub const SUPPORTED_APIS: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::AlterConfigs, configs::ALTER_CONFIGS_VERSIONS),
     (ApiKey::CreatePartitions, admin::CREATE_PARTITIONS_VERSIONS),
     (ApiKey::DeleteGroups, groups::DELETE_GROUPS_VERSIONS),
-    (ApiKey::IncrementalAlterConfigs, configs::INCREMENTAL_ALTER_CONFIGS_VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        configs::INCREMENTAL_ALTER_CONFIGS_VERSIONS,
+    ),
     (ApiKey::OffsetDelete, groups::OFFSET_DELETE_VERSIONS),
     (ApiKey::DescribeCluster, metadata::DESCRIBE_CLUSTER_VERSIONS),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {
-    SUPPORTED_APIS.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// The broker's node id (single broker).
@@ -96,7 +102,8 @@ impl Request {
         T::decode(&mut body, self.version()).map_err(|error| {
             Outcome::Close(format!(
                 "malformed {:?} v{} request: {error}",
-                ApiKey::try_from(self.header.request_api_key).map_or("unknown".into(), |k| format!("{k:?}")),
+                ApiKey::try_from(self.header.request_api_key)
+                    .map_or("unknown".into(), |k| format!("{k:?}")),
                 self.version()
             ))
         })
@@ -109,7 +116,11 @@ impl Request {
 }
 
 /// `[length][response header][body]` in one buffer.
-pub fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, response: &R) -> Outcome {
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Outcome {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = R::header_version(version);
     let encoded = (|| -> anyhow::Result<Bytes> {
@@ -130,7 +141,10 @@ pub fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, versio
 /// Runs one request frame to its outcome.
 pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Outcome {
     if frame.len() < 4 {
-        return Outcome::Close(format!("frame of {} bytes is too short for a request header", frame.len()));
+        return Outcome::Close(format!(
+            "frame of {} bytes is too short for a request header",
+            frame.len()
+        ));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -144,14 +158,20 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Out
         if key == ApiKey::ApiVersions {
             return api_versions::unsupported_version(&frame);
         }
-        return Outcome::Close(format!("unsupported version {version} of {key:?} (supported: {versions:?})"));
+        return Outcome::Close(format!(
+            "unsupported version {version} of {key:?} (supported: {versions:?})"
+        ));
     }
     let mut body = frame;
     let header = match RequestHeader::decode(&mut body, key.request_header_version(version)) {
         Ok(header) => header,
         Err(error) => return Outcome::Close(format!("malformed {key:?} request header: {error}")),
     };
-    let request = Request { header, body, client_host };
+    let request = Request {
+        header,
+        body,
+        client_host,
+    };
     match key {
         ApiKey::Produce => produce::handle(&shard, &request).await,
         ApiKey::Fetch => fetch::handle(&shard, &request).await,
@@ -165,7 +185,9 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Out
         ApiKey::DeleteRecords => admin::handle_delete_records(&shard, &request).await,
         ApiKey::DescribeConfigs => configs::handle_describe(&shard, &request),
         ApiKey::AlterConfigs => configs::handle_alter(&shard, &request).await,
-        ApiKey::IncrementalAlterConfigs => configs::handle_incremental_alter(&shard, &request).await,
+        ApiKey::IncrementalAlterConfigs => {
+            configs::handle_incremental_alter(&shard, &request).await
+        }
         ApiKey::FindCoordinator => groups::handle_find_coordinator(&shard, &request),
         ApiKey::JoinGroup => groups::handle_join_group(&shard, &request).await,
         ApiKey::SyncGroup => groups::handle_sync_group(&shard, &request).await,

@@ -29,7 +29,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let table = shard.topics();
     let mut scatter = Scatter::new(shard.shard_count());
     // Per partition in client order: the slot of its answer, or an error decided here.
-    let mut plan: Vec<Vec<(i32, Result<usize, ResponseError>)>> = Vec::with_capacity(body.topic_data.len());
+    let mut plan: Vec<Vec<(i32, Result<usize, ResponseError>)>> =
+        Vec::with_capacity(body.topic_data.len());
     for topic in &body.topic_data {
         let info = table.get(topic.name.as_str());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -39,7 +40,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                 (None, _, _) => Err(ResponseError::InvalidRequiredAcks),
                 (Some(_), Some(info), Some(owner)) => Ok(scatter.push(
                     owner,
-                    ProducePart { topic: info.name.clone(), partition: data.index, records: data.records.clone().unwrap_or_default() },
+                    ProducePart {
+                        topic: info.name.clone(),
+                        partition: data.index,
+                        records: data.records.clone().unwrap_or_default(),
+                    },
                 )),
                 _ => Err(ResponseError::UnknownTopicOrPartition),
             };
@@ -48,7 +53,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
         plan.push(partitions);
     }
     let durability = durability.unwrap_or(Durability::Written);
-    let mut answers = scatter.gather(shard, move |owner, parts| owner.produce_local(parts, durability)).await;
+    let mut answers = scatter
+        .gather(shard, move |owner, parts| {
+            owner.produce_local(parts, durability)
+        })
+        .await;
     if body.acks == 0 {
         return Outcome::NoResponse;
     }
@@ -67,20 +76,34 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
                     partition_response(index, answer, request.version())
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partition_responses)
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partition_responses)
         })
         .collect();
     request.respond(&ProduceResponse::default().with_responses(responses))
 }
 
-fn partition_response(index: i32, answer: Result<AppendInfo, ResponseError>, version: i16) -> PartitionProduceResponse {
+fn partition_response(
+    index: i32,
+    answer: Result<AppendInfo, ResponseError>,
+    version: i16,
+) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     match answer {
         Ok(info) => response
             .with_base_offset(info.base_offset)
             .with_log_append_time_ms(info.log_append_time_ms.unwrap_or(-1))
             // v5+ only; older versions must leave it at its default.
-            .with_log_start_offset(if version >= 5 { info.log_start_offset } else { -1 }),
-        Err(error) => response.with_error_code(error.code()).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1),
+            .with_log_start_offset(if version >= 5 {
+                info.log_start_offset
+            } else {
+                -1
+            }),
+        Err(error) => response
+            .with_error_code(error.code())
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1),
     }
 }

@@ -37,7 +37,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         end
     };
     // Kafka reports a member's host as "/<ip>" in DescribeGroups.
-    let client_host: Rc<str> = peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
+    let client_host: Rc<str> =
+        peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
     let read_side = read_requests(&shard, reader, queue, &writer_stopped, &client_host);
     let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
@@ -64,7 +65,9 @@ async fn read_requests(
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
-                let task = glommio::spawn_local(kafka::handle(shard.clone(), frame, client_host.clone())).detach();
+                let task =
+                    glommio::spawn_local(kafka::handle(shard.clone(), frame, client_host.clone()))
+                        .detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }
@@ -74,16 +77,26 @@ async fn read_requests(
         };
         let start = buffer.len();
         buffer.resize(start + wanted.max(READ_CHUNK_BYTES.min(limit + 4)), 0);
-        let read = futures_lite::future::or(async { Some(reader.read(&mut buffer[start..]).await) }, async {
-            futures_lite::future::or(shard.shutdown.wait(), writer_stopped.wait()).await;
-            None
-        })
+        let read = futures_lite::future::or(
+            async { Some(reader.read(&mut buffer[start..]).await) },
+            async {
+                futures_lite::future::or(shard.shutdown.wait(), writer_stopped.wait()).await;
+                None
+            },
+        )
         .await;
         match read {
             None => return None,
             Some(Ok(0)) => {
                 buffer.truncate(start);
-                return if buffer.is_empty() { None } else { Some(format!("truncated frame: {} bytes left unread", buffer.len())) };
+                return if buffer.is_empty() {
+                    None
+                } else {
+                    Some(format!(
+                        "truncated frame: {} bytes left unread",
+                        buffer.len()
+                    ))
+                };
             }
             Some(Ok(n)) => buffer.truncate(start + n),
             Some(Err(error)) => return Some(format!("read failed: {error}")),
@@ -91,7 +104,11 @@ async fn read_requests(
     }
 }
 
-async fn write_responses(mut writer: WriteHalf<TcpStream>, fd: RawFd, answers: LocalReceiver<Pending>) -> Option<String> {
+async fn write_responses(
+    mut writer: WriteHalf<TcpStream>,
+    fd: RawFd,
+    answers: LocalReceiver<Pending>,
+) -> Option<String> {
     while let Some(pending) = answers.recv().await {
         let pieces = match pending.await {
             Some(Outcome::Respond(pieces)) => pieces,

@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn a_complete_frame_is_split_off_and_the_rest_kept() {
         let mut buffer = BytesMut::from(&[0, 0, 0, 2, 7, 8, 0, 0][..]);
-        assert_eq!(take_frame(&mut buffer, 100).unwrap().unwrap(), Bytes::from_static(&[7, 8]));
+        assert_eq!(
+            take_frame(&mut buffer, 100).unwrap().unwrap(),
+            Bytes::from_static(&[7, 8])
+        );
         assert_eq!(&buffer[..], &[0, 0]);
         assert_eq!(take_frame(&mut buffer, 100).unwrap(), Err(2));
     }
@@ -53,9 +56,15 @@ mod tests {
     #[test]
     fn oversized_and_negative_lengths_are_refused_before_buffering() {
         let mut buffer = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(take_frame(&mut buffer, 1024), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            take_frame(&mut buffer, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buffer = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe][..]);
-        assert_eq!(take_frame(&mut buffer, 1024), Err(FrameError::NegativeLength(-2)));
+        assert_eq!(
+            take_frame(&mut buffer, 1024),
+            Err(FrameError::NegativeLength(-2))
+        );
     }
 
     proptest! {

@@ -21,7 +21,10 @@ fn send_now(fd: RawFd, pieces: &[Bytes], skip: usize) -> io::Result<usize> {
         let start = if i == 0 { skip } else { 0 };
         let bytes = &piece[start..];
         if !bytes.is_empty() {
-            iovecs.push(libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() });
+            iovecs.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
         }
     }
     if iovecs.is_empty() {
@@ -47,7 +50,11 @@ fn send_now(fd: RawFd, pieces: &[Bytes], skip: usize) -> io::Result<usize> {
 
 /// Writes every piece, in order. `fd` must be the socket behind `writer`, with
 /// no glommio write of it in flight (each write is awaited to completion).
-pub async fn write_all(writer: &mut WriteHalf<TcpStream>, fd: RawFd, pieces: &[Bytes]) -> io::Result<()> {
+pub async fn write_all(
+    writer: &mut WriteHalf<TcpStream>,
+    fd: RawFd,
+    pieces: &[Bytes],
+) -> io::Result<()> {
     let mut index = 0; // first piece not fully sent
     let mut skip = 0; // bytes of it already sent
     while index < pieces.len() {

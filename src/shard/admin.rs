@@ -45,37 +45,67 @@ pub enum ConfigChange {
 }
 
 impl Shard {
-    pub async fn create_topics(self: &Rc<Self>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<Result<(), TopicChangeError>> {
+    pub async fn create_topics(
+        self: &Rc<Self>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicChangeError>> {
         let count = topics.len();
-        run_on(self, METADATA_SHARD, move |s| async move { s.create_topics_here(topics, validate_only).await })
-            .await
-            .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
+        run_on(self, METADATA_SHARD, move |s| async move {
+            s.create_topics_here(topics, validate_only).await
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
     }
 
-    pub async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<Result<(), TopicChangeError>> {
+    pub async fn delete_topics(
+        self: &Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<Result<(), TopicChangeError>> {
         let count = names.len();
-        run_on(self, METADATA_SHARD, move |s| async move { s.delete_topics_here(names).await })
-            .await
-            .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
+        run_on(self, METADATA_SHARD, move |s| async move {
+            s.delete_topics_here(names).await
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(TopicChangeError::Failed(e.to_string())); count])
     }
 
-    pub async fn create_partitions(self: &Rc<Self>, name: String, total: i32, validate_only: bool) -> Result<(), TopicChangeError> {
-        run_on(self, METADATA_SHARD, move |s| async move { s.create_partitions_here(name, total, validate_only).await })
-            .await
-            .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
+    pub async fn create_partitions(
+        self: &Rc<Self>,
+        name: String,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
+        run_on(self, METADATA_SHARD, move |s| async move {
+            s.create_partitions_here(name, total, validate_only).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
     }
 
-    pub async fn change_topic_config(self: &Rc<Self>, name: String, change: ConfigChange, validate_only: bool) -> Result<(), TopicChangeError> {
-        run_on(self, METADATA_SHARD, move |s| async move { s.change_topic_config_here(name, change, validate_only).await })
-            .await
-            .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
+    pub async fn change_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        change: ConfigChange,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
+        run_on(self, METADATA_SHARD, move |s| async move {
+            s.change_topic_config_here(name, change, validate_only)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| Err(TopicChangeError::Failed(e.to_string())))
     }
 
     fn defaults(&self) -> &TopicConfig {
         &self.config.topic_defaults
     }
 
-    async fn create_topics_here(self: Rc<Self>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<Result<(), TopicChangeError>> {
+    async fn create_topics_here(
+        self: Rc<Self>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicChangeError>> {
         let _permit = self.admin_permit.acquire_permit(1).await;
         let mut results = Vec::with_capacity(topics.len());
         let mut changed = false;
@@ -86,14 +116,19 @@ impl Shard {
         }
         if changed {
             if let Err(error) = self.publish().await {
-                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+                return results
+                    .into_iter()
+                    .map(|r| r.and(Err(error.clone())))
+                    .collect();
             }
         }
         results
     }
 
     fn create_one(&self, topic: NewTopic, validate_only: bool) -> Result<(), TopicChangeError> {
-        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        let Some(registry) = &self.registry else {
+            return Err(TopicChangeError::Failed("not the metadata shard".into()));
+        };
         if !is_valid_topic_name(&topic.name) {
             return Err(TopicChangeError::InvalidName(topic.name));
         }
@@ -111,21 +146,33 @@ impl Shard {
         let mut registry = registry.borrow_mut();
         let info = registry.new_topic(&topic.name, topic.partitions, config);
         let shards = format!("{:?}", info.partition_shards);
-        registry.put(info).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        registry
+            .put(info)
+            .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions, %shards, "topic created");
         Ok(())
     }
 
-    async fn delete_topics_here(self: Rc<Self>, names: Vec<String>) -> Vec<Result<(), TopicChangeError>> {
+    async fn delete_topics_here(
+        self: Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<Result<(), TopicChangeError>> {
         let _permit = self.admin_permit.acquire_permit(1).await;
         let Some(registry) = &self.registry else {
-            return vec![Err(TopicChangeError::Failed("not the metadata shard".into())); names.len()];
+            return vec![
+                Err(TopicChangeError::Failed("not the metadata shard".into()));
+                names.len()
+            ];
         };
         let mut results = Vec::with_capacity(names.len());
         for name in names {
             let exists = registry.borrow().table().get(&name).is_some();
             let result = if exists {
-                registry.borrow_mut().remove(&name).map(|_| ()).map_err(|e| TopicChangeError::Failed(e.to_string()))
+                registry
+                    .borrow_mut()
+                    .remove(&name)
+                    .map(|_| ())
+                    .map_err(|e| TopicChangeError::Failed(e.to_string()))
             } else {
                 Err(TopicChangeError::UnknownTopic(name.clone()))
             };
@@ -136,15 +183,25 @@ impl Shard {
         }
         if results.iter().any(Result::is_ok) {
             if let Err(error) = self.publish().await {
-                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+                return results
+                    .into_iter()
+                    .map(|r| r.and(Err(error.clone())))
+                    .collect();
             }
         }
         results
     }
 
-    async fn create_partitions_here(self: Rc<Self>, name: String, total: i32, validate_only: bool) -> Result<(), TopicChangeError> {
+    async fn create_partitions_here(
+        self: Rc<Self>,
+        name: String,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        let Some(registry) = &self.registry else {
+            return Err(TopicChangeError::Failed("not the metadata shard".into()));
+        };
         let current = match registry.borrow().table().get(&name) {
             Some(topic) => topic.partition_count(),
             None => return Err(TopicChangeError::UnknownTopic(name)),
@@ -158,13 +215,23 @@ impl Shard {
         if validate_only {
             return Ok(());
         }
-        registry.borrow_mut().add_partitions(&name, total).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        registry
+            .borrow_mut()
+            .add_partitions(&name, total)
+            .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
         self.publish().await
     }
 
-    async fn change_topic_config_here(self: Rc<Self>, name: String, change: ConfigChange, validate_only: bool) -> Result<(), TopicChangeError> {
+    async fn change_topic_config_here(
+        self: Rc<Self>,
+        name: String,
+        change: ConfigChange,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let Some(registry) = &self.registry else { return Err(TopicChangeError::Failed("not the metadata shard".into())) };
+        let Some(registry) = &self.registry else {
+            return Err(TopicChangeError::Failed("not the metadata shard".into()));
+        };
         let current = match registry.borrow().table().get(&name) {
             Some(topic) => topic.config.overrides().clone(),
             None => return Err(TopicChangeError::UnknownTopic(name)),
@@ -182,11 +249,17 @@ impl Shard {
                 entries
             }
         };
-        let config = self.defaults().with_overrides(&entries).map_err(|e| TopicChangeError::InvalidConfig(e.to_string()))?;
+        let config = self
+            .defaults()
+            .with_overrides(&entries)
+            .map_err(|e| TopicChangeError::InvalidConfig(e.to_string()))?;
         if validate_only {
             return Ok(());
         }
-        registry.borrow_mut().set_config(&name, config).map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        registry
+            .borrow_mut()
+            .set_config(&name, config)
+            .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
         self.publish().await
     }
 
@@ -198,7 +271,9 @@ impl Shard {
         };
         let applies = (0..self.shard_count()).map(|target| {
             let table = table.clone();
-            run_on(self, target, move |s| async move { s.apply_topics(table).await.map_err(|e| e.to_string()) })
+            run_on(self, target, move |s| async move {
+                s.apply_topics(table).await.map_err(|e| e.to_string())
+            })
         });
         for outcome in join_all(applies).await {
             match outcome {

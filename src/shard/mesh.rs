@@ -9,7 +9,9 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 use futures::future::join_all;
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 
 use super::Shard;
 
@@ -39,7 +41,10 @@ pub struct MeshEnds {
 /// Makes a channel for every ordered pair of shards.
 pub fn make_mesh(shard_count: usize) -> Vec<MeshEnds> {
     let mut ends: Vec<MeshEnds> = (0..shard_count)
-        .map(|_| MeshEnds { senders: (0..shard_count).map(|_| None).collect(), receivers: Vec::new() })
+        .map(|_| MeshEnds {
+            senders: (0..shard_count).map(|_| None).collect(),
+            receivers: Vec::new(),
+        })
         .collect();
     for from in 0..shard_count {
         for to in 0..shard_count {
@@ -80,8 +85,14 @@ impl Mesh {
 
     /// Queues `job` for shard `target`; never blocks.
     pub fn send(&self, target: usize, job: Job) -> Result<(), RouteError> {
-        let sender = self.senders.get(target).and_then(Option::as_ref).ok_or(RouteError::ShardGone(target))?;
-        sender.try_send(job).map_err(|_| RouteError::InboxFull(target))
+        let sender = self
+            .senders
+            .get(target)
+            .and_then(Option::as_ref)
+            .ok_or(RouteError::ShardGone(target))?;
+        sender
+            .try_send(job)
+            .map_err(|_| RouteError::InboxFull(target))
     }
 }
 

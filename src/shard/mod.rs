@@ -75,7 +75,10 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown { started: Cell::new(false), waiters: Semaphore::new(0) }
+        Shutdown {
+            started: Cell::new(false),
+            waiters: Semaphore::new(0),
+        }
     }
 }
 

@@ -91,8 +91,13 @@ impl Shard {
                 let log = self.owned_log(&part.topic, part.partition)?;
                 if remaining == 0 {
                     // The response is full: report the partition's state, no data.
-                    let (high_watermark, log_start_offset) = (log.high_watermark(), log.log_start_offset());
-                    return Ok(ReadResult { batches: Vec::new(), high_watermark, log_start_offset });
+                    let (high_watermark, log_start_offset) =
+                        (log.high_watermark(), log.log_start_offset());
+                    return Ok(ReadResult {
+                        batches: Vec::new(),
+                        high_watermark,
+                        log_start_offset,
+                    });
                 }
                 let read = log.read(part.offset, part.max_bytes.min(remaining)).await?;
                 Ok(read)
@@ -108,7 +113,11 @@ impl Shard {
     }
 
     /// Resolves when any part's log grows past its offset, or after `timeout`.
-    pub async fn wait_for_data_local(self: Rc<Self>, parts: Vec<(Arc<str>, i32, i64)>, timeout: Duration) {
+    pub async fn wait_for_data_local(
+        self: Rc<Self>,
+        parts: Vec<(Arc<str>, i32, i64)>,
+        timeout: Duration,
+    ) {
         let waits: Vec<_> = parts
             .iter()
             .filter_map(|(topic, partition, offset)| {
@@ -122,10 +131,19 @@ impl Shard {
             sleep.await;
             return;
         }
-        futures_lite::future::or(async { select_all(waits).await; }, sleep).await;
+        futures_lite::future::or(
+            async {
+                select_all(waits).await;
+            },
+            sleep,
+        )
+        .await;
     }
 
-    pub async fn list_offsets_local(self: Rc<Self>, queries: Vec<OffsetQuery>) -> Vec<Result<OffsetAnswer, PartitionError>> {
+    pub async fn list_offsets_local(
+        self: Rc<Self>,
+        queries: Vec<OffsetQuery>,
+    ) -> Vec<Result<OffsetAnswer, PartitionError>> {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
@@ -134,7 +152,9 @@ impl Shard {
                     LATEST_TIMESTAMP => (-1, log.high_watermark()),
                     EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => (-1, log.log_start_offset()),
                     LATEST_TIERED_TIMESTAMP => (-1, -1),
-                    MAX_TIMESTAMP => log.max_timestamp().map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
+                    MAX_TIMESTAMP => log
+                        .max_timestamp()
+                        .map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
                     timestamp => log
                         .offset_for_timestamp(timestamp)
                         .await?
@@ -148,12 +168,19 @@ impl Shard {
     }
 
     /// DeleteRecords: `offset` -1 means "up to the high watermark".
-    pub async fn delete_records_local(self: Rc<Self>, parts: Vec<(Arc<str>, i32, i64)>) -> Vec<Result<i64, PartitionError>> {
+    pub async fn delete_records_local(
+        self: Rc<Self>,
+        parts: Vec<(Arc<str>, i32, i64)>,
+    ) -> Vec<Result<i64, PartitionError>> {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let answer = async {
                 let log = self.owned_log(&topic, partition)?;
-                let before = if offset == -1 { log.high_watermark() } else { offset };
+                let before = if offset == -1 {
+                    log.high_watermark()
+                } else {
+                    offset
+                };
                 Ok(log.delete_records(before).await?)
             }
             .await;
@@ -164,7 +191,10 @@ impl Shard {
 
     /// Brings this shard's open logs in line with `table`: opens partitions it
     /// now owns, applies changed configs, deletes logs of removed topics.
-    pub async fn apply_topics(self: Rc<Self>, table: Arc<TopicTable>) -> Result<(), storage::Error> {
+    pub async fn apply_topics(
+        self: Rc<Self>,
+        table: Arc<TopicTable>,
+    ) -> Result<(), storage::Error> {
         let old = self.topics();
         // Deleted topics first, so a re-created topic starts from an empty directory.
         let removed: Vec<Arc<str>> = old
@@ -182,7 +212,9 @@ impl Shard {
         let mut opening = Vec::new();
         for topic in table.iter() {
             let config = topic.config.log_config();
-            let changed = old.get(&topic.name).map_or(true, |o| o.config != topic.config);
+            let changed = old
+                .get(&topic.name)
+                .map_or(true, |o| o.config != topic.config);
             for (partition, &owner) in topic.partition_shards.iter().enumerate() {
                 if owner != self.id {
                     continue;
@@ -197,8 +229,17 @@ impl Shard {
         let opened = join_all(opening.into_iter().map(|(name, partition, config)| {
             let dir = self.config.data_dir.join(format!("{name}-{partition}"));
             let cache = self.cache.clone();
-            let options = StorageOptions { allow_buffered_io: self.config.allow_buffered_io, ..Default::default() };
-            async move { (name, partition, PartitionLog::open(dir, config, cache, options).await) }
+            let options = StorageOptions {
+                allow_buffered_io: self.config.allow_buffered_io,
+                ..Default::default()
+            };
+            async move {
+                (
+                    name,
+                    partition,
+                    PartitionLog::open(dir, config, cache, options).await,
+                )
+            }
         }))
         .await;
         for (name, partition, log) in opened {
@@ -216,7 +257,14 @@ impl Shard {
 
     /// Runs retention on every owned log (a background, low-priority pass).
     pub async fn enforce_retention(&self, now_ms: i64) {
-        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow().values().flatten().flatten().cloned().collect();
+        let logs: Vec<Rc<PartitionLog>> = self
+            .logs
+            .borrow()
+            .values()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect();
         for log in logs {
             if let Err(error) = log.enforce_retention(now_ms).await {
                 tracing::error!(shard = self.id, %error, "retention failed");
@@ -227,7 +275,13 @@ impl Shard {
 
     /// Flushes and checkpoints every owned log (clean shutdown).
     pub async fn close_logs(&self) {
-        let logs: Vec<Rc<PartitionLog>> = self.logs.borrow_mut().drain().flat_map(|(_, v)| v).flatten().collect();
+        let logs: Vec<Rc<PartitionLog>> = self
+            .logs
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, v)| v)
+            .flatten()
+            .collect();
         for log in logs {
             if let Err(error) = log.close().await {
                 tracing::error!(shard = self.id, %error, "closing a partition log failed");

@@ -31,16 +31,27 @@ pub enum StartError {
     #[error(transparent)]
     Uring(#[from] super::uring_probe::UringError),
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
-    Executor { shard: usize, cpu: usize, message: String },
+    Executor {
+        shard: usize,
+        cpu: usize,
+        message: String,
+    },
     #[error(
         "consumer group offsets in {dir} were written by {found} shard(s) but {shards} are configured; \
          groups are placed by shard count, so start with {found} CPUs (--cpus) to keep them"
     )]
-    GroupShards { dir: String, found: usize, shards: usize },
+    GroupShards {
+        dir: String,
+        found: usize,
+        shards: usize,
+    },
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -52,16 +63,29 @@ const GROUPS_DIR: &str = "__groups";
 /// folder, so a different shard count would lose track of committed offsets:
 /// refuse to start instead (partitions, unlike groups, move freely).
 fn check_group_shards(dir: &std::path::Path, shards: usize) -> Result<(), StartError> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     let found = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("shard-")?.parse::<usize>().ok())
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse::<usize>()
+                .ok()
+        })
         .map(|n| n + 1)
         .max()
         .unwrap_or(0);
     if found == 0 || found == shards {
         return Ok(());
     }
-    Err(StartError::GroupShards { dir: dir.display().to_string(), found, shards })
+    Err(StartError::GroupShards {
+        dir: dir.display().to_string(),
+        found,
+        shards,
+    })
 }
 
 /// Everything one shard needs to start; moved onto its executor thread.
@@ -80,8 +104,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let table = registry.table();
@@ -92,7 +118,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut stop_senders = Vec::new();
     let mut handles = Vec::new();
     tracing::info!(shards = cpus.len(), ?cpus, listen = %config.listen, data_dir = %config.data_dir.display(), "starting");
-    for (id, (mesh, &cpu)) in mesh::make_mesh(cpus.len()).into_iter().zip(&cpus).enumerate() {
+    for (id, (mesh, &cpu)) in mesh::make_mesh(cpus.len())
+        .into_iter()
+        .zip(&cpus)
+        .enumerate()
+    {
         let (stop, shutdown) = oneshot::channel();
         stop_senders.push(stop);
         let seed = ShardSeed {
@@ -100,7 +130,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
             config: config.clone(),
             mesh,
             table: table.clone(),
-            registry: if id == METADATA_SHARD { registry.take() } else { None },
+            registry: if id == METADATA_SHARD {
+                registry.take()
+            } else {
+                None
+            },
             shutdown,
             ready: ready.clone(),
         };
@@ -116,13 +150,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 }
                 outcome
             })
-            .map_err(|e| StartError::Executor { shard: id, cpu, message: e.to_string() })?;
+            .map_err(|e| StartError::Executor {
+                shard: id,
+                cpu,
+                message: e.to_string(),
+            })?;
         handles.push(handle);
     }
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
-        .map_err(|e| StartError::Executor { shard: 0, cpu: 0, message: e.to_string() })?;
+        .map_err(|e| StartError::Executor {
+            shard: 0,
+            cpu: 0,
+            message: e.to_string(),
+        })?;
     let mut failure = None;
     for (id, handle) in handles.into_iter().enumerate() {
         let outcome = match handle.join() {
@@ -130,7 +172,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             Ok(Err(message)) => message,
             Err(e) => e.to_string(),
         };
-        failure.get_or_insert(StartError::Shard { shard: id, message: outcome });
+        failure.get_or_insert(StartError::Shard {
+            shard: id,
+            message: outcome,
+        });
     }
     match failure {
         Some(error) => Err(error),
@@ -170,13 +215,25 @@ fn wait_for_stop_signals(set: libc::sigset_t, stop_senders: Vec<oneshot::Sender<
 }
 
 async fn shard_main(seed: ShardSeed) -> Result<(), String> {
-    let ShardSeed { id, config, mesh, table, registry, shutdown, ready } = seed;
+    let ShardSeed {
+        id,
+        config,
+        mesh,
+        table,
+        registry,
+        shutdown,
+        ready,
+    } = seed;
     let (mesh, inboxes) = mesh::Mesh::connect(mesh).await;
     // Refuse an unsafe data directory before serving; on every shard, since the
     // probe also primes glommio's per-thread polled-I/O detection.
     if let Err(reason) = crate::storage::file::probe_direct_io(&config.data_dir).await {
         if !config.allow_buffered_io {
-            return Err(crate::storage::Error::DirectIoUnavailable { path: config.data_dir.clone(), reason }.to_string());
+            return Err(crate::storage::Error::DirectIoUnavailable {
+                path: config.data_dir.clone(),
+                reason,
+            }
+            .to_string());
         }
         tracing::warn!(shard = id, %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
     }
@@ -187,9 +244,12 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
         ..GroupConfig::default()
     };
-    let groups = GroupCoordinator::open(config.data_dir.join(GROUPS_DIR).join(format!("shard-{id}")), group_config)
-        .await
-        .map_err(|e| format!("opening the group coordinator: {e}"))?;
+    let groups = GroupCoordinator::open(
+        config.data_dir.join(GROUPS_DIR).join(format!("shard-{id}")),
+        group_config,
+    )
+    .await
+    .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let shard = Rc::new(Shard {
         id,
         config: config.clone(),
@@ -205,20 +265,32 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();
     }
-    shard.clone().apply_topics(table).await.map_err(|e| format!("opening partitions: {e}"))?;
+    shard
+        .clone()
+        .apply_topics(table)
+        .await
+        .map_err(|e| format!("opening partitions: {e}"))?;
     // Accept only once every shard can serve the partitions it owns.
     ready.fetch_add(1, Ordering::SeqCst);
     while ready.load(Ordering::SeqCst) < shard.shard_count() {
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
-    let listener = TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
     tracing::info!(shard = id, listen = %config.listen, "accepting connections");
 
-    let background = glommio::executor().create_task_queue(Shares::default(), Latency::NotImportant, "background");
+    let background = glommio::executor().create_task_queue(
+        Shares::default(),
+        Latency::NotImportant,
+        "background",
+    );
     let retention_shard = shard.clone();
-    glommio::spawn_local_into(async move { retention_loop(retention_shard).await }, background)
-        .map_err(|e| e.to_string())?
-        .detach();
+    glommio::spawn_local_into(
+        async move { retention_loop(retention_shard).await },
+        background,
+    )
+    .map_err(|e| e.to_string())?
+    .detach();
 
     let stop_shard = shard.clone();
     glommio::spawn_local(async move {
@@ -258,7 +330,10 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     })
     .await;
     if !drained {
-        tracing::warn!(shard = id, "connections still busy after {SHUTDOWN_DRAIN_MAX:?}; closing logs anyway");
+        tracing::warn!(
+            shard = id,
+            "connections still busy after {SHUTDOWN_DRAIN_MAX:?}; closing logs anyway"
+        );
     }
     shard.close_logs().await;
     if let Err(error) = shard.groups.close().await {
@@ -289,5 +364,8 @@ async fn retention_loop(shard: Rc<Shard>) {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -18,7 +18,10 @@ pub struct Scatter<P> {
 
 impl<P: Send + 'static> Scatter<P> {
     pub fn new(shard_count: usize) -> Self {
-        Scatter { by_shard: (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect(), slots: 0 }
+        Scatter {
+            by_shard: (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect(),
+            slots: 0,
+        }
     }
 
     /// Adds a part for `owner`; returns its slot.
@@ -34,19 +37,27 @@ impl<P: Send + 'static> Scatter<P> {
 
     /// Runs `work` on every owner with its parts (concurrently) and returns
     /// the answers by slot; skipped slots stay `None`.
-    pub async fn gather<R, F, Fut>(self, shard: &Rc<Shard>, work: F) -> Vec<Option<Result<R, PartitionError>>>
+    pub async fn gather<R, F, Fut>(
+        self,
+        shard: &Rc<Shard>,
+        work: F,
+    ) -> Vec<Option<Result<R, PartitionError>>>
     where
         R: Send + 'static,
         F: FnOnce(Rc<Shard>, Vec<P>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Result<R, PartitionError>>> + 'static,
     {
-        let mut answers: Vec<Option<Result<R, PartitionError>>> = (0..self.slots).map(|_| None).collect();
-        let calls = self.by_shard.into_iter().enumerate().filter(|(_, (slots, _))| !slots.is_empty()).map(
-            |(owner, (slots, parts))| {
+        let mut answers: Vec<Option<Result<R, PartitionError>>> =
+            (0..self.slots).map(|_| None).collect();
+        let calls = self
+            .by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (slots, _))| !slots.is_empty())
+            .map(|(owner, (slots, parts))| {
                 let work = work.clone();
                 async move { (slots, run_on(shard, owner, move |s| work(s, parts)).await) }
-            },
-        );
+            });
         for (slots, outcome) in join_all(calls).await {
             match outcome {
                 Ok(results) => {

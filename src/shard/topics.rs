@@ -22,9 +22,15 @@ const REGISTRY_FILE: &str = "topics.meta";
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -44,7 +50,9 @@ impl TopicInfo {
     }
 
     pub fn shard_of(&self, partition: i32) -> Option<usize> {
-        usize::try_from(partition).ok().and_then(|p| self.partition_shards.get(p).copied())
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.partition_shards.get(p).copied())
     }
 }
 
@@ -61,7 +69,9 @@ impl TopicTable {
     }
 
     pub fn get_by_id(&self, id: &Uuid) -> Option<&Arc<TopicInfo>> {
-        self.name_by_id.get(id).and_then(|name| self.by_name.get(name))
+        self.name_by_id
+            .get(id)
+            .and_then(|name| self.by_name.get(name))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<TopicInfo>> {
@@ -82,7 +92,10 @@ impl TopicTable {
 
     fn from_map(by_name: BTreeMap<Arc<str>, Arc<TopicInfo>>) -> TopicTable {
         let name_by_id = by_name.values().map(|t| (t.id, t.name.clone())).collect();
-        TopicTable { by_name, name_by_id }
+        TopicTable {
+            by_name,
+            name_by_id,
+        }
     }
 }
 
@@ -92,7 +105,9 @@ pub fn is_valid_topic_name(name: &str) -> bool {
         && name.len() <= TOPIC_NAME_BYTES_MAX
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// The first shard of a topic's round-robin spread, so small topics do not
@@ -125,12 +140,19 @@ pub struct TopicRegistry {
 
 impl TopicRegistry {
     /// Loads `<data>/topics.meta`, mapping owners onto the current shard count.
-    pub fn load(data_dir: &Path, shard_count: usize, defaults: &TopicConfig) -> Result<TopicRegistry, RegistryError> {
+    pub fn load(
+        data_dir: &Path,
+        shard_count: usize,
+        defaults: &TopicConfig,
+    ) -> Result<TopicRegistry, RegistryError> {
         let path = data_dir.join(REGISTRY_FILE);
         let mut table = TopicTable::default();
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let corrupt = |message: String| RegistryError::Corrupt { path: path.clone(), message };
+                let corrupt = |message: String| RegistryError::Corrupt {
+                    path: path.clone(),
+                    message,
+                };
                 let mut aligned = rkyv::util::AlignedVec::<16>::new();
                 aligned.extend_from_slice(&bytes);
                 let stored = rkyv::from_bytes::<StoredRegistry, rkyv::rancor::Error>(&aligned)
@@ -138,12 +160,18 @@ impl TopicRegistry {
                 let mut by_name = BTreeMap::new();
                 for topic in stored.topics {
                     let configs: BTreeMap<String, String> = topic.configs.into_iter().collect();
-                    let config = defaults.with_overrides(&configs).map_err(|e| corrupt(e.to_string()))?;
+                    let config = defaults
+                        .with_overrides(&configs)
+                        .map_err(|e| corrupt(e.to_string()))?;
                     let name: Arc<str> = topic.name.into();
                     let info = TopicInfo {
                         name: name.clone(),
                         id: Uuid::from_bytes(topic.id),
-                        partition_shards: topic.partition_shards.iter().map(|&s| s as usize % shard_count).collect(),
+                        partition_shards: topic
+                            .partition_shards
+                            .iter()
+                            .map(|&s| s as usize % shard_count)
+                            .collect(),
                         config,
                     };
                     by_name.insert(name, Arc::new(info));
@@ -153,7 +181,11 @@ impl TopicRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(RegistryError::Read { path, source }),
         }
-        Ok(TopicRegistry { path, shard_count, table: Arc::new(table) })
+        Ok(TopicRegistry {
+            path,
+            shard_count,
+            table: Arc::new(table),
+        })
     }
 
     pub fn table(&self) -> Arc<TopicTable> {
@@ -166,7 +198,9 @@ impl TopicRegistry {
         TopicInfo {
             name: name.into(),
             id: Uuid::new_v4(),
-            partition_shards: (0..partitions as usize).map(|p| (first + p) % self.shard_count).collect(),
+            partition_shards: (0..partitions as usize)
+                .map(|p| (first + p) % self.shard_count)
+                .collect(),
             config,
         }
     }
@@ -178,17 +212,39 @@ impl TopicRegistry {
         Ok(self.table.clone())
     }
 
-    pub fn add_partitions(&mut self, name: &str, total: i32) -> Result<Arc<TopicTable>, RegistryError> {
-        let Some(old) = self.table.get(name).cloned() else { return Ok(self.table.clone()) };
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        total: i32,
+    ) -> Result<Arc<TopicTable>, RegistryError> {
+        let Some(old) = self.table.get(name).cloned() else {
+            return Ok(self.table.clone());
+        };
         let first = first_shard(name, self.shard_count);
         let partition_shards = (0..total as usize)
-            .map(|p| old.partition_shards.get(p).copied().unwrap_or((first + p) % self.shard_count))
+            .map(|p| {
+                old.partition_shards
+                    .get(p)
+                    .copied()
+                    .unwrap_or((first + p) % self.shard_count)
+            })
             .collect();
-        self.put(TopicInfo { name: old.name.clone(), id: old.id, partition_shards, config: old.config.clone() })
+        self.put(TopicInfo {
+            name: old.name.clone(),
+            id: old.id,
+            partition_shards,
+            config: old.config.clone(),
+        })
     }
 
-    pub fn set_config(&mut self, name: &str, config: TopicConfig) -> Result<Arc<TopicTable>, RegistryError> {
-        let Some(old) = self.table.get(name).cloned() else { return Ok(self.table.clone()) };
+    pub fn set_config(
+        &mut self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<Arc<TopicTable>, RegistryError> {
+        let Some(old) = self.table.get(name).cloned() else {
+            return Ok(self.table.clone());
+        };
         self.put(TopicInfo {
             name: old.name.clone(),
             id: old.id,
@@ -215,11 +271,19 @@ impl TopicRegistry {
                     name: t.name.to_string(),
                     id: *t.id.as_bytes(),
                     partition_shards: t.partition_shards.iter().map(|&s| s as u32).collect(),
-                    configs: t.config.overrides().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    configs: t
+                        .config
+                        .overrides()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 })
                 .collect(),
         };
-        let write_err = |source| RegistryError::Write { path: self.path.clone(), source };
+        let write_err = |source| RegistryError::Write {
+            path: self.path.clone(),
+            source,
+        };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
             .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
         let temp = self.path.with_extension("meta.tmp");
@@ -228,7 +292,9 @@ impl TopicRegistry {
         file.sync_all().map_err(write_err)?;
         std::fs::rename(&temp, &self.path).map_err(write_err)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write_err)?;
         }
         Ok(())
     }

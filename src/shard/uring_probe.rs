@@ -31,8 +31,14 @@ pub enum UringError {
 pub fn check() -> Result<(), UringError> {
     let ring = IoUring::new(4).map_err(UringError::Unavailable)?;
     let mut probe = Probe::new();
-    ring.submitter().register_probe(&mut probe).map_err(UringError::Unavailable)?;
-    let missing: Vec<&str> = REQUIRED_OPS.iter().filter(|(code, _)| !probe.is_supported(*code)).map(|(_, name)| *name).collect();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(UringError::Unavailable)?;
+    let missing: Vec<&str> = REQUIRED_OPS
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {

@@ -69,15 +69,24 @@ pub struct DeliveryLog {
 
 impl DeliveryLog {
     pub fn delivered(&self) -> Vec<Delivered> {
-        self.delivered.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn delivered_count(&self) -> usize {
-        self.delivered.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub fn failures(&self) -> Vec<(Option<Vec<u8>>, KafkaError)> {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -100,7 +109,11 @@ impl ProducerContext for RecordingContext {
                     partition: message.partition(),
                     offset: message.offset(),
                 };
-                self.log.delivered.lock().unwrap_or_else(|e| e.into_inner()).push(delivered);
+                self.log
+                    .delivered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(delivered);
             }
             Err((error, message)) => {
                 let key = message.key().map(<[u8]>::to_vec);
@@ -117,7 +130,10 @@ impl ProducerContext for RecordingContext {
 pub type RecordingProducer = ThreadedProducer<RecordingContext>;
 
 /// A producer (acks=all unless overridden) and the log its delivery reports go to.
-pub fn producer(bootstrap: &str, overrides: &[(&str, &str)]) -> (RecordingProducer, Arc<DeliveryLog>) {
+pub fn producer(
+    bootstrap: &str,
+    overrides: &[(&str, &str)],
+) -> (RecordingProducer, Arc<DeliveryLog>) {
     let mut config = base_config(bootstrap);
     config
         .set("acks", "all")
@@ -129,7 +145,9 @@ pub fn producer(bootstrap: &str, overrides: &[(&str, &str)]) -> (RecordingProduc
         .set("enable.idempotence", "false");
     apply(&mut config, overrides);
     let log = Arc::new(DeliveryLog::default());
-    let context = RecordingContext { log: Arc::clone(&log) };
+    let context = RecordingContext {
+        log: Arc::clone(&log),
+    };
     let producer = config
         .create_with_context(context)
         .expect("producer configuration must be valid");
@@ -167,7 +185,12 @@ pub fn produce_keyed(bootstrap: &str, topic: &str, count: usize, keys: usize) ->
     for i in 0..count {
         let key = format!("key-{}", i % keys);
         let value = format!("value-{i}");
-        send(&producer, BaseRecord::to(topic).key(key.as_bytes()).payload(value.as_bytes()));
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(value.as_bytes()),
+        );
     }
     flush(&producer);
     assert_all_delivered(&log, count);
@@ -191,7 +214,10 @@ pub fn assert_all_delivered(log: &DeliveryLog, count: usize) {
 /// never joined and never committed to.
 pub fn consumer(bootstrap: &str, overrides: &[(&str, &str)]) -> BaseConsumer {
     static NEXT_GROUP: AtomicUsize = AtomicUsize::new(0);
-    let group = format!("ringlog-test-assign-{}", NEXT_GROUP.fetch_add(1, Ordering::Relaxed));
+    let group = format!(
+        "ringlog-test-assign-{}",
+        NEXT_GROUP.fetch_add(1, Ordering::Relaxed)
+    );
     let mut config = base_config(bootstrap);
     config
         .set("group.id", &group)
@@ -200,7 +226,9 @@ pub fn consumer(bootstrap: &str, overrides: &[(&str, &str)]) -> BaseConsumer {
         .set("fetch.wait.max.ms", "100")
         .set("auto.offset.reset", "earliest");
     apply(&mut config, overrides);
-    config.create().expect("consumer configuration must be valid")
+    config
+        .create()
+        .expect("consumer configuration must be valid")
 }
 
 /// Assigns `partitions` of `topic`, each starting at `offset`.
@@ -253,7 +281,13 @@ impl Consumed {
 }
 
 /// Consumes every partition of `topic` from the beginning until `count` messages.
-pub fn consume_all(bootstrap: &str, topic: &str, partitions: i32, count: usize, timeout: Duration) -> Consumed {
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    timeout: Duration,
+) -> Consumed {
     let consumer = consumer(bootstrap, &[]);
     let all: Vec<i32> = (0..partitions).collect();
     assign(&consumer, topic, &all, Offset::Beginning);
@@ -262,12 +296,16 @@ pub fn consume_all(bootstrap: &str, topic: &str, partitions: i32, count: usize, 
 
 /// Message key as UTF-8 text (keys in these tests are text).
 pub fn key_text(message: &impl Message) -> Option<String> {
-    message.key().map(|k| String::from_utf8_lossy(k).into_owned())
+    message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
 }
 
 /// Message value as UTF-8 text.
 pub fn payload_text(message: &impl Message) -> Option<String> {
-    message.payload().map(|p| String::from_utf8_lossy(p).into_owned())
+    message
+        .payload()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
 /// Headers as (name, value) pairs in order.
@@ -283,14 +321,18 @@ pub fn header_pairs(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
 
 /// Builds owned headers from (name, value) pairs.
 pub fn make_headers(pairs: &[(&str, Option<&[u8]>)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
-        headers.insert(Header { key, value: *value })
-    })
+    pairs
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header { key, value: *value })
+        })
 }
 
 /// An admin client.
 pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    base_config(bootstrap).create().expect("admin configuration must be valid")
+    base_config(bootstrap)
+        .create()
+        .expect("admin configuration must be valid")
 }
 
 /// Admin options with bounded request and operation timeouts.
@@ -339,7 +381,11 @@ pub fn topic_names(bootstrap: &str) -> Vec<String> {
     let metadata = consumer
         .fetch_metadata(None, METADATA_TIMEOUT)
         .unwrap_or_else(|error| panic!("Metadata failed: {error}"));
-    metadata.topics().iter().map(|t| t.name().to_string()).collect()
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
 }
 
 /// (low, high) watermarks of one partition.

@@ -84,7 +84,8 @@ pub fn free_port() -> u16 {
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return vec![0];
     }
@@ -120,12 +121,14 @@ impl BrokerBuilder {
 
     /// `--default-partitions N`.
     pub fn default_partitions(self, partitions: u32) -> Self {
-        self.arg("--default-partitions").arg(&partitions.to_string())
+        self.arg("--default-partitions")
+            .arg(&partitions.to_string())
     }
 
     /// `--auto-create-topics true|false`.
     pub fn auto_create_topics(self, enabled: bool) -> Self {
-        self.arg("--auto-create-topics").arg(if enabled { "true" } else { "false" })
+        self.arg("--auto-create-topics")
+            .arg(if enabled { "true" } else { "false" })
     }
 
     /// Any further command-line argument, passed after the harness's own.
@@ -326,8 +329,13 @@ impl Broker {
     /// Starts the process again (after `stop` or `kill9`) on the same port and directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again needs a stopped broker");
-        if let Err(StartError::Exited(error) | StartError::NotAccepting(error)) = self.spawn_and_wait() {
-            panic!("broker did not restart: {error}\n--- broker log ---\n{}", self.log_tail());
+        if let Err(StartError::Exited(error) | StartError::NotAccepting(error)) =
+            self.spawn_and_wait()
+        {
+            panic!(
+                "broker did not restart: {error}\n--- broker log ---\n{}",
+                self.log_tail()
+            );
         }
     }
 
@@ -344,9 +352,18 @@ impl Broker {
             .open(&self.log_path)
             .map_err(|e| format!("opening the broker log: {e}"))?;
         let args = self.command_args()?;
-        let _ = writeln!(log, "=== start {} on port {}: ringlog {} ===", self.starts, self.port, args.join(" "));
-        let log_for_stdout = log.try_clone().map_err(|e| format!("cloning the log file: {e}"))?;
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| BROKER_LOG_FILTER_DEFAULT.to_string());
+        let _ = writeln!(
+            log,
+            "=== start {} on port {}: ringlog {} ===",
+            self.starts,
+            self.port,
+            args.join(" ")
+        );
+        let log_for_stdout = log
+            .try_clone()
+            .map_err(|e| format!("cloning the log file: {e}"))?;
+        let filter =
+            std::env::var("RUST_LOG").unwrap_or_else(|_| BROKER_LOG_FILTER_DEFAULT.to_string());
         let child = Command::new(broker_binary())
             .args(&args)
             .env("RUST_LOG", filter)
@@ -370,7 +387,8 @@ impl Broker {
                 "listen = {listen:?}\ndata_dir = {:?}\n",
                 self.data_dir.display().to_string()
             );
-            std::fs::write(&config_path, text).map_err(|e| format!("writing the config file: {e}"))?;
+            std::fs::write(&config_path, text)
+                .map_err(|e| format!("writing the config file: {e}"))?;
             args.push("--config".into());
             args.push(config_path.display().to_string());
         } else {
@@ -402,7 +420,9 @@ impl Broker {
                 let _ = child.kill();
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
                 self.child = None;
-                return Err(StartError::NotAccepting(format!("broker panicked during start-up: {panic}")));
+                return Err(StartError::NotAccepting(format!(
+                    "broker panicked during start-up: {panic}"
+                )));
             }
             let child = self.child.as_mut().expect("checked above");
             if Instant::now() >= deadline {

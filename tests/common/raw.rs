@@ -15,8 +15,8 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -76,9 +76,15 @@ impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect_timeout(&addr, RAW_IO_TIMEOUT)
             .unwrap_or_else(|error| panic!("connecting to {addr}: {error}"));
-        stream.set_read_timeout(Some(RAW_IO_TIMEOUT)).expect("a non-zero timeout is valid");
-        stream.set_write_timeout(Some(RAW_IO_TIMEOUT)).expect("a non-zero timeout is valid");
-        stream.set_nodelay(true).expect("TCP_NODELAY can be set on a connected socket");
+        stream
+            .set_read_timeout(Some(RAW_IO_TIMEOUT))
+            .expect("a non-zero timeout is valid");
+        stream
+            .set_write_timeout(Some(RAW_IO_TIMEOUT))
+            .expect("a non-zero timeout is valid");
+        stream
+            .set_nodelay(true)
+            .expect("TCP_NODELAY can be set on a connected socket");
         RawClient {
             stream,
             next_correlation_id: 1,
@@ -95,11 +101,18 @@ impl RawClient {
 
     /// Sends ApiVersions (v3, then v0 if refused) and remembers the ranges.
     pub fn negotiate(&mut self) -> ApiVersionsResponse {
-        let mut response = self.call(&api_versions_request(API_VERSIONS_VERSION_MAX), API_VERSIONS_VERSION_MAX);
+        let mut response = self.call(
+            &api_versions_request(API_VERSIONS_VERSION_MAX),
+            API_VERSIONS_VERSION_MAX,
+        );
         if response.error_code == error_code::UNSUPPORTED_VERSION {
             response = self.call(&api_versions_request(0), 0);
         }
-        assert_eq!(response.error_code, error_code::NONE, "ApiVersions error code");
+        assert_eq!(
+            response.error_code,
+            error_code::NONE,
+            "ApiVersions error code"
+        );
         self.versions = response
             .api_keys
             .iter()
@@ -167,18 +180,35 @@ impl RawClient {
 
     /// Reads one response frame and decodes it as the response to `R` v`version`.
     pub fn receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> R::Response {
-        let frame = self
-            .read_frame()
-            .unwrap_or_else(|error| panic!("reading the response to API key {} v{version}: {error}", R::KEY));
+        let frame = self.read_frame().unwrap_or_else(|error| {
+            panic!(
+                "reading the response to API key {} v{version}: {error}",
+                R::KEY
+            )
+        });
         decode_response::<R>(frame, correlation_id, version)
     }
 
     /// Like `receive`, but `None` when the broker closed the connection instead of answering.
-    pub fn try_receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> Option<R::Response> {
+    pub fn try_receive<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Option<R::Response> {
         let frame = match self.read_frame() {
             Ok(frame) => frame,
-            Err(error) if matches!(error.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => return None,
-            Err(error) => panic!("reading the response to API key {} v{version}: {error}", R::KEY),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return None
+            }
+            Err(error) => panic!(
+                "reading the response to API key {} v{version}: {error}",
+                R::KEY
+            ),
         };
         Some(decode_response::<R>(frame, correlation_id, version))
     }
@@ -202,7 +232,9 @@ impl RawClient {
         let length = usize::try_from(length)
             .ok()
             .filter(|&l| l <= RESPONSE_BYTES_MAX)
-            .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, format!("response length {length}")))?;
+            .ok_or_else(|| {
+                io::Error::new(ErrorKind::InvalidData, format!("response length {length}"))
+            })?;
         let mut frame = vec![0u8; length];
         self.stream.read_exact(&mut frame)?;
         Ok(frame)
@@ -226,26 +258,42 @@ impl RawClient {
                         break PeerState::Answered(usize::try_from(length).unwrap_or(0));
                     }
                 }
-                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     break PeerState::Open
                 }
-                Err(error) if error.kind() == ErrorKind::Interrupted && Instant::now() < deadline => {}
+                Err(error)
+                    if error.kind() == ErrorKind::Interrupted && Instant::now() < deadline => {}
                 Err(_) => break PeerState::Closed,
             }
         };
-        self.stream.set_read_timeout(Some(RAW_IO_TIMEOUT)).expect("a non-zero timeout is valid");
+        self.stream
+            .set_read_timeout(Some(RAW_IO_TIMEOUT))
+            .expect("a non-zero timeout is valid");
         state
     }
 }
 
 /// Decodes a response frame (without its length prefix) to `R` v`version`.
-pub fn decode_response<R: Request>(frame: Vec<u8>, correlation_id: i32, version: i16) -> R::Response {
+pub fn decode_response<R: Request>(
+    frame: Vec<u8>,
+    correlation_id: i32,
+    version: i16,
+) -> R::Response {
     let mut bytes = Bytes::from(frame);
     let header = ResponseHeader::decode(&mut bytes, R::Response::header_version(version))
         .unwrap_or_else(|error| panic!("decoding a response header: {error}"));
-    assert_eq!(header.correlation_id, correlation_id, "response correlation id");
-    R::Response::decode(&mut bytes, version)
-        .unwrap_or_else(|error| panic!("decoding the response to API key {} v{version}: {error}", R::KEY))
+    assert_eq!(
+        header.correlation_id, correlation_id,
+        "response correlation id"
+    );
+    R::Response::decode(&mut bytes, version).unwrap_or_else(|error| {
+        panic!(
+            "decoding the response to API key {} v{version}: {error}",
+            R::KEY
+        )
+    })
 }
 
 /// An ApiVersions request; the client software fields exist from v3 on.
@@ -334,14 +382,28 @@ pub fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -
 
 /// The only partition answer of a single-partition produce response.
 pub fn single_produce_partition(response: &ProduceResponse) -> &PartitionProduceResponse {
-    assert_eq!(response.responses.len(), 1, "one topic in the produce response");
+    assert_eq!(
+        response.responses.len(),
+        1,
+        "one topic in the produce response"
+    );
     let topic = &response.responses[0];
-    assert_eq!(topic.partition_responses.len(), 1, "one partition in the produce response");
+    assert_eq!(
+        topic.partition_responses.len(),
+        1,
+        "one partition in the produce response"
+    );
     &topic.partition_responses[0]
 }
 
 /// A Fetch request for one partition.
-pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
+pub fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(min_bytes)
@@ -356,15 +418,28 @@ pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32,
 
 /// The only partition answer of a single-partition fetch response.
 pub fn single_fetch_partition(response: &FetchResponse) -> &PartitionData {
-    assert_eq!(response.responses.len(), 1, "one topic in the fetch response");
+    assert_eq!(
+        response.responses.len(),
+        1,
+        "one topic in the fetch response"
+    );
     let topic = &response.responses[0];
-    assert_eq!(topic.partitions.len(), 1, "one partition in the fetch response");
+    assert_eq!(
+        topic.partitions.len(),
+        1,
+        "one partition in the fetch response"
+    );
     &topic.partitions[0]
 }
 
 /// Produces one batch of (key, value) pairs with acks=-1 on a negotiated
 /// connection and returns the partition answer.
-pub fn produce(client: &mut RawClient, topic: &str, partition: i32, entries: &[(&[u8], &[u8])]) -> PartitionProduceResponse {
+pub fn produce(
+    client: &mut RawClient,
+    topic: &str,
+    partition: i32,
+    entries: &[(&[u8], &[u8])],
+) -> PartitionProduceResponse {
     let request = produce_request(topic, partition, -1, record_batch(entries));
     let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
     single_produce_partition(&response).clone()
