@@ -733,3 +733,69 @@ fn flush_messages_syncs_written_appends() {
         );
     });
 }
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).expect("segment file").len()
+}
+
+#[test]
+fn space_is_reserved_ahead_of_appends_and_trimmed_on_roll_close_and_recovery() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let config = LogConfig {
+            segment_bytes: 3 << 20,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config.clone(), &cache).await;
+        assert!(log.is_direct_io(), "the test directory must allow O_DIRECT");
+        let mut sent = Vec::new();
+        // Batches of ~70 KiB, so writes rarely end on a block boundary.
+        let append_some = |log: Rc<PartitionLog>, n: usize, sent: &mut Vec<Bytes>| {
+            let batches: Vec<Bytes> = (0..n)
+                .map(|i| make_batch(7, 10_000 + i, i as i64, Compression::None))
+                .collect();
+            sent.extend(batches.iter().cloned());
+            async move {
+                for b in batches {
+                    log.append(b, Durability::Written).await.expect("append");
+                }
+            }
+        };
+        append_some(log.clone(), 60, &mut sent).await;
+        let sizes = log.segment_sizes();
+        assert!(sizes.len() >= 2, "rolled: {sizes:?}");
+        for (base, bytes) in &sizes[..sizes.len() - 1] {
+            let path = dir.path().join(format!("{base:020}.log"));
+            assert_eq!(file_len(&path), *bytes, "sealed segment {base} is exact");
+        }
+        let (active_base, active_bytes) = *sizes.last().expect("active");
+        let active = dir.path().join(format!("{active_base:020}.log"));
+        let reserved = file_len(&active);
+        assert!(
+            reserved > active_bytes && reserved <= 3 << 20,
+            "reserved {reserved} ahead of {active_bytes} bytes"
+        );
+
+        // A crash leaves the reserved zeros; recovery cuts them and keeps every batch.
+        let hw = log.high_watermark();
+        drop(log);
+        let log = open(dir.path(), config.clone(), &cache).await;
+        assert_eq!(log.high_watermark(), hw);
+        assert_eq!(file_len(&active), active_bytes);
+        let stored = read_all(&log, 0).await;
+        assert_eq!(stored.len(), sent.len());
+        for (s, o) in stored.iter().zip(&sent) {
+            assert!(same_except_assigned(s, o));
+        }
+
+        // Appends after recovery reserve again; a clean close trims exactly.
+        append_some(log.clone(), 5, &mut sent).await;
+        let (_, bytes) = *log.segment_sizes().last().expect("active");
+        log.close().await.expect("close");
+        assert_eq!(file_len(&active), bytes);
+        let log = open(dir.path(), config, &cache).await;
+        assert_eq!(read_all(&log, 0).await.len(), sent.len());
+        log.close().await.expect("close");
+    });
+}

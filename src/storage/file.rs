@@ -117,6 +117,11 @@ impl SegmentFile {
     /// Writes `head` then each of `parts` at the block-aligned `position`, padding
     /// with zeros to a whole block. `head` is the already-written start of the
     /// partial block at `position`.
+    ///
+    /// A non-empty head's block goes out as its own write: that block is already
+    /// written and the blocks after it are only reserved, and ext4 completes a
+    /// direct write in line only when it covers one kind of extent (a write
+    /// spanning both is handed to a kernel worker thread).
     pub async fn write_blocks(
         &self,
         position: u64,
@@ -125,39 +130,76 @@ impl SegmentFile {
     ) -> Result<(), Error> {
         debug_assert_eq!(position % BLOCK_BYTES, 0);
         let data_len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-        let padded = align_up(data_len as u64) as usize;
+        let padded = align_up(data_len as u64);
+        if head.is_empty() || padded <= BLOCK_BYTES {
+            return self.write_range(position, head, parts, 0, padded).await;
+        }
+        let (first, rest) = futures::join!(
+            self.write_range(position, head, parts, 0, BLOCK_BYTES),
+            self.write_range(
+                position + BLOCK_BYTES,
+                head,
+                parts,
+                BLOCK_BYTES,
+                padded - BLOCK_BYTES
+            )
+        );
+        first.and(rest)
+    }
+
+    /// Writes `len` bytes of `head ++ parts`, starting `skip` bytes in and
+    /// zero-padded past their end, at `position`.
+    async fn write_range(
+        &self,
+        position: u64,
+        head: &[u8],
+        parts: &[bytes::Bytes],
+        skip: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        let len = len as usize;
         let fill = |out: &mut [u8]| {
-            let mut at = head.len();
-            out[..at].copy_from_slice(head);
-            for part in parts {
-                out[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
+            let mut skip = skip as usize;
+            let mut at = 0;
+            for piece in std::iter::once(head).chain(parts.iter().map(|p| &p[..])) {
+                if at == out.len() {
+                    break;
+                }
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    continue;
+                }
+                let piece = &piece[skip..];
+                skip = 0;
+                let n = piece.len().min(out.len() - at);
+                out[at..at + n].copy_from_slice(&piece[..n]);
+                at += n;
             }
             out[at..].fill(0);
         };
         let written = match self {
             SegmentFile::Direct(file, path) => {
-                let mut buffer = file.alloc_dma_buffer(padded);
+                let mut buffer = file.alloc_dma_buffer(len);
                 fill(buffer.as_bytes_mut());
                 file.write_at(buffer, position)
                     .await
                     .map_err(|e| Error::io("writing", path, e))?
             }
             SegmentFile::Buffered(file, path) => {
-                let mut buffer = vec![0u8; padded];
+                let mut buffer = vec![0u8; len];
                 fill(&mut buffer);
                 file.write_at(buffer, position)
                     .await
                     .map_err(|e| Error::io("writing", path, e))?
             }
         };
-        if written != padded {
+        if written != len {
             return Err(Error::io(
                 "writing (short write)",
                 self.path(),
                 std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
-                    format!("{written} of {padded} bytes"),
+                    format!("{written} of {len} bytes"),
                 ),
             ));
         }
@@ -201,6 +243,18 @@ impl SegmentFile {
                 .truncate(size)
                 .await
                 .map_err(|e| Error::io("truncating", path, e)),
+        }
+    }
+
+    /// Allocates blocks so the file is at least `len` bytes long; the new space
+    /// reads as zeros. Only direct-I/O files reserve space.
+    pub async fn reserve(&self, len: u64) -> Result<(), Error> {
+        match self {
+            SegmentFile::Direct(file, path) => file
+                .pre_allocate(len, false)
+                .await
+                .map_err(|e| Error::io("reserving space in", path, e)),
+            SegmentFile::Buffered(..) => Ok(()),
         }
     }
 

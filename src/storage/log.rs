@@ -98,6 +98,8 @@ struct Issue {
     head_len: usize,
     parts: Vec<Bytes>,
     bytes: u64,
+    /// File length to reserve while this write runs.
+    reserve_to: Option<u64>,
 }
 
 /// What a task waiting for durability does next.
@@ -525,10 +527,21 @@ impl PartitionLog {
                 self.written.changed(epoch).await;
                 continue;
             };
-            let result = issue
-                .file
-                .write_blocks(issue.position, &issue.head[..issue.head_len], &issue.parts)
-                .await;
+            let write = issue.file.write_blocks(
+                issue.position,
+                &issue.head[..issue.head_len],
+                &issue.parts,
+            );
+            let result = match issue.reserve_to {
+                None => write.await,
+                Some(target) => {
+                    // The write is issued first and completes in line; the
+                    // reservation (run by a kernel worker) waits for it.
+                    let (written, reserved) = futures::join!(write, issue.file.reserve(target));
+                    self.finish_reservation(&issue.file, target, reserved);
+                    written
+                }
+            };
             if let Err(e) = result {
                 self.stop("write", &e);
                 return Err(e);
@@ -598,6 +611,7 @@ impl PartitionLog {
             (new_end - file::align_down(new_end)) as usize,
         );
         active.issued_bytes = new_end;
+        let reserve_to = active.start_reservation(new_end, state.config.segment_bytes);
         state.issued_seq += take;
         state.issued_offset = end_offset;
         let id = state.next_flight_id;
@@ -617,7 +631,24 @@ impl PartitionLog {
             head_len,
             parts,
             bytes: take,
+            reserve_to,
         }))
+    }
+
+    /// Records a finished reservation on the segment it was made for (the
+    /// active one: a roll waits for every write, and so for its reservation).
+    fn finish_reservation(
+        &self,
+        file: &Rc<file::SegmentFile>,
+        target: u64,
+        result: Result<(), Error>,
+    ) {
+        let mut state = self.state.borrow_mut();
+        if let Some((_, active)) = state.segments.iter_mut().next_back() {
+            if Rc::ptr_eq(&active.file, file) {
+                active.finish_reservation(target, result);
+            }
+        }
     }
 
     /// Marks a write done and advances the written frontier over every write

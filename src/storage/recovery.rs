@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::rc::Rc;
 
 use super::config::LogConfig;
 use super::error::Error;
@@ -37,14 +36,21 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
     Ok(bases)
 }
 
-/// True when the bytes after the last valid batch are only the zero padding
-/// of our own aligned writes (a crash before the file was trimmed).
+/// True when the bytes after the last valid batch are only zeros: the padding
+/// of our own aligned writes and the space reserved ahead of them (a crash
+/// before the file was trimmed). Reserved space that was never written reads
+/// as zeros without touching the disk.
 async fn is_zero_padding(file: &SegmentFile, from: u64, to: u64) -> Result<bool, Error> {
-    if to - from >= file::BLOCK_BYTES {
-        return Ok(false);
+    let mut position = from;
+    while position < to {
+        let len = (to - position).min(segment::SCAN_CHUNK_BYTES as u64) as usize;
+        let bytes = file.read(position, len).await?;
+        if bytes.is_empty() || bytes.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        position += bytes.len() as u64;
     }
-    let bytes = file.read(from, (to - from) as usize).await?;
-    Ok(bytes.iter().all(|b| *b == 0))
+    Ok(true)
 }
 
 pub(crate) async fn recover(
@@ -112,17 +118,7 @@ pub(crate) async fn recover(
             }
         };
         let truncated = valid_bytes < size;
-        let seg = Segment {
-            base_offset: base,
-            file: Rc::new(file),
-            written_bytes: valid_bytes,
-            issued_bytes: valid_bytes,
-            staged_bytes: valid_bytes,
-            tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
-            index,
-            next_offset,
-            created_ms: now,
-        };
+        let seg = Segment::opened(file, base, valid_bytes, index, next_offset, now);
         expected_base = Some(next_offset);
         if truncated && !is_last {
             tracing::warn!(dir = %dir.display(), base, "removing segments after the truncated one");

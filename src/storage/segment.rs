@@ -16,6 +16,11 @@ pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Bytes read per I/O when scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bounds of one space reservation ahead of the writes. A reservation grows
+/// with the segment (doubling), so a quiet partition holds little unused space
+/// and a busy one calls fallocate rarely.
+pub const RESERVE_STEP_MIN: u64 = 1024 * 1024;
+pub const RESERVE_STEP_MAX: u64 = 64 * 1024 * 1024;
 
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -46,6 +51,34 @@ pub struct Segment {
     pub next_offset: i64,
     /// When the segment was created or reopened (wall clock), for segment.ms.
     pub created_ms: i64,
+    /// File length reserved ahead of the writes. A direct write that ends
+    /// below it does not extend the file, so io_uring completes it in line
+    /// instead of handing it to a kernel worker thread on the shard's core.
+    pub reserved_bytes: u64,
+    pub reservation: Reservation,
+}
+
+/// The file length to reserve when less than `RESERVE_STEP_MIN` would be left
+/// ahead of a write ending at `write_end`: one step (the reserved length so
+/// far, within the step bounds) past it, never past `segment_bytes` rounded up
+/// to a block, where the segment rolls.
+pub fn next_reservation(reserved: u64, write_end: u64, segment_bytes: u64) -> Option<u64> {
+    if write_end + RESERVE_STEP_MIN <= reserved {
+        return None;
+    }
+    let from = reserved.max(write_end);
+    let step = reserved.clamp(RESERVE_STEP_MIN, RESERVE_STEP_MAX);
+    let target = (from + step).min(file::align_up(segment_bytes));
+    (target > from).then_some(target)
+}
+
+/// Whether the segment reserves space ahead of its writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    Idle,
+    InFlight,
+    /// Buffered I/O, or a reservation failed (appends then extend the file).
+    Off,
 }
 
 /// The outcome of scanning a segment from its start.
@@ -73,17 +106,67 @@ impl Segment {
         let path = Self::log_path(dir, base_offset);
         let file = SegmentFile::open(&path, mode).await?;
         file.truncate(0).await?;
-        Ok(Segment {
+        Ok(Segment::opened(
+            file,
+            base_offset,
+            0,
+            SegmentIndex::default(),
+            base_offset,
+            now_ms,
+        ))
+    }
+
+    /// A segment whose file holds `valid_bytes` of batches up to `next_offset`.
+    pub fn opened(
+        file: SegmentFile,
+        base_offset: i64,
+        valid_bytes: u64,
+        index: SegmentIndex,
+        next_offset: i64,
+        now_ms: i64,
+    ) -> Segment {
+        let reservation = match &file {
+            SegmentFile::Direct(..) => Reservation::Idle,
+            SegmentFile::Buffered(..) => Reservation::Off,
+        };
+        Segment {
             base_offset,
             file: Rc::new(file),
-            written_bytes: 0,
-            issued_bytes: 0,
-            staged_bytes: 0,
+            written_bytes: valid_bytes,
+            issued_bytes: valid_bytes,
+            staged_bytes: valid_bytes,
             tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
-            index: SegmentIndex::default(),
-            next_offset: base_offset,
+            index,
+            next_offset,
             created_ms: now_ms,
-        })
+            reserved_bytes: valid_bytes,
+            reservation,
+        }
+    }
+
+    /// Starts a reservation alongside a write ending at `write_end`, when one is
+    /// due (see `next_reservation`), and returns the file length to reserve.
+    pub fn start_reservation(&mut self, write_end: u64, segment_bytes: u64) -> Option<u64> {
+        if self.reservation != Reservation::Idle {
+            return None;
+        }
+        let target = next_reservation(self.reserved_bytes, write_end, segment_bytes)?;
+        self.reservation = Reservation::InFlight;
+        Some(target)
+    }
+
+    /// Records how a reservation to `target` ended.
+    pub fn finish_reservation(&mut self, target: u64, result: Result<(), Error>) {
+        match result {
+            Ok(()) => {
+                self.reserved_bytes = self.reserved_bytes.max(target);
+                self.reservation = Reservation::Idle;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reserving segment space failed; appends to this segment extend the file instead");
+                self.reservation = Reservation::Off;
+            }
+        }
     }
 
     /// Sets the readable end after recovery and loads the partial last block.
@@ -419,4 +502,40 @@ pub async fn find_timestamp(
         position += header.total_bytes() as u64;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+
+    #[test]
+    fn reservations_start_small_and_double_up_to_the_step_limit() {
+        assert_eq!(next_reservation(0, 4096, GIB), Some(4096 + MIB));
+        let mut reserved = MIB;
+        let mut steps = Vec::new();
+        while reserved < 300 * MIB {
+            let next = next_reservation(reserved, reserved - MIB / 2, GIB).expect("due");
+            steps.push(next - reserved);
+            reserved = next;
+        }
+        assert_eq!(
+            &steps[..7],
+            &[MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB, 32 * MIB, 64 * MIB]
+        );
+        assert!(steps[7..].iter().all(|s| *s == RESERVE_STEP_MAX));
+    }
+
+    #[test]
+    fn no_reservation_while_a_step_is_left_or_past_the_segment_size() {
+        assert_eq!(next_reservation(8 * MIB, 7 * MIB, GIB), None);
+        assert_eq!(next_reservation(8 * MIB, 7 * MIB + 1, GIB), Some(16 * MIB));
+        // Capped where the segment rolls, rounded up to a whole block.
+        assert_eq!(next_reservation(MIB, MIB, MIB + 100), Some(MIB + 4096));
+        assert_eq!(next_reservation(MIB + 4096, MIB + 4000, MIB + 100), None);
+        // A first batch larger than the segment size extends the file itself.
+        assert_eq!(next_reservation(0, 3 * MIB, 2 * MIB), None);
+    }
 }
