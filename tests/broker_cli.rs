@@ -233,7 +233,13 @@ fn data_directory_that_is_a_file_is_refused() {
         "--cpus".into(),
         "0".into(),
     ];
-    let (status, stderr) = run_to_exit(dir.path(), &args);
+    assert_start_fails(dir.path(), &args, &["directory", "a-file"]);
+}
+
+/// Runs `ringlog` with `args` and checks that it stops by itself with a failure
+/// status and a message on stderr that names one of `mentions`.
+fn assert_start_fails(dir: &Path, args: &[String], mentions: &[&str]) {
+    let (status, stderr) = run_to_exit(dir, args);
     let status = status
         .unwrap_or_else(|| panic!("still running after {REFUSAL_TIMEOUT:?}; stderr:\n{stderr}"));
     assert!(!status.success(), "exit status {status}");
@@ -242,6 +248,28 @@ fn data_directory_that_is_a_file_is_refused() {
         !stderr.contains("panicked"),
         "a message, not a panic:\n{stderr}"
     );
+    assert!(
+        mentions.iter().any(|m| stderr.contains(m)),
+        "the message names one of {mentions:?}:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_directory_or_port_is_refused() {
+    let mut first = Broker::start();
+    let topic = unique_topic("exclusive");
+    create_topic(&first.bootstrap(), &topic, 1, &[]);
+    produce_keyed(&first.bootstrap(), &topic, 10, 1);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = first.data_dir().display().to_string();
+    let same_dir = serve_args(dir.path(), &["--data-dir", &data_dir]);
+    assert_start_fails(dir.path(), &same_dir, &["in use by another broker"]);
+    let same_port = serve_args(dir.path(), &["--listen", &first.bootstrap()]);
+    assert_start_fails(dir.path(), &same_port, &["already accepting connections"]);
+    // The first broker kept serving everything, and its lock goes with it.
+    consume_all(&first.bootstrap(), &topic, 1, 10, Duration::from_secs(20)).expect_count(10);
+    first.restart();
+    consume_all(&first.bootstrap(), &topic, 1, 10, Duration::from_secs(20)).expect_count(10);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! reach it only through [`mesh::run_on`].
 
 pub mod admin;
+pub mod exclusive;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;

@@ -13,6 +13,7 @@ use glommio::net::TcpListener;
 use glommio::sync::{Gate, Semaphore};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
+use super::exclusive::{self, DataDirLock};
 use super::mesh::{self, MeshEnds};
 use super::placement::{self, EXECUTOR_IO_MEMORY_BYTES};
 use super::topics::{TopicRegistry, TopicTable};
@@ -35,6 +36,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Exclusive(#[from] super::exclusive::ExclusiveError),
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
@@ -108,6 +111,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
+    exclusive::check_listen_free(config.listen)?;
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let table = registry.table();

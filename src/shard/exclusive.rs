@@ -1,0 +1,126 @@
+//! Keeps a second broker away from this one's data directory and port.
+//!
+//! Shards bind with SO_REUSEPORT, which would also let another process on the
+//! same port silently take a share of the connections; and two brokers on one
+//! data directory would corrupt each other's logs.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The lock file in the data directory, as Kafka names its own.
+pub const LOCK_FILE: &str = ".lock";
+/// How long the start-up probe waits for something already listening.
+const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExclusiveError {
+    #[error("data directory {dir} is in use by another broker{holder} (lock file {lock})")]
+    DataDirInUse {
+        dir: String,
+        lock: String,
+        holder: String,
+    },
+    #[error("cannot lock data directory {dir}: {source}")]
+    Lock { dir: String, source: std::io::Error },
+    #[error(
+        "{listen} is already accepting connections (another broker?); choose another --listen"
+    )]
+    ListenInUse { listen: SocketAddr },
+}
+
+/// An exclusive `flock` on `<data>/.lock`, held while the value lives (the
+/// kernel drops it when the process dies, so a crash leaves no stale lock).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, ExclusiveError> {
+        let path: PathBuf = dir.join(LOCK_FILE);
+        let lock_error = |source| ExclusiveError::Lock {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(lock_error)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(ExclusiveError::DataDirInUse {
+                    dir: dir.display().to_string(),
+                    lock: path.display().to_string(),
+                    holder,
+                });
+            }
+            return Err(lock_error(error));
+        }
+        file.set_len(0).map_err(lock_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// Refuses a listen address where something already accepts connections.
+pub fn check_listen_free(listen: SocketAddr) -> Result<(), ExclusiveError> {
+    let probe = match listen.ip() {
+        ip if ip.is_unspecified() && listen.is_ipv4() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    if listen.port() != 0 && TcpStream::connect_timeout(&probe, LISTEN_PROBE_TIMEOUT).is_ok() {
+        return Err(ExclusiveError::ListenInUse { listen });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = DataDirLock::acquire(dir.path()).expect("first lock");
+        match DataDirLock::acquire(dir.path()) {
+            Err(ExclusiveError::DataDirInUse { holder, .. }) => {
+                assert_eq!(holder, format!(" (pid {})", std::process::id()));
+            }
+            other => panic!("expected DataDirInUse, got {other:?}"),
+        }
+        drop(first);
+        DataDirLock::acquire(dir.path()).expect("free again once released");
+    }
+
+    #[test]
+    fn a_listening_address_is_refused_and_a_free_one_accepted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = listener.local_addr().expect("addr");
+        assert!(matches!(
+            check_listen_free(taken),
+            Err(ExclusiveError::ListenInUse { .. })
+        ));
+        drop(listener);
+        check_listen_free(taken).expect("free after close");
+    }
+}
