@@ -8,6 +8,7 @@
 # Knobs (environment): BROKER_CPUS (0), LOAD_CPUS (1), DURATION (10 s per run),
 # E2E_RATE (default: half the measured 1 KiB acks=1 maximum),
 # DATA_ROOT (a directory on the disk under test; default a new dir in /tmp),
+# STALL_MBS (200: the write rate of the CPU-stall probe),
 # PORT (29392), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
 set -euo pipefail
@@ -105,12 +106,27 @@ if want limits; then
     --ioengine=sync --fdatasync=1 --runtime=10 --time_based --output-format=json >"$OUT_DIR/fio-fdatasync.json"
   FSYNC_P50_US=$(jq '.jobs[0].sync.lat_ns.percentile["50.000000"] / 1000 | floor' "$OUT_DIR/fio-fdatasync.json")
   FSYNC_P99_US=$(jq '.jobs[0].sync.lat_ns.percentile["99.000000"] / 1000 | floor' "$OUT_DIR/fio-fdatasync.json")
-  rm -f "$DATA_ROOT"/seqwrite.* "$DATA_ROOT"/fsync.*
+  STALL_MBS=${STALL_MBS:-200}
+  log "CPU stalls: both cores busy, alone and while fio writes ${STALL_MBS} MB/s (128 KiB, O_DIRECT, depth 4)"
+  python3 "$ROOT/perf/cpu-gaps.py" "$BROKER_CPUS,$LOAD_CPUS" 4 >"$OUT_DIR/cpu-gaps-idle-disk.json"
+  fio --name=ratewrite --directory="$DATA_ROOT" --rw=write --bs=128k --size=4G --direct=1 \
+    --ioengine=io_uring --iodepth=4 --rate="${STALL_MBS}m" --runtime=6 --time_based --fallocate=native \
+    --output-format=json >"$OUT_DIR/fio-ratewrite.json" &
+  FIO_PID=$!
+  sleep 1
+  python3 "$ROOT/perf/cpu-gaps.py" "$BROKER_CPUS,$LOAD_CPUS" 4 >"$OUT_DIR/cpu-gaps-busy-disk.json"
+  wait "$FIO_PID"
+  stalls() { jq -r '[.cpus[] | "cpu \(.cpu) \(.stalled_fraction * 100 | floor)% (max gap \(.max_gap_ms) ms)"] | join(", ")' "$1"; }
+  RATE_LAT=$(jq -r '.jobs[0].write.clat_ns.percentile | "p99 \(.["99.000000"] / 1000 | floor) us, p99.99 \(.["99.990000"] / 1000 | floor) us"' "$OUT_DIR/fio-ratewrite.json")
+  rm -f "$DATA_ROOT"/seqwrite.* "$DATA_ROOT"/fsync.* "$DATA_ROOT"/ratewrite.*
   row "| limit | value |"
   row "|---|---|"
   row "| loopback TCP (iperf3) | ${LOOPBACK_MBS} MB/s |"
   row "| O_DIRECT sequential write (fio) | ${ODIRECT_MBS} MB/s |"
   row "| 16 KiB fdatasync latency (fio) | p50 ${FSYNC_P50_US} us, p99 ${FSYNC_P99_US} us |"
+  row "| write latency at ${STALL_MBS} MB/s (fio, 128 KiB) | ${RATE_LAT} |"
+  row "| time both cores get no CPU, disk idle (perf/cpu-gaps.py) | $(stalls "$OUT_DIR/cpu-gaps-idle-disk.json") |"
+  row "| the same while fio writes ${STALL_MBS} MB/s | $(stalls "$OUT_DIR/cpu-gaps-busy-disk.json") |"
   row ""
 fi
 LIMIT_MBS=$(( ${LOOPBACK_MBS:-0} < ${ODIRECT_MBS:-0} ? ${LOOPBACK_MBS:-0} : ${ODIRECT_MBS:-0} ))
