@@ -2,6 +2,7 @@
 //! only) buffered through `BufferedFile`. Writes always cover whole aligned
 //! blocks, so the partial last block is rewritten as it fills.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -243,6 +244,28 @@ impl SegmentFile {
                 .truncate(size)
                 .await
                 .map_err(|e| Error::io("truncating", path, e)),
+        }
+    }
+
+    /// Where the next bytes the filesystem holds as data start, at or after
+    /// `from` (`lseek(SEEK_DATA)`): `None` when only holes or space reserved
+    /// and never written follow. Filesystems that cannot tell report `from`.
+    pub fn next_data(&self, from: u64) -> Option<u64> {
+        let fd = match self {
+            SegmentFile::Direct(file, _) => file.as_raw_fd(),
+            SegmentFile::Buffered(file, _) => file.as_raw_fd(),
+        };
+        let Ok(offset) = libc::off_t::try_from(from) else {
+            return Some(from);
+        };
+        // SAFETY: lseek on a descriptor the open file owns; no memory is passed.
+        let found = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if found >= 0 {
+            return Some(found as u64);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENXIO) => None,
+            _ => Some(from),
         }
     }
 

@@ -38,11 +38,18 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
 
 /// True when the bytes after the last valid batch are only zeros: the padding
 /// of our own aligned writes and the space reserved ahead of them (a crash
-/// before the file was trimmed). Reserved space that was never written reads
-/// as zeros without touching the disk.
+/// before the file was trimmed). Reserved space that was never written is a
+/// hole to `SEEK_DATA`, so it is skipped without being read.
 async fn is_zero_padding(file: &SegmentFile, from: u64, to: u64) -> Result<bool, Error> {
     let mut position = from;
     while position < to {
+        match file.next_data(position) {
+            None => return Ok(true),
+            Some(data) => position = position.max(data),
+        }
+        if position >= to {
+            break;
+        }
         let len = (to - position).min(segment::SCAN_CHUNK_BYTES as u64) as usize;
         let bytes = file.read(position, len).await?;
         if bytes.is_empty() || bytes.iter().any(|b| *b != 0) {
