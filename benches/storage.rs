@@ -5,15 +5,16 @@
 //! The data directory is `RINGLOG_BENCH_DIR` (default: the system temp dir),
 //! which must support O_DIRECT.
 
+#[path = "../tests/storage_support/mod.rs"]
+mod storage_support;
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use ringlog::storage::{BatchCache, Durability, LogConfig, PartitionLog, StorageOptions};
 
 // The broker's allocator: freed buffers are reused instead of faulted in afresh.
@@ -25,35 +26,14 @@ const RECORDS_PER_BATCH: usize = 63; // ~64 KiB per batch with record overhead
 const IO_MEMORY_BYTES: usize = 512 * 1024;
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
 
+/// One ~64 KiB batch of 1 KiB records, built as the storage tests build theirs.
 fn batch() -> Bytes {
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![(i % 251) as u8; RECORD_BYTES])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    storage_support::make_batch(
+        RECORDS_PER_BATCH,
+        RECORD_BYTES,
+        1_700_000_000_000,
+        Compression::None,
     )
-    .expect("encodes");
-    buf.freeze()
 }
 
 fn bench_dir() -> tempfile::TempDir {

@@ -2,6 +2,7 @@
 //! the metadata shard, one at a time; the new table is stored, then applied
 //! on every shard before the caller gets its answer.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::mesh::run_on;
-use super::topics::{is_valid_topic_name, TopicTable, PARTITIONS_PER_TOPIC_MAX};
+use super::topics::{is_valid_topic_name, TopicRegistry, TopicTable, PARTITIONS_PER_TOPIC_MAX};
 use super::{Shard, METADATA_SHARD};
 use crate::topic_config::TopicConfig;
 
@@ -101,6 +102,13 @@ impl Shard {
         &self.config.topic_defaults
     }
 
+    /// The topic registry, which only the metadata shard holds.
+    fn registry(&self) -> Result<&RefCell<TopicRegistry>, TopicChangeError> {
+        self.registry
+            .as_ref()
+            .ok_or_else(|| TopicChangeError::Failed("not the metadata shard".into()))
+    }
+
     async fn create_topics_here(
         self: Rc<Self>,
         topics: Vec<NewTopic>,
@@ -126,9 +134,7 @@ impl Shard {
     }
 
     fn create_one(&self, topic: NewTopic, validate_only: bool) -> Result<(), TopicChangeError> {
-        let Some(registry) = &self.registry else {
-            return Err(TopicChangeError::Failed("not the metadata shard".into()));
-        };
+        let registry = self.registry()?;
         if !is_valid_topic_name(&topic.name) {
             return Err(TopicChangeError::InvalidName(topic.name));
         }
@@ -158,11 +164,9 @@ impl Shard {
         names: Vec<String>,
     ) -> Vec<Result<(), TopicChangeError>> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let Some(registry) = &self.registry else {
-            return vec![
-                Err(TopicChangeError::Failed("not the metadata shard".into()));
-                names.len()
-            ];
+        let registry = match self.registry() {
+            Ok(registry) => registry,
+            Err(error) => return vec![Err(error); names.len()],
         };
         let mut results = Vec::with_capacity(names.len());
         for name in names {
@@ -199,9 +203,7 @@ impl Shard {
         validate_only: bool,
     ) -> Result<(), TopicChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let Some(registry) = &self.registry else {
-            return Err(TopicChangeError::Failed("not the metadata shard".into()));
-        };
+        let registry = self.registry()?;
         let current = match registry.borrow().table().get(&name) {
             Some(topic) => topic.partition_count(),
             None => return Err(TopicChangeError::UnknownTopic(name)),
@@ -229,9 +231,7 @@ impl Shard {
         validate_only: bool,
     ) -> Result<(), TopicChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let Some(registry) = &self.registry else {
-            return Err(TopicChangeError::Failed("not the metadata shard".into()));
-        };
+        let registry = self.registry()?;
         let current = match registry.borrow().table().get(&name) {
             Some(topic) => topic.config.overrides().clone(),
             None => return Err(TopicChangeError::UnknownTopic(name)),
@@ -265,10 +265,7 @@ impl Shard {
 
     /// Applies the registry's table on every shard and waits for all of them.
     async fn publish(self: &Rc<Self>) -> Result<(), TopicChangeError> {
-        let table: Arc<TopicTable> = match &self.registry {
-            Some(registry) => registry.borrow().table(),
-            None => return Err(TopicChangeError::Failed("not the metadata shard".into())),
-        };
+        let table: Arc<TopicTable> = self.registry()?.borrow().table();
         let applies = (0..self.shard_count()).map(|target| {
             let table = table.clone();
             run_on(self, target, move |s| async move {
