@@ -829,6 +829,10 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("groups.log")
 }
 
+fn log_len(dir: &Path) -> u64 {
+    std::fs::metadata(log_path(dir)).expect("log exists").len()
+}
+
 #[test]
 fn a_torn_log_tail_is_truncated_on_reopen() {
     let dir = temp_dir();
@@ -839,18 +843,14 @@ fn a_torn_log_tail_is_truncated_on_reopen() {
             commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
             vec![0]
         );
-        let good = std::fs::metadata(log_path(&path))
-            .expect("log exists")
-            .len();
+        let good = log_len(&path);
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
             vec![0]
         );
         crash(c).await;
         // Cut the last record in half, as a crash during a write would.
-        let full = std::fs::metadata(log_path(&path))
-            .expect("log exists")
-            .len();
+        let full = log_len(&path);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(log_path(&path))
@@ -860,12 +860,7 @@ fn a_torn_log_tail_is_truncated_on_reopen() {
         let c = open(&path).await;
         assert_eq!(fetch(&c, "simple", "orders", 0), 1);
         assert_eq!(c.log_stats().truncated_bytes, (full - good) / 2);
-        assert_eq!(
-            std::fs::metadata(log_path(&path))
-                .expect("log exists")
-                .len(),
-            good
-        );
+        assert_eq!(log_len(&path), good);
         // And it appends cleanly after the cut.
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 0, 3)]).await,
@@ -888,9 +883,7 @@ fn a_corrupt_record_is_cut_from_the_tail() {
             commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
             vec![0]
         );
-        let good = std::fs::metadata(log_path(&path))
-            .expect("log exists")
-            .len();
+        let good = log_len(&path);
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
             vec![0]
@@ -902,12 +895,7 @@ fn a_corrupt_record_is_cut_from_the_tail() {
         std::fs::write(log_path(&path), &bytes).expect("write log");
         let c = open(&path).await;
         assert_eq!(fetch(&c, "simple", "orders", 0), 1);
-        assert_eq!(
-            std::fs::metadata(log_path(&path))
-                .expect("log exists")
-                .len(),
-            good
-        );
+        assert_eq!(log_len(&path), good);
     });
 }
 
