@@ -7,6 +7,8 @@
 //! - this file: [`Broker`] (start, stop, restart, SIGKILL, logs) and [`BrokerBuilder`].
 //! - [`clients`]: rdkafka producer, consumer and admin helpers with bounded waits.
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
+//! - [`python`]: the Python interpreter with confluent-kafka and aiokafka.
+//! - [`skip`]: how a test that cannot run says so.
 //!
 //! Every wait is bounded by a named constant; a test never hangs on a dead broker.
 //!
@@ -18,7 +20,9 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod python;
 pub mod raw;
+pub mod skip;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
