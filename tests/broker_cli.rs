@@ -332,8 +332,10 @@ fn a_different_shard_count_over_existing_group_offsets_is_refused() {
 fn a_data_directory_without_o_direct_is_refused_unless_buffered_io_is_allowed() {
     let shm = Path::new("/dev/shm");
     if !shm.is_dir() {
-        eprintln!("no /dev/shm (tmpfs) on this machine: nothing to check");
-        return;
+        return common::skip::skip(
+            "a_data_directory_without_o_direct_is_refused_unless_buffered_io_is_allowed",
+            "no /dev/shm (tmpfs) on this machine",
+        );
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = tempfile::tempdir_in(shm).expect("a directory on tmpfs");
@@ -387,8 +389,10 @@ fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
         &["numa", "4095"],
     );
     if !Path::new("/sys/devices/system/node/node0").is_dir() {
-        eprintln!("no NUMA topology exposed here: node 0 not checked");
-        return;
+        return common::skip::skip(
+            "numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused",
+            "no NUMA topology exposed here: node 0 not checked",
+        );
     }
     let mut child = Command::new(broker_binary())
         .args(args("0"))

@@ -132,65 +132,87 @@ fn restarted_broker_serves_the_same_topics_configs_and_data() {
     }
 }
 
-#[test]
-fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
-    let mut broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("sigkill");
-    let partitions = 2;
-    create_topic(&bootstrap, &topic, partitions, &[]);
+/// An acks=all producer thread that sends keyed messages until stopped.
+struct Load {
+    producer: Arc<common::clients::RecordingProducer>,
+    log: Arc<common::clients::DeliveryLog>,
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<usize>,
+}
 
-    let (producer, log) = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "2")]);
-    let producer = Arc::new(producer);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let producer = Arc::clone(&producer);
-        let stop = Arc::clone(&stop);
-        let topic = topic.clone();
-        thread::spawn(move || {
-            let mut sent = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("key-{}", sent % 64);
-                let value = format!("value-{sent}");
-                send(
-                    &producer,
-                    BaseRecord::to(&topic)
-                        .key(key.as_bytes())
-                        .payload(value.as_bytes()),
-                );
-                sent += 1;
-                if sent % 100 == 0 {
-                    // Keep the load steady rather than queueing everything at once.
-                    thread::sleep(Duration::from_millis(1));
+impl Load {
+    fn start(bootstrap: &str, topic: &str) -> Load {
+        let (producer, log) = producer(bootstrap, &[("acks", "all"), ("linger.ms", "2")]);
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let producer = Arc::clone(&producer);
+            let stop = Arc::clone(&stop);
+            let topic = topic.to_string();
+            thread::spawn(move || {
+                let mut sent = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("key-{}", sent % 64);
+                    let value = format!("value-{sent}");
+                    send(
+                        &producer,
+                        BaseRecord::to(&topic)
+                            .key(key.as_bytes())
+                            .payload(value.as_bytes()),
+                    );
+                    sent += 1;
+                    if sent % 100 == 0 {
+                        // Keep the load steady rather than queueing everything at once.
+                        thread::sleep(Duration::from_millis(1));
+                    }
                 }
-            }
-            sent
-        })
-    };
-    let deadline = Instant::now() + LOAD_TIMEOUT;
-    while log.delivered_count() < ACKED_BEFORE_KILL {
-        assert!(
-            Instant::now() < deadline,
-            "only {} acknowledged within {LOAD_TIMEOUT:?}; failures: {:?}",
-            log.delivered_count(),
-            log.failures().first()
-        );
-        thread::sleep(Duration::from_millis(5));
+                sent
+            })
+        };
+        Load {
+            producer,
+            log,
+            stop,
+            thread,
+        }
     }
-    broker.kill9();
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.join().expect("the load thread does not panic");
-    // Dropping the producer purges what is still queued or in flight.
-    drop(Arc::into_inner(producer).expect("the load thread has ended"));
-    let acknowledged: Vec<Delivered> = log.delivered();
-    eprintln!(
-        "sent {sent}, acknowledged {} before and around the SIGKILL",
-        acknowledged.len()
-    );
 
-    broker.start_again();
+    /// Waits until `count` messages in all were acknowledged.
+    fn wait_for_acknowledged(&self, count: usize) {
+        let deadline = Instant::now() + LOAD_TIMEOUT;
+        while self.log.delivered_count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} acknowledged within {LOAD_TIMEOUT:?}; failures: {:?}",
+                self.log.delivered_count(),
+                self.log.failures().first()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops sending, purges what is still queued or in flight, and returns
+    /// what was acknowledged.
+    fn stop(self) -> Vec<Delivered> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.thread.join().expect("the load thread does not panic");
+        drop(Arc::into_inner(self.producer).expect("the load thread has ended"));
+        let acknowledged = self.log.delivered();
+        eprintln!("sent {sent}, acknowledged {}", acknowledged.len());
+        acknowledged
+    }
+}
+
+/// Checks that every partition's offsets are dense and that every
+/// acknowledged message is stored at its offset; returns the watermarks.
+fn assert_acknowledged_are_stored(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    acknowledged: &[Delivered],
+) -> Vec<(i64, i64)> {
     let marks: Vec<(i64, i64)> = (0..partitions)
-        .map(|p| watermarks(&bootstrap, &topic, p))
+        .map(|p| watermarks(bootstrap, topic, p))
         .collect();
     let stored: i64 = marks.iter().map(|(low, high)| high - low).sum();
     assert!(
@@ -199,8 +221,8 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
         acknowledged.len()
     );
     let consumed = consume_all(
-        &bootstrap,
-        &topic,
+        bootstrap,
+        topic,
         partitions,
         stored as usize,
         CONSUME_TIMEOUT,
@@ -222,7 +244,7 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
             message.payload().map(<[u8]>::to_vec),
         );
     }
-    for report in &acknowledged {
+    for report in acknowledged {
         assert_eq!(
             at.get(&(report.partition, report.offset)),
             Some(&report.payload),
@@ -231,6 +253,24 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
             report.offset
         );
     }
+    marks
+}
+
+#[test]
+fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("sigkill");
+    let partitions = 2;
+    create_topic(&bootstrap, &topic, partitions, &[]);
+
+    let load = Load::start(&bootstrap, &topic);
+    load.wait_for_acknowledged(ACKED_BEFORE_KILL);
+    broker.kill9();
+    let acknowledged = load.stop();
+
+    broker.start_again();
+    let marks = assert_acknowledged_are_stored(&bootstrap, &topic, partitions, &acknowledged);
 
     // The recovered log takes new writes at its end.
     let delivered = produce_keyed(&bootstrap, &topic, 20, 64);
@@ -243,7 +283,29 @@ fn acknowledged_messages_survive_a_sigkill_during_an_acks_all_load() {
     }
 }
 
-/// The newest segment file of a partition: `<data>/<topic>-<partition>/*.log`.
+/// Kill and restart cycles, as a supervisor (`Restart=always`) runs them.
+const KILL_RESTART_CYCLES: usize = 50;
+/// Messages acknowledged in each cycle before its SIGKILL.
+const ACKED_PER_CYCLE: usize = 100;
+
+#[test]
+fn a_broker_killed_with_sigkill_under_load_restarts_at_once_every_time() {
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("kill-restart");
+    let partitions = 2;
+    create_topic(&bootstrap, &topic, partitions, &[]);
+    let load = Load::start(&bootstrap, &topic);
+    for cycle in 1..=KILL_RESTART_CYCLES {
+        load.wait_for_acknowledged(cycle * ACKED_PER_CYCLE);
+        broker.kill9();
+        // At once: the killed process's listener may still be closing.
+        broker.start_again();
+    }
+    let acknowledged = load.stop();
+    assert_acknowledged_are_stored(&bootstrap, &topic, partitions, &acknowledged);
+}
+
 fn newest_segment(broker: &Broker, topic: &str, partition: i32) -> PathBuf {
     let dir = broker.data_dir().join(format!("{topic}-{partition}"));
     let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -12,7 +12,7 @@ use common::clients::{
     producer, send, topic_names,
 };
 use common::raw::{self, error_code, RawClient};
-use common::{allowed_cpus, unique_topic, Broker};
+use common::{unique_topic, Broker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -29,13 +29,9 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 const RAW_CONNECTIONS: usize = 8;
 
 /// A two-shard broker, or `None` when this machine cannot run one.
-fn two_shard_broker() -> Option<Broker> {
-    let cpus = allowed_cpus();
-    if !(cpus.contains(&0) && cpus.contains(&1)) {
-        eprintln!("skipped: needs CPUs 0 and 1, this process may use {cpus:?}");
-        return None;
-    }
-    Some(Broker::builder().cpus("0-1").start())
+fn two_shard_broker(test: &str) -> Option<Broker> {
+    let cpus = common::two_cpus(test)?;
+    Some(Broker::builder().cpus(&cpus).start())
 }
 
 fn topic_name(topic: &str) -> TopicName {
@@ -84,7 +80,9 @@ fn fetch_all_partitions(topic: &str) -> FetchRequest {
 
 #[test]
 fn one_client_produces_to_and_fetches_from_partitions_on_both_shards() {
-    let Some(mut broker) = two_shard_broker() else {
+    let Some(mut broker) =
+        two_shard_broker("one_client_produces_to_and_fetches_from_partitions_on_both_shards")
+    else {
         return;
     };
     let bootstrap = broker.bootstrap();
@@ -166,7 +164,9 @@ fn one_client_produces_to_and_fetches_from_partitions_on_both_shards() {
 
 #[test]
 fn every_connection_reaches_every_partition_within_one_request() {
-    let Some(broker) = two_shard_broker() else {
+    let Some(broker) =
+        two_shard_broker("every_connection_reaches_every_partition_within_one_request")
+    else {
         return;
     };
     let topic = unique_topic("sharded-raw");
@@ -242,7 +242,9 @@ fn every_connection_reaches_every_partition_within_one_request() {
 
 #[test]
 fn topics_created_through_one_connection_are_visible_on_all_of_them() {
-    let Some(broker) = two_shard_broker() else {
+    let Some(broker) =
+        two_shard_broker("topics_created_through_one_connection_are_visible_on_all_of_them")
+    else {
         return;
     };
     let mut clients: Vec<RawClient> = (0..RAW_CONNECTIONS)

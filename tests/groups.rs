@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::clients::{admin, admin_options, block_on, create_topic, produce_keyed};
 use common::raw::RawClient;
-use common::{allowed_cpus, unique_topic, Broker};
+use common::{unique_topic, Broker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -666,13 +666,12 @@ fn bad_group_requests_get_kafka_error_codes() {
 #[test]
 fn groups_on_two_shards_commit_list_and_survive_a_restart() {
     const GROUPS: usize = 6;
-    let cpus = allowed_cpus();
-    if !(cpus.contains(&0) && cpus.contains(&1)) {
-        eprintln!("skipped: needs CPUs 0 and 1, this process may use {cpus:?}");
+    let Some(cpus) = common::two_cpus("groups_on_two_shards_commit_list_and_survive_a_restart")
+    else {
         return;
-    }
+    };
     let mut broker = Broker::builder()
-        .cpus("0-1")
+        .cpus(&cpus)
         .arg("--group-min-session-timeout-ms")
         .arg("1000")
         .arg("--group-initial-rebalance-delay-ms")

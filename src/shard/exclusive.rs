@@ -9,12 +9,19 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The lock file in the data directory, as Kafka names its own.
 pub const LOCK_FILE: &str = ".lock";
 /// How long the start-up probe waits for something already listening.
 const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a listener found at start-up may take to go away before the
+/// address is refused. A broker killed a moment ago keeps accepting for
+/// 10-20 ms after its exit, while the kernel tears down its io_uring rings
+/// (which hold the listening socket); a supervisor restarts it within that.
+pub const LISTENER_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between two probes while waiting for a listener to go away.
+const LISTENER_DRAIN_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExclusiveError {
@@ -77,8 +84,28 @@ impl DataDirLock {
     }
 }
 
-/// Refuses a listen address where something already accepts connections.
+/// Refuses a listen address where something still accepts connections after
+/// [`LISTENER_DRAIN_TIMEOUT`]. Called with the data directory's lock held,
+/// so a listener found here is not a live broker on this directory: most
+/// likely the socket of one that has just died.
 pub fn check_listen_free(listen: SocketAddr) -> Result<(), ExclusiveError> {
+    let deadline = Instant::now() + LISTENER_DRAIN_TIMEOUT;
+    let mut logged = false;
+    while is_accepting(listen) {
+        if Instant::now() >= deadline {
+            return Err(ExclusiveError::ListenInUse { listen });
+        }
+        if !logged {
+            tracing::info!(%listen, timeout = ?LISTENER_DRAIN_TIMEOUT, "something accepts on the listen address; waiting for it to close (a broker that has just exited?)");
+            logged = true;
+        }
+        std::thread::sleep(LISTENER_DRAIN_POLL);
+    }
+    Ok(())
+}
+
+/// Whether a connection to `listen` (loopback for a wildcard address) succeeds.
+fn is_accepting(listen: SocketAddr) -> bool {
     let probe = match listen.ip() {
         ip if ip.is_unspecified() && listen.is_ipv4() => {
             SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
@@ -88,10 +115,7 @@ pub fn check_listen_free(listen: SocketAddr) -> Result<(), ExclusiveError> {
         }
         _ => listen,
     };
-    if listen.port() != 0 && TcpStream::connect_timeout(&probe, LISTEN_PROBE_TIMEOUT).is_ok() {
-        return Err(ExclusiveError::ListenInUse { listen });
-    }
-    Ok(())
+    listen.port() != 0 && TcpStream::connect_timeout(&probe, LISTEN_PROBE_TIMEOUT).is_ok()
 }
 
 #[cfg(test)]
@@ -122,5 +146,17 @@ mod tests {
         ));
         drop(listener);
         check_listen_free(taken).expect("free after close");
+    }
+
+    #[test]
+    fn a_listener_that_closes_within_the_drain_timeout_is_waited_for() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = listener.local_addr().expect("addr");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(LISTENER_DRAIN_TIMEOUT / 10);
+            drop(listener);
+        });
+        check_listen_free(taken).expect("free once the listener closed");
+        closer.join().expect("the closing thread ends");
     }
 }

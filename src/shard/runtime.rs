@@ -91,6 +91,21 @@ fn check_group_shards(dir: &std::path::Path, shards: usize) -> Result<(), StartE
     })
 }
 
+/// Creates the data directory and returns its absolute, symlink-free path.
+///
+/// Resolved once here: glommio opens files and directories with `openat`
+/// against no directory descriptor, so a relative path (the default
+/// `./data`) fails there with EBADF, and the working directory of a
+/// long-running process is not something to depend on anyway.
+fn resolve_data_dir(path: &std::path::Path) -> Result<std::path::PathBuf, StartError> {
+    let failed = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(failed)?;
+    std::fs::canonicalize(path).map_err(failed)
+}
+
 /// Everything one shard needs to start; moved onto its executor thread.
 struct ShardSeed {
     id: usize,
@@ -103,14 +118,11 @@ struct ShardSeed {
 }
 
 /// Runs the broker until SIGINT/SIGTERM (or `stop` fires), then shuts down cleanly.
-pub fn run(config: Config) -> Result<(), StartError> {
+pub fn run(mut config: Config) -> Result<(), StartError> {
     super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
+    config.data_dir = resolve_data_dir(&config.data_dir)?;
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     exclusive::check_listen_free(config.listen)?;
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;

@@ -54,6 +54,10 @@ const FIRST_START_ATTEMPTS_MAX: usize = 3;
 const LOG_PRINT_BYTES_MAX: u64 = 64 * 1024;
 /// What Rust's panic handler writes; a broker must never log it.
 const PANIC_MARKER: &str = "panicked at";
+/// What a shard logs once it accepts on the listener. Readiness waits for it
+/// as well as for a connection: a broker killed a moment ago may still
+/// accept on the port while the kernel tears it down.
+const ACCEPTING_MARKER: &str = "accepting connections";
 /// `RUST_LOG` for the broker unless the test run sets one.
 const BROKER_LOG_FILTER_DEFAULT: &str = "info";
 
@@ -98,6 +102,22 @@ pub fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// A `--cpus` list of two allowed CPUs, for brokers with two shards; `None`
+/// (and the test recorded as skipped) where this process may use only one.
+pub fn two_cpus(test: &str) -> Option<String> {
+    let cpus = allowed_cpus();
+    match cpus.as_slice() {
+        [first, second, ..] => Some(format!("{first},{second}")),
+        _ => {
+            skip::skip(
+                test,
+                &format!("needs two CPUs, this process may use {cpus:?}"),
+            );
+            None
+        }
+    }
+}
+
 /// One CPU for a single-shard broker. Tests of one file run in parallel, so
 /// brokers are spread over the allowed CPUs instead of all pinned to the first.
 fn next_single_cpu() -> String {
@@ -114,7 +134,12 @@ pub struct BrokerBuilder {
     extra_args: Vec<String>,
     data_dir: Option<PathBuf>,
     use_config_file: bool,
+    relative_data_dir: bool,
+    no_flags: bool,
 }
+
+/// Where a broker started with no flags listens (the built-in default).
+pub const DEFAULT_PORT: u16 = 9092;
 
 impl BrokerBuilder {
     /// `--cpus` value; default: one allowed CPU.
@@ -154,6 +179,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// Give the data directory as `data`, relative to the broker's working
+    /// directory (its temporary folder), instead of as an absolute path.
+    pub fn relative_data_dir(mut self) -> Self {
+        self.relative_data_dir = true;
+        self
+    }
+
+    /// Start `ringlog` with no arguments at all, as a newcomer does: it then
+    /// listens on [`DEFAULT_PORT`], uses every online CPU and keeps its data
+    /// in `./data` of its working directory (its temporary folder).
+    pub fn no_flags(mut self) -> Self {
+        self.no_flags = true;
+        self
+    }
+
     /// Starts the broker and waits until its port accepts connections.
     pub fn start(self) -> Broker {
         let work_dir = tempfile::Builder::new()
@@ -164,26 +204,36 @@ impl BrokerBuilder {
             .data_dir
             .clone()
             .unwrap_or_else(|| work_dir.path().join("data"));
+        let port = if self.no_flags {
+            DEFAULT_PORT
+        } else {
+            free_port()
+        };
         let cpus = self.cpus.clone().unwrap_or_else(next_single_cpu);
         let log_path = work_dir.path().join("broker.log");
         let mut broker = Broker {
             child: None,
-            port: free_port(),
+            port,
             data_dir,
             log_path,
             cpus,
             builder: self,
             work_dir,
             starts: 0,
+            log_start: 0,
         };
         let mut last_error = String::new();
         for _ in 0..FIRST_START_ATTEMPTS_MAX {
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
                 // Perhaps the port was taken after we probed it: try another.
-                Err(StartError::Exited(error)) => {
+                Err(StartError::Exited(error)) if !broker.builder.no_flags => {
                     last_error = error;
                     broker.port = free_port();
+                }
+                Err(StartError::Exited(error)) => {
+                    last_error = error;
+                    break;
                 }
                 // A broker that hangs at start-up would hang again: no retry.
                 Err(StartError::NotAccepting(error)) => {
@@ -211,6 +261,8 @@ pub struct Broker {
     /// Holds the log, the config file and (by default) the data directory.
     work_dir: TempDir,
     starts: u32,
+    /// Length of the log when the current process was started.
+    log_start: u64,
 }
 
 impl Broker {
@@ -221,6 +273,8 @@ impl Broker {
             extra_args: Vec::new(),
             data_dir: None,
             use_config_file: false,
+            relative_data_dir: false,
+            no_flags: false,
         }
     }
 
@@ -276,6 +330,17 @@ impl Broker {
         let lines: Vec<&str> = log.lines().collect();
         let at = lines.iter().position(|line| line.contains(PANIC_MARKER))?;
         Some(lines[at..lines.len().min(at + 2)].join("\n"))
+    }
+
+    /// Whether the current process (since its start) has logged `text`.
+    fn logged_since_start(&self, text: &str) -> bool {
+        let Ok(mut file) = File::open(&self.log_path) else {
+            return false;
+        };
+        let _ = file.seek(SeekFrom::Start(self.log_start));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).contains(text)
     }
 
     /// Whether the process has exited (and reaps it if so).
@@ -363,13 +428,18 @@ impl Broker {
             self.port,
             args.join(" ")
         );
+        self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_for_stdout = log
             .try_clone()
             .map_err(|e| format!("cloning the log file: {e}"))?;
-        let filter =
-            std::env::var("RUST_LOG").unwrap_or_else(|_| BROKER_LOG_FILTER_DEFAULT.to_string());
+        // Readiness needs the runtime's info lines, whatever the run's filter.
+        let filter = std::env::var("RUST_LOG").map_or_else(
+            |_| BROKER_LOG_FILTER_DEFAULT.to_string(),
+            |filter| format!("{filter},ringlog::shard::runtime=info"),
+        );
         let child = Command::new(broker_binary())
             .args(&args)
+            .current_dir(self.work_dir.path())
             .env("RUST_LOG", filter)
             // Plain text in the log file, without terminal colour codes.
             .env("NO_COLOR", "1")
@@ -383,21 +453,30 @@ impl Broker {
     }
 
     fn command_args(&self) -> Result<Vec<String>, String> {
+        if self.builder.no_flags {
+            return Ok(Vec::new());
+        }
         let mut args = vec!["serve".to_string()];
         let listen = format!("127.0.0.1:{}", self.port);
+        let data_dir = if self.builder.relative_data_dir {
+            let relative = self
+                .data_dir
+                .strip_prefix(self.work_dir.path())
+                .map_err(|_| "a relative data directory must be inside the work directory")?;
+            relative.display().to_string()
+        } else {
+            self.data_dir.display().to_string()
+        };
         if self.builder.use_config_file {
             let config_path = self.work_dir.path().join("ringlog.toml");
-            let text = format!(
-                "listen = {listen:?}\ndata_dir = {:?}\n",
-                self.data_dir.display().to_string()
-            );
+            let text = format!("listen = {listen:?}\ndata_dir = {data_dir:?}\n");
             std::fs::write(&config_path, text)
                 .map_err(|e| format!("writing the config file: {e}"))?;
             args.push("--config".into());
             args.push(config_path.display().to_string());
         } else {
             args.extend(["--listen".into(), listen]);
-            args.extend(["--data-dir".into(), self.data_dir.display().to_string()]);
+            args.extend(["--data-dir".into(), data_dir]);
         }
         args.extend(["--cpus".into(), self.cpus.clone()]);
         args.extend(self.builder.extra_args.iter().cloned());
@@ -415,7 +494,9 @@ impl Broker {
                     "broker exited with {status} before accepting on {addr}"
                 )));
             }
-            if TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok() {
+            if self.logged_since_start(ACCEPTING_MARKER)
+                && TcpStream::connect_timeout(&addr, READINESS_CONNECT_TIMEOUT).is_ok()
+            {
                 return Ok(());
             }
             // A panicked shard thread may leave the process alive but never listening.
