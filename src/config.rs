@@ -31,6 +31,8 @@ pub enum ConfigError {
     AdvertisedListener(String),
     #[error("invalid CPU list {0:?}: expected e.g. 0-3,6,8-9")]
     CpuList(String),
+    #[error("invalid log format {0:?}: expected text or json")]
+    LogFormat(String),
     #[error("--cpus and --numa-node cannot be used together")]
     CpusAndNumaNode,
     #[error("invalid --default-partitions {0}: must be at least 1")]
@@ -66,8 +68,30 @@ pub struct FileConfig {
     pub group_initial_rebalance_delay_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub log_format: Option<String>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
+}
+
+/// How the log is written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<LogFormat, ConfigError> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::LogFormat(other.to_string())),
+        }
+    }
 }
 
 /// Where the executors run.
@@ -97,6 +121,7 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    pub log_format: LogFormat,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
 }
@@ -158,6 +183,7 @@ impl Config {
             group_initial_rebalance_delay_ms: pick!(group_initial_rebalance_delay_ms, 3_000),
             offsets_retention_minutes: pick!(offsets_retention_minutes, 10_080),
             retention_check_interval_ms: pick!(retention_check_interval_ms, 300_000),
+            log_format: pick!(log_format, "text".to_string()).parse()?,
             topic_defaults,
         };
         config.check_ranges()?;

@@ -1,10 +1,11 @@
 //! The `ringlog` command: `ringlog [serve] [flags]` runs the broker.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringlog::config::{parse_assignments, Config, FileConfig};
+use ringlog::config::{parse_assignments, Config, FileConfig, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -81,6 +82,9 @@ struct ServeArgs {
     /// How often retention runs (log.retention.check.interval.ms) [default: 300000].
     #[arg(long, value_name = "MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 /// Exit code for a configuration the broker refuses to start with.
@@ -117,19 +121,30 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
+        log_format: args.log_format,
         topic_defaults,
     };
     Config::build(file, flags).map_err(|e| e.to_string())
 }
 
+/// Logs to stderr at `RUST_LOG`'s level (default info), in `format`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colour escapes only where a person reads them: a file or a
+        // journal gets plain text (and NO_COLOR is honoured).
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
@@ -142,6 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    init_logging(config.log_format);
     match ringlog::shard::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(

@@ -86,7 +86,7 @@ fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
 #[test]
 fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let cases: [(&str, &[&str], &[&str]); 8] = [
+    let cases: [(&str, &[&str], &[&str]); 9] = [
         (
             "unparsable listen address",
             &["--listen", "not-an-address"],
@@ -98,6 +98,11 @@ fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
             &["listen", "99999"],
         ),
         ("unparsable cpu list", &["--cpus", "abc"], &["cpus", "abc"]),
+        (
+            "unknown log format",
+            &["--log-format", "xml"],
+            &["log format", "xml"],
+        ),
         (
             "zero default partitions",
             &["--default-partitions", "0"],
@@ -407,4 +412,103 @@ fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
     let _ = child.kill();
     let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
     assert!(serving, "the broker serves on NUMA node 0's CPUs");
+}
+
+#[test]
+fn a_relative_data_directory_from_a_flag_or_the_config_file_works_on_every_shard() {
+    let test = "a_relative_data_directory_from_a_flag_or_the_config_file_works_on_every_shard";
+    let Some(cpus) = common::two_cpus(test) else {
+        return;
+    };
+    for use_config_file in [false, true] {
+        let mut builder = Broker::builder().cpus(&cpus).relative_data_dir();
+        if use_config_file {
+            builder = builder.use_config_file();
+        }
+        let mut broker = builder.start();
+        let bootstrap = broker.bootstrap();
+        // Partitions on both shards, made through CreateTopics and by auto-creation.
+        let created = unique_topic("relative-created");
+        create_topic(&bootstrap, &created, 4, &[]);
+        produce_keyed(&bootstrap, &created, 40, 8);
+        let auto = unique_topic("relative-auto");
+        produce_keyed(&bootstrap, &auto, 10, 2);
+        broker.restart();
+        consume_all(&bootstrap, &created, 4, 40, Duration::from_secs(20)).expect_count(40);
+        consume_all(&bootstrap, &auto, 1, 10, Duration::from_secs(20)).expect_count(10);
+        let resolved = broker
+            .data_dir()
+            .canonicalize()
+            .expect("the data directory exists");
+        assert!(
+            broker
+                .log()
+                .contains(&format!("data_dir={}", resolved.display())),
+            "the log names the absolute data directory (config file: {use_config_file})"
+        );
+    }
+}
+
+/// Starts `ringlog` with `extra` flags and stderr in a file (no NO_COLOR in
+/// its environment), waits until it accepts, stops it with SIGTERM and
+/// returns what it logged.
+fn log_of_a_short_run(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let args = serve_args(dir.path(), extra);
+    let listen = args[args.iter().position(|a| a == "--listen").expect("--listen") + 1].clone();
+    let stderr_path = dir.path().join("stderr.txt");
+    let mut child = Command::new(broker_binary())
+        .args(&args)
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            File::create(&stderr_path).expect("stderr file"),
+        ))
+        .spawn()
+        .expect("spawning the broker binary");
+    let serving = common::wait_until(REFUSAL_TIMEOUT, || {
+        std::net::TcpStream::connect(listen.as_str()).is_ok()
+    });
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_bounded(&mut child, REFUSAL_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(serving, "the broker served; its log:\n{log}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean stop; its log:\n{log}"
+    );
+    log
+}
+
+#[test]
+fn logs_to_a_file_have_no_colour_codes_and_json_logs_are_one_object_per_line() {
+    let text = log_of_a_short_run(&[]);
+    assert!(text.contains("accepting connections"), "text log:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no ANSI escapes in a file:\n{text:?}"
+    );
+
+    let json = log_of_a_short_run(&["--log-format", "json"]);
+    let lines: Vec<&str> = json.lines().collect();
+    assert!(lines.len() >= 3, "start, accept and stop lines:\n{json}");
+    for line in &lines {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object["level"].is_string(), "a level: {line}");
+        assert!(object["timestamp"].is_string(), "a timestamp: {line}");
+        assert!(object["fields"]["message"].is_string(), "a message: {line}");
+    }
+    assert!(
+        json.contains("\"message\":\"accepting connections\""),
+        "json log:\n{json}"
+    );
 }
