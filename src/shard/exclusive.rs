@@ -20,8 +20,11 @@ const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// 10-20 ms after its exit, while the kernel tears down its io_uring rings
 /// (which hold the listening socket); a supervisor restarts it within that.
 pub const LISTENER_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// Pause between two probes while waiting for a listener to go away.
-const LISTENER_DRAIN_POLL: Duration = Duration::from_millis(20);
+/// Pause between two probes while waiting for a listener to go away. Each
+/// probe that a listener does not accept stays in its backlog, so the probes
+/// within the timeout are kept well under the smallest usual backlog (128).
+const LISTENER_DRAIN_POLL: Duration = Duration::from_millis(50);
+const _: () = assert!(LISTENER_DRAIN_TIMEOUT.as_millis() / LISTENER_DRAIN_POLL.as_millis() <= 64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExclusiveError {
