@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::group;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
 /// Kafka's `socket.request.max.bytes` default: the largest frame a client may send.
@@ -178,10 +179,22 @@ impl Config {
             request_bytes_max: pick!(request_bytes_max, REQUEST_BYTES_MAX_DEFAULT),
             batch_cache_bytes: pick!(batch_cache_bytes, BATCH_CACHE_BYTES_DEFAULT),
             allow_buffered_io: pick!(allow_buffered_io, false),
-            group_min_session_timeout_ms: pick!(group_min_session_timeout_ms, 6_000),
-            group_max_session_timeout_ms: pick!(group_max_session_timeout_ms, 1_800_000),
-            group_initial_rebalance_delay_ms: pick!(group_initial_rebalance_delay_ms, 3_000),
-            offsets_retention_minutes: pick!(offsets_retention_minutes, 10_080),
+            group_min_session_timeout_ms: pick!(
+                group_min_session_timeout_ms,
+                group::MIN_SESSION_TIMEOUT_MS_DEFAULT
+            ),
+            group_max_session_timeout_ms: pick!(
+                group_max_session_timeout_ms,
+                group::MAX_SESSION_TIMEOUT_MS_DEFAULT
+            ),
+            group_initial_rebalance_delay_ms: pick!(
+                group_initial_rebalance_delay_ms,
+                group::INITIAL_REBALANCE_DELAY_MS_DEFAULT
+            ),
+            offsets_retention_minutes: pick!(
+                offsets_retention_minutes,
+                group::OFFSETS_RETENTION_MINUTES_DEFAULT
+            ),
             retention_check_interval_ms: pick!(retention_check_interval_ms, 300_000),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             topic_defaults,

@@ -85,6 +85,7 @@ pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=6;
 pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
 pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
 pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
+/// v10 names topics by id only (KIP-848 consumers); names are served through v9.
 pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
 pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
 
@@ -99,11 +100,17 @@ pub const GROUP_SIZE_LIMIT: usize = 100_000;
 const _: () =
     assert!(GROUP_ID_BYTES_MAX + OFFSET_METADATA_BYTES_LIMIT + 1024 < log::RECORD_BYTES_MAX);
 
+/// Kafka's defaults for the group settings a broker operator may change.
+pub const INITIAL_REBALANCE_DELAY_MS_DEFAULT: i32 = 3_000;
+pub const MIN_SESSION_TIMEOUT_MS_DEFAULT: i32 = 6_000;
+pub const MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 1_800_000;
+pub const OFFSETS_RETENTION_MINUTES_DEFAULT: i64 = 10_080;
+
 /// The coordinator's settings (Kafka's names in the comments).
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     /// group.initial.rebalance.delay.ms: how long the first rebalance of an
-    /// empty group waits for more members (Kafka: 3000).
+    /// empty group waits for more members.
     pub initial_rebalance_delay_ms: u64,
     /// group.min.session.timeout.ms
     pub min_session_timeout_ms: i32,
@@ -126,11 +133,11 @@ pub struct GroupConfig {
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            initial_rebalance_delay_ms: 100,
-            min_session_timeout_ms: 6_000,
-            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: INITIAL_REBALANCE_DELAY_MS_DEFAULT as u64,
+            min_session_timeout_ms: MIN_SESSION_TIMEOUT_MS_DEFAULT,
+            max_session_timeout_ms: MAX_SESSION_TIMEOUT_MS_DEFAULT,
             max_group_size: 1_000,
-            offsets_retention_ms: 10_080 * 60 * 1000,
+            offsets_retention_ms: OFFSETS_RETENTION_MINUTES_DEFAULT * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             log_compact_bytes: 16 << 20,

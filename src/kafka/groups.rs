@@ -29,17 +29,13 @@ use crate::shard::topics::TopicTable;
 use crate::shard::Shard;
 
 pub const FIND_COORDINATOR_VERSIONS: RangeInclusive<i16> = 0..=6;
-pub const JOIN_GROUP_VERSIONS: RangeInclusive<i16> = 2..=9;
-pub const SYNC_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
-pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
-/// v10 names topics by id only (KIP-848 consumers); names are served through v9.
-pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
-pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
-pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
+// The coordinator declares the versions it answers, and its tests encode
+// every response at each of them; this layer advertises exactly those.
+pub use crate::group::{
+    DELETE_GROUPS_VERSIONS, DESCRIBE_GROUPS_VERSIONS, HEARTBEAT_VERSIONS, JOIN_GROUP_VERSIONS,
+    LEAVE_GROUP_VERSIONS, LIST_GROUPS_VERSIONS, OFFSET_COMMIT_VERSIONS, OFFSET_DELETE_VERSIONS,
+    OFFSET_FETCH_VERSIONS, SYNC_GROUP_VERSIONS,
+};
 
 /// FindCoordinator key type for consumer groups (1 is transactions).
 const KEY_TYPE_GROUP: i8 = 0;
