@@ -16,6 +16,8 @@ use crate::topic_config::{TopicConfig, TopicConfigError};
 pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Per-shard batch cache for recent data.
 pub const BATCH_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+/// Connections one shard keeps open at once unless `max_connections` says otherwise.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,6 +64,7 @@ pub struct FileConfig {
     pub default_partitions: Option<i32>,
     pub auto_create_topics: Option<bool>,
     pub request_bytes_max: Option<u32>,
+    pub max_connections: Option<usize>,
     pub batch_cache_bytes: Option<u64>,
     pub allow_buffered_io: Option<bool>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -114,6 +117,9 @@ pub struct Config {
     pub default_partitions: i32,
     pub auto_create_topics: bool,
     pub request_bytes_max: u32,
+    /// Connections each shard keeps open at once (Kafka's `max.connections`,
+    /// per shard here since each shard accepts on its own).
+    pub max_connections: usize,
     pub batch_cache_bytes: u64,
     pub allow_buffered_io: bool,
     pub group_min_session_timeout_ms: i32,
@@ -177,6 +183,7 @@ impl Config {
             default_partitions,
             auto_create_topics: pick!(auto_create_topics, true),
             request_bytes_max: pick!(request_bytes_max, REQUEST_BYTES_MAX_DEFAULT),
+            max_connections: pick!(max_connections, MAX_CONNECTIONS_DEFAULT),
             batch_cache_bytes: pick!(batch_cache_bytes, BATCH_CACHE_BYTES_DEFAULT),
             allow_buffered_io: pick!(allow_buffered_io, false),
             group_min_session_timeout_ms: pick!(
@@ -216,6 +223,12 @@ impl Config {
             self.request_bytes_max as i64,
             self.request_bytes_max >= 1024 && self.request_bytes_max <= i32::MAX as u32,
             "must be between 1024 and 2^31-1",
+        )?;
+        check(
+            "max_connections",
+            i64::try_from(self.max_connections).unwrap_or(i64::MAX),
+            self.max_connections >= 1,
+            "must be at least 1",
         )?;
         check(
             "group_min_session_timeout_ms",

@@ -2,17 +2,19 @@
 //!
 //! # Layout
 //!
+//! - [`clock`]: the wall clock in Kafka's milliseconds.
 //! - [`config`]: configuration: defaults, file, flags, validation.
 //! - [`topic_config`]: topic configs under Kafka's names and the storage settings they give.
 //! - [`storage`]: the partition log: batches, segments, indexes, cache, retention, recovery.
 //! - [`group`]: the consumer-group coordinator and the committed-offset store.
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
-//! - [`net`]: listener, connection loop, framing and limits.
+//! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
 //!
 //! Data flows one way: `net` → `kafka` (decode, split by shard) → `shard`
 //! (route) → `storage` / `group` → back up as a response.
 
+pub mod clock;
 pub mod config;
 pub mod group;
 pub mod kafka;

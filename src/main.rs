@@ -58,6 +58,9 @@ struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     request_bytes_max: Option<u32>,
+    /// Connections each shard keeps open at once (max.connections) [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// Per-shard cache of recent record batches [default: 134217728].
     #[arg(long, value_name = "BYTES")]
     batch_cache_bytes: Option<u64>,
@@ -114,6 +117,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         default_partitions: args.default_partitions,
         auto_create_topics: args.auto_create_topics,
         request_bytes_max: args.request_bytes_max,
+        max_connections: args.max_connections,
         batch_cache_bytes: args.batch_cache_bytes,
         allow_buffered_io: args.allow_buffered_io.then_some(true),
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,

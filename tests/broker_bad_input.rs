@@ -521,3 +521,42 @@ fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_m
     );
     seeded.assert_serving_and_intact();
 }
+
+#[test]
+fn a_connection_over_max_connections_is_closed_with_a_log_line() {
+    const CONNECTIONS_MAX: usize = 3;
+    let broker = Broker::builder()
+        .arg("--max-connections")
+        .arg(&CONNECTIONS_MAX.to_string())
+        .start();
+    let mut open: Vec<RawClient> = (0..CONNECTIONS_MAX)
+        .map(|_| RawClient::connect_negotiated(broker.addr()))
+        .collect();
+    let mut refused = RawClient::connect(broker.addr());
+    assert_eq!(
+        refused.peer_state(Duration::from_secs(5)),
+        PeerState::Closed,
+        "the connection over the limit is closed"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || broker
+            .log()
+            .contains("connection refused: this shard is at max.connections")),
+        "one log line says why"
+    );
+    // The open connections still work, and a closed one frees its place.
+    for client in &mut open {
+        client.negotiate();
+    }
+    drop(open.pop());
+    let served = common::wait_until(Duration::from_secs(5), || {
+        let mut client = RawClient::connect(broker.addr());
+        let request = common::raw::api_versions_request(0);
+        let (correlation_id, frame) = client.frame(&request, 0);
+        client.write_raw(&frame).is_ok()
+            && client
+                .try_receive::<kafka_protocol::messages::ApiVersionsRequest>(correlation_id, 0)
+                .is_some()
+    });
+    assert!(served, "a new connection is served once one has closed");
+}

@@ -86,7 +86,7 @@ fn assert_refused(what: &str, args: &[String], dir: &Path, mentions: &[&str]) {
 #[test]
 fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let cases: [(&str, &[&str], &[&str]); 9] = [
+    let cases: [(&str, &[&str], &[&str]); 10] = [
         (
             "unparsable listen address",
             &["--listen", "not-an-address"],
@@ -102,6 +102,11 @@ fn invalid_flags_are_refused_with_exit_code_2_and_a_message() {
             "unknown log format",
             &["--log-format", "xml"],
             &["log format", "xml"],
+        ),
+        (
+            "no connections allowed",
+            &["--max-connections", "0"],
+            &["max_connections"],
         ),
         (
             "zero default partitions",

@@ -24,15 +24,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::shard::Shard;
 
-/// What the connection does with a request's outcome.
-pub enum Outcome {
-    /// Send these pieces, in order, as the response frame (length prefix included).
-    Respond(Vec<Bytes>),
-    /// acks=0 produce: Kafka sends nothing back.
-    NoResponse,
-    /// Malformed or unsupported request: close the connection, logging why.
-    Close(String),
-}
+pub use crate::net::Outcome;
 
 /// Every API ringlog implements, with the versions its handler supports.
 pub const SUPPORTED_APIS: &[(ApiKey, RangeInclusive<i16>)] = &[

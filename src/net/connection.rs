@@ -2,20 +2,21 @@
 //! they arrive (pipelining), and a writer that sends the answers strictly in
 //! request order, as Kafka requires.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::frame::{take_frame, READ_CHUNK_BYTES};
+use super::server::ServeOptions;
 use super::vectored;
-use crate::kafka::{self, Outcome};
-use crate::shard::{Shard, Shutdown};
+use super::{Outcome, Shutdown};
 
 /// Requests one connection may have in flight (librdkafka pipelines up to 5;
 /// the Java client up to 5 per connection by default).
@@ -23,7 +24,32 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 
 type Pending = JoinHandle<Outcome>;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Answers one request frame (without its length prefix) from the client at
+/// `client_host` (Kafka's `/<ip>` form).
+pub trait Handler: 'static {
+    type Answer: Future<Output = Outcome> + 'static;
+    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> Self::Answer;
+}
+
+impl<F, A> Handler for F
+where
+    F: Fn(Bytes, Rc<str>) -> A + 'static,
+    A: Future<Output = Outcome> + 'static,
+{
+    type Answer = A;
+    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> A {
+        self(frame, client_host)
+    }
+}
+
+/// Serves one connection until the client leaves, a request is refused, or
+/// `shutdown` starts.
+pub async fn serve<H: Handler>(
+    handler: Rc<H>,
+    stream: TcpStream,
+    options: ServeOptions,
+    shutdown: Rc<Shutdown>,
+) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -39,10 +65,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // Kafka reports a member's host as "/<ip>" in DescribeGroups.
     let client_host: Rc<str> =
         peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
-    let read_side = read_requests(&shard, reader, queue, &writer_stopped, &client_host);
+    let stopped = futures_lite::future::or(shutdown.wait(), writer_stopped.wait());
+    let read_side = read_requests(
+        handler.as_ref(),
+        reader,
+        queue,
+        options.request_bytes_max,
+        stopped,
+        &client_host,
+    );
     let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
-        tracing::info!(shard = shard.id, peer = %display_peer(peer), %reason, "connection closed");
+        tracing::info!(shard = options.shard, peer = %display_peer(peer), %reason, "connection closed");
     }
 }
 
@@ -50,24 +84,24 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
-/// Reads frames until EOF, an error, or shutdown; each request starts at once
-/// on its own task. Returns why it stopped when that deserves a log line.
-async fn read_requests(
-    shard: &Rc<Shard>,
+/// Reads frames until EOF, an error, or `stopped`; each request starts at
+/// once on its own task. Returns why it stopped when that deserves a log line.
+async fn read_requests<H: Handler>(
+    handler: &H,
     mut reader: ReadHalf<TcpStream>,
     queue: LocalSender<Pending>,
-    writer_stopped: &Shutdown,
+    limit: usize,
+    stopped: impl Future<Output = ()>,
     client_host: &Rc<str>,
 ) -> Option<String> {
-    let limit = shard.config.request_bytes_max as usize;
+    let mut stopped = std::pin::pin!(stopped);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
                 let task =
-                    glommio::spawn_local(kafka::handle(shard.clone(), frame, client_host.clone()))
-                        .detach();
+                    glommio::spawn_local(handler.handle(frame, client_host.clone())).detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }
@@ -80,7 +114,7 @@ async fn read_requests(
         let read = futures_lite::future::or(
             async { Some(reader.read(&mut buffer[start..]).await) },
             async {
-                futures_lite::future::or(shard.shutdown.wait(), writer_stopped.wait()).await;
+                (&mut stopped).await;
                 None
             },
         )

@@ -1,6 +1,25 @@
-//! The network edge: framing with size limits, and the per-connection loop
-//! that keeps responses in request order while requests are pipelined.
+//! The network edge: the accept loop with its connection limit, framing
+//! with size limits, and the per-connection loop that keeps responses in
+//! request order while requests are pipelined. It knows nothing above it:
+//! what a frame means is the handler's business.
 
 pub mod connection;
 pub mod frame;
+pub mod server;
+pub mod shutdown;
 pub mod vectored;
+
+use bytes::Bytes;
+
+pub use server::{serve, ServeOptions};
+pub use shutdown::Shutdown;
+
+/// What the connection does with a request's outcome.
+pub enum Outcome {
+    /// Send these pieces, in order, as the response frame (length prefix included).
+    Respond(Vec<Bytes>),
+    /// acks=0 produce: Kafka sends nothing back.
+    NoResponse,
+    /// Malformed or unsupported request: close the connection, logging why.
+    Close(String),
+}

@@ -3,16 +3,19 @@
 //! reach it only through [`mesh::run_on`].
 
 pub mod admin;
+mod background;
 pub mod exclusive;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
 pub mod runtime;
 pub mod scatter;
+mod signals;
+pub mod startup;
 pub mod topics;
 pub mod uring_probe;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use glommio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::group::GroupCoordinator;
+pub use crate::net::Shutdown;
 use crate::storage::{BatchCache, PartitionLog};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
@@ -41,7 +45,7 @@ pub struct Shard {
     registry: Option<RefCell<TopicRegistry>>,
     /// Serialises topic changes on the metadata shard (one admin change at a time).
     admin_permit: Semaphore,
-    pub shutdown: Shutdown,
+    pub shutdown: Rc<Shutdown>,
     pub groups: Rc<GroupCoordinator>,
 }
 
@@ -64,39 +68,5 @@ impl Shard {
         let logs = self.logs.borrow();
         let slot = logs.get(topic)?.get(usize::try_from(partition).ok()?)?;
         slot.clone()
-    }
-}
-
-/// The shard's stop signal, seen by every task on it.
-pub struct Shutdown {
-    started: Cell<bool>,
-    /// Never has permits: closing it wakes every waiter at once.
-    waiters: Semaphore,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown {
-            started: Cell::new(false),
-            waiters: Semaphore::new(0),
-        }
-    }
-}
-
-impl Shutdown {
-    pub fn start(&self) {
-        self.started.set(true);
-        self.waiters.close();
-    }
-
-    pub fn has_started(&self) -> bool {
-        self.started.get()
-    }
-
-    /// Resolves once shutdown has started.
-    pub async fn wait(&self) {
-        if !self.has_started() {
-            let _ = self.waiters.acquire(1).await;
-        }
     }
 }
