@@ -1,6 +1,7 @@
 //! Fetch: read stored batches from every requested partition (on their
-//! owner shards), long-poll until `min_bytes` or `max_wait_ms`, and send the
-//! record bytes exactly as stored.
+//! owner shards) within `max_bytes` and `partition_max_bytes` (KIP-74),
+//! long-poll until `min_bytes` or `max_wait_ms`, and send the record bytes
+//! exactly as stored.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
