@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ringlog::storage::{
-    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog,
+    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog, ReadLimit,
     StorageOptions, TimestampType,
 };
 use storage_support::*;
@@ -802,5 +802,54 @@ fn space_is_reserved_ahead_of_appends_and_trimmed_on_roll_close_and_recovery() {
         let log = open(dir.path(), config, &cache).await;
         assert_eq!(read_all(&log, 0).await.len(), sent.len());
         log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_strict_read_limit_takes_only_whole_batches_that_fit_from_cache_and_disk() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let warm = BatchCache::new(64 << 20);
+        let cold = BatchCache::new(0);
+        let log = open(dir.path(), LogConfig::default(), &warm).await;
+        for i in 0..3 {
+            let batch = make_batch(1, 10_000, 1_000 + i, Compression::None);
+            log.append(batch, Durability::Written)
+                .await
+                .expect("append");
+        }
+        let batch_bytes = read_all(&log, 0).await[0].len();
+        log.close().await.expect("close");
+        for cache in [&warm, &cold] {
+            let log = open(dir.path(), LogConfig::default(), cache).await;
+            // KIP-74: a batch over a strict limit is not returned, not even the first.
+            let r = log
+                .read_limited(0, ReadLimit::strict(batch_bytes - 1))
+                .await
+                .expect("read");
+            assert!(r.batches.is_empty(), "nothing fits in less than a batch");
+            let r = log
+                .read_limited(0, ReadLimit::strict(0))
+                .await
+                .expect("read");
+            assert!(r.batches.is_empty(), "nothing fits in zero bytes");
+            let r = log
+                .read_limited(0, ReadLimit::strict(2 * batch_bytes + batch_bytes / 2))
+                .await
+                .expect("read");
+            assert_eq!(
+                r.batches.len(),
+                2,
+                "two whole batches fit in two and a half"
+            );
+            // The first batch comes back whole when the limit allows it.
+            let r = log
+                .read_limited(0, ReadLimit::first_batch_whole(1))
+                .await
+                .expect("read");
+            assert_eq!(r.batches.len(), 1);
+            assert_eq!(r.batches[0].len(), batch_bytes);
+            log.close().await.expect("close");
+        }
     });
 }

@@ -1,13 +1,13 @@
 //! Fetch: read stored batches from every requested partition (on their
-//! owner shards), long-poll until `min_bytes` or `max_wait_ms`, and send the
-//! record bytes exactly as stored.
+//! owner shards) within `max_bytes` and `partition_max_bytes` (KIP-74),
+//! long-poll until `min_bytes` or `max_wait_ms`, and send the record bytes
+//! exactly as stored.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
@@ -21,7 +21,7 @@ use crate::shard::partitions::FetchPart;
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::Shard;
-use crate::storage::ReadResult;
+use crate::storage::{ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
 pub const VERSIONS: RangeInclusive<i16> = 4..=16;
@@ -76,16 +76,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
         Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT_MAX);
 
     let mut reads = loop {
-        let reads = read_all(shard, &topics, max_bytes).await;
-        let bytes: usize = reads
-            .iter()
-            .flatten()
-            .filter_map(|r| r.as_ref().ok())
-            .map(read_bytes)
-            .sum();
+        let mut reads = read_all(shard, &topics, max_bytes).await;
+        let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
+        let bytes = keep_within_limits(&mut reads, wanted, max_bytes);
         let failed = reads.iter().flatten().any(|r| r.is_err());
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || failed || now >= deadline || shard.shutdown.has_started() {
+        // Kafka answers as soon as `min_bytes` are there, so at once for 0.
+        if bytes >= min_bytes || failed || now >= deadline || shard.shutdown.has_started() {
             break reads;
         }
         wait_for_growth(shard, &topics, &reads, deadline - now).await;
@@ -117,8 +114,31 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     ))
 }
 
-fn read_bytes(read: &ReadResult) -> usize {
-    read.batches.iter().map(Bytes::len).sum()
+/// Applies KIP-74's limits to the whole response, in request order: whole
+/// batches are kept while the response stays within `max_bytes` and each
+/// partition within its own limit; only the first partition with data may
+/// exceed them, by its first batch. Each owner shard already applied them to
+/// its own partitions, but with the whole `max_bytes` each, so the sum over
+/// shards may be larger. Returns the record bytes kept.
+fn keep_within_limits<'a>(
+    reads: &mut [Option<Result<ReadResult, ResponseError>>],
+    wanted: impl Iterator<Item = &'a Wanted>,
+    max_bytes: usize,
+) -> usize {
+    let mut kept_bytes = 0usize;
+    for (read, wanted) in reads.iter_mut().zip(wanted) {
+        let Some(Ok(read)) = read else {
+            continue;
+        };
+        let limit = ReadLimit {
+            max_bytes: wanted.max_bytes.min(max_bytes.saturating_sub(kept_bytes)),
+            first_batch_whole: kept_bytes == 0,
+        };
+        let (count, bytes) = limit.admitted_prefix(&read.batches);
+        read.batches.truncate(count);
+        kept_bytes += bytes;
+    }
+    kept_bytes
 }
 
 fn partition_answer(

@@ -13,7 +13,9 @@ use futures::future::{join_all, select_all, FutureExt};
 
 use super::topics::TopicTable;
 use super::Shard;
-use crate::storage::{self, AppendInfo, Durability, PartitionLog, ReadResult, StorageOptions};
+use crate::storage::{
+    self, AppendInfo, Durability, PartitionLog, ReadLimit, ReadResult, StorageOptions,
+};
 
 /// Why a partition's part of a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,34 +79,34 @@ impl Shard {
         join_all(appends).await
     }
 
-    /// Reads each part in order, stopping to add data once `max_bytes` is
-    /// spent (the first partition with data may exceed it, as in KIP-74).
+    /// Reads each part in order within `max_bytes` in all and each part's own
+    /// limit, as Kafka's ReplicaManager does (KIP-74): only the first part that
+    /// returns data may exceed them, by its first batch.
     pub async fn fetch_local(
         self: Rc<Self>,
         parts: Vec<FetchPart>,
         max_bytes: usize,
     ) -> Vec<Result<ReadResult, PartitionError>> {
         let mut remaining = max_bytes;
+        let mut first_batch_whole = true;
         let mut results = Vec::with_capacity(parts.len());
         for part in parts {
-            let result = async {
-                let log = self.owned_log(&part.topic, part.partition)?;
-                if remaining == 0 {
-                    // The response is full: report the partition's state, no data.
-                    let (high_watermark, log_start_offset) =
-                        (log.high_watermark(), log.log_start_offset());
-                    return Ok(ReadResult {
-                        batches: Vec::new(),
-                        high_watermark,
-                        log_start_offset,
-                    });
-                }
-                let read = log.read(part.offset, part.max_bytes.min(remaining)).await?;
-                Ok(read)
-            }
-            .await;
+            let limit = ReadLimit {
+                max_bytes: part.max_bytes.min(remaining),
+                first_batch_whole,
+            };
+            let result = match self.owned_log(&part.topic, part.partition) {
+                Ok(log) => log
+                    .read_limited(part.offset, limit)
+                    .await
+                    .map_err(PartitionError::from),
+                Err(error) => Err(error),
+            };
             if let Ok(read) = &result {
-                let bytes: usize = read.batches.iter().map(Bytes::len).sum();
+                let bytes = read.total_bytes();
+                if bytes > 0 {
+                    first_batch_whole = false;
+                }
                 remaining = remaining.saturating_sub(bytes);
             }
             results.push(result);

@@ -21,6 +21,7 @@ use super::cache::{BatchCache, LogId};
 use super::config::{Durability, LogConfig, StorageOptions, TimestampType, KAFKA_LONG_MAX};
 use super::error::Error;
 use super::file::{self, IoMode, BLOCK_BYTES};
+use super::limit::ReadLimit;
 use super::meta::PartitionMeta;
 use super::notify::Notify;
 use super::recovery;
@@ -793,6 +794,19 @@ impl PartitionLog {
     /// up to `max_bytes` (at least one batch). `from_offset == high_watermark`
     /// gives an empty result.
     pub async fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadResult, Error> {
+        self.read_limited(from_offset, ReadLimit::first_batch_whole(max_bytes))
+            .await
+    }
+
+    /// Reads whole stored batches starting with the one containing `from_offset`,
+    /// as many as `limit` admits. `from_offset == high_watermark` gives an
+    /// empty result.
+    pub async fn read_limited(
+        &self,
+        from_offset: i64,
+        limit: ReadLimit,
+    ) -> Result<ReadResult, Error> {
+        let max_bytes = limit.max_bytes;
         let (high_watermark, log_start_offset) = {
             let state = self.state.borrow();
             (state.high_watermark, state.log_start_offset)
@@ -809,6 +823,9 @@ impl PartitionLog {
             high_watermark,
             log_start_offset,
         };
+        if limit.admits_nothing() {
+            return Ok(result);
+        }
         let mut total = 0usize;
         let mut next = from_offset;
         while next < high_watermark && (result.batches.is_empty() || total < max_bytes) {
@@ -818,7 +835,7 @@ impl PartitionLog {
                 let Some((batch, last)) = self.cache.get_containing(self.log_id, next) else {
                     break;
                 };
-                if !result.batches.is_empty() && total + batch.len() > max_bytes {
+                if !limit.admits(result.batches.len(), total, batch.len()) {
                     full = true;
                     break;
                 }
@@ -852,7 +869,7 @@ impl PartitionLog {
                 position,
                 end,
                 next,
-                max_bytes,
+                limit,
                 &mut result.batches,
                 &mut total,
             )

@@ -14,6 +14,7 @@
 //! - [`segment`]: one `.log` with its `.index`/`.timeindex`; scanning and reading.
 //! - [`index`]: sparse offset and time indexes, persisted as rkyv archives.
 //! - [`cache`]: the per-shard batch cache (LRU by bytes).
+//! - [`limit`]: `ReadLimit`, how many bytes of whole batches a read returns (KIP-74).
 //! - [`log`]: `PartitionLog`: appends with group commit, reads, waiters.
 //! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
 //! - [`retention`]: which segments retention.ms / retention.bytes / DeleteRecords remove.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod file;
 pub mod index;
+pub mod limit;
 pub mod log;
 pub mod meta;
 mod notify;
@@ -36,4 +38,5 @@ pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
 pub use config::{Durability, LogConfig, StorageOptions, TimestampType};
 pub use error::{CorruptReason, Error};
+pub use limit::ReadLimit;
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult, TimestampOffset};

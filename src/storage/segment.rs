@@ -10,6 +10,7 @@ use super::batch::{BatchHeader, BATCH_BYTES_LIMIT, HEADER_BYTES};
 use super::error::{CorruptReason, Error};
 use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
+use super::limit::ReadLimit;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -408,18 +409,19 @@ pub async fn scan(
 }
 
 /// Reads whole batches from `position` up to `end`: the first batch whose last
-/// offset reaches `from_offset`, then following ones while under `max_bytes`
-/// (the first one is returned whatever its size). Each batch's CRC is checked.
-/// Reports the offset after the last batch taken and whether `max_bytes` stopped it.
+/// offset reaches `from_offset`, then following ones while `limit` admits them
+/// (counting what `out` already holds). Each batch's CRC is checked.
+/// Reports the offset after the last batch taken and whether `limit` stopped it.
 pub async fn read_batches(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     from_offset: i64,
-    max_bytes: usize,
+    limit: ReadLimit,
     out: &mut Vec<Bytes>,
     total_bytes: &mut usize,
 ) -> Result<ReadProgress, Error> {
+    let max_bytes = limit.max_bytes;
     let chunk = max_bytes.clamp(HEADER_BYTES, SCAN_CHUNK_BYTES * 8);
     let mut window: Option<Window> = None;
     let mut progress = ReadProgress {
@@ -439,7 +441,7 @@ pub async fn read_batches(
             position += size as u64;
             continue;
         }
-        if !out.is_empty() && *total_bytes + size > max_bytes {
+        if !limit.admits(out.len(), *total_bytes, size) {
             progress.full = true;
             break;
         }

@@ -1,0 +1,236 @@
+//! Metadata as Kafka answers it, at every version the broker advertises:
+//! "all topics" (an empty array in v0, null in v1+), an empty array in v1+
+//! (no topics), named topics, and auto-creation with and without
+//! `allow_auto_topic_creation`; and aiokafka's consumer seeing a topic's
+//! partitions through its all-topics requests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::clients::{create_topic, topic_names};
+use common::python::{python_with, run_script};
+use common::raw::{error_code, RawClient};
+use common::{unique_topic, wait_until, Broker};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+const EXISTING_PARTITIONS: usize = 3;
+/// How long an auto-created topic may take to be described without error.
+const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Metadata versions the broker advertises.
+fn advertised_metadata_versions(client: &mut RawClient) -> std::ops::RangeInclusive<i16> {
+    let versions = client.negotiate();
+    let range = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Metadata as i16)
+        .expect("the broker advertises Metadata");
+    range.min_version..=range.max_version
+}
+
+/// "Every topic": v0 has no null arrays and uses an empty one instead.
+fn all_topics_request(version: i16) -> MetadataRequest {
+    let topics = if version == 0 { Some(Vec::new()) } else { None };
+    MetadataRequest::default().with_topics(topics)
+}
+
+fn named_request(topic: &str, allow_auto_topic_creation: bool) -> MetadataRequest {
+    MetadataRequest::default()
+        .with_allow_auto_topic_creation(allow_auto_topic_creation)
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+}
+
+/// (error code, partition count) of `topic` in `response`, if it is there.
+fn described(response: &MetadataResponse, topic: &str) -> Option<(i16, usize)> {
+    response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .map(|t| (t.error_code, t.partitions.len()))
+}
+
+fn assert_lists_existing(response: &MetadataResponse, topic: &str, version: i16) {
+    assert_eq!(
+        described(response, topic),
+        Some((error_code::NONE, EXISTING_PARTITIONS)),
+        "v{version}: every partition of {topic} in {:?}",
+        response.topics
+    );
+}
+
+/// Checks "all topics", "no topics" and a named existing topic at `version`.
+fn check_listing(client: &mut RawClient, version: i16, existing: &str) {
+    let response = client.call(&all_topics_request(version), version);
+    assert_lists_existing(&response, existing, version);
+    if version >= 10 {
+        let listed = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == existing));
+        assert!(
+            listed.is_some_and(|t| !t.topic_id.is_nil()),
+            "v{version}: topic ids from v10"
+        );
+    }
+    if version >= 1 {
+        // Kafka (MetadataRequest.isAllTopics): since v1 an empty array asks for no topics.
+        let none = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let response = client.call(&none, version);
+        assert!(
+            response.topics.is_empty(),
+            "v{version}: an empty array lists no topics: {:?}",
+            response.topics
+        );
+        assert_eq!(
+            response.brokers.len(),
+            1,
+            "v{version}: brokers still listed"
+        );
+    }
+    // v0-3 have no allow_auto_topic_creation field: they always allow it.
+    let allow_auto_topic_creation = version < 4;
+    let response = client.call(&named_request(existing, allow_auto_topic_creation), version);
+    assert_eq!(response.topics.len(), 1, "v{version}: one answer per topic");
+    assert_lists_existing(&response, existing, version);
+}
+
+/// Whether `topic` is described without error at `version` within the bound.
+fn eventually_described(client: &mut RawClient, version: i16, topic: &str) -> bool {
+    wait_until(AUTO_CREATE_TIMEOUT, || {
+        let response = client.call(&named_request(topic, true), version);
+        matches!(described(&response, topic), Some((error_code::NONE, n)) if n > 0)
+    })
+}
+
+#[test]
+fn metadata_lists_all_topics_and_named_topics_at_every_advertised_version() {
+    let broker = Broker::start();
+    let existing = unique_topic("listed");
+    create_topic(
+        &broker.bootstrap(),
+        &existing,
+        EXISTING_PARTITIONS as i32,
+        &[],
+    );
+    let mut client = RawClient::connect(broker.addr());
+    let versions = advertised_metadata_versions(&mut client);
+    assert_eq!(*versions.start(), 0, "Metadata from v0");
+    for version in versions {
+        check_listing(&mut client, version, &existing);
+
+        // v4+ can refuse auto-creation per request; older versions always allow it.
+        if version >= 4 {
+            let refused = unique_topic(&format!("not-created-v{version}"));
+            let response = client.call(&named_request(&refused, false), version);
+            assert_eq!(
+                described(&response, &refused).map(|(code, _)| code),
+                Some(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                "v{version}: allow_auto_topic_creation=false"
+            );
+            let all = client.call(&all_topics_request(version), version);
+            assert_eq!(described(&all, &refused), None, "v{version}: not created");
+        }
+        let created = unique_topic(&format!("auto-created-v{version}"));
+        assert!(
+            eventually_described(&mut client, version, &created),
+            "v{version}: a named unknown topic is auto-created"
+        );
+        let all = client.call(&all_topics_request(version), version);
+        assert!(
+            described(&all, &created).is_some(),
+            "v{version}: the auto-created topic is listed with all topics"
+        );
+    }
+}
+
+#[test]
+fn metadata_without_auto_creation_still_lists_all_topics_at_every_advertised_version() {
+    let broker = Broker::builder().auto_create_topics(false).start();
+    let existing = unique_topic("listed-no-auto");
+    create_topic(
+        &broker.bootstrap(),
+        &existing,
+        EXISTING_PARTITIONS as i32,
+        &[],
+    );
+    let mut client = RawClient::connect(broker.addr());
+    for version in advertised_metadata_versions(&mut client) {
+        check_listing(&mut client, version, &existing);
+        let missing = unique_topic(&format!("missing-v{version}"));
+        let response = client.call(&named_request(&missing, true), version);
+        assert_eq!(
+            described(&response, &missing).map(|(code, _)| code),
+            Some(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+            "v{version}: no auto-creation on this broker"
+        );
+    }
+    let missing_created = topic_names(&broker.bootstrap())
+        .into_iter()
+        .filter(|name| name.contains("missing-v"))
+        .collect::<Vec<_>>();
+    assert!(missing_created.is_empty(), "created: {missing_created:?}");
+}
+
+/// aiokafka's consumer: `topics()` sends Metadata with null topics (all
+/// topics); a pattern subscription makes the consumer's own metadata follow
+/// every topic the same way, so `partitions_for_topic` knows each partition.
+/// (aiokafka 0.14 bootstraps with an empty array at its negotiated version,
+/// which Kafka answers with no topics, and `topics()` keeps its answer
+/// apart from the consumer's own metadata.)
+const AIOKAFKA_PARTITIONS_SCRIPT: &str = r#"
+import asyncio, json, re, sys, time
+from aiokafka import AIOKafkaConsumer
+
+async def main(bootstrap, topic, timeout_s):
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        listed = topic in await consumer.topics()
+        consumer.subscribe(pattern="^" + re.escape(topic) + "$")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(consumer.assignment()) == 3:
+                break
+            await asyncio.sleep(0.1)
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        assigned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == topic)
+        print(json.dumps({"listed": listed, "partitions": partitions, "assigned": assigned}))
+    finally:
+        await consumer.stop()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+"#;
+
+#[test]
+fn aiokafka_consumer_lists_a_topic_and_knows_all_its_partitions() {
+    let test = "aiokafka_consumer_lists_a_topic_and_knows_all_its_partitions";
+    let Some(python) = python_with(test, &["aiokafka"]) else {
+        return;
+    };
+    let broker = Broker::start();
+    let topic = unique_topic("aiokafka-partitions");
+    create_topic(&broker.bootstrap(), &topic, EXISTING_PARTITIONS as i32, &[]);
+    let out = run_script(
+        &python,
+        AIOKAFKA_PARTITIONS_SCRIPT,
+        &[&broker.bootstrap(), &topic, "15"],
+    );
+    let result: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|error| panic!("script output {out:?}: {error}"));
+    assert_eq!(result["listed"], true, "topics() lists {topic}: {out}");
+    assert_eq!(
+        result["partitions"],
+        serde_json::json!([0, 1, 2]),
+        "partitions_for_topic: {out}"
+    );
+    assert_eq!(
+        result["assigned"],
+        serde_json::json!([0, 1, 2]),
+        "assignment: {out}"
+    );
+}
