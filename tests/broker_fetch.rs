@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::clients::{assign, consume, consumer, create_topic};
 use common::raw::{self, error_code, RawClient};
-use common::skip::skip;
-use common::{allowed_cpus, unique_topic, Broker};
+use common::{two_shard_broker, unique_topic, Broker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -21,23 +20,6 @@ use rdkafka::Offset;
 /// Value bytes of each record in the large-batch tests (one record per batch).
 const LARGE_VALUE_BYTES: usize = 100_000;
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A broker on the first two allowed CPUs, or `None` (recorded as a skip).
-fn two_shard_broker(test: &str) -> Option<Broker> {
-    let cpus = allowed_cpus();
-    if cpus.len() < 2 {
-        skip(
-            test,
-            &format!("needs two CPUs, this process may use {cpus:?}"),
-        );
-        return None;
-    }
-    Some(
-        Broker::builder()
-            .cpus(&format!("{},{}", cpus[0], cpus[1]))
-            .start(),
-    )
-}
 
 /// A record value of `LARGE_VALUE_BYTES` that names its partition and sequence.
 fn large_value(partition: i32, sequence: usize) -> Vec<u8> {

@@ -12,7 +12,7 @@ use common::clients::{
     producer, send, topic_names,
 };
 use common::raw::{self, error_code, RawClient};
-use common::{unique_topic, Broker};
+use common::{two_shard_broker, unique_topic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -29,10 +29,6 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 const RAW_CONNECTIONS: usize = 8;
 
 /// A two-shard broker, or `None` when this machine cannot run one.
-fn two_shard_broker(test: &str) -> Option<Broker> {
-    let cpus = common::two_cpus(test)?;
-    Some(Broker::builder().cpus(&cpus).start())
-}
 
 fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))

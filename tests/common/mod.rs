@@ -118,6 +118,13 @@ pub fn two_cpus(test: &str) -> Option<String> {
     }
 }
 
+/// A broker with two shards, on two allowed CPUs; `None` (and the test
+/// recorded as skipped) where this process may use only one.
+pub fn two_shard_broker(test: &str) -> Option<Broker> {
+    let cpus = two_cpus(test)?;
+    Some(Broker::builder().cpus(&cpus).start())
+}
+
 /// One CPU for a single-shard broker. Tests of one file run in parallel, so
 /// brokers are spread over the allowed CPUs instead of all pinned to the first.
 fn next_single_cpu() -> String {
