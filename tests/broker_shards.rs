@@ -28,8 +28,6 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 /// (SO_REUSEPORT), so with this many both shards accept some.
 const RAW_CONNECTIONS: usize = 8;
 
-/// A two-shard broker, or `None` when this machine cannot run one.
-
 fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
