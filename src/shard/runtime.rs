@@ -43,7 +43,7 @@ struct ShardSeed {
     ready: Arc<AtomicUsize>,
 }
 
-/// Runs the broker until SIGINT/SIGTERM (or `stop` fires), then shuts down cleanly.
+/// Runs the broker until SIGINT/SIGTERM, then shuts down cleanly.
 pub fn run(mut config: Config) -> Result<(), StartError> {
     super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
@@ -53,53 +53,10 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     exclusive::check_listen_free(config.listen)?;
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
-    let table = registry.table();
     let config = Arc::new(config);
     let signals = block_stop_signals();
-    let mut registry = Some(registry);
-    let ready = Arc::new(AtomicUsize::new(0));
-    let mut stop_senders = Vec::new();
-    let mut handles = Vec::new();
     tracing::info!(shards = cpus.len(), ?cpus, listen = %config.listen, data_dir = %config.data_dir.display(), "starting");
-    for (id, (mesh, &cpu)) in mesh::make_mesh(cpus.len())
-        .into_iter()
-        .zip(&cpus)
-        .enumerate()
-    {
-        let (stop, shutdown) = oneshot::channel();
-        stop_senders.push(stop);
-        let seed = ShardSeed {
-            id,
-            config: config.clone(),
-            mesh,
-            table: table.clone(),
-            registry: if id == METADATA_SHARD {
-                registry.take()
-            } else {
-                None
-            },
-            shutdown,
-            ready: ready.clone(),
-        };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{id}"))
-            .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .spawn(move || async move {
-                let outcome = shard_main(seed).await;
-                if let Err(message) = &outcome {
-                    // The other shards would wait for this one forever: stop the process.
-                    eprintln!("ringlog: shard {id} failed: {message}");
-                    std::process::exit(1);
-                }
-                outcome
-            })
-            .map_err(|e| StartError::Executor {
-                shard: id,
-                cpu,
-                message: e.to_string(),
-            })?;
-        handles.push(handle);
-    }
+    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
@@ -127,6 +84,59 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             Ok(())
         }
     }
+}
+
+type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
+
+/// Starts one pinned executor per CPU, connected by the cross-shard mesh;
+/// the metadata shard gets the topic registry. Returns their handles and
+/// the senders that tell each to stop.
+fn spawn_shards(
+    config: &Arc<Config>,
+    cpus: &[usize],
+    registry: TopicRegistry,
+) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
+    let table = registry.table();
+    let mut registry = Some(registry);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut stop_senders = Vec::new();
+    let mut handles = Vec::new();
+    for (id, (mesh, &cpu)) in mesh::make_mesh(cpus.len())
+        .into_iter()
+        .zip(cpus)
+        .enumerate()
+    {
+        let (stop, shutdown) = oneshot::channel();
+        stop_senders.push(stop);
+        let seed = ShardSeed {
+            id,
+            config: config.clone(),
+            mesh,
+            table: table.clone(),
+            registry: registry.take_if(|_| id == METADATA_SHARD),
+            shutdown,
+            ready: ready.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let outcome = shard_main(seed).await;
+                if let Err(message) = &outcome {
+                    // The other shards would wait for this one forever: stop the process.
+                    eprintln!("ringlog: shard {id} failed: {message}");
+                    std::process::exit(1);
+                }
+                outcome
+            })
+            .map_err(|e| StartError::Executor {
+                shard: id,
+                cpu,
+                message: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    Ok((handles, stop_senders))
 }
 
 /// One shard's life on its executor: open, wait for every shard, serve
