@@ -12,6 +12,19 @@ use serde::Deserialize;
 use crate::group;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
+// The broker's built-in defaults (Kafka's names where Kafka has the setting);
+// the group settings' defaults are the coordinator's, in `group`.
+
+/// Where clients connect (`listeners=PLAINTEXT://127.0.0.1:9092`).
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// `log.dirs`, relative to the working directory; resolved once at start-up.
+pub const DATA_DIR_DEFAULT: &str = "./data";
+/// `num.partitions`: partitions of an auto-created topic.
+pub const DEFAULT_PARTITIONS_DEFAULT: i32 = 1;
+/// `auto.create.topics.enable`
+pub const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
+/// `log.retention.check.interval.ms`
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Kafka's `socket.request.max.bytes` default: the largest frame a client may send.
 pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Per-shard batch cache for recent data.
@@ -133,6 +146,19 @@ pub struct Config {
     pub topic_defaults: TopicConfig,
 }
 
+/// `--cpus` or `--numa-node` (not both), else every online CPU.
+fn cpu_selection(
+    cpus: Option<String>,
+    numa_node: Option<usize>,
+) -> Result<CpuSelection, ConfigError> {
+    Ok(match (cpus, numa_node) {
+        (Some(_), Some(_)) => return Err(ConfigError::CpusAndNumaNode),
+        (Some(text), None) => CpuSelection::List(parse_cpu_list(&text)?),
+        (None, Some(node)) => CpuSelection::NumaNode(node),
+        (None, None) => CpuSelection::AllOnline,
+    })
+}
+
 impl Config {
     /// Merges the file (if any) under the flags and validates the result.
     pub fn build(file: FileConfig, flags: FileConfig) -> Result<Config, ConfigError> {
@@ -145,7 +171,7 @@ impl Config {
                     .unwrap_or($default)
             };
         }
-        let listen_text = pick!(listen, "127.0.0.1:9092".to_string());
+        let listen_text = pick!(listen, LISTEN_DEFAULT.to_string());
         let listen: SocketAddr = listen_text
             .parse()
             .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
@@ -159,15 +185,11 @@ impl Config {
             }
             None => (listen.ip().to_string(), listen.port()),
         };
-        let cpus_text = flags.cpus.clone().or(file.cpus.clone());
-        let numa_node = flags.numa_node.or(file.numa_node);
-        let cpus = match (cpus_text, numa_node) {
-            (Some(_), Some(_)) => return Err(ConfigError::CpusAndNumaNode),
-            (Some(text), None) => CpuSelection::List(parse_cpu_list(&text)?),
-            (None, Some(node)) => CpuSelection::NumaNode(node),
-            (None, None) => CpuSelection::AllOnline,
-        };
-        let default_partitions = pick!(default_partitions, 1);
+        let cpus = cpu_selection(
+            flags.cpus.clone().or(file.cpus.clone()),
+            flags.numa_node.or(file.numa_node),
+        )?;
+        let default_partitions = pick!(default_partitions, DEFAULT_PARTITIONS_DEFAULT);
         if default_partitions < 1 {
             return Err(ConfigError::DefaultPartitions(default_partitions));
         }
@@ -178,10 +200,10 @@ impl Config {
             listen,
             advertised_host,
             advertised_port,
-            data_dir: pick!(data_dir, PathBuf::from("./data")),
+            data_dir: pick!(data_dir, PathBuf::from(DATA_DIR_DEFAULT)),
             cpus,
             default_partitions,
-            auto_create_topics: pick!(auto_create_topics, true),
+            auto_create_topics: pick!(auto_create_topics, AUTO_CREATE_TOPICS_DEFAULT),
             request_bytes_max: pick!(request_bytes_max, REQUEST_BYTES_MAX_DEFAULT),
             max_connections: pick!(max_connections, MAX_CONNECTIONS_DEFAULT),
             batch_cache_bytes: pick!(batch_cache_bytes, BATCH_CACHE_BYTES_DEFAULT),
@@ -202,7 +224,10 @@ impl Config {
                 offsets_retention_minutes,
                 group::OFFSETS_RETENTION_MINUTES_DEFAULT
             ),
-            retention_check_interval_ms: pick!(retention_check_interval_ms, 300_000),
+            retention_check_interval_ms: pick!(
+                retention_check_interval_ms,
+                RETENTION_CHECK_INTERVAL_MS_DEFAULT
+            ),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             topic_defaults,
         };
