@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -60,6 +61,9 @@ fn assignment_is_local<'a>(
     replicas.all(|r| r.len() == 1 && r[0].0 == NODE_ID)
 }
 
+/// A topic the request itself already refuses, with the error and its message.
+type Refusal = (ResponseError, String);
+
 pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
     let body = decode_or_close!(request, CreateTopicsRequest);
     let mut seen = HashSet::new();
@@ -70,65 +74,11 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
         .map(|t| t.name.to_string())
         .collect();
     // Checks the request can make on its own; the rest is decided on the metadata shard.
-    let mut checked: Vec<Result<NewTopic, (ResponseError, String)>> =
-        Vec::with_capacity(body.topics.len());
-    for topic in &body.topics {
-        let name = topic.name.to_string();
-        let result = if duplicates.contains(&name) {
-            Err((
-                ResponseError::InvalidRequest,
-                format!("topic '{name}' appears more than once in the request"),
-            ))
-        } else if !topic.assignments.is_empty() {
-            if topic.num_partitions != -1 || topic.replication_factor != -1 {
-                Err((
-                    ResponseError::InvalidRequest,
-                    "give either assignments or partitions and replication factor".into(),
-                ))
-            } else if !assignment_is_local(
-                topic.assignments.iter().map(|a| a.broker_ids.as_slice()),
-            ) {
-                Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("replicas must be exactly [{NODE_ID}] on this single broker"),
-                ))
-            } else {
-                Ok(topic.assignments.len() as i32)
-            }
-        } else if topic.replication_factor != -1 && topic.replication_factor != REPLICATION_FACTOR {
-            Err((
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {} is larger than the 1 available broker",
-                    topic.replication_factor
-                ),
-            ))
-        } else if topic.num_partitions == -1 {
-            Ok(shard.config.default_partitions)
-        } else {
-            Ok(topic.num_partitions)
-        }
-        .and_then(|partitions| {
-            let mut configs = BTreeMap::new();
-            for config in &topic.configs {
-                match &config.value {
-                    Some(value) => configs.insert(config.name.to_string(), value.to_string()),
-                    None => {
-                        return Err((
-                            ResponseError::InvalidConfig,
-                            format!("config {} has a null value", config.name),
-                        ))
-                    }
-                };
-            }
-            Ok(NewTopic {
-                name: name.clone(),
-                partitions,
-                configs,
-            })
-        });
-        checked.push(result);
-    }
+    let checked: Vec<Result<NewTopic, Refusal>> = body
+        .topics
+        .iter()
+        .map(|topic| check_new_topic(shard, topic, duplicates.contains(topic.name.as_str())))
+        .collect();
     let to_create: Vec<NewTopic> = checked
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
@@ -137,7 +87,6 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
         .create_topics(to_create, body.validate_only)
         .await
         .into_iter();
-    let table = shard.topics();
     let topics = body
         .topics
         .iter()
@@ -152,44 +101,7 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
             });
             let result = CreatableTopicResult::default().with_name(topic.name.clone());
             match outcome {
-                Ok(new) => {
-                    let info = table.get(&new.name);
-                    let config = match info {
-                        Some(info) => info.config.clone(),
-                        None => shard
-                            .config
-                            .topic_defaults
-                            .with_overrides(&new.configs)
-                            .unwrap_or_else(|_| shard.config.topic_defaults.clone()),
-                    };
-                    let configs = CONFIG_DEFS
-                        .iter()
-                        .filter_map(|def| {
-                            let (value, source) = config.value(def.name)?;
-                            Some(
-                                CreatableTopicConfigs::default()
-                                    .with_name(StrBytes::from_static_str(def.name))
-                                    .with_value(Some(StrBytes::from_string(value.to_string())))
-                                    .with_config_source(source as i8),
-                            )
-                        })
-                        .collect();
-                    // v5 added the partition count, replication and configs; v7 the id.
-                    let version = request.version();
-                    let result = if version >= 7 {
-                        result.with_topic_id(info.map_or(uuid::Uuid::nil(), |i| i.id))
-                    } else {
-                        result
-                    };
-                    if version >= 5 {
-                        result
-                            .with_num_partitions(new.partitions)
-                            .with_replication_factor(REPLICATION_FACTOR)
-                            .with_configs(Some(configs))
-                    } else {
-                        result
-                    }
-                }
+                Ok(new) => created_topic_result(shard, request.version(), result, &new),
                 Err((error, text)) => result
                     .with_error_code(error.code())
                     .with_error_message(message(text))
@@ -199,6 +111,109 @@ pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outco
         })
         .collect();
     request.respond(&CreateTopicsResponse::default().with_topics(topics))
+}
+
+/// The partition count and configs of one requested topic, or why the
+/// request alone already refuses it.
+fn check_new_topic(
+    shard: &Shard,
+    topic: &CreatableTopic,
+    duplicate: bool,
+) -> Result<NewTopic, Refusal> {
+    let name = topic.name.to_string();
+    if duplicate {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        ));
+    }
+    let partitions = if !topic.assignments.is_empty() {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "give either assignments or partitions and replication factor".into(),
+            ));
+        }
+        if !assignment_is_local(topic.assignments.iter().map(|a| a.broker_ids.as_slice())) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("replicas must be exactly [{NODE_ID}] on this single broker"),
+            ));
+        }
+        topic.assignments.len() as i32
+    } else if topic.replication_factor != -1 && topic.replication_factor != REPLICATION_FACTOR {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {} is larger than the 1 available broker",
+                topic.replication_factor
+            ),
+        ));
+    } else if topic.num_partitions == -1 {
+        shard.config.default_partitions
+    } else {
+        topic.num_partitions
+    };
+    let mut configs = BTreeMap::new();
+    for config in &topic.configs {
+        let Some(value) = &config.value else {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("config {} has a null value", config.name),
+            ));
+        };
+        configs.insert(config.name.to_string(), value.to_string());
+    }
+    Ok(NewTopic {
+        name,
+        partitions,
+        configs,
+    })
+}
+
+/// The answer for a created (or, with validate_only, creatable) topic: from
+/// v5 its partition count, replication factor and configs, from v7 its id.
+fn created_topic_result(
+    shard: &Shard,
+    version: i16,
+    result: CreatableTopicResult,
+    new: &NewTopic,
+) -> CreatableTopicResult {
+    let table = shard.topics();
+    let info = table.get(&new.name);
+    let config = match info {
+        Some(info) => info.config.clone(),
+        None => shard
+            .config
+            .topic_defaults
+            .with_overrides(&new.configs)
+            .unwrap_or_else(|_| shard.config.topic_defaults.clone()),
+    };
+    let configs = CONFIG_DEFS
+        .iter()
+        .filter_map(|def| {
+            let (value, source) = config.value(def.name)?;
+            Some(
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(def.name))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))
+                    .with_config_source(source as i8),
+            )
+        })
+        .collect();
+    let result = if version >= 7 {
+        result.with_topic_id(info.map_or(uuid::Uuid::nil(), |i| i.id))
+    } else {
+        result
+    };
+    if version >= 5 {
+        result
+            .with_num_partitions(new.partitions)
+            .with_replication_factor(REPLICATION_FACTOR)
+            .with_configs(Some(configs))
+    } else {
+        result
+    }
 }
 
 pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
