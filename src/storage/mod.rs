@@ -11,6 +11,8 @@
 //!   `StorageOptions`.
 //! - [`file`]: O_DIRECT segment files (buffered only in development mode), the
 //!   O_DIRECT probe, atomic small-file writes.
+//! - [`records`]: the records inside a batch: codecs, bounded decompression,
+//!   a walk over record offsets and timestamps, recompression to a topic codec.
 //! - [`segment`]: one `.log` with its `.index`/`.timeindex`; scanning and reading.
 //! - [`index`]: sparse offset and time indexes, persisted as rkyv archives.
 //! - [`cache`]: the per-shard batch cache (LRU by bytes).
@@ -28,6 +30,7 @@ pub mod index;
 pub mod log;
 pub mod meta;
 mod notify;
+pub mod records;
 mod recovery;
 mod retention;
 pub mod segment;
