@@ -106,6 +106,9 @@ pub enum Error {
     DirectIoUnavailable { path: PathBuf, reason: String },
     #[error("partition log is closed")]
     Closed,
+    /// The topic's codec could not compress a batch (not the client's fault).
+    #[error("compressing a record batch with codec {0} failed")]
+    CompressionFailed(i16),
     #[error("partition directory {0:?} has an invalid layout: {1}")]
     InvalidLayout(PathBuf, &'static str),
 }

@@ -23,6 +23,7 @@ use super::error::Error;
 use super::file::{self, IoMode, BLOCK_BYTES};
 use super::meta::PartitionMeta;
 use super::notify::Notify;
+use super::recompress;
 use super::recovery;
 use super::retention;
 use super::segment::{self, Segment};
@@ -315,12 +316,22 @@ impl PartitionLog {
         records: Bytes,
         durability: Durability,
     ) -> Result<AppendInfo, Error> {
-        let max_message_bytes = {
+        let (max_message_bytes, topic_codec) = {
             let state = self.state.borrow();
             Self::check_open(&state)?;
-            state.config.max_message_bytes as usize
+            let config = &state.config;
+            (
+                config.max_message_bytes as usize,
+                config.compression_type.codec(),
+            )
         };
         batch::validate_all(&records, max_message_bytes)?;
+        // compression.type=producer (the default) stores the bytes as sent; any
+        // other value recompresses batches of another codec, as Kafka does.
+        let records = match topic_codec {
+            None => records,
+            Some(codec) => recompress::to_codec(records, codec, max_message_bytes)?,
+        };
 
         let permit = self
             .append_lock
