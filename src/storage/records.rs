@@ -129,11 +129,11 @@ fn decompress_snappy(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Error> 
     while !rest.is_empty() {
         let (length, after) = rest
             .split_first_chunk::<4>()
-            .ok_or(corrupt(CorruptReason::DecompressionFailed(2)))?;
+            .ok_or_else(|| corrupt(CorruptReason::DecompressionFailed(Codec::Snappy.code())))?;
         let length = u32::from_be_bytes(*length) as usize;
         let block = after
             .get(..length)
-            .ok_or(corrupt(CorruptReason::DecompressionFailed(2)))?;
+            .ok_or_else(|| corrupt(CorruptReason::DecompressionFailed(Codec::Snappy.code())))?;
         snappy_block(block, &mut out, limit)?;
         rest = &after[length..];
     }
@@ -263,7 +263,7 @@ impl<'a> Cursor<'a> {
             .position
             .checked_add(len)
             .filter(|end| *end <= self.buf.len())
-            .ok_or(malformed("field beyond the record"))?;
+            .ok_or_else(|| malformed("field beyond the record"))?;
         let bytes = &self.buf[self.position..end];
         self.position = end;
         Ok(bytes)
@@ -275,7 +275,7 @@ impl<'a> Cursor<'a> {
             let byte = *self
                 .buf
                 .get(self.position)
-                .ok_or(malformed("varint beyond the record"))?;
+                .ok_or_else(|| malformed("varint beyond the record"))?;
             self.position += 1;
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
@@ -609,6 +609,31 @@ mod tests {
             decompress(Codec::Snappy, &block, usize::MAX),
             Err(Error::CorruptBatch(CorruptReason::DecompressionFailed(2)))
         ));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary records bytes under any codec bits and record count give
+        /// records or an error, never a panic.
+        #[test]
+        fn arbitrary_records_sections_never_panic(
+            section in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            record_count in -2i32..64,
+            attributes in 0i16..16,
+            timestamp_ms in proptest::prelude::any::<i64>(),
+        ) {
+            let template = encoded(1, Compression::None, &[]);
+            let mut header = BatchHeader::parse(&template).expect("header");
+            header.record_count = record_count;
+            header.attributes = attributes;
+            header.batch_length = (HEADER_BYTES - super::super::batch::LOG_OVERHEAD_BYTES
+                + section.len()) as i32;
+            let batch = [&template[..HEADER_BYTES], &section[..]].concat();
+            let _ = first_at_or_after(&header, &batch, timestamp_ms, 0);
+            let _ = first_with_max_timestamp(&header, &batch, 0);
+            if let Ok(section) = records_section(&header, &batch) {
+                let _ = validate_records(&header, &section);
+            }
+        }
     }
 
     #[test]
