@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the broker's hot paths: batch checksums and offset
 //! assignment, Produce request decoding, Fetch response encoding, sparse
-//! index building and lookups. (Storage appends and reads: benches/storage.rs.)
+//! index building and lookups, recompression for a topic `compression.type`,
+//! and the record walk of a timestamp lookup. (Storage appends and reads:
+//! benches/storage.rs.)
 //!
 //! Run: `cargo bench --bench hot_paths` (add a filter such as `crc32c` to run one group).
 
@@ -27,6 +29,10 @@ const SHAPES: [(usize, usize); 3] = [(1000, 100), (100, 1024), (16, 1024)];
 const MESSAGE_BYTES_MAX: usize = 2 << 20;
 
 fn batch(records: usize, value_bytes: usize) -> Bytes {
+    encoded_batch(records, value_bytes, Compression::None)
+}
+
+fn encoded_batch(records: usize, value_bytes: usize, compression: Compression) -> Bytes {
     let value = Bytes::from(
         (0..value_bytes)
             .map(|i| (i % 251) as u8)
@@ -56,10 +62,10 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
         &records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
-    .expect("encoding a plain batch cannot fail");
+    .expect("encoding a bench batch cannot fail");
     buf.freeze()
 }
 
@@ -259,8 +265,57 @@ fn bench_index(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a topic `compression.type` costs per produced batch: a batch that
+/// already has the topic codec is only scanned (kept without a copy); one of
+/// another codec is decompressed, checked and recompressed. With the default
+/// `producer` none of this runs.
+fn bench_recompress(c: &mut Criterion) {
+    use ringlog::storage::recompress;
+    use ringlog::storage::records::Codec;
+    let mut group = c.benchmark_group("recompress_100x1024B");
+    group.throughput(Throughput::Elements(100));
+    let lz4 = encoded_batch(100, 1024, Compression::Lz4);
+    let gzip = encoded_batch(100, 1024, Compression::Gzip);
+    let cases = [
+        ("lz4_batch_to_lz4_topic_kept", &lz4, Codec::Lz4),
+        ("gzip_batch_to_lz4_topic", &gzip, Codec::Lz4),
+        ("gzip_batch_to_uncompressed_topic", &gzip, Codec::None),
+    ];
+    for (name, input, target) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                recompress::to_codec(black_box(input.clone()), target, MESSAGE_BYTES_MAX)
+                    .expect("bench batch recompresses")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// ListOffsets by timestamp inside the one batch the index points to: a walk
+/// over all records of a 1000-record batch (no record reaches the timestamp),
+/// plain and lz4.
+fn bench_timestamp_lookup(c: &mut Criterion) {
+    use ringlog::storage::records;
+    let mut group = c.benchmark_group("timestamp_lookup_in_batch_1000x100B");
+    group.throughput(Throughput::Elements(1000));
+    for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
+        let batch = encoded_batch(1000, 100, compression);
+        let header = storage::BatchHeader::parse(&batch).expect("bench batch header");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                records::first_at_or_after(&header, black_box(&batch), header.max_timestamp + 1, 0)
+                    .expect("bench batch walks")
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_recompress,
+    bench_timestamp_lookup,
     bench_crc,
     bench_validate,
     bench_produce_decode,

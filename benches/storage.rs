@@ -1,6 +1,7 @@
 //! Storage engine throughput: appends of ~64 KiB batches of 1 KiB records
-//! (no flush; per-batch durability with 1 and 64 appenders sharing fdatasyncs)
-//! and reads from the batch cache and from disk.
+//! (no flush; per-batch durability with 1 and 64 appenders sharing fdatasyncs),
+//! reads from the batch cache and from disk, and the cost of a topic
+//! `compression.type` that differs from the producer's codec.
 //!
 //! The data directory is `RINGLOG_BENCH_DIR` (default: the system temp dir),
 //! which must support O_DIRECT.
@@ -15,7 +16,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
-use ringlog::storage::{BatchCache, Durability, LogConfig, PartitionLog, StorageOptions};
+use ringlog::storage::{
+    BatchCache, CompressionType, Durability, LogConfig, PartitionLog, StorageOptions,
+};
 
 // The broker's allocator: freed buffers are reused instead of faulted in afresh.
 #[global_allocator]
@@ -33,6 +36,16 @@ fn batch() -> Bytes {
         RECORD_BYTES,
         1_700_000_000_000,
         Compression::None,
+    )
+}
+
+/// The same records, compressed by the producer with gzip.
+fn gzip_batch() -> Bytes {
+    storage_support::make_batch(
+        RECORDS_PER_BATCH,
+        RECORD_BYTES,
+        1_700_000_000_000,
+        Compression::Gzip,
     )
 }
 
@@ -57,9 +70,17 @@ where
 }
 
 async fn open(dir: &std::path::Path, cache: Rc<BatchCache>) -> Rc<PartitionLog> {
+    open_with(dir, cache, LogConfig::default()).await
+}
+
+async fn open_with(
+    dir: &std::path::Path,
+    cache: Rc<BatchCache>,
+    config: LogConfig,
+) -> Rc<PartitionLog> {
     PartitionLog::open(
         dir.join("bench-0"),
-        LogConfig::default(),
+        config,
         cache,
         StorageOptions::default(),
     )
@@ -69,10 +90,31 @@ async fn open(dir: &std::path::Path, cache: Rc<BatchCache>) -> Rc<PartitionLog> 
 
 /// Appends `iters` batches with `appenders` concurrent tasks; returns the time taken.
 fn append(iters: u64, appenders: u64, durability: Durability) -> Duration {
+    append_to(
+        iters,
+        appenders,
+        durability,
+        CompressionType::Producer,
+        batch,
+    )
+}
+
+/// Appends `iters` copies of `make()`'s batch to a log with `compression_type`.
+fn append_to(
+    iters: u64,
+    appenders: u64,
+    durability: Durability,
+    compression_type: CompressionType,
+    make: fn() -> Bytes,
+) -> Duration {
     on_executor(move || async move {
         let dir = bench_dir();
-        let log = open(dir.path(), BatchCache::new(CACHE_BYTES)).await;
-        let b = batch();
+        let config = LogConfig {
+            compression_type,
+            ..LogConfig::default()
+        };
+        let log = open_with(dir.path(), BatchCache::new(CACHE_BYTES), config).await;
+        let b = make();
         let start = Instant::now();
         let tasks: Vec<_> = (0..appenders)
             .map(|t| {
@@ -153,5 +195,32 @@ fn storage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, storage);
+/// A gzip batch appended to a `producer` topic (stored as sent, no decoding)
+/// and to an `lz4` topic (decompressed, checked and recompressed on append).
+fn compression_type(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compression_type");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
+    for (name, compression_type) in [
+        (
+            "append_gzip_batch_to_producer_topic",
+            CompressionType::Producer,
+        ),
+        ("append_gzip_batch_to_lz4_topic", CompressionType::Lz4),
+        (
+            "append_gzip_batch_to_uncompressed_topic",
+            CompressionType::Uncompressed,
+        ),
+    ] {
+        group.bench_function(name, |bch| {
+            bch.iter_custom(|n| append_to(n, 1, Durability::Written, compression_type, gzip_batch))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, storage, compression_type);
 criterion_main!(benches);

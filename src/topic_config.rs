@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::storage::{LogConfig, TimestampType};
+use crate::storage::{CompressionType, LogConfig, TimestampType};
 
 /// The value type of a config, as DescribeConfigs v3+ reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,14 +37,14 @@ macro_rules! def {
     };
 }
 
-/// Every supported topic config with Kafka's default. Compaction and
-/// broker-side recompression are not implemented, so `cleanup.policy` only
-/// takes `delete` and `compression.type` only `producer`.
+/// Every supported topic config with Kafka's default. Compaction is not
+/// implemented, so `cleanup.policy` only takes `delete`.
 pub const CONFIG_DEFS: &[ConfigDef] = &[
     def!("cleanup.policy", "delete", ConfigType::List, |v| v
         == "delete"),
-    def!("compression.type", "producer", ConfigType::String, |v| v
-        == "producer"),
+    def!("compression.type", "producer", ConfigType::String, |v| {
+        CompressionType::from_kafka_name(v).is_some()
+    }),
     def!(
         "flush.messages",
         "9223372036854775807",
@@ -188,6 +188,10 @@ impl TopicConfig {
             index_interval_bytes: self
                 .number("index.interval.bytes")
                 .clamp(0, u32::MAX as i64) as u32,
+            compression_type: self
+                .value("compression.type")
+                .and_then(|(v, _)| CompressionType::from_kafka_name(v))
+                .unwrap_or_default(),
         }
     }
 }
@@ -241,5 +245,24 @@ mod tests {
         assert!(d
             .with_overrides(&map(&[("message.timestamp.type", "LogAppendTime")]))
             .is_ok());
+    }
+
+    #[test]
+    fn compression_type_takes_kafka_values_only() {
+        let d = TopicConfig::defaults();
+        assert_eq!(d.log_config().compression_type, CompressionType::Producer);
+        for (expected, name) in CompressionType::ALL {
+            let config = d
+                .with_overrides(&map(&[("compression.type", name)]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.log_config().compression_type, expected);
+        }
+        for bad in ["none", "LZ4", "brotli", ""] {
+            assert!(
+                d.with_overrides(&map(&[("compression.type", bad)]))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -748,3 +748,197 @@ fn a_large_fetch_response_read_slowly_arrives_whole_and_in_order() {
         assert_eq!(record.offset, i as i64, "offsets in order");
     }
 }
+
+/// Records with keys, values (one null), headers and distinct timestamps,
+/// for the broker-side recompression tests.
+fn recompression_records(
+    count: i64,
+    base_timestamp_ms: i64,
+) -> Vec<kafka_protocol::records::Record> {
+    (0..count)
+        .map(|i| {
+            let mut record = raw::record(
+                i,
+                Some(format!("key-{i}").as_bytes()),
+                (i != 3)
+                    .then(|| format!("value-{i}-{}", "xyz".repeat(20)).into_bytes())
+                    .as_deref(),
+            );
+            record.timestamp = base_timestamp_ms + 7 * i;
+            record.headers = [(
+                kafka_protocol::protocol::StrBytes::from_string(format!("header-{i}")),
+                Some(bytes::Bytes::from(format!("header-value-{i}"))),
+            )]
+            .into_iter()
+            .collect();
+            record
+        })
+        .collect()
+}
+
+fn encode_batch(
+    records: &[kafka_protocol::records::Record],
+    compression: Compression,
+) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encoding a record batch");
+    buf.freeze()
+}
+
+/// Produces `batch` with acks=-1 and returns the stored bytes fetched back from offset 0.
+fn produce_and_fetch_raw(broker: &Broker, topic: &str, batch: bytes::Bytes) -> bytes::Bytes {
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let request = raw::produce_request(topic, 0, -1, batch);
+    let response = client.call_negotiated(&request, raw::PRODUCE_VERSION_MAX);
+    let answer = raw::single_produce_partition(&response);
+    assert_eq!(answer.error_code, error_code::NONE, "produce error");
+    assert_eq!(answer.base_offset, 0, "the first batch of the topic");
+    let fetched = raw::fetch(&mut client, topic, 0, 0);
+    assert_eq!(fetched.error_code, error_code::NONE, "fetch error");
+    fetched.records.clone().expect("fetched records")
+}
+
+/// The compression bits of the first stored batch (attributes, bytes 21-22).
+fn stored_codec(stored: &[u8]) -> i16 {
+    i16::from_be_bytes([stored[21], stored[22]]) & 0x07
+}
+
+#[test]
+fn lz4_topic_stores_a_gzip_batch_as_lz4_with_identical_records() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("recompress-lz4");
+    create_topic(&bootstrap, &topic, 1, &[("compression.type", "lz4")]);
+    let base_timestamp_ms = 1_650_000_000_000;
+    let sent = recompression_records(40, base_timestamp_ms);
+    let stored = produce_and_fetch_raw(&broker, &topic, encode_batch(&sent, Compression::Gzip));
+    assert_eq!(stored_codec(&stored), 3, "stored batch attributes say lz4");
+
+    let mut bytes = stored.clone();
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .expect("the stored batch decodes");
+    assert_eq!(sets.len(), 1, "one batch stored for one sent");
+    assert_eq!(sets[0].compression, Compression::Lz4);
+    let got = &sets[0].records;
+    assert_eq!(got.len(), sent.len());
+    for (got, sent) in got.iter().zip(&sent) {
+        assert_eq!(
+            (
+                got.offset,
+                got.timestamp,
+                got.timestamp_type,
+                &got.key,
+                &got.value,
+                &got.headers
+            ),
+            (
+                sent.offset,
+                sent.timestamp,
+                sent.timestamp_type,
+                &sent.key,
+                &sent.value,
+                &sent.headers
+            ),
+            "record {}",
+            sent.offset
+        );
+        assert_eq!(
+            (
+                got.producer_id,
+                got.producer_epoch,
+                got.sequence,
+                got.transactional
+            ),
+            (
+                sent.producer_id,
+                sent.producer_epoch,
+                sent.sequence,
+                sent.transactional
+            )
+        );
+    }
+
+    // A real consumer reads the recompressed batch like any other.
+    let consumed = consume_all(&bootstrap, &topic, 1, sent.len(), CONSUME_TIMEOUT);
+    consumed.expect_count(sent.len());
+    for (message, sent) in consumed.messages.iter().zip(&sent) {
+        assert_eq!(message.offset(), sent.offset);
+        assert_eq!(message.key(), sent.key.as_deref());
+        assert_eq!(message.payload(), sent.value.as_deref());
+        assert_eq!(message.timestamp(), Timestamp::CreateTime(sent.timestamp));
+        assert_eq!(header_pairs(message).len(), 1, "one header");
+    }
+}
+
+#[test]
+fn uncompressed_topic_stores_batches_without_compression() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("recompress-uncompressed");
+    create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[("compression.type", "uncompressed")],
+    );
+    let (producer, log) = producer(
+        &bootstrap,
+        &[("compression.type", "gzip"), ("linger.ms", "50")],
+    );
+    let count = 50;
+    for i in 0..count {
+        let value = format!("value-{i}-{}", "abcdefgh".repeat(16));
+        send(
+            &producer,
+            BaseRecord::to(&topic)
+                .key(format!("key-{i}").as_bytes())
+                .payload(value.as_bytes()),
+        );
+    }
+    flush(&producer);
+    assert_all_delivered(&log, count);
+
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    let fetched = raw::fetch(&mut raw, &topic, 0, 0);
+    let mut bytes = fetched.records.clone().expect("fetched records");
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .expect("stored batches decode");
+    assert!(!sets.is_empty());
+    for set in &sets {
+        assert_eq!(set.compression, Compression::None, "stored codec 0");
+    }
+    let consumed = consume_all(&bootstrap, &topic, 1, count, CONSUME_TIMEOUT);
+    consumed.expect_count(count);
+    for (i, message) in consumed.messages.iter().enumerate() {
+        assert_eq!(key_text(message), Some(format!("key-{i}")));
+        assert_eq!(
+            payload_text(message),
+            Some(format!("value-{i}-{}", "abcdefgh".repeat(16)))
+        );
+    }
+}
+
+#[test]
+fn producer_compression_type_keeps_the_batch_byte_for_byte() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("recompress-producer");
+    create_topic(&bootstrap, &topic, 1, &[("compression.type", "producer")]);
+    let sent = encode_batch(
+        &recompression_records(30, 1_650_000_000_000),
+        Compression::Gzip,
+    );
+    let stored = produce_and_fetch_raw(&broker, &topic, sent.clone());
+    // Only baseOffset (0..8) and partitionLeaderEpoch (12..16) are assigned.
+    assert_eq!(stored.len(), sent.len(), "same length");
+    assert_eq!(stored[8..12], sent[8..12], "same batchLength");
+    assert_eq!(stored[16..], sent[16..], "same bytes from magic to the end");
+}

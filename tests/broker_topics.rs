@@ -694,3 +694,82 @@ fn metadata_request_for_unknown_topic_is_refused_when_auto_create_is_off() {
     );
     assert!(!topic_names(&broker.bootstrap()).contains(&topic));
 }
+
+/// Kafka's `compression.type` values for a topic.
+const COMPRESSION_TYPES: [&str; 6] = ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
+
+#[test]
+fn compression_type_takes_kafka_values_at_creation_and_by_alter_configs() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    for value in COMPRESSION_TYPES {
+        let topic = unique_topic(&format!("compression-{value}"));
+        let new =
+            NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("compression.type", value);
+        assert_eq!(
+            try_create(&bootstrap, &new, false),
+            Ok(topic.clone()),
+            "compression.type={value}"
+        );
+        let configs = describe_topic_configs(&bootstrap, &topic);
+        assert_eq!(
+            config_value(&configs, "compression.type").as_deref(),
+            Some(value)
+        );
+        assert_eq!(
+            config_source(&configs, "compression.type"),
+            &ConfigSource::DynamicTopic
+        );
+    }
+    let unknown = unique_topic("compression-unknown");
+    let new =
+        NewTopic::new(&unknown, 1, TopicReplication::Fixed(1)).set("compression.type", "brotli");
+    assert_eq!(
+        try_create(&bootstrap, &new, false),
+        Err((unknown.clone(), RDKafkaErrorCode::InvalidConfig)),
+        "an unknown codec is refused"
+    );
+
+    let topic = unique_topic("compression-altered");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    let configs = describe_topic_configs(&bootstrap, &topic);
+    assert_eq!(
+        config_value(&configs, "compression.type").as_deref(),
+        Some("producer"),
+        "the default"
+    );
+    let admin = admin(&bootstrap);
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("compression.type", "lz4");
+    block_on(admin.alter_configs([&alter], &admin_options())).expect("AlterConfigs request");
+    let configs = describe_topic_configs(&bootstrap, &topic);
+    assert_eq!(
+        config_value(&configs, "compression.type").as_deref(),
+        Some("lz4")
+    );
+
+    let mut raw = RawClient::connect_negotiated(broker.addr());
+    let set_compression = |value: &'static str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TYPE_TOPIC)
+                .with_resource_name(StrBytes::from_string(topic.clone()))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("compression.type"))
+                    .with_config_operation(CONFIG_OPERATION_SET)
+                    .with_value(Some(StrBytes::from_static_str(value)))]),
+        ])
+    };
+    let response = raw.call_negotiated(&set_compression("zstd"), 1);
+    assert_eq!(response.responses[0].error_code, error_code::NONE);
+    let response = raw.call_negotiated(&set_compression("none"), 1);
+    assert_eq!(
+        response.responses[0].error_code,
+        error_code::INVALID_CONFIG,
+        "`none` is a producer codec name, not a topic value"
+    );
+    let configs = describe_topic_configs(&bootstrap, &topic);
+    assert_eq!(
+        config_value(&configs, "compression.type").as_deref(),
+        Some("zstd")
+    );
+}

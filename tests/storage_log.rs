@@ -126,29 +126,40 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
 }
 
 #[test]
-fn timestamp_lookups_find_the_first_batch_at_or_after() {
+fn timestamp_lookups_find_the_first_record_at_or_after() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BatchCache::new(0);
         let log = open(dir.path(), small_config(), &cache).await;
-        // Batch i holds timestamps 1000*i .. 1000*i+4 (maxTimestamp 1000*i+4).
+        // Batch i holds records 5i .. 5i+4 with timestamps 1000i .. 1000i+4.
         for i in 0..60i64 {
+            let compression = if i % 2 == 0 {
+                Compression::None
+            } else {
+                Compression::Zstd
+            };
             log.append(
-                make_batch(5, 500, 1000 * i, Compression::None),
+                make_batch(5, 500, 1000 * i, compression),
                 Durability::Written,
             )
             .await
             .expect("append");
         }
         for i in [0i64, 1, 17, 33, 59] {
+            for within in 0..5 {
+                let found = log
+                    .offset_for_timestamp(1000 * i + within)
+                    .await
+                    .expect("lookup")
+                    .expect("found");
+                assert_eq!(
+                    (found.offset, found.timestamp_ms),
+                    (5 * i + within, 1000 * i + within)
+                );
+            }
+            // Between batches: the next batch's first record.
             let found = log
-                .offset_for_timestamp(1000 * i)
-                .await
-                .expect("lookup")
-                .expect("found");
-            assert_eq!((found.offset, found.timestamp_ms), (5 * i, 1000 * i + 4));
-            let found = log
-                .offset_for_timestamp(1000 * i + 4)
+                .offset_for_timestamp(1000 * i - 500)
                 .await
                 .expect("lookup")
                 .expect("found");
@@ -160,8 +171,43 @@ fn timestamp_lookups_find_the_first_batch_at_or_after() {
                 .expect("lookup"),
             None
         );
-        let max = log.max_timestamp().expect("max");
-        assert_eq!((max.timestamp_ms, max.offset), (59_004, 295));
+        let max = log.max_timestamp().await.expect("max lookup").expect("max");
+        assert_eq!((max.timestamp_ms, max.offset), (59_004, 299));
+        // Below the log start offset nothing is answered.
+        log.delete_records(152).await.expect("delete records");
+        let found = log
+            .offset_for_timestamp(0)
+            .await
+            .expect("lookup")
+            .expect("found");
+        assert_eq!((found.offset, found.timestamp_ms), (152, 30_002));
+    });
+}
+
+#[test]
+fn max_timestamp_is_the_first_record_holding_it() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), small_config(), &cache).await;
+        // Timestamps rise to 10_004 in batch 10 and fall afterwards; batch 30
+        // ties the maximum, but the first record with it comes first.
+        for i in 0..40i64 {
+            let start = if i <= 10 {
+                1000 * i
+            } else {
+                9_000 - 100 * (i - 10)
+            };
+            let start = if i == 30 { 10_000 } else { start };
+            log.append(
+                make_batch(5, 500, start, Compression::Lz4),
+                Durability::Written,
+            )
+            .await
+            .expect("append");
+        }
+        let max = log.max_timestamp().await.expect("max lookup").expect("max");
+        assert_eq!((max.timestamp_ms, max.offset), (10_004, 54));
     });
 }
 

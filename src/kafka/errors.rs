@@ -28,6 +28,7 @@ pub fn storage_error(error: &storage::Error) -> ResponseError {
             ResponseError::KafkaStorageError
         }
         E::Closed => ResponseError::NotLeaderOrFollower,
+        E::CompressionFailed(_) => ResponseError::UnknownServerError,
     }
 }
 

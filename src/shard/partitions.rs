@@ -156,6 +156,7 @@ impl Shard {
                     LATEST_TIERED_TIMESTAMP => (-1, -1),
                     MAX_TIMESTAMP => log
                         .max_timestamp()
+                        .await?
                         .map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
                     timestamp => log
                         .offset_for_timestamp(timestamp)

@@ -1,11 +1,55 @@
 //! Per-topic log configuration, with Kafka's names and defaults.
 
+use super::records::Codec;
+
 /// `message.timestamp.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TimestampType {
     #[default]
     CreateTime,
     LogAppendTime,
+}
+
+/// `compression.type`: the codec of stored batches. `producer` keeps each
+/// batch as the producer compressed it; any other value has the broker
+/// recompress batches with another codec (Kafka's `BrokerCompressionType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    #[default]
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    /// Every value with its Kafka name (case-sensitive, as Kafka's validator is).
+    pub const ALL: [(CompressionType, &'static str); 6] = [
+        (CompressionType::Producer, "producer"),
+        (CompressionType::Uncompressed, "uncompressed"),
+        (CompressionType::Gzip, "gzip"),
+        (CompressionType::Snappy, "snappy"),
+        (CompressionType::Lz4, "lz4"),
+        (CompressionType::Zstd, "zstd"),
+    ];
+
+    pub fn from_kafka_name(name: &str) -> Option<CompressionType> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+    }
+
+    /// The codec stored batches must have; `None` keeps the producer's.
+    pub fn codec(self) -> Option<Codec> {
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(Codec::None),
+            CompressionType::Gzip => Some(Codec::Gzip),
+            CompressionType::Snappy => Some(Codec::Snappy),
+            CompressionType::Lz4 => Some(Codec::Lz4),
+            CompressionType::Zstd => Some(Codec::Zstd),
+        }
+    }
 }
 
 /// How far an append must have gone before it answers.
@@ -49,6 +93,8 @@ pub struct LogConfig {
     pub flush_ms: u64,
     /// `index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u32,
+    /// `compression.type`
+    pub compression_type: CompressionType,
 }
 
 impl Default for LogConfig {
@@ -63,6 +109,7 @@ impl Default for LogConfig {
             flush_messages: KAFKA_LONG_MAX,
             flush_ms: KAFKA_LONG_MAX,
             index_interval_bytes: 4096,
+            compression_type: CompressionType::Producer,
         }
     }
 }

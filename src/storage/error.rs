@@ -22,6 +22,15 @@ pub enum CorruptReason {
     OffsetDiscontinuity { expected: i64, found: i64 },
     /// The batch is larger than storage will ever read back.
     LengthBeyondLimit,
+    /// Compression bits name no codec Kafka defines (5-7).
+    UnknownCompression(i16),
+    /// The records section does not decompress with the batch's codec.
+    DecompressionFailed(i16),
+    /// The records section decompresses to more than storage accepts.
+    DecompressedBeyondLimit,
+    /// A record inside the batch does not parse, or the records disagree with
+    /// the batch header.
+    MalformedRecord(&'static str),
 }
 
 impl fmt::Display for CorruptReason {
@@ -46,6 +55,16 @@ impl fmt::Display for CorruptReason {
                 write!(f, "expected base offset {expected}, found {found}")
             }
             CorruptReason::LengthBeyondLimit => write!(f, "batchLength beyond the storage limit"),
+            CorruptReason::UnknownCompression(code) => {
+                write!(f, "unknown compression codec {code}")
+            }
+            CorruptReason::DecompressionFailed(code) => {
+                write!(f, "records do not decompress with codec {code}")
+            }
+            CorruptReason::DecompressedBeyondLimit => {
+                write!(f, "records decompress beyond the storage limit")
+            }
+            CorruptReason::MalformedRecord(what) => write!(f, "malformed record: {what}"),
         }
     }
 }
@@ -87,6 +106,9 @@ pub enum Error {
     DirectIoUnavailable { path: PathBuf, reason: String },
     #[error("partition log is closed")]
     Closed,
+    /// The topic's codec could not compress a batch (not the client's fault).
+    #[error("compressing a record batch with codec {0} failed")]
+    CompressionFailed(i16),
     #[error("partition directory {0:?} has an invalid layout: {1}")]
     InvalidLayout(PathBuf, &'static str),
 }

@@ -24,6 +24,7 @@ use super::file::{self, IoMode, BLOCK_BYTES};
 use super::limit::ReadLimit;
 use super::meta::PartitionMeta;
 use super::notify::Notify;
+use super::recompress;
 use super::recovery;
 use super::retention;
 use super::segment::{self, Segment};
@@ -316,12 +317,22 @@ impl PartitionLog {
         records: Bytes,
         durability: Durability,
     ) -> Result<AppendInfo, Error> {
-        let max_message_bytes = {
+        let (max_message_bytes, topic_codec) = {
             let state = self.state.borrow();
             Self::check_open(&state)?;
-            state.config.max_message_bytes as usize
+            let config = &state.config;
+            (
+                config.max_message_bytes as usize,
+                config.compression_type.codec(),
+            )
         };
         batch::validate_all(&records, max_message_bytes)?;
+        // compression.type=producer (the default) stores the bytes as sent; any
+        // other value recompresses batches of another codec, as Kafka does.
+        let records = match topic_codec {
+            None => records,
+            Some(codec) => recompress::to_codec(records, codec, max_message_bytes)?,
+        };
 
         let permit = self
             .append_lock
@@ -902,9 +913,10 @@ impl PartitionLog {
         }
     }
 
-    /// The first batch with maxTimestamp >= `timestamp_ms`, as (its maxTimestamp,
-    /// its base offset, or the log start offset if that is later). Kafka answers
-    /// with the exact record; batch granularity never skips a matching record.
+    /// The first record with timestamp >= `timestamp_ms` at or after the log
+    /// start offset, as (its timestamp, its offset). The sparse time index
+    /// finds where to start; only the batch that reaches the timestamp is
+    /// looked into.
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
@@ -945,24 +957,41 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The largest batch maxTimestamp and the base offset of the first batch with it.
-    pub fn max_timestamp(&self) -> Option<TimestampOffset> {
+    /// KIP-734: the record holding the largest timestamp (the first such record
+    /// on ties), as (its timestamp, its offset). The indexes name the first
+    /// batch with the largest maxTimestamp; the answer is found inside it.
+    pub async fn max_timestamp(&self) -> Result<Option<TimestampOffset>, Error> {
+        let Some(batch_offset) = self.max_timestamp_batch() else {
+            return Ok(None);
+        };
+        let log_start_offset = self.log_start_offset();
+        let read = self.read(batch_offset.max(log_start_offset), 1).await?;
+        let Some(batch) = read.batches.first() else {
+            return Ok(None);
+        };
+        let header = BatchHeader::parse(batch)?;
+        let record = super::records::first_with_max_timestamp(&header, batch, log_start_offset)?;
+        Ok(record.map(|r| TimestampOffset {
+            timestamp_ms: r.timestamp_ms,
+            offset: r.offset,
+        }))
+    }
+
+    /// The base offset of the first readable batch with the largest maxTimestamp.
+    fn max_timestamp_batch(&self) -> Option<i64> {
         let state = self.state.borrow();
-        let mut best: Option<TimestampOffset> = None;
+        let mut best: Option<(i64, i64)> = None;
         for s in state.segments.values() {
             if let Some((t, o)) = s.index.max_timestamp {
-                if o >= state.high_watermark {
+                if o >= state.high_watermark || s.next_offset <= state.log_start_offset {
                     continue;
                 }
-                if best.is_none_or(|b| t > b.timestamp_ms) {
-                    best = Some(TimestampOffset {
-                        timestamp_ms: t,
-                        offset: o.max(state.log_start_offset),
-                    });
+                if best.is_none_or(|(best_t, _)| t > best_t) {
+                    best = Some((t, o));
                 }
             }
         }
-        best
+        best.map(|(_, offset)| offset)
     }
 
     /// Advances the log start offset to `before_offset` (Kafka DeleteRecords),

@@ -11,6 +11,9 @@
 //!   `StorageOptions`.
 //! - [`file`]: O_DIRECT segment files (buffered only in development mode), the
 //!   O_DIRECT probe, atomic small-file writes.
+//! - [`records`]: the records inside a batch: codecs, bounded decompression,
+//!   a walk over record offsets and timestamps.
+//! - [`recompress`]: batches rebuilt with the topic's `compression.type`.
 //! - [`segment`]: one `.log` with its `.index`/`.timeindex`; scanning and reading.
 //! - [`index`]: sparse offset and time indexes, persisted as rkyv archives.
 //! - [`cache`]: the per-shard batch cache (LRU by bytes).
@@ -30,13 +33,15 @@ pub mod limit;
 pub mod log;
 pub mod meta;
 mod notify;
+pub mod recompress;
+pub mod records;
 mod recovery;
 mod retention;
 pub mod segment;
 
 pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
-pub use config::{Durability, LogConfig, StorageOptions, TimestampType};
+pub use config::{CompressionType, Durability, LogConfig, StorageOptions, TimestampType};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult, TimestampOffset};

@@ -11,6 +11,7 @@ use super::error::{CorruptReason, Error};
 use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
 use super::limit::ReadLimit;
+use super::records;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -481,8 +482,11 @@ fn corrupt_on_disk(e: Error) -> Error {
     }
 }
 
-/// Finds the first batch at or after `position` with maxTimestamp >= `timestamp_ms`.
-/// Returns (maxTimestamp, base offset).
+/// Finds the first record at or after `position` (and at or after `min_offset`)
+/// whose timestamp is at least `timestamp_ms`, as Kafka's
+/// `LogSegment.findOffsetByTimestamp` does: skip batches whose maxTimestamp is
+/// below it, then look inside the first one that reaches it. Returns
+/// (record timestamp, record offset).
 pub async fn find_timestamp(
     file: &SegmentFile,
     mut position: u64,
@@ -495,13 +499,22 @@ pub async fn find_timestamp(
         let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES)
             .await
             .map_err(corrupt_on_disk)?;
+        let size = header.total_bytes();
         if header.max_timestamp >= timestamp_ms && header.last_offset() >= min_offset {
-            return Ok(Some((
-                header.max_timestamp,
-                header.base_offset.max(min_offset),
-            )));
+            let bytes = window
+                .as_ref()
+                .and_then(|w| w.slice(position, size))
+                .ok_or(Error::CorruptBatch(CorruptReason::LengthBeyondLimit))?;
+            header
+                .validate(bytes, BATCH_BYTES_LIMIT)
+                .map_err(corrupt_on_disk)?;
+            if let Some(record) =
+                records::first_at_or_after(&header, bytes, timestamp_ms, min_offset)?
+            {
+                return Ok(Some((record.timestamp_ms, record.offset)));
+            }
         }
-        position += header.total_bytes() as u64;
+        position += size as u64;
     }
     Ok(None)
 }
