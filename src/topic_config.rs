@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use const_format::concatcp;
+
+use crate::storage::config as storage;
 use crate::storage::{CompressionType, LogConfig, TimestampType};
 
 /// The value type of a config, as DescribeConfigs v3+ reports it.
@@ -42,46 +45,67 @@ macro_rules! def {
 pub const CONFIG_DEFS: &[ConfigDef] = &[
     def!("cleanup.policy", "delete", ConfigType::List, |v| v
         == "delete"),
-    def!("compression.type", "producer", ConfigType::String, |v| {
-        CompressionType::from_kafka_name(v).is_some()
-    }),
+    def!(
+        "compression.type",
+        CompressionType::Producer.kafka_name(),
+        ConfigType::String,
+        |v| CompressionType::from_kafka_name(v).is_some()
+    ),
     def!(
         "flush.messages",
-        "9223372036854775807",
+        concatcp!(storage::FLUSH_MESSAGES_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(1)(v)
     ),
-    def!("flush.ms", "9223372036854775807", ConfigType::Long, |v| {
-        long_at_least(0)(v)
-    }),
-    def!("index.interval.bytes", "4096", ConfigType::Int, |v| {
-        v.parse::<i32>().map_or(false, |n| n >= 0)
-    }),
-    def!("max.message.bytes", "1048588", ConfigType::Int, |v| {
-        v.parse::<i32>().map_or(false, |n| n >= 0)
-    }),
+    def!(
+        "flush.ms",
+        concatcp!(storage::FLUSH_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(0)(v)
+    ),
+    def!(
+        "index.interval.bytes",
+        concatcp!(storage::INDEX_INTERVAL_BYTES_DEFAULT),
+        ConfigType::Int,
+        |v| v.parse::<i32>().map_or(false, |n| n >= 0)
+    ),
+    def!(
+        "max.message.bytes",
+        concatcp!(storage::MAX_MESSAGE_BYTES_DEFAULT),
+        ConfigType::Int,
+        |v| v.parse::<i32>().map_or(false, |n| n >= 0)
+    ),
     def!(
         "message.timestamp.type",
-        "CreateTime",
+        TimestampType::CreateTime.kafka_name(),
         ConfigType::String,
-        |v| { v == "CreateTime" || v == "LogAppendTime" }
+        |v| TimestampType::from_kafka_name(v).is_some()
     ),
     def!("min.insync.replicas", "1", ConfigType::Int, |v| v == "1"),
     def!(
         "retention.bytes",
-        "-1",
+        concatcp!(storage::RETENTION_BYTES_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(-1)(v)
     ),
-    def!("retention.ms", "604800000", ConfigType::Long, |v| {
-        long_at_least(-1)(v)
-    }),
-    def!("segment.bytes", "1073741824", ConfigType::Int, |v| {
-        v.parse::<i32>().map_or(false, |n| n >= 4096)
-    }),
-    def!("segment.ms", "604800000", ConfigType::Long, |v| {
-        long_at_least(1)(v)
-    }),
+    def!(
+        "retention.ms",
+        concatcp!(storage::RETENTION_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(-1)(v)
+    ),
+    def!(
+        "segment.bytes",
+        concatcp!(storage::SEGMENT_BYTES_DEFAULT),
+        ConfigType::Int,
+        |v| v.parse::<i32>().map_or(false, |n| n >= 4096)
+    ),
+    def!(
+        "segment.ms",
+        concatcp!(storage::SEGMENT_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(1)(v)
+    ),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -172,10 +196,10 @@ impl TopicConfig {
 
     /// The storage settings these configs resolve to.
     pub fn log_config(&self) -> LogConfig {
-        let timestamp_type = match self.value("message.timestamp.type") {
-            Some(("LogAppendTime", _)) => TimestampType::LogAppendTime,
-            _ => TimestampType::CreateTime,
-        };
+        let timestamp_type = self
+            .value("message.timestamp.type")
+            .and_then(|(v, _)| TimestampType::from_kafka_name(v))
+            .unwrap_or_default();
         LogConfig {
             segment_bytes: self.number("segment.bytes").max(0) as u64,
             segment_ms: self.number("segment.ms").max(1) as u64,
@@ -205,6 +229,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn kafka_defaults_resolve_to_the_storage_defaults() {
+        assert_eq!(TopicConfig::defaults().log_config(), LogConfig::default());
     }
 
     #[test]

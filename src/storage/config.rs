@@ -10,6 +10,22 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+impl TimestampType {
+    /// The value's name in Kafka's topic config.
+    pub const fn kafka_name(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+
+    pub fn from_kafka_name(name: &str) -> Option<TimestampType> {
+        [TimestampType::CreateTime, TimestampType::LogAppendTime]
+            .into_iter()
+            .find(|t| t.kafka_name() == name)
+    }
+}
+
 /// `compression.type`: the codec of stored batches. `producer` keeps each
 /// batch as the producer compressed it; any other value has the broker
 /// recompress batches with another codec (Kafka's `BrokerCompressionType`).
@@ -37,6 +53,18 @@ impl CompressionType {
 
     pub fn from_kafka_name(name: &str) -> Option<CompressionType> {
         Self::ALL.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+    }
+
+    /// The value's name in Kafka's topic config.
+    pub const fn kafka_name(self) -> &'static str {
+        match self {
+            CompressionType::Producer => "producer",
+            CompressionType::Uncompressed => "uncompressed",
+            CompressionType::Gzip => "gzip",
+            CompressionType::Snappy => "snappy",
+            CompressionType::Lz4 => "lz4",
+            CompressionType::Zstd => "zstd",
+        }
     }
 
     /// The codec stored batches must have; `None` keeps the producer's.
@@ -72,6 +100,26 @@ pub struct StorageOptions {
 /// Kafka `Long.MAX_VALUE`, which Kafka uses for "never" in flush.messages and flush.ms.
 pub const KAFKA_LONG_MAX: u64 = i64::MAX as u64;
 
+// Kafka's defaults for the topic configs the log honours. They are written
+// down only here: `topic_config` shows them under Kafka's names.
+const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// `segment.bytes`
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// `segment.ms`
+pub const SEGMENT_MS_DEFAULT: u64 = WEEK_MS;
+/// `retention.ms`
+pub const RETENTION_MS_DEFAULT: i64 = WEEK_MS as i64;
+/// `retention.bytes`: no size limit.
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+/// `max.message.bytes`
+pub const MAX_MESSAGE_BYTES_DEFAULT: u32 = 1_048_588;
+/// `flush.messages`: never, by count.
+pub const FLUSH_MESSAGES_DEFAULT: u64 = KAFKA_LONG_MAX;
+/// `flush.ms`: never, by age.
+pub const FLUSH_MS_DEFAULT: u64 = KAFKA_LONG_MAX;
+/// `index.interval.bytes`
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+
 /// Per-topic configuration (Kafka topic config names in the field docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
@@ -100,15 +148,15 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            segment_bytes: 1024 * 1024 * 1024,
-            segment_ms: 7 * 24 * 60 * 60 * 1000,
-            retention_ms: 7 * 24 * 60 * 60 * 1000,
-            retention_bytes: -1,
-            max_message_bytes: 1_048_588,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_ms: SEGMENT_MS_DEFAULT,
+            retention_ms: RETENTION_MS_DEFAULT,
+            retention_bytes: RETENTION_BYTES_DEFAULT,
+            max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
             timestamp_type: TimestampType::CreateTime,
-            flush_messages: KAFKA_LONG_MAX,
-            flush_ms: KAFKA_LONG_MAX,
-            index_interval_bytes: 4096,
+            flush_messages: FLUSH_MESSAGES_DEFAULT,
+            flush_ms: FLUSH_MS_DEFAULT,
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             compression_type: CompressionType::Producer,
         }
     }
