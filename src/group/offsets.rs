@@ -190,11 +190,7 @@ impl GroupCoordinator {
         writes: Vec<OffsetWrite>,
         seqs: Vec<u64>,
     ) {
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(group_id)
-            .filter(|g| g.incarnation == incarnation)
-        else {
+        let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return;
         };
         for (write, seq) in writes.into_iter().zip(seqs) {
@@ -358,11 +354,7 @@ impl GroupCoordinator {
 
     /// Drops offsets from memory unless rewritten after the tombstones (`seq`).
     fn forget_offsets(&self, group_id: &str, incarnation: u64, keys: &[(String, i32)], seq: u64) {
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(group_id)
-            .filter(|g| g.incarnation == incarnation)
-        else {
+        let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return;
         };
         for key in keys {
@@ -474,8 +466,15 @@ impl GroupCoordinator {
             tracing::warn!(%error, "could not expire offsets");
             return 0;
         }
+        self.remove_expired_groups(group_removals);
+        expired_count
+    }
+
+    /// Removes the groups whose tombstones are durable, unless something
+    /// joined or committed meanwhile.
+    fn remove_expired_groups(&self, removals: Vec<(String, u64)>) {
         let mut groups = self.groups.borrow_mut();
-        for (group_id, incarnation) in group_removals {
+        for (group_id, incarnation) in removals {
             // Only if nothing joined or committed while the tombstone was written.
             let still_idle = groups.get(&group_id).is_some_and(|g| {
                 g.incarnation == incarnation
@@ -493,7 +492,6 @@ impl GroupCoordinator {
                 self.persist_group(group);
             }
         }
-        expired_count
     }
 }
 

@@ -143,11 +143,7 @@ impl GroupCoordinator {
         if self.closed.get() {
             return SessionCheck::Gone;
         }
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(group_id)
-            .filter(|g| g.incarnation == incarnation)
-        else {
+        let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return SessionCheck::Gone;
         };
         let now = Instant::now();
@@ -168,7 +164,7 @@ impl GroupCoordinator {
             member = member_id,
             "session timeout: removing member"
         );
-        self.remove_member_and_update_group(group, member_id);
+        self.remove_member_and_update_group(&mut group, member_id);
         SessionCheck::Gone
     }
 
@@ -189,15 +185,11 @@ impl GroupCoordinator {
             let Some(coordinator) = this.upgrade() else {
                 return;
             };
-            let mut groups = coordinator.groups.borrow_mut();
-            let Some(group) = groups
-                .get_mut(&group_id)
-                .filter(|g| g.incarnation == incarnation)
-            else {
+            let Some(mut group) = coordinator.group_mut(&group_id, incarnation) else {
                 return;
             };
             if group.pending_members.remove(&member_id) {
-                coordinator.try_complete_join(group);
+                coordinator.try_complete_join(&mut group);
             }
         });
     }

@@ -19,7 +19,7 @@ mod membership;
 mod rebalance;
 mod sync;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -161,6 +161,17 @@ impl GroupCoordinator {
     /// The state of a group, if it exists.
     pub fn group_state(&self, group_id: &str) -> Option<GroupState> {
         self.groups.borrow().get(group_id).map(|g| g.state)
+    }
+
+    /// The group, if it is still the incarnation a timer or a durable write
+    /// was started for (not a deleted one's successor of the same id).
+    pub(super) fn group_mut(&self, group_id: &str, incarnation: u64) -> Option<RefMut<'_, Group>> {
+        RefMut::filter_map(self.groups.borrow_mut(), |groups| {
+            groups
+                .get_mut(group_id)
+                .filter(|g| g.incarnation == incarnation)
+        })
+        .ok()
     }
 
     pub(super) fn new_incarnation(&self) -> u64 {

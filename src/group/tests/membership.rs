@@ -10,10 +10,7 @@ fn join_requires_member_id_then_forms_a_generation_with_the_member_as_leader() {
         assert_eq!(joined.error, None);
         assert_eq!(joined.generation_id, 1);
         assert_eq!(joined.leader, joined.member_id);
-        assert_eq!(
-            joined.protocol_name.as_ref().map(|p| p.as_str()),
-            Some("range")
-        );
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
         assert_eq!(joined.members.len(), 1);
         assert_eq!(c.group_state("g"), Some(GroupState::CompletingRebalance));
         let member = joined.member_id.as_str();
@@ -47,10 +44,7 @@ fn join_v3_without_member_id_joins_in_one_round_trip() {
             .await;
         assert_eq!(joined.error, None);
         assert_eq!(joined.generation_id, 1);
-        assert_eq!(
-            joined.protocol_name.as_ref().map(|p| p.as_str()),
-            Some("range")
-        );
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
     });
 }
 
@@ -97,14 +91,8 @@ fn two_members_join_together_and_the_leader_distributes_assignments() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        let a = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
-        let b = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let a = spawn_join_dynamic(&c, "g");
+        let b = spawn_join_dynamic(&c, "g");
         let (a, b) = (a.await, b.await);
         assert_eq!((a.error, b.error), (None, None));
         assert_eq!(a.generation_id, 1);
@@ -137,10 +125,7 @@ fn two_members_join_together_and_the_leader_distributes_assignments() {
         let follower_sync = follower_sync.await;
         assert_eq!(&leader_sync.assignment[..], b"p0,p1");
         assert_eq!(&follower_sync.assignment[..], b"p2,p3");
-        assert_eq!(
-            follower_sync.protocol_name.as_ref().map(|p| p.as_str()),
-            Some("range")
-        );
+        assert_eq!(follower_sync.protocol_name.as_deref(), Some("range"));
     });
 }
 
@@ -151,10 +136,7 @@ fn a_new_member_triggers_a_rebalance_that_bumps_the_generation() {
     run(move || async move {
         let c = open(&path).await;
         let (a, generation) = stable_single_member(&c, "g").await;
-        let b = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let b = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(20)).await;
         // Heartbeats during the rebalance tell the member to rejoin.
         assert_eq!(
@@ -210,14 +192,8 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        let a = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
-        let b = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let a = spawn_join_dynamic(&c, "g");
+        let b = spawn_join_dynamic(&c, "g");
         let (a, b) = (a.await, b.await);
         let (a_id, b_id) = (
             a.member_id.as_str().to_string(),
@@ -280,10 +256,7 @@ fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
     run(move || async move {
         let c = open(&path).await;
         let (leader, generation) = stable_single_member(&c, "g").await;
-        let follower = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let follower = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(20)).await;
         let rejoined = c.join_group(join_request("g", &leader, None)).await;
         let follower = follower.await;

@@ -113,6 +113,12 @@ async fn join_dynamic(c: &Rc<GroupCoordinator>, group: &str) -> JoinAnswer {
         .await
 }
 
+/// [`join_dynamic`] as its own task, for members joining together.
+fn spawn_join_dynamic(c: &Rc<GroupCoordinator>, group: &'static str) -> glommio::Task<JoinAnswer> {
+    let c = c.clone();
+    glommio::spawn_local(async move { join_dynamic(&c, group).await })
+}
+
 fn sync_request(
     group: &str,
     generation: i32,

@@ -14,10 +14,7 @@ fn a_static_member_rejoining_replaces_the_old_member_without_a_rebalance() {
                     .await
             }
         });
-        let b = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let b = spawn_join_dynamic(&c, "g");
         let (a, b) = (a.await, b.await);
         assert_eq!((a.error, b.error), (None, None));
         let (a_id, b_id) = (
@@ -88,10 +85,7 @@ fn a_static_member_replaced_during_completing_rebalance_forces_a_new_rebalance()
     run(move || async move {
         let c = open(&path).await;
         // B joins first and leads; A is a static follower.
-        let b = glommio::spawn_local({
-            let c = c.clone();
-            async move { join_dynamic(&c, "g").await }
-        });
+        let b = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(5)).await;
         let a = c
             .join_group(join_request("g", "", Some("instance-a")))

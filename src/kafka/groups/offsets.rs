@@ -66,24 +66,39 @@ pub fn commit_request(body: OffsetCommitRequest, version: i16) -> group::CommitR
 }
 
 pub fn commit_response(outcomes: Vec<group::TopicOutcome>) -> OffsetCommitResponse {
-    let topics = outcomes
+    let topics = wire_topics(
+        outcomes,
+        |index, code| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(code)
+        },
+        |name, partitions| {
+            OffsetCommitResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        },
+    );
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Per-partition outcomes in a response's own topic and partition types.
+fn wire_topics<T, P>(
+    outcomes: Vec<group::TopicOutcome>,
+    partition: impl Fn(i32, i16) -> P,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    outcomes
         .into_iter()
         .map(|t| {
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition)
-                        .with_error_code(error_code(p.error))
-                })
+                .map(|p| partition(p.partition, error_code(p.error)))
                 .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(t.name)))
-                .with_partitions(partitions)
+            topic(TopicName(StrBytes::from_string(t.name)), partitions)
         })
-        .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+        .collect()
 }
 
 /// The groups of an OffsetFetch in the v8+ shape: v1-7 name one group at the
@@ -245,24 +260,19 @@ pub fn delete_request(body: OffsetDeleteRequest) -> group::DeleteOffsetsRequest 
 }
 
 pub fn delete_response(answer: group::DeleteOffsetsAnswer) -> OffsetDeleteResponse {
-    let topics = answer
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    OffsetDeleteResponsePartition::default()
-                        .with_partition_index(p.partition)
-                        .with_error_code(error_code(p.error))
-                })
-                .collect();
+    let topics = wire_topics(
+        answer.topics,
+        |index, code| {
+            OffsetDeleteResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(code)
+        },
+        |name, partitions| {
             OffsetDeleteResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(t.name)))
+                .with_name(name)
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     OffsetDeleteResponse::default()
         .with_error_code(error_code(answer.error))
         .with_topics(topics)
