@@ -85,98 +85,106 @@ fn responses_encode_at_every_version_of_their_api() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        for version in JOIN_GROUP_VERSIONS {
-            let error = join(&c, join_request("", "", None), version).await;
-            encodes(&error, version..=version, "JoinGroup error");
-        }
-        // A v0 join completes in one round trip; its response carries the member list.
-        let joined = join(&c, join_request("g", "", None), 0).await;
-        encodes(&joined, 0..=5, "JoinGroup v0 success");
-        let static_join = join(&c, join_request("g", "", Some("i")), 9).await;
-        encodes(&static_join, 9..=9, "JoinGroup v9");
-        let member = joined.member_id.to_string();
-        let rejoined = join(&c, join_request("g", &member, None), 9).await;
-        encodes(&rejoined, 9..=9, "JoinGroup v9 rejoin");
-        let sync = SyncGroupRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_generation_id(rejoined.generation_id)
-            .with_member_id(s(&member));
-        let synced = c.sync_group(membership::sync_request(sync)).await;
-        encodes(
-            &membership::sync_response(synced),
-            SYNC_GROUP_VERSIONS,
-            "SyncGroup",
-        );
-        let heartbeat = HeartbeatRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_generation_id(1)
-            .with_member_id(s(&member));
-        let beat = c.heartbeat(membership::heartbeat_request(heartbeat)).await;
-        encodes(
-            &membership::heartbeat_response(beat),
-            HEARTBEAT_VERSIONS,
-            "Heartbeat",
-        );
-        let leave_v0 = LeaveGroupRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_member_id(s("nobody"));
-        encodes(&leave(&c, leave_v0, 0).await, 0..=2, "LeaveGroup v0-2");
-        let leave_v3 = LeaveGroupRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_members(vec![MemberIdentity::default().with_member_id(s("nobody"))]);
-        encodes(&leave(&c, leave_v3, 5).await, 3..=5, "LeaveGroup v3-5");
-        for version in DESCRIBE_GROUPS_VERSIONS {
-            for group in ["g", "missing", ""] {
-                encodes(
-                    &described(&c, group, version),
-                    version..=version,
-                    "DescribeGroups",
-                );
-            }
-        }
-        let listed = c.list_groups(&[], &[]).into_iter().map(admin::listed_group);
-        encodes(
-            &ListGroupsResponse::default().with_groups(listed.collect()),
-            LIST_GROUPS_VERSIONS,
-            "ListGroups",
-        );
-        let commit_body = OffsetCommitRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(TopicName(s("orders")))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_committed_offset(1)
-                    .with_committed_metadata(Some(s("meta")))])]);
-        let committed = c
-            .offset_commit(offsets::commit_request(commit_body, 8), &Topics)
-            .await;
-        encodes(
-            &offsets::commit_response(committed),
-            OFFSET_COMMIT_VERSIONS,
-            "OffsetCommit",
-        );
-        let fetch_group = OffsetFetchRequestGroup::default()
-            .with_group_id(GroupId(s("g")))
-            .with_topics(None);
-        let fetched = c.offset_fetch_group(&offsets::fetch_request(&fetch_group, false));
-        let fetched = OffsetFetchResponse::default()
-            .with_groups(vec![offsets::fetch_response_group(&fetch_group, fetched)]);
-        encodes(&fetched, 8..=9, "OffsetFetch");
-        let delete_body = OffsetDeleteRequest::default().with_group_id(GroupId(s("g")));
-        let deleted = c.offset_delete(offsets::delete_request(delete_body)).await;
-        encodes(
-            &offsets::delete_response(deleted),
-            OFFSET_DELETE_VERSIONS,
-            "OffsetDelete",
-        );
-        let deleted = admin::deleted_group(GroupId(s("g")), c.delete_group("g").await);
-        encodes(
-            &DeleteGroupsResponse::default().with_results(vec![deleted]),
-            DELETE_GROUPS_VERSIONS,
-            "DeleteGroups",
-        );
+        membership_responses_encode(&c).await;
+        admin_and_offset_responses_encode(&c).await;
     });
+}
+
+async fn membership_responses_encode(c: &Rc<GroupCoordinator>) {
+    for version in JOIN_GROUP_VERSIONS {
+        let error = join(c, join_request("", "", None), version).await;
+        encodes(&error, version..=version, "JoinGroup error");
+    }
+    // A v0 join completes in one round trip; its response carries the member list.
+    let joined = join(c, join_request("g", "", None), 0).await;
+    encodes(&joined, 0..=5, "JoinGroup v0 success");
+    let static_join = join(c, join_request("g", "", Some("i")), 9).await;
+    encodes(&static_join, 9..=9, "JoinGroup v9");
+    let member = joined.member_id.to_string();
+    let rejoined = join(c, join_request("g", &member, None), 9).await;
+    encodes(&rejoined, 9..=9, "JoinGroup v9 rejoin");
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(rejoined.generation_id)
+        .with_member_id(s(&member));
+    let synced = c.sync_group(membership::sync_request(sync)).await;
+    encodes(
+        &membership::sync_response(synced),
+        SYNC_GROUP_VERSIONS,
+        "SyncGroup",
+    );
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(1)
+        .with_member_id(s(&member));
+    let beat = c.heartbeat(membership::heartbeat_request(heartbeat)).await;
+    encodes(
+        &membership::heartbeat_response(beat),
+        HEARTBEAT_VERSIONS,
+        "Heartbeat",
+    );
+    let leave_v0 = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s("nobody"));
+    encodes(&leave(c, leave_v0, 0).await, 0..=2, "LeaveGroup v0-2");
+    let leave_v3 = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_members(vec![MemberIdentity::default().with_member_id(s("nobody"))]);
+    encodes(&leave(c, leave_v3, 5).await, 3..=5, "LeaveGroup v3-5");
+}
+
+async fn admin_and_offset_responses_encode(c: &Rc<GroupCoordinator>) {
+    for version in DESCRIBE_GROUPS_VERSIONS {
+        for group in ["g", "missing", ""] {
+            encodes(
+                &described(c, group, version),
+                version..=version,
+                "DescribeGroups",
+            );
+        }
+    }
+    let listed = c.list_groups(&[], &[]).into_iter().map(admin::listed_group);
+    encodes(
+        &ListGroupsResponse::default().with_groups(listed.collect()),
+        LIST_GROUPS_VERSIONS,
+        "ListGroups",
+    );
+    let commit_body = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("orders")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(s("meta")))])]);
+    let committed = c
+        .offset_commit(offsets::commit_request(commit_body, 8), &Topics)
+        .await;
+    encodes(
+        &offsets::commit_response(committed),
+        OFFSET_COMMIT_VERSIONS,
+        "OffsetCommit",
+    );
+    let fetch_group = OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(s("g")))
+        .with_topics(None);
+    let fetched = c.offset_fetch_group(&offsets::fetch_request(&fetch_group, false));
+    let fetched = OffsetFetchResponse::default()
+        .with_groups(vec![offsets::fetch_response_group(&fetch_group, fetched)]);
+    encodes(&fetched, 8..=9, "OffsetFetch");
+    let delete_body = OffsetDeleteRequest::default().with_group_id(GroupId(s("g")));
+    let deleted = c.offset_delete(offsets::delete_request(delete_body)).await;
+    encodes(
+        &offsets::delete_response(deleted),
+        OFFSET_DELETE_VERSIONS,
+        "OffsetDelete",
+    );
+    let deleted = admin::deleted_group(GroupId(s("g")), c.delete_group("g").await);
+    encodes(
+        &DeleteGroupsResponse::default().with_results(vec![deleted]),
+        DELETE_GROUPS_VERSIONS,
+        "DeleteGroups",
+    );
 }
 
 #[test]
