@@ -1,10 +1,54 @@
 //! Errors of the group coordinator and its log.
 //!
-//! Protocol outcomes (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, ...) are not
-//! errors here: they are error codes in the responses. These are failures of
-//! the coordinator itself.
+//! [`GroupError`] is a protocol outcome (UNKNOWN_MEMBER_ID,
+//! ILLEGAL_GENERATION, ...): the broker answers it as a Kafka error code.
+//! [`Error`] is a failure of the coordinator itself.
 
 use std::path::PathBuf;
+
+/// Why the coordinator refused a request or a part of one, named after
+/// Kafka's error codes for the group APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("this broker does not coordinate the group")]
+    NotCoordinator,
+    #[error("the group coordinator is not available")]
+    CoordinatorNotAvailable,
+    #[error("the request timed out")]
+    RequestTimedOut,
+    #[error("unexpected server error")]
+    UnknownServerError,
+    #[error("the group id is invalid")]
+    InvalidGroupId,
+    #[error("the group id does not exist")]
+    GroupIdNotFound,
+    #[error("the group is not empty")]
+    NonEmptyGroup,
+    #[error("the group is at its maximum size")]
+    GroupMaxSizeReached,
+    #[error("the session timeout is outside the broker's bounds")]
+    InvalidSessionTimeout,
+    #[error("the member's protocols do not match the group's")]
+    InconsistentGroupProtocol,
+    #[error("the member id is not known to the group")]
+    UnknownMemberId,
+    /// KIP-394: join again with the member id in the answer.
+    #[error("a member id is required to join the group")]
+    MemberIdRequired,
+    /// KIP-345: another member took over this group.instance.id.
+    #[error("the static member was fenced by a newer instance")]
+    FencedInstanceId,
+    #[error("the generation is not the group's current one")]
+    IllegalGeneration,
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("the topic or partition does not exist")]
+    UnknownTopicOrPartition,
+    #[error("the offset metadata is too large")]
+    OffsetMetadataTooLarge,
+    #[error("the group still consumes the topic")]
+    GroupSubscribedToTopic,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,20 +82,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// The Kafka error code a request gets when this stops it. Exhaustive on
-    /// purpose: a new variant must decide its code.
-    pub fn response_error(&self) -> kafka_protocol::error::ResponseError {
-        use kafka_protocol::error::ResponseError;
+    /// What a request gets when this stops it. Exhaustive on purpose: a new
+    /// variant must decide its outcome.
+    pub fn group_error(&self) -> GroupError {
         match self {
             // Retriable: the client backs off and tries again.
-            Error::Backlogged => ResponseError::RequestTimedOut,
+            Error::Backlogged => GroupError::RequestTimedOut,
             // The client looks for the coordinator again.
-            Error::Closed => ResponseError::NotCoordinator,
+            Error::Closed => GroupError::NotCoordinator,
             Error::Io { .. }
             | Error::Corrupt(_)
             | Error::Failed(_)
             | Error::TooLarge { .. }
-            | Error::Config(_) => ResponseError::CoordinatorNotAvailable,
+            | Error::Config(_) => GroupError::CoordinatorNotAvailable,
         }
     }
 

@@ -6,28 +6,30 @@
 //! memory and persists offsets and group facts in a durable log in its own
 //! directory (`<data>/__groups/shard-<n>`).
 //!
-//! The broker decodes requests with `kafka-protocol` and calls:
+//! The broker decodes requests with `kafka-protocol`, fills the requests of
+//! [`api`] from them (each flag and field as the request's version has it),
+//! and maps the answers back to the wire. Nothing here knows a protocol
+//! version or a wire type:
 //!
 //! ```ignore
 //! GroupCoordinator::open(dir, GroupConfig) -> Result<Rc<GroupCoordinator>, Error>
-//! c.join_group(req, version, &ClientInfo) -> JoinGroupResponse      // held until the rebalance completes
-//! c.sync_group(req, version) -> SyncGroupResponse                   // followers wait for the leader
-//! c.heartbeat(req, version) -> HeartbeatResponse
-//! c.leave_group(req, version) -> LeaveGroupResponse                 // v0-2: top-level error; v3+: per member
-//! c.offset_commit(req, version, &dyn TopicCatalog) -> OffsetCommitResponse  // answered once durable
-//! c.offset_delete(req, version) -> OffsetDeleteResponse
+//! c.join_group(JoinRequest) -> JoinAnswer                     // held until the rebalance completes
+//! c.sync_group(SyncRequest) -> SyncAnswer                     // followers wait for the leader
+//! c.heartbeat(HeartbeatRequest) -> Result<(), GroupError>
+//! c.leave_group(LeaveRequest) -> LeaveAnswer                  // an outcome per member
+//! c.offset_commit(CommitRequest, &dyn TopicCatalog) -> Vec<TopicOutcome>  // answered once durable
+//! c.offset_delete(DeleteOffsetsRequest) -> DeleteOffsetsAnswer
 //! // multi-group APIs: the broker splits by owning shard and merges the answers
-//! c.describe_group(group_id, version) -> DescribedGroup
-//! c.delete_group(group_id) -> i16                                    // error code
+//! c.describe_group(group_id) -> GroupDescription
+//! c.delete_group(group_id) -> Result<(), GroupError>
 //! c.list_groups(states_filter, types_filter) -> Vec<ListedGroup>
-//! c.offset_fetch_group(&OffsetFetchRequestGroup, require_stable) -> OffsetFetchResponseGroup  // v8+ shape
-//! c.remove_topic(topic)                                              // topic deleted: drop its offsets
-//! c.expire_offsets(now_ms) -> usize                                  // also run by a timer
-//! c.close() -> Result<(), Error>                                     // flush and compact the log
-//! c.group_state(id) / c.group_count() / c.log_stats()                // for metrics and tests
-//! offset_fetch_request_groups(&req, version) / offset_fetch_response(&req, groups, version)
-//! shard_for_group(group_id, shards) -> usize                         // which shard owns a group
-//! Error::response_error() -> ResponseError                           // the code a failed request gets
+//! c.offset_fetch_group(&FetchRequest) -> FetchedGroup
+//! c.remove_topic(topic)                                       // topic deleted: drop its offsets
+//! c.expire_offsets(now_ms) -> usize                           // also run by a timer
+//! c.close() -> Result<(), Error>                              // flush and compact the log
+//! c.group_state(id) / c.group_count() / c.log_stats()         // for metrics and tests
+//! shard_for_group(group_id, shards) -> usize                  // which shard owns a group
+//! Error::group_error() -> GroupError                          // what a failed request gets
 //! ```
 //!
 //! Every async method may be dropped half-way (a closed connection): writes
@@ -40,19 +42,19 @@
 //! member id from the client id.
 //!
 //! FindCoordinator is answered by the broker itself (node 0 coordinates every
-//! group). OffsetFetch v1-7 carry one group at the top level:
-//! [`offset_fetch_request_groups`] and [`offset_fetch_response`] convert to and
-//! from the v8+ group shape the coordinator answers in.
+//! group).
 //!
 //! # Layout
 //!
-//! - `coordinator`: the membership APIs and the state machine's transitions and timers.
+//! - `api`: the requests and answers of the APIs above.
+//! - `coordinator`: the membership and admin APIs, the state machine's transitions and timers.
 //! - `offsets`: OffsetCommit/Fetch/Delete, topic removal and expiry.
 //! - `state`: a group's members, states and protocol selection.
 //! - `log`: the durable key/value log with group commit and compaction.
 //! - `record`: the binary encoding of the log's keys and values.
-//! - `error`: the module's error type.
+//! - `error`: the module's error types: refusals ([`GroupError`]) and failures ([`Error`]).
 
+pub mod api;
 mod coordinator;
 mod error;
 mod log;
@@ -61,33 +63,14 @@ mod record;
 mod state;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
+pub use api::*;
 pub use coordinator::GroupCoordinator;
-pub use error::Error;
+pub use error::{Error, GroupError};
 pub use log::LogStats;
-pub use offsets::{offset_fetch_request_groups, offset_fetch_response};
+pub use offsets::NO_OFFSET;
 pub use state::GroupState;
-
-use std::ops::RangeInclusive;
-
-use kafka_protocol::error::ResponseError;
-
-/// Versions the coordinator answers (each response is checked to encode at
-/// every one of them). OffsetCommit v9 and OffsetFetch v9 also carry KIP-848
-/// member epochs; for classic groups the epoch field is the generation and
-/// the member fields are those of the classic protocol.
-pub const JOIN_GROUP_VERSIONS: RangeInclusive<i16> = 0..=9;
-pub const SYNC_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
-pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=6;
-pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
-pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
-pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
-/// v10 names topics by id only (KIP-848 consumers); names are served through v9.
-pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
-pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
 
 /// Longest group id accepted; longer ones get INVALID_GROUP_ID.
 pub const GROUP_ID_BYTES_MAX: usize = 4096;
@@ -197,9 +180,9 @@ pub fn shard_for_group(group_id: &str, shards: usize) -> usize {
 /// Group ids of the membership APIs (JoinGroup, SyncGroup, Heartbeat,
 /// LeaveGroup) must be non-empty; the offset and admin APIs accept the empty
 /// id, as Kafka does. Either way the length is bounded.
-pub fn validate_group_id(group_id: &str, membership: bool) -> Result<(), ResponseError> {
+pub fn validate_group_id(group_id: &str, membership: bool) -> Result<(), GroupError> {
     if (membership && group_id.is_empty()) || group_id.len() > GROUP_ID_BYTES_MAX {
-        return Err(ResponseError::InvalidGroupId);
+        return Err(GroupError::InvalidGroupId);
     }
     Ok(())
 }

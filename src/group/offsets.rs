@@ -6,37 +6,21 @@
 //! log sequence decides), so memory matches the order on disk.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+use super::api::{
+    CommitRequest, CommittedPartition, DeleteOffsetsAnswer, DeleteOffsetsRequest, FetchRequest,
+    FetchedGroup, FetchedOffset, FetchedTopic, PartitionOutcome, TopicOutcome,
 };
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
-};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
-};
-use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
-};
-
-use super::coordinator::{now_ms, str_bytes, validate_member, GroupCoordinator};
-use super::error::Error;
+use super::coordinator::{now_ms, session_duration, validate_member, GroupCoordinator};
+use super::error::{Error, GroupError};
 use super::record::{Key, OffsetValue};
 use super::state::{Group, GroupState, StoredOffset};
 use super::{validate_group_id, TopicCatalog};
 
 /// OffsetFetch's answer for a partition without a committed offset.
-const NO_OFFSET: i64 = -1;
+pub const NO_OFFSET: i64 = -1;
 const NO_LEADER_EPOCH: i32 = -1;
-/// `retention_time_ms` value meaning "use the broker's retention" (OffsetCommit v2-v4).
-const DEFAULT_RETENTION: i64 = -1;
 
 /// Offsets of one group whose tombstones are being written.
 struct OffsetRemoval {
@@ -52,108 +36,89 @@ struct OffsetWrite {
 }
 
 impl GroupCoordinator {
-    /// Commits offsets; every partition gets its own error code, and the
-    /// answer comes once the accepted ones are durable.
+    /// Commits offsets; every partition gets its own outcome, and the answer
+    /// comes once the accepted ones are durable.
     pub async fn offset_commit(
         &self,
-        req: OffsetCommitRequest,
-        version: i16,
+        req: CommitRequest,
         topics: &dyn TopicCatalog,
-    ) -> OffsetCommitResponse {
-        let group_id = req.group_id.0.as_str().to_string();
+    ) -> Vec<TopicOutcome> {
         let group_check = self.validate_commit(&req);
         let now = now_ms();
-        // KIP-211 removed per-request retention in v5.
-        let expire_timestamp_ms = (version <= 4 && req.retention_time_ms != DEFAULT_RETENTION)
-            .then(|| now.saturating_add(req.retention_time_ms));
+        let expire_timestamp_ms = req.retention_ms.map(|ms| now.saturating_add(ms));
         let mut writes = Vec::new();
-        let mut response_topics = Vec::with_capacity(req.topics.len());
+        let mut outcomes = Vec::with_capacity(req.topics.len());
         for topic in &req.topics {
-            let name = topic.name.0.as_str();
-            let partition_count = topics.partition_count(name);
+            let partition_count = topics.partition_count(&topic.name);
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for partition in &topic.partitions {
-                let index = partition.partition_index;
-                let code = match group_check {
-                    Err(code) => code.code(),
-                    Ok(_) if !partition_count.is_some_and(|count| index >= 0 && index < count) => {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    }
-                    Ok(_)
-                        if partition.committed_metadata.as_ref().map_or(0, |m| m.len())
-                            > self.config.offset_metadata_max_bytes =>
-                    {
-                        ResponseError::OffsetMetadataTooLarge.code()
-                    }
-                    Ok(_) => {
-                        writes.push(OffsetWrite {
-                            topic: name.to_string(),
-                            partition: index,
-                            value: OffsetValue {
-                                offset: partition.committed_offset,
-                                leader_epoch: partition.committed_leader_epoch,
-                                metadata: partition
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.as_str().to_string()),
-                                commit_timestamp_ms: now,
-                                expire_timestamp_ms,
-                            },
-                        });
-                        0
-                    }
-                };
-                partitions.push(
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_error_code(code),
-                );
-            }
-            response_topics.push(
-                OffsetCommitResponseTopic::default()
-                    .with_name(topic.name.clone())
-                    .with_partitions(partitions),
-            );
-        }
-        if let Ok(incarnation) = group_check {
-            if !writes.is_empty() {
-                if let Err(error) = self.write_offsets(&group_id, incarnation, writes).await {
-                    tracing::warn!(group = %group_id, %error, "offset commit failed");
-                    // Not durable: the partitions accepted above are not committed.
-                    let code = error.response_error().code();
-                    for partition in response_topics
-                        .iter_mut()
-                        .flat_map(|t| t.partitions.iter_mut())
-                    {
-                        if partition.error_code == 0 {
-                            partition.error_code = code;
-                        }
-                    }
+                let accepted = group_check
+                    .and_then(|_| self.check_commit_partition(partition, partition_count));
+                if accepted.is_ok() {
+                    writes.push(OffsetWrite {
+                        topic: topic.name.clone(),
+                        partition: partition.partition,
+                        value: OffsetValue {
+                            offset: partition.offset,
+                            leader_epoch: partition.leader_epoch,
+                            metadata: partition.metadata.clone(),
+                            commit_timestamp_ms: now,
+                            expire_timestamp_ms,
+                        },
+                    });
                 }
+                partitions.push(PartitionOutcome {
+                    partition: partition.partition,
+                    error: accepted.err(),
+                });
+            }
+            outcomes.push(TopicOutcome {
+                name: topic.name.clone(),
+                partitions,
+            });
+        }
+        if let (Ok(incarnation), false) = (group_check, writes.is_empty()) {
+            if let Err(error) = self.write_offsets(&req.group_id, incarnation, writes).await {
+                tracing::warn!(group = %req.group_id, %error, "offset commit failed");
+                // Not durable: the partitions accepted above are not committed.
+                refuse_accepted(&mut outcomes, error.group_error());
             }
         }
-        OffsetCommitResponse::default().with_topics(response_topics)
+        outcomes
+    }
+
+    fn check_commit_partition(
+        &self,
+        partition: &CommittedPartition,
+        partition_count: Option<i32>,
+    ) -> Result<(), GroupError> {
+        let index = partition.partition;
+        if !partition_count.is_some_and(|count| index >= 0 && index < count) {
+            return Err(GroupError::UnknownTopicOrPartition);
+        }
+        if partition.metadata.as_ref().map_or(0, |m| m.len())
+            > self.config.offset_metadata_max_bytes
+        {
+            return Err(GroupError::OffsetMetadataTooLarge);
+        }
+        Ok(())
     }
 
     /// Kafka's validateOffsetCommit. Returns the group's incarnation.
-    fn validate_commit(&self, req: &OffsetCommitRequest) -> Result<u64, ResponseError> {
+    fn validate_commit(&self, req: &CommitRequest) -> Result<u64, GroupError> {
         if self.closed.get() {
-            return Err(ResponseError::NotCoordinator);
+            return Err(GroupError::NotCoordinator);
         }
-        let group_id = req.group_id.0.as_str();
+        let group_id = req.group_id.as_str();
         validate_group_id(group_id, false)?;
-        let generation = req.generation_id_or_member_epoch;
+        let generation = req.generation_id;
         let member_id = req.member_id.as_str();
-        let instance_id = req
-            .group_instance_id
-            .as_ref()
-            .filter(|i| !i.is_empty())
-            .map(|i| i.as_str());
+        let instance_id = req.group_instance_id.as_deref();
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else {
             if generation >= 0 {
                 // A member of a generation this coordinator never formed.
-                return Err(ResponseError::IllegalGeneration);
+                return Err(GroupError::IllegalGeneration);
             }
             // A standalone consumer that only stores offsets here.
             let mut group = Group::new(group_id.to_string(), self.new_incarnation(), now_ms());
@@ -164,24 +129,24 @@ impl GroupCoordinator {
             return Ok(incarnation);
         };
         if group.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
+            return Err(GroupError::CoordinatorNotAvailable);
         }
         if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
             validate_member(group, member_id, instance_id)?;
             if generation != group.generation {
-                return Err(ResponseError::IllegalGeneration);
+                return Err(GroupError::IllegalGeneration);
             }
             if group.state == GroupState::CompletingRebalance {
                 // The member has the new generation but not its assignment yet.
-                return Err(ResponseError::RebalanceInProgress);
+                return Err(GroupError::RebalanceInProgress);
             }
             if let Some(member) = group.members.get_mut(member_id) {
-                member.heartbeat_deadline = std::time::Instant::now()
-                    + std::time::Duration::from_millis(member.session_timeout_ms.max(0) as u64);
+                member.heartbeat_deadline =
+                    Instant::now() + session_duration(member.session_timeout_ms);
             }
         } else if group.state != GroupState::Empty {
             // When the group has members, only members commit.
-            return Err(ResponseError::UnknownMemberId);
+            return Err(GroupError::UnknownMemberId);
         }
         Ok(group.incarnation)
     }
@@ -225,11 +190,7 @@ impl GroupCoordinator {
         writes: Vec<OffsetWrite>,
         seqs: Vec<u64>,
     ) {
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(group_id)
-            .filter(|g| g.incarnation == incarnation)
-        else {
+        let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return;
         };
         for (write, seq) in writes.into_iter().zip(seqs) {
@@ -269,167 +230,131 @@ impl GroupCoordinator {
         forgotten.await.unwrap_or(Err(Error::Closed))
     }
 
-    /// One group of an OffsetFetch (v8+ shape). `topics: None` fetches all of the group's offsets.
-    pub fn offset_fetch_group(
-        &self,
-        request: &OffsetFetchRequestGroup,
-        _require_stable: bool,
-    ) -> OffsetFetchResponseGroup {
+    /// One group's committed offsets. `topics: None` fetches all of them.
+    pub fn offset_fetch_group(&self, request: &FetchRequest) -> FetchedGroup {
         // require_stable (KIP-447) matters only with pending transactional
         // offsets, which this coordinator does not have.
-        let response = OffsetFetchResponseGroup::default().with_group_id(request.group_id.clone());
+        let refused = |error| FetchedGroup {
+            group_id: request.group_id.clone(),
+            error: Some(error),
+            topics: Vec::new(),
+        };
         if self.closed.get() {
-            return response.with_error_code(ResponseError::NotCoordinator.code());
+            return refused(GroupError::NotCoordinator);
         }
-        let group_id = request.group_id.0.as_str();
-        if let Err(code) = validate_group_id(group_id, false) {
-            return response.with_error_code(code.code());
+        if let Err(error) = validate_group_id(&request.group_id, false) {
+            return refused(error);
         }
         let groups = self.groups.borrow();
-        let group = groups.get(group_id).filter(|g| g.state != GroupState::Dead);
-        let partition = |topic: &str, index: i32| {
-            let stored = group.and_then(|g| g.offsets.get(&(topic.to_string(), index)));
-            OffsetFetchResponsePartitions::default()
-                .with_partition_index(index)
-                .with_committed_offset(stored.map_or(NO_OFFSET, |s| s.value.offset))
-                .with_committed_leader_epoch(
-                    stored.map_or(NO_LEADER_EPOCH, |s| s.value.leader_epoch),
-                )
-                .with_metadata(Some(str_bytes(
-                    stored
-                        .and_then(|s| s.value.metadata.as_deref())
-                        .unwrap_or(""),
-                )))
-        };
+        let group = groups
+            .get(&request.group_id)
+            .filter(|g| g.state != GroupState::Dead);
         let topics = match &request.topics {
             Some(topics) => topics
                 .iter()
-                .map(|t| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(t.name.clone())
-                        .with_topic_id(t.topic_id)
-                        .with_partitions(
-                            t.partition_indexes
-                                .iter()
-                                .map(|&i| partition(t.name.0.as_str(), i))
-                                .collect(),
-                        )
+                .map(|t| FetchedTopic {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|&i| fetched_offset(group, &t.name, i))
+                        .collect(),
                 })
                 .collect(),
-            None => {
-                let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
-                for (topic, index) in group.iter().flat_map(|g| g.offsets.keys()) {
-                    if topics.last().is_none_or(|t| t.name.0.as_str() != topic) {
-                        topics.push(
-                            OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(str_bytes(topic))),
-                        );
-                    }
-                    if let Some(last) = topics.last_mut() {
-                        last.partitions.push(partition(topic, *index));
-                    }
-                }
-                topics
-            }
+            None => all_fetched_offsets(group),
         };
-        response.with_topics(topics)
+        FetchedGroup {
+            group_id: request.group_id.clone(),
+            error: None,
+            topics,
+        }
     }
 
     /// Deletes committed offsets of partitions the group no longer consumes.
-    pub async fn offset_delete(
-        &self,
-        req: OffsetDeleteRequest,
-        _version: i16,
-    ) -> OffsetDeleteResponse {
-        let group_id = req.group_id.0.as_str().to_string();
-        let top_level =
-            |code: ResponseError| OffsetDeleteResponse::default().with_error_code(code.code());
+    pub async fn offset_delete(&self, req: DeleteOffsetsRequest) -> DeleteOffsetsAnswer {
         if self.closed.get() {
-            return top_level(ResponseError::NotCoordinator);
+            return DeleteOffsetsAnswer::refused(GroupError::NotCoordinator);
         }
-        if let Err(code) = validate_group_id(&group_id, false) {
-            return top_level(code);
+        if let Err(error) = validate_group_id(&req.group_id, false) {
+            return DeleteOffsetsAnswer::refused(error);
         }
-        let mut deletes: Vec<(String, i32)> = Vec::new();
-        let mut response_topics = Vec::with_capacity(req.topics.len());
-        let (incarnation, last_seq) = {
-            let groups = self.groups.borrow();
-            let Some(group) = groups
-                .get(&group_id)
-                .filter(|g| g.state != GroupState::Dead)
-            else {
-                return top_level(ResponseError::GroupIdNotFound);
-            };
-            // An Empty group may drop any offset; a consumer group only those
-            // of topics no member subscribes to; other groups none.
-            let subscribed = if group.state == GroupState::Empty {
-                BTreeSet::new()
-            } else {
-                match group.subscribed_topics() {
-                    Some(topics) => topics,
-                    None => return top_level(ResponseError::NonEmptyGroup),
-                }
-            };
-            for topic in &req.topics {
-                let name = topic.name.0.as_str();
-                let code = if subscribed.contains(name) {
-                    ResponseError::GroupSubscribedToTopic.code()
-                } else {
-                    0
-                };
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        if code == 0
-                            && group
-                                .offsets
-                                .contains_key(&(name.to_string(), p.partition_index))
-                        {
-                            deletes.push((name.to_string(), p.partition_index));
-                        }
-                        OffsetDeleteResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(code)
-                    })
-                    .collect();
-                response_topics.push(
-                    OffsetDeleteResponseTopic::default()
-                        .with_name(topic.name.clone())
-                        .with_partitions(partitions),
-                );
-            }
-            let tombstones = offset_tombstones(&group_id, &deletes);
-            let last_seq = match self.log.enqueue_all(tombstones) {
-                Ok(seqs) => seqs.last().copied().unwrap_or(0),
-                Err(error) => {
-                    tracing::warn!(group = %group_id, %error, "offset delete failed");
-                    return top_level(error.response_error());
-                }
-            };
-            (group.incarnation, last_seq)
+        let (removal, last_seq, topics) = match self.start_offset_delete(&req) {
+            Ok(started) => started,
+            Err(error) => return DeleteOffsetsAnswer::refused(error),
         };
         if last_seq > 0 {
-            let removal = OffsetRemoval {
-                group_id: group_id.clone(),
-                incarnation,
-                keys: deletes,
-            };
             if let Err(error) = self.forget_when_durable(vec![removal], last_seq).await {
-                tracing::warn!(group = %group_id, %error, "offset delete failed");
-                return top_level(error.response_error());
+                tracing::warn!(group = %req.group_id, %error, "offset delete failed");
+                return DeleteOffsetsAnswer::refused(error.group_error());
             }
         }
-        OffsetDeleteResponse::default().with_topics(response_topics)
+        DeleteOffsetsAnswer {
+            error: None,
+            topics,
+        }
+    }
+
+    /// Writes the tombstones of the offsets the group may drop. Returns them,
+    /// the last tombstone's log sequence (0: none) and each partition's outcome.
+    fn start_offset_delete(
+        &self,
+        req: &DeleteOffsetsRequest,
+    ) -> Result<(OffsetRemoval, u64, Vec<TopicOutcome>), GroupError> {
+        let groups = self.groups.borrow();
+        let group = groups
+            .get(&req.group_id)
+            .filter(|g| g.state != GroupState::Dead)
+            .ok_or(GroupError::GroupIdNotFound)?;
+        // An Empty group may drop any offset; a consumer group only those
+        // of topics no member subscribes to; other groups none.
+        let subscribed = if group.state == GroupState::Empty {
+            BTreeSet::new()
+        } else {
+            group.subscribed_topics().ok_or(GroupError::NonEmptyGroup)?
+        };
+        let mut deletes: Vec<(String, i32)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(req.topics.len());
+        for topic in &req.topics {
+            let error = subscribed
+                .contains(&topic.name)
+                .then_some(GroupError::GroupSubscribedToTopic);
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|&partition| {
+                    let key = (topic.name.clone(), partition);
+                    if error.is_none() && group.offsets.contains_key(&key) {
+                        deletes.push(key);
+                    }
+                    PartitionOutcome { partition, error }
+                })
+                .collect();
+            outcomes.push(TopicOutcome {
+                name: topic.name.clone(),
+                partitions,
+            });
+        }
+        let last_seq = match self
+            .log
+            .enqueue_all(offset_tombstones(&req.group_id, &deletes))
+        {
+            Ok(seqs) => seqs.last().copied().unwrap_or(0),
+            Err(error) => {
+                tracing::warn!(group = %req.group_id, %error, "offset delete failed");
+                return Err(error.group_error());
+            }
+        };
+        let removal = OffsetRemoval {
+            group_id: req.group_id.clone(),
+            incarnation: group.incarnation,
+            keys: deletes,
+        };
+        Ok((removal, last_seq, outcomes))
     }
 
     /// Drops offsets from memory unless rewritten after the tombstones (`seq`).
     fn forget_offsets(&self, group_id: &str, incarnation: u64, keys: &[(String, i32)], seq: u64) {
-        let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups
-            .get_mut(group_id)
-            .filter(|g| g.incarnation == incarnation)
-        else {
+        let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return;
         };
         for key in keys {
@@ -541,8 +466,15 @@ impl GroupCoordinator {
             tracing::warn!(%error, "could not expire offsets");
             return 0;
         }
+        self.remove_expired_groups(group_removals);
+        expired_count
+    }
+
+    /// Removes the groups whose tombstones are durable, unless something
+    /// joined or committed meanwhile.
+    fn remove_expired_groups(&self, removals: Vec<(String, u64)>) {
         let mut groups = self.groups.borrow_mut();
-        for (group_id, incarnation) in group_removals {
+        for (group_id, incarnation) in removals {
             // Only if nothing joined or committed while the tombstone was written.
             let still_idle = groups.get(&group_id).is_some_and(|g| {
                 g.incarnation == incarnation
@@ -560,90 +492,45 @@ impl GroupCoordinator {
                 self.persist_group(group);
             }
         }
-        expired_count
     }
 }
 
-/// The groups of an OffsetFetch in the v8+ shape: v1-7 name one group at the
-/// top level. The broker routes each to its shard's `offset_fetch_group`.
-pub fn offset_fetch_request_groups(
-    request: &OffsetFetchRequest,
-    version: i16,
-) -> Vec<OffsetFetchRequestGroup> {
-    if version >= 8 {
-        return request.groups.clone();
+/// Partitions accepted before the write failed get the write's error.
+fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
+    for partition in outcomes.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if partition.error.is_none() {
+            partition.error = Some(error);
+        }
     }
-    let topics = request.topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .map(|t| {
-                OffsetFetchRequestTopics::default()
-                    .with_name(t.name.clone())
-                    .with_partition_indexes(t.partition_indexes.clone())
-            })
-            .collect()
-    });
-    vec![OffsetFetchRequestGroup::default()
-        .with_group_id(request.group_id.clone())
-        .with_topics(topics)]
 }
 
-/// The OffsetFetch response for `version` from the per-group answers (in request order).
-pub fn offset_fetch_response(
-    request: &OffsetFetchRequest,
-    groups: Vec<OffsetFetchResponseGroup>,
-    version: i16,
-) -> OffsetFetchResponse {
-    if version >= 8 {
-        return OffsetFetchResponse::default().with_groups(groups);
+fn fetched_offset(group: Option<&Group>, topic: &str, partition: i32) -> FetchedOffset {
+    let stored = group.and_then(|g| g.offsets.get(&(topic.to_string(), partition)));
+    FetchedOffset {
+        partition,
+        offset: stored.map_or(NO_OFFSET, |s| s.value.offset),
+        leader_epoch: stored.map_or(NO_LEADER_EPOCH, |s| s.value.leader_epoch),
+        metadata: stored
+            .and_then(|s| s.value.metadata.clone())
+            .unwrap_or_default(),
     }
-    let Some(group) = groups.into_iter().next() else {
-        return OffsetFetchResponse::default();
-    };
-    let partition = |p: OffsetFetchResponsePartitions| {
-        OffsetFetchResponsePartition::default()
-            .with_partition_index(p.partition_index)
-            .with_committed_offset(p.committed_offset)
-            .with_committed_leader_epoch(p.committed_leader_epoch)
-            .with_metadata(p.metadata)
-            .with_error_code(p.error_code)
-    };
-    let mut topics: Vec<OffsetFetchResponseTopic> = group
-        .topics
-        .into_iter()
-        .map(|t| {
-            OffsetFetchResponseTopic::default()
-                .with_name(t.name)
-                .with_partitions(t.partitions.into_iter().map(partition).collect())
-        })
-        .collect();
-    if version < 2 && group.error_code != 0 {
-        // v0-1 have no top-level error: every requested partition carries it.
-        topics = request
-            .topics
-            .iter()
-            .flatten()
-            .map(|t| {
-                let partitions = t
-                    .partition_indexes
-                    .iter()
-                    .map(|&index| {
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(index)
-                            .with_committed_offset(NO_OFFSET)
-                            .with_metadata(Some(str_bytes("")))
-                            .with_error_code(group.error_code)
-                    })
-                    .collect();
-                OffsetFetchResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions)
-            })
-            .collect();
+}
+
+/// Every committed offset of the group, by topic in name order.
+fn all_fetched_offsets(group: Option<&Group>) -> Vec<FetchedTopic> {
+    let mut topics: Vec<FetchedTopic> = Vec::new();
+    for (topic, index) in group.iter().flat_map(|g| g.offsets.keys()) {
+        if topics.last().is_none_or(|t| &t.name != topic) {
+            topics.push(FetchedTopic {
+                name: topic.clone(),
+                partitions: Vec::new(),
+            });
+        }
+        if let Some(last) = topics.last_mut() {
+            last.partitions.push(fetched_offset(group, topic, *index));
+        }
     }
-    OffsetFetchResponse::default()
-        .with_topics(topics)
-        .with_error_code(group.error_code)
+    topics
 }
 
 /// Tombstones for these offsets of `group_id`.

@@ -8,11 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use glommio::channels::local_channel::LocalSender;
 use indexmap::IndexMap;
-use kafka_protocol::messages::{
-    ConsumerProtocolSubscription, JoinGroupResponse, SyncGroupResponse,
-};
-use kafka_protocol::protocol::Decodable;
 
+use super::api::{JoinAnswer, Protocol, SyncAnswer};
 use super::record::{GroupValue, OffsetValue};
 
 /// The classic group protocol's states (Kafka's GroupState).
@@ -50,26 +47,32 @@ pub struct Member {
     pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
-    /// (name, metadata) in the member's order of preference.
-    pub protocols: Vec<(String, Bytes)>,
+    /// In the member's order of preference.
+    pub protocols: Vec<Protocol>,
     pub assignment: Bytes,
     /// Set while the member's JoinGroup waits for the rebalance to complete.
-    pub join_waiter: Option<LocalSender<JoinGroupResponse>>,
+    pub join_waiter: Option<LocalSender<JoinAnswer>>,
     /// Set while the member's SyncGroup waits for the leader's assignment.
-    pub sync_waiter: Option<LocalSender<SyncGroupResponse>>,
+    pub sync_waiter: Option<LocalSender<SyncAnswer>>,
     pub heartbeat_deadline: Instant,
 }
 
 impl Member {
+    fn protocol(&self, name: &str) -> Option<&Protocol> {
+        self.protocols.iter().find(|p| p.name == name)
+    }
+
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocol(protocol).is_some()
+    }
+
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(name, _)| name == protocol)
-            .map(|(_, metadata)| metadata.clone())
+        self.protocol(protocol)
+            .map(|p| p.metadata.clone())
             .unwrap_or_default()
     }
 
-    pub fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
+    pub fn same_protocols(&self, protocols: &[Protocol]) -> bool {
         self.protocols == protocols
     }
 
@@ -178,24 +181,22 @@ impl Group {
             return BTreeSet::new();
         };
         let mut candidates: BTreeSet<&str> =
-            first.protocols.iter().map(|(n, _)| n.as_str()).collect();
+            first.protocols.iter().map(|p| p.name.as_str()).collect();
         for member in members {
-            candidates.retain(|c| member.protocols.iter().any(|(n, _)| n == c));
+            candidates.retain(|c| member.supports(c));
         }
         candidates
     }
 
     /// Whether a member with these protocols may join (Kafka's supportsProtocols).
-    pub fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+    pub fn supports_protocols(&self, protocol_type: &str, protocols: &[Protocol]) -> bool {
         if self.members.is_empty() {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols.iter().any(|(name, _)| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
-            })
+            && protocols
+                .iter()
+                .any(|p| self.members.values().all(|m| m.supports(&p.name)))
     }
 
     /// Each member votes for its most preferred candidate; the most votes wins,
@@ -205,14 +206,15 @@ impl Group {
         let candidates = self.candidate_protocols();
         let mut votes: Vec<(&str, usize)> = Vec::new();
         for member in self.members.values() {
-            let Some((vote, _)) = member
+            let Some(vote) = member
                 .protocols
                 .iter()
-                .find(|(n, _)| candidates.contains(n.as_str()))
+                .map(|p| p.name.as_str())
+                .find(|n| candidates.contains(n))
             else {
                 continue;
             };
-            match votes.iter_mut().find(|(name, _)| name == vote) {
+            match votes.iter_mut().find(|(name, _)| *name == vote) {
                 Some((_, count)) => *count += 1,
                 None => votes.push((vote, 1)),
             }
@@ -226,8 +228,8 @@ impl Group {
         best.map(|(name, _)| name.to_string())
     }
 
-    /// Topics the members subscribe to, for consumer groups whose metadata
-    /// parses as ConsumerProtocolSubscription; `None` when unknown.
+    /// Topics the members subscribe to, for consumer groups whose members'
+    /// subscriptions are known; `None` when unknown.
     pub fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;
@@ -235,28 +237,11 @@ impl Group {
         let protocol = self.protocol_name.as_deref()?;
         let mut topics = BTreeSet::new();
         for member in self.members.values() {
-            let subscription = decode_subscription(&member.metadata_for(protocol))?;
-            topics.extend(subscription.topics.iter().map(|t| t.as_str().to_string()));
+            let subscribed = member.protocol(protocol)?.subscribed_topics.as_ref()?;
+            topics.extend(subscribed.iter().cloned());
         }
         Some(topics)
     }
-}
-
-/// The newest ConsumerProtocolSubscription version this code decodes; newer
-/// versions only add fields, so they are read as this one.
-const SUBSCRIPTION_VERSION_MAX: i16 = 3;
-
-fn decode_subscription(metadata: &Bytes) -> Option<ConsumerProtocolSubscription> {
-    let mut buf = metadata.clone();
-    if buf.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([buf[0], buf[1]]);
-    if version < 0 {
-        return None;
-    }
-    let _ = bytes::Buf::get_i16(&mut buf);
-    ConsumerProtocolSubscription::decode(&mut buf, version.min(SUBSCRIPTION_VERSION_MAX)).ok()
 }
 
 #[cfg(test)]
@@ -271,14 +256,20 @@ mod tests {
             client_host: String::new(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 10_000,
-            protocols: protocols
-                .iter()
-                .map(|p| (p.to_string(), Bytes::new()))
-                .collect(),
+            protocols: protocols.iter().map(|p| protocol(p, None)).collect(),
             assignment: Bytes::new(),
             join_waiter: None,
             sync_waiter: None,
             heartbeat_deadline: Instant::now(),
+        }
+    }
+
+    fn protocol(name: &str, subscribed_topics: Option<&[&str]>) -> Protocol {
+        Protocol {
+            name: name.into(),
+            metadata: Bytes::new(),
+            subscribed_topics: subscribed_topics
+                .map(|topics| topics.iter().map(|t| t.to_string()).collect()),
         }
     }
 
@@ -297,26 +288,27 @@ mod tests {
             .insert("c".into(), member("c", &["roundrobin", "range"]));
         // Only "range" is common to all three.
         assert_eq!(group.select_protocol().as_deref(), Some("range"));
-        assert!(group.supports_protocols("consumer", &[("range".into(), Bytes::new())]));
-        assert!(!group.supports_protocols("consumer", &[("roundrobin".into(), Bytes::new())]));
-        assert!(!group.supports_protocols("connect", &[("range".into(), Bytes::new())]));
+        assert!(group.supports_protocols("consumer", &[protocol("range", None)]));
+        assert!(!group.supports_protocols("consumer", &[protocol("roundrobin", None)]));
+        assert!(!group.supports_protocols("connect", &[protocol("range", None)]));
     }
 
     #[test]
-    fn subscribed_topics_are_read_from_consumer_metadata() {
-        use kafka_protocol::protocol::{Encodable, StrBytes};
-        let subscription = ConsumerProtocolSubscription::default()
-            .with_topics(vec![StrBytes::from_static_str("orders")]);
-        let mut metadata = bytes::BytesMut::new();
-        metadata.extend_from_slice(&1i16.to_be_bytes());
-        subscription.encode(&mut metadata, 1).unwrap();
+    fn subscribed_topics_are_those_of_the_selected_protocol() {
         let mut group = Group::new("g".into(), 1, 0);
         group.protocol_type = Some("consumer".into());
         group.protocol_name = Some("range".into());
-        let mut m = member("a", &["range"]);
-        m.protocols = vec![("range".into(), metadata.freeze())];
+        let mut m = member("a", &[]);
+        m.protocols = vec![
+            protocol("range", Some(&["orders"])),
+            protocol("roundrobin", Some(&["payments"])),
+        ];
         group.members.insert("a".into(), m);
-        let topics = group.subscribed_topics().unwrap();
-        assert!(topics.contains("orders"));
+        let topics = group.subscribed_topics().expect("known subscription");
+        assert_eq!(topics.into_iter().collect::<Vec<_>>(), vec!["orders"]);
+        let mut unknown = member("b", &["range"]);
+        unknown.protocols = vec![protocol("range", None)];
+        group.members.insert("b".into(), unknown);
+        assert_eq!(group.subscribed_topics(), None);
     }
 }

@@ -1,0 +1,280 @@
+//! The group coordinator: Kafka's classic group protocol (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, DescribeGroups, ListGroups,
+//! DeleteGroups) over the states of [`GroupState`], following Kafka's
+//! GroupCoordinator. Timers (join completion, session expiry, pending member
+//! expiry, offset expiry) are glommio tasks holding a `Weak` reference, so a
+//! dropped coordinator stops them.
+//!
+//! - `join`: JoinGroup for new, known and static members.
+//! - `rebalance`: PreparingRebalance, the join timers and the next generation.
+//! - `sync`: SyncGroup.
+//! - `membership`: Heartbeat, LeaveGroup and session expiry.
+//! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
+//!
+//! Committed offsets are in `group::offsets`.
+
+mod admin;
+mod join;
+mod membership;
+mod rebalance;
+mod sync;
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::local_channel::LocalReceiver;
+
+use membership::remove_member;
+pub(crate) use membership::validate_member;
+
+use super::api::{JoinAnswer, SyncAnswer};
+use super::error::{Error, GroupError};
+use super::log::{GroupLog, LogConfig, LogStats};
+use super::record::{GroupValue, Key, OffsetValue};
+use super::state::{Group, GroupState, StoredOffset};
+use super::GroupConfig;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An answer now, or a receiver it will arrive on.
+enum Pending<R> {
+    Ready(R),
+    Wait(LocalReceiver<R>),
+}
+
+pub struct GroupCoordinator {
+    pub(super) config: GroupConfig,
+    pub(super) log: Rc<GroupLog>,
+    pub(super) groups: RefCell<HashMap<String, Group>>,
+    this: Weak<GroupCoordinator>,
+    member_id_base: u64,
+    next_member_seq: Cell<u64>,
+    next_incarnation: Cell<u64>,
+    next_timer_epoch: Cell<u64>,
+    pub(super) closed: Cell<bool>,
+}
+
+/// Groups rebuilt from the log, and the last incarnation handed out.
+struct LoadedGroups {
+    groups: HashMap<String, Group>,
+    last_incarnation: u64,
+}
+
+impl LoadedGroups {
+    fn entry(&mut self, id: &str, now_ms: i64) -> &mut Group {
+        let last_incarnation = &mut self.last_incarnation;
+        self.groups.entry(id.to_string()).or_insert_with(|| {
+            *last_incarnation += 1;
+            Group::new(id.to_string(), *last_incarnation, now_ms)
+        })
+    }
+
+    fn load(&mut self, key: &[u8], value: &[u8], now_ms: i64) -> Result<(), Error> {
+        match Key::decode(key)? {
+            Key::Group { group } => {
+                let value = GroupValue::decode(value)?;
+                let loaded = self.entry(&group, now_ms);
+                loaded.protocol_type = value.protocol_type;
+                loaded.generation = value.generation;
+                // Members are not persisted: the group restarts Empty. If it
+                // was Empty already (no protocol), its expiry clock keeps running.
+                loaded.state_timestamp_ms = if value.protocol_name.is_none() {
+                    value.state_timestamp_ms
+                } else {
+                    now_ms
+                };
+            }
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => {
+                let value = OffsetValue::decode(value)?;
+                self.entry(&group, now_ms)
+                    .offsets
+                    .insert((topic, partition), StoredOffset { value, seq: 0 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupCoordinator {
+    /// Opens the log in `dir`, rebuilds groups and offsets from it and starts
+    /// the offset expiry timer. Groups come back Empty: members rejoin.
+    pub async fn open(dir: PathBuf, config: GroupConfig) -> Result<Rc<GroupCoordinator>, Error> {
+        config.validate()?;
+        let log_config = LogConfig {
+            compact_bytes: config.log_compact_bytes,
+            compact_records: config.log_compact_records,
+        };
+        let log = Rc::new(GroupLog::open(&dir, log_config).await?);
+        let now = now_ms();
+        let loaded = log.with_live(|live| -> Result<LoadedGroups, Error> {
+            let mut loaded = LoadedGroups {
+                groups: HashMap::new(),
+                last_incarnation: 0,
+            };
+            for (key, value) in live {
+                loaded.load(key, value, now)?;
+            }
+            Ok(loaded)
+        })?;
+        let member_id_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32);
+        let coordinator = Rc::new_cyclic(|this| GroupCoordinator {
+            config,
+            log,
+            groups: RefCell::new(loaded.groups),
+            this: this.clone(),
+            member_id_base,
+            next_member_seq: Cell::new(0),
+            next_incarnation: Cell::new(loaded.last_incarnation + 1),
+            next_timer_epoch: Cell::new(1),
+            closed: Cell::new(false),
+        });
+        coordinator.start_expiry_timer();
+        Ok(coordinator)
+    }
+
+    /// Counters of the underlying log.
+    pub fn log_stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
+    /// Number of groups this shard holds.
+    pub fn group_count(&self) -> usize {
+        self.groups.borrow().len()
+    }
+
+    /// The state of a group, if it exists.
+    pub fn group_state(&self, group_id: &str) -> Option<GroupState> {
+        self.groups.borrow().get(group_id).map(|g| g.state)
+    }
+
+    /// The group, if it is still the incarnation a timer or a durable write
+    /// was started for (not a deleted one's successor of the same id).
+    pub(super) fn group_mut(&self, group_id: &str, incarnation: u64) -> Option<RefMut<'_, Group>> {
+        RefMut::filter_map(self.groups.borrow_mut(), |groups| {
+            groups
+                .get_mut(group_id)
+                .filter(|g| g.incarnation == incarnation)
+        })
+        .ok()
+    }
+
+    pub(super) fn new_incarnation(&self) -> u64 {
+        let incarnation = self.next_incarnation.get();
+        self.next_incarnation.set(incarnation + 1);
+        incarnation
+    }
+
+    fn new_member_id(&self, prefix: &str) -> String {
+        let seq = self.next_member_seq.get();
+        self.next_member_seq.set(seq + 1);
+        format!("{prefix}-{:016x}-{seq:08x}", self.member_id_base)
+    }
+
+    fn new_timer_epoch(&self) -> u64 {
+        let epoch = self.next_timer_epoch.get();
+        self.next_timer_epoch.set(epoch + 1);
+        epoch
+    }
+
+    /// Records the group's facts in the log without waiting: membership
+    /// changes are not acknowledged on durability (offsets are).
+    pub(super) fn persist_group(&self, group: &Group) {
+        let key = Key::Group {
+            group: group.id.clone(),
+        }
+        .encode();
+        match self.log.enqueue(key, Some(group.value().encode())) {
+            Ok(_) => self.log.flush_soon(),
+            Err(error) => {
+                tracing::warn!(group = %group.id, %error, "could not record group metadata")
+            }
+        }
+    }
+
+    /// Runs `task` as its own task and waits for it. The broker drops a
+    /// request's future when its connection closes; work that follows a
+    /// durable write (updating memory to match the log) must still finish.
+    pub(super) async fn run_to_completion<T: 'static>(
+        task: impl std::future::Future<Output = T> + 'static,
+    ) -> Option<T> {
+        glommio::spawn_local(task).detach().await
+    }
+
+    pub(super) fn strong(&self) -> Option<Rc<GroupCoordinator>> {
+        self.this.upgrade()
+    }
+
+    /// Answers held requests with NOT_COORDINATOR (clients look for the
+    /// coordinator again), flushes and compacts the log.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.closed.set(true);
+        {
+            let mut groups = self.groups.borrow_mut();
+            for group in groups.values_mut() {
+                group.join_timer = None;
+                for member in group.members.values_mut() {
+                    if let Some(waiter) = member.join_waiter.take() {
+                        let _ = waiter.try_send(JoinAnswer::refused(
+                            GroupError::NotCoordinator,
+                            &member.member_id,
+                        ));
+                    }
+                    if let Some(waiter) = member.sync_waiter.take() {
+                        let _ = waiter.try_send(SyncAnswer::refused(GroupError::NotCoordinator));
+                    }
+                }
+            }
+        }
+        self.log.close().await
+    }
+
+    fn start_expiry_timer(&self) {
+        let this = self.this.clone();
+        let interval = Duration::from_millis(self.config.offsets_retention_check_interval_ms);
+        spawn_detached(async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                let Some(coordinator) = this.upgrade() else {
+                    return;
+                };
+                if coordinator.closed.get() {
+                    return;
+                }
+                let expired = coordinator.expire_offsets(now_ms()).await;
+                if expired > 0 {
+                    tracing::info!(expired, "expired committed offsets");
+                }
+            }
+        });
+    }
+}
+
+/// Spawns a background task that first yields: glommio runs a new task
+/// right away, and the caller may hold the group map borrowed.
+fn spawn_detached(task: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(async move {
+        futures_lite::future::yield_now().await;
+        task.await;
+    })
+    .detach();
+}
+
+pub(crate) fn session_duration(session_timeout_ms: i32) -> Duration {
+    Duration::from_millis(session_timeout_ms.max(0) as u64)
+}

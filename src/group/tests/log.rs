@@ -1,0 +1,366 @@
+use std::path::PathBuf;
+
+use super::*;
+
+#[test]
+fn offsets_and_groups_survive_close_and_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let (member, generation) = stable_single_member(&c, "g").await;
+        assert_eq!(
+            commit(
+                &c,
+                "g",
+                generation,
+                &member,
+                &[("orders", 0, 42), ("payments", 1, 9)]
+            )
+            .await,
+            vec![None, None]
+        );
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 2, 5)]).await,
+            vec![None]
+        );
+        c.close().await.expect("close");
+        assert_eq!(
+            heartbeat(&c, "g", generation, &member).await,
+            Some(GroupError::NotCoordinator)
+        );
+        crash(c).await;
+        let c = open(&path).await;
+        assert_eq!(fetch(&c, "g", "orders", 0), 42);
+        assert_eq!(fetch(&c, "g", "payments", 1), 9);
+        assert_eq!(fetch(&c, "simple", "orders", 2), 5);
+        let listed = c.list_groups(&[], &[]);
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].group_id.as_str(), "g");
+        assert_eq!(listed[0].protocol_type.as_str(), "consumer");
+        assert_eq!(listed[0].state, GroupState::Empty);
+        // The group restarts Empty; a member rejoins into a later generation.
+        let rejoined = join_dynamic(&c, "g").await;
+        assert!(rejoined.generation_id > generation);
+    });
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("groups.log")
+}
+
+fn log_len(dir: &Path) -> u64 {
+    std::fs::metadata(log_path(dir)).expect("log exists").len()
+}
+
+#[test]
+fn a_torn_log_tail_is_truncated_on_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
+            vec![None]
+        );
+        let good = log_len(&path);
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
+            vec![None]
+        );
+        crash(c).await;
+        // Cut the last record in half, as a crash during a write would.
+        let full = log_len(&path);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(log_path(&path))
+            .expect("open log");
+        file.set_len(good + (full - good) / 2).expect("truncate");
+        drop(file);
+        let c = open(&path).await;
+        assert_eq!(fetch(&c, "simple", "orders", 0), 1);
+        assert_eq!(c.log_stats().truncated_bytes, (full - good) / 2);
+        assert_eq!(log_len(&path), good);
+        // And it appends cleanly after the cut.
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 0, 3)]).await,
+            vec![None]
+        );
+        crash(c).await;
+        let c = open(&path).await;
+        assert_eq!(fetch(&c, "simple", "orders", 0), 3);
+        assert_eq!(c.log_stats().truncated_bytes, 0);
+    });
+}
+
+#[test]
+fn a_corrupt_record_is_cut_from_the_tail() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
+            vec![None]
+        );
+        let good = log_len(&path);
+        assert_eq!(
+            commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
+            vec![None]
+        );
+        crash(c).await;
+        let mut bytes = std::fs::read(log_path(&path)).expect("read log");
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x55;
+        std::fs::write(log_path(&path), &bytes).expect("write log");
+        let c = open(&path).await;
+        assert_eq!(fetch(&c, "simple", "orders", 0), 1);
+        assert_eq!(log_len(&path), good);
+    });
+}
+
+#[test]
+fn compaction_keeps_the_log_and_reopen_bounded() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = GroupConfig {
+            log_compact_bytes: 8 << 10,
+            ..config()
+        };
+        let c = GroupCoordinator::open(path.clone(), config.clone())
+            .await
+            .expect("open");
+        for i in 0..2_000i64 {
+            assert_eq!(
+                commit(&c, "simple", -1, "", &[("orders", (i % 4) as i32, i)]).await,
+                vec![None]
+            );
+        }
+        let stats = c.log_stats();
+        assert!(stats.compactions > 0);
+        assert!(
+            stats.file_bytes < 16 << 10,
+            "log is {} bytes",
+            stats.file_bytes
+        );
+        assert_eq!(stats.live_records, 5, "one group record and four offsets");
+        crash(c).await;
+        let c = GroupCoordinator::open(path.clone(), config)
+            .await
+            .expect("reopen");
+        for partition in 0..4 {
+            assert_eq!(
+                fetch(&c, "simple", "orders", partition),
+                1996 + partition as i64
+            );
+        }
+        c.close().await.expect("close");
+        assert_eq!(c.log_stats().file_records, 5);
+        assert!(!path.join("groups.log.compact").exists());
+    });
+}
+
+/// Prints commit latency (one at a time and many in flight) and reopen time.
+/// `cargo test --lib measure_group_log -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_group_log_commit_latency_and_reopen_time() {
+    const SEQUENTIAL: usize = 500;
+    const CONCURRENT: usize = 4_000;
+    const IN_FLIGHT: usize = 256;
+    const OFFSETS: usize = 100_000;
+    let dir = tempfile::tempdir_in(std::env::var("MEASURE_DIR").unwrap_or_else(|_| "/tmp".into()))
+        .expect("temp dir");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for i in 0..SEQUENTIAL {
+            let started = std::time::Instant::now();
+            assert_eq!(
+                commit(&c, "seq", -1, "", &[("orders", (i % 4) as i32, i as i64)]).await,
+                vec![None]
+            );
+            histogram
+                .record(started.elapsed().as_micros() as u64)
+                .expect("record");
+        }
+        println!(
+            "sequential commits: {SEQUENTIAL}, latency us p50 {} p99 {} max {}",
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+            histogram.max()
+        );
+        let flushes_before = c.log_stats().flushes;
+        let started = std::time::Instant::now();
+        let semaphore = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT as u64));
+        let mut tasks = Vec::with_capacity(CONCURRENT);
+        for i in 0..CONCURRENT {
+            let permit = semaphore.acquire_static_permit(1).await.expect("permit");
+            let c = c.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let codes = commit(
+                    &c,
+                    &format!("group-{}", i % 64),
+                    -1,
+                    "",
+                    &[("orders", (i % 4) as i32, i as i64)],
+                )
+                .await;
+                drop(permit);
+                codes
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await, vec![None]);
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "concurrent commits: {CONCURRENT} with {IN_FLIGHT} in flight in {elapsed:?} ({:.0}/s), {} fdatasyncs",
+            CONCURRENT as f64 / elapsed.as_secs_f64(),
+            c.log_stats().flushes - flushes_before
+        );
+        // Many distinct offsets: the live state a reopen must load.
+        let mut requests = Vec::new();
+        for i in 0..OFFSETS / 4 {
+            requests.push(commit_request(
+                &format!("many-{i}"),
+                -1,
+                "",
+                &[
+                    ("orders", 0, i as i64),
+                    ("orders", 1, i as i64),
+                    ("orders", 2, i as i64),
+                    ("orders", 3, i as i64),
+                ],
+            ));
+        }
+        let mut pending = Vec::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            let c = c.clone();
+            pending.push(glommio::spawn_local(async move {
+                c.offset_commit(request, &Topics).await
+            }));
+            if i % IN_FLIGHT == 0 {
+                for task in pending.drain(..) {
+                    task.await;
+                }
+            }
+        }
+        for task in pending {
+            task.await;
+        }
+        let stats = c.log_stats();
+        println!("before close: {stats:?}");
+        c.close().await.expect("close");
+        crash(c).await;
+        let started = std::time::Instant::now();
+        let c = open(&path).await;
+        println!(
+            "reopen with {} live records ({} bytes): {:?}",
+            c.log_stats().live_records,
+            c.log_stats().file_bytes,
+            started.elapsed()
+        );
+    });
+}
+
+/// A small deterministic generator so a failing run can be repeated from its seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
+    use crate::group::log::{GroupLog, LogConfig};
+    use std::collections::BTreeMap;
+    let seed = std::env::var("GROUP_LOG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    println!("GROUP_LOG_SEED={seed}");
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let mut rng = XorShift(seed);
+        let config = LogConfig {
+            compact_bytes: 2 << 10,
+            compact_records: 64,
+        };
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut log = Rc::new(GroupLog::open(&path, config).await.expect("open"));
+        let mut compactions = 0;
+        for round in 0..2_000 {
+            match rng.below(100) {
+                0..=1 => {
+                    // Reopen, sometimes cleanly.
+                    if rng.below(2) == 0 {
+                        log.close().await.expect("close");
+                    }
+                    log.wait_idle().await;
+                    compactions += log.stats().compactions;
+                    drop(log);
+                    log = Rc::new(GroupLog::open(&path, config).await.expect("reopen"));
+                    let live = log.with_live(|live| live.clone());
+                    assert_eq!(
+                        live, model,
+                        "seed {seed}, round {round}: reopened state differs"
+                    );
+                }
+                2..=20 => {
+                    let key = format!("k{}", rng.below(40)).into_bytes();
+                    let seq = log.enqueue(key.clone(), None).expect("enqueue");
+                    log.sync(seq).await.expect("sync");
+                    model.remove(&key);
+                }
+                _ => {
+                    // A batch of concurrent puts, as concurrent commits would do.
+                    let mut last = 0;
+                    for _ in 0..=rng.below(8) {
+                        let key = format!("k{}", rng.below(40)).into_bytes();
+                        let value = vec![rng.below(256) as u8; rng.below(64) as usize];
+                        last = log
+                            .enqueue(key.clone(), Some(value.clone()))
+                            .expect("enqueue");
+                        model.insert(key, value);
+                    }
+                    log.sync(last).await.expect("sync");
+                }
+            }
+            let live = log.with_live(|live| live.clone());
+            assert_eq!(
+                live, model,
+                "seed {seed}, round {round}: live state differs"
+            );
+        }
+        compactions += log.stats().compactions;
+        assert!(compactions > 0, "seed {seed}: never compacted");
+    });
+}
+
+proptest::proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        let _ = crate::group::record::Key::decode(&bytes);
+        let _ = crate::group::record::OffsetValue::decode(&bytes);
+        let _ = crate::group::record::GroupValue::decode(&bytes);
+        let _ = crate::group::log::scan_for_tests(&bytes);
+    }
+}

@@ -1,0 +1,339 @@
+//! Consumer-group APIs. Every handler has the same shape: decode, map the
+//! wire request (at its version) to the coordinator's types, route it to the
+//! shard that owns the group, map the answer back to the wire at that
+//! version, encode. Multi-group requests are split by owner shard and the
+//! answers merged in request order. FindCoordinator is answered here: this
+//! broker coordinates every group.
+//!
+//! - `membership`: JoinGroup, SyncGroup, Heartbeat, LeaveGroup mapping.
+//! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete mapping.
+//! - `admin`: DescribeGroups, ListGroups, DeleteGroups mapping.
+
+mod admin;
+mod membership;
+mod offsets;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+
+use futures::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+
+use super::{Outcome, Request, NODE_ID};
+use crate::decode_or_close;
+use crate::group::{ClientInfo, GroupError, TopicCatalog};
+use crate::shard::mesh::{run_on, RouteError};
+use crate::shard::topics::TopicTable;
+use crate::shard::Shard;
+
+pub const FIND_COORDINATOR_VERSIONS: RangeInclusive<i16> = 0..=6;
+/// Versions served of each group API; the tests encode every response at
+/// each of them. OffsetCommit v9 and OffsetFetch v9 also carry KIP-848
+/// member epochs; for classic groups the epoch field is the generation and
+/// the member fields are those of the classic protocol.
+pub const JOIN_GROUP_VERSIONS: RangeInclusive<i16> = 0..=9;
+pub const SYNC_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
+pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=6;
+pub const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
+pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
+/// v10 names topics by id only (KIP-848 consumers); names are served through v9.
+pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
+pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
+
+/// FindCoordinator key type for consumer groups (1 is transactions).
+const KEY_TYPE_GROUP: i8 = 0;
+
+impl TopicCatalog for TopicTable {
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.get(topic).map(|t| t.partition_count())
+    }
+}
+
+/// The Kafka error code of each refusal, in one exhaustive `match`: a new
+/// refusal must choose its code here.
+pub fn response_error(error: GroupError) -> ResponseError {
+    match error {
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::RequestTimedOut => ResponseError::RequestTimedOut,
+        GroupError::UnknownServerError => ResponseError::UnknownServerError,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+    }
+}
+
+/// 0 for no error.
+fn error_code(error: Option<GroupError>) -> i16 {
+    error.map_or(0, |e| response_error(e).code())
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// An absent or empty string is no value (group.instance.id).
+fn non_empty(s: Option<StrBytes>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).map(|s| s.to_string())
+}
+
+/// Answers a request that a coordinator could not be reached for.
+fn unreachable(request: &Request, what: &str, error: impl std::fmt::Display) -> Outcome {
+    Outcome::Close(format!(
+        "{what}: group coordinator unreachable: {error} (request {})",
+        request.header.correlation_id
+    ))
+}
+
+/// The response, or closing the connection when the owner shard was unreachable.
+fn respond<R: Encodable + HeaderVersion>(
+    request: &Request,
+    what: &str,
+    routed: Result<R, RouteError>,
+) -> Outcome {
+    match routed {
+        Ok(response) => request.respond(&response),
+        Err(error) => unreachable(request, what, error),
+    }
+}
+
+/// Runs `call` on the shard that owns `group_id`.
+async fn on_owner<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, call: F) -> Result<T, RouteError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let owner = shard.shard_of_group(group_id);
+    run_on(shard, owner, call).await
+}
+
+fn client_info(request: &Request) -> ClientInfo {
+    ClientInfo {
+        client_id: request
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: request.client_host.to_string(),
+    }
+}
+
+pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, FindCoordinatorRequest);
+    let host = StrBytes::from_string(shard.config.advertised_host.clone());
+    let port = shard.config.advertised_port as i32;
+    let answer = |key: StrBytes| {
+        let coordinator = Coordinator::default().with_key(key);
+        if body.key_type == KEY_TYPE_GROUP {
+            coordinator
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(host.clone())
+                .with_port(port)
+        } else {
+            // No transaction coordinator (transactions are not implemented).
+            coordinator
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "transactions are not supported",
+                )))
+        }
+    };
+    let response = if request.version() >= 4 {
+        FindCoordinatorResponse::default()
+            .with_coordinators(body.coordinator_keys.iter().cloned().map(answer).collect())
+    } else {
+        let one = answer(body.key.clone());
+        FindCoordinatorResponse::default()
+            .with_error_code(one.error_code)
+            .with_error_message(one.error_message.clone())
+            .with_node_id(one.node_id)
+            .with_host(one.host.clone())
+            .with_port(one.port)
+    };
+    request.respond(&response)
+}
+
+pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, JoinGroupRequest);
+    let version = request.version();
+    let join = membership::join_request(body, version, client_info(request));
+    let group_id = join.group_id.clone();
+    let answer = on_owner(shard, &group_id, move |owner| async move {
+        owner.groups.join_group(join).await
+    })
+    .await;
+    let response = answer.map(|a| membership::join_response(a, version));
+    respond(request, "JoinGroupRequest", response)
+}
+
+pub async fn handle_sync_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let sync = membership::sync_request(decode_or_close!(request, SyncGroupRequest));
+    let group_id = sync.group_id.clone();
+    let answer = on_owner(shard, &group_id, move |owner| async move {
+        owner.groups.sync_group(sync).await
+    })
+    .await;
+    respond(
+        request,
+        "SyncGroupRequest",
+        answer.map(membership::sync_response),
+    )
+}
+
+pub async fn handle_heartbeat(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let heartbeat = membership::heartbeat_request(decode_or_close!(request, HeartbeatRequest));
+    let group_id = heartbeat.group_id.clone();
+    let outcome = on_owner(shard, &group_id, move |owner| async move {
+        owner.groups.heartbeat(heartbeat).await
+    })
+    .await;
+    let response = outcome.map(membership::heartbeat_response);
+    respond(request, "HeartbeatRequest", response)
+}
+
+pub async fn handle_leave_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, LeaveGroupRequest);
+    let version = request.version();
+    let leave = membership::leave_request(body, version);
+    let routed = leave.clone();
+    let answer = on_owner(shard, &leave.group_id, move |owner| async move {
+        owner.groups.leave_group(routed).await
+    })
+    .await;
+    let response = answer.map(|a| membership::leave_response(&leave, a, version));
+    respond(request, "LeaveGroupRequest", response)
+}
+
+pub async fn handle_offset_commit(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, OffsetCommitRequest);
+    let commit = offsets::commit_request(body, request.version());
+    let group_id = commit.group_id.clone();
+    let outcomes = on_owner(shard, &group_id, move |owner| async move {
+        let topics = owner.topics();
+        owner.groups.offset_commit(commit, &*topics).await
+    })
+    .await;
+    let response = outcomes.map(offsets::commit_response);
+    respond(request, "OffsetCommitRequest", response)
+}
+
+pub async fn handle_offset_delete(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let delete = offsets::delete_request(decode_or_close!(request, OffsetDeleteRequest));
+    let group_id = delete.group_id.clone();
+    let answer = on_owner(shard, &group_id, move |owner| async move {
+        owner.groups.offset_delete(delete).await
+    })
+    .await;
+    let response = answer.map(offsets::delete_response);
+    respond(request, "OffsetDeleteRequest", response)
+}
+
+pub async fn handle_offset_fetch(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, OffsetFetchRequest);
+    let version = request.version();
+    // v1-7 carry one group at the top level: converted to and from the v8 shape.
+    let wire_groups = offsets::fetch_request_groups(&body, version);
+    let calls = wire_groups.iter().map(|wire| {
+        let fetch = offsets::fetch_request(wire, body.require_stable);
+        let group_id = fetch.group_id.clone();
+        async move {
+            on_owner(shard, &group_id, move |owner| async move {
+                owner.groups.offset_fetch_group(&fetch)
+            })
+            .await
+        }
+    });
+    let mut groups = Vec::with_capacity(wire_groups.len());
+    for (wire, answer) in wire_groups.iter().zip(join_all(calls).await) {
+        match answer {
+            Ok(answer) => groups.push(offsets::fetch_response_group(wire, answer)),
+            Err(error) => return unreachable(request, "OffsetFetch", error),
+        }
+    }
+    request.respond(&offsets::fetch_response(&body, groups, version))
+}
+
+pub async fn handle_describe_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, DescribeGroupsRequest);
+    let version = request.version();
+    let calls = body.groups.into_iter().map(|group_id| async move {
+        let id = group_id.to_string();
+        on_owner(shard, &group_id, move |owner| async move {
+            owner.groups.describe_group(&id)
+        })
+        .await
+    });
+    let mut groups = Vec::new();
+    for described in join_all(calls).await {
+        match described {
+            Ok(group) => groups.push(admin::described_group(group, version)),
+            Err(error) => return unreachable(request, "DescribeGroups", error),
+        }
+    }
+    request.respond(&DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn handle_list_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, ListGroupsRequest);
+    let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
+    let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
+    let calls = (0..shard.shard_count()).map(|owner| {
+        let (states, types) = (states.clone(), types.clone());
+        run_on(shard, owner, move |s| async move {
+            s.groups.list_groups(&states, &types)
+        })
+    });
+    let mut groups = Vec::new();
+    for listed in join_all(calls).await {
+        match listed {
+            Ok(listed) => groups.extend(listed.into_iter().map(admin::listed_group)),
+            Err(error) => return unreachable(request, "ListGroups", error),
+        }
+    }
+    request.respond(&ListGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn handle_delete_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
+    let body = decode_or_close!(request, DeleteGroupsRequest);
+    let calls = body.groups_names.into_iter().map(|group_id| async move {
+        let id = group_id.to_string();
+        let outcome = on_owner(shard, &group_id, move |owner| async move {
+            owner.groups.delete_group(&id).await
+        })
+        .await;
+        // An unreachable owner is answered per group.
+        let outcome = outcome.unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+        admin::deleted_group(group_id, outcome)
+    });
+    let results = join_all(calls).await;
+    request.respond(&DeleteGroupsResponse::default().with_results(results))
+}
