@@ -201,3 +201,52 @@ impl Walker<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_as_beyond_frame(key: ApiKey, version: i16, body: &[u8]) -> bool {
+        matches!(
+            check_body(key, version, body),
+            Err(ShapeError::LengthBeyondFrame { .. })
+        )
+    }
+
+    #[test]
+    fn a_top_level_array_longer_than_the_frame_is_refused() {
+        let mut body = i32::MAX.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0, 1, b'a']);
+        assert!(refused_as_beyond_frame(ApiKey::Metadata, 1, &body));
+    }
+
+    #[test]
+    fn a_nested_array_longer_than_the_frame_is_refused() {
+        // Produce v3: no transactional id, acks, timeout, one topic "a" whose
+        // partition array claims 2^31-1 elements.
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1000i32.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&[0, 1, b'a']);
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(refused_as_beyond_frame(ApiKey::Produce, 3, &body));
+    }
+
+    #[test]
+    fn a_compact_string_longer_than_the_frame_is_refused() {
+        // CreateTopics v5: one topic whose name claims 2^32-2 bytes; the
+        // decoder would zero that much memory before reading it.
+        let body = [2, 0xff, 0xff, 0xff, 0xff, 0x0f, b'a'];
+        assert!(refused_as_beyond_frame(ApiKey::CreateTopics, 5, &body));
+    }
+
+    #[test]
+    fn a_body_that_fits_is_walked_to_its_end() {
+        // Metadata v1 with the topic "a" and two trailing bytes.
+        let mut body = 1i32.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0, 1, b'a', 9, 9]);
+        assert_eq!(check_body(ApiKey::Metadata, 1, &body), Ok(2));
+    }
+}
