@@ -10,12 +10,14 @@
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
+//! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!
 //! Data flows one way: `net` → `kafka` (decode, split by shard) → `shard`
 //! (route) → `storage` / `group` → back up as a response.
 
 pub mod clock;
 pub mod config;
+pub mod fuzzing;
 pub mod group;
 pub mod kafka;
 pub mod net;

@@ -494,10 +494,10 @@ fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_m
     let mut huge = Vec::new();
     huge.put_i32(i32::MAX);
     huge.put_slice(&[0, 1, b'a']);
-    let cases: [(&str, i16, i16, Vec<u8>); 3] = [
-        ("Metadata v1 topics", 3, 1, huge.clone()),
-        ("CreateTopics v2 topics", 19, 2, huge.clone()),
-        ("Produce v3 topic data", 0, 3, {
+    let cases: [(&str, i16, i16, bool, Vec<u8>); 5] = [
+        ("Metadata v1 topics", 3, 1, false, huge.clone()),
+        ("CreateTopics v2 topics", 19, 2, false, huge.clone()),
+        ("Produce v3 topic data", 0, 3, false, {
             let mut body = Vec::new();
             body.put_i16(-1); // no transactional id
             body.put_i16(1); // acks
@@ -505,9 +505,27 @@ fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_m
             body.extend_from_slice(&huge);
             body
         }),
+        ("Produce v3 partitions of one topic", 0, 3, false, {
+            let mut body = Vec::new();
+            body.put_i16(-1);
+            body.put_i16(1);
+            body.put_i32(1000);
+            body.put_i32(1); // one topic
+            body.put_slice(&[0, 1, b'a']);
+            body.extend_from_slice(&huge);
+            body
+        }),
+        // One topic whose compact-string name claims 2^32-2 bytes.
+        (
+            "CreateTopics v5 topic name",
+            19,
+            5,
+            true,
+            vec![2, 0xff, 0xff, 0xff, 0xff, 0x0f, b'a'],
+        ),
     ];
-    for (what, api_key, version, body) in cases {
-        let frame = hand_built_frame(api_key, version, 11, false, &body);
+    for (what, api_key, version, flexible, body) in cases {
+        let frame = hand_built_frame(api_key, version, 11, flexible, &body);
         assert_eq!(
             send_and_observe(&seeded.broker, &frame),
             PeerState::Closed,

@@ -59,7 +59,7 @@ mod coordinator;
 mod error;
 mod log;
 mod offsets;
-mod record;
+pub(crate) mod record;
 mod state;
 
 #[cfg(test)]

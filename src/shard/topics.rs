@@ -131,6 +131,40 @@ struct StoredRegistry {
     topics: Vec<StoredTopic>,
 }
 
+/// Decodes the bytes of `topics.meta` into a table, mapping owners onto
+/// `shard_count` shards; the error says what is corrupt.
+pub fn decode_registry(
+    bytes: &[u8],
+    shard_count: usize,
+    defaults: &TopicConfig,
+) -> Result<TopicTable, String> {
+    assert!(shard_count > 0, "a broker runs at least one shard");
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    let stored = rkyv::from_bytes::<StoredRegistry, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| e.to_string())?;
+    let mut by_name = BTreeMap::new();
+    for topic in stored.topics {
+        let configs: BTreeMap<String, String> = topic.configs.into_iter().collect();
+        let config = defaults
+            .with_overrides(&configs)
+            .map_err(|e| e.to_string())?;
+        let name: Arc<str> = topic.name.into();
+        let info = TopicInfo {
+            name: name.clone(),
+            id: Uuid::from_bytes(topic.id),
+            partition_shards: topic
+                .partition_shards
+                .iter()
+                .map(|&s| s as usize % shard_count)
+                .collect(),
+            config,
+        };
+        by_name.insert(name, Arc::new(info));
+    }
+    Ok(TopicTable::from_map(by_name))
+}
+
 /// The persisted writer side of the topic table (lives on shard 0).
 pub struct TopicRegistry {
     path: PathBuf,
@@ -149,34 +183,12 @@ impl TopicRegistry {
         let mut table = TopicTable::default();
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let corrupt = |message: String| RegistryError::Corrupt {
-                    path: path.clone(),
-                    message,
-                };
-                let mut aligned = rkyv::util::AlignedVec::<16>::new();
-                aligned.extend_from_slice(&bytes);
-                let stored = rkyv::from_bytes::<StoredRegistry, rkyv::rancor::Error>(&aligned)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let mut by_name = BTreeMap::new();
-                for topic in stored.topics {
-                    let configs: BTreeMap<String, String> = topic.configs.into_iter().collect();
-                    let config = defaults
-                        .with_overrides(&configs)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                    let name: Arc<str> = topic.name.into();
-                    let info = TopicInfo {
-                        name: name.clone(),
-                        id: Uuid::from_bytes(topic.id),
-                        partition_shards: topic
-                            .partition_shards
-                            .iter()
-                            .map(|&s| s as usize % shard_count)
-                            .collect(),
-                        config,
-                    };
-                    by_name.insert(name, Arc::new(info));
-                }
-                table = TopicTable::from_map(by_name);
+                table = decode_registry(&bytes, shard_count, defaults).map_err(|message| {
+                    RegistryError::Corrupt {
+                        path: path.clone(),
+                        message,
+                    }
+                })?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(RegistryError::Read { path, source }),

@@ -68,18 +68,19 @@ impl PartitionMeta {
         let Some(bytes) = file::read_small_file(&path).await? else {
             return Ok(None);
         };
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(&bytes);
-        match rkyv::from_bytes::<PartitionMeta, rkyv::rancor::Error>(&aligned) {
-            Ok(meta)
-                if meta.format_version == META_FORMAT_VERSION && meta.crc == meta.checksum() =>
-            {
-                Ok(Some(meta))
-            }
-            _ => {
-                tracing::warn!(path = %path.display(), "partition.meta is corrupt; recovering every segment");
-                Ok(None)
-            }
+        let meta = PartitionMeta::decode(&bytes);
+        if meta.is_none() {
+            tracing::warn!(path = %path.display(), "partition.meta is corrupt; recovering every segment");
         }
+        Ok(meta)
+    }
+
+    /// Decodes the file's bytes; `None` when they are not a checked archive of
+    /// this format version.
+    pub fn decode(bytes: &[u8]) -> Option<PartitionMeta> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        let meta = rkyv::from_bytes::<PartitionMeta, rkyv::rancor::Error>(&aligned).ok()?;
+        (meta.format_version == META_FORMAT_VERSION && meta.crc == meta.checksum()).then_some(meta)
     }
 }
