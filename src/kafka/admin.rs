@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::errors::take_answer;
 use super::metadata::topic_name;
 use super::{Outcome, Request, NODE_ID};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
@@ -64,8 +64,11 @@ fn assignment_is_local<'a>(
 /// A topic the request itself already refuses, with the error and its message.
 type Refusal = (ResponseError, String);
 
-pub async fn handle_create_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, CreateTopicsRequest);
+pub async fn handle_create_topics(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: CreateTopicsRequest,
+) -> Outcome {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = body
         .topics
@@ -216,8 +219,11 @@ fn created_topic_result(
     }
 }
 
-pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, DeleteTopicsRequest);
+pub async fn handle_delete_topics(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DeleteTopicsRequest,
+) -> Outcome {
     let table = shard.topics();
     // v6 names topics by name or id; earlier versions by name only.
     let wanted: Vec<(Option<String>, uuid::Uuid)> = if request.version() >= 6 {
@@ -273,8 +279,11 @@ pub async fn handle_delete_topics(shard: &Rc<Shard>, request: &Request) -> Outco
     request.respond(&DeleteTopicsResponse::default().with_responses(responses))
 }
 
-pub async fn handle_create_partitions(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, CreatePartitionsRequest);
+pub async fn handle_create_partitions(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: CreatePartitionsRequest,
+) -> Outcome {
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let local = topic.assignments.as_ref().map_or(true, |a| {
@@ -302,8 +311,11 @@ pub async fn handle_create_partitions(shard: &Rc<Shard>, request: &Request) -> O
     request.respond(&CreatePartitionsResponse::default().with_results(results))
 }
 
-pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, DeleteRecordsRequest);
+pub async fn handle_delete_records(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DeleteRecordsRequest,
+) -> Outcome {
     let table = shard.topics();
     let mut scatter = Scatter::new(shard.shard_count());
     let plan: Vec<Vec<(i32, Option<usize>)>> = body
@@ -354,3 +366,11 @@ pub async fn handle_delete_records(shard: &Rc<Shard>, request: &Request) -> Outc
         .collect();
     request.respond(&DeleteRecordsResponse::default().with_topics(topics))
 }
+
+kafka_api!(CreateTopics: CreateTopics, CREATE_TOPICS_VERSIONS, CreateTopicsRequest => handle_create_topics);
+
+kafka_api!(DeleteTopics: DeleteTopics, DELETE_TOPICS_VERSIONS, DeleteTopicsRequest => handle_delete_topics);
+
+kafka_api!(CreatePartitions: CreatePartitions, CREATE_PARTITIONS_VERSIONS, CreatePartitionsRequest => handle_create_partitions);
+
+kafka_api!(DeleteRecords: DeleteRecords, DELETE_RECORDS_VERSIONS, DeleteRecordsRequest => handle_delete_records);

@@ -2,12 +2,16 @@
 //! version declarations so nothing unimplemented is advertised.
 
 use std::ops::RangeInclusive;
+use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::ApiVersionsResponse;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+
+use crate::shard::Shard;
 
 use super::{encode_response, Outcome, Request, SUPPORTED_APIS};
+use crate::kafka_api;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
 
@@ -27,7 +31,7 @@ fn response(error_code: i16) -> ApiVersionsResponse {
         .with_finalized_features_epoch(-1)
 }
 
-pub fn handle(request: &Request) -> Outcome {
+pub async fn handle(_shard: &Rc<Shard>, request: &Request, _body: ApiVersionsRequest) -> Outcome {
     // The body (client software name and version) is informational only.
     request.respond(&response(0))
 }
@@ -45,3 +49,5 @@ pub fn unsupported_version(frame: &[u8]) -> Outcome {
         &response(ResponseError::UnsupportedVersion.code()),
     )
 }
+
+kafka_api!(ApiVersions: ApiVersions, VERSIONS, ApiVersionsRequest => handle);

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::change_error;
 use super::{Outcome, Request, NODE_ID};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::admin::ConfigChange;
 use crate::shard::Shard;
 use crate::topic_config::{ConfigSource, ConfigType, CONFIG_DEFS};
@@ -92,8 +92,11 @@ fn broker_configs(shard: &Shard) -> Vec<DescribeConfigsResourceResult> {
     ]
 }
 
-pub fn handle_describe(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, DescribeConfigsRequest);
+pub async fn handle_describe(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DescribeConfigsRequest,
+) -> Outcome {
     let table = shard.topics();
     let results = body
         .resources
@@ -197,8 +200,11 @@ async fn alter_one(
     }
 }
 
-pub async fn handle_alter(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, AlterConfigsRequest);
+pub async fn handle_alter(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: AlterConfigsRequest,
+) -> Outcome {
     let mut responses = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
         let change = resource
@@ -229,8 +235,11 @@ pub async fn handle_alter(shard: &Rc<Shard>, request: &Request) -> Outcome {
     request.respond(&AlterConfigsResponse::default().with_responses(responses))
 }
 
-pub async fn handle_incremental_alter(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, IncrementalAlterConfigsRequest);
+pub async fn handle_incremental_alter(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: IncrementalAlterConfigsRequest,
+) -> Outcome {
     let mut responses = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
         let change = resource
@@ -265,3 +274,9 @@ pub async fn handle_incremental_alter(shard: &Rc<Shard>, request: &Request) -> O
     }
     request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
+
+kafka_api!(DescribeConfigs: DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS, DescribeConfigsRequest => handle_describe);
+
+kafka_api!(AlterConfigs: AlterConfigs, ALTER_CONFIGS_VERSIONS, AlterConfigsRequest => handle_alter);
+
+kafka_api!(IncrementalAlterConfigs: IncrementalAlterConfigs, INCREMENTAL_ALTER_CONFIGS_VERSIONS, IncrementalAlterConfigsRequest => handle_incremental_alter);

@@ -15,7 +15,7 @@ use kafka_protocol::messages::FetchRequest;
 use super::errors::take_answer;
 use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use super::{Outcome, Request};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::scatter::Scatter;
@@ -36,8 +36,7 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, FetchRequest);
+pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) -> Outcome {
     let version = request.version();
     let table = shard.topics();
     let mut topics: Vec<(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)> =
@@ -257,3 +256,5 @@ async fn wait_for_growth(
         .await;
     }
 }
+
+kafka_api!(Fetch: Fetch, VERSIONS, FetchRequest => handle);

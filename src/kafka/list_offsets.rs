@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::errors::take_answer;
 use super::{Outcome, Request};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::partitions::{
     OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
 };
@@ -32,8 +32,7 @@ fn special_timestamp_allowed(timestamp: i64, version: i16) -> bool {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, ListOffsetsRequest);
+pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsRequest) -> Outcome {
     let version = request.version();
     let table = shard.topics();
     let mut scatter = Scatter::new(shard.shard_count());
@@ -102,3 +101,5 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
         .collect();
     request.respond(&ListOffsetsResponse::default().with_topics(topics))
 }
+
+kafka_api!(ListOffsets: ListOffsets, VERSIONS, ListOffsetsRequest => handle);

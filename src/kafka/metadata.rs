@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::topics::{is_valid_topic_name, TopicInfo};
 use crate::shard::Shard;
@@ -98,8 +98,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), ResponseEr
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, MetadataRequest);
+pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest) -> Outcome {
     let version = request.version();
     // v0: an empty list means every topic; v1+: null means every topic.
     let wanted = match body.topics {
@@ -159,8 +158,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
     request.respond(&response)
 }
 
-pub fn handle_describe_cluster(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let _body = decode_or_close!(request, DescribeClusterRequest);
+pub async fn handle_describe_cluster(
+    shard: &Rc<Shard>,
+    request: &Request,
+    _body: DescribeClusterRequest,
+) -> Outcome {
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
         .with_controller_id(BrokerId(NODE_ID))
@@ -171,3 +173,7 @@ pub fn handle_describe_cluster(shard: &Rc<Shard>, request: &Request) -> Outcome 
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     request.respond(&response)
 }
+
+kafka_api!(Metadata: Metadata, VERSIONS, MetadataRequest => handle);
+
+kafka_api!(DescribeCluster: DescribeCluster, DESCRIBE_CLUSTER_VERSIONS, DescribeClusterRequest => handle_describe_cluster);

@@ -5,6 +5,7 @@
 //! the versions it implements; ApiVersions is built from those declarations.
 
 pub mod admin;
+pub mod api;
 pub mod api_versions;
 pub mod configs;
 pub mod errors;
@@ -27,39 +28,36 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::shard::Shard;
+use api::register_apis;
 
 pub use crate::net::Outcome;
 
-/// Every API ringlog implements, with the versions its handler supports.
-pub const SUPPORTED_APIS: &[(ApiKey, RangeInclusive<i16>)] = &[
-    (ApiKey::Produce, produce::VERSIONS),
-    (ApiKey::Fetch, fetch::VERSIONS),
-    (ApiKey::ListOffsets, list_offsets::VERSIONS),
-    (ApiKey::Metadata, metadata::VERSIONS),
-    (ApiKey::OffsetCommit, groups::OFFSET_COMMIT_VERSIONS),
-    (ApiKey::OffsetFetch, groups::OFFSET_FETCH_VERSIONS),
-    (ApiKey::FindCoordinator, groups::FIND_COORDINATOR_VERSIONS),
-    (ApiKey::JoinGroup, groups::JOIN_GROUP_VERSIONS),
-    (ApiKey::Heartbeat, groups::HEARTBEAT_VERSIONS),
-    (ApiKey::LeaveGroup, groups::LEAVE_GROUP_VERSIONS),
-    (ApiKey::SyncGroup, groups::SYNC_GROUP_VERSIONS),
-    (ApiKey::DescribeGroups, groups::DESCRIBE_GROUPS_VERSIONS),
-    (ApiKey::ListGroups, groups::LIST_GROUPS_VERSIONS),
-    (ApiKey::ApiVersions, api_versions::VERSIONS),
-    (ApiKey::CreateTopics, admin::CREATE_TOPICS_VERSIONS),
-    (ApiKey::DeleteTopics, admin::DELETE_TOPICS_VERSIONS),
-    (ApiKey::DeleteRecords, admin::DELETE_RECORDS_VERSIONS),
-    (ApiKey::DescribeConfigs, configs::DESCRIBE_CONFIGS_VERSIONS),
-    (ApiKey::AlterConfigs, configs::ALTER_CONFIGS_VERSIONS),
-    (ApiKey::CreatePartitions, admin::CREATE_PARTITIONS_VERSIONS),
-    (ApiKey::DeleteGroups, groups::DELETE_GROUPS_VERSIONS),
-    (
-        ApiKey::IncrementalAlterConfigs,
-        configs::INCREMENTAL_ALTER_CONFIGS_VERSIONS,
-    ),
-    (ApiKey::OffsetDelete, groups::OFFSET_DELETE_VERSIONS),
-    (ApiKey::DescribeCluster, metadata::DESCRIBE_CLUSTER_VERSIONS),
-];
+register_apis! {
+    produce::Produce,
+    fetch::Fetch,
+    list_offsets::ListOffsets,
+    metadata::Metadata,
+    groups::OffsetCommit,
+    groups::OffsetFetch,
+    groups::FindCoordinator,
+    groups::JoinGroup,
+    groups::Heartbeat,
+    groups::LeaveGroup,
+    groups::SyncGroup,
+    groups::DescribeGroups,
+    groups::ListGroups,
+    api_versions::ApiVersions,
+    admin::CreateTopics,
+    admin::DeleteTopics,
+    admin::DeleteRecords,
+    configs::DescribeConfigs,
+    configs::AlterConfigs,
+    admin::CreatePartitions,
+    groups::DeleteGroups,
+    configs::IncrementalAlterConfigs,
+    groups::OffsetDelete,
+    metadata::DescribeCluster,
+}
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {
     SUPPORTED_APIS
@@ -150,35 +148,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Out
         body,
         client_host,
     };
-    match key {
-        ApiKey::Produce => produce::handle(&shard, &request).await,
-        ApiKey::Fetch => fetch::handle(&shard, &request).await,
-        ApiKey::ListOffsets => list_offsets::handle(&shard, &request).await,
-        ApiKey::Metadata => metadata::handle(&shard, &request).await,
-        ApiKey::ApiVersions => api_versions::handle(&request),
-        ApiKey::DescribeCluster => metadata::handle_describe_cluster(&shard, &request),
-        ApiKey::CreateTopics => admin::handle_create_topics(&shard, &request).await,
-        ApiKey::DeleteTopics => admin::handle_delete_topics(&shard, &request).await,
-        ApiKey::CreatePartitions => admin::handle_create_partitions(&shard, &request).await,
-        ApiKey::DeleteRecords => admin::handle_delete_records(&shard, &request).await,
-        ApiKey::DescribeConfigs => configs::handle_describe(&shard, &request),
-        ApiKey::AlterConfigs => configs::handle_alter(&shard, &request).await,
-        ApiKey::IncrementalAlterConfigs => {
-            configs::handle_incremental_alter(&shard, &request).await
-        }
-        ApiKey::FindCoordinator => groups::handle_find_coordinator(&shard, &request),
-        ApiKey::JoinGroup => groups::handle_join_group(&shard, &request).await,
-        ApiKey::SyncGroup => groups::handle_sync_group(&shard, &request).await,
-        ApiKey::Heartbeat => groups::handle_heartbeat(&shard, &request).await,
-        ApiKey::LeaveGroup => groups::handle_leave_group(&shard, &request).await,
-        ApiKey::OffsetCommit => groups::handle_offset_commit(&shard, &request).await,
-        ApiKey::OffsetFetch => groups::handle_offset_fetch(&shard, &request).await,
-        ApiKey::OffsetDelete => groups::handle_offset_delete(&shard, &request).await,
-        ApiKey::DescribeGroups => groups::handle_describe_groups(&shard, &request).await,
-        ApiKey::ListGroups => groups::handle_list_groups(&shard, &request).await,
-        ApiKey::DeleteGroups => groups::handle_delete_groups(&shard, &request).await,
-        other => Outcome::Close(format!("unsupported API {other:?}")),
-    }
+    dispatch(key, &shard, &request).await
 }
 
 /// Splits a request frame into its API, decoded header and undecoded body,
@@ -215,20 +185,18 @@ pub fn split_request(frame: Bytes) -> Result<(ApiKey, RequestHeader, Bytes), Out
     }
 }
 
-/// Unwraps a decode result inside a handler, returning the close outcome on failure.
-#[macro_export]
-macro_rules! decode_or_close {
-    ($request:expr, $ty:ty) => {
-        match $request.decode::<$ty>() {
-            Ok(body) => body,
-            Err(outcome) => return outcome,
-        }
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_api_is_registered_once() {
+        let mut keys: Vec<i16> = SUPPORTED_APIS.iter().map(|(k, _)| *k as i16).collect();
+        keys.sort_unstable();
+        let count = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), count, "an API key registered twice");
+    }
 
     #[test]
     fn declared_versions_are_within_what_the_codec_supports() {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::errors::take_answer;
 use super::{Outcome, Request};
-use crate::decode_or_close;
+use crate::kafka_api;
 use crate::shard::partitions::ProducePart;
 use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
@@ -19,8 +19,7 @@ use crate::storage::{AppendInfo, Durability};
 /// v13 addresses topics by id only (KIP-516); names are served through v12.
 pub const VERSIONS: RangeInclusive<i16> = 3..=12;
 
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, ProduceRequest);
+pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) -> Outcome {
     let durability = match body.acks {
         0 | 1 => Some(Durability::Written),
         -1 => Some(Durability::Durable),
@@ -107,3 +106,5 @@ fn partition_response(
             .with_log_start_offset(-1),
     }
 }
+
+kafka_api!(Produce: Produce, VERSIONS, ProduceRequest => handle);

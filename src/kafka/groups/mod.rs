@@ -31,8 +31,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
 use super::{Outcome, Request, NODE_ID};
-use crate::decode_or_close;
 use crate::group::{ClientInfo, GroupError, TopicCatalog};
+use crate::kafka_api;
 use crate::shard::mesh::{run_on, RouteError};
 use crate::shard::topics::TopicTable;
 use crate::shard::Shard;
@@ -145,8 +145,11 @@ fn client_info(request: &Request) -> ClientInfo {
     }
 }
 
-pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, FindCoordinatorRequest);
+pub async fn handle_find_coordinator(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: FindCoordinatorRequest,
+) -> Outcome {
     let host = StrBytes::from_string(shard.config.advertised_host.clone());
     let port = shard.config.advertised_port as i32;
     let answer = |key: StrBytes| {
@@ -182,8 +185,11 @@ pub fn handle_find_coordinator(shard: &Rc<Shard>, request: &Request) -> Outcome 
     request.respond(&response)
 }
 
-pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, JoinGroupRequest);
+pub async fn handle_join_group(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: JoinGroupRequest,
+) -> Outcome {
     let version = request.version();
     let join = membership::join_request(body, version, client_info(request));
     let group_id = join.group_id.clone();
@@ -195,8 +201,12 @@ pub async fn handle_join_group(shard: &Rc<Shard>, request: &Request) -> Outcome 
     respond(request, "JoinGroupRequest", response)
 }
 
-pub async fn handle_sync_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let sync = membership::sync_request(decode_or_close!(request, SyncGroupRequest));
+pub async fn handle_sync_group(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: SyncGroupRequest,
+) -> Outcome {
+    let sync = membership::sync_request(body);
     let group_id = sync.group_id.clone();
     let answer = on_owner(shard, &group_id, move |owner| async move {
         owner.groups.sync_group(sync).await
@@ -209,8 +219,12 @@ pub async fn handle_sync_group(shard: &Rc<Shard>, request: &Request) -> Outcome 
     )
 }
 
-pub async fn handle_heartbeat(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let heartbeat = membership::heartbeat_request(decode_or_close!(request, HeartbeatRequest));
+pub async fn handle_heartbeat(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: HeartbeatRequest,
+) -> Outcome {
+    let heartbeat = membership::heartbeat_request(body);
     let group_id = heartbeat.group_id.clone();
     let outcome = on_owner(shard, &group_id, move |owner| async move {
         owner.groups.heartbeat(heartbeat).await
@@ -220,8 +234,11 @@ pub async fn handle_heartbeat(shard: &Rc<Shard>, request: &Request) -> Outcome {
     respond(request, "HeartbeatRequest", response)
 }
 
-pub async fn handle_leave_group(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, LeaveGroupRequest);
+pub async fn handle_leave_group(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: LeaveGroupRequest,
+) -> Outcome {
     let version = request.version();
     let leave = membership::leave_request(body, version);
     let routed = leave.clone();
@@ -233,8 +250,11 @@ pub async fn handle_leave_group(shard: &Rc<Shard>, request: &Request) -> Outcome
     respond(request, "LeaveGroupRequest", response)
 }
 
-pub async fn handle_offset_commit(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, OffsetCommitRequest);
+pub async fn handle_offset_commit(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: OffsetCommitRequest,
+) -> Outcome {
     let commit = offsets::commit_request(body, request.version());
     let group_id = commit.group_id.clone();
     let outcomes = on_owner(shard, &group_id, move |owner| async move {
@@ -246,8 +266,12 @@ pub async fn handle_offset_commit(shard: &Rc<Shard>, request: &Request) -> Outco
     respond(request, "OffsetCommitRequest", response)
 }
 
-pub async fn handle_offset_delete(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let delete = offsets::delete_request(decode_or_close!(request, OffsetDeleteRequest));
+pub async fn handle_offset_delete(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: OffsetDeleteRequest,
+) -> Outcome {
+    let delete = offsets::delete_request(body);
     let group_id = delete.group_id.clone();
     let answer = on_owner(shard, &group_id, move |owner| async move {
         owner.groups.offset_delete(delete).await
@@ -257,8 +281,11 @@ pub async fn handle_offset_delete(shard: &Rc<Shard>, request: &Request) -> Outco
     respond(request, "OffsetDeleteRequest", response)
 }
 
-pub async fn handle_offset_fetch(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, OffsetFetchRequest);
+pub async fn handle_offset_fetch(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: OffsetFetchRequest,
+) -> Outcome {
     let version = request.version();
     // v1-7 carry one group at the top level: converted to and from the v8 shape.
     let wire_groups = offsets::fetch_request_groups(&body, version);
@@ -282,8 +309,11 @@ pub async fn handle_offset_fetch(shard: &Rc<Shard>, request: &Request) -> Outcom
     request.respond(&offsets::fetch_response(&body, groups, version))
 }
 
-pub async fn handle_describe_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, DescribeGroupsRequest);
+pub async fn handle_describe_groups(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DescribeGroupsRequest,
+) -> Outcome {
     let version = request.version();
     let calls = body.groups.into_iter().map(|group_id| async move {
         let id = group_id.to_string();
@@ -302,8 +332,11 @@ pub async fn handle_describe_groups(shard: &Rc<Shard>, request: &Request) -> Out
     request.respond(&DescribeGroupsResponse::default().with_groups(groups))
 }
 
-pub async fn handle_list_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, ListGroupsRequest);
+pub async fn handle_list_groups(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: ListGroupsRequest,
+) -> Outcome {
     let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
     let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
     let calls = (0..shard.shard_count()).map(|owner| {
@@ -322,8 +355,11 @@ pub async fn handle_list_groups(shard: &Rc<Shard>, request: &Request) -> Outcome
     request.respond(&ListGroupsResponse::default().with_groups(groups))
 }
 
-pub async fn handle_delete_groups(shard: &Rc<Shard>, request: &Request) -> Outcome {
-    let body = decode_or_close!(request, DeleteGroupsRequest);
+pub async fn handle_delete_groups(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DeleteGroupsRequest,
+) -> Outcome {
     let calls = body.groups_names.into_iter().map(|group_id| async move {
         let id = group_id.to_string();
         let outcome = on_owner(shard, &group_id, move |owner| async move {
@@ -337,3 +373,25 @@ pub async fn handle_delete_groups(shard: &Rc<Shard>, request: &Request) -> Outco
     let results = join_all(calls).await;
     request.respond(&DeleteGroupsResponse::default().with_results(results))
 }
+
+kafka_api!(FindCoordinator: FindCoordinator, FIND_COORDINATOR_VERSIONS, FindCoordinatorRequest => handle_find_coordinator);
+
+kafka_api!(JoinGroup: JoinGroup, JOIN_GROUP_VERSIONS, JoinGroupRequest => handle_join_group);
+
+kafka_api!(SyncGroup: SyncGroup, SYNC_GROUP_VERSIONS, SyncGroupRequest => handle_sync_group);
+
+kafka_api!(Heartbeat: Heartbeat, HEARTBEAT_VERSIONS, HeartbeatRequest => handle_heartbeat);
+
+kafka_api!(LeaveGroup: LeaveGroup, LEAVE_GROUP_VERSIONS, LeaveGroupRequest => handle_leave_group);
+
+kafka_api!(OffsetCommit: OffsetCommit, OFFSET_COMMIT_VERSIONS, OffsetCommitRequest => handle_offset_commit);
+
+kafka_api!(OffsetFetch: OffsetFetch, OFFSET_FETCH_VERSIONS, OffsetFetchRequest => handle_offset_fetch);
+
+kafka_api!(OffsetDelete: OffsetDelete, OFFSET_DELETE_VERSIONS, OffsetDeleteRequest => handle_offset_delete);
+
+kafka_api!(DescribeGroups: DescribeGroups, DESCRIBE_GROUPS_VERSIONS, DescribeGroupsRequest => handle_describe_groups);
+
+kafka_api!(ListGroups: ListGroups, LIST_GROUPS_VERSIONS, ListGroupsRequest => handle_list_groups);
+
+kafka_api!(DeleteGroups: DeleteGroups, DELETE_GROUPS_VERSIONS, DeleteGroupsRequest => handle_delete_groups);
