@@ -63,7 +63,7 @@ pub struct JoinAnswer {
 }
 
 impl JoinAnswer {
-    pub(super) fn refused(error: GroupError, member_id: &str) -> JoinAnswer {
+    pub fn refused(error: GroupError, member_id: &str) -> JoinAnswer {
         JoinAnswer {
             error: Some(error),
             generation_id: -1,
@@ -106,7 +106,7 @@ pub struct SyncAnswer {
 }
 
 impl SyncAnswer {
-    pub(super) fn refused(error: GroupError) -> SyncAnswer {
+    pub fn refused(error: GroupError) -> SyncAnswer {
         SyncAnswer {
             error: Some(error),
             ..SyncAnswer::default()
@@ -169,7 +169,7 @@ pub struct GroupDescription {
 }
 
 impl GroupDescription {
-    pub(super) fn without_group(group_id: &str, error: GroupError) -> GroupDescription {
+    pub fn without_group(group_id: &str, error: GroupError) -> GroupDescription {
         GroupDescription {
             group_id: group_id.to_string(),
             error: Some(error),
@@ -283,7 +283,7 @@ pub struct DeleteOffsetsAnswer {
 }
 
 impl DeleteOffsetsAnswer {
-    pub(super) fn refused(error: GroupError) -> DeleteOffsetsAnswer {
+    pub fn refused(error: GroupError) -> DeleteOffsetsAnswer {
         DeleteOffsetsAnswer {
             error: Some(error),
             topics: Vec::new(),

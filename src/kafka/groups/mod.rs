@@ -28,10 +28,13 @@ use kafka_protocol::messages::{
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse,
     OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, Request, NODE_ID};
-use crate::group::{ClientInfo, GroupError, TopicCatalog};
+use crate::group::{
+    ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
+    LeaveAnswer, SyncAnswer, TopicCatalog,
+};
 use crate::kafka_api;
 use crate::shard::mesh::{run_on, RouteError};
 use crate::shard::topics::TopicTable;
@@ -102,24 +105,15 @@ fn non_empty(s: Option<StrBytes>) -> Option<String> {
     s.filter(|s| !s.is_empty()).map(|s| s.to_string())
 }
 
-/// Answers a request that a coordinator could not be reached for.
-fn unreachable(request: &Request, what: &str, error: impl std::fmt::Display) -> Outcome {
-    Outcome::Close(format!(
-        "{what}: group coordinator unreachable: {error} (request {})",
-        request.header.correlation_id
-    ))
-}
-
-/// The response, or closing the connection when the owner shard was unreachable.
-fn respond<R: Encodable + HeaderVersion>(
-    request: &Request,
-    what: &str,
-    routed: Result<R, RouteError>,
-) -> Outcome {
-    match routed {
-        Ok(response) => request.respond(&response),
-        Err(error) => unreachable(request, what, error),
-    }
+/// The coordinator's answer, or `refused(COORDINATOR_NOT_AVAILABLE)` when
+/// the shard that owns the group could not be reached (its inbox is full):
+/// the client finds the coordinator again and retries, as after a
+/// coordinator move in Kafka. The connection stays open.
+fn or_unavailable<T>(routed: Result<T, RouteError>, refused: impl FnOnce(GroupError) -> T) -> T {
+    routed.unwrap_or_else(|error| {
+        tracing::debug!(%error, "group coordinator unreachable; answered COORDINATOR_NOT_AVAILABLE");
+        refused(GroupError::CoordinatorNotAvailable)
+    })
 }
 
 /// Runs `call` on the shard that owns `group_id`.
@@ -192,13 +186,13 @@ pub async fn handle_join_group(
 ) -> Outcome {
     let version = request.version();
     let join = membership::join_request(body, version, client_info(request));
-    let group_id = join.group_id.clone();
+    let (group_id, member_id) = (join.group_id.clone(), join.member_id.clone());
     let answer = on_owner(shard, &group_id, move |owner| async move {
         owner.groups.join_group(join).await
     })
     .await;
-    let response = answer.map(|a| membership::join_response(a, version));
-    respond(request, "JoinGroupRequest", response)
+    let answer = or_unavailable(answer, |e| JoinAnswer::refused(e, &member_id));
+    request.respond(&membership::join_response(answer, version))
 }
 
 pub async fn handle_sync_group(
@@ -212,11 +206,8 @@ pub async fn handle_sync_group(
         owner.groups.sync_group(sync).await
     })
     .await;
-    respond(
-        request,
-        "SyncGroupRequest",
-        answer.map(membership::sync_response),
-    )
+    let answer = or_unavailable(answer, SyncAnswer::refused);
+    request.respond(&membership::sync_response(answer))
 }
 
 pub async fn handle_heartbeat(
@@ -230,8 +221,8 @@ pub async fn handle_heartbeat(
         owner.groups.heartbeat(heartbeat).await
     })
     .await;
-    let response = outcome.map(membership::heartbeat_response);
-    respond(request, "HeartbeatRequest", response)
+    let outcome = or_unavailable(outcome, Err);
+    request.respond(&membership::heartbeat_response(outcome))
 }
 
 pub async fn handle_leave_group(
@@ -246,8 +237,11 @@ pub async fn handle_leave_group(
         owner.groups.leave_group(routed).await
     })
     .await;
-    let response = answer.map(|a| membership::leave_response(&leave, a, version));
-    respond(request, "LeaveGroupRequest", response)
+    let answer = or_unavailable(answer, |e| LeaveAnswer {
+        error: Some(e),
+        members: Vec::new(),
+    });
+    request.respond(&membership::leave_response(&leave, answer, version))
 }
 
 pub async fn handle_offset_commit(
@@ -257,13 +251,14 @@ pub async fn handle_offset_commit(
 ) -> Outcome {
     let commit = offsets::commit_request(body, request.version());
     let group_id = commit.group_id.clone();
+    let partitions = offsets::committed_partitions(&commit);
     let outcomes = on_owner(shard, &group_id, move |owner| async move {
         let topics = owner.topics();
         owner.groups.offset_commit(commit, &*topics).await
     })
     .await;
-    let response = outcomes.map(offsets::commit_response);
-    respond(request, "OffsetCommitRequest", response)
+    let outcomes = or_unavailable(outcomes, |e| offsets::every_partition(partitions, e));
+    request.respond(&offsets::commit_response(outcomes))
 }
 
 pub async fn handle_offset_delete(
@@ -277,8 +272,8 @@ pub async fn handle_offset_delete(
         owner.groups.offset_delete(delete).await
     })
     .await;
-    let response = answer.map(offsets::delete_response);
-    respond(request, "OffsetDeleteRequest", response)
+    let answer = or_unavailable(answer, DeleteOffsetsAnswer::refused);
+    request.respond(&offsets::delete_response(answer))
 }
 
 pub async fn handle_offset_fetch(
@@ -293,19 +288,22 @@ pub async fn handle_offset_fetch(
         let fetch = offsets::fetch_request(wire, body.require_stable);
         let group_id = fetch.group_id.clone();
         async move {
-            on_owner(shard, &group_id, move |owner| async move {
+            let routed = on_owner(shard, &group_id, move |owner| async move {
                 owner.groups.offset_fetch_group(&fetch)
             })
-            .await
+            .await;
+            or_unavailable(routed, |e| FetchedGroup {
+                group_id,
+                error: Some(e),
+                topics: Vec::new(),
+            })
         }
     });
-    let mut groups = Vec::with_capacity(wire_groups.len());
-    for (wire, answer) in wire_groups.iter().zip(join_all(calls).await) {
-        match answer {
-            Ok(answer) => groups.push(offsets::fetch_response_group(wire, answer)),
-            Err(error) => return unreachable(request, "OffsetFetch", error),
-        }
-    }
+    let groups = wire_groups
+        .iter()
+        .zip(join_all(calls).await)
+        .map(|(wire, answer)| offsets::fetch_response_group(wire, answer))
+        .collect();
     request.respond(&offsets::fetch_response(&body, groups, version))
 }
 
@@ -317,18 +315,17 @@ pub async fn handle_describe_groups(
     let version = request.version();
     let calls = body.groups.into_iter().map(|group_id| async move {
         let id = group_id.to_string();
-        on_owner(shard, &group_id, move |owner| async move {
+        let routed = on_owner(shard, &group_id, move |owner| async move {
             owner.groups.describe_group(&id)
         })
-        .await
+        .await;
+        or_unavailable(routed, |e| GroupDescription::without_group(&group_id, e))
     });
-    let mut groups = Vec::new();
-    for described in join_all(calls).await {
-        match described {
-            Ok(group) => groups.push(admin::described_group(group, version)),
-            Err(error) => return unreachable(request, "DescribeGroups", error),
-        }
-    }
+    let groups = join_all(calls)
+        .await
+        .into_iter()
+        .map(|group| admin::described_group(group, version))
+        .collect();
     request.respond(&DescribeGroupsResponse::default().with_groups(groups))
 }
 
@@ -346,13 +343,21 @@ pub async fn handle_list_groups(
         })
     });
     let mut groups = Vec::new();
+    let mut error = None;
     for listed in join_all(calls).await {
+        // A shard that cannot be reached fails the listing, as a coordinator
+        // that cannot answer does in Kafka; the others' groups still come back.
+        let listed = or_unavailable(listed.map(Ok), Err);
         match listed {
             Ok(listed) => groups.extend(listed.into_iter().map(admin::listed_group)),
-            Err(error) => return unreachable(request, "ListGroups", error),
+            Err(e) => error = Some(e),
         }
     }
-    request.respond(&ListGroupsResponse::default().with_groups(groups))
+    request.respond(
+        &ListGroupsResponse::default()
+            .with_error_code(error_code(error))
+            .with_groups(groups),
+    )
 }
 
 pub async fn handle_delete_groups(
@@ -366,8 +371,7 @@ pub async fn handle_delete_groups(
             owner.groups.delete_group(&id).await
         })
         .await;
-        // An unreachable owner is answered per group.
-        let outcome = outcome.unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+        let outcome = or_unavailable(outcome, Err);
         admin::deleted_group(group_id, outcome)
     });
     let results = join_all(calls).await;

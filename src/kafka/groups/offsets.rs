@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{error_code, non_empty, str_bytes};
-use crate::group::{self, NO_OFFSET};
+use crate::group::{self, GroupError, NO_OFFSET};
 
 /// KIP-211: OffsetCommit v5 dropped the request's own retention time.
 const COMMIT_RETENTION_VERSION_MAX: i16 = 4;
@@ -83,6 +83,40 @@ pub fn commit_response(outcomes: Vec<group::TopicOutcome>) -> OffsetCommitRespon
 }
 
 /// Per-partition outcomes in a response's own topic and partition types.
+/// The partitions an OffsetCommit names, to answer each when the group's
+/// coordinator cannot be reached.
+pub fn committed_partitions(commit: &group::CommitRequest) -> Vec<group::TopicPartitions> {
+    commit
+        .topics
+        .iter()
+        .map(|t| group::TopicPartitions {
+            name: t.name.clone(),
+            partitions: t.partitions.iter().map(|p| p.partition).collect(),
+        })
+        .collect()
+}
+
+/// `error` for every partition of `topics`.
+pub fn every_partition(
+    topics: Vec<group::TopicPartitions>,
+    error: GroupError,
+) -> Vec<group::TopicOutcome> {
+    topics
+        .into_iter()
+        .map(|t| group::TopicOutcome {
+            name: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|partition| group::PartitionOutcome {
+                    partition,
+                    error: Some(error),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 fn wire_topics<T, P>(
     outcomes: Vec<group::TopicOutcome>,
     partition: impl Fn(i32, i16) -> P,

@@ -317,3 +317,50 @@ fn offset_fetch_of_every_version_converts_to_and_from_the_group_shape() {
         }
     });
 }
+
+/// A shard whose inbox is full answers in the request's own error fields.
+#[test]
+fn an_unreachable_coordinator_is_answered_with_coordinator_not_available() {
+    let unreachable = || Err::<(), _>(RouteError::InboxFull(1));
+    let code = ResponseError::CoordinatorNotAvailable.code();
+
+    let join = or_unavailable(unreachable().map(|_| unreachable_join()), |e| {
+        JoinAnswer::refused(e, "member-1")
+    });
+    let join = membership::join_response(join, 9);
+    assert_eq!((join.error_code, join.member_id.as_str()), (code, "member-1"));
+
+    let sync = membership::sync_response(or_unavailable(
+        unreachable().map(|_| SyncAnswer::refused(GroupError::UnknownMemberId)),
+        SyncAnswer::refused,
+    ));
+    assert_eq!(sync.error_code, code);
+
+    let heartbeat = membership::heartbeat_response(or_unavailable(unreachable().map(Ok), Err));
+    assert_eq!(heartbeat.error_code, code);
+
+    let partitions = vec![crate::group::TopicPartitions {
+        name: "orders".into(),
+        partitions: vec![0, 1],
+    }];
+    let commit = offsets::commit_response(or_unavailable(
+        unreachable().map(|_| Vec::new()),
+        |e| offsets::every_partition(partitions, e),
+    ));
+    let codes: Vec<i16> = commit.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, [code, code], "every partition of the commit");
+
+    let described = or_unavailable(
+        unreachable().map(|_| GroupDescription::without_group("g", GroupError::UnknownMemberId)),
+        |e| GroupDescription::without_group("g", e),
+    );
+    assert_eq!(admin::described_group(described, 5).error_code, code);
+}
+
+fn unreachable_join() -> JoinAnswer {
+    JoinAnswer::refused(GroupError::UnknownMemberId, "")
+}
