@@ -22,12 +22,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::take_answer;
 use super::metadata::topic_name;
+use super::partitioned::PartitionPlan;
 use super::{Outcome, Request, NODE_ID};
 use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
-use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
 use crate::topic_config::CONFIG_DEFS;
 
@@ -317,42 +316,34 @@ pub async fn handle_delete_records(
     body: DeleteRecordsRequest,
 ) -> Outcome {
     let table = shard.topics();
-    let mut scatter = Scatter::new(shard.shard_count());
-    let plan: Vec<Vec<(i32, Option<usize>)>> = body
-        .topics
-        .iter()
-        .map(|topic| {
-            let info = table.get(topic.name.as_str());
+    let mut plan = PartitionPlan::new(shard);
+    for topic in &body.topics {
+        plan.add_topic(
+            table.get(topic.name.as_str()),
+            ResponseError::UnknownTopicOrPartition,
             topic
                 .partitions
                 .iter()
-                .map(|p| {
-                    let owner = info.and_then(|t| Some((t, t.shard_of(p.partition_index)?)));
-                    let slot = owner.map(|(t, owner)| {
-                        scatter.push(owner, (t.name.clone(), p.partition_index, p.offset))
-                    });
-                    (p.partition_index, slot)
-                })
-                .collect()
-        })
-        .collect();
-    let mut answers = scatter
+                .map(|p| (p.partition_index, p.offset)),
+            |_| None,
+            |info, partition, offset| (info.name.clone(), partition, offset),
+        );
+    }
+    let answers = plan
         .gather(shard, |owner, parts| owner.delete_records_local(parts))
         .await;
     let topics = body
         .topics
         .iter()
-        .zip(plan)
-        .map(|(topic, slots)| {
-            let partitions = slots
-                .into_iter()
-                .map(|(index, slot)| {
-                    let answer = match slot {
-                        Some(slot) => take_answer(&mut answers, slot),
-                        None => Err(ResponseError::UnknownTopicOrPartition),
-                    };
-                    let result =
-                        DeleteRecordsPartitionResult::default().with_partition_index(index);
+        .zip(answers.by_topic())
+        .map(|(topic, answers)| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .zip(answers)
+                .map(|(p, answer)| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
                     match answer {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),

@@ -12,13 +12,12 @@ use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
-use super::errors::take_answer;
 use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
+use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
-use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::Shard;
 use crate::storage::{ReadLimit, ReadResult};
@@ -170,46 +169,33 @@ fn partition_answer(
 }
 
 /// Reads every requested partition once; answers in request order (one
-/// entry per partition, `None` for partitions of unknown topics).
+/// entry per partition; partitions of unknown topics get an error here).
 async fn read_all(
     shard: &Rc<Shard>,
     topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
     max_bytes: usize,
 ) -> Vec<Option<Result<ReadResult, ResponseError>>> {
-    let mut scatter = Scatter::new(shard.shard_count());
-    let mut slots = Vec::new();
+    let mut plan = PartitionPlan::new(shard);
     for (_, _, wanted, _) in topics {
-        for w in wanted {
-            let owner = w
-                .topic
-                .as_ref()
-                .and_then(|t| Some((t, t.shard_of(w.partition)?)));
-            slots.push(match owner {
-                Some((topic, owner)) => Some(scatter.push(
-                    owner,
-                    FetchPart {
-                        topic: topic.name.clone(),
-                        partition: w.partition,
-                        offset: w.offset,
-                        max_bytes: w.max_bytes,
-                    },
-                )),
-                None => None,
-            });
-        }
+        plan.add_topic(
+            wanted.first().and_then(|w| w.topic.as_ref()),
+            ResponseError::UnknownTopicOrPartition,
+            wanted.iter().map(|w| (w.partition, w)),
+            |_| None,
+            |info, partition, w| FetchPart {
+                topic: info.name.clone(),
+                partition,
+                offset: w.offset,
+                max_bytes: w.max_bytes,
+            },
+        );
     }
-    let mut answers = scatter
+    let answers = plan
         .gather(shard, move |owner, parts| {
             owner.fetch_local(parts, max_bytes)
         })
         .await;
-    slots
-        .into_iter()
-        .map(|slot| match slot {
-            Some(slot) => Some(take_answer(&mut answers, slot)),
-            None => Some(Err(ResponseError::UnknownTopicOrPartition)),
-        })
-        .collect()
+    answers.flat().into_iter().map(Some).collect()
 }
 
 /// Sleeps until any requested partition grows past what was just read, or `timeout`.

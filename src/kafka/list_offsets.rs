@@ -10,13 +10,12 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::errors::take_answer;
+use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::shard::partitions::{
     OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
 };
-use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
 
 /// v10 adds a timeout for remote-storage lookups, which ringlog has none of.
@@ -35,48 +34,41 @@ fn special_timestamp_allowed(timestamp: i64, version: i16) -> bool {
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsRequest) -> Outcome {
     let version = request.version();
     let table = shard.topics();
-    let mut scatter = Scatter::new(shard.shard_count());
-    let mut plan = Vec::with_capacity(body.topics.len());
+    let mut plan = PartitionPlan::new(shard);
     for topic in &body.topics {
-        let info = table.get(topic.name.as_str());
-        let slots: Vec<(i32, Result<usize, ResponseError>)> = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let owner = info.and_then(|t| Some((t, t.shard_of(p.partition_index)?)));
-                let slot = match owner {
-                    _ if !special_timestamp_allowed(p.timestamp, version) => {
-                        Err(ResponseError::UnsupportedVersion)
-                    }
-                    Some((info, owner)) => Ok(scatter.push(
-                        owner,
-                        OffsetQuery {
-                            topic: info.name.clone(),
-                            partition: p.partition_index,
-                            timestamp: p.timestamp,
-                        },
-                    )),
-                    None => Err(ResponseError::UnknownTopicOrPartition),
-                };
-                (p.partition_index, slot)
-            })
-            .collect();
-        plan.push(slots);
+        plan.add_topic(
+            table.get(topic.name.as_str()),
+            ResponseError::UnknownTopicOrPartition,
+            topic
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.timestamp)),
+            |&timestamp| {
+                (!special_timestamp_allowed(timestamp, version))
+                    .then_some(ResponseError::UnsupportedVersion)
+            },
+            |info, partition, timestamp| OffsetQuery {
+                topic: info.name.clone(),
+                partition,
+                timestamp,
+            },
+        );
     }
-    let mut answers = scatter
+    let answers = plan
         .gather(shard, |owner, queries| owner.list_offsets_local(queries))
         .await;
     let topics = body
         .topics
         .iter()
-        .zip(plan)
-        .map(|(topic, slots)| {
-            let partitions = slots
-                .into_iter()
-                .map(|(index, slot)| {
-                    let answer = slot.and_then(|slot| take_answer(&mut answers, slot));
-                    let response =
-                        ListOffsetsPartitionResponse::default().with_partition_index(index);
+        .zip(answers.by_topic())
+        .map(|(topic, answers)| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .zip(answers)
+                .map(|(p, answer)| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     match answer {
                         Ok((timestamp, offset)) => {
                             // The leader epoch exists from v4.

@@ -8,11 +8,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::errors::take_answer;
+use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::shard::partitions::ProducePart;
-use crate::shard::scatter::Scatter;
 use crate::shard::Shard;
 use crate::storage::{AppendInfo, Durability};
 
@@ -26,33 +25,26 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         _ => None,
     };
     let table = shard.topics();
-    let mut scatter = Scatter::new(shard.shard_count());
-    // Per partition in client order: the slot of its answer, or an error decided here.
-    let mut plan: Vec<Vec<(i32, Result<usize, ResponseError>)>> =
-        Vec::with_capacity(body.topic_data.len());
+    let mut plan = PartitionPlan::new(shard);
     for topic in &body.topic_data {
-        let info = table.get(topic.name.as_str());
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for data in &topic.partition_data {
-            let owner = info.and_then(|t| t.shard_of(data.index));
-            let slot = match (durability, info, owner) {
-                (None, _, _) => Err(ResponseError::InvalidRequiredAcks),
-                (Some(_), Some(info), Some(owner)) => Ok(scatter.push(
-                    owner,
-                    ProducePart {
-                        topic: info.name.clone(),
-                        partition: data.index,
-                        records: data.records.clone().unwrap_or_default(),
-                    },
-                )),
-                _ => Err(ResponseError::UnknownTopicOrPartition),
-            };
-            partitions.push((data.index, slot));
-        }
-        plan.push(partitions);
+        plan.add_topic(
+            table.get(topic.name.as_str()),
+            ResponseError::UnknownTopicOrPartition,
+            topic.partition_data.iter().map(|data| (data.index, data)),
+            |_| {
+                durability
+                    .is_none()
+                    .then_some(ResponseError::InvalidRequiredAcks)
+            },
+            |info, partition, data| ProducePart {
+                topic: info.name.clone(),
+                partition,
+                records: data.records.clone().unwrap_or_default(),
+            },
+        );
     }
     let durability = durability.unwrap_or(Durability::Written);
-    let mut answers = scatter
+    let answers = plan
         .gather(shard, move |owner, parts| {
             owner.produce_local(parts, durability)
         })
@@ -63,17 +55,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
     let responses = body
         .topic_data
         .iter()
-        .zip(plan)
-        .map(|(topic, partitions)| {
-            let partition_responses = partitions
-                .into_iter()
-                .map(|(index, slot)| {
-                    let answer = match slot {
-                        Ok(slot) => take_answer(&mut answers, slot),
-                        Err(error) => Err(error),
-                    };
-                    partition_response(index, answer, request.version())
-                })
+        .zip(answers.by_topic())
+        .map(|(topic, answers)| {
+            let partition_responses = topic
+                .partition_data
+                .iter()
+                .zip(answers)
+                .map(|(data, answer)| partition_response(data.index, answer, request.version()))
                 .collect();
             TopicProduceResponse::default()
                 .with_name(topic.name.clone())

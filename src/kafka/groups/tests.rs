@@ -328,7 +328,10 @@ fn an_unreachable_coordinator_is_answered_with_coordinator_not_available() {
         JoinAnswer::refused(e, "member-1")
     });
     let join = membership::join_response(join, 9);
-    assert_eq!((join.error_code, join.member_id.as_str()), (code, "member-1"));
+    assert_eq!(
+        (join.error_code, join.member_id.as_str()),
+        (code, "member-1")
+    );
 
     let sync = membership::sync_response(or_unavailable(
         unreachable().map(|_| SyncAnswer::refused(GroupError::UnknownMemberId)),
@@ -343,10 +346,9 @@ fn an_unreachable_coordinator_is_answered_with_coordinator_not_available() {
         name: "orders".into(),
         partitions: vec![0, 1],
     }];
-    let commit = offsets::commit_response(or_unavailable(
-        unreachable().map(|_| Vec::new()),
-        |e| offsets::every_partition(partitions, e),
-    ));
+    let commit = offsets::commit_response(or_unavailable(unreachable().map(|_| Vec::new()), |e| {
+        offsets::every_partition(partitions, e)
+    }));
     let codes: Vec<i16> = commit.topics[0]
         .partitions
         .iter()

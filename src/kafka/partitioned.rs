@@ -1,0 +1,104 @@
+//! One scatter/gather for every partitioned API (Produce, Fetch, ListOffsets,
+//! DeleteRecords): each requested partition, in the client's order, is either
+//! sent to the shard that owns it or answered here with its own error code,
+//! and the owners' answers come back in request order. A partition whose
+//! owner cannot be reached is answered in its own slot (see
+//! `errors::partition_error`), never by closing the connection.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+
+use super::errors::take_answer;
+use crate::shard::partitions::PartitionError;
+use crate::shard::scatter::Scatter;
+use crate::shard::topics::TopicInfo;
+use crate::shard::Shard;
+
+/// The parts of one request, by owner shard, and where each answer goes.
+pub struct PartitionPlan<P> {
+    scatter: Scatter<P>,
+    /// Per topic, per partition: the slot of its owner's answer, or the
+    /// error decided here.
+    slots: Vec<Vec<Result<usize, ResponseError>>>,
+}
+
+impl<P: Send + 'static> PartitionPlan<P> {
+    pub fn new(shard: &Shard) -> Self {
+        PartitionPlan {
+            scatter: Scatter::new(shard.shard_count()),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Adds one topic's partitions, each given as `(index, item)`. `refuse`
+    /// runs first and may answer a partition at once (a bad acks or
+    /// timestamp); then a partition of an unknown topic (`topic` is `None`)
+    /// gets `missing`, one past the partition count UNKNOWN_TOPIC_OR_PARTITION,
+    /// and every other one becomes the part `part` builds for its owner.
+    pub fn add_topic<T>(
+        &mut self,
+        topic: Option<&Arc<TopicInfo>>,
+        missing: ResponseError,
+        partitions: impl IntoIterator<Item = (i32, T)>,
+        mut refuse: impl FnMut(&T) -> Option<ResponseError>,
+        mut part: impl FnMut(&Arc<TopicInfo>, i32, T) -> P,
+    ) {
+        let slots = partitions
+            .into_iter()
+            .map(|(index, item)| {
+                if let Some(error) = refuse(&item) {
+                    return Err(error);
+                }
+                let info = topic.ok_or(missing)?;
+                let owner = info
+                    .shard_of(index)
+                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                Ok(self.scatter.push(owner, part(info, index, item)))
+            })
+            .collect();
+        self.slots.push(slots);
+    }
+
+    /// Runs `work` on every owner with its parts (concurrently) and returns
+    /// the answers in request order.
+    pub async fn gather<R, F, Fut>(self, shard: &Rc<Shard>, work: F) -> PartitionAnswers<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>, Vec<P>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<Result<R, PartitionError>>> + 'static,
+    {
+        PartitionAnswers {
+            answers: self.scatter.gather(shard, work).await,
+            slots: self.slots,
+        }
+    }
+}
+
+/// The answers to a [`PartitionPlan`], in request order.
+pub struct PartitionAnswers<R> {
+    answers: Vec<Option<Result<R, PartitionError>>>,
+    slots: Vec<Vec<Result<usize, ResponseError>>>,
+}
+
+impl<R> PartitionAnswers<R> {
+    /// Per topic, per partition, as the request named them.
+    pub fn by_topic(mut self) -> Vec<Vec<Result<R, ResponseError>>> {
+        let slots = std::mem::take(&mut self.slots);
+        slots
+            .into_iter()
+            .map(|topic| topic.into_iter().map(|slot| self.take(slot)).collect())
+            .collect()
+    }
+
+    /// Every partition of every topic, flattened in request order.
+    pub fn flat(self) -> Vec<Result<R, ResponseError>> {
+        self.by_topic().into_iter().flatten().collect()
+    }
+
+    fn take(&mut self, slot: Result<usize, ResponseError>) -> Result<R, ResponseError> {
+        take_answer(&mut self.answers, slot?)
+    }
+}
