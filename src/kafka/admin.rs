@@ -332,29 +332,23 @@ pub async fn handle_delete_records(
     let answers = plan
         .gather(shard, |owner, parts| owner.delete_records_local(parts))
         .await;
-    let topics = body
-        .topics
-        .iter()
-        .zip(answers.by_topic())
-        .map(|(topic, answers)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .zip(answers)
-                .map(|(p, answer)| {
-                    let result = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index);
-                    match answer {
-                        Ok(low_watermark) => result.with_low_watermark(low_watermark),
-                        Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
-                    }
-                })
-                .collect();
+    let topics = answers.zip_topics(
+        &body.topics,
+        |topic| &topic.partitions,
+        |p, answer| {
+            let result =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            match answer {
+                Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
+            }
+        },
+        |topic, partitions| {
             DeleteRecordsTopicResult::default()
                 .with_name(topic.name.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     request.respond(&DeleteRecordsResponse::default().with_topics(topics))
 }
 

@@ -57,40 +57,34 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
     let answers = plan
         .gather(shard, |owner, queries| owner.list_offsets_local(queries))
         .await;
-    let topics = body
-        .topics
-        .iter()
-        .zip(answers.by_topic())
-        .map(|(topic, answers)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .zip(answers)
-                .map(|(p, answer)| {
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index);
-                    match answer {
-                        Ok((timestamp, offset)) => {
-                            // The leader epoch exists from v4.
-                            let epoch = if offset >= 0 && version >= 4 { 0 } else { -1 };
-                            response
-                                .with_timestamp(timestamp)
-                                .with_offset(offset)
-                                .with_leader_epoch(epoch)
-                        }
-                        Err(error) => response
-                            .with_error_code(error.code())
-                            .with_timestamp(-1)
-                            .with_offset(-1)
-                            .with_leader_epoch(-1),
-                    }
-                })
-                .collect();
+    let topics = answers.zip_topics(
+        &body.topics,
+        |topic| &topic.partitions,
+        |p, answer| {
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            match answer {
+                Ok((timestamp, offset)) => {
+                    // The leader epoch exists from v4.
+                    let epoch = if offset >= 0 && version >= 4 { 0 } else { -1 };
+                    response
+                        .with_timestamp(timestamp)
+                        .with_offset(offset)
+                        .with_leader_epoch(epoch)
+                }
+                Err(error) => response
+                    .with_error_code(error.code())
+                    .with_timestamp(-1)
+                    .with_offset(-1)
+                    .with_leader_epoch(-1),
+            }
+        },
+        |topic, partitions| {
             ListOffsetsTopicResponse::default()
                 .with_name(topic.name.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     request.respond(&ListOffsetsResponse::default().with_topics(topics))
 }
 

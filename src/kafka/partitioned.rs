@@ -93,6 +93,30 @@ impl<R> PartitionAnswers<R> {
             .collect()
     }
 
+    /// Builds the response's topics from the request's: `partitions` lists a
+    /// request topic's partitions, `partition` answers one of them, `topic`
+    /// wraps a topic's answers.
+    pub fn zip_topics<'a, T, P: 'a, A, B>(
+        self,
+        request_topics: &'a [T],
+        partitions: impl Fn(&'a T) -> &'a [P],
+        mut partition: impl FnMut(&'a P, Result<R, ResponseError>) -> A,
+        mut topic: impl FnMut(&'a T, Vec<A>) -> B,
+    ) -> Vec<B> {
+        request_topics
+            .iter()
+            .zip(self.by_topic())
+            .map(|(t, answers)| {
+                let answered = partitions(t)
+                    .iter()
+                    .zip(answers)
+                    .map(|(p, answer)| partition(p, answer))
+                    .collect();
+                topic(t, answered)
+            })
+            .collect()
+    }
+
     /// Every partition of every topic, flattened in request order.
     pub fn flat(self) -> Vec<Result<R, ResponseError>> {
         self.by_topic().into_iter().flatten().collect()

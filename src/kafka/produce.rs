@@ -52,22 +52,16 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
     if body.acks == 0 {
         return Outcome::NoResponse;
     }
-    let responses = body
-        .topic_data
-        .iter()
-        .zip(answers.by_topic())
-        .map(|(topic, answers)| {
-            let partition_responses = topic
-                .partition_data
-                .iter()
-                .zip(answers)
-                .map(|(data, answer)| partition_response(data.index, answer, request.version()))
-                .collect();
+    let responses = answers.zip_topics(
+        &body.topic_data,
+        |topic| &topic.partition_data,
+        |data, answer| partition_response(data.index, answer, request.version()),
+        |topic, partitions| {
             TopicProduceResponse::default()
                 .with_name(topic.name.clone())
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
+                .with_partition_responses(partitions)
+        },
+    );
     request.respond(&ProduceResponse::default().with_responses(responses))
 }
 
