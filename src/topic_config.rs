@@ -7,6 +7,7 @@ use const_format::concatcp;
 
 use crate::storage::config as storage;
 use crate::storage::{CompressionType, LogConfig, TimestampType};
+use TopicConfigKey as Key;
 
 /// The value type of a config, as DescribeConfigs v3+ reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,42 @@ pub enum ConfigType {
     List = 7,
 }
 
+/// Every topic config ringlog understands, by Kafka's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicConfigKey {
+    CleanupPolicy,
+    CompressionType,
+    FlushMessages,
+    FlushMs,
+    IndexIntervalBytes,
+    MaxMessageBytes,
+    MessageTimestampType,
+    MinInsyncReplicas,
+    RetentionBytes,
+    RetentionMs,
+    SegmentBytes,
+    SegmentMs,
+}
+
+impl TopicConfigKey {
+    /// The key's definition: its name, default, type and check.
+    pub fn def(self) -> &'static ConfigDef {
+        &CONFIG_DEFS[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The key of a config named on the wire or in a file.
+    pub fn from_name(name: &str) -> Option<TopicConfigKey> {
+        CONFIG_DEFS.iter().find(|d| d.name == name).map(|d| d.key)
+    }
+}
+
 /// One topic config ringlog understands.
 pub struct ConfigDef {
+    pub key: TopicConfigKey,
     pub name: &'static str,
     pub default: &'static str,
     pub kind: ConfigType,
@@ -30,8 +65,9 @@ fn long_at_least(min: i64) -> impl Fn(&str) -> bool {
 }
 
 macro_rules! def {
-    ($name:expr, $default:expr, $kind:expr, $check:expr) => {
+    ($key:ident, $name:expr, $default:expr, $kind:expr, $check:expr) => {
         ConfigDef {
+            key: TopicConfigKey::$key,
             name: $name,
             default: $default,
             kind: $kind,
@@ -43,70 +79,100 @@ macro_rules! def {
 /// Every supported topic config with Kafka's default. Compaction is not
 /// implemented, so `cleanup.policy` only takes `delete`.
 pub const CONFIG_DEFS: &[ConfigDef] = &[
-    def!("cleanup.policy", "delete", ConfigType::List, |v| v
-        == "delete"),
     def!(
+        CleanupPolicy,
+        "cleanup.policy",
+        "delete",
+        ConfigType::List,
+        |v| v == "delete"
+    ),
+    def!(
+        CompressionType,
         "compression.type",
         CompressionType::Producer.kafka_name(),
         ConfigType::String,
         |v| CompressionType::from_kafka_name(v).is_some()
     ),
     def!(
+        FlushMessages,
         "flush.messages",
         concatcp!(storage::FLUSH_MESSAGES_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(1)(v)
     ),
     def!(
+        FlushMs,
         "flush.ms",
         concatcp!(storage::FLUSH_MS_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(0)(v)
     ),
     def!(
+        IndexIntervalBytes,
         "index.interval.bytes",
         concatcp!(storage::INDEX_INTERVAL_BYTES_DEFAULT),
         ConfigType::Int,
         |v| v.parse::<i32>().map_or(false, |n| n >= 0)
     ),
     def!(
+        MaxMessageBytes,
         "max.message.bytes",
         concatcp!(storage::MAX_MESSAGE_BYTES_DEFAULT),
         ConfigType::Int,
         |v| v.parse::<i32>().map_or(false, |n| n >= 0)
     ),
     def!(
+        MessageTimestampType,
         "message.timestamp.type",
         TimestampType::CreateTime.kafka_name(),
         ConfigType::String,
         |v| TimestampType::from_kafka_name(v).is_some()
     ),
-    def!("min.insync.replicas", "1", ConfigType::Int, |v| v == "1"),
     def!(
+        MinInsyncReplicas,
+        "min.insync.replicas",
+        "1",
+        ConfigType::Int,
+        |v| v == "1"
+    ),
+    def!(
+        RetentionBytes,
         "retention.bytes",
         concatcp!(storage::RETENTION_BYTES_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(-1)(v)
     ),
     def!(
+        RetentionMs,
         "retention.ms",
         concatcp!(storage::RETENTION_MS_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(-1)(v)
     ),
     def!(
+        SegmentBytes,
         "segment.bytes",
         concatcp!(storage::SEGMENT_BYTES_DEFAULT),
         ConfigType::Int,
         |v| v.parse::<i32>().map_or(false, |n| n >= 4096)
     ),
     def!(
+        SegmentMs,
         "segment.ms",
         concatcp!(storage::SEGMENT_MS_DEFAULT),
         ConfigType::Long,
         |v| long_at_least(1)(v)
     ),
 ];
+
+// `TopicConfigKey::def` indexes CONFIG_DEFS by key: their orders agree.
+const _: () = {
+    let mut i = 0;
+    while i < CONFIG_DEFS.len() {
+        assert!(CONFIG_DEFS[i].key as usize == i);
+        i += 1;
+    }
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TopicConfigError {
@@ -117,7 +183,7 @@ pub enum TopicConfigError {
 }
 
 pub fn definition(name: &str) -> Option<&'static ConfigDef> {
-    CONFIG_DEFS.iter().find(|d| d.name == name)
+    TopicConfigKey::from_name(name).map(TopicConfigKey::def)
 }
 
 /// Where a config's effective value comes from.
@@ -177,44 +243,41 @@ impl TopicConfig {
         &self.overrides
     }
 
-    pub fn value(&self, name: &str) -> Option<(&str, ConfigSource)> {
+    /// The effective value of `key` and where it comes from.
+    pub fn value(&self, key: TopicConfigKey) -> (&str, ConfigSource) {
+        let name = key.name();
         if let Some(v) = self.overrides.get(name) {
-            return Some((v, ConfigSource::Topic));
+            return (v, ConfigSource::Topic);
         }
         if let Some(v) = self.inherited.get(name) {
-            return Some((v, ConfigSource::Broker));
+            return (v, ConfigSource::Broker);
         }
-        definition(name).map(|d| (d.default, ConfigSource::Default))
+        (key.def().default, ConfigSource::Default)
     }
 
-    fn number(&self, name: &str) -> i64 {
+    fn number(&self, key: TopicConfigKey) -> i64 {
         // Every value was checked by its definition, so it parses.
-        self.value(name)
-            .and_then(|(v, _)| v.parse().ok())
-            .unwrap_or(i64::MAX)
+        self.value(key).0.parse().unwrap_or(i64::MAX)
     }
 
     /// The storage settings these configs resolve to.
     pub fn log_config(&self) -> LogConfig {
-        let timestamp_type = self
-            .value("message.timestamp.type")
-            .and_then(|(v, _)| TimestampType::from_kafka_name(v))
-            .unwrap_or_default();
+        let timestamp_type =
+            TimestampType::from_kafka_name(self.value(Key::MessageTimestampType).0)
+                .unwrap_or_default();
         LogConfig {
-            segment_bytes: self.number("segment.bytes").max(0) as u64,
-            segment_ms: self.number("segment.ms").max(1) as u64,
-            retention_ms: self.number("retention.ms"),
-            retention_bytes: self.number("retention.bytes"),
-            max_message_bytes: self.number("max.message.bytes").clamp(0, u32::MAX as i64) as u32,
+            segment_bytes: self.number(Key::SegmentBytes).max(0) as u64,
+            segment_ms: self.number(Key::SegmentMs).max(1) as u64,
+            retention_ms: self.number(Key::RetentionMs),
+            retention_bytes: self.number(Key::RetentionBytes),
+            max_message_bytes: self.number(Key::MaxMessageBytes).clamp(0, u32::MAX as i64) as u32,
             timestamp_type,
-            flush_messages: self.number("flush.messages").max(1) as u64,
-            flush_ms: self.number("flush.ms").max(0) as u64,
+            flush_messages: self.number(Key::FlushMessages).max(1) as u64,
+            flush_ms: self.number(Key::FlushMs).max(0) as u64,
             index_interval_bytes: self
-                .number("index.interval.bytes")
+                .number(Key::IndexIntervalBytes)
                 .clamp(0, u32::MAX as i64) as u32,
-            compression_type: self
-                .value("compression.type")
-                .and_then(|(v, _)| CompressionType::from_kafka_name(v))
+            compression_type: CompressionType::from_kafka_name(self.value(Key::CompressionType).0)
                 .unwrap_or_default(),
         }
     }
@@ -245,16 +308,16 @@ mod tests {
             .with_overrides(&map(&[("segment.bytes", "8192")]))
             .unwrap();
         assert_eq!(
-            topic.value("segment.bytes"),
-            Some(("8192", ConfigSource::Topic))
+            topic.value(Key::SegmentBytes),
+            ("8192", ConfigSource::Topic)
         );
         assert_eq!(
-            topic.value("retention.ms"),
-            Some(("1000", ConfigSource::Broker))
+            topic.value(Key::RetentionMs),
+            ("1000", ConfigSource::Broker)
         );
         assert_eq!(
-            topic.value("retention.bytes"),
-            Some(("-1", ConfigSource::Default))
+            topic.value(Key::RetentionBytes),
+            ("-1", ConfigSource::Default)
         );
         assert_eq!(topic.log_config().segment_bytes, 8192);
         assert_eq!(topic.log_config().retention_ms, 1000);

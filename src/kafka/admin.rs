@@ -194,7 +194,7 @@ fn created_topic_result(
     let configs = CONFIG_DEFS
         .iter()
         .filter_map(|def| {
-            let (value, source) = config.value(def.name)?;
+            let (value, source) = config.value(def.key);
             Some(
                 CreatableTopicConfigs::default()
                     .with_name(StrBytes::from_static_str(def.name))

@@ -115,7 +115,7 @@ pub async fn handle_describe(
                             .iter()
                             .filter(|def| wanted(def.name))
                             .filter_map(|def| {
-                                let (value, source) = topic.config.value(def.name)?;
+                                let (value, source) = topic.config.value(def.key);
                                 Some(entry(
                                     def.name,
                                     value.to_string(),
