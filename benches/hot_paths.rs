@@ -14,9 +14,7 @@ use kafka_protocol::messages::produce_request::{
 };
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use ringlog::client::{BatchBuilder, BatchOptions};
 use ringlog::kafka::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use ringlog::storage;
 use ringlog::storage::index::SegmentIndex;
@@ -32,35 +30,13 @@ fn batch(records: usize, value_bytes: usize) -> Bytes {
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>(),
     );
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence constant keeps the encoder to one batch.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding a plain batch cannot fail");
-    buf.freeze()
+    let mut builder = BatchBuilder::with_capacity(BatchOptions::default(), records);
+    for _ in 0..records {
+        builder.push(None, Some(value.clone()), 1_700_000_000_000);
+    }
+    builder
+        .encode()
+        .expect("encoding a plain batch cannot fail")
 }
 
 /// What the produce path does per batch: the storage engine's checks of
