@@ -4,7 +4,7 @@
 //! records is encoded once (with the shared `BatchBuilder`), and per send
 //! only the stamped values, the timestamps and the CRC change, through the
 //! storage module's header layout. Compressed batches are re-encoded per
-//! send instead (see `encode_compressed`).
+//! send instead (see `encode_batch`).
 
 use std::ops::Range;
 
@@ -62,8 +62,9 @@ fn write_value(value: &mut [u8], index: usize, run_id: Option<u64>, due_ns: u64)
     }
 }
 
-/// Encodes `record_count` generated records, all at `timestamp_ms`.
-fn encode(
+/// Encodes `record_count` generated records, all at `timestamp_ms`. Slow
+/// (allocates): per send only with `--compression` other than none.
+pub fn encode_batch(
     record_count: usize,
     value_bytes: usize,
     compression: Compression,
@@ -109,7 +110,7 @@ impl BatchTemplate {
                 <= BATCH_BYTES_MAX,
             "{too_large}"
         );
-        let bytes = encode(
+        let bytes = encode_batch(
             record_count,
             value_bytes,
             Compression::None,
@@ -147,26 +148,6 @@ pub fn stamp(
     }
     layout::set_timestamps(batch, timestamp_ms, timestamp_ms);
     layout::recompute_crc(batch);
-}
-
-/// A compressed batch, encoded anew. Slow (allocates), used only with
-/// `--compression` other than none.
-pub fn encode_compressed(
-    record_count: usize,
-    value_bytes: usize,
-    compression: Compression,
-    timestamp_ms: i64,
-    run_id: Option<u64>,
-    due_ns: impl FnMut(usize) -> u64,
-) -> Result<Bytes> {
-    encode(
-        record_count,
-        value_bytes,
-        compression,
-        timestamp_ms,
-        run_id,
-        due_ns,
-    )
 }
 
 /// The header of the batch at the start of `buf`. `Ok(None)` when the
@@ -340,7 +321,7 @@ mod tests {
             Compression::Zstd,
             Compression::Snappy,
         ] {
-            let b = encode_compressed(50, 100, c, 5, Some(RUN_ID_MAGIC | 1), |i| i as u64).unwrap();
+            let b = encode_batch(50, 100, c, 5, Some(RUN_ID_MAGIC | 1), |i| i as u64).unwrap();
             let v = complete_batch(&b).unwrap().unwrap();
             assert!(v.compression_code() != 0);
             assert_eq!(v.record_count, 50);

@@ -72,7 +72,7 @@ fn run_inner(
     let compressed = plan.compression != Compression::None;
     let template = BatchTemplate::build(plan.batch_records, plan.record_bytes, run_id, now_ms)?;
     let first = if compressed {
-        batch::encode_compressed(
+        batch::encode_batch(
             plan.batch_records,
             plan.record_bytes,
             plan.compression,
@@ -143,7 +143,7 @@ fn run_inner(
                     }
                 };
                 if compressed {
-                    let records = batch::encode_compressed(
+                    let records = batch::encode_batch(
                         plan.batch_records,
                         plan.record_bytes,
                         plan.compression,
