@@ -16,9 +16,8 @@ use kafka_protocol::messages::produce_request::{
 };
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
+use ringlog::client::{BatchBuilder, BatchOptions};
 use ringlog::kafka::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use ringlog::storage;
 use ringlog::storage::index::SegmentIndex;
@@ -38,35 +37,17 @@ fn encoded_batch(records: usize, value_bytes: usize, compression: Compression) -
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>(),
     );
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence constant keeps the encoder to one batch.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encoding a bench batch cannot fail");
-    buf.freeze()
+    let options = BatchOptions {
+        compression,
+        ..BatchOptions::default()
+    };
+    let mut builder = BatchBuilder::with_capacity(options, records);
+    for _ in 0..records {
+        builder.push(None, Some(value.clone()), 1_700_000_000_000);
+    }
+    builder
+        .encode()
+        .expect("encoding a bench batch cannot fail")
 }
 
 /// What the produce path does per batch: the storage engine's checks of

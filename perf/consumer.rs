@@ -9,9 +9,11 @@ use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::records::RecordBatchDecoder;
 
+use ringlog::client::decode_response;
+
 use crate::batch;
 use crate::stats::{Clock, Progress, WorkerResult};
-use crate::wire::{self, Connection};
+use crate::wire;
 
 #[derive(Clone)]
 pub struct ConsumerPlan {
@@ -62,7 +64,7 @@ fn run_inner(
     if plan.offsets.is_empty() {
         return Ok(());
     }
-    let mut conn = Connection::connect(&plan.bootstrap)?;
+    let mut conn = wire::connect(&plan.bootstrap)?;
     let topic = wire::topic_name(&plan.topic);
     let mut offsets = plan.offsets.clone();
     let mut request_buf = BytesMut::new();
@@ -82,13 +84,12 @@ fn run_inner(
             plan.partition_max_bytes,
             plan.max_bytes,
         );
-        let correlation_id = conn.next_correlation_id();
         request_buf.clear();
-        wire::encode_request(&mut request_buf, &request, plan.version, correlation_id)?;
+        let correlation_id = conn.encode(&mut request_buf, &request, plan.version)?;
         conn.write_all(&request_buf)?;
         let frame = conn.read_frame()?;
         let received_ns = clock.now_ns();
-        let (got, response) = wire::decode_response::<FetchRequest>(frame, plan.version)?;
+        let (got, response) = decode_response::<FetchRequest>(frame, plan.version)?;
         ensure!(
             got == correlation_id,
             "correlation id {got}, expected {correlation_id}"
@@ -122,29 +123,31 @@ fn run_inner(
                 let Some(records) = &p.records else { continue };
                 let mut at = 0;
                 while at < records.len() {
-                    let Some(view) = batch::view(&records[at..])? else {
+                    let Some(view) = batch::complete_batch(&records[at..])? else {
                         break;
                     };
-                    let bytes = &records[at..at + view.total_bytes];
+                    let total_bytes = view.total_bytes();
+                    let last_offset = view.last_offset();
+                    let bytes = &records[at..at + total_bytes];
                     let from = slot.1;
-                    at += view.total_bytes;
-                    if view.last_offset < from {
+                    at += total_bytes;
+                    if last_offset < from {
                         continue;
                     }
                     // A batch may start before the fetch offset; count only the rest.
                     let counted = if view.base_offset >= from {
                         view.record_count as u64
                     } else {
-                        (view.last_offset - from + 1) as u64
+                        (last_offset - from + 1) as u64
                     };
-                    slot.1 = view.last_offset + 1;
+                    slot.1 = last_offset + 1;
                     Progress::add(&progress.consumed_records, counted);
-                    Progress::add(&progress.consumed_bytes, view.total_bytes as u64);
+                    Progress::add(&progress.consumed_bytes, total_bytes as u64);
                     if !measured {
                         continue;
                     }
                     result.records += counted;
-                    result.bytes += view.total_bytes as u64;
+                    result.bytes += total_bytes as u64;
                     result.last_ns = received_ns;
                     let Some(run_id) = plan.latency_run else {
                         continue;
@@ -159,8 +162,8 @@ fn run_inner(
                                 .record(received_ns.saturating_sub(due).max(1));
                         }
                     };
-                    if view.compressed {
-                        let mut b = records.slice(at - view.total_bytes..at);
+                    if view.compression_code() != 0 {
+                        let mut b = records.slice(at - total_bytes..at);
                         let set = RecordBatchDecoder::decode(&mut b)?;
                         for r in &set.records {
                             if let Some(v) = &r.value {

@@ -4,8 +4,8 @@
 //! # Layout
 //!
 //! - `main.rs`: command line, topic set-up, thread placement, progress and the report.
-//! - [`batch`]: RecordBatch v2 built once and patched per send (values, timestamps, CRC-32C).
-//! - [`wire`]: framed blocking connection, version negotiation, control-plane requests, the Produce template.
+//! - [`batch`]: RecordBatch v2 encoded once and patched per send (values, timestamps, CRC-32C).
+//! - [`wire`]: connecting with the shared client, control-plane requests, the Produce template.
 //! - [`producer`]: one producer connection, open loop or max rate, pipelined.
 //! - [`consumer`]: one consumer connection, long-poll Fetch, end-to-end latency from stamped values.
 //! - [`stats`]: clock, histograms, CPU accounting, the report.
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use kafka_protocol::records::Compression;
 
 use crate::stats::{Clock, LatencyUs, Progress, Report, WorkerResult};
@@ -300,15 +300,14 @@ fn run() -> Result<()> {
         | (u64::from(std::process::id()) ^ (clock.now_ns() >> 10)) & 0xFFFF_FFFF;
 
     // Control plane: versions, topic, offsets.
-    let mut control = wire::Connection::connect(&args.bootstrap)?;
-    let versions = wire::Versions::negotiate(&mut control)?;
-    let mut existing = wire::topic_partitions(&mut control, &versions, &args.topic)?;
+    let mut control = wire::connect_control(&args.bootstrap)?;
+    let mut existing = wire::topic_partitions(&mut control, &args.topic)?;
     if existing.is_none() && !args.no_create {
-        wire::create_topic(&mut control, &versions, &args.topic, args.partitions)?;
+        wire::create_topic(&mut control, &args.topic, args.partitions)?;
         let deadline = std::time::Instant::now() + TOPIC_READY_TIMEOUT;
         while existing.is_none() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
-            existing = wire::topic_partitions(&mut control, &versions, &args.topic)?;
+            existing = wire::topic_partitions(&mut control, &args.topic)?;
         }
     }
     let Some((partition_count, many_leaders)) = existing else {
@@ -335,11 +334,12 @@ fn run() -> Result<()> {
         );
     }
     let partitions: Vec<i32> = (0..partition_count).collect();
-    let produce_version = versions.pick(ApiKey::Produce, wire::PRODUCE_VERSIONS)?;
+    let versions = control.versions();
+    let produce_version = versions.pick::<ProduceRequest>(wire::PRODUCE_VERSIONS)?;
     let wants_producers = matches!(args.mode, Mode::Produce | Mode::E2e);
     let wants_consumers = matches!(args.mode, Mode::Consume | Mode::E2e);
     let fetch_version = if wants_consumers {
-        versions.pick(ApiKey::Fetch, wire::FETCH_VERSIONS)?
+        versions.pick::<FetchRequest>(wire::FETCH_VERSIONS)?
     } else {
         0
     };
@@ -349,14 +349,13 @@ fn run() -> Result<()> {
         } else {
             -2
         };
-        wire::list_offsets(&mut control, &versions, &args.topic, &partitions, ts)?
+        wire::list_offsets(&mut control, &args.topic, &partitions, ts)?
     } else {
         HashMap::new()
     };
     let end_offsets = if args.mode == Mode::Consume && args.to_end {
         Some(wire::list_offsets(
             &mut control,
-            &versions,
             &args.topic,
             &partitions,
             -1,
@@ -646,10 +645,8 @@ fn run_idle(args: &Args) -> Result<()> {
     raise_nofile_limit();
     let mut held = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let mut conn = wire::Connection::connect(&args.bootstrap)
-            .with_context(|| format!("connection {i}"))?;
-        wire::Versions::negotiate(&mut conn)
-            .with_context(|| format!("ApiVersions on connection {i}"))?;
+        let conn =
+            wire::connect_control(&args.bootstrap).with_context(|| format!("connection {i}"))?;
         held.push(conn);
     }
     eprintln!(

@@ -8,9 +8,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::records::Compression;
 
+use ringlog::client::decode_response;
+
 use crate::batch::{self, BatchTemplate};
 use crate::stats::{Clock, Progress, WorkerResult};
-use crate::wire::{self, Connection, ProduceTemplate};
+use crate::wire::{self, ProduceTemplate};
 
 /// Longest single wait for responses, so the end of the run is noticed.
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -64,13 +66,13 @@ fn run_inner(
     result: &mut WorkerResult,
 ) -> Result<()> {
     ensure!(!plan.partitions.is_empty(), "no partitions");
-    let mut conn = Connection::connect(&plan.bootstrap)?;
+    let mut conn = wire::connect(&plan.bootstrap)?;
     let now_ms = (clock.now_ns() / 1_000_000) as i64;
     let run_id = plan.stamp.then_some(plan.run_id);
     let compressed = plan.compression != Compression::None;
     let template = BatchTemplate::build(plan.batch_records, plan.record_bytes, run_id, now_ms)?;
     let first = if compressed {
-        batch::encode_compressed(
+        batch::encode_batch(
             plan.batch_records,
             plan.record_bytes,
             plan.compression,
@@ -141,7 +143,7 @@ fn run_inner(
                     }
                 };
                 if compressed {
-                    let records = batch::encode_compressed(
+                    let records = batch::encode_batch(
                         plan.batch_records,
                         plan.record_bytes,
                         plan.compression,
@@ -224,7 +226,7 @@ fn run_inner(
                 anyhow::bail!("response without a request in flight");
             };
             let (correlation_id, decoded) =
-                wire::decode_response::<ProduceRequest>(response, plan.version)?;
+                decode_response::<ProduceRequest>(response, plan.version)?;
             ensure!(
                 correlation_id == sent.correlation_id,
                 "correlation id {correlation_id}, expected {}",

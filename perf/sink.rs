@@ -31,7 +31,7 @@ use kafka_protocol::protocol::{
     decode_request_header_from_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
 };
 
-use crate::wire::FRAME_BYTES_MAX;
+use ringlog::client::connection::FRAME_BYTES_MAX;
 
 /// Partitions a topic gets when the sink creates it implicitly.
 const SINK_DEFAULT_PARTITIONS: i32 = 1;

@@ -1,32 +1,24 @@
-//! Kafka wire plumbing: a framed blocking connection, version negotiation,
-//! control-plane requests (ApiVersions, Metadata, CreateTopics, ListOffsets)
-//! and the pre-encoded Produce request that is patched per send.
+//! The generator's side of the Kafka protocol, on the shared blocking
+//! client (`ringlog::client`): connecting, control-plane requests (Metadata,
+//! CreateTopics, ListOffsets), the Fetch request, and the pre-encoded Produce
+//! request that is patched per send.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use anyhow::{bail, ensure, Context, Result};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    api_versions_request::ApiVersionsRequest, create_topics_request::CreatableTopic,
-    create_topics_request::CreateTopicsRequest, fetch_request::FetchPartition,
-    fetch_request::FetchRequest, fetch_request::FetchTopic,
+    create_topics_request::CreatableTopic, create_topics_request::CreateTopicsRequest,
+    fetch_request::FetchPartition, fetch_request::FetchRequest, fetch_request::FetchTopic,
     list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsRequest,
     list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequest,
     metadata_request::MetadataRequestTopic, produce_request::PartitionProduceData,
-    produce_request::ProduceRequest, produce_request::TopicProduceData, ApiKey, BrokerId,
-    RequestHeader, ResponseHeader, TopicName,
+    produce_request::ProduceRequest, produce_request::TopicProduceData, BrokerId, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+use ringlog::client::{encode_request, Connection};
 
-/// Largest response frame accepted; a fetch answer is bounded by max_bytes
-/// (`FETCH_MAX_BYTES`) plus headers.
-pub const FRAME_BYTES_MAX: usize = 256 << 20;
-/// Bytes asked of the kernel per read(2) when no bigger frame is pending.
-pub const READ_CHUNK_BYTES: usize = 256 << 10;
 pub const CLIENT_ID: &str = "ringlog-perf";
 /// How long control-plane requests may take.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +26,6 @@ pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 // Kafka error codes this tool reacts to.
 pub const ERROR_NONE: i16 = 0;
 pub const ERROR_OFFSET_OUT_OF_RANGE: i16 = 1;
-pub const ERROR_UNSUPPORTED_VERSION: i16 = 35;
 pub const ERROR_TOPIC_ALREADY_EXISTS: i16 = 36;
 
 /// Versions this tool can speak per API (inclusive). Produce and Fetch stop
@@ -45,223 +36,19 @@ pub const METADATA_VERSIONS: (i16, i16) = (1, 12);
 pub const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
 pub const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
 
-/// A blocking TCP connection that reads length-prefixed Kafka frames.
-pub struct Connection {
-    stream: TcpStream,
-    read_buf: BytesMut,
-    next_correlation_id: i32,
+/// A data-plane connection: no I/O timeouts, so long polls and pipelined
+/// produce waits are bounded by the protocol, not the socket.
+pub fn connect(addr: &str) -> Result<Connection> {
+    Ok(Connection::connect(addr, CLIENT_ID)?)
 }
 
-impl Connection {
-    pub fn connect(addr: &str) -> Result<Self> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            next_correlation_id: 1,
-        })
-    }
-
-    pub fn next_correlation_id(&mut self) -> i32 {
-        let id = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(1);
-        id
-    }
-
-    pub fn write_all(&mut self, frame: &[u8]) -> Result<()> {
-        self.stream.write_all(frame).context("sending request")
-    }
-
-    /// Waits up to `timeout` for bytes to read; `true` when readable.
-    pub fn poll_readable(&self, timeout: Duration) -> Result<bool> {
-        let mut fds = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // ppoll, not poll: a millisecond timeout would round sub-millisecond
-        // waits for the next due batch down to 0 and spin.
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: one valid pollfd and timespec for the duration of the call.
-        let n = unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(e).context("poll");
-        }
-        Ok(n > 0)
-    }
-
-    /// One read(2) into the buffer; blocks if nothing is there.
-    pub fn fill(&mut self) -> Result<usize> {
-        let want = match self.pending_frame_len() {
-            Some(len) if len + 4 > self.read_buf.len() => {
-                (len + 4 - self.read_buf.len()).max(READ_CHUNK_BYTES)
-            }
-            _ => READ_CHUNK_BYTES,
-        };
-        self.read_buf.reserve(want);
-        let spare = self.read_buf.spare_capacity_mut();
-        // Read straight into spare capacity: zeroing a large buffer before every
-        // read would cost as much as the copy itself at GB/s.
-        // SAFETY: the pointer and length describe the buffer's spare capacity;
-        // read(2) initialises the first n bytes, and only those are exposed.
-        let n = unsafe {
-            libc::read(
-                self.stream.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e).context("reading response");
-        }
-        if n == 0 {
-            bail!("broker closed the connection");
-        }
-        // SAFETY: read(2) wrote n bytes into the spare capacity.
-        unsafe { self.read_buf.set_len(self.read_buf.len() + n as usize) };
-        Ok(n as usize)
-    }
-
-    fn pending_frame_len(&self) -> Option<usize> {
-        if self.read_buf.len() < 4 {
-            return None;
-        }
-        let len = i32::from_be_bytes([
-            self.read_buf[0],
-            self.read_buf[1],
-            self.read_buf[2],
-            self.read_buf[3],
-        ]);
-        Some(len.max(0) as usize)
-    }
-
-    /// A complete frame (without its length prefix) if one is buffered.
-    pub fn next_frame(&mut self) -> Result<Option<Bytes>> {
-        let Some(len) = self.pending_frame_len() else {
-            return Ok(None);
-        };
-        ensure!(
-            len <= FRAME_BYTES_MAX,
-            "response frame of {len} bytes exceeds {FRAME_BYTES_MAX}"
-        );
-        if self.read_buf.len() < len + 4 {
-            return Ok(None);
-        }
-        self.read_buf.advance(4);
-        Ok(Some(self.read_buf.split_to(len).freeze()))
-    }
-
-    pub fn read_frame(&mut self) -> Result<Bytes> {
-        loop {
-            if let Some(frame) = self.next_frame()? {
-                return Ok(frame);
-            }
-            self.fill()?;
-        }
-    }
-
-    /// Sends one request and waits for its response (control plane only).
-    pub fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response> {
-        let correlation_id = self.next_correlation_id();
-        let mut buf = BytesMut::new();
-        encode_request(&mut buf, request, version, correlation_id)?;
-        self.stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
-        self.write_all(&buf)?;
-        let frame = self.read_frame();
-        self.stream.set_read_timeout(None)?;
-        let (got, response) = decode_response::<R>(frame?, version)?;
-        ensure!(
-            got == correlation_id,
-            "correlation id {got}, expected {correlation_id}"
-        );
-        Ok(response)
-    }
-}
-
-/// Appends a complete frame (length prefix, header, body) to `buf`.
-pub fn encode_request<R: Request>(
-    buf: &mut BytesMut,
-    request: &R,
-    version: i16,
-    correlation_id: i32,
-) -> Result<()> {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    let start = buf.len();
-    buf.put_i32(0);
-    header.encode(buf, R::header_version(version))?;
-    request.encode(buf, version)?;
-    let len = i32::try_from(buf.len() - start - 4)?;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
-}
-
-pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> Result<(i32, R::Response)> {
-    let header = ResponseHeader::decode(
-        &mut frame,
-        <R::Response as HeaderVersion>::header_version(version),
-    )?;
-    let response = R::Response::decode(&mut frame, version)?;
-    Ok((header.correlation_id, response))
-}
-
-/// Highest version both sides speak, per API key.
-#[derive(Debug, Clone, Default)]
-pub struct Versions(HashMap<i16, (i16, i16)>);
-
-impl Versions {
-    pub fn negotiate(conn: &mut Connection) -> Result<Self> {
-        let request = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
-            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut response = conn.call(&request, 3)?;
-        if response.error_code == ERROR_UNSUPPORTED_VERSION {
-            response = conn.call(&ApiVersionsRequest::default(), 0)?;
-        }
-        ensure!(
-            response.error_code == ERROR_NONE,
-            "ApiVersions failed with error {}",
-            response.error_code
-        );
-        Ok(Self(
-            response
-                .api_keys
-                .iter()
-                .map(|k| (k.api_key, (k.min_version, k.max_version)))
-                .collect(),
-        ))
-    }
-
-    pub fn pick(&self, key: ApiKey, ours: (i16, i16)) -> Result<i16> {
-        let (min, max) = self
-            .0
-            .get(&(key as i16))
-            .copied()
-            .ok_or_else(|| anyhow!("broker does not support {key:?}"))?;
-        let v = max.min(ours.1);
-        ensure!(
-            v >= min.max(ours.0),
-            "no common version for {key:?}: broker {min}..={max}, ours {}..={}",
-            ours.0,
-            ours.1
-        );
-        Ok(v)
-    }
+/// A control-plane connection: versions negotiated, every call bounded by
+/// `CONTROL_TIMEOUT`.
+pub fn connect_control(addr: &str) -> Result<Connection> {
+    let mut conn = connect(addr)?;
+    conn.set_io_timeout(Some(CONTROL_TIMEOUT))?;
+    conn.negotiate().context("ApiVersions")?;
+    Ok(conn)
 }
 
 pub fn topic_name(name: &str) -> TopicName {
@@ -269,12 +56,8 @@ pub fn topic_name(name: &str) -> TopicName {
 }
 
 /// Partition count of `topic`, or None if the broker does not know it.
-pub fn topic_partitions(
-    conn: &mut Connection,
-    versions: &Versions,
-    topic: &str,
-) -> Result<Option<(i32, bool)>> {
-    let version = versions.pick(ApiKey::Metadata, METADATA_VERSIONS)?;
+pub fn topic_partitions(conn: &mut Connection, topic: &str) -> Result<Option<(i32, bool)>> {
+    let version = conn.versions().pick::<MetadataRequest>(METADATA_VERSIONS)?;
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
@@ -296,13 +79,10 @@ pub fn topic_partitions(
     Ok(Some((t.partitions.len() as i32, leaders.len() > 1)))
 }
 
-pub fn create_topic(
-    conn: &mut Connection,
-    versions: &Versions,
-    topic: &str,
-    partitions: i32,
-) -> Result<()> {
-    let version = versions.pick(ApiKey::CreateTopics, CREATE_TOPICS_VERSIONS)?;
+pub fn create_topic(conn: &mut Connection, topic: &str, partitions: i32) -> Result<()> {
+    let version = conn
+        .versions()
+        .pick::<CreateTopicsRequest>(CREATE_TOPICS_VERSIONS)?;
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![CreatableTopic::default()
@@ -325,12 +105,13 @@ pub fn create_topic(
 /// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest).
 pub fn list_offsets(
     conn: &mut Connection,
-    versions: &Versions,
     topic: &str,
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<HashMap<i32, i64>> {
-    let version = versions.pick(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)?;
+    let version = conn
+        .versions()
+        .pick::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS)?;
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default()
@@ -420,7 +201,7 @@ impl ProduceTemplate {
                     .with_index(PARTITION_SENTINEL)
                     .with_records(Some(batch.clone()))])]);
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, &request, version, 0)?;
+        encode_request(&mut buf, &request, version, 0, CLIENT_ID)?;
         let frame = buf.to_vec();
         // The records field is the last field of the request; flexible versions
         // (v9+) end with three empty tagged-field sections after it.
@@ -477,8 +258,10 @@ fn uvarint_len(mut v: u64) -> usize {
 mod tests {
     use super::*;
     use crate::batch::BatchTemplate;
+    use bytes::Buf;
     use kafka_protocol::messages::produce_request::ProduceRequest;
     use kafka_protocol::protocol::decode_request_header_from_buffer;
+    use kafka_protocol::protocol::Decodable;
     use kafka_protocol::records::RecordBatchDecoder;
 
     #[test]
@@ -519,7 +302,7 @@ mod tests {
         let request = fetch_request(&topic_name("t"), &[(0, 5), (1, 7)], 100, 1 << 20, 50 << 20);
         for version in FETCH_VERSIONS.0..=FETCH_VERSIONS.1 {
             let mut buf = BytesMut::new();
-            encode_request(&mut buf, &request, version, 1).unwrap();
+            encode_request(&mut buf, &request, version, 1, CLIENT_ID).unwrap();
             let mut frame = buf.freeze();
             frame.advance(4);
             decode_request_header_from_buffer(&mut frame).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`client`]: a blocking Kafka client and the one record-batch builder, for tools and tests.
 //! - [`clock`]: the wall clock in Kafka's milliseconds.
 //! - [`config`]: configuration: defaults, file, flags, validation.
 //! - [`topic_config`]: topic configs under Kafka's names and the storage settings they give.
@@ -15,6 +16,7 @@
 //! Data flows one way: `net` → `kafka` (decode, split by shard) → `shard`
 //! (route) → `storage` / `group` → back up as a response.
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod fuzzing;

@@ -281,7 +281,7 @@ fn unsupported_api_versions_version_gets_unsupported_version_in_the_v0_format() 
     let response = client
         .read_frame()
         .expect("ApiVersions v99 is answered, not dropped");
-    let mut bytes = bytes::Bytes::from(response);
+    let mut bytes = response;
     let header = ResponseHeader::decode(&mut bytes, 0).expect("a v0 response header");
     assert_eq!(header.correlation_id, correlation_id, "correlation id");
     let answer = ApiVersionsResponse::decode(&mut bytes, 0).expect("a v0 ApiVersions response");

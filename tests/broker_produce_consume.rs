@@ -19,6 +19,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
+use ringlog::client::{BatchBuilder, BatchOptions};
 
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 /// The large ordered-delivery test: message count, distinct keys, partitions.
@@ -749,48 +750,34 @@ fn a_large_fetch_response_read_slowly_arrives_whole_and_in_order() {
     }
 }
 
-/// Records with keys, values (one null), headers and distinct timestamps,
-/// for the broker-side recompression tests.
-fn recompression_records(
+/// A batch of records with keys, values (one null), headers and distinct
+/// timestamps, for the broker-side recompression tests, and its records.
+fn recompression_batch(
     count: i64,
     base_timestamp_ms: i64,
-) -> Vec<kafka_protocol::records::Record> {
-    (0..count)
-        .map(|i| {
-            let mut record = raw::record(
-                i,
-                Some(format!("key-{i}").as_bytes()),
-                (i != 3)
-                    .then(|| format!("value-{i}-{}", "xyz".repeat(20)).into_bytes())
-                    .as_deref(),
-            );
-            record.timestamp = base_timestamp_ms + 7 * i;
-            record.headers = [(
-                kafka_protocol::protocol::StrBytes::from_string(format!("header-{i}")),
-                Some(bytes::Bytes::from(format!("header-value-{i}"))),
-            )]
-            .into_iter()
-            .collect();
-            record
-        })
-        .collect()
-}
-
-fn encode_batch(
-    records: &[kafka_protocol::records::Record],
     compression: Compression,
-) -> bytes::Bytes {
-    let mut buf = bytes::BytesMut::new();
-    kafka_protocol::records::RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &kafka_protocol::records::RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encoding a record batch");
-    buf.freeze()
+) -> (Vec<kafka_protocol::records::Record>, bytes::Bytes) {
+    let mut builder = BatchBuilder::new(BatchOptions {
+        compression,
+        ..BatchOptions::default()
+    });
+    for i in 0..count {
+        let value = (i != 3).then(|| format!("value-{i}-{}", "xyz".repeat(20)));
+        let headers = [(
+            kafka_protocol::protocol::StrBytes::from_string(format!("header-{i}")),
+            Some(bytes::Bytes::from(format!("header-value-{i}"))),
+        )]
+        .into_iter()
+        .collect();
+        builder.push_with_headers(
+            Some(bytes::Bytes::from(format!("key-{i}"))),
+            value.map(bytes::Bytes::from),
+            base_timestamp_ms + 7 * i,
+            headers,
+        );
+    }
+    let batch = builder.encode().expect("encoding a record batch");
+    (builder.records().to_vec(), batch)
 }
 
 /// Produces `batch` with acks=-1 and returns the stored bytes fetched back from offset 0.
@@ -818,8 +805,8 @@ fn lz4_topic_stores_a_gzip_batch_as_lz4_with_identical_records() {
     let topic = unique_topic("recompress-lz4");
     create_topic(&bootstrap, &topic, 1, &[("compression.type", "lz4")]);
     let base_timestamp_ms = 1_650_000_000_000;
-    let sent = recompression_records(40, base_timestamp_ms);
-    let stored = produce_and_fetch_raw(&broker, &topic, encode_batch(&sent, Compression::Gzip));
+    let (sent, batch) = recompression_batch(40, base_timestamp_ms, Compression::Gzip);
+    let stored = produce_and_fetch_raw(&broker, &topic, batch);
     assert_eq!(stored_codec(&stored), 3, "stored batch attributes say lz4");
 
     let mut bytes = stored.clone();
@@ -932,10 +919,7 @@ fn producer_compression_type_keeps_the_batch_byte_for_byte() {
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("recompress-producer");
     create_topic(&bootstrap, &topic, 1, &[("compression.type", "producer")]);
-    let sent = encode_batch(
-        &recompression_records(30, 1_650_000_000_000),
-        Compression::Gzip,
-    );
+    let (_, sent) = recompression_batch(30, 1_650_000_000_000, Compression::Gzip);
     let stored = produce_and_fetch_raw(&broker, &topic, sent.clone());
     // Only baseOffset (0..8) and partitionLeaderEpoch (12..16) are assigned.
     assert_eq!(stored.len(), sent.len(), "same length");

@@ -9,8 +9,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ringlog::storage::{
-    BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog, ReadLimit,
-    StorageOptions, TimestampType,
+    batch, BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog,
+    ReadLimit, StorageOptions, TimestampType,
 };
 use storage_support::*;
 
@@ -500,24 +500,25 @@ fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
             let n = v.len();
             v[n - 1] ^= 1
         });
-        let old_magic = with(&|v| v[16] = 1);
+        let old_magic = with(&|v| v[batch::MAGIC_OFFSET] = 1);
         let too_long = with(&|v| {
-            let len = i32::from_be_bytes([v[8], v[9], v[10], v[11]]) + 10;
-            v[8..12].copy_from_slice(&len.to_be_bytes())
+            let at = batch::BATCH_LENGTH_OFFSET;
+            let len = i32::from_be_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]) + 10;
+            v[at..at + 4].copy_from_slice(&len.to_be_bytes())
         });
         let truncated = good.slice(..good.len() - 3);
         let short_header = good.slice(..30);
         let too_large = make_batch(10, 1000, 0, Compression::None);
+        let count_at = batch::RECORD_COUNT_OFFSET;
         let bad_count = with(&|v| {
-            v[57..61].copy_from_slice(&7i32.to_be_bytes());
-            let crc = crc32c::crc32c(&v[21..]);
-            v[17..21].copy_from_slice(&crc.to_be_bytes());
+            v[count_at..count_at + 4].copy_from_slice(&7i32.to_be_bytes());
+            batch::recompute_crc(v);
         });
         let zero_count = with(&|v| {
-            v[57..61].copy_from_slice(&0i32.to_be_bytes());
-            v[23..27].copy_from_slice(&(-1i32).to_be_bytes());
-            let crc = crc32c::crc32c(&v[21..]);
-            v[17..21].copy_from_slice(&crc.to_be_bytes());
+            v[count_at..count_at + 4].copy_from_slice(&0i32.to_be_bytes());
+            let delta_at = batch::LAST_OFFSET_DELTA_OFFSET;
+            v[delta_at..delta_at + 4].copy_from_slice(&(-1i32).to_be_bytes());
+            batch::recompute_crc(v);
         });
         // A good batch followed by a bad one: nothing of the request is stored.
         let mixed = {

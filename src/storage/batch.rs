@@ -9,6 +9,9 @@
 //! ```
 //! The CRC-32C covers `attributes` to the end of the batch, so `baseOffset` and
 //! `partitionLeaderEpoch` can be assigned without recomputing it.
+//!
+//! This is the one definition of the layout: the broker, its load generator,
+//! benches and tests all read and patch batches through it.
 
 use super::error::{CorruptReason, Error};
 
@@ -73,6 +76,16 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(b)
 }
 
+fn write_i16(buf: &mut [u8], at: usize, value: i16) {
+    buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+fn write_i32(buf: &mut [u8], at: usize, value: i32) {
+    buf[at..at + 4].copy_from_slice(&value.to_be_bytes());
+}
+fn write_i64(buf: &mut [u8], at: usize, value: i64) {
+    buf[at..at + 8].copy_from_slice(&value.to_be_bytes());
+}
+
 impl BatchHeader {
     /// Decodes the header at the start of `buf`. Checks only that the header is
     /// there and its magic is 2; [`BatchHeader::validate`] checks the rest.
@@ -129,7 +142,7 @@ impl BatchHeader {
     pub fn validate(&self, buf: &[u8], size_limit: usize) -> Result<(), Error> {
         self.validate_framing(buf.len(), size_limit)?;
         let total = self.total_bytes();
-        let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..total]);
+        let computed = compute_crc(&buf[..total]);
         if computed != self.crc {
             return Err(Error::CorruptBatch(CorruptReason::CrcMismatch {
                 stored: self.crc,
@@ -233,15 +246,34 @@ pub fn validate_all(buf: &[u8], max_message_bytes: usize) -> Result<usize, Error
     Ok(count)
 }
 
+/// The CRC-32C of one whole batch as KIP-98 defines it for magic 2: over
+/// `attributes` to the end, so the fields before it are not covered.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Rewrites the CRC after an edit inside the covered range; `batch` is exactly one batch.
+pub fn recompute_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    write_i32(batch, CRC_OFFSET, crc as i32);
+}
+
 /// Writes `baseOffset` (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
-    batch[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    write_i64(batch, BASE_OFFSET_OFFSET, base_offset);
 }
 
 /// Writes `partitionLeaderEpoch` (outside the CRC).
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
-    batch[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
-        .copy_from_slice(&epoch.to_be_bytes());
+    write_i32(batch, PARTITION_LEADER_EPOCH_OFFSET, epoch);
+}
+
+/// Writes `baseTimestamp` and `maxTimestamp`. Both are covered by the CRC:
+/// call [`recompute_crc`] after the last edit.
+#[inline]
+pub fn set_timestamps(batch: &mut [u8], base_timestamp_ms: i64, max_timestamp_ms: i64) {
+    write_i64(batch, BASE_TIMESTAMP_OFFSET, base_timestamp_ms);
+    write_i64(batch, MAX_TIMESTAMP_OFFSET, max_timestamp_ms);
 }
 
 /// message.timestamp.type=LogAppendTime: like Kafka's `setMaxTimestamp`, set the
@@ -249,11 +281,9 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 /// Record timestamps inside are left alone; consumers read the batch's maxTimestamp.
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     let attributes = read_i16(batch, ATTRIBUTES_OFFSET) | ATTRIBUTE_TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
-        .copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    write_i16(batch, ATTRIBUTES_OFFSET, attributes);
+    write_i64(batch, MAX_TIMESTAMP_OFFSET, timestamp_ms);
+    recompute_crc(batch);
 }
 
 #[cfg(test)]
@@ -268,8 +298,7 @@ mod tests {
         b[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
             .copy_from_slice(&(records - 1).to_be_bytes());
         b[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&records.to_be_bytes());
-        let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
-        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        recompute_crc(&mut b);
         b
     }
 
@@ -314,6 +343,16 @@ mod tests {
         h.validate(&b, 1 << 20).expect("crc recomputed");
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 1234);
+    }
+
+    #[test]
+    fn timestamp_edits_with_a_recomputed_crc_stay_valid() {
+        let mut b = minimal_batch(1);
+        set_timestamps(&mut b, 10, 20);
+        recompute_crc(&mut b);
+        let h = BatchHeader::parse(&b).expect("header present");
+        h.validate(&b, 1 << 20).expect("crc recomputed");
+        assert_eq!((h.base_timestamp, h.max_timestamp), (10, 20));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!
 //! # Layout
 //!
-//! - [`batch`]: the v2 batch header view, validation, and the in-place edits
-//!   (base offset, leader epoch, LogAppendTime).
+//! - [`batch`]: the v2 batch header layout and view, validation, and the in-place edits
+//!   (base offset, leader epoch, timestamps, LogAppendTime, CRC).
 //! - [`config`]: `LogConfig` (Kafka topic config names and defaults), `Durability`,
 //!   `StorageOptions`.
 //! - [`file`]: O_DIRECT segment files (buffered only in development mode), the

@@ -3,30 +3,26 @@
 //! Requests and responses are encoded with kafka-protocol; versions are chosen
 //! from what the broker advertises in ApiVersions.
 
-use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+use ringlog::client::{self, BatchBuilder, BatchOptions, ClientError, Connection};
+
+pub use ringlog::client::PeerState;
 
 /// Read and write timeout of a raw connection.
 pub const RAW_IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest response frame the raw client accepts.
-pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// client_id in every raw request header.
 pub const RAW_CLIENT_ID: &str = "ringlog-raw-test";
 
@@ -52,44 +48,17 @@ pub const PRODUCE_VERSION_MAX: i16 = 9;
 pub const FETCH_VERSION_MAX: i16 = 12;
 pub const API_VERSIONS_VERSION_MAX: i16 = 3;
 
-/// What became of a connection after a bad request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PeerState {
-    /// The broker closed (or reset) the connection.
-    Closed,
-    /// The broker answered with a frame of this many bytes.
-    Answered(usize),
-    /// Nothing happened within the wait.
-    Open,
-}
-
-/// One blocking Kafka connection.
+/// One blocking Kafka connection that panics on any error it does not expect.
 pub struct RawClient {
-    stream: TcpStream,
-    next_correlation_id: i32,
-    /// api key -> (min, max) as advertised by the broker.
-    versions: HashMap<i16, (i16, i16)>,
+    connection: Connection,
 }
 
 impl RawClient {
     /// Connects with bounded read and write timeouts; panics if it cannot.
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect_timeout(&addr, RAW_IO_TIMEOUT)
-            .unwrap_or_else(|error| panic!("connecting to {addr}: {error}"));
-        stream
-            .set_read_timeout(Some(RAW_IO_TIMEOUT))
-            .expect("a non-zero timeout is valid");
-        stream
-            .set_write_timeout(Some(RAW_IO_TIMEOUT))
-            .expect("a non-zero timeout is valid");
-        stream
-            .set_nodelay(true)
-            .expect("TCP_NODELAY can be set on a connected socket");
-        RawClient {
-            stream,
-            next_correlation_id: 1,
-            versions: HashMap::new(),
-        }
+        let connection = Connection::connect_timeout(addr, RAW_IO_TIMEOUT, RAW_CLIENT_ID)
+            .unwrap_or_else(|error| panic!("{error}"));
+        RawClient { connection }
     }
 
     /// Connects and learns the broker's supported versions with ApiVersions.
@@ -101,75 +70,39 @@ impl RawClient {
 
     /// Sends ApiVersions (v3, then v0 if refused) and remembers the ranges.
     pub fn negotiate(&mut self) -> ApiVersionsResponse {
-        let mut response = self.call(
-            &api_versions_request(API_VERSIONS_VERSION_MAX),
-            API_VERSIONS_VERSION_MAX,
-        );
-        if response.error_code == error_code::UNSUPPORTED_VERSION {
-            response = self.call(&api_versions_request(0), 0);
-        }
-        assert_eq!(
-            response.error_code,
-            error_code::NONE,
-            "ApiVersions error code"
-        );
-        self.versions = response
-            .api_keys
-            .iter()
-            .map(|range| (range.api_key, (range.min_version, range.max_version)))
-            .collect();
-        response
+        self.connection
+            .negotiate()
+            .unwrap_or_else(|error| panic!("negotiating versions: {error}"))
     }
 
     /// Whether the broker advertised this API key.
     pub fn advertises(&self, api_key: i16) -> bool {
-        self.versions.contains_key(&api_key)
+        self.connection.versions().advertises(api_key)
     }
 
     /// The highest version of `R` both sides support, at most `preferred_max`.
     pub fn version_of<R: Request>(&self, preferred_max: i16) -> i16 {
-        let (broker_min, broker_max) = *self
-            .versions
-            .get(&R::KEY)
-            .unwrap_or_else(|| panic!("broker does not advertise API key {}", R::KEY));
-        let version = broker_max.min(R::VERSIONS.max).min(preferred_max);
-        assert!(
-            version >= broker_min && version >= R::VERSIONS.min,
-            "no common version for API key {}: broker {broker_min}..={broker_max}, client {:?}",
-            R::KEY,
-            R::VERSIONS
-        );
-        version
+        self.connection
+            .versions()
+            .pick::<R>((R::VERSIONS.min, preferred_max))
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Encodes a complete frame (length prefix, header, body) for `request`.
     pub fn frame<R: Request>(&mut self, request: &R, version: i16) -> (i32, Vec<u8>) {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(RAW_CLIENT_ID)));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut buf, R::header_version(version))
-            .expect("a request header always encodes");
-        request
-            .encode(&mut buf, version)
-            .unwrap_or_else(|error| panic!("encoding API key {} v{version}: {error}", R::KEY));
-        let length = i32::try_from(buf.len() - 4).expect("test requests are small");
-        buf[..4].copy_from_slice(&length.to_be_bytes());
+        let mut buf = bytes::BytesMut::new();
+        let correlation_id = self
+            .connection
+            .encode(&mut buf, request, version)
+            .unwrap_or_else(|error| panic!("{error}"));
         (correlation_id, buf.to_vec())
     }
 
     /// Sends `request` and decodes its response; panics on any I/O or decode error.
     pub fn call<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        let (correlation_id, frame) = self.frame(request, version);
-        self.write_raw(&frame)
-            .unwrap_or_else(|error| panic!("sending API key {} v{version}: {error}", R::KEY));
-        self.receive::<R>(correlation_id, version)
+        self.connection
+            .call(request, version)
+            .unwrap_or_else(|error| panic!("API key {} v{version}: {error}", R::KEY))
     }
 
     /// `call` at the highest common version, at most `preferred_max`.
@@ -180,13 +113,9 @@ impl RawClient {
 
     /// Reads one response frame and decodes it as the response to `R` v`version`.
     pub fn receive<R: Request>(&mut self, correlation_id: i32, version: i16) -> R::Response {
-        let frame = self.read_frame().unwrap_or_else(|error| {
-            panic!(
-                "reading the response to API key {} v{version}: {error}",
-                R::KEY
-            )
-        });
-        decode_response::<R>(frame, correlation_id, version)
+        self.connection
+            .receive::<R>(correlation_id, version)
+            .unwrap_or_else(|error| panic!("API key {} v{version}: {error}", R::KEY))
     }
 
     /// Like `receive`, but `None` when the broker closed the connection instead of answering.
@@ -195,116 +124,39 @@ impl RawClient {
         correlation_id: i32,
         version: i16,
     ) -> Option<R::Response> {
-        let frame = match self.read_frame() {
-            Ok(frame) => frame,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
-                ) =>
-            {
-                return None
-            }
-            Err(error) => panic!(
-                "reading the response to API key {} v{version}: {error}",
-                R::KEY
-            ),
-        };
-        Some(decode_response::<R>(frame, correlation_id, version))
+        match self.connection.receive::<R>(correlation_id, version) {
+            Ok(response) => Some(response),
+            Err(error) if error.is_disconnect() => None,
+            Err(error) => panic!("API key {} v{version}: {error}", R::KEY),
+        }
     }
 
     /// Writes bytes as they are.
-    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.connection.write_all(bytes)
     }
 
     /// Closes the writing half (the broker sees end of stream).
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.connection.shutdown_write();
     }
 
     /// Reads one length-prefixed frame (without the prefix).
-    pub fn read_frame(&mut self) -> io::Result<Vec<u8>> {
-        let mut length_bytes = [0u8; 4];
-        self.stream.read_exact(&mut length_bytes)?;
-        let length = i32::from_be_bytes(length_bytes);
-        let length = usize::try_from(length)
-            .ok()
-            .filter(|&l| l <= RESPONSE_BYTES_MAX)
-            .ok_or_else(|| {
-                io::Error::new(ErrorKind::InvalidData, format!("response length {length}"))
-            })?;
-        let mut frame = vec![0u8; length];
-        self.stream.read_exact(&mut frame)?;
-        Ok(frame)
+    pub fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+        self.connection.read_frame()
     }
 
     /// Waits up to `timeout` for the broker to close the connection or answer.
     pub fn peer_state(&mut self, timeout: Duration) -> PeerState {
-        let deadline = Instant::now() + timeout;
-        self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .expect("a non-zero timeout is valid");
-        let mut length_bytes = [0u8; 4];
-        let mut filled = 0;
-        let state = loop {
-            match self.stream.read(&mut length_bytes[filled..]) {
-                Ok(0) => break PeerState::Closed,
-                Ok(n) => {
-                    filled += n;
-                    if filled == length_bytes.len() {
-                        let length = i32::from_be_bytes(length_bytes);
-                        break PeerState::Answered(usize::try_from(length).unwrap_or(0));
-                    }
-                }
-                Err(error)
-                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                {
-                    break PeerState::Open
-                }
-                Err(error)
-                    if error.kind() == ErrorKind::Interrupted && Instant::now() < deadline => {}
-                Err(_) => break PeerState::Closed,
-            }
-        };
-        self.stream
-            .set_read_timeout(Some(RAW_IO_TIMEOUT))
-            .expect("a non-zero timeout is valid");
-        state
+        self.connection
+            .peer_state(timeout)
+            .unwrap_or_else(|error| panic!("setting a read timeout: {error}"))
     }
-}
-
-/// Decodes a response frame (without its length prefix) to `R` v`version`.
-pub fn decode_response<R: Request>(
-    frame: Vec<u8>,
-    correlation_id: i32,
-    version: i16,
-) -> R::Response {
-    let mut bytes = Bytes::from(frame);
-    let header = ResponseHeader::decode(&mut bytes, R::Response::header_version(version))
-        .unwrap_or_else(|error| panic!("decoding a response header: {error}"));
-    assert_eq!(
-        header.correlation_id, correlation_id,
-        "response correlation id"
-    );
-    R::Response::decode(&mut bytes, version).unwrap_or_else(|error| {
-        panic!(
-            "decoding the response to API key {} v{version}: {error}",
-            R::KEY
-        )
-    })
 }
 
 /// An ApiVersions request; the client software fields exist from v3 on.
 pub fn api_versions_request(version: i16) -> ApiVersionsRequest {
-    let request = ApiVersionsRequest::default();
-    if version < 3 {
-        return request;
-    }
-    request
-        .with_client_software_name(StrBytes::from_static_str("ringlog-tests"))
-        .with_client_software_version(StrBytes::from_static_str("0.1.0"))
+    client::connection::api_versions_request(version, RAW_CLIENT_ID)
 }
 
 pub fn now_ms() -> i64 {
@@ -314,48 +166,18 @@ pub fn now_ms() -> i64 {
     i64::try_from(elapsed.as_millis()).expect("milliseconds since 1970 fit i64")
 }
 
-/// A record with a key and a value, offsets relative to the batch.
-///
-/// kafka-protocol starts a new batch wherever `offset - sequence` changes, and
-/// derives the batch's base sequence from the first record; `sequence =
-/// offset_delta - 1` keeps all records in one batch with base sequence -1
-/// (no idempotent producer).
-pub fn record(offset_delta: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: offset_delta,
-        sequence: i32::try_from(offset_delta).expect("test batches are small") - 1,
-        timestamp: now_ms(),
-        key: key.map(Bytes::copy_from_slice),
-        value: value.map(Bytes::copy_from_slice),
-        headers: Default::default(),
-    }
-}
-
 /// One uncompressed RecordBatch v2 holding (key, value) pairs.
 pub fn record_batch(entries: &[(&[u8], &[u8])]) -> Bytes {
-    let records: Vec<Record> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| record(i as i64, Some(key), Some(value)))
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding a record batch");
-    buf.freeze()
+    let mut builder = BatchBuilder::with_capacity(BatchOptions::default(), entries.len());
+    let timestamp_ms = now_ms();
+    for (key, value) in entries {
+        builder.push(
+            Some(Bytes::copy_from_slice(key)),
+            Some(Bytes::copy_from_slice(value)),
+            timestamp_ms,
+        );
+    }
+    builder.encode().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Decodes every record of every batch in a fetch response's record bytes.

@@ -7,11 +7,10 @@ use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
+use ringlog::client::{BatchBuilder, BatchOptions};
 use ringlog::storage::{BatchCache, LogConfig, PartitionLog, StorageOptions};
 
 /// Locked memory per test executor; the machine allows 8 MiB in total.
@@ -44,40 +43,31 @@ pub fn make_batch(
     timestamp_ms: i64,
     compression: Compression,
 ) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: timestamp_ms + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![(i % 251) as u8; value_bytes])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encodes");
-    buf.freeze()
+    let options = BatchOptions {
+        compression,
+        ..BatchOptions::default()
+    };
+    let mut builder = BatchBuilder::with_capacity(options, count);
+    for i in 0..count {
+        builder.push(
+            Some(Bytes::from(format!("key-{i}"))),
+            Some(Bytes::from(vec![(i % 251) as u8; value_bytes])),
+            timestamp_ms + i as i64,
+        );
+    }
+    builder.encode().expect("encodes")
 }
 
-/// Compares a stored batch with what was sent, skipping baseOffset (0..8) and
-/// partitionLeaderEpoch (12..16), which the log assigns.
+/// Compares a stored batch with what was sent, skipping baseOffset and
+/// partitionLeaderEpoch, which the log assigns.
 pub fn same_except_assigned(stored: &[u8], sent: &[u8]) -> bool {
-    stored.len() == sent.len() && stored[8..12] == sent[8..12] && stored[16..] == sent[16..]
+    use ringlog::storage::batch::{
+        BATCH_LENGTH_OFFSET, MAGIC_OFFSET, PARTITION_LEADER_EPOCH_OFFSET,
+    };
+    let length = BATCH_LENGTH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET;
+    stored.len() == sent.len()
+        && stored[length.clone()] == sent[length]
+        && stored[MAGIC_OFFSET..] == sent[MAGIC_OFFSET..]
 }
 
 pub fn small_config() -> LogConfig {
