@@ -26,6 +26,7 @@
 //!   shared by the partition log and the group offset log.
 //! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
 //! - [`retention`]: which segments retention.ms / retention.bytes remove.
+//! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 
 pub mod batch;
@@ -45,10 +46,12 @@ mod recovery;
 mod retention;
 pub mod segment;
 mod segment_set;
+pub mod types;
 
 pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
 pub use config::{CompressionType, Durability, LogConfig, StorageOptions, TimestampType};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
-pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult, TimestampOffset};
+pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};
+pub use types::{FilePosition, Offset, TimestampMs, TimestampOffset};

@@ -33,7 +33,7 @@ fn expired_by_time(segments: &SegmentSet, retention_ms: i64, now_ms: i64) -> usi
             let newest = s
                 .index()
                 .max_timestamp
-                .map(|(t, _)| t)
+                .map(|max| max.timestamp.get())
                 .unwrap_or(s.created_ms());
             now_ms.saturating_sub(newest) > retention_ms
         })

@@ -12,6 +12,7 @@ use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
 use super::limit::ReadLimit;
 use super::records;
+use super::types::TimestampOffset;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -453,15 +454,14 @@ fn corrupt_on_disk(e: Error) -> Error {
 /// Finds the first record at or after `position` (and at or after `min_offset`)
 /// whose timestamp is at least `timestamp_ms`, as Kafka's
 /// `LogSegment.findOffsetByTimestamp` does: skip batches whose maxTimestamp is
-/// below it, then look inside the first one that reaches it. Returns
-/// (record timestamp, record offset).
+/// below it, then look inside the first one that reaches it.
 pub async fn find_timestamp(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     timestamp_ms: i64,
     min_offset: i64,
-) -> Result<Option<(i64, i64)>, Error> {
+) -> Result<Option<TimestampOffset>, Error> {
     let mut window = None;
     while position < end {
         let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES)
@@ -479,7 +479,10 @@ pub async fn find_timestamp(
             if let Some(record) =
                 records::first_at_or_after(&header, bytes, timestamp_ms, min_offset)?
             {
-                return Ok(Some((record.timestamp_ms, record.offset)));
+                return Ok(Some(TimestampOffset::new(
+                    record.timestamp_ms,
+                    record.offset,
+                )));
             }
         }
         position += size as u64;

@@ -39,13 +39,6 @@ pub use reader::ReadResult;
 /// (injected so tests can set the time).
 pub type Clock = fn() -> i64;
 
-/// A (timestamp, offset) answer for ListOffsets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimestampOffset {
-    pub timestamp_ms: i64,
-    pub offset: i64,
-}
-
 /// I/O counters of one log (for tests, benchmarks and metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {

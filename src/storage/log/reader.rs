@@ -9,7 +9,8 @@ use super::super::error::Error;
 use super::super::limit::ReadLimit;
 use super::super::records;
 use super::super::segment;
-use super::{PartitionLog, TimestampOffset};
+use super::super::types::TimestampOffset;
+use super::PartitionLog;
 
 /// Stored batches, exactly as appended (baseOffset and leader epoch assigned).
 #[derive(Clone, Debug, Default)]
@@ -186,7 +187,7 @@ impl PartitionLog {
                 .filter(|s| {
                     s.index()
                         .max_timestamp
-                        .is_some_and(|(t, _)| t >= timestamp_ms)
+                        .is_some_and(|max| max.timestamp.get() >= timestamp_ms)
                 })
                 .map(|s| {
                     let index = s.index();
@@ -201,14 +202,11 @@ impl PartitionLog {
             (candidates, log_start_offset)
         };
         for (file, position, end) in candidates {
-            if let Some((timestamp_ms, offset)) =
+            let found =
                 segment::find_timestamp(&file, position, end, timestamp_ms, log_start_offset)
-                    .await?
-            {
-                return Ok(Some(TimestampOffset {
-                    timestamp_ms,
-                    offset,
-                }));
+                    .await?;
+            if found.is_some() {
+                return Ok(found);
             }
         }
         Ok(None)
@@ -228,26 +226,25 @@ impl PartitionLog {
         };
         let header = BatchHeader::parse(batch)?;
         let record = records::first_with_max_timestamp(&header, batch, log_start_offset)?;
-        Ok(record.map(|r| TimestampOffset {
-            timestamp_ms: r.timestamp_ms,
-            offset: r.offset,
-        }))
+        Ok(record.map(|r| TimestampOffset::new(r.timestamp_ms, r.offset)))
     }
 
     /// The base offset of the first readable batch with the largest maxTimestamp.
     fn max_timestamp_batch(&self) -> Option<i64> {
         let state = self.state.borrow();
-        let mut best: Option<(i64, i64)> = None;
+        let mut best: Option<TimestampOffset> = None;
         for s in state.segments.iter() {
-            if let Some((t, o)) = s.index().max_timestamp {
-                if o >= state.high_watermark || s.next_offset() <= state.log_start_offset {
+            if let Some(max) = s.index().max_timestamp {
+                if max.offset.get() >= state.high_watermark
+                    || s.next_offset() <= state.log_start_offset
+                {
                     continue;
                 }
-                if best.is_none_or(|(best_t, _)| t > best_t) {
-                    best = Some((t, o));
+                if best.is_none_or(|b| max.timestamp > b.timestamp) {
+                    best = Some(max);
                 }
             }
         }
-        best.map(|(_, offset)| offset)
+        best.map(|max| max.offset.get())
     }
 }
