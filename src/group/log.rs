@@ -322,14 +322,18 @@ impl GroupLog {
             inner: RefCell::new(Inner::loaded(file, scanned, truncated_bytes)),
         };
         if log.should_compact() {
-            let _permit = log
-                .flush_lock
-                .acquire_permit(1)
-                .await
-                .map_err(|_| GroupLogError::Closed)?;
+            let _permit = log.lock_flushes().await?;
             log.compact_locked().await?;
         }
         Ok(log)
+    }
+
+    /// Waits for the one flush or compaction turn.
+    async fn lock_flushes(&self) -> Result<glommio::sync::Permit<'_>, GroupLogError> {
+        self.flush_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| GroupLogError::Closed)
     }
 
     /// The live map: the latest value of every key.
@@ -580,11 +584,7 @@ impl GroupLog {
     /// Flushes what is pending, compacts if anything in the file is dead, and
     /// refuses further writes.
     pub async fn close(&self) -> Result<(), GroupLogError> {
-        let _permit = self
-            .flush_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| GroupLogError::Closed)?;
+        let _permit = self.lock_flushes().await?;
         self.flush_locked().await?;
         let has_dead = {
             let inner = self.inner.borrow();

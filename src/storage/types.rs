@@ -26,23 +26,33 @@ pub struct TimestampOffset {
     pub offset: Offset,
 }
 
-impl Offset {
-    pub const fn get(self) -> i64 {
-        self.0
-    }
+/// `get` and the `From` conversions both ways between a domain number and
+/// the integer it wraps.
+macro_rules! wraps_integer {
+    ($name:ident, $integer:ty) => {
+        impl $name {
+            pub const fn get(self) -> $integer {
+                self.0
+            }
+        }
+
+        impl From<$integer> for $name {
+            fn from(value: $integer) -> $name {
+                $name(value)
+            }
+        }
+
+        impl From<$name> for $integer {
+            fn from(value: $name) -> $integer {
+                value.0
+            }
+        }
+    };
 }
 
-impl FilePosition {
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl TimestampMs {
-    pub const fn get(self) -> i64 {
-        self.0
-    }
-}
+wraps_integer!(Offset, i64);
+wraps_integer!(FilePosition, u64);
+wraps_integer!(TimestampMs, i64);
 
 impl TimestampOffset {
     /// Kafka's answer where no record qualifies: -1 for both.
@@ -53,42 +63,6 @@ impl TimestampOffset {
             timestamp: TimestampMs(timestamp_ms),
             offset: Offset(offset),
         }
-    }
-}
-
-impl From<i64> for Offset {
-    fn from(offset: i64) -> Offset {
-        Offset(offset)
-    }
-}
-
-impl From<Offset> for i64 {
-    fn from(offset: Offset) -> i64 {
-        offset.0
-    }
-}
-
-impl From<u64> for FilePosition {
-    fn from(position: u64) -> FilePosition {
-        FilePosition(position)
-    }
-}
-
-impl From<FilePosition> for u64 {
-    fn from(position: FilePosition) -> u64 {
-        position.0
-    }
-}
-
-impl From<i64> for TimestampMs {
-    fn from(timestamp_ms: i64) -> TimestampMs {
-        TimestampMs(timestamp_ms)
-    }
-}
-
-impl From<TimestampMs> for i64 {
-    fn from(timestamp: TimestampMs) -> i64 {
-        timestamp.0
     }
 }
 
