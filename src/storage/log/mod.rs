@@ -4,6 +4,7 @@
 //! This file is the front: opening, closing and deleting a log, its
 //! accessors and retention. The jobs behind it each have a module:
 //! - [`appender`]: the write pipeline (staging, writes, group commit, rolls);
+//! - [`pipeline`]: the queue of staged batches and writes in flight;
 //! - [`active`]: the write position in the active segment;
 //! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
 //! - [`flusher`]: `flush.messages` and the `flush.ms` timer.
@@ -11,6 +12,7 @@
 mod active;
 mod appender;
 mod flusher;
+mod pipeline;
 mod reader;
 
 use std::cell::RefCell;
@@ -29,10 +31,11 @@ use super::retention;
 use super::segment::Segment;
 use super::segment_set::SegmentSet;
 use active::ActiveWrite;
-use appender::Pipeline;
 use flusher::FlushState;
+use pipeline::Pipeline;
 
-pub use appender::{AppendInfo, WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
+pub use appender::AppendInfo;
+pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::ReadResult;
 
 /// The wall clock a log reads, in milliseconds since the Unix epoch
