@@ -153,7 +153,7 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
                     .expect("lookup")
                     .expect("found");
                 assert_eq!(
-                    (found.offset, found.timestamp_ms),
+                    (found.offset.get(), found.timestamp.get()),
                     (5 * i + within, 1000 * i + within)
                 );
             }
@@ -163,7 +163,7 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
                 .await
                 .expect("lookup")
                 .expect("found");
-            assert_eq!(found.offset, 5 * i);
+            assert_eq!(found.offset.get(), 5 * i);
         }
         assert_eq!(
             log.offset_for_timestamp(1000 * 59 + 5)
@@ -172,7 +172,7 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
             None
         );
         let max = log.max_timestamp().await.expect("max lookup").expect("max");
-        assert_eq!((max.timestamp_ms, max.offset), (59_004, 299));
+        assert_eq!((max.timestamp.get(), max.offset.get()), (59_004, 299));
         // Below the log start offset nothing is answered.
         log.delete_records(152).await.expect("delete records");
         let found = log
@@ -180,7 +180,7 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
             .await
             .expect("lookup")
             .expect("found");
-        assert_eq!((found.offset, found.timestamp_ms), (152, 30_002));
+        assert_eq!((found.offset.get(), found.timestamp.get()), (152, 30_002));
     });
 }
 
@@ -207,7 +207,7 @@ fn max_timestamp_is_the_first_record_holding_it() {
             .expect("append");
         }
         let max = log.max_timestamp().await.expect("max lookup").expect("max");
-        assert_eq!((max.timestamp_ms, max.offset), (10_004, 54));
+        assert_eq!((max.timestamp.get(), max.offset.get()), (10_004, 54));
     });
 }
 
@@ -335,12 +335,12 @@ fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
             }
             for o in (0..240).step_by(7) {
                 let r = log.read(o, 1).await.expect("read");
-                answers.push(Some(ringlog::storage::TimestampOffset {
-                    timestamp_ms: 0,
-                    offset: BatchHeader::parse(&r.batches[0])
+                answers.push(Some(ringlog::storage::TimestampOffset::new(
+                    0,
+                    BatchHeader::parse(&r.batches[0])
                         .expect("header")
                         .base_offset,
-                }));
+                )));
             }
             log.close().await.expect("close");
             answers

@@ -2,7 +2,8 @@
 //!
 //! [`GroupError`] is a protocol outcome (UNKNOWN_MEMBER_ID,
 //! ILLEGAL_GENERATION, ...): the broker answers it as a Kafka error code.
-//! [`Error`] is a failure of the coordinator itself.
+//! [`GroupLogError`] is a failure of the coordinator itself: of its durable
+//! log (I/O, corruption, back-pressure), a close, or its configuration.
 
 use std::path::PathBuf;
 
@@ -51,7 +52,7 @@ pub enum GroupError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum GroupLogError {
     #[error("group log I/O ({operation}) on {path}: {source}")]
     Io {
         operation: &'static str,
@@ -81,20 +82,20 @@ pub enum Error {
     Config(String),
 }
 
-impl Error {
+impl GroupLogError {
     /// What a request gets when this stops it. Exhaustive on purpose: a new
     /// variant must decide its outcome.
     pub fn group_error(&self) -> GroupError {
         match self {
             // Retriable: the client backs off and tries again.
-            Error::Backlogged => GroupError::RequestTimedOut,
+            GroupLogError::Backlogged => GroupError::RequestTimedOut,
             // The client looks for the coordinator again.
-            Error::Closed => GroupError::NotCoordinator,
-            Error::Io { .. }
-            | Error::Corrupt(_)
-            | Error::Failed(_)
-            | Error::TooLarge { .. }
-            | Error::Config(_) => GroupError::CoordinatorNotAvailable,
+            GroupLogError::Closed => GroupError::NotCoordinator,
+            GroupLogError::Io { .. }
+            | GroupLogError::Corrupt(_)
+            | GroupLogError::Failed(_)
+            | GroupLogError::TooLarge { .. }
+            | GroupLogError::Config(_) => GroupError::CoordinatorNotAvailable,
         }
     }
 
@@ -102,9 +103,9 @@ impl Error {
     pub(crate) fn io(
         operation: &'static str,
         path: &std::path::Path,
-    ) -> impl FnOnce(glommio::GlommioError<()>) -> Error {
+    ) -> impl FnOnce(glommio::GlommioError<()>) -> GroupLogError {
         let path = path.to_path_buf();
-        move |source| Error::Io {
+        move |source| GroupLogError::Io {
             operation,
             path,
             source: source.into(),

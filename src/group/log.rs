@@ -12,7 +12,8 @@
 //! `sync(seq)` returns once a write + fdatasync covering it completed. The
 //! writing is done by one flusher task, not by the waiters, so a waiter whose
 //! request is dropped cannot abandon records half-written; each flush takes
-//! every record enqueued meanwhile (group commit). A failed write or
+//! every record enqueued meanwhile (group commit, with the partition log's
+//! [`GroupCommit`]). A failed write or
 //! fdatasync fails the log for good: the disk state is unknown, so nothing
 //! more is acknowledged.
 //!
@@ -24,11 +25,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::channels::local_channel::{self, LocalSender};
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 use glommio::sync::Semaphore;
 
-use super::error::Error;
+use crate::storage::group_commit::GroupCommit;
+
+use super::error::GroupLogError;
 
 const FRAME_HEADER_BYTES: usize = 8;
 /// Largest payload of one record; a larger length read back is corruption.
@@ -47,7 +49,7 @@ const OP_DELETE: u8 = 2;
 
 /// When the log is rewritten from its live map.
 #[derive(Debug, Clone, Copy)]
-pub struct LogConfig {
+pub struct GroupLogConfig {
     /// Compact once the file reaches this many bytes...
     pub compact_bytes: u64,
     /// ... or this many records, provided at least half of it is dead.
@@ -56,7 +58,7 @@ pub struct LogConfig {
 
 /// Counters for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogStats {
+pub struct GroupLogStats {
     pub file_bytes: u64,
     pub file_records: u64,
     pub live_records: u64,
@@ -75,24 +77,23 @@ struct Inner {
     pending_ops: Vec<Op>,
     /// Sequence number the next enqueued record gets; the first is 1.
     next_seq: u64,
-    durable_seq: u64,
     live: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Framed size of the live records: what a compacted file holds.
     live_bytes: u64,
     failed: Option<String>,
     closed: bool,
-    /// Callers of `sync` waiting for their sequence number to be durable.
-    waiters: Vec<(u64, LocalSender<Result<(), String>>)>,
     flusher_running: bool,
-    stats: LogStats,
+    stats: GroupLogStats,
 }
 
 pub struct GroupLog {
     dir: PathBuf,
     path: PathBuf,
-    config: LogConfig,
+    config: GroupLogConfig,
     /// One flush or compaction at a time.
     flush_lock: Semaphore,
+    /// The durable frontier of the record sequence numbers.
+    commit: GroupCommit,
     inner: RefCell<Inner>,
 }
 
@@ -124,7 +125,7 @@ struct Scan {
 }
 
 /// Reads frames until the end or the first one that is torn or fails its CRC.
-fn scan(bytes: &[u8]) -> Result<Scan, Error> {
+fn scan(bytes: &[u8]) -> Result<Scan, GroupLogError> {
     let mut ops = Vec::new();
     let mut pos = 0usize;
     while bytes.len() - pos >= FRAME_HEADER_BYTES {
@@ -151,12 +152,12 @@ fn scan(bytes: &[u8]) -> Result<Scan, Error> {
 
 /// `scan` for the decoder tests: the number of valid bytes, or the error.
 #[cfg(test)]
-pub(crate) fn scan_for_tests(bytes: &[u8]) -> Result<usize, Error> {
+pub(crate) fn scan_for_tests(bytes: &[u8]) -> Result<usize, GroupLogError> {
     scan(bytes).map(|scanned| scanned.valid_bytes)
 }
 
-fn parse_payload(payload: &[u8]) -> Result<Op, Error> {
-    let corrupt = |what: &str| Error::Corrupt(format!("log record: {what}"));
+fn parse_payload(payload: &[u8]) -> Result<Op, GroupLogError> {
+    let corrupt = |what: &str| GroupLogError::Corrupt(format!("log record: {what}"));
     let (&op, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
     let (key, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad key length"))?;
     match op {
@@ -170,7 +171,9 @@ fn parse_payload(payload: &[u8]) -> Result<Op, Error> {
         }
         OP_DELETE if rest.is_empty() => Ok((key.to_vec(), None)),
         OP_DELETE => Err(corrupt("trailing bytes")),
-        other => Err(Error::Corrupt(format!("log record: unknown op {other}"))),
+        other => Err(GroupLogError::Corrupt(format!(
+            "log record: unknown op {other}"
+        ))),
     }
 }
 
@@ -189,7 +192,7 @@ async fn write_all(
     bytes: Vec<u8>,
     mut pos: u64,
     path: &Path,
-) -> Result<(), Error> {
+) -> Result<(), GroupLogError> {
     let mut remaining = bytes;
     while !remaining.is_empty() {
         // `write_at` takes the buffer; a short write needs the rest, so pass a
@@ -197,9 +200,9 @@ async fn write_all(
         let written = file
             .write_at(remaining.clone(), pos)
             .await
-            .map_err(Error::io("write", path))?;
+            .map_err(GroupLogError::io("write", path))?;
         if written == 0 {
-            return Err(Error::Io {
+            return Err(GroupLogError::Io {
                 operation: "write",
                 path: path.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote 0 bytes"),
@@ -221,118 +224,116 @@ async fn close_file(file: Option<Rc<BufferedFile>>) {
     }
 }
 
-async fn open_read_write(path: &Path) -> Result<BufferedFile, Error> {
+async fn open_read_write(path: &Path) -> Result<BufferedFile, GroupLogError> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .buffered_open(path)
         .await
-        .map_err(Error::io("open", path))
+        .map_err(GroupLogError::io("open", path))
 }
 
-async fn sync_dir(dir: &Path) -> Result<(), Error> {
+async fn sync_dir(dir: &Path) -> Result<(), GroupLogError> {
     let handle = Directory::open(dir)
         .await
-        .map_err(Error::io("open directory", dir))?;
+        .map_err(GroupLogError::io("open directory", dir))?;
     handle
         .sync()
         .await
-        .map_err(Error::io("sync directory", dir))?;
+        .map_err(GroupLogError::io("sync directory", dir))?;
     handle
         .close()
         .await
-        .map_err(Error::io("close directory", dir))
+        .map_err(GroupLogError::io("close directory", dir))
+}
+
+/// A compaction that did not reach its rename leaves its file behind; the
+/// log itself is still whole.
+async fn remove_unfinished_compaction(dir: &Path) -> Result<(), GroupLogError> {
+    let compact_path = dir.join(COMPACT_FILE);
+    if compact_path.exists() {
+        glommio::io::remove(&compact_path)
+            .await
+            .map_err(GroupLogError::io("remove", &compact_path))?;
+    }
+    Ok(())
+}
+
+/// Reads the whole log file, refusing one above `LOAD_BYTES_MAX`. Returns
+/// the bytes read and the file's size.
+async fn read_whole(file: &BufferedFile, path: &Path) -> Result<(Vec<u8>, u64), GroupLogError> {
+    let size = file
+        .file_size()
+        .await
+        .map_err(GroupLogError::io("stat", path))?;
+    if size > LOAD_BYTES_MAX {
+        return Err(GroupLogError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: size,
+            limit: LOAD_BYTES_MAX,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    while (bytes.len() as u64) < size {
+        let want = READ_CHUNK_BYTES.min((size - bytes.len() as u64) as usize);
+        let chunk = file
+            .read_at(bytes.len() as u64, want)
+            .await
+            .map_err(GroupLogError::io("read", path))?;
+        if chunk.is_empty() {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, size))
 }
 
 impl GroupLog {
     /// Opens (or creates) the log in `dir`, truncates a torn tail and loads the live map.
-    pub async fn open(dir: &Path, config: LogConfig) -> Result<GroupLog, Error> {
+    pub async fn open(dir: &Path, config: GroupLogConfig) -> Result<GroupLog, GroupLogError> {
         // Blocking, but once per shard at start-up, before any request is served.
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        std::fs::create_dir_all(dir).map_err(|source| GroupLogError::Io {
             operation: "create directory",
             path: dir.to_path_buf(),
             source,
         })?;
+        remove_unfinished_compaction(dir).await?;
         let path = dir.join(LOG_FILE);
-        let compact_path = dir.join(COMPACT_FILE);
-        if compact_path.exists() {
-            // A compaction that did not reach its rename: the log is still whole.
-            glommio::io::remove(&compact_path)
-                .await
-                .map_err(Error::io("remove", &compact_path))?;
-        }
         let file = open_read_write(&path).await?;
-        let size = file.file_size().await.map_err(Error::io("stat", &path))?;
-        if size > LOAD_BYTES_MAX {
-            return Err(Error::TooLarge {
-                path,
-                bytes: size,
-                limit: LOAD_BYTES_MAX,
-            });
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        while (bytes.len() as u64) < size {
-            let want = READ_CHUNK_BYTES.min((size - bytes.len() as u64) as usize);
-            let chunk = file
-                .read_at(bytes.len() as u64, want)
-                .await
-                .map_err(Error::io("read", &path))?;
-            if chunk.is_empty() {
-                break;
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let (bytes, size) = read_whole(&file, &path).await?;
         let scanned = scan(&bytes)?;
         let truncated_bytes = size - scanned.valid_bytes as u64;
         if truncated_bytes > 0 {
             tracing::warn!(path = %path.display(), valid_bytes = scanned.valid_bytes, truncated_bytes, "truncating torn tail of group log");
             file.truncate(scanned.valid_bytes as u64)
                 .await
-                .map_err(Error::io("truncate", &path))?;
+                .map_err(GroupLogError::io("truncate", &path))?;
             file.fdatasync()
                 .await
-                .map_err(Error::io("fdatasync", &path))?;
-        }
-        let file_records = scanned.ops.len() as u64;
-        let mut inner = Inner {
-            file: Some(Rc::new(file)),
-            pending: Vec::new(),
-            pending_ops: Vec::new(),
-            next_seq: 1,
-            durable_seq: 0,
-            live: BTreeMap::new(),
-            live_bytes: 0,
-            failed: None,
-            closed: false,
-            waiters: Vec::new(),
-            flusher_running: false,
-            stats: LogStats {
-                file_bytes: scanned.valid_bytes as u64,
-                file_records,
-                truncated_bytes,
-                ..LogStats::default()
-            },
-        };
-        for op in scanned.ops {
-            inner.apply(op);
+                .map_err(GroupLogError::io("fdatasync", &path))?;
         }
         let log = GroupLog {
             dir: dir.to_path_buf(),
             path,
             config,
             flush_lock: Semaphore::new(1),
-            inner: RefCell::new(inner),
+            commit: GroupCommit::default(),
+            inner: RefCell::new(Inner::loaded(file, scanned, truncated_bytes)),
         };
         if log.should_compact() {
-            let _permit = log
-                .flush_lock
-                .acquire_permit(1)
-                .await
-                .map_err(|_| Error::Closed)?;
+            let _permit = log.lock_flushes().await?;
             log.compact_locked().await?;
         }
         Ok(log)
+    }
+
+    /// Waits for the one flush or compaction turn.
+    async fn lock_flushes(&self) -> Result<glommio::sync::Permit<'_>, GroupLogError> {
+        self.flush_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| GroupLogError::Closed)
     }
 
     /// The live map: the latest value of every key.
@@ -340,9 +341,9 @@ impl GroupLog {
         f(&self.inner.borrow().live)
     }
 
-    pub fn stats(&self) -> LogStats {
+    pub fn stats(&self) -> GroupLogStats {
         let inner = self.inner.borrow();
-        LogStats {
+        GroupLogStats {
             live_records: inner.live.len() as u64,
             ..inner.stats
         }
@@ -350,19 +351,22 @@ impl GroupLog {
 
     /// Orders a put (`Some(value)`) or delete (`None`) after every record
     /// enqueued before it. Returns the sequence number to pass to [`sync`](Self::sync).
-    pub fn enqueue(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<u64, Error> {
+    pub fn enqueue(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<u64, GroupLogError> {
         self.enqueue_all(vec![(key, value)]).map(|seqs| seqs[0])
     }
 
     /// Orders records all or none (a refusal leaves nothing half-enqueued).
     /// Returns their sequence numbers, in order.
-    pub fn enqueue_all(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<Vec<u64>, Error> {
+    pub fn enqueue_all(
+        &self,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Vec<u64>, GroupLogError> {
         let mut inner = self.inner.borrow_mut();
         if let Some(reason) = &inner.failed {
-            return Err(Error::Failed(reason.clone()));
+            return Err(GroupLogError::Failed(reason.clone()));
         }
         if inner.closed {
-            return Err(Error::Closed);
+            return Err(GroupLogError::Closed);
         }
         let records: Vec<Vec<u8>> = ops
             .iter()
@@ -372,14 +376,14 @@ impl GroupLog {
             .iter()
             .find(|r| r.len() - FRAME_HEADER_BYTES > RECORD_BYTES_MAX)
         {
-            return Err(Error::Corrupt(format!(
+            return Err(GroupLogError::Corrupt(format!(
                 "record of {} bytes is too large",
                 record.len()
             )));
         }
         let bytes: usize = records.iter().map(Vec::len).sum();
         if inner.pending.len() + bytes > PENDING_BYTES_MAX {
-            return Err(Error::Backlogged);
+            return Err(GroupLogError::Backlogged);
         }
         let mut seqs = Vec::with_capacity(ops.len());
         for (record, op) in records.iter().zip(ops) {
@@ -392,25 +396,24 @@ impl GroupLog {
     }
 
     /// Returns once every record up to `seq` is durable.
-    pub async fn sync(self: &Rc<Self>, seq: u64) -> Result<(), Error> {
-        let receiver = {
-            let mut inner = self.inner.borrow_mut();
-            if inner.durable_seq >= seq {
-                return Ok(());
-            }
-            if let Some(reason) = &inner.failed {
-                return Err(Error::Failed(reason.clone()));
-            }
-            let (sender, receiver) = local_channel::new_bounded(1);
-            inner.waiters.push((seq, sender));
-            receiver
-        };
-        self.flush_soon();
-        match receiver.recv().await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(reason)) => Err(Error::Failed(reason)),
-            None => Err(Error::Closed),
+    pub async fn sync(self: &Rc<Self>, seq: u64) -> Result<(), GroupLogError> {
+        if self.commit.covers(seq) {
+            return Ok(());
         }
+        if let Some(error) = self.refusal() {
+            return Err(error);
+        }
+        self.flush_soon();
+        self.commit.wait_durable(seq, || self.refusal()).await
+    }
+
+    /// Why nothing more becomes durable, if that is so.
+    fn refusal(&self) -> Option<GroupLogError> {
+        let inner = self.inner.borrow();
+        if let Some(reason) = &inner.failed {
+            return Some(GroupLogError::Failed(reason.clone()));
+        }
+        inner.closed.then_some(GroupLogError::Closed)
     }
 
     /// Waits until no flush or compaction is running (tests simulate a crash
@@ -451,47 +454,49 @@ impl GroupLog {
                 break;
             }
         }
-        let mut inner = self.inner.borrow_mut();
-        inner.flusher_running = false;
-        inner.complete_waiters();
+        self.inner.borrow_mut().flusher_running = false;
     }
 
-    fn fail(&self, error: &Error) {
+    fn fail(&self, error: &GroupLogError) {
         tracing::error!(path = %self.path.display(), %error, "group log failed; refusing further writes");
-        let mut inner = self.inner.borrow_mut();
-        inner.failed = Some(error.to_string());
-        inner.complete_waiters();
+        self.inner.borrow_mut().failed = Some(error.to_string());
+        self.commit.wake_all();
     }
 
     /// Writes and fdatasyncs everything pending. Caller holds `flush_lock`.
-    async fn flush_locked(&self) -> Result<(), Error> {
+    async fn flush_locked(&self) -> Result<(), GroupLogError> {
         let (bytes, ops, upto, file, pos) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(reason) = &inner.failed {
-                return Err(Error::Failed(reason.clone()));
+                return Err(GroupLogError::Failed(reason.clone()));
             }
             if inner.pending_ops.is_empty() {
                 return Ok(());
             }
             let Some(file) = inner.file.clone() else {
-                return Err(Error::Closed);
+                return Err(GroupLogError::Closed);
             };
             let bytes = std::mem::take(&mut inner.pending);
             let ops = std::mem::take(&mut inner.pending_ops);
             (bytes, ops, inner.next_seq - 1, file, inner.stats.file_bytes)
         };
         let len = bytes.len() as u64;
+        let turn = self
+            .commit
+            .begin_sync(upto)
+            .expect("flush_lock admits one flush, and so one sync, at a time");
         let result = async {
             write_all(&file, bytes, pos, &self.path).await?;
             file.fdatasync()
                 .await
-                .map_err(Error::io("fdatasync", &self.path))
+                .map_err(GroupLogError::io("fdatasync", &self.path))
         }
         .await;
         // Released before a compaction, which closes the file it replaces.
         drop(file);
         if let Err(error) = result {
             self.fail(&error);
+            self.commit.finish_sync(turn, false);
             return Err(error);
         }
         {
@@ -502,9 +507,8 @@ impl GroupLog {
             for op in ops {
                 inner.apply(op);
             }
-            inner.durable_seq = upto;
-            inner.complete_waiters();
         }
+        self.commit.finish_sync(turn, true);
         if self.should_compact() {
             self.compact_locked().await?;
         }
@@ -520,7 +524,7 @@ impl GroupLog {
     }
 
     /// Rewrites the log from the live map. Caller holds `flush_lock`.
-    async fn compact_locked(&self) -> Result<(), Error> {
+    async fn compact_locked(&self) -> Result<(), GroupLogError> {
         let (bytes, records) = {
             let inner = self.inner.borrow();
             let mut bytes = Vec::with_capacity(inner.live_bytes as usize);
@@ -534,14 +538,14 @@ impl GroupLog {
         let written = async {
             let file = BufferedFile::create(&compact_path)
                 .await
-                .map_err(Error::io("create", &compact_path))?;
+                .map_err(GroupLogError::io("create", &compact_path))?;
             write_all(&file, bytes, 0, &compact_path).await?;
             file.fdatasync()
                 .await
-                .map_err(Error::io("fdatasync", &compact_path))?;
+                .map_err(GroupLogError::io("fdatasync", &compact_path))?;
             file.close()
                 .await
-                .map_err(Error::io("close", &compact_path))
+                .map_err(GroupLogError::io("close", &compact_path))
         }
         .await;
         if let Err(error) = written {
@@ -553,7 +557,7 @@ impl GroupLog {
         let swapped = async {
             glommio::io::rename(&compact_path, &self.path)
                 .await
-                .map_err(Error::io("rename", &compact_path))?;
+                .map_err(GroupLogError::io("rename", &compact_path))?;
             sync_dir(&self.dir).await?;
             open_read_write(&self.path).await
         }
@@ -579,12 +583,8 @@ impl GroupLog {
 
     /// Flushes what is pending, compacts if anything in the file is dead, and
     /// refuses further writes.
-    pub async fn close(&self) -> Result<(), Error> {
-        let _permit = self
-            .flush_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed)?;
+    pub async fn close(&self) -> Result<(), GroupLogError> {
+        let _permit = self.lock_flushes().await?;
         self.flush_locked().await?;
         let has_dead = {
             let inner = self.inner.borrow();
@@ -604,22 +604,29 @@ impl GroupLog {
 }
 
 impl Inner {
-    /// Answers the waiters whose records are durable, or all of them once the log failed.
-    fn complete_waiters(&mut self) {
-        let durable_seq = self.durable_seq;
-        let failed = self.failed.clone();
-        self.waiters.retain(|(seq, waiter)| {
-            let outcome = if *seq <= durable_seq {
-                Ok(())
-            } else if let Some(reason) = &failed {
-                Err(reason.clone())
-            } else {
-                return true;
-            };
-            // A waiter whose request was dropped is gone; nothing to tell it.
-            let _ = waiter.try_send(outcome);
-            false
-        });
+    /// The state of a log whose file holds the records `scanned` found.
+    fn loaded(file: BufferedFile, scanned: Scan, truncated_bytes: u64) -> Inner {
+        let mut inner = Inner {
+            file: Some(Rc::new(file)),
+            pending: Vec::new(),
+            pending_ops: Vec::new(),
+            next_seq: 1,
+            live: BTreeMap::new(),
+            live_bytes: 0,
+            failed: None,
+            closed: false,
+            flusher_running: false,
+            stats: GroupLogStats {
+                file_bytes: scanned.valid_bytes as u64,
+                file_records: scanned.ops.len() as u64,
+                truncated_bytes,
+                ..GroupLogStats::default()
+            },
+        };
+        for op in scanned.ops {
+            inner.apply(op);
+        }
+        inner
     }
 
     fn apply(&mut self, (key, value): Op) {

@@ -12,7 +12,7 @@
 //! version or a wire type:
 //!
 //! ```ignore
-//! GroupCoordinator::open(dir, GroupConfig) -> Result<Rc<GroupCoordinator>, Error>
+//! GroupCoordinator::open(dir, GroupConfig) -> Result<Rc<GroupCoordinator>, GroupLogError>
 //! c.join_group(JoinRequest) -> JoinAnswer                     // held until the rebalance completes
 //! c.sync_group(SyncRequest) -> SyncAnswer                     // followers wait for the leader
 //! c.heartbeat(HeartbeatRequest) -> Result<(), GroupError>
@@ -26,10 +26,10 @@
 //! c.offset_fetch_group(&FetchRequest) -> FetchedGroup
 //! c.remove_topic(topic)                                       // topic deleted: drop its offsets
 //! c.expire_offsets(now_ms) -> usize                           // also run by a timer
-//! c.close() -> Result<(), Error>                              // flush and compact the log
+//! c.close() -> Result<(), GroupLogError>                              // flush and compact the log
 //! c.group_state(id) / c.group_count() / c.log_stats()         // for metrics and tests
 //! shard_for_group(group_id, shards) -> usize                  // which shard owns a group
-//! Error::group_error() -> GroupError                          // what a failed request gets
+//! GroupLogError::group_error() -> GroupError                          // what a failed request gets
 //! ```
 //!
 //! Every async method may be dropped half-way (a closed connection): writes
@@ -52,7 +52,7 @@
 //! - `state`: a group's members, states and protocol selection.
 //! - `log`: the durable key/value log with group commit and compaction.
 //! - `record`: the binary encoding of the log's keys and values.
-//! - `error`: the module's error types: refusals ([`GroupError`]) and failures ([`Error`]).
+//! - `error`: the module's error types: refusals ([`GroupError`]) and failures ([`GroupLogError`]).
 
 pub mod api;
 mod coordinator;
@@ -67,8 +67,8 @@ pub(crate) mod tests;
 
 pub use api::*;
 pub use coordinator::GroupCoordinator;
-pub use error::{Error, GroupError};
-pub use log::LogStats;
+pub use error::{GroupError, GroupLogError};
+pub use log::GroupLogStats;
 pub use offsets::NO_OFFSET;
 pub use state::GroupState;
 
@@ -130,8 +130,8 @@ impl Default for GroupConfig {
 }
 
 impl GroupConfig {
-    pub fn validate(&self) -> Result<(), Error> {
-        let fail = |what: &str| Err(Error::Config(what.to_string()));
+    pub fn validate(&self) -> Result<(), GroupLogError> {
+        let fail = |what: &str| Err(GroupLogError::Config(what.to_string()));
         if self.min_session_timeout_ms <= 0
             || self.min_session_timeout_ms > self.max_session_timeout_ms
         {

@@ -13,7 +13,7 @@ use super::api::{
     FetchedGroup, FetchedOffset, FetchedTopic, PartitionOutcome, TopicOutcome,
 };
 use super::coordinator::{now_ms, session_duration, validate_member, GroupCoordinator};
-use super::error::{Error, GroupError};
+use super::error::{GroupError, GroupLogError};
 use super::record::{Key, OffsetValue};
 use super::state::{Group, GroupState, StoredOffset};
 use super::{validate_group_id, TopicCatalog};
@@ -156,7 +156,7 @@ impl GroupCoordinator {
         group_id: &str,
         incarnation: u64,
         writes: Vec<OffsetWrite>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), GroupLogError> {
         let records = writes
             .iter()
             .map(|write| {
@@ -172,14 +172,14 @@ impl GroupCoordinator {
         let Some(&last) = seqs.last() else {
             return Ok(());
         };
-        let this = self.strong().ok_or(Error::Closed)?;
+        let this = self.strong().ok_or(GroupLogError::Closed)?;
         let group_id = group_id.to_string();
         let applied = Self::run_to_completion(async move {
             this.log.sync(last).await?;
             this.apply_offsets(&group_id, incarnation, writes, seqs);
             Ok(())
         });
-        applied.await.unwrap_or(Err(Error::Closed))
+        applied.await.unwrap_or(Err(GroupLogError::Closed))
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.
@@ -218,8 +218,8 @@ impl GroupCoordinator {
         &self,
         removals: Vec<OffsetRemoval>,
         seq: u64,
-    ) -> Result<(), Error> {
-        let this = self.strong().ok_or(Error::Closed)?;
+    ) -> Result<(), GroupLogError> {
+        let this = self.strong().ok_or(GroupLogError::Closed)?;
         let forgotten = Self::run_to_completion(async move {
             this.log.sync(seq).await?;
             for removal in &removals {
@@ -227,7 +227,7 @@ impl GroupCoordinator {
             }
             Ok(())
         });
-        forgotten.await.unwrap_or(Err(Error::Closed))
+        forgotten.await.unwrap_or(Err(GroupLogError::Closed))
     }
 
     /// One group's committed offsets. `topics: None` fetches all of them.

@@ -13,7 +13,7 @@
 //! start-up (never in place), framed and CRC-checked by the log, and a plain
 //! format with a version byte is easier to evolve and to check field by field.
 
-use super::error::Error;
+use super::error::GroupLogError;
 
 const KEY_KIND_GROUP: u8 = 1;
 const KEY_KIND_OFFSET: u8 = 2;
@@ -77,7 +77,7 @@ impl Key {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Key, Error> {
+    pub fn decode(bytes: &[u8]) -> Result<Key, GroupLogError> {
         let mut reader = Reader::new(bytes);
         let key = match reader.u8()? {
             KEY_KIND_GROUP => Key::Group {
@@ -88,7 +88,7 @@ impl Key {
                 topic: reader.string()?,
                 partition: reader.i32()?,
             },
-            kind => return Err(Error::Corrupt(format!("unknown key kind {kind}"))),
+            kind => return Err(GroupLogError::Corrupt(format!("unknown key kind {kind}"))),
         };
         reader.finish()?;
         Ok(key)
@@ -107,7 +107,7 @@ impl OffsetValue {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<OffsetValue, Error> {
+    pub fn decode(bytes: &[u8]) -> Result<OffsetValue, GroupLogError> {
         let mut reader = Reader::new(bytes);
         reader.version()?;
         let value = OffsetValue {
@@ -133,7 +133,7 @@ impl GroupValue {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<GroupValue, Error> {
+    pub fn decode(bytes: &[u8]) -> Result<GroupValue, GroupLogError> {
         let mut reader = Reader::new(bytes);
         reader.version()?;
         let value = GroupValue {
@@ -174,9 +174,9 @@ impl<'a> Reader<'a> {
         Reader { bytes }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], GroupLogError> {
         if self.bytes.len() < n {
-            return Err(Error::Corrupt(format!(
+            return Err(GroupLogError::Corrupt(format!(
                 "record needs {n} more bytes, has {}",
                 self.bytes.len()
             )));
@@ -186,51 +186,53 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], GroupLogError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, Error> {
+    fn u8(&mut self) -> Result<u8, GroupLogError> {
         Ok(self.take(1)?[0])
     }
 
-    fn i32(&mut self) -> Result<i32, Error> {
+    fn i32(&mut self) -> Result<i32, GroupLogError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, Error> {
+    fn i64(&mut self) -> Result<i64, GroupLogError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    fn version(&mut self) -> Result<(), Error> {
+    fn version(&mut self) -> Result<(), GroupLogError> {
         match self.u8()? {
             VALUE_VERSION => Ok(()),
-            version => Err(Error::Corrupt(format!("unknown value version {version}"))),
+            version => Err(GroupLogError::Corrupt(format!(
+                "unknown value version {version}"
+            ))),
         }
     }
 
-    fn string(&mut self) -> Result<String, Error> {
+    fn string(&mut self) -> Result<String, GroupLogError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::Corrupt("string is not UTF-8".to_string()))
+            .map_err(|_| GroupLogError::Corrupt("string is not UTF-8".to_string()))
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, Error> {
+    fn opt_string(&mut self) -> Result<Option<String>, GroupLogError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.string()?)),
-            flag => Err(Error::Corrupt(format!("bad presence flag {flag}"))),
+            flag => Err(GroupLogError::Corrupt(format!("bad presence flag {flag}"))),
         }
     }
 
-    fn finish(&self) -> Result<(), Error> {
+    fn finish(&self) -> Result<(), GroupLogError> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(Error::Corrupt(format!(
+            Err(GroupLogError::Corrupt(format!(
                 "{} trailing bytes in record",
                 self.bytes.len()
             )))

@@ -64,7 +64,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             match answer {
-                Ok((timestamp, offset)) => {
+                Ok(found) => {
+                    let (timestamp, offset) = (found.timestamp.get(), found.offset.get());
                     // The leader epoch exists from v4.
                     let epoch = if offset >= 0 && version >= 4 { 0 } else { -1 };
                     response

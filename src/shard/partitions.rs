@@ -15,6 +15,7 @@ use super::topics::TopicTable;
 use super::Shard;
 use crate::storage::{
     self, AppendInfo, Durability, PartitionLog, ReadLimit, ReadResult, StorageOptions,
+    TimestampOffset,
 };
 
 /// Why a partition's part of a request failed.
@@ -51,9 +52,6 @@ pub struct OffsetQuery {
     pub partition: i32,
     pub timestamp: i64,
 }
-
-/// `(timestamp_ms, offset)`; -1 for either where Kafka answers -1.
-pub type OffsetAnswer = (i64, i64);
 
 /// KIP-79/KIP-734 special timestamps of ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -145,23 +143,26 @@ impl Shard {
     pub async fn list_offsets_local(
         self: Rc<Self>,
         queries: Vec<OffsetQuery>,
-    ) -> Vec<Result<OffsetAnswer, PartitionError>> {
+    ) -> Vec<Result<TimestampOffset, PartitionError>> {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
                 let log = self.owned_log(&query.topic, query.partition)?;
+                // -1 for either where Kafka answers -1.
                 Ok(match query.timestamp {
-                    LATEST_TIMESTAMP => (-1, log.high_watermark()),
-                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => (-1, log.log_start_offset()),
-                    LATEST_TIERED_TIMESTAMP => (-1, -1),
+                    LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark()),
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
+                        TimestampOffset::new(-1, log.log_start_offset())
+                    }
+                    LATEST_TIERED_TIMESTAMP => TimestampOffset::UNKNOWN,
                     MAX_TIMESTAMP => log
                         .max_timestamp()
                         .await?
-                        .map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
+                        .unwrap_or(TimestampOffset::UNKNOWN),
                     timestamp => log
                         .offset_for_timestamp(timestamp)
                         .await?
-                        .map_or((-1, -1), |t| (t.timestamp_ms, t.offset)),
+                        .unwrap_or(TimestampOffset::UNKNOWN),
                 })
             }
             .await;

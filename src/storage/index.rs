@@ -8,6 +8,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::types::TimestampOffset;
+
 /// Bumped when the archived layout changes; other versions are rebuilt.
 pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// Bound on entries per segment (a 1 GiB segment at 4 KiB intervals needs 262144).
@@ -32,7 +34,7 @@ pub struct SegmentIndex {
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
     /// Largest batch maxTimestamp and the base offset of the first batch that has it.
-    pub max_timestamp: Option<(i64, i64)>,
+    pub max_timestamp: Option<TimestampOffset>,
     /// Bytes appended since the last entry of each index.
     bytes_since_offset_entry: u64,
     bytes_since_time_entry: u64,
@@ -67,15 +69,23 @@ fn offsets_crc(entries: &[OffsetEntry]) -> u32 {
     })
 }
 
-fn times_crc(entries: &[TimeEntry], max: Option<(i64, i64)>) -> u32 {
+fn times_crc(entries: &[TimeEntry], max: Option<TimestampOffset>) -> u32 {
     let crc = entries.iter().fold(0, |crc, e| {
         let crc = crc32c::crc32c_append(crc, &e.timestamp_ms.to_le_bytes());
         let crc = crc32c::crc32c_append(crc, &e.offset.to_le_bytes());
         crc32c::crc32c_append(crc, &e.position.to_le_bytes())
     });
-    let (t, o) = max.unwrap_or((i64::MIN, i64::MIN));
+    let (t, o) = archived_max(max);
     let crc = crc32c::crc32c_append(crc, &t.to_le_bytes());
     crc32c::crc32c_append(crc, &o.to_le_bytes())
+}
+
+/// The time index file keeps the maximum as two integers (`i64::MIN` for
+/// none), as it always has.
+fn archived_max(max: Option<TimestampOffset>) -> (i64, i64) {
+    max.map_or((i64::MIN, i64::MIN), |m| {
+        (m.timestamp.get(), m.offset.get())
+    })
 }
 
 impl SegmentIndex {
@@ -100,9 +110,11 @@ impl SegmentIndex {
             self.bytes_since_offset_entry = 0;
         }
         self.bytes_since_offset_entry += size;
-        let is_new_max = self.max_timestamp.is_none_or(|(t, _)| max_timestamp_ms > t);
+        let is_new_max = self
+            .max_timestamp
+            .is_none_or(|max| max_timestamp_ms > max.timestamp.get());
         if is_new_max {
-            self.max_timestamp = Some((max_timestamp_ms, base_offset));
+            self.max_timestamp = Some(TimestampOffset::new(max_timestamp_ms, base_offset));
             if (self.times.is_empty() || self.bytes_since_time_entry >= interval)
                 && self.times.len() < INDEX_ENTRIES_MAX
             {
@@ -168,7 +180,7 @@ impl SegmentIndex {
         base_offset: i64,
         segment_bytes: u64,
     ) -> Result<Vec<u8>, rkyv::rancor::Error> {
-        let (t, o) = self.max_timestamp.unwrap_or((i64::MIN, i64::MIN));
+        let (t, o) = archived_max(self.max_timestamp);
         let file = TimeIndexFile {
             format_version: INDEX_FORMAT_VERSION,
             base_offset,
@@ -197,9 +209,10 @@ impl SegmentIndex {
         aligned.clear();
         aligned.extend_from_slice(times);
         let t = rkyv::from_bytes::<TimeIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
-        let max_timestamp = t
-            .has_max_timestamp
-            .then_some((t.max_timestamp_ms, t.max_timestamp_offset));
+        let max_timestamp = t.has_max_timestamp.then_some(TimestampOffset::new(
+            t.max_timestamp_ms,
+            t.max_timestamp_offset,
+        ));
         let consistent = o.format_version == INDEX_FORMAT_VERSION
             && t.format_version == INDEX_FORMAT_VERSION
             && o.base_offset == base_offset

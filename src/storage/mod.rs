@@ -18,9 +18,15 @@
 //! - [`index`]: sparse offset and time indexes, persisted as rkyv archives.
 //! - [`cache`]: the per-shard batch cache (LRU by bytes).
 //! - [`limit`]: `ReadLimit`, how many bytes of whole batches a read returns (KIP-74).
-//! - [`log`]: `PartitionLog`: appends with group commit, reads, waiters.
+//! - [`segment_set`]: a partition's segments, the last one active.
+//! - [`log`]: `PartitionLog`: the front (open, close, retention) over its
+//!   appender (write pipeline, rolls), reader (cache and disk, timestamp
+//!   queries) and flusher (flush.messages, flush.ms).
+//! - [`group_commit`]: one fdatasync in flight covering every write before it,
+//!   shared by the partition log and the group offset log.
 //! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
-//! - [`retention`]: which segments retention.ms / retention.bytes / DeleteRecords remove.
+//! - [`retention`]: which segments retention.ms / retention.bytes remove.
+//! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 
 pub mod batch;
@@ -28,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod file;
+pub(crate) mod group_commit;
 pub mod index;
 pub mod limit;
 pub mod log;
@@ -38,10 +45,13 @@ pub mod records;
 mod recovery;
 mod retention;
 pub mod segment;
+mod segment_set;
+pub mod types;
 
 pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
 pub use config::{CompressionType, Durability, LogConfig, StorageOptions, TimestampType};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
-pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult, TimestampOffset};
+pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};
+pub use types::{FilePosition, Offset, TimestampMs, TimestampOffset};

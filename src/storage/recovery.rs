@@ -8,7 +8,6 @@ use std::path::Path;
 use super::config::LogConfig;
 use super::error::Error;
 use super::file::{self, IoMode, SegmentFile};
-use super::log::now_ms;
 use super::meta::PartitionMeta;
 use super::segment::{self, Segment};
 
@@ -60,130 +59,194 @@ async fn is_zero_padding(file: &SegmentFile, from: u64, to: u64) -> Result<bool,
     Ok(true)
 }
 
+/// What the partition directory says before any segment is opened.
+struct Start<'a> {
+    dir: &'a Path,
+    index_interval_bytes: u32,
+    mode: IoMode,
+    now_ms: i64,
+    clean: bool,
+    recovery_point: i64,
+}
+
+/// Opens the directory's segments, truncating a torn tail and dropping what
+/// does not continue the log. `now_ms` is when the segments count as opened
+/// (for segment.ms).
 pub(crate) async fn recover(
     dir: &Path,
     config: &LogConfig,
     mode: IoMode,
+    now_ms: i64,
 ) -> Result<Recovered, Error> {
     let meta = PartitionMeta::load(dir).await?;
-    let clean = meta.is_some_and(|m| m.clean_shutdown);
-    let recovery_point = meta.map(|m| m.recovery_point).unwrap_or(0);
-    let bases = list_segments(dir)?;
-    let now = now_ms();
-    let mut segments: BTreeMap<i64, Segment> = BTreeMap::new();
-    let mut expected_base: Option<i64> = None;
-
-    for (i, &base) in bases.iter().enumerate() {
-        let is_last = i + 1 == bases.len();
-        if let Some(expected) = expected_base {
-            if base != expected {
-                tracing::warn!(dir = %dir.display(), base, expected, "segment does not continue the log; removing it and later segments");
-                for &later in &bases[i..] {
-                    Segment::remove_files(dir, later)?;
-                }
-                break;
-            }
-        }
-        let path = Segment::log_path(dir, base);
-        let file = SegmentFile::open(&path, mode).await?;
-        let size = file.size().await?;
-        // Segments that may hold offsets at or past the recovery point are scanned
-        // unless the last shutdown was clean.
-        let following_base = bases.get(i + 1).copied();
-        let may_hold_unsynced = following_base.is_none_or(|next| next > recovery_point);
-        let loaded = if clean || !may_hold_unsynced {
-            Segment::load_indexes(dir, base, size).await?
-        } else {
-            None
-        };
-        let (index, next_offset, valid_bytes, rebuilt) = match loaded {
-            Some((index, next_offset)) => (index, next_offset, size, false),
-            None => {
-                let scan = segment::scan(&file, base, size, config.index_interval_bytes).await?;
-                if scan.valid_bytes < size {
-                    let reason = scan
-                        .stopped_by
-                        .as_ref()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    if is_zero_padding(&file, scan.valid_bytes, size).await? {
-                        tracing::debug!(path = %path.display(), "trimming zero padding after the last batch");
-                    } else {
-                        tracing::warn!(
-                            path = %path.display(),
-                            valid_bytes = scan.valid_bytes,
-                            truncated_bytes = size - scan.valid_bytes,
-                            next_offset = scan.next_offset,
-                            %reason,
-                            "truncating torn or corrupt tail of segment"
-                        );
-                    }
-                    file.truncate(scan.valid_bytes).await?;
-                    file.fdatasync().await?;
-                }
-                (scan.index, scan.next_offset, scan.valid_bytes, true)
-            }
-        };
-        let truncated = valid_bytes < size;
-        let seg = Segment::opened(file, base, valid_bytes, index, next_offset, now);
-        expected_base = Some(next_offset);
-        if truncated && !is_last {
-            tracing::warn!(dir = %dir.display(), base, "removing segments after the truncated one");
-            for &later in &bases[i + 1..] {
-                Segment::remove_files(dir, later)?;
-            }
-        }
-        if rebuilt && !(is_last || truncated) {
-            seg.encode_indexes()?.write(dir).await?;
-        }
-        segments.insert(base, seg);
-        if truncated {
-            break;
-        }
-    }
-
+    let start = Start {
+        dir,
+        index_interval_bytes: config.index_interval_bytes,
+        mode,
+        now_ms,
+        clean: meta.is_some_and(|m| m.clean_shutdown),
+        recovery_point: meta.map(|m| m.recovery_point).unwrap_or(0),
+    };
+    let mut segments = open_segments(&start).await?;
     let log_start_meta = meta.map(|m| m.log_start_offset).unwrap_or(0);
     if segments.is_empty() {
         let base = log_start_meta.max(0);
-        segments.insert(base, Segment::create(dir, base, mode, now).await?);
+        segments.insert(base, Segment::create(dir, base, mode, now_ms).await?);
         file::sync_dir(dir).await?;
     }
-    // Segments wholly below the log start offset are dead (a crash after
-    // delete_records stored the meta but before the files were removed).
-    let mut log_start_offset = log_start_meta;
-    while segments.len() > 1 {
-        let mut keys = segments.keys();
-        let (Some(_), Some(&second)) = (keys.next(), keys.next()) else {
-            break;
-        };
-        if second > log_start_offset {
-            break;
-        }
-        if let Some((base, _)) = segments.pop_first() {
-            Segment::remove_files(dir, base)?;
-        }
-    }
-    let (&first_base, _) = segments
-        .first_key_value()
-        .ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
-    let (_, active) = segments
-        .iter_mut()
-        .next_back()
-        .ok_or(Error::InvalidLayout(dir.to_path_buf(), "no segment"))?;
-    let next_offset = active.next_offset;
-    let end = active.written_bytes;
-    active.set_end(end).await?;
-    log_start_offset = log_start_offset.max(first_base).min(next_offset);
-    let recovery_point = if clean {
+    remove_dead_segments(dir, &mut segments, log_start_meta)?;
+    let first_base = segments.keys().next().copied();
+    let next_offset = segments.values().next_back().map(Segment::next_offset);
+    let (Some(first_base), Some(next_offset)) = (first_base, next_offset) else {
+        return Err(Error::InvalidLayout(dir.to_path_buf(), "no segment"));
+    };
+    let recovery_point = if start.clean {
         next_offset
     } else {
-        recovery_point.min(next_offset)
+        start.recovery_point.min(next_offset)
     };
     Ok(Recovered {
         segments,
-        log_start_offset,
+        log_start_offset: log_start_meta.max(first_base).min(next_offset),
         next_offset,
         leader_epoch: meta.map(|m| m.leader_epoch).unwrap_or(0),
         recovery_point,
     })
+}
+
+/// Opens every segment that continues the log, up to and including the first
+/// one with a torn tail; later ones are removed.
+async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<i64, Segment>, Error> {
+    let dir = start.dir;
+    let bases = list_segments(dir)?;
+    let mut segments = BTreeMap::new();
+    let mut expected_base: Option<i64> = None;
+    for (i, &base) in bases.iter().enumerate() {
+        if expected_base.is_some_and(|expected| base != expected) {
+            tracing::warn!(dir = %dir.display(), base, ?expected_base, "segment does not continue the log; removing it and later segments");
+            remove_all(dir, &bases[i..])?;
+            break;
+        }
+        let is_last = i + 1 == bases.len();
+        // Segments that may hold offsets at or past the recovery point are scanned
+        // unless the last shutdown was clean.
+        let may_hold_unsynced = bases
+            .get(i + 1)
+            .is_none_or(|&next| next > start.recovery_point);
+        let opened = open_segment(start, base, start.clean || !may_hold_unsynced).await?;
+        expected_base = Some(opened.segment.next_offset());
+        if opened.truncated && !is_last {
+            tracing::warn!(dir = %dir.display(), base, "removing segments after the truncated one");
+            remove_all(dir, &bases[i + 1..])?;
+        }
+        if opened.rebuilt && !(is_last || opened.truncated) {
+            opened.segment.encode_indexes()?.write(dir).await?;
+        }
+        segments.insert(base, opened.segment);
+        if opened.truncated {
+            break;
+        }
+    }
+    Ok(segments)
+}
+
+/// One segment as recovery opened it.
+struct Opened {
+    segment: Segment,
+    /// The indexes were rebuilt by a scan (not loaded).
+    rebuilt: bool,
+    /// A torn or corrupt tail was cut off.
+    truncated: bool,
+}
+
+/// Opens one segment: its persisted indexes when `trust_indexes` and they
+/// match the file, otherwise a CRC scan that truncates what does not check.
+async fn open_segment(start: &Start<'_>, base: i64, trust_indexes: bool) -> Result<Opened, Error> {
+    let path = Segment::log_path(start.dir, base);
+    let file = SegmentFile::open(&path, start.mode).await?;
+    let size = file.size().await?;
+    let loaded = if trust_indexes {
+        Segment::load_indexes(start.dir, base, size).await?
+    } else {
+        None
+    };
+    if let Some((index, next_offset)) = loaded {
+        let segment = Segment::opened(file, base, size, index, next_offset, start.now_ms);
+        return Ok(Opened {
+            segment,
+            rebuilt: false,
+            truncated: false,
+        });
+    }
+    let scan = segment::scan(&file, base, size, start.index_interval_bytes).await?;
+    if scan.valid_bytes < size {
+        truncate_tail(&file, &path, &scan, size).await?;
+    }
+    let segment = Segment::opened(
+        file,
+        base,
+        scan.valid_bytes,
+        scan.index,
+        scan.next_offset,
+        start.now_ms,
+    );
+    Ok(Opened {
+        segment,
+        rebuilt: true,
+        truncated: scan.valid_bytes < size,
+    })
+}
+
+/// Cuts the file back to its valid batches, saying why when it was more
+/// than our own zero padding.
+async fn truncate_tail(
+    file: &SegmentFile,
+    path: &Path,
+    scan: &segment::ScanResult,
+    size: u64,
+) -> Result<(), Error> {
+    if is_zero_padding(file, scan.valid_bytes, size).await? {
+        tracing::debug!(path = %path.display(), "trimming zero padding after the last batch");
+    } else {
+        let reason = scan
+            .stopped_by
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        tracing::warn!(
+            path = %path.display(),
+            valid_bytes = scan.valid_bytes,
+            truncated_bytes = size - scan.valid_bytes,
+            next_offset = scan.next_offset,
+            %reason,
+            "truncating torn or corrupt tail of segment"
+        );
+    }
+    file.truncate(scan.valid_bytes).await?;
+    file.fdatasync().await
+}
+
+/// Segments wholly below the log start offset are dead (a crash after
+/// delete_records stored the meta but before the files were removed).
+fn remove_dead_segments(
+    dir: &Path,
+    segments: &mut BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+) -> Result<(), Error> {
+    while segments
+        .keys()
+        .nth(1)
+        .is_some_and(|&second| second <= log_start_offset)
+    {
+        if let Some((base, _)) = segments.pop_first() {
+            Segment::remove_files(dir, base)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_all(dir: &Path, bases: &[i64]) -> Result<(), Error> {
+    bases
+        .iter()
+        .try_for_each(|&base| Segment::remove_files(dir, base))
 }

@@ -2,66 +2,54 @@
 //! size (retention.bytes) and below the log start offset. The active segment
 //! is never removed.
 
-use super::log::State;
-use super::segment::Segment;
+use super::segment_set::SegmentSet;
 
 /// How many of the oldest segments are beyond retention at `now_ms`.
-pub(crate) fn expired_segments(state: &State, now_ms: i64) -> usize {
-    let sealed = state.segments.len().saturating_sub(1);
-    let mut by_time = 0;
-    if state.config.retention_ms >= 0 {
-        // Kafka: a segment expires when its largest timestamp is older than retention.ms.
-        by_time = state
-            .segments
-            .values()
-            .take(sealed)
-            .take_while(|s| {
-                let newest = s
-                    .index
-                    .max_timestamp
-                    .map(|(t, _)| t)
-                    .unwrap_or(s.created_ms);
-                now_ms.saturating_sub(newest) > state.config.retention_ms
-            })
-            .count();
-    }
-    let mut by_size = 0;
-    if state.config.retention_bytes >= 0 {
-        // Kafka: delete while the log stays at or above retention.bytes without the segment.
-        let total: u64 = state.segments.values().map(|s| s.written_bytes).sum();
-        let mut excess = total as i64 - state.config.retention_bytes;
-        for s in state.segments.values().take(sealed) {
-            if excess - (s.written_bytes as i64) < 0 {
-                break;
-            }
-            excess -= s.written_bytes as i64;
-            by_size += 1;
-        }
-    }
+/// A negative `retention_ms` or `retention_bytes` means no limit of that kind.
+pub(crate) fn expired_segments(
+    segments: &SegmentSet,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now_ms: i64,
+) -> usize {
+    let by_time = if retention_ms >= 0 {
+        expired_by_time(segments, retention_ms, now_ms)
+    } else {
+        0
+    };
+    let by_size = if retention_bytes >= 0 {
+        expired_by_size(segments, retention_bytes)
+    } else {
+        0
+    };
     by_time.max(by_size)
 }
 
-/// Removes the `count` oldest segments and moves the log start offset past them.
-pub(crate) fn remove_oldest(state: &mut State, count: usize) -> Vec<Segment> {
-    let count = count.min(state.segments.len().saturating_sub(1));
-    let mut removed = Vec::with_capacity(count);
-    for _ in 0..count {
-        if let Some((_, segment)) = state.segments.pop_first() {
-            removed.push(segment);
-        }
-    }
-    if let Some((&first_base, _)) = state.segments.first_key_value() {
-        state.log_start_offset = state.log_start_offset.max(first_base);
-    }
-    removed
+/// Kafka: a segment expires when its largest timestamp is older than retention.ms.
+fn expired_by_time(segments: &SegmentSet, retention_ms: i64, now_ms: i64) -> usize {
+    segments
+        .sealed()
+        .take_while(|s| {
+            let newest = s
+                .index()
+                .max_timestamp
+                .map(|max| max.timestamp.get())
+                .unwrap_or(s.created_ms());
+            now_ms.saturating_sub(newest) > retention_ms
+        })
+        .count()
 }
 
-/// Removes sealed segments whose every offset is below `before_offset`.
-pub(crate) fn remove_below(state: &mut State, before_offset: i64) -> Vec<Segment> {
-    let bases: Vec<i64> = state.segments.keys().copied().collect();
-    let count = bases
-        .windows(2)
-        .take_while(|w| w[1] <= before_offset)
-        .count();
-    remove_oldest(state, count)
+/// Kafka: delete while the log stays at or above retention.bytes without the segment.
+fn expired_by_size(segments: &SegmentSet, retention_bytes: i64) -> usize {
+    let mut excess = segments.total_bytes() as i64 - retention_bytes;
+    let mut count = 0;
+    for s in segments.sealed() {
+        if excess - (s.written_bytes() as i64) < 0 {
+            break;
+        }
+        excess -= s.written_bytes() as i64;
+        count += 1;
+    }
+    count
 }

@@ -12,17 +12,13 @@ use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
 use super::limit::ReadLimit;
 use super::records;
+use super::types::TimestampOffset;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Bytes read per I/O when scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
-/// Bounds of one space reservation ahead of the writes. A reservation grows
-/// with the segment (doubling), so a quiet partition holds little unused space
-/// and a busy one calls fallocate rarely.
-pub const RESERVE_STEP_MIN: u64 = 1024 * 1024;
-pub const RESERVE_STEP_MAX: u64 = 64 * 1024 * 1024;
 
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -37,50 +33,29 @@ pub fn parse_log_file_name(name: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// A segment's file, its indexes and how far its batches reach. The write
+/// position of the active segment (staged and issued bytes, the partial last
+/// block, space reserved ahead) belongs to the appender, not to the segment.
 pub struct Segment {
-    pub base_offset: i64,
-    pub file: Rc<SegmentFile>,
+    base_offset: i64,
+    file: Rc<SegmentFile>,
     /// Bytes written to the file (the readable end).
-    pub written_bytes: u64,
-    /// Bytes handed to writes (the partial block of `tail` ends here).
-    pub issued_bytes: u64,
-    /// Bytes written plus bytes staged for the next write.
-    pub staged_bytes: u64,
-    /// The issued bytes of the partial last block, rewritten with the next write.
-    pub tail: Vec<u8>,
-    pub index: SegmentIndex,
+    written_bytes: u64,
+    index: SegmentIndex,
     /// The offset after the last staged batch.
-    pub next_offset: i64,
+    next_offset: i64,
     /// When the segment was created or reopened (wall clock), for segment.ms.
-    pub created_ms: i64,
-    /// File length reserved ahead of the writes. A direct write that ends
-    /// below it does not extend the file, so io_uring completes it in line
-    /// instead of handing it to a kernel worker thread on the shard's core.
-    pub reserved_bytes: u64,
-    pub reservation: Reservation,
+    created_ms: i64,
 }
 
-/// The file length to reserve when less than `RESERVE_STEP_MIN` would be left
-/// ahead of a write ending at `write_end`: one step (the reserved length so
-/// far, within the step bounds) past it, never past `segment_bytes` rounded up
-/// to a block, where the segment rolls.
-pub fn next_reservation(reserved: u64, write_end: u64, segment_bytes: u64) -> Option<u64> {
-    if write_end + RESERVE_STEP_MIN <= reserved {
-        return None;
-    }
-    let from = reserved.max(write_end);
-    let step = reserved.clamp(RESERVE_STEP_MIN, RESERVE_STEP_MAX);
-    let target = (from + step).min(file::align_up(segment_bytes));
-    (target > from).then_some(target)
-}
-
-/// Whether the segment reserves space ahead of its writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reservation {
-    Idle,
-    InFlight,
-    /// Buffered I/O, or a reservation failed (appends then extend the file).
-    Off,
+/// A batch as the segment's indexes record it.
+pub struct StagedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+    /// Where the batch starts in the file.
+    pub position: u64,
+    pub size: u64,
 }
 
 /// The outcome of scanning a segment from its start.
@@ -127,72 +102,66 @@ impl Segment {
         next_offset: i64,
         now_ms: i64,
     ) -> Segment {
-        let reservation = match &file {
-            SegmentFile::Direct(..) => Reservation::Idle,
-            SegmentFile::Buffered(..) => Reservation::Off,
-        };
         Segment {
             base_offset,
             file: Rc::new(file),
             written_bytes: valid_bytes,
-            issued_bytes: valid_bytes,
-            staged_bytes: valid_bytes,
-            tail: Vec::with_capacity(file::BLOCK_BYTES as usize),
             index,
             next_offset,
             created_ms: now_ms,
-            reserved_bytes: valid_bytes,
-            reservation,
         }
     }
 
-    /// Starts a reservation alongside a write ending at `write_end`, when one is
-    /// due (see `next_reservation`), and returns the file length to reserve.
-    pub fn start_reservation(&mut self, write_end: u64, segment_bytes: u64) -> Option<u64> {
-        if self.reservation != Reservation::Idle {
-            return None;
-        }
-        let target = next_reservation(self.reserved_bytes, write_end, segment_bytes)?;
-        self.reservation = Reservation::InFlight;
-        Some(target)
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
     }
 
-    /// Records how a reservation to `target` ended.
-    pub fn finish_reservation(&mut self, target: u64, result: Result<(), Error>) {
-        match result {
-            Ok(()) => {
-                self.reserved_bytes = self.reserved_bytes.max(target);
-                self.reservation = Reservation::Idle;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reserving segment space failed; appends to this segment extend the file instead");
-                self.reservation = Reservation::Off;
-            }
-        }
+    pub fn file(&self) -> &Rc<SegmentFile> {
+        &self.file
     }
 
-    /// Sets the readable end after recovery and loads the partial last block.
-    pub async fn set_end(&mut self, bytes: u64) -> Result<(), Error> {
+    /// Bytes written to the file: where reads end.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    pub fn index(&self) -> &SegmentIndex {
+        &self.index
+    }
+
+    /// The offset after the last staged batch.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// Records a batch staged at `position` (offsets `base_offset..=last_offset`).
+    pub fn stage_batch(&mut self, batch: StagedBatch, index_interval_bytes: u32) {
+        debug_assert!(
+            batch.base_offset == self.next_offset,
+            "batches continue the segment"
+        );
+        debug_assert!(batch.last_offset >= batch.base_offset);
+        self.index.on_batch(
+            batch.base_offset,
+            batch.max_timestamp_ms,
+            batch.position,
+            batch.size,
+            index_interval_bytes,
+        );
+        self.next_offset = batch.last_offset + 1;
+    }
+
+    /// Moves the readable end forward once writes up to `bytes` completed.
+    pub fn set_written_bytes(&mut self, bytes: u64) {
+        debug_assert!(
+            bytes >= self.written_bytes,
+            "the readable end never moves back"
+        );
         self.written_bytes = bytes;
-        self.issued_bytes = bytes;
-        self.staged_bytes = bytes;
-        let block_start = file::align_down(bytes);
-        self.tail.clear();
-        if bytes > block_start {
-            let read = self
-                .file
-                .read(block_start, (bytes - block_start) as usize)
-                .await?;
-            if read.len() as u64 != bytes - block_start {
-                return Err(Error::io(
-                    "reading the last block of",
-                    self.file.path(),
-                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                ));
-            }
-            self.tail.extend_from_slice(&read);
-        }
-        Ok(())
     }
 
     /// Encodes both indexes (synchronously, so no borrow is held across I/O).
@@ -485,15 +454,14 @@ fn corrupt_on_disk(e: Error) -> Error {
 /// Finds the first record at or after `position` (and at or after `min_offset`)
 /// whose timestamp is at least `timestamp_ms`, as Kafka's
 /// `LogSegment.findOffsetByTimestamp` does: skip batches whose maxTimestamp is
-/// below it, then look inside the first one that reaches it. Returns
-/// (record timestamp, record offset).
+/// below it, then look inside the first one that reaches it.
 pub async fn find_timestamp(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     timestamp_ms: i64,
     min_offset: i64,
-) -> Result<Option<(i64, i64)>, Error> {
+) -> Result<Option<TimestampOffset>, Error> {
     let mut window = None;
     while position < end {
         let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES)
@@ -511,46 +479,13 @@ pub async fn find_timestamp(
             if let Some(record) =
                 records::first_at_or_after(&header, bytes, timestamp_ms, min_offset)?
             {
-                return Ok(Some((record.timestamp_ms, record.offset)));
+                return Ok(Some(TimestampOffset::new(
+                    record.timestamp_ms,
+                    record.offset,
+                )));
             }
         }
         position += size as u64;
     }
     Ok(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-    const GIB: u64 = 1024 * MIB;
-
-    #[test]
-    fn reservations_start_small_and_double_up_to_the_step_limit() {
-        assert_eq!(next_reservation(0, 4096, GIB), Some(4096 + MIB));
-        let mut reserved = MIB;
-        let mut steps = Vec::new();
-        while reserved < 300 * MIB {
-            let next = next_reservation(reserved, reserved - MIB / 2, GIB).expect("due");
-            steps.push(next - reserved);
-            reserved = next;
-        }
-        assert_eq!(
-            &steps[..7],
-            &[MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB, 32 * MIB, 64 * MIB]
-        );
-        assert!(steps[7..].iter().all(|s| *s == RESERVE_STEP_MAX));
-    }
-
-    #[test]
-    fn no_reservation_while_a_step_is_left_or_past_the_segment_size() {
-        assert_eq!(next_reservation(8 * MIB, 7 * MIB, GIB), None);
-        assert_eq!(next_reservation(8 * MIB, 7 * MIB + 1, GIB), Some(16 * MIB));
-        // Capped where the segment rolls, rounded up to a whole block.
-        assert_eq!(next_reservation(MIB, MIB, MIB + 100), Some(MIB + 4096));
-        assert_eq!(next_reservation(MIB + 4096, MIB + 4000, MIB + 100), None);
-        // A first batch larger than the segment size extends the file itself.
-        assert_eq!(next_reservation(0, 3 * MIB, 2 * MIB), None);
-    }
 }

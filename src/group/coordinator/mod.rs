@@ -31,18 +31,13 @@ use membership::remove_member;
 pub(crate) use membership::validate_member;
 
 use super::api::{JoinAnswer, SyncAnswer};
-use super::error::{Error, GroupError};
-use super::log::{GroupLog, LogConfig, LogStats};
+use super::error::{GroupError, GroupLogError};
+use super::log::{GroupLog, GroupLogConfig, GroupLogStats};
 use super::record::{GroupValue, Key, OffsetValue};
 use super::state::{Group, GroupState, StoredOffset};
 use super::GroupConfig;
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// An answer now, or a receiver it will arrive on.
 enum Pending<R> {
@@ -77,7 +72,7 @@ impl LoadedGroups {
         })
     }
 
-    fn load(&mut self, key: &[u8], value: &[u8], now_ms: i64) -> Result<(), Error> {
+    fn load(&mut self, key: &[u8], value: &[u8], now_ms: i64) -> Result<(), GroupLogError> {
         match Key::decode(key)? {
             Key::Group { group } => {
                 let value = GroupValue::decode(value)?;
@@ -110,15 +105,18 @@ impl LoadedGroups {
 impl GroupCoordinator {
     /// Opens the log in `dir`, rebuilds groups and offsets from it and starts
     /// the offset expiry timer. Groups come back Empty: members rejoin.
-    pub async fn open(dir: PathBuf, config: GroupConfig) -> Result<Rc<GroupCoordinator>, Error> {
+    pub async fn open(
+        dir: PathBuf,
+        config: GroupConfig,
+    ) -> Result<Rc<GroupCoordinator>, GroupLogError> {
         config.validate()?;
-        let log_config = LogConfig {
+        let log_config = GroupLogConfig {
             compact_bytes: config.log_compact_bytes,
             compact_records: config.log_compact_records,
         };
         let log = Rc::new(GroupLog::open(&dir, log_config).await?);
         let now = now_ms();
-        let loaded = log.with_live(|live| -> Result<LoadedGroups, Error> {
+        let loaded = log.with_live(|live| -> Result<LoadedGroups, GroupLogError> {
             let mut loaded = LoadedGroups {
                 groups: HashMap::new(),
                 last_incarnation: 0,
@@ -149,7 +147,7 @@ impl GroupCoordinator {
     }
 
     /// Counters of the underlying log.
-    pub fn log_stats(&self) -> LogStats {
+    pub fn log_stats(&self) -> GroupLogStats {
         self.log.stats()
     }
 
@@ -222,7 +220,7 @@ impl GroupCoordinator {
 
     /// Answers held requests with NOT_COORDINATOR (clients look for the
     /// coordinator again), flushes and compacts the log.
-    pub async fn close(&self) -> Result<(), Error> {
+    pub async fn close(&self) -> Result<(), GroupLogError> {
         self.closed.set(true);
         {
             let mut groups = self.groups.borrow_mut();

@@ -284,7 +284,7 @@ impl XorShift {
 
 #[test]
 fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
-    use crate::group::log::{GroupLog, LogConfig};
+    use crate::group::log::{GroupLog, GroupLogConfig};
     use std::collections::BTreeMap;
     let seed = std::env::var("GROUP_LOG_SEED")
         .ok()
@@ -300,7 +300,7 @@ fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let mut rng = XorShift(seed);
-        let config = LogConfig {
+        let config = GroupLogConfig {
             compact_bytes: 2 << 10,
             compact_records: 64,
         };

@@ -1,0 +1,418 @@
+//! `PartitionLog`: one partition's segments, its write pipeline with group
+//! commit, reads through the batch cache, and retention.
+//!
+//! This file is the front: opening, closing and deleting a log, its
+//! accessors and retention. The jobs behind it each have a module:
+//! - [`appender`]: the write pipeline (staging, writes, group commit, rolls);
+//! - [`pipeline`]: the queue of staged batches and writes in flight;
+//! - [`active`]: the write position in the active segment;
+//! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
+//! - [`flusher`]: `flush.messages` and the `flush.ms` timer.
+
+mod active;
+mod appender;
+mod flusher;
+mod pipeline;
+mod reader;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::cache::{BatchCache, LogId};
+use super::config::{LogConfig, StorageOptions};
+use super::error::Error;
+use super::file::{self, IoMode};
+use super::group_commit::GroupCommit;
+use super::meta::PartitionMeta;
+use super::notify::Notify;
+use super::recovery;
+use super::retention;
+use super::segment::Segment;
+use super::segment_set::SegmentSet;
+use active::ActiveWrite;
+use flusher::FlushState;
+use pipeline::Pipeline;
+
+pub use appender::AppendInfo;
+pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
+pub use reader::ReadResult;
+
+/// The wall clock a log reads, in milliseconds since the Unix epoch
+/// (injected so tests can set the time).
+pub type Clock = fn() -> i64;
+
+/// I/O counters of one log (for tests, benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub written_bytes: u64,
+    pub fdatasyncs: u64,
+}
+
+struct State {
+    config: LogConfig,
+    segments: SegmentSet,
+    log_start_offset: i64,
+    /// Offset after the last written batch: what readers may see.
+    high_watermark: i64,
+    /// Offset after the last staged batch: the next offset to assign.
+    next_offset: i64,
+    leader_epoch: i32,
+    /// Offset after the last batch covered by an fdatasync.
+    recovery_point: i64,
+    pipeline: Pipeline,
+    flush: FlushState,
+    stopped: Option<&'static str>,
+    closed: bool,
+    stats: LogStats,
+}
+
+/// One partition's log. `!Send`: it lives on the shard that owns the partition.
+pub struct PartitionLog {
+    dir: PathBuf,
+    io_mode: IoMode,
+    cache: Rc<BatchCache>,
+    log_id: LogId,
+    clock: Clock,
+    state: RefCell<State>,
+    /// Serialises offset assignment and segment rolls.
+    append_lock: glommio::sync::Semaphore,
+    /// Moves when bytes are written (the high watermark), or on stop/close.
+    written: Notify,
+    /// The synced frontier; moves when an fdatasync completes, or on stop/close.
+    commit: GroupCommit,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition directory, recovers it, and
+    /// returns a log ready to append at the right offset.
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<BatchCache>,
+        options: StorageOptions,
+    ) -> Result<Rc<PartitionLog>, Error> {
+        Self::open_with_clock(dir, config, cache, options, crate::clock::now_ms).await
+    }
+
+    /// [`open`](Self::open) with the wall clock given.
+    pub async fn open_with_clock(
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<BatchCache>,
+        options: StorageOptions,
+        clock: Clock,
+    ) -> Result<Rc<PartitionLog>, Error> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let io_mode = choose_io_mode(&dir, &options).await?;
+        let now = clock();
+        let recovered = recovery::recover(&dir, &config, io_mode, now).await?;
+        let segments = SegmentSet::new(&dir, recovered.segments);
+        let active = ActiveWrite::resume(segments.active()?).await?;
+        let state = State {
+            config,
+            segments,
+            log_start_offset: recovered.log_start_offset,
+            high_watermark: recovered.next_offset,
+            next_offset: recovered.next_offset,
+            leader_epoch: recovered.leader_epoch,
+            recovery_point: recovered.recovery_point,
+            pipeline: Pipeline::new(active, recovered.next_offset),
+            flush: FlushState::new(now),
+            stopped: None,
+            closed: false,
+            stats: LogStats::default(),
+        };
+        let log = Rc::new(PartitionLog {
+            dir,
+            io_mode,
+            log_id: cache.register_log(),
+            cache,
+            clock,
+            state: RefCell::new(state),
+            append_lock: glommio::sync::Semaphore::new(1),
+            written: Notify::default(),
+            commit: GroupCommit::default(),
+        });
+        log.store_meta(false).await?;
+        log.start_flusher_if_needed();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether segment files use O_DIRECT (false only in the development mode).
+    pub fn is_direct_io(&self) -> bool {
+        self.io_mode == IoMode::Direct
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.state.borrow().config.clone()
+    }
+
+    pub fn set_config(self: &Rc<Self>, config: LogConfig) {
+        self.state.borrow_mut().config = config;
+        self.start_flusher_if_needed();
+    }
+
+    /// The epoch stamped into partitionLeaderEpoch of appended batches.
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.borrow().leader_epoch
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.state.borrow().segments.base_offsets()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
+    }
+
+    /// (base offset, bytes) of each segment, oldest first.
+    pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| (s.base_offset(), s.written_bytes()))
+            .collect()
+    }
+
+    /// Total bytes of the segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.total_bytes()
+    }
+
+    fn check_open(state: &State) -> Result<(), Error> {
+        if let Some(what) = state.stopped {
+            return Err(Error::Stopped(what));
+        }
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Stops the partition after a failed write or fdatasync: the disk state
+    /// is unknown, so nothing more is appended or acknowledged.
+    fn stop(&self, what: &'static str, error: &Error) {
+        tracing::error!(dir = %self.dir.display(), %error, "{what} failed; partition stopped");
+        self.state.borrow_mut().stopped = Some(what);
+        self.written.notify_all();
+        self.commit.wake_all();
+    }
+
+    /// Advances the log start offset to `before_offset` (Kafka DeleteRecords),
+    /// deleting segments that end below it. Returns the new log start offset.
+    pub async fn delete_records(&self, before_offset: i64) -> Result<i64, Error> {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            Self::check_open(&state)?;
+            if before_offset < 0 || before_offset > state.high_watermark {
+                return Err(Error::OffsetOutOfRange {
+                    offset: before_offset,
+                    log_start_offset: state.log_start_offset,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            if before_offset <= state.log_start_offset {
+                return Ok(state.log_start_offset);
+            }
+            state.log_start_offset = before_offset;
+            let count = state.segments.count_wholly_below(before_offset);
+            state.remove_oldest_segments(count)
+        };
+        self.finish_removal(removed).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes the oldest whole segments beyond retention.ms and retention.bytes
+    /// (never the active one) and moves the log start offset past them.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), Error> {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            Self::check_open(&state)?;
+            let config = &state.config;
+            let count = retention::expired_segments(
+                &state.segments,
+                config.retention_ms,
+                config.retention_bytes,
+                now_ms,
+            );
+            state.remove_oldest_segments(count)
+        };
+        if removed.is_empty() {
+            return Ok(());
+        }
+        self.finish_removal(removed).await
+    }
+
+    async fn finish_removal(&self, removed: Vec<Segment>) -> Result<(), Error> {
+        for segment in &removed {
+            tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset(), "deleting segment");
+            Segment::remove_files(&self.dir, segment.base_offset())?;
+        }
+        drop(removed);
+        self.store_meta(false).await
+    }
+
+    async fn store_meta(&self, clean_shutdown: bool) -> Result<(), Error> {
+        let meta = {
+            let state = self.state.borrow();
+            PartitionMeta::new(
+                state.log_start_offset,
+                state.recovery_point,
+                state.leader_epoch,
+                clean_shutdown,
+            )
+        };
+        meta.store(&self.dir).await
+    }
+
+    /// Writes and syncs everything, persists the active segment's indexes and a
+    /// clean partition.meta. Later appends fail with `Closed`.
+    pub async fn close(&self) -> Result<(), Error> {
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
+        {
+            let state = self.state.borrow();
+            if state.closed {
+                return Ok(());
+            }
+            if let Some(what) = state.stopped {
+                return Err(Error::Stopped(what));
+            }
+        }
+        self.flush().await?;
+        self.seal_active().await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.recovery_point = state.high_watermark;
+            state.closed = true;
+        }
+        self.store_meta(true).await?;
+        self.cache.remove_log_from(self.log_id, i64::MIN);
+        self.written.notify_all();
+        self.commit.wake_all();
+        drop(permit);
+        Ok(())
+    }
+
+    /// Closes the log and removes its directory.
+    pub async fn delete(&self) -> Result<(), Error> {
+        match self.close().await {
+            Ok(()) | Err(Error::Stopped(_)) => {}
+            Err(e) => return Err(e),
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            state.closed = true;
+            state.segments.clear();
+        }
+        self.cache.remove_log_from(self.log_id, i64::MIN);
+        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("removing", &self.dir, e))
+    }
+}
+
+impl State {
+    /// Removes the `count` oldest sealed segments and moves the log start
+    /// offset past them.
+    fn remove_oldest_segments(&mut self, count: usize) -> Vec<Segment> {
+        let removed = self.segments.remove_oldest(count);
+        if let Some(first_base) = self.segments.first_base_offset() {
+            self.log_start_offset = self.log_start_offset.max(first_base);
+        }
+        removed
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        self.cache.remove_log_from(self.log_id, i64::MIN);
+    }
+}
+
+/// O_DIRECT, or buffered I/O when the directory cannot do it and the
+/// development mode allows it.
+async fn choose_io_mode(dir: &Path, options: &StorageOptions) -> Result<IoMode, Error> {
+    match file::probe_direct_io(dir).await {
+        Ok(()) => Ok(IoMode::Direct),
+        Err(reason) if options.allow_buffered_io => {
+            tracing::warn!(dir = %dir.display(), %reason, "O_DIRECT unavailable; using buffered I/O (development mode)");
+            Ok(IoMode::Buffered)
+        }
+        Err(reason) => Err(Error::DirectIoUnavailable {
+            path: dir.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::Durability;
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn after_a_failed_fdatasync_appends_fail_and_waiters_return() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let cache = BatchCache::new(1 << 20);
+                let log = PartitionLog::open(
+                    dir.path().join("t-0"),
+                    LogConfig::default(),
+                    cache,
+                    StorageOptions::default(),
+                )
+                .await
+                .expect("open");
+                let waiter = {
+                    let log = log.clone();
+                    glommio::spawn_local(async move { log.wait_for_offset(10).await })
+                };
+                let failure = Error::io(
+                    "syncing",
+                    dir.path(),
+                    std::io::Error::from_raw_os_error(libc::EIO),
+                );
+                log.stop("fdatasync", &failure);
+                waiter.await;
+                let batch = Bytes::from_static(&[0u8; 8]);
+                assert!(matches!(
+                    log.append(batch, Durability::Written).await,
+                    Err(Error::Stopped("fdatasync"))
+                ));
+                assert!(matches!(
+                    log.close().await,
+                    Err(Error::Stopped("fdatasync"))
+                ));
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+}
