@@ -61,8 +61,14 @@ measure() {
       --producers 2 --records 100000 --duration 60 --rate max --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json >/dev/null
   fi
   # shellcheck disable=SC2046
-  "$PERF" $(shape "$2") --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json | tail -1 | jq -r '.mb_per_sec'
+  "$PERF" $(shape "$2") --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json 2>/dev/null | tail -1 | jq -r '.mb_per_sec'
   stop_broker
+}
+
+# median NAME SIDE: the median MB/s of that shape's runs on that side.
+median() {
+  awk -v n="$1" -v s="$2" '$1==n && $2==s {print $3}' "$OUT/runs.txt" | sort -n |
+    awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.0f", (NR%2 ? a[m] : (a[m]+a[m+1])/2)}'
 }
 
 SHAPES="produce-100B produce-1KiB peer-100B catchup-cache"
@@ -80,7 +86,7 @@ echo
 echo "| shape | before MB/s (median) | after MB/s (median) | after/before |"
 echo "|---|---|---|---|"
 for name in $SHAPES; do
-  b=$(awk -v n="$name" '$1==n && $2=="before" {print $3}' "$OUT/runs.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  a=$(awk -v n="$name" '$1==n && $2=="after" {print $3}' "$OUT/runs.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  b=$(median "$name" before)
+  a=$(median "$name" after)
   echo "| $name | $b | $a | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a/b}') |"
 done
