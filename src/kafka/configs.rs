@@ -164,6 +164,22 @@ pub async fn handle_describe(
 }
 
 /// Applies one resource's change and returns `(error_code, message)`.
+/// Applies each resource's change in order (one at a time, as the metadata
+/// shard takes them) and answers each with `response`.
+async fn alter_all<'a, R>(
+    shard: &Rc<Shard>,
+    changes: impl Iterator<Item = (i8, &'a StrBytes, Result<ConfigChange, String>)>,
+    validate_only: bool,
+    response: impl Fn((i16, Option<StrBytes>), i8, &StrBytes) -> R,
+) -> Vec<R> {
+    let mut responses = Vec::new();
+    for (kind, name, change) in changes {
+        let outcome = alter_one(shard, kind, name, change, validate_only).await;
+        responses.push(response(outcome, kind, name));
+    }
+    responses
+}
+
 async fn alter_one(
     shard: &Rc<Shard>,
     resource_type: i8,
@@ -205,8 +221,7 @@ pub async fn handle_alter(
     request: &Request,
     body: AlterConfigsRequest,
 ) -> Outcome {
-    let mut responses = Vec::with_capacity(body.resources.len());
-    for resource in &body.resources {
+    let changes = body.resources.iter().map(|resource| {
         let change = resource
             .configs
             .iter()
@@ -216,22 +231,21 @@ pub async fn handle_alter(
             })
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map(ConfigChange::Replace);
-        let (error_code, error_message) = alter_one(
-            shard,
-            resource.resource_type,
-            &resource.resource_name,
-            change,
-            body.validate_only,
-        )
-        .await;
-        responses.push(
+        (resource.resource_type, &resource.resource_name, change)
+    });
+    let responses = alter_all(
+        shard,
+        changes,
+        body.validate_only,
+        |(code, message), kind, name| {
             alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error_code)
-                .with_error_message(error_message)
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone()),
-        );
-    }
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(kind)
+                .with_resource_name(name.clone())
+        },
+    )
+    .await;
     request.respond(&AlterConfigsResponse::default().with_responses(responses))
 }
 
@@ -240,8 +254,7 @@ pub async fn handle_incremental_alter(
     request: &Request,
     body: IncrementalAlterConfigsRequest,
 ) -> Outcome {
-    let mut responses = Vec::with_capacity(body.resources.len());
-    for resource in &body.resources {
+    let changes = body.resources.iter().map(|resource| {
         let change = resource
             .configs
             .iter()
@@ -256,22 +269,21 @@ pub async fn handle_incremental_alter(
             })
             .collect::<Result<Vec<_>, _>>()
             .map(ConfigChange::Edit);
-        let (error_code, error_message) = alter_one(
-            shard,
-            resource.resource_type,
-            &resource.resource_name,
-            change,
-            body.validate_only,
-        )
-        .await;
-        responses.push(
+        (resource.resource_type, &resource.resource_name, change)
+    });
+    let responses = alter_all(
+        shard,
+        changes,
+        body.validate_only,
+        |(code, message), kind, name| {
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error_code)
-                .with_error_message(error_message)
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone()),
-        );
-    }
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(kind)
+                .with_resource_name(name.clone())
+        },
+    )
+    .await;
     request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 

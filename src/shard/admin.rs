@@ -122,15 +122,7 @@ impl Shard {
             changed |= result.is_ok() && !validate_only;
             results.push(result);
         }
-        if changed {
-            if let Err(error) = self.publish().await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
-            }
-        }
-        results
+        self.publish_for(results, changed).await
     }
 
     fn create_one(&self, topic: NewTopic, validate_only: bool) -> Result<(), TopicChangeError> {
@@ -185,15 +177,8 @@ impl Shard {
             }
             results.push(result);
         }
-        if results.iter().any(Result::is_ok) {
-            if let Err(error) = self.publish().await {
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(error.clone())))
-                    .collect();
-            }
-        }
-        results
+        let changed = results.iter().any(Result::is_ok);
+        self.publish_for(results, changed).await
     }
 
     async fn create_partitions_here(
@@ -261,6 +246,25 @@ impl Shard {
             .set_config(&name, config)
             .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
         self.publish().await
+    }
+
+    /// Publishes the table if `changed`; a failure to publish fails every
+    /// change that had succeeded.
+    async fn publish_for(
+        self: &Rc<Self>,
+        results: Vec<Result<(), TopicChangeError>>,
+        changed: bool,
+    ) -> Vec<Result<(), TopicChangeError>> {
+        if !changed {
+            return results;
+        }
+        match self.publish().await {
+            Ok(()) => results,
+            Err(error) => results
+                .into_iter()
+                .map(|r| r.and(Err(error.clone())))
+                .collect(),
+        }
     }
 
     /// Applies the registry's table on every shard and waits for all of them.
