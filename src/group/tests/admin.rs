@@ -34,10 +34,7 @@ fn delete_group_needs_an_existing_empty_group() {
 
 #[test]
 fn list_groups_filters_by_state_and_type() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         stable_single_member(&c, "stable").await;
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,

@@ -2,10 +2,7 @@ use super::*;
 
 #[test]
 fn join_requires_member_id_then_forms_a_generation_with_the_member_as_leader() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let joined = join_dynamic(&c, "g").await;
         assert_eq!(joined.error, None);
         assert_eq!(joined.generation_id, 1);
@@ -32,10 +29,7 @@ fn join_requires_member_id_then_forms_a_generation_with_the_member_as_leader() {
 
 #[test]
 fn join_v3_without_member_id_joins_in_one_round_trip() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let joined = c
             .join_group(JoinRequest {
                 member_id_required: false,
@@ -50,10 +44,7 @@ fn join_v3_without_member_id_joins_in_one_round_trip() {
 
 #[test]
 fn empty_group_id_is_invalid_for_membership_apis() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let joined = c.join_group(join_request("", "", None)).await;
         assert_eq!(joined.error, Some(GroupError::InvalidGroupId));
         assert_eq!(
@@ -72,10 +63,7 @@ fn empty_group_id_is_invalid_for_membership_apis() {
 
 #[test]
 fn session_timeout_outside_bounds_is_rejected() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let request = JoinRequest {
             session_timeout_ms: 1,
             ..join_request("g", "", None)
@@ -87,10 +75,7 @@ fn session_timeout_outside_bounds_is_rejected() {
 
 #[test]
 fn two_members_join_together_and_the_leader_distributes_assignments() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let a = spawn_join_dynamic(&c, "g");
         let b = spawn_join_dynamic(&c, "g");
         let (a, b) = (a.await, b.await);
@@ -131,10 +116,7 @@ fn two_members_join_together_and_the_leader_distributes_assignments() {
 
 #[test]
 fn a_new_member_triggers_a_rebalance_that_bumps_the_generation() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let (a, generation) = stable_single_member(&c, "g").await;
         let b = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -161,10 +143,7 @@ fn a_new_member_triggers_a_rebalance_that_bumps_the_generation() {
 
 #[test]
 fn heartbeat_reports_unknown_member_and_illegal_generation() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         assert_eq!(
             heartbeat(&c, "missing", 1, "m").await,
             Some(GroupError::UnknownMemberId)
@@ -188,10 +167,7 @@ fn heartbeat_reports_unknown_member_and_illegal_generation() {
 
 #[test]
 fn a_silent_member_is_evicted_after_its_session_timeout() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let a = spawn_join_dynamic(&c, "g");
         let b = spawn_join_dynamic(&c, "g");
         let (a, b) = (a.await, b.await);
@@ -233,10 +209,7 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
 
 #[test]
 fn leave_group_by_instance_id_removes_the_static_member() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let a = c
             .join_group(join_request("g", "", Some("instance-a")))
             .await;
@@ -251,10 +224,7 @@ fn leave_group_by_instance_id_removes_the_static_member() {
 
 #[test]
 fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let (leader, generation) = stable_single_member(&c, "g").await;
         let follower = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -318,10 +288,7 @@ fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
 
 #[test]
 fn a_member_id_never_used_does_not_hold_up_the_rebalance_forever() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let (a, _) = stable_single_member(&c, "g").await;
         // A client gets a member id and vanishes.
         let ghost = c.join_group(join_request("g", "", None)).await;

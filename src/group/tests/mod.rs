@@ -46,6 +46,20 @@ where
         .expect("test executor thread");
 }
 
+/// Runs `test` with a coordinator opened on a fresh directory.
+pub(crate) fn with_coordinator<G, F>(test: G)
+where
+    G: FnOnce(Rc<GroupCoordinator>) -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        test(c).await;
+    });
+}
+
 pub(crate) fn config() -> GroupConfig {
     GroupConfig {
         initial_rebalance_delay_ms: 20,

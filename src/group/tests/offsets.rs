@@ -2,10 +2,7 @@ use super::*;
 
 #[test]
 fn simple_commits_are_fetched_and_bad_partitions_get_their_own_errors() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let codes = commit(
             &c,
             "simple",
@@ -46,10 +43,7 @@ fn simple_commits_are_fetched_and_bad_partitions_get_their_own_errors() {
 
 #[test]
 fn member_commits_are_checked_against_membership_and_generation() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let (member, generation) = stable_single_member(&c, "g").await;
         assert_eq!(
             commit(&c, "g", generation, &member, &[("orders", 1, 7)]).await,
@@ -75,10 +69,7 @@ fn member_commits_are_checked_against_membership_and_generation() {
 
 #[test]
 fn concurrent_commits_share_fdatasyncs() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let before = c.log_stats().flushes;
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -147,10 +138,7 @@ fn offsets_of_empty_groups_expire_after_retention() {
 
 #[test]
 fn offset_delete_refuses_subscribed_topics_and_removes_others() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         let (member, generation) = stable_single_member(&c, "g").await;
         assert_eq!(
             commit(

@@ -2,10 +2,7 @@ use super::*;
 
 #[test]
 fn a_static_member_rejoining_replaces_the_old_member_without_a_rebalance() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         // Static members skip the member-id round trip.
         let a = glommio::spawn_local({
             let c = c.clone();
@@ -80,10 +77,7 @@ fn a_static_member_rejoining_replaces_the_old_member_without_a_rebalance() {
 
 #[test]
 fn a_static_member_replaced_during_completing_rebalance_forces_a_new_rebalance() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         // B joins first and leads; A is a static follower.
         let b = spawn_join_dynamic(&c, "g");
         glommio::timer::sleep(Duration::from_millis(5)).await;

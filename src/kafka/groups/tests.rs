@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::*;
-use crate::group::tests::{client, commit, open, run, temp_dir, Topics, SESSION_MS};
+use crate::group::tests::{client, commit, with_coordinator, Topics, SESSION_MS};
 use crate::group::{GroupCoordinator, GROUP_ID_BYTES_MAX};
 
 fn s(value: &str) -> StrBytes {
@@ -81,10 +81,7 @@ fn described(c: &GroupCoordinator, group: &str, version: i16) -> DescribeGroupsR
 
 #[test]
 fn responses_encode_at_every_version_of_their_api() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         membership_responses_encode(&c).await;
         admin_and_offset_responses_encode(&c).await;
     });
@@ -189,10 +186,7 @@ async fn admin_and_offset_responses_encode(c: &Rc<GroupCoordinator>) {
 
 #[test]
 fn version_dependent_fields_and_outcomes_follow_kafka() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         // v3 joins in one round trip and cannot carry a null protocol name.
         let joined = join(&c, join_request("g", "", None), 3).await;
         assert_eq!(joined.error_code, 0);
@@ -255,10 +249,7 @@ fn consumer_subscriptions_are_decoded_from_protocol_metadata() {
 
 #[test]
 fn offset_fetch_of_every_version_converts_to_and_from_the_group_shape() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let c = open(&path).await;
+    with_coordinator(|c| async move {
         assert_eq!(
             commit(&c, "g", -1, "", &[("orders", 2, 77)]).await,
             vec![None]
