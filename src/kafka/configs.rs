@@ -164,6 +164,20 @@ pub async fn handle_describe(
 }
 
 /// Applies one resource's change and returns `(error_code, message)`.
+/// The answer for one altered resource: both AlterConfigs APIs have the same
+/// fields in distinct generated types.
+macro_rules! resource_response {
+    ($response:ty) => {
+        |(code, message): (i16, Option<StrBytes>), kind: i8, name: &StrBytes| {
+            <$response>::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(kind)
+                .with_resource_name(name.clone())
+        }
+    };
+}
+
 /// Applies each resource's change in order (one at a time, as the metadata
 /// shard takes them) and answers each with `response`.
 async fn alter_all<'a, R>(
@@ -237,13 +251,7 @@ pub async fn handle_alter(
         shard,
         changes,
         body.validate_only,
-        |(code, message), kind, name| {
-            alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
-                .with_resource_type(kind)
-                .with_resource_name(name.clone())
-        },
+        resource_response!(alter_configs_response::AlterConfigsResourceResponse),
     )
     .await;
     request.respond(&AlterConfigsResponse::default().with_responses(responses))
@@ -275,13 +283,7 @@ pub async fn handle_incremental_alter(
         shard,
         changes,
         body.validate_only,
-        |(code, message), kind, name| {
-            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
-                .with_resource_type(kind)
-                .with_resource_name(name.clone())
-        },
+        resource_response!(incremental_alter_configs_response::AlterConfigsResourceResponse),
     )
     .await;
     request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
