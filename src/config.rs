@@ -146,6 +146,20 @@ pub struct Config {
     pub topic_defaults: TopicConfig,
 }
 
+/// The listen address and the host and port advertised in metadata (by
+/// default the listen address itself).
+fn listeners(
+    listen: String,
+    advertised: Option<String>,
+) -> Result<(SocketAddr, String, u16), ConfigError> {
+    let address: SocketAddr = listen.parse().map_err(|_| ConfigError::Listen(listen))?;
+    let (host, port) = match advertised {
+        Some(text) => parse_host_port(&text).ok_or(ConfigError::AdvertisedListener(text))?,
+        None => (address.ip().to_string(), address.port()),
+    };
+    Ok((address, host, port))
+}
+
 /// `--cpus` or `--numa-node` (not both), else every online CPU.
 fn cpu_selection(
     cpus: Option<String>,
@@ -171,20 +185,13 @@ impl Config {
                     .unwrap_or($default)
             };
         }
-        let listen_text = pick!(listen, LISTEN_DEFAULT.to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
-        let (advertised_host, advertised_port) = match flags
-            .advertised_listener
-            .clone()
-            .or(file.advertised_listener.clone())
-        {
-            Some(text) => {
-                parse_host_port(&text).ok_or(ConfigError::AdvertisedListener(text.clone()))?
-            }
-            None => (listen.ip().to_string(), listen.port()),
-        };
+        let (listen, advertised_host, advertised_port) = listeners(
+            pick!(listen, LISTEN_DEFAULT.to_string()),
+            flags
+                .advertised_listener
+                .clone()
+                .or(file.advertised_listener.clone()),
+        )?;
         let cpus = cpu_selection(
             flags.cpus.clone().or(file.cpus.clone()),
             flags.numa_node.or(file.numa_node),
