@@ -61,7 +61,7 @@ pub struct ConfigDef {
 }
 
 fn long_at_least(min: i64) -> impl Fn(&str) -> bool {
-    move |v| v.parse::<i64>().map_or(false, |n| n >= min)
+    move |v| v.parse::<i64>().is_ok_and(|n| n >= min)
 }
 
 macro_rules! def {
@@ -112,14 +112,14 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "index.interval.bytes",
         concatcp!(storage::INDEX_INTERVAL_BYTES_DEFAULT),
         ConfigType::Int,
-        |v| v.parse::<i32>().map_or(false, |n| n >= 0)
+        |v| v.parse::<i32>().is_ok_and(|n| n >= 0)
     ),
     def!(
         MaxMessageBytes,
         "max.message.bytes",
         concatcp!(storage::MAX_MESSAGE_BYTES_DEFAULT),
         ConfigType::Int,
-        |v| v.parse::<i32>().map_or(false, |n| n >= 0)
+        |v| v.parse::<i32>().is_ok_and(|n| n >= 0)
     ),
     def!(
         MessageTimestampType,
@@ -154,7 +154,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "segment.bytes",
         concatcp!(storage::SEGMENT_BYTES_DEFAULT),
         ConfigType::Int,
-        |v| v.parse::<i32>().map_or(false, |n| n >= 4096)
+        |v| v.parse::<i32>().is_ok_and(|n| n >= 4096)
     ),
     def!(
         SegmentMs,

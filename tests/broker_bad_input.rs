@@ -432,7 +432,7 @@ fn fetch_outside_the_log_is_refused_with_offset_out_of_range() {
         "fetch at the high watermark is valid"
     );
     assert!(
-        at_end.records.as_ref().map_or(true, |r| r.is_empty()),
+        at_end.records.as_ref().is_none_or(|r| r.is_empty()),
         "and empty"
     );
     for offset in [end + 1, 1000, i64::MAX, -1, -1000] {
@@ -443,7 +443,7 @@ fn fetch_outside_the_log_is_refused_with_offset_out_of_range() {
             "fetch at {offset}"
         );
         assert!(
-            fetched.records.as_ref().map_or(true, |r| r.is_empty()),
+            fetched.records.as_ref().is_none_or(|r| r.is_empty()),
             "no records at {offset}"
         );
     }

@@ -161,7 +161,7 @@ impl Load {
                             .payload(value.as_bytes()),
                     );
                     sent += 1;
-                    if sent % 100 == 0 {
+                    if sent.is_multiple_of(100) {
                         // Keep the load steady rather than queueing everything at once.
                         thread::sleep(Duration::from_millis(1));
                     }

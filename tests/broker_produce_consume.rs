@@ -396,7 +396,7 @@ fn fetch_waits_up_to_max_wait_on_an_empty_partition_and_wakes_on_append() {
     let partition = raw::single_fetch_partition(&response);
     assert_eq!(partition.error_code, error_code::NONE);
     assert!(
-        partition.records.as_ref().map_or(true, |r| r.is_empty()),
+        partition.records.as_ref().is_none_or(|r| r.is_empty()),
         "no records on an empty partition"
     );
     assert!(

@@ -104,7 +104,7 @@ pub async fn handle_describe(
         .map(|resource| {
             let keys = resource.configuration_keys.as_ref();
             let wanted =
-                |name: &str| keys.map_or(true, |keys| keys.iter().any(|k| k.as_str() == name));
+                |name: &str| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());

@@ -288,7 +288,7 @@ impl Shard {
 }
 
 fn check_partition_count(partitions: i32) -> Result<(), TopicChangeError> {
-    if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX {
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
         return Err(TopicChangeError::InvalidPartitions(format!(
             "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
         )));
