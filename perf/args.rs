@@ -1,5 +1,8 @@
 //! The command line, and checking it before anything connects.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use kafka_protocol::records::Compression;
@@ -210,22 +213,10 @@ impl Args {
     }
 
     fn check_counts(&self) -> Result<()> {
-        ensure!(
-            (1..=CONNECTIONS_MAX).contains(&self.producers),
-            "--producers must be 1..={CONNECTIONS_MAX}"
-        );
-        ensure!(
-            (1..=CONNECTIONS_MAX).contains(&self.consumers),
-            "--consumers must be 1..={CONNECTIONS_MAX}"
-        );
-        ensure!(
-            (1..=IN_FLIGHT_MAX).contains(&self.in_flight),
-            "--in-flight must be 1..={IN_FLIGHT_MAX}"
-        );
-        ensure!(
-            (1..=PARTITIONS_MAX).contains(&self.partitions),
-            "--partitions must be 1..={PARTITIONS_MAX}"
-        );
+        ensure_within("producers", self.producers, 1..=CONNECTIONS_MAX)?;
+        ensure_within("consumers", self.consumers, 1..=CONNECTIONS_MAX)?;
+        ensure_within("in-flight", self.in_flight, 1..=IN_FLIGHT_MAX)?;
+        ensure_within("partitions", self.partitions, 1..=PARTITIONS_MAX)?;
         ensure!(matches!(self.acks, -1..=1), "--acks must be 0, 1 or -1");
         ensure!(
             self.duration > 0.0 && self.warmup >= 0.0,
@@ -249,6 +240,21 @@ impl Args {
     }
 }
 
+/// Refuses `--{flag}` outside `range`, naming the range.
+fn ensure_within<T: PartialOrd + Display>(
+    flag: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<()> {
+    ensure!(
+        range.contains(&value),
+        "--{flag} must be {}..={}",
+        range.start(),
+        range.end()
+    );
+    Ok(())
+}
+
 /// Records per batch given a target rate: a batch never waits longer than
 /// linger for its last record, as a Kafka producer's linger.ms would cut it.
 fn effective_batch_records(
@@ -268,6 +274,13 @@ fn effective_batch_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_outside_their_range_are_refused_with_the_range() {
+        assert!(ensure_within("producers", 1, 1..=CONNECTIONS_MAX).is_ok());
+        let error = ensure_within("producers", 0, 1..=CONNECTIONS_MAX).unwrap_err();
+        assert_eq!(error.to_string(), "--producers must be 1..=1024");
+    }
 
     #[test]
     fn rate_is_max_or_a_positive_number() {
