@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::ProduceRequest;
+use kafka_protocol::messages::produce_response::ProduceResponse;
 use kafka_protocol::records::Compression;
 
-use ringlog::client::decode_response;
+use ringlog::client::{decode_response, Connection};
 
 use crate::batch::{self, BatchTemplate};
 use crate::stats::{Clock, Progress, WorkerResult};
@@ -66,199 +67,318 @@ fn run_inner(
     result: &mut WorkerResult,
 ) -> Result<()> {
     ensure!(!plan.partitions.is_empty(), "no partitions");
-    let mut conn = wire::connect(&plan.bootstrap)?;
-    let now_ms = (clock.now_ns() / 1_000_000) as i64;
-    let run_id = plan.stamp.then_some(plan.run_id);
-    let compressed = plan.compression != Compression::None;
-    let template = BatchTemplate::build(plan.batch_records, plan.record_bytes, run_id, now_ms)?;
-    let first = if compressed {
-        batch::encode_batch(
-            plan.batch_records,
-            plan.record_bytes,
-            plan.compression,
-            now_ms,
-            run_id,
-            |_| clock.now_ns(),
-        )?
-    } else {
-        Bytes::from(template.bytes.clone())
-    };
-    let mut frame =
-        ProduceTemplate::new(&plan.topic, first, plan.acks, plan.timeout_ms, plan.version)?;
-    let batch_wire_bytes = frame.batch_len as u64;
+    let mut producer = Producer::connect(plan, clock, progress, result)?;
+    loop {
+        producer.send_due_batches()?;
+        if producer.draining {
+            if producer.inflight.is_empty() {
+                break;
+            }
+            if clock.now_ns() >= plan.drain_ns {
+                let unanswered = producer.inflight.len();
+                producer.result.error(format!(
+                    "producer {}: {unanswered} requests unanswered at the end",
+                    plan.index
+                ));
+                break;
+            }
+        }
+        producer.wait_for_acks_or_next_due()?;
+    }
+    Ok(())
+}
 
-    let record_interval_ns = plan.rate.map(|r| 1e9 / r);
-    let due_of_record = |n: u64| -> u64 {
-        match record_interval_ns {
-            Some(iv) => plan.start_ns + plan.phase_ns + ((n + 1) as f64 * iv) as u64,
+/// When each record is due under the open-loop schedule.
+#[derive(Clone, Copy)]
+struct RecordSchedule {
+    /// The schedule's origin: the run's start plus this connection's phase.
+    origin_ns: u64,
+    /// None: max rate, batches are due as soon as they can be sent.
+    record_interval_ns: Option<f64>,
+}
+
+impl RecordSchedule {
+    fn is_open_loop(self) -> bool {
+        self.record_interval_ns.is_some()
+    }
+
+    /// Due time of record `n` (counted from 0 over this connection); 0 at max rate.
+    fn due_of_record(self, n: u64) -> u64 {
+        match self.record_interval_ns {
+            Some(iv) => self.origin_ns + ((n + 1) as f64 * iv) as u64,
             None => 0,
         }
-    };
-    let records_per_batch = plan.batch_records as u64;
-    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(plan.in_flight);
-    let mut batches_sent: u64 = 0;
-    let mut draining = false;
+    }
+}
 
-    loop {
-        let now = clock.now_ns();
-        let limit_reached = plan
-            .records_limit
-            .is_some_and(|l| batches_sent * records_per_batch >= l);
-        if !draining && (now >= plan.end_ns || limit_reached) {
-            draining = true;
+/// The batch sent each time: pre-encoded and patched, or (compressed)
+/// re-encoded per stamped send.
+struct Payload {
+    template: BatchTemplate,
+    frame: ProduceTemplate,
+    compressed: bool,
+    run_id: Option<u64>,
+    /// Record-batch bytes per send, counted as produced bytes.
+    batch_wire_bytes: u64,
+}
+
+impl Payload {
+    fn build(plan: &ProducerPlan, clock: Clock) -> Result<Self> {
+        let now_ms = (clock.now_ns() / 1_000_000) as i64;
+        let run_id = plan.stamp.then_some(plan.run_id);
+        let compressed = plan.compression != Compression::None;
+        let template = BatchTemplate::build(plan.batch_records, plan.record_bytes, run_id, now_ms)?;
+        let first = if compressed {
+            batch::encode_batch(
+                plan.batch_records,
+                plan.record_bytes,
+                plan.compression,
+                now_ms,
+                run_id,
+                |_| clock.now_ns(),
+            )?
+        } else {
+            Bytes::from(template.bytes.clone())
+        };
+        let frame =
+            ProduceTemplate::new(&plan.topic, first, plan.acks, plan.timeout_ms, plan.version)?;
+        let batch_wire_bytes = frame.batch_len as u64;
+        Ok(Self {
+            template,
+            frame,
+            compressed,
+            run_id,
+            batch_wire_bytes,
+        })
+    }
+}
+
+struct Producer<'a> {
+    plan: &'a ProducerPlan,
+    clock: Clock,
+    progress: &'a Progress,
+    result: &'a mut WorkerResult,
+    conn: Connection,
+    payload: Payload,
+    schedule: RecordSchedule,
+    records_per_batch: u64,
+    inflight: VecDeque<InFlight>,
+    batches_sent: u64,
+    /// Set once the run's end, or the records limit, is reached: nothing
+    /// more is sent, outstanding acks are awaited until `drain_ns`.
+    draining: bool,
+}
+
+impl<'a> Producer<'a> {
+    fn connect(
+        plan: &'a ProducerPlan,
+        clock: Clock,
+        progress: &'a Progress,
+        result: &'a mut WorkerResult,
+    ) -> Result<Self> {
+        let conn = wire::connect(&plan.bootstrap)?;
+        let payload = Payload::build(plan, clock)?;
+        Ok(Self {
+            plan,
+            clock,
+            progress,
+            result,
+            conn,
+            payload,
+            schedule: RecordSchedule {
+                origin_ns: plan.start_ns + plan.phase_ns,
+                record_interval_ns: plan.rate.map(|r| 1e9 / r),
+            },
+            records_per_batch: plan.batch_records as u64,
+            inflight: VecDeque::with_capacity(plan.in_flight),
+            batches_sent: 0,
+            draining: false,
+        })
+    }
+
+    fn records_limit_reached(&self) -> bool {
+        let sent = self.batches_sent * self.records_per_batch;
+        self.plan.records_limit.is_some_and(|l| sent >= l)
+    }
+
+    /// Sends every batch that is due, as far as the in-flight limit allows.
+    fn send_due_batches(&mut self) -> Result<()> {
+        let plan = self.plan;
+        if !self.draining && (self.clock.now_ns() >= plan.end_ns || self.records_limit_reached()) {
+            self.draining = true;
         }
-        // Send every batch that is due, as far as the in-flight limit allows.
-        while !draining && (plan.acks == 0 || inflight.len() < plan.in_flight) {
-            if plan
-                .records_limit
-                .is_some_and(|l| batches_sent * records_per_batch >= l)
-            {
-                draining = true;
+        while !self.draining && (plan.acks == 0 || self.inflight.len() < plan.in_flight) {
+            if self.records_limit_reached() {
+                self.draining = true;
                 break;
             }
-            let first_record = batches_sent * records_per_batch;
+            let first_record = self.batches_sent * self.records_per_batch;
             // Open loop: a batch is due when its last record is due.
-            let intended = if record_interval_ns.is_some() {
-                due_of_record(first_record + records_per_batch - 1)
+            let intended_ns = if self.schedule.is_open_loop() {
+                self.schedule
+                    .due_of_record(first_record + self.records_per_batch - 1)
             } else {
-                clock.now_ns()
+                self.clock.now_ns()
             };
-            if intended > clock.now_ns() {
+            if intended_ns > self.clock.now_ns() {
                 break;
             }
-            if intended >= plan.end_ns {
-                draining = true;
+            if intended_ns >= plan.end_ns {
+                self.draining = true;
                 break;
             }
-            let partition =
-                plan.partitions[(batches_sent as usize + plan.index) % plan.partitions.len()];
-            let correlation_id = conn.next_correlation_id();
-            let timestamp_ms = (intended / 1_000_000) as i64;
-            if plan.stamp {
-                let due = |i: usize| {
-                    if record_interval_ns.is_some() {
-                        due_of_record(first_record + i as u64)
-                    } else {
-                        intended
-                    }
-                };
-                if compressed {
-                    let records = batch::encode_batch(
-                        plan.batch_records,
-                        plan.record_bytes,
-                        plan.compression,
-                        timestamp_ms,
-                        run_id,
-                        due,
-                    )?;
-                    frame = ProduceTemplate::new(
-                        &plan.topic,
-                        records,
-                        plan.acks,
-                        plan.timeout_ms,
-                        plan.version,
-                    )?;
-                } else {
-                    batch::stamp(
-                        frame.batch_mut(),
-                        &template.value_positions,
-                        timestamp_ms,
-                        due,
-                    );
-                }
-            }
-            frame.set_ids(correlation_id, partition);
-            conn.write_all(&frame.frame)?;
-            batches_sent += 1;
-            if plan.acks == 0 {
-                let sent = clock.now_ns();
-                Progress::add(&progress.produced_records, records_per_batch);
-                Progress::add(&progress.produced_bytes, batch_wire_bytes);
-                if intended >= plan.measure_from_ns {
-                    result.records += records_per_batch;
-                    result.bytes += batch_wire_bytes;
-                    result.last_ns = sent;
-                    let _ = result
-                        .latency_ns
-                        .record(sent.saturating_sub(intended).max(1));
-                }
+            self.send_batch(first_record, intended_ns)?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self, first_record: u64, intended_ns: u64) -> Result<()> {
+        let plan = self.plan;
+        let partition =
+            plan.partitions[(self.batches_sent as usize + plan.index) % plan.partitions.len()];
+        let correlation_id = self.conn.next_correlation_id();
+        if plan.stamp {
+            self.stamp_batch(first_record, intended_ns)?;
+        }
+        self.payload.frame.set_ids(correlation_id, partition);
+        self.conn.write_all(&self.payload.frame.frame)?;
+        self.batches_sent += 1;
+        if plan.acks == 0 {
+            // No ack will come: the send itself is what is measured.
+            let sent_ns = self.clock.now_ns();
+            self.count_delivered(self.records_per_batch, intended_ns, sent_ns);
+        } else {
+            self.inflight.push_back(InFlight {
+                correlation_id,
+                intended_ns,
+                records: self.records_per_batch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes each record's due time into the batch: patched in place, or
+    /// re-encoded when compressed (a compressed batch cannot be patched).
+    fn stamp_batch(&mut self, first_record: u64, intended_ns: u64) -> Result<()> {
+        let plan = self.plan;
+        let schedule = self.schedule;
+        let timestamp_ms = (intended_ns / 1_000_000) as i64;
+        let due = |i: usize| {
+            if schedule.is_open_loop() {
+                schedule.due_of_record(first_record + i as u64)
             } else {
-                inflight.push_back(InFlight {
-                    correlation_id,
-                    intended_ns: intended,
-                    records: records_per_batch,
-                });
+                intended_ns
             }
+        };
+        let payload = &mut self.payload;
+        if payload.compressed {
+            let records = batch::encode_batch(
+                plan.batch_records,
+                plan.record_bytes,
+                plan.compression,
+                timestamp_ms,
+                payload.run_id,
+                due,
+            )?;
+            payload.frame = ProduceTemplate::new(
+                &plan.topic,
+                records,
+                plan.acks,
+                plan.timeout_ms,
+                plan.version,
+            )?;
+        } else {
+            batch::stamp(
+                payload.frame.batch_mut(),
+                &payload.template.value_positions,
+                timestamp_ms,
+                due,
+            );
         }
-        if draining && inflight.is_empty() {
-            break;
-        }
-        let now = clock.now_ns();
-        if draining && now >= plan.drain_ns {
-            result.error(format!(
-                "producer {}: {} requests unanswered at the end",
-                plan.index,
-                inflight.len()
-            ));
-            break;
-        }
-        let next_due = due_of_record((batches_sent + 1) * records_per_batch - 1);
-        if inflight.is_empty() {
+        Ok(())
+    }
+
+    /// Waits for acks, but no longer than until the next batch is due.
+    fn wait_for_acks_or_next_due(&mut self) -> Result<()> {
+        let plan = self.plan;
+        let now = self.clock.now_ns();
+        let next_due = self
+            .schedule
+            .due_of_record((self.batches_sent + 1) * self.records_per_batch - 1);
+        if self.inflight.is_empty() {
             // acks=0 or nothing outstanding: wait for the next due batch.
-            if record_interval_ns.is_some() {
-                clock.sleep_until(next_due.min(plan.end_ns));
+            if self.schedule.is_open_loop() {
+                self.clock.sleep_until(next_due.min(plan.end_ns));
             }
-            continue;
+            return Ok(());
         }
-        let can_send = !draining && inflight.len() < plan.in_flight && record_interval_ns.is_some();
+        let can_send =
+            !self.draining && self.inflight.len() < plan.in_flight && self.schedule.is_open_loop();
         let wait = if can_send {
             Duration::from_nanos(next_due.saturating_sub(now)).min(POLL_SLICE)
         } else {
             POLL_SLICE
         };
-        if !conn.poll_readable(wait)? {
-            continue;
+        if !self.conn.poll_readable(wait)? {
+            return Ok(());
         }
-        conn.fill()?;
-        while let Some(response) = conn.next_frame()? {
-            let acked_at = clock.now_ns();
-            let Some(sent) = inflight.pop_front() else {
+        self.conn.fill()?;
+        self.read_acks()
+    }
+
+    /// Matches every complete response to the oldest request in flight.
+    fn read_acks(&mut self) -> Result<()> {
+        while let Some(response) = self.conn.next_frame()? {
+            let acked_at = self.clock.now_ns();
+            let Some(sent) = self.inflight.pop_front() else {
                 anyhow::bail!("response without a request in flight");
             };
             let (correlation_id, decoded) =
-                decode_response::<ProduceRequest>(response, plan.version)?;
+                decode_response::<ProduceRequest>(response, self.plan.version)?;
             ensure!(
                 correlation_id == sent.correlation_id,
                 "correlation id {correlation_id}, expected {}",
                 sent.correlation_id
             );
-            let mut ok = true;
-            for topic in &decoded.responses {
-                for p in &topic.partition_responses {
-                    if p.error_code != wire::ERROR_NONE {
-                        ok = false;
-                        Progress::add(&progress.errors, 1);
-                        result.error(format!(
-                            "produce partition {}: error {}",
-                            p.index, p.error_code
-                        ));
-                    }
-                }
-            }
-            if !ok {
-                continue;
-            }
-            Progress::add(&progress.produced_records, sent.records);
-            Progress::add(&progress.produced_bytes, batch_wire_bytes);
-            if sent.intended_ns >= plan.measure_from_ns {
-                result.records += sent.records;
-                result.bytes += batch_wire_bytes;
-                result.last_ns = acked_at;
-                let _ = result
-                    .latency_ns
-                    .record(acked_at.saturating_sub(sent.intended_ns).max(1));
+            if self.count_partition_errors(&decoded) == 0 {
+                self.count_delivered(sent.records, sent.intended_ns, acked_at);
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Counts (and reports) every partition that answered with an error.
+    fn count_partition_errors(&mut self, response: &ProduceResponse) -> usize {
+        let mut failed = 0;
+        for topic in &response.responses {
+            for p in &topic.partition_responses {
+                if p.error_code != wire::ERROR_NONE {
+                    failed += 1;
+                    Progress::add(&self.progress.errors, 1);
+                    self.result.error(format!(
+                        "produce partition {}: error {}",
+                        p.index, p.error_code
+                    ));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Counts a batch as produced; inside the measurement window also its
+    /// latency from when it was due to `done_ns` (sent or acked).
+    fn count_delivered(&mut self, records: u64, intended_ns: u64, done_ns: u64) {
+        let batch_wire_bytes = self.payload.batch_wire_bytes;
+        Progress::add(&self.progress.produced_records, records);
+        Progress::add(&self.progress.produced_bytes, batch_wire_bytes);
+        if intended_ns >= self.plan.measure_from_ns {
+            let result = &mut *self.result;
+            result.records += records;
+            result.bytes += batch_wire_bytes;
+            result.last_ns = done_ns;
+            let _ = result
+                .latency_ns
+                .record(done_ns.saturating_sub(intended_ns).max(1));
+        }
+    }
 }

@@ -1,9 +1,8 @@
-//! Clocks, counters, latency histograms, CPU accounting and the report.
+//! Clocks, counters, latency histograms and CPU accounting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -145,72 +144,6 @@ impl LatencyUs {
             max: us(h.max()),
             count: h.len(),
         }
-    }
-}
-
-/// The final result; `--json` prints it as one line.
-#[derive(Serialize, Debug)]
-pub struct Report {
-    pub mode: String,
-    pub records: u64,
-    /// Record-batch bytes (what the broker stores and serves).
-    pub bytes: u64,
-    pub elapsed_s: f64,
-    pub records_per_sec: f64,
-    pub mb_per_sec: f64,
-    /// Consumer side in e2e mode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumed_records_per_sec: Option<f64>,
-    /// e2e: the producers' due -> ack latency per batch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ack_latency_us: Option<LatencyUs>,
-    /// Of one core: 100 = one core busy.
-    pub cpu_percent: f64,
-    pub cpu_cores: usize,
-    pub saturated: bool,
-    pub errors: u64,
-    /// Produce: request→ack per batch. e2e/consume: due time→received per record.
-    pub latency_us: LatencyUs,
-    pub latency_kind: String,
-    pub config: serde_json::Value,
-}
-
-impl Report {
-    pub fn print_table(&self) {
-        println!("mode               {}", self.mode);
-        println!("records            {}", self.records);
-        println!("elapsed            {:.2} s", self.elapsed_s);
-        println!(
-            "throughput         {:.0} records/s, {:.1} MB/s",
-            self.records_per_sec, self.mb_per_sec
-        );
-        if let Some(c) = self.consumed_records_per_sec {
-            println!("consumed           {c:.0} records/s");
-        }
-        println!(
-            "generator cpu      {:.0}% of one core ({} core(s) given){}",
-            self.cpu_percent,
-            self.cpu_cores,
-            if self.saturated { "  SATURATED" } else { "" }
-        );
-        println!("errors             {}", self.errors);
-        let l = &self.latency_us;
-        println!("latency ({})", self.latency_kind);
-        println!(
-            "  p50 {:>10.1} us   p90 {:>10.1} us   p99 {:>10.1} us",
-            l.p50, l.p90, l.p99
-        );
-        println!(
-            "  p99.9 {:>8.1} us   p99.99 {:>7.1} us   max {:>10.1} us   (n={})",
-            l.p999, l.p9999, l.max, l.count
-        );
-        if let Some(a) = &self.ack_latency_us {
-            println!("ack latency (due -> ack per batch): p50 {:.1} us, p99 {:.1} us, p99.99 {:.1} us, max {:.1} us", a.p50, a.p99, a.p9999, a.max);
-        }
-    }
-
-    pub fn json_line(&self) -> Result<String> {
-        Ok(serde_json::to_string(self)?)
     }
 }
 

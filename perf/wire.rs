@@ -23,9 +23,10 @@ pub const CLIENT_ID: &str = "ringlog-perf";
 /// How long control-plane requests may take.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
-// Kafka error codes this tool reacts to.
+// Kafka error codes this tool reacts to (or, as the sink, answers with).
 pub const ERROR_NONE: i16 = 0;
 pub const ERROR_OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const ERROR_UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const ERROR_TOPIC_ALREADY_EXISTS: i16 = 36;
 
 /// Versions this tool can speak per API (inclusive). Produce and Fetch stop
