@@ -127,6 +127,19 @@ proptest! {
     }
 
     #[test]
+    fn request_frames_of_any_api_and_version_are_split_or_refused(
+        key in -2i16..80,
+        version in -1i16..20,
+        rest in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut frame = BytesMut::new();
+        frame.put_i16(key);
+        frame.put_i16(version);
+        frame.put_slice(&rest);
+        let _ = decode_bounded(request_frame_input, &frame);
+    }
+
+    #[test]
     fn request_decoders_take_a_valid_header_before_a_garbage_body(
         (key, version) in advertised(),
         client_id in "[a-z0-9-]{0,16}",
