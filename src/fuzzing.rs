@@ -182,9 +182,29 @@ fn assert_walk_matches_decoder<T: Decodable>(key: ApiKey, request: &Request, dec
     }
 }
 
-/// A produce payload: the RecordBatch v2 header view, its checks, and the
-/// walk over back-to-back batches that recovery and fetch use.
+/// A produce payload: the first byte says whether to give the first batch a
+/// correct CRC (so the checks behind it are reached), the rest is the payload
+/// through the RecordBatch v2 header view, its checks, and the walk over
+/// back-to-back batches that recovery and fetch use.
 pub fn batch(data: &[u8]) -> Verdict {
+    let Some((&mode, payload)) = data.split_first() else {
+        return Err("no mode".into());
+    };
+    if mode & 1 == 0 {
+        return batch_payload(payload);
+    }
+    let mut payload = payload.to_vec();
+    if let Ok(header) = BatchHeader::parse(&payload) {
+        let end = header.total_bytes().min(payload.len());
+        if end > batch::ATTRIBUTES_OFFSET {
+            let crc = crc32c::crc32c(&payload[batch::ATTRIBUTES_OFFSET..end]);
+            payload[batch::CRC_OFFSET..][..4].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+    batch_payload(&payload)
+}
+
+fn batch_payload(data: &[u8]) -> Verdict {
     let mut verdict = Ok(());
     match BatchHeader::parse(data) {
         Ok(header) => {
