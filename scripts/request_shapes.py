@@ -8,6 +8,7 @@ more elements than the frame can hold is refused before the decoder reserves
 memory for it. Run it again whenever the kafka-protocol version changes:
 
     scripts/request_shapes.py ~/.cargo/registry/src/*/kafka-protocol-X.Y.Z > src/kafka/request_shapes.rs
+    cargo fmt
 """
 import re
 import sys

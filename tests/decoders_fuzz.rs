@@ -8,8 +8,23 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, JoinGroupRequest,
+    MetadataRequest, OffsetCommitRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 use ringlog::fuzzing;
 use ringlog::storage::batch;
@@ -106,6 +121,126 @@ fn valid_batch(records: &[u8], record_count: i32) -> Vec<u8> {
     batch
 }
 
+/// `request` after a client's header, or `None` at a version that cannot
+/// carry one of its fields.
+fn encoded<T: Encodable>(key: ApiKey, version: i16, request: &T) -> Option<Vec<u8>> {
+    let mut frame = header_bytes(key, version, "populated");
+    request.encode(&mut frame, version).ok()?;
+    Some(frame.to_vec())
+}
+
+fn name(text: &'static str) -> StrBytes {
+    StrBytes::from_static_str(text)
+}
+
+/// Requests with two elements in every array they carry, at every
+/// advertised version of their API that can encode them.
+fn populated_requests() -> Vec<(ApiKey, i16, Vec<u8>)> {
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_topic_data(vec![
+            TopicProduceData::default().with_partition_data(vec![
+                PartitionProduceData::default().with_records(Some(Bytes::from_static(b"batch"))),
+                PartitionProduceData::default().with_index(1),
+            ]);
+            2
+        ]);
+    let fetch = FetchRequest::default().with_topics(vec![
+        FetchTopic::default().with_partitions(
+            vec![FetchPartition::default().with_fetch_offset(7); 2]
+        );
+        2
+    ]);
+    let metadata =
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default(); 2]));
+    let create_topics = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_assignments(vec![
+                CreatableReplicaAssignment::default()
+                    .with_broker_ids(vec![0.into(), 1.into()]);
+                2
+            ])
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(name("retention.ms"))
+                    .with_value(Some(name("1000")));
+                2
+            ]);
+        2
+    ]);
+    let offset_commit = OffsetCommitRequest::default().with_topics(vec![
+        OffsetCommitRequestTopic::default().with_partitions(vec![
+            OffsetCommitRequestPartition::default()
+                .with_committed_offset(3)
+                .with_committed_metadata(Some(name("m")));
+            2
+        ]);
+        2
+    ]);
+    let join_group = JoinGroupRequest::default().with_protocols(vec![
+        JoinGroupRequestProtocol::default()
+            .with_name(name("range"))
+            .with_metadata(Bytes::from_static(b"meta"));
+        2
+    ]);
+    let sync_group = SyncGroupRequest::default().with_assignments(vec![
+        SyncGroupRequestAssignment::default()
+            .with_assignment(Bytes::from_static(b"assignment"));
+        2
+    ]);
+    let describe_configs = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_configuration_keys(Some(vec![name("retention.ms"); 2]));
+        2
+    ]);
+    let mut requests = Vec::new();
+    for (key, version) in fuzzing::advertised_versions() {
+        let frame = match key {
+            ApiKey::Produce => encoded(key, version, &produce),
+            ApiKey::Fetch => encoded(key, version, &fetch),
+            ApiKey::Metadata => encoded(key, version, &metadata),
+            ApiKey::CreateTopics => encoded(key, version, &create_topics),
+            ApiKey::OffsetCommit => encoded(key, version, &offset_commit),
+            ApiKey::JoinGroup => encoded(key, version, &join_group),
+            ApiKey::SyncGroup => encoded(key, version, &sync_group),
+            ApiKey::DescribeConfigs => encoded(key, version, &describe_configs),
+            _ => None,
+        };
+        if let Some(frame) = frame {
+            requests.push((key, version, frame));
+        }
+    }
+    requests
+}
+
+#[test]
+fn populated_requests_decode_at_every_version_that_carries_them() {
+    let requests = populated_requests();
+    for key in [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::CreateTopics,
+        ApiKey::JoinGroup,
+    ] {
+        let versions = fuzzing::advertised_versions()
+            .filter(|(k, _)| *k == key)
+            .count();
+        let encoded = requests.iter().filter(|(k, _, _)| *k == key).count();
+        assert_eq!(
+            encoded, versions,
+            "{key:?}: every advertised version encodes"
+        );
+    }
+    for (key, version, frame) in &requests {
+        assert_eq!(
+            decode_bounded(request_frame_input, frame),
+            Ok(()),
+            "{key:?} v{version}"
+        );
+    }
+}
+
 fn flip(bytes: &mut [u8], at: usize, mask: u8) {
     if !bytes.is_empty() {
         let at = at % bytes.len();
@@ -124,6 +259,19 @@ proptest! {
     #[test]
     fn request_decoders_take_arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_bounded(fuzzing::request, &input);
+    }
+
+    #[test]
+    fn request_frames_of_any_api_and_version_are_split_or_refused(
+        key in -2i16..80,
+        version in -1i16..20,
+        rest in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut frame = BytesMut::new();
+        frame.put_i16(key);
+        frame.put_i16(version);
+        frame.put_slice(&rest);
+        let _ = decode_bounded(request_frame_input, &frame);
     }
 
     #[test]
@@ -161,6 +309,24 @@ proptest! {
     }
 
     #[test]
+    fn populated_requests_take_one_byte_flipped_or_a_cut(
+        choice in any::<proptest::sample::Index>(),
+        at in any::<usize>(),
+        mask in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let requests = populated_requests();
+        let (_, _, valid) = choice.get(&requests);
+        let mut frame = valid.clone();
+        if cut {
+            frame.truncate(at % (frame.len() + 1));
+        } else {
+            flip(&mut frame, at, mask);
+        }
+        let _ = decode_bounded(request_frame_input, &frame);
+    }
+
+    #[test]
     fn batch_view_takes_arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_bounded(fuzzing::batch, &input);
     }
@@ -173,10 +339,13 @@ proptest! {
         mask in any::<u8>(),
     ) {
         let valid = valid_batch(&records, record_count);
-        prop_assert_eq!(decode_bounded(fuzzing::batch, &valid), Ok(()));
+        let as_given = |payload: &[u8]| [&[0u8][..], payload].concat();
+        prop_assert_eq!(decode_bounded(fuzzing::batch, &as_given(&valid)), Ok(()));
         let mut flipped = valid.clone();
         flip(&mut flipped, at, mask);
-        let _ = decode_bounded(fuzzing::batch, &flipped);
+        let _ = decode_bounded(fuzzing::batch, &as_given(&flipped));
+        // With its CRC made right again, the flip reaches the checks behind it.
+        let _ = decode_bounded(fuzzing::batch, &[&[1u8][..], &flipped].concat());
         // The CRC covers attributes..end: a flip there is always caught.
         let at = at % valid.len();
         if at >= batch::ATTRIBUTES_OFFSET {

@@ -214,6 +214,23 @@ mod tests {
     }
 
     #[test]
+    fn every_api_whose_body_is_decoded_has_a_walk() {
+        for (key, versions) in crate::kafka::SUPPORTED_APIS {
+            // ApiVersions' body is informational and never decoded.
+            if *key == ApiKey::ApiVersions {
+                continue;
+            }
+            for version in versions.clone() {
+                let mut walker = Walker { bytes: &[] };
+                assert!(
+                    request_shapes::walk(*key, &mut walker, version).is_some(),
+                    "{key:?} v{version} is decoded without a length walk"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_top_level_array_longer_than_the_frame_is_refused() {
         let mut body = i32::MAX.to_be_bytes().to_vec();
         body.extend_from_slice(&[0, 1, b'a']);
