@@ -16,6 +16,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 
 use crate::group::record;
+use crate::kafka::api::{ApiVisitor, KafkaApi};
 use crate::kafka::request_shape::{self, ShapeError};
 use crate::kafka::{self, Outcome, Request, SUPPORTED_APIS};
 use crate::net::frame;
@@ -107,56 +108,30 @@ fn describe(outcome: Outcome) -> String {
     }
 }
 
-/// Calls `$callback!` with every served API and the type its handler decodes
-/// (ApiVersions reads no body: it is informational only).
-macro_rules! with_request_types {
-    ($callback:ident) => {
-        $callback! {
-            Produce => ProduceRequest,
-            Fetch => FetchRequest,
-            ListOffsets => ListOffsetsRequest,
-            Metadata => MetadataRequest,
-            OffsetCommit => OffsetCommitRequest,
-            OffsetFetch => OffsetFetchRequest,
-            FindCoordinator => FindCoordinatorRequest,
-            JoinGroup => JoinGroupRequest,
-            Heartbeat => HeartbeatRequest,
-            LeaveGroup => LeaveGroupRequest,
-            SyncGroup => SyncGroupRequest,
-            DescribeGroups => DescribeGroupsRequest,
-            ListGroups => ListGroupsRequest,
-            CreateTopics => CreateTopicsRequest,
-            DeleteTopics => DeleteTopicsRequest,
-            DeleteRecords => DeleteRecordsRequest,
-            DescribeConfigs => DescribeConfigsRequest,
-            AlterConfigs => AlterConfigsRequest,
-            CreatePartitions => CreatePartitionsRequest,
-            DeleteGroups => DeleteGroupsRequest,
-            IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
-            OffsetDelete => OffsetDeleteRequest,
-            DescribeCluster => DescribeClusterRequest,
-        }
-    };
+/// Decodes a body as the API's registered handler does.
+struct DecodeAsHandler<'a> {
+    key: ApiKey,
+    request: &'a Request,
 }
 
-macro_rules! decode_as_handler {
-    ($($api:ident => $ty:ty,)*) => {
-        /// Decodes the body as the API's handler does (`decode_or_close!`
-        /// with the same type).
-        pub fn decode_body(key: ApiKey, request: &Request) -> Result<(), Outcome> {
-            match key {
-                $(ApiKey::$api => {
-                    let decoded = request.decode::<$ty>().map(drop);
-                    assert_walk_matches_decoder::<$ty>(key, request, decoded.is_ok());
-                    decoded
-                })*
-                ApiKey::ApiVersions => Ok(()),
-                other => Err(Outcome::Close(format!("{other:?} is not served"))),
-            }
+impl ApiVisitor for DecodeAsHandler<'_> {
+    type Output = Result<(), Outcome>;
+
+    fn visit<A: KafkaApi>(self) -> Result<(), Outcome> {
+        let decoded = self.request.decode::<A::Body>().map(drop);
+        // ApiVersions' body is not decoded, so there is no walk to compare.
+        if A::KEY != ApiKey::ApiVersions {
+            assert_walk_matches_decoder::<A::Body>(self.key, self.request, decoded.is_ok());
         }
-    };
+        decoded
+    }
 }
-with_request_types!(decode_as_handler);
+
+/// Decodes the body as the API's handler does.
+pub fn decode_body(key: ApiKey, request: &Request) -> Result<(), Outcome> {
+    kafka::visit_api(key, DecodeAsHandler { key, request })
+        .unwrap_or_else(|| Err(Outcome::Close(format!("{key:?} is not served"))))
+}
 
 /// The length walk and kafka-protocol's decoder must read the same fields:
 /// where both accept a body they stop at the same byte, and a body the walk
@@ -297,13 +272,10 @@ fn topic_registry(bytes: &[u8]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::{Encodable, HeaderVersion};
+    use kafka_protocol::protocol::Encodable;
 
     /// A frame holding `T::default()` at `version` with a v1/v2 header.
-    fn default_request_frame<T: Default + Encodable + HeaderVersion>(
-        key: ApiKey,
-        version: i16,
-    ) -> Bytes {
+    fn default_request_frame<T: Default + Encodable>(key: ApiKey, version: i16) -> Bytes {
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
@@ -318,18 +290,24 @@ mod tests {
         frame.freeze()
     }
 
-    macro_rules! default_frame {
-        ($($api:ident => $ty:ty,)*) => {
-            fn default_frame(key: ApiKey, version: i16) -> Bytes {
-                match key {
-                    $(ApiKey::$api => default_request_frame::<$ty>(key, version),)*
-                    ApiKey::ApiVersions => default_request_frame::<ApiVersionsRequest>(key, version),
-                    other => panic!("{other:?} is advertised but not listed"),
-                }
-            }
-        };
+    /// The frame of a default request of each registered API.
+    struct DefaultFrame {
+        key: ApiKey,
+        version: i16,
     }
-    with_request_types!(default_frame);
+
+    impl ApiVisitor for DefaultFrame {
+        type Output = Bytes;
+
+        fn visit<A: KafkaApi>(self) -> Bytes {
+            default_request_frame::<A::Body>(self.key, self.version)
+        }
+    }
+
+    fn default_frame(key: ApiKey, version: i16) -> Bytes {
+        kafka::visit_api(key, DefaultFrame { key, version })
+            .unwrap_or_else(|| panic!("{key:?} is advertised but not registered"))
+    }
 
     #[test]
     fn every_advertised_api_and_version_decodes_its_default_request() {

@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::{Outcome, Request};
 use crate::shard::Shard;
@@ -21,14 +21,22 @@ pub trait KafkaApi {
     /// The versions `handle` implements; ApiVersions advertises exactly these.
     const VERSIONS: RangeInclusive<i16>;
     /// The request body, decoded before `handle` runs (a malformed body closes
-    /// the connection with a logged reason, as Kafka does).
-    type Body: Decodable;
+    /// the connection with a logged reason, as Kafka does). `Default` and
+    /// `Encodable` let tools and tests build one.
+    type Body: Decodable + Encodable + Default;
 
     fn handle(
         shard: &Rc<Shard>,
         request: &Request,
         body: Self::Body,
     ) -> impl Future<Output = Outcome>;
+}
+
+/// Work done for one registered API, chosen at run time by its key, with
+/// the API's types known at compile time (see `kafka::visit_api`).
+pub trait ApiVisitor {
+    type Output;
+    fn visit<A: KafkaApi>(self) -> Self::Output;
 }
 
 /// Decodes the request's body as `A` expects it and runs `A`'s handler.
@@ -71,6 +79,16 @@ macro_rules! register_apis {
         pub const SUPPORTED_APIS: &[(ApiKey, RangeInclusive<i16>)] = &[
             $((<$api as api::KafkaApi>::KEY, <$api as api::KafkaApi>::VERSIONS)),*
         ];
+
+        /// Runs `visitor` for the API registered under `key`, if any.
+        pub fn visit_api<V: api::ApiVisitor>(key: ApiKey, visitor: V) -> Option<V::Output> {
+            $(
+                if key == <$api as api::KafkaApi>::KEY {
+                    return Some(visitor.visit::<$api>());
+                }
+            )*
+            None
+        }
 
         /// Runs the handler registered for `key`.
         async fn dispatch(key: ApiKey, shard: &Rc<Shard>, request: &Request) -> Outcome {

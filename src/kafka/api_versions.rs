@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::messages::ApiVersionsResponse;
+use kafka_protocol::protocol::buf::{ByteBuf, ByteBufMut};
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::shard::Shard;
 
@@ -31,7 +33,29 @@ fn response(error_code: i16) -> ApiVersionsResponse {
         .with_finalized_features_epoch(-1)
 }
 
-pub async fn handle(_shard: &Rc<Shard>, request: &Request, _body: ApiVersionsRequest) -> Outcome {
+/// ApiVersions' body (the client software name and version) is
+/// informational only, so it is not decoded: a client whose body this
+/// broker would misread still learns the versions (KIP-511).
+#[derive(Debug, Default)]
+pub struct UnreadBody;
+
+impl Decodable for UnreadBody {
+    fn decode<B: ByteBuf>(_buf: &mut B, _version: i16) -> anyhow::Result<Self> {
+        Ok(UnreadBody)
+    }
+}
+
+impl Encodable for UnreadBody {
+    fn encode<B: ByteBufMut>(&self, _buf: &mut B, _version: i16) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn compute_size(&self, _version: i16) -> anyhow::Result<usize> {
+        Ok(0)
+    }
+}
+
+pub async fn handle(_shard: &Rc<Shard>, request: &Request, _body: UnreadBody) -> Outcome {
     // The body (client software name and version) is informational only.
     request.respond(&response(0))
 }
@@ -50,4 +74,4 @@ pub fn unsupported_version(frame: &[u8]) -> Outcome {
     )
 }
 
-kafka_api!(ApiVersions: ApiVersions, VERSIONS, ApiVersionsRequest => handle);
+kafka_api!(ApiVersions: ApiVersions, VERSIONS, UnreadBody => handle);
