@@ -20,25 +20,11 @@ const EXIT_CODE_INVALID_CONFIG: i32 = 2;
 /// Runs `ringlog` with `args` in `dir` and returns its exit status (`None` if
 /// it was still running after `REFUSAL_TIMEOUT`, then killed) and its stderr.
 fn run_to_exit(dir: &Path, args: &[String]) -> (Option<ExitStatus>, String) {
-    let stderr_path = dir.join("stderr.txt");
-    let stderr = File::create(&stderr_path).expect("creating the stderr file");
-    let mut child = Command::new(broker_binary())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("spawning the broker binary");
-    let status = wait_bounded(&mut child, REFUSAL_TIMEOUT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = wait_bounded(&mut child, REFUSAL_TIMEOUT);
-    }
-    (
-        status,
-        std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-    )
+    let run = common::run_bounded(
+        Command::new(broker_binary()).args(args).current_dir(dir),
+        REFUSAL_TIMEOUT,
+    );
+    (run.status, run.stderr)
 }
 
 /// `serve` with a free port, a data directory inside `dir` and CPU 0, then

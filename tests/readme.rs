@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::clients::{create_topic, CLIENT_REQUEST_TIMEOUT};
 use common::python::{python_with, run_script};
 use common::skip::skip;
-use common::{wait_bounded, Broker};
+use common::{run_bounded, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -54,28 +54,18 @@ fn command_lines(body: &str) -> Vec<&str> {
 
 /// Runs one line with `sh -c` in `dir`, bounded; panics unless it exits 0.
 fn run_line(line: &str, dir: &Path) -> String {
-    let stdout_path = dir.join("stdout");
-    let stderr_path = dir.join("stderr");
-    let mut child = Command::new("sh")
-        .args(["-c", line])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("creating a file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("creating a file"))
-        .spawn()
-        .expect("starting sh");
-    let status = wait_bounded(&mut child, EXAMPLE_LINE_TIMEOUT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "README line failed ({status:?}, limit {EXAMPLE_LINE_TIMEOUT:?}): {line}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    let run = run_bounded(
+        Command::new("sh").args(["-c", line]).current_dir(dir),
+        EXAMPLE_LINE_TIMEOUT,
     );
-    stdout
+    assert!(
+        run.succeeded(),
+        "README line failed ({:?}, limit {EXAMPLE_LINE_TIMEOUT:?}): {line}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
 }
 
 #[test]

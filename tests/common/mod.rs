@@ -581,6 +581,42 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// What a bounded run of a command left: its exit status (`None` if it was
+/// still running at the limit and was killed) and its output.
+pub struct Finished {
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs `command` (stdin closed, output to files) for at most `timeout`.
+pub fn run_bounded(command: &mut Command, timeout: Duration) -> Finished {
+    let out = tempfile::tempdir().expect("creating a temporary directory must work");
+    let (stdout_path, stderr_path) = (out.path().join("stdout"), out.path().join("stderr"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("creating a file must work"))
+        .stderr(File::create(&stderr_path).expect("creating a file must work"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let status = wait_bounded(&mut child, timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -3,11 +3,11 @@
 //! repository; `RINGLOG_TEST_PYTHON` names another one.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::run_bounded;
 use super::skip::skip;
-use super::wait_bounded;
 
 /// Environment variable naming a Python interpreter that has the clients.
 pub const PYTHON_VAR: &str = "RINGLOG_TEST_PYTHON";
@@ -49,34 +49,16 @@ pub fn python_with(test: &str, modules: &[&str]) -> Option<PathBuf> {
 /// Runs `script` with `python`, bounded by [`PYTHON_SCRIPT_TIMEOUT`], with
 /// `args` as `sys.argv[1:]`. Panics with its output if it fails.
 pub fn run_script(python: &PathBuf, script: &str, args: &[&str]) -> String {
-    let out_dir = tempfile::tempdir().expect("creating a temporary directory must work");
-    let stdout_path = out_dir.path().join("stdout");
-    let stderr_path = out_dir.path().join("stderr");
-    let mut child = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("creating a file must work"))
-        .stderr(std::fs::File::create(&stderr_path).expect("creating a file must work"))
-        .spawn()
-        .expect("starting Python must work");
-    let status = wait_bounded(&mut child, PYTHON_SCRIPT_TIMEOUT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let output = Output {
-        status: status.unwrap_or_else(|| child.wait().expect("a killed child can be reaped")),
-        stdout: std::fs::read(&stdout_path).unwrap_or_default(),
-        stderr: std::fs::read(&stderr_path).unwrap_or_default(),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "Python script failed ({:?}, timeout {PYTHON_SCRIPT_TIMEOUT:?})\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let run = run_bounded(
+        Command::new(python).arg("-c").arg(script).args(args),
+        PYTHON_SCRIPT_TIMEOUT,
     );
-    stdout
+    assert!(
+        run.succeeded(),
+        "Python script failed ({:?}, timeout {PYTHON_SCRIPT_TIMEOUT:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
 }
