@@ -215,9 +215,9 @@ fn bench_index(c: &mut Criterion) {
         let mut index = SegmentIndex::default();
         for i in 0..BATCHES {
             index.on_batch(
-                i as i64 * RECORDS_PER_BATCH,
+                storage::Offset(i as i64 * RECORDS_PER_BATCH),
                 1_700_000_000_000 + i as i64,
-                i * BATCH_BYTES,
+                storage::FilePosition(i * BATCH_BYTES),
                 BATCH_BYTES,
                 4096,
             );
@@ -233,7 +233,7 @@ fn bench_index(c: &mut Criterion) {
     group.bench_function("position_for_offset", |b| {
         b.iter(|| {
             probe = (probe + 7919) % last_offset;
-            black_box(index.position_for_offset(black_box(probe)))
+            black_box(index.position_for_offset(black_box(storage::Offset(probe))))
         })
     });
     let mut ts = 0i64;

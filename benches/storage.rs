@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 use ringlog::storage::{
-    BatchCache, CompressionType, Durability, LogConfig, PartitionLog, StorageOptions,
+    BatchCache, CompressionType, Durability, LogConfig, Offset, PartitionLog, StorageOptions,
 };
 
 // The broker's allocator: freed buffers are reused instead of faulted in afresh.
@@ -152,10 +152,10 @@ fn read(iters: u64, cache_bytes: usize) -> Duration {
         }
         let hw = log.high_watermark();
         let start = Instant::now();
-        let mut next = 0;
+        let mut next = Offset(0);
         for _ in 0..iters {
             if next >= hw {
-                next = 0;
+                next = Offset(0);
             }
             let r = log.read(next, b.len()).await.expect("read");
             next += RECORDS_PER_BATCH as i64 * r.batches.len() as i64;

@@ -24,6 +24,7 @@ use crate::shard::topics;
 use crate::storage::batch::{self, BatchHeader, BatchIter};
 use crate::storage::index::SegmentIndex;
 use crate::storage::meta::PartitionMeta;
+use crate::storage::Offset;
 use crate::topic_config::TopicConfig;
 
 /// What a decoder said about an input; the message is only for reading.
@@ -243,9 +244,14 @@ fn segment_index(bytes: &[u8]) -> Verdict {
     let split = (u32::from_le_bytes(*split) as usize).min(files.len());
     let (offsets, times) = files.split_at(split);
     for segment_bytes in [0, 1 << 20] {
-        if let Some((index, next_offset)) = SegmentIndex::decode(offsets, times, 0, segment_bytes) {
-            assert!(next_offset >= 0);
-            assert!(index.offsets.iter().all(|e| e.position < segment_bytes));
+        if let Some((index, next_offset)) =
+            SegmentIndex::decode(offsets, times, Offset(0), segment_bytes)
+        {
+            assert!(next_offset >= Offset(0));
+            assert!(index
+                .offsets
+                .iter()
+                .all(|e| e.position.get() < segment_bytes));
         }
     }
     Ok(())

@@ -30,6 +30,7 @@ use ringlog::fuzzing;
 use ringlog::storage::batch;
 use ringlog::storage::index::SegmentIndex;
 use ringlog::storage::meta::PartitionMeta;
+use ringlog::storage::{FilePosition, Offset};
 
 /// Cases per property: enough to reach every decoder's branches in a few
 /// seconds of a debug build on two cores.
@@ -367,12 +368,12 @@ proptest! {
     ) {
         let mut index = SegmentIndex::default();
         for batch in 0..entries {
-            index.on_batch(batch as i64 * 10, batch as i64, batch as u64 * 100, 100, 1);
+            index.on_batch(Offset(batch as i64 * 10), batch as i64, FilePosition(batch as u64 * 100), 100, 1);
         }
         let segment_bytes = entries as u64 * 100;
-        let offsets = index.encode_offsets(0, segment_bytes, entries as i64 * 10).expect("encodes");
-        let times = index.encode_times(0, segment_bytes).expect("encodes");
-        prop_assert!(SegmentIndex::decode(&offsets, &times, 0, segment_bytes).is_some());
+        let offsets = index.encode_offsets(Offset(0), segment_bytes, Offset(entries as i64 * 10)).expect("encodes");
+        let times = index.encode_times(Offset(0), segment_bytes).expect("encodes");
+        prop_assert!(SegmentIndex::decode(&offsets, &times, Offset(0), segment_bytes).is_some());
         let mut flipped = offsets.clone();
         flip(&mut flipped, at, mask);
         let mut input = vec![0u8];
@@ -381,7 +382,7 @@ proptest! {
         input.extend_from_slice(&times);
         let _ = decode_bounded(fuzzing::stored, &input);
 
-        let meta = PartitionMeta::new(5, 9, 1, true);
+        let meta = PartitionMeta::new(Offset(5), Offset(9), 1, true);
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&meta).expect("encodes");
         prop_assert_eq!(PartitionMeta::decode(&bytes), Some(meta));
         let mut flipped = bytes.to_vec();

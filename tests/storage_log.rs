@@ -9,8 +9,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ringlog::storage::{
-    batch, BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, PartitionLog,
-    ReadLimit, StorageOptions, TimestampType,
+    batch, BatchCache, BatchHeader, CorruptReason, Durability, Error, LogConfig, Offset,
+    PartitionLog, ReadLimit, StorageOptions, TimestampType,
 };
 use storage_support::*;
 
@@ -35,11 +35,11 @@ fn batches_round_trip_byte_for_byte_with_every_compression() {
                 .append(batch.clone(), Durability::Written)
                 .await
                 .expect("append");
-            assert_eq!(info.base_offset, i as i64 * 10);
-            assert_eq!(info.last_offset, i as i64 * 10 + 9);
+            assert_eq!(info.base_offset.get(), i as i64 * 10);
+            assert_eq!(info.last_offset.get(), i as i64 * 10 + 9);
             sent.push(batch);
         }
-        assert_eq!(log.high_watermark(), 50);
+        assert_eq!(log.high_watermark().get(), 50);
         // From the cache.
         let stored = read_all(&log, 0).await;
         assert_eq!(stored.len(), sent.len());
@@ -58,7 +58,7 @@ fn batches_round_trip_byte_for_byte_with_every_compression() {
             assert!(same_except_assigned(s, o), "batch {i} differs on disk");
         }
         // A read starting inside a batch returns that whole batch.
-        let r = log.read(25, 1).await.expect("read");
+        let r = log.read(Offset(25), 1).await.expect("read");
         assert_eq!(r.batches.len(), 1);
         assert_eq!(
             BatchHeader::parse(&r.batches[0])
@@ -83,7 +83,7 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
                 .append(batch.clone(), Durability::Written)
                 .await
                 .expect("append");
-            assert_eq!(info.base_offset, i * 5);
+            assert_eq!(info.base_offset.get(), i * 5);
             sent.push(batch);
         }
         assert!(
@@ -96,9 +96,9 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
         let r = log.read(bases[1] - 5, 64 * 1024).await.expect("read");
         let first = BatchHeader::parse(&r.batches[0]).expect("header");
         let last = BatchHeader::parse(r.batches.last().expect("batches")).expect("header");
-        assert_eq!(first.base_offset, bases[1] - 5);
+        assert_eq!(Offset(first.base_offset), bases[1] - 5);
         assert!(
-            last.last_offset() >= bases[1],
+            Offset(last.last_offset()) >= bases[1],
             "read stopped at the segment end"
         );
         let stored = read_all(&log, 0).await;
@@ -108,12 +108,12 @@ fn offsets_continue_across_rolls_and_reads_span_segments() {
         }
         log.close().await.expect("close");
         let log = open(dir.path(), small_config(), &cache).await;
-        assert_eq!(log.high_watermark(), 200);
+        assert_eq!(log.high_watermark().get(), 200);
         let info = log
             .append(make_batch(1, 10, 0, Compression::None), Durability::Durable)
             .await
             .expect("append");
-        assert_eq!(info.base_offset, 200);
+        assert_eq!(info.base_offset.get(), 200);
         for name in [
             "00000000000000000000.log",
             "00000000000000000000.index",
@@ -174,7 +174,9 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
         let max = log.max_timestamp().await.expect("max lookup").expect("max");
         assert_eq!((max.timestamp.get(), max.offset.get()), (59_004, 299));
         // Below the log start offset nothing is answered.
-        log.delete_records(152).await.expect("delete records");
+        log.delete_records(Offset(152))
+            .await
+            .expect("delete records");
         let found = log
             .offset_for_timestamp(0)
             .await
@@ -226,7 +228,7 @@ fn log_append_time_sets_max_timestamp_and_keeps_crc_valid() {
             .await
             .expect("append");
         let t = info.log_append_time_ms.expect("append time");
-        let r = log.read(0, 1 << 20).await.expect("read");
+        let r = log.read(Offset(0), 1 << 20).await.expect("read");
         let h = BatchHeader::parse(&r.batches[0]).expect("header");
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, t);
@@ -260,7 +262,7 @@ fn torn_tail_is_truncated_on_recovery() {
             f.set_len(len - cut as u64).expect("cut");
             let log = open(dir.path(), LogConfig::default(), &cache).await;
             assert_eq!(
-                log.high_watermark(),
+                log.high_watermark().get(),
                 36,
                 "cut {cut}: last batch gone, others kept"
             );
@@ -273,7 +275,7 @@ fn torn_tail_is_truncated_on_recovery() {
                 .append(make_batch(2, 10, 0, Compression::None), Durability::Durable)
                 .await
                 .expect("append");
-            assert_eq!(info.base_offset, 36);
+            assert_eq!(info.base_offset.get(), 36);
             log.close().await.expect("close");
         });
     }
@@ -303,13 +305,13 @@ fn garbled_tail_is_truncated_on_recovery() {
         }
         std::fs::write(&path, &bytes).expect("write");
         let log = open(dir.path(), LogConfig::default(), &cache).await;
-        assert_eq!(log.high_watermark(), 36);
+        assert_eq!(log.high_watermark().get(), 36);
         assert_eq!(read_all(&log, 0).await.len(), 9);
         let info = log
             .append(make_batch(1, 10, 0, Compression::None), Durability::Written)
             .await
             .expect("append");
-        assert_eq!(info.base_offset, 36);
+        assert_eq!(info.base_offset.get(), 36);
     });
 }
 
@@ -334,7 +336,7 @@ fn missing_or_corrupt_index_is_rebuilt_with_identical_lookups() {
                 answers.push(log.offset_for_timestamp(t).await.expect("lookup"));
             }
             for o in (0..240).step_by(7) {
-                let r = log.read(o, 1).await.expect("read");
+                let r = log.read(Offset(o), 1).await.expect("read");
                 answers.push(Some(ringlog::storage::TimestampOffset::new(
                     0,
                     BatchHeader::parse(&r.batches[0])
@@ -383,7 +385,7 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
         log.set_config(config.clone());
         let third_segment_max = {
             // every batch in segment 0 and 1 is older than the first batch of segment 2
-            let base2 = segments[2];
+            let base2 = segments[2].get();
             1_000_000 + (base2 / 2) * 1000 - 1
         };
         log.enforce_retention(third_segment_max + 10_000)
@@ -420,7 +422,7 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
         log.close().await.expect("close");
         let log = open(dir.path(), small_config(), &cache).await;
         assert_eq!(log.log_start_offset(), lso);
-        assert_eq!(log.high_watermark(), 200);
+        assert_eq!(log.high_watermark().get(), 200);
     });
 }
 
@@ -439,7 +441,7 @@ fn delete_records_moves_log_start_offset() {
             .expect("append");
         }
         assert!(matches!(
-            log.delete_records(101).await,
+            log.delete_records(Offset(101)).await,
             Err(Error::OffsetOutOfRange { .. })
         ));
         let bases = log.segment_base_offsets();
@@ -460,15 +462,19 @@ fn delete_records_moves_log_start_offset() {
             BatchHeader::parse(&r.batches[0])
                 .expect("header")
                 .base_offset,
-            bases[1],
+            bases[1].get(),
             "whole batch holding it"
         );
         assert_eq!(
-            log.read(100, 10).await.expect("read at hw").batches.len(),
+            log.read(Offset(100), 10)
+                .await
+                .expect("read at hw")
+                .batches
+                .len(),
             0
         );
         assert!(matches!(
-            log.read(101, 10).await,
+            log.read(Offset(101), 10).await,
             Err(Error::OffsetOutOfRange { .. })
         ));
         log.close().await.expect("close");
@@ -565,7 +571,7 @@ fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
                 .await
                 .expect_err(name);
             assert!(expected(&err), "{name}: unexpected {err:?}");
-            assert_eq!(log.high_watermark(), 3, "{name} changed the log");
+            assert_eq!(log.high_watermark().get(), 3, "{name} changed the log");
             assert_eq!(
                 log.size_bytes(),
                 good.len() as u64,
@@ -574,7 +580,7 @@ fn bad_batches_are_rejected_and_leave_the_log_unchanged() {
         }
         log.close().await.expect("close");
         let log = open(dir.path(), LogConfig::default(), &cache).await;
-        assert_eq!(log.high_watermark(), 3);
+        assert_eq!(log.high_watermark().get(), 3);
     });
 }
 
@@ -595,7 +601,8 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
                             log.append(b, Durability::Durable)
                                 .await
                                 .expect("append")
-                                .base_offset,
+                                .base_offset
+                                .get(),
                         );
                     }
                     offsets
@@ -608,7 +615,7 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
         }
         all.sort_unstable();
         assert_eq!(all, (0..640).step_by(2).collect::<Vec<i64>>());
-        assert_eq!(log.high_watermark(), 640);
+        assert_eq!(log.high_watermark().get(), 640);
         let stats = log.stats();
         assert_eq!(stats.appends, 320);
         assert!(
@@ -617,7 +624,7 @@ fn concurrent_durable_appends_share_fdatasyncs_and_all_land() {
         );
         drop(log); // crash: everything acknowledged as durable must come back
         let log = open(dir.path(), small_config(), &cache).await;
-        assert_eq!(log.high_watermark(), 640);
+        assert_eq!(log.high_watermark().get(), 640);
         assert_eq!(read_all(&log, 0).await.len(), 320);
     });
 }
@@ -631,8 +638,8 @@ fn wait_for_offset_wakes_when_the_log_grows() {
         let waiter = {
             let log = log.clone();
             glommio::spawn_local(async move {
-                log.wait_for_offset(0).await;
-                log.high_watermark()
+                log.wait_for_offset(Offset(0)).await;
+                log.high_watermark().get()
             })
         };
         glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
@@ -641,10 +648,10 @@ fn wait_for_offset_wakes_when_the_log_grows() {
             .expect("append");
         assert_eq!(waiter.await, 1);
         // Already past: returns at once.
-        log.wait_for_offset(0).await;
+        log.wait_for_offset(Offset(0)).await;
         let closing = {
             let log = log.clone();
-            glommio::spawn_local(async move { log.wait_for_offset(100).await })
+            glommio::spawn_local(async move { log.wait_for_offset(Offset(100)).await })
         };
         log.close().await.expect("close");
         closing.await;
@@ -695,7 +702,7 @@ fn tmpfs_is_refused_unless_buffered_io_is_allowed() {
         let log = PartitionLog::open(dir.path().join("t-0"), LogConfig::default(), cache, options)
             .await
             .expect("reopen");
-        assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.high_watermark().get(), 2);
         log.delete().await.expect("delete");
         assert!(!dir.path().join("t-0").exists());
     });
@@ -728,7 +735,7 @@ fn pipelined_writes_from_many_appenders_read_back_intact_after_a_crash() {
                             .append(b.clone(), Durability::Written)
                             .await
                             .expect("append");
-                        mine.push((info.base_offset, b));
+                        mine.push((info.base_offset.get(), b));
                     }
                     mine
                 })
@@ -871,17 +878,20 @@ fn a_strict_read_limit_takes_only_whole_batches_that_fit_from_cache_and_disk() {
             let log = open(dir.path(), LogConfig::default(), cache).await;
             // KIP-74: a batch over a strict limit is not returned, not even the first.
             let r = log
-                .read_limited(0, ReadLimit::strict(batch_bytes - 1))
+                .read_limited(Offset(0), ReadLimit::strict(batch_bytes - 1))
                 .await
                 .expect("read");
             assert!(r.batches.is_empty(), "nothing fits in less than a batch");
             let r = log
-                .read_limited(0, ReadLimit::strict(0))
+                .read_limited(Offset(0), ReadLimit::strict(0))
                 .await
                 .expect("read");
             assert!(r.batches.is_empty(), "nothing fits in zero bytes");
             let r = log
-                .read_limited(0, ReadLimit::strict(2 * batch_bytes + batch_bytes / 2))
+                .read_limited(
+                    Offset(0),
+                    ReadLimit::strict(2 * batch_bytes + batch_bytes / 2),
+                )
                 .await
                 .expect("read");
             assert_eq!(
@@ -891,7 +901,7 @@ fn a_strict_read_limit_takes_only_whole_batches_that_fit_from_cache_and_disk() {
             );
             // The first batch comes back whole when the limit allows it.
             let r = log
-                .read_limited(0, ReadLimit::first_batch_whole(1))
+                .read_limited(Offset(0), ReadLimit::first_batch_whole(1))
                 .await
                 .expect("read");
             assert_eq!(r.batches.len(), 1);

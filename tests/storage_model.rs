@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use ringlog::storage::{BatchCache, BatchHeader, Durability, LogConfig};
+use ringlog::storage::{BatchCache, BatchHeader, Durability, LogConfig, Offset};
 use storage_support::*;
 
 /// Keeps the whole run well under a minute on two cores.
@@ -122,13 +122,13 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     check(
-                        info.base_offset == model.high_watermark,
+                        info.base_offset.get() == model.high_watermark,
                         format!(
                             "step {step}: base {} != {}",
                             info.base_offset, model.high_watermark
                         ),
                     )?;
-                    let mut offset = info.base_offset;
+                    let mut offset = info.base_offset.get();
                     for batch in sent {
                         let last = offset + records as i64 - 1;
                         model.batches.insert(offset, (last, batch));
@@ -152,6 +152,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Op::TornTail { cut } => {
                     let sizes = log.segment_sizes();
                     let (active_base, active_bytes) = *sizes.last().expect("a segment");
+                    let active_base = active_base.get();
                     drop(log);
                     let cut = (cut as u64).min(active_bytes);
                     let new_len = active_bytes - cut;
@@ -186,9 +187,10 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     log.set_config(config());
-                    model.log_start_offset = model.log_start_offset.max(log.log_start_offset());
+                    model.log_start_offset =
+                        model.log_start_offset.max(log.log_start_offset().get());
                     check(
-                        log.log_start_offset() == model.log_start_offset,
+                        log.log_start_offset().get() == model.log_start_offset,
                         format!("step {step}: lso after retention"),
                     )?;
                     check(
@@ -202,9 +204,10 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let span = model.high_watermark - model.log_start_offset;
                     let before = model.log_start_offset + span * fraction as i64 / 100;
                     let lso = log
-                        .delete_records(before)
+                        .delete_records(Offset(before))
                         .await
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .get();
                     model.log_start_offset = model.log_start_offset.max(before);
                     check(
                         lso == model.log_start_offset,
@@ -220,9 +223,12 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } => {
                     let span = model.high_watermark - model.log_start_offset;
                     let from = model.log_start_offset + span * fraction as i64 / 100;
-                    let result = log.read(from, max_bytes as usize).await.map_err(|e| {
-                        TestCaseError::fail(format!("step {step}: read {from}: {e}"))
-                    })?;
+                    let result = log
+                        .read(Offset(from), max_bytes as usize)
+                        .await
+                        .map_err(|e| {
+                            TestCaseError::fail(format!("step {step}: read {from}: {e}"))
+                        })?;
                     if from == model.high_watermark {
                         check(
                             result.batches.is_empty(),
@@ -265,7 +271,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             check(
-                log.high_watermark() == model.high_watermark,
+                log.high_watermark().get() == model.high_watermark,
                 format!(
                     "step {step} ({:?}): hw {} != model {}",
                     "op",
@@ -274,7 +280,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 ),
             )?;
             check(
-                log.log_start_offset() == model.log_start_offset,
+                log.log_start_offset().get() == model.log_start_offset,
                 format!(
                     "step {step}: lso {} != model {}",
                     log.log_start_offset(),

@@ -28,6 +28,7 @@ use super::{Outcome, Request, NODE_ID};
 use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::Shard;
+use crate::storage::Offset;
 use crate::topic_config::CONFIG_DEFS;
 
 pub const CREATE_TOPICS_VERSIONS: RangeInclusive<i16> = 2..=7;
@@ -326,7 +327,7 @@ pub async fn handle_delete_records(
                 .iter()
                 .map(|p| (p.partition_index, p.offset)),
             |_| None,
-            |info, partition, offset| (info.name.clone(), partition, offset),
+            |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
         );
     }
     let answers = plan
@@ -339,7 +340,7 @@ pub async fn handle_delete_records(
             let result =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             match answer {
-                Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                Ok(low_watermark) => result.with_low_watermark(low_watermark.get()),
                 Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
             }
         },

@@ -20,7 +20,7 @@ use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::topics::TopicInfo;
 use crate::shard::Shard;
-use crate::storage::{ReadLimit, ReadResult};
+use crate::storage::{Offset, ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
 pub const VERSIONS: RangeInclusive<i16> = 4..=16;
@@ -154,8 +154,8 @@ fn partition_answer(
         Ok(read) => PartitionAnswer {
             index,
             error_code: 0,
-            high_watermark: read.high_watermark,
-            log_start_offset: read.log_start_offset,
+            high_watermark: read.high_watermark.get(),
+            log_start_offset: read.log_start_offset.get(),
             records: read.batches,
         },
         Err(error) => PartitionAnswer {
@@ -185,7 +185,7 @@ async fn read_all(
             |info, partition, w| FetchPart {
                 topic: info.name.clone(),
                 partition,
-                offset: w.offset,
+                offset: Offset(w.offset),
                 max_bytes: w.max_bytes,
             },
         );
@@ -205,7 +205,7 @@ async fn wait_for_growth(
     reads: &[Option<Result<ReadResult, ResponseError>>],
     timeout: Duration,
 ) {
-    let mut by_owner: Vec<Vec<(Arc<str>, i32, i64)>> = vec![Vec::new(); shard.shard_count()];
+    let mut by_owner: Vec<Vec<(Arc<str>, i32, Offset)>> = vec![Vec::new(); shard.shard_count()];
     let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
     for (w, read) in wanted.zip(reads) {
         let (Some(topic), Some(Ok(read))) = (&w.topic, read) else {
@@ -216,7 +216,7 @@ async fn wait_for_growth(
             by_owner[owner].push((
                 topic.name.clone(),
                 w.partition,
-                read.high_watermark.max(w.offset),
+                read.high_watermark.max(Offset(w.offset)),
             ));
         }
     }

@@ -73,11 +73,11 @@ fn partition_response(
     let response = PartitionProduceResponse::default().with_index(index);
     match answer {
         Ok(info) => response
-            .with_base_offset(info.base_offset)
+            .with_base_offset(info.base_offset.get())
             .with_log_append_time_ms(info.log_append_time_ms.unwrap_or(-1))
             // v5+ only; older versions must leave it at its default.
             .with_log_start_offset(if version >= 5 {
-                info.log_start_offset
+                info.log_start_offset.get()
             } else {
                 -1
             }),

@@ -14,7 +14,7 @@ use futures::future::{join_all, select_all, FutureExt};
 use super::topics::TopicTable;
 use super::Shard;
 use crate::storage::{
-    self, AppendInfo, Durability, PartitionLog, ReadLimit, ReadResult, StorageOptions,
+    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
     TimestampOffset,
 };
 
@@ -41,7 +41,7 @@ pub struct ProducePart {
 pub struct FetchPart {
     pub topic: Arc<str>,
     pub partition: i32,
-    pub offset: i64,
+    pub offset: Offset,
     pub max_bytes: usize,
 }
 
@@ -52,6 +52,9 @@ pub struct OffsetQuery {
     pub partition: i32,
     pub timestamp: i64,
 }
+
+/// DeleteRecords' offset for "up to the high watermark".
+pub const HIGH_WATERMARK: Offset = Offset(-1);
 
 /// KIP-79/KIP-734 special timestamps of ListOffsets.
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -115,7 +118,7 @@ impl Shard {
     /// Resolves when any part's log grows past its offset, or after `timeout`.
     pub async fn wait_for_data_local(
         self: Rc<Self>,
-        parts: Vec<(Arc<str>, i32, i64)>,
+        parts: Vec<(Arc<str>, i32, Offset)>,
         timeout: Duration,
     ) {
         let waits: Vec<_> = parts
@@ -150,9 +153,9 @@ impl Shard {
                 let log = self.owned_log(&query.topic, query.partition)?;
                 // -1 for either where Kafka answers -1.
                 Ok(match query.timestamp {
-                    LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark()),
+                    LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark().get()),
                     EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
-                        TimestampOffset::new(-1, log.log_start_offset())
+                        TimestampOffset::new(-1, log.log_start_offset().get())
                     }
                     LATEST_TIERED_TIMESTAMP => TimestampOffset::UNKNOWN,
                     MAX_TIMESTAMP => log
@@ -174,13 +177,13 @@ impl Shard {
     /// DeleteRecords: `offset` -1 means "up to the high watermark".
     pub async fn delete_records_local(
         self: Rc<Self>,
-        parts: Vec<(Arc<str>, i32, i64)>,
-    ) -> Vec<Result<i64, PartitionError>> {
+        parts: Vec<(Arc<str>, i32, Offset)>,
+    ) -> Vec<Result<Offset, PartitionError>> {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let answer = async {
                 let log = self.owned_log(&topic, partition)?;
-                let before = if offset == -1 {
+                let before = if offset == HIGH_WATERMARK {
                     log.high_watermark()
                 } else {
                     offset

@@ -8,20 +8,22 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::types::Offset;
+
 /// Identifies one open partition log within the cache.
 pub type LogId = u64;
 
 struct Entry {
     batch: Bytes,
-    last_offset: i64,
+    last_offset: Offset,
     tick: u64,
 }
 
 #[derive(Default)]
 struct Inner {
-    entries: BTreeMap<(LogId, i64), Entry>,
+    entries: BTreeMap<(LogId, Offset), Entry>,
     /// Recency order: tick -> key. The smallest tick is evicted first.
-    recency: BTreeMap<u64, (LogId, i64)>,
+    recency: BTreeMap<u64, (LogId, Offset)>,
     used_bytes: usize,
     next_tick: u64,
 }
@@ -66,7 +68,13 @@ impl BatchCache {
 
     /// Caches one stored batch (base offset is the key). Batches larger than the
     /// whole cache are not cached.
-    pub(crate) fn insert(&self, log: LogId, base_offset: i64, last_offset: i64, batch: Bytes) {
+    pub(crate) fn insert(
+        &self,
+        log: LogId,
+        base_offset: Offset,
+        last_offset: Offset,
+        batch: Bytes,
+    ) {
         if batch.len() > self.capacity_bytes {
             return;
         }
@@ -98,12 +106,12 @@ impl BatchCache {
     }
 
     /// The cached batch that contains `offset`, with its last offset.
-    pub(crate) fn get_containing(&self, log: LogId, offset: i64) -> Option<(Bytes, i64)> {
+    pub(crate) fn get_containing(&self, log: LogId, offset: Offset) -> Option<(Bytes, Offset)> {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         let found = inner
             .entries
-            .range_mut((log, i64::MIN)..=(log, offset))
+            .range_mut((log, Offset::MIN)..=(log, offset))
             .next_back()
             .filter(|(_, e)| e.last_offset >= offset);
         let Some((key, entry)) = found else {
@@ -120,13 +128,13 @@ impl BatchCache {
     }
 
     /// Drops every batch of `log` at or above `from_offset` (truncation) or all of
-    /// them (`i64::MIN`, when the log closes).
-    pub(crate) fn remove_log_from(&self, log: LogId, from_offset: i64) {
+    /// them (`Offset::MIN`, when the log closes).
+    pub(crate) fn remove_log_from(&self, log: LogId, from_offset: Offset) {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        let keys: Vec<(LogId, i64)> = inner
+        let keys: Vec<(LogId, Offset)> = inner
             .entries
-            .range((log, from_offset)..=(log, i64::MAX))
+            .range((log, from_offset)..=(log, Offset::MAX))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -156,17 +164,17 @@ mod tests {
     fn cache_evicts_least_recently_used_by_bytes() {
         let cache = BatchCache::new(300);
         let log = cache.register_log();
-        cache.insert(log, 0, 9, Bytes::from(vec![0u8; 100]));
-        cache.insert(log, 10, 19, Bytes::from(vec![1u8; 100]));
-        cache.insert(log, 20, 29, Bytes::from(vec![2u8; 100]));
-        assert!(cache.get_containing(log, 5).is_some()); // 0 becomes most recent
-        cache.insert(log, 30, 39, Bytes::from(vec![3u8; 100]));
+        cache.insert(log, Offset(0), Offset(9), Bytes::from(vec![0u8; 100]));
+        cache.insert(log, Offset(10), Offset(19), Bytes::from(vec![1u8; 100]));
+        cache.insert(log, Offset(20), Offset(29), Bytes::from(vec![2u8; 100]));
+        assert!(cache.get_containing(log, Offset(5)).is_some()); // 0 becomes most recent
+        cache.insert(log, Offset(30), Offset(39), Bytes::from(vec![3u8; 100]));
         assert!(
-            cache.get_containing(log, 15).is_none(),
+            cache.get_containing(log, Offset(15)).is_none(),
             "10..19 was least recently used"
         );
-        assert!(cache.get_containing(log, 5).is_some());
-        assert!(cache.get_containing(log, 35).is_some());
+        assert!(cache.get_containing(log, Offset(5)).is_some());
+        assert!(cache.get_containing(log, Offset(35)).is_some());
         assert!(cache.stats().used_bytes <= 300);
     }
 
@@ -174,15 +182,15 @@ mod tests {
     fn lookup_finds_the_batch_containing_an_offset() {
         let cache = BatchCache::new(1000);
         let (a, b) = (cache.register_log(), cache.register_log());
-        cache.insert(a, 0, 9, Bytes::from_static(b"aaaa"));
-        cache.insert(b, 0, 9, Bytes::from_static(b"bbbb"));
+        cache.insert(a, Offset(0), Offset(9), Bytes::from_static(b"aaaa"));
+        cache.insert(b, Offset(0), Offset(9), Bytes::from_static(b"bbbb"));
         assert_eq!(
-            cache.get_containing(a, 9),
-            Some((Bytes::from_static(b"aaaa"), 9))
+            cache.get_containing(a, Offset(9)),
+            Some((Bytes::from_static(b"aaaa"), Offset(9)))
         );
-        assert!(cache.get_containing(a, 10).is_none());
-        cache.remove_log_from(a, i64::MIN);
-        assert!(cache.get_containing(a, 3).is_none());
-        assert!(cache.get_containing(b, 3).is_some());
+        assert!(cache.get_containing(a, Offset(10)).is_none());
+        cache.remove_log_from(a, Offset::MIN);
+        assert!(cache.get_containing(a, Offset(3)).is_none());
+        assert!(cache.get_containing(b, Offset(3)).is_some());
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use super::types::Offset;
+
 /// Why a record batch was judged corrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CorruptReason {
@@ -84,9 +86,9 @@ pub enum Error {
     EmptyAppend,
     #[error("offset {offset} outside [{log_start_offset}, {high_watermark}]")]
     OffsetOutOfRange {
-        offset: i64,
-        log_start_offset: i64,
-        high_watermark: i64,
+        offset: Offset,
+        log_start_offset: Offset,
+        high_watermark: Offset,
     },
     #[error("I/O error while {context} {path:?}: {source}")]
     Io {

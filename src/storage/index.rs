@@ -8,24 +8,79 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::types::TimestampOffset;
+use super::types::{FilePosition, Offset, TimestampOffset};
 
 /// Bumped when the archived layout changes; other versions are rebuilt.
 pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// Bound on entries per segment (a 1 GiB segment at 4 KiB intervals needs 262144).
 pub const INDEX_ENTRIES_MAX: usize = 4 * 1024 * 1024;
 
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+/// A batch's base offset and where it starts in the segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffsetEntry {
-    pub offset: i64,
-    pub position: u64,
+    pub offset: Offset,
+    pub position: FilePosition,
 }
 
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+/// A new maximum timestamp, the batch that reached it and where it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeEntry {
     pub timestamp_ms: i64,
-    pub offset: i64,
-    pub position: u64,
+    pub offset: Offset,
+    pub position: FilePosition,
+}
+
+/// An [`OffsetEntry`] as the `.index` archive stores it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredOffsetEntry {
+    offset: i64,
+    position: u64,
+}
+
+/// A [`TimeEntry`] as the `.timeindex` archive stores it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredTimeEntry {
+    timestamp_ms: i64,
+    offset: i64,
+    position: u64,
+}
+
+impl From<&OffsetEntry> for StoredOffsetEntry {
+    fn from(e: &OffsetEntry) -> StoredOffsetEntry {
+        StoredOffsetEntry {
+            offset: e.offset.get(),
+            position: e.position.get(),
+        }
+    }
+}
+
+impl From<&StoredOffsetEntry> for OffsetEntry {
+    fn from(e: &StoredOffsetEntry) -> OffsetEntry {
+        OffsetEntry {
+            offset: Offset(e.offset),
+            position: FilePosition(e.position),
+        }
+    }
+}
+
+impl From<&TimeEntry> for StoredTimeEntry {
+    fn from(e: &TimeEntry) -> StoredTimeEntry {
+        StoredTimeEntry {
+            timestamp_ms: e.timestamp_ms,
+            offset: e.offset.get(),
+            position: e.position.get(),
+        }
+    }
+}
+
+impl From<&StoredTimeEntry> for TimeEntry {
+    fn from(e: &StoredTimeEntry) -> TimeEntry {
+        TimeEntry {
+            timestamp_ms: e.timestamp_ms,
+            offset: Offset(e.offset),
+            position: FilePosition(e.position),
+        }
+    }
 }
 
 /// Both indexes of a segment plus what the segment's batches summarise to.
@@ -46,7 +101,7 @@ struct OffsetIndexFile {
     base_offset: i64,
     segment_bytes: u64,
     next_offset: i64,
-    entries: Vec<OffsetEntry>,
+    entries: Vec<StoredOffsetEntry>,
     crc: u32,
 }
 
@@ -55,21 +110,21 @@ struct TimeIndexFile {
     format_version: u32,
     base_offset: i64,
     segment_bytes: u64,
-    entries: Vec<TimeEntry>,
+    entries: Vec<StoredTimeEntry>,
     max_timestamp_ms: i64,
     max_timestamp_offset: i64,
     has_max_timestamp: bool,
     crc: u32,
 }
 
-fn offsets_crc(entries: &[OffsetEntry]) -> u32 {
+fn offsets_crc(entries: &[StoredOffsetEntry]) -> u32 {
     entries.iter().fold(0, |crc, e| {
         let crc = crc32c::crc32c_append(crc, &e.offset.to_le_bytes());
         crc32c::crc32c_append(crc, &e.position.to_le_bytes())
     })
 }
 
-fn times_crc(entries: &[TimeEntry], max: Option<TimestampOffset>) -> u32 {
+fn times_crc(entries: &[StoredTimeEntry], max: Option<TimestampOffset>) -> u32 {
     let crc = entries.iter().fold(0, |crc, e| {
         let crc = crc32c::crc32c_append(crc, &e.timestamp_ms.to_le_bytes());
         let crc = crc32c::crc32c_append(crc, &e.offset.to_le_bytes());
@@ -93,9 +148,9 @@ impl SegmentIndex {
     /// `interval_bytes` (the first batch of a segment is always indexed).
     pub fn on_batch(
         &mut self,
-        base_offset: i64,
+        base_offset: Offset,
         max_timestamp_ms: i64,
-        position: u64,
+        position: FilePosition,
         size: u64,
         interval_bytes: u32,
     ) {
@@ -114,7 +169,7 @@ impl SegmentIndex {
             .max_timestamp
             .is_none_or(|max| max_timestamp_ms > max.timestamp.get());
         if is_new_max {
-            self.max_timestamp = Some(TimestampOffset::new(max_timestamp_ms, base_offset));
+            self.max_timestamp = Some(TimestampOffset::new(max_timestamp_ms, base_offset.get()));
             if (self.times.is_empty() || self.bytes_since_time_entry >= interval)
                 && self.times.len() < INDEX_ENTRIES_MAX
             {
@@ -130,10 +185,10 @@ impl SegmentIndex {
     }
 
     /// Position from which to scan for the batch containing `offset`.
-    pub fn position_for_offset(&self, offset: i64) -> u64 {
+    pub fn position_for_offset(&self, offset: Offset) -> FilePosition {
         let i = self.offsets.partition_point(|e| e.offset <= offset);
         if i == 0 {
-            0
+            FilePosition::ZERO
         } else {
             self.offsets[i - 1].position
         }
@@ -141,55 +196,57 @@ impl SegmentIndex {
 
     /// Position from which to scan for the first batch with maxTimestamp >= `timestamp_ms`:
     /// every batch before the last entry with a smaller timestamp is below it.
-    pub fn position_for_timestamp(&self, timestamp_ms: i64) -> u64 {
+    pub fn position_for_timestamp(&self, timestamp_ms: i64) -> FilePosition {
         let i = self
             .times
             .partition_point(|e| e.timestamp_ms < timestamp_ms);
         if i == 0 {
-            0
+            FilePosition::ZERO
         } else {
             self.times[i - 1].position
         }
     }
 
     /// Drops entries at or beyond `position` (after a truncation).
-    pub fn truncate_to(&mut self, position: u64) {
+    pub fn truncate_to(&mut self, position: FilePosition) {
         self.offsets.retain(|e| e.position < position);
         self.times.retain(|e| e.position < position);
     }
 
     pub fn encode_offsets(
         &self,
-        base_offset: i64,
+        base_offset: Offset,
         segment_bytes: u64,
-        next_offset: i64,
+        next_offset: Offset,
     ) -> Result<Vec<u8>, rkyv::rancor::Error> {
+        let entries: Vec<StoredOffsetEntry> = self.offsets.iter().map(Into::into).collect();
         let file = OffsetIndexFile {
             format_version: INDEX_FORMAT_VERSION,
-            base_offset,
+            base_offset: base_offset.get(),
             segment_bytes,
-            next_offset,
-            entries: self.offsets.clone(),
-            crc: offsets_crc(&self.offsets),
+            next_offset: next_offset.get(),
+            crc: offsets_crc(&entries),
+            entries,
         };
         Ok(rkyv::to_bytes::<rkyv::rancor::Error>(&file)?.into_vec())
     }
 
     pub fn encode_times(
         &self,
-        base_offset: i64,
+        base_offset: Offset,
         segment_bytes: u64,
     ) -> Result<Vec<u8>, rkyv::rancor::Error> {
         let (t, o) = archived_max(self.max_timestamp);
+        let entries: Vec<StoredTimeEntry> = self.times.iter().map(Into::into).collect();
         let file = TimeIndexFile {
             format_version: INDEX_FORMAT_VERSION,
-            base_offset,
+            base_offset: base_offset.get(),
             segment_bytes,
-            entries: self.times.clone(),
             max_timestamp_ms: t,
             max_timestamp_offset: o,
             has_max_timestamp: self.max_timestamp.is_some(),
-            crc: times_crc(&self.times, self.max_timestamp),
+            crc: times_crc(&entries, self.max_timestamp),
+            entries,
         };
         Ok(rkyv::to_bytes::<rkyv::rancor::Error>(&file)?.into_vec())
     }
@@ -200,9 +257,10 @@ impl SegmentIndex {
     pub fn decode(
         offsets: &[u8],
         times: &[u8],
-        base_offset: i64,
+        base_offset: Offset,
         segment_bytes: u64,
-    ) -> Option<(SegmentIndex, i64)> {
+    ) -> Option<(SegmentIndex, Offset)> {
+        let base_offset = base_offset.get();
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(offsets);
         let o = rkyv::from_bytes::<OffsetIndexFile, rkyv::rancor::Error>(&aligned).ok()?;
@@ -242,10 +300,10 @@ impl SegmentIndex {
         if !consistent {
             return None;
         }
-        let next_offset = o.next_offset;
+        let next_offset = Offset(o.next_offset);
         let index = SegmentIndex {
-            offsets: o.entries,
-            times: t.entries,
+            offsets: o.entries.iter().map(Into::into).collect(),
+            times: t.entries.iter().map(Into::into).collect(),
             max_timestamp,
             // A loaded index belongs to a closed segment; a reopened active segment
             // starts a fresh interval, which only makes the index denser.
@@ -264,9 +322,9 @@ mod tests {
         let mut index = SegmentIndex::default();
         for i in 0..100u64 {
             index.on_batch(
-                100 + i as i64 * 10,
+                Offset(100 + i as i64 * 10),
                 1000 + (i as i64 % 7) * 3 + i as i64,
-                i * 1000,
+                FilePosition(i * 1000),
                 1000,
                 4096,
             );
@@ -277,10 +335,12 @@ mod tests {
     #[test]
     fn persisted_index_round_trips() {
         let index = sample();
-        let o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
-        let t = index.encode_times(100, 100_000).expect("encodes");
-        let (back, next) = SegmentIndex::decode(&o, &t, 100, 100_000).expect("decodes");
-        assert_eq!(next, 1100);
+        let o = index
+            .encode_offsets(Offset(100), 100_000, Offset(1100))
+            .expect("encodes");
+        let t = index.encode_times(Offset(100), 100_000).expect("encodes");
+        let (back, next) = SegmentIndex::decode(&o, &t, Offset(100), 100_000).expect("decodes");
+        assert_eq!(next, Offset(1100));
         assert_eq!(back.offsets, index.offsets);
         assert_eq!(back.times, index.times);
         assert_eq!(back.max_timestamp, index.max_timestamp);
@@ -289,26 +349,30 @@ mod tests {
     #[test]
     fn index_for_another_segment_size_is_refused() {
         let index = sample();
-        let o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
-        let t = index.encode_times(100, 100_000).expect("encodes");
-        assert!(SegmentIndex::decode(&o, &t, 100, 99_000).is_none());
+        let o = index
+            .encode_offsets(Offset(100), 100_000, Offset(1100))
+            .expect("encodes");
+        let t = index.encode_times(Offset(100), 100_000).expect("encodes");
+        assert!(SegmentIndex::decode(&o, &t, Offset(100), 99_000).is_none());
     }
 
     #[test]
     fn garbled_index_is_refused() {
         let index = sample();
-        let mut o = index.encode_offsets(100, 100_000, 1100).expect("encodes");
-        let t = index.encode_times(100, 100_000).expect("encodes");
+        let mut o = index
+            .encode_offsets(Offset(100), 100_000, Offset(1100))
+            .expect("encodes");
+        let t = index.encode_times(Offset(100), 100_000).expect("encodes");
         let mid = o.len() / 2;
         o[mid] ^= 0x5a;
-        assert!(SegmentIndex::decode(&o, &t, 100, 100_000).is_none());
+        assert!(SegmentIndex::decode(&o, &t, Offset(100), 100_000).is_none());
     }
 
     #[test]
     fn offset_lookup_returns_floor_position() {
         let index = sample();
-        assert_eq!(index.position_for_offset(100), 0);
-        let p = index.position_for_offset(100 + 50 * 10 + 3);
-        assert!(p <= 50 * 1000);
+        assert_eq!(index.position_for_offset(Offset(100)), FilePosition::ZERO);
+        let p = index.position_for_offset(Offset(100 + 50 * 10 + 3));
+        assert!(p <= FilePosition(50 * 1000));
     }
 }

@@ -7,21 +7,24 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::error::Error;
 use super::file;
+use super::types::Offset;
 
 pub const META_FILE_NAME: &str = "partition.meta";
 pub const META_FORMAT_VERSION: u32 = 1;
 
+/// The archived layout keeps the offsets as the integers it always has; the
+/// accessors give them as [`Offset`]s.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PartitionMeta {
-    pub format_version: u32,
-    pub log_start_offset: i64,
+    format_version: u32,
+    log_start_offset: i64,
     /// Every offset below this was on stable storage when the file was written.
-    pub recovery_point: i64,
-    pub leader_epoch: i32,
+    recovery_point: i64,
+    leader_epoch: i32,
     /// Set by a clean close; cleared when the log opens again.
-    pub clean_shutdown: bool,
+    clean_shutdown: bool,
     /// CRC-32C of the fields above, so a garbled file is noticed.
-    pub crc: u32,
+    crc: u32,
 }
 
 impl PartitionMeta {
@@ -34,21 +37,39 @@ impl PartitionMeta {
     }
 
     pub fn new(
-        log_start_offset: i64,
-        recovery_point: i64,
+        log_start_offset: Offset,
+        recovery_point: Offset,
         leader_epoch: i32,
         clean_shutdown: bool,
     ) -> Self {
         let mut meta = PartitionMeta {
             format_version: META_FORMAT_VERSION,
-            log_start_offset,
-            recovery_point,
+            log_start_offset: log_start_offset.get(),
+            recovery_point: recovery_point.get(),
             leader_epoch,
             clean_shutdown,
             crc: 0,
         };
         meta.crc = meta.checksum();
         meta
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start_offset)
+    }
+
+    /// Every offset below this was on stable storage when the file was written.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.recovery_point)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// Whether the log was closed cleanly.
+    pub fn clean_shutdown(&self) -> bool {
+        self.clean_shutdown
     }
 
     pub async fn store(&self, dir: &Path) -> Result<(), Error> {

@@ -10,16 +10,17 @@ use super::error::Error;
 use super::file::{self, IoMode, SegmentFile};
 use super::meta::PartitionMeta;
 use super::segment::{self, Segment};
+use super::types::Offset;
 
 pub(crate) struct Recovered {
-    pub segments: BTreeMap<i64, Segment>,
-    pub log_start_offset: i64,
-    pub next_offset: i64,
+    pub segments: BTreeMap<Offset, Segment>,
+    pub log_start_offset: Offset,
+    pub next_offset: Offset,
     pub leader_epoch: i32,
-    pub recovery_point: i64,
+    pub recovery_point: Offset,
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
+fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
@@ -66,7 +67,7 @@ struct Start<'a> {
     mode: IoMode,
     now_ms: i64,
     clean: bool,
-    recovery_point: i64,
+    recovery_point: Offset,
 }
 
 /// Opens the directory's segments, truncating a torn tail and dropping what
@@ -84,13 +85,13 @@ pub(crate) async fn recover(
         index_interval_bytes: config.index_interval_bytes,
         mode,
         now_ms,
-        clean: meta.is_some_and(|m| m.clean_shutdown),
-        recovery_point: meta.map(|m| m.recovery_point).unwrap_or(0),
+        clean: meta.is_some_and(|m| m.clean_shutdown()),
+        recovery_point: meta.map_or(Offset(0), |m| m.recovery_point()),
     };
     let mut segments = open_segments(&start).await?;
-    let log_start_meta = meta.map(|m| m.log_start_offset).unwrap_or(0);
+    let log_start_meta = meta.map_or(Offset(0), |m| m.log_start_offset());
     if segments.is_empty() {
-        let base = log_start_meta.max(0);
+        let base = log_start_meta.max(Offset(0));
         segments.insert(base, Segment::create(dir, base, mode, now_ms).await?);
         file::sync_dir(dir).await?;
     }
@@ -109,21 +110,21 @@ pub(crate) async fn recover(
         segments,
         log_start_offset: log_start_meta.max(first_base).min(next_offset),
         next_offset,
-        leader_epoch: meta.map(|m| m.leader_epoch).unwrap_or(0),
+        leader_epoch: meta.map_or(0, |m| m.leader_epoch()),
         recovery_point,
     })
 }
 
 /// Opens every segment that continues the log, up to and including the first
 /// one with a torn tail; later ones are removed.
-async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<i64, Segment>, Error> {
+async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<Offset, Segment>, Error> {
     let dir = start.dir;
     let bases = list_segments(dir)?;
     let mut segments = BTreeMap::new();
-    let mut expected_base: Option<i64> = None;
+    let mut expected_base: Option<Offset> = None;
     for (i, &base) in bases.iter().enumerate() {
         if expected_base.is_some_and(|expected| base != expected) {
-            tracing::warn!(dir = %dir.display(), base, ?expected_base, "segment does not continue the log; removing it and later segments");
+            tracing::warn!(dir = %dir.display(), base = base.get(), ?expected_base, "segment does not continue the log; removing it and later segments");
             remove_all(dir, &bases[i..])?;
             break;
         }
@@ -136,7 +137,7 @@ async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<i64, Segment>, Erro
         let opened = open_segment(start, base, start.clean || !may_hold_unsynced).await?;
         expected_base = Some(opened.segment.next_offset());
         if opened.truncated && !is_last {
-            tracing::warn!(dir = %dir.display(), base, "removing segments after the truncated one");
+            tracing::warn!(dir = %dir.display(), base = base.get(), "removing segments after the truncated one");
             remove_all(dir, &bases[i + 1..])?;
         }
         if opened.rebuilt && !(is_last || opened.truncated) {
@@ -161,7 +162,11 @@ struct Opened {
 
 /// Opens one segment: its persisted indexes when `trust_indexes` and they
 /// match the file, otherwise a CRC scan that truncates what does not check.
-async fn open_segment(start: &Start<'_>, base: i64, trust_indexes: bool) -> Result<Opened, Error> {
+async fn open_segment(
+    start: &Start<'_>,
+    base: Offset,
+    trust_indexes: bool,
+) -> Result<Opened, Error> {
     let path = Segment::log_path(start.dir, base);
     let file = SegmentFile::open(&path, start.mode).await?;
     let size = file.size().await?;
@@ -217,7 +222,7 @@ async fn truncate_tail(
             path = %path.display(),
             valid_bytes = scan.valid_bytes,
             truncated_bytes = size - scan.valid_bytes,
-            next_offset = scan.next_offset,
+            next_offset = scan.next_offset.get(),
             %reason,
             "truncating torn or corrupt tail of segment"
         );
@@ -230,8 +235,8 @@ async fn truncate_tail(
 /// delete_records stored the meta but before the files were removed).
 fn remove_dead_segments(
     dir: &Path,
-    segments: &mut BTreeMap<i64, Segment>,
-    log_start_offset: i64,
+    segments: &mut BTreeMap<Offset, Segment>,
+    log_start_offset: Offset,
 ) -> Result<(), Error> {
     while segments
         .keys()
@@ -245,7 +250,7 @@ fn remove_dead_segments(
     Ok(())
 }
 
-fn remove_all(dir: &Path, bases: &[i64]) -> Result<(), Error> {
+fn remove_all(dir: &Path, bases: &[Offset]) -> Result<(), Error> {
     bases
         .iter()
         .try_for_each(|&base| Segment::remove_files(dir, base))

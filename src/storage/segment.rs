@@ -12,7 +12,7 @@ use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
 use super::limit::ReadLimit;
 use super::records;
-use super::types::TimestampOffset;
+use super::types::{FilePosition, Offset, TimestampOffset};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -20,41 +20,41 @@ pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Bytes read per I/O when scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 
-pub fn file_name(base_offset: i64, suffix: &str) -> String {
-    format!("{base_offset:020}.{suffix}")
+pub fn file_name(base_offset: Offset, suffix: &str) -> String {
+    format!("{:020}.{suffix}", base_offset.get())
 }
 
 /// Parses `00000000000000001234.log` into 1234.
-pub fn parse_log_file_name(name: &str) -> Option<i64> {
+pub fn parse_log_file_name(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(".log")?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    stem.parse().ok().map(Offset)
 }
 
 /// A segment's file, its indexes and how far its batches reach. The write
 /// position of the active segment (staged and issued bytes, the partial last
 /// block, space reserved ahead) belongs to the appender, not to the segment.
 pub struct Segment {
-    base_offset: i64,
+    base_offset: Offset,
     file: Rc<SegmentFile>,
     /// Bytes written to the file (the readable end).
     written_bytes: u64,
     index: SegmentIndex,
     /// The offset after the last staged batch.
-    next_offset: i64,
+    next_offset: Offset,
     /// When the segment was created or reopened (wall clock), for segment.ms.
     created_ms: i64,
 }
 
 /// A batch as the segment's indexes record it.
 pub struct StagedBatch {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub max_timestamp_ms: i64,
     /// Where the batch starts in the file.
-    pub position: u64,
+    pub position: FilePosition,
     pub size: u64,
 }
 
@@ -63,20 +63,20 @@ pub struct ScanResult {
     pub index: SegmentIndex,
     /// Bytes of complete, valid batches from the start.
     pub valid_bytes: u64,
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped_by: Option<Error>,
 }
 
 impl Segment {
-    pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    pub fn log_path(dir: &Path, base_offset: Offset) -> PathBuf {
         dir.join(file_name(base_offset, LOG_SUFFIX))
     }
 
     /// Creates a new, empty segment.
     pub async fn create(
         dir: &Path,
-        base_offset: i64,
+        base_offset: Offset,
         mode: IoMode,
         now_ms: i64,
     ) -> Result<Segment, Error> {
@@ -96,10 +96,10 @@ impl Segment {
     /// A segment whose file holds `valid_bytes` of batches up to `next_offset`.
     pub fn opened(
         file: SegmentFile,
-        base_offset: i64,
+        base_offset: Offset,
         valid_bytes: u64,
         index: SegmentIndex,
-        next_offset: i64,
+        next_offset: Offset,
         now_ms: i64,
     ) -> Segment {
         Segment {
@@ -112,7 +112,7 @@ impl Segment {
         }
     }
 
-    pub fn base_offset(&self) -> i64 {
+    pub fn base_offset(&self) -> Offset {
         self.base_offset
     }
 
@@ -130,7 +130,7 @@ impl Segment {
     }
 
     /// The offset after the last staged batch.
-    pub fn next_offset(&self) -> i64 {
+    pub fn next_offset(&self) -> Offset {
         self.next_offset
     }
 
@@ -169,7 +169,7 @@ impl Segment {
         let encode_error = |e: rkyv::rancor::Error| {
             Error::io(
                 "encoding index of segment",
-                format!("{:020}", self.base_offset),
+                format!("{:020}", self.base_offset.get()),
                 std::io::Error::other(e.to_string()),
             )
         };
@@ -189,9 +189,9 @@ impl Segment {
     /// Loads the persisted indexes if they describe this segment as it is.
     pub async fn load_indexes(
         dir: &Path,
-        base_offset: i64,
+        base_offset: Offset,
         segment_bytes: u64,
-    ) -> Result<Option<(SegmentIndex, i64)>, Error> {
+    ) -> Result<Option<(SegmentIndex, Offset)>, Error> {
         let o = file::read_small_file(&dir.join(file_name(base_offset, INDEX_SUFFIX))).await?;
         let t = file::read_small_file(&dir.join(file_name(base_offset, TIME_INDEX_SUFFIX))).await?;
         Ok(match (o, t) {
@@ -200,7 +200,7 @@ impl Segment {
         })
     }
 
-    pub fn remove_files(dir: &Path, base_offset: i64) -> Result<(), Error> {
+    pub fn remove_files(dir: &Path, base_offset: Offset) -> Result<(), Error> {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let path = dir.join(file_name(base_offset, suffix));
             match std::fs::remove_file(&path) {
@@ -215,7 +215,7 @@ impl Segment {
 
 /// A segment's encoded index files, ready to write.
 pub struct IndexFiles {
-    base_offset: i64,
+    base_offset: Offset,
     offsets: Vec<u8>,
     times: Vec<u8>,
 }
@@ -326,7 +326,7 @@ async fn batch_at(
 /// offset continuity, and rebuilding both indexes.
 pub async fn scan(
     file: &SegmentFile,
-    base_offset: i64,
+    base_offset: Offset,
     file_bytes: u64,
     index_interval_bytes: u32,
 ) -> Result<ScanResult, Error> {
@@ -357,21 +357,21 @@ pub async fn scan(
             result.stopped_by = Some(e);
             break;
         }
-        if header.base_offset != result.next_offset {
+        if header.base_offset != result.next_offset.get() {
             result.stopped_by = Some(Error::CorruptBatch(CorruptReason::OffsetDiscontinuity {
-                expected: result.next_offset,
+                expected: result.next_offset.get(),
                 found: header.base_offset,
             }));
             break;
         }
         result.index.on_batch(
-            header.base_offset,
+            Offset(header.base_offset),
             header.max_timestamp,
-            position,
+            FilePosition(position),
             total as u64,
             index_interval_bytes,
         );
-        result.next_offset = header.last_offset() + 1;
+        result.next_offset = Offset(header.last_offset()) + 1;
         position += total as u64;
         result.valid_bytes = position;
     }
@@ -384,13 +384,15 @@ pub async fn scan(
 /// Reports the offset after the last batch taken and whether `limit` stopped it.
 pub async fn read_batches(
     file: &SegmentFile,
-    mut position: u64,
+    start: FilePosition,
     end: u64,
-    from_offset: i64,
+    from_offset: Offset,
     limit: ReadLimit,
     out: &mut Vec<Bytes>,
     total_bytes: &mut usize,
 ) -> Result<ReadProgress, Error> {
+    let mut position = start.get();
+    let from_offset = from_offset.get();
     let max_bytes = limit.max_bytes;
     let chunk = max_bytes.clamp(HEADER_BYTES, SCAN_CHUNK_BYTES * 8);
     let mut window: Option<Window> = None;
@@ -424,7 +426,7 @@ pub async fn read_batches(
         // The one copy out of the DMA buffer.
         out.push(Bytes::copy_from_slice(bytes));
         *total_bytes += size;
-        progress.next_offset = Some(header.last_offset() + 1);
+        progress.next_offset = Some(Offset(header.last_offset()) + 1);
         position += size as u64;
         if *total_bytes >= max_bytes {
             progress.full = true;
@@ -436,7 +438,7 @@ pub async fn read_batches(
 
 /// How far [`read_batches`] got.
 pub struct ReadProgress {
-    pub next_offset: Option<i64>,
+    pub next_offset: Option<Offset>,
     pub full: bool,
 }
 
@@ -457,11 +459,13 @@ fn corrupt_on_disk(e: Error) -> Error {
 /// below it, then look inside the first one that reaches it.
 pub async fn find_timestamp(
     file: &SegmentFile,
-    mut position: u64,
+    start: FilePosition,
     end: u64,
     timestamp_ms: i64,
-    min_offset: i64,
+    min_offset: Offset,
 ) -> Result<Option<TimestampOffset>, Error> {
+    let mut position = start.get();
+    let min_offset = min_offset.get();
     let mut window = None;
     while position < end {
         let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES)

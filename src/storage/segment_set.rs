@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 
 use super::error::Error;
 use super::segment::Segment;
+use super::types::Offset;
 
 pub struct SegmentSet {
     /// The partition directory, named in errors.
     dir: PathBuf,
     /// By base offset.
-    segments: BTreeMap<i64, Segment>,
+    segments: BTreeMap<Offset, Segment>,
 }
 
 impl SegmentSet {
-    pub fn new(dir: &Path, segments: BTreeMap<i64, Segment>) -> SegmentSet {
+    pub fn new(dir: &Path, segments: BTreeMap<Offset, Segment>) -> SegmentSet {
         SegmentSet {
             dir: dir.to_path_buf(),
             segments,
@@ -64,11 +65,11 @@ impl SegmentSet {
             .take(self.segments.len().saturating_sub(1))
     }
 
-    pub fn base_offsets(&self) -> Vec<i64> {
+    pub fn base_offsets(&self) -> Vec<Offset> {
         self.segments.keys().copied().collect()
     }
 
-    pub fn first_base_offset(&self) -> Option<i64> {
+    pub fn first_base_offset(&self) -> Option<Offset> {
         self.segments.keys().next().copied()
     }
 
@@ -79,11 +80,11 @@ impl SegmentSet {
 
     /// The segment that holds `offset` (the last one based at or below it),
     /// and the base offset of the segment after it.
-    pub fn containing(&self, offset: i64) -> Option<(&Segment, Option<i64>)> {
+    pub fn containing(&self, offset: Offset) -> Option<(&Segment, Option<Offset>)> {
         let (_, segment) = self.segments.range(..=offset).next_back()?;
         let following = self
             .segments
-            .range(offset.saturating_add(1)..)
+            .range(Offset(offset.get().saturating_add(1))..)
             .next()
             .map(|(base, _)| *base);
         Some((segment, following))
@@ -103,7 +104,7 @@ impl SegmentSet {
 
     /// How many of the oldest segments hold only offsets below `offset`: those
     /// followed by a segment based at or below it.
-    pub fn count_wholly_below(&self, offset: i64) -> usize {
+    pub fn count_wholly_below(&self, offset: Offset) -> usize {
         self.segments
             .keys()
             .skip(1)

@@ -54,6 +54,82 @@ wraps_integer!(Offset, i64);
 wraps_integer!(FilePosition, u64);
 wraps_integer!(TimestampMs, i64);
 
+impl Offset {
+    /// Below every offset a log holds (for ranges over all of them).
+    pub const MIN: Offset = Offset(i64::MIN);
+    /// Above every offset a log holds.
+    pub const MAX: Offset = Offset(i64::MAX);
+}
+
+/// Offsets `count` records further on.
+impl std::ops::Add<i64> for Offset {
+    type Output = Offset;
+    fn add(self, count: i64) -> Offset {
+        Offset(self.0 + count)
+    }
+}
+
+impl std::ops::AddAssign<i64> for Offset {
+    fn add_assign(&mut self, count: i64) {
+        self.0 += count;
+    }
+}
+
+/// Offsets `count` records back.
+impl std::ops::Sub<i64> for Offset {
+    type Output = Offset;
+    fn sub(self, count: i64) -> Offset {
+        Offset(self.0 - count)
+    }
+}
+
+/// The number of records between two offsets.
+impl std::ops::Sub<Offset> for Offset {
+    type Output = i64;
+    fn sub(self, earlier: Offset) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FilePosition {
+    /// The start of a file.
+    pub const ZERO: FilePosition = FilePosition(0);
+}
+
+/// The position `bytes` further into the file.
+impl std::ops::Add<u64> for FilePosition {
+    type Output = FilePosition;
+    fn add(self, bytes: u64) -> FilePosition {
+        FilePosition(self.0 + bytes)
+    }
+}
+
+impl std::ops::AddAssign<u64> for FilePosition {
+    fn add_assign(&mut self, bytes: u64) {
+        self.0 += bytes;
+    }
+}
+
+/// The bytes between two positions.
+impl std::ops::Sub<FilePosition> for FilePosition {
+    type Output = u64;
+    fn sub(self, earlier: FilePosition) -> u64 {
+        self.0 - earlier.0
+    }
+}
+
+impl std::fmt::Display for FilePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl TimestampOffset {
     /// Kafka's answer where no record qualifies: -1 for both.
     pub const UNKNOWN: TimestampOffset = TimestampOffset::new(-1, -1);
@@ -67,4 +143,5 @@ impl TimestampOffset {
 }
 
 const _: () = assert!(std::mem::size_of::<Offset>() == std::mem::size_of::<i64>());
+const _: () = assert!(std::mem::size_of::<FilePosition>() == std::mem::size_of::<u64>());
 const _: () = assert!(std::mem::size_of::<TimestampOffset>() == 2 * std::mem::size_of::<i64>());

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 use ringlog::client::{BatchBuilder, BatchOptions};
-use ringlog::storage::{BatchCache, LogConfig, PartitionLog, StorageOptions};
+use ringlog::storage::{BatchCache, LogConfig, Offset, PartitionLog, StorageOptions};
 
 /// Locked memory per test executor; the machine allows 8 MiB in total.
 pub const TEST_IO_MEMORY_BYTES: usize = 256 * 1024;
@@ -93,8 +93,11 @@ pub async fn open(dir: &Path, config: LogConfig, cache: &Rc<BatchCache>) -> Rc<P
 pub async fn read_all(log: &PartitionLog, from: i64) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut next = from;
-    while next < log.high_watermark() {
-        let r = log.read(next, 1 << 20).await.expect("read in range");
+    while next < log.high_watermark().get() {
+        let r = log
+            .read(Offset(next), 1 << 20)
+            .await
+            .expect("read in range");
         assert!(
             !r.batches.is_empty(),
             "read at {next} below hw returned nothing"

@@ -19,6 +19,7 @@ use super::super::file::{self, SegmentFile};
 use super::super::index::INDEX_ENTRIES_MAX;
 use super::super::recompress;
 use super::super::segment::{Segment, StagedBatch};
+use super::super::types::{FilePosition, Offset};
 use super::active::ActiveWrite;
 use super::pipeline::Issue;
 use super::{PartitionLog, State};
@@ -26,16 +27,16 @@ use super::{PartitionLog, State};
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     /// The broker's timestamp when message.timestamp.type=LogAppendTime.
     pub log_append_time_ms: Option<i64>,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 /// What stamping a request's batches assigned.
 struct Stamped {
-    next_offset: i64,
+    next_offset: Offset,
     records: u64,
 }
 
@@ -128,7 +129,7 @@ impl PartitionLog {
         &self,
         state: &mut State,
         stored: Bytes,
-        base_offset: i64,
+        base_offset: Offset,
         log_append_time: Option<i64>,
     ) -> Result<(), Error> {
         let interval = state.config.index_interval_bytes;
@@ -144,7 +145,7 @@ impl PartitionLog {
                 base_offset: batch_offset,
                 last_offset: last,
                 max_timestamp_ms: log_append_time.unwrap_or(header.max_timestamp),
-                position: pipeline.active.staged_bytes,
+                position: FilePosition(pipeline.active.staged_bytes),
                 size: size as u64,
             };
             segment.stage_batch(staged, interval);
@@ -361,7 +362,7 @@ impl PartitionLog {
 /// broker's timestamp into `buffer`, numbering from `base_offset`.
 fn stamp_batches(
     buffer: &mut [u8],
-    base_offset: i64,
+    base_offset: Offset,
     leader_epoch: i32,
     log_append_time: Option<i64>,
 ) -> Result<Stamped, Error> {
@@ -379,7 +380,7 @@ fn stamp_batches(
                 needed: header.total_bytes(),
                 available,
             })?;
-        batch::set_base_offset(bytes, stamped.next_offset);
+        batch::set_base_offset(bytes, stamped.next_offset.get());
         batch::set_partition_leader_epoch(bytes, leader_epoch);
         if let Some(ts) = log_append_time {
             batch::set_log_append_time(bytes, ts);

@@ -30,6 +30,7 @@ use super::recovery;
 use super::retention;
 use super::segment::Segment;
 use super::segment_set::SegmentSet;
+use super::types::Offset;
 use active::ActiveWrite;
 use flusher::FlushState;
 use pipeline::Pipeline;
@@ -54,14 +55,14 @@ pub struct LogStats {
 struct State {
     config: LogConfig,
     segments: SegmentSet,
-    log_start_offset: i64,
+    log_start_offset: Offset,
     /// Offset after the last written batch: what readers may see.
-    high_watermark: i64,
+    high_watermark: Offset,
     /// Offset after the last staged batch: the next offset to assign.
-    next_offset: i64,
+    next_offset: Offset,
     leader_epoch: i32,
     /// Offset after the last batch covered by an fdatasync.
-    recovery_point: i64,
+    recovery_point: Offset,
     pipeline: Pipeline,
     flush: FlushState,
     stopped: Option<&'static str>,
@@ -150,11 +151,11 @@ impl PartitionLog {
         self.io_mode == IoMode::Direct
     }
 
-    pub fn high_watermark(&self) -> i64 {
+    pub fn high_watermark(&self) -> Offset {
         self.state.borrow().high_watermark
     }
 
-    pub fn log_start_offset(&self) -> i64 {
+    pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start_offset
     }
 
@@ -178,7 +179,7 @@ impl PartitionLog {
     }
 
     /// Base offsets of the segments, oldest first.
-    pub fn segment_base_offsets(&self) -> Vec<i64> {
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
         self.state.borrow().segments.base_offsets()
     }
 
@@ -187,7 +188,7 @@ impl PartitionLog {
     }
 
     /// (base offset, bytes) of each segment, oldest first.
-    pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
+    pub fn segment_sizes(&self) -> Vec<(Offset, u64)> {
         self.state
             .borrow()
             .segments
@@ -222,11 +223,11 @@ impl PartitionLog {
 
     /// Advances the log start offset to `before_offset` (Kafka DeleteRecords),
     /// deleting segments that end below it. Returns the new log start offset.
-    pub async fn delete_records(&self, before_offset: i64) -> Result<i64, Error> {
+    pub async fn delete_records(&self, before_offset: Offset) -> Result<Offset, Error> {
         let removed = {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
-            if before_offset < 0 || before_offset > state.high_watermark {
+            if before_offset < Offset(0) || before_offset > state.high_watermark {
                 return Err(Error::OffsetOutOfRange {
                     offset: before_offset,
                     log_start_offset: state.log_start_offset,
@@ -267,7 +268,7 @@ impl PartitionLog {
 
     async fn finish_removal(&self, removed: Vec<Segment>) -> Result<(), Error> {
         for segment in &removed {
-            tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset(), "deleting segment");
+            tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset().get(), "deleting segment");
             Segment::remove_files(&self.dir, segment.base_offset())?;
         }
         drop(removed);
@@ -312,7 +313,7 @@ impl PartitionLog {
             state.closed = true;
         }
         self.store_meta(true).await?;
-        self.cache.remove_log_from(self.log_id, i64::MIN);
+        self.cache.remove_log_from(self.log_id, Offset::MIN);
         self.written.notify_all();
         self.commit.wake_all();
         drop(permit);
@@ -330,7 +331,7 @@ impl PartitionLog {
             state.closed = true;
             state.segments.clear();
         }
-        self.cache.remove_log_from(self.log_id, i64::MIN);
+        self.cache.remove_log_from(self.log_id, Offset::MIN);
         std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("removing", &self.dir, e))
     }
 }
@@ -349,7 +350,7 @@ impl State {
 
 impl Drop for PartitionLog {
     fn drop(&mut self) {
-        self.cache.remove_log_from(self.log_id, i64::MIN);
+        self.cache.remove_log_from(self.log_id, Offset::MIN);
     }
 }
 
@@ -392,7 +393,7 @@ mod tests {
                 .expect("open");
                 let waiter = {
                     let log = log.clone();
-                    glommio::spawn_local(async move { log.wait_for_offset(10).await })
+                    glommio::spawn_local(async move { log.wait_for_offset(Offset(10)).await })
                 };
                 let failure = Error::io(
                     "syncing",

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::super::file::{self, SegmentFile, BLOCK_BYTES};
+use super::super::types::Offset;
 use super::active::ActiveWrite;
 use super::State;
 
@@ -22,7 +23,7 @@ const _: () = assert!(WRITE_BYTES_MAX as u64 > 2 * BLOCK_BYTES && WRITES_IN_FLIG
 /// A staged batch waiting to be written.
 struct Pending {
     batch: Bytes,
-    next_offset: i64,
+    next_offset: Offset,
 }
 
 /// One write issued and not yet completed (in issue order).
@@ -30,7 +31,7 @@ struct Flight {
     id: u64,
     end_seq: u64,
     /// The offset after the last batch this write completes.
-    end_offset: i64,
+    end_offset: Offset,
     end_position: u64,
     done: bool,
 }
@@ -56,7 +57,7 @@ pub(super) struct Pipeline {
     /// Bytes handed to writes (issued, maybe not complete).
     issued_seq: u64,
     /// The offset after the last batch wholly issued.
-    issued_offset: i64,
+    issued_offset: Offset,
     flights: VecDeque<Flight>,
     next_flight_id: u64,
     written_seq: u64,
@@ -67,7 +68,7 @@ pub(super) struct Pipeline {
 
 impl Pipeline {
     /// An idle pipeline appending at `next_offset` to the active segment.
-    pub(super) fn new(active: ActiveWrite, next_offset: i64) -> Pipeline {
+    pub(super) fn new(active: ActiveWrite, next_offset: Offset) -> Pipeline {
         Pipeline {
             pending: VecDeque::new(),
             staged_seq: 0,
@@ -96,7 +97,7 @@ impl Pipeline {
         self.active = active;
     }
 
-    pub(super) fn push(&mut self, batch: Bytes, next_offset: i64) {
+    pub(super) fn push(&mut self, batch: Bytes, next_offset: Offset) {
         let size = batch.len() as u64;
         self.active.staged_bytes += size;
         self.staged_seq += size;
@@ -164,7 +165,7 @@ impl Pipeline {
 
     /// The queued batches (and slices of them) that make up `take` bytes,
     /// and the offset after the last whole batch among them.
-    fn take_parts(&mut self, take: u64) -> (Vec<Bytes>, i64) {
+    fn take_parts(&mut self, take: u64) -> (Vec<Bytes>, Offset) {
         let mut parts = std::mem::take(&mut self.write_scratch);
         let mut remaining = take as usize;
         let mut end_offset = self.issued_offset;
@@ -190,7 +191,7 @@ impl Pipeline {
     /// Marks a write done and advances the written frontier over every write
     /// completed in order. Returns the new (offset, file position) frontier
     /// when it moved.
-    pub(super) fn complete(&mut self, issue: Issue) -> Option<(i64, u64)> {
+    pub(super) fn complete(&mut self, issue: Issue) -> Option<(Offset, u64)> {
         if let Some(flight) = self.flights.iter_mut().find(|f| f.id == issue.id) {
             flight.done = true;
         }

@@ -9,15 +9,15 @@ use super::super::error::Error;
 use super::super::limit::ReadLimit;
 use super::super::records;
 use super::super::segment;
-use super::super::types::TimestampOffset;
+use super::super::types::{FilePosition, Offset, TimestampOffset};
 use super::PartitionLog;
 
 /// Stored batches, exactly as appended (baseOffset and leader epoch assigned).
 #[derive(Clone, Debug, Default)]
 pub struct ReadResult {
     pub batches: Vec<Bytes>,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
 }
 
 impl ReadResult {
@@ -28,7 +28,7 @@ impl ReadResult {
 
 /// How far a read got: the next offset to read and the bytes taken so far.
 struct Cursor {
-    next: i64,
+    next: Offset,
     total: usize,
 }
 
@@ -36,7 +36,7 @@ impl PartitionLog {
     /// Reads whole stored batches starting with the one containing `from_offset`,
     /// up to `max_bytes` (at least one batch). `from_offset == high_watermark`
     /// gives an empty result.
-    pub async fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadResult, Error> {
+    pub async fn read(&self, from_offset: Offset, max_bytes: usize) -> Result<ReadResult, Error> {
         self.read_limited(from_offset, ReadLimit::first_batch_whole(max_bytes))
             .await
     }
@@ -46,7 +46,7 @@ impl PartitionLog {
     /// empty result.
     pub async fn read_limited(
         &self,
-        from_offset: i64,
+        from_offset: Offset,
         limit: ReadLimit,
     ) -> Result<ReadResult, Error> {
         let mut result = self.empty_read_at(from_offset)?;
@@ -74,7 +74,7 @@ impl PartitionLog {
 
     /// The result a read at `from_offset` starts from, once the offset is
     /// known to lie between the log start offset and the high watermark.
-    fn empty_read_at(&self, from_offset: i64) -> Result<ReadResult, Error> {
+    fn empty_read_at(&self, from_offset: Offset) -> Result<ReadResult, Error> {
         let state = self.state.borrow();
         let (high_watermark, log_start_offset) = (state.high_watermark, state.log_start_offset);
         if from_offset < log_start_offset || from_offset > high_watermark {
@@ -156,7 +156,7 @@ impl PartitionLog {
     }
 
     /// Resolves once `high_watermark() > offset`, or when the log closes or stops.
-    pub async fn wait_for_offset(&self, offset: i64) {
+    pub async fn wait_for_offset(&self, offset: Offset) {
         loop {
             let epoch = self.written.epoch();
             {
@@ -194,7 +194,7 @@ impl PartitionLog {
                     let position = index.position_for_timestamp(timestamp_ms).max(
                         index
                             .position_for_offset(log_start_offset)
-                            .min(s.written_bytes()),
+                            .min(FilePosition(s.written_bytes())),
                     );
                     (s.file().clone(), position, s.written_bytes())
                 })
@@ -225,19 +225,17 @@ impl PartitionLog {
             return Ok(None);
         };
         let header = BatchHeader::parse(batch)?;
-        let record = records::first_with_max_timestamp(&header, batch, log_start_offset)?;
+        let record = records::first_with_max_timestamp(&header, batch, log_start_offset.get())?;
         Ok(record.map(|r| TimestampOffset::new(r.timestamp_ms, r.offset)))
     }
 
     /// The base offset of the first readable batch with the largest maxTimestamp.
-    fn max_timestamp_batch(&self) -> Option<i64> {
+    fn max_timestamp_batch(&self) -> Option<Offset> {
         let state = self.state.borrow();
         let mut best: Option<TimestampOffset> = None;
         for s in state.segments.iter() {
             if let Some(max) = s.index().max_timestamp {
-                if max.offset.get() >= state.high_watermark
-                    || s.next_offset() <= state.log_start_offset
-                {
+                if max.offset >= state.high_watermark || s.next_offset() <= state.log_start_offset {
                     continue;
                 }
                 if best.is_none_or(|b| max.timestamp > b.timestamp) {
@@ -245,6 +243,6 @@ impl PartitionLog {
                 }
             }
         }
-        best.map(|max| max.offset.get())
+        best.map(|max| max.offset)
     }
 }
