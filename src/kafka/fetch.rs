@@ -19,7 +19,7 @@ use crate::kafka_api;
 use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::topics::TopicInfo;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
 use crate::storage::{Offset, ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
@@ -213,7 +213,7 @@ async fn wait_for_growth(
         };
         if let Some(owner) = topic.shard_of(w.partition) {
             // Wake when the log grows past its current end.
-            by_owner[owner].push((
+            by_owner[owner.index()].push((
                 topic.name.clone(),
                 w.partition,
                 read.high_watermark.max(Offset(w.offset)),
@@ -222,9 +222,9 @@ async fn wait_for_growth(
     }
     let waits: Vec<_> = by_owner
         .into_iter()
-        .enumerate()
-        .filter(|(_, parts)| !parts.is_empty())
-        .map(|(owner, parts)| {
+        .zip(ShardId::all(shard.shard_count()))
+        .filter(|(parts, _)| !parts.is_empty())
+        .map(|(parts, owner)| {
             run_on(shard, owner, move |s| s.wait_for_data_local(parts, timeout)).boxed_local()
         })
         .collect();

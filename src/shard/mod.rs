@@ -5,6 +5,7 @@
 pub mod admin;
 mod background;
 pub mod exclusive;
+mod id;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
@@ -29,11 +30,13 @@ use crate::storage::{BatchCache, PartitionLog};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
+pub use id::ShardId;
+
 /// The shard that writes the topic table and answers admin requests.
-pub const METADATA_SHARD: usize = 0;
+pub const METADATA_SHARD: ShardId = ShardId(0);
 
 pub struct Shard {
-    pub id: usize,
+    pub id: ShardId,
     pub config: Arc<Config>,
     pub mesh: Mesh,
     /// The newest topic table this shard has applied.
@@ -60,8 +63,8 @@ impl Shard {
 
     /// The group coordinator's shard for `group_id` (stable across restarts
     /// with the same shard count).
-    pub fn shard_of_group(&self, group_id: &str) -> usize {
-        crate::group::shard_for_group(group_id, self.shard_count())
+    pub fn shard_of_group(&self, group_id: &str) -> ShardId {
+        ShardId(crate::group::shard_for_group(group_id, self.shard_count()))
     }
 
     fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {

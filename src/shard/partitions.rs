@@ -274,7 +274,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.enforce_retention(now_ms).await {
-                tracing::error!(shard = self.id, %error, "retention failed");
+                tracing::error!(shard = self.id.index(), %error, "retention failed");
             }
             glommio::yield_if_needed().await;
         }
@@ -291,7 +291,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.close().await {
-                tracing::error!(shard = self.id, %error, "closing a partition log failed");
+                tracing::error!(shard = self.id.index(), %error, "closing a partition log failed");
             }
         }
     }
