@@ -18,7 +18,7 @@ use kafka_protocol::protocol::Decodable;
 use crate::group::record;
 use crate::kafka::{self, request_shape, Outcome, Request, SUPPORTED_APIS};
 use crate::net::frame;
-use crate::shard::topics;
+use crate::shard::{topics, PartitionId};
 use crate::storage::batch::{self, BatchHeader, BatchIter};
 use crate::storage::index::SegmentIndex;
 use crate::storage::meta::PartitionMeta;
@@ -264,7 +264,7 @@ fn topic_registry(bytes: &[u8]) -> Verdict {
     for topic in table.iter() {
         for partition in 0..topic.partition_count() {
             let owner = topic
-                .shard_of(partition)
+                .shard_of(PartitionId(partition))
                 .expect("every partition has an owner");
             assert!(owner.index() < shard_count);
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::ShardId;
+use super::{PartitionId, ShardId};
 use crate::topic_config::TopicConfig;
 
 /// Kafka's limit on topic name length.
@@ -50,9 +50,9 @@ impl TopicInfo {
         self.partition_shards.len() as i32
     }
 
-    pub fn shard_of(&self, partition: i32) -> Option<ShardId> {
-        usize::try_from(partition)
-            .ok()
+    pub fn shard_of(&self, partition: PartitionId) -> Option<ShardId> {
+        partition
+            .index()
             .and_then(|p| self.partition_shards.get(p).copied())
     }
 }
