@@ -20,7 +20,7 @@ use crate::kafka::api::{ApiVisitor, KafkaApi};
 use crate::kafka::request_shape::{self, ShapeError};
 use crate::kafka::{self, Outcome, Request, SUPPORTED_APIS};
 use crate::net::frame;
-use crate::shard::topics;
+use crate::shard::{topics, PartitionId};
 use crate::storage::batch::{self, BatchHeader, BatchIter};
 use crate::storage::index::SegmentIndex;
 use crate::storage::meta::PartitionMeta;
@@ -267,9 +267,9 @@ fn topic_registry(bytes: &[u8]) -> Verdict {
     for topic in table.iter() {
         for partition in 0..topic.partition_count() {
             let owner = topic
-                .shard_of(partition)
+                .shard_of(PartitionId(partition))
                 .expect("every partition has an owner");
-            assert!(owner < shard_count);
+            assert!(owner.index() < shard_count);
         }
     }
     Ok(())

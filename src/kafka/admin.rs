@@ -27,7 +27,7 @@ use super::partitioned::PartitionPlan;
 use super::{Outcome, Request, NODE_ID};
 use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
-use crate::shard::Shard;
+use crate::shard::{PartitionId, Shard};
 use crate::storage::Offset;
 use crate::topic_config::CONFIG_DEFS;
 
@@ -325,7 +325,7 @@ pub async fn handle_delete_records(
             topic
                 .partitions
                 .iter()
-                .map(|p| (p.partition_index, p.offset)),
+                .map(|p| (PartitionId(p.partition_index), p.offset)),
             |_| None,
             |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
         );

@@ -19,7 +19,7 @@ use crate::kafka_api;
 use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::topics::TopicInfo;
-use crate::shard::Shard;
+use crate::shard::{PartitionId, Shard, ShardId};
 use crate::storage::{Offset, ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
@@ -180,7 +180,7 @@ async fn read_all(
         plan.add_topic(
             wanted.first().and_then(|w| w.topic.as_ref()),
             ResponseError::UnknownTopicOrPartition,
-            wanted.iter().map(|w| (w.partition, w)),
+            wanted.iter().map(|w| (PartitionId(w.partition), w)),
             |_| None,
             |info, partition, w| FetchPart {
                 topic: info.name.clone(),
@@ -205,26 +205,28 @@ async fn wait_for_growth(
     reads: &[Option<Result<ReadResult, ResponseError>>],
     timeout: Duration,
 ) {
-    let mut by_owner: Vec<Vec<(Arc<str>, i32, Offset)>> = vec![Vec::new(); shard.shard_count()];
+    let mut by_owner: Vec<Vec<(Arc<str>, PartitionId, Offset)>> =
+        vec![Vec::new(); shard.shard_count()];
     let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
     for (w, read) in wanted.zip(reads) {
         let (Some(topic), Some(Ok(read))) = (&w.topic, read) else {
             continue;
         };
-        if let Some(owner) = topic.shard_of(w.partition) {
+        let partition = PartitionId(w.partition);
+        if let Some(owner) = topic.shard_of(partition) {
             // Wake when the log grows past its current end.
-            by_owner[owner].push((
+            by_owner[owner.index()].push((
                 topic.name.clone(),
-                w.partition,
+                partition,
                 read.high_watermark.max(Offset(w.offset)),
             ));
         }
     }
     let waits: Vec<_> = by_owner
         .into_iter()
-        .enumerate()
-        .filter(|(_, parts)| !parts.is_empty())
-        .map(|(owner, parts)| {
+        .zip(ShardId::all(shard.shard_count()))
+        .filter(|(parts, _)| !parts.is_empty())
+        .map(|(parts, owner)| {
             run_on(shard, owner, move |s| s.wait_for_data_local(parts, timeout)).boxed_local()
         })
         .collect();

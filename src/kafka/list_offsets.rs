@@ -16,7 +16,7 @@ use crate::kafka_api;
 use crate::shard::partitions::{
     OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
 };
-use crate::shard::Shard;
+use crate::shard::{PartitionId, Shard};
 
 /// v10 adds a timeout for remote-storage lookups, which ringlog has none of.
 pub const VERSIONS: RangeInclusive<i16> = 1..=9;
@@ -42,7 +42,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
             topic
                 .partitions
                 .iter()
-                .map(|p| (p.partition_index, p.timestamp)),
+                .map(|p| (PartitionId(p.partition_index), p.timestamp)),
             |&timestamp| {
                 (!special_timestamp_allowed(timestamp, version))
                     .then_some(ResponseError::UnsupportedVersion)

@@ -15,7 +15,7 @@ use super::errors::take_answer;
 use crate::shard::partitions::PartitionError;
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
-use crate::shard::Shard;
+use crate::shard::{PartitionId, Shard};
 
 /// The parts of one request, by owner shard, and where each answer goes.
 pub struct PartitionPlan<P> {
@@ -42,9 +42,9 @@ impl<P: Send + 'static> PartitionPlan<P> {
         &mut self,
         topic: Option<&Arc<TopicInfo>>,
         missing: ResponseError,
-        partitions: impl IntoIterator<Item = (i32, T)>,
+        partitions: impl IntoIterator<Item = (PartitionId, T)>,
         mut refuse: impl FnMut(&T) -> Option<ResponseError>,
-        mut part: impl FnMut(&Arc<TopicInfo>, i32, T) -> P,
+        mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
     ) {
         let slots = partitions
             .into_iter()

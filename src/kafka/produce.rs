@@ -12,7 +12,7 @@ use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::shard::partitions::ProducePart;
-use crate::shard::Shard;
+use crate::shard::{PartitionId, Shard};
 use crate::storage::{AppendInfo, Durability};
 
 /// v13 addresses topics by id only (KIP-516); names are served through v12.
@@ -30,7 +30,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         plan.add_topic(
             table.get(topic.name.as_str()),
             ResponseError::UnknownTopicOrPartition,
-            topic.partition_data.iter().map(|data| (data.index, data)),
+            topic
+                .partition_data
+                .iter()
+                .map(|data| (PartitionId(data.index), data)),
             |_| {
                 durability
                     .is_none()

@@ -13,7 +13,7 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
-use super::Shard;
+use super::{Shard, ShardId};
 
 /// Jobs queued from one shard to another before callers get `InboxFull`.
 pub const SHARD_INBOX_CAPACITY: usize = 4096;
@@ -84,25 +84,31 @@ impl Mesh {
     }
 
     /// Queues `job` for shard `target`; never blocks.
-    pub fn send(&self, target: usize, job: Job) -> Result<(), RouteError> {
+    pub fn send(&self, target: ShardId, job: Job) -> Result<(), RouteError> {
         let sender = self
             .senders
-            .get(target)
+            .get(target.index())
             .and_then(Option::as_ref)
-            .ok_or(RouteError::ShardGone(target))?;
+            .ok_or(RouteError::ShardGone(target.index()))?;
         sender
             .try_send(job)
-            .map_err(|_| RouteError::InboxFull(target))
+            .map_err(|_| RouteError::InboxFull(target.index()))
     }
 }
 
 /// Runs `f` on shard `target` (in place when it is this shard) and returns its answer.
-pub async fn run_on<T, F, Fut>(shard: &Rc<Shard>, target: usize, f: F) -> Result<T, RouteError>
+/// `target` may also be a shard's index, as counted over `0..shard_count()`.
+pub async fn run_on<T, F, Fut>(
+    shard: &Rc<Shard>,
+    target: impl Into<ShardId>,
+    f: F,
+) -> Result<T, RouteError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    let target = target.into();
     if target == shard.id {
         return Ok(f(shard.clone()).await);
     }
@@ -114,7 +120,9 @@ where
         })
     });
     shard.mesh.send(target, job)?;
-    answer.await.map_err(|_| RouteError::ShardGone(target))
+    answer
+        .await
+        .map_err(|_| RouteError::ShardGone(target.index()))
 }
 
 /// Serves jobs arriving from one other shard until that shard hangs up.

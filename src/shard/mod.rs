@@ -5,6 +5,7 @@
 pub mod admin;
 mod background;
 pub mod exclusive;
+mod id;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
@@ -29,17 +30,23 @@ use crate::storage::{BatchCache, PartitionLog};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
+pub use id::{PartitionId, ShardId};
+
 /// The shard that writes the topic table and answers admin requests.
-pub const METADATA_SHARD: usize = 0;
+pub const METADATA_SHARD: ShardId = ShardId(0);
+
+/// Per topic, the open log of each partition by [`PartitionId::index`]
+/// (`None` where another shard owns it or it is not open yet).
+type PartitionLogs = HashMap<Arc<str>, Vec<Option<Rc<PartitionLog>>>>;
 
 pub struct Shard {
-    pub id: usize,
+    pub id: ShardId,
     pub config: Arc<Config>,
     pub mesh: Mesh,
     /// The newest topic table this shard has applied.
     topics: RefCell<Arc<TopicTable>>,
     /// Open logs of the partitions this shard owns, by topic then partition.
-    logs: RefCell<HashMap<Arc<str>, Vec<Option<Rc<PartitionLog>>>>>,
+    logs: RefCell<PartitionLogs>,
     cache: Rc<BatchCache>,
     /// Only on [`METADATA_SHARD`]: the persisted writer of the topic table.
     registry: Option<RefCell<TopicRegistry>>,
@@ -60,13 +67,13 @@ impl Shard {
 
     /// The group coordinator's shard for `group_id` (stable across restarts
     /// with the same shard count).
-    pub fn shard_of_group(&self, group_id: &str) -> usize {
-        crate::group::shard_for_group(group_id, self.shard_count())
+    pub fn shard_of_group(&self, group_id: &str) -> ShardId {
+        ShardId(crate::group::shard_for_group(group_id, self.shard_count()))
     }
 
-    fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+    fn log(&self, topic: &str, partition: PartitionId) -> Option<Rc<PartitionLog>> {
         let logs = self.logs.borrow();
-        let slot = logs.get(topic)?.get(usize::try_from(partition).ok()?)?;
+        let slot = logs.get(topic)?.get(partition.index()?)?;
         slot.clone()
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
 use super::topics::TopicTable;
-use super::Shard;
+use super::{PartitionId, Shard};
 use crate::storage::{
     self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
     TimestampOffset,
@@ -34,13 +34,13 @@ pub enum PartitionError {
 
 pub struct ProducePart {
     pub topic: Arc<str>,
-    pub partition: i32,
+    pub partition: PartitionId,
     pub records: Bytes,
 }
 
 pub struct FetchPart {
     pub topic: Arc<str>,
-    pub partition: i32,
+    pub partition: PartitionId,
     pub offset: Offset,
     pub max_bytes: usize,
 }
@@ -49,7 +49,7 @@ pub struct FetchPart {
 /// special values (-1 latest, -2 earliest, -3 max timestamp, ...).
 pub struct OffsetQuery {
     pub topic: Arc<str>,
-    pub partition: i32,
+    pub partition: PartitionId,
     pub timestamp: i64,
 }
 
@@ -64,7 +64,11 @@ pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 impl Shard {
-    fn owned_log(&self, topic: &str, partition: i32) -> Result<Rc<PartitionLog>, PartitionError> {
+    fn owned_log(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
         self.log(topic, partition).ok_or(PartitionError::NotReady)
     }
 
@@ -118,7 +122,7 @@ impl Shard {
     /// Resolves when any part's log grows past its offset, or after `timeout`.
     pub async fn wait_for_data_local(
         self: Rc<Self>,
-        parts: Vec<(Arc<str>, i32, Offset)>,
+        parts: Vec<(Arc<str>, PartitionId, Offset)>,
         timeout: Duration,
     ) {
         let waits: Vec<_> = parts
@@ -177,7 +181,7 @@ impl Shard {
     /// DeleteRecords: `offset` -1 means "up to the high watermark".
     pub async fn delete_records_local(
         self: Rc<Self>,
-        parts: Vec<(Arc<str>, i32, Offset)>,
+        parts: Vec<(Arc<str>, PartitionId, Offset)>,
     ) -> Vec<Result<Offset, PartitionError>> {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
@@ -206,7 +210,7 @@ impl Shard {
         // Deleted topics first, so a re-created topic starts from an empty directory.
         let removed: Vec<Arc<str>> = old
             .iter()
-            .filter(|t| table.get(&t.name).map_or(true, |new| new.id != t.id))
+            .filter(|t| table.get(&t.name).is_none_or(|new| new.id != t.id))
             .map(|t| t.name.clone())
             .collect();
         for name in removed {
@@ -221,15 +225,15 @@ impl Shard {
             let config = topic.config.log_config();
             let changed = old
                 .get(&topic.name)
-                .map_or(true, |o| o.config != topic.config);
-            for (partition, &owner) in topic.partition_shards.iter().enumerate() {
+                .is_none_or(|o| o.config != topic.config);
+            for (index, &owner) in topic.partition_shards.iter().enumerate() {
                 if owner != self.id {
                     continue;
                 }
-                match self.log(&topic.name, partition as i32) {
+                match self.log(&topic.name, PartitionId::from_index(index)) {
                     Some(log) if changed => log.set_config(config.clone()),
                     Some(_) => {}
-                    None => opening.push((topic.name.clone(), partition, config.clone())),
+                    None => opening.push((topic.name.clone(), index, config.clone())),
                 }
             }
         }
@@ -238,7 +242,6 @@ impl Shard {
             let cache = self.cache.clone();
             let options = StorageOptions {
                 allow_buffered_io: self.config.allow_buffered_io,
-                ..Default::default()
             };
             async move {
                 (
@@ -249,14 +252,14 @@ impl Shard {
             }
         }))
         .await;
-        for (name, partition, log) in opened {
+        for (name, index, log) in opened {
             let log = log?;
             let mut logs = self.logs.borrow_mut();
             let slots = logs.entry(name).or_default();
-            if slots.len() <= partition {
-                slots.resize(partition + 1, None);
+            if slots.len() <= index {
+                slots.resize(index + 1, None);
             }
-            slots[partition] = Some(log);
+            slots[index] = Some(log);
         }
         *self.topics.borrow_mut() = table;
         Ok(())
@@ -274,7 +277,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.enforce_retention(now_ms).await {
-                tracing::error!(shard = self.id, %error, "retention failed");
+                tracing::error!(shard = self.id.index(), %error, "retention failed");
             }
             glommio::yield_if_needed().await;
         }
@@ -291,7 +294,7 @@ impl Shard {
             .collect();
         for log in logs {
             if let Err(error) = log.close().await {
-                tracing::error!(shard = self.id, %error, "closing a partition log failed");
+                tracing::error!(shard = self.id.index(), %error, "closing a partition log failed");
             }
         }
     }

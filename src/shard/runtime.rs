@@ -21,7 +21,7 @@ use super::signals::{block_stop_signals, wait_for_stop_signals};
 pub use super::startup::StartError;
 use super::startup::{check_group_shards, resolve_data_dir, GROUPS_DIR};
 use super::topics::{TopicRegistry, TopicTable};
-use super::{Shard, Shutdown, METADATA_SHARD};
+use super::{Shard, ShardId, Shutdown, METADATA_SHARD};
 use crate::config::Config;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::BatchCache;
@@ -113,7 +113,7 @@ fn spawn_shards(
             config: config.clone(),
             mesh,
             table: table.clone(),
-            registry: registry.take_if(|_| id == METADATA_SHARD),
+            registry: registry.take_if(|_| ShardId(id) == METADATA_SHARD),
             shutdown,
             ready: ready.clone(),
         };
@@ -232,7 +232,7 @@ async fn open_shard(
     .await
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let shard = Rc::new(Shard {
-        id,
+        id: ShardId(id),
         config: config.clone(),
         mesh,
         topics: RefCell::new(Arc::new(TopicTable::default())),

@@ -8,7 +8,7 @@ use futures::future::join_all;
 
 use super::mesh::run_on;
 use super::partitions::PartitionError;
-use super::Shard;
+use super::{Shard, ShardId};
 
 /// A request's parts grouped by owner, each remembering its response slot.
 pub struct Scatter<P> {
@@ -25,10 +25,10 @@ impl<P: Send + 'static> Scatter<P> {
     }
 
     /// Adds a part for `owner`; returns its slot.
-    pub fn push(&mut self, owner: usize, part: P) -> usize {
+    pub fn push(&mut self, owner: ShardId, part: P) -> usize {
         let slot = self.slots;
         self.slots += 1;
-        if let Some((slots, parts)) = self.by_shard.get_mut(owner) {
+        if let Some((slots, parts)) = self.by_shard.get_mut(owner.index()) {
             slots.push(slot);
             parts.push(part);
         }
@@ -47,14 +47,15 @@ impl<P: Send + 'static> Scatter<P> {
         F: FnOnce(Rc<Shard>, Vec<P>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Result<R, PartitionError>>> + 'static,
     {
+        let shard_count = self.by_shard.len();
         let mut answers: Vec<Option<Result<R, PartitionError>>> =
             (0..self.slots).map(|_| None).collect();
         let calls = self
             .by_shard
             .into_iter()
-            .enumerate()
-            .filter(|(_, (slots, _))| !slots.is_empty())
-            .map(|(owner, (slots, parts))| {
+            .zip(ShardId::all(shard_count))
+            .filter(|((slots, _), _)| !slots.is_empty())
+            .map(|((slots, parts), owner)| {
                 let work = work.clone();
                 async move { (slots, run_on(shard, owner, move |s| work(s, parts)).await) }
             });

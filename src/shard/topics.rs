@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::{PartitionId, ShardId};
 use crate::topic_config::TopicConfig;
 
 /// Kafka's limit on topic name length.
@@ -40,7 +41,7 @@ pub struct TopicInfo {
     pub name: Arc<str>,
     pub id: Uuid,
     /// `partition_shards[p]` is the shard that owns partition `p`.
-    pub partition_shards: Vec<usize>,
+    pub partition_shards: Vec<ShardId>,
     pub config: TopicConfig,
 }
 
@@ -49,9 +50,9 @@ impl TopicInfo {
         self.partition_shards.len() as i32
     }
 
-    pub fn shard_of(&self, partition: i32) -> Option<usize> {
-        usize::try_from(partition)
-            .ok()
+    pub fn shard_of(&self, partition: PartitionId) -> Option<ShardId> {
+        partition
+            .index()
             .and_then(|p| self.partition_shards.get(p).copied())
     }
 }
@@ -156,7 +157,7 @@ pub fn decode_registry(
             partition_shards: topic
                 .partition_shards
                 .iter()
-                .map(|&s| s as usize % shard_count)
+                .map(|&s| ShardId(s as usize % shard_count))
                 .collect(),
             config,
         };
@@ -211,7 +212,7 @@ impl TopicRegistry {
             name: name.into(),
             id: Uuid::new_v4(),
             partition_shards: (0..partitions as usize)
-                .map(|p| (first + p) % self.shard_count)
+                .map(|p| ShardId((first + p) % self.shard_count))
                 .collect(),
             config,
         }
@@ -238,7 +239,7 @@ impl TopicRegistry {
                 old.partition_shards
                     .get(p)
                     .copied()
-                    .unwrap_or((first + p) % self.shard_count)
+                    .unwrap_or(ShardId((first + p) % self.shard_count))
             })
             .collect();
         self.put(TopicInfo {
@@ -282,7 +283,11 @@ impl TopicRegistry {
                 .map(|t| StoredTopic {
                     name: t.name.to_string(),
                     id: *t.id.as_bytes(),
-                    partition_shards: t.partition_shards.iter().map(|&s| s as u32).collect(),
+                    partition_shards: t
+                        .partition_shards
+                        .iter()
+                        .map(|&s| s.index() as u32)
+                        .collect(),
                     configs: t
                         .config
                         .overrides()
@@ -338,7 +343,7 @@ mod tests {
         let info = t.get("t").unwrap();
         assert_eq!(info.id, id);
         assert_eq!(info.partition_count(), 8);
-        assert!(info.partition_shards.iter().all(|&s| s < 2));
+        assert!(info.partition_shards.iter().all(|&s| s.index() < 2));
         assert!(t.get_by_id(&id).is_some());
     }
 }

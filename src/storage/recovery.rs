@@ -124,7 +124,7 @@ async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<Offset, Segment>, E
     let mut expected_base: Option<Offset> = None;
     for (i, &base) in bases.iter().enumerate() {
         if expected_base.is_some_and(|expected| base != expected) {
-            tracing::warn!(dir = %dir.display(), base = base.get(), ?expected_base, "segment does not continue the log; removing it and later segments");
+            tracing::warn!(dir = %dir.display(), base = base.get(), expected_base = ?expected_base.map(Offset::get), "segment does not continue the log; removing it and later segments");
             remove_all(dir, &bases[i..])?;
             break;
         }
