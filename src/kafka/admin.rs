@@ -194,14 +194,12 @@ fn created_topic_result(
     };
     let configs = CONFIG_DEFS
         .iter()
-        .filter_map(|def| {
+        .map(|def| {
             let (value, source) = config.value(def.key);
-            Some(
-                CreatableTopicConfigs::default()
-                    .with_name(StrBytes::from_static_str(def.name))
-                    .with_value(Some(StrBytes::from_string(value.to_string())))
-                    .with_config_source(source as i8),
-            )
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(def.name))
+                .with_value(Some(StrBytes::from_string(value.to_string())))
+                .with_config_source(source as i8)
         })
         .collect();
     let result = if version >= 7 {
@@ -286,9 +284,10 @@ pub async fn handle_create_partitions(
 ) -> Outcome {
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
-        let local = topic.assignments.as_ref().map_or(true, |a| {
-            assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice()))
-        });
+        let local = topic
+            .assignments
+            .as_ref()
+            .is_none_or(|a| assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice())));
         let outcome = if !local {
             Err((
                 ResponseError::InvalidReplicaAssignment,

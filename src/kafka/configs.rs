@@ -114,15 +114,9 @@ pub async fn handle_describe(
                         CONFIG_DEFS
                             .iter()
                             .filter(|def| wanted(def.name))
-                            .filter_map(|def| {
+                            .map(|def| {
                                 let (value, source) = topic.config.value(def.key);
-                                Some(entry(
-                                    def.name,
-                                    value.to_string(),
-                                    source as i8,
-                                    def.kind,
-                                    false,
-                                ))
+                                entry(def.name, value.to_string(), source as i8, def.kind, false)
                             })
                             .collect(),
                     ),

@@ -11,7 +11,7 @@ use futures::future::join_all;
 
 use super::mesh::run_on;
 use super::topics::{is_valid_topic_name, TopicRegistry, TopicTable, PARTITIONS_PER_TOPIC_MAX};
-use super::{Shard, METADATA_SHARD};
+use super::{Shard, ShardId, METADATA_SHARD};
 use crate::topic_config::TopicConfig;
 
 #[derive(Debug, Clone)]
@@ -270,7 +270,7 @@ impl Shard {
     /// Applies the registry's table on every shard and waits for all of them.
     async fn publish(self: &Rc<Self>) -> Result<(), TopicChangeError> {
         let table: Arc<TopicTable> = self.registry()?.borrow().table();
-        let applies = (0..self.shard_count()).map(|target| {
+        let applies = ShardId::all(self.shard_count()).map(|target| {
             let table = table.clone();
             run_on(self, target, move |s| async move {
                 s.apply_topics(table).await.map_err(|e| e.to_string())

@@ -98,17 +98,12 @@ impl Mesh {
 
 /// Runs `f` on shard `target` (in place when it is this shard) and returns its answer.
 /// `target` may also be a shard's index, as counted over `0..shard_count()`.
-pub async fn run_on<T, F, Fut>(
-    shard: &Rc<Shard>,
-    target: impl Into<ShardId>,
-    f: F,
-) -> Result<T, RouteError>
+pub async fn run_on<T, F, Fut>(shard: &Rc<Shard>, target: ShardId, f: F) -> Result<T, RouteError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let target = target.into();
     if target == shard.id {
         return Ok(f(shard.clone()).await);
     }

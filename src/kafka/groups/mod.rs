@@ -38,7 +38,7 @@ use crate::group::{
 use crate::kafka_api;
 use crate::shard::mesh::{run_on, RouteError};
 use crate::shard::topics::TopicTable;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
 
 pub const FIND_COORDINATOR_VERSIONS: RangeInclusive<i16> = 0..=6;
 /// Versions served of each group API; the tests encode every response at
@@ -336,7 +336,7 @@ pub async fn handle_list_groups(
 ) -> Outcome {
     let states: Vec<String> = body.states_filter.iter().map(|s| s.to_string()).collect();
     let types: Vec<String> = body.types_filter.iter().map(|t| t.to_string()).collect();
-    let calls = (0..shard.shard_count()).map(|owner| {
+    let calls = ShardId::all(shard.shard_count()).map(|owner| {
         let (states, types) = (states.clone(), types.clone());
         run_on(shard, owner, move |s| async move {
             s.groups.list_groups(&states, &types)
