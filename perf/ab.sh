@@ -71,7 +71,7 @@ median() {
     awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.0f", (NR%2 ? a[m] : (a[m]+a[m+1])/2)}'
 }
 
-SHAPES="produce-100B produce-1KiB peer-100B catchup-cache"
+SHAPES=${SHAPES:-"produce-100B produce-1KiB peer-100B catchup-cache"}
 echo "before: $BEFORE"; echo "after:  $AFTER"; echo "rounds: $ROUNDS, $(nproc) CPUs, $(date -u +%FT%TZ)"
 for round in $(seq 1 "$ROUNDS"); do
   for name in $SHAPES; do
