@@ -35,39 +35,13 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// A requested topic resolved against the topic table: name, id, the
+/// wanted partitions, and the topic's own error when it is unknown.
+type WantedTopic = (String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>);
+
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) -> Outcome {
     let version = request.version();
-    let table = shard.topics();
-    let mut topics: Vec<(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)> =
-        Vec::with_capacity(body.topics.len());
-    for topic in &body.topics {
-        let (info, missing) = if version >= 13 {
-            (
-                table.get_by_id(&topic.topic_id).cloned(),
-                ResponseError::UnknownTopicId,
-            )
-        } else {
-            (
-                table.get(topic.topic.as_str()).cloned(),
-                ResponseError::UnknownTopicOrPartition,
-            )
-        };
-        let name = info
-            .as_ref()
-            .map_or_else(|| topic.topic.to_string(), |t| t.name.to_string());
-        let error = if info.is_none() { Some(missing) } else { None };
-        let wanted = topic
-            .partitions
-            .iter()
-            .map(|p| Wanted {
-                topic: info.clone(),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
-            })
-            .collect();
-        topics.push((name, topic.topic_id, wanted, error));
-    }
+    let topics = wanted_topics(shard, &body, version);
     let max_bytes = body.max_bytes.max(0) as usize;
     let min_bytes = body.min_bytes.max(0) as usize;
     let deadline =
@@ -110,6 +84,41 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
         0,
         &answers,
     ))
+}
+
+/// Resolves each requested topic: by id from v13 (KIP-516), by name before.
+fn wanted_topics(shard: &Shard, body: &FetchRequest, version: i16) -> Vec<WantedTopic> {
+    let table = shard.topics();
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let (info, missing) = if version >= 13 {
+            (
+                table.get_by_id(&topic.topic_id).cloned(),
+                ResponseError::UnknownTopicId,
+            )
+        } else {
+            (
+                table.get(topic.topic.as_str()).cloned(),
+                ResponseError::UnknownTopicOrPartition,
+            )
+        };
+        let name = info
+            .as_ref()
+            .map_or_else(|| topic.topic.to_string(), |t| t.name.to_string());
+        let error = if info.is_none() { Some(missing) } else { None };
+        let wanted = topic
+            .partitions
+            .iter()
+            .map(|p| Wanted {
+                topic: info.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            })
+            .collect();
+        topics.push((name, topic.topic_id, wanted, error));
+    }
+    topics
 }
 
 /// Applies KIP-74's limits to the whole response, in request order: whole
@@ -172,7 +181,7 @@ fn partition_answer(
 /// entry per partition; partitions of unknown topics get an error here).
 async fn read_all(
     shard: &Rc<Shard>,
-    topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
+    topics: &[WantedTopic],
     max_bytes: usize,
 ) -> Vec<Option<Result<ReadResult, ResponseError>>> {
     let mut plan = PartitionPlan::new(shard);
@@ -201,7 +210,7 @@ async fn read_all(
 /// Sleeps until any requested partition grows past what was just read, or `timeout`.
 async fn wait_for_growth(
     shard: &Rc<Shard>,
-    topics: &[(String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>)],
+    topics: &[WantedTopic],
     reads: &[Option<Result<ReadResult, ResponseError>>],
     timeout: Duration,
 ) {
