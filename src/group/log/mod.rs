@@ -32,9 +32,12 @@ use crate::storage::group_commit::GroupCommit;
 
 use super::error::GroupLogError;
 
-const FRAME_HEADER_BYTES: usize = 8;
-/// Largest payload of one record; a larger length read back is corruption.
-pub const RECORD_BYTES_MAX: usize = 1 << 20;
+mod framing;
+
+#[cfg(test)]
+pub(crate) use framing::scan_for_tests;
+pub use framing::RECORD_BYTES_MAX;
+use framing::{frame, framed_len, scan, Op, Scan, FRAME_HEADER_BYTES};
 /// Records enqueued but not yet flushed; beyond it `enqueue` refuses (back-pressure).
 pub const PENDING_BYTES_MAX: usize = 64 << 20;
 /// A log file larger than this is refused at open rather than read into memory.
@@ -43,9 +46,6 @@ const READ_CHUNK_BYTES: usize = 1 << 20;
 
 const LOG_FILE: &str = "groups.log";
 const COMPACT_FILE: &str = "groups.log.compact";
-
-const OP_PUT: u8 = 1;
-const OP_DELETE: u8 = 2;
 
 /// When the log is rewritten from its live map.
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +67,6 @@ pub struct GroupLogStats {
     /// Bytes cut from a torn tail when the log was opened.
     pub truncated_bytes: u64,
 }
-
-type Op = (Vec<u8>, Option<Vec<u8>>);
 
 struct Inner {
     /// `None` once closed.
@@ -95,96 +93,6 @@ pub struct GroupLog {
     /// The durable frontier of the record sequence numbers.
     commit: GroupCommit,
     inner: RefCell<Inner>,
-}
-
-fn frame(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
-    let payload_len = 1 + 4 + key.len() + value.map_or(0, |v| 4 + v.len());
-    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload_len);
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(if value.is_some() { OP_PUT } else { OP_DELETE });
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(key);
-    if let Some(value) = value {
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
-    }
-    let crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-fn framed_len(key: &[u8], value: &[u8]) -> u64 {
-    (FRAME_HEADER_BYTES + 1 + 4 + key.len() + 4 + value.len()) as u64
-}
-
-/// What scanning a log's bytes found.
-struct Scan {
-    ops: Vec<Op>,
-    valid_bytes: usize,
-}
-
-/// Reads frames until the end or the first one that is torn or fails its CRC.
-fn scan(bytes: &[u8]) -> Result<Scan, GroupLogError> {
-    let mut ops = Vec::new();
-    let mut pos = 0usize;
-    while bytes.len() - pos >= FRAME_HEADER_BYTES {
-        let header = &bytes[pos..pos + FRAME_HEADER_BYTES];
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 || len > RECORD_BYTES_MAX || bytes.len() - pos - FRAME_HEADER_BYTES < len {
-            break;
-        }
-        let payload = &bytes[pos + FRAME_HEADER_BYTES..pos + FRAME_HEADER_BYTES + len];
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
-        // The CRC matched, so a payload that does not parse was written by a
-        // format this code does not know: refuse to start instead of dropping it.
-        ops.push(parse_payload(payload)?);
-        pos += FRAME_HEADER_BYTES + len;
-    }
-    Ok(Scan {
-        ops,
-        valid_bytes: pos,
-    })
-}
-
-/// `scan` for the decoder tests: the number of valid bytes, or the error.
-#[cfg(test)]
-pub(crate) fn scan_for_tests(bytes: &[u8]) -> Result<usize, GroupLogError> {
-    scan(bytes).map(|scanned| scanned.valid_bytes)
-}
-
-fn parse_payload(payload: &[u8]) -> Result<Op, GroupLogError> {
-    let corrupt = |what: &str| GroupLogError::Corrupt(format!("log record: {what}"));
-    let (&op, rest) = payload.split_first().ok_or_else(|| corrupt("empty"))?;
-    let (key, rest) = split_len_prefixed(rest).ok_or_else(|| corrupt("bad key length"))?;
-    match op {
-        OP_PUT => {
-            let (value, rest) =
-                split_len_prefixed(rest).ok_or_else(|| corrupt("bad value length"))?;
-            if !rest.is_empty() {
-                return Err(corrupt("trailing bytes"));
-            }
-            Ok((key.to_vec(), Some(value.to_vec())))
-        }
-        OP_DELETE if rest.is_empty() => Ok((key.to_vec(), None)),
-        OP_DELETE => Err(corrupt("trailing bytes")),
-        other => Err(GroupLogError::Corrupt(format!(
-            "log record: unknown op {other}"
-        ))),
-    }
-}
-
-fn split_len_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let rest = &bytes[4..];
-    if rest.len() < len {
-        return None;
-    }
-    Some(rest.split_at(len))
 }
 
 async fn write_all(
