@@ -318,9 +318,9 @@ pub async fn handle_delete_records(
     let table = shard.topics();
     let mut plan = PartitionPlan::new(shard);
     for topic in &body.topics {
-        plan.add_topic(
-            table.get(topic.name.as_str()),
-            ResponseError::UnknownTopicOrPartition,
+        plan.add_named_topic(
+            &table,
+            topic.name.as_str(),
             topic
                 .partitions
                 .iter()

@@ -204,7 +204,7 @@ async fn read_all(
             owner.fetch_local(parts, max_bytes)
         })
         .await;
-    answers.flat().into_iter().map(Some).collect()
+    answers.into_flat().map(Some).collect()
 }
 
 /// Sleeps until any requested partition grows past what was just read, or `timeout`.

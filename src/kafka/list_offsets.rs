@@ -36,9 +36,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
     let table = shard.topics();
     let mut plan = PartitionPlan::new(shard);
     for topic in &body.topics {
-        plan.add_topic(
-            table.get(topic.name.as_str()),
-            ResponseError::UnknownTopicOrPartition,
+        plan.add_named_topic(
+            &table,
+            topic.name.as_str(),
             topic
                 .partitions
                 .iter()

@@ -14,15 +14,15 @@ use kafka_protocol::error::ResponseError;
 use super::errors::take_answer;
 use crate::shard::partitions::PartitionError;
 use crate::shard::scatter::Scatter;
-use crate::shard::topics::TopicInfo;
+use crate::shard::topics::{TopicInfo, TopicTable};
 use crate::shard::{PartitionId, Shard};
 
 /// The parts of one request, by owner shard, and where each answer goes.
 pub struct PartitionPlan<P> {
     scatter: Scatter<P>,
-    /// Per topic, per partition: the slot of its owner's answer, or the
-    /// error decided here.
-    slots: Vec<Vec<Result<usize, ResponseError>>>,
+    /// Per partition in request order: the slot of its owner's answer, or
+    /// the error decided here.
+    slots: Vec<Result<usize, ResponseError>>,
 }
 
 impl<P: Send + 'static> PartitionPlan<P> {
@@ -46,20 +46,31 @@ impl<P: Send + 'static> PartitionPlan<P> {
         mut refuse: impl FnMut(&T) -> Option<ResponseError>,
         mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
     ) {
-        let slots = partitions
-            .into_iter()
-            .map(|(index, item)| {
-                if let Some(error) = refuse(&item) {
-                    return Err(error);
-                }
-                let info = topic.ok_or(missing)?;
-                let owner = info
-                    .shard_of(index)
-                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
-                Ok(self.scatter.push(owner, part(info, index, item)))
-            })
-            .collect();
-        self.slots.push(slots);
+        let slots = partitions.into_iter().map(|(index, item)| {
+            if let Some(error) = refuse(&item) {
+                return Err(error);
+            }
+            let info = topic.ok_or(missing)?;
+            let owner = info
+                .shard_of(index)
+                .ok_or(ResponseError::UnknownTopicOrPartition)?;
+            Ok(self.scatter.push(owner, part(info, index, item)))
+        });
+        self.slots.extend(slots);
+    }
+
+    /// `add_topic` for a topic named on the wire (not by id): unknown names
+    /// get UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn add_named_topic<T>(
+        &mut self,
+        table: &TopicTable,
+        name: &str,
+        partitions: impl IntoIterator<Item = (PartitionId, T)>,
+        refuse: impl FnMut(&T) -> Option<ResponseError>,
+        part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
+    ) {
+        let missing = ResponseError::UnknownTopicOrPartition;
+        self.add_topic(table.get(name), missing, partitions, refuse, part);
     }
 
     /// Runs `work` on every owner with its parts (concurrently) and returns
@@ -80,22 +91,13 @@ impl<P: Send + 'static> PartitionPlan<P> {
 /// The answers to a [`PartitionPlan`], in request order.
 pub struct PartitionAnswers<R> {
     answers: Vec<Option<Result<R, PartitionError>>>,
-    slots: Vec<Vec<Result<usize, ResponseError>>>,
+    slots: Vec<Result<usize, ResponseError>>,
 }
 
 impl<R> PartitionAnswers<R> {
-    /// Per topic, per partition, as the request named them.
-    pub fn by_topic(mut self) -> Vec<Vec<Result<R, ResponseError>>> {
-        let slots = std::mem::take(&mut self.slots);
-        slots
-            .into_iter()
-            .map(|topic| topic.into_iter().map(|slot| self.take(slot)).collect())
-            .collect()
-    }
-
     /// Builds the response's topics from the request's: `partitions` lists a
-    /// request topic's partitions, `partition` answers one of them, `topic`
-    /// wraps a topic's answers.
+    /// request topic's partitions (as they were added to the plan), `partition`
+    /// answers one of them, `topic` wraps a topic's answers.
     pub fn zip_topics<'a, T, P: 'a, A, B>(
         self,
         request_topics: &'a [T],
@@ -103,13 +105,13 @@ impl<R> PartitionAnswers<R> {
         mut partition: impl FnMut(&'a P, Result<R, ResponseError>) -> A,
         mut topic: impl FnMut(&'a T, Vec<A>) -> B,
     ) -> Vec<B> {
+        let mut answers = self.into_flat();
         request_topics
             .iter()
-            .zip(self.by_topic())
-            .map(|(t, answers)| {
+            .map(|t| {
                 let answered = partitions(t)
                     .iter()
-                    .zip(answers)
+                    .zip(&mut answers)
                     .map(|(p, answer)| partition(p, answer))
                     .collect();
                 topic(t, answered)
@@ -117,9 +119,10 @@ impl<R> PartitionAnswers<R> {
             .collect()
     }
 
-    /// Every partition of every topic, flattened in request order.
-    pub fn flat(self) -> Vec<Result<R, ResponseError>> {
-        self.by_topic().into_iter().flatten().collect()
+    /// Every partition of every topic, in request order.
+    pub fn into_flat(mut self) -> impl Iterator<Item = Result<R, ResponseError>> {
+        let slots = std::mem::take(&mut self.slots);
+        slots.into_iter().map(move |slot| self.take(slot))
     }
 
     fn take(&mut self, slot: Result<usize, ResponseError>) -> Result<R, ResponseError> {

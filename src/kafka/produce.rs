@@ -27,9 +27,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
     let table = shard.topics();
     let mut plan = PartitionPlan::new(shard);
     for topic in &body.topic_data {
-        plan.add_topic(
-            table.get(topic.name.as_str()),
-            ResponseError::UnknownTopicOrPartition,
+        plan.add_named_topic(
+            &table,
+            topic.name.as_str(),
             topic
                 .partition_data
                 .iter()
