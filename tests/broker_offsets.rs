@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::clients::{
-    assert_all_delivered, consumer, create_topic, flush, producer, send, CLIENT_REQUEST_TIMEOUT,
-};
+use common::clients::{assert_all_delivered, consumer, create_topic, flush, producer, send};
 use common::python::{python_with, run_script};
 use common::raw::{self, error_code, RawClient};
 use common::{unique_topic, Broker};
@@ -15,9 +13,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::BaseRecord;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
 /// Record i has timestamp BASE + i * STEP.
@@ -74,22 +71,7 @@ fn stored_batch_count(broker: &Broker, topic: &str) -> usize {
 }
 
 fn lookup(consumer: &rdkafka::consumer::BaseConsumer, topic: &str, timestamp: i64) -> Offset {
-    let mut query = TopicPartitionList::new();
-    query
-        .add_partition_offset(topic, 0, Offset::Offset(timestamp))
-        .expect("a valid query");
-    let answer = consumer
-        .offsets_for_times(query, CLIENT_REQUEST_TIMEOUT)
-        .unwrap_or_else(|error| panic!("ListOffsets by time {timestamp}: {error}"));
-    let element = answer
-        .find_partition(topic, 0)
-        .expect("the partition is answered");
-    assert!(
-        element.error().is_ok(),
-        "ListOffsets error {:?}",
-        element.error()
-    );
-    element.offset()
+    common::clients::offset_for_time(consumer, topic, timestamp)
 }
 
 /// (error code, timestamp, offset) of a raw ListOffsets for one partition.

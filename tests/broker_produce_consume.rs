@@ -451,24 +451,7 @@ fn offsets_for_times_finds_the_first_offset_at_or_after_a_timestamp() {
     assert_all_delivered(&log, 10);
 
     let consumer = consumer(&bootstrap, &[]);
-    let lookup = |timestamp: i64| -> Offset {
-        let mut query = TopicPartitionList::new();
-        query
-            .add_partition_offset(&topic, 0, Offset::Offset(timestamp))
-            .expect("a valid query");
-        let answer = consumer
-            .offsets_for_times(query, CLIENT_REQUEST_TIMEOUT)
-            .unwrap_or_else(|error| panic!("ListOffsets by time {timestamp}: {error}"));
-        let element = answer
-            .find_partition(&topic, 0)
-            .expect("the partition is answered");
-        assert!(
-            element.error().is_ok(),
-            "ListOffsets error {:?}",
-            element.error()
-        );
-        element.offset()
-    };
+    let lookup = |timestamp: i64| common::clients::offset_for_time(&consumer, &topic, timestamp);
     assert_eq!(
         lookup(base_timestamp_ms - 5000),
         Offset::Offset(0),

@@ -409,3 +409,24 @@ pub fn by_partition(messages: &[OwnedMessage]) -> HashMap<i32, Vec<&OwnedMessage
 pub fn owned(message: &BorrowedMessage<'_>) -> OwnedMessage {
     message.detach()
 }
+
+/// The offset `offsets_for_times` answers for partition 0 of `topic` at
+/// `timestamp` (ListOffsets by time); panics on a client or partition error.
+pub fn offset_for_time(consumer: &BaseConsumer, topic: &str, timestamp: i64) -> Offset {
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, 0, Offset::Offset(timestamp))
+        .expect("a valid query");
+    let answer = consumer
+        .offsets_for_times(query, CLIENT_REQUEST_TIMEOUT)
+        .unwrap_or_else(|error| panic!("ListOffsets by time {timestamp}: {error}"));
+    let element = answer
+        .find_partition(topic, 0)
+        .expect("the partition is answered");
+    assert!(
+        element.error().is_ok(),
+        "ListOffsets error {:?}",
+        element.error()
+    );
+    element.offset()
+}
