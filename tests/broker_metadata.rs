@@ -107,17 +107,23 @@ fn eventually_described(client: &mut RawClient, version: i16, topic: &str) -> bo
     })
 }
 
-#[test]
-fn metadata_lists_all_topics_and_named_topics_at_every_advertised_version() {
-    let broker = Broker::start();
-    let existing = unique_topic("listed");
+/// Creates a topic of `EXISTING_PARTITIONS` partitions; returns its name and
+/// a raw connection to the broker.
+fn existing_topic(broker: &Broker, prefix: &str) -> (String, RawClient) {
+    let existing = unique_topic(prefix);
     create_topic(
         &broker.bootstrap(),
         &existing,
         EXISTING_PARTITIONS as i32,
         &[],
     );
-    let mut client = RawClient::connect(broker.addr());
+    (existing, RawClient::connect(broker.addr()))
+}
+
+#[test]
+fn metadata_lists_all_topics_and_named_topics_at_every_advertised_version() {
+    let broker = Broker::start();
+    let (existing, mut client) = existing_topic(&broker, "listed");
     let versions = advertised_metadata_versions(&mut client);
     assert_eq!(*versions.start(), 0, "Metadata from v0");
     for version in versions {
@@ -151,14 +157,7 @@ fn metadata_lists_all_topics_and_named_topics_at_every_advertised_version() {
 #[test]
 fn metadata_without_auto_creation_still_lists_all_topics_at_every_advertised_version() {
     let broker = Broker::builder().auto_create_topics(false).start();
-    let existing = unique_topic("listed-no-auto");
-    create_topic(
-        &broker.bootstrap(),
-        &existing,
-        EXISTING_PARTITIONS as i32,
-        &[],
-    );
-    let mut client = RawClient::connect(broker.addr());
+    let (existing, mut client) = existing_topic(&broker, "listed-no-auto");
     for version in advertised_metadata_versions(&mut client) {
         check_listing(&mut client, version, &existing);
         let missing = unique_topic(&format!("missing-v{version}"));
