@@ -10,11 +10,7 @@ fn delete_group_needs_an_existing_empty_group() {
             c.delete_group("missing").await,
             Err(GroupError::GroupIdNotFound)
         );
-        let (member, generation) = stable_single_member(&c, "g").await;
-        assert_eq!(
-            commit(&c, "g", generation, &member, &[("orders", 0, 1)]).await,
-            vec![None]
-        );
+        let (member, _) = member_with_commits(&c, "g", &[("orders", 0, 1)]).await;
         assert_eq!(c.delete_group("g").await, Err(GroupError::NonEmptyGroup));
         let leave = leave_request("g", &[(&member, None)]);
         assert_eq!(c.leave_group(leave).await.members[0], None);

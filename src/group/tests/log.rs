@@ -8,18 +8,8 @@ fn offsets_and_groups_survive_close_and_reopen() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        let (member, generation) = stable_single_member(&c, "g").await;
-        assert_eq!(
-            commit(
-                &c,
-                "g",
-                generation,
-                &member,
-                &[("orders", 0, 42), ("payments", 1, 9)]
-            )
-            .await,
-            vec![None, None]
-        );
+        let (member, generation) =
+            member_with_commits(&c, "g", &[("orders", 0, 42), ("payments", 1, 9)]).await;
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 2, 5)]).await,
             vec![None]

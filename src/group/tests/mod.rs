@@ -289,6 +289,22 @@ async fn crash(c: Rc<GroupCoordinator>) {
 }
 
 /// One member joined and synced: (member id, generation).
+/// A stable single-member group `group` whose member committed `offsets`
+/// (topic, partition, offset), each accepted; returns (member id, generation).
+pub(crate) async fn member_with_commits(
+    c: &Rc<GroupCoordinator>,
+    group: &str,
+    offsets: &[(&str, i32, i64)],
+) -> (String, i32) {
+    let (member, generation) = stable_single_member(c, group).await;
+    assert_eq!(
+        commit(c, group, generation, &member, offsets).await,
+        vec![None; offsets.len()],
+        "commits of a stable member"
+    );
+    (member, generation)
+}
+
 async fn stable_single_member(c: &Rc<GroupCoordinator>, group: &str) -> (String, i32) {
     let joined = join_dynamic(c, group).await;
     assert_eq!(joined.error, None);

@@ -44,11 +44,7 @@ fn simple_commits_are_fetched_and_bad_partitions_get_their_own_errors() {
 #[test]
 fn member_commits_are_checked_against_membership_and_generation() {
     with_coordinator(|c| async move {
-        let (member, generation) = stable_single_member(&c, "g").await;
-        assert_eq!(
-            commit(&c, "g", generation, &member, &[("orders", 1, 7)]).await,
-            vec![None]
-        );
+        let (member, generation) = member_with_commits(&c, "g", &[("orders", 1, 7)]).await;
         assert_eq!(fetch(&c, "g", "orders", 1), 7);
         assert_eq!(
             commit(&c, "g", generation + 1, &member, &[("orders", 1, 8)]).await,
@@ -100,11 +96,7 @@ fn offsets_of_empty_groups_expire_after_retention() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        let (member, generation) = stable_single_member(&c, "g").await;
-        assert_eq!(
-            commit(&c, "g", generation, &member, &[("orders", 0, 1)]).await,
-            vec![None]
-        );
+        let (member, _) = member_with_commits(&c, "g", &[("orders", 0, 1)]).await;
         assert_eq!(
             commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
             vec![None]
@@ -139,18 +131,7 @@ fn offsets_of_empty_groups_expire_after_retention() {
 #[test]
 fn offset_delete_refuses_subscribed_topics_and_removes_others() {
     with_coordinator(|c| async move {
-        let (member, generation) = stable_single_member(&c, "g").await;
-        assert_eq!(
-            commit(
-                &c,
-                "g",
-                generation,
-                &member,
-                &[("orders", 0, 1), ("payments", 0, 2)]
-            )
-            .await,
-            vec![None, None]
-        );
+        member_with_commits(&c, "g", &[("orders", 0, 1), ("payments", 0, 2)]).await;
         let request = DeleteOffsetsRequest {
             group_id: s("g"),
             topics: vec![
