@@ -43,22 +43,29 @@ fn log_len(dir: &Path) -> u64 {
     std::fs::metadata(log_path(dir)).expect("log exists").len()
 }
 
+/// Commits offset 1 then offset 2 for `simple`/orders-0 and crashes; returns
+/// the log's length after the first commit (where a cut tail must end).
+async fn two_commits_then_crash(path: &Path) -> u64 {
+    let c = open(path).await;
+    assert_eq!(
+        commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
+        vec![None]
+    );
+    let good = log_len(path);
+    assert_eq!(
+        commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
+        vec![None]
+    );
+    crash(c).await;
+    good
+}
+
 #[test]
 fn a_torn_log_tail_is_truncated_on_reopen() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let c = open(&path).await;
-        assert_eq!(
-            commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
-            vec![None]
-        );
-        let good = log_len(&path);
-        assert_eq!(
-            commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
-            vec![None]
-        );
-        crash(c).await;
+        let good = two_commits_then_crash(&path).await;
         // Cut the last record in half, as a crash during a write would.
         let full = log_len(&path);
         let file = std::fs::OpenOptions::new()
@@ -88,17 +95,7 @@ fn a_corrupt_record_is_cut_from_the_tail() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let c = open(&path).await;
-        assert_eq!(
-            commit(&c, "simple", -1, "", &[("orders", 0, 1)]).await,
-            vec![None]
-        );
-        let good = log_len(&path);
-        assert_eq!(
-            commit(&c, "simple", -1, "", &[("orders", 0, 2)]).await,
-            vec![None]
-        );
-        crash(c).await;
+        let good = two_commits_then_crash(&path).await;
         let mut bytes = std::fs::read(log_path(&path)).expect("read log");
         let last = bytes.len() - 3;
         bytes[last] ^= 0x55;
@@ -151,98 +148,23 @@ fn compaction_keeps_the_log_and_reopen_bounded() {
     });
 }
 
+const MEASURE_IN_FLIGHT: usize = 256;
+
 /// Prints commit latency (one at a time and many in flight) and reopen time.
 /// `cargo test --lib measure_group_log -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a measurement: prints figures, checks nothing beyond each commit's answer"]
 fn measure_group_log_commit_latency_and_reopen_time() {
-    const SEQUENTIAL: usize = 500;
-    const CONCURRENT: usize = 4_000;
-    const IN_FLIGHT: usize = 256;
-    const OFFSETS: usize = 100_000;
     let dir = tempfile::tempdir_in(std::env::var("MEASURE_DIR").unwrap_or_else(|_| "/tmp".into()))
         .expect("temp dir");
     let path = dir.path().to_path_buf();
     run(move || async move {
         let c = open(&path).await;
-        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-        for i in 0..SEQUENTIAL {
-            let started = std::time::Instant::now();
-            assert_eq!(
-                commit(&c, "seq", -1, "", &[("orders", (i % 4) as i32, i as i64)]).await,
-                vec![None]
-            );
-            histogram
-                .record(started.elapsed().as_micros() as u64)
-                .expect("record");
-        }
-        println!(
-            "sequential commits: {SEQUENTIAL}, latency us p50 {} p99 {} max {}",
-            histogram.value_at_quantile(0.5),
-            histogram.value_at_quantile(0.99),
-            histogram.max()
-        );
-        let flushes_before = c.log_stats().flushes;
-        let started = std::time::Instant::now();
-        let semaphore = Rc::new(glommio::sync::Semaphore::new(IN_FLIGHT as u64));
-        let mut tasks = Vec::with_capacity(CONCURRENT);
-        for i in 0..CONCURRENT {
-            let permit = semaphore.acquire_static_permit(1).await.expect("permit");
-            let c = c.clone();
-            tasks.push(glommio::spawn_local(async move {
-                let codes = commit(
-                    &c,
-                    &format!("group-{}", i % 64),
-                    -1,
-                    "",
-                    &[("orders", (i % 4) as i32, i as i64)],
-                )
-                .await;
-                drop(permit);
-                codes
-            }));
-        }
-        for task in tasks {
-            assert_eq!(task.await, vec![None]);
-        }
-        let elapsed = started.elapsed();
-        println!(
-            "concurrent commits: {CONCURRENT} with {IN_FLIGHT} in flight in {elapsed:?} ({:.0}/s), {} fdatasyncs",
-            CONCURRENT as f64 / elapsed.as_secs_f64(),
-            c.log_stats().flushes - flushes_before
-        );
+        measure_sequential_commits(&c, 500).await;
+        measure_concurrent_commits(&c, 4_000).await;
         // Many distinct offsets: the live state a reopen must load.
-        let mut requests = Vec::new();
-        for i in 0..OFFSETS / 4 {
-            requests.push(commit_request(
-                &format!("many-{i}"),
-                -1,
-                "",
-                &[
-                    ("orders", 0, i as i64),
-                    ("orders", 1, i as i64),
-                    ("orders", 2, i as i64),
-                    ("orders", 3, i as i64),
-                ],
-            ));
-        }
-        let mut pending = Vec::new();
-        for (i, request) in requests.into_iter().enumerate() {
-            let c = c.clone();
-            pending.push(glommio::spawn_local(async move {
-                c.offset_commit(request, &Topics).await
-            }));
-            if i % IN_FLIGHT == 0 {
-                for task in pending.drain(..) {
-                    task.await;
-                }
-            }
-        }
-        for task in pending {
-            task.await;
-        }
-        let stats = c.log_stats();
-        println!("before close: {stats:?}");
+        commit_distinct_offsets(&c, 100_000).await;
+        println!("before close: {:?}", c.log_stats());
         c.close().await.expect("close");
         crash(c).await;
         let started = std::time::Instant::now();
@@ -254,6 +176,74 @@ fn measure_group_log_commit_latency_and_reopen_time() {
             started.elapsed()
         );
     });
+}
+
+async fn measure_sequential_commits(c: &Rc<GroupCoordinator>, commits: usize) {
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for i in 0..commits {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            commit(c, "seq", -1, "", &[("orders", (i % 4) as i32, i as i64)]).await,
+            vec![None]
+        );
+        histogram
+            .record(started.elapsed().as_micros() as u64)
+            .expect("record");
+    }
+    println!(
+        "sequential commits: {commits}, latency us p50 {} p99 {} max {}",
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.max()
+    );
+}
+
+async fn measure_concurrent_commits(c: &Rc<GroupCoordinator>, commits: usize) {
+    let flushes_before = c.log_stats().flushes;
+    let started = std::time::Instant::now();
+    let semaphore = Rc::new(glommio::sync::Semaphore::new(MEASURE_IN_FLIGHT as u64));
+    let mut tasks = Vec::with_capacity(commits);
+    for i in 0..commits {
+        let permit = semaphore.acquire_static_permit(1).await.expect("permit");
+        let c = c.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let group = format!("group-{}", i % 64);
+            let codes = commit(&c, &group, -1, "", &[("orders", (i % 4) as i32, i as i64)]).await;
+            drop(permit);
+            codes
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await, vec![None]);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "concurrent commits: {commits} with {MEASURE_IN_FLIGHT} in flight in {elapsed:?} ({:.0}/s), {} fdatasyncs",
+        commits as f64 / elapsed.as_secs_f64(),
+        c.log_stats().flushes - flushes_before
+    );
+}
+
+/// Commits `offsets` distinct (group, partition) offsets, four per request.
+async fn commit_distinct_offsets(c: &Rc<GroupCoordinator>, offsets: usize) {
+    let mut pending = Vec::new();
+    for i in 0..offsets / 4 {
+        let offset = i as i64;
+        let partitions: Vec<_> = (0..4).map(|p| ("orders", p, offset)).collect();
+        let request = commit_request(&format!("many-{i}"), -1, "", &partitions);
+        let c = c.clone();
+        pending.push(glommio::spawn_local(async move {
+            c.offset_commit(request, &Topics).await
+        }));
+        if i % MEASURE_IN_FLIGHT == 0 {
+            for task in pending.drain(..) {
+                task.await;
+            }
+        }
+    }
+    for task in pending {
+        task.await;
+    }
 }
 
 /// A small deterministic generator so a failing run can be repeated from its seed.
@@ -272,10 +262,8 @@ impl XorShift {
     }
 }
 
-#[test]
-fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
-    use crate::group::log::{GroupLog, GroupLogConfig};
-    use std::collections::BTreeMap;
+/// `GROUP_LOG_SEED` repeats a run; otherwise a fresh seed, printed.
+fn model_seed() -> u64 {
     let seed = std::env::var("GROUP_LOG_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -286,6 +274,14 @@ fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
                 | 1
         });
     println!("GROUP_LOG_SEED={seed}");
+    seed
+}
+
+#[test]
+fn the_log_matches_a_model_map_across_random_writes_compactions_and_reopens() {
+    use crate::group::log::{GroupLog, GroupLogConfig};
+    use std::collections::BTreeMap;
+    let seed = model_seed();
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {

@@ -1,42 +1,49 @@
 use super::*;
 
+/// Static member `instance-a` and a dynamic member join `g` together and sync
+/// generation 1 with assignments `for-a` and `for-b`; returns their member ids.
+async fn static_a_and_dynamic_b_synced(c: &Rc<GroupCoordinator>) -> (String, String) {
+    // Static members skip the member-id round trip.
+    let a = glommio::spawn_local({
+        let c = c.clone();
+        async move {
+            c.join_group(join_request("g", "", Some("instance-a")))
+                .await
+        }
+    });
+    let b = spawn_join_dynamic(c, "g");
+    let (a, b) = (a.await, b.await);
+    assert_eq!((a.error, b.error), (None, None));
+    let (a_id, b_id) = (
+        a.member_id.as_str().to_string(),
+        b.member_id.as_str().to_string(),
+    );
+    let follower = if a.leader.as_str() == a_id {
+        b_id.clone()
+    } else {
+        a_id.clone()
+    };
+    let leader = a.leader.as_str().to_string();
+    let pending = glommio::spawn_local({
+        let c = c.clone();
+        async move { c.sync_group(sync_request("g", 1, &follower, &[])).await }
+    });
+    glommio::timer::sleep(Duration::from_millis(10)).await;
+    c.sync_group(sync_request(
+        "g",
+        1,
+        &leader,
+        &[(&a_id, "for-a"), (&b_id, "for-b")],
+    ))
+    .await;
+    pending.await;
+    (a_id, b_id)
+}
+
 #[test]
 fn a_static_member_rejoining_replaces_the_old_member_without_a_rebalance() {
     with_coordinator(|c| async move {
-        // Static members skip the member-id round trip.
-        let a = glommio::spawn_local({
-            let c = c.clone();
-            async move {
-                c.join_group(join_request("g", "", Some("instance-a")))
-                    .await
-            }
-        });
-        let b = spawn_join_dynamic(&c, "g");
-        let (a, b) = (a.await, b.await);
-        assert_eq!((a.error, b.error), (None, None));
-        let (a_id, b_id) = (
-            a.member_id.as_str().to_string(),
-            b.member_id.as_str().to_string(),
-        );
-        let follower = if a.leader.as_str() == a_id {
-            b_id.clone()
-        } else {
-            a_id.clone()
-        };
-        let leader = a.leader.as_str().to_string();
-        let pending = glommio::spawn_local({
-            let c = c.clone();
-            async move { c.sync_group(sync_request("g", 1, &follower, &[])).await }
-        });
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-        c.sync_group(sync_request(
-            "g",
-            1,
-            &leader,
-            &[(&a_id, "for-a"), (&b_id, "for-b")],
-        ))
-        .await;
-        pending.await;
+        let (a_id, b_id) = static_a_and_dynamic_b_synced(&c).await;
         // A restarts: same instance id, no member id.
         let rejoined = c
             .join_group(join_request("g", "", Some("instance-a")))
