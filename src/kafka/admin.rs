@@ -315,20 +315,17 @@ pub async fn handle_delete_records(
     request: &Request,
     body: DeleteRecordsRequest,
 ) -> Outcome {
-    let table = shard.topics();
-    let mut plan = PartitionPlan::new(shard);
-    for topic in &body.topics {
-        plan.add_named_topic(
-            &table,
-            topic.name.as_str(),
-            topic
-                .partitions
-                .iter()
-                .map(|p| (PartitionId(p.partition_index), p.offset)),
-            |_| None,
-            |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
-        );
-    }
+    let topics = body.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter();
+        let offsets = partitions.map(|p| (PartitionId(p.partition_index), p.offset));
+        (topic.name.as_str(), offsets)
+    });
+    let plan = PartitionPlan::named_topics(
+        shard,
+        topics,
+        |_| None,
+        |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
+    );
     let answers = plan
         .gather(shard, |owner, parts| owner.delete_records_local(parts))
         .await;

@@ -33,27 +33,24 @@ fn special_timestamp_allowed(timestamp: i64, version: i16) -> bool {
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsRequest) -> Outcome {
     let version = request.version();
-    let table = shard.topics();
-    let mut plan = PartitionPlan::new(shard);
-    for topic in &body.topics {
-        plan.add_named_topic(
-            &table,
-            topic.name.as_str(),
-            topic
-                .partitions
-                .iter()
-                .map(|p| (PartitionId(p.partition_index), p.timestamp)),
-            |&timestamp| {
-                (!special_timestamp_allowed(timestamp, version))
-                    .then_some(ResponseError::UnsupportedVersion)
-            },
-            |info, partition, timestamp| OffsetQuery {
-                topic: info.name.clone(),
-                partition,
-                timestamp,
-            },
-        );
-    }
+    let topics = body.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter();
+        let queries = partitions.map(|p| (PartitionId(p.partition_index), p.timestamp));
+        (topic.name.as_str(), queries)
+    });
+    let plan = PartitionPlan::named_topics(
+        shard,
+        topics,
+        |&timestamp| {
+            (!special_timestamp_allowed(timestamp, version))
+                .then_some(ResponseError::UnsupportedVersion)
+        },
+        |info, partition, timestamp| OffsetQuery {
+            topic: info.name.clone(),
+            partition,
+            timestamp,
+        },
+    );
     let answers = plan
         .gather(shard, |owner, queries| owner.list_offsets_local(queries))
         .await;

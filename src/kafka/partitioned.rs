@@ -14,7 +14,7 @@ use kafka_protocol::error::ResponseError;
 use super::errors::take_answer;
 use crate::shard::partitions::PartitionError;
 use crate::shard::scatter::Scatter;
-use crate::shard::topics::{TopicInfo, TopicTable};
+use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard};
 
 /// The parts of one request, by owner shard, and where each answer goes.
@@ -59,18 +59,25 @@ impl<P: Send + 'static> PartitionPlan<P> {
         self.slots.extend(slots);
     }
 
-    /// `add_topic` for a topic named on the wire (not by id): unknown names
-    /// get UNKNOWN_TOPIC_OR_PARTITION.
-    pub fn add_named_topic<T>(
-        &mut self,
-        table: &TopicTable,
-        name: &str,
-        partitions: impl IntoIterator<Item = (PartitionId, T)>,
-        refuse: impl FnMut(&T) -> Option<ResponseError>,
-        part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
-    ) {
-        let missing = ResponseError::UnknownTopicOrPartition;
-        self.add_topic(table.get(name), missing, partitions, refuse, part);
+    /// A plan for topics named on the wire (not by id), each given as
+    /// `(name, partitions)`: see `add_topic`; unknown names get
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn named_topics<'a, T, I>(
+        shard: &Shard,
+        topics: impl IntoIterator<Item = (&'a str, I)>,
+        mut refuse: impl FnMut(&T) -> Option<ResponseError>,
+        mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
+    ) -> Self
+    where
+        I: IntoIterator<Item = (PartitionId, T)>,
+    {
+        let table = shard.topics();
+        let mut plan = Self::new(shard);
+        for (name, partitions) in topics {
+            let missing = ResponseError::UnknownTopicOrPartition;
+            plan.add_topic(table.get(name), missing, partitions, &mut refuse, &mut part);
+        }
+        plan
     }
 
     /// Runs `work` on every owner with its parts (concurrently) and returns

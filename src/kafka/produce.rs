@@ -24,28 +24,25 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
-    let table = shard.topics();
-    let mut plan = PartitionPlan::new(shard);
-    for topic in &body.topic_data {
-        plan.add_named_topic(
-            &table,
-            topic.name.as_str(),
-            topic
-                .partition_data
-                .iter()
-                .map(|data| (PartitionId(data.index), data)),
-            |_| {
-                durability
-                    .is_none()
-                    .then_some(ResponseError::InvalidRequiredAcks)
-            },
-            |info, partition, data| ProducePart {
-                topic: info.name.clone(),
-                partition,
-                records: data.records.clone().unwrap_or_default(),
-            },
-        );
-    }
+    let topics = body.topic_data.iter().map(|topic| {
+        let partitions = topic.partition_data.iter();
+        let partitions = partitions.map(|data| (PartitionId(data.index), data));
+        (topic.name.as_str(), partitions)
+    });
+    let plan = PartitionPlan::named_topics(
+        shard,
+        topics,
+        |_| {
+            durability
+                .is_none()
+                .then_some(ResponseError::InvalidRequiredAcks)
+        },
+        |info, partition, data| ProducePart {
+            topic: info.name.clone(),
+            partition,
+            records: data.records.clone().unwrap_or_default(),
+        },
+    );
     let durability = durability.unwrap_or(Durability::Written);
     let answers = plan
         .gather(shard, move |owner, parts| {
