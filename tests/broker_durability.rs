@@ -29,8 +29,11 @@ const ACKED_BEFORE_KILL: usize = 3_000;
 /// How long the load may take to reach `ACKED_BEFORE_KILL`.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// (partition, offset, key, value, timestamp) of every consumed message, sorted.
-fn snapshot(consumed: &Consumed) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, Timestamp)> {
+/// (partition, offset, key, value, timestamp) of one consumed message.
+type Row = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, Timestamp);
+
+/// Every consumed message as a [`Row`], sorted.
+fn snapshot(consumed: &Consumed) -> Vec<Row> {
     let mut rows: Vec<_> = consumed
         .messages
         .iter()

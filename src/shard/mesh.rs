@@ -25,9 +25,9 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalFuture + Send>;
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
     #[error("shard {0}'s inbox is full")]
-    InboxFull(usize),
+    InboxFull(ShardId),
     #[error("shard {0} is gone")]
-    ShardGone(usize),
+    ShardGone(ShardId),
 }
 
 /// The unconnected channel ends for one shard, made before executors start.
@@ -89,10 +89,10 @@ impl Mesh {
             .senders
             .get(target.index())
             .and_then(Option::as_ref)
-            .ok_or(RouteError::ShardGone(target.index()))?;
+            .ok_or(RouteError::ShardGone(target))?;
         sender
             .try_send(job)
-            .map_err(|_| RouteError::InboxFull(target.index()))
+            .map_err(|_| RouteError::InboxFull(target))
     }
 }
 
@@ -117,7 +117,7 @@ where
     shard.mesh.send(target, job)?;
     answer
         .await
-        .map_err(|_| RouteError::ShardGone(target.index()))
+        .map_err(|_| RouteError::ShardGone(target))
 }
 
 /// Serves jobs arriving from one other shard until that shard hangs up.

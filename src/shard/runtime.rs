@@ -34,7 +34,7 @@ const READY_POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Everything one shard needs to start; moved onto its executor thread.
 struct ShardSeed {
-    id: usize,
+    id: ShardId,
     config: Arc<Config>,
     mesh: MeshEnds,
     table: Arc<TopicTable>,
@@ -60,13 +60,9 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
-        .map_err(|e| StartError::Executor {
-            shard: 0,
-            cpu: 0,
-            message: e.to_string(),
-        })?;
+        .map_err(StartError::SignalThread)?;
     let mut failure = None;
-    for (id, handle) in handles.into_iter().enumerate() {
+    for (id, handle) in ShardId::all(handles.len()).zip(handles) {
         let outcome = match handle.join() {
             Ok(Ok(())) => continue,
             Ok(Err(message)) => message,
@@ -101,11 +97,8 @@ fn spawn_shards(
     let ready = Arc::new(AtomicUsize::new(0));
     let mut stop_senders = Vec::new();
     let mut handles = Vec::new();
-    for (id, (mesh, &cpu)) in mesh::make_mesh(cpus.len())
-        .into_iter()
-        .zip(cpus)
-        .enumerate()
-    {
+    let shards = ShardId::all(cpus.len()).zip(mesh::make_mesh(cpus.len()));
+    for ((id, mesh), &cpu) in shards.zip(cpus) {
         let (stop, shutdown) = oneshot::channel();
         stop_senders.push(stop);
         let seed = ShardSeed {
@@ -113,7 +106,7 @@ fn spawn_shards(
             config: config.clone(),
             mesh,
             table: table.clone(),
-            registry: registry.take_if(|_| ShardId(id) == METADATA_SHARD),
+            registry: registry.take_if(|_| id == METADATA_SHARD),
             shutdown,
             ready: ready.clone(),
         };
@@ -164,7 +157,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     }
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
-    tracing::info!(shard = id, listen = %config.listen, "accepting connections");
+    tracing::info!(shard = id.index(), listen = %config.listen, "accepting connections");
     start_background(&shard)?;
     let stop_shard = shard.clone();
     glommio::spawn_local(async move {
@@ -174,7 +167,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     .detach();
 
     let options = net::ServeOptions {
-        shard: id,
+        shard: id.index(),
         request_bytes_max: config.request_bytes_max as usize,
         connections_max: config.max_connections,
         drain_max: SHUTDOWN_DRAIN_MAX,
@@ -186,13 +179,13 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     let drained = net::serve(listener, shard.shutdown.clone(), handler, options).await;
     if !drained {
         tracing::warn!(
-            shard = id,
+            shard = id.index(),
             "connections still busy after {SHUTDOWN_DRAIN_MAX:?}; closing logs anyway"
         );
     }
     shard.close_logs().await;
     if let Err(error) = shard.groups.close().await {
-        tracing::error!(shard = id, %error, "closing the group coordinator failed");
+        tracing::error!(shard = id.index(), %error, "closing the group coordinator failed");
     }
     Ok(())
 }
@@ -200,7 +193,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
 /// Checks the data directory on this shard's thread, opens its group
 /// coordinator and connects it to the other shards.
 async fn open_shard(
-    id: usize,
+    id: ShardId,
     config: Arc<Config>,
     mesh: MeshEnds,
     registry: Option<TopicRegistry>,
@@ -216,7 +209,7 @@ async fn open_shard(
             }
             .to_string());
         }
-        tracing::warn!(shard = id, %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
+        tracing::warn!(shard = id.index(), %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
     }
     let group_config = GroupConfig {
         initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as u64,
@@ -232,7 +225,7 @@ async fn open_shard(
     .await
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let shard = Rc::new(Shard {
-        id: ShardId(id),
+        id,
         config: config.clone(),
         mesh,
         topics: RefCell::new(Arc::new(TopicTable::default())),

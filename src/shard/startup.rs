@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::placement;
+use super::ShardId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -22,7 +23,7 @@ pub enum StartError {
     Registry(#[from] super::topics::RegistryError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor {
-        shard: usize,
+        shard: ShardId,
         cpu: usize,
         message: String,
     },
@@ -36,7 +37,9 @@ pub enum StartError {
         shards: usize,
     },
     #[error("shard {shard} failed: {message}")]
-    Shard { shard: usize, message: String },
+    Shard { shard: ShardId, message: String },
+    #[error("cannot start the signal-handling thread: {0}")]
+    SignalThread(#[source] std::io::Error),
 }
 
 /// Where each shard's group coordinator keeps its log, in `shard-<n>` folders.

@@ -312,7 +312,7 @@ fn offset_fetch_of_every_version_converts_to_and_from_the_group_shape() {
 /// A shard whose inbox is full answers in the request's own error fields.
 #[test]
 fn an_unreachable_coordinator_is_answered_with_coordinator_not_available() {
-    let unreachable = || Err::<(), _>(RouteError::InboxFull(1));
+    let unreachable = || Err::<(), _>(RouteError::InboxFull(ShardId(1)));
     let code = ResponseError::CoordinatorNotAvailable.code();
 
     let join = or_unavailable(unreachable().map(|_| unreachable_join()), |e| {
