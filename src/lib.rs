@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod fuzzing;
 pub mod group;
+pub mod ids;
 pub mod kafka;
 pub mod net;
 pub mod shard;

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use super::error::GroupError;
 use super::state::GroupState;
 use super::ClientInfo;
+use crate::ids::PartitionId;
+use crate::storage::Offset;
 
 /// One protocol a member supports (for consumers, an assignor), in the
 /// member's order of preference.
@@ -192,8 +194,8 @@ pub struct ListedGroup {
 
 #[derive(Debug, Clone)]
 pub struct CommittedPartition {
-    pub partition: i32,
-    pub offset: i64,
+    pub partition: PartitionId,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
 }
@@ -221,7 +223,7 @@ pub struct CommitRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPartitions {
     pub name: String,
-    pub partitions: Vec<i32>,
+    pub partitions: Vec<PartitionId>,
 }
 
 /// The outcome for each partition of one topic, in request order.
@@ -233,7 +235,7 @@ pub struct TopicOutcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOutcome {
-    pub partition: i32,
+    pub partition: PartitionId,
     pub error: Option<GroupError>,
 }
 
@@ -248,9 +250,9 @@ pub struct FetchRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedOffset {
-    pub partition: i32,
+    pub partition: PartitionId,
     /// -1 when nothing is committed.
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
 }

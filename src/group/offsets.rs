@@ -17,21 +17,23 @@ use super::error::{GroupError, GroupLogError};
 use super::record::{Key, OffsetValue};
 use super::state::{Group, GroupState, StoredOffset};
 use super::{validate_group_id, TopicCatalog};
+use crate::ids::PartitionId;
+use crate::storage::Offset;
 
 /// OffsetFetch's answer for a partition without a committed offset.
-pub const NO_OFFSET: i64 = -1;
+pub const NO_OFFSET: Offset = Offset(-1);
 const NO_LEADER_EPOCH: i32 = -1;
 
 /// Offsets of one group whose tombstones are being written.
 struct OffsetRemoval {
     group_id: String,
     incarnation: u64,
-    keys: Vec<(String, i32)>,
+    keys: Vec<(String, PartitionId)>,
 }
 
 struct OffsetWrite {
     topic: String,
-    partition: i32,
+    partition: PartitionId,
     value: OffsetValue,
 }
 
@@ -93,7 +95,7 @@ impl GroupCoordinator {
         partition_count: Option<i32>,
     ) -> Result<(), GroupError> {
         let index = partition.partition;
-        if !partition_count.is_some_and(|count| index >= 0 && index < count) {
+        if !partition_count.is_some_and(|count| index.get() >= 0 && index.get() < count) {
             return Err(GroupError::UnknownTopicOrPartition);
         }
         if partition.metadata.as_ref().map_or(0, |m| m.len())
@@ -312,7 +314,7 @@ impl GroupCoordinator {
         } else {
             group.subscribed_topics().ok_or(GroupError::NonEmptyGroup)?
         };
-        let mut deletes: Vec<(String, i32)> = Vec::new();
+        let mut deletes: Vec<(String, PartitionId)> = Vec::new();
         let mut outcomes = Vec::with_capacity(req.topics.len());
         for topic in &req.topics {
             let error = subscribed
@@ -353,7 +355,13 @@ impl GroupCoordinator {
     }
 
     /// Drops offsets from memory unless rewritten after the tombstones (`seq`).
-    fn forget_offsets(&self, group_id: &str, incarnation: u64, keys: &[(String, i32)], seq: u64) {
+    fn forget_offsets(
+        &self,
+        group_id: &str,
+        incarnation: u64,
+        keys: &[(String, PartitionId)],
+        seq: u64,
+    ) {
         let Some(mut group) = self.group_mut(group_id, incarnation) else {
             return;
         };
@@ -375,7 +383,7 @@ impl GroupCoordinator {
         {
             let groups = self.groups.borrow();
             for group in groups.values() {
-                let keys: Vec<(String, i32)> = group
+                let keys: Vec<(String, PartitionId)> = group
                     .offsets
                     .keys()
                     .filter(|(t, _)| t == topic)
@@ -504,7 +512,7 @@ fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
     }
 }
 
-fn fetched_offset(group: Option<&Group>, topic: &str, partition: i32) -> FetchedOffset {
+fn fetched_offset(group: Option<&Group>, topic: &str, partition: PartitionId) -> FetchedOffset {
     let stored = group.and_then(|g| g.offsets.get(&(topic.to_string(), partition)));
     FetchedOffset {
         partition,
@@ -534,7 +542,10 @@ fn all_fetched_offsets(group: Option<&Group>) -> Vec<FetchedTopic> {
 }
 
 /// Tombstones for these offsets of `group_id`.
-fn offset_tombstones(group_id: &str, keys: &[(String, i32)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+fn offset_tombstones(
+    group_id: &str,
+    keys: &[(String, PartitionId)],
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     keys.iter()
         .map(|(topic, partition)| {
             let key = Key::Offset {
@@ -548,7 +559,7 @@ fn offset_tombstones(group_id: &str, keys: &[(String, i32)]) -> Vec<(Vec<u8>, Op
 }
 
 /// Which of a group's offsets are past retention (Kafka's removeExpiredOffsets).
-fn expired_offsets(group: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+fn expired_offsets(group: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String, PartitionId)> {
     let is_expired = |stored: &StoredOffset, base_ms: i64| match stored.value.expire_timestamp_ms {
         Some(expire_ms) => now_ms >= expire_ms,
         None => now_ms.saturating_sub(base_ms) >= retention_ms,

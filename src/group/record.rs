@@ -14,6 +14,8 @@
 //! format with a version byte is easier to evolve and to check field by field.
 
 use super::error::GroupLogError;
+use crate::ids::PartitionId;
+use crate::storage::Offset;
 
 const KEY_KIND_GROUP: u8 = 1;
 const KEY_KIND_OFFSET: u8 = 2;
@@ -28,14 +30,14 @@ pub enum Key {
     Offset {
         group: String,
         topic: String,
-        partition: i32,
+        partition: PartitionId,
     },
 }
 
 /// A committed offset as stored (OffsetCommit's fields plus timestamps).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     pub commit_timestamp_ms: i64,
@@ -71,7 +73,7 @@ impl Key {
                 out.push(KEY_KIND_OFFSET);
                 put_str(&mut out, group);
                 put_str(&mut out, topic);
-                out.extend_from_slice(&partition.to_le_bytes());
+                out.extend_from_slice(&partition.get().to_le_bytes());
             }
         }
         out
@@ -86,7 +88,7 @@ impl Key {
             KEY_KIND_OFFSET => Key::Offset {
                 group: reader.string()?,
                 topic: reader.string()?,
-                partition: reader.i32()?,
+                partition: PartitionId(reader.i32()?),
             },
             kind => return Err(GroupLogError::Corrupt(format!("unknown key kind {kind}"))),
         };
@@ -99,7 +101,7 @@ impl OffsetValue {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(40);
         out.push(VALUE_VERSION);
-        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.offset.get().to_le_bytes());
         out.extend_from_slice(&self.leader_epoch.to_le_bytes());
         put_opt_str(&mut out, self.metadata.as_deref());
         out.extend_from_slice(&self.commit_timestamp_ms.to_le_bytes());
@@ -111,7 +113,7 @@ impl OffsetValue {
         let mut reader = Reader::new(bytes);
         reader.version()?;
         let value = OffsetValue {
-            offset: reader.i64()?,
+            offset: Offset(reader.i64()?),
             leader_epoch: reader.i32()?,
             metadata: reader.opt_string()?,
             commit_timestamp_ms: reader.i64()?,
@@ -251,14 +253,14 @@ mod tests {
             Key::Offset {
                 group: "grp".into(),
                 topic: "t".into(),
-                partition: 7,
+                partition: PartitionId(7),
             },
         ];
         for key in keys {
             assert_eq!(Key::decode(&key.encode()).unwrap(), key);
         }
         let offset = OffsetValue {
-            offset: 42,
+            offset: Offset(42),
             leader_epoch: 3,
             metadata: Some("meta".into()),
             commit_timestamp_ms: 1000,
@@ -279,7 +281,7 @@ mod tests {
         let encoded = Key::Offset {
             group: "g".into(),
             topic: "t".into(),
-            partition: 1,
+            partition: PartitionId(1),
         }
         .encode();
         for len in 0..encoded.len() {

@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 
 use super::api::{JoinAnswer, Protocol, SyncAnswer};
 use super::record::{GroupValue, OffsetValue};
+use crate::ids::PartitionId;
 
 /// The classic group protocol's states (Kafka's GroupState).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +114,7 @@ pub struct Group {
     pub static_members: HashMap<String, String>,
     /// Member ids handed out with MEMBER_ID_REQUIRED that have not rejoined yet (KIP-394).
     pub pending_members: HashSet<String>,
-    pub offsets: BTreeMap<(String, i32), StoredOffset>,
+    pub offsets: BTreeMap<(String, PartitionId), StoredOffset>,
     pub join_timer: Option<JoinTimer>,
     pub new_member_added: bool,
 }

@@ -115,9 +115,7 @@ where
         })
     });
     shard.mesh.send(target, job)?;
-    answer
-        .await
-        .map_err(|_| RouteError::ShardGone(target))
+    answer.await.map_err(|_| RouteError::ShardGone(target))
 }
 
 /// Serves jobs arriving from one other shard until that shard hangs up.

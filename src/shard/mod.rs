@@ -5,7 +5,7 @@
 pub mod admin;
 mod background;
 pub mod exclusive;
-mod id;
+
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
@@ -30,7 +30,7 @@ use crate::storage::{BatchCache, PartitionLog};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
-pub use id::{PartitionId, ShardId};
+pub use crate::ids::{PartitionId, ShardId};
 
 /// The shard that writes the topic table and answers admin requests.
 pub const METADATA_SHARD: ShardId = ShardId(0);

@@ -23,6 +23,8 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::*;
+pub(crate) use crate::ids::PartitionId;
+pub(crate) use crate::storage::Offset;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const SESSION_MS: i32 = 400;
@@ -215,8 +217,8 @@ fn commit_request(
     let mut topics: Vec<CommittedTopic> = Vec::new();
     for (topic, partition, offset) in commits {
         let part = CommittedPartition {
-            partition: *partition,
-            offset: *offset,
+            partition: PartitionId(*partition),
+            offset: Offset(*offset),
             leader_epoch: 3,
             metadata: Some("meta".to_string()),
         };
@@ -266,7 +268,7 @@ fn fetch_request(group: &str, topics: Option<&[(&str, &[i32])]>) -> FetchRequest
                 .iter()
                 .map(|(name, partitions)| TopicPartitions {
                     name: name.to_string(),
-                    partitions: partitions.to_vec(),
+                    partitions: partitions.iter().copied().map(PartitionId).collect(),
                 })
                 .collect()
         }),
@@ -278,7 +280,7 @@ fn fetch_request(group: &str, topics: Option<&[(&str, &[i32])]>) -> FetchRequest
 fn fetch(c: &GroupCoordinator, group: &str, topic: &str, partition: i32) -> i64 {
     let fetched = c.offset_fetch_group(&fetch_request(group, Some(&[(topic, &[partition])])));
     assert_eq!(fetched.error, None);
-    fetched.topics[0].partitions[0].offset
+    fetched.topics[0].partitions[0].offset.get()
 }
 
 /// Drops the coordinator without closing it, as a crash would, once its

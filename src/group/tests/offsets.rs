@@ -137,11 +137,11 @@ fn offset_delete_refuses_subscribed_topics_and_removes_others() {
             topics: vec![
                 TopicPartitions {
                     name: s("orders"),
-                    partitions: vec![0],
+                    partitions: vec![PartitionId(0)],
                 },
                 TopicPartitions {
                     name: s("payments"),
-                    partitions: vec![0],
+                    partitions: vec![PartitionId(0)],
                 },
             ],
         };

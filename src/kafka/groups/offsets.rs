@@ -23,6 +23,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{error_code, non_empty, str_bytes};
 use crate::group::{self, GroupError, NO_OFFSET};
+use crate::ids::PartitionId;
+use crate::storage::Offset;
 
 /// KIP-211: OffsetCommit v5 dropped the request's own retention time.
 const COMMIT_RETENTION_VERSION_MAX: i16 = 4;
@@ -46,8 +48,8 @@ pub fn commit_request(body: OffsetCommitRequest, version: i16) -> group::CommitR
                 .partitions
                 .into_iter()
                 .map(|p| group::CommittedPartition {
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
+                    partition: PartitionId(p.partition_index),
+                    offset: Offset(p.committed_offset),
                     leader_epoch: p.committed_leader_epoch,
                     metadata: p.committed_metadata.map(|m| m.to_string()),
                 })
@@ -128,7 +130,7 @@ fn wire_topics<T, P>(
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| partition(p.partition, error_code(p.error)))
+                .map(|p| partition(p.partition.get(), error_code(p.error)))
                 .collect();
             topic(TopicName(StrBytes::from_string(t.name)), partitions)
         })
@@ -165,7 +167,12 @@ pub fn fetch_request(wire: &OffsetFetchRequestGroup, require_stable: bool) -> gr
             .iter()
             .map(|t| group::TopicPartitions {
                 name: t.name.to_string(),
-                partitions: t.partition_indexes.clone(),
+                partitions: t
+                    .partition_indexes
+                    .iter()
+                    .copied()
+                    .map(PartitionId)
+                    .collect(),
             })
             .collect()
     });
@@ -192,8 +199,8 @@ pub fn fetch_response_group(
                 .into_iter()
                 .map(|p| {
                     OffsetFetchResponsePartitions::default()
-                        .with_partition_index(p.partition)
-                        .with_committed_offset(p.offset)
+                        .with_partition_index(p.partition.get())
+                        .with_committed_offset(p.offset.get())
                         .with_committed_leader_epoch(p.leader_epoch)
                         .with_metadata(Some(StrBytes::from_string(p.metadata)))
                 })
@@ -266,7 +273,7 @@ fn refused_partitions(
                 .map(|&index| {
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(index)
-                        .with_committed_offset(NO_OFFSET)
+                        .with_committed_offset(NO_OFFSET.get())
                         .with_metadata(Some(str_bytes("")))
                         .with_error_code(error_code)
                 })
@@ -284,7 +291,11 @@ pub fn delete_request(body: OffsetDeleteRequest) -> group::DeleteOffsetsRequest 
         .into_iter()
         .map(|t| group::TopicPartitions {
             name: t.name.to_string(),
-            partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| PartitionId(p.partition_index))
+                .collect(),
         })
         .collect();
     group::DeleteOffsetsRequest {

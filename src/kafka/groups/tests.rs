@@ -22,6 +22,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use super::*;
 use crate::group::tests::{client, commit, with_coordinator, Topics, SESSION_MS};
 use crate::group::{GroupCoordinator, GROUP_ID_BYTES_MAX};
+use crate::ids::PartitionId;
 
 fn s(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -335,7 +336,7 @@ fn an_unreachable_coordinator_is_answered_with_coordinator_not_available() {
 
     let partitions = vec![crate::group::TopicPartitions {
         name: "orders".into(),
-        partitions: vec![0, 1],
+        partitions: vec![PartitionId(0), PartitionId(1)],
     }];
     let commit = offsets::commit_response(or_unavailable(unreachable().map(|_| Vec::new()), |e| {
         offsets::every_partition(partitions, e)
