@@ -1,4 +1,7 @@
-//! The `ringlog` command: `ringlog [serve] [flags]` runs the broker.
+//! The `ringlog` command: `ringlog [serve] [flags]` runs the broker;
+//! `ringlog topic|group|cluster ...` administers any Kafka-compatible cluster.
+
+mod cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,7 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "ringlog",
     version,
-    about = "A Kafka-compatible event streaming broker, thread-per-core on io_uring"
+    about = "A Kafka-compatible event streaming broker, thread-per-core on io_uring",
+    // Broker flags before an admin subcommand would be silently ignored.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the broker (the default).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -152,6 +159,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Admin(command)) => return cli::run(command),
         None => cli.serve,
     };
     let config = match load(args) {

@@ -8,14 +8,17 @@
 //! - [`versions`]: the API version ranges a broker advertises, and picking one.
 //! - [`records`]: [`BatchBuilder`], the one way tools and tests encode records
 //!   into a RecordBatch v2 (any compression, producer id, epoch and sequence).
+//! - [`fetched`]: the records of a Fetch answer, checked and decoded.
 //!
 //! Everything here returns [`ClientError`]; callers add their own context.
 
 pub mod connection;
+pub mod fetched;
 pub mod records;
 pub mod versions;
 
 pub use connection::{decode_response, encode_request, Connection, PeerState};
+pub use fetched::{decode_fetched, FetchedRecords};
 pub use records::{BatchBuilder, BatchOptions};
 pub use versions::Versions;
 
@@ -64,6 +67,8 @@ pub enum ClientError {
     },
     #[error("encoding a record batch: {0}")]
     EncodeBatch(String),
+    #[error("a fetched record batch is corrupt: {0}")]
+    CorruptBatch(String),
 }
 
 impl ClientError {
