@@ -254,7 +254,7 @@ fn lags(
     Ok(lags)
 }
 
-fn describe_tables(group: &Described) -> [Table; 2] {
+fn describe_tables(group: &Described) -> Vec<Table> {
     let total_lag: i64 = group.partitions.iter().filter_map(|p| p.lag).sum();
     let mut partitions = Table::new(&[
         "TOPIC",
@@ -291,7 +291,10 @@ fn describe_tables(group: &Described) -> [Table; 2] {
             m.assigned.len().to_string(),
         ]);
     }
-    [partitions, members]
+    if group.members.is_empty() {
+        return vec![partitions];
+    }
+    vec![partitions, members]
 }
 
 #[derive(Serialize)]
