@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::clients::{
     consume_all, create_topic, flush, key_text, partition_count, payload_text, produce_keyed,
-    producer, send, topic_names, watermarks, CLIENT_REQUEST_TIMEOUT, METADATA_TIMEOUT,
+    producer, send, topic_names, watermarks, Delivered, CLIENT_REQUEST_TIMEOUT, METADATA_TIMEOUT,
 };
 use common::{broker_binary, free_port, unique_topic, wait_bounded, Broker, Finished};
 use rdkafka::config::ClientConfig;
@@ -48,6 +48,23 @@ fn broker() -> Broker {
         .arg("--group-min-session-timeout-ms")
         .arg("1000")
         .start()
+}
+
+/// A broker, and a topic of `partitions` holding `records` records that
+/// rdkafka produced with `keys` distinct keys: the broker, its bootstrap
+/// address, the topic and rdkafka's delivery reports.
+fn broker_with_records(
+    prefix: &str,
+    partitions: i32,
+    records: usize,
+    keys: usize,
+) -> (Broker, String, String, Vec<Delivered>) {
+    let broker = broker();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic(prefix);
+    create_topic(&bootstrap, &topic, partitions, &[]);
+    let delivered = produce_keyed(&bootstrap, &topic, records, keys);
+    (broker, bootstrap, topic, delivered)
 }
 
 /// Runs `ringlog ARGS --bootstrap BOOTSTRAP` with `input` on stdin, bounded.
@@ -405,11 +422,7 @@ fn lines_the_cli_produces_are_what_rdkafka_consumes() {
 
 #[test]
 fn records_rdkafka_produces_are_what_the_cli_consumes() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-consume");
-    create_topic(&bootstrap, &topic, 3, &[]);
-    let delivered = produce_keyed(&bootstrap, &topic, 90, 5);
+    let (_broker, bootstrap, topic, delivered) = broker_with_records("cli-consume", 3, 90, 5);
 
     let stdout = cli(
         &bootstrap,
@@ -523,12 +536,8 @@ fn consume_from_a_time_starts_at_the_first_record_at_or_after_it() {
 
 #[test]
 fn group_describe_shows_the_lag_an_rdkafka_consumer_left() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-lag");
+    let (_broker, bootstrap, topic, _) = broker_with_records("cli-lag", 2, 40, 40);
     let group = unique_topic("cli-lag-group");
-    create_topic(&bootstrap, &topic, 2, &[]);
-    produce_keyed(&bootstrap, &topic, 40, 40);
 
     let consumer = group_consumer(&bootstrap, &group, &topic);
     let polled = poll_messages(&consumer, 15);
@@ -590,12 +599,8 @@ fn group_describe_shows_the_lag_an_rdkafka_consumer_left() {
 
 #[test]
 fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-reset");
+    let (_broker, bootstrap, topic, _) = broker_with_records("cli-reset", 1, 30, 1);
     let group = unique_topic("cli-reset-group");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    produce_keyed(&bootstrap, &topic, 30, 1);
     {
         let consumer = group_consumer(&bootstrap, &group, &topic);
         commit_after(&consumer, &topic, 1, &poll_messages(&consumer, 20));
@@ -697,12 +702,8 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
 
 #[test]
 fn consume_with_a_group_resumes_where_it_committed_and_group_delete_removes_it() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-group-read");
+    let (_broker, bootstrap, topic, _) = broker_with_records("cli-group-read", 1, 10, 1);
     let group = unique_topic("cli-reader");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    produce_keyed(&bootstrap, &topic, 10, 1);
     let first = cli(
         &bootstrap,
         &["topic", "consume", &topic, "-g", &group, "-n", "4"],

@@ -77,3 +77,16 @@ pub fn check(
         }),
     }
 }
+
+/// `check` for the part of an answer about `name`: its error code and
+/// message, or `None` when the answer left `name` out, which is an error too.
+pub fn check_answered(
+    found: Option<(i16, Option<&str>)>,
+    api: &str,
+    name: &str,
+    what: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    let (code, message) =
+        found.ok_or_else(|| CliError::Answer(format!("{api} did not answer for {name}")))?;
+    check(code, message, what)
+}

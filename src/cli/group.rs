@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::committed;
 use super::error::{check, CliError};
 use super::offsets;
-use super::output::{Out, Table};
+use super::output::{answer_each, Out, Table};
 use super::reset::{self, ResetArgs};
 use super::session::{group_id, versions, Session, Target};
 use super::Common;
@@ -53,7 +53,13 @@ pub fn run(common: &Common, command: GroupCommand) -> Result<(), CliError> {
     let mut out = Out::new();
     match command {
         GroupCommand::List => list(&mut session, &mut out, common),
-        GroupCommand::Describe { groups } => describe(&mut session, &mut out, common, &groups),
+        GroupCommand::Describe { groups } => answer_each(
+            &mut out,
+            &common.format,
+            &groups,
+            |group| describe_one(&mut session, group),
+            describe_tables,
+        ),
         GroupCommand::Delete { groups } => delete(&mut session, &mut out, common, &groups),
         GroupCommand::ResetOffsets(args) => reset::run(&mut session, &mut out, common, &args),
     }
@@ -146,22 +152,6 @@ struct Lag {
     log_end_offset: i64,
     lag: Option<i64>,
     member_id: Option<String>,
-}
-
-fn describe(
-    session: &mut Session,
-    out: &mut Out,
-    common: &Common,
-    groups: &[String],
-) -> Result<(), CliError> {
-    let mut described = Vec::new();
-    let mut tables = Vec::new();
-    for group in groups {
-        let group = describe_one(session, group)?;
-        tables.extend(describe_tables(&group));
-        described.push(group);
-    }
-    out.answer(&common.format, &described, &tables)
 }
 
 fn describe_one(session: &mut Session, group: &str) -> Result<Described, CliError> {

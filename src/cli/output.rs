@@ -143,6 +143,23 @@ impl Out {
     }
 }
 
+/// Describes each of `names` and prints them all: one JSON list, or each
+/// one's tables in turn. The first that fails ends the command.
+pub fn answer_each<T: Serialize>(
+    out: &mut Out,
+    format: &Format,
+    names: &[String],
+    mut describe: impl FnMut(&str) -> Result<T, CliError>,
+    tables: impl Fn(&T) -> Vec<Table>,
+) -> Result<(), CliError> {
+    let mut described = Vec::with_capacity(names.len());
+    for name in names {
+        described.push(describe(name)?);
+    }
+    let tables: Vec<Table> = described.iter().flat_map(tables).collect();
+    out.answer(format, &described, &tables)
+}
+
 /// A list of numbers as `1,2,3`.
 pub fn join_ids(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")

@@ -20,9 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
 use super::consume::ConsumeArgs;
-use super::error::{check, CliError};
+use super::error::{check, check_answered, CliError};
 use super::offsets;
-use super::output::{join_ids, Out, Table};
+use super::output::{answer_each, join_ids, Out, Table};
 use super::produce::ProduceArgs;
 use super::session::{topic_name, versions, Session, Target};
 use super::Common;
@@ -101,7 +101,13 @@ pub fn run(common: &Common, command: TopicCommand) -> Result<(), CliError> {
     match command {
         TopicCommand::Create(args) => create(&mut session, &mut out, common, &args),
         TopicCommand::List => list(&mut session, &mut out, common),
-        TopicCommand::Describe { topics } => describe(&mut session, &mut out, common, &topics),
+        TopicCommand::Describe { topics } => answer_each(
+            &mut out,
+            format,
+            &topics,
+            |name| describe_one(&mut session, name),
+            describe_tables,
+        ),
         TopicCommand::Delete { topics } => delete(&mut session, &mut out, common, &topics),
         TopicCommand::AlterConfig(args) => alter_config(&mut session, &mut out, common, &args),
         TopicCommand::AddPartitions { topic, count } => {
@@ -213,14 +219,14 @@ fn create(
         .topics
         .iter()
         .map(|name| {
-            let result = match response.topics.iter().find(|t| t.name.0.as_str() == name) {
-                Some(t) => check(t.error_code, t.error_message.as_deref(), || {
-                    format!("creating topic {name}")
-                }),
-                None => Err(CliError::Answer(format!(
-                    "CreateTopics did not answer for {name}"
-                ))),
-            };
+            let found = response
+                .topics
+                .iter()
+                .find(|t| t.name.0.as_str() == name)
+                .map(|t| (t.error_code, t.error_message.as_deref()));
+            let result = check_answered(found, "CreateTopics", name, || {
+                format!("creating topic {name}")
+            });
             (name.clone(), result)
         })
         .collect();
@@ -289,22 +295,6 @@ struct DescribedConfig {
     source: &'static str,
 }
 
-fn describe(
-    session: &mut Session,
-    out: &mut Out,
-    common: &Common,
-    topics: &[String],
-) -> Result<(), CliError> {
-    let mut described = Vec::new();
-    let mut tables = Vec::new();
-    for name in topics {
-        let topic = describe_one(session, name)?;
-        tables.extend(describe_tables(&topic));
-        described.push(topic);
-    }
-    out.answer(&common.format, &described, &tables)
-}
-
 fn describe_one(session: &mut Session, name: &str) -> Result<Described, CliError> {
     let topic = session.topic(name)?;
     let bounds = offsets::bounds(session, &topic, &topic.partition_indexes())?;
@@ -331,7 +321,7 @@ fn describe_one(session: &mut Session, name: &str) -> Result<Described, CliError
     })
 }
 
-fn describe_tables(topic: &Described) -> [Table; 2] {
+fn describe_tables(topic: &Described) -> Vec<Table> {
     let mut partitions = Table::new(&[
         "PARTITION",
         "LEADER",
@@ -363,7 +353,7 @@ fn describe_tables(topic: &Described) -> [Table; 2] {
             c.source.to_string(),
         ]);
     }
-    [partitions, configs]
+    vec![partitions, configs]
 }
 
 fn describe_configs(session: &mut Session, name: &str) -> Result<Vec<DescribedConfig>, CliError> {
@@ -430,18 +420,14 @@ fn delete(
     let results = topics
         .iter()
         .map(|name| {
-            let answered = response
+            let found = response
                 .responses
                 .iter()
-                .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == name));
-            let result = match answered {
-                Some(r) => check(r.error_code, r.error_message.as_deref(), || {
-                    format!("deleting topic {name}")
-                }),
-                None => Err(CliError::Answer(format!(
-                    "DeleteTopics did not answer for {name}"
-                ))),
-            };
+                .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+                .map(|r| (r.error_code, r.error_message.as_deref()));
+            let result = check_answered(found, "DeleteTopics", name, || {
+                format!("deleting topic {name}")
+            });
             (name.clone(), result)
         })
         .collect();
@@ -483,14 +469,13 @@ fn alter_config(
                 .with_configs(configs),
         ])
     })?;
-    let result = match response.responses.first() {
-        Some(r) => check(r.error_code, r.error_message.as_deref(), || {
-            format!("altering the configs of topic {topic}")
-        }),
-        None => Err(CliError::Answer(format!(
-            "IncrementalAlterConfigs did not answer for {topic}"
-        ))),
-    };
+    let found = response
+        .responses
+        .first()
+        .map(|r| (r.error_code, r.error_message.as_deref()));
+    let result = check_answered(found, "IncrementalAlterConfigs", topic, || {
+        format!("altering the configs of topic {topic}")
+    });
     finish(out, common, "alter", vec![(topic.clone(), result)])
 }
 
@@ -517,15 +502,13 @@ fn add_partitions(
                 .with_count(total)
                 .with_assignments(None)])
     })?;
-    let result = match response.results.first() {
-        Some(r) => check(r.error_code, r.error_message.as_deref(), || {
-            format!("adding partitions to topic {name}")
-        }),
-        None => Err(CliError::Answer(format!(
-            "CreatePartitions did not answer for {name}"
-        ))),
-    };
-    result?;
+    let found = response
+        .results
+        .first()
+        .map(|r| (r.error_code, r.error_message.as_deref()));
+    check_answered(found, "CreatePartitions", name, || {
+        format!("adding partitions to topic {name}")
+    })?;
     #[derive(Serialize)]
     struct Added<'a> {
         topic: &'a str,
