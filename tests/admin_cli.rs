@@ -9,7 +9,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -97,6 +98,59 @@ fn run_cli(bootstrap: &str, args: &[&str], input: &str) -> Finished {
         stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
     }
+}
+
+/// Runs the CLI with stderr on a new pseudo-terminal and stdout to a file,
+/// as an operator runs `ringlog ... > file` in a terminal: (stdout, what
+/// the terminal showed).
+fn run_with_terminal_stderr(bootstrap: &str, args: &[&str]) -> (String, String) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the two ints; the name,
+    // termios and window size may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty just opened both descriptors; nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let stdout_path = out.path().join("stdout");
+    let mut command = Command::new(broker_binary());
+    command
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("creating a file"))
+        .stderr(Stdio::from(slave));
+    let mut child = command.spawn().expect("starting the CLI");
+    // Our copy of the terminal's other end closes, so reads end with the child.
+    drop(command);
+    let reader = thread::spawn(move || {
+        let mut shown = Vec::new();
+        // The read ends with EIO once the child has closed the terminal.
+        let _ = std::fs::File::from(master).read_to_end(&mut shown);
+        String::from_utf8_lossy(&shown).into_owned()
+    });
+    let status = wait_bounded(&mut child, CLI_TIMEOUT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let shown = reader.join().expect("the terminal reader");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ringlog {args:?}: {status:?}\n{shown}"
+    );
+    (
+        std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        shown,
+    )
 }
 
 /// Runs the CLI and returns its stdout; panics unless it exits 0.
@@ -870,4 +924,33 @@ fn the_broker_still_starts_without_a_subcommand() {
         "`ringlog --listen ...` runs the broker:\n{}",
         std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
     );
+}
+
+#[test]
+fn a_catch_up_read_shows_progress_on_a_terminal_and_nothing_in_a_pipe() {
+    let broker = broker();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("cli-progress");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    // Several times the bytes one fetch returns for a partition.
+    let records = 4_000;
+    let value = vec![b'x'; 1024];
+    let (producer, _log) = producer(&bootstrap, &[]);
+    for _ in 0..records {
+        send(&producer, BaseRecord::to(&topic).payload(&value[..]));
+    }
+    flush(&producer);
+    let (stdout, shown) = run_with_terminal_stderr(&bootstrap, &["topic", "consume", &topic, "-e"]);
+    assert_eq!(
+        stdout.lines().count(),
+        records,
+        "every record went to stdout"
+    );
+    assert!(
+        shown.contains("records read") && shown.contains("behind the end"),
+        "the terminal shows progress: {shown:?}"
+    );
+    let piped = run_cli(&bootstrap, &["topic", "consume", &topic, "-e"], "");
+    assert!(piped.succeeded(), "{}", piped.stderr);
+    assert_eq!(piped.stderr, "", "no progress where stderr is no terminal");
 }
