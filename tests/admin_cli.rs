@@ -677,6 +677,17 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
             "members",
             "a reset of an active group",
         );
+        let reading = run_cli(
+            &bootstrap,
+            &["topic", "consume", &topic, "--group", &group, "-e"],
+            "",
+        );
+        assert_fails(
+            &reading,
+            EXIT_FAILED,
+            "active members",
+            "a read that would commit for an active group",
+        );
         consumer.unsubscribe();
     }
     waits_for("the group is empty", || {
@@ -953,4 +964,34 @@ fn a_catch_up_read_shows_progress_on_a_terminal_and_nothing_in_a_pipe() {
     let piped = run_cli(&bootstrap, &["topic", "consume", &topic, "-e"], "");
     assert!(piped.succeeded(), "{}", piped.stderr);
     assert_eq!(piped.stderr, "", "no progress where stderr is no terminal");
+}
+
+#[test]
+fn produce_sends_each_line_as_it_comes_not_only_at_the_end_of_input() {
+    let broker = broker();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("cli-trickle");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    let mut child = Command::new(broker_binary())
+        .args(["topic", "produce", &topic, "--bootstrap", &bootstrap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the CLI");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    for (line, count) in [("first\n", 1), ("second\n", 2)] {
+        stdin.write_all(line.as_bytes()).expect("writing a line");
+        stdin.flush().expect("flushing stdin");
+        waits_for("the line is in the log while stdin is still open", || {
+            watermarks(&bootstrap, &topic, 0).1 == count
+        });
+    }
+    drop(stdin);
+    let status = wait_bounded(&mut child, CLI_TIMEOUT);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let consumed = consume_all(&bootstrap, &topic, 1, 2, CONSUME_TIMEOUT);
+    consumed.expect_count(2);
+    let values: Vec<Option<String>> = consumed.messages.iter().map(payload_text).collect();
+    assert_eq!(values, vec![Some("first".into()), Some("second".into())]);
 }

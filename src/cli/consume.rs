@@ -11,6 +11,7 @@ use ringlog::client::decode_fetched;
 
 use super::committed::{self, Offsets};
 use super::error::{check, CliError};
+use super::group::describe_group;
 use super::offsets::{self, Position};
 use super::output::{Format, Out};
 use super::progress::Progress;
@@ -87,7 +88,7 @@ pub fn run(
     let topic = session.topic(&args.topic)?;
     let partitions = selected(&topic, &args.partitions)?;
     let coordinator = match &args.group {
-        Some(group) => Some(session.coordinator(group)?),
+        Some(group) => Some(outside_coordinator(session, group)?),
         None => None,
     };
     let positions = start(session, &topic, &partitions, args, coordinator)?;
@@ -162,7 +163,10 @@ fn print_answer(
     reader
         .high_watermarks
         .insert(answer.partition, answer.high_watermark);
-    let position = reader.positions.entry(answer.partition).or_insert(0);
+    // A partition this read did not ask for is not printed.
+    let Some(position) = reader.positions.get_mut(&answer.partition) else {
+        return Ok(());
+    };
     for record in &answer.records {
         if record.offset < *position {
             continue;
@@ -179,6 +183,22 @@ fn print_answer(
         *position = (*position).max(next);
     }
     Ok(())
+}
+
+/// The coordinator of `group`, once it is clear that the group has no
+/// members: this read commits as a client outside the group, which Kafka
+/// refuses while members hold its partitions.
+fn outside_coordinator(session: &mut Session, group: &str) -> Result<i32, CliError> {
+    let coordinator = session.coordinator(group)?;
+    let described = describe_group(session, coordinator, group)?;
+    if !described.members.is_empty() {
+        return Err(CliError::Answer(format!(
+            "group {group} has {} active members: --group reads and commits as a client \
+             outside the group, which works only while it has none",
+            described.members.len()
+        )));
+    }
+    Ok(coordinator)
 }
 
 /// The partitions to read: those named, each checked, or all.

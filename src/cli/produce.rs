@@ -3,7 +3,7 @@
 //! acks=all to each partition's leader.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 
 use bytes::Bytes;
 use clap::Args;
@@ -80,15 +80,10 @@ pub fn run(
         sticky: 0,
     };
     let mut written: BTreeMap<i32, Written> = BTreeMap::new();
-    for line in std::io::stdin().lock().split(b'\n') {
-        let mut line = line.map_err(|source| CliError::Io {
-            what: "reading stdin",
-            source,
-        })?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        let (key, value) = split_line(line, args.key_sep.as_deref());
+    let mut stdin = BufReader::with_capacity(PENDING_BYTES_MAX, std::io::stdin().lock());
+    let mut line = Vec::new();
+    while read_line(&mut stdin, &mut line)? {
+        let (key, value) = split_line(std::mem::take(&mut line), args.key_sep.as_deref());
         let partition = match (args.partition, &key) {
             (Some(partition), _) => partition,
             (None, Some(key)) => {
@@ -99,12 +94,36 @@ pub fn run(
         pending.bytes += key.as_ref().map_or(0, Bytes::len) + value.len();
         let batch = pending.batches.entry(partition).or_default();
         batch.push(key, Some(value), ringlog::clock::now_ms());
-        if batch.len() >= BATCH_RECORDS_MAX || pending.bytes >= PENDING_BYTES_MAX {
+        // Send once stdin has nothing more waiting, so lines typed at a
+        // terminal or trickling down a pipe go out as they come.
+        if batch.len() >= BATCH_RECORDS_MAX
+            || pending.bytes >= PENDING_BYTES_MAX
+            || stdin.buffer().is_empty()
+        {
             send(session, &topic, &mut pending, &mut written)?;
         }
     }
     send(session, &topic, &mut pending, &mut written)?;
     report(out, format, &topic.name, &written)
+}
+
+/// Reads the next line of `input` into `line` without its `\n` (or `\r\n`);
+/// `false` at the end of the input.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<bool, CliError> {
+    line.clear();
+    let read = input
+        .read_until(b'\n', line)
+        .map_err(|source| CliError::Io {
+            what: "reading stdin",
+            source,
+        })?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    Ok(read > 0)
 }
 
 /// `(key, value)` of one line: split at the first `separator` when given

@@ -219,6 +219,9 @@ impl Session {
             })
             .collect();
         partitions.sort_by_key(|p| p.index);
+        if partitions.is_empty() {
+            return Err(CliError::Answer(format!("topic {name} has no partitions")));
+        }
         Ok(TopicInfo {
             name: name.to_string(),
             partitions,
