@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`session`]: connections to the bootstrap broker, leaders and coordinators; metadata.
-//! - [`topic`]: create, list, describe, delete, alter-config, add-partitions.
+//! - [`topic`]: create, list, delete, alter-config, add-partitions; [`topic_describe`]: describe.
 //! - [`produce`] and [`partitioner`]: stdin lines to records, placed as Kafka's partitioner does.
 //! - [`consume`], [`record_format`], [`progress`]: Fetch, print records, show catch-up progress.
 //! - [`group`] and [`reset`]: list, describe (lag), delete, reset-offsets.
@@ -27,6 +27,7 @@ mod record_format;
 mod reset;
 mod session;
 mod topic;
+mod topic_describe;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! `ringlog topic create|list|describe|delete|alter-config|add-partitions`:
-//! CreateTopics, Metadata, DescribeConfigs, DeleteTopics,
-//! IncrementalAlterConfigs and CreatePartitions.
+//! `ringlog topic create|list|delete|alter-config|add-partitions`:
+//! CreateTopics, Metadata, DeleteTopics, IncrementalAlterConfigs and
+//! CreatePartitions (`describe` is in `topic_describe`, `produce` and
+//! `consume` in their own files).
 
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::{
@@ -10,9 +11,6 @@ use kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
-use kafka_protocol::messages::describe_configs_request::{
-    DescribeConfigsRequest, DescribeConfigsResource,
-};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
 };
@@ -20,15 +18,15 @@ use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
 use super::consume::ConsumeArgs;
-use super::error::{check, check_answered, CliError};
-use super::offsets;
-use super::output::{answer_each, join_ids, Out, Table};
+use super::error::{check_answered, CliError};
+use super::output::{answer_each, Out, Table};
 use super::produce::ProduceArgs;
 use super::session::{topic_name, versions, Session, Target};
+use super::topic_describe as describe;
 use super::Common;
 
-/// DescribeConfigs' and IncrementalAlterConfigs' resource type for a topic.
-const RESOURCE_TYPE_TOPIC: i8 = 2;
+/// The config resource type of a topic (DescribeConfigs, IncrementalAlterConfigs).
+pub const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// IncrementalAlterConfigs operations (KIP-339).
 const CONFIG_OPERATION_SET: i8 = 0;
 const CONFIG_OPERATION_DELETE: i8 = 1;
@@ -105,8 +103,8 @@ pub fn run(common: &Common, command: TopicCommand) -> Result<(), CliError> {
             &mut out,
             format,
             &topics,
-            |name| describe_one(&mut session, name),
-            describe_tables,
+            |name| describe::describe(&mut session, name),
+            describe::tables,
         ),
         TopicCommand::Delete { topics } => delete(&mut session, &mut out, common, &topics),
         TopicCommand::AlterConfig(args) => alter_config(&mut session, &mut out, common, &args),
@@ -271,131 +269,6 @@ fn list(session: &mut Session, out: &mut Out, common: &Common) -> Result<(), Cli
     out.answer(&common.format, &topics, &[table])
 }
 
-#[derive(Serialize)]
-struct Described {
-    name: String,
-    partitions: Vec<DescribedPartition>,
-    configs: Vec<DescribedConfig>,
-}
-
-#[derive(Serialize)]
-struct DescribedPartition {
-    partition: i32,
-    leader: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-    log_start_offset: i64,
-    high_watermark: i64,
-}
-
-#[derive(Serialize)]
-struct DescribedConfig {
-    name: String,
-    value: Option<String>,
-    source: &'static str,
-}
-
-fn describe_one(session: &mut Session, name: &str) -> Result<Described, CliError> {
-    let topic = session.topic(name)?;
-    let bounds = offsets::bounds(session, &topic, &topic.partition_indexes())?;
-    let partitions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            let (log_start_offset, high_watermark) =
-                bounds.get(&p.index).copied().unwrap_or((-1, -1));
-            DescribedPartition {
-                partition: p.index,
-                leader: p.leader,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
-                log_start_offset,
-                high_watermark,
-            }
-        })
-        .collect();
-    Ok(Described {
-        name: name.to_string(),
-        partitions,
-        configs: describe_configs(session, name)?,
-    })
-}
-
-fn describe_tables(topic: &Described) -> Vec<Table> {
-    let mut partitions = Table::new(&[
-        "PARTITION",
-        "LEADER",
-        "REPLICAS",
-        "ISR",
-        "LOG-START-OFFSET",
-        "HIGH-WATERMARK",
-    ])
-    .titled(format!(
-        "TOPIC {} ({} partitions)",
-        topic.name,
-        topic.partitions.len()
-    ));
-    for p in &topic.partitions {
-        partitions.row(vec![
-            p.partition.to_string(),
-            p.leader.to_string(),
-            join_ids(&p.replicas),
-            join_ids(&p.isr),
-            p.log_start_offset.to_string(),
-            p.high_watermark.to_string(),
-        ]);
-    }
-    let mut configs = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
-    for c in &topic.configs {
-        configs.row(vec![
-            c.name.clone(),
-            c.value.clone().unwrap_or_else(|| "-".into()),
-            c.source.to_string(),
-        ]);
-    }
-    vec![partitions, configs]
-}
-
-fn describe_configs(session: &mut Session, name: &str) -> Result<Vec<DescribedConfig>, CliError> {
-    let response = session.call(Target::Any, versions::DESCRIBE_CONFIGS, |_| {
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(text(name))
-            .with_configuration_keys(None)])
-    })?;
-    let result = response
-        .results
-        .first()
-        .ok_or_else(|| CliError::Answer(format!("DescribeConfigs did not answer for {name}")))?;
-    check(result.error_code, result.error_message.as_deref(), || {
-        format!("configs of topic {name}")
-    })?;
-    let mut configs: Vec<DescribedConfig> = result
-        .configs
-        .iter()
-        .map(|c| DescribedConfig {
-            name: c.name.to_string(),
-            value: c.value.as_ref().map(|v| v.to_string()),
-            source: config_source(c.config_source),
-        })
-        .collect();
-    configs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(configs)
-}
-
-/// DescribeConfigs' `config_source` (KIP-226) as Kafka's tools name it.
-fn config_source(code: i8) -> &'static str {
-    match code {
-        1 => "topic",
-        2 => "dynamic-broker",
-        3 => "dynamic-default-broker",
-        4 => "static-broker",
-        5 => "default",
-        6 => "dynamic-broker-logger",
-        _ => "unknown",
-    }
-}
-
 fn delete(
     session: &mut Session,
     out: &mut Out,
@@ -538,7 +411,7 @@ fn parse_assignments(items: &[String]) -> Result<Vec<(String, String)>, CliError
         .collect()
 }
 
-fn text(value: &str) -> StrBytes {
+pub fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 

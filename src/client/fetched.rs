@@ -6,6 +6,8 @@
 //! A broker may end an answer with a partial batch (Kafka fills `max_bytes`
 //! and cuts); it is left for the next fetch, as Kafka's consumers do.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 
@@ -52,9 +54,12 @@ fn decode_batch(
 ) -> Result<(), ClientError> {
     // The walk proves the record count fits the section before kafka-protocol
     // reserves room for that many records.
-    let section = records_section(header, &batch).map_err(corrupt)?;
+    let section = match records_section(header, &batch).map_err(corrupt)? {
+        // Uncompressed: the records are the batch's own bytes, not a copy.
+        Cow::Borrowed(_) => batch.slice(HEADER_BYTES..header.total_bytes()),
+        Cow::Owned(decompressed) => Bytes::from(decompressed),
+    };
     validate_records(header, &section).map_err(corrupt)?;
-    let section = Bytes::from(section.into_owned());
     let set = RecordBatchDecoder::decode_with_custom_compression(
         &mut batch.clone(),
         Some(|_: &mut Bytes, _| Ok(section.clone())),
