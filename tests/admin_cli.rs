@@ -17,10 +17,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::clients::{
-    consume_all, create_topic, flush, key_text, partition_count, payload_text, produce_keyed,
-    producer, send, topic_names, watermarks, Delivered, CLIENT_REQUEST_TIMEOUT, METADATA_TIMEOUT,
+    committed_offsets, consume_all, create_topic, flush, key_text, partition_count, payload_text,
+    produce_keyed, producer, send, topic_names, watermarks, Delivered, METADATA_TIMEOUT,
 };
-use common::{broker_binary, free_port, unique_topic, wait_bounded, Broker, Finished};
+use common::{
+    broker_binary, free_port, run_bounded_with_input, unique_topic, wait_bounded, Broker, Finished,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -60,44 +62,32 @@ fn broker_with_records(
     records: usize,
     keys: usize,
 ) -> (Broker, String, String, Vec<Delivered>) {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic(prefix);
-    create_topic(&bootstrap, &topic, partitions, &[]);
+    let (broker, bootstrap, topic) = broker_with_topic(prefix, partitions);
     let delivered = produce_keyed(&bootstrap, &topic, records, keys);
     (broker, bootstrap, topic, delivered)
 }
 
+/// A broker and an empty topic of `partitions` on it: the broker, its
+/// bootstrap address and the topic.
+fn broker_with_topic(prefix: &str, partitions: i32) -> (Broker, String, String) {
+    let broker = broker();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic(prefix);
+    create_topic(&bootstrap, &topic, partitions, &[]);
+    (broker, bootstrap, topic)
+}
+
 /// Runs `ringlog ARGS --bootstrap BOOTSTRAP` with `input` on stdin, bounded.
 fn run_cli(bootstrap: &str, args: &[&str], input: &str) -> Finished {
-    let out = tempfile::tempdir().expect("a temporary directory");
-    let (stdout_path, stderr_path) = (out.path().join("stdout"), out.path().join("stderr"));
-    let mut child = Command::new(broker_binary())
-        .args(args)
-        .args(["--bootstrap", bootstrap])
-        // A panic would print a backtrace: the tool must never get there.
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&stdout_path).expect("creating a file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("creating a file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", broker_binary()));
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let input = input.to_string();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let status = wait_bounded(&mut child, CLI_TIMEOUT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let _ = writer.join();
-    Finished {
-        status,
-        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-    }
+    run_bounded_with_input(
+        Command::new(broker_binary())
+            .args(args)
+            .args(["--bootstrap", bootstrap])
+            // A panic would print a backtrace: the tool must never get there.
+            .env("RUST_BACKTRACE", "1"),
+        Some(input),
+        CLI_TIMEOUT,
+    )
 }
 
 /// Runs the CLI with stderr on a new pseudo-terminal and stdout to a file,
@@ -264,32 +254,6 @@ fn commit_after(consumer: &BaseConsumer, topic: &str, partitions: i32, messages:
         .expect("commit what was consumed");
 }
 
-/// What rdkafka reads as `group`'s committed offset of each partition (-1: none).
-fn rdkafka_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer configuration must be valid");
-    let mut wanted = TopicPartitionList::new();
-    for partition in 0..partitions {
-        wanted.add_partition(topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, CLIENT_REQUEST_TIMEOUT)
-        .expect("OffsetFetch");
-    committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(offset) => offset,
-            _ => -1,
-        })
-        .collect()
-}
-
 /// The group's partitions as `group describe --format json` shows them:
 /// (partition, committed offset, log end offset, lag) for `topic`.
 fn described_partitions(bootstrap: &str, group: &str, topic: &str) -> Vec<(i64, i64, i64, i64)> {
@@ -403,10 +367,7 @@ fn topic_commands_change_what_rdkafka_sees_in_metadata() {
 
 #[test]
 fn lines_the_cli_produces_are_what_rdkafka_consumes() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-produce");
-    create_topic(&bootstrap, &topic, 3, &[]);
+    let (_broker, bootstrap, topic) = broker_with_topic("cli-produce", 3);
     let lines: Vec<String> = (0..60)
         .map(|i| format!("key-{}:value-{i}:x", i % 7))
         .collect();
@@ -542,10 +503,7 @@ fn records_rdkafka_produces_are_what_the_cli_consumes() {
 
 #[test]
 fn consume_from_a_time_starts_at_the_first_record_at_or_after_it() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-time");
-    create_topic(&bootstrap, &topic, 1, &[]);
+    let (_broker, bootstrap, topic) = broker_with_topic("cli-time", 1);
     let (producer, _log) = producer(&bootstrap, &[]);
     let base_ms = 1_700_000_000_000i64;
     for i in 0..10i64 {
@@ -596,7 +554,7 @@ fn group_describe_shows_the_lag_an_rdkafka_consumer_left() {
     let consumer = group_consumer(&bootstrap, &group, &topic);
     let polled = poll_messages(&consumer, 15);
     commit_after(&consumer, &topic, 2, &polled);
-    let committed = rdkafka_committed(&bootstrap, &group, &topic, 2);
+    let committed = committed_offsets(&bootstrap, &group, &topic, 2);
 
     // While the consumer is in the group, it owns both partitions.
     let described = cli_json(&bootstrap, &["group", "describe", &group]);
@@ -693,7 +651,7 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
     waits_for("the group is empty", || {
         cli_json(&bootstrap, &["group", "describe", &group])[0]["state"] == "Empty"
     });
-    assert_eq!(rdkafka_committed(&bootstrap, &group, &topic, 1), vec![20]);
+    assert_eq!(committed_offsets(&bootstrap, &group, &topic, 1), vec![20]);
 
     let dry_run = |target: &[&str]| {
         let mut args = vec![
@@ -722,7 +680,7 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
     );
     assert_eq!(dry_run(&["--to-datetime", "2000-01-01T00:00:00Z"]), 0);
     assert_eq!(
-        rdkafka_committed(&bootstrap, &group, &topic, 1),
+        committed_offsets(&bootstrap, &group, &topic, 1),
         vec![20],
         "a dry run commits nothing"
     );
@@ -740,7 +698,7 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
         ],
     );
     assert!(table.contains("NEW-OFFSET"), "{table}");
-    assert_eq!(rdkafka_committed(&bootstrap, &group, &topic, 1), vec![5]);
+    assert_eq!(committed_offsets(&bootstrap, &group, &topic, 1), vec![5]);
     let consumer = group_consumer(&bootstrap, &group, &topic);
     let resumed = poll_messages(&consumer, 1);
     assert_eq!(resumed[0], (0, 5), "rdkafka resumes at the new offset");
@@ -775,7 +733,7 @@ fn consume_with_a_group_resumes_where_it_committed_and_group_delete_removes_it()
     );
     assert_eq!(first.lines().count(), 4);
     assert_eq!(
-        rdkafka_committed(&bootstrap, &group, &topic, 1),
+        committed_offsets(&bootstrap, &group, &topic, 1),
         vec![4],
         "what was printed"
     );
@@ -794,7 +752,7 @@ fn consume_with_a_group_resumes_where_it_committed_and_group_delete_removes_it()
 
     cli(&bootstrap, &["group", "delete", &group]);
     assert_eq!(
-        rdkafka_committed(&bootstrap, &group, &topic, 1),
+        committed_offsets(&bootstrap, &group, &topic, 1),
         vec![-1],
         "no offsets left"
     );
@@ -939,10 +897,7 @@ fn the_broker_still_starts_without_a_subcommand() {
 
 #[test]
 fn a_catch_up_read_shows_progress_on_a_terminal_and_nothing_in_a_pipe() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-progress");
-    create_topic(&bootstrap, &topic, 1, &[]);
+    let (_broker, bootstrap, topic) = broker_with_topic("cli-progress", 1);
     // Several times the bytes one fetch returns for a partition.
     let records = 4_000;
     let value = vec![b'x'; 1024];
@@ -968,10 +923,7 @@ fn a_catch_up_read_shows_progress_on_a_terminal_and_nothing_in_a_pipe() {
 
 #[test]
 fn produce_sends_each_line_as_it_comes_not_only_at_the_end_of_input() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("cli-trickle");
-    create_topic(&bootstrap, &topic, 1, &[]);
+    let (_broker, bootstrap, topic) = broker_with_topic("cli-trickle", 1);
     let mut child = Command::new(broker_binary())
         .args(["topic", "produce", &topic, "--bootstrap", &bootstrap])
         .stdin(Stdio::piped())

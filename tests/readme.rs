@@ -8,12 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::clients::{create_topic, CLIENT_REQUEST_TIMEOUT};
+use common::clients::{committed_offsets, create_topic};
 use common::python::{python_with, run_script};
 use common::skip::skip;
 use common::{run_bounded, Broker};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// How long one example command line may run.
 const EXAMPLE_LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,26 +110,9 @@ const EXAMPLE_TOPIC: &str = "orders";
 
 /// Offsets the example's group has committed, summed over the topic's partitions.
 fn committed_total(bootstrap: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", EXAMPLE_GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer configuration must be valid");
-    let mut wanted = TopicPartitionList::new();
-    for partition in 0..partitions {
-        wanted.add_partition(EXAMPLE_TOPIC, partition);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, CLIENT_REQUEST_TIMEOUT)
-        .expect("OffsetFetch for the example's group");
-    committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(offset) => offset,
-            _ => 0,
-        })
+    committed_offsets(bootstrap, EXAMPLE_GROUP, EXAMPLE_TOPIC, partitions)
+        .into_iter()
+        .map(|offset| offset.max(0))
         .sum()
 }
 

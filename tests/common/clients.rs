@@ -430,3 +430,29 @@ pub fn offset_for_time(consumer: &BaseConsumer, topic: &str, timestamp: i64) -> 
     );
     element.offset()
 }
+
+/// What rdkafka reads as `group`'s committed offset of each partition (-1: none).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer configuration must be valid");
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, CLIENT_REQUEST_TIMEOUT)
+        .expect("OffsetFetch");
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(offset) => offset,
+            _ => -1,
+        })
+        .collect()
+}

@@ -597,18 +597,42 @@ impl Finished {
 
 /// Runs `command` (stdin closed, output to files) for at most `timeout`.
 pub fn run_bounded(command: &mut Command, timeout: Duration) -> Finished {
+    run_bounded_with_input(command, None, timeout)
+}
+
+/// Runs `command` with `input` written to its stdin (closed when `None`),
+/// output to files, for at most `timeout`.
+pub fn run_bounded_with_input(
+    command: &mut Command,
+    input: Option<&str>,
+    timeout: Duration,
+) -> Finished {
     let out = tempfile::tempdir().expect("creating a temporary directory must work");
     let (stdout_path, stderr_path) = (out.path().join("stdout"), out.path().join("stderr"));
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(File::create(&stdout_path).expect("creating a file must work"))
         .stderr(File::create(&stderr_path).expect("creating a file must work"))
         .spawn()
         .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    // A writer thread, so a child that does not read cannot block the wait.
+    let writer = child.stdin.take().zip(input).map(|(mut stdin, input)| {
+        let input = input.to_string();
+        thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        })
+    });
     let status = wait_bounded(&mut child, timeout);
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
+    }
+    if let Some(writer) = writer {
+        let _ = writer.join();
     }
     Finished {
         status,
