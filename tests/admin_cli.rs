@@ -613,22 +613,19 @@ fn group_describe_shows_the_lag_an_rdkafka_consumer_left() {
 fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
     let (_broker, bootstrap, topic, _) = broker_with_records("cli-reset", 1, 30, 1);
     let group = unique_topic("cli-reset-group");
+    let reset_to_five = [
+        "group",
+        "reset-offsets",
+        &group,
+        "--topic",
+        &topic,
+        "--to-offset",
+        "5",
+    ];
     {
         let consumer = group_consumer(&bootstrap, &group, &topic);
         commit_after(&consumer, &topic, 1, &poll_messages(&consumer, 20));
-        let refused = run_cli(
-            &bootstrap,
-            &[
-                "group",
-                "reset-offsets",
-                &group,
-                "--topic",
-                &topic,
-                "--to-offset",
-                "5",
-            ],
-            "",
-        );
+        let refused = run_cli(&bootstrap, &reset_to_five, "");
         assert_fails(
             &refused,
             EXIT_FAILED,
@@ -685,18 +682,7 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
         "a dry run commits nothing"
     );
 
-    let table = cli(
-        &bootstrap,
-        &[
-            "group",
-            "reset-offsets",
-            &group,
-            "--topic",
-            &topic,
-            "--to-offset",
-            "5",
-        ],
-    );
+    let table = cli(&bootstrap, &reset_to_five);
     assert!(table.contains("NEW-OFFSET"), "{table}");
     assert_eq!(committed_offsets(&bootstrap, &group, &topic, 1), vec![5]);
     let consumer = group_consumer(&bootstrap, &group, &topic);
