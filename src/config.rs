@@ -31,6 +31,12 @@ pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 pub const BATCH_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 /// Connections one shard keeps open at once unless `max_connections` says otherwise.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 100_000;
+/// Where `/metrics` and the health endpoints are served (Redpanda's admin port).
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+/// The `metrics_listen` value that turns the metrics listener off.
+pub const METRICS_LISTEN_OFF: &str = "none";
+/// Per-partition series (offsets, sizes, segments) are on unless turned off.
+pub const METRICS_PER_PARTITION_DEFAULT: bool = true;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +49,10 @@ pub enum ConfigError {
     ParseFile { path: PathBuf, message: String },
     #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:9092")]
     Listen(String),
+    #[error(
+        "invalid metrics listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:9644, or none"
+    )]
+    MetricsListen(String),
     #[error("invalid advertised listener {0:?}: expected HOST:PORT")]
     AdvertisedListener(String),
     #[error("invalid CPU list {0:?}: expected e.g. 0-3,6,8-9")]
@@ -86,6 +96,9 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
     pub log_format: Option<String>,
+    /// `HOST:PORT` of the metrics and health endpoints, or `none`.
+    pub metrics_listen: Option<String>,
+    pub metrics_per_partition: Option<bool>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
 }
@@ -142,6 +155,10 @@ pub struct Config {
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     pub log_format: LogFormat,
+    /// Where `/metrics` and the health endpoints are served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether `/metrics` has per-partition series (off for many partitions).
+    pub metrics_per_partition: bool,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
 }
@@ -158,6 +175,16 @@ fn listeners(
         None => (address.ip().to_string(), address.port()),
     };
     Ok((address, host, port))
+}
+
+/// `HOST:PORT`, or `none` for no metrics listener.
+fn metrics_listen(text: String) -> Result<Option<SocketAddr>, ConfigError> {
+    if text.eq_ignore_ascii_case(METRICS_LISTEN_OFF) {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ConfigError::MetricsListen(text))
 }
 
 /// `--cpus` or `--numa-node` (not both), else every online CPU.
@@ -236,6 +263,11 @@ impl Config {
                 RETENTION_CHECK_INTERVAL_MS_DEFAULT
             ),
             log_format: pick!(log_format, "text".to_string()).parse()?,
+            metrics_listen: metrics_listen(pick!(
+                metrics_listen,
+                METRICS_LISTEN_DEFAULT.to_string()
+            ))?,
+            metrics_per_partition: pick!(metrics_per_partition, METRICS_PER_PARTITION_DEFAULT),
             topic_defaults,
         };
         config.check_ranges()?;
@@ -353,6 +385,32 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.cpus, CpuSelection::AllOnline);
         assert!(config.auto_create_topics);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9644".parse::<SocketAddr>().unwrap())
+        );
+        assert!(config.metrics_per_partition);
+    }
+
+    #[test]
+    fn metrics_listen_none_turns_the_endpoint_off_and_nonsense_is_refused() {
+        let flags = FileConfig {
+            metrics_listen: Some("none".into()),
+            ..Default::default()
+        };
+        let config = Config::build(FileConfig::default(), flags).unwrap();
+        assert_eq!(config.metrics_listen, None);
+        let file: FileConfig =
+            toml::from_str("metrics_listen = \"127.0.0.1:9700\"\nmetrics_per_partition = false")
+                .unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        assert_eq!(config.metrics_listen.map(|a| a.port()), Some(9700));
+        assert!(!config.metrics_per_partition);
+        let flags = FileConfig {
+            metrics_listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(Config::build(FileConfig::default(), flags).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`storage`]: the partition log: batches, segments, indexes, cache, retention, recovery.
 //! - [`group`]: the consumer-group coordinator and the committed-offset store.
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
+//! - [`metrics`]: per-shard counters and latencies, the `/metrics` and health endpoints.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
@@ -23,6 +24,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod ids;
 pub mod kafka;
+pub mod metrics;
 pub mod net;
 pub mod shard;
 pub mod storage;

@@ -92,6 +92,12 @@ struct ServeArgs {
     /// How often retention runs (log.retention.check.interval.ms) [default: 300000].
     #[arg(long, value_name = "MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Serve /metrics and /health/{live,ready} here, or `none` [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "HOST:PORT|none")]
+    metrics_listen: Option<String>,
+    /// Export per-partition series (offsets, size, segments) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    metrics_per_partition: Option<bool>,
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -133,6 +139,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
         log_format: args.log_format,
+        metrics_listen: args.metrics_listen,
+        metrics_per_partition: args.metrics_per_partition,
         topic_defaults,
     };
     Config::build(file, flags).map_err(|e| e.to_string())

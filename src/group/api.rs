@@ -183,6 +183,15 @@ impl GroupDescription {
     }
 }
 
+/// One group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: PartitionId,
+    pub offset: Offset,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedGroup {
     pub group_id: String,

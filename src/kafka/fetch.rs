@@ -70,7 +70,11 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
                 slot += 1;
                 partition_answer(w.partition, *error, read)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if let Some(info) = wanted.first().and_then(|w| w.topic.as_ref()) {
+            let batches = partitions.iter().flat_map(|p| &p.records);
+            crate::metrics::local::fetched(info.id, &info.name, batches);
+        }
         answers.push(TopicAnswer {
             name,
             id: *id,

@@ -23,11 +23,14 @@ mod request_shapes;
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
+use crate::metrics;
 use crate::shard::Shard;
 use api::register_apis;
 
@@ -138,18 +141,32 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     }
 }
 
-/// Runs one request frame to its outcome.
+/// Runs one request frame to its outcome, counting its latency and, for a
+/// request that closes the connection, an INVALID_REQUEST error.
 pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Outcome {
-    let (key, header, body) = match split_request(frame) {
-        Ok(parts) => parts,
-        Err(outcome) => return outcome,
+    let started = Instant::now();
+    let raw_key = frame
+        .get(..2)
+        .map_or(-1, |k| i16::from_be_bytes([k[0], k[1]]));
+    let outcome = match split_request(frame) {
+        Ok((key, header, body)) => {
+            let request = Request {
+                header,
+                body,
+                client_host,
+            };
+            dispatch(key, &shard, &request).await
+        }
+        Err(outcome) => outcome,
     };
-    let request = Request {
-        header,
-        body,
-        client_host,
-    };
-    dispatch(key, &shard, &request).await
+    metrics::local::request_done(raw_key, started);
+    match &outcome {
+        Outcome::Close(_) => {
+            metrics::local::request_error(raw_key, ResponseError::InvalidRequest.code())
+        }
+        Outcome::Respond(_) | Outcome::NoResponse => {}
+    }
+    outcome
 }
 
 /// Splits a request frame into its API, decoded header and undecoded body,

@@ -10,12 +10,38 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ApiKey;
 
 use super::errors::take_answer;
-use crate::shard::partitions::PartitionError;
+use crate::shard::partitions::{FetchPart, OffsetQuery, PartitionError, ProducePart};
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard};
+use crate::storage::Offset;
+
+/// The API a part type belongs to, so each partition's error is counted
+/// under its API (`ringlog_request_errors_total`) without the handlers
+/// naming it again.
+pub trait ApiPart {
+    const API: ApiKey;
+}
+
+impl ApiPart for ProducePart {
+    const API: ApiKey = ApiKey::Produce;
+}
+
+impl ApiPart for FetchPart {
+    const API: ApiKey = ApiKey::Fetch;
+}
+
+impl ApiPart for OffsetQuery {
+    const API: ApiKey = ApiKey::ListOffsets;
+}
+
+/// DeleteRecords: a topic's partition and the offset to delete before.
+impl ApiPart for (Arc<str>, PartitionId, Offset) {
+    const API: ApiKey = ApiKey::DeleteRecords;
+}
 
 /// The parts of one request, by owner shard, and where each answer goes.
 pub struct PartitionPlan<P> {
@@ -25,7 +51,7 @@ pub struct PartitionPlan<P> {
     slots: Vec<Result<usize, ResponseError>>,
 }
 
-impl<P: Send + 'static> PartitionPlan<P> {
+impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
     pub fn new(shard: &Shard) -> Self {
         PartitionPlan {
             scatter: Scatter::new(shard.shard_count()),
@@ -89,6 +115,7 @@ impl<P: Send + 'static> PartitionPlan<P> {
         Fut: Future<Output = Vec<Result<R, PartitionError>>> + 'static,
     {
         PartitionAnswers {
+            api: P::API,
             answers: self.scatter.gather(shard, work).await,
             slots: self.slots,
         }
@@ -97,6 +124,7 @@ impl<P: Send + 'static> PartitionPlan<P> {
 
 /// The answers to a [`PartitionPlan`], in request order.
 pub struct PartitionAnswers<R> {
+    api: ApiKey,
     answers: Vec<Option<Result<R, PartitionError>>>,
     slots: Vec<Result<usize, ResponseError>>,
 }
@@ -132,7 +160,12 @@ impl<R> PartitionAnswers<R> {
         slots.into_iter().map(move |slot| self.take(slot))
     }
 
+    /// The answer of one partition; an error is counted for the request's API.
     fn take(&mut self, slot: Result<usize, ResponseError>) -> Result<R, ResponseError> {
-        take_answer(&mut self.answers, slot?)
+        let answer = slot.and_then(|slot| take_answer(&mut self.answers, slot));
+        if let Err(error) = &answer {
+            crate::metrics::local::request_error(self.api as i16, error.code());
+        }
+        answer
     }
 }

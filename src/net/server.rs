@@ -64,14 +64,17 @@ pub async fn serve<H: Handler>(
                 max_connections = options.connections_max,
                 "connection refused: this shard is at max.connections"
             );
+            crate::metrics::local::connection_refused();
             drop(stream);
             continue;
         }
         open.set(open.get() + 1);
+        crate::metrics::local::connection_opened();
         let (handler, shutdown, open) = (handler.clone(), shutdown.clone(), open.clone());
         let task = connections.spawn(async move {
             connection::serve(handler, stream, options, shutdown).await;
             open.set(open.get() - 1);
+            crate::metrics::local::connection_closed();
         });
         match task {
             Ok(task) => {

@@ -90,9 +90,9 @@ impl Mesh {
             .get(target.index())
             .and_then(Option::as_ref)
             .ok_or(RouteError::ShardGone(target))?;
-        sender
-            .try_send(job)
-            .map_err(|_| RouteError::InboxFull(target))
+        let sent = sender.try_send(job);
+        crate::metrics::local::cross_shard_sent(sent.is_err());
+        sent.map_err(|_| RouteError::InboxFull(target))
     }
 }
 

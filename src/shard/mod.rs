@@ -10,6 +10,7 @@ pub mod mesh;
 pub mod partitions;
 pub mod placement;
 pub mod runtime;
+pub mod sample;
 pub mod scatter;
 mod signals;
 pub mod startup;

@@ -41,6 +41,10 @@ struct ShardSeed {
     registry: Option<TopicRegistry>,
     shutdown: oneshot::Receiver<()>,
     ready: Arc<AtomicUsize>,
+    /// Shards whose Kafka listener is bound (what `/health/ready` waits for).
+    accepting: Arc<AtomicUsize>,
+    /// Only on [`METADATA_SHARD`]: the bound metrics listener, if any.
+    metrics: Option<std::net::TcpListener>,
 }
 
 /// Runs the broker until SIGINT/SIGTERM, then shuts down cleanly.
@@ -52,11 +56,12 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     exclusive::check_listen_free(config.listen)?;
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
+    let metrics = bind_metrics(&config)?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let config = Arc::new(config);
     let signals = block_stop_signals();
     tracing::info!(shards = cpus.len(), ?cpus, listen = %config.listen, data_dir = %config.data_dir.display(), "starting");
-    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry)?;
+    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, metrics)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
@@ -91,10 +96,13 @@ fn spawn_shards(
     config: &Arc<Config>,
     cpus: &[usize],
     registry: TopicRegistry,
+    metrics: Option<std::net::TcpListener>,
 ) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
     let table = registry.table();
     let mut registry = Some(registry);
+    let mut metrics = metrics;
     let ready = Arc::new(AtomicUsize::new(0));
+    let accepting = Arc::new(AtomicUsize::new(0));
     let mut stop_senders = Vec::new();
     let mut handles = Vec::new();
     let shards = ShardId::all(cpus.len()).zip(mesh::make_mesh(cpus.len()));
@@ -109,6 +117,8 @@ fn spawn_shards(
             registry: registry.take_if(|_| id == METADATA_SHARD),
             shutdown,
             ready: ready.clone(),
+            accepting: accepting.clone(),
+            metrics: metrics.take_if(|_| id == METADATA_SHARD),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -143,8 +153,13 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         registry,
         shutdown,
         ready,
+        accepting,
+        metrics,
     } = seed;
     let shard = open_shard(id, config.clone(), mesh, registry).await?;
+    if let Some(listener) = metrics {
+        start_metrics(&shard, listener, accepting.clone())?;
+    }
     shard
         .clone()
         .apply_topics(table)
@@ -157,6 +172,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     }
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
+    accepting.fetch_add(1, Ordering::SeqCst);
     tracing::info!(shard = id.index(), listen = %config.listen, "accepting connections");
     start_background(&shard)?;
     let stop_shard = shard.clone();
@@ -240,6 +256,47 @@ async fn open_shard(
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();
     }
     Ok(shard)
+}
+
+/// Binds the metrics listener before any executor starts, so a port in use
+/// is one clear message. A plain (not SO_REUSEPORT) socket: a second broker
+/// on the same port is refused instead of sharing it.
+fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
+    let Some(listen) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|source| StartError::MetricsListen { listen, source })?;
+    tracing::info!(%listen, "serving metrics and health");
+    Ok(Some(listener))
+}
+
+/// Serves `/metrics` and the health endpoints from this shard, in a
+/// `Latency::NotImportant` queue: scrapes wait for Kafka requests.
+fn start_metrics(
+    shard: &Rc<Shard>,
+    listener: std::net::TcpListener,
+    accepting: Arc<AtomicUsize>,
+) -> Result<(), String> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a bound, listening TCP socket that this
+    // function owns (`into_raw_fd` gave up the std listener's ownership).
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let endpoint = Rc::new(crate::metrics::http::Endpoint {
+        shard: shard.clone(),
+        health: crate::metrics::http::Health {
+            accepting,
+            shard_count: shard.shard_count(),
+            shutdown: shard.shutdown.clone(),
+        },
+        per_partition: shard.config.metrics_per_partition,
+    });
+    let queue =
+        glommio::executor().create_task_queue(Shares::default(), Latency::NotImportant, "metrics");
+    glommio::spawn_local_into(crate::metrics::http::serve(listener, endpoint), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
+    Ok(())
 }
 
 /// Starts the shard's background loops in a `Latency::NotImportant` queue.

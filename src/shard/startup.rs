@@ -36,6 +36,13 @@ pub enum StartError {
         found: usize,
         shards: usize,
     },
+    #[error(
+        "cannot listen for metrics on {listen}: {source}; choose another --metrics-listen, or none"
+    )]
+    MetricsListen {
+        listen: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("shard {shard} failed: {message}")]
     Shard { shard: ShardId, message: String },
     #[error("cannot start the signal-handling thread: {0}")]

@@ -222,7 +222,8 @@ impl SegmentFile {
     }
 
     pub async fn fdatasync(&self) -> Result<(), Error> {
-        match self {
+        let started = std::time::Instant::now();
+        let synced = match self {
             SegmentFile::Direct(file, path) => file
                 .fdatasync()
                 .await
@@ -231,7 +232,9 @@ impl SegmentFile {
                 .fdatasync()
                 .await
                 .map_err(|e| Error::io("syncing", path, e)),
-        }
+        };
+        crate::metrics::local::fsync_done(started.elapsed());
+        synced
     }
 
     pub async fn truncate(&self, size: u64) -> Result<(), Error> {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{now_ms, GroupCoordinator};
-use crate::group::api::{DescribedMember, GroupDescription, ListedGroup};
+use crate::group::api::{CommittedOffset, DescribedMember, GroupDescription, ListedGroup};
 use crate::group::error::GroupError;
 use crate::group::record::Key;
 use crate::group::state::{Group, GroupState};
@@ -39,6 +39,25 @@ impl GroupCoordinator {
             protocol_data: if stable { protocol } else { String::new() },
             members: described_members(group),
         }
+    }
+
+    /// Every committed offset of this shard's live groups, for the metrics.
+    pub fn committed_offsets(&self) -> Vec<CommittedOffset> {
+        let groups = self.groups.borrow();
+        groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .flat_map(|g| {
+                g.offsets
+                    .iter()
+                    .map(|((topic, partition), stored)| CommittedOffset {
+                        group_id: g.id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: stored.value.offset,
+                    })
+            })
+            .collect()
     }
 
     /// Groups matching the filters (KIP-518 states, KIP-848 types; both

@@ -109,9 +109,12 @@ impl PartitionLog {
             state.leader_epoch,
             log_append_time,
         )?;
+        let stored_bytes = buffer.len() as u64;
         self.queue_batches(state, buffer.freeze(), base_offset, log_append_time)?;
         debug_assert_eq!(state.next_offset, stamped.next_offset);
         state.stats.appends += 1;
+        state.stats.appended_records += stamped.records;
+        state.stats.appended_bytes += stored_bytes;
         let flush_due = state.flush.on_staged(stamped.records, &state.config, now);
         state.debug_check_pipeline(self.commit.durable_seq());
         let info = AppendInfo {

@@ -50,6 +50,10 @@ pub struct LogStats {
     pub writes: u64,
     pub written_bytes: u64,
     pub fdatasyncs: u64,
+    /// Records and stored bytes of the batches appended (Kafka's
+    /// MessagesInPerSec and BytesInPerSec, counted per append).
+    pub appended_records: u64,
+    pub appended_bytes: u64,
 }
 
 struct State {
