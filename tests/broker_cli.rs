@@ -35,6 +35,8 @@ fn serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
         ("--listen", format!("127.0.0.1:{}", free_port())),
         ("--data-dir", dir.join("data").display().to_string()),
         ("--cpus", "0".to_string()),
+        // Tests run in parallel: none of them on the default metrics port.
+        ("--metrics-listen", "none".to_string()),
     ];
     let mut args: Vec<String> = vec!["serve".into()];
     for (flag, value) in defaults {
@@ -373,6 +375,8 @@ fn numa_node_selects_that_nodes_cpus_and_an_unknown_node_is_refused() {
             &dir.path().join("data").display().to_string(),
             "--numa-node",
             node,
+            "--metrics-listen",
+            "none",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -6,6 +6,7 @@
 //!
 //! - this file: [`Broker`] (start, stop, restart, SIGKILL, logs) and [`BrokerBuilder`].
 //! - [`clients`]: rdkafka producer, consumer and admin helpers with bounded waits.
+//! - [`metrics`]: GETs of the metrics and health endpoints, and the text parsed.
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
 //! - [`python`]: the Python interpreter with confluent-kafka and aiokafka.
 //! - [`skip`]: how a test that cannot run says so.
@@ -20,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod metrics;
 pub mod python;
 pub mod raw;
 pub mod skip;
@@ -143,6 +145,7 @@ pub struct BrokerBuilder {
     use_config_file: bool,
     relative_data_dir: bool,
     no_flags: bool,
+    metrics: bool,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -193,6 +196,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Serve metrics on a free port of its own ([`Broker::metrics_addr`]);
+    /// without this the harness passes `--metrics-listen none`, so brokers
+    /// started in parallel never meet on the default port.
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
     /// Start `ringlog` with no arguments at all, as a newcomer does: it then
     /// listens on [`DEFAULT_PORT`], uses every online CPU and keeps its data
     /// in `./data` of its working directory (its temporary folder).
@@ -218,9 +229,11 @@ impl BrokerBuilder {
         };
         let cpus = self.cpus.clone().unwrap_or_else(next_single_cpu);
         let log_path = work_dir.path().join("broker.log");
+        let metrics_port = self.metrics.then(free_port);
         let mut broker = Broker {
             child: None,
             port,
+            metrics_port,
             data_dir,
             log_path,
             cpus,
@@ -237,6 +250,7 @@ impl BrokerBuilder {
                 Err(StartError::Exited(error)) if !broker.builder.no_flags => {
                     last_error = error;
                     broker.port = free_port();
+                    broker.metrics_port = broker.builder.metrics.then(free_port);
                 }
                 Err(StartError::Exited(error)) => {
                     last_error = error;
@@ -261,6 +275,8 @@ impl BrokerBuilder {
 pub struct Broker {
     child: Option<Child>,
     port: u16,
+    /// The metrics listener's port, when the builder asked for one.
+    metrics_port: Option<u16>,
     data_dir: PathBuf,
     log_path: PathBuf,
     cpus: String,
@@ -282,6 +298,7 @@ impl Broker {
             use_config_file: false,
             relative_data_dir: false,
             no_flags: false,
+            metrics: false,
         }
     }
 
@@ -296,6 +313,14 @@ impl Broker {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Where `/metrics` and the health endpoints answer (builder's `metrics()`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let port = self
+            .metrics_port
+            .expect("the broker was built with .metrics()");
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// `bootstrap.servers` for clients.
@@ -474,9 +499,14 @@ impl Broker {
         } else {
             self.data_dir.display().to_string()
         };
+        let metrics_listen = self
+            .metrics_port
+            .map_or_else(|| "none".to_string(), |port| format!("127.0.0.1:{port}"));
         if self.builder.use_config_file {
             let config_path = self.work_dir.path().join("ringlog.toml");
-            let text = format!("listen = {listen:?}\ndata_dir = {data_dir:?}\n");
+            let text = format!(
+                "listen = {listen:?}\ndata_dir = {data_dir:?}\nmetrics_listen = {metrics_listen:?}\n"
+            );
             std::fs::write(&config_path, text)
                 .map_err(|e| format!("writing the config file: {e}"))?;
             args.push("--config".into());
@@ -484,6 +514,7 @@ impl Broker {
         } else {
             args.extend(["--listen".into(), listen]);
             args.extend(["--data-dir".into(), data_dir]);
+            args.extend(["--metrics-listen".into(), metrics_listen]);
         }
         args.extend(["--cpus".into(), self.cpus.clone()]);
         args.extend(self.builder.extra_args.iter().cloned());

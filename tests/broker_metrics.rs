@@ -1,0 +1,316 @@
+//! The metrics and health endpoints of a real broker process: what a scrape
+//! shows after a known workload, the counters that bad requests and refused
+//! connections move, and the health answers through start-up and shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::clients::{consume_all, consumer, create_topic, produce_keyed, watermarks};
+use common::metrics::{get, scrape, Scrape};
+use common::raw::{self, error_code, RawClient};
+use common::{unique_topic, wait_until, Broker};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long a counter may take to show what just happened.
+const COUNTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a consume of the test's records may take.
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the health poller asks.
+const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// Partitions that make start-up and shutdown take long enough to be seen.
+const SLOW_START_PARTITIONS: i32 = 200;
+
+/// Scrapes until `check` holds (bounded); returns the last scrape.
+fn scrape_until(broker: &Broker, mut check: impl FnMut(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + COUNTER_TIMEOUT;
+    loop {
+        let scraped = scrape(broker.metrics_addr());
+        if check(&scraped) || Instant::now() >= deadline {
+            return scraped;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_scrape_after_a_known_workload_counts_its_records_lag_and_errors() {
+    let broker = Broker::builder()
+        .metrics()
+        .auto_create_topics(false)
+        .start();
+    let topic = unique_topic("metrics-workload");
+    create_topic(&broker.bootstrap(), &topic, 2, &[]);
+    const RECORDS: usize = 300;
+    produce_keyed(&broker.bootstrap(), &topic, RECORDS, 17);
+    consume_all(&broker.bootstrap(), &topic, 2, RECORDS, CONSUME_TIMEOUT).expect_count(RECORDS);
+
+    // A group commits part of each partition; the rest is its lag.
+    let ends: Vec<i64> = (0..2)
+        .map(|p| watermarks(&broker.bootstrap(), &topic, p).1)
+        .collect();
+    assert_eq!(ends.iter().sum::<i64>(), RECORDS as i64);
+    let committed = [ends[0] / 3, 0];
+    let group = unique_topic("metrics-group");
+    let member = consumer(&broker.bootstrap(), &[("group.id", &group)]);
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in committed.iter().enumerate() {
+        offsets
+            .add_partition_offset(&topic, partition as i32, Offset::Offset(*offset))
+            .expect("a new list entry");
+    }
+    member
+        .commit(&offsets, CommitMode::Sync)
+        .expect("the commit succeeds");
+
+    // Bad requests: a produce to a missing topic, and a malformed header.
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let answer = raw::produce(&mut client, "no-such-topic", 0, &[(b"k", b"v")]);
+    assert_eq!(answer.error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION);
+    let mut bad = RawClient::connect(broker.addr());
+    // Produce v9, correlation id 1, then a client id longer than the frame.
+    bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 9, 0, 0, 0, 1, 0x7f, 0xff])
+        .expect("writing the frame");
+
+    let topic_label = [("topic", topic.as_str())];
+    let scraped = scrape_until(&broker, |s| {
+        s.get(
+            "ringlog_request_errors_total",
+            &[("api", "Produce"), ("code", "INVALID_REQUEST")],
+        )
+        .is_some()
+    });
+    assert_eq!(
+        scraped.value("ringlog_records_in_total", &topic_label),
+        RECORDS as f64
+    );
+    assert_eq!(
+        scraped.value("ringlog_records_out_total", &topic_label),
+        RECORDS as f64
+    );
+    let bytes_in = scraped.value("ringlog_bytes_in_total", &topic_label);
+    let size: f64 = (0..2)
+        .map(|p| {
+            let partition = p.to_string();
+            scraped.value(
+                "ringlog_partition_size_bytes",
+                &[("topic", &topic), ("partition", &partition)],
+            )
+        })
+        .sum();
+    assert_eq!(bytes_in, size, "every appended byte is in the segments");
+    assert_eq!(
+        scraped.value("ringlog_bytes_out_total", &topic_label),
+        bytes_in,
+        "the consumer read each stored batch once"
+    );
+    for partition in 0..2 {
+        let label = partition.to_string();
+        let labels = [("topic", topic.as_str()), ("partition", label.as_str())];
+        assert_eq!(
+            scraped.value("ringlog_partition_log_end_offset", &labels),
+            ends[partition] as f64
+        );
+        assert_eq!(
+            scraped.value("ringlog_partition_log_start_offset", &labels),
+            0.0
+        );
+        assert_eq!(scraped.value("ringlog_partition_segments", &labels), 1.0);
+        let group_labels = [
+            ("group", group.as_str()),
+            ("topic", topic.as_str()),
+            ("partition", label.as_str()),
+        ];
+        assert_eq!(
+            scraped.value("ringlog_consumer_group_lag", &group_labels),
+            (ends[partition] - committed[partition]) as f64,
+            "lag of partition {partition}"
+        );
+        assert_eq!(
+            scraped.value("ringlog_consumer_group_committed_offset", &group_labels),
+            committed[partition] as f64
+        );
+    }
+    assert_eq!(
+        scraped.value(
+            "ringlog_request_errors_total",
+            &[("api", "Produce"), ("code", "UNKNOWN_TOPIC_OR_PARTITION")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        scraped.value(
+            "ringlog_request_errors_total",
+            &[("api", "Produce"), ("code", "INVALID_REQUEST")]
+        ),
+        1.0
+    );
+
+    // Latency: every produce counted, the +Inf bucket holds them all.
+    let produces = scraped.value(
+        "ringlog_request_latency_seconds_count",
+        &[("api", "Produce")],
+    );
+    assert!(produces >= 2.0, "produce requests counted: {produces}");
+    assert_eq!(
+        scraped.value(
+            "ringlog_request_latency_seconds_bucket",
+            &[("api", "Produce"), ("le", "+Inf")]
+        ),
+        produces
+    );
+    let shard = [("shard", "0")];
+    assert!(scraped.value("ringlog_fsync_latency_seconds_count", &shard) >= 1.0);
+    assert!(scraped.value("ringlog_batch_cache_hits_total", &shard) >= 1.0);
+    assert_eq!(
+        scraped.value("ringlog_batch_cache_misses_total", &shard),
+        0.0
+    );
+    assert_eq!(
+        scraped.value("ringlog_cross_shard_rejected_total", &shard),
+        0.0
+    );
+    assert!(scraped.value("ringlog_connections_accepted_total", &shard) >= 3.0);
+    assert!(scraped.value("ringlog_connections_open", &shard) >= 1.0);
+    assert!(scraped.value("ringlog_shard_busy_seconds_total", &shard) > 0.0);
+    assert_eq!(scraped.value("ringlog_ready", &[]), 1.0);
+    drop(client);
+}
+
+#[test]
+fn connections_over_max_connections_are_counted_as_refused() {
+    let broker = Broker::builder()
+        .metrics()
+        .arg("--max-connections")
+        .arg("1")
+        .arg("--metrics-per-partition")
+        .arg("false")
+        .start();
+    // The harness's readiness probe may still hold the one connection.
+    let shard = [("shard", "0")];
+    let idle = scrape_until(&broker, |s| {
+        s.get("ringlog_connections_open", &shard) == Some(0.0)
+    });
+    assert_eq!(idle.value("ringlog_connections_open", &shard), 0.0);
+    let refused_before = idle.value("ringlog_connections_refused_total", &shard);
+    let mut first = RawClient::connect_negotiated(broker.addr());
+    let mut second = RawClient::connect(broker.addr());
+    // The second is closed on accept: its request gets no answer.
+    let (_, frame) = second.frame(&raw::api_versions_request(0), 0);
+    let _ = second.write_raw(&frame);
+    assert!(
+        second.read_frame().is_err(),
+        "the second connection is closed"
+    );
+    let scraped = scrape_until(&broker, |s| {
+        s.get("ringlog_connections_refused_total", &shard) == Some(refused_before + 1.0)
+    });
+    assert_eq!(
+        scraped.value("ringlog_connections_refused_total", &shard),
+        refused_before + 1.0
+    );
+    assert_eq!(scraped.value("ringlog_connections_open", &shard), 1.0);
+    first.negotiate();
+    assert!(
+        !scraped.has("ringlog_partition_log_end_offset"),
+        "--metrics-per-partition false leaves out per-partition series"
+    );
+}
+
+/// What one health poll saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Nothing accepts on the metrics port.
+    Down,
+    Starting,
+    Ready,
+    Stopping,
+}
+
+/// Asks `/health/ready` and `/health/live` once.
+fn health(addr: SocketAddr) -> (Seen, Option<u16>) {
+    let live = get(addr, "/health/live").map(|(status, _)| status);
+    let ready = match get(addr, "/health/ready") {
+        None => Seen::Down,
+        Some((200, _)) => Seen::Ready,
+        Some((503, body)) if body.contains("stopping") => Seen::Stopping,
+        Some((503, _)) => Seen::Starting,
+        Some((status, body)) => panic!("/health/ready answered {status}: {body}"),
+    };
+    (ready, live)
+}
+
+/// Polls the health endpoints on a thread until stopped; returns each
+/// change of `/health/ready` it saw, checking `/health/live` at every poll.
+fn poll_health(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Seen>> {
+    thread::spawn(move || {
+        let mut changes = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let (ready, live) = health(addr);
+            // Live may go between the two asks only when the process exits.
+            if ready != Seen::Down && live.is_some() {
+                assert_eq!(
+                    live,
+                    Some(200),
+                    "live while /health/ready answers {ready:?}"
+                );
+            }
+            if changes.last() != Some(&ready) {
+                changes.push(ready);
+            }
+            thread::sleep(HEALTH_POLL_INTERVAL);
+        }
+        changes
+    })
+}
+
+#[test]
+fn health_is_starting_then_ready_then_stopping_and_live_throughout() {
+    let mut broker = Broker::builder().metrics().start();
+    let topic = unique_topic("metrics-health");
+    create_topic(&broker.bootstrap(), &topic, SLOW_START_PARTITIONS, &[]);
+    let addr = broker.metrics_addr();
+    assert_eq!(health(addr), (Seen::Ready, Some(200)));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_health(addr, stop.clone());
+    broker.stop();
+    assert!(wait_until(COUNTER_TIMEOUT, || health(addr).0 == Seen::Down));
+    broker.start_again();
+    assert!(
+        wait_until(COUNTER_TIMEOUT, || health(addr).0 == Seen::Ready),
+        "ready once the broker accepts"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let seen = poller.join().expect("the health poller");
+    // In order, each state at most once: a broker never goes back to ready
+    // once it stops, nor to starting once it is ready.
+    let order = [
+        Seen::Ready,
+        Seen::Stopping,
+        Seen::Down,
+        Seen::Starting,
+        Seen::Ready,
+    ];
+    let mut rest = &order[..];
+    for state in &seen {
+        let at = rest
+            .iter()
+            .position(|s| s == state)
+            .unwrap_or_else(|| panic!("health went {seen:?}: out of order"));
+        rest = &rest[at + 1..];
+    }
+    assert!(
+        seen.contains(&Seen::Stopping),
+        "closing {SLOW_START_PARTITIONS} partitions shows stopping: {seen:?}"
+    );
+    assert!(
+        seen.contains(&Seen::Starting),
+        "opening {SLOW_START_PARTITIONS} partitions shows starting: {seen:?}"
+    );
+}
