@@ -9,7 +9,19 @@
 # (100 B, batches of 1,000, 2 producers, 1 request in flight) and a catch-up
 # read of 100 MB just written (from the batch cache). One generator
 # (target/release/ringlog-perf) drives both. Prints each run and the
-# after/before ratio of the medians.
+# after/before ratio of the medians, of throughput and of the bytes moved per
+# second of broker CPU (user + system, warm-up included), which a machine
+# shared with other work disturbs less than throughput.
+#
+# BROKER_ARGS are added to both brokers' flags. PORT (29393) is the Kafka
+# port; brokers bind it with SO_REUSEPORT, so two sittings on one machine
+# need different ports.
+#
+# SCRAPE_SIDE=before|after scrapes that side's broker's /metrics (at
+# METRICS, default 127.0.0.1:9644) every SCRAPE_INTERVAL seconds (0.1)
+# during its runs, from LOAD_CPUS; with the same binary on both sides,
+#   SHAPES=peer-100B SCRAPE_SIDE=after perf/ab.sh B B 5
+# is the cost of scraping, measured in one sitting.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=${1:?before broker binary}
@@ -20,10 +32,34 @@ BROKER_CPUS=${BROKER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 DURATION=${DURATION:-8}
 ADDR=127.0.0.1:${PORT:-29393}
+SCRAPE_SIDE=${SCRAPE_SIDE:-}
+SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-0.1}
+METRICS=${METRICS:-127.0.0.1:9644}
 OUT=$(mktemp -d /tmp/ringlog-ab.XXXXXX)
 BROKER_PID=
+SCRAPER_PID=
+
+# Scrapes until stopped, as Prometheus does: one process, one kept-alive
+# connection, a request every SCRAPE_INTERVAL seconds; each answer's HTTP
+# status goes to scrapes.txt.
+start_scraper() {
+  local rate
+  rate=$(awk -v s="$SCRAPE_INTERVAL" 'BEGIN {printf "%d/m", 60 / s}')
+  taskset -c "$LOAD_CPUS" curl -s --rate "$rate" -w '%{stderr}%{http_code}\n' \
+    "http://$METRICS/metrics?[1-1000000]" >/dev/null 2>>"$OUT/scrapes.txt" &
+  SCRAPER_PID=$!
+}
+
+stop_scraper() {
+  if [[ -n $SCRAPER_PID ]]; then
+    kill "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    SCRAPER_PID=
+  fi
+}
 
 stop_broker() {
+  stop_scraper
   if [[ -n $BROKER_PID ]]; then
     kill -TERM "$BROKER_PID" 2>/dev/null || true
     wait "$BROKER_PID" 2>/dev/null || true
@@ -34,7 +70,8 @@ stop_broker() {
 trap stop_broker EXIT
 
 start_broker() {
-  "$1" serve --cpus "$BROKER_CPUS" --data-dir "$OUT/data" --listen "$ADDR" >"$OUT/broker.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$1" serve --cpus "$BROKER_CPUS" --data-dir "$OUT/data" --listen "$ADDR" ${BROKER_ARGS:-} >"$OUT/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null; then return 0; fi
@@ -53,21 +90,33 @@ shape() {
   esac
 }
 
-# measure BROKER NAME: one run; prints MB/s.
+# broker_cpu_ticks: the broker's user + system time so far, in clock ticks.
+broker_cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"
+}
+
+# measure BROKER NAME SIDE: one run; prints MB/s and MB per broker CPU-second.
 measure() {
   start_broker "$1"
+  if [[ $3 == "$SCRAPE_SIDE" ]]; then start_scraper; fi
   if [[ $2 == catchup-cache ]]; then
     "$PERF" produce --topic fill --partitions 4 --record-size 1024 --batch-records 256 --acks 1 --in-flight 8 \
       --producers 2 --records 100000 --duration 60 --rate max --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json >/dev/null
   fi
+  local ticks_before ticks_after
+  ticks_before=$(broker_cpu_ticks)
   # shellcheck disable=SC2046
-  "$PERF" $(shape "$2") --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json 2>/dev/null | tail -1 | jq -r '.mb_per_sec'
+  "$PERF" $(shape "$2") --bootstrap "$ADDR" --cpus "$LOAD_CPUS" --json 2>/dev/null | tail -1 >"$OUT/run.json"
+  ticks_after=$(broker_cpu_ticks)
+  jq -r --arg ticks "$((ticks_after - ticks_before))" --arg hz "$(getconf CLK_TCK)" \
+    '"\(.mb_per_sec) \(.bytes / 1e6 / (($ticks | tonumber) / ($hz | tonumber)))"' "$OUT/run.json"
   stop_broker
 }
 
-# median NAME SIDE: the median MB/s of that shape's runs on that side.
+# median NAME SIDE [COLUMN]: the median of that shape's runs on that side
+# (column 3: MB/s; 5: MB per broker CPU-second).
 median() {
-  awk -v n="$1" -v s="$2" '$1==n && $2==s {print $3}' "$OUT/runs.txt" | sort -n |
+  awk -v n="$1" -v s="$2" -v c="${3:-3}" '$1==n && $2==s {print $c}' "$OUT/runs.txt" | sort -n |
     awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.0f", (NR%2 ? a[m] : (a[m]+a[m+1])/2)}'
 }
 
@@ -77,16 +126,23 @@ for round in $(seq 1 "$ROUNDS"); do
   for name in $SHAPES; do
     for side in before after; do
       bin=$BEFORE; [[ $side == after ]] && bin=$AFTER
-      mbs=$(measure "$bin" "$name")
-      echo "$name $side $mbs loadavg $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT/runs.txt"
+      # $(...) waits for the run's broker to be gone before the next starts.
+      run=$(measure "$bin" "$name" "$side")
+      read -r mbs efficiency <<<"$run"
+      echo "$name $side $mbs MB/cpu-s $efficiency loadavg $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT/runs.txt"
     done
   done
 done
 echo
-echo "| shape | before MB/s (median) | after MB/s (median) | after/before |"
-echo "|---|---|---|---|"
+if [[ -n $SCRAPE_SIDE ]]; then
+  echo "scrapes of the $SCRAPE_SIDE side: $(grep -c '^200$' "$OUT/scrapes.txt" || true) answered 200, $(grep -vc '^200$' "$OUT/scrapes.txt" || true) did not"
+fi
+echo "| shape | before MB/s (median) | after MB/s (median) | after/before | before MB per CPU-s | after MB per CPU-s | after/before |"
+echo "|---|---|---|---|---|---|---|"
 for name in $SHAPES; do
   b=$(median "$name" before)
   a=$(median "$name" after)
-  echo "| $name | $b | $a | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a/b}') |"
+  be=$(median "$name" before 5)
+  ae=$(median "$name" after 5)
+  echo "| $name | $b | $a | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a/b}') | $be | $ae | $(awk -v a="$ae" -v b="$be" 'BEGIN {printf "%.2f", a/b}') |"
 done

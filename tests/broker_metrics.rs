@@ -314,3 +314,57 @@ fn health_is_starting_then_ready_then_stopping_and_live_throughout() {
         "opening {SLOW_START_PARTITIONS} partitions shows starting: {seen:?}"
     );
 }
+
+/// The `ringlog_*` names a PromQL expression asks for.
+fn series_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("ringlog_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_series_the_broker_exports() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("reading the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has panels");
+    let broker = Broker::builder().metrics().start();
+    let (status, body) = get(broker.metrics_addr(), "/metrics").expect("a scrape");
+    assert_eq!(status, 200);
+    // Every family is described even before it has a series.
+    let families: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    let mut asked = 0;
+    for target in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().expect("a target has an expression");
+        for name in series_names(expr) {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(&family),
+                "the dashboard asks for {name}, which the broker does not export:\n{body}"
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 20, "the dashboard asks for {asked} series");
+}

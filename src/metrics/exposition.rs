@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::gather::ShardSample;
-use super::local::{LatencySample, LATENCY_BUCKETS_SECONDS};
+use super::local::{LatencySample, API_KEY_UNKNOWN, LATENCY_BUCKETS_SECONDS};
 
 /// What a scrape shows: every shard's sample and the broker's state.
 #[derive(Debug)]
@@ -114,6 +114,9 @@ fn shard_label(sample: &ShardSample) -> Labels {
 
 /// Kafka's request name for an API key, e.g. `Produce`.
 fn api_name(key: i16) -> String {
+    if key == API_KEY_UNKNOWN {
+        return "unknown".to_string();
+    }
     ApiKey::try_from(key).map_or_else(|()| format!("key_{key}"), |k| format!("{k:?}"))
 }
 
@@ -461,6 +464,7 @@ mod tests {
         assert_eq!(error_name(0), "NONE");
         assert_eq!(error_name(-2), "CODE_-2");
         assert_eq!(api_name(0), "Produce");
-        assert_eq!(api_name(999), "key_999");
+        assert_eq!(api_name(99), "key_99");
+        assert_eq!(api_name(API_KEY_UNKNOWN), "unknown");
     }
 }

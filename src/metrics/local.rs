@@ -152,8 +152,17 @@ pub fn request_done(api_key: i16, started: Instant) {
     });
 }
 
+/// The API key an error is counted under: keys past [`API_KEYS_MAX`]
+/// (not Kafka's, so from a broken or hostile client) share one, `-1`, to
+/// keep the series bounded.
+pub const API_KEY_UNKNOWN: i16 = -1;
+
 /// A request of API `api_key` was answered (in one of its slots) with `code`.
 pub fn request_error(api_key: i16, code: i16) {
+    let api_key = match usize::try_from(api_key) {
+        Ok(index) if index < API_KEYS_MAX => api_key,
+        _ => API_KEY_UNKNOWN,
+    };
     with(|shard| {
         *shard
             .errors
@@ -296,17 +305,22 @@ mod tests {
     }
 
     #[test]
-    fn api_keys_out_of_range_are_ignored_and_errors_are_counted_per_code() {
+    fn api_keys_out_of_range_get_no_latency_and_share_one_error_slot() {
         request_done(-1, Instant::now());
         request_done(API_KEYS_MAX as i16, Instant::now());
         request_done(0, Instant::now());
         request_error(0, 3);
         request_error(0, 3);
+        request_error(999, 42);
+        request_error(-7, 42);
         with(|shard| {
             let latencies = shard.request_latencies();
             assert_eq!(latencies.len(), 1);
             assert_eq!(latencies[0].0, 0);
-            assert_eq!(shard.errors(), vec![((0, 3), 2)]);
+            assert_eq!(
+                shard.errors(),
+                vec![((API_KEY_UNKNOWN, 42), 2), ((0, 3), 2)]
+            );
         });
     }
 }

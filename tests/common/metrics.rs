@@ -26,17 +26,20 @@ pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// A series' labels, by name.
+pub type Labels = BTreeMap<String, String>;
+
 /// One scrape: every series by name, then by its labels.
 #[derive(Debug, Default)]
 pub struct Scrape {
-    pub series: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>,
+    pub series: BTreeMap<String, Vec<(Labels, f64)>>,
     pub text: String,
 }
 
 impl Scrape {
     /// The value of `name` with exactly `labels`, if the scrape has it.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let wanted: BTreeMap<String, String> = labels
+        let wanted: Labels = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
