@@ -368,3 +368,47 @@ fn the_grafana_dashboard_asks_only_for_series_the_broker_exports() {
     }
     assert!(asked >= 20, "the dashboard asks for {asked} series");
 }
+
+#[test]
+fn two_shards_report_each_their_own_series_and_the_records_sum_over_them() {
+    let test = "two_shards_report_each_their_own_series_and_the_records_sum_over_them";
+    let Some(cpus) = common::two_cpus(test) else {
+        return;
+    };
+    let broker = Broker::builder().cpus(&cpus).metrics().start();
+    let topic = unique_topic("metrics-shards");
+    create_topic(&broker.bootstrap(), &topic, 4, &[]);
+    const RECORDS: usize = 200;
+    produce_keyed(&broker.bootstrap(), &topic, RECORDS, 13);
+    let scraped = scrape(broker.metrics_addr());
+    assert_eq!(
+        scraped.value("ringlog_records_in_total", &[("topic", &topic)]),
+        RECORDS as f64
+    );
+    assert_eq!(scraped.value("ringlog_shards", &[]), 2.0);
+    let mut sent = 0.0;
+    for shard in ["0", "1"] {
+        let labels = [("shard", shard)];
+        assert_eq!(
+            scraped.value("ringlog_cross_shard_rejected_total", &labels),
+            0.0
+        );
+        assert!(scraped
+            .get("ringlog_batch_cache_hits_total", &labels)
+            .is_some());
+        sent += scraped.value("ringlog_cross_shard_messages_total", &labels);
+    }
+    // Partitions are spread over both shards, so the connection's shard
+    // sent some of the produce requests (and the scrape's copies) across.
+    assert!(sent >= 1.0, "cross-shard jobs counted: {sent}");
+    let end_offsets: f64 = (0..4)
+        .map(|p| {
+            let partition = p.to_string();
+            scraped.value(
+                "ringlog_partition_log_end_offset",
+                &[("topic", &topic), ("partition", &partition)],
+            )
+        })
+        .sum();
+    assert_eq!(end_offsets, RECORDS as f64);
+}
