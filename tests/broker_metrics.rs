@@ -94,15 +94,7 @@ fn a_scrape_after_a_known_workload_counts_its_records_lag_and_errors() {
         RECORDS as f64
     );
     let bytes_in = scraped.value("ringlog_bytes_in_total", &topic_label);
-    let size: f64 = (0..2)
-        .map(|p| {
-            let partition = p.to_string();
-            scraped.value(
-                "ringlog_partition_size_bytes",
-                &[("topic", &topic), ("partition", &partition)],
-            )
-        })
-        .sum();
+    let size = scraped.partition_sum("ringlog_partition_size_bytes", &topic, 2);
     assert_eq!(bytes_in, size, "every appended byte is in the segments");
     assert_eq!(
         scraped.value("ringlog_bytes_out_total", &topic_label),
@@ -401,14 +393,6 @@ fn two_shards_report_each_their_own_series_and_the_records_sum_over_them() {
     // Partitions are spread over both shards, so the connection's shard
     // sent some of the produce requests (and the scrape's copies) across.
     assert!(sent >= 1.0, "cross-shard jobs counted: {sent}");
-    let end_offsets: f64 = (0..4)
-        .map(|p| {
-            let partition = p.to_string();
-            scraped.value(
-                "ringlog_partition_log_end_offset",
-                &[("topic", &topic), ("partition", &partition)],
-            )
-        })
-        .sum();
+    let end_offsets = scraped.partition_sum("ringlog_partition_log_end_offset", &topic, 4);
     assert_eq!(end_offsets, RECORDS as f64);
 }

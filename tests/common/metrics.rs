@@ -56,6 +56,16 @@ impl Scrape {
             .unwrap_or_else(|| panic!("no series {name}{labels:?} in the scrape:\n{}", self.text))
     }
 
+    /// The sum of per-partition series `name` over partitions `0..partitions` of `topic`.
+    pub fn partition_sum(&self, name: &str, topic: &str, partitions: i32) -> f64 {
+        (0..partitions)
+            .map(|p| {
+                let partition = p.to_string();
+                self.value(name, &[("topic", topic), ("partition", &partition)])
+            })
+            .sum()
+    }
+
     /// Whether any series of `name` exists.
     pub fn has(&self, name: &str) -> bool {
         self.series.contains_key(name)
