@@ -10,6 +10,7 @@
 //! - [`group`]: the consumer-group coordinator and the committed-offset store.
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
+//! - [`security`]: principals, SASL PLAIN and SCRAM, the stored SCRAM credentials.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!
@@ -24,6 +25,7 @@ pub mod group;
 pub mod ids;
 pub mod kafka;
 pub mod net;
+pub mod security;
 pub mod shard;
 pub mod storage;
 pub mod topic_config;

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
 use crate::kafka_api;
 use crate::shard::admin::{NewTopic, TopicChangeError};
@@ -31,11 +32,13 @@ pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn broker(shard: &Shard) -> MetadataResponseBroker {
+/// This broker as the client's listener advertises it.
+fn broker(shard: &Shard, request: &Request) -> MetadataResponseBroker {
+    let listener = listener_of(shard, request.session.listener);
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(NODE_ID))
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32)
+        .with_host(StrBytes::from_string(listener.advertised_host.clone()))
+        .with_port(listener.advertised_port as i32)
 }
 
 /// Fields a version does not carry must stay at their defaults, or encoding fails.
@@ -150,7 +153,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
         }
     };
     let response = MetadataResponse::default()
-        .with_brokers(vec![broker(shard)])
+        .with_brokers(vec![broker(shard, request)])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
         .with_topics(topics)
@@ -163,13 +166,14 @@ pub async fn handle_describe_cluster(
     request: &Request,
     _body: DescribeClusterRequest,
 ) -> Outcome {
+    let listener = listener_of(shard, request.session.listener);
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
         .with_controller_id(BrokerId(NODE_ID))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(NODE_ID))
-            .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-            .with_port(shard.config.advertised_port as i32)])
+            .with_host(StrBytes::from_string(listener.advertised_host.clone()))
+            .with_port(listener.advertised_port as i32)])
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     request.respond(&response)
 }

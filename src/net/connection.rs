@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::frame::{take_frame, READ_CHUNK_BYTES};
+use super::handler::{Handler, Peer};
 use super::server::ServeOptions;
 use super::vectored;
 use super::{Outcome, Shutdown};
@@ -24,24 +25,6 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 
 type Pending = JoinHandle<Outcome>;
 
-/// Answers one request frame (without its length prefix) from the client at
-/// `client_host` (Kafka's `/<ip>` form).
-pub trait Handler: 'static {
-    type Answer: Future<Output = Outcome> + 'static;
-    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> Self::Answer;
-}
-
-impl<F, A> Handler for F
-where
-    F: Fn(Bytes, Rc<str>) -> A + 'static,
-    A: Future<Output = Outcome> + 'static,
-{
-    type Answer = A;
-    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> A {
-        self(frame, client_host)
-    }
-}
-
 /// Serves one connection until the client leaves, a request is refused, or
 /// `shutdown` starts.
 pub async fn serve<H: Handler>(
@@ -51,6 +34,10 @@ pub async fn serve<H: Handler>(
     shutdown: Rc<Shutdown>,
 ) {
     let peer = stream.peer_addr().ok();
+    let connection = handler.open(&Peer {
+        listener: options.listener,
+        address: peer,
+    });
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
@@ -62,18 +49,8 @@ pub async fn serve<H: Handler>(
         writer_stopped.start();
         end
     };
-    // Kafka reports a member's host as "/<ip>" in DescribeGroups.
-    let client_host: Rc<str> =
-        peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
     let stopped = futures_lite::future::or(shutdown.wait(), writer_stopped.wait());
-    let read_side = read_requests(
-        handler.as_ref(),
-        reader,
-        queue,
-        options.request_bytes_max,
-        stopped,
-        &client_host,
-    );
+    let read_side = read_requests(handler.as_ref(), reader, queue, stopped, &connection);
     let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
         tracing::info!(shard = options.shard, peer = %display_peer(peer), %reason, "connection closed");
@@ -90,18 +67,17 @@ async fn read_requests<H: Handler>(
     handler: &H,
     mut reader: ReadHalf<TcpStream>,
     queue: LocalSender<Pending>,
-    limit: usize,
     stopped: impl Future<Output = ()>,
-    client_host: &Rc<str>,
+    connection: &Rc<H::Connection>,
 ) -> Option<String> {
     let mut stopped = std::pin::pin!(stopped);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
+        let limit = handler.frame_bytes_max(connection);
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
-                let task =
-                    glommio::spawn_local(handler.handle(frame, client_host.clone())).detach();
+                let task = glommio::spawn_local(handler.handle(frame, connection)).detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }

@@ -5,12 +5,14 @@
 
 pub mod connection;
 pub mod frame;
+pub mod handler;
 pub mod server;
 pub mod shutdown;
 pub mod vectored;
 
 use bytes::Bytes;
 
+pub use handler::{Handler, Peer};
 pub use server::{serve, ServeOptions};
 pub use shutdown::Shutdown;
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 
-use super::connection::{self, Handler};
+use super::connection;
+use super::handler::Handler;
 use super::Shutdown;
 
 /// Pause after a failed accept (EMFILE and the like) before the next one.
@@ -18,8 +19,9 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 pub struct ServeOptions {
     /// The shard, for log lines.
     pub shard: usize,
-    /// Largest request frame accepted (`socket.request.max.bytes`).
-    pub request_bytes_max: usize,
+    /// Which of the caller's listeners this is; handed to the handler with
+    /// each connection ([`super::Peer`]).
+    pub listener: usize,
     /// Connections this listener keeps open at once (`max.connections`, per
     /// shard); one more is closed on accept with a log line.
     pub connections_max: usize,

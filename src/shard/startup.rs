@@ -21,6 +21,8 @@ pub enum StartError {
     Exclusive(#[from] super::exclusive::ExclusiveError),
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
+    #[error(transparent)]
+    Credentials(#[from] crate::security::credentials::CredentialStoreError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor {
         shard: ShardId,

@@ -144,8 +144,9 @@ pub async fn handle_find_coordinator(
     request: &Request,
     body: FindCoordinatorRequest,
 ) -> Outcome {
-    let host = StrBytes::from_string(shard.config.advertised_host.clone());
-    let port = shard.config.advertised_port as i32;
+    let listener = crate::kafka::session::listener_of(shard, request.session.listener);
+    let host = StrBytes::from_string(listener.advertised_host.clone());
+    let port = listener.advertised_port as i32;
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key);
         if body.key_type == KEY_TYPE_GROUP {
