@@ -10,7 +10,7 @@
 //! - [`group`]: the consumer-group coordinator and the committed-offset store.
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
-//! - [`security`]: principals, SASL PLAIN and SCRAM, the stored SCRAM credentials.
+//! - [`security`]: principals, SASL PLAIN and SCRAM, the stored SCRAM credentials, ACLs.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!

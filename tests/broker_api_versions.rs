@@ -119,6 +119,10 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             DescribeUserScramCredentialsRequest::default(),
             version,
         ),
+        // Without the authorizer these answer SECURITY_DISABLED.
+        ApiKey::CreateAcls => answered(client, CreateAclsRequest::default(), version),
+        ApiKey::DescribeAcls => answered(client, DescribeAclsRequest::default(), version),
+        ApiKey::DeleteAcls => answered(client, DeleteAclsRequest::default(), version),
         ApiKey::AlterUserScramCredentials => {
             answered(client, AlterUserScramCredentialsRequest::default(), version)
         }

@@ -15,9 +15,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::{may_create_topic, require_cluster, topic_allowed};
 use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::topics::{is_valid_topic_name, TopicInfo};
 use crate::shard::Shard;
@@ -109,10 +111,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
         _ => None,
     };
     let allow_create = version < 4 || body.allow_auto_topic_creation;
+    let describable = |name: &str| topic_allowed(shard, request, Operation::Describe, name);
     let topics = match wanted {
+        // Every topic: only those the principal may describe are listed.
         None => shard
             .topics()
             .iter()
+            .filter(|t| describable(&t.name))
             .map(|t| describe_topic(t, version))
             .collect(),
         Some(wanted) => {
@@ -121,11 +126,30 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
                 let table = shard.topics();
                 let described = match entry.name {
                     None => match table.get_by_id(&entry.topic_id) {
+                        Some(topic) if !describable(&topic.name) => topic_error(
+                            None,
+                            entry.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        ),
                         Some(topic) => describe_topic(topic, version),
                         None => topic_error(None, entry.topic_id, ResponseError::UnknownTopicId),
                     },
+                    Some(name) if !describable(name.as_str()) => topic_error(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
+                    ),
                     Some(name) => match table.get(name.as_str()) {
                         Some(topic) => describe_topic(topic, version),
+                        None if allow_create
+                            && !may_create_topic(shard, request, name.as_str()) =>
+                        {
+                            topic_error(
+                                Some(name),
+                                uuid::Uuid::nil(),
+                                ResponseError::TopicAuthorizationFailed,
+                            )
+                        }
                         None if allow_create => match auto_create(shard, name.as_str()).await {
                             Ok(()) => match shard.topics().get(name.as_str()) {
                                 Some(topic) => describe_topic(topic, version),
@@ -166,6 +190,9 @@ pub async fn handle_describe_cluster(
     request: &Request,
     _body: DescribeClusterRequest,
 ) -> Outcome {
+    if let Err(error) = require_cluster(shard, request, Operation::Describe) {
+        return request.respond(&DescribeClusterResponse::default().with_error_code(error.code()));
+    }
     let listener = listener_of(shard, request.session.listener);
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))

@@ -4,9 +4,11 @@
 //! Every handler has the same shape: `decode -> apply -> encode`, and declares
 //! the versions it implements; ApiVersions is built from those declarations.
 
+pub mod acls;
 pub mod admin;
 pub mod api;
 pub mod api_versions;
+pub mod authorize;
 pub mod configs;
 pub mod errors;
 pub mod fetch;
@@ -66,6 +68,9 @@ register_apis! {
     sasl::SaslAuthenticate,
     scram_users::DescribeUserScramCredentials,
     scram_users::AlterUserScramCredentials,
+    acls::CreateAcls,
+    acls::DescribeAcls,
+    acls::DeleteAcls,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

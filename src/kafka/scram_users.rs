@@ -18,8 +18,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::require_cluster;
 use super::{Outcome, Request};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::security::credentials::CredentialChange;
 use crate::security::scram::{ITERATIONS_MAX, ITERATIONS_MIN};
 use crate::security::{CredentialTable, ScramMechanism};
@@ -64,6 +66,10 @@ pub async fn handle_describe(
     request: &Request,
     body: DescribeUserScramCredentialsRequest,
 ) -> Outcome {
+    if let Err(error) = require_cluster(shard, request, Operation::Describe) {
+        let response = DescribeUserScramCredentialsResponse::default();
+        return request.respond(&response.with_error_code(error.code()));
+    }
     let table = shard.security.credentials();
     let results = match body.users {
         // Null or empty: every user.
@@ -164,6 +170,29 @@ pub async fn handle_alter(
     request: &Request,
     body: AlterUserScramCredentialsRequest,
 ) -> Outcome {
+    if let Err(error) = require_cluster(shard, request, Operation::Alter) {
+        let mut users: Vec<&StrBytes> = Vec::new();
+        for name in body
+            .deletions
+            .iter()
+            .map(|d| &d.name)
+            .chain(body.upsertions.iter().map(|u| &u.name))
+        {
+            if !users.contains(&name) {
+                users.push(name);
+            }
+        }
+        let results = users
+            .into_iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(user.clone())
+                    .with_error_code(error.code())
+            })
+            .collect();
+        return request
+            .respond(&AlterUserScramCredentialsResponse::default().with_results(results));
+    }
     let table = shard.security.credentials();
     // Kafka answers once per user; a user named twice for one mechanism is refused.
     let mut seen = HashSet::new();

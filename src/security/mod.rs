@@ -1,8 +1,10 @@
 //! Who a client is and how it proves it: principals, the SASL mechanisms
-//! (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and the stored SCRAM credentials.
+//! (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the stored SCRAM credentials and
+//! the ACLs that say what each principal may do.
 //! It knows nothing of Kafka requests or sockets: `kafka` drives the
 //! exchanges, `shard` keeps the credentials durable and on every shard.
 
+pub mod acl;
 pub mod credentials;
 pub mod plain;
 pub mod scram;

@@ -1,6 +1,6 @@
-//! Security state on the shards: the SCRAM credential table every shard
-//! reads (an immutable snapshot, like the topic table) and, on the metadata
-//! shard only, the durable store that changes it. A change is stored, then
+//! Security state on the shards: the SCRAM credential and ACL tables every
+//! shard reads (immutable snapshots, like the topic table) and, on the
+//! metadata shard only, the durable stores that change them. A change is stored, then
 //! published to every shard before the caller gets its answer.
 
 use std::cell::RefCell;
@@ -11,8 +11,10 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::mesh::run_on;
+use super::startup::StartError;
 use super::{Shard, ShardId, METADATA_SHARD};
 use crate::config::SecurityConfig;
+use crate::security::acl::{Acl, AclFilter, AclStore, AclTable};
 use crate::security::credentials::{CredentialChange, CredentialStore, CredentialStoreError};
 use crate::security::CredentialTable;
 
@@ -25,16 +27,14 @@ pub enum SecurityChangeError {
 /// The writer side, loaded before the shards start.
 pub struct SecurityStore {
     credentials: CredentialStore,
+    acls: AclStore,
 }
 
 impl SecurityStore {
     /// Loads the stored credentials and adds the `--add-scram` users that
     /// have no credential for their mechanism yet (an existing one is kept,
     /// as `kafka-storage format --add-scram` does on a formatted directory).
-    pub fn open(
-        data_dir: &Path,
-        config: &SecurityConfig,
-    ) -> Result<SecurityStore, CredentialStoreError> {
+    pub fn open(data_dir: &Path, config: &SecurityConfig) -> Result<SecurityStore, StartError> {
         let mut credentials = CredentialStore::load(data_dir)?;
         let table = credentials.table();
         let mut added = Vec::new();
@@ -58,13 +58,15 @@ impl SecurityStore {
         if !added.is_empty() {
             credentials.apply(&added)?;
         }
-        Ok(SecurityStore { credentials })
+        let acls = AclStore::load(data_dir)?;
+        Ok(SecurityStore { credentials, acls })
     }
 
     /// The tables every shard starts with.
     pub fn snapshot(&self) -> SecuritySnapshot {
         SecuritySnapshot {
             credentials: self.credentials.table(),
+            acls: self.acls.table(),
         }
     }
 }
@@ -73,6 +75,7 @@ impl SecurityStore {
 #[derive(Clone)]
 pub struct SecuritySnapshot {
     pub credentials: Arc<CredentialTable>,
+    pub acls: Arc<AclTable>,
 }
 
 /// One shard's view, plus the store on the metadata shard.
@@ -91,6 +94,10 @@ impl ShardSecurity {
 
     pub fn credentials(&self) -> Arc<CredentialTable> {
         self.current.borrow().credentials.clone()
+    }
+
+    pub fn acls(&self) -> Arc<AclTable> {
+        self.current.borrow().acls.clone()
     }
 }
 
@@ -125,6 +132,41 @@ impl Shard {
             .map_err(|e| SecurityChangeError::Failed(e.to_string()))?;
         self.publish_security(move |snapshot| snapshot.credentials = table.clone())
             .await
+    }
+
+    /// Adds `added` and removes what `removed` matches, on the metadata
+    /// shard; stores and publishes the result. Returns the removed bindings.
+    pub async fn change_acls(
+        self: &Rc<Self>,
+        added: Vec<Acl>,
+        removed: Vec<AclFilter>,
+    ) -> Result<Vec<Acl>, SecurityChangeError> {
+        run_on(self, METADATA_SHARD, move |s| async move {
+            s.change_acls_here(added, removed).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(SecurityChangeError::Failed(e.to_string())))
+    }
+
+    async fn change_acls_here(
+        self: Rc<Self>,
+        added: Vec<Acl>,
+        removed: Vec<AclFilter>,
+    ) -> Result<Vec<Acl>, SecurityChangeError> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let store = self
+            .security
+            .store
+            .as_ref()
+            .ok_or_else(|| SecurityChangeError::Failed("not the metadata shard".into()))?;
+        let (table, gone) = store
+            .borrow_mut()
+            .acls
+            .change(added, &removed)
+            .map_err(|e| SecurityChangeError::Failed(e.to_string()))?;
+        self.publish_security(move |snapshot| snapshot.acls = table.clone())
+            .await?;
+        Ok(gone)
     }
 
     /// Runs `change` on every shard's snapshot.

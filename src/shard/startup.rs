@@ -23,6 +23,8 @@ pub enum StartError {
     Registry(#[from] super::topics::RegistryError),
     #[error(transparent)]
     Credentials(#[from] crate::security::credentials::CredentialStoreError),
+    #[error(transparent)]
+    Acls(#[from] crate::security::acl::AclStoreError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor {
         shard: ShardId,
