@@ -68,6 +68,10 @@ pub enum ConfigError {
     AddScram(String),
     #[error("invalid super user {0:?}: expected User:NAME")]
     SuperUser(String),
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    #[error("listener {0} uses TLS: give --ssl-certificate and --ssl-key")]
+    TlsMissing(String),
     #[error("invalid CPU list {0:?}: expected e.g. 0-3,6,8-9")]
     CpuList(String),
     #[error("invalid log format {0:?}: expected text or json")]
@@ -103,6 +107,11 @@ pub struct FileConfig {
     pub add_scram: Option<Vec<String>>,
     pub super_users: Option<String>,
     pub authorizer: Option<bool>,
+    pub ssl_certificate: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    pub ssl_ca: Option<PathBuf>,
+    /// `none`, `requested` or `required` (Kafka's `ssl.client.auth`).
+    pub ssl_client_auth: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub cpus: Option<String>,
     pub numa_node: Option<usize>,
@@ -248,7 +257,22 @@ impl Config {
             add_scram: pick!(add_scram, Vec::new()),
             super_users: flags.super_users.clone().or(file.super_users.clone()),
             authorizer: flags.authorizer.or(file.authorizer),
+            ssl_certificate: flags
+                .ssl_certificate
+                .clone()
+                .or(file.ssl_certificate.clone()),
+            ssl_key: flags.ssl_key.clone().or(file.ssl_key.clone()),
+            ssl_ca: flags.ssl_ca.clone().or(file.ssl_ca.clone()),
+            ssl_client_auth: flags
+                .ssl_client_auth
+                .clone()
+                .or(file.ssl_client_auth.clone()),
         })?;
+        if let Some(listener) = listeners.iter().find(|l| l.protocol.uses_tls()) {
+            if security.tls.is_none() {
+                return Err(ConfigError::TlsMissing(listener.name.clone()));
+            }
+        }
         let cpus = cpu_selection(
             flags.cpus.clone().or(file.cpus.clone()),
             flags.numa_node.or(file.numa_node),

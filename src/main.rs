@@ -61,6 +61,18 @@ struct ServeArgs {
     /// Enforce ACLs; resources without ACLs are then denied [default: false].
     #[arg(long, value_name = "BOOL")]
     authorizer: Option<bool>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    #[arg(long, value_name = "FILE")]
+    ssl_certificate: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, value_name = "FILE")]
+    ssl_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    ssl_ca: Option<PathBuf>,
+    /// Client certificates: none, requested or required [default: none].
+    #[arg(long, value_name = "MODE")]
+    ssl_client_auth: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -140,6 +152,10 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         add_scram: (!args.add_scram.is_empty()).then_some(args.add_scram),
         super_users: args.super_users,
         authorizer: args.authorizer,
+        ssl_certificate: args.ssl_certificate,
+        ssl_key: args.ssl_key,
+        ssl_ca: args.ssl_ca,
+        ssl_client_auth: args.ssl_client_auth,
         data_dir: args.data_dir,
         cpus: args.cpus,
         numa_node: args.numa_node,

@@ -2,6 +2,9 @@
 //! (`--add-scram`, Kafka's `kafka-storage format` syntax), `super.users`
 //! and whether the authorizer is on.
 
+use std::path::PathBuf;
+
+use crate::net::tls::{ClientAuth, TlsSettings};
 use crate::security::scram::{ITERATIONS_MAX, ITERATIONS_MIN};
 use crate::security::{Principal, SaslMechanism, ScramMechanism};
 
@@ -44,6 +47,8 @@ pub struct SecurityConfig {
     /// Whether ACLs are enforced (`authorizer.class.name` set); when on, a
     /// resource without ACLs is denied (`allow.everyone.if.no.acl.found=false`).
     pub authorizer: bool,
+    /// Certificate, key and client CA of the SSL and SASL_SSL listeners.
+    pub tls: Option<TlsSettings>,
 }
 
 /// The security flags and file keys, before validation.
@@ -54,6 +59,10 @@ pub struct SecuritySettings {
     pub add_scram: Vec<String>,
     pub super_users: Option<String>,
     pub authorizer: Option<bool>,
+    pub ssl_certificate: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    pub ssl_ca: Option<PathBuf>,
+    pub ssl_client_auth: Option<String>,
 }
 
 pub fn build_security(settings: SecuritySettings) -> Result<SecurityConfig, ConfigError> {
@@ -72,7 +81,33 @@ pub fn build_security(settings: SecuritySettings) -> Result<SecurityConfig, Conf
         .map(parse_super_users)
         .transpose()?
         .unwrap_or_default();
+    let client_auth = match settings.ssl_client_auth.as_deref() {
+        None => ClientAuth::None,
+        Some(text) => text.parse().map_err(ConfigError::Tls)?,
+    };
+    let tls = match (settings.ssl_certificate, settings.ssl_key) {
+        (Some(certificate), Some(key)) => Some(TlsSettings {
+            certificate,
+            key,
+            ca: settings.ssl_ca,
+            client_auth,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Tls(
+                "--ssl-certificate and --ssl-key go together".into(),
+            ))
+        }
+    };
+    if let Some(tls) = &tls {
+        if tls.client_auth != ClientAuth::None && tls.ca.is_none() {
+            return Err(ConfigError::Tls(
+                "--ssl-client-auth requested or required needs --ssl-ca".into(),
+            ));
+        }
+    }
     Ok(SecurityConfig {
+        tls,
         sasl_mechanisms,
         failed_authentication_delay_ms: settings
             .failed_authentication_delay_ms

@@ -62,12 +62,12 @@ pub enum SaslStep {
 }
 
 impl Session {
-    /// A connection on a listener that needs SASL when `sasl` says so.
-    pub fn new(listener: usize, client_host: Rc<str>, sasl: bool) -> Session {
-        let auth = if sasl {
-            Auth::Handshake
-        } else {
-            Auth::Done(Rc::new(Principal::anonymous()))
+    /// A connection known as `principal`, or (`None`) one that must
+    /// authenticate with SASL first.
+    pub fn new(listener: usize, client_host: Rc<str>, principal: Option<Principal>) -> Session {
+        let auth = match principal {
+            Some(principal) => Auth::Done(Rc::new(principal)),
+            None => Auth::Handshake,
         };
         Session {
             listener,
@@ -239,8 +239,18 @@ impl net::Handler for KafkaHandler {
         let client_host: Rc<str> = peer
             .address
             .map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
-        let sasl = listener_of(&self.shard, peer.listener).protocol.uses_sasl();
-        Rc::new(Session::new(peer.listener, client_host, sasl))
+        // SSL listeners: the client certificate's subject, as Kafka's
+        // default principal builder names it; no certificate: ANONYMOUS.
+        let principal = if listener_of(&self.shard, peer.listener).protocol.uses_sasl() {
+            None
+        } else {
+            Some(
+                peer.client_subject
+                    .as_deref()
+                    .map_or_else(Principal::anonymous, Principal::user),
+            )
+        };
+        Rc::new(Session::new(peer.listener, client_host, principal))
     }
 
     fn frame_bytes_max(&self, session: &Session) -> usize {

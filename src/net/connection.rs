@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::RawFd;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -16,7 +16,7 @@ use glommio::task::JoinHandle;
 use super::frame::{take_frame, READ_CHUNK_BYTES};
 use super::handler::{Handler, Peer};
 use super::server::ServeOptions;
-use super::vectored;
+use super::transport::{self, Transport};
 use super::{Outcome, Shutdown};
 
 /// Requests one connection may have in flight (librdkafka pipelines up to 5;
@@ -34,13 +34,21 @@ pub async fn serve<H: Handler>(
     shutdown: Rc<Shutdown>,
 ) {
     let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let accepted = match transport::accept(stream, options.tls.as_ref()).await {
+        Ok(accepted) => accepted,
+        Err(reason) => {
+            tracing::info!(shard = options.shard, peer = %display_peer(peer), %reason, "connection closed");
+            return;
+        }
+    };
     let connection = handler.open(&Peer {
         listener: options.listener,
         address: peer,
+        client_subject: accepted.client_subject,
     });
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let (reader, writer) = futures_lite::io::split(stream);
+    let fd = accepted.transport.raw_fd();
+    let (reader, writer) = futures_lite::io::split(accepted.transport);
     let (queue, answers) = local_channel::new_bounded::<Pending>(REQUESTS_IN_FLIGHT_MAX);
     // Set when the writer stops, so the reader stops too and the socket closes.
     let writer_stopped = Shutdown::default();
@@ -65,7 +73,7 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
 /// once on its own task. Returns why it stopped when that deserves a log line.
 async fn read_requests<H: Handler>(
     handler: &H,
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<Transport>,
     queue: LocalSender<Pending>,
     stopped: impl Future<Output = ()>,
     connection: &Rc<H::Connection>,
@@ -115,8 +123,8 @@ async fn read_requests<H: Handler>(
 }
 
 async fn write_responses(
-    mut writer: WriteHalf<TcpStream>,
-    fd: RawFd,
+    mut writer: WriteHalf<Transport>,
+    fd: Option<RawFd>,
     answers: LocalReceiver<Pending>,
 ) -> Option<String> {
     while let Some(pending) = answers.recv().await {
@@ -126,7 +134,7 @@ async fn write_responses(
             Some(Outcome::Close(reason)) => return Some(reason),
             None => return Some("request handler failed".to_string()),
         };
-        if let Err(error) = vectored::write_all(&mut writer, fd, &pieces).await {
+        if let Err(error) = transport::write_pieces(&mut writer, fd, &pieces).await {
             return Some(format!("write failed: {error}"));
         }
     }

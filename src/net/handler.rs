@@ -17,6 +17,8 @@ pub struct Peer {
     /// The accepting listener, as the caller of [`super::serve`] numbered it.
     pub listener: usize,
     pub address: Option<SocketAddr>,
+    /// On a TLS listener, the subject of the client's verified certificate.
+    pub client_subject: Option<String>,
 }
 
 /// Answers the request frames of each connection.

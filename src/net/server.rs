@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 
@@ -15,7 +16,7 @@ use super::Shutdown;
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// What the accept and connection loops need to know of their shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The shard, for log lines.
     pub shard: usize,
@@ -27,6 +28,8 @@ pub struct ServeOptions {
     pub connections_max: usize,
     /// How long a stop waits for open connections to finish their requests.
     pub drain_max: Duration,
+    /// Set on SSL and SASL_SSL listeners: every connection starts with TLS.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Accepts connections on `listener` and serves each with `handler` until
@@ -71,8 +74,9 @@ pub async fn serve<H: Handler>(
         }
         open.set(open.get() + 1);
         let (handler, shutdown, open) = (handler.clone(), shutdown.clone(), open.clone());
+        let connection_options = options.clone();
         let task = connections.spawn(async move {
-            connection::serve(handler, stream, options, shutdown).await;
+            connection::serve(handler, stream, connection_options, shutdown).await;
             open.set(open.get() - 1);
         });
         match task {

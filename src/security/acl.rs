@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::credentials::replace_file;
+use super::stored::{self, StoreError};
 use super::Principal;
 
 /// The file under the data directory that holds the ACLs.
@@ -254,24 +254,6 @@ impl AclTable {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AclStoreError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("at most {ACLS_MAX} ACLs are kept")]
-    TooMany,
-}
-
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StoredAcl {
     resource_type: i8,
@@ -295,16 +277,9 @@ pub struct AclStore {
 }
 
 impl AclStore {
-    pub fn load(data_dir: &Path) -> Result<AclStore, AclStoreError> {
+    pub fn load(data_dir: &Path) -> Result<AclStore, StoreError> {
         let path = data_dir.join(ACLS_FILE);
-        let table = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|message| AclStoreError::Corrupt {
-                path: path.clone(),
-                message,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AclTable::default(),
-            Err(source) => return Err(AclStoreError::Read { path, source }),
-        };
+        let table = stored::load(&path, decode)?;
         Ok(AclStore {
             path,
             table: Arc::new(table),
@@ -321,7 +296,7 @@ impl AclStore {
         &mut self,
         added: Vec<Acl>,
         removed: &[AclFilter],
-    ) -> Result<(Arc<AclTable>, Vec<Acl>), AclStoreError> {
+    ) -> Result<(Arc<AclTable>, Vec<Acl>), StoreError> {
         let (gone, kept): (Vec<Acl>, Vec<Acl>) = self
             .table
             .iter()
@@ -329,12 +304,12 @@ impl AclStore {
             .partition(|acl| removed.iter().any(|f| f.matches(acl)));
         let table = AclTable::from_acls(kept.into_iter().chain(added));
         if table.len() > ACLS_MAX {
-            return Err(AclStoreError::TooMany);
+            return Err(StoreError::TooMany {
+                what: "ACLs",
+                max: ACLS_MAX,
+            });
         }
-        replace_file(&self.path, &encode(&table)).map_err(|source| AclStoreError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        stored::store(&self.path, &encode(&table))?;
         self.table = Arc::new(table);
         Ok((self.table.clone(), gone))
     }

@@ -3,11 +3,11 @@
 //! shard as an immutable table.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::scram::ScramMechanism;
+use super::stored::{self, StoreError};
 
 /// The file under the data directory that holds the credentials.
 pub const CREDENTIALS_FILE: &str = "scram-credentials.meta";
@@ -71,24 +71,6 @@ pub enum CredentialChange {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialStoreError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("at most {CREDENTIALS_MAX} users may have credentials")]
-    TooMany,
-}
-
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StoredCredential {
     user: String,
@@ -111,16 +93,9 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
-    pub fn load(data_dir: &Path) -> Result<CredentialStore, CredentialStoreError> {
+    pub fn load(data_dir: &Path) -> Result<CredentialStore, StoreError> {
         let path = data_dir.join(CREDENTIALS_FILE);
-        let table = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|message| CredentialStoreError::Corrupt {
-                path: path.clone(),
-                message,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CredentialTable::default(),
-            Err(source) => return Err(CredentialStoreError::Read { path, source }),
-        };
+        let table = stored::load(&path, decode)?;
         Ok(CredentialStore {
             path,
             table: Arc::new(table),
@@ -135,7 +110,7 @@ impl CredentialStore {
     pub fn apply(
         &mut self,
         changes: &[CredentialChange],
-    ) -> Result<Arc<CredentialTable>, CredentialStoreError> {
+    ) -> Result<Arc<CredentialTable>, StoreError> {
         let mut table = (*self.table).clone();
         for change in changes {
             match change {
@@ -157,13 +132,12 @@ impl CredentialStore {
             }
         }
         if table.len() > CREDENTIALS_MAX {
-            return Err(CredentialStoreError::TooMany);
+            return Err(StoreError::TooMany {
+                what: "users with credentials",
+                max: CREDENTIALS_MAX,
+            });
         }
-        let bytes = encode(&table);
-        replace_file(&self.path, &bytes).map_err(|source| CredentialStoreError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        stored::store(&self.path, &encode(&table))?;
         self.table = Arc::new(table);
         Ok(self.table.clone())
     }
@@ -213,21 +187,6 @@ fn decode(bytes: &[u8]) -> Result<CredentialTable, String> {
     Ok(table)
 }
 
-/// Writes `bytes` to `path` via temp file + fsync + rename + directory
-/// fsync, so a crash leaves the old file or the new one. Security changes
-/// are rare and small: plain blocking calls are fine.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,7 +232,7 @@ mod tests {
         std::fs::write(dir.path().join(CREDENTIALS_FILE), b"not rkyv").unwrap();
         assert!(matches!(
             CredentialStore::load(dir.path()),
-            Err(CredentialStoreError::Corrupt { .. })
+            Err(StoreError::Corrupt { .. })
         ));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
@@ -42,6 +43,8 @@ struct ShardSeed {
     registry: Option<TopicRegistry>,
     security: SecuritySnapshot,
     security_store: Option<SecurityStore>,
+    /// The TLS acceptor every SSL and SASL_SSL listener uses.
+    tls: Option<TlsAcceptor>,
     shutdown: oneshot::Receiver<()>,
     ready: Arc<AtomicUsize>,
 }
@@ -59,11 +62,17 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let security = SecurityStore::open(&config.data_dir, &config.security)?;
+    let tls = config
+        .security
+        .tls
+        .as_ref()
+        .map(net::tls::acceptor)
+        .transpose()?;
     let config = Arc::new(config);
     let signals = block_stop_signals();
     let listeners = listener_summary(&config);
     tracing::info!(shards = cpus.len(), ?cpus, %listeners, data_dir = %config.data_dir.display(), "starting");
-    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, security)?;
+    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, security, tls)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
@@ -99,6 +108,7 @@ fn spawn_shards(
     cpus: &[usize],
     registry: TopicRegistry,
     security_store: SecurityStore,
+    tls: Option<TlsAcceptor>,
 ) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
     let table = registry.table();
     let mut registry = Some(registry);
@@ -119,6 +129,7 @@ fn spawn_shards(
             registry: registry.take_if(|_| id == METADATA_SHARD),
             security: security.clone(),
             security_store: security_store.take_if(|_| id == METADATA_SHARD),
+            tls: tls.clone(),
             shutdown,
             ready: ready.clone(),
         };
@@ -155,6 +166,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         registry,
         security,
         security_store,
+        tls,
         shutdown,
         ready,
     } = seed;
@@ -193,6 +205,9 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
             // Each listener counts its own connections against the bound.
             connections_max: config.max_connections,
             drain_max: SHUTDOWN_DRAIN_MAX,
+            tls: tls
+                .clone()
+                .filter(|_| config.listeners[index].protocol.uses_tls()),
         };
         net::serve(socket, shard.shutdown.clone(), handler.clone(), options)
     });

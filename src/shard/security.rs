@@ -15,7 +15,8 @@ use super::startup::StartError;
 use super::{Shard, ShardId, METADATA_SHARD};
 use crate::config::SecurityConfig;
 use crate::security::acl::{Acl, AclFilter, AclStore, AclTable};
-use crate::security::credentials::{CredentialChange, CredentialStore, CredentialStoreError};
+use crate::security::credentials::{CredentialChange, CredentialStore};
+use crate::security::stored::StoreError;
 use crate::security::CredentialTable;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,7 +46,7 @@ impl SecurityStore {
             let credential = user
                 .mechanism
                 .credential_for_password(&user.password, user.iterations)
-                .map_err(|e| CredentialStoreError::Write {
+                .map_err(|e| StoreError::Write {
                     path: data_dir.to_path_buf(),
                     source: std::io::Error::other(e.to_string()),
                 })?;
@@ -120,12 +121,8 @@ impl Shard {
         changes: Vec<CredentialChange>,
     ) -> Result<(), SecurityChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let store = self
-            .security
-            .store
-            .as_ref()
-            .ok_or_else(|| SecurityChangeError::Failed("not the metadata shard".into()))?;
-        let table = store
+        let table = self
+            .security_store()?
             .borrow_mut()
             .credentials
             .apply(&changes)
@@ -154,12 +151,8 @@ impl Shard {
         removed: Vec<AclFilter>,
     ) -> Result<Vec<Acl>, SecurityChangeError> {
         let _permit = self.admin_permit.acquire_permit(1).await;
-        let store = self
-            .security
-            .store
-            .as_ref()
-            .ok_or_else(|| SecurityChangeError::Failed("not the metadata shard".into()))?;
-        let (table, gone) = store
+        let (table, gone) = self
+            .security_store()?
             .borrow_mut()
             .acls
             .change(added, &removed)
@@ -167,6 +160,14 @@ impl Shard {
         self.publish_security(move |snapshot| snapshot.acls = table.clone())
             .await?;
         Ok(gone)
+    }
+
+    /// The security store, which only the metadata shard holds.
+    fn security_store(&self) -> Result<&RefCell<SecurityStore>, SecurityChangeError> {
+        self.security
+            .store
+            .as_ref()
+            .ok_or_else(|| SecurityChangeError::Failed("not the metadata shard".into()))
     }
 
     /// Runs `change` on every shard's snapshot.

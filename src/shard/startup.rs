@@ -22,9 +22,9 @@ pub enum StartError {
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
     #[error(transparent)]
-    Credentials(#[from] crate::security::credentials::CredentialStoreError),
+    SecurityStore(#[from] crate::security::stored::StoreError),
     #[error(transparent)]
-    Acls(#[from] crate::security::acl::AclStoreError),
+    Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor {
         shard: ShardId,
