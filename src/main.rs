@@ -91,7 +91,7 @@ struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     request_bytes_max: Option<u32>,
-    /// Connections each shard keeps open at once (max.connections) [default: 100000].
+    /// Connections each shard keeps open at once on each listener (max.connections) [default: 100000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Per-shard cache of recent record batches [default: 134217728].
