@@ -39,6 +39,13 @@ REQUESTS = [
     ("IncrementalAlterConfigs", "incremental_alter_configs_request", "IncrementalAlterConfigsRequest"),
     ("OffsetDelete", "offset_delete_request", "OffsetDeleteRequest"),
     ("DescribeCluster", "describe_cluster_request", "DescribeClusterRequest"),
+    ("SaslHandshake", "sasl_handshake_request", "SaslHandshakeRequest"),
+    ("SaslAuthenticate", "sasl_authenticate_request", "SaslAuthenticateRequest"),
+    ("DescribeUserScramCredentials", "describe_user_scram_credentials_request", "DescribeUserScramCredentialsRequest"),
+    ("AlterUserScramCredentials", "alter_user_scram_credentials_request", "AlterUserScramCredentialsRequest"),
+    ("CreateAcls", "create_acls_request", "CreateAclsRequest"),
+    ("DescribeAcls", "describe_acls_request", "DescribeAclsRequest"),
+    ("DeleteAcls", "delete_acls_request", "DeleteAclsRequest"),
 ]
 
 SCALARS = {

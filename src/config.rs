@@ -12,6 +12,12 @@ use serde::Deserialize;
 use crate::group;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
+pub mod listeners;
+pub mod security;
+
+pub use listeners::{ListenerConfig, SecurityProtocol};
+pub use security::SecurityConfig;
+
 // The broker's built-in defaults (Kafka's names where Kafka has the setting);
 // the group settings' defaults are the coordinator's, in `group`.
 
@@ -53,8 +59,30 @@ pub enum ConfigError {
         "invalid metrics listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:9644, or none"
     )]
     MetricsListen(String),
-    #[error("invalid advertised listener {0:?}: expected HOST:PORT")]
+    #[error("invalid advertised listener {0:?}: expected NAME://HOST:PORT for a configured listener, or HOST:PORT")]
     AdvertisedListener(String),
+    #[error(
+        "invalid listener {0:?}: expected NAME://HOST:PORT, e.g. SASL_PLAINTEXT://127.0.0.1:9093"
+    )]
+    Listener(String),
+    #[error("listener {0:?} is given twice")]
+    DuplicateListener(String),
+    #[error("listener {0:?} has no security protocol: name it PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, or map it with --listener-security-protocol-map")]
+    ListenerProtocol(String),
+    #[error("{0} listeners: at most {max} are supported", max = listeners::LISTENERS_MAX)]
+    ListenerCount(usize),
+    #[error("invalid listener security protocol map entry {0:?}: expected NAME:PROTOCOL with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")]
+    ProtocolMap(String),
+    #[error("invalid SASL mechanism {0:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")]
+    SaslMechanism(String),
+    #[error("invalid --add-scram: {0}")]
+    AddScram(String),
+    #[error("invalid super user {0:?}: expected User:NAME")]
+    SuperUser(String),
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    #[error("listener {0} uses TLS: give --ssl-certificate and --ssl-key")]
+    TlsMissing(String),
     #[error("invalid CPU list {0:?}: expected e.g. 0-3,6,8-9")]
     CpuList(String),
     #[error("invalid log format {0:?}: expected text or json")]
@@ -80,7 +108,21 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
-    pub advertised_listener: Option<String>,
+    /// `NAME://HOST:PORT` listeners.
+    pub listener: Option<Vec<String>>,
+    pub listener_security_protocol_map: Option<String>,
+    pub advertised_listener: Option<OneOrMany>,
+    pub sasl_enabled_mechanisms: Option<String>,
+    pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// `SCRAM-SHA-256=[name=admin,password=secret]` users made at start-up.
+    pub add_scram: Option<Vec<String>>,
+    pub super_users: Option<String>,
+    pub authorizer: Option<bool>,
+    pub ssl_certificate: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    pub ssl_ca: Option<PathBuf>,
+    /// `none`, `requested` or `required` (Kafka's `ssl.client.auth`).
+    pub ssl_client_auth: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub cpus: Option<String>,
     pub numa_node: Option<usize>,
@@ -101,6 +143,23 @@ pub struct FileConfig {
     pub metrics_per_partition: Option<bool>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
+}
+
+/// A key that takes one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// How the log is written to stderr.
@@ -135,9 +194,9 @@ pub enum CpuSelection {
 /// The validated configuration of one broker process.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub advertised_host: String,
-    pub advertised_port: u16,
+    /// Every shard accepts on each; the first is the one `--listen` sets.
+    pub listeners: Vec<ListenerConfig>,
+    pub security: SecurityConfig,
     pub data_dir: PathBuf,
     pub cpus: CpuSelection,
     pub default_partitions: i32,
@@ -161,20 +220,6 @@ pub struct Config {
     pub metrics_per_partition: bool,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
-}
-
-/// The listen address and the host and port advertised in metadata (by
-/// default the listen address itself).
-fn listeners(
-    listen: String,
-    advertised: Option<String>,
-) -> Result<(SocketAddr, String, u16), ConfigError> {
-    let address: SocketAddr = listen.parse().map_err(|_| ConfigError::Listen(listen))?;
-    let (host, port) = match advertised {
-        Some(text) => parse_host_port(&text).ok_or(ConfigError::AdvertisedListener(text))?,
-        None => (address.ip().to_string(), address.port()),
-    };
-    Ok((address, host, port))
 }
 
 /// `HOST:PORT`, or `none` for no metrics listener.
@@ -212,13 +257,50 @@ impl Config {
                     .unwrap_or($default)
             };
         }
-        let (listen, advertised_host, advertised_port) = listeners(
-            pick!(listen, LISTEN_DEFAULT.to_string()),
-            flags
-                .advertised_listener
-                .clone()
-                .or(file.advertised_listener.clone()),
+        let listeners = listeners::build_listeners(
+            listeners::ListenerSettings {
+                listen: flags.listen.clone().or(file.listen.clone()),
+                listeners: pick!(listener, Vec::new()),
+                protocol_map: flags
+                    .listener_security_protocol_map
+                    .clone()
+                    .or(file.listener_security_protocol_map.clone()),
+                advertised: flags
+                    .advertised_listener
+                    .clone()
+                    .or(file.advertised_listener.clone())
+                    .map(OneOrMany::into_vec)
+                    .unwrap_or_default(),
+            },
+            LISTEN_DEFAULT,
         )?;
+        let security = security::build_security(security::SecuritySettings {
+            sasl_enabled_mechanisms: flags
+                .sasl_enabled_mechanisms
+                .clone()
+                .or(file.sasl_enabled_mechanisms.clone()),
+            failed_authentication_delay_ms: flags
+                .connection_failed_authentication_delay_ms
+                .or(file.connection_failed_authentication_delay_ms),
+            add_scram: pick!(add_scram, Vec::new()),
+            super_users: flags.super_users.clone().or(file.super_users.clone()),
+            authorizer: flags.authorizer.or(file.authorizer),
+            ssl_certificate: flags
+                .ssl_certificate
+                .clone()
+                .or(file.ssl_certificate.clone()),
+            ssl_key: flags.ssl_key.clone().or(file.ssl_key.clone()),
+            ssl_ca: flags.ssl_ca.clone().or(file.ssl_ca.clone()),
+            ssl_client_auth: flags
+                .ssl_client_auth
+                .clone()
+                .or(file.ssl_client_auth.clone()),
+        })?;
+        if let Some(listener) = listeners.iter().find(|l| l.protocol.uses_tls()) {
+            if security.tls.is_none() {
+                return Err(ConfigError::TlsMissing(listener.name.clone()));
+            }
+        }
         let cpus = cpu_selection(
             flags.cpus.clone().or(file.cpus.clone()),
             flags.numa_node.or(file.numa_node),
@@ -231,9 +313,8 @@ impl Config {
         defaults.extend(flags.topic_defaults.clone().unwrap_or_default());
         let topic_defaults = TopicConfig::defaults().with_overrides(&defaults)?;
         let config = Config {
-            listen,
-            advertised_host,
-            advertised_port,
+            listeners,
+            security,
             data_dir: pick!(data_dir, PathBuf::from(DATA_DIR_DEFAULT)),
             cpus,
             default_partitions,
@@ -374,14 +455,17 @@ pub fn parse_assignments(items: &[String]) -> Result<BTreeMap<String, String>, C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn defaults_listen_on_localhost_9092_with_data_in_dot_data() {
         let config = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
         assert_eq!(
-            config.listen,
+            config.listeners[0].address,
             "127.0.0.1:9092".parse::<SocketAddr>().unwrap()
         );
+        assert_eq!(config.listeners.len(), 1);
+        assert!(!config.security.authorizer);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.cpus, CpuSelection::AllOnline);
         assert!(config.auto_create_topics);
@@ -435,7 +519,7 @@ mod tests {
             ..Default::default()
         };
         let config = Config::build(file, flags).unwrap();
-        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.listeners[0].address.port(), 2);
     }
 
     #[test]

@@ -97,6 +97,11 @@ pub fn request_frame(frame: Bytes) -> Verdict {
         header,
         body,
         client_host: Rc::from("/fuzz"),
+        session: Rc::new(kafka::session::Session::new(
+            0,
+            Rc::from("/fuzz"),
+            Some(crate::security::Principal::anonymous()),
+        )),
     };
     decode_body(key, &request).map_err(describe)
 }

@@ -11,6 +11,7 @@
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
 //! - [`metrics`]: per-shard counters and latencies, the `/metrics` and health endpoints.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
+//! - [`security`]: principals, SASL PLAIN and SCRAM, the stored SCRAM credentials, ACLs.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod net;
+pub mod security;
 pub mod shard;
 pub mod storage;
 pub mod topic_config;

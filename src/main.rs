@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringlog::config::{parse_assignments, Config, FileConfig, LogFormat};
+use ringlog::config::{parse_assignments, Config, FileConfig, LogFormat, OneOrMany};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,12 +41,45 @@ struct ServeArgs {
     /// TOML config file; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:9092].
+    /// Address of the PLAINTEXT listener [default: 127.0.0.1:9092 when no --listener is given].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
-    /// Address given to clients in metadata [default: the listen address].
-    #[arg(long, value_name = "HOST:PORT")]
-    advertised_listener: Option<String>,
+    /// A listener, e.g. SASL_PLAINTEXT://0.0.0.0:9093 (repeatable).
+    #[arg(long = "listener", value_name = "NAME://HOST:PORT")]
+    listeners: Vec<String>,
+    /// Security protocol of each listener name, e.g. CLIENT:SASL_SSL,INTERNAL:PLAINTEXT [default: each protocol's own name].
+    #[arg(long, value_name = "NAME:PROTOCOL,...")]
+    listener_security_protocol_map: Option<String>,
+    /// Address given in metadata to clients of a listener (repeatable; a bare HOST:PORT is for the first listener) [default: the listener's address].
+    #[arg(long = "advertised-listener", value_name = "NAME://HOST:PORT")]
+    advertised_listeners: Vec<String>,
+    /// SASL mechanisms offered on SASL listeners [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, value_name = "LIST")]
+    sasl_enabled_mechanisms: Option<String>,
+    /// Delay before a failed authentication is answered [default: 100].
+    #[arg(long, value_name = "MS")]
+    connection_failed_authentication_delay_ms: Option<u64>,
+    /// A SCRAM user made at start-up if absent, e.g. 'SCRAM-SHA-256=[name=admin,password=secret]' (repeatable).
+    #[arg(long = "add-scram", value_name = "CREDENTIAL")]
+    add_scram: Vec<String>,
+    /// Principals allowed everything, e.g. 'User:admin;User:ops'.
+    #[arg(long, value_name = "PRINCIPALS")]
+    super_users: Option<String>,
+    /// Enforce ACLs; resources without ACLs are then denied [default: false].
+    #[arg(long, value_name = "BOOL")]
+    authorizer: Option<bool>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    #[arg(long, value_name = "FILE")]
+    ssl_certificate: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, value_name = "FILE")]
+    ssl_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    ssl_ca: Option<PathBuf>,
+    /// Client certificates: none, requested or required [default: none].
+    #[arg(long, value_name = "MODE")]
+    ssl_client_auth: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -65,7 +98,7 @@ struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     request_bytes_max: Option<u32>,
-    /// Connections each shard keeps open at once (max.connections) [default: 100000].
+    /// Connections each shard keeps open at once on each listener (max.connections) [default: 100000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Per-shard cache of recent record batches [default: 134217728].
@@ -123,7 +156,19 @@ fn load(args: ServeArgs) -> Result<Config, String> {
     };
     let flags = FileConfig {
         listen: args.listen,
-        advertised_listener: args.advertised_listener,
+        listener: (!args.listeners.is_empty()).then_some(args.listeners),
+        listener_security_protocol_map: args.listener_security_protocol_map,
+        advertised_listener: (!args.advertised_listeners.is_empty())
+            .then_some(OneOrMany::Many(args.advertised_listeners)),
+        sasl_enabled_mechanisms: args.sasl_enabled_mechanisms,
+        connection_failed_authentication_delay_ms: args.connection_failed_authentication_delay_ms,
+        add_scram: (!args.add_scram.is_empty()).then_some(args.add_scram),
+        super_users: args.super_users,
+        authorizer: args.authorizer,
+        ssl_certificate: args.ssl_certificate,
+        ssl_key: args.ssl_key,
+        ssl_ca: args.ssl_ca,
+        ssl_client_auth: args.ssl_client_auth,
         data_dir: args.data_dir,
         cpus: args.cpus,
         numa_node: args.numa_node,

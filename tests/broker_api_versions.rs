@@ -107,6 +107,25 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             version,
         ),
         ApiKey::DescribeCluster => answered(client, DescribeClusterRequest::default(), version),
+        // On a PLAINTEXT listener both are answered with ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => answered(
+            client,
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+            version,
+        ),
+        ApiKey::SaslAuthenticate => answered(client, SaslAuthenticateRequest::default(), version),
+        ApiKey::DescribeUserScramCredentials => answered(
+            client,
+            DescribeUserScramCredentialsRequest::default(),
+            version,
+        ),
+        // Without the authorizer these answer SECURITY_DISABLED.
+        ApiKey::CreateAcls => answered(client, CreateAclsRequest::default(), version),
+        ApiKey::DescribeAcls => answered(client, DescribeAclsRequest::default(), version),
+        ApiKey::DeleteAcls => answered(client, DeleteAclsRequest::default(), version),
+        ApiKey::AlterUserScramCredentials => {
+            answered(client, AlterUserScramCredentialsRequest::default(), version)
+        }
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

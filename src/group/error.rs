@@ -49,6 +49,9 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the group still consumes the topic")]
     GroupSubscribedToTopic,
+    /// The caller may not use the group (decided before the coordinator runs).
+    #[error("not authorized to access the group")]
+    GroupAuthorizationFailed,
 }
 
 #[derive(Debug, thiserror::Error)]

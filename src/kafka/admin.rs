@@ -22,10 +22,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::{may_create_topic, topic_allowed};
 use super::metadata::topic_name;
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request, NODE_ID};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::{PartitionId, Shard};
 use crate::storage::Offset;
@@ -80,7 +82,15 @@ pub async fn handle_create_topics(
     let checked: Vec<Result<NewTopic, Refusal>> = body
         .topics
         .iter()
-        .map(|topic| check_new_topic(shard, topic, duplicates.contains(topic.name.as_str())))
+        .map(|topic| {
+            if !may_create_topic(shard, request, topic.name.as_str()) {
+                return Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("not authorized to create topic '{}'", topic.name.as_str()),
+                ));
+            }
+            check_new_topic(shard, topic, duplicates.contains(topic.name.as_str()))
+        })
         .collect();
     let to_create: Vec<NewTopic> = checked
         .iter()
@@ -249,17 +259,34 @@ pub async fn handle_delete_topics(
             })
             .collect()
     };
-    let names: Vec<String> = wanted.iter().filter_map(|(name, _)| name.clone()).collect();
+    // Kafka checks DELETE on each named topic before deleting any.
+    let allowed: Vec<bool> = wanted
+        .iter()
+        .map(|(name, _)| {
+            name.as_deref()
+                .is_none_or(|n| topic_allowed(shard, request, Operation::Delete, n))
+        })
+        .collect();
+    let names: Vec<String> = wanted
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, allowed)| **allowed)
+        .filter_map(|((name, _), _)| name.clone())
+        .collect();
     let version = request.version();
     let mut deleted = shard.delete_topics(names).await.into_iter();
     let responses = wanted
         .into_iter()
-        .map(|(name, id)| {
+        .zip(allowed)
+        .map(|((name, id), allowed)| {
             let result = DeletableTopicResult::default()
                 .with_name(name.as_deref().map(topic_name))
                 .with_topic_id(if version >= 6 { id } else { uuid::Uuid::nil() });
             match name {
                 None => result.with_error_code(ResponseError::UnknownTopicId.code()),
+                Some(_) if !allowed => {
+                    result.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Some(_) => match deleted.next() {
                     Some(Ok(())) => result,
                     Some(Err(e)) => result
@@ -288,7 +315,12 @@ pub async fn handle_create_partitions(
             .assignments
             .as_ref()
             .is_none_or(|a| assignment_is_local(a.iter().map(|x| x.broker_ids.as_slice())));
-        let outcome = if !local {
+        let outcome = if !topic_allowed(shard, request, Operation::Alter, topic.name.as_str()) {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                format!("not authorized to alter topic '{}'", topic.name.as_str()),
+            ))
+        } else if !local {
             Err((
                 ResponseError::InvalidReplicaAssignment,
                 format!("replicas must be exactly [{NODE_ID}] on this single broker"),
@@ -322,6 +354,7 @@ pub async fn handle_delete_records(
     });
     let plan = PartitionPlan::named_topics(
         shard,
+        |topic| topic_allowed(shard, request, Operation::Delete, topic),
         topics,
         |_| None,
         |info, partition, offset| (info.name.clone(), partition, Offset(offset)),

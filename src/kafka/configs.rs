@@ -17,8 +17,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::admin::change_error;
+use super::authorize::{cluster_allowed, topic_allowed};
 use super::{Outcome, Request, NODE_ID};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::admin::ConfigChange;
 use crate::shard::Shard;
 use crate::topic_config::{ConfigSource, ConfigType, CONFIG_DEFS};
@@ -108,6 +110,16 @@ pub async fn handle_describe(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let kind = resource.resource_type;
+            if let Some(error) = refused(
+                shard,
+                request,
+                Operation::DescribeConfigs,
+                kind,
+                &resource.resource_name,
+            ) {
+                return result.with_error_code(error.code());
+            }
             match resource.resource_type {
                 RESOURCE_TOPIC => match table.get(resource.resource_name.as_str()) {
                     Some(topic) => result.with_configs(
@@ -157,6 +169,23 @@ pub async fn handle_describe(
     request.respond(&response)
 }
 
+/// The authorization error for `operation` on a topic or the broker, if any.
+fn refused(
+    shard: &Shard,
+    request: &Request,
+    operation: Operation,
+    resource_type: i8,
+    name: &StrBytes,
+) -> Option<ResponseError> {
+    match resource_type {
+        RESOURCE_TOPIC => (!topic_allowed(shard, request, operation, name.as_str()))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+        RESOURCE_BROKER => (!cluster_allowed(shard, request, operation))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    }
+}
+
 /// Applies one resource's change and returns `(error_code, message)`.
 /// The answer for one altered resource: both AlterConfigs APIs have the same
 /// fields in distinct generated types.
@@ -176,13 +205,17 @@ macro_rules! resource_response {
 /// shard takes them) and answers each with `response`.
 async fn alter_all<'a, R>(
     shard: &Rc<Shard>,
+    request: &Request,
     changes: impl Iterator<Item = (i8, &'a StrBytes, Result<ConfigChange, String>)>,
     validate_only: bool,
     response: impl Fn((i16, Option<StrBytes>), i8, &StrBytes) -> R,
 ) -> Vec<R> {
     let mut responses = Vec::new();
     for (kind, name, change) in changes {
-        let outcome = alter_one(shard, kind, name, change, validate_only).await;
+        let outcome = match refused(shard, request, Operation::AlterConfigs, kind, name) {
+            Some(error) => (error.code(), None),
+            None => alter_one(shard, kind, name, change, validate_only).await,
+        };
         responses.push(response(outcome, kind, name));
     }
     responses
@@ -243,6 +276,7 @@ pub async fn handle_alter(
     });
     let responses = alter_all(
         shard,
+        request,
         changes,
         body.validate_only,
         resource_response!(alter_configs_response::AlterConfigsResourceResponse),
@@ -275,6 +309,7 @@ pub async fn handle_incremental_alter(
     });
     let responses = alter_all(
         shard,
+        request,
         changes,
         body.validate_only,
         resource_response!(incremental_alter_configs_response::AlterConfigsResourceResponse),

@@ -12,10 +12,12 @@ use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
+use super::authorize::topic_allowed;
 use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::topics::TopicInfo;
@@ -41,7 +43,12 @@ type WantedTopic = (String, uuid::Uuid, Vec<Wanted>, Option<ResponseError>);
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) -> Outcome {
     let version = request.version();
-    let topics = wanted_topics(shard, &body, version);
+    let mut topics = wanted_topics(shard, &body, version);
+    for (name, _, _, error) in &mut topics {
+        if error.is_none() && !topic_allowed(shard, request, Operation::Read, name) {
+            *error = Some(ResponseError::TopicAuthorizationFailed);
+        }
+    }
     let max_bytes = body.max_bytes.max(0) as usize;
     let min_bytes = body.min_bytes.max(0) as usize;
     let deadline =
@@ -189,10 +196,12 @@ async fn read_all(
     max_bytes: usize,
 ) -> Vec<Option<Result<ReadResult, ResponseError>>> {
     let mut plan = PartitionPlan::new(shard);
-    for (_, _, wanted, _) in topics {
+    for (_, _, wanted, error) in topics {
+        // A topic refused as a whole is not read (its error answers every partition).
+        let topic = wanted.first().and_then(|w| w.topic.as_ref());
         plan.add_topic(
-            wanted.first().and_then(|w| w.topic.as_ref()),
-            ResponseError::UnknownTopicOrPartition,
+            topic.filter(|_| error.is_none()),
+            error.unwrap_or(ResponseError::UnknownTopicOrPartition),
             wanted.iter().map(|w| (PartitionId(w.partition), w)),
             |_| None,
             |info, partition, w| FetchPart {

@@ -10,9 +10,11 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::authorize::topic_allowed;
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::partitions::{
     OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
 };
@@ -40,6 +42,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
     });
     let plan = PartitionPlan::named_topics(
         shard,
+        |topic| topic_allowed(shard, request, Operation::Describe, topic),
         topics,
         |&timestamp| {
             (!special_timestamp_allowed(timestamp, version))

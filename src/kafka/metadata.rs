@@ -15,8 +15,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::{may_create_topic, require_cluster, topic_allowed};
+use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::admin::{NewTopic, TopicChangeError};
 use crate::shard::topics::{is_valid_topic_name, TopicInfo};
 use crate::shard::Shard;
@@ -31,11 +34,13 @@ pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn broker(shard: &Shard) -> MetadataResponseBroker {
+/// This broker as the client's listener advertises it.
+fn broker(shard: &Shard, request: &Request) -> MetadataResponseBroker {
+    let listener = listener_of(shard, request.session.listener);
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(NODE_ID))
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32)
+        .with_host(StrBytes::from_string(listener.advertised_host.clone()))
+        .with_port(listener.advertised_port as i32)
 }
 
 /// Fields a version does not carry must stay at their defaults, or encoding fails.
@@ -106,10 +111,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
         _ => None,
     };
     let allow_create = version < 4 || body.allow_auto_topic_creation;
+    let describable = |name: &str| topic_allowed(shard, request, Operation::Describe, name);
     let topics = match wanted {
+        // Every topic: only those the principal may describe are listed.
         None => shard
             .topics()
             .iter()
+            .filter(|t| describable(&t.name))
             .map(|t| describe_topic(t, version))
             .collect(),
         Some(wanted) => {
@@ -118,11 +126,30 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
                 let table = shard.topics();
                 let described = match entry.name {
                     None => match table.get_by_id(&entry.topic_id) {
+                        Some(topic) if !describable(&topic.name) => topic_error(
+                            None,
+                            entry.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        ),
                         Some(topic) => describe_topic(topic, version),
                         None => topic_error(None, entry.topic_id, ResponseError::UnknownTopicId),
                     },
+                    Some(name) if !describable(name.as_str()) => topic_error(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
+                    ),
                     Some(name) => match table.get(name.as_str()) {
                         Some(topic) => describe_topic(topic, version),
+                        None if allow_create
+                            && !may_create_topic(shard, request, name.as_str()) =>
+                        {
+                            topic_error(
+                                Some(name),
+                                uuid::Uuid::nil(),
+                                ResponseError::TopicAuthorizationFailed,
+                            )
+                        }
                         None if allow_create => match auto_create(shard, name.as_str()).await {
                             Ok(()) => match shard.topics().get(name.as_str()) {
                                 Some(topic) => describe_topic(topic, version),
@@ -150,7 +177,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
         }
     };
     let response = MetadataResponse::default()
-        .with_brokers(vec![broker(shard)])
+        .with_brokers(vec![broker(shard, request)])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
         .with_topics(topics)
@@ -163,13 +190,17 @@ pub async fn handle_describe_cluster(
     request: &Request,
     _body: DescribeClusterRequest,
 ) -> Outcome {
+    if let Err(error) = require_cluster(shard, request, Operation::Describe) {
+        return request.respond(&DescribeClusterResponse::default().with_error_code(error.code()));
+    }
+    let listener = listener_of(shard, request.session.listener);
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
         .with_controller_id(BrokerId(NODE_ID))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(NODE_ID))
-            .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-            .with_port(shard.config.advertised_port as i32)])
+            .with_host(StrBytes::from_string(listener.advertised_host.clone()))
+            .with_port(listener.advertised_port as i32)])
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     request.respond(&response)
 }

@@ -86,10 +86,11 @@ impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
     }
 
     /// A plan for topics named on the wire (not by id), each given as
-    /// `(name, partitions)`: see `add_topic`; unknown names get
-    /// UNKNOWN_TOPIC_OR_PARTITION.
+    /// `(name, partitions)`: see `add_topic`; a topic `allowed` refuses gets
+    /// TOPIC_AUTHORIZATION_FAILED, unknown names UNKNOWN_TOPIC_OR_PARTITION.
     pub fn named_topics<'a, T, I>(
         shard: &Shard,
+        mut allowed: impl FnMut(&str) -> bool,
         topics: impl IntoIterator<Item = (&'a str, I)>,
         mut refuse: impl FnMut(&T) -> Option<ResponseError>,
         mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
@@ -100,8 +101,12 @@ impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
         let table = shard.topics();
         let mut plan = Self::new(shard);
         for (name, partitions) in topics {
-            let missing = ResponseError::UnknownTopicOrPartition;
-            plan.add_topic(table.get(name), missing, partitions, &mut refuse, &mut part);
+            let (topic, missing) = if allowed(name) {
+                (table.get(name), ResponseError::UnknownTopicOrPartition)
+            } else {
+                (None, ResponseError::TopicAuthorizationFailed)
+            };
+            plan.add_topic(topic, missing, partitions, &mut refuse, &mut part);
         }
         plan
     }

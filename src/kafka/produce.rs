@@ -8,9 +8,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use super::authorize::topic_allowed;
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::partitions::ProducePart;
 use crate::shard::{PartitionId, Shard};
 use crate::storage::{AppendInfo, Durability};
@@ -31,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
     });
     let plan = PartitionPlan::named_topics(
         shard,
+        |topic| topic_allowed(shard, request, Operation::Write, topic),
         topics,
         |_| {
             durability

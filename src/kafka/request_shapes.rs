@@ -33,6 +33,17 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         }
         ApiKey::OffsetDelete => offset_delete_offset_delete_request(w, version),
         ApiKey::DescribeCluster => describe_cluster_describe_cluster_request(w, version),
+        ApiKey::SaslHandshake => sasl_handshake_sasl_handshake_request(w, version),
+        ApiKey::SaslAuthenticate => sasl_authenticate_sasl_authenticate_request(w, version),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials_describe_user_scram_credentials_request(w, version)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            alter_user_scram_credentials_alter_user_scram_credentials_request(w, version)
+        }
+        ApiKey::CreateAcls => create_acls_create_acls_request(w, version),
+        ApiKey::DescribeAcls => describe_acls_describe_acls_request(w, version),
+        ApiKey::DeleteAcls => delete_acls_delete_acls_request(w, version),
         _ => return None,
     })
 }
@@ -1255,5 +1266,214 @@ fn describe_cluster_describe_cluster_request(
         w.fixed(1)?;
     }
     w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn sasl_handshake_sasl_handshake_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.string()?;
+    Ok(())
+}
+
+fn sasl_authenticate_sasl_authenticate_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_bytes()?;
+    } else {
+        w.bytes()?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn describe_user_scram_credentials_describe_user_scram_credentials_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| describe_user_scram_credentials_user_name(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn describe_user_scram_credentials_user_name(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn alter_user_scram_credentials_alter_user_scram_credentials_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| alter_user_scram_credentials_scram_credential_deletion(w, version))?;
+    w.compact_array(|w| alter_user_scram_credentials_scram_credential_upsertion(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn alter_user_scram_credentials_scram_credential_deletion(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.fixed(1)?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn alter_user_scram_credentials_scram_credential_upsertion(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.fixed(1)?;
+    w.fixed(4)?;
+    w.compact_bytes()?;
+    w.compact_bytes()?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn create_acls_acl_creation(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 1 || version > 3 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    w.fixed(1)?;
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn create_acls_create_acls_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 1 || version > 3 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_array(|w| create_acls_acl_creation(w, version))?;
+    } else {
+        w.array(|w| create_acls_acl_creation(w, version))?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn describe_acls_describe_acls_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 1 || version > 3 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    w.fixed(1)?;
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn delete_acls_delete_acls_filter(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 1 || version > 3 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(1)?;
+    w.fixed(1)?;
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn delete_acls_delete_acls_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 1 || version > 3 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_array(|w| delete_acls_delete_acls_filter(w, version))?;
+    } else {
+        w.array(|w| delete_acls_delete_acls_filter(w, version))?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
     Ok(())
 }

@@ -4,18 +4,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::RawFd;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::frame::{take_frame, READ_CHUNK_BYTES};
+use super::handler::{Handler, Peer};
 use super::server::ServeOptions;
-use super::vectored;
+use super::transport::{self, Transport};
 use super::{Outcome, Shutdown};
 
 /// Requests one connection may have in flight (librdkafka pipelines up to 5;
@@ -23,24 +24,6 @@ use super::{Outcome, Shutdown};
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 
 type Pending = JoinHandle<Outcome>;
-
-/// Answers one request frame (without its length prefix) from the client at
-/// `client_host` (Kafka's `/<ip>` form).
-pub trait Handler: 'static {
-    type Answer: Future<Output = Outcome> + 'static;
-    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> Self::Answer;
-}
-
-impl<F, A> Handler for F
-where
-    F: Fn(Bytes, Rc<str>) -> A + 'static,
-    A: Future<Output = Outcome> + 'static,
-{
-    type Answer = A;
-    fn handle(&self, frame: Bytes, client_host: Rc<str>) -> A {
-        self(frame, client_host)
-    }
-}
 
 /// Serves one connection until the client leaves, a request is refused, or
 /// `shutdown` starts.
@@ -52,8 +35,20 @@ pub async fn serve<H: Handler>(
 ) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let (reader, writer) = futures_lite::io::split(stream);
+    let accepted = match transport::accept(stream, options.tls.as_ref()).await {
+        Ok(accepted) => accepted,
+        Err(reason) => {
+            tracing::info!(shard = options.shard, peer = %display_peer(peer), %reason, "connection closed");
+            return;
+        }
+    };
+    let connection = handler.open(&Peer {
+        listener: options.listener,
+        address: peer,
+        client_subject: accepted.client_subject,
+    });
+    let fd = accepted.transport.raw_fd();
+    let (reader, writer) = futures_lite::io::split(accepted.transport);
     let (queue, answers) = local_channel::new_bounded::<Pending>(REQUESTS_IN_FLIGHT_MAX);
     // Set when the writer stops, so the reader stops too and the socket closes.
     let writer_stopped = Shutdown::default();
@@ -62,18 +57,8 @@ pub async fn serve<H: Handler>(
         writer_stopped.start();
         end
     };
-    // Kafka reports a member's host as "/<ip>" in DescribeGroups.
-    let client_host: Rc<str> =
-        peer.map_or_else(|| "/unknown".into(), |p| format!("/{}", p.ip()).into());
     let stopped = futures_lite::future::or(shutdown.wait(), writer_stopped.wait());
-    let read_side = read_requests(
-        handler.as_ref(),
-        reader,
-        queue,
-        options.request_bytes_max,
-        stopped,
-        &client_host,
-    );
+    let read_side = read_requests(handler.as_ref(), reader, queue, stopped, &connection);
     let (read_end, write_end) = futures_lite::future::zip(read_side, write_side).await;
     for reason in [read_end, write_end].into_iter().flatten() {
         tracing::info!(shard = options.shard, peer = %display_peer(peer), %reason, "connection closed");
@@ -88,20 +73,19 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
 /// once on its own task. Returns why it stopped when that deserves a log line.
 async fn read_requests<H: Handler>(
     handler: &H,
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<Transport>,
     queue: LocalSender<Pending>,
-    limit: usize,
     stopped: impl Future<Output = ()>,
-    client_host: &Rc<str>,
+    connection: &Rc<H::Connection>,
 ) -> Option<String> {
     let mut stopped = std::pin::pin!(stopped);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
+        let limit = handler.frame_bytes_max(connection);
         let wanted = match take_frame(&mut buffer, limit) {
             Err(error) => return Some(error.to_string()),
             Ok(Ok(frame)) => {
-                let task =
-                    glommio::spawn_local(handler.handle(frame, client_host.clone())).detach();
+                let task = glommio::spawn_local(handler.handle(frame, connection)).detach();
                 if queue.send(task).await.is_err() {
                     return None; // The writer stopped; it said why.
                 }
@@ -139,8 +123,8 @@ async fn read_requests<H: Handler>(
 }
 
 async fn write_responses(
-    mut writer: WriteHalf<TcpStream>,
-    fd: RawFd,
+    mut writer: WriteHalf<Transport>,
+    fd: Option<RawFd>,
     answers: LocalReceiver<Pending>,
 ) -> Option<String> {
     while let Some(pending) = answers.recv().await {
@@ -150,7 +134,7 @@ async fn write_responses(
             Some(Outcome::Close(reason)) => return Some(reason),
             None => return Some("request handler failed".to_string()),
         };
-        if let Err(error) = vectored::write_all(&mut writer, fd, &pieces).await {
+        if let Err(error) = transport::write_pieces(&mut writer, fd, &pieces).await {
             return Some(format!("write failed: {error}"));
         }
     }

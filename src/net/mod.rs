@@ -1,16 +1,20 @@
-//! The network edge: the accept loop with its connection limit, framing
-//! with size limits, and the per-connection loop that keeps responses in
-//! request order while requests are pipelined. It knows nothing above it:
+//! The network edge: the accept loop with its connection limit, TLS,
+//! framing with size limits, and the per-connection loop that keeps
+//! responses in request order while requests are pipelined. It knows nothing above it:
 //! what a frame means is the handler's business.
 
 pub mod connection;
 pub mod frame;
+pub mod handler;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
+pub mod transport;
 pub mod vectored;
 
 use bytes::Bytes;
 
+pub use handler::{Handler, Peer};
 pub use server::{serve, ServeOptions};
 pub use shutdown::Shutdown;
 

@@ -4,27 +4,32 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 
-use super::connection::{self, Handler};
+use super::connection;
+use super::handler::Handler;
 use super::Shutdown;
 
 /// Pause after a failed accept (EMFILE and the like) before the next one.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// What the accept and connection loops need to know of their shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The shard, for log lines.
     pub shard: usize,
-    /// Largest request frame accepted (`socket.request.max.bytes`).
-    pub request_bytes_max: usize,
+    /// Which of the caller's listeners this is; handed to the handler with
+    /// each connection ([`super::Peer`]).
+    pub listener: usize,
     /// Connections this listener keeps open at once (`max.connections`, per
     /// shard); one more is closed on accept with a log line.
     pub connections_max: usize,
     /// How long a stop waits for open connections to finish their requests.
     pub drain_max: Duration,
+    /// Set on SSL and SASL_SSL listeners: every connection starts with TLS.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Accepts connections on `listener` and serves each with `handler` until
@@ -71,8 +76,9 @@ pub async fn serve<H: Handler>(
         open.set(open.get() + 1);
         crate::metrics::local::connection_opened();
         let (handler, shutdown, open) = (handler.clone(), shutdown.clone(), open.clone());
+        let connection_options = options.clone();
         let task = connections.spawn(async move {
-            connection::serve(handler, stream, options, shutdown).await;
+            connection::serve(handler, stream, connection_options, shutdown).await;
             open.set(open.get() - 1);
             crate::metrics::local::connection_closed();
         });

@@ -7,8 +7,7 @@ use std::io;
 use std::os::unix::io::RawFd;
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncWriteExt, WriteHalf};
-use glommio::net::TcpStream;
+use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 
 /// Pieces per `sendmsg` (Linux's IOV_MAX).
 pub const IOVECS_PER_SEND_MAX: usize = 1024;
@@ -50,8 +49,8 @@ fn send_now(fd: RawFd, pieces: &[Bytes], skip: usize) -> io::Result<usize> {
 
 /// Writes every piece, in order. `fd` must be the socket behind `writer`, with
 /// no glommio write of it in flight (each write is awaited to completion).
-pub async fn write_all(
-    writer: &mut WriteHalf<TcpStream>,
+pub async fn write_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     fd: RawFd,
     pieces: &[Bytes],
 ) -> io::Result<()> {

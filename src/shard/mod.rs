@@ -12,6 +12,7 @@ pub mod placement;
 pub mod runtime;
 pub mod sample;
 pub mod scatter;
+pub mod security;
 mod signals;
 pub mod startup;
 pub mod topics;
@@ -55,6 +56,8 @@ pub struct Shard {
     admin_permit: Semaphore,
     pub shutdown: Rc<Shutdown>,
     pub groups: Rc<GroupCoordinator>,
+    /// Credentials (and the store that changes them, on the metadata shard).
+    pub security: security::ShardSecurity,
 }
 
 impl Shard {

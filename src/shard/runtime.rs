@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
@@ -17,6 +18,7 @@ use super::background;
 use super::exclusive::{self, DataDirLock};
 use super::mesh::{self, MeshEnds};
 use super::placement::{self, EXECUTOR_IO_MEMORY_BYTES};
+use super::security::{SecuritySnapshot, SecurityStore, ShardSecurity};
 use super::signals::{block_stop_signals, wait_for_stop_signals};
 pub use super::startup::StartError;
 use super::startup::{check_group_shards, resolve_data_dir, GROUPS_DIR};
@@ -39,6 +41,10 @@ struct ShardSeed {
     mesh: MeshEnds,
     table: Arc<TopicTable>,
     registry: Option<TopicRegistry>,
+    security: SecuritySnapshot,
+    security_store: Option<SecurityStore>,
+    /// The TLS acceptor every SSL and SASL_SSL listener uses.
+    tls: Option<TlsAcceptor>,
     shutdown: oneshot::Receiver<()>,
     ready: Arc<AtomicUsize>,
     /// Shards whose Kafka listener is bound (what `/health/ready` waits for).
@@ -54,14 +60,24 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     placement::ensure_memlock(cpus.len())?;
     config.data_dir = resolve_data_dir(&config.data_dir)?;
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
-    exclusive::check_listen_free(config.listen)?;
+    for listener in &config.listeners {
+        exclusive::check_listen_free(listener.address)?;
+    }
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let metrics = bind_metrics(&config)?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
+    let security = SecurityStore::open(&config.data_dir, &config.security)?;
+    let tls = config
+        .security
+        .tls
+        .as_ref()
+        .map(net::tls::acceptor)
+        .transpose()?;
     let config = Arc::new(config);
     let signals = block_stop_signals();
-    tracing::info!(shards = cpus.len(), ?cpus, listen = %config.listen, data_dir = %config.data_dir.display(), "starting");
-    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, metrics)?;
+    let listeners = listener_summary(&config);
+    tracing::info!(shards = cpus.len(), ?cpus, %listeners, data_dir = %config.data_dir.display(), "starting");
+    let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, metrics, security, tls)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || wait_for_stop_signals(signals, stop_senders))
@@ -97,10 +113,14 @@ fn spawn_shards(
     cpus: &[usize],
     registry: TopicRegistry,
     metrics: Option<std::net::TcpListener>,
+    security_store: SecurityStore,
+    tls: Option<TlsAcceptor>,
 ) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
     let table = registry.table();
     let mut registry = Some(registry);
     let mut metrics = metrics;
+    let security = security_store.snapshot();
+    let mut security_store = Some(security_store);
     let ready = Arc::new(AtomicUsize::new(0));
     let accepting = Arc::new(AtomicUsize::new(0));
     let mut stop_senders = Vec::new();
@@ -115,6 +135,9 @@ fn spawn_shards(
             mesh,
             table: table.clone(),
             registry: registry.take_if(|_| id == METADATA_SHARD),
+            security: security.clone(),
+            security_store: security_store.take_if(|_| id == METADATA_SHARD),
+            tls: tls.clone(),
             shutdown,
             ready: ready.clone(),
             accepting: accepting.clone(),
@@ -151,12 +174,16 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         mesh,
         table,
         registry,
+        security,
+        security_store,
+        tls,
         shutdown,
         ready,
         accepting,
         metrics,
     } = seed;
-    let shard = open_shard(id, config.clone(), mesh, registry).await?;
+    let security = ShardSecurity::new(security, security_store);
+    let shard = open_shard(id, config.clone(), mesh, registry, security).await?;
     if let Some(listener) = metrics {
         start_metrics(&shard, listener, accepting.clone())?;
     }
@@ -170,10 +197,14 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     while ready.load(Ordering::SeqCst) < shard.shard_count() {
         glommio::timer::sleep(READY_POLL_INTERVAL).await;
     }
-    let listener =
-        TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let socket = TcpListener::bind(listener.address)
+            .map_err(|e| format!("binding {} ({}): {e}", listener.address, listener.name))?;
+        bound.push(socket);
+    }
+    tracing::info!(shard = id.index(), listeners = %listener_summary(&config), "accepting connections");
     accepting.fetch_add(1, Ordering::SeqCst);
-    tracing::info!(shard = id.index(), listen = %config.listen, "accepting connections");
     start_background(&shard)?;
     let stop_shard = shard.clone();
     glommio::spawn_local(async move {
@@ -182,17 +213,24 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     })
     .detach();
 
-    let options = net::ServeOptions {
-        shard: id.index(),
-        request_bytes_max: config.request_bytes_max as usize,
-        connections_max: config.max_connections,
-        drain_max: SHUTDOWN_DRAIN_MAX,
-    };
-    let handler = {
-        let shard = shard.clone();
-        Rc::new(move |frame, client_host| kafka::handle(shard.clone(), frame, client_host))
-    };
-    let drained = net::serve(listener, shard.shutdown.clone(), handler, options).await;
+    let handler = Rc::new(kafka::session::KafkaHandler::new(shard.clone()));
+    let serving = bound.into_iter().enumerate().map(|(index, socket)| {
+        let options = net::ServeOptions {
+            shard: id.index(),
+            listener: index,
+            // Each listener counts its own connections against the bound.
+            connections_max: config.max_connections,
+            drain_max: SHUTDOWN_DRAIN_MAX,
+            tls: tls
+                .clone()
+                .filter(|_| config.listeners[index].protocol.uses_tls()),
+        };
+        net::serve(socket, shard.shutdown.clone(), handler.clone(), options)
+    });
+    let drained = futures::future::join_all(serving)
+        .await
+        .into_iter()
+        .all(|drained| drained);
     if !drained {
         tracing::warn!(
             shard = id.index(),
@@ -206,6 +244,23 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     Ok(())
 }
 
+/// `PLAINTEXT://127.0.0.1:9092, SASL_PLAINTEXT://0.0.0.0:9093 (SASL_PLAINTEXT)`
+/// for log lines.
+fn listener_summary(config: &Config) -> String {
+    let parts: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            if l.name == l.protocol.name() {
+                format!("{}://{}", l.name, l.address)
+            } else {
+                format!("{}://{} ({})", l.name, l.address, l.protocol)
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
 /// Checks the data directory on this shard's thread, opens its group
 /// coordinator and connects it to the other shards.
 async fn open_shard(
@@ -213,6 +268,7 @@ async fn open_shard(
     config: Arc<Config>,
     mesh: MeshEnds,
     registry: Option<TopicRegistry>,
+    security: ShardSecurity,
 ) -> Result<Rc<Shard>, String> {
     let (mesh, inboxes) = mesh::Mesh::connect(mesh).await;
     // Refuse an unsafe data directory before serving; on every shard, since the
@@ -251,6 +307,7 @@ async fn open_shard(
         admin_permit: Semaphore::new(1),
         shutdown: Rc::new(Shutdown::default()),
         groups,
+        security,
     });
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();

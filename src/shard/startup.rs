@@ -21,6 +21,10 @@ pub enum StartError {
     Exclusive(#[from] super::exclusive::ExclusiveError),
     #[error(transparent)]
     Registry(#[from] super::topics::RegistryError),
+    #[error(transparent)]
+    SecurityStore(#[from] crate::security::stored::StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot start executor for shard {shard} on CPU {cpu}: {message}")]
     Executor {
         shard: ShardId,

@@ -30,12 +30,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::{cluster_allowed, group_allowed};
 use super::{Outcome, Request, NODE_ID};
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
     LeaveAnswer, SyncAnswer, TopicCatalog,
 };
 use crate::kafka_api;
+use crate::security::acl::Operation;
 use crate::shard::mesh::{run_on, RouteError};
 use crate::shard::topics::TopicTable;
 use crate::shard::{Shard, ShardId};
@@ -88,6 +90,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
     }
 }
 
@@ -114,6 +117,28 @@ fn or_unavailable<T>(routed: Result<T, RouteError>, refused: impl FnOnce(GroupEr
         tracing::debug!(%error, "group coordinator unreachable; answered COORDINATOR_NOT_AVAILABLE");
         refused(GroupError::CoordinatorNotAvailable)
     })
+}
+
+/// Runs `call` on the group's owner when the principal may do `operation`
+/// on the group; otherwise answers `refused(GROUP_AUTHORIZATION_FAILED)`
+/// without routing. An unreachable owner is answered as in `or_unavailable`.
+async fn on_owner_authorized<T, F, Fut>(
+    shard: &Rc<Shard>,
+    request: &Request,
+    operation: Operation,
+    group_id: &str,
+    call: F,
+    refused: impl FnOnce(GroupError) -> T,
+) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    if !group_allowed(shard, request, operation, group_id) {
+        return refused(GroupError::GroupAuthorizationFailed);
+    }
+    or_unavailable(on_owner(shard, group_id, call).await, refused)
 }
 
 /// Runs `call` on the shard that owns `group_id`.
@@ -144,11 +169,19 @@ pub async fn handle_find_coordinator(
     request: &Request,
     body: FindCoordinatorRequest,
 ) -> Outcome {
-    let host = StrBytes::from_string(shard.config.advertised_host.clone());
-    let port = shard.config.advertised_port as i32;
+    let listener = crate::kafka::session::listener_of(shard, request.session.listener);
+    let host = StrBytes::from_string(listener.advertised_host.clone());
+    let port = listener.advertised_port as i32;
     let answer = |key: StrBytes| {
-        let coordinator = Coordinator::default().with_key(key);
-        if body.key_type == KEY_TYPE_GROUP {
+        let coordinator = Coordinator::default().with_key(key.clone());
+        if body.key_type == KEY_TYPE_GROUP
+            && !group_allowed(shard, request, Operation::Describe, key.as_str())
+        {
+            coordinator
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+        } else if body.key_type == KEY_TYPE_GROUP {
             coordinator
                 .with_node_id(BrokerId(NODE_ID))
                 .with_host(host.clone())
@@ -187,11 +220,15 @@ pub async fn handle_join_group(
     let version = request.version();
     let join = membership::join_request(body, version, client_info(request));
     let (group_id, member_id) = (join.group_id.clone(), join.member_id.clone());
-    let answer = on_owner(shard, &group_id, move |owner| async move {
-        owner.groups.join_group(join).await
-    })
+    let answer = on_owner_authorized(
+        shard,
+        request,
+        Operation::Read,
+        &group_id,
+        move |owner| async move { owner.groups.join_group(join).await },
+        |e| JoinAnswer::refused(e, &member_id),
+    )
     .await;
-    let answer = or_unavailable(answer, |e| JoinAnswer::refused(e, &member_id));
     request.respond(&membership::join_response(answer, version))
 }
 
@@ -202,11 +239,15 @@ pub async fn handle_sync_group(
 ) -> Outcome {
     let sync = membership::sync_request(body);
     let group_id = sync.group_id.clone();
-    let answer = on_owner(shard, &group_id, move |owner| async move {
-        owner.groups.sync_group(sync).await
-    })
+    let answer = on_owner_authorized(
+        shard,
+        request,
+        Operation::Read,
+        &group_id,
+        move |owner| async move { owner.groups.sync_group(sync).await },
+        SyncAnswer::refused,
+    )
     .await;
-    let answer = or_unavailable(answer, SyncAnswer::refused);
     request.respond(&membership::sync_response(answer))
 }
 
@@ -217,11 +258,15 @@ pub async fn handle_heartbeat(
 ) -> Outcome {
     let heartbeat = membership::heartbeat_request(body);
     let group_id = heartbeat.group_id.clone();
-    let outcome = on_owner(shard, &group_id, move |owner| async move {
-        owner.groups.heartbeat(heartbeat).await
-    })
+    let outcome = on_owner_authorized(
+        shard,
+        request,
+        Operation::Read,
+        &group_id,
+        move |owner| async move { owner.groups.heartbeat(heartbeat).await },
+        Err,
+    )
     .await;
-    let outcome = or_unavailable(outcome, Err);
     request.respond(&membership::heartbeat_response(outcome))
 }
 
@@ -233,14 +278,18 @@ pub async fn handle_leave_group(
     let version = request.version();
     let leave = membership::leave_request(body, version);
     let routed = leave.clone();
-    let answer = on_owner(shard, &leave.group_id, move |owner| async move {
-        owner.groups.leave_group(routed).await
-    })
+    let answer = on_owner_authorized(
+        shard,
+        request,
+        Operation::Read,
+        &leave.group_id,
+        move |owner| async move { owner.groups.leave_group(routed).await },
+        |e| LeaveAnswer {
+            error: Some(e),
+            members: Vec::new(),
+        },
+    )
     .await;
-    let answer = or_unavailable(answer, |e| LeaveAnswer {
-        error: Some(e),
-        members: Vec::new(),
-    });
     request.respond(&membership::leave_response(&leave, answer, version))
 }
 
@@ -252,12 +301,18 @@ pub async fn handle_offset_commit(
     let commit = offsets::commit_request(body, request.version());
     let group_id = commit.group_id.clone();
     let partitions = offsets::committed_partitions(&commit);
-    let outcomes = on_owner(shard, &group_id, move |owner| async move {
-        let topics = owner.topics();
-        owner.groups.offset_commit(commit, &*topics).await
-    })
+    let outcomes = on_owner_authorized(
+        shard,
+        request,
+        Operation::Read,
+        &group_id,
+        move |owner| async move {
+            let topics = owner.topics();
+            owner.groups.offset_commit(commit, &*topics).await
+        },
+        |e| offsets::every_partition(partitions, e),
+    )
     .await;
-    let outcomes = or_unavailable(outcomes, |e| offsets::every_partition(partitions, e));
     request.respond(&offsets::commit_response(outcomes))
 }
 
@@ -268,11 +323,15 @@ pub async fn handle_offset_delete(
 ) -> Outcome {
     let delete = offsets::delete_request(body);
     let group_id = delete.group_id.clone();
-    let answer = on_owner(shard, &group_id, move |owner| async move {
-        owner.groups.offset_delete(delete).await
-    })
+    let answer = on_owner_authorized(
+        shard,
+        request,
+        Operation::Delete,
+        &group_id,
+        move |owner| async move { owner.groups.offset_delete(delete).await },
+        DeleteOffsetsAnswer::refused,
+    )
     .await;
-    let answer = or_unavailable(answer, DeleteOffsetsAnswer::refused);
     request.respond(&offsets::delete_response(answer))
 }
 
@@ -288,15 +347,20 @@ pub async fn handle_offset_fetch(
         let fetch = offsets::fetch_request(wire, body.require_stable);
         let group_id = fetch.group_id.clone();
         async move {
-            let routed = on_owner(shard, &group_id, move |owner| async move {
-                owner.groups.offset_fetch_group(&fetch)
-            })
-            .await;
-            or_unavailable(routed, |e| FetchedGroup {
-                group_id,
-                error: Some(e),
-                topics: Vec::new(),
-            })
+            let id = group_id.clone();
+            on_owner_authorized(
+                shard,
+                request,
+                Operation::Describe,
+                &id,
+                move |owner| async move { owner.groups.offset_fetch_group(&fetch) },
+                |e| FetchedGroup {
+                    group_id,
+                    error: Some(e),
+                    topics: Vec::new(),
+                },
+            )
+            .await
         }
     });
     let groups = wire_groups
@@ -315,11 +379,15 @@ pub async fn handle_describe_groups(
     let version = request.version();
     let calls = body.groups.into_iter().map(|group_id| async move {
         let id = group_id.to_string();
-        let routed = on_owner(shard, &group_id, move |owner| async move {
-            owner.groups.describe_group(&id)
-        })
-        .await;
-        or_unavailable(routed, |e| GroupDescription::without_group(&group_id, e))
+        on_owner_authorized(
+            shard,
+            request,
+            Operation::Describe,
+            &group_id,
+            move |owner| async move { owner.groups.describe_group(&id) },
+            |e| GroupDescription::without_group(&group_id, e),
+        )
+        .await
     });
     let groups = join_all(calls)
         .await
@@ -353,6 +421,10 @@ pub async fn handle_list_groups(
             Err(e) => error = Some(e),
         }
     }
+    // Without DESCRIBE on the cluster, only the groups the principal may describe.
+    if !cluster_allowed(shard, request, Operation::Describe) {
+        groups.retain(|g| group_allowed(shard, request, Operation::Describe, g.group_id.as_str()));
+    }
     request.respond(
         &ListGroupsResponse::default()
             .with_error_code(error_code(error))
@@ -367,11 +439,15 @@ pub async fn handle_delete_groups(
 ) -> Outcome {
     let calls = body.groups_names.into_iter().map(|group_id| async move {
         let id = group_id.to_string();
-        let outcome = on_owner(shard, &group_id, move |owner| async move {
-            owner.groups.delete_group(&id).await
-        })
+        let outcome = on_owner_authorized(
+            shard,
+            request,
+            Operation::Delete,
+            &group_id,
+            move |owner| async move { owner.groups.delete_group(&id).await },
+            Err,
+        )
         .await;
-        let outcome = or_unavailable(outcome, Err);
         admin::deleted_group(group_id, outcome)
     });
     let results = join_all(calls).await;

@@ -1,0 +1,75 @@
+//! The authorizer as handlers ask it: may this request's principal do this
+//! operation on this resource? With `--authorizer` off everything is
+//! allowed; on, super users may do anything and everyone else needs an
+//! ALLOW ACL and no DENY (`allow.everyone.if.no.acl.found=false`). The
+//! check reads the shard's ACL snapshot and allocates nothing, so it runs
+//! on the produce and fetch paths.
+
+use kafka_protocol::error::ResponseError;
+
+use super::Request;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_RESOURCE_NAME};
+use crate::shard::Shard;
+
+/// Whether `request` may do `operation` on the resource.
+pub fn allowed(
+    shard: &Shard,
+    request: &Request,
+    operation: Operation,
+    resource_type: ResourceType,
+    name: &str,
+) -> bool {
+    let security = &shard.config.security;
+    if !security.authorizer {
+        return true;
+    }
+    let Some(principal) = request.session.principal() else {
+        return false;
+    };
+    if security.super_users.contains(&principal) {
+        return true;
+    }
+    let host = &request.session.client_host;
+    let host = host.strip_prefix('/').unwrap_or(host);
+    shard
+        .security
+        .acls()
+        .allows(&principal, host, operation, resource_type, name)
+}
+
+pub fn topic_allowed(shard: &Shard, request: &Request, operation: Operation, topic: &str) -> bool {
+    allowed(shard, request, operation, ResourceType::Topic, topic)
+}
+
+pub fn group_allowed(shard: &Shard, request: &Request, operation: Operation, group: &str) -> bool {
+    allowed(shard, request, operation, ResourceType::Group, group)
+}
+
+pub fn cluster_allowed(shard: &Shard, request: &Request, operation: Operation) -> bool {
+    allowed(
+        shard,
+        request,
+        operation,
+        ResourceType::Cluster,
+        CLUSTER_RESOURCE_NAME,
+    )
+}
+
+/// CLUSTER_AUTHORIZATION_FAILED unless `operation` on the cluster is allowed.
+pub fn require_cluster(
+    shard: &Shard,
+    request: &Request,
+    operation: Operation,
+) -> Result<(), ResponseError> {
+    if cluster_allowed(shard, request, operation) {
+        Ok(())
+    } else {
+        Err(ResponseError::ClusterAuthorizationFailed)
+    }
+}
+
+/// Kafka lets a topic be created with CREATE on the cluster or on the topic.
+pub fn may_create_topic(shard: &Shard, request: &Request, topic: &str) -> bool {
+    cluster_allowed(shard, request, Operation::Create)
+        || topic_allowed(shard, request, Operation::Create, topic)
+}

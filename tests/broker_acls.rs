@@ -1,0 +1,258 @@
+//! ACLs with the authorizer on: real clients (confluent-kafka over
+//! SASL_PLAINTEXT with SCRAM) create, describe and delete ACLs, and the
+//! broker enforces them: no ACL means no access for a normal user, super
+//! users may do anything, a PREFIXED ALLOW covers `orders-*`, a DENY wins,
+//! Metadata hides what a user may not describe, and ACLs survive a restart.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::python::{python_with, run_script};
+use common::raw::RawClient;
+use common::{free_port, Broker};
+use kafka_protocol::messages::CreateAclsRequest;
+
+const ADMIN: &str = "admin";
+const ALICE: &str = "alice";
+/// SECURITY_DISABLED: ACL requests to a broker without an authorizer.
+const SECURITY_DISABLED: i16 = 54;
+
+/// A broker with a SASL_PLAINTEXT listener (returned port), the authorizer
+/// on, `admin` a super user and `alice` a normal one.
+fn authorizing_broker() -> (Broker, String) {
+    let sasl_port = free_port();
+    let mut builder = Broker::builder()
+        .arg("--listener")
+        .arg(&format!("SASL_PLAINTEXT://127.0.0.1:{sasl_port}"))
+        .arg("--authorizer")
+        .arg("true")
+        .arg("--super-users")
+        .arg("User:admin")
+        .arg("--group-initial-rebalance-delay-ms")
+        .arg("0");
+    for user in [ADMIN, ALICE] {
+        builder = builder.arg("--add-scram").arg(&format!(
+            "SCRAM-SHA-512=[name={user},password={user}-secret]"
+        ));
+    }
+    (builder.start(), format!("127.0.0.1:{sasl_port}"))
+}
+
+/// One client action as a user; prints one line per result. Actions:
+/// `topics`, `create T...`, `produce T...`, `consume GROUP T`,
+/// `allow|deny OP PATTERN NAME` (a TOPIC ACL for alice), `allow-group GROUP`,
+/// `acls`, `delete-deny`.
+const CLIENT: &str = r#"
+import sys
+from confluent_kafka import Producer, Consumer, KafkaError
+from confluent_kafka.admin import (AdminClient, NewTopic, AclBinding, AclBindingFilter,
+    ResourceType, ResourcePatternType, AclOperation, AclPermissionType)
+bootstrap, user, action, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+auth = {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": user + "-secret"}
+admin = AdminClient(dict(auth))
+if action == "topics":
+    print(" ".join(sorted(admin.list_topics(timeout=10).topics)))
+elif action == "create":
+    for topic, future in admin.create_topics([NewTopic(t, 1) for t in args]).items():
+        try:
+            future.result(timeout=20)
+            print(topic, "created")
+        except Exception as e:
+            print(topic, e.args[0].name())
+elif action == "produce":
+    results = {}
+    def report(error, message):
+        results[message.topic()] = "ok" if error is None else error.name()
+    producer = Producer(dict(auth, **{"message.timeout.ms": 5000, "on_delivery": report}))
+    for topic in args:
+        producer.produce(topic, value=b"record")
+    producer.flush(20)
+    for topic in args:
+        print(topic, results.get(topic, "no-report"))
+elif action == "consume":
+    group, topic = args
+    consumer = Consumer(dict(auth, **{"group.id": group, "auto.offset.reset": "earliest"}))
+    consumer.subscribe([topic])
+    outcome = "nothing"
+    for _ in range(40):
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        outcome = "read" if message.error() is None else message.error().name()
+        break
+    consumer.close()
+    print(topic, outcome)
+elif action in ("allow", "deny"):
+    operation, pattern, name = args
+    binding = AclBinding(ResourceType.TOPIC, name, ResourcePatternType[pattern], "User:alice", "*",
+                         AclOperation[operation],
+                         AclPermissionType.ALLOW if action == "allow" else AclPermissionType.DENY)
+    for future in admin.create_acls([binding]).values():
+        future.result(timeout=20)
+    print("created")
+elif action == "allow-group":
+    binding = AclBinding(ResourceType.GROUP, args[0], ResourcePatternType.LITERAL, "User:alice", "*",
+                         AclOperation.READ, AclPermissionType.ALLOW)
+    for future in admin.create_acls([binding]).values():
+        future.result(timeout=20)
+    print("created")
+elif action == "acls":
+    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+    for b in sorted(admin.describe_acls(every).result(timeout=20), key=str):
+        print(b.restype.name, b.name, b.resource_pattern_type.name, b.principal,
+              b.operation.name, b.permission_type.name)
+elif action == "delete-deny":
+    denies = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                              AclOperation.ANY, AclPermissionType.DENY)
+    for future in admin.delete_acls([denies]).values():
+        print("deleted", len(future.result(timeout=20)))
+"#;
+
+fn client(
+    python: &std::path::PathBuf,
+    bootstrap: &str,
+    user: &str,
+    action: &str,
+    args: &[&str],
+) -> Vec<String> {
+    let mut all = vec![bootstrap, user, action];
+    all.extend_from_slice(args);
+    run_script(python, CLIENT, &all)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn consume(python: &PathBuf, bootstrap: &str, user: &str, group: &str, topic: &str) -> String {
+    client(python, bootstrap, user, "consume", &[group, topic]).join("\n")
+}
+
+#[test]
+fn with_no_acls_a_normal_user_can_do_nothing_and_a_super_user_everything() {
+    let test = "with_no_acls_a_normal_user_can_do_nothing_and_a_super_user_everything";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(
+        client(&python, &bootstrap, ADMIN, "create", &["events"]),
+        ["events created"]
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ADMIN, "produce", &["events"]),
+        ["events ok"]
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ADMIN, "admin-g", "events"),
+        "events read"
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ADMIN, "topics", &[]),
+        ["events"]
+    );
+
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "create", &["mine"]),
+        ["mine TOPIC_AUTHORIZATION_FAILED"]
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "produce", &["events"]),
+        ["events TOPIC_AUTHORIZATION_FAILED"]
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "topics", &[]),
+        [""],
+        "Metadata hides every topic"
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ALICE, "alice-g", "events"),
+        "events GROUP_AUTHORIZATION_FAILED"
+    );
+}
+
+#[test]
+fn a_prefixed_read_acl_covers_orders_topics_only_and_a_deny_overrides_it() {
+    let test = "a_prefixed_read_acl_covers_orders_topics_only_and_a_deny_overrides_it";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (mut broker, bootstrap) = authorizing_broker();
+    let topics = ["orders-eu", "orders-us", "payments"];
+    client(&python, &bootstrap, ADMIN, "create", &topics);
+    client(&python, &bootstrap, ADMIN, "produce", &topics);
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "allow",
+        &["READ", "PREFIXED", "orders-"],
+    );
+    client(&python, &bootstrap, ADMIN, "allow-group", &["alice-g"]);
+
+    // READ implies DESCRIBE: Metadata lists exactly the orders topics.
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "topics", &[]),
+        ["orders-eu orders-us"]
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ALICE, "alice-g", "orders-eu"),
+        "orders-eu read"
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ALICE, "alice-g", "payments"),
+        "payments TOPIC_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "produce", &["orders-eu"]),
+        ["orders-eu TOPIC_AUTHORIZATION_FAILED"],
+        "READ does not allow WRITE"
+    );
+
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "deny",
+        &["ALL", "LITERAL", "orders-us"],
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ALICE, "alice-g", "orders-us"),
+        "orders-us TOPIC_AUTHORIZATION_FAILED"
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ALICE, "topics", &[]),
+        ["orders-eu"]
+    );
+
+    // ACLs are durable.
+    broker.restart();
+    let acls = client(&python, &bootstrap, ADMIN, "acls", &[]);
+    assert_eq!(
+        acls,
+        [
+            "GROUP alice-g LITERAL User:alice READ ALLOW",
+            "TOPIC orders- PREFIXED User:alice READ ALLOW",
+            "TOPIC orders-us LITERAL User:alice ALL DENY",
+        ]
+    );
+    assert_eq!(
+        client(&python, &bootstrap, ADMIN, "delete-deny", &[]),
+        ["deleted 1"]
+    );
+    assert_eq!(
+        consume(&python, &bootstrap, ALICE, "alice-g", "orders-us"),
+        "orders-us read"
+    );
+}
+
+#[test]
+fn acl_requests_without_an_authorizer_answer_security_disabled() {
+    let broker = Broker::start();
+    let mut client = RawClient::connect(broker.addr());
+    let request = CreateAclsRequest::default().with_creations(vec![Default::default()]);
+    let response = client.call(&request, 3);
+    assert_eq!(response.results[0].error_code, SECURITY_DISABLED);
+}
