@@ -39,6 +39,7 @@ REQUESTS = [
     ("IncrementalAlterConfigs", "incremental_alter_configs_request", "IncrementalAlterConfigsRequest"),
     ("OffsetDelete", "offset_delete_request", "OffsetDeleteRequest"),
     ("DescribeCluster", "describe_cluster_request", "DescribeClusterRequest"),
+    ("InitProducerId", "init_producer_id_request", "InitProducerIdRequest"),
 ]
 
 SCALARS = {

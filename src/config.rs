@@ -31,6 +31,9 @@ pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 pub const BATCH_CACHE_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 /// Connections one shard keeps open at once unless `max_connections` says otherwise.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 100_000;
+/// `producer.id.expiration.ms`: how long a partition keeps an idle producer's state.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 =
+    crate::storage::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,6 +88,7 @@ pub struct FileConfig {
     pub group_initial_rebalance_delay_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub producer_id_expiration_ms: Option<i64>,
     pub log_format: Option<String>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
@@ -141,6 +145,9 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How long a partition keeps an idle producer's state (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
     pub log_format: LogFormat,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
@@ -235,6 +242,10 @@ impl Config {
                 retention_check_interval_ms,
                 RETENTION_CHECK_INTERVAL_MS_DEFAULT
             ),
+            producer_id_expiration_ms: pick!(
+                producer_id_expiration_ms,
+                PRODUCER_ID_EXPIRATION_MS_DEFAULT
+            ),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             topic_defaults,
         };
@@ -285,6 +296,12 @@ impl Config {
             "offsets_retention_minutes",
             self.offsets_retention_minutes,
             self.offsets_retention_minutes > 0,
+            "must be positive",
+        )?;
+        check(
+            "producer_id_expiration_ms",
+            self.producer_id_expiration_ms,
+            self.producer_id_expiration_ms > 0,
             "must be positive",
         )
     }

@@ -11,6 +11,7 @@
 //! - [`kafka`]: one file per Kafka API family; decodes requests and encodes responses.
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
+//! - [`txn`]: producer ids for idempotent producers, from a durable block allocator.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!
 //! Data flows one way: `net` → `kafka` (decode, split by shard) → `shard`
@@ -26,3 +27,4 @@ pub mod net;
 pub mod shard;
 pub mod storage;
 pub mod topic_config;
+pub mod txn;

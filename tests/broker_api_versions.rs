@@ -107,6 +107,11 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             version,
         ),
         ApiKey::DescribeCluster => answered(client, DescribeClusterRequest::default(), version),
+        ApiKey::InitProducerId => answered(
+            client,
+            InitProducerIdRequest::default().with_transactional_id(None),
+            version,
+        ),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod fetch;
 pub mod fetch_encode;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod partitioned;
@@ -58,6 +59,7 @@ register_apis! {
     configs::IncrementalAlterConfigs,
     groups::OffsetDelete,
     metadata::DescribeCluster,
+    init_producer_id::InitProducerId,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

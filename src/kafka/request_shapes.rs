@@ -33,6 +33,7 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         }
         ApiKey::OffsetDelete => offset_delete_offset_delete_request(w, version),
         ApiKey::DescribeCluster => describe_cluster_describe_cluster_request(w, version),
+        ApiKey::InitProducerId => init_producer_id_init_producer_id_request(w, version),
         _ => return None,
     })
 }
@@ -1255,5 +1256,30 @@ fn describe_cluster_describe_cluster_request(
         w.fixed(1)?;
     }
     w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn init_producer_id_init_producer_id_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(4)?;
+    if version >= 3 {
+        w.fixed(8)?;
+    }
+    if version >= 3 {
+        w.fixed(2)?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
     Ok(())
 }

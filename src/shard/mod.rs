@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::group::GroupCoordinator;
 pub use crate::net::Shutdown;
 use crate::storage::{BatchCache, PartitionLog};
+use crate::txn::{ProducerIdStore, ProducerIds};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
@@ -54,6 +55,10 @@ pub struct Shard {
     admin_permit: Semaphore,
     pub shutdown: Rc<Shutdown>,
     pub groups: Rc<GroupCoordinator>,
+    /// This shard's block of producer ids (InitProducerId).
+    pub producer_ids: ProducerIds,
+    /// Only on [`METADATA_SHARD`]: the durable counter blocks come from.
+    pub producer_id_store: Option<ProducerIdStore>,
 }
 
 impl Shard {

@@ -242,6 +242,7 @@ impl Shard {
             let cache = self.cache.clone();
             let options = StorageOptions {
                 allow_buffered_io: self.config.allow_buffered_io,
+                producer_id_expiration_ms: self.config.producer_id_expiration_ms,
             };
             async move {
                 (
