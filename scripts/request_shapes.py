@@ -40,6 +40,7 @@ REQUESTS = [
     ("OffsetDelete", "offset_delete_request", "OffsetDeleteRequest"),
     ("DescribeCluster", "describe_cluster_request", "DescribeClusterRequest"),
     ("InitProducerId", "init_producer_id_request", "InitProducerIdRequest"),
+    ("DescribeProducers", "describe_producers_request", "DescribeProducersRequest"),
 ]
 
 SCALARS = {

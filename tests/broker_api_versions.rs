@@ -107,6 +107,7 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             version,
         ),
         ApiKey::DescribeCluster => answered(client, DescribeClusterRequest::default(), version),
+        ApiKey::DescribeProducers => answered(client, DescribeProducersRequest::default(), version),
         ApiKey::InitProducerId => answered(
             client,
             InitProducerIdRequest::default().with_transactional_id(None),

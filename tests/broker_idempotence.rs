@@ -17,7 +17,11 @@ use common::clients::{
 use common::python::{python_with, run_script};
 use common::raw::{self, error_code, RawClient, PRODUCE_VERSION_MAX};
 use common::{unique_topic, wait_until, Broker};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId};
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::{
+    DescribeProducersRequest, InitProducerIdRequest, ProduceRequest, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::BaseRecord;
 use rdkafka::Offset;
 use ringlog::client::{BatchBuilder, BatchOptions, Connection};
@@ -153,6 +157,41 @@ fn a_retried_batch_is_stored_once_and_gaps_and_stale_epochs_are_refused() {
         vec![(id, 0, 0), (id, 0, 10), (id, 1, 0)],
         "each accepted batch once"
     );
+    assert_eq!(
+        describe_producers(&mut client, &topic, &[0, 1]),
+        vec![
+            (error_code::NONE, vec![(id, 1, RECORDS_PER_BATCH - 1)]),
+            (error_code::UNKNOWN_TOPIC_OR_PARTITION, vec![]),
+        ],
+        "DescribeProducers: the producer at its new epoch and last sequence"
+    );
+}
+
+/// (producer id, epoch, last sequence) as DescribeProducers reports one.
+type Described = (i64, i32, i32);
+
+/// Per requested partition of `topic`: its error code and producers.
+fn describe_producers(
+    client: &mut RawClient,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<(i16, Vec<Described>)> {
+    let request = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_indexes(partitions.to_vec())]);
+    let response = client.call_negotiated(&request, 0);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let producers = p
+                .active_producers
+                .iter()
+                .map(|s| (s.producer_id.0, s.producer_epoch, s.last_sequence))
+                .collect();
+            (p.error_code, producers)
+        })
+        .collect()
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         ApiKey::OffsetDelete => offset_delete_offset_delete_request(w, version),
         ApiKey::DescribeCluster => describe_cluster_describe_cluster_request(w, version),
         ApiKey::InitProducerId => init_producer_id_init_producer_id_request(w, version),
+        ApiKey::DescribeProducers => describe_producers_describe_producers_request(w, version),
         _ => return None,
     })
 }
@@ -1281,5 +1282,27 @@ fn init_producer_id_init_producer_id_request(
     if version >= 2 {
         w.tagged_fields(version, no_known_tags)?;
     }
+    Ok(())
+}
+
+fn describe_producers_describe_producers_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| describe_producers_topic_request(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn describe_producers_topic_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }

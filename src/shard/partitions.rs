@@ -13,6 +13,7 @@ use futures::future::{join_all, select_all, FutureExt};
 
 use super::topics::TopicTable;
 use super::{PartitionId, Shard};
+use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
     self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
     TimestampOffset,
@@ -198,6 +199,17 @@ impl Shard {
             answers.push(answer);
         }
         answers
+    }
+
+    /// DescribeProducers: the producers each partition tracks.
+    pub async fn describe_producers_local(
+        self: Rc<Self>,
+        parts: Vec<(Arc<str>, PartitionId)>,
+    ) -> Vec<Result<Vec<(i64, ProducerEntry)>, PartitionError>> {
+        parts
+            .into_iter()
+            .map(|(topic, partition)| Ok(self.owned_log(&topic, partition)?.producers()))
+            .collect()
     }
 
     /// Brings this shard's open logs in line with `table`: opens partitions it

@@ -118,6 +118,12 @@ pub struct ProducerIds {
     refill: Semaphore,
 }
 
+impl Default for ProducerIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ProducerIds {
     pub fn new() -> ProducerIds {
         ProducerIds {

@@ -46,6 +46,14 @@ impl PartitionLog {
         self.state.borrow().producers.get(producer_id).copied()
     }
 
+    /// Every producer this partition tracks, by id.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let state = self.state.borrow();
+        let mut producers: Vec<_> = state.producers.iter().map(|(id, e)| (id, *e)).collect();
+        producers.sort_unstable_by_key(|(id, _)| *id);
+        producers
+    }
+
     /// Writes the producer state as of `offset`; the caller holds the append
     /// lock and every batch below `offset` is staged.
     pub(super) async fn write_producer_snapshot(&self, offset: Offset) -> Result<(), Error> {

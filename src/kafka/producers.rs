@@ -1,4 +1,5 @@
-//! InitProducerId for idempotent producers (KIP-98, KIP-360).
+//! Idempotent producers: InitProducerId (KIP-98, KIP-360) and
+//! DescribeProducers (KIP-664).
 //!
 //! A producer without a `transactional.id` gets a fresh producer id at
 //! epoch 0. One that names the id and epoch it has (v3+, KIP-360) gets the
@@ -10,16 +11,24 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
+};
 
+use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::shard::mesh::run_on;
-use crate::shard::{Shard, METADATA_SHARD};
+use crate::shard::{PartitionId, Shard, METADATA_SHARD};
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 use crate::txn::ProducerIdBlock;
 
-pub const VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=5;
+pub const DESCRIBE_PRODUCERS_VERSIONS: RangeInclusive<i16> = 0..=0;
 
 /// What the request asks for, after Kafka's checks.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +53,7 @@ fn ask(body: &InitProducerIdRequest) -> Result<Ask, ResponseError> {
     let epoch = body.producer_epoch;
     match (producer_id, epoch) {
         (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => Ok(Ask::NewId),
-        (id, epoch) if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 => Ok(Ask::BumpEpoch {
+        (id, epoch) if id >= 0 && (0..i16::MAX - 1).contains(&epoch) => Ok(Ask::BumpEpoch {
             producer_id: id,
             epoch: epoch + 1,
         }),
@@ -97,7 +106,64 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: InitProducerIdRe
     request.respond(&response)
 }
 
-kafka_api!(InitProducerId: InitProducerId, VERSIONS, InitProducerIdRequest => handle);
+/// KIP-664: the producers each partition tracks, with their last sequence.
+pub async fn handle_describe_producers(
+    shard: &Rc<Shard>,
+    request: &Request,
+    body: DescribeProducersRequest,
+) -> Outcome {
+    let table = shard.topics();
+    let mut plan = PartitionPlan::new(shard);
+    for topic in &body.topics {
+        plan.add_named_topic(
+            &table,
+            topic.name.as_str(),
+            topic
+                .partition_indexes
+                .iter()
+                .map(|&p| (PartitionId(p), ())),
+            |_| None,
+            |info, partition, ()| (info.name.clone(), partition),
+        );
+    }
+    let answers = plan
+        .gather(shard, |owner, parts| owner.describe_producers_local(parts))
+        .await;
+    let topics = answers.zip_topics(
+        &body.topics,
+        |topic| &topic.partition_indexes,
+        |&index, answer| {
+            let response = PartitionResponse::default().with_partition_index(index);
+            match answer {
+                Ok(producers) => response.with_active_producers(
+                    producers
+                        .into_iter()
+                        .map(|(id, entry)| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(id))
+                                .with_producer_epoch(i32::from(entry.epoch))
+                                .with_last_sequence(entry.last_batch().map_or(-1, |b| b.last_seq))
+                                .with_last_timestamp(entry.last_timestamp_ms)
+                                .with_coordinator_epoch(entry.coordinator_epoch)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+                Err(error) => response.with_error_code(error.code()),
+            }
+        },
+        |topic, partitions| {
+            TopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        },
+    );
+    request.respond(&DescribeProducersResponse::default().with_topics(topics))
+}
+
+kafka_api!(InitProducerId: InitProducerId, INIT_PRODUCER_ID_VERSIONS, InitProducerIdRequest => handle);
+
+kafka_api!(DescribeProducers: DescribeProducers, DESCRIBE_PRODUCERS_VERSIONS, DescribeProducersRequest => handle_describe_producers);
 
 #[cfg(test)]
 mod tests {
