@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the broker's hot paths: batch checksums and offset
 //! assignment, Produce request decoding, Fetch response encoding, sparse
 //! index building and lookups, recompression for a topic `compression.type`,
-//! and the record walk of a timestamp lookup. (Storage appends and reads:
+//! the record walk of a timestamp lookup, and the idempotent producer check. (Storage appends and reads:
 //! benches/storage.rs.)
 //!
 //! Run: `cargo bench --bench hot_paths` (add a filter such as `crc32c` to run one group).
@@ -58,6 +58,33 @@ fn validate_and_assign(batch: &mut [u8], base_offset: i64) -> usize {
         storage::batch::validate_all(batch, MESSAGE_BYTES_MAX).expect("bench batch is valid");
     storage::batch::set_base_offset(batch, base_offset);
     batches
+}
+
+/// The producer-state check every append runs before staging (KIP-98):
+/// a batch without a producer id, and an idempotent one whose sequence
+/// moves on each time (check, then commit).
+fn bench_producer_check(c: &mut Criterion) {
+    use storage::producer_state::{AppendCheck, ProducerStateTable};
+    let mut group = c.benchmark_group("producer_state_check");
+    let (records, value) = SHAPES[0];
+    group.throughput(Throughput::Elements(records as u64));
+    for (name, producer_id) in [("plain", -1i64), ("idempotent", 7)] {
+        let mut data = batch(records, value).to_vec();
+        let mut table = ProducerStateTable::default();
+        let (mut next, mut sequence) = (0i64, 0i32);
+        group.bench_function(format!("{name}_{records}x{value}B"), |b| {
+            b.iter(|| {
+                storage::batch::set_producer(&mut data, producer_id, 0, sequence);
+                match table.check(black_box(&data), storage::Offset(next), None) {
+                    Ok(AppendCheck::Fresh(updates)) => table.commit(updates),
+                    other => panic!("bench batch refused: {other:?}"),
+                }
+                next += records as i64;
+                sequence = storage::producer_state::increment_sequence(sequence, records as i32);
+            })
+        });
+    }
+    group.finish();
 }
 
 fn bench_crc(c: &mut Criterion) {
@@ -295,6 +322,7 @@ fn bench_timestamp_lookup(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    bench_producer_check,
     bench_recompress,
     bench_timestamp_lookup,
     bench_crc,

@@ -15,6 +15,8 @@ const CONNECTIONS_MAX: usize = 1024;
 /// Produce requests one connection may have in flight.
 const IN_FLIGHT_MAX: usize = 1024;
 const PARTITIONS_MAX: i32 = 100_000;
+/// Kafka's `max.in.flight.requests.per.connection` limit with idempotence.
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 #[derive(Parser, Debug, Clone, serde::Serialize)]
 #[command(
@@ -86,6 +88,9 @@ pub struct Args {
     /// Produce mode: stamp due times into values so a separate consumer can measure latency.
     #[arg(long)]
     pub stamp: bool,
+    /// Produce as idempotent producers (InitProducerId, then a sequence per partition).
+    #[arg(long)]
+    pub idempotent: bool,
     /// Fetch long-poll wait.
     #[arg(long, default_value_t = 100)]
     pub fetch_wait_ms: i32,
@@ -218,6 +223,12 @@ impl Args {
         ensure_within("in-flight", self.in_flight, 1..=IN_FLIGHT_MAX)?;
         ensure_within("partitions", self.partitions, 1..=PARTITIONS_MAX)?;
         ensure!(matches!(self.acks, -1..=1), "--acks must be 0, 1 or -1");
+        if self.idempotent {
+            // Kafka's limits for idempotence: acknowledged sends, at most
+            // five requests in flight (what the broker deduplicates).
+            ensure!(self.acks != 0, "--idempotent needs --acks 1 or -1");
+            ensure_within("in-flight", self.in_flight, 1..=IDEMPOTENT_IN_FLIGHT_MAX)?;
+        }
         ensure!(
             self.duration > 0.0 && self.warmup >= 0.0,
             "--duration must be positive"

@@ -150,6 +150,38 @@ pub fn stamp(
     layout::recompute_crc(batch);
 }
 
+/// An idempotent producer's fields for each send (KIP-98): its id and
+/// epoch, and a sequence per partition that moves on by the batch's records.
+pub struct Sequencer {
+    producer_id: i64,
+    epoch: i16,
+    next_sequences: Vec<i32>,
+}
+
+impl Sequencer {
+    pub fn new(producer_id: i64, epoch: i16, partitions: usize) -> Sequencer {
+        Sequencer {
+            producer_id,
+            epoch,
+            next_sequences: vec![0; partitions],
+        }
+    }
+
+    /// Writes the fields for a send to partition slot `slot`, and the CRC
+    /// (hardware CRC-32C over the batch: a few microseconds per 100 KB).
+    pub fn set_next(&mut self, batch: &mut [u8], slot: usize) {
+        let sequence = &mut self.next_sequences[slot];
+        layout::set_producer(batch, self.producer_id, self.epoch, *sequence);
+        layout::recompute_crc(batch);
+        let records = i32::from_be_bytes(
+            batch[layout::RECORD_COUNT_OFFSET..layout::RECORD_COUNT_OFFSET + 4]
+                .try_into()
+                .expect("a batch holds its 4-byte record count"),
+        );
+        *sequence = ringlog::storage::producer_state::increment_sequence(*sequence, records);
+    }
+}
+
 /// The header of the batch at the start of `buf`. `Ok(None)` when the
 /// batch is incomplete (a fetch response may end with a partial batch).
 pub fn complete_batch(buf: &[u8]) -> Result<Option<BatchHeader>> {
@@ -293,6 +325,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, 200);
+    }
+
+    #[test]
+    fn sequenced_batches_keep_a_valid_crc_and_count_on_per_partition() {
+        let mut template = BatchTemplate::build(7, 20, None, 1).unwrap();
+        let mut sequencer = Sequencer::new(42, 3, 2);
+        for expected in [0, 7, 14] {
+            sequencer.set_next(&mut template.bytes, 1);
+            let header = BatchHeader::parse(&template.bytes).unwrap();
+            header
+                .validate(&template.bytes, 1 << 20)
+                .expect("CRC fixed");
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence
+                ),
+                (42, 3, expected)
+            );
+        }
+        sequencer.set_next(&mut template.bytes, 0);
+        assert_eq!(
+            BatchHeader::parse(&template.bytes).unwrap().base_sequence,
+            0
+        );
     }
 
     #[test]

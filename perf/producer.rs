@@ -37,6 +37,8 @@ pub struct ProducerPlan {
     pub phase_ns: u64,
     /// Write due times into values (e2e, or `--stamp`).
     pub stamp: bool,
+    /// Send as an idempotent producer (`--idempotent`).
+    pub idempotent: bool,
     pub run_id: u64,
     pub records_limit: Option<u64>,
     pub start_ns: u64,
@@ -163,6 +165,8 @@ struct Producer<'a> {
     schedule: RecordSchedule,
     records_per_batch: u64,
     inflight: VecDeque<InFlight>,
+    /// `--idempotent`: the producer id and each partition's next sequence.
+    sequencer: Option<batch::Sequencer>,
     batches_sent: u64,
     /// Set once the run's end, or the records limit, is reached: nothing
     /// more is sent, outstanding acks are awaited until `drain_ns`.
@@ -176,8 +180,18 @@ impl<'a> Producer<'a> {
         progress: &'a Progress,
         result: &'a mut WorkerResult,
     ) -> Result<Self> {
-        let conn = wire::connect(&plan.bootstrap)?;
+        let mut conn = wire::connect(&plan.bootstrap)?;
         let payload = Payload::build(plan, clock)?;
+        let sequencer = if plan.idempotent {
+            let (producer_id, epoch) = wire::init_producer_id(&mut conn)?;
+            Some(batch::Sequencer::new(
+                producer_id,
+                epoch,
+                plan.partitions.len(),
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             plan,
             clock,
@@ -191,6 +205,7 @@ impl<'a> Producer<'a> {
             },
             records_per_batch: plan.batch_records as u64,
             inflight: VecDeque::with_capacity(plan.in_flight),
+            sequencer,
             batches_sent: 0,
             draining: false,
         })
@@ -234,11 +249,15 @@ impl<'a> Producer<'a> {
 
     fn send_batch(&mut self, first_record: u64, intended_ns: u64) -> Result<()> {
         let plan = self.plan;
-        let partition =
-            plan.partitions[(self.batches_sent as usize + plan.index) % plan.partitions.len()];
+        let slot = (self.batches_sent as usize + plan.index) % plan.partitions.len();
+        let partition = plan.partitions[slot];
         let correlation_id = self.conn.next_correlation_id();
         if plan.stamp {
             self.stamp_batch(first_record, intended_ns)?;
+        }
+        if let Some(sequencer) = &mut self.sequencer {
+            // After stamping, which may re-encode the batch.
+            sequencer.set_next(self.payload.frame.batch_mut(), slot);
         }
         self.payload.frame.set_ids(correlation_id, partition);
         self.conn.write_all(&self.payload.frame.frame)?;

@@ -11,6 +11,8 @@
 # STALL_MBS (200: the write rate of the CPU-stall probe),
 # PORT (29392), ONLY="limits ceiling produce e2e catchup shards idle peer" to run a
 # subset (without "limits", ratios use LOOPBACK_MBS and ODIRECT_MBS if set).
+# ONLY=peer-idempotent (not in the default set) runs the peer shape plain and
+# with --idempotent in ROUNDS (3) alternating pairs, a fresh broker each run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -263,6 +265,19 @@ if want peer; then
     --in-flight 1 --producers 2 --duration "$DURATION" --warmup 2 --rate max
   throughput_row peer-100B-acks-all "peer shape, acks=-1 (durable)"
   stop_broker
+fi
+
+if want peer-idempotent; then
+  for round in $(seq 1 "${ROUNDS:-3}"); do
+    for kind in plain idempotent; do
+      flag=(); [[ $kind == idempotent ]] && flag=(--idempotent)
+      start_broker "$BROKER_CPUS" "$DATA_ROOT/peer-$kind"
+      run "peer-$kind-$round" produce --topic "peer-$kind" --partitions 2 --record-size 100 --batch-records 1000 \
+        --acks 1 --in-flight 1 --producers 2 --duration "$DURATION" --warmup 2 --rate max "${flag[@]}"
+      throughput_row "peer-$kind-$round" "peer shape, acks=1, $kind, round $round"
+      stop_broker
+    done
+  done
 fi
 
 log "results in $OUT_DIR"

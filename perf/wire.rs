@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
     list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsRequest,
     list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequest,
     metadata_request::MetadataRequestTopic, produce_request::PartitionProduceData,
-    produce_request::ProduceRequest, produce_request::TopicProduceData, BrokerId, TopicName,
+    produce_request::ProduceRequest, produce_request::TopicProduceData, BrokerId,
+    InitProducerIdRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog::client::{encode_request, Connection};
@@ -36,6 +37,7 @@ pub const FETCH_VERSIONS: (i16, i16) = (4, 12);
 pub const METADATA_VERSIONS: (i16, i16) = (1, 12);
 pub const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
 pub const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
+pub const INIT_PRODUCER_ID_VERSIONS: (i16, i16) = (0, 5);
 
 /// A data-plane connection: no I/O timeouts, so long polls and pipelined
 /// produce waits are bounded by the protocol, not the socket.
@@ -50,6 +52,25 @@ pub fn connect_control(addr: &str) -> Result<Connection> {
     conn.set_io_timeout(Some(CONTROL_TIMEOUT))?;
     conn.negotiate().context("ApiVersions")?;
     Ok(conn)
+}
+
+/// A fresh producer id and epoch for an idempotent producer (no
+/// transactional id), asked on `conn` itself.
+pub fn init_producer_id(conn: &mut Connection) -> Result<(i64, i16)> {
+    conn.negotiate().context("ApiVersions")?;
+    let version = conn
+        .versions()
+        .pick::<InitProducerIdRequest>(INIT_PRODUCER_ID_VERSIONS)?;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let response = conn.call(&request, version)?;
+    ensure!(
+        response.error_code == ERROR_NONE,
+        "InitProducerId: error {}",
+        response.error_code
+    );
+    Ok((response.producer_id.0, response.producer_epoch))
 }
 
 pub fn topic_name(name: &str) -> TopicName {

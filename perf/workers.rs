@@ -145,6 +145,7 @@ fn producer_plan(launch: &Launch, index: usize) -> ProducerPlan {
             (batch_records as f64 / r * 1e9 * index as f64 / args.producers as f64) as u64
         }),
         stamp: args.mode == Mode::E2e || args.stamp,
+        idempotent: args.idempotent,
         run_id: launch.run_id,
         records_limit,
         start_ns: window.start_ns,

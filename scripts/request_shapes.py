@@ -46,6 +46,8 @@ REQUESTS = [
     ("CreateAcls", "create_acls_request", "CreateAclsRequest"),
     ("DescribeAcls", "describe_acls_request", "DescribeAclsRequest"),
     ("DeleteAcls", "delete_acls_request", "DeleteAclsRequest"),
+    ("InitProducerId", "init_producer_id_request", "InitProducerIdRequest"),
+    ("DescribeProducers", "describe_producers_request", "DescribeProducersRequest"),
 ]
 
 SCALARS = {

@@ -43,6 +43,9 @@ pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 pub const METRICS_LISTEN_OFF: &str = "none";
 /// Per-partition series (offsets, sizes, segments) are on unless turned off.
 pub const METRICS_PER_PARTITION_DEFAULT: bool = true;
+/// `producer.id.expiration.ms`: how long a partition keeps an idle producer's state.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 =
+    crate::storage::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -137,6 +140,7 @@ pub struct FileConfig {
     pub group_initial_rebalance_delay_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub producer_id_expiration_ms: Option<i64>,
     pub log_format: Option<String>,
     /// `HOST:PORT` of the metrics and health endpoints, or `none`.
     pub metrics_listen: Option<String>,
@@ -213,6 +217,9 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How long a partition keeps an idle producer's state (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
     pub log_format: LogFormat,
     /// Where `/metrics` and the health endpoints are served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -343,6 +350,10 @@ impl Config {
                 retention_check_interval_ms,
                 RETENTION_CHECK_INTERVAL_MS_DEFAULT
             ),
+            producer_id_expiration_ms: pick!(
+                producer_id_expiration_ms,
+                PRODUCER_ID_EXPIRATION_MS_DEFAULT
+            ),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             metrics_listen: metrics_listen(pick!(
                 metrics_listen,
@@ -398,6 +409,12 @@ impl Config {
             "offsets_retention_minutes",
             self.offsets_retention_minutes,
             self.offsets_retention_minutes > 0,
+            "must be positive",
+        )?;
+        check(
+            "producer_id_expiration_ms",
+            self.producer_id_expiration_ms,
+            self.producer_id_expiration_ms > 0,
             "must be positive",
         )
     }

@@ -13,6 +13,7 @@
 //! - [`net`]: the accept loop and its connection limit, the connection loop, framing and limits.
 //! - [`security`]: principals, SASL PLAIN and SCRAM, the stored SCRAM credentials, ACLs.
 //! - [`shard`]: executors, placement, the topic table, partition routing and cross-shard calls.
+//! - [`txn`]: producer ids for idempotent producers, from a durable block allocator.
 //! - [`fuzzing`]: entry points to every decoder of untrusted bytes, for the fuzz targets and proptests.
 //!
 //! Data flows one way: `net` → `kafka` (decode, split by shard) → `shard`
@@ -31,3 +32,4 @@ pub mod security;
 pub mod shard;
 pub mod storage;
 pub mod topic_config;
+pub mod txn;

@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Export per-partition series (offsets, size, segments) [default: true].
     #[arg(long, value_name = "BOOL")]
     metrics_per_partition: Option<bool>,
+    /// How long a partition keeps an idle producer's state (producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, value_name = "MS")]
+    producer_id_expiration_ms: Option<i64>,
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -183,6 +186,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
+        producer_id_expiration_ms: args.producer_id_expiration_ms,
         log_format: args.log_format,
         metrics_listen: args.metrics_listen,
         metrics_per_partition: args.metrics_per_partition,

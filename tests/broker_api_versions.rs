@@ -126,6 +126,12 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
         ApiKey::AlterUserScramCredentials => {
             answered(client, AlterUserScramCredentialsRequest::default(), version)
         }
+        ApiKey::DescribeProducers => answered(client, DescribeProducersRequest::default(), version),
+        ApiKey::InitProducerId => answered(
+            client,
+            InitProducerIdRequest::default().with_transactional_id(None),
+            version,
+        ),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

@@ -168,6 +168,53 @@ fn catch_up_consumer_reads_to_the_end_and_stops() {
 }
 
 #[test]
+fn idempotent_produce_is_accepted_plain_stamped_and_compressed() {
+    let broker = Broker::start();
+    let addr = broker.bootstrap();
+    for (topic, extra) in [
+        ("idempotent-plain", &["produce", "--records", "20000"][..]),
+        (
+            "idempotent-stamped",
+            &["e2e", "--rate", "5000", "--duration", "0.5"][..],
+        ),
+        (
+            "idempotent-zstd",
+            &["produce", "--records", "5000", "--compression", "zstd"][..],
+        ),
+    ] {
+        let mut args = extra.to_vec();
+        args.extend([
+            "--bootstrap",
+            &addr,
+            "--topic",
+            topic,
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--batch-records",
+            "100",
+            "--idempotent",
+            "--json",
+        ]);
+        let (ok, out, err) = perf(&args);
+        assert!(ok, "{topic}: {err}");
+        let j = last_json(&out);
+        assert_eq!(j["errors"], 0, "{topic}: every sequence accepted: {err}");
+        assert!(j["records"].as_u64().unwrap() > 0, "{topic}: {j}");
+    }
+    let (ok, _, err) = perf(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--idempotent",
+        "--acks",
+        "0",
+    ]);
+    assert!(!ok && err.contains("--idempotent needs"), "{err}");
+}
+
+#[test]
 fn compressed_produce_is_accepted() {
     let broker = Broker::start();
     let addr = broker.bootstrap();

@@ -685,6 +685,7 @@ fn tmpfs_is_refused_unless_buffered_io_is_allowed() {
         assert!(matches!(refused, Err(Error::DirectIoUnavailable { .. })));
         let options = StorageOptions {
             allow_buffered_io: true,
+            ..StorageOptions::default()
         };
         let log = PartitionLog::open(
             dir.path().join("t-0"),

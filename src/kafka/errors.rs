@@ -29,6 +29,17 @@ pub fn storage_error(error: &storage::Error) -> ResponseError {
         }
         E::Closed => ResponseError::NotLeaderOrFollower,
         E::CompressionFailed(_) => ResponseError::UnknownServerError,
+        E::Producer(error) => producer_error(error),
+    }
+}
+
+fn producer_error(error: &storage::ProducerError) -> ResponseError {
+    use storage::ProducerError as P;
+    match error {
+        P::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        P::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        P::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
+        P::InvalidSequence { .. } => ResponseError::InvalidRecord,
     }
 }
 

@@ -38,6 +38,11 @@ impl ApiPart for OffsetQuery {
     const API: ApiKey = ApiKey::ListOffsets;
 }
 
+/// DescribeProducers: a topic's partition.
+impl ApiPart for (Arc<str>, PartitionId) {
+    const API: ApiKey = ApiKey::DescribeProducers;
+}
+
 /// DeleteRecords: a topic's partition and the offset to delete before.
 impl ApiPart for (Arc<str>, PartitionId, Offset) {
     const API: ApiKey = ApiKey::DeleteRecords;

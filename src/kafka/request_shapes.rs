@@ -44,6 +44,8 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         ApiKey::CreateAcls => create_acls_create_acls_request(w, version),
         ApiKey::DescribeAcls => describe_acls_describe_acls_request(w, version),
         ApiKey::DeleteAcls => delete_acls_delete_acls_request(w, version),
+        ApiKey::InitProducerId => init_producer_id_init_producer_id_request(w, version),
+        ApiKey::DescribeProducers => describe_producers_describe_producers_request(w, version),
         _ => return None,
     })
 }
@@ -1475,5 +1477,52 @@ fn delete_acls_delete_acls_request(w: &mut Walker, version: i16) -> Result<(), S
     if version >= 2 {
         w.tagged_fields(version, no_known_tags)?;
     }
+    Ok(())
+}
+
+fn init_producer_id_init_producer_id_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(4)?;
+    if version >= 3 {
+        w.fixed(8)?;
+    }
+    if version >= 3 {
+        w.fixed(2)?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn describe_producers_describe_producers_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| describe_producers_topic_request(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn describe_producers_topic_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }

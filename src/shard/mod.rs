@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::group::GroupCoordinator;
 pub use crate::net::Shutdown;
 use crate::storage::{BatchCache, PartitionLog};
+use crate::txn::{ProducerIdStore, ProducerIds};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
@@ -58,6 +59,10 @@ pub struct Shard {
     pub groups: Rc<GroupCoordinator>,
     /// Credentials (and the store that changes them, on the metadata shard).
     pub security: security::ShardSecurity,
+    /// This shard's block of producer ids (InitProducerId).
+    pub producer_ids: ProducerIds,
+    /// Only on [`METADATA_SHARD`]: the durable counter blocks come from.
+    pub producer_id_store: Option<ProducerIdStore>,
 }
 
 impl Shard {

@@ -13,6 +13,7 @@ use futures::future::{join_all, select_all, FutureExt};
 
 use super::topics::TopicTable;
 use super::{PartitionId, Shard};
+use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
     self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
     TimestampOffset,
@@ -200,6 +201,17 @@ impl Shard {
         answers
     }
 
+    /// DescribeProducers: the producers each partition tracks.
+    pub async fn describe_producers_local(
+        self: Rc<Self>,
+        parts: Vec<(Arc<str>, PartitionId)>,
+    ) -> Vec<Result<Vec<(i64, ProducerEntry)>, PartitionError>> {
+        parts
+            .into_iter()
+            .map(|(topic, partition)| Ok(self.owned_log(&topic, partition)?.producers()))
+            .collect()
+    }
+
     /// Brings this shard's open logs in line with `table`: opens partitions it
     /// now owns, applies changed configs, deletes logs of removed topics.
     pub async fn apply_topics(
@@ -242,6 +254,7 @@ impl Shard {
             let cache = self.cache.clone();
             let options = StorageOptions {
                 allow_buffered_io: self.config.allow_buffered_io,
+                producer_id_expiration_ms: self.config.producer_id_expiration_ms,
             };
             async move {
                 (

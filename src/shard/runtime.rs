@@ -27,6 +27,7 @@ use super::{Shard, ShardId, Shutdown, METADATA_SHARD};
 use crate::config::Config;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::BatchCache;
+use crate::txn::{ProducerIdStore, ProducerIds};
 use crate::{kafka, net};
 
 /// How long a clean shutdown waits for in-flight requests before closing logs.
@@ -296,6 +297,14 @@ async fn open_shard(
     )
     .await
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
+    let producer_id_store = if id == METADATA_SHARD {
+        Some(
+            ProducerIdStore::load(&config.data_dir)
+                .map_err(|e| format!("opening the producer id counter: {e}"))?,
+        )
+    } else {
+        None
+    };
     let shard = Rc::new(Shard {
         id,
         config: config.clone(),
@@ -308,6 +317,8 @@ async fn open_shard(
         shutdown: Rc::new(Shutdown::default()),
         groups,
         security,
+        producer_ids: ProducerIds::new(),
+        producer_id_store,
     });
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();

@@ -276,6 +276,14 @@ pub fn set_timestamps(batch: &mut [u8], base_timestamp_ms: i64, max_timestamp_ms
     write_i64(batch, MAX_TIMESTAMP_OFFSET, max_timestamp_ms);
 }
 
+/// Writes the idempotent producer's fields (KIP-98). Covered by the CRC:
+/// call [`recompute_crc`] after the last edit.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    write_i64(batch, PRODUCER_ID_OFFSET, producer_id);
+    write_i16(batch, PRODUCER_EPOCH_OFFSET, producer_epoch);
+    write_i32(batch, BASE_SEQUENCE_OFFSET, base_sequence);
+}
+
 /// message.timestamp.type=LogAppendTime: like Kafka's `setMaxTimestamp`, set the
 /// timestamp-type bit and maxTimestamp, then recompute the CRC over attributes..end.
 /// Record timestamps inside are left alone; consumers read the batch's maxTimestamp.

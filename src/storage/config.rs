@@ -90,11 +90,23 @@ pub enum Durability {
 }
 
 /// Shard-wide storage switches.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StorageOptions {
     /// Development only: when the data directory cannot do O_DIRECT, fall back to
     /// buffered I/O instead of refusing to open.
     pub allow_buffered_io: bool,
+    /// How long a producer's state outlives its last batch
+    /// (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            allow_buffered_io: false,
+            producer_id_expiration_ms: super::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+        }
+    }
 }
 
 /// Kafka `Long.MAX_VALUE`, which Kafka uses for "never" in flush.messages and flush.ms.

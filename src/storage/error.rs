@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use super::producer_state::ProducerError;
 use super::types::Offset;
 
 /// Why a record batch was judged corrupt.
@@ -113,6 +114,9 @@ pub enum Error {
     CompressionFailed(i16),
     #[error("partition directory {0:?} has an invalid layout: {1}")]
     InvalidLayout(PathBuf, &'static str),
+    /// An idempotent batch broke its producer's epoch or sequence rules.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 impl Error {

@@ -28,6 +28,8 @@
 //! - [`retention`]: which segments retention.ms / retention.bytes remove.
 //! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
+//! - [`producer_state`]: idempotent producers' epochs and last sequences per
+//!   partition (KIP-98, KIP-360), and their `.snapshot` files.
 
 pub mod batch;
 pub mod cache;
@@ -40,6 +42,7 @@ pub mod limit;
 pub mod log;
 pub mod meta;
 mod notify;
+pub mod producer_state;
 pub mod recompress;
 pub mod records;
 mod recovery;
@@ -54,4 +57,5 @@ pub use config::{CompressionType, Durability, LogConfig, StorageOptions, Timesta
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};
+pub use producer_state::ProducerError;
 pub use types::{FilePosition, Offset, TimestampMs, TimestampOffset};

@@ -378,6 +378,23 @@ pub async fn scan(
     Ok(result)
 }
 
+/// Calls `visit` with the header of every batch before `end`, a boundary
+/// recovery already checked (producer state is rebuilt this way).
+pub async fn scan_headers(
+    file: &SegmentFile,
+    end: u64,
+    mut visit: impl FnMut(&BatchHeader),
+) -> Result<(), Error> {
+    let mut window = None;
+    let mut position = 0u64;
+    while position < end {
+        let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES).await?;
+        visit(&header);
+        position += header.total_bytes() as u64;
+    }
+    Ok(())
+}
+
 /// Reads whole batches from `position` up to `end`: the first batch whose last
 /// offset reaches `from_offset`, then following ones while `limit` admits them
 /// (counting what `out` already holds). Each batch's CRC is checked.

@@ -140,8 +140,7 @@ pub fn producer(
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .set("request.timeout.ms", "10000")
-        // Tests compare data against what was sent; an idempotent producer
-        // would need InitProducerId, which is not part of what is tested here.
+        // Plain producers unless a test asks for idempotence.
         .set("enable.idempotence", "false");
     apply(&mut config, overrides);
     let log = Arc::new(DeliveryLog::default());

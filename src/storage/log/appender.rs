@@ -17,6 +17,7 @@ use super::super::config::{Durability, TimestampType};
 use super::super::error::Error;
 use super::super::file::{self, SegmentFile};
 use super::super::index::INDEX_ENTRIES_MAX;
+use super::super::producer_state::AppendCheck;
 use super::super::recompress;
 use super::super::segment::{Segment, StagedBatch};
 use super::super::types::{FilePosition, Offset};
@@ -91,17 +92,37 @@ impl PartitionLog {
     /// Assigns offsets, queues the bytes for writing and indexes them. Runs
     /// without awaiting, under the append lock. Returns where the append
     /// landed, its sequence number and whether the flush policy asks for a sync.
+    ///
+    /// Idempotent batches are checked against their producers' state first
+    /// (KIP-98): a retry of a stored batch is answered with its offsets once
+    /// everything staged so far has the durability asked for.
     fn stage(&self, records: Bytes, now: i64) -> Result<(AppendInfo, u64, bool), Error> {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         Self::check_open(state)?;
+        let log_append_time =
+            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let producer_updates =
+            match state
+                .producers
+                .check(&records, state.next_offset, log_append_time)?
+            {
+                AppendCheck::Fresh(updates) => updates,
+                AppendCheck::Duplicate(batch) => {
+                    let info = AppendInfo {
+                        base_offset: batch.first_offset,
+                        last_offset: batch.last_offset,
+                        log_append_time_ms: log_append_time.map(|_| batch.timestamp_ms),
+                        log_start_offset: state.log_start_offset,
+                    };
+                    return Ok((info, state.pipeline.staged_seq(), false));
+                }
+            };
         // Offsets are written into the producer's buffer when we own it alone,
         // otherwise into one copy of the whole request.
         let mut buffer: BytesMut = records
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let log_append_time =
-            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let base_offset = state.next_offset;
         let stamped = stamp_batches(
             &mut buffer,
@@ -112,6 +133,7 @@ impl PartitionLog {
         let stored_bytes = buffer.len() as u64;
         self.queue_batches(state, buffer.freeze(), base_offset, log_append_time)?;
         debug_assert_eq!(state.next_offset, stamped.next_offset);
+        state.producers.commit(producer_updates);
         state.stats.appends += 1;
         state.stats.appended_records += stamped.records;
         state.stats.appended_bytes += stored_bytes;
@@ -185,6 +207,7 @@ impl PartitionLog {
     async fn roll(&self, now: i64) -> Result<(), Error> {
         self.seal_active().await?;
         let next_offset = self.state.borrow().next_offset;
+        self.write_producer_snapshot(next_offset).await?;
         let segment = Segment::create(&self.dir, next_offset, self.io_mode, now).await?;
         file::sync_dir(&self.dir).await?;
         let active = ActiveWrite::resume(&segment).await?;

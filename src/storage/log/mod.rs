@@ -7,12 +7,14 @@
 //! - [`pipeline`]: the queue of staged batches and writes in flight;
 //! - [`active`]: the write position in the active segment;
 //! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
-//! - [`flusher`]: `flush.messages` and the `flush.ms` timer.
+//! - [`flusher`]: `flush.messages` and the `flush.ms` timer;
+//! - [`producers`]: idempotent producers' state: rebuilt, snapshotted, expired.
 
 mod active;
 mod appender;
 mod flusher;
 mod pipeline;
+mod producers;
 mod reader;
 
 use std::cell::RefCell;
@@ -26,6 +28,7 @@ use super::file::{self, IoMode};
 use super::group_commit::GroupCommit;
 use super::meta::PartitionMeta;
 use super::notify::Notify;
+use super::producer_state::ProducerStateTable;
 use super::recovery;
 use super::retention;
 use super::segment::Segment;
@@ -72,6 +75,8 @@ struct State {
     stopped: Option<&'static str>,
     closed: bool,
     stats: LogStats,
+    /// Idempotent producers' epochs and last batches, as of `next_offset`.
+    producers: ProducerStateTable,
 }
 
 /// One partition's log. `!Send`: it lives on the shard that owns the partition.
@@ -81,6 +86,7 @@ pub struct PartitionLog {
     cache: Rc<BatchCache>,
     log_id: LogId,
     clock: Clock,
+    producer_id_expiration_ms: i64,
     state: RefCell<State>,
     /// Serialises offset assignment and segment rolls.
     append_lock: glommio::sync::Semaphore,
@@ -115,6 +121,8 @@ impl PartitionLog {
         let now = clock();
         let recovered = recovery::recover(&dir, &config, io_mode, now).await?;
         let segments = SegmentSet::new(&dir, recovered.segments);
+        let mut producers = producers::rebuild(&dir, &segments, recovered.next_offset).await?;
+        producers.expire(now, options.producer_id_expiration_ms);
         let active = ActiveWrite::resume(segments.active()?).await?;
         let state = State {
             config,
@@ -129,6 +137,7 @@ impl PartitionLog {
             stopped: None,
             closed: false,
             stats: LogStats::default(),
+            producers,
         };
         let log = Rc::new(PartitionLog {
             dir,
@@ -136,6 +145,7 @@ impl PartitionLog {
             log_id: cache.register_log(),
             cache,
             clock,
+            producer_id_expiration_ms: options.producer_id_expiration_ms,
             state: RefCell::new(state),
             append_lock: glommio::sync::Semaphore::new(1),
             written: Notify::default(),
@@ -252,6 +262,7 @@ impl PartitionLog {
     /// Deletes the oldest whole segments beyond retention.ms and retention.bytes
     /// (never the active one) and moves the log start offset past them.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), Error> {
+        self.expire_producers(now_ms);
         let removed = {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
@@ -276,6 +287,10 @@ impl PartitionLog {
             Segment::remove_files(&self.dir, segment.base_offset())?;
         }
         drop(removed);
+        let first_base = self.state.borrow().segments.first_base_offset();
+        if let Some(first_base) = first_base {
+            self.remove_snapshots_below(first_base)?;
+        }
         self.store_meta(false).await
     }
 
@@ -311,6 +326,8 @@ impl PartitionLog {
         }
         self.flush().await?;
         self.seal_active().await?;
+        let end = self.state.borrow().next_offset;
+        self.write_producer_snapshot(end).await?;
         {
             let mut state = self.state.borrow_mut();
             state.recovery_point = state.high_watermark;

@@ -1,0 +1,346 @@
+//! Per-partition producer state for idempotent producers (KIP-98, KIP-360):
+//! producer id -> epoch and the sequence ranges of its last
+//! [`BATCHES_RETAINED`] batches, checked before every append.
+//!
+//! The rules are Kafka's (`ProducerStateManager` / `ProducerAppendInfo`):
+//! - a batch whose epoch and sequence range match one of the last batches is
+//!   a retry: it is answered with the original offsets and not stored again;
+//! - an older epoch is fenced (`INVALID_PRODUCER_EPOCH`);
+//! - a new epoch must start at sequence 0, the current one must continue
+//!   at last sequence + 1 (wrapping at `i32::MAX`), else `OUT_OF_ORDER_SEQUENCE_NUMBER`;
+//! - a producer the partition has no record of (never seen, or expired
+//!   after `producer.id.expiration.ms`) may only start at sequence 0, else
+//!   `UNKNOWN_PRODUCER_ID`, so the client resets its sequences (KIP-360).
+//!
+//! State is kept on the partition's shard, snapshotted in Kafka's format
+//! ([`snapshot`]) and rebuilt from batch headers on open.
+
+pub mod snapshot;
+
+use std::collections::HashMap;
+
+use super::batch::{self, BatchHeader};
+use super::types::Offset;
+
+/// Batches per producer kept for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`, and the most in-flight requests an idempotent
+/// producer may have).
+pub const BATCHES_RETAINED: usize = 5;
+/// Kafka's `RecordBatch.NO_PRODUCER_ID`; ids at or below it are not idempotent.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Kafka's `RecordBatch.NO_PRODUCER_EPOCH`.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// Kafka's `producer.id.expiration.ms` default: one day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
+
+/// Why an idempotent batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id}: sequence {found} does not follow {last}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        last: i32,
+        found: i32,
+    },
+    #[error(
+        "producer {producer_id} is unknown to this partition and sent sequence {found}, not 0"
+    )]
+    UnknownProducerId { producer_id: i64, found: i32 },
+    #[error("producer {producer_id}: invalid base sequence {found}")]
+    InvalidSequence { producer_id: i64, found: i32 },
+}
+
+/// One stored batch as duplicate detection remembers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+    /// The batch's max timestamp (or its LogAppendTime).
+    pub timestamp_ms: i64,
+}
+
+const NO_BATCH: BatchMetadata = BatchMetadata {
+    first_seq: -1,
+    last_seq: -1,
+    first_offset: Offset(-1),
+    last_offset: Offset(-1),
+    timestamp_ms: -1,
+};
+
+/// What a partition knows of one producer. `Copy` and fixed-size, so
+/// checking an append never allocates per batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    /// The last batches, oldest first; `len` of them are set.
+    batches: [BatchMetadata; BATCHES_RETAINED],
+    len: u8,
+    /// The last batch's timestamp: what expiry compares against.
+    pub last_timestamp_ms: i64,
+    /// Kept for the snapshot format (transaction markers set it).
+    pub coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    pub fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: [NO_BATCH; BATCHES_RETAINED],
+            len: 0,
+            last_timestamp_ms: -1,
+            coordinator_epoch: -1,
+        }
+    }
+
+    pub fn batches(&self) -> &[BatchMetadata] {
+        &self.batches[..usize::from(self.len)]
+    }
+
+    pub fn last_batch(&self) -> Option<&BatchMetadata> {
+        self.batches().last()
+    }
+
+    /// The cached batch with exactly this epoch and sequence range.
+    fn duplicate_of(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
+        if epoch != self.epoch {
+            return None;
+        }
+        self.batches()
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+            .copied()
+    }
+
+    /// Records a stored batch; a new epoch forgets the old epoch's batches.
+    pub fn push(&mut self, epoch: i16, batch: BatchMetadata) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.len = 0;
+        }
+        if usize::from(self.len) == BATCHES_RETAINED {
+            self.batches.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.batches[usize::from(self.len)] = batch;
+        self.len += 1;
+        self.last_timestamp_ms = batch.timestamp_ms;
+        debug_assert!(usize::from(self.len) <= BATCHES_RETAINED);
+    }
+}
+
+/// `sequence + increment`, wrapping past `i32::MAX` to 0 (Kafka's
+/// `DefaultRecordBatch.incrementSequence`).
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+/// `sequence - decrement`, the inverse of [`increment_sequence`].
+pub fn decrement_sequence(sequence: i32, decrement: i32) -> i32 {
+    if sequence < decrement {
+        i32::MAX - (decrement - sequence) + 1
+    } else {
+        sequence - decrement
+    }
+}
+
+/// Whether `next` directly follows `last` (wrapping at `i32::MAX`).
+fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+/// What checking one append found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AppendCheck {
+    /// Store it; afterwards [`ProducerStateTable::commit`] these updates
+    /// (empty for batches without a producer id: no allocation).
+    Fresh(Vec<(i64, ProducerEntry)>),
+    /// A retry of a stored batch: answer with its offsets, store nothing.
+    Duplicate(BatchMetadata),
+}
+
+/// The producers of one partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, entry)| (*id, entry))
+    }
+
+    pub fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
+        self.producers.insert(producer_id, entry);
+    }
+
+    /// Checks every batch of `records` (already validated) as if stored from
+    /// `base_offset` on. Nothing changes until [`commit`](Self::commit).
+    pub fn check(
+        &self,
+        records: &[u8],
+        base_offset: Offset,
+        log_append_time_ms: Option<i64>,
+    ) -> Result<AppendCheck, ProducerError> {
+        let mut staged: Vec<(i64, ProducerEntry)> = Vec::new();
+        let mut offset = base_offset;
+        for item in batch::BatchIter::new(records) {
+            // Validated by the caller: a framing error here cannot happen.
+            let Ok((header, _)) = item else { break };
+            let first_offset = offset;
+            offset += i64::from(header.last_offset_delta) + 1;
+            if header.producer_id <= NO_PRODUCER_ID {
+                continue;
+            }
+            let current = staged
+                .iter()
+                .find(|(id, _)| *id == header.producer_id)
+                .map(|(_, entry)| entry)
+                .or_else(|| self.producers.get(&header.producer_id));
+            let batch = batch_metadata(&header, first_offset, log_append_time_ms)?;
+            if let Some(duplicate) = check_batch(&header, &batch, current)? {
+                return Ok(AppendCheck::Duplicate(duplicate));
+            }
+            let mut updated = current
+                .copied()
+                .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch));
+            updated.push(header.producer_epoch, batch);
+            match staged.iter_mut().find(|(id, _)| *id == header.producer_id) {
+                Some((_, entry)) => *entry = updated,
+                None => staged.push((header.producer_id, updated)),
+            }
+        }
+        Ok(AppendCheck::Fresh(staged))
+    }
+
+    /// Applies the updates of a checked append once it is staged.
+    pub fn commit(&mut self, updates: Vec<(i64, ProducerEntry)>) {
+        for (producer_id, entry) in updates {
+            self.producers.insert(producer_id, entry);
+        }
+    }
+
+    /// Replays a stored batch (recovery): no checks, the log is the truth.
+    pub fn replay(&mut self, header: &BatchHeader) {
+        if header.producer_id <= NO_PRODUCER_ID {
+            return;
+        }
+        let Ok(batch) = batch_metadata(header, Offset(header.base_offset), None) else {
+            return;
+        };
+        self.producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch))
+            .push(header.producer_epoch, batch);
+    }
+
+    /// Forgets producers whose last batch is `expiration_ms` or more older than
+    /// `now_ms` (Kafka's `producer.id.expiration.ms`). Returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms);
+        before - self.producers.len()
+    }
+}
+
+fn batch_metadata(
+    header: &BatchHeader,
+    first_offset: Offset,
+    log_append_time_ms: Option<i64>,
+) -> Result<BatchMetadata, ProducerError> {
+    // Kafka's LogValidator: an idempotent batch must carry a sequence.
+    if header.base_sequence < 0 {
+        return Err(ProducerError::InvalidSequence {
+            producer_id: header.producer_id,
+            found: header.base_sequence,
+        });
+    }
+    Ok(BatchMetadata {
+        first_seq: header.base_sequence,
+        last_seq: increment_sequence(header.base_sequence, header.last_offset_delta),
+        first_offset,
+        last_offset: first_offset + i64::from(header.last_offset_delta),
+        timestamp_ms: log_append_time_ms.unwrap_or(header.max_timestamp),
+    })
+}
+
+/// Kafka's epoch and sequence rules for one batch against what the partition
+/// knows of its producer. `Ok(Some(_))` is a duplicate.
+fn check_batch(
+    header: &BatchHeader,
+    batch: &BatchMetadata,
+    current: Option<&ProducerEntry>,
+) -> Result<Option<BatchMetadata>, ProducerError> {
+    let producer_id = header.producer_id;
+    let epoch = header.producer_epoch;
+    let Some(current) = current else {
+        if batch.first_seq != 0 {
+            return Err(ProducerError::UnknownProducerId {
+                producer_id,
+                found: batch.first_seq,
+            });
+        }
+        return Ok(None);
+    };
+    if epoch < current.epoch {
+        return Err(ProducerError::InvalidProducerEpoch {
+            producer_id,
+            epoch,
+            current: current.epoch,
+        });
+    }
+    if let Some(duplicate) = current.duplicate_of(epoch, batch.first_seq, batch.last_seq) {
+        return Ok(Some(duplicate));
+    }
+    let last = current.last_batch().map_or(-1, |b| b.last_seq);
+    let follows = if epoch != current.epoch {
+        // KIP-360: a bumped epoch starts its sequences again at 0.
+        batch.first_seq == 0
+    } else if current.last_batch().is_none() {
+        // The epoch is known but no batch is: Kafka asks for a reset.
+        if batch.first_seq != 0 {
+            return Err(ProducerError::UnknownProducerId {
+                producer_id,
+                found: batch.first_seq,
+            });
+        }
+        true
+    } else {
+        in_sequence(last, batch.first_seq)
+    };
+    if !follows {
+        return Err(ProducerError::OutOfOrderSequence {
+            producer_id,
+            last,
+            found: batch.first_seq,
+        });
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;
