@@ -578,3 +578,38 @@ fn a_connection_over_max_connections_is_closed_with_a_log_line() {
     });
     assert!(served, "a new connection is served once one has closed");
 }
+
+#[test]
+fn a_connection_over_max_connections_per_ip_is_closed_with_a_log_line() {
+    const PER_IP_MAX: usize = 2;
+    let broker = Broker::builder()
+        .arg("--max-connections-per-ip")
+        .arg(&PER_IP_MAX.to_string())
+        .start();
+    let mut open: Vec<RawClient> = (0..PER_IP_MAX)
+        .map(|_| RawClient::connect_negotiated(broker.addr()))
+        .collect();
+    let mut refused = RawClient::connect(broker.addr());
+    assert_eq!(
+        refused.peer_state(Duration::from_secs(5)),
+        PeerState::Closed,
+        "the connection over the per-address limit is closed"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || broker
+            .log()
+            .contains("connection refused: this address is at max.connections.per.ip")),
+        "one log line says why"
+    );
+    for client in &mut open {
+        client.negotiate();
+    }
+    drop(open.pop());
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            let mut client = RawClient::connect(broker.addr());
+            client.peer_state(Duration::from_millis(200)) != PeerState::Closed
+        }),
+        "a closed connection gives its address's place back"
+    );
+}

@@ -14,8 +14,7 @@ use futures::future::{join_all, select_all, FutureExt};
 use super::topics::TopicTable;
 use super::{PartitionId, Shard};
 use crate::storage::{
-    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
-    TimestampOffset,
+    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, TimestampOffset,
 };
 
 /// Why a partition's part of a request failed.
@@ -237,23 +236,8 @@ impl Shard {
                 }
             }
         }
-        let opened = join_all(opening.into_iter().map(|(name, partition, config)| {
-            let dir = self.config.data_dir.join(format!("{name}-{partition}"));
-            let cache = self.cache.clone();
-            let options = StorageOptions {
-                allow_buffered_io: self.config.allow_buffered_io,
-            };
-            async move {
-                (
-                    name,
-                    partition,
-                    PartitionLog::open(dir, config, cache, options).await,
-                )
-            }
-        }))
-        .await;
+        let opened = super::opening::open_logs(&self, opening).await?;
         for (name, index, log) in opened {
-            let log = log?;
             let mut logs = self.logs.borrow_mut();
             let slots = logs.entry(name).or_default();
             if slots.len() <= index {

@@ -143,6 +143,7 @@ pub struct BrokerBuilder {
     use_config_file: bool,
     relative_data_dir: bool,
     no_flags: bool,
+    open_files_limit: Option<u64>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -198,6 +199,13 @@ impl BrokerBuilder {
     /// in `./data` of its working directory (its temporary folder).
     pub fn no_flags(mut self) -> Self {
         self.no_flags = true;
+        self
+    }
+
+    /// Run the broker under this open-file limit (soft and hard
+    /// RLIMIT_NOFILE, as `prlimit --nofile=N:N` sets it).
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files_limit = Some(limit);
         self
     }
 
@@ -282,6 +290,7 @@ impl Broker {
             use_config_file: false,
             relative_data_dir: false,
             no_flags: false,
+            open_files_limit: None,
         }
     }
 
@@ -402,6 +411,29 @@ impl Broker {
         }
     }
 
+    /// Replaces the extra arguments of the next start.
+    pub fn set_extra_args(&mut self, args: &[&str]) {
+        self.builder.extra_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// The open-file limit of the next start (see [`BrokerBuilder::open_files_limit`]).
+    pub fn set_open_files_limit(&mut self, limit: u64) {
+        self.builder.open_files_limit = Some(limit);
+    }
+
+    /// Starts the process again and returns why it exited when it does not
+    /// come up (for tests of refused start-ups).
+    pub fn try_start_again(&mut self) -> Result<(), String> {
+        assert!(
+            self.child.is_none(),
+            "try_start_again needs a stopped broker"
+        );
+        match self.spawn_and_wait() {
+            Ok(()) => Ok(()),
+            Err(StartError::Exited(error) | StartError::NotAccepting(error)) => Err(error),
+        }
+    }
+
     /// Starts the process again (after `stop` or `kill9`) on the same port and directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again needs a stopped broker");
@@ -444,7 +476,11 @@ impl Broker {
             |_| BROKER_LOG_FILTER_DEFAULT.to_string(),
             |filter| format!("{filter},ringlog::shard::runtime=info"),
         );
-        let child = Command::new(broker_binary())
+        let mut command = Command::new(broker_binary());
+        if let Some(limit) = self.builder.open_files_limit {
+            limit_open_files(&mut command, limit);
+        }
+        let child = command
             .args(&args)
             .current_dir(self.work_dir.path())
             .env("RUST_LOG", filter)
@@ -635,4 +671,23 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub fn unique_topic(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Sets the soft and hard RLIMIT_NOFILE of the process `command` starts.
+fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }

@@ -59,9 +59,10 @@ impl ActiveWrite {
     pub(super) async fn resume(segment: &Segment) -> Result<ActiveWrite, Error> {
         let file = segment.file().clone();
         let bytes = segment.written_bytes();
-        let reservation = match &*file {
-            SegmentFile::Direct(..) => Reservation::Idle,
-            SegmentFile::Buffered(..) => Reservation::Off,
+        let reservation = if file.is_direct() {
+            Reservation::Idle
+        } else {
+            Reservation::Off
         };
         let mut tail = Vec::with_capacity(file::BLOCK_BYTES as usize);
         let block_start = file::align_down(bytes);
