@@ -1,10 +1,11 @@
-//! Segment files within a shard's open-file budget, on real files with a
-//! real glommio executor: logs beyond the budget give their descriptors back
-//! and reopen on the next read or write; running out of descriptors is
-//! reported as that.
+//! What a partition costs, on real files with a real glommio executor: logs
+//! beyond the shard's open-file budget give their descriptors back and
+//! reopen on the next read or write; running out of descriptors is reported
+//! as that; rarely written logs reserve no disk space ahead of their writes.
 
 mod storage_support;
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use kafka_protocol::records::Compression;
@@ -137,5 +138,70 @@ fn running_out_of_descriptors_is_not_reported_as_missing_o_direct() {
             "{message}"
         );
         assert!(!message.contains("O_DIRECT"), "{message}");
+    });
+}
+
+/// Disk blocks the `.log` files under `dir` occupy, in bytes.
+fn allocated_log_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for partition in std::fs::read_dir(dir).expect("read dir").flatten() {
+        for file in std::fs::read_dir(partition.path())
+            .expect("read dir")
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "log") {
+                total += file.metadata().expect("stat").blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn rarely_written_logs_reserve_no_disk_space_and_fast_ones_do() {
+    use ringlog::storage::log::reserved_ahead_bytes;
+    const RARE_LOGS: usize = 40;
+    let _process = WHOLE_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(1 << 20);
+        let mut logs = Vec::new();
+        for i in 0..RARE_LOGS {
+            let log = open(
+                &dir.path().join(format!("rare-{i}")),
+                LogConfig::default(),
+                &cache,
+            )
+            .await;
+            let batch = make_batch(3, 100, 1_000, Compression::None);
+            log.append(batch, Durability::Durable)
+                .await
+                .expect("append");
+            logs.push(log);
+        }
+        assert_eq!(reserved_ahead_bytes(), 0, "no rare writer reserves");
+        let allocated = allocated_log_bytes(dir.path());
+        assert!(
+            allocated <= RARE_LOGS as u64 * 64 * 1024,
+            "{allocated} bytes allocated for {RARE_LOGS} small logs"
+        );
+        // A fast writer passes the first mebibyte and reserves ahead.
+        let fast = open(&dir.path().join("fast"), LogConfig::default(), &cache).await;
+        for _ in 0..40 {
+            let batch = make_batch(64, 1024, 2_000, Compression::None);
+            fast.append(batch, Durability::Written)
+                .await
+                .expect("append");
+        }
+        assert!(reserved_ahead_bytes() > 0, "the fast writer reserves ahead");
+        fast.close().await.expect("close");
+        for log in &logs {
+            log.close().await.expect("close");
+        }
+        assert_eq!(
+            reserved_ahead_bytes(),
+            0,
+            "closed segments give their share back"
+        );
     });
 }

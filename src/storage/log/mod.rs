@@ -35,6 +35,7 @@ use active::ActiveWrite;
 use flusher::FlushState;
 use pipeline::Pipeline;
 
+pub use active::{reserved_ahead_bytes, RESERVED_AHEAD_BYTES_PER_SHARD_MAX};
 pub use appender::AppendInfo;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::ReadResult;
