@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::raw::{self, RawClient};
 use common::{unique_topic, Broker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -163,12 +165,19 @@ fn open_descriptors(broker: &Broker) -> usize {
         .unwrap_or(0)
 }
 
-/// Creates `partitions` partitions in topics of at most 10,000 on a broker
+/// How long a broker with tens of thousands of partitions may take to start or stop.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Creates `partitions` partitions in topics of at most 1,000 on a broker
 /// under `limit` open files, then produces to and fetches from every
 /// `stride`-th partition, restarts it and does it again.
 fn many_partitions_under_a_small_limit(partitions: i32, limit: u64, stride: usize) {
-    const TOPIC_PARTITIONS_MAX: i32 = 10_000;
-    let mut broker = Broker::builder().open_files_limit(limit).start();
+    // One CreateTopics must answer within the raw client's read timeout.
+    const TOPIC_PARTITIONS_MAX: i32 = 1_000;
+    let mut broker = Broker::builder()
+        .open_files_limit(limit)
+        .lifecycle_timeout(LIFECYCLE_TIMEOUT)
+        .start();
     let mut topics = Vec::new();
     let mut left = partitions;
     while left > 0 {

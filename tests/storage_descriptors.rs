@@ -28,20 +28,7 @@ fn logs_beyond_the_budget_reopen_their_files_on_the_next_read_and_write() {
         descriptors::set_budget(OPEN_SEGMENT_FILES_MIN);
         let dir = tempfile::tempdir().expect("tempdir");
         let cold = BatchCache::new(0);
-        let mut logs = Vec::new();
-        for i in 0..LOGS {
-            let log = open(
-                &dir.path().join(format!("t-{i}")),
-                LogConfig::default(),
-                &cold,
-            )
-            .await;
-            let batch = make_batch(3, 10, 1_000 + i as i64, Compression::None);
-            log.append(batch, Durability::Durable)
-                .await
-                .expect("append");
-            logs.push(log);
-        }
+        let logs = logs_with_one_batch(dir.path(), "t", LOGS, &cold).await;
         let stats = descriptors::stats();
         assert!(
             stats.open <= OPEN_SEGMENT_FILES_MIN,
@@ -84,6 +71,30 @@ fn logs_beyond_the_budget_reopen_their_files_on_the_next_read_and_write() {
         }
         assert!(descriptors::stats().open <= OPEN_SEGMENT_FILES_MIN);
     });
+}
+
+/// Opens `count` logs under `dir` and appends one small batch to each, durably.
+async fn logs_with_one_batch(
+    dir: &std::path::Path,
+    prefix: &str,
+    count: usize,
+    cache: &std::rc::Rc<BatchCache>,
+) -> Vec<std::rc::Rc<PartitionLog>> {
+    let mut logs = Vec::new();
+    for i in 0..count {
+        let log = open(
+            &dir.join(format!("{prefix}-{i}")),
+            LogConfig::default(),
+            cache,
+        )
+        .await;
+        let batch = make_batch(3, 10, 1_000 + i as i64, Compression::None);
+        log.append(batch, Durability::Durable)
+            .await
+            .expect("append");
+        logs.push(log);
+    }
+    logs
 }
 
 /// Duplicates descriptors until the process has none left; returns them.
@@ -165,20 +176,7 @@ fn rarely_written_logs_reserve_no_disk_space_and_fast_ones_do() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BatchCache::new(1 << 20);
-        let mut logs = Vec::new();
-        for i in 0..RARE_LOGS {
-            let log = open(
-                &dir.path().join(format!("rare-{i}")),
-                LogConfig::default(),
-                &cache,
-            )
-            .await;
-            let batch = make_batch(3, 100, 1_000, Compression::None);
-            log.append(batch, Durability::Durable)
-                .await
-                .expect("append");
-            logs.push(log);
-        }
+        let logs = logs_with_one_batch(dir.path(), "rare", RARE_LOGS, &cache).await;
         assert_eq!(reserved_ahead_bytes(), 0, "no rare writer reserves");
         let allocated = allocated_log_bytes(dir.path());
         assert!(

@@ -17,6 +17,10 @@ use crate::storage::{self, LogConfig, PartitionLog, StorageOptions};
 /// short-lived descriptors, then keeps its active segment open).
 pub const OPENS_IN_FLIGHT_MAX: usize = 16;
 
+/// Partition logs closed at once at shutdown (each syncs its segment, its
+/// indexes and its partition.meta; concurrent syncs share the disk's flushes).
+pub const CLOSES_IN_FLIGHT_MAX: usize = 64;
+
 /// One log to open: topic, partition index and its config.
 pub type ToOpen = (Arc<str>, usize, LogConfig);
 

@@ -276,10 +276,18 @@ impl Shard {
             .flat_map(|(_, v)| v)
             .flatten()
             .collect();
-        for log in logs {
+        // Each close syncs its files: many at once share the disk's flushes.
+        let closes = futures::stream::iter(logs);
+        let close = |log: Rc<PartitionLog>| async move {
             if let Err(error) = log.close().await {
                 tracing::error!(shard = self.id.index(), %error, "closing a partition log failed");
             }
-        }
+        };
+        futures::StreamExt::for_each_concurrent(
+            closes,
+            super::opening::CLOSES_IN_FLIGHT_MAX,
+            close,
+        )
+        .await;
     }
 }

@@ -144,6 +144,8 @@ pub struct BrokerBuilder {
     relative_data_dir: bool,
     no_flags: bool,
     open_files_limit: Option<u64>,
+    /// Bound on start-up and on a clean stop (default: the named constants).
+    lifecycle_timeout: Option<Duration>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -206,6 +208,14 @@ impl BrokerBuilder {
     /// RLIMIT_NOFILE, as `prlimit --nofile=N:N` sets it).
     pub fn open_files_limit(mut self, limit: u64) -> Self {
         self.open_files_limit = Some(limit);
+        self
+    }
+
+    /// Wait up to `timeout` for start-up and for a clean stop instead of
+    /// [`BROKER_START_TIMEOUT`] and [`BROKER_STOP_TIMEOUT`] (brokers that open
+    /// or close tens of thousands of partitions).
+    pub fn lifecycle_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle_timeout = Some(timeout);
         self
     }
 
@@ -291,6 +301,7 @@ impl Broker {
             relative_data_dir: false,
             no_flags: false,
             open_files_limit: None,
+            lifecycle_timeout: None,
         }
     }
 
@@ -376,13 +387,17 @@ impl Broker {
     pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("stop needs a running broker");
         send_signal(&child, signal);
-        match wait_bounded(&mut child, BROKER_STOP_TIMEOUT) {
+        let timeout = self
+            .builder
+            .lifecycle_timeout
+            .unwrap_or(BROKER_STOP_TIMEOUT);
+        match wait_bounded(&mut child, timeout) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = wait_bounded(&mut child, BROKER_KILL_TIMEOUT);
                 panic!(
-                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of signal {signal}\n--- broker log ---\n{}",
+                    "broker did not exit within {timeout:?} of signal {signal}\n--- broker log ---\n{}",
                     self.log_tail()
                 );
             }
@@ -527,7 +542,11 @@ impl Broker {
     }
 
     fn wait_until_accepting(&mut self) -> Result<(), StartError> {
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let timeout = self
+            .builder
+            .lifecycle_timeout
+            .unwrap_or(BROKER_START_TIMEOUT);
+        let deadline = Instant::now() + timeout;
         let addr = self.addr();
         loop {
             let child = self.child.as_mut().expect("spawned just before");
@@ -558,7 +577,7 @@ impl Broker {
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
                 self.child = None;
                 return Err(StartError::NotAccepting(format!(
-                    "port {addr} not accepting after {BROKER_START_TIMEOUT:?}"
+                    "port {addr} not accepting after {timeout:?}"
                 )));
             }
             thread::sleep(READINESS_POLL_INTERVAL);
