@@ -46,6 +46,8 @@ pub const METRICS_PER_PARTITION_DEFAULT: bool = true;
 /// `producer.id.expiration.ms`: how long a partition keeps an idle producer's state.
 pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 =
     crate::storage::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
+/// Connections one shard keeps open at once from one IP address.
+pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,6 +135,8 @@ pub struct FileConfig {
     pub auto_create_topics: Option<bool>,
     pub request_bytes_max: Option<u32>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub open_files_max: Option<u64>,
     pub batch_cache_bytes: Option<u64>,
     pub allow_buffered_io: Option<bool>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -209,6 +213,12 @@ pub struct Config {
     /// Connections each shard keeps open at once (Kafka's `max.connections`,
     /// per shard here since each shard accepts on its own).
     pub max_connections: usize,
+    /// Connections each shard keeps open at once from one IP address
+    /// (Kafka's `max.connections.per.ip`, per shard like `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// Open files the broker may hold (the soft RLIMIT_NOFILE); `None` means
+    /// the hard limit. Start-up sets the limit and stores the value here.
+    pub open_files_max: Option<u64>,
     pub batch_cache_bytes: u64,
     pub allow_buffered_io: bool,
     pub group_min_session_timeout_ms: i32,
@@ -328,6 +338,8 @@ impl Config {
             auto_create_topics: pick!(auto_create_topics, AUTO_CREATE_TOPICS_DEFAULT),
             request_bytes_max: pick!(request_bytes_max, REQUEST_BYTES_MAX_DEFAULT),
             max_connections: pick!(max_connections, MAX_CONNECTIONS_DEFAULT),
+            max_connections_per_ip: pick!(max_connections_per_ip, MAX_CONNECTIONS_PER_IP_DEFAULT),
+            open_files_max: flags.open_files_max.or(file.open_files_max),
             batch_cache_bytes: pick!(batch_cache_bytes, BATCH_CACHE_BYTES_DEFAULT),
             allow_buffered_io: pick!(allow_buffered_io, false),
             group_min_session_timeout_ms: pick!(
@@ -385,6 +397,19 @@ impl Config {
             i64::try_from(self.max_connections).unwrap_or(i64::MAX),
             self.max_connections >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "max_connections_per_ip",
+            i64::try_from(self.max_connections_per_ip).unwrap_or(i64::MAX),
+            self.max_connections_per_ip >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "open_files_max",
+            self.open_files_max
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            self.open_files_max.is_none_or(|n| n >= 256),
+            "must be at least 256",
         )?;
         check(
             "group_min_session_timeout_ms",

@@ -31,35 +31,37 @@ use crate::topic_config::TopicConfig;
 pub type Verdict = Result<(), String>;
 
 /// The frame check: the first two bytes choose the size limit, the rest is
-/// what the socket delivered. Frames are split off until one is incomplete
-/// or refused.
+/// what the socket delivered. Frames are reassembled until the input ends in
+/// an incomplete frame or a length is refused.
 pub fn frame(data: &[u8]) -> Verdict {
-    let Some((limit, stream)) = data.split_first_chunk::<2>() else {
+    let Some((limit, mut stream)) = data.split_first_chunk::<2>() else {
         return Err("no limit".into());
     };
     let limit = usize::from(u16::from_be_bytes(*limit));
-    let mut buffer = BytesMut::from(stream);
-    loop {
-        let before = buffer.len();
-        match frame::take_frame(&mut buffer, limit) {
-            Ok(Ok(frame)) => {
+    let mut reader = frame::FrameReader::new(limit);
+    while !stream.is_empty() {
+        let into = reader.unfilled();
+        assert!(!into.is_empty(), "the reader always asks for a byte");
+        let n = into.len().min(stream.len());
+        into[..n].copy_from_slice(&stream[..n]);
+        stream = &stream[n..];
+        match reader.filled(n) {
+            Ok(Some(frame)) => {
                 assert!(frame.len() <= limit, "a frame beyond the limit was taken");
-                assert_eq!(
-                    buffer.len() + frame::LENGTH_PREFIX_BYTES + frame.len(),
-                    before
-                );
             }
-            Ok(Err(needed)) => {
-                assert!(needed > 0, "an incomplete frame needs at least one byte");
-                assert!(
-                    needed <= frame::LENGTH_PREFIX_BYTES + limit,
-                    "never ask for more than one frame"
-                );
-                return Ok(());
-            }
+            Ok(None) => {}
             Err(error) => return Err(error.to_string()),
         }
+        assert!(
+            reader.buffered_capacity() <= limit,
+            "never buffer more than one frame"
+        );
+        assert!(
+            reader.wanted() <= frame::LENGTH_PREFIX_BYTES + limit,
+            "never ask for more than one frame"
+        );
     }
+    Ok(())
 }
 
 /// Every (API, version) the broker advertises, in a fixed order.

@@ -101,6 +101,12 @@ struct ServeArgs {
     /// Connections each shard keeps open at once on each listener (max.connections) [default: 100000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Connections each shard keeps open at once from one IP address (max.connections.per.ip) [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Open files the broker may hold; the soft RLIMIT_NOFILE is set to it [default: the hard limit].
+    #[arg(long, value_name = "N")]
+    open_files_max: Option<u64>,
     /// Per-shard cache of recent record batches [default: 134217728].
     #[arg(long, value_name = "BYTES")]
     batch_cache_bytes: Option<u64>,
@@ -179,6 +185,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         auto_create_topics: args.auto_create_topics,
         request_bytes_max: args.request_bytes_max,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        open_files_max: args.open_files_max,
         batch_cache_bytes: args.batch_cache_bytes,
         allow_buffered_io: args.allow_buffered_io.then_some(true),
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,

@@ -540,29 +540,24 @@ fn array_lengths_larger_than_the_frame_close_the_connection_without_committing_m
     seeded.assert_serving_and_intact();
 }
 
-#[test]
-fn a_connection_over_max_connections_is_closed_with_a_log_line() {
-    const CONNECTIONS_MAX: usize = 3;
-    let broker = Broker::builder()
-        .arg("--max-connections")
-        .arg(&CONNECTIONS_MAX.to_string())
-        .start();
-    let mut open: Vec<RawClient> = (0..CONNECTIONS_MAX)
+/// Opens `limit` connections on a broker started with `flag limit`, checks
+/// that one more is closed with `log_line` in the log while the others keep
+/// working, and that a closed one frees its place.
+fn one_connection_over_the_limit_is_closed(flag: &str, limit: usize, log_line: &str) {
+    let broker = Broker::builder().arg(flag).arg(&limit.to_string()).start();
+    let mut open: Vec<RawClient> = (0..limit)
         .map(|_| RawClient::connect_negotiated(broker.addr()))
         .collect();
     let mut refused = RawClient::connect(broker.addr());
     assert_eq!(
         refused.peer_state(Duration::from_secs(5)),
         PeerState::Closed,
-        "the connection over the limit is closed"
+        "the connection over {flag} is closed"
     );
     assert!(
-        common::wait_until(Duration::from_secs(5), || broker
-            .log()
-            .contains("connection refused: this shard is at max.connections")),
+        common::wait_until(Duration::from_secs(5), || broker.log().contains(log_line)),
         "one log line says why"
     );
-    // The open connections still work, and a closed one frees its place.
     for client in &mut open {
         client.negotiate();
     }
@@ -577,4 +572,22 @@ fn a_connection_over_max_connections_is_closed_with_a_log_line() {
                 .is_some()
     });
     assert!(served, "a new connection is served once one has closed");
+}
+
+#[test]
+fn a_connection_over_max_connections_is_closed_with_a_log_line() {
+    one_connection_over_the_limit_is_closed(
+        "--max-connections",
+        3,
+        "connection refused: this shard is at max.connections",
+    );
+}
+
+#[test]
+fn a_connection_over_max_connections_per_ip_is_closed_with_a_log_line() {
+    one_connection_over_the_limit_is_closed(
+        "--max-connections-per-ip",
+        2,
+        "connection refused: this address is at max.connections.per.ip",
+    );
 }

@@ -48,6 +48,7 @@ pub fn change_error(error: &TopicChangeError) -> ResponseError {
         TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicChangeError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        TopicChangeError::OverBudget(_) => ResponseError::PolicyViolation,
         TopicChangeError::Failed(_) => ResponseError::UnknownServerError,
     }
 }

@@ -24,9 +24,11 @@ pub fn storage_error(error: &storage::Error) -> ResponseError {
         E::InvalidMagic(_) => ResponseError::UnsupportedForMessageFormat,
         E::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         E::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        E::Io { .. } | E::Stopped(_) | E::DirectIoUnavailable { .. } | E::InvalidLayout(..) => {
-            ResponseError::KafkaStorageError
-        }
+        E::Io { .. }
+        | E::OpenFilesExhausted { .. }
+        | E::Stopped(_)
+        | E::DirectIoUnavailable { .. }
+        | E::InvalidLayout(..) => ResponseError::KafkaStorageError,
         E::Closed => ResponseError::NotLeaderOrFollower,
         E::CompressionFailed(_) => ResponseError::UnknownServerError,
         E::Producer(error) => producer_error(error),

@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use futures_lite::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
-use super::frame::{take_frame, READ_CHUNK_BYTES};
+use super::frame::FrameReader;
 use super::handler::{Handler, Peer};
 use super::server::ServeOptions;
 use super::transport::{self, Transport};
@@ -70,7 +69,9 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
 }
 
 /// Reads frames until EOF, an error, or `stopped`; each request starts at
-/// once on its own task. Returns why it stopped when that deserves a log line.
+/// once on its own task. Between requests the connection holds only the
+/// frame reader's 4 length bytes. Returns why it stopped when that deserves
+/// a log line.
 async fn read_requests<H: Handler>(
     handler: &H,
     mut reader: ReadHalf<Transport>,
@@ -79,45 +80,39 @@ async fn read_requests<H: Handler>(
     connection: &Rc<H::Connection>,
 ) -> Option<String> {
     let mut stopped = std::pin::pin!(stopped);
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut frames = FrameReader::new(handler.frame_bytes_max(connection));
     loop {
-        let limit = handler.frame_bytes_max(connection);
-        let wanted = match take_frame(&mut buffer, limit) {
-            Err(error) => return Some(error.to_string()),
-            Ok(Ok(frame)) => {
-                let task = glommio::spawn_local(handler.handle(frame, connection)).detach();
-                if queue.send(task).await.is_err() {
-                    return None; // The writer stopped; it said why.
-                }
-                continue;
-            }
-            Ok(Err(wanted)) => wanted,
-        };
-        let start = buffer.len();
-        buffer.resize(start + wanted.max(READ_CHUNK_BYTES.min(limit + 4)), 0);
+        // The limit may change with the connection's state (before SASL
+        // authentication it is smaller); it applies to the next length read.
+        frames.set_limit(handler.frame_bytes_max(connection));
         let read = futures_lite::future::or(
-            async { Some(reader.read(&mut buffer[start..]).await) },
+            async { Some(reader.read(frames.unfilled()).await) },
             async {
                 (&mut stopped).await;
                 None
             },
         )
         .await;
-        match read {
+        let n = match read {
             None => return None,
+            Some(Ok(0)) if frames.pending() == 0 => return None,
             Some(Ok(0)) => {
-                buffer.truncate(start);
-                return if buffer.is_empty() {
-                    None
-                } else {
-                    Some(format!(
-                        "truncated frame: {} bytes left unread",
-                        buffer.len()
-                    ))
-                };
+                return Some(format!(
+                    "truncated frame: {} bytes left unread",
+                    frames.pending()
+                ))
             }
-            Some(Ok(n)) => buffer.truncate(start + n),
+            Some(Ok(n)) => n,
             Some(Err(error)) => return Some(format!("read failed: {error}")),
+        };
+        let frame = match frames.filled(n) {
+            Err(error) => return Some(error.to_string()),
+            Ok(None) => continue,
+            Ok(Some(frame)) => frame,
+        };
+        let task = glommio::spawn_local(handler.handle(frame, connection)).detach();
+        if queue.send(task).await.is_err() {
+            return None; // The writer stopped; it said why.
         }
     }
 }

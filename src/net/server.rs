@@ -1,6 +1,10 @@
-//! The accept loop of one shard's listener: a task per connection, a bound
-//! on open connections, and a drain on shutdown.
+//! The accept loop of one shard's listener: a task per connection, bounds
+//! on open connections (in all and per client address), and a drain on
+//! shutdown.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -26,6 +30,10 @@ pub struct ServeOptions {
     /// Connections this listener keeps open at once (`max.connections`, per
     /// shard); one more is closed on accept with a log line.
     pub connections_max: usize,
+    /// Connections this listener keeps open at once from one IP address
+    /// (`max.connections.per.ip`, per shard); one more is closed on accept
+    /// with a log line.
+    pub connections_per_ip_max: usize,
     /// How long a stop waits for open connections to finish their requests.
     pub drain_max: Duration,
     /// Set on SSL and SASL_SSL listeners: every connection starts with TLS.
@@ -43,7 +51,8 @@ pub async fn serve<H: Handler>(
     options: ServeOptions,
 ) -> bool {
     let connections = Gate::new();
-    let open = Rc::new(std::cell::Cell::new(0usize));
+    let open = Rc::new(Cell::new(0usize));
+    let per_ip: Rc<RefCell<HashMap<IpAddr, usize>>> = Rc::default();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -59,28 +68,20 @@ pub async fn serve<H: Handler>(
                 continue;
             }
         };
-        if open.get() >= options.connections_max {
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown".into(), |p| p.to_string());
-            tracing::warn!(
-                shard = options.shard,
-                %peer,
-                max_connections = options.connections_max,
-                "connection refused: this shard is at max.connections"
-            );
+        let peer = stream.peer_addr().ok();
+        if let Some(refusal) = admission(&open, &per_ip, peer.map(|p| p.ip()), &options) {
+            let peer = peer.map_or_else(|| "unknown".into(), |p| p.to_string());
+            tracing::warn!(shard = options.shard, %peer, limit = refusal.1, "connection refused: {}", refusal.0);
             crate::metrics::local::connection_refused();
             drop(stream);
             continue;
         }
-        open.set(open.get() + 1);
-        crate::metrics::local::connection_opened();
-        let (handler, shutdown, open) = (handler.clone(), shutdown.clone(), open.clone());
+        let place = Place::take(&open, &per_ip, peer.map(|p| p.ip()));
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
         let connection_options = options.clone();
         let task = connections.spawn(async move {
             connection::serve(handler, stream, connection_options, shutdown).await;
-            open.set(open.get() - 1);
-            crate::metrics::local::connection_closed();
+            drop(place);
         });
         match task {
             Ok(task) => {
@@ -97,4 +98,66 @@ pub async fn serve<H: Handler>(
         false
     })
     .await
+}
+
+/// Why a new connection is refused, and the limit it hit; `None` admits it.
+fn admission(
+    open: &Cell<usize>,
+    per_ip: &RefCell<HashMap<IpAddr, usize>>,
+    ip: Option<IpAddr>,
+    options: &ServeOptions,
+) -> Option<(&'static str, usize)> {
+    if open.get() >= options.connections_max {
+        return Some(("this shard is at max.connections", options.connections_max));
+    }
+    let from_ip = ip.map_or(0, |ip| per_ip.borrow().get(&ip).copied().unwrap_or(0));
+    if from_ip >= options.connections_per_ip_max {
+        return Some((
+            "this address is at max.connections.per.ip on this shard",
+            options.connections_per_ip_max,
+        ));
+    }
+    None
+}
+
+/// An admitted connection's place in the counts; given back when dropped,
+/// also when its task never ran.
+struct Place {
+    open: Rc<Cell<usize>>,
+    per_ip: Rc<RefCell<HashMap<IpAddr, usize>>>,
+    ip: Option<IpAddr>,
+}
+
+impl Place {
+    fn take(
+        open: &Rc<Cell<usize>>,
+        per_ip: &Rc<RefCell<HashMap<IpAddr, usize>>>,
+        ip: Option<IpAddr>,
+    ) -> Place {
+        open.set(open.get() + 1);
+        crate::metrics::local::connection_opened();
+        if let Some(ip) = ip {
+            *per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
+        }
+        Place {
+            open: open.clone(),
+            per_ip: per_ip.clone(),
+            ip,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.set(self.open.get() - 1);
+        crate::metrics::local::connection_closed();
+        let Some(ip) = self.ip else { return };
+        let mut per_ip = self.per_ip.borrow_mut();
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
 }

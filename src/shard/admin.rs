@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::mesh::run_on;
+use super::open_files;
 use super::topics::{is_valid_topic_name, TopicRegistry, TopicTable, PARTITIONS_PER_TOPIC_MAX};
 use super::{Shard, ShardId, METADATA_SHARD};
 use crate::topic_config::TopicConfig;
@@ -33,6 +34,9 @@ pub enum TopicChangeError {
     InvalidConfig(String),
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
+    /// The broker could not keep the new partitions' files open.
+    #[error("{0}")]
+    OverBudget(String),
     #[error("the topic table could not be changed: {0}")]
     Failed(String),
 }
@@ -116,16 +120,97 @@ impl Shard {
     ) -> Vec<Result<(), TopicChangeError>> {
         let _permit = self.admin_permit.acquire_permit(1).await;
         let mut results = Vec::with_capacity(topics.len());
-        let mut changed = false;
+        let mut created = Vec::new();
+        let mut admitted_partitions = 0;
         for topic in topics {
-            let result = self.create_one(topic, validate_only);
-            changed |= result.is_ok() && !validate_only;
+            let name = topic.name.clone();
+            let result = self.create_one(topic, validate_only, &mut admitted_partitions);
+            if result.is_ok() && !validate_only {
+                created.push(name);
+            }
             results.push(result);
         }
-        self.publish_for(results, changed).await
+        if created.is_empty() {
+            return results;
+        }
+        match self.publish().await {
+            Ok(()) => results,
+            Err(error) => {
+                self.roll_back_creations(&created).await;
+                results
+                    .into_iter()
+                    .map(|r| r.and(Err(error.clone())))
+                    .collect()
+            }
+        }
     }
 
-    fn create_one(&self, topic: NewTopic, validate_only: bool) -> Result<(), TopicChangeError> {
+    /// Takes topics whose partitions could not all be opened back out of the
+    /// table, so that a topic exists whole or not at all; shards that had
+    /// opened their part delete it again.
+    async fn roll_back_creations(self: &Rc<Self>, names: &[String]) {
+        let Ok(registry) = self.registry() else {
+            return;
+        };
+        for name in names {
+            if let Err(error) = registry.borrow_mut().remove(name) {
+                tracing::error!(topic = %name, %error, "cannot take a failed topic out of the table");
+            }
+        }
+        match self.publish().await {
+            Ok(()) => tracing::warn!(topics = ?names, "topic creation failed and was rolled back"),
+            Err(error) => {
+                tracing::error!(topics = ?names, %error, "rolling back a failed topic creation failed")
+            }
+        }
+    }
+
+    /// Refuses `partitions` more partitions (beside `admitted` ones this
+    /// request adds) when the open-file budget cannot serve them.
+    fn check_open_files(
+        &self,
+        topic: &str,
+        partitions: u64,
+        admitted: u64,
+    ) -> Result<(), TopicChangeError> {
+        let budget = self.config.open_files_max.unwrap_or(u64::MAX);
+        let now: u64 = self
+            .registry()?
+            .borrow()
+            .table()
+            .iter()
+            .map(|t| t.partition_count() as u64)
+            .sum();
+        let admission = open_files::Admission {
+            budget,
+            now: now + admitted,
+            new: partitions,
+        };
+        if admission.fits() {
+            return Ok(());
+        }
+        tracing::warn!(
+            %topic,
+            partitions,
+            partitions_now = admission.now,
+            open_files_max = budget,
+            "topic creation refused: the open-file limit is reached; raise RLIMIT_NOFILE (ulimit -n, LimitNOFILE=) and --open-files-max"
+        );
+        Err(TopicChangeError::OverBudget(format!(
+            "the broker cannot serve {partitions} more partitions: with its open-file limit of \
+             {budget} it serves {} partitions and has room for {} more; the operator must raise \
+             the broker's open-file limit (RLIMIT_NOFILE, --open-files-max)",
+            admission.capacity(),
+            admission.partitions_left()
+        )))
+    }
+
+    fn create_one(
+        &self,
+        topic: NewTopic,
+        validate_only: bool,
+        admitted_partitions: &mut u64,
+    ) -> Result<(), TopicChangeError> {
         let registry = self.registry()?;
         if !is_valid_topic_name(&topic.name) {
             return Err(TopicChangeError::InvalidName(topic.name));
@@ -138,6 +223,9 @@ impl Shard {
             .defaults()
             .with_overrides(&topic.configs)
             .map_err(|e| TopicChangeError::InvalidConfig(e.to_string()))?;
+        let partitions = topic.partitions as u64;
+        self.check_open_files(&topic.name, partitions, *admitted_partitions)?;
+        *admitted_partitions += partitions;
         if validate_only {
             return Ok(());
         }
@@ -199,6 +287,7 @@ impl Shard {
             )));
         }
         check_partition_count(total)?;
+        self.check_open_files(&name, (total - current) as u64, 0)?;
         if validate_only {
             return Ok(());
         }

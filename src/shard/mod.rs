@@ -7,6 +7,8 @@ mod background;
 pub mod exclusive;
 
 pub mod mesh;
+pub mod open_files;
+mod opening;
 pub mod partitions;
 pub mod placement;
 pub mod runtime;

@@ -15,8 +15,7 @@ use super::topics::TopicTable;
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
-    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, StorageOptions,
-    TimestampOffset,
+    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, TimestampOffset,
 };
 
 /// Why a partition's part of a request failed.
@@ -249,24 +248,8 @@ impl Shard {
                 }
             }
         }
-        let opened = join_all(opening.into_iter().map(|(name, partition, config)| {
-            let dir = self.config.data_dir.join(format!("{name}-{partition}"));
-            let cache = self.cache.clone();
-            let options = StorageOptions {
-                allow_buffered_io: self.config.allow_buffered_io,
-                producer_id_expiration_ms: self.config.producer_id_expiration_ms,
-            };
-            async move {
-                (
-                    name,
-                    partition,
-                    PartitionLog::open(dir, config, cache, options).await,
-                )
-            }
-        }))
-        .await;
+        let opened = super::opening::open_logs(&self, opening).await?;
         for (name, index, log) in opened {
-            let log = log?;
             let mut logs = self.logs.borrow_mut();
             let slots = logs.entry(name).or_default();
             if slots.len() <= index {
@@ -305,10 +288,18 @@ impl Shard {
             .flat_map(|(_, v)| v)
             .flatten()
             .collect();
-        for log in logs {
+        // Each close syncs its files: many at once share the disk's flushes.
+        let closes = futures::stream::iter(logs);
+        let close = |log: Rc<PartitionLog>| async move {
             if let Err(error) = log.close().await {
                 tracing::error!(shard = self.id.index(), %error, "closing a partition log failed");
             }
-        }
+        };
+        futures::StreamExt::for_each_concurrent(
+            closes,
+            super::opening::CLOSES_IN_FLIGHT_MAX,
+            close,
+        )
+        .await;
     }
 }

@@ -17,6 +17,7 @@ use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use super::background;
 use super::exclusive::{self, DataDirLock};
 use super::mesh::{self, MeshEnds};
+use super::open_files;
 use super::placement::{self, EXECUTOR_IO_MEMORY_BYTES};
 use super::security::{SecuritySnapshot, SecurityStore, ShardSecurity};
 use super::signals::{block_stop_signals, wait_for_stop_signals};
@@ -26,6 +27,7 @@ use super::topics::{TopicRegistry, TopicTable};
 use super::{Shard, ShardId, Shutdown, METADATA_SHARD};
 use crate::config::Config;
 use crate::group::{GroupConfig, GroupCoordinator};
+use crate::storage::file::{probe_direct_io, ProbeError};
 use crate::storage::BatchCache;
 use crate::txn::{ProducerIdStore, ProducerIds};
 use crate::{kafka, net};
@@ -59,6 +61,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
     placement::ensure_memlock(cpus.len())?;
+    config.open_files_max = Some(open_files::raise_limit(config.open_files_max)?);
     config.data_dir = resolve_data_dir(&config.data_dir)?;
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     for listener in &config.listeners {
@@ -77,7 +80,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
     let signals = block_stop_signals();
     let listeners = listener_summary(&config);
-    tracing::info!(shards = cpus.len(), ?cpus, %listeners, data_dir = %config.data_dir.display(), "starting");
+    tracing::info!(shards = cpus.len(), ?cpus, %listeners, open_files_max = config.open_files_max, data_dir = %config.data_dir.display(), "starting");
     let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, metrics, security, tls)?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -219,8 +222,9 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         let options = net::ServeOptions {
             shard: id.index(),
             listener: index,
-            // Each listener counts its own connections against the bound.
+            // Each listener counts its own connections against the bounds.
             connections_max: config.max_connections,
+            connections_per_ip_max: config.max_connections_per_ip,
             drain_max: SHUTDOWN_DRAIN_MAX,
             tls: tls
                 .clone()
@@ -272,17 +276,26 @@ async fn open_shard(
     security: ShardSecurity,
 ) -> Result<Rc<Shard>, String> {
     let (mesh, inboxes) = mesh::Mesh::connect(mesh).await;
+    let segment_files = open_files::segment_files_per_shard(
+        config.open_files_max.unwrap_or(u64::MAX),
+        mesh.shard_count(),
+    );
+    crate::storage::descriptors::set_budget(segment_files);
     // Refuse an unsafe data directory before serving; on every shard, since the
     // probe also primes glommio's per-thread polled-I/O detection.
-    if let Err(reason) = crate::storage::file::probe_direct_io(&config.data_dir).await {
-        if !config.allow_buffered_io {
+    match probe_direct_io(&config.data_dir).await {
+        Ok(()) => {}
+        Err(ProbeError::Storage(error)) => return Err(error.to_string()),
+        Err(ProbeError::Unsupported(reason)) if !config.allow_buffered_io => {
             return Err(crate::storage::Error::DirectIoUnavailable {
                 path: config.data_dir.clone(),
                 reason,
             }
             .to_string());
         }
-        tracing::warn!(shard = id.index(), %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
+        Err(ProbeError::Unsupported(reason)) => {
+            tracing::warn!(shard = id.index(), %reason, "O_DIRECT unavailable; buffered I/O (development mode)");
+        }
     }
     let group_config = GroupConfig {
         initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms as u64,

@@ -11,6 +11,8 @@ pub enum StartError {
     #[error(transparent)]
     Placement(#[from] placement::PlacementError),
     #[error(transparent)]
+    OpenFiles(#[from] super::open_files::OpenFilesError),
+    #[error(transparent)]
     Uring(#[from] super::uring_probe::UringError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {

@@ -107,6 +107,16 @@ pub enum Error {
          (ext4, xfs) or set allow_buffered_io for development"
     )]
     DirectIoUnavailable { path: PathBuf, reason: String },
+    /// EMFILE/ENFILE: the process (or the system) has no descriptor left.
+    #[error(
+        "too many open files while {context} {path:?} (the open-file limit, RLIMIT_NOFILE, is {limit}); \
+         raise it (`ulimit -n`, LimitNOFILE= in the systemd unit) or --open-files-max"
+    )]
+    OpenFilesExhausted {
+        context: &'static str,
+        path: PathBuf,
+        limit: u64,
+    },
     #[error("partition log is closed")]
     Closed,
     /// The topic's codec could not compress a batch (not the client's fault).
@@ -125,10 +135,31 @@ impl Error {
         path: impl Into<PathBuf>,
         source: impl Into<io::Error>,
     ) -> Self {
+        let source = source.into();
+        if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            return Error::OpenFilesExhausted {
+                context,
+                path: path.into(),
+                limit: open_files_limit(),
+            };
+        }
         Error::Io {
             context,
             path: path.into(),
-            source: source.into(),
+            source,
         }
     }
+}
+
+/// The soft RLIMIT_NOFILE (0 when it cannot be read).
+fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    limit.rlim_cur
 }

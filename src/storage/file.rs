@@ -2,12 +2,15 @@
 //! only) buffered through `BufferedFile`. Writes always cover whole aligned
 //! blocks, so the partial last block is rewritten as it fills.
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
 
 use glommio::io::{BufferedFile, DmaFile, OpenOptions, ReadResult};
 
+use super::descriptors::{Closable, Ticket};
 use super::error::Error;
 
 /// Write alignment: a multiple of every logical block size we accept.
@@ -28,18 +31,30 @@ pub enum IoMode {
     Buffered,
 }
 
+/// Why the O_DIRECT probe failed.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The directory cannot do O_DIRECT (the reason, for the user).
+    Unsupported(String),
+    /// The probe could not run: no descriptor left, and the like.
+    Storage(Error),
+}
+
 /// Checks that `dir` can do O_DIRECT. glommio silently falls back to buffered
-/// I/O on tmpfs, so tmpfs counts as unavailable too.
+/// I/O on tmpfs, so tmpfs counts as unavailable too. Running out of file
+/// descriptors is reported as that, not as missing O_DIRECT.
 ///
 /// It also primes glommio's per-thread iopoll probe for the device with a file
 /// that holds data: glommio probes iopoll by reading offset 0 of the first file
 /// it opens on a device, and on an empty file that read succeeds without
 /// reaching the device, wrongly enabling the poll ring (reads then fail with
 /// EOPNOTSUPP on devices without iopoll, such as virtio disks).
-pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
-    let stat = nix_statfs(dir)?;
+pub async fn probe_direct_io(dir: &Path) -> Result<(), ProbeError> {
+    let stat = nix_statfs(dir).map_err(ProbeError::Unsupported)?;
     if stat == libc::TMPFS_MAGIC {
-        return Err("tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into());
+        return Err(ProbeError::Unsupported(
+            "tmpfs keeps data in memory and glommio bypasses O_DIRECT on it".into(),
+        ));
     }
     // One name per thread: shards probe the same directory at the same time.
     // SAFETY: gettid has no preconditions.
@@ -50,21 +65,28 @@ pub async fn probe_direct_io(dir: &Path) -> Result<(), String> {
     result
 }
 
-async fn probe_with_file(probe: &Path) -> Result<(), String> {
+async fn probe_with_file(probe: &Path) -> Result<(), ProbeError> {
+    let failed = |what: &str, context: &'static str, error: std::io::Error| match Error::io(
+        context, probe, error,
+    ) {
+        e @ Error::OpenFilesExhausted { .. } => ProbeError::Storage(e),
+        Error::Io { source, .. } => ProbeError::Unsupported(format!("{what}: {source}")),
+        other => ProbeError::Unsupported(format!("{what}: {other}")),
+    };
     std::fs::write(probe, [0u8; BLOCK_BYTES as usize])
-        .map_err(|e| format!("cannot write a probe file: {e}"))?;
+        .map_err(|e| failed("cannot write a probe file", "writing", e))?;
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(probe)
-        .map_err(|e| format!("open with O_DIRECT failed: {e}"))?;
+        .map_err(|e| failed("open with O_DIRECT failed", "opening", e))?;
     let file = DmaFile::open(probe)
         .await
-        .map_err(|e| format!("glommio could not open a direct file: {e}"))?;
+        .map_err(|e| failed("glommio could not open a direct file", "opening", e.into()))?;
     let read = file.read_at_aligned(0, BLOCK_BYTES as usize).await;
     let _ = file.close().await;
     read.map(|_| ())
-        .map_err(|e| format!("direct read failed: {e}"))
+        .map_err(|e| failed("direct read failed", "reading", e.into()))
 }
 
 fn nix_statfs(dir: &Path) -> Result<i64, String> {
@@ -83,36 +105,117 @@ fn nix_statfs(dir: &Path) -> Result<i64, String> {
     Ok(buf.f_type as i64)
 }
 
-/// One open segment-related file.
-#[derive(Debug)]
-pub enum SegmentFile {
-    Direct(DmaFile, PathBuf),
-    Buffered(BufferedFile, PathBuf),
+/// An open descriptor of a segment file.
+enum Handle {
+    Direct(DmaFile),
+    Buffered(BufferedFile),
+}
+
+/// Where a segment file keeps its descriptor while open, shared (weakly)
+/// with the shard's LRU of open files.
+#[derive(Default)]
+struct Slot {
+    handle: RefCell<Option<Rc<Handle>>>,
+    ticket: Ticket,
+}
+
+impl Closable for Slot {
+    fn close_if_idle(&self) -> bool {
+        let Ok(mut handle) = self.handle.try_borrow_mut() else {
+            return false;
+        };
+        // An operation in flight holds a clone: never close under it.
+        if handle.as_ref().is_some_and(|h| Rc::strong_count(h) > 1) {
+            return false;
+        }
+        // Dropping the handle closes the descriptor (glommio closes it on its ring).
+        *handle = None;
+        self.ticket.detach();
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.ticket.closed();
+    }
+}
+
+/// One segment file. Its descriptor is opened on first use and may be closed
+/// by the shard's LRU of open files when another file needs the room; the
+/// next operation opens it again. Closing between a write and its fdatasync
+/// is safe: Linux syncs the file (its inode), whichever descriptor asks, and
+/// a direct write reports its own errors.
+pub struct SegmentFile {
+    path: PathBuf,
+    mode: IoMode,
+    slot: Rc<Slot>,
+}
+
+impl std::fmt::Debug for SegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFile")
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .field("open", &self.slot.ticket.is_open())
+            .finish()
+    }
 }
 
 impl SegmentFile {
     /// Opens (creating when missing) a file for reading and writing.
     pub async fn open(path: &Path, mode: IoMode) -> Result<SegmentFile, Error> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true);
-        match mode {
-            IoMode::Direct => options
-                .dma_open(path)
-                .await
-                .map(|f| SegmentFile::Direct(f, path.to_path_buf()))
-                .map_err(|e| Error::io("opening", path, e)),
-            IoMode::Buffered => options
-                .buffered_open(path)
-                .await
-                .map(|f| SegmentFile::Buffered(f, path.to_path_buf()))
-                .map_err(|e| Error::io("opening", path, e)),
+        let file = SegmentFile {
+            path: path.to_path_buf(),
+            mode,
+            slot: Rc::default(),
+        };
+        file.open_handle(true).await?;
+        Ok(file)
+    }
+
+    /// The open descriptor, opened again if the LRU closed it.
+    async fn handle(&self) -> Result<Rc<Handle>, Error> {
+        if let Some(handle) = self.slot.handle.borrow().as_ref() {
+            self.slot.ticket.touch();
+            return Ok(handle.clone());
         }
+        self.open_handle(false).await
+    }
+
+    async fn open_handle(&self, create: bool) -> Result<Rc<Handle>, Error> {
+        Ticket::make_room();
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(create);
+        let path = &self.path;
+        let handle = match self.mode {
+            IoMode::Direct => options.dma_open(path).await.map(Handle::Direct),
+            IoMode::Buffered => options.buffered_open(path).await.map(Handle::Buffered),
+        }
+        .map_err(|e| Error::io("opening", path, e))?;
+        // Another operation may have opened it while this one waited.
+        if let Some(existing) = self.slot.handle.borrow().as_ref() {
+            return Ok(existing.clone());
+        }
+        let handle = Rc::new(handle);
+        *self.slot.handle.borrow_mut() = Some(handle.clone());
+        let slot: Weak<dyn Closable> = Rc::downgrade(&self.slot) as Weak<Slot>;
+        self.slot.ticket.opened(slot, !create);
+        Ok(handle)
     }
 
     pub fn path(&self) -> &Path {
-        match self {
-            SegmentFile::Direct(_, p) | SegmentFile::Buffered(_, p) => p,
-        }
+        &self.path
+    }
+
+    /// Whether the file uses O_DIRECT (false only in the development mode).
+    pub fn is_direct(&self) -> bool {
+        self.mode == IoMode::Direct
+    }
+
+    /// Whether the file holds an open descriptor now.
+    pub fn is_open(&self) -> bool {
+        self.slot.ticket.is_open()
     }
 
     /// Writes `head` then each of `parts` at the block-aligned `position`, padding
@@ -178,15 +281,16 @@ impl SegmentFile {
             }
             out[at..].fill(0);
         };
-        let written = match self {
-            SegmentFile::Direct(file, path) => {
+        let path = &self.path;
+        let written = match &*self.handle().await? {
+            Handle::Direct(file) => {
                 let mut buffer = file.alloc_dma_buffer(len);
                 fill(buffer.as_bytes_mut());
                 file.write_at(buffer, position)
                     .await
                     .map_err(|e| Error::io("writing", path, e))?
             }
-            SegmentFile::Buffered(file, path) => {
+            Handle::Buffered(file) => {
                 let mut buffer = vec![0u8; len];
                 fill(&mut buffer);
                 file.write_at(buffer, position)
@@ -209,12 +313,13 @@ impl SegmentFile {
 
     /// Reads up to `len` bytes at any `position` (alignment handled here).
     pub async fn read(&self, position: u64, len: usize) -> Result<ReadResult, Error> {
-        match self {
-            SegmentFile::Direct(file, path) => file
+        let path = &self.path;
+        match &*self.handle().await? {
+            Handle::Direct(file) => file
                 .read_at(position, len)
                 .await
                 .map_err(|e| Error::io("reading", path, e)),
-            SegmentFile::Buffered(file, path) => file
+            Handle::Buffered(file) => file
                 .read_at(position, len)
                 .await
                 .map_err(|e| Error::io("reading", path, e)),
@@ -222,13 +327,15 @@ impl SegmentFile {
     }
 
     pub async fn fdatasync(&self) -> Result<(), Error> {
+        let path = &self.path;
+        let handle = self.handle().await?;
         let started = std::time::Instant::now();
-        let synced = match self {
-            SegmentFile::Direct(file, path) => file
+        let synced = match &*handle {
+            Handle::Direct(file) => file
                 .fdatasync()
                 .await
                 .map_err(|e| Error::io("syncing", path, e)),
-            SegmentFile::Buffered(file, path) => file
+            Handle::Buffered(file) => file
                 .fdatasync()
                 .await
                 .map_err(|e| Error::io("syncing", path, e)),
@@ -238,12 +345,13 @@ impl SegmentFile {
     }
 
     pub async fn truncate(&self, size: u64) -> Result<(), Error> {
-        match self {
-            SegmentFile::Direct(file, path) => file
+        let path = &self.path;
+        match &*self.handle().await? {
+            Handle::Direct(file) => file
                 .truncate(size)
                 .await
                 .map_err(|e| Error::io("truncating", path, e)),
-            SegmentFile::Buffered(file, path) => file
+            Handle::Buffered(file) => file
                 .truncate(size)
                 .await
                 .map_err(|e| Error::io("truncating", path, e)),
@@ -253,44 +361,47 @@ impl SegmentFile {
     /// Where the next bytes the filesystem holds as data start, at or after
     /// `from` (`lseek(SEEK_DATA)`): `None` when only holes or space reserved
     /// and never written follow. Filesystems that cannot tell report `from`.
-    pub fn next_data(&self, from: u64) -> Option<u64> {
-        let fd = match self {
-            SegmentFile::Direct(file, _) => file.as_raw_fd(),
-            SegmentFile::Buffered(file, _) => file.as_raw_fd(),
+    pub async fn next_data(&self, from: u64) -> Result<Option<u64>, Error> {
+        let handle = self.handle().await?;
+        let fd = match &*handle {
+            Handle::Direct(file) => file.as_raw_fd(),
+            Handle::Buffered(file) => file.as_raw_fd(),
         };
         let Ok(offset) = libc::off_t::try_from(from) else {
-            return Some(from);
+            return Ok(Some(from));
         };
-        // SAFETY: lseek on a descriptor the open file owns; no memory is passed.
+        // SAFETY: lseek on a descriptor `handle` keeps open; no memory is passed.
         let found = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
         if found >= 0 {
-            return Some(found as u64);
+            return Ok(Some(found as u64));
         }
-        match std::io::Error::last_os_error().raw_os_error() {
+        Ok(match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::ENXIO) => None,
             _ => Some(from),
-        }
+        })
     }
 
     /// Allocates blocks so the file is at least `len` bytes long; the new space
     /// reads as zeros. Only direct-I/O files reserve space.
     pub async fn reserve(&self, len: u64) -> Result<(), Error> {
-        match self {
-            SegmentFile::Direct(file, path) => file
+        let path = &self.path;
+        match &*self.handle().await? {
+            Handle::Direct(file) => file
                 .pre_allocate(len, false)
                 .await
                 .map_err(|e| Error::io("reserving space in", path, e)),
-            SegmentFile::Buffered(..) => Ok(()),
+            Handle::Buffered(..) => Ok(()),
         }
     }
 
     pub async fn size(&self) -> Result<u64, Error> {
-        match self {
-            SegmentFile::Direct(file, path) => file
+        let path = &self.path;
+        match &*self.handle().await? {
+            Handle::Direct(file) => file
                 .file_size()
                 .await
                 .map_err(|e| Error::io("sizing", path, e)),
-            SegmentFile::Buffered(file, path) => file
+            Handle::Buffered(file) => file
                 .file_size()
                 .await
                 .map_err(|e| Error::io("sizing", path, e)),

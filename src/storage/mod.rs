@@ -9,6 +9,7 @@
 //!   (base offset, leader epoch, timestamps, LogAppendTime, CRC).
 //! - [`config`]: `LogConfig` (Kafka topic config names and defaults), `Durability`,
 //!   `StorageOptions`.
+//! - [`descriptors`]: the shard's LRU of open segment files within its budget.
 //! - [`file`]: O_DIRECT segment files (buffered only in development mode), the
 //!   O_DIRECT probe, atomic small-file writes.
 //! - [`records`]: the records inside a batch: codecs, bounded decompression,
@@ -34,6 +35,7 @@
 pub mod batch;
 pub mod cache;
 pub mod config;
+pub mod descriptors;
 pub mod error;
 pub mod file;
 pub(crate) mod group_commit;

@@ -43,7 +43,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
 async fn is_zero_padding(file: &SegmentFile, from: u64, to: u64) -> Result<bool, Error> {
     let mut position = from;
     while position < to {
-        match file.next_data(position) {
+        match file.next_data(position).await? {
             None => return Ok(true),
             Some(data) => position = position.max(data),
         }

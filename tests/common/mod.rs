@@ -146,6 +146,9 @@ pub struct BrokerBuilder {
     relative_data_dir: bool,
     no_flags: bool,
     metrics: bool,
+    open_files_limit: Option<u64>,
+    /// Bound on start-up and on a clean stop (default: the named constants).
+    lifecycle_timeout: Option<Duration>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -209,6 +212,21 @@ impl BrokerBuilder {
     /// in `./data` of its working directory (its temporary folder).
     pub fn no_flags(mut self) -> Self {
         self.no_flags = true;
+        self
+    }
+
+    /// Run the broker under this open-file limit (soft and hard
+    /// RLIMIT_NOFILE, as `prlimit --nofile=N:N` sets it).
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files_limit = Some(limit);
+        self
+    }
+
+    /// Wait up to `timeout` for start-up and for a clean stop instead of
+    /// [`BROKER_START_TIMEOUT`] and [`BROKER_STOP_TIMEOUT`] (brokers that open
+    /// or close tens of thousands of partitions).
+    pub fn lifecycle_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle_timeout = Some(timeout);
         self
     }
 
@@ -299,6 +317,8 @@ impl Broker {
             relative_data_dir: false,
             no_flags: false,
             metrics: false,
+            open_files_limit: None,
+            lifecycle_timeout: None,
         }
     }
 
@@ -392,13 +412,17 @@ impl Broker {
     pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("stop needs a running broker");
         send_signal(&child, signal);
-        match wait_bounded(&mut child, BROKER_STOP_TIMEOUT) {
+        let timeout = self
+            .builder
+            .lifecycle_timeout
+            .unwrap_or(BROKER_STOP_TIMEOUT);
+        match wait_bounded(&mut child, timeout) {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = wait_bounded(&mut child, BROKER_KILL_TIMEOUT);
                 panic!(
-                    "broker did not exit within {BROKER_STOP_TIMEOUT:?} of signal {signal}\n--- broker log ---\n{}",
+                    "broker did not exit within {timeout:?} of signal {signal}\n--- broker log ---\n{}",
                     self.log_tail()
                 );
             }
@@ -424,6 +448,29 @@ impl Broker {
                 wait_bounded(&mut child, BROKER_KILL_TIMEOUT).is_some(),
                 "broker did not die within {BROKER_KILL_TIMEOUT:?} of SIGKILL"
             );
+        }
+    }
+
+    /// Replaces the extra arguments of the next start.
+    pub fn set_extra_args(&mut self, args: &[&str]) {
+        self.builder.extra_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// The open-file limit of the next start (see [`BrokerBuilder::open_files_limit`]).
+    pub fn set_open_files_limit(&mut self, limit: u64) {
+        self.builder.open_files_limit = Some(limit);
+    }
+
+    /// Starts the process again and returns why it exited when it does not
+    /// come up (for tests of refused start-ups).
+    pub fn try_start_again(&mut self) -> Result<(), String> {
+        assert!(
+            self.child.is_none(),
+            "try_start_again needs a stopped broker"
+        );
+        match self.spawn_and_wait() {
+            Ok(()) => Ok(()),
+            Err(StartError::Exited(error) | StartError::NotAccepting(error)) => Err(error),
         }
     }
 
@@ -469,7 +516,11 @@ impl Broker {
             |_| BROKER_LOG_FILTER_DEFAULT.to_string(),
             |filter| format!("{filter},ringlog::shard::runtime=info"),
         );
-        let child = Command::new(broker_binary())
+        let mut command = Command::new(broker_binary());
+        if let Some(limit) = self.builder.open_files_limit {
+            limit_open_files(&mut command, limit);
+        }
+        let child = command
             .args(&args)
             .current_dir(self.work_dir.path())
             .env("RUST_LOG", filter)
@@ -522,7 +573,11 @@ impl Broker {
     }
 
     fn wait_until_accepting(&mut self) -> Result<(), StartError> {
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let timeout = self
+            .builder
+            .lifecycle_timeout
+            .unwrap_or(BROKER_START_TIMEOUT);
+        let deadline = Instant::now() + timeout;
         let addr = self.addr();
         loop {
             let child = self.child.as_mut().expect("spawned just before");
@@ -553,7 +608,7 @@ impl Broker {
                 let _ = wait_bounded(child, BROKER_KILL_TIMEOUT);
                 self.child = None;
                 return Err(StartError::NotAccepting(format!(
-                    "port {addr} not accepting after {BROKER_START_TIMEOUT:?}"
+                    "port {addr} not accepting after {timeout:?}"
                 )));
             }
             thread::sleep(READINESS_POLL_INTERVAL);
@@ -690,4 +745,23 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub fn unique_topic(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Sets the soft and hard RLIMIT_NOFILE of the process `command` starts.
+fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }

@@ -238,6 +238,7 @@ impl PartitionLog {
         }
         {
             let mut state = self.state.borrow_mut();
+            state.pipeline.active.give_back_reservation();
             state.recovery_point = state.recovery_point.max(state.high_watermark);
         }
         self.commit.mark_durable(staged);

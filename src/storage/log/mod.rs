@@ -38,6 +38,7 @@ use active::ActiveWrite;
 use flusher::FlushState;
 use pipeline::Pipeline;
 
+pub use active::{reserved_ahead_bytes, RESERVED_AHEAD_BYTES_PER_SHARD_MAX};
 pub use appender::AppendInfo;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::ReadResult;
@@ -375,16 +376,33 @@ impl Drop for PartitionLog {
     }
 }
 
+thread_local! {
+    /// Filesystems (by device) this thread has seen do O_DIRECT: a shard
+    /// opening thousands of partitions on one disk probes it once.
+    static DIRECT_IO_DEVICES: RefCell<std::collections::HashSet<u64>> = RefCell::default();
+}
+
 /// O_DIRECT, or buffered I/O when the directory cannot do it and the
 /// development mode allows it.
 async fn choose_io_mode(dir: &Path, options: &StorageOptions) -> Result<IoMode, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(dir)
+        .map_err(|e| Error::io("inspecting", dir, e))?
+        .dev();
+    if DIRECT_IO_DEVICES.with(|known| known.borrow().contains(&device)) {
+        return Ok(IoMode::Direct);
+    }
     match file::probe_direct_io(dir).await {
-        Ok(()) => Ok(IoMode::Direct),
-        Err(reason) if options.allow_buffered_io => {
+        Ok(()) => {
+            DIRECT_IO_DEVICES.with(|known| known.borrow_mut().insert(device));
+            Ok(IoMode::Direct)
+        }
+        Err(file::ProbeError::Storage(error)) => Err(error),
+        Err(file::ProbeError::Unsupported(reason)) if options.allow_buffered_io => {
             tracing::warn!(dir = %dir.display(), %reason, "O_DIRECT unavailable; using buffered I/O (development mode)");
             Ok(IoMode::Buffered)
         }
-        Err(reason) => Err(Error::DirectIoUnavailable {
+        Err(file::ProbeError::Unsupported(reason)) => Err(Error::DirectIoUnavailable {
             path: dir.to_path_buf(),
             reason,
         }),
