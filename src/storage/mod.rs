@@ -50,7 +50,9 @@ pub mod types;
 
 pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
-pub use config::{CompressionType, Durability, LogConfig, StorageOptions, TimestampType};
+pub use config::{
+    CleanupPolicy, CompressionType, Durability, LogConfig, Ratio, StorageOptions, TimestampType,
+};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};

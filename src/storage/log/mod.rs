@@ -252,6 +252,10 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
             let config = &state.config;
+            if !config.cleanup_policy.delete {
+                // cleanup.policy=compact alone: the cleaner, not retention, removes data.
+                return Ok(());
+            }
             let count = retention::expired_segments(
                 &state.segments,
                 config.retention_ms,
