@@ -25,6 +25,10 @@ pub const DEFAULT_PARTITIONS_DEFAULT: i32 = 1;
 pub const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
 /// `log.retention.check.interval.ms`
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// `log.cleaner.dedupe.buffer.size`, here per shard.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT: u64 = 128 * 1024 * 1024;
+/// `log.cleaner.backoff.ms`
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// Kafka's `socket.request.max.bytes` default: the largest frame a client may send.
 pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Per-shard batch cache for recent data.
@@ -85,6 +89,8 @@ pub struct FileConfig {
     pub group_initial_rebalance_delay_ms: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    pub log_cleaner_backoff_ms: Option<u64>,
     pub log_format: Option<String>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
@@ -141,6 +147,10 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Bytes of each shard's cleaner offset map (`log.cleaner.dedupe.buffer.size`).
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// The cleaner's pause when nothing needs cleaning (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
     pub log_format: LogFormat,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
@@ -235,6 +245,11 @@ impl Config {
                 retention_check_interval_ms,
                 RETENTION_CHECK_INTERVAL_MS_DEFAULT
             ),
+            log_cleaner_dedupe_buffer_size: pick!(
+                log_cleaner_dedupe_buffer_size,
+                LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT
+            ),
+            log_cleaner_backoff_ms: pick!(log_cleaner_backoff_ms, LOG_CLEANER_BACKOFF_MS_DEFAULT),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             topic_defaults,
         };
@@ -279,6 +294,12 @@ impl Config {
             "retention_check_interval_ms",
             self.retention_check_interval_ms as i64,
             self.retention_check_interval_ms >= 10,
+            "must be at least 10",
+        )?;
+        check(
+            "log_cleaner_backoff_ms",
+            i64::try_from(self.log_cleaner_backoff_ms).unwrap_or(i64::MAX),
+            self.log_cleaner_backoff_ms >= 10,
             "must be at least 10",
         )?;
         check(

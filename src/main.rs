@@ -85,6 +85,14 @@ struct ServeArgs {
     /// How often retention runs (log.retention.check.interval.ms) [default: 300000].
     #[arg(long, value_name = "MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Memory of each shard's log cleaner for its key -> offset map, in bytes
+    /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// How long the log cleaner waits when no compacted partition needs
+    /// cleaning (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, value_name = "MS")]
+    log_cleaner_backoff_ms: Option<u64>,
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -125,6 +133,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
+        log_cleaner_dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size,
+        log_cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         log_format: args.log_format,
         topic_defaults,
     };

@@ -94,11 +94,17 @@ fn compaction_settings_are_described_with_kafka_defaults_and_their_sources() {
     };
     assert_eq!(
         find("cleanup.policy"),
-        (Some("compact".into()), format!("{:?}", ConfigSource::DynamicTopic))
+        (
+            Some("compact".into()),
+            format!("{:?}", ConfigSource::DynamicTopic)
+        )
     );
     assert_eq!(
         find("min.cleanable.dirty.ratio"),
-        (Some("0.01".into()), format!("{:?}", ConfigSource::DynamicTopic))
+        (
+            Some("0.01".into()),
+            format!("{:?}", ConfigSource::DynamicTopic)
+        )
     );
     for (name, default) in [
         ("delete.retention.ms", "86400000"),
@@ -187,14 +193,23 @@ fn a_compressed_batch_with_one_keyless_record_is_refused_whole() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("compact-null-key-raw");
-    create_topic(&bootstrap, &topic, 1, &[("cleanup.policy", "compact,delete")]);
+    create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[("cleanup.policy", "compact,delete")],
+    );
     let mut raw = RawClient::connect_negotiated(broker.addr());
     for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
         let mut builder = BatchBuilder::new(BatchOptions {
             compression,
             ..BatchOptions::default()
         });
-        builder.push(Some(Bytes::from_static(b"a")), Some(Bytes::from_static(b"1")), now_ms());
+        builder.push(
+            Some(Bytes::from_static(b"a")),
+            Some(Bytes::from_static(b"1")),
+            now_ms(),
+        );
         builder.push(None, Some(Bytes::from_static(b"2")), now_ms());
         let batch = builder.encode().expect("encodes");
         let response =
@@ -218,5 +233,8 @@ fn a_compressed_batch_with_one_keyless_record_is_refused_whole() {
         &produce_request(&plain, 0, -1, builder.encode().expect("encodes")),
         PRODUCE_VERSION_MAX,
     );
-    assert_eq!(single_produce_partition(&response).error_code, error_code::NONE);
+    assert_eq!(
+        single_produce_partition(&response).error_code,
+        error_code::NONE
+    );
 }

@@ -299,7 +299,9 @@ pub async fn handle_incremental_alter(
 fn list_edit(name: &str, op: i8, value: &str, current: Option<String>) -> Result<String, String> {
     let listed = topic_config::definition(name).is_some_and(|d| d.kind == ConfigType::List);
     if !listed {
-        return Err(format!("operation {op} needs a list-valued config; {name} is not one"));
+        return Err(format!(
+            "operation {op} needs a list-valued config; {name} is not one"
+        ));
     }
     let mut items: Vec<String> = current
         .unwrap_or_default()

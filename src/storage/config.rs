@@ -139,8 +139,8 @@ impl Ratio {
         if whole == 0 {
             return Ratio(0);
         }
-        let millionths = u128::from(part.min(whole)) * u128::from(Self::ONE_MILLIONTHS)
-            / u128::from(whole);
+        let millionths =
+            u128::from(part.min(whole)) * u128::from(Self::ONE_MILLIONTHS) / u128::from(whole);
         Ratio(millionths as u32)
     }
 

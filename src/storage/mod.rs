@@ -26,11 +26,14 @@
 //!   shared by the partition log and the group offset log.
 //! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
 //! - [`retention`]: which segments retention.ms / retention.bytes remove.
+//! - [`cleaner`]: log compaction, one cleaner per shard (offset map, segment
+//!   rewrite, `.cleaned`/`.swap` files and their recovery).
 //! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 
 pub mod batch;
 pub mod cache;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod file;

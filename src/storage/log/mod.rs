@@ -7,10 +7,12 @@
 //! - [`pipeline`]: the queue of staged batches and writes in flight;
 //! - [`active`]: the write position in the active segment;
 //! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
-//! - [`flusher`]: `flush.messages` and the `flush.ms` timer.
+//! - [`flusher`]: `flush.messages` and the `flush.ms` timer;
+//! - [`cleaning`]: sealed segments for the cleaner and the swap of cleaned ones.
 
 mod active;
 mod appender;
+mod cleaning;
 mod flusher;
 mod pipeline;
 mod reader;
@@ -36,6 +38,7 @@ use flusher::FlushState;
 use pipeline::Pipeline;
 
 pub use appender::AppendInfo;
+pub use cleaning::SealedSegment;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::ReadResult;
 

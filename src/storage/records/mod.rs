@@ -214,7 +214,9 @@ impl<'a> Records<'a> {
         self.position += cursor.position;
         let fields = record_body(body)?;
         Ok(RecordView {
-            offset: self.base_offset.wrapping_add(i64::from(fields.offset_delta)),
+            offset: self
+                .base_offset
+                .wrapping_add(i64::from(fields.offset_delta)),
             timestamp_ms: self
                 .log_append_time
                 .unwrap_or(self.base_timestamp.wrapping_add(fields.timestamp_delta)),
