@@ -143,6 +143,8 @@ pub struct BrokerBuilder {
     use_config_file: bool,
     relative_data_dir: bool,
     no_flags: bool,
+    /// Environment variables of the broker process.
+    envs: Vec<(String, String)>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -170,6 +172,12 @@ impl BrokerBuilder {
     /// Any further command-line argument, passed after the harness's own.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// An environment variable for the broker process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -282,6 +290,7 @@ impl Broker {
             use_config_file: false,
             relative_data_dir: false,
             no_flags: false,
+            envs: Vec::new(),
         }
     }
 
@@ -450,6 +459,7 @@ impl Broker {
             .env("RUST_LOG", filter)
             // Plain text in the log file, without terminal colour codes.
             .env("NO_COLOR", "1")
+            .envs(self.builder.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_for_stdout))
             .stderr(Stdio::from(log))
