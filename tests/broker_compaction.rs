@@ -577,3 +577,70 @@ fn sigkill_at_each_step_of_a_cleaning_loses_no_latest_value() {
         check(&broker.bootstrap(), step);
     }
 }
+
+/// A quixstreams application counting messages per key in 10 s tumbling
+/// windows. Its window state is changelogged to a compacted topic that
+/// quixstreams creates itself; the script checks that topic's policy and
+/// prints the counts as JSON.
+const QUIXSTREAMS_WINDOWED_COUNT: &str = r#"
+import json, sys, tempfile
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+from quixstreams import Application
+
+bootstrap, source = sys.argv[1], sys.argv[2]
+base = 1_700_000_000_000
+counts = {"a": 5, "b": 7, "c": 9}
+producer = Producer({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+for key, n in counts.items():
+    for i in range(n):
+        producer.produce(source, key=key, value=json.dumps({"i": i}), timestamp=base + i)
+# A later message per key closes its first window.
+for key in counts:
+    producer.produce(source, key=key, value=json.dumps({"i": -1}), timestamp=base + 60_000)
+assert producer.flush(30) == 0, "input not delivered"
+
+app = Application(
+    broker_address=bootstrap,
+    consumer_group="windowed-count-" + source,
+    auto_offset_reset="earliest",
+    state_dir=tempfile.mkdtemp(),
+    loglevel="WARNING",
+    # Until the broker has idempotent producers (InitProducerId).
+    producer_extra_config={"enable.idempotence": False},
+)
+sdf = app.dataframe(app.topic(source, value_deserializer="json"))
+sdf = sdf.tumbling_window(duration_ms=10_000).count().final()
+rows = app.run(count=len(counts), timeout=40, metadata=True)
+
+admin = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+changelogs = [t for t in admin.list_topics(timeout=10).topics if t.startswith("changelog")]
+assert changelogs, "quixstreams made no changelog topic"
+for name, future in admin.describe_configs([ConfigResource("topic", t) for t in changelogs]).items():
+    policy = future.result(timeout=10)["cleanup.policy"].value
+    assert "compact" in policy, (name.name, policy)
+print(json.dumps({"changelogs": len(changelogs), "counts": {r["_key"].decode() if isinstance(r["_key"], bytes) else r["_key"]: r["value"] for r in rows}}))
+"#;
+
+#[test]
+fn a_quixstreams_windowed_count_runs_on_its_own_compacted_changelog() {
+    let Some(python) = common::python::python_with_quixstreams(
+        "a_quixstreams_windowed_count_runs_on_its_own_compacted_changelog",
+    ) else {
+        return;
+    };
+    let broker = cleaning_broker().start();
+    let bootstrap = broker.bootstrap();
+    let source = unique_topic("quix-source");
+    create_topic(&bootstrap, &source, 1, &[]);
+    let output =
+        common::python::run_script(&python, QUIXSTREAMS_WINDOWED_COUNT, &[&bootstrap, &source]);
+    let line = output.lines().last().unwrap_or_default();
+    let answer: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: quixstreams printed {output}"));
+    assert_eq!(
+        answer["counts"],
+        serde_json::json!({"a": 5, "b": 7, "c": 9}),
+        "{output}"
+    );
+}

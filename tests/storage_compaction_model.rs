@@ -82,14 +82,19 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), TestCaseError>
 /// its timestamp.
 type Latest = BTreeMap<Vec<u8>, (i64, Option<Bytes>, i64)>;
 
-/// Every record the log holds, as (offset, key, value).
-async fn records(log: &PartitionLog) -> Vec<(i64, Vec<u8>, Option<Bytes>)> {
+/// Every record the log holds, as (offset, key, value, timestamp).
+async fn records(log: &PartitionLog) -> Vec<(i64, Vec<u8>, Option<Bytes>, i64)> {
     let mut out = Vec::new();
     for batch in read_all(log, log.log_start_offset().get()).await {
         let mut buf = batch.clone();
         let set = RecordBatchDecoder::decode(&mut buf).expect("stored batch decodes");
         for r in set.records {
-            out.push((r.offset, r.key.expect("keyed").to_vec(), r.value));
+            out.push((
+                r.offset,
+                r.key.expect("keyed").to_vec(),
+                r.value,
+                r.timestamp,
+            ));
         }
     }
     out
@@ -110,7 +115,7 @@ async fn compare(
         format!("step {step}: offsets do not increase")
     })?;
     let mut last_of: BTreeMap<&[u8], (i64, &Option<Bytes>)> = BTreeMap::new();
-    for (offset, key, value) in &stored {
+    for (offset, key, value, _) in &stored {
         last_of.insert(key, (*offset, value));
     }
     for (key, (offset, value, _)) in model {
@@ -128,7 +133,7 @@ async fn compare(
     if just_cleaned {
         let active_base = *log.segment_base_offsets().last().expect("a segment");
         let mut seen = BTreeSet::new();
-        for (offset, key, _) in stored.iter().filter(|r| Offset(r.0) < active_base) {
+        for (offset, key, _, _) in stored.iter().filter(|r| Offset(r.0) < active_base) {
             check(seen.insert(key.clone()), || {
                 format!("step {step}: key {key:?} twice below the active segment (at {offset})")
             })?;
@@ -137,6 +142,17 @@ async fn compare(
                 format!("step {step}: superseded record {offset} of {key:?} survived")
             })?;
         }
+    }
+    // ListOffsets by time answers the first surviving record at or after it
+    // (timestamps grow with offsets here).
+    let newest = stored.iter().map(|r| r.3).max().unwrap_or(0);
+    for timestamp in 0..=newest + 1 {
+        let found = log.offset_for_timestamp(timestamp).await.map_err(fail)?;
+        let expected = stored.iter().find(|r| r.3 >= timestamp).map(|r| (r.3, r.0));
+        let found = found.map(|t| (t.timestamp.get(), t.offset.get()));
+        check(found == expected, || {
+            format!("step {step}: offset for time {timestamp} is {found:?}, expected {expected:?}")
+        })?;
     }
     // A read from any offset starts at the first record at or after it.
     let high_watermark = log.high_watermark().get();
@@ -328,7 +344,7 @@ fn a_full_offset_map_cleans_in_several_passes() {
         let stored = records(&log).await;
         let active_base = *log.segment_base_offsets().last().expect("a segment");
         let mut seen = BTreeSet::new();
-        for (offset, key, value) in stored.iter().filter(|r| Offset(r.0) < active_base) {
+        for (offset, key, value, _) in stored.iter().filter(|r| Offset(r.0) < active_base) {
             assert!(seen.insert(key.clone()), "key {key:?} twice (at {offset})");
             let superseded_in_active = stored
                 .iter()
