@@ -255,7 +255,6 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     let bases = log.segment_base_offsets();
                     drop(log);
-                    cleaner.forget_dir(dir.path());
                     if matches!(op, Op::CrashWithLeftovers) {
                         leave_swap_files(dir.path(), &bases)?;
                     }

@@ -28,7 +28,6 @@ pub mod swap;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -76,7 +75,9 @@ struct Dirt {
 /// The cleaner of one shard.
 pub struct Cleaner {
     dedupe_buffer_bytes: usize,
-    logs: RefCell<HashMap<PathBuf, LogState>>,
+    /// By the log's opening id: a log opened again starts from its
+    /// checkpoint file.
+    logs: RefCell<HashMap<u64, LogState>>,
 }
 
 impl Cleaner {
@@ -88,7 +89,7 @@ impl Cleaner {
     }
 
     async fn state_of(&self, log: &PartitionLog) -> Result<LogState, Error> {
-        if let Some(state) = self.logs.borrow().get(log.dir()) {
+        if let Some(state) = self.logs.borrow().get(&log.opening_id()) {
             return Ok(*state);
         }
         let cleaned_to = checkpoint::load(log.dir()).await?.unwrap_or(Offset(0));
@@ -96,9 +97,7 @@ impl Cleaner {
             cleaned_to,
             tombstone_due_ms: None,
         };
-        self.logs
-            .borrow_mut()
-            .insert(log.dir().to_path_buf(), state);
+        self.logs.borrow_mut().insert(log.opening_id(), state);
         Ok(state)
     }
 
@@ -110,6 +109,10 @@ impl Cleaner {
         logs: &[Rc<PartitionLog>],
         now_ms: i64,
     ) -> Result<Option<(Rc<PartitionLog>, CleanStats)>, Error> {
+        // Logs closed or deleted since are forgotten.
+        self.logs
+            .borrow_mut()
+            .retain(|id, _| logs.iter().any(|log| log.opening_id() == *id));
         let mut best: Option<(f64, &Rc<PartitionLog>)> = None;
         for log in logs {
             if !log.config().cleanup_policy.compact {
@@ -175,7 +178,7 @@ impl Cleaner {
             }
             checkpoint::store(log.dir(), upto).await?;
             self.logs.borrow_mut().insert(
-                log.dir().to_path_buf(),
+                log.opening_id(),
                 LogState {
                     cleaned_to: upto,
                     tombstone_due_ms,
@@ -198,12 +201,6 @@ impl Cleaner {
             "cleaned partition log"
         );
         Ok(stats)
-    }
-
-    /// Forgets what it knew of the log in `dir` (closed, reopened or deleted);
-    /// the checkpoint is read again when the log is next looked at.
-    pub fn forget_dir(&self, dir: &std::path::Path) {
-        self.logs.borrow_mut().remove(dir);
     }
 }
 

@@ -59,6 +59,12 @@ impl PartitionLog {
         self.io_mode
     }
 
+    /// Tells this opening of the log from any other, even of the same
+    /// directory (a topic deleted and created again).
+    pub(crate) fn opening_id(&self) -> u64 {
+        self.log_id
+    }
+
     /// Puts the synced `.cleaned` file of `old` (holding `bytes`) in its
     /// place. A cleaned segment left empty is removed instead, unless it is
     /// the oldest (which keeps the log start offset where it is). Returns
