@@ -6,9 +6,6 @@
 //! The data directory is `RINGLOG_BENCH_DIR` (default: the system temp dir),
 //! which must support O_DIRECT.
 
-#[path = "../tests/storage_support/mod.rs"]
-mod storage_support;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

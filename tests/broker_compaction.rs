@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::clients::{
-    admin, admin_options, assign, block_on, consumer, create_topic, flush, producer, send,
-    watermarks,
+    assign, consumer, create_topic, describe_topic, flush, producer, send, watermarks,
 };
 use common::raw::{
     error_code, now_ms, produce, produce_request, single_produce_partition, RawClient,
@@ -25,7 +24,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::IncrementalAlterConfigsRequest;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+use rdkafka::admin::ConfigSource;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::BaseRecord;
@@ -41,15 +40,7 @@ const OP_SUBTRACT: i8 = 3;
 
 /// The topic's described configs as (name, value, source).
 fn described(bootstrap: &str, topic: &str) -> Vec<(String, Option<String>, ConfigSource)> {
-    let results = block_on(
-        admin(bootstrap).describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()),
-    )
-    .unwrap_or_else(|error| panic!("DescribeConfigs {topic}: {error}"));
-    let resource = results
-        .into_iter()
-        .next()
-        .expect("one result")
-        .unwrap_or_else(|code| panic!("DescribeConfigs {topic} answered {code:?}"));
+    let resource = describe_topic(bootstrap, topic);
     resource
         .entries
         .into_iter()

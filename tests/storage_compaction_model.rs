@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use ringlog::client::{BatchBuilder, BatchOptions};
 use ringlog::storage::cleaner::Cleaner;
 use ringlog::storage::{BatchCache, CleanupPolicy, Durability, LogConfig, Offset, PartitionLog};
@@ -283,27 +283,9 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 #[test]
 fn compaction_keeps_the_latest_record_of_every_key() {
-    let seed: u64 = std::env::var("COMPACTION_MODEL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = model_seed("COMPACTION_MODEL_SEED");
     println!("compaction model seed {seed} (replay with COMPACTION_MODEL_SEED={seed})");
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config {
-        cases: CASES,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
+    let mut runner = seeded_runner(seed, CASES);
     let result = runner.run(&proptest::collection::vec(op(), 1..OPS_MAX), run_case);
     if let Err(e) = result {
         panic!("compaction model test failed; replay with COMPACTION_MODEL_SEED={seed}\n{e}");

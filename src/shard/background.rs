@@ -13,18 +13,7 @@ use crate::storage::PartitionLog;
 pub async fn retention_loop(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
     loop {
-        let stopped = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                false
-            },
-            async {
-                shard.shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stopped {
+        if sleep_unless_shut_down(&shard, interval).await {
             return;
         }
         shard.enforce_retention(now_ms()).await;
@@ -58,19 +47,23 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
             glommio::yield_if_needed().await;
             continue;
         }
-        let stopped = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(backoff).await;
-                false
-            },
-            async {
-                shard.shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stopped {
+        if sleep_unless_shut_down(&shard, backoff).await {
             return;
         }
     }
+}
+
+/// Sleeps for `duration`; true when the shard shuts down first.
+async fn sleep_unless_shut_down(shard: &Shard, duration: Duration) -> bool {
+    futures_lite::future::or(
+        async {
+            glommio::timer::sleep(duration).await;
+            false
+        },
+        async {
+            shard.shutdown.wait().await;
+            true
+        },
+    )
+    .await
 }

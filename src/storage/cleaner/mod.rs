@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::error::Error;
 use super::limit::ReadLimit;
@@ -265,18 +265,31 @@ fn expected_keys(segments: &[SealedSegment], from: Offset, end: Offset) -> usize
     usize::try_from(dirty_bytes / RECORD_BYTES_MIN_ESTIMATE).unwrap_or(usize::MAX)
 }
 
-/// Reads a segment's batches in chunks, giving each to `each`.
-async fn for_each_batch(
-    segment: &SealedSegment,
-    mut each: impl FnMut(&[u8]) -> Result<bool, Error>,
-) -> Result<(), Error> {
-    let mut position = 0u64;
-    while position < segment.bytes {
+/// Reads a segment's batches, a chunk of whole batches at a time.
+struct SegmentBatches<'a> {
+    segment: &'a SealedSegment,
+    position: u64,
+}
+
+impl<'a> SegmentBatches<'a> {
+    fn new(segment: &'a SealedSegment) -> Self {
+        SegmentBatches {
+            segment,
+            position: 0,
+        }
+    }
+
+    /// The next chunk (at least one batch), or `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Vec<Bytes>>, Error> {
+        let segment = self.segment;
+        if self.position >= segment.bytes {
+            return Ok(None);
+        }
         let mut batches = Vec::new();
         let mut total = 0usize;
         segment::read_batches(
             &segment.file,
-            FilePosition(position),
+            FilePosition(self.position),
             segment.bytes,
             Offset(0),
             ReadLimit {
@@ -287,18 +300,10 @@ async fn for_each_batch(
             &mut total,
         )
         .await?;
-        if batches.is_empty() {
-            break;
-        }
-        for batch in &batches {
-            position += batch.len() as u64;
-            if !each(batch)? {
-                return Ok(());
-            }
-        }
+        self.position += total as u64;
         glommio::yield_if_needed().await;
+        Ok((!batches.is_empty()).then_some(batches))
     }
-    Ok(())
 }
 
 /// Fills `map` from the records in `[from, end)`; returns the offset up to
@@ -314,11 +319,15 @@ async fn fill_map(
         .filter(|s| s.end_offset > from && s.base_offset < end)
     {
         let mut stopped = None;
-        for_each_batch(segment, |batch| {
-            stopped = rewrite::insert_batch(batch, from.get(), map)?;
-            Ok(stopped.is_none())
-        })
-        .await?;
+        let mut batches = SegmentBatches::new(segment);
+        'segment: while let Some(chunk) = batches.next_chunk().await? {
+            for batch in &chunk {
+                stopped = rewrite::insert_batch(batch, from.get(), map)?;
+                if stopped.is_some() {
+                    break 'segment;
+                }
+            }
+        }
         if let Some(offset) = stopped {
             return Ok(Offset(offset));
         }
@@ -336,28 +345,9 @@ async fn rewrite_segment(
         swap::CleanedWriter::create(log.dir(), segment.base_offset, log.io_mode()).await?;
     let mut total = BatchOutcome::default();
     let mut out = BytesMut::new();
-    let mut position = 0u64;
-    while position < segment.bytes {
-        let mut batches = Vec::new();
-        let mut read = 0usize;
-        segment::read_batches(
-            &segment.file,
-            FilePosition(position),
-            segment.bytes,
-            Offset(0),
-            ReadLimit {
-                max_bytes: READ_CHUNK_BYTES,
-                first_batch_whole: true,
-            },
-            &mut batches,
-            &mut read,
-        )
-        .await?;
-        if batches.is_empty() {
-            break;
-        }
-        for batch in &batches {
-            position += batch.len() as u64;
+    let mut batches = SegmentBatches::new(segment);
+    while let Some(chunk) = batches.next_chunk().await? {
+        for batch in &chunk {
             let outcome = rewrite::filter_batch(batch, rules, &mut out)?;
             total.records_before += outcome.records_before;
             total.records_after += outcome.records_after;
@@ -365,7 +355,6 @@ async fn rewrite_segment(
         }
         writer.push(&out).await?;
         out.clear();
-        glommio::yield_if_needed().await;
     }
     if total.records_after == total.records_before {
         drop(writer);
