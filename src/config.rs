@@ -31,6 +31,10 @@ pub const DEFAULT_PARTITIONS_DEFAULT: i32 = 1;
 pub const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
 /// `log.retention.check.interval.ms`
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// `log.cleaner.dedupe.buffer.size`, here per shard.
+pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT: u64 = 128 * 1024 * 1024;
+/// `log.cleaner.backoff.ms`
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// Kafka's `socket.request.max.bytes` default: the largest frame a client may send.
 pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Per-shard batch cache for recent data.
@@ -145,6 +149,8 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    pub log_cleaner_backoff_ms: Option<u64>,
     pub log_format: Option<String>,
     /// `HOST:PORT` of the metrics and health endpoints, or `none`.
     pub metrics_listen: Option<String>,
@@ -230,6 +236,10 @@ pub struct Config {
     /// How long a partition keeps an idle producer's state (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// Bytes of each shard's cleaner offset map (`log.cleaner.dedupe.buffer.size`).
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// The cleaner's pause when nothing needs cleaning (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
     pub log_format: LogFormat,
     /// Where `/metrics` and the health endpoints are served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -366,6 +376,11 @@ impl Config {
                 producer_id_expiration_ms,
                 PRODUCER_ID_EXPIRATION_MS_DEFAULT
             ),
+            log_cleaner_dedupe_buffer_size: pick!(
+                log_cleaner_dedupe_buffer_size,
+                LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT
+            ),
+            log_cleaner_backoff_ms: pick!(log_cleaner_backoff_ms, LOG_CLEANER_BACKOFF_MS_DEFAULT),
             log_format: pick!(log_format, "text".to_string()).parse()?,
             metrics_listen: metrics_listen(pick!(
                 metrics_listen,
@@ -428,6 +443,12 @@ impl Config {
             "retention_check_interval_ms",
             self.retention_check_interval_ms as i64,
             self.retention_check_interval_ms >= 10,
+            "must be at least 10",
+        )?;
+        check(
+            "log_cleaner_backoff_ms",
+            i64::try_from(self.log_cleaner_backoff_ms).unwrap_or(i64::MAX),
+            self.log_cleaner_backoff_ms >= 10,
             "must be at least 10",
         )?;
         check(

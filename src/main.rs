@@ -140,6 +140,14 @@ struct ServeArgs {
     /// How long a partition keeps an idle producer's state (producer.id.expiration.ms) [default: 86400000].
     #[arg(long, value_name = "MS")]
     producer_id_expiration_ms: Option<i64>,
+    /// Memory of each shard's log cleaner for its key -> offset map, in bytes
+    /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// How long the log cleaner waits when no compacted partition needs
+    /// cleaning (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, value_name = "MS")]
+    log_cleaner_backoff_ms: Option<u64>,
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -195,6 +203,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
         producer_id_expiration_ms: args.producer_id_expiration_ms,
+        log_cleaner_dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size,
+        log_cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         log_format: args.log_format,
         metrics_listen: args.metrics_listen,
         metrics_per_partition: args.metrics_per_partition,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use const_format::concatcp;
 
 use crate::storage::config as storage;
-use crate::storage::{CompressionType, LogConfig, TimestampType};
+use crate::storage::{CleanupPolicy, CompressionType, LogConfig, Ratio, TimestampType};
 use TopicConfigKey as Key;
 
 /// The value type of a config, as DescribeConfigs v3+ reports it.
@@ -15,6 +15,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -23,11 +24,15 @@ pub enum ConfigType {
 pub enum TopicConfigKey {
     CleanupPolicy,
     CompressionType,
+    DeleteRetentionMs,
     FlushMessages,
     FlushMs,
     IndexIntervalBytes,
+    MaxCompactionLagMs,
     MaxMessageBytes,
     MessageTimestampType,
+    MinCleanableDirtyRatio,
+    MinCompactionLagMs,
     MinInsyncReplicas,
     RetentionBytes,
     RetentionMs,
@@ -76,15 +81,14 @@ macro_rules! def {
     };
 }
 
-/// Every supported topic config with Kafka's default. Compaction is not
-/// implemented, so `cleanup.policy` only takes `delete`.
+/// Every supported topic config with Kafka's default.
 pub const CONFIG_DEFS: &[ConfigDef] = &[
     def!(
         CleanupPolicy,
         "cleanup.policy",
         "delete",
         ConfigType::List,
-        |v| v == "delete"
+        |v| CleanupPolicy::from_kafka_list(v).is_some()
     ),
     def!(
         CompressionType,
@@ -92,6 +96,13 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         CompressionType::Producer.kafka_name(),
         ConfigType::String,
         |v| CompressionType::from_kafka_name(v).is_some()
+    ),
+    def!(
+        DeleteRetentionMs,
+        "delete.retention.ms",
+        concatcp!(storage::DELETE_RETENTION_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(0)(v)
     ),
     def!(
         FlushMessages,
@@ -115,6 +126,13 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         |v| v.parse::<i32>().is_ok_and(|n| n >= 0)
     ),
     def!(
+        MaxCompactionLagMs,
+        "max.compaction.lag.ms",
+        concatcp!(storage::MAX_COMPACTION_LAG_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(1)(v)
+    ),
+    def!(
         MaxMessageBytes,
         "max.message.bytes",
         concatcp!(storage::MAX_MESSAGE_BYTES_DEFAULT),
@@ -127,6 +145,20 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         TimestampType::CreateTime.kafka_name(),
         ConfigType::String,
         |v| TimestampType::from_kafka_name(v).is_some()
+    ),
+    def!(
+        MinCleanableDirtyRatio,
+        "min.cleanable.dirty.ratio",
+        storage::MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
+        ConfigType::Double,
+        |v| Ratio::parse(v).is_some()
+    ),
+    def!(
+        MinCompactionLagMs,
+        "min.compaction.lag.ms",
+        concatcp!(storage::MIN_COMPACTION_LAG_MS_DEFAULT),
+        ConfigType::Long,
+        |v| long_at_least(0)(v)
     ),
     def!(
         MinInsyncReplicas,
@@ -260,6 +292,11 @@ impl TopicConfig {
         self.value(key).0.parse().unwrap_or(i64::MAX)
     }
 
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        CleanupPolicy::from_kafka_list(self.value(Key::CleanupPolicy).0).is_some_and(|p| p.compact)
+    }
+
     /// The storage settings these configs resolve to.
     pub fn log_config(&self) -> LogConfig {
         let timestamp_type =
@@ -279,6 +316,13 @@ impl TopicConfig {
                 .clamp(0, u32::MAX as i64) as u32,
             compression_type: CompressionType::from_kafka_name(self.value(Key::CompressionType).0)
                 .unwrap_or_default(),
+            cleanup_policy: CleanupPolicy::from_kafka_list(self.value(Key::CleanupPolicy).0)
+                .unwrap_or_default(),
+            min_cleanable_dirty_ratio: Ratio::parse(self.value(Key::MinCleanableDirtyRatio).0)
+                .unwrap_or(LogConfig::default().min_cleanable_dirty_ratio),
+            min_compaction_lag_ms: self.number(Key::MinCompactionLagMs),
+            max_compaction_lag_ms: self.number(Key::MaxCompactionLagMs),
+            delete_retention_ms: self.number(Key::DeleteRetentionMs),
         }
     }
 }
@@ -331,12 +375,66 @@ mod tests {
             Err(TopicConfigError::Unknown(_))
         ));
         assert!(d.with_overrides(&map(&[("retention.ms", "soon")])).is_err());
+        for bad in ["", "compacted", "delete,", "Compact"] {
+            assert!(
+                d.with_overrides(&map(&[("cleanup.policy", bad)])).is_err(),
+                "{bad:?}"
+            );
+        }
         assert!(d
-            .with_overrides(&map(&[("cleanup.policy", "compact")]))
+            .with_overrides(&map(&[("min.cleanable.dirty.ratio", "1.5")]))
             .is_err());
         assert!(d
             .with_overrides(&map(&[("message.timestamp.type", "LogAppendTime")]))
             .is_ok());
+    }
+
+    #[test]
+    fn cleanup_policy_takes_delete_compact_or_both() {
+        let d = TopicConfig::defaults();
+        assert_eq!(d.log_config().cleanup_policy, CleanupPolicy::DELETE);
+        for (value, delete, compact) in [
+            ("delete", true, false),
+            ("compact", false, true),
+            ("compact,delete", true, true),
+            ("delete, compact", true, true),
+        ] {
+            let config = d
+                .with_overrides(&map(&[("cleanup.policy", value)]))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(
+                config.log_config().cleanup_policy,
+                CleanupPolicy { delete, compact },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn compaction_settings_resolve_with_kafka_defaults() {
+        let d = TopicConfig::defaults().log_config();
+        assert_eq!(d.min_cleanable_dirty_ratio.as_f64(), 0.5);
+        assert_eq!(d.delete_retention_ms, 86_400_000);
+        assert_eq!(d.min_compaction_lag_ms, 0);
+        assert_eq!(d.max_compaction_lag_ms, i64::MAX);
+        let set = TopicConfig::defaults()
+            .with_overrides(&map(&[
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", "100"),
+                ("min.compaction.lag.ms", "5"),
+                ("max.compaction.lag.ms", "60000"),
+            ]))
+            .expect("valid")
+            .log_config();
+        assert_eq!(set.min_cleanable_dirty_ratio, Ratio::of(1, 100));
+        assert_eq!(
+            (
+                set.delete_retention_ms,
+                set.min_compaction_lag_ms,
+                set.max_compaction_lag_ms
+            ),
+            (100, 5, 60000)
+        );
     }
 
     #[test]

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::clients::{
     admin, admin_options, assert_all_delivered, block_on, consume_all, consumer, create_topic,
-    flush, partition_count, produce_keyed, producer, send, topic_names, watermarks, Consumed,
-    Delivered,
+    describe_topic, flush, partition_count, produce_keyed, producer, send, topic_names, watermarks,
+    Consumed, Delivered,
 };
 use common::{unique_topic, Broker};
-use rdkafka::admin::ResourceSpecifier;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -52,15 +51,7 @@ fn snapshot(consumed: &Consumed) -> Vec<Row> {
 }
 
 fn retention_ms(bootstrap: &str, topic: &str) -> Option<String> {
-    let admin = admin(bootstrap);
-    let results =
-        block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()))
-            .unwrap_or_else(|error| panic!("DescribeConfigs {topic}: {error}"));
-    let resource = results
-        .into_iter()
-        .next()
-        .expect("one result")
-        .unwrap_or_else(|code| panic!("DescribeConfigs {topic} answered {code:?}"));
+    let resource = describe_topic(bootstrap, topic);
     resource
         .get("retention.ms")
         .and_then(|entry| entry.value.clone())

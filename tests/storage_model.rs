@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use ringlog::storage::{BatchCache, BatchHeader, Durability, LogConfig, Offset};
 use storage_support::*;
 
@@ -311,26 +311,8 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 #[test]
 fn log_matches_an_in_memory_model() {
-    let seed: u64 = std::env::var("STORAGE_MODEL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config {
-        cases: CASES,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new_with_rng(
-        config,
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
+    let seed = model_seed("STORAGE_MODEL_SEED");
+    let mut runner = seeded_runner(seed, CASES);
     let result = runner.run(&proptest::collection::vec(op(), 1..OPS_MAX), run_case);
     if let Err(e) = result {
         panic!("model test failed; replay with STORAGE_MODEL_SEED={seed}\n{e}");

@@ -23,7 +23,7 @@ use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::admin::ConfigChange;
 use crate::shard::Shard;
-use crate::topic_config::{ConfigSource, ConfigType, CONFIG_DEFS};
+use crate::topic_config::{self, ConfigSource, ConfigType, CONFIG_DEFS};
 
 pub const DESCRIBE_CONFIGS_VERSIONS: RangeInclusive<i16> = 1..=4;
 pub const ALTER_CONFIGS_VERSIONS: RangeInclusive<i16> = 0..=2;
@@ -35,6 +35,8 @@ const RESOURCE_BROKER: i8 = 4;
 /// IncrementalAlterConfigs operations (KIP-339).
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
 
 fn entry(
     name: &str,
@@ -290,18 +292,27 @@ pub async fn handle_incremental_alter(
     request: &Request,
     body: IncrementalAlterConfigsRequest,
 ) -> Outcome {
+    let table = shard.topics();
     let changes = body.resources.iter().map(|resource| {
+        let topic = table.get(resource.resource_name.as_str());
+        let current = |name: &str| {
+            let key = topic_config::TopicConfigKey::from_name(name)?;
+            Some(topic?.config.value(key).0.to_string())
+        };
         let change = resource
             .configs
             .iter()
             .map(|c| match (c.config_operation, &c.value) {
                 (OP_SET, Some(value)) => Ok((c.name.to_string(), Some(value.to_string()))),
-                (OP_SET, None) => Err(format!("config {} has a null value", c.name)),
+                (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
+                    Err(format!("config {} has a null value", c.name))
+                }
                 (OP_DELETE, _) => Ok((c.name.to_string(), None)),
-                (op, _) => Err(format!(
-                    "operation {op} on {} is not supported (no list-valued topic config takes it)",
-                    c.name
-                )),
+                (op @ (OP_APPEND | OP_SUBTRACT), Some(value)) => {
+                    list_edit(c.name.as_str(), op, value, current(c.name.as_str()))
+                        .map(|edited| (c.name.to_string(), Some(edited)))
+                }
+                (op, _) => Err(format!("operation {op} on {} is not supported", c.name)),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(ConfigChange::Edit);
@@ -316,6 +327,32 @@ pub async fn handle_incremental_alter(
     )
     .await;
     request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
+}
+
+/// KIP-339 APPEND / SUBTRACT on a list-valued config: the items of `value`
+/// added to (or taken from) the effective `current` list.
+fn list_edit(name: &str, op: i8, value: &str, current: Option<String>) -> Result<String, String> {
+    let listed = topic_config::definition(name).is_some_and(|d| d.kind == ConfigType::List);
+    if !listed {
+        return Err(format!(
+            "operation {op} needs a list-valued config; {name} is not one"
+        ));
+    }
+    let mut items: Vec<String> = current
+        .unwrap_or_default()
+        .split(',')
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let present = items.iter().any(|i| i == item);
+        match op {
+            OP_APPEND if !present => items.push(item.to_string()),
+            OP_SUBTRACT => items.retain(|i| i != item),
+            _ => {}
+        }
+    }
+    Ok(items.join(","))
 }
 
 kafka_api!(DescribeConfigs: DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS, DescribeConfigsRequest => handle_describe);

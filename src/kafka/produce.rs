@@ -15,7 +15,7 @@ use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::partitions::ProducePart;
 use crate::shard::{PartitionId, Shard};
-use crate::storage::{AppendInfo, Durability};
+use crate::storage::{records, AppendInfo, Durability};
 
 /// v13 addresses topics by id only (KIP-516); names are served through v12.
 pub const VERSIONS: RangeInclusive<i16> = 3..=12;
@@ -26,21 +26,26 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
+    let table = shard.topics();
     let topics = body.topic_data.iter().map(|topic| {
+        let compacted = table
+            .get(topic.name.as_str())
+            .is_some_and(|t| t.config.is_compacted());
         let partitions = topic.partition_data.iter();
-        let partitions = partitions.map(|data| (PartitionId(data.index), data));
+        let partitions = partitions.map(move |data| (PartitionId(data.index), (compacted, data)));
         (topic.name.as_str(), partitions)
     });
     let plan = PartitionPlan::named_topics(
         shard,
         |topic| topic_allowed(shard, request, Operation::Write, topic),
         topics,
-        |_| {
-            durability
-                .is_none()
-                .then_some(ResponseError::InvalidRequiredAcks)
+        |(compacted, data)| {
+            if durability.is_none() {
+                return Some(ResponseError::InvalidRequiredAcks);
+            }
+            refuse_keyless(*compacted, data.records.as_deref())
         },
-        |info, partition, data| ProducePart {
+        |info, partition, (_, data)| ProducePart {
             topic: info.name.clone(),
             partition,
             records: data.records.clone().unwrap_or_default(),
@@ -66,6 +71,17 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         },
     );
     request.respond(&ProduceResponse::default().with_responses(responses))
+}
+
+/// A compacted topic refuses a batch holding a record without a key, with
+/// INVALID_RECORD for that partition (Kafka's LogValidator). Only compacted
+/// topics pay for the walk over the records. Batches that do not parse are
+/// left to the append, which answers them as corrupt.
+fn refuse_keyless(compacted: bool, records: Option<&[u8]>) -> Option<ResponseError> {
+    let records = records.filter(|_| compacted)?;
+    records::has_null_key(records)
+        .is_ok_and(|keyless| keyless)
+        .then_some(ResponseError::InvalidRecord)
 }
 
 fn partition_response(

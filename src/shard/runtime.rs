@@ -390,5 +390,8 @@ fn start_background(shard: &Rc<Shard>) -> Result<(), String> {
     glommio::spawn_local_into(background::retention_loop(shard.clone()), queue)
         .map_err(|e| e.to_string())?
         .detach();
+    glommio::spawn_local_into(background::cleaner_loop(shard.clone()), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
     Ok(())
 }

@@ -179,14 +179,19 @@ impl BatchHeader {
         if self.record_count <= 0 {
             return Err(Error::CorruptBatch(CorruptReason::RecordCountNotPositive));
         }
-        // Kafka's LogValidator: the offset range must match the record count.
-        if i64::from(self.last_offset_delta) + 1 != i64::from(self.record_count) {
-            return Err(Error::CorruptBatch(CorruptReason::RecordCountMismatch {
-                record_count: self.record_count,
-                last_offset_delta: self.last_offset_delta,
-            }));
+        // A stored batch may have fewer records than offsets: compaction
+        // removes records and keeps the others' offsets. Never more.
+        if i64::from(self.last_offset_delta) + 1 < i64::from(self.record_count) {
+            return Err(self.record_count_mismatch());
         }
         Ok(())
+    }
+
+    fn record_count_mismatch(&self) -> Error {
+        Error::CorruptBatch(CorruptReason::RecordCountMismatch {
+            record_count: self.record_count,
+            last_offset_delta: self.last_offset_delta,
+        })
     }
 }
 
@@ -240,6 +245,10 @@ pub fn validate_all(buf: &[u8], max_message_bytes: usize) -> Result<usize, Error
         let rest = &buf[position..];
         let header = BatchHeader::parse(rest)?;
         header.validate(rest, max_message_bytes)?;
+        // Kafka's LogValidator: a produced batch's offset range matches its record count.
+        if i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count) {
+            return Err(header.record_count_mismatch());
+        }
         position += header.total_bytes();
         count += 1;
     }

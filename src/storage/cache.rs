@@ -145,6 +145,24 @@ impl BatchCache {
         }
     }
 
+    /// Drops every batch of `log` based below `end_offset` (a compaction
+    /// rewrote the segments holding them).
+    pub(crate) fn remove_log_below(&self, log: LogId, end_offset: Offset) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let keys: Vec<(LogId, Offset)> = inner
+            .entries
+            .range((log, Offset::MIN)..(log, end_offset))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(e) = inner.entries.remove(&key) {
+                inner.used_bytes -= e.batch.len();
+                inner.recency.remove(&e.tick);
+            }
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let inner = self.inner.borrow();
         CacheStats {

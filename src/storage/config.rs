@@ -80,6 +80,75 @@ impl CompressionType {
     }
 }
 
+/// `cleanup.policy`: what removes old data. `delete` drops whole segments by
+/// retention.ms / retention.bytes; `compact` keeps the latest record of each
+/// key; both may be on (Kafka's `compact,delete`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy::DELETE
+    }
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+
+    /// Parses Kafka's list value (`delete`, `compact`, `compact,delete`, any
+    /// order, spaces allowed); `None` for anything else or an empty list.
+    pub fn from_kafka_list(value: &str) -> Option<CleanupPolicy> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for item in value.split(',').map(str::trim) {
+            match item {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        (policy.delete || policy.compact).then_some(policy)
+    }
+}
+
+/// A fraction between 0 and 1 kept in millionths, so configs compare exactly
+/// (`min.cleanable.dirty.ratio`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ratio(u32);
+
+impl Ratio {
+    pub const ONE_MILLIONTHS: u32 = 1_000_000;
+
+    /// Parses a decimal between 0 and 1 inclusive.
+    pub fn parse(value: &str) -> Option<Ratio> {
+        let v: f64 = value.trim().parse().ok()?;
+        (0.0..=1.0)
+            .contains(&v)
+            .then(|| Ratio((v * f64::from(Self::ONE_MILLIONTHS)).round() as u32))
+    }
+
+    pub fn of(part: u64, whole: u64) -> Ratio {
+        if whole == 0 {
+            return Ratio(0);
+        }
+        let millionths =
+            u128::from(part.min(whole)) * u128::from(Self::ONE_MILLIONTHS) / u128::from(whole);
+        Ratio(millionths as u32)
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / f64::from(Self::ONE_MILLIONTHS)
+    }
+}
+
 /// How far an append must have gone before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -132,6 +201,15 @@ pub const FLUSH_MS_DEFAULT: u64 = KAFKA_LONG_MAX;
 /// `index.interval.bytes`
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
 
+/// `min.cleanable.dirty.ratio`, as Kafka writes it.
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: &str = "0.5";
+/// `min.compaction.lag.ms`: records may be compacted at once.
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: i64 = 0;
+/// `max.compaction.lag.ms`: no deadline.
+pub const MAX_COMPACTION_LAG_MS_DEFAULT: i64 = i64::MAX;
+/// `delete.retention.ms`: tombstones stay a day.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+
 /// Per-topic configuration (Kafka topic config names in the field docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
@@ -155,6 +233,18 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `compression.type`
     pub compression_type: CompressionType,
+    /// `cleanup.policy`
+    pub cleanup_policy: CleanupPolicy,
+    /// `min.cleanable.dirty.ratio`: the share of dirty bytes that makes a
+    /// compacted log worth cleaning.
+    pub min_cleanable_dirty_ratio: Ratio,
+    /// `min.compaction.lag.ms`: records younger than this stay uncompacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this get cleaned
+    /// whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long compaction keeps tombstones.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -170,6 +260,12 @@ impl Default for LogConfig {
             flush_ms: FLUSH_MS_DEFAULT,
             index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             compression_type: CompressionType::Producer,
+            cleanup_policy: CleanupPolicy::DELETE,
+            min_cleanable_dirty_ratio: Ratio::parse(MIN_CLEANABLE_DIRTY_RATIO_DEFAULT)
+                .unwrap_or(Ratio(Ratio::ONE_MILLIONTHS / 2)),
+            min_compaction_lag_ms: MIN_COMPACTION_LAG_MS_DEFAULT,
+            max_compaction_lag_ms: MAX_COMPACTION_LAG_MS_DEFAULT,
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
         }
     }
 }

@@ -27,6 +27,8 @@
 //!   shared by the partition log and the group offset log.
 //! - [`recovery`]: opening a directory: index loading, CRC scan, tail truncation.
 //! - [`retention`]: which segments retention.ms / retention.bytes remove.
+//! - [`cleaner`]: log compaction, one cleaner per shard (offset map, segment
+//!   rewrite, `.cleaned`/`.swap` files and their recovery).
 //! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 //! - [`producer_state`]: idempotent producers' epochs and last sequences per
@@ -34,6 +36,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod cleaner;
 pub mod config;
 pub mod descriptors;
 pub mod error;
@@ -55,7 +58,9 @@ pub mod types;
 
 pub use batch::BatchHeader;
 pub use cache::{BatchCache, CacheStats};
-pub use config::{CompressionType, Durability, LogConfig, StorageOptions, TimestampType};
+pub use config::{
+    CleanupPolicy, CompressionType, Durability, LogConfig, Ratio, StorageOptions, TimestampType,
+};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};

@@ -74,15 +74,37 @@ fn recompress_batch(
     let section = records::records_section(header, batch)?;
     // Kafka's LogValidator reads every record of a batch it recompresses.
     records::validate_records(header, &section)?;
+    let head: &[u8; HEADER_BYTES] = batch
+        .get(..HEADER_BYTES)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Error::Truncated {
+            needed: HEADER_BYTES,
+            available: batch.len(),
+        })?;
+    build_batch(head, &section, target, out)
+}
+
+/// Appends to `out` a batch made of the header `head` (every field but
+/// `batchLength`, the codec bits and the CRC already as wanted) and the
+/// records section `section` compressed with `target`; then writes those
+/// three fields. The one place stored batches are rebuilt: recompression
+/// here, and compaction, which drops records from a batch.
+pub fn build_batch(
+    head: &[u8; HEADER_BYTES],
+    section: &[u8],
+    target: Codec,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
     let start = out.len();
-    out.extend_from_slice(&batch[..HEADER_BYTES]);
-    compress_into(target, &section, out)?;
+    out.extend_from_slice(head);
+    compress_into(target, section, out)?;
     let rebuilt = &mut out[start..];
     let batch_length = i32::try_from(rebuilt.len() - LOG_OVERHEAD_BYTES)
         .map_err(|_| Error::CorruptBatch(CorruptReason::DecompressedBeyondLimit))?;
     rebuilt[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
         .copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !ATTRIBUTE_COMPRESSION_MASK) | target.code();
+    let attributes = i16::from_be_bytes([head[ATTRIBUTES_OFFSET], head[ATTRIBUTES_OFFSET + 1]]);
+    let attributes = (attributes & !ATTRIBUTE_COMPRESSION_MASK) | target.code();
     rebuilt[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&rebuilt[ATTRIBUTES_OFFSET..]);
     rebuilt[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());

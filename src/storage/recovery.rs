@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::cleaner;
 use super::config::LogConfig;
 use super::error::Error;
 use super::file::{self, IoMode, SegmentFile};
@@ -80,6 +81,7 @@ pub(crate) async fn recover(
     now_ms: i64,
 ) -> Result<Recovered, Error> {
     let meta = PartitionMeta::load(dir).await?;
+    cleaner::swap::recover(dir)?;
     let start = Start {
         dir,
         index_interval_bytes: config.index_interval_bytes,
@@ -123,7 +125,8 @@ async fn open_segments(start: &Start<'_>) -> Result<BTreeMap<Offset, Segment>, E
     let mut segments = BTreeMap::new();
     let mut expected_base: Option<Offset> = None;
     for (i, &base) in bases.iter().enumerate() {
-        if expected_base.is_some_and(|expected| base != expected) {
+        // A compacted segment may end below the next one's base, never above it.
+        if expected_base.is_some_and(|expected| base < expected) {
             tracing::warn!(dir = %dir.display(), base = base.get(), expected_base = ?expected_base.map(Offset::get), "segment does not continue the log; removing it and later segments");
             remove_all(dir, &bases[i..])?;
             break;

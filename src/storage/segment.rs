@@ -357,7 +357,8 @@ pub async fn scan(
             result.stopped_by = Some(e);
             break;
         }
-        if header.base_offset != result.next_offset.get() {
+        // Offsets only grow; compaction leaves gaps between batches.
+        if header.base_offset < result.next_offset.get() {
             result.stopped_by = Some(Error::CorruptBatch(CorruptReason::OffsetDiscontinuity {
                 expected: result.next_offset.get(),
                 found: header.base_offset,

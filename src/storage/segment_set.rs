@@ -112,6 +112,32 @@ impl SegmentSet {
             .count()
     }
 
+    /// The sealed segment based at `base_offset`, if there is one.
+    pub fn sealed_at(&self, base_offset: Offset) -> Option<&Segment> {
+        let active = self.segments.keys().next_back()?;
+        (base_offset < *active)
+            .then(|| self.segments.get(&base_offset))
+            .flatten()
+    }
+
+    /// Puts a rewritten sealed segment (compaction) in place of the one with
+    /// its base offset, returning the old one.
+    pub fn replace_sealed(&mut self, segment: Segment) -> Option<Segment> {
+        self.sealed_at(segment.base_offset())?;
+        self.segments.insert(segment.base_offset(), segment)
+    }
+
+    /// Removes one sealed segment that is not the oldest (compaction left it
+    /// empty; the oldest stays so the log start offset does not move).
+    pub fn remove_sealed(&mut self, base_offset: Offset) -> Option<Segment> {
+        let first = self.first_base_offset()?;
+        if base_offset == first {
+            return None;
+        }
+        self.sealed_at(base_offset)?;
+        self.segments.remove(&base_offset)
+    }
+
     /// Drops every segment (the log is being deleted).
     pub fn clear(&mut self) {
         self.segments.clear();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -348,6 +348,19 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// Creates a topic (replication factor 1) with `configs`; panics on any error.
+/// The topic's configs as DescribeConfigs answers them.
+pub fn describe_topic(bootstrap: &str, topic: &str) -> rdkafka::admin::ConfigResource {
+    let results = block_on(
+        admin(bootstrap).describe_configs([&ResourceSpecifier::Topic(topic)], &admin_options()),
+    )
+    .unwrap_or_else(|error| panic!("DescribeConfigs {topic}: {error}"));
+    results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .unwrap_or_else(|code| panic!("DescribeConfigs {topic} answered {code:?}"))
+}
+
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin = admin(bootstrap);
     let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));

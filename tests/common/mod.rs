@@ -149,6 +149,8 @@ pub struct BrokerBuilder {
     open_files_limit: Option<u64>,
     /// Bound on start-up and on a clean stop (default: the named constants).
     lifecycle_timeout: Option<Duration>,
+    /// Environment variables of the broker process.
+    envs: Vec<(String, String)>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -176,6 +178,12 @@ impl BrokerBuilder {
     /// Any further command-line argument, passed after the harness's own.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// An environment variable for the broker process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -319,6 +327,7 @@ impl Broker {
             metrics: false,
             open_files_limit: None,
             lifecycle_timeout: None,
+            envs: Vec::new(),
         }
     }
 
@@ -526,6 +535,7 @@ impl Broker {
             .env("RUST_LOG", filter)
             // Plain text in the log file, without terminal colour codes.
             .env("NO_COLOR", "1")
+            .envs(self.builder.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_for_stdout))
             .stderr(Stdio::from(log))

@@ -40,6 +40,7 @@ pub mod error_code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// Highest versions the raw client uses: later Produce and Fetch versions

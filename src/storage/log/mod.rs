@@ -9,9 +9,11 @@
 //! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
 //! - [`flusher`]: `flush.messages` and the `flush.ms` timer;
 //! - [`producers`]: idempotent producers' state: rebuilt, snapshotted, expired.
+//! - [`cleaning`]: sealed segments for the cleaner and the swap of cleaned ones.
 
 mod active;
 mod appender;
+mod cleaning;
 mod flusher;
 mod pipeline;
 mod producers;
@@ -40,6 +42,7 @@ use pipeline::Pipeline;
 
 pub use active::{reserved_ahead_bytes, RESERVED_AHEAD_BYTES_PER_SHARD_MAX};
 pub use appender::AppendInfo;
+pub use cleaning::SealedSegment;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::ReadResult;
 
@@ -268,6 +271,10 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
             let config = &state.config;
+            if !config.cleanup_policy.delete {
+                // cleanup.policy=compact alone: the cleaner, not retention, removes data.
+                return Ok(());
+            }
             let count = retention::expired_segments(
                 &state.segments,
                 config.retention_ms,

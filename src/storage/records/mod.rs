@@ -158,10 +158,32 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Err
     Ok(())
 }
 
+/// One record of a batch, borrowed from its (decompressed) records section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// `None` for a null value: a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// The whole record as stored, its length varint included.
+    pub bytes: &'a [u8],
+}
+
+impl RecordView<'_> {
+    pub fn meta(&self) -> RecordMeta {
+        RecordMeta {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
 /// Walks the records of one batch's (decompressed) records section. Each item
-/// is a record's offset and timestamp; a record that does not fit its length,
-/// a count that disagrees with the header, or bytes left over are errors.
-pub struct RecordIter<'a> {
+/// is a view of one record; a record that does not fit its length, a count
+/// that disagrees with the header, or bytes left over are errors.
+pub struct Records<'a> {
     section: &'a [u8],
     position: usize,
     records_left: i32,
@@ -171,9 +193,9 @@ pub struct RecordIter<'a> {
     log_append_time: Option<i64>,
 }
 
-impl<'a> RecordIter<'a> {
-    pub fn new(header: &BatchHeader, section: &'a [u8]) -> RecordIter<'a> {
-        RecordIter {
+impl<'a> Records<'a> {
+    pub fn new(header: &BatchHeader, section: &'a [u8]) -> Records<'a> {
+        Records {
             section,
             position: 0,
             records_left: header.record_count.max(0),
@@ -183,24 +205,30 @@ impl<'a> RecordIter<'a> {
         }
     }
 
-    fn next_record(&mut self) -> Result<RecordMeta, Error> {
-        let mut cursor = Cursor::new(&self.section[self.position..]);
+    fn next_record(&mut self) -> Result<RecordView<'a>, Error> {
+        let start = self.position;
+        let mut cursor = Cursor::new(&self.section[start..]);
         let length = cursor.varint()?;
         let length = usize::try_from(length).map_err(|_| malformed("negative record length"))?;
         let body = cursor.take(length)?;
         self.position += cursor.position;
-        let (timestamp_delta, offset_delta) = record_body(body)?;
-        Ok(RecordMeta {
-            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+        let fields = record_body(body)?;
+        Ok(RecordView {
+            offset: self
+                .base_offset
+                .wrapping_add(i64::from(fields.offset_delta)),
             timestamp_ms: self
                 .log_append_time
-                .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
+                .unwrap_or(self.base_timestamp.wrapping_add(fields.timestamp_delta)),
+            key: fields.key,
+            value: fields.value,
+            bytes: &self.section[start..self.position],
         })
     }
 }
 
-impl Iterator for RecordIter<'_> {
-    type Item = Result<RecordMeta, Error>;
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordView<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.records_left == 0 {
@@ -221,15 +249,40 @@ impl Iterator for RecordIter<'_> {
     }
 }
 
-/// Checks that one record's body holds exactly its fields, and returns its
-/// (timestampDelta, offsetDelta). Keys, values and headers are skipped, not read.
-fn record_body(body: &[u8]) -> Result<(i64, i32), Error> {
+/// [`Records`] reduced to each record's offset and timestamp.
+pub struct RecordIter<'a>(Records<'a>);
+
+impl<'a> RecordIter<'a> {
+    pub fn new(header: &BatchHeader, section: &'a [u8]) -> RecordIter<'a> {
+        RecordIter(Records::new(header, section))
+    }
+}
+
+impl Iterator for RecordIter<'_> {
+    type Item = Result<RecordMeta, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|r| r.map(|view| view.meta()))
+    }
+}
+
+/// The fields of one record body that storage looks at.
+struct RecordFields<'a> {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}
+
+/// Checks that one record's body holds exactly its fields, and returns the
+/// ones storage uses. Headers are skipped, not read.
+fn record_body(body: &[u8]) -> Result<RecordFields<'_>, Error> {
     let mut cursor = Cursor::new(body);
     cursor.take(1)?; // attributes, unused in v2
     let timestamp_delta = cursor.varlong()?;
     let offset_delta = cursor.varint()?;
-    cursor.nullable_bytes()?; // key
-    cursor.nullable_bytes()?; // value
+    let key = cursor.nullable_bytes()?;
+    let value = cursor.nullable_bytes()?;
     let headers = cursor.varint()?;
     if headers < 0 {
         return Err(malformed("negative header count"));
@@ -244,7 +297,12 @@ fn record_body(body: &[u8]) -> Result<(i64, i32), Error> {
     if cursor.position != body.len() {
         return Err(malformed("bytes after the record's headers"));
     }
-    Ok((timestamp_delta, offset_delta))
+    Ok(RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+    })
 }
 
 /// A bounds-checked reader of Kafka's zigzag varints.
@@ -310,6 +368,26 @@ impl<'a> Cursor<'a> {
 /// at the end of the section after `recordCount` records.
 pub fn validate_records(header: &BatchHeader, section: &[u8]) -> Result<(), Error> {
     RecordIter::new(header, section).try_for_each(|record| record.map(|_| ()))
+}
+
+/// Whether any record of `records` (batches that passed
+/// `batch::validate_all`) has a null key. Compacted topics refuse such
+/// batches (Kafka's LogValidator: "Compacted topic cannot accept message
+/// without key"). Control batches carry no user keys and are not looked into.
+pub fn has_null_key(records: &[u8]) -> Result<bool, Error> {
+    for item in super::batch::BatchIter::new(records) {
+        let (header, range) = item?;
+        if header.attributes & super::batch::ATTRIBUTE_CONTROL_BIT != 0 {
+            continue;
+        }
+        let section = records_section(&header, &records[range])?;
+        for record in Records::new(&header, &section) {
+            if record?.key.is_none() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// ListOffsets by timestamp inside one batch: the first record at or after
