@@ -9,14 +9,27 @@ mod common;
 use std::path::PathBuf;
 
 use common::python::{python_with, run_script};
-use common::raw::RawClient;
+use common::raw::{plain_login, RawClient};
 use common::{free_port, Broker};
-use kafka_protocol::messages::CreateAclsRequest;
+use kafka_protocol::messages::{CreateAclsRequest, InitProducerIdRequest, ProducerId};
 
 const ADMIN: &str = "admin";
 const ALICE: &str = "alice";
 /// SECURITY_DISABLED: ACL requests to a broker without an authorizer.
 const SECURITY_DISABLED: i16 = 54;
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
+/// The error code of an idempotent (non-transactional) InitProducerId from `user`.
+fn init_producer_id(bootstrap: &str, user: &str) -> i16 {
+    let addr = bootstrap.parse().expect("SASL listener address");
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    client.call(&request, 4).error_code
+}
 
 /// A broker with a SASL_PLAINTEXT listener (returned port), the authorizer
 /// on, `admin` a super user and `alice` a normal one.
@@ -245,6 +258,41 @@ fn a_prefixed_read_acl_covers_orders_topics_only_and_a_deny_overrides_it() {
     assert_eq!(
         consume(&python, &bootstrap, ALICE, "alice-g", "orders-us"),
         "orders-us read"
+    );
+}
+
+/// KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic, lets a
+/// producer be idempotent; a DENY of WRITE on every topic takes that away.
+#[test]
+fn an_idempotent_producer_needs_write_on_some_topic() {
+    let test = "an_idempotent_producer_needs_write_on_some_topic";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(init_producer_id(&bootstrap, ADMIN), 0, "a super user may");
+    assert_eq!(
+        init_producer_id(&bootstrap, ALICE),
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "allow",
+        &["WRITE", "LITERAL", "payments"],
+    );
+    assert_eq!(init_producer_id(&bootstrap, ALICE), 0);
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "deny",
+        &["WRITE", "LITERAL", "*"],
+    );
+    assert_eq!(
+        init_producer_id(&bootstrap, ALICE),
+        CLUSTER_AUTHORIZATION_FAILED
     );
 }
 

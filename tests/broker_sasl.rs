@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::python::{python_with, run_script};
-use common::raw::{api_versions_request, PeerState, RawClient};
+use common::raw::{
+    api_versions_request, authenticate, handshake, plain_token, PeerState, RawClient,
+};
 use common::{free_port, wait_until, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -45,21 +47,6 @@ fn sasl_broker(extra: &[&str]) -> (Broker, u16) {
 
 fn sasl_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn handshake(client: &mut RawClient, mechanism: &str, version: i16) -> SaslHandshakeResponse {
-    let request =
-        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(mechanism.into()));
-    client.call(&request, version)
-}
-
-fn authenticate(client: &mut RawClient, token: &[u8]) -> SaslAuthenticateResponse {
-    let request = SaslAuthenticateRequest::default().with_auth_bytes(token.to_vec().into());
-    client.call(&request, 2)
-}
-
-fn plain_token(user: &str, password: &str) -> Vec<u8> {
-    format!("\0{user}\0{password}").into_bytes()
 }
 
 fn metadata_broker(client: &mut RawClient) -> (String, i32) {

@@ -8,7 +8,8 @@
 use kafka_protocol::error::ResponseError;
 
 use super::Request;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_RESOURCE_NAME};
+use crate::security::acl::{AclTable, Operation, ResourceType, CLUSTER_RESOURCE_NAME};
+use crate::security::Principal;
 use crate::shard::Shard;
 
 /// Whether `request` may do `operation` on the resource.
@@ -18,6 +19,31 @@ pub fn allowed(
     operation: Operation,
     resource_type: ResourceType,
     name: &str,
+) -> bool {
+    decide(shard, request, |acls, principal, host| {
+        acls.allows(principal, host, operation, resource_type, name)
+    })
+}
+
+/// Whether `request` may do `operation` on some resource of `resource_type`
+/// (KIP-679).
+pub fn allowed_on_some(
+    shard: &Shard,
+    request: &Request,
+    operation: Operation,
+    resource_type: ResourceType,
+) -> bool {
+    decide(shard, request, |acls, principal, host| {
+        acls.allows_some(principal, host, operation, resource_type)
+    })
+}
+
+/// The authorizer's rules around an ACL lookup: off allows everything, no
+/// principal nothing, a super user everything; anyone else is up to `acls`.
+fn decide(
+    shard: &Shard,
+    request: &Request,
+    acls: impl FnOnce(&AclTable, &Principal, &str) -> bool,
 ) -> bool {
     let security = &shard.config.security;
     if !security.authorizer {
@@ -31,10 +57,14 @@ pub fn allowed(
     }
     let host = &request.session.client_host;
     let host = host.strip_prefix('/').unwrap_or(host);
-    shard
-        .security
-        .acls()
-        .allows(&principal, host, operation, resource_type, name)
+    acls(&shard.security.acls(), &principal, host)
+}
+
+/// KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster, or
+/// WRITE on some topic.
+pub fn idempotent_write_allowed(shard: &Shard, request: &Request) -> bool {
+    cluster_allowed(shard, request, Operation::IdempotentWrite)
+        || allowed_on_some(shard, request, Operation::Write, ResourceType::Topic)
 }
 
 pub fn topic_allowed(shard: &Shard, request: &Request, operation: Operation, topic: &str) -> bool {

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId,
 };
 
-use super::authorize::topic_allowed;
+use super::authorize::{idempotent_write_allowed, topic_allowed};
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
@@ -92,6 +92,10 @@ async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: InitProducerIdRequest) -> Outcome {
     let answer = match ask(&body) {
+        // Transactional producers are authorized by their transactional id instead.
+        _ if body.transactional_id.is_none() && !idempotent_write_allowed(shard, request) => {
+            Err(ResponseError::ClusterAuthorizationFailed)
+        }
         Ok(Ask::NewId) => new_producer_id(shard).await.map(|id| (id, 0)),
         Ok(Ask::BumpEpoch { producer_id, epoch }) => Ok((producer_id, epoch)),
         Err(error) => Err(error),

@@ -241,6 +241,33 @@ impl AclTable {
         allowed
     }
 
+    /// KIP-679's "authorize by resource type": whether `operation` is
+    /// allowed on some resource of `resource_type`: an applicable ALLOW
+    /// exists and no applicable DENY covers every name (the wildcard).
+    /// Allocates nothing.
+    pub fn allows_some(
+        &self,
+        principal: &Principal,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        let Some(acls) = self.by_type.get(&resource_type) else {
+            return false;
+        };
+        let applicable = || acls.iter().filter(|acl| acl.applies_to(principal, host));
+        let denied_everywhere = applicable().any(|acl| {
+            acl.permission == Permission::Deny
+                && (acl.operation == operation || acl.operation == Operation::All)
+                && acl.pattern == PatternType::Literal
+                && acl.resource_name == WILDCARD
+        });
+        !denied_everywhere
+            && applicable().any(|acl| {
+                acl.permission == Permission::Allow && operation.allowed_by(acl.operation)
+            })
+    }
+
     fn from_acls(acls: impl IntoIterator<Item = Acl>) -> AclTable {
         let mut table = AclTable::default();
         for acl in acls {

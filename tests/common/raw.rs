@@ -13,7 +13,9 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiVersionsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::{Record, RecordBatchDecoder};
@@ -156,6 +158,33 @@ impl RawClient {
 }
 
 /// An ApiVersions request; the client software fields exist from v3 on.
+pub fn handshake(client: &mut RawClient, mechanism: &str, version: i16) -> SaslHandshakeResponse {
+    let request =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(mechanism.into()));
+    client.call(&request, version)
+}
+
+pub fn authenticate(client: &mut RawClient, token: &[u8]) -> SaslAuthenticateResponse {
+    let request = SaslAuthenticateRequest::default().with_auth_bytes(token.to_vec().into());
+    client.call(&request, 2)
+}
+
+pub fn plain_token(user: &str, password: &str) -> Vec<u8> {
+    format!("\0{user}\0{password}").into_bytes()
+}
+
+/// A raw connection to a SASL listener, logged in as `user` with PLAIN.
+pub fn plain_login(addr: SocketAddr, user: &str, password: &str) -> RawClient {
+    let mut client = RawClient::connect(addr);
+    assert_eq!(
+        handshake(&mut client, "PLAIN", 1).error_code,
+        error_code::NONE
+    );
+    let answer = authenticate(&mut client, &plain_token(user, password));
+    assert_eq!(answer.error_code, error_code::NONE, "{user} logs in");
+    client
+}
+
 pub fn api_versions_request(version: i16) -> ApiVersionsRequest {
     client::connection::api_versions_request(version, RAW_CLIENT_ID)
 }
