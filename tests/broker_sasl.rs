@@ -15,7 +15,6 @@ use common::raw::{
 };
 use common::{free_port, wait_until, Broker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
