@@ -18,6 +18,8 @@ use super::Shutdown;
 
 /// Pause after a failed accept (EMFILE and the like) before the next one.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// At most one "accept failed" line per this interval.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the accept and connection loops need to know of their shard.
 #[derive(Clone)]
@@ -53,6 +55,7 @@ pub async fn serve<H: Handler>(
     let connections = Gate::new();
     let open = Rc::new(Cell::new(0usize));
     let per_ip: Rc<RefCell<HashMap<IpAddr, usize>>> = Rc::default();
+    let mut last_accept_warning: Option<std::time::Instant> = None;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -63,7 +66,11 @@ pub async fn serve<H: Handler>(
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(error)) => {
-                tracing::warn!(shard = options.shard, %error, "accept failed");
+                // Out of descriptors, accept fails every retry: one line a second.
+                if last_accept_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                    tracing::warn!(shard = options.shard, %error, "accept failed");
+                    last_accept_warning = Some(std::time::Instant::now());
+                }
                 glommio::timer::sleep(ACCEPT_RETRY_PAUSE).await;
                 continue;
             }

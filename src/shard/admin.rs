@@ -231,7 +231,7 @@ impl Shard {
         }
         let mut registry = registry.borrow_mut();
         let info = registry.new_topic(&topic.name, topic.partitions, config);
-        let shards = format!("{:?}", info.partition_shards);
+        let shards = placement_summary(&info.partition_shards);
         registry
             .put(info)
             .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
@@ -383,4 +383,33 @@ fn check_partition_count(partitions: i32) -> Result<(), TopicChangeError> {
         )));
     }
     Ok(())
+}
+
+/// Which shards own a new topic's partitions, for its log line: each one for
+/// a small topic, a summary for a large one (the list of 10,000 would be a
+/// 30 KB line).
+fn placement_summary(shards: &[ShardId]) -> String {
+    const LISTED_MAX: usize = 64;
+    if shards.len() <= LISTED_MAX {
+        return format!("{shards:?}");
+    }
+    let spread = shards.iter().max().map_or(0, |last| last.index() + 1);
+    let first = shards.first().copied().unwrap_or_default();
+    format!("round robin over {spread} shards from shard {first}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_placements_are_listed_and_large_ones_summarized() {
+        let small: Vec<ShardId> = (0..4).map(|p| ShardId(p % 2)).collect();
+        assert_eq!(placement_summary(&small), "[0, 1, 0, 1]");
+        let large: Vec<ShardId> = (0..10_000).map(|p| ShardId((p + 3) % 8)).collect();
+        assert_eq!(
+            placement_summary(&large),
+            "round robin over 8 shards from shard 3"
+        );
+    }
 }
