@@ -357,7 +357,7 @@ pub async fn handle_delete_records(
         shard,
         |topic| topic_allowed(shard, request, Operation::Delete, topic),
         topics,
-        |_| None,
+        |_, _| None,
         |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
     );
     let answers = plan

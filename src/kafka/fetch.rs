@@ -203,7 +203,7 @@ async fn read_all(
             topic.filter(|_| error.is_none()),
             error.unwrap_or(ResponseError::UnknownTopicOrPartition),
             wanted.iter().map(|w| (PartitionId(w.partition), w)),
-            |_| None,
+            |_, _| None,
             |info, partition, w| FetchPart {
                 topic: info.name.clone(),
                 partition,

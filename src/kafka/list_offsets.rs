@@ -44,7 +44,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
         shard,
         |topic| topic_allowed(shard, request, Operation::Describe, topic),
         topics,
-        |&timestamp| {
+        |_, &timestamp| {
             (!special_timestamp_allowed(timestamp, version))
                 .then_some(ResponseError::UnsupportedVersion)
         },

@@ -65,8 +65,9 @@ impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
     }
 
     /// Adds one topic's partitions, each given as `(index, item)`. `refuse`
-    /// runs first and may answer a partition at once (a bad acks or
-    /// timestamp); then a partition of an unknown topic (`topic` is `None`)
+    /// runs first, with the topic if it is known, and may answer a partition
+    /// at once (a bad acks or timestamp, a keyless record on a compacted
+    /// topic); then a partition of an unknown topic (`topic` is `None`)
     /// gets `missing`, one past the partition count UNKNOWN_TOPIC_OR_PARTITION,
     /// and every other one becomes the part `part` builds for its owner.
     pub fn add_topic<T>(
@@ -74,11 +75,11 @@ impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
         topic: Option<&Arc<TopicInfo>>,
         missing: ResponseError,
         partitions: impl IntoIterator<Item = (PartitionId, T)>,
-        mut refuse: impl FnMut(&T) -> Option<ResponseError>,
+        mut refuse: impl FnMut(Option<&TopicInfo>, &T) -> Option<ResponseError>,
         mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
     ) {
         let slots = partitions.into_iter().map(|(index, item)| {
-            if let Some(error) = refuse(&item) {
+            if let Some(error) = refuse(topic.map(|t| &**t), &item) {
                 return Err(error);
             }
             let info = topic.ok_or(missing)?;
@@ -97,7 +98,7 @@ impl<P: ApiPart + Send + 'static> PartitionPlan<P> {
         shard: &Shard,
         mut allowed: impl FnMut(&str) -> bool,
         topics: impl IntoIterator<Item = (&'a str, I)>,
-        mut refuse: impl FnMut(&T) -> Option<ResponseError>,
+        mut refuse: impl FnMut(Option<&TopicInfo>, &T) -> Option<ResponseError>,
         mut part: impl FnMut(&Arc<TopicInfo>, PartitionId, T) -> P,
     ) -> Self
     where

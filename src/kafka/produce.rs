@@ -26,26 +26,25 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
-    let table = shard.topics();
     let topics = body.topic_data.iter().map(|topic| {
-        let compacted = table
-            .get(topic.name.as_str())
-            .is_some_and(|t| t.config.is_compacted());
         let partitions = topic.partition_data.iter();
-        let partitions = partitions.map(move |data| (PartitionId(data.index), (compacted, data)));
-        (topic.name.as_str(), partitions)
+        (
+            topic.name.as_str(),
+            partitions.map(|data| (PartitionId(data.index), data)),
+        )
     });
     let plan = PartitionPlan::named_topics(
         shard,
         |topic| topic_allowed(shard, request, Operation::Write, topic),
         topics,
-        |(compacted, data)| {
+        |topic, data| {
             if durability.is_none() {
                 return Some(ResponseError::InvalidRequiredAcks);
             }
-            refuse_keyless(*compacted, data.records.as_deref())
+            let compacted = topic.is_some_and(|t| t.config.is_compacted());
+            refuse_keyless(compacted, data.records.as_deref())
         },
-        |info, partition, (_, data)| ProducePart {
+        |info, partition, data| ProducePart {
             topic: info.name.clone(),
             partition,
             records: data.records.clone().unwrap_or_default(),

@@ -130,7 +130,7 @@ pub async fn handle_describe_producers(
         shard,
         |topic| topic_allowed(shard, request, Operation::Read, topic),
         topics,
-        |_| None,
+        |_, _| None,
         |info, partition, ()| (info.name.clone(), partition),
     );
     let answers = plan
