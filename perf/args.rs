@@ -107,7 +107,7 @@ pub struct Args {
     /// Sink mode: address to listen on.
     #[arg(long, default_value = "127.0.0.1:19093")]
     pub listen: String,
-    /// Idle mode: connections to open and hold.
+    /// Idle mode: connections to open and hold; accept mode: open connections that ping.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
 }
@@ -122,6 +122,12 @@ pub enum Mode {
     /// Listen on --listen and acknowledge produce requests without storing them:
     /// measures the generator's own ceiling.
     Sink,
+    /// Time Metadata for every topic (request to whole answer), then decode it.
+    Metadata,
+    /// Open --rate new connections a second for --duration, each negotiating
+    /// versions and closing, while --connections open ones ping (ApiVersions
+    /// every 10 ms); their latency before and during.
+    Accept,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -12,6 +12,7 @@
 //! - [`monitor`]: the once-a-second progress line; stopping e2e consumers.
 //! - [`report`]: what counts for each mode, the text table and the JSON line.
 //! - [`idle`]: holding many idle connections.
+//! - [`probe`]: Metadata for every topic timed; the accept rate against open connections' latency.
 //! - [`batch`]: RecordBatch v2 encoded once and patched per send (values, timestamps, CRC-32C).
 //! - [`wire`]: connecting with the shared client, control-plane requests, the Produce template.
 //! - [`producer`]: one producer connection, open loop or max rate, pipelined.
@@ -31,6 +32,7 @@ mod cpus;
 mod idle;
 mod load;
 mod monitor;
+mod probe;
 mod producer;
 mod report;
 mod setup;
@@ -65,6 +67,8 @@ fn run() -> Result<()> {
     match args.mode {
         Mode::Idle => idle::run(&args),
         Mode::Sink => sink::run(&args.listen),
+        Mode::Metadata => probe::metadata(&args),
+        Mode::Accept => probe::accept(&args),
         Mode::Produce | Mode::Consume | Mode::E2e => load::run(&args, &settings),
     }
 }

@@ -146,6 +146,7 @@ pub struct FileConfig {
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_initial_rebalance_delay_ms: Option<i32>,
+    pub max_groups_per_shard: Option<usize>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
@@ -230,6 +231,8 @@ pub struct Config {
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i32,
+    /// Consumer groups each shard's coordinator holds at most.
+    pub max_groups_per_shard: usize,
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
@@ -364,6 +367,7 @@ impl Config {
                 group_initial_rebalance_delay_ms,
                 group::INITIAL_REBALANCE_DELAY_MS_DEFAULT
             ),
+            max_groups_per_shard: pick!(max_groups_per_shard, group::MAX_GROUPS_PER_SHARD_DEFAULT),
             offsets_retention_minutes: pick!(
                 offsets_retention_minutes,
                 group::OFFSETS_RETENTION_MINUTES_DEFAULT
@@ -438,6 +442,12 @@ impl Config {
             self.group_initial_rebalance_delay_ms as i64,
             self.group_initial_rebalance_delay_ms >= 0,
             "must not be negative",
+        )?;
+        check(
+            "max_groups_per_shard",
+            i64::try_from(self.max_groups_per_shard).unwrap_or(i64::MAX),
+            self.max_groups_per_shard >= 1,
+            "must be at least 1",
         )?;
         check(
             "retention_check_interval_ms",

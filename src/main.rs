@@ -125,6 +125,9 @@ struct ServeArgs {
     /// Delay before the first rebalance of a new group [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i32>,
+    /// Consumer groups each shard's coordinator holds at most; a new group beyond is refused (GROUP_MAX_SIZE_REACHED) [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_groups_per_shard: Option<usize>,
     /// How long offsets of an empty group are kept [default: 10080].
     #[arg(long, value_name = "MINUTES")]
     offsets_retention_minutes: Option<i64>,
@@ -200,6 +203,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,
         group_max_session_timeout_ms: args.group_max_session_timeout_ms,
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+        max_groups_per_shard: args.max_groups_per_shard,
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
         producer_id_expiration_ms: args.producer_id_expiration_ms,

@@ -750,3 +750,63 @@ fn groups_on_two_shards_commit_list_and_survive_a_restart() {
         );
     }
 }
+
+/// OffsetCommit of a standalone consumer (no generation, no member), which
+/// makes its group on first use; returns the partition's error code.
+fn standalone_commit(client: &mut RawClient, group: &str, topic: &str) -> i16 {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(1)
+            ])]);
+    client.call_negotiated(&request, 8).topics[0].partitions[0].error_code
+}
+
+#[test]
+fn a_shard_at_its_group_cap_refuses_new_groups_and_serves_its_own() {
+    let mut broker = Broker::builder()
+        .cpus("0")
+        .arg("--group-min-session-timeout-ms")
+        .arg("1000")
+        .arg("--group-initial-rebalance-delay-ms")
+        .arg("100")
+        .arg("--max-groups-per-shard")
+        .arg("2")
+        .start();
+    let topic = unique_topic("groups-cap");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let joined = unique_topic("cap-joined");
+    let committed = unique_topic("cap-committed");
+    let refused = unique_topic("cap-refused");
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    raw_member_join(&mut client, &joined, &topic);
+    assert_eq!(standalone_commit(&mut client, &committed, &topic), 0);
+    let full = ResponseError::GroupMaxSizeReached.code();
+    for round in ["before", "after a restart"] {
+        let join = client.call_negotiated(&join_request(&refused, "", &topic), 5);
+        assert_eq!(join.error_code, full, "{round}: a third group cannot join");
+        assert_eq!(
+            standalone_commit(&mut client, &refused, &topic),
+            full,
+            "{round}: nor commit"
+        );
+        assert_eq!(
+            standalone_commit(&mut client, &committed, &topic),
+            0,
+            "{round}: a group that exists still commits"
+        );
+        raw_member_join(&mut client, &joined, &topic);
+        broker.restart();
+        client = RawClient::connect_negotiated(broker.addr());
+    }
+    assert!(
+        broker
+            .log()
+            .contains("a new consumer group was refused: this shard holds its maximum"),
+        "the refusal is logged with the flag to raise"
+    );
+}

@@ -88,6 +88,8 @@ pub const INITIAL_REBALANCE_DELAY_MS_DEFAULT: i32 = 3_000;
 pub const MIN_SESSION_TIMEOUT_MS_DEFAULT: i32 = 6_000;
 pub const MAX_SESSION_TIMEOUT_MS_DEFAULT: i32 = 1_800_000;
 pub const OFFSETS_RETENTION_MINUTES_DEFAULT: i64 = 10_080;
+/// Groups one shard's coordinator holds at most (`--max-groups-per-shard`).
+pub const MAX_GROUPS_PER_SHARD_DEFAULT: usize = 100_000;
 
 /// The coordinator's settings (Kafka's names in the comments).
 #[derive(Debug, Clone)]
@@ -101,6 +103,8 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// group.max.size
     pub max_group_size: usize,
+    /// Groups this coordinator holds at most; a new one beyond is refused.
+    pub max_groups: usize,
     /// offsets.retention.minutes, in milliseconds.
     pub offsets_retention_ms: i64,
     /// offsets.retention.check.interval.ms
@@ -120,6 +124,7 @@ impl Default for GroupConfig {
             min_session_timeout_ms: MIN_SESSION_TIMEOUT_MS_DEFAULT,
             max_session_timeout_ms: MAX_SESSION_TIMEOUT_MS_DEFAULT,
             max_group_size: 1_000,
+            max_groups: MAX_GROUPS_PER_SHARD_DEFAULT,
             offsets_retention_ms: OFFSETS_RETENTION_MINUTES_DEFAULT * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,

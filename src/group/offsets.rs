@@ -123,6 +123,7 @@ impl GroupCoordinator {
                 return Err(GroupError::IllegalGeneration);
             }
             // A standalone consumer that only stores offsets here.
+            self.check_room_for_group(groups.len())?;
             let mut group = Group::new(group_id.to_string(), self.new_incarnation(), now_ms());
             group.generation = 0;
             self.persist_group(&group);

@@ -27,13 +27,9 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
     let backoff = Duration::from_millis(shard.config.log_cleaner_backoff_ms);
     loop {
         let logs: Vec<Rc<PartitionLog>> = shard
-            .logs
-            .borrow()
-            .values()
-            .flatten()
-            .flatten()
+            .open_logs()
+            .into_iter()
             .filter(|log| log.config().cleanup_policy.compact)
-            .cloned()
             .collect();
         let cleaned = match cleaner.clean_dirtiest(&logs, now_ms()).await {
             Ok(cleaned) => cleaned.is_some(),

@@ -21,7 +21,6 @@ pub mod topics;
 pub mod uring_probe;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,7 +29,7 @@ use glommio::sync::Semaphore;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 pub use crate::net::Shutdown;
-use crate::storage::{BatchCache, PartitionLog};
+use crate::storage::BatchCache;
 use crate::txn::{ProducerIdStore, ProducerIds};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
@@ -40,18 +39,20 @@ pub use crate::ids::{PartitionId, ShardId};
 /// The shard that writes the topic table and answers admin requests.
 pub const METADATA_SHARD: ShardId = ShardId(0);
 
-/// Per topic, the open log of each partition by [`PartitionId::index`]
-/// (`None` where another shard owns it or it is not open yet).
-type PartitionLogs = HashMap<Arc<str>, Vec<Option<Rc<PartitionLog>>>>;
-
 pub struct Shard {
     pub id: ShardId,
     pub config: Arc<Config>,
     pub mesh: Mesh,
     /// The newest topic table this shard has applied.
     topics: RefCell<Arc<TopicTable>>,
-    /// Open logs of the partitions this shard owns, by topic then partition.
-    logs: RefCell<PartitionLogs>,
+    /// The partitions this shard owns, open or idle, by topic then partition.
+    logs: RefCell<opening::PartitionSlots>,
+    /// Moves when a first opening of a partition finishes.
+    opened: crate::storage::notify::Notify,
+    /// First openings in flight.
+    openings: std::cell::Cell<usize>,
+    /// Bounds the first openings in flight.
+    open_permits: Semaphore,
     cache: Rc<BatchCache>,
     /// Only on [`METADATA_SHARD`]: the persisted writer of the topic table.
     registry: Option<RefCell<TopicRegistry>>,
@@ -80,11 +81,5 @@ impl Shard {
     /// with the same shard count).
     pub fn shard_of_group(&self, group_id: &str) -> ShardId {
         ShardId(crate::group::shard_for_group(group_id, self.shard_count()))
-    }
-
-    fn log(&self, topic: &str, partition: PartitionId) -> Option<Rc<PartitionLog>> {
-        let logs = self.logs.borrow();
-        let slot = logs.get(topic)?.get(partition.index()?)?;
-        slot.clone()
     }
 }

@@ -1,89 +1,377 @@
-//! Opening the logs a new topic table gives a shard: a bounded number at a
-//! time, so that opening many partitions never holds more descriptors at
-//! once than a few probes need; and, when one fails, removing the
-//! directories this attempt created, so that a failed change leaves nothing
-//! behind.
+//! The partitions a shard owns, open or idle. An idle partition is only
+//! registered: its log opens on its first read or write. So start-up and
+//! topic creation touch no file per partition, and only partitions in use
+//! hold a log in memory.
+//!
+//! A clean close marks each log's `partition.meta`, and a log that is only
+//! read keeps that mark; after a crash, the logs that were written are the
+//! only ones whose first opening scans their tail.
 
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures::stream::{self, StreamExt};
-
-use super::Shard;
+use super::partitions::PartitionError;
+use super::topics::TopicTable;
+use super::{PartitionId, Shard};
 use crate::storage::{self, LogConfig, PartitionLog, StorageOptions};
 
-/// Partition logs opened at once (each open probes O_DIRECT with two
-/// short-lived descriptors, then keeps its active segment open).
+/// Partition logs opened at once by first reads and writes.
 pub const OPENS_IN_FLIGHT_MAX: usize = 16;
 
 /// Partition logs closed at once at shutdown (each syncs its segment, its
 /// indexes and its partition.meta; concurrent syncs share the disk's flushes).
 pub const CLOSES_IN_FLIGHT_MAX: usize = 64;
 
-/// One log to open: topic, partition index and its config.
-pub type ToOpen = (Arc<str>, usize, LogConfig);
+/// Directories made between yields when a topic change adds partitions.
+const CREATES_BETWEEN_YIELDS: usize = 256;
 
-/// Opens every log in `opening`; on any failure, deletes what this call
-/// created (never a directory that was there before) and returns the error.
-pub async fn open_logs(
-    shard: &Shard,
-    opening: Vec<ToOpen>,
-) -> Result<Vec<(Arc<str>, usize, Rc<PartitionLog>)>, storage::Error> {
-    let options = StorageOptions {
-        allow_buffered_io: shard.config.allow_buffered_io,
-        producer_id_expiration_ms: shard.config.producer_id_expiration_ms,
-    };
-    let outcomes: Vec<_> = stream::iter(opening)
-        .map(|(name, partition, config)| {
-            let dir = shard.config.data_dir.join(format!("{name}-{partition}"));
-            let cache = shard.cache.clone();
-            let options = options.clone();
-            async move {
-                let existed = dir.exists();
-                let opened = PartitionLog::open(dir.clone(), config, cache, options).await;
-                (name, partition, dir, existed, opened)
-            }
-        })
-        .buffer_unordered(OPENS_IN_FLIGHT_MAX)
-        .collect()
-        .await;
-    if outcomes.iter().all(|(.., opened)| opened.is_ok()) {
-        return Ok(outcomes
-            .into_iter()
-            .filter_map(|(name, partition, _, _, opened)| Some((name, partition, opened.ok()?)))
-            .collect());
-    }
-    let mut first_error = None;
-    for (_, _, dir, existed, opened) in outcomes {
-        match opened {
-            Ok(log) => {
-                let undone = if existed {
-                    log.close().await
-                } else {
-                    log.delete().await
-                };
-                if let Err(error) = undone {
-                    tracing::error!(dir = %dir.display(), %error, "cannot undo a partition of a failed change");
-                }
-            }
-            Err(error) => {
-                if !existed {
-                    remove_created(dir);
-                }
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    Err(first_error.expect("some open failed"))
+/// One owned partition.
+pub enum Slot {
+    Open(Rc<PartitionLog>),
+    /// Registered; its log opens on first use.
+    Idle(Idle),
+    /// A first read or write is opening it; the others wait for that.
+    Opening,
 }
 
-fn remove_created(dir: PathBuf) {
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            tracing::error!(dir = %dir.display(), %error, "cannot remove a partition of a failed change")
+pub struct Idle {
+    pub config: LogConfig,
+    /// Whether the directory may hold sealed segments, which retention and
+    /// the cleaner must see (unknown for partitions found at start-up; a
+    /// partition made by this process holds none until it is opened).
+    pub may_hold_sealed: bool,
+}
+
+/// Per topic, the slot of each partition by [`PartitionId::index`] (`None`
+/// where another shard owns it).
+pub type PartitionSlots = std::collections::HashMap<Arc<str>, Vec<Option<Slot>>>;
+
+impl Shard {
+    fn partition_dir(&self, topic: &str, index: usize) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// The partition's log if it is open now (no opening).
+    pub(super) fn log(&self, topic: &str, partition: PartitionId) -> Option<Rc<PartitionLog>> {
+        let logs = self.logs.borrow();
+        match logs.get(topic)?.get(partition.index()?)?.as_ref()? {
+            Slot::Open(log) => Some(log.clone()),
+            Slot::Idle(_) | Slot::Opening => None,
         }
+    }
+
+    /// Every open log of this shard.
+    pub(super) fn open_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.logs
+            .borrow()
+            .values()
+            .flatten()
+            .filter_map(|slot| match slot {
+                Some(Slot::Open(log)) => Some(log.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The partition's log, opened on first use.
+    pub(super) async fn owned_log(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        let index = partition.index().ok_or(PartitionError::NotReady)?;
+        loop {
+            let (seen, idle) = {
+                let mut logs = self.logs.borrow_mut();
+                let slot = logs
+                    .get_mut(topic)
+                    .and_then(|slots| slots.get_mut(index))
+                    .and_then(Option::as_mut)
+                    .ok_or(PartitionError::NotReady)?;
+                match slot {
+                    Slot::Open(log) => return Ok(log.clone()),
+                    Slot::Opening => (self.opened.epoch(), None),
+                    Slot::Idle(_) => match std::mem::replace(slot, Slot::Opening) {
+                        Slot::Idle(idle) => (0, Some(idle)),
+                        other => {
+                            *slot = other;
+                            continue;
+                        }
+                    },
+                }
+            };
+            let Some(idle) = idle else {
+                self.opened.changed(seen).await;
+                continue;
+            };
+            self.openings.set(self.openings.get() + 1);
+            let opened = self.open_idle(topic, index, &idle.config).await;
+            self.openings.set(self.openings.get() - 1);
+            let outcome = self.settle_opening(topic, index, idle, opened);
+            self.opened.notify_all();
+            return outcome;
+        }
+    }
+
+    async fn open_idle(
+        &self,
+        topic: &str,
+        index: usize,
+        config: &LogConfig,
+    ) -> Result<Rc<PartitionLog>, storage::Error> {
+        let _permit = self.open_permits.acquire_permit(1).await;
+        let options = StorageOptions {
+            allow_buffered_io: self.config.allow_buffered_io,
+            producer_id_expiration_ms: self.config.producer_id_expiration_ms,
+        };
+        let dir = self.partition_dir(topic, index);
+        let log = PartitionLog::open(dir, config.clone(), self.cache.clone(), options).await?;
+        // The topic's config may have changed while the log was opening.
+        if let Some(topic) = self.topics().get(topic) {
+            let current = topic.config.log_config();
+            if &current != config {
+                log.set_config(current);
+            }
+        }
+        Ok(log)
+    }
+
+    /// Puts the outcome of a first opening in its slot: the log, or the idle
+    /// partition again after a failure (the next use tries again).
+    fn settle_opening(
+        &self,
+        topic: &str,
+        index: usize,
+        idle: Idle,
+        opened: Result<Rc<PartitionLog>, storage::Error>,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        let mut logs = self.logs.borrow_mut();
+        let slot = logs
+            .get_mut(topic)
+            .and_then(|slots| slots.get_mut(index))
+            .and_then(Option::as_mut);
+        match (slot, opened) {
+            (Some(slot), Ok(log)) => {
+                *slot = Slot::Open(log.clone());
+                Ok(log)
+            }
+            (Some(slot), Err(error)) => {
+                tracing::error!(topic, partition = index, %error, "opening a partition failed");
+                *slot = Slot::Idle(idle);
+                Err(error.into())
+            }
+            (None, _) => Err(PartitionError::NotReady),
+        }
+    }
+
+    /// Waits until no first opening is in flight, so that a topic change
+    /// never removes a directory a log is being opened in.
+    pub(super) async fn settle_openings(&self) {
+        while self.openings.get() > 0 {
+            let seen = self.opened.epoch();
+            self.opened.changed(seen).await;
+        }
+    }
+
+    /// Registers every partition of `table` this shard owns as idle (start-up).
+    pub fn start_topics(&self, table: Arc<TopicTable>) {
+        {
+            let mut logs = self.logs.borrow_mut();
+            for topic in table.iter() {
+                let config = topic.config.log_config();
+                let slots = logs.entry(topic.name.clone()).or_default();
+                slots.resize_with(topic.partition_shards.len(), || None);
+                for (index, &owner) in topic.partition_shards.iter().enumerate() {
+                    if owner == self.id {
+                        slots[index] = Some(Slot::Idle(Idle {
+                            config: config.clone(),
+                            may_hold_sealed: true,
+                        }));
+                    }
+                }
+            }
+        }
+        *self.topics.borrow_mut() = table;
+    }
+
+    /// Brings this shard's partitions in line with `table`: deletes logs of
+    /// removed topics, applies changed configs, and registers partitions it
+    /// now owns, each in a new directory. When a directory cannot be made,
+    /// the ones made here are removed again and the table is not applied.
+    pub async fn apply_topics(
+        self: Rc<Self>,
+        table: Arc<TopicTable>,
+    ) -> Result<(), storage::Error> {
+        self.settle_openings().await;
+        let old = self.topics();
+        // Deleted topics first, so a re-created topic starts from an empty directory.
+        let removed: Vec<(Arc<str>, Vec<Option<Slot>>)> = {
+            let mut logs = self.logs.borrow_mut();
+            old.iter()
+                .filter(|t| table.get(&t.name).is_none_or(|new| new.id != t.id))
+                .map(|t| {
+                    let slots = logs.remove(&t.name).unwrap_or_default();
+                    (t.name.clone(), slots)
+                })
+                .collect()
+        };
+        for (name, slots) in removed {
+            for (index, slot) in slots.into_iter().enumerate() {
+                match slot {
+                    Some(Slot::Open(log)) => log.delete().await?,
+                    Some(Slot::Idle(_)) => remove_dir(self.partition_dir(&name, index))?,
+                    Some(Slot::Opening) | None => {}
+                }
+            }
+            self.groups.remove_topic(&name).await;
+        }
+        let new = self.new_partitions(&old, &table);
+        let created = self.create_dirs(&new).await?;
+        *self.topics.borrow_mut() = table.clone();
+        self.register(&old, &table, created);
+        Ok(())
+    }
+
+    /// Partitions of `table` this shard owns that `old` did not have.
+    fn new_partitions(&self, old: &TopicTable, table: &TopicTable) -> Vec<(Arc<str>, usize)> {
+        let mut new = Vec::new();
+        for topic in table.iter() {
+            let known = old
+                .get(&topic.name)
+                .filter(|o| o.id == topic.id)
+                .map_or(0, |o| o.partition_shards.len());
+            for (index, &owner) in topic.partition_shards.iter().enumerate().skip(known) {
+                if owner == self.id {
+                    new.push((topic.name.clone(), index));
+                }
+            }
+        }
+        new
+    }
+
+    /// Makes the directories of `new` partitions and syncs the data
+    /// directory once for all of them. Returns which ones this call made.
+    async fn create_dirs(&self, new: &[(Arc<str>, usize)]) -> Result<Vec<bool>, storage::Error> {
+        let mut made = Vec::with_capacity(new.len());
+        for (i, (topic, index)) in new.iter().enumerate() {
+            let dir = self.partition_dir(topic, *index);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => made.push(true),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+                    made.push(false)
+                }
+                Err(error) => {
+                    self.undo_dirs(&new[..made.len()], &made);
+                    return Err(storage::Error::io("creating", dir, error));
+                }
+            }
+            if i % CREATES_BETWEEN_YIELDS == 0 {
+                glommio::yield_if_needed().await;
+            }
+        }
+        if made.iter().any(|&m| m) {
+            if let Err(error) = storage::file::sync_dir(&self.config.data_dir).await {
+                self.undo_dirs(new, &made);
+                return Err(error);
+            }
+        }
+        Ok(made)
+    }
+
+    fn undo_dirs(&self, partitions: &[(Arc<str>, usize)], made: &[bool]) {
+        for ((topic, index), _) in partitions.iter().zip(made).filter(|(_, &m)| m) {
+            if let Err(error) = remove_dir(self.partition_dir(topic, *index)) {
+                tracing::error!(%error, "cannot remove a partition of a failed change");
+            }
+        }
+    }
+
+    /// Registers the partitions of `table` this shard owns: new ones idle,
+    /// known ones with their config brought up to date.
+    fn register(&self, old: &TopicTable, table: &TopicTable, created: Vec<bool>) {
+        let mut created = created.into_iter();
+        let mut logs = self.logs.borrow_mut();
+        for topic in table.iter() {
+            let config = topic.config.log_config();
+            let before = old.get(&topic.name).filter(|o| o.id == topic.id);
+            let changed = before.is_none_or(|o| o.config != topic.config);
+            let known = before.map_or(0, |o| o.partition_shards.len());
+            let slots = logs.entry(topic.name.clone()).or_default();
+            slots.resize_with(topic.partition_shards.len(), || None);
+            for (index, &owner) in topic.partition_shards.iter().enumerate() {
+                if owner != self.id {
+                    continue;
+                }
+                if index >= known {
+                    // A directory that was there already may hold segments.
+                    let made_here = created.next().unwrap_or(false);
+                    slots[index] = Some(Slot::Idle(Idle {
+                        config: config.clone(),
+                        may_hold_sealed: !made_here,
+                    }));
+                    continue;
+                }
+                match &mut slots[index] {
+                    Some(Slot::Open(log)) if changed => log.set_config(config.clone()),
+                    Some(Slot::Idle(idle)) if changed => idle.config = config.clone(),
+                    // An opening log takes the table's config when it is open.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Opens idle partitions whose directories hold sealed segments, so that
+    /// retention and the cleaner see them; the others are marked as having
+    /// none (an idle partition gains no segment until it is opened).
+    pub(super) async fn open_idle_with_sealed_segments(&self) {
+        let candidates: Vec<(Arc<str>, usize)> = self
+            .logs
+            .borrow()
+            .iter()
+            .flat_map(|(topic, slots)| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, slot)| match slot {
+                        Some(Slot::Idle(idle)) if idle.may_hold_sealed => {
+                            Some((topic.clone(), index))
+                        }
+                        _ => None,
+                    })
+            })
+            .collect();
+        for (topic, index) in candidates {
+            glommio::yield_if_needed().await;
+            match storage::segment_count(&self.partition_dir(&topic, index)) {
+                Ok(count) if count > 1 => {
+                    if let Err(error) = self.owned_log(&topic, PartitionId::from_index(index)).await
+                    {
+                        tracing::error!(%topic, partition = index, %error, "opening a partition for retention failed");
+                    }
+                }
+                Ok(_) => self.mark_without_sealed(&topic, index),
+                Err(error) => {
+                    tracing::error!(%topic, partition = index, %error, "listing a partition's segments failed")
+                }
+            }
+        }
+    }
+
+    fn mark_without_sealed(&self, topic: &str, index: usize) {
+        let mut logs = self.logs.borrow_mut();
+        let slot = logs.get_mut(topic).and_then(|slots| slots.get_mut(index));
+        if let Some(Some(Slot::Idle(idle))) = slot {
+            idle.may_hold_sealed = false;
+        }
+    }
+}
+
+fn remove_dir(dir: PathBuf) -> Result<(), storage::Error> {
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(storage::Error::io("removing", dir, error)),
     }
 }

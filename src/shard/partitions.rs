@@ -1,5 +1,5 @@
 //! Partition work on the owning shard: append, read, offset lookups, waits,
-//! and opening or dropping logs as the topic table changes.
+//! retention and closing (the slots and first openings are in `opening`).
 //!
 //! Requests arrive here already split by owner; every type that crosses
 //! shards is `Send` and carries record data as `Bytes` (moved, never copied).
@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
-use super::topics::TopicTable;
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
@@ -23,7 +22,7 @@ use crate::storage::{
 pub enum PartitionError {
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
-    /// The table names the partition but its owner has not opened it yet.
+    /// The table this shard holds does not give it the partition (yet).
     #[error("partition is not open yet")]
     NotReady,
     #[error(transparent)]
@@ -64,22 +63,17 @@ pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 impl Shard {
-    fn owned_log(
-        &self,
-        topic: &str,
-        partition: PartitionId,
-    ) -> Result<Rc<PartitionLog>, PartitionError> {
-        self.log(topic, partition).ok_or(PartitionError::NotReady)
-    }
-
     pub async fn produce_local(
         self: Rc<Self>,
         parts: Vec<ProducePart>,
         durability: Durability,
     ) -> Vec<Result<AppendInfo, PartitionError>> {
         let appends = parts.into_iter().map(|part| {
-            let log = self.owned_log(&part.topic, part.partition);
-            async move { Ok(log?.append(part.records, durability).await?) }
+            let shard = self.clone();
+            async move {
+                let log = shard.owned_log(&part.topic, part.partition).await?;
+                Ok(log.append(part.records, durability).await?)
+            }
         });
         join_all(appends).await
     }
@@ -100,7 +94,7 @@ impl Shard {
                 max_bytes: part.max_bytes.min(remaining),
                 first_batch_whole,
             };
-            let result = match self.owned_log(&part.topic, part.partition) {
+            let result = match self.owned_log(&part.topic, part.partition).await {
                 Ok(log) => log
                     .read_limited(part.offset, limit)
                     .await
@@ -154,7 +148,7 @@ impl Shard {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
-                let log = self.owned_log(&query.topic, query.partition)?;
+                let log = self.owned_log(&query.topic, query.partition).await?;
                 // -1 for either where Kafka answers -1.
                 Ok(match query.timestamp {
                     LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark().get()),
@@ -186,7 +180,7 @@ impl Shard {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let answer = async {
-                let log = self.owned_log(&topic, partition)?;
+                let log = self.owned_log(&topic, partition).await?;
                 let before = if offset == HIGH_WATERMARK {
                     log.high_watermark()
                 } else {
@@ -205,73 +199,19 @@ impl Shard {
         self: Rc<Self>,
         parts: Vec<(Arc<str>, PartitionId)>,
     ) -> Vec<Result<Vec<(i64, ProducerEntry)>, PartitionError>> {
-        parts
-            .into_iter()
-            .map(|(topic, partition)| Ok(self.owned_log(&topic, partition)?.producers()))
-            .collect()
-    }
-
-    /// Brings this shard's open logs in line with `table`: opens partitions it
-    /// now owns, applies changed configs, deletes logs of removed topics.
-    pub async fn apply_topics(
-        self: Rc<Self>,
-        table: Arc<TopicTable>,
-    ) -> Result<(), storage::Error> {
-        let old = self.topics();
-        // Deleted topics first, so a re-created topic starts from an empty directory.
-        let removed: Vec<Arc<str>> = old
-            .iter()
-            .filter(|t| table.get(&t.name).is_none_or(|new| new.id != t.id))
-            .map(|t| t.name.clone())
-            .collect();
-        for name in removed {
-            let logs = self.logs.borrow_mut().remove(&name).unwrap_or_default();
-            for log in logs.into_iter().flatten() {
-                log.delete().await?;
-            }
-            self.groups.remove_topic(&name).await;
+        let mut answers = Vec::with_capacity(parts.len());
+        for (topic, partition) in parts {
+            let log = self.owned_log(&topic, partition).await;
+            answers.push(log.map(|log| log.producers()));
         }
-        let mut opening = Vec::new();
-        for topic in table.iter() {
-            let config = topic.config.log_config();
-            let changed = old
-                .get(&topic.name)
-                .is_none_or(|o| o.config != topic.config);
-            for (index, &owner) in topic.partition_shards.iter().enumerate() {
-                if owner != self.id {
-                    continue;
-                }
-                match self.log(&topic.name, PartitionId::from_index(index)) {
-                    Some(log) if changed => log.set_config(config.clone()),
-                    Some(_) => {}
-                    None => opening.push((topic.name.clone(), index, config.clone())),
-                }
-            }
-        }
-        let opened = super::opening::open_logs(&self, opening).await?;
-        for (name, index, log) in opened {
-            let mut logs = self.logs.borrow_mut();
-            let slots = logs.entry(name).or_default();
-            if slots.len() <= index {
-                slots.resize(index + 1, None);
-            }
-            slots[index] = Some(log);
-        }
-        *self.topics.borrow_mut() = table;
-        Ok(())
+        answers
     }
 
     /// Runs retention on every owned log (a background, low-priority pass).
     pub async fn enforce_retention(&self, now_ms: i64) {
-        let logs: Vec<Rc<PartitionLog>> = self
-            .logs
-            .borrow()
-            .values()
-            .flatten()
-            .flatten()
-            .cloned()
-            .collect();
-        for log in logs {
+        // Idle partitions with sealed segments open first, to be enforced too.
+        self.open_idle_with_sealed_segments().await;
+        for log in self.open_logs() {
             if let Err(error) = log.enforce_retention(now_ms).await {
                 tracing::error!(shard = self.id.index(), %error, "retention failed");
             }
@@ -281,13 +221,9 @@ impl Shard {
 
     /// Flushes and checkpoints every owned log (clean shutdown).
     pub async fn close_logs(&self) {
-        let logs: Vec<Rc<PartitionLog>> = self
-            .logs
-            .borrow_mut()
-            .drain()
-            .flat_map(|(_, v)| v)
-            .flatten()
-            .collect();
+        self.settle_openings().await;
+        let logs: Vec<Rc<PartitionLog>> = self.open_logs();
+        self.logs.borrow_mut().clear();
         // Each close syncs its files: many at once share the disk's flushes.
         let closes = futures::stream::iter(logs);
         let close = |log: Rc<PartitionLog>| async move {

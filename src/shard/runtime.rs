@@ -191,11 +191,8 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     if let Some(listener) = metrics {
         start_metrics(&shard, listener, accepting.clone())?;
     }
-    shard
-        .clone()
-        .apply_topics(table)
-        .await
-        .map_err(|e| format!("opening partitions: {e}"))?;
+    // Partitions open on first use: a shard serves once they are registered.
+    shard.start_topics(table);
     // Accept only once every shard can serve the partitions it owns.
     ready.fetch_add(1, Ordering::SeqCst);
     while ready.load(Ordering::SeqCst) < shard.shard_count() {
@@ -302,6 +299,7 @@ async fn open_shard(
         min_session_timeout_ms: config.group_min_session_timeout_ms,
         max_session_timeout_ms: config.group_max_session_timeout_ms,
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        max_groups: config.max_groups_per_shard,
         ..GroupConfig::default()
     };
     let groups = GroupCoordinator::open(
@@ -324,6 +322,9 @@ async fn open_shard(
         mesh,
         topics: RefCell::new(Arc::new(TopicTable::default())),
         logs: RefCell::new(HashMap::new()),
+        opened: Default::default(),
+        openings: Default::default(),
+        open_permits: Semaphore::new(super::opening::OPENS_IN_FLIGHT_MAX as u64),
         cache: BatchCache::new(config.batch_cache_bytes as usize),
         registry: registry.map(RefCell::new),
         admin_permit: Semaphore::new(1),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::opening::Slot;
 use super::{PartitionId, Shard};
 use crate::storage::CacheStats;
 
@@ -27,13 +28,16 @@ impl Shard {
         self.cache.stats()
     }
 
-    /// Every partition this shard owns, by topic then partition.
+    /// Every open partition this shard owns, by topic then partition.
     pub fn partition_samples(&self) -> Vec<PartitionSample> {
         let logs = self.logs.borrow();
         let mut samples = Vec::new();
         for (topic, partitions) in logs.iter() {
-            for (index, log) in partitions.iter().enumerate() {
-                let Some(log) = log else { continue };
+            for (index, slot) in partitions.iter().enumerate() {
+                // Idle partitions are not sampled: their logs are not open.
+                let Some(Slot::Open(log)) = slot else {
+                    continue;
+                };
                 let stats = log.stats();
                 samples.push(PartitionSample {
                     topic: topic.clone(),

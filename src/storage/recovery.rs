@@ -19,6 +19,18 @@ pub(crate) struct Recovered {
     pub next_offset: Offset,
     pub leader_epoch: i32,
     pub recovery_point: Offset,
+    /// The last close was clean: `partition.meta` on disk says so.
+    pub clean: bool,
+}
+
+/// How many segments a partition directory holds (none when it does not
+/// exist), without opening any of them.
+pub fn segment_count(dir: &Path) -> Result<usize, Error> {
+    match list_segments(dir) {
+        Ok(bases) => Ok(bases.len()),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(error),
+    }
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
@@ -114,6 +126,7 @@ pub(crate) async fn recover(
         next_offset,
         leader_epoch: meta.map_or(0, |m| m.leader_epoch()),
         recovery_point,
+        clean: start.clean,
     })
 }
 

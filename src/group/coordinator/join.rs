@@ -43,6 +43,9 @@ impl GroupCoordinator {
             if !req.member_id.is_empty() {
                 return refuse(GroupError::UnknownMemberId, &req.member_id);
             }
+            if let Err(error) = self.check_room_for_group(groups.len()) {
+                return refuse(error, &req.member_id);
+            }
             let group = Group::new(req.group_id.clone(), self.new_incarnation(), now_ms());
             groups.insert(req.group_id.clone(), group);
         }

@@ -55,7 +55,12 @@ pub struct GroupCoordinator {
     next_incarnation: Cell<u64>,
     next_timer_epoch: Cell<u64>,
     pub(super) closed: Cell<bool>,
+    /// When the last "too many groups" line was logged.
+    groups_full_logged: Cell<Option<std::time::Instant>>,
 }
+
+/// At most one "too many groups" line per this interval.
+const GROUPS_FULL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Groups rebuilt from the log, and the last incarnation handed out.
 struct LoadedGroups {
@@ -103,6 +108,30 @@ impl LoadedGroups {
 }
 
 impl GroupCoordinator {
+    /// Refuses a new group once this coordinator holds `max_groups`, with
+    /// GROUP_MAX_SIZE_REACHED: the error Kafka gives when a group cap is
+    /// reached (`group.max.size`, and `group.share.max.groups` for share
+    /// groups), which clients treat as fatal rather than retrying forever.
+    pub(crate) fn check_room_for_group(&self, groups: usize) -> Result<(), GroupError> {
+        if groups < self.config.max_groups {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let due = self
+            .groups_full_logged
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= GROUPS_FULL_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                groups,
+                max_groups = self.config.max_groups,
+                "a new consumer group was refused: this shard holds its maximum; raise --max-groups-per-shard"
+            );
+            self.groups_full_logged.set(Some(now));
+        }
+        Err(GroupError::GroupMaxSizeReached)
+    }
+
     /// Opens the log in `dir`, rebuilds groups and offsets from it and starts
     /// the offset expiry timer. Groups come back Empty: members rejoin.
     pub async fn open(
@@ -141,6 +170,7 @@ impl GroupCoordinator {
             next_incarnation: Cell::new(loaded.last_incarnation + 1),
             next_timer_epoch: Cell::new(1),
             closed: Cell::new(false),
+            groups_full_logged: Cell::new(None),
         });
         coordinator.start_expiry_timer();
         Ok(coordinator)

@@ -55,6 +55,7 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| Error::Closed)?;
+        self.mark_changing().await?;
         let now = (self.clock)();
         if self.should_roll(records.len() as u64, now) {
             self.roll(now).await?;

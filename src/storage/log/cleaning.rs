@@ -79,6 +79,7 @@ impl PartitionLog {
         if bytes == 0 && first != Some(base) {
             return self.remove_emptied(old).await;
         }
+        self.mark_changing().await?;
         swap::commit(&self.dir, base).await?;
         hook::pause("swap").await;
         {
@@ -123,6 +124,7 @@ impl PartitionLog {
 
     /// Removes a segment whose every record was superseded.
     async fn remove_emptied(&self, old: &SealedSegment) -> Result<bool, Error> {
+        self.mark_changing().await?;
         let removed = {
             let mut state = self.state.borrow_mut();
             if Self::check_open(&state).is_err() || !old.is_current(&state) {

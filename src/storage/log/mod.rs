@@ -19,7 +19,7 @@ mod pipeline;
 mod producers;
 mod reader;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -98,6 +98,10 @@ pub struct PartitionLog {
     written: Notify,
     /// The synced frontier; moves when an fdatasync completes, or on stop/close.
     commit: GroupCommit,
+    /// `partition.meta` on disk says the log was closed cleanly. It stays so
+    /// while the log is only read; the first change clears it on disk first,
+    /// so only logs that were written need a scan after a crash.
+    meta_clean: Cell<bool>,
 }
 
 impl PartitionLog {
@@ -154,8 +158,8 @@ impl PartitionLog {
             append_lock: glommio::sync::Semaphore::new(1),
             written: Notify::default(),
             commit: GroupCommit::default(),
+            meta_clean: Cell::new(recovered.clean),
         });
-        log.store_meta(false).await?;
         log.start_flusher_if_needed();
         Ok(log)
     }
@@ -302,6 +306,15 @@ impl PartitionLog {
         self.store_meta(false).await
     }
 
+    /// Clears the clean mark on disk before the first change to a log that
+    /// was opened clean (a write, a roll, a cleaned segment's swap).
+    pub(super) async fn mark_changing(&self) -> Result<(), Error> {
+        if self.meta_clean.get() {
+            self.store_meta(false).await?;
+        }
+        Ok(())
+    }
+
     async fn store_meta(&self, clean_shutdown: bool) -> Result<(), Error> {
         let meta = {
             let state = self.state.borrow();
@@ -312,7 +325,9 @@ impl PartitionLog {
                 clean_shutdown,
             )
         };
-        meta.store(&self.dir).await
+        meta.store(&self.dir).await?;
+        self.meta_clean.set(clean_shutdown);
+        Ok(())
     }
 
     /// Writes and syncs everything, persists the active segment's indexes and a
@@ -332,6 +347,12 @@ impl PartitionLog {
                 return Err(Error::Stopped(what));
             }
         }
+        if self.meta_clean.get() {
+            // Opened clean and never changed: the files already say all of it.
+            self.finish_close();
+            drop(permit);
+            return Ok(());
+        }
         self.flush().await?;
         self.seal_active().await?;
         let end = self.state.borrow().next_offset;
@@ -342,11 +363,16 @@ impl PartitionLog {
             state.closed = true;
         }
         self.store_meta(true).await?;
+        self.finish_close();
+        drop(permit);
+        Ok(())
+    }
+
+    fn finish_close(&self) {
+        self.state.borrow_mut().closed = true;
         self.cache.remove_log_from(self.log_id, Offset::MIN);
         self.written.notify_all();
         self.commit.wake_all();
-        drop(permit);
-        Ok(())
     }
 
     /// Closes the log and removes its directory.
