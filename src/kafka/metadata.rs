@@ -15,7 +15,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::authorize::{may_create_topic, require_cluster, topic_allowed};
+use super::authorize::{allows_everything, may_create_topic, require_cluster, topic_allowed};
+use super::metadata_cache;
 use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
 use crate::kafka_api;
@@ -112,6 +113,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
     };
     let allow_create = version < 4 || body.allow_auto_topic_creation;
     let describable = |name: &str| topic_allowed(shard, request, Operation::Describe, name);
+    if wanted.is_none() && allows_everything(shard, request) {
+        return respond_with_every_topic(shard, request);
+    }
     let topics = match wanted {
         // Every topic: only those the principal may describe are listed.
         None => shard
@@ -176,13 +180,31 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
             topics
         }
     };
-    let response = MetadataResponse::default()
+    request.respond(&answer(shard, request).with_topics(topics))
+}
+
+/// The answer without its topics.
+fn answer(shard: &Shard, request: &Request) -> MetadataResponse {
+    let version = request.version();
+    MetadataResponse::default()
         .with_brokers(vec![broker(shard, request)])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
-        .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
-    request.respond(&response)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// Every topic, for a principal that may describe all of them: the topic
+/// list comes encoded from the shard's cache.
+fn respond_with_every_topic(shard: &Shard, request: &Request) -> Outcome {
+    let version = request.version();
+    let table = shard.topics();
+    let describe = || table.iter().map(|t| describe_topic(t, version)).collect();
+    match metadata_cache::topics_of(&table, version, describe) {
+        Ok(topics) => {
+            metadata_cache::splice(request.respond(&answer(shard, request)), topics, version)
+        }
+        Err(error) => Outcome::Close(format!("cannot encode the topic list: {error}")),
+    }
 }
 
 pub async fn handle_describe_cluster(

@@ -16,6 +16,7 @@ pub mod fetch_encode;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+mod metadata_cache;
 pub mod partitioned;
 pub mod produce;
 pub mod producers;

@@ -11,7 +11,9 @@ use futures::future::join_all;
 
 use super::mesh::run_on;
 use super::open_files;
-use super::topics::{is_valid_topic_name, TopicRegistry, TopicTable, PARTITIONS_PER_TOPIC_MAX};
+use super::topics::{
+    is_valid_topic_name, TopicInfo, TopicRegistry, TopicTable, PARTITIONS_PER_TOPIC_MAX,
+};
 use super::{Shard, ShardId, METADATA_SHARD};
 use crate::topic_config::TopicConfig;
 
@@ -120,18 +122,43 @@ impl Shard {
     ) -> Vec<Result<(), TopicChangeError>> {
         let _permit = self.admin_permit.acquire_permit(1).await;
         let mut results = Vec::with_capacity(topics.len());
-        let mut created = Vec::new();
+        let mut made: Vec<TopicInfo> = Vec::new();
         let mut admitted_partitions = 0;
         for topic in topics {
-            let name = topic.name.clone();
-            let result = self.create_one(topic, validate_only, &mut admitted_partitions);
-            if result.is_ok() && !validate_only {
-                created.push(name);
+            match self.new_topic(topic, &made, &mut admitted_partitions) {
+                Ok(info) => {
+                    if !validate_only {
+                        made.push(info);
+                    }
+                    results.push(Ok(()));
+                }
+                Err(error) => results.push(Err(error)),
             }
-            results.push(result);
         }
-        if created.is_empty() {
+        if made.is_empty() {
             return results;
+        }
+        let created: Vec<String> = made.iter().map(|t| t.name.to_string()).collect();
+        let summaries: Vec<(i32, String)> = made
+            .iter()
+            .map(|t| (t.partition_count(), placement_summary(&t.partition_shards)))
+            .collect();
+        // One write of the table for the whole request.
+        let stored = match self.registry() {
+            Ok(registry) => registry
+                .borrow_mut()
+                .put_all(made)
+                .map_err(|e| TopicChangeError::Failed(e.to_string())),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(error.clone())))
+                .collect();
+        }
+        for (name, (partitions, shards)) in created.iter().zip(summaries) {
+            tracing::info!(topic = %name, partitions, %shards, "topic created");
         }
         match self.publish().await {
             Ok(()) => results,
@@ -205,17 +232,21 @@ impl Shard {
         )))
     }
 
-    fn create_one(
+    /// Checks one topic of a CreateTopics request (beside those `made` by
+    /// it so far) and builds it, not yet stored.
+    fn new_topic(
         &self,
         topic: NewTopic,
-        validate_only: bool,
+        made: &[TopicInfo],
         admitted_partitions: &mut u64,
-    ) -> Result<(), TopicChangeError> {
+    ) -> Result<TopicInfo, TopicChangeError> {
         let registry = self.registry()?;
         if !is_valid_topic_name(&topic.name) {
             return Err(TopicChangeError::InvalidName(topic.name));
         }
-        if registry.borrow().table().get(&topic.name).is_some() {
+        let taken = registry.borrow().table().get(&topic.name).is_some()
+            || made.iter().any(|t| *t.name == *topic.name);
+        if taken {
             return Err(TopicChangeError::AlreadyExists(topic.name));
         }
         check_partition_count(topic.partitions)?;
@@ -226,17 +257,9 @@ impl Shard {
         let partitions = topic.partitions as u64;
         self.check_open_files(&topic.name, partitions, *admitted_partitions)?;
         *admitted_partitions += partitions;
-        if validate_only {
-            return Ok(());
-        }
-        let mut registry = registry.borrow_mut();
-        let info = registry.new_topic(&topic.name, topic.partitions, config);
-        let shards = placement_summary(&info.partition_shards);
-        registry
-            .put(info)
-            .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
-        tracing::info!(topic = %topic.name, partitions = topic.partitions, %shards, "topic created");
-        Ok(())
+        Ok(registry
+            .borrow()
+            .new_topic(&topic.name, topic.partitions, config))
     }
 
     async fn delete_topics_here(

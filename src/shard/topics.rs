@@ -79,9 +79,11 @@ impl TopicTable {
         self.by_name.values()
     }
 
-    fn with(&self, changed: Arc<TopicInfo>) -> TopicTable {
+    fn with(&self, changed: impl IntoIterator<Item = TopicInfo>) -> TopicTable {
         let mut by_name = self.by_name.clone();
-        by_name.insert(changed.name.clone(), changed);
+        for topic in changed {
+            by_name.insert(topic.name.clone(), Arc::new(topic));
+        }
         TopicTable::from_map(by_name)
     }
 
@@ -219,7 +221,12 @@ impl TopicRegistry {
     }
 
     pub fn put(&mut self, topic: TopicInfo) -> Result<Arc<TopicTable>, RegistryError> {
-        let table = Arc::new(self.table.with(Arc::new(topic)));
+        self.put_all(vec![topic])
+    }
+
+    /// Adds or replaces `topics` with one write of the table.
+    pub fn put_all(&mut self, topics: Vec<TopicInfo>) -> Result<Arc<TopicTable>, RegistryError> {
+        let table = Arc::new(self.table.with(topics));
         self.store(&table)?;
         self.table = table;
         Ok(self.table.clone())

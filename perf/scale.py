@@ -1,0 +1,169 @@
+"""What partitions cost one broker: create time, RSS, open files, Metadata
+latency, idle CPU, clean and crash restart times, and (optionally) the peer
+shape on the same broker against one with 4 partitions.
+
+usage: python perf/scale.py BROKER PERF PARTITIONS [--peer ROUNDS]
+
+BROKER is the ringlog binary, PERF the ringlog-perf binary. One shard
+(--cpus 0); topics of at most 10,000 partitions, one CreateTopics each;
+one 100 B record to every 100th partition. Prints one JSON line."""
+import json, os, signal, socket, subprocess, sys, tempfile, time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+broker, perf, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+peer_rounds = int(sys.argv[sys.argv.index("--peer") + 1]) if "--peer" in sys.argv else 0
+TOPIC_PARTITIONS_MAX = 10_000
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+port = free_port()
+bootstrap = f"127.0.0.1:{port}"
+work = tempfile.mkdtemp(prefix="scale-")
+log = open(os.path.join(work, "broker.log"), "ab")
+
+
+def start(data):
+    """Starts the broker; returns it and the seconds until the port accepts."""
+    t0 = time.time()
+    p = subprocess.Popen([broker, "serve", "--cpus", "0", "--data-dir", data,
+                          "--listen", bootstrap, "--metrics-listen", "none"],
+                         stdout=log, stderr=log)
+    while True:
+        if p.poll() is not None:
+            sys.exit(f"broker exited {p.returncode}; see {work}/broker.log")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return p, time.time() - t0
+        except OSError:
+            time.sleep(0.02)
+
+
+def stop(p):
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    p.wait()
+    return time.time() - t0
+
+
+def rss_mb(p):
+    for line in open(f"/proc/{p.pid}/status"):
+        if line.startswith("VmRSS"):
+            return round(int(line.split()[1]) / 1024, 1)
+
+
+def fds(p):
+    return len(os.listdir(f"/proc/{p.pid}/fd"))
+
+
+def ticks(p):
+    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def perf_json(*args):
+    out = subprocess.run([perf, *args, "--bootstrap", bootstrap], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def produce_sample(topics, value):
+    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for name, partitions in topics:
+        for part in range(0, partitions, 100):
+            prod.produce(name, value=value, partition=part)
+            prod.poll(0)
+    assert prod.flush(120) == 0
+
+
+def first_use_ms(topics):
+    """Time for librdkafka to read the watermarks of every written partition."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scale"})
+    t0 = time.time()
+    for name, partitions in topics:
+        for part in range(0, partitions, 100):
+            c.get_watermark_offsets(TopicPartition(name, part), timeout=60)
+    elapsed = (time.time() - t0) * 1000
+    c.close()
+    return round(elapsed, 1)
+
+
+def peer(data_tag, rounds_out):
+    out = perf_json("produce", "--topic", "peer", "--partitions", "2", "--record-size", "100",
+                    "--batch-records", "1000", "--acks", "1", "--in-flight", "1",
+                    "--producers", "2", "--duration", "10", "--warmup", "2", "--rate", "max",
+                    "--cpus", "1", "--json")
+    rounds_out.setdefault(data_tag, []).append(out.get("mb_per_sec") or out.get("produced_mb_per_sec"))
+
+
+data = os.path.join(work, "data")
+p, _ = start(data)
+admin = AdminClient({"bootstrap.servers": bootstrap})
+topics = []
+left = total
+while left > 0:
+    n = min(left, TOPIC_PARTITIONS_MAX)
+    topics.append((f"scale-{len(topics)}", n))
+    left -= n
+t0 = time.time()
+for name, n in topics:
+    for _, fut in admin.create_topics([NewTopic(name, n, 1)], request_timeout=600,
+                                      operation_timeout=600).items():
+        fut.result()
+row = {"partitions": total, "create_s": round(time.time() - t0, 1)}
+produce_sample(topics, b"x" * 100)
+md = perf_json("metadata")
+assert md["partitions"] == total, md
+row["metadata_ms_min"] = round(md["answer_ms_min"], 1)
+row["metadata_ms_median"] = round(md["answer_ms_median"], 1)
+row["metadata_decode_ms_median"] = round(md["decode_ms_median"], 1)
+t = time.time()
+listed = admin.list_topics(timeout=60)
+row["metadata_librdkafka_ms"] = round((time.time() - t) * 1000, 1)
+assert sum(len(t.partitions) for n, t in listed.topics.items() if n.startswith("scale-")) == total
+time.sleep(2)
+c0 = ticks(p)
+time.sleep(10)
+row["idle_cpu_ticks_10s"] = ticks(p) - c0
+row["rss_mb"] = rss_mb(p)
+row["open_files"] = fds(p)
+row["clean_stop_s"] = round(stop(p), 1)
+p, row["clean_restart_s"] = start(data)
+row["clean_restart_s"] = round(row["clean_restart_s"], 2)
+row["rss_mb_after_restart"] = rss_mb(p)
+row["open_files_after_restart"] = fds(p)
+row["first_use_after_clean_ms"] = first_use_ms(topics)
+# Written just before the kill: every 100th partition again.
+produce_sample(topics, b"y" * 100)
+p.send_signal(signal.SIGKILL)
+p.wait()
+p, row["crash_restart_s"] = start(data)
+row["crash_restart_s"] = round(row["crash_restart_s"], 2)
+row["first_use_after_crash_ms"] = first_use_ms(topics)
+if peer_rounds:
+    small = os.path.join(work, "small")
+    rounds = {}
+    for _ in range(peer_rounds):
+        peer("with_partitions", rounds)
+        stop(p)
+        p, _ = start(small)
+        if not os.path.exists(os.path.join(small, "other-0")):
+            for _, fut in admin.create_topics([NewTopic("other", 2, 1)]).items():
+                fut.result()
+        peer("with_4", rounds)
+        stop(p)
+        p, _ = start(data)
+    row["peer_mb_s"] = rounds
+stop(p)
+row["uptime"] = open("/proc/loadavg").read().split()[:3]
+print(json.dumps(row), flush=True)
+subprocess.run(["rm", "-rf", work])
