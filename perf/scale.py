@@ -7,7 +7,7 @@ usage: python perf/scale.py BROKER PERF PARTITIONS [--peer ROUNDS]
 BROKER is the ringlog binary, PERF the ringlog-perf binary. One shard
 (--cpus 0); topics of at most 10,000 partitions, one CreateTopics each;
 one 100 B record to every 100th partition. Prints one JSON line."""
-import json, os, signal, socket, subprocess, sys, tempfile, time
+import atexit, json, os, signal, socket, subprocess, sys, tempfile, time
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -37,14 +37,29 @@ def start(data):
     p = subprocess.Popen([broker, "serve", "--cpus", "0", "--data-dir", data,
                           "--listen", bootstrap, "--metrics-listen", "none"],
                          stdout=log, stderr=log)
+    # A failed run leaves no broker behind.
+    atexit.register(lambda: p.poll() is None and p.kill())
     while True:
         if p.poll() is not None:
             sys.exit(f"broker exited {p.returncode}; see {work}/broker.log")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+        if answers_api_versions():
             return p, time.time() - t0
-        except OSError:
-            time.sleep(0.02)
+        time.sleep(0.01)
+
+
+# ApiVersions v0, correlation id 1, client id "s": answered only by a broker
+# that serves (a killed one's socket may still accept for a moment).
+API_VERSIONS_V0 = bytes.fromhex("0000000b" "0012" "0000" "00000001" "0001" "73")
+
+
+def answers_api_versions():
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.2) as s:
+            s.settimeout(0.5)
+            s.sendall(API_VERSIONS_V0)
+            return len(s.recv(4)) == 4
+    except OSError:
+        return False
 
 
 def stop(p):
@@ -123,9 +138,11 @@ row = {"partitions": total, "create_s": round(time.time() - t0, 1)}
 produce_sample(topics, b"x" * 100)
 md = perf_json("metadata")
 assert md["partitions"] == total, md
-row["metadata_ms_min"] = round(md["answer_ms_min"], 1)
-row["metadata_ms_median"] = round(md["answer_ms_median"], 1)
-row["metadata_decode_ms_median"] = round(md["decode_ms_median"], 1)
+row["metadata_bytes"] = md["response_bytes"]
+row["metadata_ms_min"] = round(md["answer_ms_min"], 2)
+row["metadata_ms_median"] = round(md["answer_ms_median"], 2)
+row["metadata_ms_max"] = round(md["answer_ms_max"], 2)
+row["metadata_decode_ms_median"] = round(md["decode_ms_median"], 2)
 t = time.time()
 listed = admin.list_topics(timeout=60)
 row["metadata_librdkafka_ms"] = round((time.time() - t) * 1000, 1)
@@ -138,7 +155,7 @@ row["rss_mb"] = rss_mb(p)
 row["open_files"] = fds(p)
 row["clean_stop_s"] = round(stop(p), 1)
 p, row["clean_restart_s"] = start(data)
-row["clean_restart_s"] = round(row["clean_restart_s"], 2)
+row["clean_restart_s"] = round(row["clean_restart_s"], 3)
 row["rss_mb_after_restart"] = rss_mb(p)
 row["open_files_after_restart"] = fds(p)
 row["first_use_after_clean_ms"] = first_use_ms(topics)
@@ -147,7 +164,7 @@ produce_sample(topics, b"y" * 100)
 p.send_signal(signal.SIGKILL)
 p.wait()
 p, row["crash_restart_s"] = start(data)
-row["crash_restart_s"] = round(row["crash_restart_s"], 2)
+row["crash_restart_s"] = round(row["crash_restart_s"], 3)
 row["first_use_after_crash_ms"] = first_use_ms(topics)
 if peer_rounds:
     small = os.path.join(work, "small")

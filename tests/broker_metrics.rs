@@ -23,8 +23,9 @@ const COUNTER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the health poller asks.
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(2);
-/// Partitions that make start-up and shutdown take long enough to be seen.
-const SLOW_START_PARTITIONS: i32 = 200;
+/// Written partitions that make shutdown take long enough to be seen
+/// (each closes with its syncs).
+const SLOW_STOP_PARTITIONS: i32 = 200;
 
 /// Scrapes until `check` holds (bounded); returns the last scrape.
 fn scrape_until(broker: &Broker, mut check: impl FnMut(&Scrape) -> bool) -> Scrape {
@@ -265,7 +266,12 @@ fn poll_health(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<Ve
 fn health_is_starting_then_ready_then_stopping_and_live_throughout() {
     let mut broker = Broker::builder().metrics().start();
     let topic = unique_topic("metrics-health");
-    create_topic(&broker.bootstrap(), &topic, SLOW_START_PARTITIONS, &[]);
+    create_topic(&broker.bootstrap(), &topic, SLOW_STOP_PARTITIONS, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    for partition in 0..SLOW_STOP_PARTITIONS {
+        let produced = raw::produce(&mut client, &topic, partition, &[(b"k", b"v")]);
+        assert_eq!(produced.error_code, error_code::NONE);
+    }
     let addr = broker.metrics_addr();
     assert_eq!(health(addr), (Seen::Ready, Some(200)));
 
@@ -299,12 +305,10 @@ fn health_is_starting_then_ready_then_stopping_and_live_throughout() {
     }
     assert!(
         seen.contains(&Seen::Stopping),
-        "closing {SLOW_START_PARTITIONS} partitions shows stopping: {seen:?}"
+        "closing {SLOW_STOP_PARTITIONS} partitions shows stopping: {seen:?}"
     );
-    assert!(
-        seen.contains(&Seen::Starting),
-        "opening {SLOW_START_PARTITIONS} partitions shows starting: {seen:?}"
-    );
+    // Start-up registers partitions without opening them, so "starting"
+    // may pass between two polls: only its place in the order is checked.
 }
 
 /// The `ringlog_*` names a PromQL expression asks for.
