@@ -396,3 +396,243 @@ fn two_shards_report_each_their_own_series_and_the_records_sum_over_them() {
     let end_offsets = scraped.partition_sum("ringlog_partition_log_end_offset", &topic, 4);
     assert_eq!(end_offsets, RECORDS as f64);
 }
+
+/// Connections that produce at once into the small inboxes.
+const INBOX_FILL_CONNECTIONS: usize = 8;
+/// Produce requests each of them keeps in flight.
+const INBOX_FILL_PIPELINE: usize = 16;
+/// How long they try to find an inbox full.
+const INBOX_FILL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One connection's produce rounds: pipelined requests to every partition
+/// of `topic` until a partition is answered REQUEST_TIMED_OUT or the time is
+/// up. Returns the partition answers with REQUEST_TIMED_OUT, and any other
+/// error code seen.
+fn produce_until_timed_out(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: i32,
+    stop: &AtomicBool,
+) -> (u64, Vec<i16>) {
+    use kafka_protocol::messages::ProduceRequest;
+    let mut client = RawClient::connect_negotiated(addr);
+    let version = client.version_of::<ProduceRequest>(raw::PRODUCE_VERSION_MAX);
+    let mut request = raw::produce_request(topic, 0, 1, raw::record_batch(&[(b"k", b"v")]));
+    let data = request.topic_data[0].partition_data[0].clone();
+    request.topic_data[0].partition_data = (0..partitions)
+        .map(|p| data.clone().with_index(p))
+        .collect();
+    let (mut timed_out, mut others) = (0, Vec::new());
+    let deadline = Instant::now() + INBOX_FILL_TIMEOUT;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let mut frames = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..INBOX_FILL_PIPELINE {
+            let (id, frame) = client.frame(&request, version);
+            frames.extend(frame);
+            ids.push(id);
+        }
+        client
+            .write_raw(&frames)
+            .expect("writing the produce requests");
+        for id in ids {
+            let response = client.receive::<ProduceRequest>(id, version);
+            for answer in response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+            {
+                match answer.error_code {
+                    error_code::NONE => {}
+                    error_code::REQUEST_TIMED_OUT => timed_out += 1,
+                    other => others.push(other),
+                }
+            }
+        }
+        if timed_out > 0 {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+    (timed_out, others)
+}
+
+#[test]
+fn a_full_cross_shard_inbox_is_counted_and_answered_request_timed_out() {
+    let test = "a_full_cross_shard_inbox_is_counted_and_answered_request_timed_out";
+    if !cfg!(debug_assertions) {
+        common::skip::skip(
+            test,
+            "the inbox capacity can be lowered in debug builds only",
+        );
+        return;
+    }
+    let Some(cpus) = common::two_cpus(test) else {
+        return;
+    };
+    // One job per inbox: a burst of requests whose partitions live on the
+    // other shard finds it full before that shard takes the first job.
+    let broker = Broker::builder()
+        .cpus(&cpus)
+        .metrics()
+        .env("RINGLOG_SHARD_INBOX_CAPACITY", "1")
+        .start();
+    let topic = unique_topic("metrics-inbox");
+    const PARTITIONS: i32 = 2;
+    create_topic(&broker.bootstrap(), &topic, PARTITIONS, &[]);
+    let before = scrape(broker.metrics_addr());
+    let rejected = |s: &Scrape| {
+        ["0", "1"]
+            .iter()
+            .map(|shard| s.value("ringlog_cross_shard_rejected_total", &[("shard", shard)]))
+            .sum::<f64>()
+    };
+    let rejected_before = rejected(&before);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..INBOX_FILL_CONNECTIONS)
+        .map(|_| {
+            let (addr, topic, stop) = (broker.addr(), topic.clone(), stop.clone());
+            thread::spawn(move || produce_until_timed_out(addr, &topic, PARTITIONS, &stop))
+        })
+        .collect();
+    let (mut timed_out, mut others) = (0, Vec::new());
+    for producer in producers {
+        let (t, o) = producer.join().expect("a producing thread");
+        timed_out += t;
+        others.extend(o);
+    }
+    assert!(
+        others.is_empty(),
+        "only REQUEST_TIMED_OUT besides NONE: {others:?}"
+    );
+    assert!(
+        timed_out > 0,
+        "{INBOX_FILL_CONNECTIONS} connections with {INBOX_FILL_PIPELINE} requests in flight found no inbox full"
+    );
+
+    // Nothing is in flight now: this scrape's own jobs find room.
+    let after = scrape(broker.metrics_addr());
+    let rejected_jobs = rejected(&after) - rejected_before;
+    // Each refused job is one shard's part of one request, answered
+    // REQUEST_TIMED_OUT in each of that shard's partitions.
+    assert!(
+        rejected_jobs >= 1.0 && rejected_jobs <= timed_out as f64,
+        "{rejected_jobs} jobs refused for {timed_out} partitions answered REQUEST_TIMED_OUT"
+    );
+    assert_eq!(
+        after.value(
+            "ringlog_request_errors_total",
+            &[("api", "Produce"), ("code", "REQUEST_TIMED_OUT")]
+        ),
+        timed_out as f64
+    );
+}
+
+#[test]
+fn errors_of_group_admin_and_sasl_requests_are_counted_by_api_and_code() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, DeleteGroupsRequest, DescribeConfigsRequest, GroupId,
+        HeartbeatRequest, SaslHandshakeRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    let broker = Broker::builder()
+        .metrics()
+        .auto_create_topics(false)
+        .start();
+    let topic = unique_topic("metrics-admin-errors");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+
+    let group = unique_topic("metrics-no-group");
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(GroupId(s(&group)))
+        .with_generation_id(1)
+        .with_member_id(s("no-such-member"));
+    let heartbeat = client.call_negotiated(&heartbeat, 4).error_code;
+    let deleted = client.call_negotiated(
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&group))]),
+        2,
+    );
+    let again = CreatableTopic::default()
+        .with_name(TopicName(s(&topic)))
+        .with_num_partitions(1)
+        .with_replication_factor(1);
+    let created = client.call_negotiated(
+        &CreateTopicsRequest::default()
+            .with_topics(vec![again])
+            .with_timeout_ms(10_000),
+        7,
+    );
+    // Resource type 2 is a topic.
+    let unknown = DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(s("metrics-no-such-topic"));
+    let described = client.call_negotiated(
+        &DescribeConfigsRequest::default().with_resources(vec![unknown]),
+        4,
+    );
+    let handshake = client.call_negotiated(
+        &SaslHandshakeRequest::default().with_mechanism(s("PLAIN")),
+        1,
+    );
+
+    let expected = [
+        ("Heartbeat", heartbeat, "UNKNOWN_MEMBER_ID", 25),
+        (
+            "DeleteGroups",
+            deleted.results[0].error_code,
+            "GROUP_ID_NOT_FOUND",
+            69,
+        ),
+        (
+            "CreateTopics",
+            created.topics[0].error_code,
+            "TOPIC_ALREADY_EXISTS",
+            36,
+        ),
+        (
+            "DescribeConfigs",
+            described.results[0].error_code,
+            "UNKNOWN_TOPIC_OR_PARTITION",
+            3,
+        ),
+        // SASL on a PLAINTEXT listener.
+        (
+            "SaslHandshake",
+            handshake.error_code,
+            "ILLEGAL_SASL_STATE",
+            34,
+        ),
+    ];
+    let scraped = scrape_until(&broker, |s| {
+        s.get(
+            "ringlog_request_errors_total",
+            &[("api", "SaslHandshake"), ("code", "ILLEGAL_SASL_STATE")],
+        )
+        .is_some()
+    });
+    for (api, answered, name, code) in expected {
+        assert_eq!(answered, code, "{api} answered {answered}, not {name}");
+        assert_eq!(
+            scraped.value(
+                "ringlog_request_errors_total",
+                &[("api", api), ("code", name)]
+            ),
+            1.0,
+            "{api} {name}"
+        );
+    }
+    let counted: usize = scraped
+        .series
+        .get("ringlog_request_errors_total")
+        .map_or(0, Vec::len);
+    assert_eq!(
+        counted,
+        expected.len(),
+        "no other error counted:\n{}",
+        scraped.text
+    );
+}

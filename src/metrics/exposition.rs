@@ -200,7 +200,7 @@ impl Exposition {
         counters(
             encoder,
             "request_errors",
-            "Errors answered, by API and Kafka error code (per partition where the API answers per partition; INVALID_REQUEST for a request that closed its connection).",
+            "Errors answered, by API and Kafka error code (one per partition, topic, group or resource where the answer has one; INVALID_REQUEST for a request that closed its connection).",
             errors.into_iter().map(|((key, code), count)| {
                 (
                     vec![("api", api_name(key)), ("code", error_name(code))],
