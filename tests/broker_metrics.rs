@@ -636,3 +636,112 @@ fn errors_of_group_admin_and_sasl_requests_are_counted_by_api_and_code() {
         scraped.text
     );
 }
+
+/// Small segments, so that a few KiB roll several of them.
+const SMALL_SEGMENT_BYTES: &str = "4096";
+/// How long a retention pass and a cleaning may take to show.
+const STORAGE_WORK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `rounds` produce rounds of `per_round` records over `keys` keys, each
+/// its own batch, so that segments roll between them.
+fn produce_rounds(bootstrap: &str, topic: &str, rounds: usize, per_round: usize, keys: usize) {
+    for _ in 0..rounds {
+        produce_keyed(bootstrap, topic, per_round, keys);
+    }
+}
+
+#[test]
+fn retention_and_compaction_work_is_counted_as_it_changes_the_logs() {
+    let broker = Broker::builder()
+        .metrics()
+        .arg("--retention-check-interval-ms")
+        .arg("100")
+        .arg("--log-cleaner-backoff-ms")
+        .arg("100")
+        .start();
+    let bootstrap = broker.bootstrap();
+    let retained = unique_topic("metrics-retained");
+    let compacted = unique_topic("metrics-compacted");
+    create_topic(
+        &bootstrap,
+        &retained,
+        1,
+        &[
+            ("segment.bytes", SMALL_SEGMENT_BYTES),
+            ("retention.bytes", SMALL_SEGMENT_BYTES),
+        ],
+    );
+    create_topic(
+        &bootstrap,
+        &compacted,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", SMALL_SEGMENT_BYTES),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    produce_rounds(&bootstrap, &retained, 20, 30, 30);
+    produce_rounds(&bootstrap, &compacted, 20, 30, 5);
+    // Records under other keys push the updates out of the active segment,
+    // which the cleaner never touches.
+    produce_rounds(&bootstrap, &compacted, 3, 30, 30);
+
+    let shard = [("shard", "0")];
+    let work = |s: &Scrape| {
+        [
+            "ringlog_retention_segments_deleted_total",
+            "ringlog_retention_bytes_deleted_total",
+            "ringlog_log_cleaner_runs_total",
+            "ringlog_log_cleaner_bytes_read_total",
+            "ringlog_log_cleaner_bytes_removed_total",
+            "ringlog_log_cleaner_records_removed_total",
+        ]
+        .map(|name| s.value(name, &shard))
+    };
+    let size = |s: &Scrape, topic: &str| s.partition_sum("ringlog_partition_size_bytes", topic, 1);
+    // Once both have worked, two scrapes in a row that agree: no pass was
+    // half done when the numbers were read.
+    let deadline = Instant::now() + STORAGE_WORK_TIMEOUT;
+    let mut last = scrape(broker.metrics_addr());
+    let scraped = loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = scrape(broker.metrics_addr());
+        let done = work(&now)[0] >= 1.0 && work(&now)[5] >= 1.0;
+        let settled = work(&now) == work(&last)
+            && size(&now, &retained) == size(&last, &retained)
+            && size(&now, &compacted) == size(&last, &compacted);
+        if (done && settled) || Instant::now() >= deadline {
+            break now;
+        }
+        last = now;
+    };
+    let [segments_deleted, bytes_deleted, runs, bytes_read, bytes_removed, records_removed] =
+        work(&scraped);
+    assert!(
+        segments_deleted >= 1.0,
+        "retention deleted segments:\n{}",
+        scraped.text
+    );
+    assert!(
+        runs >= 1.0 && records_removed >= 1.0,
+        "the cleaner ran:\n{}",
+        scraped.text
+    );
+
+    // Retention: what was appended and is no longer on disk.
+    let retained_in = scraped.value("ringlog_bytes_in_total", &[("topic", &retained)]);
+    assert_eq!(bytes_deleted, retained_in - size(&scraped, &retained));
+    let labels = [("topic", retained.as_str()), ("partition", "0")];
+    assert!(scraped.value("ringlog_partition_log_start_offset", &labels) > 0.0);
+
+    // Compaction: the bytes and records no longer there.
+    let compacted_in = scraped.value("ringlog_bytes_in_total", &[("topic", &compacted)]);
+    assert_eq!(bytes_removed, compacted_in - size(&scraped, &compacted));
+    assert!(bytes_read >= bytes_removed);
+    let records_in = scraped.value("ringlog_records_in_total", &[("topic", &compacted)]);
+    let left = (records_in - records_removed) as usize;
+    let consumer = consumer(&bootstrap, &[]);
+    common::clients::assign(&consumer, &compacted, &[0], Offset::Beginning);
+    common::clients::consume(&consumer, left + 1, Duration::from_secs(5)).expect_count(left);
+}

@@ -383,6 +383,7 @@ impl Exposition {
             "fdatasync of segment files, by shard (the count is the number of fsyncs).",
             shards().map(|(l, s)| (l, s.fsync.clone())),
         )?;
+        self.encode_storage_work(encoder)?;
         counters(
             encoder,
             "batch_cache_hits",
@@ -408,6 +409,50 @@ impl Exposition {
             shards().map(|(l, s)| (l, s.cache_capacity_bytes as i64)),
         )?;
         self.encode_runtime(encoder)
+    }
+
+    fn encode_storage_work(&self, encoder: &mut DescriptorEncoder) -> Result<(), FmtError> {
+        let shards = || {
+            self.samples
+                .iter()
+                .map(|s| (shard_label(s), s.storage_work))
+        };
+        counters(
+            encoder,
+            "retention_segments_deleted",
+            "Whole segments deleted by retention (retention.ms, retention.bytes), by shard.",
+            shards().map(|(l, w)| (l, w.retention_segments_deleted)),
+        )?;
+        counters(
+            encoder,
+            "retention_bytes_deleted",
+            "Bytes of the segments deleted by retention, by shard.",
+            shards().map(|(l, w)| (l, w.retention_bytes_deleted)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_runs",
+            "Cleanings of compacted partitions by the log cleaner, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_runs)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_bytes_read",
+            "Bytes of sealed segments the log cleaner went over, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_bytes_read)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_bytes_removed",
+            "Bytes the log cleaner removed from segments, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_bytes_removed)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_records_removed",
+            "Records the log cleaner removed (superseded keys and due tombstones), by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_records_removed)),
+        )
     }
 
     fn encode_runtime(&self, encoder: &mut DescriptorEncoder) -> Result<(), FmtError> {

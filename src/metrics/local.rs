@@ -108,6 +108,18 @@ pub struct CrossShardCounts {
     pub rejected: u64,
 }
 
+/// Data removed by retention and by the log cleaner (compaction) on this shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageWork {
+    pub retention_segments_deleted: u64,
+    pub retention_bytes_deleted: u64,
+    pub cleaner_runs: u64,
+    /// Bytes of the sealed segments the cleanings went over.
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_removed: u64,
+    pub cleaner_records_removed: u64,
+}
+
 /// One shard's table. Only its own thread touches it.
 #[derive(Default)]
 pub struct ShardCounters {
@@ -118,6 +130,7 @@ pub struct ShardCounters {
     connections: Cell<ConnectionCounts>,
     cross_shard: Cell<CrossShardCounts>,
     fsync: RefCell<Option<Latency>>,
+    storage_work: Cell<StorageWork>,
     /// Fetched traffic by topic id (a random UUID, so one lookup per topic
     /// of a response, never a string comparison), with the topic's name.
     fetched: RefCell<HashMap<uuid::Uuid, (Arc<str>, Traffic)>>,
@@ -243,6 +256,33 @@ pub fn fsync_done(elapsed: Duration) {
     });
 }
 
+fn update_storage_work(change: impl FnOnce(&mut StorageWork)) {
+    with(|shard| {
+        let mut work = shard.storage_work.get();
+        change(&mut work);
+        shard.storage_work.set(work);
+    });
+}
+
+/// Retention deleted `segments` whole segments holding `bytes`.
+pub fn retention_deleted(segments: usize, bytes: u64) {
+    update_storage_work(|w| {
+        w.retention_segments_deleted += segments as u64;
+        w.retention_bytes_deleted += bytes;
+    });
+}
+
+/// One cleaning of a log went over `bytes_read` bytes of sealed segments
+/// and removed `bytes_removed` bytes and `records_removed` records.
+pub fn log_cleaned(bytes_read: u64, bytes_removed: u64, records_removed: u64) {
+    update_storage_work(|w| {
+        w.cleaner_runs += 1;
+        w.cleaner_bytes_read += bytes_read;
+        w.cleaner_bytes_removed += bytes_removed;
+        w.cleaner_records_removed += records_removed;
+    });
+}
+
 impl ShardCounters {
     /// Latency by API key, for the APIs that have been called.
     pub fn request_latencies(&self) -> Vec<(i16, LatencySample)> {
@@ -265,6 +305,10 @@ impl ShardCounters {
 
     pub fn cross_shard(&self) -> CrossShardCounts {
         self.cross_shard.get()
+    }
+
+    pub fn storage_work(&self) -> StorageWork {
+        self.storage_work.get()
     }
 
     pub fn fsync_latency(&self) -> LatencySample {
