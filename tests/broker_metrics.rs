@@ -101,6 +101,28 @@ fn a_scrape_after_a_known_workload_counts_its_records_lag_and_errors() {
         bytes_in,
         "the consumer read each stored batch once"
     );
+    // Per partition, the same traffic split over the two partitions.
+    for (name, topic_total) in [
+        ("records_in", RECORDS as f64),
+        ("bytes_in", bytes_in),
+        ("records_out", RECORDS as f64),
+        ("bytes_out", bytes_in),
+    ] {
+        let series = format!("ringlog_partition_{name}_total");
+        assert_eq!(
+            scraped.partition_sum(&series, &topic, 2),
+            topic_total,
+            "{series}"
+        );
+    }
+    for partition in ["0", "1"] {
+        let labels = [("topic", topic.as_str()), ("partition", partition)];
+        assert_eq!(
+            scraped.value("ringlog_partition_records_out_total", &labels),
+            scraped.value("ringlog_partition_records_in_total", &labels),
+            "partition {partition} was read once"
+        );
+    }
     for partition in 0..2 {
         let label = partition.to_string();
         let labels = [("topic", topic.as_str()), ("partition", label.as_str())];
@@ -744,4 +766,37 @@ fn retention_and_compaction_work_is_counted_as_it_changes_the_logs() {
     let consumer = consumer(&bootstrap, &[]);
     common::clients::assign(&consumer, &compacted, &[0], Offset::Beginning);
     common::clients::consume(&consumer, left + 1, Duration::from_secs(5)).expect_count(left);
+}
+
+#[test]
+fn without_per_partition_series_fetched_traffic_is_counted_per_topic_only() {
+    let broker = Broker::builder()
+        .metrics()
+        .arg("--metrics-per-partition")
+        .arg("false")
+        .start();
+    let topic = unique_topic("metrics-per-topic");
+    create_topic(&broker.bootstrap(), &topic, 2, &[]);
+    const RECORDS: usize = 40;
+    produce_keyed(&broker.bootstrap(), &topic, RECORDS, 7);
+    consume_all(&broker.bootstrap(), &topic, 2, RECORDS, CONSUME_TIMEOUT).expect_count(RECORDS);
+    let labels = [("topic", topic.as_str())];
+    let scraped = scrape_until(&broker, |s| {
+        s.get("ringlog_records_out_total", &labels) == Some(RECORDS as f64)
+    });
+    assert_eq!(
+        scraped.value("ringlog_records_out_total", &labels),
+        RECORDS as f64
+    );
+    assert_eq!(
+        scraped.value("ringlog_bytes_out_total", &labels),
+        scraped.value("ringlog_bytes_in_total", &labels)
+    );
+    for family in [
+        "ringlog_partition_records_out_total",
+        "ringlog_partition_bytes_out_total",
+        "ringlog_partition_records_in_total",
+    ] {
+        assert!(!scraped.has(family), "{family} is per partition");
+    }
 }

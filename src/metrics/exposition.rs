@@ -219,10 +219,10 @@ impl Exposition {
                 entry.0 += partition.records_in;
                 entry.1 += partition.bytes_in;
             }
-            for (topic, traffic) in &sample.fetched {
-                let entry = topics_out.entry(topic).or_default();
-                entry.0 += traffic.records;
-                entry.1 += traffic.bytes;
+            for fetched in &sample.fetched {
+                let entry = topics_out.entry(&fetched.topic).or_default();
+                entry.0 += fetched.traffic.records;
+                entry.1 += fetched.traffic.bytes;
             }
         }
         let by_topic = |map: &BTreeMap<&str, (u64, u64)>, bytes: bool| {
@@ -305,6 +305,46 @@ impl Exposition {
             "partition_records_in",
             "Records appended to the partition.",
             partitions().map(|(l, p)| (l, p.records_in)),
+        )?;
+        counters(
+            encoder,
+            "partition_bytes_in",
+            "Record batch bytes appended to the partition (as stored).",
+            partitions().map(|(l, p)| (l, p.bytes_in)),
+        )?;
+        // Fetched through any shard's connections: summed over shards.
+        let mut out: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
+        for sample in &self.samples {
+            for fetched in &sample.fetched {
+                if let Some(partition) = fetched.partition {
+                    let entry = out.entry((&fetched.topic, partition)).or_default();
+                    entry.0 += fetched.traffic.records;
+                    entry.1 += fetched.traffic.bytes;
+                }
+            }
+        }
+        let out_series = |bytes: bool| {
+            out.iter()
+                .map(move |((topic, partition), (records, size))| {
+                    let labels = vec![
+                        ("topic", topic.to_string()),
+                        ("partition", partition.to_string()),
+                    ];
+                    (labels, if bytes { *size } else { *records })
+                })
+                .collect::<Vec<_>>()
+        };
+        counters(
+            encoder,
+            "partition_records_out",
+            "Records of the partition sent to consumers.",
+            out_series(false),
+        )?;
+        counters(
+            encoder,
+            "partition_bytes_out",
+            "Record batch bytes of the partition sent to consumers.",
+            out_series(true),
         )
     }
 

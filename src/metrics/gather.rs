@@ -4,12 +4,13 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::local::{self, ConnectionCounts, CrossShardCounts, LatencySample, StorageWork, Traffic};
+use super::local::{
+    self, ConnectionCounts, CrossShardCounts, FetchedTraffic, LatencySample, StorageWork,
+};
 use crate::group::api::CommittedOffset;
 use crate::shard::mesh::run_on;
 use crate::shard::sample::PartitionSample;
@@ -48,8 +49,9 @@ pub struct ShardSample {
     pub cache: CacheStats,
     pub cache_capacity_bytes: usize,
     pub runtime: RuntimeCounts,
-    /// Traffic fetched through this shard's connections, by topic.
-    pub fetched: Vec<(Arc<str>, Traffic)>,
+    /// Traffic fetched through this shard's connections, by topic (and
+    /// partition, with per-partition series on).
+    pub fetched: Vec<FetchedTraffic>,
     pub partitions: Vec<PartitionSample>,
     pub committed: Vec<CommittedOffset>,
 }

@@ -132,8 +132,9 @@ pub struct ShardCounters {
     fsync: RefCell<Option<Latency>>,
     storage_work: Cell<StorageWork>,
     /// Fetched traffic by topic id (a random UUID, so one lookup per topic
-    /// of a response, never a string comparison), with the topic's name.
-    fetched: RefCell<HashMap<uuid::Uuid, (Arc<str>, Traffic)>>,
+    /// or partition of a response, never a string comparison) and partition
+    /// ([`WHOLE_TOPIC`] when per-partition series are off), with the topic's name.
+    fetched: RefCell<HashMap<(uuid::Uuid, i32), (Arc<str>, Traffic)>>,
 }
 
 thread_local! {
@@ -185,9 +186,27 @@ pub fn request_error(api_key: i16, code: i16) {
     });
 }
 
-/// A fetch response carries `batches` of topic `id` (counted per batch,
-/// from each batch header's record count).
-pub fn fetched<'a>(id: uuid::Uuid, name: &Arc<str>, batches: impl Iterator<Item = &'a Bytes>) {
+/// The partition fetched traffic is counted under when it is counted per topic.
+pub const WHOLE_TOPIC: i32 = -1;
+
+/// Traffic fetched from one topic, or from one of its partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedTraffic {
+    pub topic: Arc<str>,
+    /// `None` when counted for the whole topic.
+    pub partition: Option<i32>,
+    pub traffic: Traffic,
+}
+
+/// A fetch response carries `batches` of topic `id`, of its partition
+/// `partition` or of several ([`WHOLE_TOPIC`]); counted per batch, from
+/// each batch header's record count, never per record.
+pub fn fetched<'a>(
+    id: uuid::Uuid,
+    name: &Arc<str>,
+    partition: i32,
+    batches: impl Iterator<Item = &'a Bytes>,
+) {
     let (mut records, mut bytes) = (0u64, 0u64);
     for stored in batches {
         bytes += stored.len() as u64;
@@ -202,7 +221,7 @@ pub fn fetched<'a>(id: uuid::Uuid, name: &Arc<str>, batches: impl Iterator<Item 
     with(|shard| {
         let mut fetched = shard.fetched.borrow_mut();
         let (_, traffic) = fetched
-            .entry(id)
+            .entry((id, partition))
             .or_insert_with(|| (name.clone(), Traffic::default()));
         traffic.records += records;
         traffic.bytes += bytes;
@@ -319,12 +338,19 @@ impl ShardCounters {
             .unwrap_or_default()
     }
 
-    /// Fetched traffic by topic; topics for which `exists` says no (deleted
-    /// since) are forgotten.
-    pub fn fetched(&self, exists: impl Fn(&uuid::Uuid) -> bool) -> Vec<(Arc<str>, Traffic)> {
+    /// Fetched traffic by topic and partition; topics for which `exists`
+    /// says no (deleted since) are forgotten.
+    pub fn fetched(&self, exists: impl Fn(&uuid::Uuid) -> bool) -> Vec<FetchedTraffic> {
         let mut fetched = self.fetched.borrow_mut();
-        fetched.retain(|id, _| exists(id));
-        fetched.values().cloned().collect()
+        fetched.retain(|(id, _), _| exists(id));
+        fetched
+            .iter()
+            .map(|((_, partition), (topic, traffic))| FetchedTraffic {
+                topic: topic.clone(),
+                partition: (*partition != WHOLE_TOPIC).then_some(*partition),
+                traffic: traffic.clone(),
+            })
+            .collect()
     }
 }
 
