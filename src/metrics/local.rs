@@ -120,6 +120,9 @@ pub struct StorageWork {
     pub cleaner_records_removed: u64,
 }
 
+/// A topic's id and a partition index (or [`WHOLE_TOPIC`]).
+type FetchedKey = (uuid::Uuid, i32);
+
 /// One shard's table. Only its own thread touches it.
 #[derive(Default)]
 pub struct ShardCounters {
@@ -134,7 +137,7 @@ pub struct ShardCounters {
     /// Fetched traffic by topic id (a random UUID, so one lookup per topic
     /// or partition of a response, never a string comparison) and partition
     /// ([`WHOLE_TOPIC`] when per-partition series are off), with the topic's name.
-    fetched: RefCell<HashMap<(uuid::Uuid, i32), (Arc<str>, Traffic)>>,
+    fetched: RefCell<HashMap<FetchedKey, (Arc<str>, Traffic)>>,
 }
 
 thread_local! {
