@@ -998,3 +998,48 @@ fn consume_with_a_group_shares_the_partitions_with_an_rdkafka_member_and_commits
         assigned(&consumer) == vec![0, 1]
     });
 }
+
+#[test]
+fn a_group_reader_stopped_by_sigint_commits_and_leaves_the_group_at_once() {
+    let (_broker, bootstrap, topic, _) = broker_with_records("cli-sigint", 1, 10, 1);
+    let group = unique_topic("cli-sigint-group");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout = std::fs::File::create(dir.path().join("out")).expect("an output file");
+    // No -n and no -e: it waits for more records until it is told to stop.
+    let mut child = Command::new(broker_binary())
+        .args([
+            "topic", "consume", &topic, "--group", &group, "--format", "%o",
+        ])
+        .args(["--bootstrap", &bootstrap])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the CLI");
+    waits_for("the CLI is the group's member and read everything", || {
+        // Until its first join the group does not exist.
+        let run = run_cli(
+            &bootstrap,
+            &["group", "describe", &group, "--format", "json"],
+            "",
+        );
+        let described: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        described[0]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+            && committed_offsets(&bootstrap, &group, &topic, 1) == vec![10]
+    });
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = wait_bounded(&mut child, CLI_TIMEOUT).expect("the CLI stops on SIGINT");
+    assert!(
+        status.success(),
+        "a stop signal is a clean exit: {status:?}"
+    );
+    // Left, not timed out: the session timeout (10 s) has not passed.
+    let described = cli_json(&bootstrap, &["group", "describe", &group]);
+    assert_eq!(described[0]["state"], "Empty", "{described}");
+    let printed = std::fs::read_to_string(dir.path().join("out")).expect("the output");
+    assert_eq!(printed.lines().count(), 10);
+}
