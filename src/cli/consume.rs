@@ -94,40 +94,18 @@ pub fn run(
     let topic = session.topic(&args.topic)?;
     let stop = stop_on_signals()?;
     let mut progress = Progress::on_terminal();
+    let mut read = Read {
+        session,
+        out,
+        format: &format,
+        args,
+        topic: &topic,
+        stop: &stop,
+        progress: &mut progress,
+    };
     let result = match &args.group {
-        None => {
-            let partitions = selected(&topic, &args.partitions)?;
-            let mut reader = Reader::start(session, &topic, &partitions, args.from, None)?;
-            let mut read = Read {
-                session,
-                out,
-                format: &format,
-                args,
-                topic: &topic,
-                stop: &stop,
-                progress: &mut progress,
-            };
-            read.run(&mut reader, None)
-        }
-        Some(group) => {
-            let (mut member, partitions) = Member::join(session, group, &topic.name)?;
-            let read = Reader::start(session, &topic, &partitions, args.from, Some(&member))
-                .and_then(|mut reader| {
-                    let mut read = Read {
-                        session: &mut *session,
-                        out,
-                        format: &format,
-                        args,
-                        topic: &topic,
-                        stop: &stop,
-                        progress: &mut progress,
-                    };
-                    read.run(&mut reader, Some(&mut member))
-                });
-            // Leaving hands the partitions to the other members at once.
-            let left = member.leave(session);
-            read.and(left)
-        }
+        None => read.alone(),
+        Some(group) => read.as_member(group),
     };
     progress.finish();
     result
@@ -189,6 +167,30 @@ struct Read<'a> {
 }
 
 impl Read<'_> {
+    /// Reads the partitions named (or all) as a client of its own.
+    fn alone(&mut self) -> Result<(), CliError> {
+        let partitions = selected(self.topic, &self.args.partitions)?;
+        let mut reader =
+            Reader::start(self.session, self.topic, &partitions, self.args.from, None)?;
+        self.run(&mut reader, None)
+    }
+
+    /// Reads the partitions `group` assigns, as one of its members.
+    fn as_member(&mut self, group: &str) -> Result<(), CliError> {
+        let (mut member, partitions) = Member::join(self.session, group, &self.topic.name)?;
+        let read = Reader::start(
+            self.session,
+            self.topic,
+            &partitions,
+            self.args.from,
+            Some(&member),
+        )
+        .and_then(|mut reader| self.run(&mut reader, Some(&mut member)));
+        // Leaving hands the partitions to the other members at once.
+        let left = member.leave(self.session);
+        read.and(left)
+    }
+
     /// Fetches and prints until the limit, the end (with `-e`) or a stop
     /// signal; as a group member, commits after each fetch that moved,
     /// heartbeats, and takes its new partitions after a rebalance.
