@@ -137,7 +137,7 @@ struct ServeArgs {
     /// Serve /metrics and /health/{live,ready} here, or `none` [default: 127.0.0.1:9644].
     #[arg(long, value_name = "HOST:PORT|none")]
     metrics_listen: Option<String>,
-    /// Export per-partition series (offsets, size, segments) [default: true].
+    /// Export per-partition series (offsets, size, segments, traffic in and out) [default: true].
     #[arg(long, value_name = "BOOL")]
     metrics_per_partition: Option<bool>,
     /// How long a partition keeps an idle producer's state (producer.id.expiration.ms) [default: 86400000].

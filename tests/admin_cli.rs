@@ -632,17 +632,6 @@ fn reset_offsets_dry_run_changes_nothing_and_a_real_reset_moves_rdkafka() {
             "members",
             "a reset of an active group",
         );
-        let reading = run_cli(
-            &bootstrap,
-            &["topic", "consume", &topic, "--group", &group, "-e"],
-            "",
-        );
-        assert_fails(
-            &reading,
-            EXIT_FAILED,
-            "active members",
-            "a read that would commit for an active group",
-        );
         consumer.unsubscribe();
     }
     waits_for("the group is empty", || {
@@ -932,4 +921,125 @@ fn produce_sends_each_line_as_it_comes_not_only_at_the_end_of_input() {
     consumed.expect_count(2);
     let values: Vec<Option<String>> = consumed.messages.iter().map(payload_text).collect();
     assert_eq!(values, vec![Some("first".into()), Some("second".into())]);
+}
+
+#[test]
+fn consume_with_a_group_shares_the_partitions_with_an_rdkafka_member_and_commits_its_own() {
+    let (_broker, bootstrap, topic, delivered) = broker_with_records("cli-member", 2, 40, 8);
+    let group = unique_topic("cli-member-group");
+    let consumer = group_consumer(&bootstrap, &group, &topic);
+    let assigned = |consumer: &BaseConsumer| -> Vec<i32> {
+        let mut partitions: Vec<i32> = consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
+    };
+    waits_for("rdkafka alone owns both partitions", || {
+        let _ = consumer.poll(Duration::from_millis(100));
+        assigned(&consumer) == vec![0, 1]
+    });
+
+    // The CLI joins; rdkafka keeps polling so the group can rebalance.
+    let reader = {
+        let (bootstrap, topic, group) = (bootstrap.clone(), topic.clone(), group.clone());
+        std::thread::spawn(move || {
+            run_cli(
+                &bootstrap,
+                &[
+                    "topic", "consume", &topic, "--group", &group, "-e", "--format", "%p %o",
+                ],
+                "",
+            )
+        })
+    };
+    let mut seen = Vec::new();
+    while !reader.is_finished() {
+        let _ = consumer.poll(Duration::from_millis(50));
+        let now = assigned(&consumer);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+    }
+    let run = reader.join().expect("the CLI thread");
+    assert!(run.succeeded(), "consume --group failed:\n{}", run.stderr);
+    let printed: Vec<(i32, i64)> = run
+        .stdout
+        .lines()
+        .map(|line| {
+            let (p, o) = line.split_once(' ').expect("partition and offset");
+            (
+                p.parse().expect("a partition"),
+                o.parse().expect("an offset"),
+            )
+        })
+        .collect();
+    // The range assignor gave the CLI one partition, all of it from the start.
+    let mine = printed.first().expect("the CLI printed records").0;
+    let in_mine = delivered.iter().filter(|d| d.partition == mine).count() as i64;
+    assert_eq!(
+        printed,
+        (0..in_mine).map(|o| (mine, o)).collect::<Vec<_>>(),
+        "the CLI read its partition {mine} once, in order"
+    );
+    assert!(
+        seen.contains(&vec![1 - mine]),
+        "rdkafka held only the other partition while the CLI was a member: {seen:?}"
+    );
+    let committed = committed_offsets(&bootstrap, &group, &topic, 2);
+    assert_eq!(
+        committed[mine as usize], in_mine,
+        "the CLI committed what it printed"
+    );
+    // It left: rdkafka gets both partitions back.
+    waits_for("rdkafka owns both partitions again", || {
+        let _ = consumer.poll(Duration::from_millis(100));
+        assigned(&consumer) == vec![0, 1]
+    });
+}
+
+#[test]
+fn a_group_reader_stopped_by_sigint_commits_and_leaves_the_group_at_once() {
+    let (_broker, bootstrap, topic, _) = broker_with_records("cli-sigint", 1, 10, 1);
+    let group = unique_topic("cli-sigint-group");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout = std::fs::File::create(dir.path().join("out")).expect("an output file");
+    // No -n and no -e: it waits for more records until it is told to stop.
+    let mut child = Command::new(broker_binary())
+        .args([
+            "topic", "consume", &topic, "--group", &group, "--format", "%o",
+        ])
+        .args(["--bootstrap", &bootstrap])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the CLI");
+    waits_for("the CLI is the group's member and read everything", || {
+        // Until its first join the group does not exist.
+        let run = run_cli(
+            &bootstrap,
+            &["group", "describe", &group, "--format", "json"],
+            "",
+        );
+        let described: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        described[0]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+            && committed_offsets(&bootstrap, &group, &topic, 1) == vec![10]
+    });
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = wait_bounded(&mut child, CLI_TIMEOUT).expect("the CLI stops on SIGINT");
+    assert!(
+        status.success(),
+        "a stop signal is a clean exit: {status:?}"
+    );
+    // Left, not timed out: the session timeout (10 s) has not passed.
+    let described = cli_json(&bootstrap, &["group", "describe", &group]);
+    assert_eq!(described[0]["state"], "Empty", "{described}");
+    let printed = std::fs::read_to_string(dir.path().join("out")).expect("the output");
+    assert_eq!(printed.lines().count(), 10);
 }

@@ -1,6 +1,7 @@
 //! A group's committed offsets: OffsetFetch to read them and OffsetCommit
-//! to write them as a standalone client (generation -1, no member id), which
-//! Kafka accepts only while the group has no members.
+//! to write them, as a member (its generation and id) or as a standalone
+//! client (generation -1, no member id), which Kafka accepts only while the
+//! group has no members.
 
 use std::collections::BTreeMap;
 
@@ -70,12 +71,34 @@ pub fn fetch(
     Ok(offsets)
 }
 
+/// Who commits: a member's generation and id, or a client outside the group.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation<'a> {
+    pub id: i32,
+    pub member_id: &'a str,
+}
+
 /// Commits `offsets` for `group` as a client outside the group.
 pub fn commit(
     session: &mut Session,
     coordinator: i32,
     group: &str,
     offsets: &Offsets,
+) -> Result<(), CliError> {
+    let outside = Generation {
+        id: NO_GENERATION,
+        member_id: "",
+    };
+    commit_as(session, coordinator, group, offsets, outside)
+}
+
+/// Commits `offsets` for `group` under `generation`.
+pub fn commit_as(
+    session: &mut Session,
+    coordinator: i32,
+    group: &str,
+    offsets: &Offsets,
+    generation: Generation<'_>,
 ) -> Result<(), CliError> {
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for ((topic, partition), offset) in offsets {
@@ -89,8 +112,8 @@ pub fn commit(
     }
     let request = OffsetCommitRequest::default()
         .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(NO_GENERATION)
-        .with_member_id(StrBytes::from_static_str(""))
+        .with_generation_id_or_member_epoch(generation.id)
+        .with_member_id(StrBytes::from_string(generation.member_id.to_string()))
         .with_retention_time_ms(RETENTION_BROKER_DEFAULT)
         .with_topics(
             topics

@@ -1,17 +1,22 @@
 //! `ringlog topic consume TOPIC`: Fetch from each partition's leader from
-//! `--from` (or a group's committed offsets), print each record, stop after
-//! `-n` records or, with `--exit-at-end`, at the end of every partition.
+//! `--from` (or, as a member of a group, from its committed offsets), print
+//! each record, stop after `-n` records or, with `--exit-at-end`, at the end
+//! of every partition.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::records::Record;
 use ringlog::client::decode_fetched;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::committed::{self, Offsets};
 use super::error::{check, CliError};
-use super::group::describe_group;
+use super::member::{Beat, Member};
 use super::offsets::{self, Position};
 use super::output::{Format, Out};
 use super::progress::Progress;
@@ -33,9 +38,10 @@ pub struct ConsumeArgs {
     /// (2024-05-01T12:00:00Z or @MILLISECONDS).
     #[arg(long, value_name = "WHERE", default_value = "beginning")]
     from: Position,
-    /// Start at GROUP's committed offsets (at --from where it has none) and
-    /// commit what was printed; the group must have no active members.
-    #[arg(short, long, value_name = "GROUP")]
+    /// Read as a member of consumer group GROUP: its assigned partitions,
+    /// from the committed offsets (at --from where it has none), committing
+    /// what was printed and leaving the group at the end.
+    #[arg(short, long, value_name = "GROUP", conflicts_with = "partitions")]
     group: Option<String>,
     /// Stop after N records.
     #[arg(short = 'n', long = "num", value_name = "N")]
@@ -86,68 +92,164 @@ pub fn run(
 ) -> Result<(), CliError> {
     let format = RecordFormat::new(format)?;
     let topic = session.topic(&args.topic)?;
-    let partitions = selected(&topic, &args.partitions)?;
-    let coordinator = match &args.group {
-        Some(group) => Some(outside_coordinator(session, group)?),
-        None => None,
-    };
-    let positions = start(session, &topic, &partitions, args, coordinator)?;
-    let mut reader = Reader {
-        high_watermarks: offsets::list_offsets(
-            session,
-            &topic,
-            &partitions,
-            offsets::LATEST_TIMESTAMP,
-        )?,
-        positions,
-        printed: 0,
-    };
+    let stop = stop_on_signals()?;
     let mut progress = Progress::on_terminal();
-    let result = read(
+    let mut read = Read {
         session,
         out,
-        &format,
+        format: &format,
         args,
-        &topic,
-        &mut reader,
-        coordinator,
-        &mut progress,
-    );
+        topic: &topic,
+        stop: &stop,
+        progress: &mut progress,
+    };
+    let result = match &args.group {
+        None => read.alone(),
+        Some(group) => read.as_member(group),
+    };
     progress.finish();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read(
-    session: &mut Session,
-    out: &mut Out,
-    format: &RecordFormat,
-    args: &ConsumeArgs,
-    topic: &TopicInfo,
-    reader: &mut Reader,
-    coordinator: Option<i32>,
-    progress: &mut Progress,
-) -> Result<(), CliError> {
-    let limit = args.num.unwrap_or(u64::MAX);
-    while reader.printed < limit && !(args.exit_at_end && reader.at_end()) {
-        let before = reader.positions.clone();
-        for answer in fetch(session, topic, &reader.positions)? {
-            print_answer(out, format, &topic.name, reader, answer, limit)?;
-        }
-        out.flush()?;
-        if let (Some(group), Some(coordinator)) = (&args.group, coordinator) {
-            if reader.positions != before {
-                committed::commit(
-                    session,
-                    coordinator,
-                    group,
-                    &as_offsets(&topic.name, &reader.positions),
-                )?;
+/// Set by SIGINT or SIGTERM: the read stops after the fetch in flight,
+/// commits and leaves its group. A second signal exits at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|error| CliError::Answer(format!("installing a signal handler: {error}")))?;
+    }
+    Ok(stop)
+}
+
+impl Reader {
+    /// Where each partition's read starts: the group's committed offset,
+    /// else `from`; and where each partition ends now.
+    fn start(
+        session: &mut Session,
+        topic: &TopicInfo,
+        partitions: &[i32],
+        from: Position,
+        member: Option<&Member>,
+    ) -> Result<Reader, CliError> {
+        let mut positions = offsets::resolve(session, topic, partitions, from)?;
+        if let Some(member) = member {
+            let wanted = BTreeMap::from([(topic.name.clone(), partitions.to_vec())]);
+            let committed =
+                committed::fetch(session, member.coordinator(), member.group(), Some(&wanted))?;
+            for ((_, partition), offset) in committed {
+                positions.insert(partition, offset);
             }
         }
-        progress.update(reader.printed, reader.behind());
+        Ok(Reader {
+            high_watermarks: offsets::list_offsets(
+                session,
+                topic,
+                partitions,
+                offsets::LATEST_TIMESTAMP,
+            )?,
+            positions,
+            printed: 0,
+        })
     }
-    Ok(())
+}
+
+/// One read's fixed parts.
+struct Read<'a> {
+    session: &'a mut Session,
+    out: &'a mut Out,
+    format: &'a RecordFormat,
+    args: &'a ConsumeArgs,
+    topic: &'a TopicInfo,
+    stop: &'a AtomicBool,
+    progress: &'a mut Progress,
+}
+
+impl Read<'_> {
+    /// Reads the partitions named (or all) as a client of its own.
+    fn alone(&mut self) -> Result<(), CliError> {
+        let partitions = selected(self.topic, &self.args.partitions)?;
+        let mut reader =
+            Reader::start(self.session, self.topic, &partitions, self.args.from, None)?;
+        self.run(&mut reader, None)
+    }
+
+    /// Reads the partitions `group` assigns, as one of its members.
+    fn as_member(&mut self, group: &str) -> Result<(), CliError> {
+        let (mut member, partitions) = Member::join(self.session, group, &self.topic.name)?;
+        let read = Reader::start(
+            self.session,
+            self.topic,
+            &partitions,
+            self.args.from,
+            Some(&member),
+        )
+        .and_then(|mut reader| self.run(&mut reader, Some(&mut member)));
+        // Leaving hands the partitions to the other members at once.
+        let left = member.leave(self.session);
+        read.and(left)
+    }
+
+    /// Fetches and prints until the limit, the end (with `-e`) or a stop
+    /// signal; as a group member, commits after each fetch that moved,
+    /// heartbeats, and takes its new partitions after a rebalance.
+    fn run(
+        &mut self,
+        reader: &mut Reader,
+        mut member: Option<&mut Member>,
+    ) -> Result<(), CliError> {
+        let limit = self.args.num.unwrap_or(u64::MAX);
+        while reader.printed < limit
+            && !(self.args.exit_at_end && reader.at_end())
+            && !self.stop.load(Ordering::Relaxed)
+        {
+            let before = reader.positions.clone();
+            if reader.positions.is_empty() {
+                // No partitions assigned: wait for the next rebalance.
+                std::thread::sleep(Duration::from_millis(FETCH_WAIT_MS as u64));
+            }
+            for answer in fetch(self.session, self.topic, &reader.positions)? {
+                print_answer(
+                    self.out,
+                    self.format,
+                    &self.topic.name,
+                    reader,
+                    answer,
+                    limit,
+                )?;
+            }
+            self.out.flush()?;
+            let Some(member) = member.as_deref_mut() else {
+                self.progress.update(reader.printed, reader.behind());
+                continue;
+            };
+            let mut beat = Beat::Stays;
+            if reader.positions != before {
+                beat = member.commit(
+                    self.session,
+                    &as_offsets(&self.topic.name, &reader.positions),
+                )?;
+            }
+            if beat == Beat::Stays {
+                beat = member.heartbeat_if_due(self.session)?;
+            }
+            if beat == Beat::Rebalance {
+                let partitions = member.rejoin(self.session)?;
+                let printed = reader.printed;
+                *reader = Reader::start(
+                    self.session,
+                    self.topic,
+                    &partitions,
+                    self.args.from,
+                    Some(member),
+                )?;
+                reader.printed = printed;
+            }
+            self.progress.update(reader.printed, reader.behind());
+        }
+        Ok(())
+    }
 }
 
 /// Prints the records of one answer at or after the read position, up to the
@@ -185,22 +287,6 @@ fn print_answer(
     Ok(())
 }
 
-/// The coordinator of `group`, once it is clear that the group has no
-/// members: this read commits as a client outside the group, which Kafka
-/// refuses while members hold its partitions.
-fn outside_coordinator(session: &mut Session, group: &str) -> Result<i32, CliError> {
-    let coordinator = session.coordinator(group)?;
-    let described = describe_group(session, coordinator, group)?;
-    if !described.members.is_empty() {
-        return Err(CliError::Answer(format!(
-            "group {group} has {} active members: --group reads and commits as a client \
-             outside the group, which works only while it has none",
-            described.members.len()
-        )));
-    }
-    Ok(coordinator)
-}
-
 /// The partitions to read: those named, each checked, or all.
 fn selected(topic: &TopicInfo, named: &[i32]) -> Result<Vec<i32>, CliError> {
     if named.is_empty() {
@@ -211,25 +297,6 @@ fn selected(topic: &TopicInfo, named: &[i32]) -> Result<Vec<i32>, CliError> {
     partitions.sort_unstable();
     partitions.dedup();
     Ok(partitions)
-}
-
-/// Where each partition's read starts: the group's committed offset, else `--from`.
-fn start(
-    session: &mut Session,
-    topic: &TopicInfo,
-    partitions: &[i32],
-    args: &ConsumeArgs,
-    coordinator: Option<i32>,
-) -> Result<BTreeMap<i32, i64>, CliError> {
-    let mut positions = offsets::resolve(session, topic, partitions, args.from)?;
-    if let (Some(group), Some(coordinator)) = (&args.group, coordinator) {
-        let wanted = BTreeMap::from([(topic.name.clone(), partitions.to_vec())]);
-        let committed = committed::fetch(session, coordinator, group, Some(&wanted))?;
-        for ((_, partition), offset) in committed {
-            positions.insert(partition, offset);
-        }
-    }
-    Ok(positions)
 }
 
 fn as_offsets(topic: &str, positions: &BTreeMap<i32, i64>) -> Offsets {

@@ -18,6 +18,7 @@ mod committed;
 mod consume;
 mod error;
 mod group;
+mod member;
 mod offsets;
 mod output;
 mod partitioner;

@@ -79,8 +79,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
             })
             .collect::<Vec<_>>();
         if let Some(info) = wanted.first().and_then(|w| w.topic.as_ref()) {
-            let batches = partitions.iter().flat_map(|p| &p.records);
-            crate::metrics::local::fetched(info.id, &info.name, batches);
+            count_fetched(shard, info, &partitions);
         }
         answers.push(TopicAnswer {
             name,
@@ -95,6 +94,20 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
         0,
         &answers,
     ))
+}
+
+/// Counts the batches answered for one topic, per partition when the
+/// per-partition series are on.
+fn count_fetched(shard: &Shard, info: &TopicInfo, partitions: &[PartitionAnswer]) {
+    use crate::metrics::local::{fetched, WHOLE_TOPIC};
+    if shard.config.metrics_per_partition {
+        for answer in partitions {
+            fetched(info.id, &info.name, answer.index, answer.records.iter());
+        }
+    } else {
+        let batches = partitions.iter().flat_map(|p| &p.records);
+        fetched(info.id, &info.name, WHOLE_TOPIC, batches);
+    }
 }
 
 /// Resolves each requested topic: by id from v13 (KIP-516), by name before.

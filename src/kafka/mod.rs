@@ -6,6 +6,7 @@
 
 pub mod acls;
 pub mod admin;
+pub mod answered_errors;
 pub mod api;
 pub mod api_versions;
 pub mod authorize;
@@ -39,6 +40,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::metrics;
 use crate::shard::Shard;
+use answered_errors::AnsweredErrors;
 use api::register_apis;
 use session::Session;
 
@@ -131,8 +133,15 @@ impl Request {
         T::decode(&mut body, self.version()).map_err(|error| malformed(&error))
     }
 
-    /// Encodes `response` as the answer to this request.
-    pub fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Outcome {
+    /// Encodes `response` as the answer to this request, counting the
+    /// error codes it carries (0 is NONE) under the request's API.
+    pub fn respond<R: Encodable + HeaderVersion + AnsweredErrors>(&self, response: &R) -> Outcome {
+        let api_key = self.header.request_api_key;
+        response.each_error_code(&mut |code| {
+            if code != 0 {
+                metrics::local::request_error(api_key, code);
+            }
+        });
         encode_response(self.header.correlation_id, self.version(), response)
     }
 }

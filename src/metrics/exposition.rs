@@ -200,7 +200,7 @@ impl Exposition {
         counters(
             encoder,
             "request_errors",
-            "Errors answered, by API and Kafka error code (per partition where the API answers per partition; INVALID_REQUEST for a request that closed its connection).",
+            "Errors answered, by API and Kafka error code (one per partition, topic, group or resource where the answer has one; INVALID_REQUEST for a request that closed its connection).",
             errors.into_iter().map(|((key, code), count)| {
                 (
                     vec![("api", api_name(key)), ("code", error_name(code))],
@@ -219,10 +219,10 @@ impl Exposition {
                 entry.0 += partition.records_in;
                 entry.1 += partition.bytes_in;
             }
-            for (topic, traffic) in &sample.fetched {
-                let entry = topics_out.entry(topic).or_default();
-                entry.0 += traffic.records;
-                entry.1 += traffic.bytes;
+            for fetched in &sample.fetched {
+                let entry = topics_out.entry(&fetched.topic).or_default();
+                entry.0 += fetched.traffic.records;
+                entry.1 += fetched.traffic.bytes;
             }
         }
         let by_topic = |map: &BTreeMap<&str, (u64, u64)>, bytes: bool| {
@@ -305,6 +305,46 @@ impl Exposition {
             "partition_records_in",
             "Records appended to the partition.",
             partitions().map(|(l, p)| (l, p.records_in)),
+        )?;
+        counters(
+            encoder,
+            "partition_bytes_in",
+            "Record batch bytes appended to the partition (as stored).",
+            partitions().map(|(l, p)| (l, p.bytes_in)),
+        )?;
+        // Fetched through any shard's connections: summed over shards.
+        let mut out: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
+        for sample in &self.samples {
+            for fetched in &sample.fetched {
+                if let Some(partition) = fetched.partition {
+                    let entry = out.entry((&fetched.topic, partition)).or_default();
+                    entry.0 += fetched.traffic.records;
+                    entry.1 += fetched.traffic.bytes;
+                }
+            }
+        }
+        let out_series = |bytes: bool| {
+            out.iter()
+                .map(move |((topic, partition), (records, size))| {
+                    let labels = vec![
+                        ("topic", topic.to_string()),
+                        ("partition", partition.to_string()),
+                    ];
+                    (labels, if bytes { *size } else { *records })
+                })
+                .collect::<Vec<_>>()
+        };
+        counters(
+            encoder,
+            "partition_records_out",
+            "Records of the partition sent to consumers.",
+            out_series(false),
+        )?;
+        counters(
+            encoder,
+            "partition_bytes_out",
+            "Record batch bytes of the partition sent to consumers.",
+            out_series(true),
         )
     }
 
@@ -383,6 +423,7 @@ impl Exposition {
             "fdatasync of segment files, by shard (the count is the number of fsyncs).",
             shards().map(|(l, s)| (l, s.fsync.clone())),
         )?;
+        self.encode_storage_work(encoder)?;
         counters(
             encoder,
             "batch_cache_hits",
@@ -408,6 +449,50 @@ impl Exposition {
             shards().map(|(l, s)| (l, s.cache_capacity_bytes as i64)),
         )?;
         self.encode_runtime(encoder)
+    }
+
+    fn encode_storage_work(&self, encoder: &mut DescriptorEncoder) -> Result<(), FmtError> {
+        let shards = || {
+            self.samples
+                .iter()
+                .map(|s| (shard_label(s), s.storage_work))
+        };
+        counters(
+            encoder,
+            "retention_segments_deleted",
+            "Whole segments deleted by retention (retention.ms, retention.bytes), by shard.",
+            shards().map(|(l, w)| (l, w.retention_segments_deleted)),
+        )?;
+        counters(
+            encoder,
+            "retention_bytes_deleted",
+            "Bytes of the segments deleted by retention, by shard.",
+            shards().map(|(l, w)| (l, w.retention_bytes_deleted)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_runs",
+            "Cleanings of compacted partitions by the log cleaner, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_runs)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_bytes_read",
+            "Bytes of sealed segments the log cleaner went over, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_bytes_read)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_bytes_removed",
+            "Bytes the log cleaner removed from segments, by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_bytes_removed)),
+        )?;
+        counters(
+            encoder,
+            "log_cleaner_records_removed",
+            "Records the log cleaner removed (superseded keys and due tombstones), by shard.",
+            shards().map(|(l, w)| (l, w.cleaner_records_removed)),
+        )
     }
 
     fn encode_runtime(&self, encoder: &mut DescriptorEncoder) -> Result<(), FmtError> {

@@ -4,12 +4,13 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::local::{self, ConnectionCounts, CrossShardCounts, LatencySample, Traffic};
+use super::local::{
+    self, ConnectionCounts, CrossShardCounts, FetchedTraffic, LatencySample, StorageWork,
+};
 use crate::group::api::CommittedOffset;
 use crate::shard::mesh::run_on;
 use crate::shard::sample::PartitionSample;
@@ -44,11 +45,13 @@ pub struct ShardSample {
     pub connections: ConnectionCounts,
     pub cross_shard: CrossShardCounts,
     pub fsync: LatencySample,
+    pub storage_work: StorageWork,
     pub cache: CacheStats,
     pub cache_capacity_bytes: usize,
     pub runtime: RuntimeCounts,
-    /// Traffic fetched through this shard's connections, by topic.
-    pub fetched: Vec<(Arc<str>, Traffic)>,
+    /// Traffic fetched through this shard's connections, by topic (and
+    /// partition, with per-partition series on).
+    pub fetched: Vec<FetchedTraffic>,
     pub partitions: Vec<PartitionSample>,
     pub committed: Vec<CommittedOffset>,
 }
@@ -56,16 +59,18 @@ pub struct ShardSample {
 /// Copies this shard's numbers (runs on the shard itself).
 pub fn sample(shard: &Shard) -> ShardSample {
     let topics = shard.topics();
-    let (requests, errors, connections, cross_shard, fsync, fetched) = local::with(|counters| {
-        (
-            counters.request_latencies(),
-            counters.errors(),
-            counters.connections(),
-            counters.cross_shard(),
-            counters.fsync_latency(),
-            counters.fetched(|id| topics.get_by_id(id).is_some()),
-        )
-    });
+    let (requests, errors, connections, cross_shard, fsync, storage_work, fetched) =
+        local::with(|counters| {
+            (
+                counters.request_latencies(),
+                counters.errors(),
+                counters.connections(),
+                counters.cross_shard(),
+                counters.fsync_latency(),
+                counters.storage_work(),
+                counters.fetched(|id| topics.get_by_id(id).is_some()),
+            )
+        });
     ShardSample {
         shard: shard.id,
         requests,
@@ -73,6 +78,7 @@ pub fn sample(shard: &Shard) -> ShardSample {
         connections,
         cross_shard,
         fsync,
+        storage_work,
         cache: shard.cache_stats(),
         cache_capacity_bytes: shard.config.batch_cache_bytes as usize,
         runtime: runtime_counts(),

@@ -108,6 +108,21 @@ pub struct CrossShardCounts {
     pub rejected: u64,
 }
 
+/// Data removed by retention and by the log cleaner (compaction) on this shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageWork {
+    pub retention_segments_deleted: u64,
+    pub retention_bytes_deleted: u64,
+    pub cleaner_runs: u64,
+    /// Bytes of the sealed segments the cleanings went over.
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_removed: u64,
+    pub cleaner_records_removed: u64,
+}
+
+/// A topic's id and a partition index (or [`WHOLE_TOPIC`]).
+type FetchedKey = (uuid::Uuid, i32);
+
 /// One shard's table. Only its own thread touches it.
 #[derive(Default)]
 pub struct ShardCounters {
@@ -118,9 +133,11 @@ pub struct ShardCounters {
     connections: Cell<ConnectionCounts>,
     cross_shard: Cell<CrossShardCounts>,
     fsync: RefCell<Option<Latency>>,
+    storage_work: Cell<StorageWork>,
     /// Fetched traffic by topic id (a random UUID, so one lookup per topic
-    /// of a response, never a string comparison), with the topic's name.
-    fetched: RefCell<HashMap<uuid::Uuid, (Arc<str>, Traffic)>>,
+    /// or partition of a response, never a string comparison) and partition
+    /// ([`WHOLE_TOPIC`] when per-partition series are off), with the topic's name.
+    fetched: RefCell<HashMap<FetchedKey, (Arc<str>, Traffic)>>,
 }
 
 thread_local! {
@@ -172,9 +189,27 @@ pub fn request_error(api_key: i16, code: i16) {
     });
 }
 
-/// A fetch response carries `batches` of topic `id` (counted per batch,
-/// from each batch header's record count).
-pub fn fetched<'a>(id: uuid::Uuid, name: &Arc<str>, batches: impl Iterator<Item = &'a Bytes>) {
+/// The partition fetched traffic is counted under when it is counted per topic.
+pub const WHOLE_TOPIC: i32 = -1;
+
+/// Traffic fetched from one topic, or from one of its partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedTraffic {
+    pub topic: Arc<str>,
+    /// `None` when counted for the whole topic.
+    pub partition: Option<i32>,
+    pub traffic: Traffic,
+}
+
+/// A fetch response carries `batches` of topic `id`, of its partition
+/// `partition` or of several ([`WHOLE_TOPIC`]); counted per batch, from
+/// each batch header's record count, never per record.
+pub fn fetched<'a>(
+    id: uuid::Uuid,
+    name: &Arc<str>,
+    partition: i32,
+    batches: impl Iterator<Item = &'a Bytes>,
+) {
     let (mut records, mut bytes) = (0u64, 0u64);
     for stored in batches {
         bytes += stored.len() as u64;
@@ -189,7 +224,7 @@ pub fn fetched<'a>(id: uuid::Uuid, name: &Arc<str>, batches: impl Iterator<Item 
     with(|shard| {
         let mut fetched = shard.fetched.borrow_mut();
         let (_, traffic) = fetched
-            .entry(id)
+            .entry((id, partition))
             .or_insert_with(|| (name.clone(), Traffic::default()));
         traffic.records += records;
         traffic.bytes += bytes;
@@ -243,6 +278,33 @@ pub fn fsync_done(elapsed: Duration) {
     });
 }
 
+fn update_storage_work(change: impl FnOnce(&mut StorageWork)) {
+    with(|shard| {
+        let mut work = shard.storage_work.get();
+        change(&mut work);
+        shard.storage_work.set(work);
+    });
+}
+
+/// Retention deleted `segments` whole segments holding `bytes`.
+pub fn retention_deleted(segments: usize, bytes: u64) {
+    update_storage_work(|w| {
+        w.retention_segments_deleted += segments as u64;
+        w.retention_bytes_deleted += bytes;
+    });
+}
+
+/// One cleaning of a log went over `bytes_read` bytes of sealed segments
+/// and removed `bytes_removed` bytes and `records_removed` records.
+pub fn log_cleaned(bytes_read: u64, bytes_removed: u64, records_removed: u64) {
+    update_storage_work(|w| {
+        w.cleaner_runs += 1;
+        w.cleaner_bytes_read += bytes_read;
+        w.cleaner_bytes_removed += bytes_removed;
+        w.cleaner_records_removed += records_removed;
+    });
+}
+
 impl ShardCounters {
     /// Latency by API key, for the APIs that have been called.
     pub fn request_latencies(&self) -> Vec<(i16, LatencySample)> {
@@ -267,6 +329,10 @@ impl ShardCounters {
         self.cross_shard.get()
     }
 
+    pub fn storage_work(&self) -> StorageWork {
+        self.storage_work.get()
+    }
+
     pub fn fsync_latency(&self) -> LatencySample {
         self.fsync
             .borrow()
@@ -275,12 +341,19 @@ impl ShardCounters {
             .unwrap_or_default()
     }
 
-    /// Fetched traffic by topic; topics for which `exists` says no (deleted
-    /// since) are forgotten.
-    pub fn fetched(&self, exists: impl Fn(&uuid::Uuid) -> bool) -> Vec<(Arc<str>, Traffic)> {
+    /// Fetched traffic by topic and partition; topics for which `exists`
+    /// says no (deleted since) are forgotten.
+    pub fn fetched(&self, exists: impl Fn(&uuid::Uuid) -> bool) -> Vec<FetchedTraffic> {
         let mut fetched = self.fetched.borrow_mut();
-        fetched.retain(|id, _| exists(id));
-        fetched.values().cloned().collect()
+        fetched.retain(|(id, _), _| exists(id));
+        fetched
+            .iter()
+            .map(|((_, partition), (topic, traffic))| FetchedTraffic {
+                topic: topic.clone(),
+                partition: (*partition != WHOLE_TOPIC).then_some(*partition),
+                traffic: traffic.clone(),
+            })
+            .collect()
     }
 }
 

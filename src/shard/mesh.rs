@@ -17,6 +17,23 @@ use super::{Shard, ShardId};
 
 /// Jobs queued from one shard to another before callers get `InboxFull`.
 pub const SHARD_INBOX_CAPACITY: usize = 4096;
+/// In debug builds only, `RINGLOG_SHARD_INBOX_CAPACITY=<jobs>` makes the
+/// inboxes that small, so a test can fill one with real clients and see
+/// what a full inbox answers.
+pub const INBOX_CAPACITY_VAR: &str = "RINGLOG_SHARD_INBOX_CAPACITY";
+
+/// The capacity of each inbox: [`SHARD_INBOX_CAPACITY`], or the debug
+/// override when it is set to a positive number.
+fn inbox_capacity() -> usize {
+    if !cfg!(debug_assertions) {
+        return SHARD_INBOX_CAPACITY;
+    }
+    std::env::var(INBOX_CAPACITY_VAR)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|jobs| *jobs > 0)
+        .unwrap_or(SHARD_INBOX_CAPACITY)
+}
 
 pub type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 /// Work for another shard: built here, run there.
@@ -40,6 +57,7 @@ pub struct MeshEnds {
 
 /// Makes a channel for every ordered pair of shards.
 pub fn make_mesh(shard_count: usize) -> Vec<MeshEnds> {
+    let capacity = inbox_capacity();
     let mut ends: Vec<MeshEnds> = (0..shard_count)
         .map(|_| MeshEnds {
             senders: (0..shard_count).map(|_| None).collect(),
@@ -49,7 +67,7 @@ pub fn make_mesh(shard_count: usize) -> Vec<MeshEnds> {
     for from in 0..shard_count {
         for to in 0..shard_count {
             if from != to {
-                let (sender, receiver) = shared_channel::new_bounded(SHARD_INBOX_CAPACITY);
+                let (sender, receiver) = shared_channel::new_bounded(capacity);
                 ends[from].senders[to] = Some(sender);
                 ends[to].receivers.push(receiver);
             }

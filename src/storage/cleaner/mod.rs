@@ -190,6 +190,11 @@ impl Cleaner {
             }
         }
         stats.bytes_after = log.sealed_segments().iter().map(|s| s.bytes).sum();
+        crate::metrics::local::log_cleaned(
+            stats.bytes_before,
+            stats.bytes_before.saturating_sub(stats.bytes_after),
+            stats.records_before.saturating_sub(stats.records_after),
+        );
         tracing::info!(
             dir = %log.dir().display(),
             bytes_before = stats.bytes_before,

@@ -290,6 +290,8 @@ impl PartitionLog {
         if removed.is_empty() {
             return Ok(());
         }
+        let bytes = removed.iter().map(Segment::written_bytes).sum();
+        crate::metrics::local::retention_deleted(removed.len(), bytes);
         self.finish_removal(removed).await
     }
 

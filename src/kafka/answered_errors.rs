@@ -1,0 +1,133 @@
+//! The error codes an answer carries, so every API's errors are counted
+//! (`ringlog_request_errors_total{api,code}`) where the answer is encoded,
+//! without each handler counting them again. The partitioned APIs (Produce,
+//! ListOffsets, DeleteRecords, DescribeProducers, Fetch) count theirs per
+//! partition as their answers are gathered (`partitioned.rs`), so their
+//! answers name none here.
+
+use kafka_protocol::messages::{
+    AlterConfigsResponse, AlterUserScramCredentialsResponse, ApiVersionsResponse,
+    CreateAclsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteAclsResponse,
+    DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse,
+    DescribeClusterResponse, DescribeConfigsResponse, DescribeGroupsResponse,
+    DescribeProducersResponse, DescribeUserScramCredentialsResponse, FindCoordinatorResponse,
+    HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse,
+    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse,
+};
+
+/// An answer's error codes (zero included: the caller skips NONE).
+pub trait AnsweredErrors {
+    fn each_error_code(&self, each: &mut dyn FnMut(i16));
+}
+
+macro_rules! answered_errors {
+    ($($response:ty => |$r:ident, $each:ident| $body:block)*) => {
+        $(
+            impl AnsweredErrors for $response {
+                fn each_error_code(&self, $each: &mut dyn FnMut(i16)) {
+                    let $r = self;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+/// Answers whose errors are counted per partition as they are gathered.
+macro_rules! counted_per_partition {
+    ($($response:ty),* $(,)?) => {
+        $(
+            impl AnsweredErrors for $response {
+                fn each_error_code(&self, _: &mut dyn FnMut(i16)) {}
+            }
+        )*
+    };
+}
+
+counted_per_partition!(
+    ProduceResponse,
+    ListOffsetsResponse,
+    DeleteRecordsResponse,
+    DescribeProducersResponse,
+);
+
+answered_errors! {
+    ApiVersionsResponse => |r, each| { each(r.error_code) }
+    MetadataResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.topics {
+            each(topic.error_code);
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
+    DescribeClusterResponse => |r, each| { each(r.error_code) }
+    // Groups.
+    FindCoordinatorResponse => |r, each| {
+        each(r.error_code);
+        r.coordinators.iter().for_each(|c| each(c.error_code));
+    }
+    JoinGroupResponse => |r, each| { each(r.error_code) }
+    SyncGroupResponse => |r, each| { each(r.error_code) }
+    HeartbeatResponse => |r, each| { each(r.error_code) }
+    LeaveGroupResponse => |r, each| {
+        each(r.error_code);
+        r.members.iter().for_each(|m| each(m.error_code));
+    }
+    OffsetCommitResponse => |r, each| {
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
+    OffsetFetchResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+        for group in &r.groups {
+            each(group.error_code);
+            for topic in &group.topics {
+                topic.partitions.iter().for_each(|p| each(p.error_code));
+            }
+        }
+    }
+    OffsetDeleteResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
+    DescribeGroupsResponse => |r, each| { r.groups.iter().for_each(|g| each(g.error_code)) }
+    ListGroupsResponse => |r, each| { each(r.error_code) }
+    DeleteGroupsResponse => |r, each| { r.results.iter().for_each(|g| each(g.error_code)) }
+    // Topics and configs.
+    CreateTopicsResponse => |r, each| { r.topics.iter().for_each(|t| each(t.error_code)) }
+    DeleteTopicsResponse => |r, each| { r.responses.iter().for_each(|t| each(t.error_code)) }
+    CreatePartitionsResponse => |r, each| { r.results.iter().for_each(|t| each(t.error_code)) }
+    DescribeConfigsResponse => |r, each| { r.results.iter().for_each(|c| each(c.error_code)) }
+    AlterConfigsResponse => |r, each| { r.responses.iter().for_each(|c| each(c.error_code)) }
+    IncrementalAlterConfigsResponse => |r, each| {
+        r.responses.iter().for_each(|c| each(c.error_code))
+    }
+    // Security.
+    SaslHandshakeResponse => |r, each| { each(r.error_code) }
+    SaslAuthenticateResponse => |r, each| { each(r.error_code) }
+    DescribeUserScramCredentialsResponse => |r, each| {
+        each(r.error_code);
+        r.results.iter().for_each(|u| each(u.error_code));
+    }
+    AlterUserScramCredentialsResponse => |r, each| {
+        r.results.iter().for_each(|u| each(u.error_code))
+    }
+    CreateAclsResponse => |r, each| { r.results.iter().for_each(|a| each(a.error_code)) }
+    DescribeAclsResponse => |r, each| { each(r.error_code) }
+    DeleteAclsResponse => |r, each| {
+        for filter in &r.filter_results {
+            each(filter.error_code);
+            filter.matching_acls.iter().for_each(|a| each(a.error_code));
+        }
+    }
+    // Producers.
+    InitProducerIdResponse => |r, each| { each(r.error_code) }
+}
