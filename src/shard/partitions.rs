@@ -4,6 +4,7 @@
 //! Requests arrive here already split by owner; every type that crosses
 //! shards is `Send` and carries record data as `Bytes` (moved, never copied).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
-use super::topics::TopicTable;
+use super::topics::{ReplicaRole, TopicTable};
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
@@ -26,6 +27,9 @@ pub enum PartitionError {
     /// The table names the partition but its owner has not opened it yet.
     #[error("partition is not open yet")]
     NotReady,
+    /// In a cluster: another broker leads the partition.
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -69,7 +73,21 @@ impl Shard {
         topic: &str,
         partition: PartitionId,
     ) -> Result<Rc<PartitionLog>, PartitionError> {
-        self.log(topic, partition).ok_or(PartitionError::NotReady)
+        self.log(topic, partition)
+            .ok_or_else(|| self.missing_log(topic, partition))
+    }
+
+    /// Why a partition routed here has no open log; off the hot path.
+    #[cold]
+    fn missing_log(&self, topic: &str, partition: PartitionId) -> PartitionError {
+        let role = self
+            .topics()
+            .get(topic)
+            .and_then(|t| Some(t.role(partition.index()?)));
+        match role {
+            Some(ReplicaRole::Follower | ReplicaRole::Absent) => PartitionError::NotLeader,
+            Some(ReplicaRole::Leader) | None => PartitionError::NotReady,
+        }
     }
 
     pub async fn produce_local(
@@ -225,7 +243,8 @@ impl Shard {
             .map(|t| t.name.clone())
             .collect();
         for name in removed {
-            let logs = self.logs.borrow_mut().remove(&name).unwrap_or_default();
+            let mut logs = self.logs.borrow_mut().remove(&name).unwrap_or_default();
+            logs.extend(self.followed.borrow_mut().remove(&name).unwrap_or_default());
             for log in logs.into_iter().flatten() {
                 log.delete().await?;
             }
@@ -241,6 +260,12 @@ impl Shard {
                 if owner != self.id {
                     continue;
                 }
+                let role = topic.role(index);
+                if topic.roles.is_some()
+                    && self.move_replica(&topic.name, index, role, changed.then_some(&config))
+                {
+                    continue;
+                }
                 match self.log(&topic.name, PartitionId::from_index(index)) {
                     Some(log) if changed => log.set_config(config.clone()),
                     Some(_) => {}
@@ -250,15 +275,53 @@ impl Shard {
         }
         let opened = super::opening::open_logs(&self, opening).await?;
         for (name, index, log) in opened {
-            let mut logs = self.logs.borrow_mut();
-            let slots = logs.entry(name).or_default();
-            if slots.len() <= index {
-                slots.resize(index + 1, None);
-            }
-            slots[index] = Some(log);
+            let led = table
+                .get(&name)
+                .is_none_or(|t| t.role(index) == ReplicaRole::Leader);
+            let mut logs = if led {
+                self.logs.borrow_mut()
+            } else {
+                self.followed.borrow_mut()
+            };
+            put_slot(logs.entry(name).or_default(), index, Some(log));
         }
         *self.topics.borrow_mut() = table;
         Ok(())
+    }
+
+    /// In a cluster: puts an open replica where its role says (led logs
+    /// serve clients, followed ones do not). `false` when it is not open
+    /// and must be opened (as a leader or follower) or stay closed (absent).
+    fn move_replica(
+        &self,
+        topic: &Arc<str>,
+        index: usize,
+        role: ReplicaRole,
+        config: Option<&crate::storage::LogConfig>,
+    ) -> bool {
+        let take = |logs: &RefCell<super::PartitionLogs>| {
+            let mut logs = logs.borrow_mut();
+            logs.get_mut(topic)
+                .and_then(|slots| slots.get_mut(index))
+                .and_then(Option::take)
+        };
+        let log = take(&self.logs).or_else(|| take(&self.followed));
+        let Some(log) = log else {
+            return role == ReplicaRole::Absent;
+        };
+        if let Some(config) = config {
+            log.set_config(config.clone());
+        }
+        let logs = match role {
+            ReplicaRole::Leader => &self.logs,
+            ReplicaRole::Follower | ReplicaRole::Absent => &self.followed,
+        };
+        put_slot(
+            logs.borrow_mut().entry(topic.clone()).or_default(),
+            index,
+            Some(log),
+        );
+        true
     }
 
     /// Runs retention on every owned log (a background, low-priority pass).
@@ -281,13 +344,20 @@ impl Shard {
 
     /// Flushes and checkpoints every owned log (clean shutdown).
     pub async fn close_logs(&self) {
-        let logs: Vec<Rc<PartitionLog>> = self
+        let mut logs: Vec<Rc<PartitionLog>> = self
             .logs
             .borrow_mut()
             .drain()
             .flat_map(|(_, v)| v)
             .flatten()
             .collect();
+        logs.extend(
+            self.followed
+                .borrow_mut()
+                .drain()
+                .flat_map(|(_, v)| v)
+                .flatten(),
+        );
         // Each close syncs its files: many at once share the disk's flushes.
         let closes = futures::stream::iter(logs);
         let close = |log: Rc<PartitionLog>| async move {
@@ -302,4 +372,15 @@ impl Shard {
         )
         .await;
     }
+}
+
+fn put_slot(
+    slots: &mut Vec<Option<Rc<PartitionLog>>>,
+    index: usize,
+    log: Option<Rc<PartitionLog>>,
+) {
+    if slots.len() <= index {
+        slots.resize(index + 1, None);
+    }
+    slots[index] = log;
 }
