@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::controller::SubmitError;
-use super::state::{Op, OpError};
+use super::state::{Op, OpError, TopicRecord};
 use crate::shard::admin::{check_partition_count, ConfigChange, NewTopic, TopicChangeError};
 use crate::shard::mesh::run_on;
 use crate::shard::topics::is_valid_topic_name;
@@ -91,11 +91,7 @@ pub async fn create_partitions(
     total: i32,
     validate_only: bool,
 ) -> Result<(), TopicChangeError> {
-    let current = shard
-        .cluster
-        .as_ref()
-        .and_then(|c| c.view().topics.get(&name).map(|t| t.partitions.len()))
-        .ok_or_else(|| TopicChangeError::UnknownTopic(name.clone()))?;
+    let current = known_topic(shard, &name, |t| t.partitions.len())?;
     if total as i64 <= current as i64 {
         return Err(TopicChangeError::InvalidPartitions(format!(
             "topic currently has {current} partitions, {total} would not be an increase"
@@ -114,11 +110,7 @@ pub async fn change_topic_config(
     change: ConfigChange,
     validate_only: bool,
 ) -> Result<(), TopicChangeError> {
-    let current = shard
-        .cluster
-        .as_ref()
-        .and_then(|c| c.view().topics.get(&name).map(|t| t.configs.clone()))
-        .ok_or_else(|| TopicChangeError::UnknownTopic(name.clone()))?;
+    let current = known_topic(shard, &name, |t| t.configs.clone())?;
     let configs = change.applied_to(current);
     shard
         .config
@@ -132,10 +124,20 @@ pub async fn change_topic_config(
 }
 
 fn known(shard: &Shard, name: &str) -> bool {
+    known_topic(shard, name, |_| ()).is_ok()
+}
+
+/// `read` of the topic `name` in this broker's view, or UnknownTopic.
+fn known_topic<T>(
+    shard: &Shard,
+    name: &str,
+    read: impl FnOnce(&TopicRecord) -> T,
+) -> Result<T, TopicChangeError> {
     shard
         .cluster
         .as_ref()
-        .is_some_and(|c| c.view().topics.contains_key(name))
+        .and_then(|c| c.view().topics.get(name).map(read))
+        .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))
 }
 
 /// Runs `op` through the controller on the metadata shard.

@@ -154,14 +154,12 @@ impl ClusterState {
     fn apply_op(&mut self, op: &Op) -> Result<(), OpError> {
         match op {
             Op::RegisterBroker { node, host, port } => {
-                self.brokers.insert(
-                    *node,
-                    BrokerRecord {
-                        host: host.clone(),
-                        port: *port,
-                        fenced: false,
-                    },
-                );
+                let broker = BrokerRecord {
+                    host: host.clone(),
+                    port: *port,
+                    fenced: false,
+                };
+                self.brokers.insert(*node, broker);
                 self.elect_leaders();
                 Ok(())
             }
@@ -180,67 +178,13 @@ impl ClusterState {
                 partitions,
                 replication_factor,
                 configs,
-            } => {
-                if self.topics.contains_key(name) {
-                    return Err(OpError::TopicExists(name.clone()));
-                }
-                let live = self.live_brokers();
-                check_replication_factor(*replication_factor, live.len())?;
-                let count = (*partitions).max(0) as usize;
-                let replicas = placement::place(
-                    &live,
-                    self.placement_cursor,
-                    count,
-                    *replication_factor as usize,
-                );
-                self.placement_cursor += count as u64;
-                let partitions = replicas
-                    .into_iter()
-                    .map(|replicas| self.new_partition(replicas))
-                    .collect();
-                self.topics.insert(
-                    name.clone(),
-                    TopicRecord {
-                        id: *id,
-                        configs: configs.clone(),
-                        partitions,
-                    },
-                );
-                Ok(())
-            }
+            } => self.create_topic(name, *id, *partitions, *replication_factor, configs),
             Op::DeleteTopic { name } => self
                 .topics
                 .remove(name)
                 .map(|_| ())
                 .ok_or_else(|| OpError::UnknownTopic(name.clone())),
-            Op::CreatePartitions { name, total } => {
-                let live = self.live_brokers();
-                let cursor = self.placement_cursor;
-                let topic = self
-                    .topics
-                    .get(name)
-                    .ok_or_else(|| OpError::UnknownTopic(name.clone()))?;
-                let current = topic.partitions.len();
-                if *total as usize <= current || *total < 0 {
-                    return Err(OpError::Partitions {
-                        current,
-                        asked: *total,
-                    });
-                }
-                let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
-                check_replication_factor(factor as i16, live.len())?;
-                let added = *total as usize - current;
-                let partitions: Vec<PartitionRecord> =
-                    placement::place(&live, cursor, added, factor)
-                        .into_iter()
-                        .map(|replicas| self.new_partition(replicas))
-                        .collect();
-                self.placement_cursor += added as u64;
-                if let Some(topic) = self.topics.get_mut(name) {
-                    topic.partitions.extend(partitions);
-                }
-                Ok(())
-            }
+            Op::CreatePartitions { name, total } => self.create_partitions(name, *total),
             Op::SetTopicConfig { name, configs } => {
                 let topic = self
                     .topics
@@ -250,6 +194,63 @@ impl ClusterState {
                 Ok(())
             }
         }
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), OpError> {
+        if self.topics.contains_key(name) {
+            return Err(OpError::TopicExists(name.to_string()));
+        }
+        let live = self.live_brokers();
+        check_replication_factor(factor, live.len())?;
+        let count = partitions.max(0) as usize;
+        let partitions = self.place(&live, count, factor as usize);
+        let topic = TopicRecord {
+            id,
+            configs: configs.clone(),
+            partitions,
+        };
+        self.topics.insert(name.to_string(), topic);
+        Ok(())
+    }
+
+    fn create_partitions(&mut self, name: &str, total: i32) -> Result<(), OpError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| OpError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len();
+        if total < 0 || total as usize <= current {
+            return Err(OpError::Partitions {
+                current,
+                asked: total,
+            });
+        }
+        let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let live = self.live_brokers();
+        check_replication_factor(factor as i16, live.len())?;
+        let added = self.place(&live, total as usize - current, factor);
+        if let Some(topic) = self.topics.get_mut(name) {
+            topic.partitions.extend(added);
+        }
+        Ok(())
+    }
+
+    /// `count` new partitions of `factor` replicas on `live` brokers; moves
+    /// the placement cursor past them.
+    fn place(&mut self, live: &[NodeId], count: usize, factor: usize) -> Vec<PartitionRecord> {
+        let replicas = placement::place(live, self.placement_cursor, count, factor);
+        self.placement_cursor += count as u64;
+        replicas
+            .into_iter()
+            .map(|replicas| self.new_partition(replicas))
+            .collect()
     }
 
     fn new_partition(&self, replicas: Vec<NodeId>) -> PartitionRecord {
