@@ -596,6 +596,23 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_come_from_the_file_too() {
+        let file: FileConfig = toml::from_str(
+            "node_id = 2\ncontroller_quorum_voters = \"1@127.0.0.1:9093,2@127.0.0.1:9193\"\n\
+             cluster_listen = \"127.0.0.1:9193\"\ndefault_replication_factor = 2",
+        )
+        .unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        let cluster = config.cluster.expect("a cluster node");
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.voters.len(), 2);
+        assert_eq!(cluster.listen.port(), 9193);
+        assert_eq!(cluster.default_replication_factor, 2);
+        let single = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
+        assert!(single.cluster.is_none());
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let file = FileConfig {
             listen: Some("127.0.0.1:1".into()),

@@ -110,6 +110,40 @@ fn a_topic_made_through_one_broker_is_served_by_its_leaders_on_all_three() {
 }
 
 #[test]
+fn a_bad_frame_on_the_cluster_port_closes_that_connection_with_a_log_line() {
+    use std::io::{Read, Write};
+    let mut cluster = Cluster::start(3);
+    let port = cluster.cluster_ports[1];
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    // A frame length far past the bound, then garbage.
+    stream
+        .write_all(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3])
+        .expect("write");
+    let mut buffer = [0; 16];
+    let read = stream.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the node closes the connection: {read:?}"
+    );
+    let logged = common::wait_until(Duration::from_secs(10), || {
+        cluster
+            .node(2)
+            .log()
+            .contains("closing a cluster connection")
+    });
+    assert!(logged, "the node logs why it closed the connection");
+    // The cluster still works.
+    assert_eq!(
+        cluster.create_topic(2, "still-fine", 1, 3),
+        error_code::NONE
+    );
+    cluster.wait_for_topic(1, "still-fine", 1);
+}
+
+#[test]
 fn losing_the_controller_leader_elects_another_and_the_node_catches_up_on_return() {
     let mut cluster = Cluster::start(3);
     let old = cluster.wait_for_brokers(1, 3);

@@ -23,6 +23,8 @@ const METADATA_VERSION_MAX: i16 = 12;
 pub struct Cluster {
     /// `nodes[i]` is node id `i + 1`.
     pub nodes: Vec<Broker>,
+    /// `cluster_ports[i]`: node `i + 1`'s inter-broker port.
+    pub cluster_ports: Vec<u16>,
 }
 
 impl Cluster {
@@ -36,7 +38,7 @@ impl Cluster {
             .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let nodes = cluster_ports
+        let nodes: Vec<Broker> = cluster_ports
             .iter()
             .enumerate()
             .map(|(i, port)| {
@@ -50,7 +52,10 @@ impl Cluster {
                     .start()
             })
             .collect();
-        let cluster = Cluster { nodes };
+        let cluster = Cluster {
+            nodes,
+            cluster_ports,
+        };
         for node in 1..=count as i32 {
             cluster.wait_for_brokers(node, count);
         }
