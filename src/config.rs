@@ -12,9 +12,11 @@ use serde::Deserialize;
 use crate::group;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
+pub mod cluster;
 pub mod listeners;
 pub mod security;
 
+pub use cluster::ClusterConfig;
 pub use listeners::{ListenerConfig, SecurityProtocol};
 pub use security::SecurityConfig;
 
@@ -104,6 +106,8 @@ pub enum ConfigError {
     TopicDefault(#[from] TopicConfigError),
     #[error("invalid topic default {0:?}: expected NAME=VALUE")]
     TopicDefaultSyntax(String),
+    #[error("invalid cluster settings: {0}")]
+    Cluster(String),
     #[error("invalid {name} {value}: {why}")]
     Value {
         name: &'static str,
@@ -158,6 +162,13 @@ pub struct FileConfig {
     pub metrics_per_partition: Option<bool>,
     /// Default topic configs with Kafka's names, e.g. `"retention.ms" = "86400000"`.
     pub topic_defaults: Option<BTreeMap<String, String>>,
+    /// KRaft's `node.id`: this node in a cluster.
+    pub node_id: Option<i32>,
+    /// `1@HOST:PORT,2@HOST:PORT,...`: the controller quorum's inter-broker addresses.
+    pub controller_quorum_voters: Option<String>,
+    /// This node's inter-broker `HOST:PORT`.
+    pub cluster_listen: Option<String>,
+    pub default_replication_factor: Option<i16>,
 }
 
 /// A key that takes one string or a list of them.
@@ -250,6 +261,8 @@ pub struct Config {
     pub metrics_per_partition: bool,
     /// Broker-wide topic config defaults; a topic's own configs override them.
     pub topic_defaults: TopicConfig,
+    /// `None`: a single broker, as without cluster flags.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `HOST:PORT`, or `none` for no metrics listener.
@@ -392,6 +405,17 @@ impl Config {
             ))?,
             metrics_per_partition: pick!(metrics_per_partition, METRICS_PER_PARTITION_DEFAULT),
             topic_defaults,
+            cluster: cluster::build_cluster(cluster::ClusterSettings {
+                node_id: flags.node_id.or(file.node_id),
+                voters: flags
+                    .controller_quorum_voters
+                    .clone()
+                    .or(file.controller_quorum_voters.clone()),
+                listen: flags.cluster_listen.clone().or(file.cluster_listen.clone()),
+                default_replication_factor: flags
+                    .default_replication_factor
+                    .or(file.default_replication_factor),
+            })?,
         };
         config.check_ranges()?;
         Ok(config)
@@ -579,6 +603,23 @@ mod tests {
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
         assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_file_too() {
+        let file: FileConfig = toml::from_str(
+            "node_id = 2\ncontroller_quorum_voters = \"1@127.0.0.1:9093,2@127.0.0.1:9193\"\n\
+             cluster_listen = \"127.0.0.1:9193\"\ndefault_replication_factor = 2",
+        )
+        .unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        let cluster = config.cluster.expect("a cluster node");
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.voters.len(), 2);
+        assert_eq!(cluster.listen.port(), 9193);
+        assert_eq!(cluster.default_replication_factor, 2);
+        let single = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
+        assert!(single.cluster.is_none());
     }
 
     #[test]

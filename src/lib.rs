@@ -4,6 +4,7 @@
 //!
 //! - [`client`]: a blocking Kafka client and the one record-batch builder, for tools and tests.
 //! - [`clock`]: the wall clock in Kafka's milliseconds.
+//! - [`cluster`]: running as a node of a cluster: the Raft controller, inter-broker transport, replicated metadata.
 //! - [`config`]: configuration: defaults, file, flags, validation.
 //! - [`topic_config`]: topic configs under Kafka's names and the storage settings they give.
 //! - [`storage`]: the partition log: batches, segments, indexes, cache, retention, recovery.
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod fuzzing;
 pub mod group;

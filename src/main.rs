@@ -2,6 +2,7 @@
 //! `ringlog topic|group|cluster ...` administers any Kafka-compatible cluster.
 
 mod cli;
+mod dev_cluster;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the broker (the default).
     Serve(Box<ServeArgs>),
+    /// Run a local cluster of NODES broker processes and print their addresses.
+    DevCluster(dev_cluster::DevClusterArgs),
     #[command(flatten)]
     Admin(cli::AdminCommand),
 }
@@ -154,6 +157,18 @@ struct ServeArgs {
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// This node's id in a cluster (KRaft's node.id); needs the other two cluster flags.
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// The controller quorum: each voter's id and inter-broker address, e.g. 1@127.0.0.1:9093,2@127.0.0.1:9193.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
+    /// This node's inter-broker address (its own port).
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_listen: Option<String>,
+    /// Replicas of a topic created without a replication factor (default.replication.factor) [default: 1].
+    #[arg(long, value_name = "N")]
+    default_replication_factor: Option<i16>,
 }
 
 /// Exit code for a configuration the broker refuses to start with.
@@ -213,6 +228,10 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         metrics_listen: args.metrics_listen,
         metrics_per_partition: args.metrics_per_partition,
         topic_defaults,
+        node_id: args.node_id,
+        controller_quorum_voters: args.controller_quorum_voters,
+        cluster_listen: args.cluster_listen,
+        default_replication_factor: args.default_replication_factor,
     };
     Config::build(file, flags).map_err(|e| e.to_string())
 }
@@ -239,6 +258,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::Admin(command)) => return cli::run(command),
+        Some(Command::DevCluster(args)) => return dev_cluster::run(args),
         None => cli.serve,
     };
     let config = match load(args) {

@@ -47,6 +47,8 @@ pub fn change_error(error: &TopicChangeError) -> ResponseError {
         TopicChangeError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicChangeError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicChangeError::TimedOut(_) => ResponseError::RequestTimedOut,
         TopicChangeError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         TopicChangeError::OverBudget(_) => ResponseError::PolicyViolation,
         TopicChangeError::Failed(_) => ResponseError::UnknownServerError,
@@ -155,7 +157,10 @@ fn check_new_topic(
             ));
         }
         topic.assignments.len() as i32
-    } else if topic.replication_factor != -1 && topic.replication_factor != REPLICATION_FACTOR {
+    } else if shard.cluster.is_none()
+        && topic.replication_factor != -1
+        && topic.replication_factor != REPLICATION_FACTOR
+    {
         return Err((
             ResponseError::InvalidReplicationFactor,
             format!(
@@ -181,6 +186,7 @@ fn check_new_topic(
     Ok(NewTopic {
         name,
         partitions,
+        replication_factor: topic.replication_factor,
         configs,
     })
 }
@@ -221,11 +227,24 @@ fn created_topic_result(
     if version >= 5 {
         result
             .with_num_partitions(new.partitions)
-            .with_replication_factor(REPLICATION_FACTOR)
+            .with_replication_factor(replication_factor(shard, &new.name))
             .with_configs(Some(configs))
     } else {
         result
     }
+}
+
+/// A topic's replication factor: 1 on a single broker, its replica count in a cluster.
+fn replication_factor(shard: &Shard, topic: &str) -> i16 {
+    let Some(cluster) = shard.cluster.as_ref() else {
+        return REPLICATION_FACTOR;
+    };
+    cluster
+        .view()
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.first())
+        .map_or(-1, |p| p.replicas.len() as i16)
 }
 
 pub async fn handle_delete_topics(

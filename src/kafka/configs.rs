@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::change_error;
 use super::authorize::{cluster_allowed, topic_allowed};
-use super::{Outcome, Request, NODE_ID};
+use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::admin::ConfigChange;
@@ -142,7 +142,7 @@ pub async fn handle_describe(
                         )))),
                 },
                 RESOURCE_BROKER
-                    if resource.resource_name.as_str() == NODE_ID.to_string()
+                    if resource.resource_name.as_str() == shard.node_id().to_string()
                         || resource.resource_name.is_empty() =>
                 {
                     result.with_configs(

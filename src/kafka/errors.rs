@@ -11,6 +11,7 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
     match error {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         PartitionError::NotReady => ResponseError::LeaderNotAvailable,
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
         PartitionError::Route(RouteError::InboxFull(_)) => ResponseError::RequestTimedOut,
         PartitionError::Route(RouteError::ShardGone(_)) => ResponseError::NotLeaderOrFollower,
         PartitionError::Storage(error) => storage_error(error),

@@ -1,5 +1,7 @@
-//! Metadata (with auto topic creation) and DescribeCluster: this broker is
-//! node 0, leader of every partition, its only replica.
+//! Metadata (with auto topic creation) and DescribeCluster. A single broker
+//! is node 0, leader of every partition, its only replica; in a cluster the
+//! answer comes from the replicated metadata (live brokers, the controller,
+//! each partition's leader, leader epoch and replicas).
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -19,6 +21,8 @@ use super::authorize::{allows_everything, may_create_topic, require_cluster, top
 use super::metadata_cache;
 use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
+use crate::cluster::state::TopicRecord;
+use crate::cluster::ClusterView;
 use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::admin::{NewTopic, TopicChangeError};
@@ -44,18 +48,89 @@ fn broker(shard: &Shard, request: &Request) -> MetadataResponseBroker {
         .with_port(listener.advertised_port as i32)
 }
 
-/// Fields a version does not carry must stay at their defaults, or encoding fails.
-fn describe_topic(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
-    let partitions = (0..topic.partition_count())
-        .map(|index| {
-            MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(BrokerId(NODE_ID))
-                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+/// Every live broker of a cluster, at its first listener's advertised address.
+fn cluster_brokers(view: &ClusterView) -> Vec<MetadataResponseBroker> {
+    view.brokers
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port as i32)
         })
-        .collect();
+        .collect()
+}
+
+/// A cluster topic's partitions. Until partitions replicate, a leader is
+/// the only replica in sync.
+fn cluster_partitions(
+    record: &TopicRecord,
+    view: &ClusterView,
+    version: i16,
+) -> Vec<MetadataResponsePartition> {
+    let ids = |nodes: &mut dyn Iterator<Item = i32>| nodes.map(BrokerId).collect::<Vec<_>>();
+    record
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
+            let offline = ids(&mut p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !view.brokers.iter().any(|b| b.node == *r)));
+            let partition = MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                .with_replica_nodes(ids(&mut p.replicas.iter().copied()))
+                .with_isr_nodes(ids(&mut (p.leader >= 0).then_some(p.leader).into_iter()));
+            if version >= 5 {
+                partition.with_offline_replicas(offline)
+            } else {
+                partition
+            }
+        })
+        .collect()
+}
+
+/// Fields a version does not carry must stay at their defaults, or encoding fails.
+fn describe_topic(
+    topic: &TopicInfo,
+    view: Option<&ClusterView>,
+    version: i16,
+) -> MetadataResponseTopic {
+    let partitions = match view {
+        Some(view) => match view.topics.get(&*topic.name) {
+            Some(record) => cluster_partitions(record, view, version),
+            // Applied on this broker, not yet in its view: a moment away.
+            None => {
+                let id = if version >= 10 {
+                    topic.id
+                } else {
+                    uuid::Uuid::nil()
+                };
+                let name = Some(topic_name(&topic.name));
+                return topic_error(name, id, ResponseError::LeaderNotAvailable);
+            }
+        },
+        None => (0..topic.partition_count())
+            .map(|index| {
+                MetadataResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_leader_id(BrokerId(NODE_ID))
+                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                    .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                    .with_isr_nodes(vec![BrokerId(NODE_ID)])
+            })
+            .collect(),
+    };
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(if version >= 10 {
@@ -92,6 +167,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), ResponseEr
     let topic = NewTopic {
         name: name.to_string(),
         partitions: shard.config.default_partitions,
+        replication_factor: -1,
         configs: Default::default(),
     };
     match shard.create_topics(vec![topic], false).await.pop() {
@@ -112,8 +188,12 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
         _ => None,
     };
     let allow_create = version < 4 || body.allow_auto_topic_creation;
+    let view = shard.cluster.as_ref().map(|c| c.view());
+    let view = view.as_deref();
+    let describe_topic = |topic: &TopicInfo, version| describe_topic(topic, view, version);
     let describable = |name: &str| topic_allowed(shard, request, Operation::Describe, name);
-    if wanted.is_none() && allows_everything(shard, request) {
+    // In a cluster, leaders and live brokers change without the topic table.
+    if wanted.is_none() && view.is_none() && allows_everything(shard, request) {
         return respond_with_every_topic(shard, request);
     }
     let topics = match wanted {
@@ -180,29 +260,41 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: MetadataRequest)
             topics
         }
     };
-    request.respond(&answer(shard, request).with_topics(topics))
+    request.respond(&answer(shard, request, view).with_topics(topics))
 }
 
-/// The answer without its topics.
-fn answer(shard: &Shard, request: &Request) -> MetadataResponse {
+/// The answer without its topics: in a cluster, every live broker and the
+/// controller from this broker's view.
+fn answer(shard: &Shard, request: &Request, view: Option<&ClusterView>) -> MetadataResponse {
     let version = request.version();
+    let (brokers, controller) = match view {
+        Some(view) => (cluster_brokers(view), view.controller.unwrap_or(-1)),
+        None => (vec![broker(shard, request)], NODE_ID),
+    };
     MetadataResponse::default()
-        .with_brokers(vec![broker(shard, request)])
+        .with_brokers(brokers)
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
+        .with_controller_id(BrokerId(if version >= 1 { controller } else { -1 }))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-/// Every topic, for a principal that may describe all of them: the topic
-/// list comes encoded from the shard's cache.
+/// Every topic of a single broker, for a principal that may describe all of
+/// them: the topic list comes encoded from the shard's cache.
 fn respond_with_every_topic(shard: &Shard, request: &Request) -> Outcome {
     let version = request.version();
     let table = shard.topics();
-    let describe = || table.iter().map(|t| describe_topic(t, version)).collect();
+    let describe = || {
+        table
+            .iter()
+            .map(|t| describe_topic(t, None, version))
+            .collect()
+    };
     match metadata_cache::topics_of(&table, version, describe) {
-        Ok(topics) => {
-            metadata_cache::splice(request.respond(&answer(shard, request)), topics, version)
-        }
+        Ok(topics) => metadata_cache::splice(
+            request.respond(&answer(shard, request, None)),
+            topics,
+            version,
+        ),
         Err(error) => Outcome::Close(format!("cannot encode the topic list: {error}")),
     }
 }
@@ -216,13 +308,31 @@ pub async fn handle_describe_cluster(
         return request.respond(&DescribeClusterResponse::default().with_error_code(error.code()));
     }
     let listener = listener_of(shard, request.session.listener);
+    let (brokers, controller) = match shard.cluster.as_ref().map(|c| c.view()) {
+        Some(view) => (
+            view.brokers
+                .iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.node))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(b.port as i32)
+                })
+                .collect(),
+            view.controller.unwrap_or(-1),
+        ),
+        None => (
+            vec![DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(NODE_ID))
+                .with_host(StrBytes::from_string(listener.advertised_host.clone()))
+                .with_port(listener.advertised_port as i32)],
+            NODE_ID,
+        ),
+    };
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
-        .with_controller_id(BrokerId(NODE_ID))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(NODE_ID))
-            .with_host(StrBytes::from_string(listener.advertised_host.clone()))
-            .with_port(listener.advertised_port as i32)])
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     request.respond(&response)
 }

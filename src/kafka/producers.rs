@@ -27,6 +27,7 @@ use crate::security::acl::Operation;
 use crate::shard::mesh::run_on;
 use crate::shard::{PartitionId, Shard, METADATA_SHARD};
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+use crate::txn::producer_ids::striped;
 use crate::txn::ProducerIdBlock;
 
 pub const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=5;
@@ -69,12 +70,25 @@ fn ask(body: &InitProducerIdRequest) -> Result<Ask, ResponseError> {
 async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
     let fetch_block = || async {
         let block = run_on(shard, METADATA_SHARD, |owner| async move {
-            match &owner.producer_id_store {
+            let block = match &owner.producer_id_store {
                 Some(store) => store
                     .allocate_block()
                     .await
-                    .map_err(|error| error.to_string()),
-                None => Err("no producer id store on the metadata shard".to_string()),
+                    .map_err(|error| error.to_string())?,
+                None => return Err("no producer id store on the metadata shard".to_string()),
+            };
+            // In a cluster, nodes give out disjoint blocks.
+            match &owner.config.cluster {
+                None => Ok(block),
+                Some(cluster) => {
+                    let index = cluster
+                        .voters
+                        .iter()
+                        .position(|v| v.node_id == cluster.node_id)
+                        .unwrap_or(0);
+                    striped(block, index, cluster.voters.len())
+                        .ok_or_else(|| "producer ids exhausted".to_string())
+                }
             }
         })
         .await;

@@ -21,6 +21,8 @@ use crate::topic_config::TopicConfig;
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// `-1`: the broker's default (`default.replication.factor`).
+    pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -34,6 +36,10 @@ pub enum TopicChangeError {
     InvalidPartitions(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    TimedOut(String),
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
     /// The broker could not keep the new partitions' files open.
@@ -51,12 +57,34 @@ pub enum ConfigChange {
     Edit(Vec<(String, Option<String>)>),
 }
 
+impl ConfigChange {
+    /// The overrides after this change to `current`.
+    pub fn applied_to(self, current: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match self {
+            ConfigChange::Replace(entries) => entries,
+            ConfigChange::Edit(edits) => {
+                let mut entries = current;
+                for (key, value) in edits {
+                    match value {
+                        Some(value) => entries.insert(key, value),
+                        None => entries.remove(&key),
+                    };
+                }
+                entries
+            }
+        }
+    }
+}
+
 impl Shard {
     pub async fn create_topics(
         self: &Rc<Self>,
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicChangeError>> {
+        if self.cluster.is_some() {
+            return crate::cluster::admin::create_topics(self, topics, validate_only).await;
+        }
         let count = topics.len();
         run_on(self, METADATA_SHARD, move |s| async move {
             s.create_topics_here(topics, validate_only).await
@@ -69,6 +97,9 @@ impl Shard {
         self: &Rc<Self>,
         names: Vec<String>,
     ) -> Vec<Result<(), TopicChangeError>> {
+        if self.cluster.is_some() {
+            return crate::cluster::admin::delete_topics(self, names).await;
+        }
         let count = names.len();
         run_on(self, METADATA_SHARD, move |s| async move {
             s.delete_topics_here(names).await
@@ -83,6 +114,10 @@ impl Shard {
         total: i32,
         validate_only: bool,
     ) -> Result<(), TopicChangeError> {
+        if self.cluster.is_some() {
+            return crate::cluster::admin::create_partitions(self, name, total, validate_only)
+                .await;
+        }
         run_on(self, METADATA_SHARD, move |s| async move {
             s.create_partitions_here(name, total, validate_only).await
         })
@@ -96,6 +131,10 @@ impl Shard {
         change: ConfigChange,
         validate_only: bool,
     ) -> Result<(), TopicChangeError> {
+        if self.cluster.is_some() {
+            return crate::cluster::admin::change_topic_config(self, name, change, validate_only)
+                .await;
+        }
         run_on(self, METADATA_SHARD, move |s| async move {
             s.change_topic_config_here(name, change, validate_only)
                 .await
@@ -333,19 +372,7 @@ impl Shard {
             Some(topic) => topic.config.overrides().clone(),
             None => return Err(TopicChangeError::UnknownTopic(name)),
         };
-        let entries = match change {
-            ConfigChange::Replace(entries) => entries,
-            ConfigChange::Edit(edits) => {
-                let mut entries = current;
-                for (key, value) in edits {
-                    match value {
-                        Some(value) => entries.insert(key, value),
-                        None => entries.remove(&key),
-                    };
-                }
-                entries
-            }
-        };
+        let entries = change.applied_to(current);
         let config = self
             .defaults()
             .with_overrides(&entries)
@@ -379,6 +406,22 @@ impl Shard {
         }
     }
 
+    /// In a cluster, on the metadata shard: stores the table `build` makes
+    /// from the registry and applies it on every shard.
+    pub async fn replace_topics(
+        self: &Rc<Self>,
+        build: impl FnOnce(&TopicRegistry) -> TopicTable,
+    ) -> Result<(), TopicChangeError> {
+        let _permit = self.admin_permit.acquire_permit(1).await;
+        let registry = self.registry()?;
+        let table = build(&registry.borrow());
+        registry
+            .borrow_mut()
+            .replace(table)
+            .map_err(|e| TopicChangeError::Failed(e.to_string()))?;
+        self.publish().await
+    }
+
     /// Applies the registry's table on every shard and waits for all of them.
     async fn publish(self: &Rc<Self>) -> Result<(), TopicChangeError> {
         let table: Arc<TopicTable> = self.registry()?.borrow().table();
@@ -399,7 +442,7 @@ impl Shard {
     }
 }
 
-fn check_partition_count(partitions: i32) -> Result<(), TopicChangeError> {
+pub fn check_partition_count(partitions: i32) -> Result<(), TopicChangeError> {
     if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
         return Err(TopicChangeError::InvalidPartitions(format!(
             "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {partitions}"

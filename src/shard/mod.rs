@@ -66,11 +66,20 @@ pub struct Shard {
     pub producer_ids: ProducerIds,
     /// Only on [`METADATA_SHARD`]: the durable counter blocks come from.
     pub producer_id_store: Option<ProducerIdStore>,
+    /// In a cluster: this node's view and (on the metadata shard) the controller.
+    pub cluster: Option<crate::cluster::ShardCluster>,
 }
 
 impl Shard {
     pub fn topics(&self) -> Arc<TopicTable> {
         self.topics.borrow().clone()
+    }
+
+    /// This broker's id: its `--node-id` in a cluster, else node 0.
+    pub fn node_id(&self) -> i32 {
+        self.cluster
+            .as_ref()
+            .map_or(crate::kafka::NODE_ID, |c| c.node)
     }
 
     pub fn shard_count(&self) -> usize {

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::partitions::PartitionError;
-use super::topics::TopicTable;
+use super::topics::{ReplicaRole, TopicTable};
 use super::{PartitionId, Shard};
 use crate::storage::{self, LogConfig, PartitionLog, StorageOptions};
 
@@ -183,7 +183,7 @@ impl Shard {
                 let slots = logs.entry(topic.name.clone()).or_default();
                 slots.resize_with(topic.partition_shards.len(), || None);
                 for (index, &owner) in topic.partition_shards.iter().enumerate() {
-                    if owner == self.id {
+                    if owner == self.id && topic.role(index) != ReplicaRole::Absent {
                         slots[index] = Some(Slot::Idle(Idle {
                             config: config.clone(),
                             may_hold_sealed: true,
@@ -242,7 +242,7 @@ impl Shard {
                 .filter(|o| o.id == topic.id)
                 .map_or(0, |o| o.partition_shards.len());
             for (index, &owner) in topic.partition_shards.iter().enumerate().skip(known) {
-                if owner == self.id {
+                if owner == self.id && topic.role(index) != ReplicaRole::Absent {
                     new.push((topic.name.clone(), index));
                 }
             }
@@ -300,7 +300,8 @@ impl Shard {
             let slots = logs.entry(topic.name.clone()).or_default();
             slots.resize_with(topic.partition_shards.len(), || None);
             for (index, &owner) in topic.partition_shards.iter().enumerate() {
-                if owner != self.id {
+                // In a cluster, a partition without a replica here has no directory.
+                if owner != self.id || topic.role(index) == ReplicaRole::Absent {
                     continue;
                 }
                 if index >= known {

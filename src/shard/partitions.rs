@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
+use super::topics::ReplicaRole;
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
@@ -25,6 +26,9 @@ pub enum PartitionError {
     /// The table this shard holds does not give it the partition (yet).
     #[error("partition is not open yet")]
     NotReady,
+    /// In a cluster: another broker leads the partition.
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -63,6 +67,29 @@ pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 impl Shard {
+    /// The log a client may read or write: in a cluster, only where this
+    /// broker leads the partition (single node: no check at all).
+    async fn served_log(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        if self.cluster.is_some() && !self.leads(topic, partition) {
+            return Err(PartitionError::NotLeader);
+        }
+        self.owned_log(topic, partition).await
+    }
+
+    /// In a cluster: whether this broker leads the partition (an unknown
+    /// partition counts as led, so that it is answered as unknown).
+    fn leads(&self, topic: &str, partition: PartitionId) -> bool {
+        let topics = self.topics();
+        match (topics.get(topic), partition.index()) {
+            (Some(t), Some(index)) => t.role(index) == ReplicaRole::Leader,
+            _ => true,
+        }
+    }
+
     pub async fn produce_local(
         self: Rc<Self>,
         parts: Vec<ProducePart>,
@@ -71,7 +98,7 @@ impl Shard {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
             async move {
-                let log = shard.owned_log(&part.topic, part.partition).await?;
+                let log = shard.served_log(&part.topic, part.partition).await?;
                 Ok(log.append(part.records, durability).await?)
             }
         });
@@ -94,7 +121,7 @@ impl Shard {
                 max_bytes: part.max_bytes.min(remaining),
                 first_batch_whole,
             };
-            let result = match self.owned_log(&part.topic, part.partition).await {
+            let result = match self.served_log(&part.topic, part.partition).await {
                 Ok(log) => log
                     .read_limited(part.offset, limit)
                     .await
@@ -148,7 +175,7 @@ impl Shard {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
-                let log = self.owned_log(&query.topic, query.partition).await?;
+                let log = self.served_log(&query.topic, query.partition).await?;
                 // -1 for either where Kafka answers -1.
                 Ok(match query.timestamp {
                     LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark().get()),
@@ -180,7 +207,7 @@ impl Shard {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let answer = async {
-                let log = self.owned_log(&topic, partition).await?;
+                let log = self.served_log(&topic, partition).await?;
                 let before = if offset == HIGH_WATERMARK {
                     log.high_watermark()
                 } else {
@@ -201,7 +228,7 @@ impl Shard {
     ) -> Vec<Result<Vec<(i64, ProducerEntry)>, PartitionError>> {
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition) in parts {
-            let log = self.owned_log(&topic, partition).await;
+            let log = self.served_log(&topic, partition).await;
             answers.push(log.map(|log| log.producers()));
         }
         answers

@@ -67,6 +67,9 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     for listener in &config.listeners {
         exclusive::check_listen_free(listener.address)?;
     }
+    if let Some(cluster) = &config.cluster {
+        exclusive::check_listen_free(cluster.listen)?;
+    }
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
     let metrics = bind_metrics(&config)?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
@@ -120,7 +123,11 @@ fn spawn_shards(
     security_store: SecurityStore,
     tls: Option<TlsAcceptor>,
 ) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
-    let table = registry.table();
+    // In a cluster the table comes from the controller's committed metadata.
+    let table = match config.cluster {
+        Some(_) => Arc::new(TopicTable::default()),
+        None => registry.table(),
+    };
     let mut registry = Some(registry);
     let mut metrics = metrics;
     let security = security_store.snapshot();
@@ -190,6 +197,12 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     let shard = open_shard(id, config.clone(), mesh, registry, security).await?;
     if let Some(listener) = metrics {
         start_metrics(&shard, listener, accepting.clone())?;
+    }
+    if let (Some(cluster), Some(shard_cluster)) = (&config.cluster, &shard.cluster) {
+        if id == METADATA_SHARD {
+            let controller = crate::cluster::Controller::start(shard.clone(), cluster)?;
+            shard_cluster.set_controller(controller);
+        }
     }
     // Partitions open on first use: a shard serves once they are registered.
     shard.start_topics(table);
@@ -333,6 +346,10 @@ async fn open_shard(
         security,
         producer_ids: ProducerIds::new(),
         producer_id_store,
+        cluster: config
+            .cluster
+            .as_ref()
+            .map(|c| crate::cluster::ShardCluster::new(c.node_id)),
     });
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();

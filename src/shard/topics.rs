@@ -36,6 +36,17 @@ pub enum RegistryError {
     Corrupt { path: PathBuf, message: String },
 }
 
+/// What this broker is for one partition of a cluster's topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRole {
+    /// It serves the partition's clients.
+    Leader,
+    /// It holds a replica and answers clients NOT_LEADER_OR_FOLLOWER.
+    Follower,
+    /// It holds no replica.
+    Absent,
+}
+
 #[derive(Debug)]
 pub struct TopicInfo {
     pub name: Arc<str>,
@@ -43,9 +54,19 @@ pub struct TopicInfo {
     /// `partition_shards[p]` is the shard that owns partition `p`.
     pub partition_shards: Vec<ShardId>,
     pub config: TopicConfig,
+    /// In a cluster, this broker's role per partition; `None` on a single
+    /// broker, which leads every partition.
+    pub roles: Option<Arc<[ReplicaRole]>>,
 }
 
 impl TopicInfo {
+    pub fn role(&self, partition: usize) -> ReplicaRole {
+        match &self.roles {
+            None => ReplicaRole::Leader,
+            Some(roles) => roles.get(partition).copied().unwrap_or(ReplicaRole::Absent),
+        }
+    }
+
     pub fn partition_count(&self) -> i32 {
         self.partition_shards.len() as i32
     }
@@ -91,6 +112,16 @@ impl TopicTable {
         let mut by_name = self.by_name.clone();
         by_name.remove(name);
         TopicTable::from_map(by_name)
+    }
+
+    /// A table of `topics` (a cluster's replicated metadata as this broker holds it).
+    pub fn from_topics(topics: impl IntoIterator<Item = TopicInfo>) -> TopicTable {
+        TopicTable::from_map(
+            topics
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+        )
     }
 
     fn from_map(by_name: BTreeMap<Arc<str>, Arc<TopicInfo>>) -> TopicTable {
@@ -162,6 +193,7 @@ pub fn decode_registry(
                 .map(|&s| ShardId(s as usize % shard_count))
                 .collect(),
             config,
+            roles: None,
         };
         by_name.insert(name, Arc::new(info));
     }
@@ -209,15 +241,36 @@ impl TopicRegistry {
 
     /// Builds a new topic (not yet stored) with partitions spread over shards.
     pub fn new_topic(&self, name: &str, partitions: i32, config: TopicConfig) -> TopicInfo {
+        self.placed(name, Uuid::new_v4(), partitions as usize, config, None)
+    }
+
+    /// A topic with a given id, partitions spread over shards as `new_topic` does.
+    pub fn placed(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: usize,
+        config: TopicConfig,
+        roles: Option<Arc<[ReplicaRole]>>,
+    ) -> TopicInfo {
         let first = first_shard(name, self.shard_count);
         TopicInfo {
             name: name.into(),
-            id: Uuid::new_v4(),
-            partition_shards: (0..partitions as usize)
+            id,
+            partition_shards: (0..partitions)
                 .map(|p| ShardId((first + p) % self.shard_count))
                 .collect(),
             config,
+            roles,
         }
+    }
+
+    /// Stores `table` in place of the current one.
+    pub fn replace(&mut self, table: TopicTable) -> Result<Arc<TopicTable>, RegistryError> {
+        let table = Arc::new(table);
+        self.store(&table)?;
+        self.table = table;
+        Ok(self.table.clone())
     }
 
     pub fn put(&mut self, topic: TopicInfo) -> Result<Arc<TopicTable>, RegistryError> {
@@ -254,6 +307,7 @@ impl TopicRegistry {
             id: old.id,
             partition_shards,
             config: old.config.clone(),
+            roles: old.roles.clone(),
         })
     }
 
@@ -270,6 +324,7 @@ impl TopicRegistry {
             id: old.id,
             partition_shards: old.partition_shards.clone(),
             config,
+            roles: old.roles.clone(),
         })
     }
 

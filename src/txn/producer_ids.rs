@@ -94,6 +94,20 @@ impl ProducerIdStore {
     }
 }
 
+/// In a cluster of `nodes` voters, the block this node (`index` among them)
+/// gives out for its local block `block`: block `b` of node `i` becomes
+/// global block `b * nodes + i`, so no two nodes hand out the same id
+/// until the controller allocates blocks for all of them.
+pub fn striped(block: ProducerIdBlock, index: usize, nodes: usize) -> Option<ProducerIdBlock> {
+    debug_assert!(index < nodes);
+    let local = block.first / PRODUCER_ID_BLOCK_LEN;
+    let global = local.checked_mul(nodes as i64)?.checked_add(index as i64)?;
+    Some(ProducerIdBlock {
+        first: global.checked_mul(PRODUCER_ID_BLOCK_LEN)?,
+        len: block.len,
+    })
+}
+
 fn encode(next: i64) -> [u8; FILE_BYTES] {
     let mut out = [0u8; FILE_BYTES];
     out[..4].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
@@ -161,6 +175,27 @@ impl ProducerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn striped_blocks_of_different_nodes_never_meet() {
+        let mut seen = std::collections::HashSet::new();
+        for local in 0..4 {
+            for node in 0..3 {
+                let block = ProducerIdBlock {
+                    first: local * PRODUCER_ID_BLOCK_LEN,
+                    len: PRODUCER_ID_BLOCK_LEN,
+                };
+                let global = striped(block, node, 3).unwrap();
+                assert_eq!(global.first % PRODUCER_ID_BLOCK_LEN, 0);
+                assert!(seen.insert(global.first), "{global:?} given twice");
+            }
+        }
+        let last = ProducerIdBlock {
+            first: i64::MAX / 2,
+            len: PRODUCER_ID_BLOCK_LEN,
+        };
+        assert_eq!(striped(last, 1, 3), None);
+    }
 
     #[test]
     fn the_counter_file_round_trips_and_refuses_damage() {

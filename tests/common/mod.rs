@@ -6,6 +6,7 @@
 //!
 //! - this file: [`Broker`] (start, stop, restart, SIGKILL, logs) and [`BrokerBuilder`].
 //! - [`clients`]: rdkafka producer, consumer and admin helpers with bounded waits.
+//! - [`cluster`]: several brokers as one cluster (node ids, controller quorum, cluster ports).
 //! - [`metrics`]: GETs of the metrics and health endpoints, and the text parsed.
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
 //! - [`python`]: the Python interpreter with confluent-kafka and aiokafka.
@@ -21,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod cluster;
 pub mod metrics;
 pub mod python;
 pub mod raw;

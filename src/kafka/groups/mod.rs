@@ -31,7 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::authorize::{cluster_allowed, group_allowed};
-use super::{Outcome, Request, NODE_ID};
+use super::{Outcome, Request};
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
     LeaveAnswer, SyncAnswer, TopicCatalog,
@@ -183,7 +183,7 @@ pub async fn handle_find_coordinator(
                 .with_error_code(ResponseError::GroupAuthorizationFailed.code())
         } else if body.key_type == KEY_TYPE_GROUP {
             coordinator
-                .with_node_id(BrokerId(NODE_ID))
+                .with_node_id(BrokerId(shard.node_id()))
                 .with_host(host.clone())
                 .with_port(port)
         } else {

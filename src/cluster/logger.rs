@@ -1,0 +1,47 @@
+//! raft-rs logs through `slog`; this drain hands its records to `tracing`
+//! (target `ringlog::cluster::raft`), with their key-values in the message.
+
+use std::fmt::Write as _;
+
+use slog::{Drain, Level, OwnedKVList, Record, KV};
+
+struct TracingDrain;
+
+/// Collects `key=value` pairs into one string.
+struct Pairs(String);
+
+impl slog::Serializer for Pairs {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments) -> slog::Result {
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
+}
+
+impl Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        let mut pairs = Pairs(String::new());
+        let _ = record.kv().serialize(record, &mut pairs);
+        let _ = values.serialize(record, &mut pairs);
+        let message = record.msg();
+        let pairs = pairs.0;
+        match record.level() {
+            Level::Critical | Level::Error => {
+                tracing::error!(target: "ringlog::cluster::raft", "{message}{pairs}")
+            }
+            Level::Warning => tracing::warn!(target: "ringlog::cluster::raft", "{message}{pairs}"),
+            Level::Info => tracing::info!(target: "ringlog::cluster::raft", "{message}{pairs}"),
+            Level::Debug | Level::Trace => {
+                tracing::debug!(target: "ringlog::cluster::raft", "{message}{pairs}")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The logger given to raft-rs.
+pub fn raft_logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain.fuse(), slog::o!())
+}

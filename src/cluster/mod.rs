@@ -1,0 +1,80 @@
+//! Running as one node of a cluster: the controller (a Raft group of the
+//! voters on shard 0 of each, KRaft's role) and what every broker does with
+//! its committed metadata. Without cluster flags none of this runs.
+//!
+//! # Layout
+//!
+//! - [`admin`]: topic changes from clients, checked and proposed to the controller.
+//! - [`consensus`]: the `Consensus` contract and its implementation on raft-rs.
+//! - [`raft_log`]: the controller's durable Raft log (entries and hard state).
+//! - [`logger`]: raft-rs's slog records into `tracing`.
+//! - [`frame`]: inter-broker frames, bounded before allocation.
+//! - [`transport`]: inter-broker TCP: a listener and one writer per peer.
+//! - [`state`]: the replicated state machine (brokers, topics, replica sets).
+//! - [`placement`]: spreading replicas and preferred leaders over brokers.
+//! - [`controller`]: the loop on shard 0 that drives consensus, leases and proposals.
+//! - [`local`]: committed metadata applied to this broker's topic table.
+//! - [`view`]: the snapshot every shard answers Metadata from.
+//!
+//! Data replication (partition Raft groups) is not here yet: a partition's
+//! first live replica serves it, and its other replicas answer
+//! NOT_LEADER_OR_FOLLOWER.
+
+pub mod admin;
+pub mod consensus;
+pub mod controller;
+pub mod frame;
+pub mod local;
+pub mod logger;
+pub mod placement;
+pub mod raft_log;
+pub mod state;
+pub mod transport;
+pub mod view;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use controller::Controller;
+pub use view::ClusterView;
+
+/// A broker's id (KRaft's `node.id`), as Kafka's wire carries it.
+pub type NodeId = i32;
+
+/// The controller's files under the data directory.
+pub const CONTROLLER_DIR: &str = "__cluster_metadata";
+
+/// A shard's part in the cluster: the newest view, and on shard 0 the controller.
+pub struct ShardCluster {
+    pub node: NodeId,
+    view: RefCell<Arc<ClusterView>>,
+    controller: RefCell<Option<Rc<Controller>>>,
+}
+
+impl ShardCluster {
+    pub fn new(node: NodeId) -> ShardCluster {
+        ShardCluster {
+            node,
+            view: RefCell::new(Arc::new(ClusterView::empty(node))),
+            controller: RefCell::new(None),
+        }
+    }
+
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn set_view(&self, view: Arc<ClusterView>) {
+        *self.view.borrow_mut() = view;
+    }
+
+    /// Only on shard 0, once started.
+    pub fn controller(&self) -> Option<Rc<Controller>> {
+        self.controller.borrow().clone()
+    }
+
+    pub fn set_controller(&self, controller: Rc<Controller>) {
+        *self.controller.borrow_mut() = Some(controller);
+    }
+}
