@@ -177,6 +177,12 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, session: Rc<Session>) -> Out
                 "{key:?} request before SASL authentication completed"
             ))
         }
+        // KIP-368: past its lifetime a session may only re-authenticate.
+        Ok((key, _, _)) if key != ApiKey::SaslHandshake && session.is_expired(Instant::now()) => {
+            Outcome::Close(format!(
+                "{key:?} request after the SASL session expired (connections.max.reauth.ms) without re-authentication"
+            ))
+        }
         Ok((key, header, body)) => {
             let request = Request {
                 header,
