@@ -98,6 +98,40 @@ impl Connection {
         Ok(connection)
     }
 
+    /// Connects to `addr` (`host:port`) as `security` says (TLS checked
+    /// against `host`), negotiates versions and logs in with SASL.
+    pub fn open(
+        addr: &str,
+        timeout: Duration,
+        client_id: &'static str,
+        security: &super::ClientSecurity,
+    ) -> Result<Self, ClientError> {
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| ClientError::Connect {
+                addr: addr.to_string(),
+                source: std::io::Error::new(ErrorKind::NotFound, "no addresses"),
+            })?;
+        let mut connection = match &security.tls {
+            None => Self::connect_timeout(resolved, timeout, client_id)?,
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Self::connect_tls(resolved, host, tls, timeout, client_id)?
+            }
+        };
+        connection.negotiate()?;
+        if let Some(login) = &security.sasl {
+            connection.authenticate(login)?;
+        }
+        Ok(connection)
+    }
+
     fn from_stream(stream: TcpStream, client_id: &'static str) -> Result<Self, ClientError> {
         // Requests are small and latency is measured: never wait for Nagle.
         stream.set_nodelay(true)?;

@@ -5,6 +5,8 @@
 //!
 //! - [`stream`]: plain TCP or TLS (rustls) under a connection.
 //! - [`sasl`]: logging in with SASL PLAIN or SCRAM (`sasl.mechanism`).
+//! - [`security`]: Kafka's client settings (`security.protocol`, ...) and
+//!   [`Connection::open`], which connects, negotiates and logs in.
 //! - [`connection`]: one framed TCP connection, typed request/response calls,
 //!   version negotiation, and how the peer reacted to a request.
 //! - [`versions`]: the API version ranges a broker advertises, and picking one.
@@ -18,6 +20,7 @@ pub mod connection;
 pub mod fetched;
 pub mod records;
 pub mod sasl;
+pub mod security;
 pub mod stream;
 pub mod versions;
 
@@ -25,6 +28,7 @@ pub use connection::{decode_response, encode_request, Connection, PeerState};
 pub use fetched::{decode_fetched, FetchedRecords};
 pub use records::{BatchBuilder, BatchOptions};
 pub use sasl::SaslLogin;
+pub use security::ClientSecurity;
 pub use stream::TlsClient;
 pub use versions::Versions;
 

@@ -22,6 +22,7 @@
 
 pub mod clients;
 pub mod metrics;
+pub mod pki;
 pub mod python;
 pub mod raw;
 pub mod skip;
