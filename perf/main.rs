@@ -12,6 +12,7 @@
 //! - [`monitor`]: the once-a-second progress line; stopping e2e consumers.
 //! - [`report`]: what counts for each mode, the text table and the JSON line.
 //! - [`idle`]: holding many idle connections.
+//! - [`handshakes`]: new connections per second (TCP, TLS, SASL login).
 //! - [`batch`]: RecordBatch v2 encoded once and patched per send (values, timestamps, CRC-32C).
 //! - [`wire`]: connecting with the shared client, control-plane requests, the Produce template.
 //! - [`producer`]: one producer connection, open loop or max rate, pipelined.
@@ -28,6 +29,7 @@ mod args;
 mod batch;
 mod consumer;
 mod cpus;
+mod handshakes;
 mod idle;
 mod load;
 mod monitor;
@@ -64,6 +66,7 @@ fn run() -> Result<()> {
     cpus::pin(&settings.cpus, 0);
     match args.mode {
         Mode::Idle => idle::run(&args),
+        Mode::Handshakes => handshakes::run(&args, &settings),
         Mode::Sink => sink::run(&args.listen),
         Mode::Produce | Mode::Consume | Mode::E2e => load::run(&args, &settings),
     }

@@ -46,7 +46,7 @@ fn headline<'a>(args: &Args, m: &'a Measured) -> Headline<'a> {
             },
             consumed_records_per_sec: None,
         },
-        Mode::Consume | Mode::Idle | Mode::Sink => Headline {
+        Mode::Consume | Mode::Idle | Mode::Handshakes | Mode::Sink => Headline {
             counted: consumed,
             latency: LatencyUs::from_histogram(&consumed.latency_ns),
             kind: "due -> received per stamped record",
