@@ -110,7 +110,7 @@ pub struct Args {
     /// Idle mode: connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// A Kafka client setting for handshakes mode (repeatable):
+    /// A Kafka client setting for every connection (repeatable):
     /// security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     #[serde(skip)] // holds sasl.password

@@ -64,6 +64,9 @@ fn run() -> Result<()> {
     let settings = args.check()?;
     // The main thread shares the first core with the first worker.
     cpus::pin(&settings.cpus, 0);
+    let security = ringlog::client::ClientSecurity::from_properties(&args.settings)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    wire::secure_connections(security);
     match args.mode {
         Mode::Idle => idle::run(&args),
         Mode::Handshakes => handshakes::run(&args, &settings),
