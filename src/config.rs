@@ -621,4 +621,27 @@ mod tests {
         };
         assert!(Config::build(FileConfig::default(), flags).is_err());
     }
+
+    #[test]
+    fn reauthentication_and_listener_mechanisms_come_from_the_file_too() {
+        let file: FileConfig = toml::from_str(
+            "listener = [\"SASL_PLAINTEXT://127.0.0.1:9093\"]\n\
+             connections_max_reauth_ms = 600000\n\
+             listener_sasl_mechanisms = \"SASL_PLAINTEXT:SCRAM-SHA-512\"",
+        )
+        .unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        assert_eq!(config.security.connections_max_reauth_ms, 600_000);
+        assert_eq!(
+            config.security.mechanisms_of("SASL_PLAINTEXT"),
+            [crate::security::SaslMechanism::Scram(
+                crate::security::ScramMechanism::Sha512
+            )]
+        );
+        let flags = FileConfig {
+            listener_sasl_mechanisms: Some("NOPE:PLAIN".into()),
+            ..Default::default()
+        };
+        assert!(Config::build(FileConfig::default(), flags).is_err());
+    }
 }
