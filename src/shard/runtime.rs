@@ -276,7 +276,16 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
                 .clone()
                 .filter(|_| config.listeners[index].protocol.uses_tls()),
         };
-        net::serve(socket, shard.shutdown.clone(), handler.clone(), options)
+        // Each listener accepts in a task of its own: glommio keeps one more
+        // waker each time a pending accept is polled, so an accept re-polled
+        // whenever a sibling listener woke the shared task would pile them up
+        // until the task's reference count overflows (~32k wakes).
+        glommio::spawn_local(net::serve(
+            socket,
+            shard.shutdown.clone(),
+            handler.clone(),
+            options,
+        ))
     });
     let drained = futures::future::join_all(serving)
         .await
