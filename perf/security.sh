@@ -2,7 +2,7 @@
 # What security costs on one broker shard, in one sitting:
 #   handshakes  new connections per second (open, ApiVersions, TLS and/or a
 #               SCRAM-SHA-512 login, close) on PLAINTEXT, SSL, SASL_PLAINTEXT
-#               and SASL_SSL listeners of one broker;
+#               and SASL_SSL listeners of one broker, and PLAIN over SASL_SSL;
 #   acl         the peer shape (100 B records, batches of 1,000, 2 producers,
 #               1 request in flight, acks=1) with the authorizer on and 1,000
 #               ACLs against it off, ROUNDS alternating pairs, a fresh broker
@@ -55,7 +55,7 @@ start_broker() { # $1 = data dir, then extra broker flags
   rm -rf "$data"
   "$BROKER" --cpus "$BROKER_CPUS" --data-dir "$data" --listen "$PLAIN" \
     --listener "SSL://$SSL" --listener "SASL_PLAINTEXT://$SASL" --listener "SASL_SSL://$SASL_SSL" \
-    --ssl-certificate server.pem --ssl-key server.key \
+    --ssl-certificate server.pem --ssl-key server.key --metrics-listen none \
     --add-scram 'SCRAM-SHA-512=[name=admin,password=admin-secret]' --super-users User:admin \
     "$@" >"$data.log" 2>&1 &
   BROKER_PID=$!
@@ -80,12 +80,15 @@ TLS=(-X ssl.ca.location=ca.pem)
 
 if want handshakes; then
   start_broker "$OUT/handshakes"
-  for case in PLAINTEXT SSL SASL_PLAINTEXT SASL_SSL; do
+  for case in PLAINTEXT SSL SASL_PLAINTEXT SASL_SSL SASL_SSL_PLAIN; do
     case $case in
       PLAINTEXT) args=(--bootstrap "$PLAIN") ;;
       SSL) args=(--bootstrap "$SSL" -X security.protocol=SSL "${TLS[@]}") ;;
       SASL_PLAINTEXT) args=(--bootstrap "$SASL" -X security.protocol=SASL_PLAINTEXT "${SCRAM[@]}") ;;
       SASL_SSL) args=(--bootstrap "$SASL_SSL" -X security.protocol=SASL_SSL "${SCRAM[@]}" "${TLS[@]}") ;;
+      # PLAIN: the broker hashes the password (PBKDF2, 4,096 iterations) per login.
+      SASL_SSL_PLAIN) args=(--bootstrap "$SASL_SSL" -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN
+        -X sasl.username=admin -X sasl.password=admin-secret "${TLS[@]}") ;;
     esac
     rate=$(perf handshakes --producers "$HANDSHAKE_THREADS" --duration "$DURATION" --warmup 1 "${args[@]}" |
       jq -r '.connections_per_sec | floor')
