@@ -110,6 +110,11 @@ pub struct Args {
     /// Idle mode: connections to open and hold; accept mode: open connections that ping.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// A Kafka client setting for every connection (repeatable):
+    /// security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    #[serde(skip)] // holds sasl.password
+    pub settings: Vec<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -119,6 +124,9 @@ pub enum Mode {
     E2e,
     /// Open --connections connections, send one ApiVersions on each, hold them for --duration.
     Idle,
+    /// Open, negotiate, log in (TLS and SASL as -X says) and close
+    /// connections on --producers threads for --duration: new connections per second.
+    Handshakes,
     /// Listen on --listen and acknowledge produce requests without storing them:
     /// measures the generator's own ceiling.
     Sink,

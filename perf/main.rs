@@ -13,6 +13,7 @@
 //! - [`report`]: what counts for each mode, the text table and the JSON line.
 //! - [`idle`]: holding many idle connections.
 //! - [`probe`]: Metadata for every topic timed; the accept rate against open connections' latency.
+//! - [`handshakes`]: new connections per second (TCP, TLS, SASL login).
 //! - [`batch`]: RecordBatch v2 encoded once and patched per send (values, timestamps, CRC-32C).
 //! - [`wire`]: connecting with the shared client, control-plane requests, the Produce template.
 //! - [`producer`]: one producer connection, open loop or max rate, pipelined.
@@ -29,6 +30,7 @@ mod args;
 mod batch;
 mod consumer;
 mod cpus;
+mod handshakes;
 mod idle;
 mod load;
 mod monitor;
@@ -64,8 +66,12 @@ fn run() -> Result<()> {
     let settings = args.check()?;
     // The main thread shares the first core with the first worker.
     cpus::pin(&settings.cpus, 0);
+    let security = ringlog::client::ClientSecurity::from_properties(&args.settings)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    wire::secure_connections(security);
     match args.mode {
         Mode::Idle => idle::run(&args),
+        Mode::Handshakes => handshakes::run(&args, &settings),
         Mode::Sink => sink::run(&args.listen),
         Mode::Metadata => probe::metadata(&args),
         Mode::Accept => probe::accept(&args),

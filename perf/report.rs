@@ -46,7 +46,12 @@ fn headline<'a>(args: &Args, m: &'a Measured) -> Headline<'a> {
             },
             consumed_records_per_sec: None,
         },
-        Mode::Consume | Mode::Idle | Mode::Sink | Mode::Metadata | Mode::Accept => Headline {
+        Mode::Consume
+        | Mode::Idle
+        | Mode::Handshakes
+        | Mode::Sink
+        | Mode::Metadata
+        | Mode::Accept => Headline {
             counted: consumed,
             latency: LatencyUs::from_histogram(&consumed.latency_ns),
             kind: "due -> received per stamped record",

@@ -1,7 +1,7 @@
 #!/bin/sh
 # 1 KiB produce and catch-up read over TLS against plaintext, on one broker
 # in one sitting: kcat (librdkafka) drives both listeners of the same
-# process, since ringlog-perf speaks plaintext only.
+# process (perf/security.sh makes the same comparison with ringlog-perf).
 #
 #   perf/tls-kcat.sh target/release/ringlog /tmp/tls-perf
 #

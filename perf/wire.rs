@@ -4,6 +4,7 @@
 //! request that is patched per send.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -18,7 +19,7 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use ringlog::client::{encode_request, Connection};
+use ringlog::client::{encode_request, ClientSecurity, Connection};
 
 pub const CLIENT_ID: &str = "ringlog-perf";
 /// How long control-plane requests may take.
@@ -39,10 +40,25 @@ pub const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
 pub const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
 pub const INIT_PRODUCER_ID_VERSIONS: (i16, i16) = (0, 5);
 
+/// TLS and SASL of every connection (`-X`), set once at start-up.
+static SECURITY: OnceLock<ClientSecurity> = OnceLock::new();
+
+/// Secures every connection the run opens from now on as `security` says.
+pub fn secure_connections(security: ClientSecurity) {
+    let _ = SECURITY.set(security);
+}
+
 /// A data-plane connection: no I/O timeouts, so long polls and pipelined
 /// produce waits are bounded by the protocol, not the socket.
 pub fn connect(addr: &str) -> Result<Connection> {
-    Ok(Connection::connect(addr, CLIENT_ID)?)
+    match SECURITY.get() {
+        Some(security) if security.tls.is_some() || security.sasl.is_some() => {
+            let mut conn = Connection::open(addr, CONTROL_TIMEOUT, CLIENT_ID, security)?;
+            conn.set_io_timeout(None)?;
+            Ok(conn)
+        }
+        _ => Ok(Connection::connect(addr, CLIENT_ID)?),
+    }
 }
 
 /// A control-plane connection: versions negotiated, every call bounded by

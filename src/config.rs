@@ -86,6 +86,10 @@ pub enum ConfigError {
     ProtocolMap(String),
     #[error("invalid SASL mechanism {0:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")]
     SaslMechanism(String),
+    #[error("invalid --listener-sasl-mechanisms entry {0:?}: expected NAME:MECHANISM+MECHANISM with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")]
+    ListenerSaslMechanisms(String),
+    #[error("--listener-sasl-mechanisms names {0}, which is not a SASL listener")]
+    ListenerSaslMechanismsListener(String),
     #[error("invalid --add-scram: {0}")]
     AddScram(String),
     #[error("invalid super user {0:?}: expected User:NAME")]
@@ -126,7 +130,11 @@ pub struct FileConfig {
     pub listener_security_protocol_map: Option<String>,
     pub advertised_listener: Option<OneOrMany>,
     pub sasl_enabled_mechanisms: Option<String>,
+    /// `NAME:MECHANISM+MECHANISM,...`: a listener's own mechanisms.
+    pub listener_sasl_mechanisms: Option<String>,
     pub connection_failed_authentication_delay_ms: Option<u64>,
+    /// KIP-368: longest SASL session before re-authentication (0: none).
+    pub connections_max_reauth_ms: Option<u64>,
     /// `SCRAM-SHA-256=[name=admin,password=secret]` users made at start-up.
     pub add_scram: Option<Vec<String>>,
     pub super_users: Option<String>,
@@ -322,9 +330,16 @@ impl Config {
                 .sasl_enabled_mechanisms
                 .clone()
                 .or(file.sasl_enabled_mechanisms.clone()),
+            listener_sasl_mechanisms: flags
+                .listener_sasl_mechanisms
+                .clone()
+                .or(file.listener_sasl_mechanisms.clone()),
             failed_authentication_delay_ms: flags
                 .connection_failed_authentication_delay_ms
                 .or(file.connection_failed_authentication_delay_ms),
+            connections_max_reauth_ms: flags
+                .connections_max_reauth_ms
+                .or(file.connections_max_reauth_ms),
             add_scram: pick!(add_scram, Vec::new()),
             super_users: flags.super_users.clone().or(file.super_users.clone()),
             authorizer: flags.authorizer.or(file.authorizer),
@@ -339,6 +354,14 @@ impl Config {
                 .clone()
                 .or(file.ssl_client_auth.clone()),
         })?;
+        for name in security.listener_sasl_mechanisms.keys() {
+            let sasl = listeners
+                .iter()
+                .any(|l| &l.name == name && l.protocol.uses_sasl());
+            if !sasl {
+                return Err(ConfigError::ListenerSaslMechanismsListener(name.clone()));
+            }
+        }
         if let Some(listener) = listeners.iter().find(|l| l.protocol.uses_tls()) {
             if security.tls.is_none() {
                 return Err(ConfigError::TlsMissing(listener.name.clone()));
@@ -645,6 +668,29 @@ mod tests {
         assert!(Config::build(FileConfig::default(), flags).is_err());
         let flags = FileConfig {
             listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::build(FileConfig::default(), flags).is_err());
+    }
+
+    #[test]
+    fn reauthentication_and_listener_mechanisms_come_from_the_file_too() {
+        let file: FileConfig = toml::from_str(
+            "listener = [\"SASL_PLAINTEXT://127.0.0.1:9093\"]\n\
+             connections_max_reauth_ms = 600000\n\
+             listener_sasl_mechanisms = \"SASL_PLAINTEXT:SCRAM-SHA-512\"",
+        )
+        .unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        assert_eq!(config.security.connections_max_reauth_ms, 600_000);
+        assert_eq!(
+            config.security.mechanisms_of("SASL_PLAINTEXT"),
+            [crate::security::SaslMechanism::Scram(
+                crate::security::ScramMechanism::Sha512
+            )]
+        );
+        let flags = FileConfig {
+            listener_sasl_mechanisms: Some("NOPE:PLAIN".into()),
             ..Default::default()
         };
         assert!(Config::build(FileConfig::default(), flags).is_err());

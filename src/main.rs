@@ -59,6 +59,12 @@ struct ServeArgs {
     /// SASL mechanisms offered on SASL listeners [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
     #[arg(long, value_name = "LIST")]
     sasl_enabled_mechanisms: Option<String>,
+    /// SASL mechanisms of one listener, e.g. CLIENT:SCRAM-SHA-512,INTERNAL:PLAIN+SCRAM-SHA-256 [default: --sasl-enabled-mechanisms].
+    #[arg(long, value_name = "NAME:MECHANISM+...,...")]
+    listener_sasl_mechanisms: Option<String>,
+    /// Longest SASL session before the client must re-authenticate (KIP-368); 0 for no limit [default: 0].
+    #[arg(long, value_name = "MS")]
+    connections_max_reauth_ms: Option<u64>,
     /// Delay before a failed authentication is answered [default: 100].
     #[arg(long, value_name = "MS")]
     connection_failed_authentication_delay_ms: Option<u64>,
@@ -196,7 +202,9 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         advertised_listener: (!args.advertised_listeners.is_empty())
             .then_some(OneOrMany::Many(args.advertised_listeners)),
         sasl_enabled_mechanisms: args.sasl_enabled_mechanisms,
+        listener_sasl_mechanisms: args.listener_sasl_mechanisms,
         connection_failed_authentication_delay_ms: args.connection_failed_authentication_delay_ms,
+        connections_max_reauth_ms: args.connections_max_reauth_ms,
         add_scram: (!args.add_scram.is_empty()).then_some(args.add_scram),
         super_users: args.super_users,
         authorizer: args.authorizer,

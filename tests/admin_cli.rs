@@ -1043,3 +1043,79 @@ fn a_group_reader_stopped_by_sigint_commits_and_leaves_the_group_at_once() {
     let printed = std::fs::read_to_string(dir.path().join("out")).expect("the output");
     assert_eq!(printed.lines().count(), 10);
 }
+
+#[test]
+fn the_cli_logs_in_over_sasl_ssl_with_kafka_client_settings() {
+    let pki = common::pki::make_pki();
+    let port = free_port();
+    let _broker = Broker::builder()
+        .arg("--listener")
+        .arg(&format!("SASL_SSL://127.0.0.1:{port}"))
+        .arg("--ssl-certificate")
+        .arg(&pki.arg("server.pem"))
+        .arg("--ssl-key")
+        .arg(&pki.arg("server.key"))
+        .arg("--authorizer")
+        .arg("true")
+        .arg("--super-users")
+        .arg("User:admin")
+        .arg("--add-scram")
+        .arg("SCRAM-SHA-512=[name=admin,password=admin-secret]")
+        .start();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let ca = format!("ssl.ca.location={}", pki.arg("ca.pem"));
+    let settings = |password: &str| {
+        [
+            "-X".to_string(),
+            "security.protocol=SASL_SSL".to_string(),
+            "-X".to_string(),
+            "sasl.mechanism=SCRAM-SHA-512".to_string(),
+            "-X".to_string(),
+            "sasl.username=admin".to_string(),
+            "-X".to_string(),
+            format!("sasl.password={password}"),
+            "-X".to_string(),
+            ca.clone(),
+        ]
+    };
+    let with = |args: &[&str], password: &str| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(settings(password));
+        all
+    };
+    let args = with(&["topic", "create", "secured", "-p", "1"], "admin-secret");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&bootstrap, &args);
+    let args = with(&["topic", "produce", "secured"], "admin-secret");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli_with_input(&bootstrap, &args, "one\ntwo\n");
+    let args = with(
+        &["topic", "consume", "secured", "-n", "2", "--format", "%v"],
+        "admin-secret",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(cli(&bootstrap, &args), "one\ntwo\n");
+
+    // A wrong password, and no security settings at all, are refused.
+    let args = with(&["topic", "list"], "wrong");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_cli(&bootstrap, &args, "");
+    assert!(!refused.succeeded());
+    assert!(
+        refused.stderr.contains("SASL authentication failed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!run_cli(&bootstrap, &["topic", "list"], "").succeeded());
+    let unknown = run_cli(
+        &bootstrap,
+        &["topic", "list", "-X", "sasl.kerberos.principal=x"],
+        "",
+    );
+    assert_eq!(
+        unknown.status.and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        unknown.stderr
+    );
+}

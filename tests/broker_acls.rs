@@ -2,7 +2,9 @@
 //! SASL_PLAINTEXT with SCRAM) create, describe and delete ACLs, and the
 //! broker enforces them: no ACL means no access for a normal user, super
 //! users may do anything, a PREFIXED ALLOW covers `orders-*`, a DENY wins,
-//! Metadata hides what a user may not describe, and ACLs survive a restart.
+//! Metadata hides what a user may not describe, OffsetCommit and
+//! OffsetFetch check the topics as well as the group, and ACLs survive a
+//! restart.
 
 mod common;
 
@@ -11,13 +13,23 @@ use std::path::PathBuf;
 use common::python::{python_with, run_script};
 use common::raw::{plain_login, RawClient};
 use common::{free_port, Broker};
-use kafka_protocol::messages::{CreateAclsRequest, InitProducerIdRequest, ProducerId};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    CreateAclsRequest, GroupId, InitProducerIdRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 const ADMIN: &str = "admin";
 const ALICE: &str = "alice";
 /// SECURITY_DISABLED: ACL requests to a broker without an authorizer.
 const SECURITY_DISABLED: i16 = 54;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 
 /// The error code of an idempotent (non-transactional) InitProducerId from `user`.
 fn init_producer_id(bootstrap: &str, user: &str) -> i16 {
@@ -303,4 +315,130 @@ fn acl_requests_without_an_authorizer_answer_security_disabled() {
     let request = CreateAclsRequest::default().with_creations(vec![Default::default()]);
     let response = client.call(&request, 3);
     assert_eq!(response.results[0].error_code, SECURITY_DISABLED);
+}
+
+fn name(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+/// A standalone OffsetCommit (v8) of `offset` for partition 0 of each topic.
+fn commit(
+    client: &mut RawClient,
+    group: &str,
+    topics: &[&str],
+    offset: i64,
+) -> OffsetCommitResponse {
+    let topics = topics
+        .iter()
+        .map(|topic| {
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(name(topic)))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])
+        })
+        .collect();
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(name(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(name(""))
+        .with_topics(topics);
+    client.call(&request, 8)
+}
+
+/// OffsetFetch (v7) of partition 0 of each topic, or of everything (`None`).
+fn fetch_offsets(
+    client: &mut RawClient,
+    group: &str,
+    topics: Option<&[&str]>,
+) -> OffsetFetchResponse {
+    let topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|topic| {
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(name(topic)))
+                    .with_partition_indexes(vec![0])
+            })
+            .collect()
+    });
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(name(group)))
+        .with_topics(topics);
+    client.call(&request, 7)
+}
+
+/// (topic, error code, offset) of partition 0 of each topic of the answer.
+fn fetched(response: &OffsetFetchResponse) -> Vec<(String, i16, i64)> {
+    response
+        .topics
+        .iter()
+        .map(|t| {
+            let p = &t.partitions[0];
+            (t.name.to_string(), p.error_code, p.committed_offset)
+        })
+        .collect()
+}
+
+#[test]
+fn offset_commit_and_fetch_check_each_topic_as_well_as_the_group() {
+    let test = "offset_commit_and_fetch_check_each_topic_as_well_as_the_group";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (_broker, bootstrap) = authorizing_broker();
+    let mut created = client(&python, &bootstrap, ADMIN, "create", &["granted", "secret"]);
+    created.sort();
+    assert_eq!(created, ["granted created", "secret created"]);
+    client(&python, &bootstrap, ADMIN, "allow-group", &["g"]);
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "allow",
+        &["READ", "LITERAL", "granted"],
+    );
+    let addr = bootstrap.parse().expect("SASL listener address");
+    let mut admin = plain_login(addr, ADMIN, "admin-secret");
+    let answer = commit(&mut admin, "g", &["secret"], 7);
+    assert_eq!(answer.topics[0].partitions[0].error_code, 0);
+
+    let mut alice = plain_login(addr, ALICE, "alice-secret");
+    // READ on the group, but on only one of the topics.
+    let answer = commit(&mut alice, "g", &["granted", "secret"], 3);
+    let codes: Vec<(String, i16)> = answer
+        .topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.partitions[0].error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("granted".to_string(), 0),
+            ("secret".to_string(), TOPIC_AUTHORIZATION_FAILED)
+        ]
+    );
+    let answer = fetch_offsets(&mut alice, "g", Some(&["granted", "secret"]));
+    assert_eq!(answer.error_code, 0);
+    assert_eq!(
+        fetched(&answer),
+        [
+            ("granted".to_string(), 0, 3),
+            ("secret".to_string(), TOPIC_AUTHORIZATION_FAILED, -1)
+        ]
+    );
+    // Asking for everything leaves out what she may not describe.
+    let answer = fetch_offsets(&mut alice, "g", None);
+    assert_eq!(fetched(&answer), [("granted".to_string(), 0, 3)]);
+    // The admin still sees the offset alice could not overwrite.
+    let answer = fetch_offsets(&mut admin, "g", Some(&["secret"]));
+    assert_eq!(fetched(&answer), [("secret".to_string(), 0, 7)]);
+    // Without READ on the group, every partition answers the group's error.
+    let answer = commit(&mut alice, "other", &["granted"], 1);
+    assert_eq!(
+        answer.topics[0].partitions[0].error_code,
+        GROUP_AUTHORIZATION_FAILED
+    );
+    let answer = fetch_offsets(&mut alice, "other", Some(&["granted"]));
+    assert_eq!(answer.error_code, GROUP_AUTHORIZATION_FAILED);
 }

@@ -366,3 +366,50 @@ fn requests_before_authentication_and_huge_tokens_close_the_connection() {
     let answer = authenticate(&mut client, &plain_token(ADMIN_USER, ADMIN_PASSWORD));
     assert_eq!(answer.error_code, 0);
 }
+
+#[test]
+fn each_sasl_listener_offers_its_own_mechanisms() {
+    let client_port = free_port();
+    let client_listener = format!("CLIENT://127.0.0.1:{client_port}");
+    let (broker, sasl_port) = sasl_broker(&[
+        "--listener",
+        &client_listener,
+        "--listener-security-protocol-map",
+        "CLIENT:SASL_PLAINTEXT",
+        "--listener-sasl-mechanisms",
+        "client:SCRAM-SHA-512",
+    ]);
+    let mut client = RawClient::connect_negotiated(sasl_addr(client_port));
+    let refused = handshake(&mut client, "PLAIN", 1);
+    assert_eq!(refused.error_code, UNSUPPORTED_SASL_MECHANISM);
+    let offered: Vec<String> = refused.mechanisms.iter().map(|m| m.to_string()).collect();
+    assert_eq!(offered, ["SCRAM-SHA-512"]);
+    let scram_512 = ringlog::client::SaslLogin {
+        mechanism: ringlog::security::SaslMechanism::Scram(
+            ringlog::security::ScramMechanism::Sha512,
+        ),
+        user: ADMIN_USER.to_string(),
+        password: ADMIN_PASSWORD.to_string(),
+    };
+    client.login(&scram_512).expect("SCRAM-SHA-512 on CLIENT");
+    assert_eq!(metadata_broker(&mut client).1, client_port as i32);
+    // The other SASL listener keeps the broker-wide list.
+    let mut other = RawClient::connect(sasl_addr(sasl_port));
+    assert_eq!(handshake(&mut other, "PLAIN", 1).error_code, 0);
+    drop(broker);
+
+    // Only SASL listeners have mechanisms.
+    let run = common::run_bounded(
+        std::process::Command::new(common::broker_binary()).args([
+            "--listen",
+            "127.0.0.1:1",
+            "--listener-sasl-mechanisms",
+            "PLAINTEXT:PLAIN",
+            "--data-dir",
+            "/nonexistent-ringlog-data",
+        ]),
+        LOG_WAIT,
+    );
+    assert_eq!(run.status.and_then(|s| s.code()), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("not a SASL listener"), "{}", run.stderr);
+}

@@ -2,82 +2,23 @@
 //! (rcgen): real clients (confluent-kafka) produce and consume over TLS,
 //! with SCRAM inside TLS, and with client certificates whose subject is the
 //! principal; untrusted certificates and plaintext clients are refused while
-//! the broker keeps serving others.
+//! the broker keeps serving others; certificates reload on SIGHUP while open
+//! connections keep going.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::pki::{ca, make_pki, write, write_server_certificate, Pki};
 use common::python::{python_with, run_script};
 use common::raw::{api_versions_request, PeerState, RawClient};
 use common::{free_port, wait_until, Broker};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+use ringlog::client::{Connection, TlsClient};
 
 /// How long a test waits for a log line or a close.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A CA and what it signed, as PEM files in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("writing a PEM file");
-}
-
-fn ca(common_name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().expect("a key pair");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    (params.self_signed(&key).expect("a self-signed CA"), key)
-}
-
-/// `ca.pem`; `server.pem`/`server.key` for 127.0.0.1; `alice.pem`/`alice.key`
-/// (CN=alice) from the same CA; `mallory.pem`/`mallory.key` from another CA.
-fn make_pki() -> Pki {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let (ca_cert, ca_key) = ca("ringlog test CA");
-    write(dir.path(), "ca.pem", &ca_cert.pem());
-    let server_key = KeyPair::generate().expect("a key pair");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("server params")
-        .signed_by(&server_key, &ca_cert, &ca_key)
-        .expect("a server certificate");
-    write(dir.path(), "server.pem", &server.pem());
-    write(dir.path(), "server.key", &server_key.serialize_pem());
-    let (other_ca, other_key) = ca("someone else's CA");
-    for (name, signer, signer_key) in [
-        ("alice", &ca_cert, &ca_key),
-        ("mallory", &other_ca, &other_key),
-    ] {
-        let key = KeyPair::generate().expect("a key pair");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params
-            .signed_by(&key, signer, signer_key)
-            .expect("a client certificate");
-        write(dir.path(), &format!("{name}.pem"), &cert.pem());
-        write(dir.path(), &format!("{name}.key"), &key.serialize_pem());
-    }
-    Pki { dir }
-}
 
 /// A broker with an SSL and a SASL_SSL listener (ports returned), the
 /// authorizer on and `User:CN=alice` and `User:admin` super users.
@@ -241,4 +182,57 @@ fn a_tls_listener_without_a_certificate_is_refused_at_start() {
     );
     assert_eq!(run.status.and_then(|s| s.code()), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--ssl-certificate"), "{}", run.stderr);
+}
+
+fn tls_connect(pki: &Pki, port: u16) -> Connection {
+    let tls = TlsClient::trusting(&pki.path("ca.pem")).expect("the test CA");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut connection = Connection::connect_tls(addr, "127.0.0.1", &tls, WAIT, "ringlog-tls-test")
+        .expect("a TLS connection");
+    connection.negotiate().expect("ApiVersions over TLS");
+    connection
+}
+
+#[test]
+fn certificates_reload_on_sighup_while_open_connections_keep_going() {
+    let pki = make_pki();
+    let (broker, ssl, _) = tls_broker(&pki, "none");
+    let mut old = tls_connect(&pki, ssl);
+    let first = old.peer_certificate().expect("a certificate").to_vec();
+
+    // A new certificate from a new CA, in place of the old files.
+    let (new_ca, new_ca_key) = ca("ringlog renewed CA");
+    let renewed = write_server_certificate(pki.dir(), &new_ca, &new_ca_key, "renewed");
+    write(pki.dir(), "ca.pem", &new_ca.pem());
+    let pid = broker.pid().expect("a running broker") as libc::pid_t;
+    // SAFETY: sends SIGHUP to the broker process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(WAIT, || broker.log().contains("TLS certificates reloaded")),
+        "{}",
+        broker.log_tail()
+    );
+    let mut new = tls_connect(&pki, ssl);
+    assert_eq!(new.peer_certificate(), Some(renewed.as_slice()));
+    assert_ne!(renewed, first);
+    // The connection made before the reload still works, on its old session.
+    old.negotiate().expect("the old connection still answers");
+    assert_eq!(old.peer_certificate(), Some(first.as_slice()));
+
+    // Files that do not make a valid setup leave the running one in place.
+    write(pki.dir(), "server.key", "not a key");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(WAIT, || broker
+            .log()
+            .contains("TLS certificates not reloaded")),
+        "{}",
+        broker.log_tail()
+    );
+    let mut after = tls_connect(&pki, ssl);
+    assert_eq!(after.peer_certificate(), Some(renewed.as_slice()));
+    new.negotiate()
+        .expect("connections keep going after a failed reload");
+    after.negotiate().expect("and new ones are served");
 }

@@ -34,6 +34,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use ringlog::client::ClientSecurity;
 
 use error::CliError;
 use output::Format;
@@ -85,6 +86,10 @@ pub struct Common {
     /// Bound on connecting and on each request.
     #[arg(long, global = true, value_name = "MS", default_value_t = TIMEOUT_MS_DEFAULT)]
     timeout_ms: u64,
+    /// A Kafka client setting (repeatable): security.protocol, sasl.mechanism,
+    /// sasl.username, sasl.password, ssl.ca.location.
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
+    settings: Vec<String>,
 }
 
 impl Common {
@@ -94,7 +99,12 @@ impl Common {
                 "--timeout-ms must be at least {TIMEOUT_MS_MIN}"
             )));
         }
-        Session::connect(&self.bootstrap, Duration::from_millis(self.timeout_ms))
+        let security = ClientSecurity::from_properties(&self.settings).map_err(CliError::usage)?;
+        Session::connect(
+            &self.bootstrap,
+            Duration::from_millis(self.timeout_ms),
+            security,
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataReques
 use kafka_protocol::messages::metadata_response::MetadataResponse;
 use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
-use ringlog::client::{ClientError, Connection};
+use ringlog::client::{ClientError, ClientSecurity, Connection};
 
 use super::error::{check, CliError};
 
@@ -101,6 +101,8 @@ impl TopicInfo {
 pub struct Session {
     bootstrap: String,
     timeout: Duration,
+    /// TLS and SASL of every connection (`-X` settings).
+    security: ClientSecurity,
     control: Connection,
     /// node id -> "host:port", from metadata and FindCoordinator answers.
     addresses: HashMap<i32, String>,
@@ -110,11 +112,16 @@ pub struct Session {
 impl Session {
     /// Connects to `bootstrap` and negotiates versions; `timeout` bounds the
     /// connect and every later read and write.
-    pub fn connect(bootstrap: &str, timeout: Duration) -> Result<Session, CliError> {
+    pub fn connect(
+        bootstrap: &str,
+        timeout: Duration,
+        security: ClientSecurity,
+    ) -> Result<Session, CliError> {
         Ok(Session {
             bootstrap: bootstrap.to_string(),
             timeout,
-            control: open(bootstrap, timeout)?,
+            control: open(bootstrap, timeout, &security)?,
+            security,
             addresses: HashMap::new(),
             nodes: HashMap::new(),
         })
@@ -165,7 +172,7 @@ impl Session {
             return Ok((addr, &mut self.control));
         }
         if !self.nodes.contains_key(&node) {
-            let connection = open(&addr, self.timeout)?;
+            let connection = open(&addr, self.timeout, &self.security)?;
             self.nodes.insert(node, connection);
         }
         let connection = self.nodes.get_mut(&node).expect("inserted above");
@@ -256,10 +263,10 @@ impl Session {
     }
 }
 
-/// Resolves `addr`, connects within `timeout` and negotiates versions.
-fn open(addr: &str, timeout: Duration) -> Result<Connection, CliError> {
-    let resolved = addr
-        .to_socket_addrs()
+/// Resolves `addr`, connects within `timeout` (TLS, SASL as `security`
+/// says) and negotiates versions.
+fn open(addr: &str, timeout: Duration, security: &ClientSecurity) -> Result<Connection, CliError> {
+    addr.to_socket_addrs()
         .map_err(|e| CliError::Resolve {
             addr: addr.to_string(),
             reason: e.to_string(),
@@ -269,12 +276,8 @@ fn open(addr: &str, timeout: Duration) -> Result<Connection, CliError> {
             addr: addr.to_string(),
             reason: "no addresses".to_string(),
         })?;
-    let mut connection = Connection::connect_timeout(resolved, timeout, CLIENT_ID)
-        .map_err(|source| broker_error(addr, source, Some(timeout)))?;
-    connection
-        .negotiate()
-        .map_err(|source| broker_error(addr, source, Some(timeout)))?;
-    Ok(connection)
+    Connection::open(addr, timeout, CLIENT_ID, security)
+        .map_err(|source| broker_error(addr, source, Some(timeout)))
 }
 
 /// A client error as one line that names the broker; a read or write that

@@ -5,8 +5,9 @@
 //! Reads go through [`Connection::fill`] and [`Connection::next_frame`] so a
 //! pipelining caller can poll, read what is there and take every complete
 //! frame; [`Connection::call`] is the one-request-one-answer convenience.
+//! The bytes go over plain TCP or TLS ([`super::stream`]).
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
+use super::stream::{Stream, TlsClient};
 use super::{ClientError, Versions, ERROR_UNSUPPORTED_VERSION};
 
 /// Largest response frame accepted; a fetch answer is bounded by its
@@ -39,9 +41,9 @@ pub enum PeerState {
     Open,
 }
 
-/// A blocking TCP connection that reads length-prefixed Kafka frames.
+/// A blocking TCP (or TLS) connection that reads length-prefixed Kafka frames.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     read_buf: BytesMut,
     next_correlation_id: i32,
     client_id: &'static str,
@@ -79,11 +81,62 @@ impl Connection {
         Ok(connection)
     }
 
+    /// [`connect_timeout`](Self::connect_timeout), then the TLS handshake
+    /// with the broker named `host` (checked against its certificate).
+    pub fn connect_tls(
+        addr: SocketAddr,
+        host: &str,
+        tls: &TlsClient,
+        timeout: Duration,
+        client_id: &'static str,
+    ) -> Result<Self, ClientError> {
+        let mut connection = Self::connect_timeout(addr, timeout, client_id)?;
+        let Stream::Plain(tcp) = connection.stream else {
+            unreachable!("connect_timeout makes a plain stream");
+        };
+        connection.stream = tls.connect(host, tcp)?;
+        Ok(connection)
+    }
+
+    /// Connects to `addr` (`host:port`) as `security` says (TLS checked
+    /// against `host`), negotiates versions and logs in with SASL.
+    pub fn open(
+        addr: &str,
+        timeout: Duration,
+        client_id: &'static str,
+        security: &super::ClientSecurity,
+    ) -> Result<Self, ClientError> {
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| ClientError::Connect {
+                addr: addr.to_string(),
+                source: std::io::Error::new(ErrorKind::NotFound, "no addresses"),
+            })?;
+        let mut connection = match &security.tls {
+            None => Self::connect_timeout(resolved, timeout, client_id)?,
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Self::connect_tls(resolved, host, tls, timeout, client_id)?
+            }
+        };
+        connection.negotiate()?;
+        if let Some(login) = &security.sasl {
+            connection.authenticate(login)?;
+        }
+        Ok(connection)
+    }
+
     fn from_stream(stream: TcpStream, client_id: &'static str) -> Result<Self, ClientError> {
         // Requests are small and latency is measured: never wait for Nagle.
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Stream::Plain(stream),
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             next_correlation_id: 1,
             client_id,
@@ -94,10 +147,15 @@ impl Connection {
 
     /// Bounds each blocking read and write; `None` waits forever.
     pub fn set_io_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(timeout)?;
-        self.stream.set_write_timeout(timeout)?;
+        self.stream.tcp().set_read_timeout(timeout)?;
+        self.stream.tcp().set_write_timeout(timeout)?;
         self.io_timeout = timeout;
         Ok(())
+    }
+
+    /// The broker's certificate (DER) on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.stream.peer_certificate()
     }
 
     pub fn client_id(&self) -> &'static str {
@@ -131,19 +189,23 @@ impl Connection {
     /// Writes bytes as they are.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes)?;
+        self.stream.flush()?;
         Ok(())
     }
 
     /// Closes the writing half (the broker sees end of stream).
     pub fn shutdown_write(&self) -> Result<(), ClientError> {
-        self.stream.shutdown(Shutdown::Write)?;
+        self.stream.tcp().shutdown(Shutdown::Write)?;
         Ok(())
     }
 
     /// Waits up to `timeout` for bytes to read; `true` when readable.
-    pub fn poll_readable(&self, timeout: Duration) -> Result<bool, ClientError> {
+    pub fn poll_readable(&mut self, timeout: Duration) -> Result<bool, ClientError> {
+        if self.stream.has_buffered() {
+            return Ok(true);
+        }
         let mut fds = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
+            fd: self.stream.tcp().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -168,6 +230,9 @@ impl Connection {
     /// One read(2) into the buffer; blocks (up to the I/O timeout) if nothing
     /// is there. `Ok(0)` when interrupted by a signal.
     pub fn fill(&mut self) -> Result<usize, ClientError> {
+        if let Stream::Tls(_) = self.stream {
+            return self.fill_tls();
+        }
         self.read_buf.reserve(self.read_size());
         let spare = self.read_buf.spare_capacity_mut();
         // Read straight into spare capacity: zeroing a large buffer before every
@@ -176,7 +241,7 @@ impl Connection {
         // read(2) initialises the first n bytes, and only those are exposed.
         let n = unsafe {
             libc::read(
-                self.stream.as_raw_fd(),
+                self.stream.tcp().as_raw_fd(),
                 spare.as_mut_ptr().cast(),
                 spare.len(),
             )
@@ -194,6 +259,21 @@ impl Connection {
         // SAFETY: read(2) wrote n bytes into the spare capacity.
         unsafe { self.read_buf.set_len(self.read_buf.len() + n as usize) };
         Ok(n as usize)
+    }
+
+    /// [`fill`](Self::fill) through TLS: decrypted bytes are copied out
+    /// of rustls anyway, so the buffer is zeroed before the read.
+    fn fill_tls(&mut self) -> Result<usize, ClientError> {
+        let start = self.read_buf.len();
+        self.read_buf.resize(start + self.read_size(), 0);
+        let read = self.stream.read(&mut self.read_buf[start..]);
+        self.read_buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => Err(ClientError::Closed),
+            Ok(n) => Ok(n),
+            Err(error) if error.kind() == ErrorKind::Interrupted => Ok(0),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Room for the rest of a pending frame in one read, at least a chunk; a
@@ -296,6 +376,7 @@ impl Connection {
     pub fn peer_state(&mut self, timeout: Duration) -> Result<PeerState, ClientError> {
         let deadline = Instant::now() + timeout;
         self.stream
+            .tcp()
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let state = loop {
             if let Some(Ok(length)) = self.pending_frame_bytes() {
@@ -312,7 +393,7 @@ impl Connection {
                 Err(_) => break PeerState::Closed,
             }
         };
-        self.stream.set_read_timeout(self.io_timeout)?;
+        self.stream.tcp().set_read_timeout(self.io_timeout)?;
         Ok(state)
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! # Layout
 //!
+//! - [`stream`]: plain TCP or TLS (rustls) under a connection.
+//! - [`sasl`]: logging in with SASL PLAIN or SCRAM (`sasl.mechanism`).
+//! - [`security`]: Kafka's client settings (`security.protocol`, ...) and
+//!   [`Connection::open`], which connects, negotiates and logs in.
 //! - [`connection`]: one framed TCP connection, typed request/response calls,
 //!   version negotiation, and how the peer reacted to a request.
 //! - [`versions`]: the API version ranges a broker advertises, and picking one.
@@ -15,11 +19,17 @@
 pub mod connection;
 pub mod fetched;
 pub mod records;
+pub mod sasl;
+pub mod security;
+pub mod stream;
 pub mod versions;
 
 pub use connection::{decode_response, encode_request, Connection, PeerState};
 pub use fetched::{decode_fetched, FetchedRecords};
 pub use records::{BatchBuilder, BatchOptions};
+pub use sasl::SaslLogin;
+pub use security::ClientSecurity;
+pub use stream::TlsClient;
 pub use versions::Versions;
 
 /// Kafka's `UNSUPPORTED_VERSION` error code, which ApiVersions answers in v0 format.
@@ -69,6 +79,10 @@ pub enum ClientError {
     EncodeBatch(String),
     #[error("a fetched record batch is corrupt: {0}")]
     CorruptBatch(String),
+    #[error("TLS: {message}")]
+    Tls { message: String },
+    #[error("SASL authentication failed: {0}")]
+    Sasl(String),
 }
 
 impl ClientError {

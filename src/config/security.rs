@@ -2,6 +2,7 @@
 //! (`--add-scram`, Kafka's `kafka-storage format` syntax), `super.users`
 //! and whether the authorizer is on.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::net::tls::{ClientAuth, TlsSettings};
@@ -38,9 +39,16 @@ impl std::fmt::Debug for BootstrapScramUser {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityConfig {
-    /// Offered on every SASL listener (`sasl.enabled.mechanisms`).
+    /// Offered on every SASL listener (`sasl.enabled.mechanisms`) that
+    /// has none of its own.
     pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// Listener name -> its mechanisms
+    /// (`listener.name.<name>.sasl.enabled.mechanisms`).
+    pub listener_sasl_mechanisms: BTreeMap<String, Vec<SaslMechanism>>,
     pub failed_authentication_delay_ms: u64,
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session lasts this long
+    /// unless the client re-authenticates; 0 for no limit.
+    pub connections_max_reauth_ms: u64,
     pub bootstrap_users: Vec<BootstrapScramUser>,
     /// Principals every ACL check allows (`super.users`).
     pub super_users: Vec<Principal>,
@@ -55,7 +63,9 @@ pub struct SecurityConfig {
 #[derive(Debug, Default)]
 pub struct SecuritySettings {
     pub sasl_enabled_mechanisms: Option<String>,
+    pub listener_sasl_mechanisms: Option<String>,
     pub failed_authentication_delay_ms: Option<u64>,
+    pub connections_max_reauth_ms: Option<u64>,
     pub add_scram: Vec<String>,
     pub super_users: Option<String>,
     pub authorizer: Option<bool>,
@@ -70,6 +80,12 @@ pub fn build_security(settings: SecuritySettings) -> Result<SecurityConfig, Conf
         None => SaslMechanism::ALL.to_vec(),
         Some(text) => parse_mechanisms(text)?,
     };
+    let listener_sasl_mechanisms = settings
+        .listener_sasl_mechanisms
+        .as_deref()
+        .map(parse_listener_mechanisms)
+        .transpose()?
+        .unwrap_or_default();
     let bootstrap_users = settings
         .add_scram
         .iter()
@@ -109,6 +125,8 @@ pub fn build_security(settings: SecuritySettings) -> Result<SecurityConfig, Conf
     Ok(SecurityConfig {
         tls,
         sasl_mechanisms,
+        listener_sasl_mechanisms,
+        connections_max_reauth_ms: settings.connections_max_reauth_ms.unwrap_or(0),
         failed_authentication_delay_ms: settings
             .failed_authentication_delay_ms
             .unwrap_or(FAILED_AUTHENTICATION_DELAY_MS_DEFAULT),
@@ -118,9 +136,45 @@ pub fn build_security(settings: SecuritySettings) -> Result<SecurityConfig, Conf
     })
 }
 
+impl SecurityConfig {
+    /// The mechanisms a SASL listener offers: its own, else the broker's.
+    pub fn mechanisms_of(&self, listener: &str) -> &[SaslMechanism] {
+        self.listener_sasl_mechanisms
+            .get(listener)
+            .unwrap_or(&self.sasl_mechanisms)
+    }
+}
+
+/// `CLIENT:SCRAM-SHA-512,INTERNAL:PLAIN+SCRAM-SHA-256`: listener names
+/// (upper-cased, as listeners are) to their mechanisms.
+fn parse_listener_mechanisms(
+    text: &str,
+) -> Result<BTreeMap<String, Vec<SaslMechanism>>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || ConfigError::ListenerSaslMechanisms(entry.to_string());
+        let (name, mechanisms) = entry.split_once(':').ok_or_else(bad)?;
+        let name = name.trim().to_ascii_uppercase();
+        if name.is_empty() || map.contains_key(&name) {
+            return Err(bad());
+        }
+        let mechanisms = parse_mechanism_list(mechanisms, '+').map_err(|_| bad())?;
+        map.insert(name, mechanisms);
+    }
+    Ok(map)
+}
+
 fn parse_mechanisms(text: &str) -> Result<Vec<SaslMechanism>, ConfigError> {
+    parse_mechanism_list(text, ',')
+}
+
+fn parse_mechanism_list(text: &str, separator: char) -> Result<Vec<SaslMechanism>, ConfigError> {
     let mut mechanisms = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for name in text
+        .split(separator)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         let mechanism = SaslMechanism::from_name(&name.to_ascii_uppercase())
             .ok_or_else(|| ConfigError::SaslMechanism(name.to_string()))?;
         if !mechanisms.contains(&mechanism) {
@@ -236,5 +290,31 @@ mod tests {
             vec![Principal::user("admin"), Principal::user("ops")]
         );
         assert!(parse_super_users("admin").is_err());
+    }
+
+    #[test]
+    fn listener_mechanisms_name_a_listener_and_its_own_list() {
+        let map = parse_listener_mechanisms("client:SCRAM-SHA-512, INTERNAL:PLAIN+scram-sha-256")
+            .unwrap();
+        assert_eq!(
+            map.get("CLIENT"),
+            Some(&vec![SaslMechanism::Scram(ScramMechanism::Sha512)])
+        );
+        assert_eq!(
+            map.get("INTERNAL"),
+            Some(&vec![
+                SaslMechanism::Plain,
+                SaslMechanism::Scram(ScramMechanism::Sha256)
+            ])
+        );
+        for bad in [
+            "CLIENT",
+            "CLIENT:",
+            ":PLAIN",
+            "CLIENT:GSSAPI",
+            "A:PLAIN,a:PLAIN",
+        ] {
+            assert!(parse_listener_mechanisms(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -52,6 +52,9 @@ pub enum GroupError {
     /// The caller may not use the group (decided before the coordinator runs).
     #[error("not authorized to access the group")]
     GroupAuthorizationFailed,
+    /// The caller may not use the topic (decided before the coordinator runs).
+    #[error("not authorized to access the topic")]
+    TopicAuthorizationFailed,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -187,6 +187,15 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, session: Rc<Session>) -> Out
                 "{key:?} request before SASL authentication completed"
             ))
         }
+        // KIP-368: past its lifetime a session may only re-authenticate.
+        Ok((key, _, _))
+            if !matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+                && session.is_expired(Instant::now()) =>
+        {
+            Outcome::Close(format!(
+                "{key:?} request after the SASL session expired (connections.max.reauth.ms) without re-authentication"
+            ))
+        }
         Ok((key, header, body)) => {
             let request = Request {
                 header,

@@ -1,6 +1,9 @@
 //! SaslHandshake (v0-1) and SaslAuthenticate (v0-2): the SASL exchange of a
 //! connection on a SASL listener (KIP-43, KIP-152). Before it succeeds only
 //! ApiVersions and these two are served; anything else closes the connection.
+//! Each SASL listener offers its own mechanisms or the broker's. From
+//! SaslAuthenticate v1 the answer carries the session lifetime, and a
+//! client re-authenticates before it ends (KIP-368).
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -34,8 +37,12 @@ pub fn served_before_authentication(key: ApiKey) -> bool {
     )
 }
 
-fn enabled_mechanisms(shard: &Shard) -> &[SaslMechanism] {
-    &shard.config.security.sasl_mechanisms
+/// SaslAuthenticate's first version with `session_lifetime_ms` (KIP-368).
+const SESSION_LIFETIME_VERSION: i16 = 1;
+
+fn enabled_mechanisms<'a>(shard: &'a Shard, session: &Session) -> &'a [SaslMechanism] {
+    let listener = listener_of(shard, session.listener);
+    shard.config.security.mechanisms_of(&listener.name)
 }
 
 pub async fn handle_handshake(
@@ -43,14 +50,14 @@ pub async fn handle_handshake(
     request: &Request,
     body: SaslHandshakeRequest,
 ) -> Outcome {
-    let enabled = enabled_mechanisms(shard);
+    let session = &request.session;
+    let enabled = enabled_mechanisms(shard, session);
     let response = SaslHandshakeResponse::default().with_mechanisms(
         enabled
             .iter()
             .map(|m| StrBytes::from_static_str(m.name()))
             .collect(),
     );
-    let session = &request.session;
     let listener = listener_of(shard, session.listener);
     if !listener.protocol.uses_sasl() {
         let error = ResponseError::IllegalSaslState.code();
@@ -84,9 +91,22 @@ pub async fn handle_authenticate(
     let response = SaslAuthenticateResponse::default();
     match step {
         SaslStep::Challenge(bytes) => request.respond(&response.with_auth_bytes(bytes.into())),
-        SaslStep::Authenticated(principal, bytes) => {
-            tracing::debug!(shard = shard.id.index(), client = %session.client_host, %principal, "authenticated");
-            request.respond(&response.with_auth_bytes(bytes.into()))
+        SaslStep::Authenticated {
+            principal,
+            bytes,
+            lifetime_ms,
+            renewed,
+        } => {
+            if renewed {
+                tracing::debug!(shard = shard.id.index(), client = %session.client_host, %principal, "re-authenticated");
+            } else {
+                tracing::debug!(shard = shard.id.index(), client = %session.client_host, %principal, "authenticated");
+            }
+            let mut response = response.with_auth_bytes(bytes.into());
+            if request.version() >= SESSION_LIFETIME_VERSION {
+                response.session_lifetime_ms = i64::try_from(lifetime_ms).unwrap_or(i64::MAX);
+            }
+            request.respond(&response)
         }
         SaslStep::Failed(reason) => {
             log_failure(shard, session, &reason);
@@ -112,7 +132,7 @@ pub async fn handle_authenticate(
 /// bare frame; a failure closes the connection (there is no error field).
 pub async fn handle_bare_token(shard: Rc<Shard>, session: Rc<Session>, token: Bytes) -> Outcome {
     let bytes = match session.sasl_token(&shard, &token) {
-        SaslStep::Challenge(bytes) | SaslStep::Authenticated(_, bytes) => bytes,
+        SaslStep::Challenge(bytes) | SaslStep::Authenticated { bytes, .. } => bytes,
         SaslStep::Failed(reason) => {
             log_failure(&shard, &session, &reason);
             delay_failure(&shard).await;

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
 
 use super::connection;
 use super::handler::Handler;
+use super::tls::ShardTls;
 use super::Shutdown;
 
 /// Pause after a failed accept (EMFILE and the like) before the next one.
@@ -39,7 +39,7 @@ pub struct ServeOptions {
     /// How long a stop waits for open connections to finish their requests.
     pub drain_max: Duration,
     /// Set on SSL and SASL_SSL listeners: every connection starts with TLS.
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<ShardTls>,
 }
 
 /// Accepts connections on `listener` and serves each with `handler` until

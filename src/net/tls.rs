@@ -1,9 +1,13 @@
 //! TLS for SSL and SASL_SSL listeners: rustls, which is sans-I/O, driven
 //! over glommio's sockets by futures-rustls. PEM certificate chain and key,
 //! TLS 1.2 and 1.3, optional client certificates (`ssl.client.auth`) whose
-//! subject becomes the connection's identity.
+//! subject becomes the connection's identity. Certificates reload on
+//! SIGHUP: each shard swaps in the new acceptor for its next handshakes,
+//! while open connections keep the session they negotiated.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_rustls::TlsAcceptor;
@@ -113,6 +117,27 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The acceptor of one shard's TLS listeners. Shard-local (no lock shared
+/// between cores): a reload hands each shard its own copy of the new one.
+#[derive(Clone)]
+pub struct ShardTls(Rc<RefCell<TlsAcceptor>>);
+
+impl ShardTls {
+    pub fn new(acceptor: TlsAcceptor) -> ShardTls {
+        ShardTls(Rc::new(RefCell::new(acceptor)))
+    }
+
+    /// The acceptor a new connection's handshake uses.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.0.borrow().clone()
+    }
+
+    /// From now on, handshakes use `acceptor`; open connections are untouched.
+    pub fn replace(&self, acceptor: TlsAcceptor) {
+        *self.0.borrow_mut() = acceptor;
+    }
 }
 
 /// The subject of a verified client certificate as Kafka names it

@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_rustls::server::TlsStream;
-use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 
 use super::{tls, vectored};
@@ -45,13 +44,14 @@ impl Transport {
 /// Runs the TLS handshake when `tls` is set; a failure (a plaintext client
 /// on a TLS port, an untrusted certificate, a silent client) is the reason
 /// the connection closes.
-pub async fn accept(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Result<Accepted, String> {
-    let Some(acceptor) = tls else {
+pub async fn accept(stream: TcpStream, tls: Option<&tls::ShardTls>) -> Result<Accepted, String> {
+    let Some(tls) = tls else {
         return Ok(Accepted {
             transport: Transport::Plain(stream),
             client_subject: None,
         });
     };
+    let acceptor = tls.acceptor();
     let handshake =
         futures_lite::future::or(async { Some(acceptor.accept(stream).await) }, async {
             glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod credentials;
 pub mod plain;
 pub mod scram;
+pub mod scram_client;
 pub mod stored;
 
 use std::fmt;

@@ -60,14 +60,14 @@ impl ScramMechanism {
         }
     }
 
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hash(self, data: &[u8]) -> Vec<u8> {
         match self {
             ScramMechanism::Sha256 => Sha256::digest(data).to_vec(),
             ScramMechanism::Sha512 => Sha512::digest(data).to_vec(),
         }
     }
 
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
             let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
                 .expect("HMAC takes keys of any length");
@@ -153,6 +153,14 @@ pub enum ScramError {
     Proof,
     #[error("no server randomness: {0}")]
     Random(String),
+    #[error("the server's nonce does not extend the client's")]
+    ServerNonce,
+    #[error("the server asks for {0} iterations, outside 4096..=16384")]
+    Iterations(u32),
+    #[error("the server's signature is wrong: it does not know the password")]
+    ServerSignature,
+    #[error("the server refused: {0}")]
+    ServerError(String),
 }
 
 /// The server's half of one exchange after the client-first message.
@@ -292,6 +300,10 @@ impl ScramServer {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    pub fn mechanism(&self) -> ScramMechanism {
+        self.mechanism
     }
 
     /// Checks the client-final message; on success returns the

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
@@ -20,7 +21,7 @@ use super::mesh::{self, MeshEnds};
 use super::open_files;
 use super::placement::{self, EXECUTOR_IO_MEMORY_BYTES};
 use super::security::{SecuritySnapshot, SecurityStore, ShardSecurity};
-use super::signals::{block_stop_signals, wait_for_stop_signals};
+use super::signals::{block_signals, wait_for_signals};
 pub use super::startup::StartError;
 use super::startup::{check_group_shards, resolve_data_dir, GROUPS_DIR};
 use super::topics::{TopicRegistry, TopicTable};
@@ -46,8 +47,9 @@ struct ShardSeed {
     registry: Option<TopicRegistry>,
     security: SecuritySnapshot,
     security_store: Option<SecurityStore>,
-    /// The TLS acceptor every SSL and SASL_SSL listener uses.
-    tls: Option<TlsAcceptor>,
+    /// The TLS acceptor every SSL and SASL_SSL listener uses, and where
+    /// the ones reloaded on SIGHUP arrive.
+    tls: Option<(TlsAcceptor, mpsc::UnboundedReceiver<TlsAcceptor>)>,
     shutdown: oneshot::Receiver<()>,
     ready: Arc<AtomicUsize>,
     /// Shards whose Kafka listener is bound (what `/health/ready` waits for).
@@ -56,7 +58,8 @@ struct ShardSeed {
     metrics: Option<std::net::TcpListener>,
 }
 
-/// Runs the broker until SIGINT/SIGTERM, then shuts down cleanly.
+/// Runs the broker until SIGINT/SIGTERM, then shuts down cleanly; SIGHUP
+/// reloads the TLS certificates.
 pub fn run(mut config: Config) -> Result<(), StartError> {
     super::uring_probe::check()?;
     let cpus = placement::resolve_cpus(&config.cpus)?;
@@ -81,13 +84,21 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         .map(net::tls::acceptor)
         .transpose()?;
     let config = Arc::new(config);
-    let signals = block_stop_signals();
+    let signals = block_signals();
     let listeners = listener_summary(&config);
     tracing::info!(shards = cpus.len(), ?cpus, %listeners, open_files_max = config.open_files_max, data_dir = %config.data_dir.display(), "starting");
+    let (reload_senders, reload_receivers): (Vec<_>, Vec<_>) =
+        cpus.iter().map(|_| mpsc::unbounded()).unzip();
+    let tls = tls.map(|acceptor| (acceptor, reload_receivers));
     let (handles, stop_senders) = spawn_shards(&config, &cpus, registry, metrics, security, tls)?;
+    let tls_settings = config.security.tls.clone();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || wait_for_stop_signals(signals, stop_senders))
+        .spawn(move || {
+            wait_for_signals(signals, stop_senders, || {
+                reload_tls(tls_settings.as_ref(), &reload_senders)
+            })
+        })
         .map_err(StartError::SignalThread)?;
     let mut failure = None;
     for (id, handle) in ShardId::all(handles.len()).zip(handles) {
@@ -110,6 +121,30 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     }
 }
 
+/// SIGHUP: reads the certificate, key and CA files again and hands every
+/// shard the new acceptor. Files that do not make a valid setup leave the
+/// running one in place.
+fn reload_tls(
+    settings: Option<&net::tls::TlsSettings>,
+    shards: &[mpsc::UnboundedSender<TlsAcceptor>],
+) {
+    let Some(settings) = settings else {
+        tracing::info!("no TLS listener: nothing to reload");
+        return;
+    };
+    match net::tls::acceptor(settings) {
+        Ok(acceptor) => {
+            for shard in shards {
+                let _ = shard.unbounded_send(acceptor.clone());
+            }
+            tracing::info!(certificate = %settings.certificate.display(), "TLS certificates reloaded");
+        }
+        Err(error) => {
+            tracing::error!(%error, "TLS certificates not reloaded; the previous ones stay in use")
+        }
+    }
+}
+
 type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
 
 /// Starts one pinned executor per CPU, connected by the cross-shard mesh;
@@ -121,12 +156,16 @@ fn spawn_shards(
     registry: TopicRegistry,
     metrics: Option<std::net::TcpListener>,
     security_store: SecurityStore,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, Vec<mpsc::UnboundedReceiver<TlsAcceptor>>)>,
 ) -> Result<(Vec<ShardHandle>, Vec<oneshot::Sender<()>>), StartError> {
     // In a cluster the table comes from the controller's committed metadata.
     let table = match config.cluster {
         Some(_) => Arc::new(TopicTable::default()),
         None => registry.table(),
+    };
+    let (acceptor, mut reloads) = match tls {
+        Some((acceptor, reloads)) => (Some(acceptor), reloads.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
     };
     let mut registry = Some(registry);
     let mut metrics = metrics;
@@ -148,7 +187,9 @@ fn spawn_shards(
             registry: registry.take_if(|_| id == METADATA_SHARD),
             security: security.clone(),
             security_store: security_store.take_if(|_| id == METADATA_SHARD),
-            tls: tls.clone(),
+            tls: acceptor
+                .clone()
+                .zip(reloads.get_mut(id.index()).and_then(Option::take)),
             shutdown,
             ready: ready.clone(),
             accepting: accepting.clone(),
@@ -227,6 +268,11 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     })
     .detach();
 
+    let tls = tls.map(|(acceptor, reloads)| {
+        let tls = net::tls::ShardTls::new(acceptor);
+        glommio::spawn_local(take_reloads(tls.clone(), reloads, id.index())).detach();
+        tls
+    });
     let handler = Rc::new(kafka::session::KafkaHandler::new(shard.clone()));
     let serving = bound.into_iter().enumerate().map(|(index, socket)| {
         let options = net::ServeOptions {
@@ -240,7 +286,16 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
                 .clone()
                 .filter(|_| config.listeners[index].protocol.uses_tls()),
         };
-        net::serve(socket, shard.shutdown.clone(), handler.clone(), options)
+        // Each listener accepts in a task of its own: glommio keeps one more
+        // waker each time a pending accept is polled, so an accept re-polled
+        // whenever a sibling listener woke the shared task would pile them up
+        // until the task's reference count overflows (~32k wakes).
+        glommio::spawn_local(net::serve(
+            socket,
+            shard.shutdown.clone(),
+            handler.clone(),
+            options,
+        ))
     });
     let drained = futures::future::join_all(serving)
         .await
@@ -257,6 +312,19 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         tracing::error!(shard = id.index(), %error, "closing the group coordinator failed");
     }
     Ok(())
+}
+
+/// Swaps in each acceptor a SIGHUP reload sends; connections already open
+/// keep their TLS session.
+async fn take_reloads(
+    tls: net::tls::ShardTls,
+    mut reloads: mpsc::UnboundedReceiver<TlsAcceptor>,
+    shard: usize,
+) {
+    while let Some(acceptor) = reloads.next().await {
+        tls.replace(acceptor);
+        tracing::debug!(shard, "new TLS handshakes use the reloaded certificates");
+    }
 }
 
 /// `PLAINTEXT://127.0.0.1:9092, SASL_PLAINTEXT://0.0.0.0:9093 (SASL_PLAINTEXT)`

@@ -24,6 +24,7 @@
 pub mod clients;
 pub mod cluster;
 pub mod metrics;
+pub mod pki;
 pub mod python;
 pub mod raw;
 pub mod skip;

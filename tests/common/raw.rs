@@ -150,6 +150,12 @@ impl RawClient {
         self.connection.read_frame()
     }
 
+    /// Authenticates or re-authenticates with the library's SASL client
+    /// (needs negotiated versions); the broker's session lifetime in ms.
+    pub fn login(&mut self, login: &client::SaslLogin) -> Result<i64, ClientError> {
+        self.connection.authenticate(login)
+    }
+
     /// Waits up to `timeout` for the broker to close the connection or answer.
     pub fn peer_state(&mut self, timeout: Duration) -> PeerState {
         self.connection

@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::authorize::{cluster_allowed, group_allowed};
+use super::authorize::{cluster_allowed, group_allowed, topic_allowed};
 use super::{Outcome, Request};
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
@@ -91,6 +91,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+        GroupError::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
     }
 }
 
@@ -298,10 +299,25 @@ pub async fn handle_offset_commit(
     request: &Request,
     body: OffsetCommitRequest,
 ) -> Outcome {
-    let commit = offsets::commit_request(body, request.version());
+    let mut commit = offsets::commit_request(body, request.version());
     let group_id = commit.group_id.clone();
+    if !group_allowed(shard, request, Operation::Read, &group_id) {
+        let every = offsets::committed_partitions(&commit);
+        let refused = offsets::every_partition(every, GroupError::GroupAuthorizationFailed);
+        return request.respond(&offsets::commit_response(refused));
+    }
+    // Kafka's authorization table: committing needs READ on each topic too;
+    // the others are answered TOPIC_AUTHORIZATION_FAILED per partition.
+    let (allowed, unauthorized): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
+        .into_iter()
+        .partition(|t| topic_allowed(shard, request, Operation::Read, &t.name));
+    commit.topics = allowed;
+    let unauthorized = offsets::every_partition(
+        offsets::partitions_of(&unauthorized),
+        GroupError::TopicAuthorizationFailed,
+    );
     let partitions = offsets::committed_partitions(&commit);
-    let outcomes = on_owner_authorized(
+    let mut outcomes = on_owner_authorized(
         shard,
         request,
         Operation::Read,
@@ -313,6 +329,7 @@ pub async fn handle_offset_commit(
         |e| offsets::every_partition(partitions, e),
     )
     .await;
+    outcomes.extend(unauthorized);
     request.respond(&offsets::commit_response(outcomes))
 }
 
@@ -343,12 +360,20 @@ pub async fn handle_offset_fetch(
     let version = request.version();
     // v1-7 carry one group at the top level: converted to and from the v8 shape.
     let wire_groups = offsets::fetch_request_groups(&body, version);
-    let calls = wire_groups.iter().map(|wire| {
+    // Kafka's authorization table: a named topic without DESCRIBE is
+    // answered TOPIC_AUTHORIZATION_FAILED per partition; when all of the
+    // group's offsets are asked for, such topics are left out.
+    let may_describe = |topic: &str| topic_allowed(shard, request, Operation::Describe, topic);
+    let split: Vec<_> = wire_groups
+        .iter()
+        .map(|wire| offsets::split_fetch_topics(wire, may_describe))
+        .collect();
+    let calls = split.iter().map(|(wire, _)| {
         let fetch = offsets::fetch_request(wire, body.require_stable);
         let group_id = fetch.group_id.clone();
         async move {
             let id = group_id.clone();
-            on_owner_authorized(
+            let mut answer = on_owner_authorized(
                 shard,
                 request,
                 Operation::Describe,
@@ -360,13 +385,26 @@ pub async fn handle_offset_fetch(
                     topics: Vec::new(),
                 },
             )
-            .await
+            .await;
+            if wire.topics.is_none() {
+                answer.topics.retain(|t| may_describe(&t.name));
+            }
+            answer
         }
     });
-    let groups = wire_groups
+    let groups = split
         .iter()
         .zip(join_all(calls).await)
-        .map(|(wire, answer)| offsets::fetch_response_group(wire, answer))
+        .map(|((wire, unauthorized), answer)| {
+            let refused = answer.error.is_some();
+            let mut group = offsets::fetch_response_group(wire, answer);
+            if !refused {
+                group
+                    .topics
+                    .extend(offsets::unauthorized_fetch_topics(unauthorized));
+            }
+            group
+        })
         .collect();
     request.respond(&offsets::fetch_response(&body, groups, version))
 }

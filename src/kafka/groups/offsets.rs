@@ -88,8 +88,12 @@ pub fn commit_response(outcomes: Vec<group::TopicOutcome>) -> OffsetCommitRespon
 /// The partitions an OffsetCommit names, to answer each when the group's
 /// coordinator cannot be reached.
 pub fn committed_partitions(commit: &group::CommitRequest) -> Vec<group::TopicPartitions> {
-    commit
-        .topics
+    partitions_of(&commit.topics)
+}
+
+/// The partitions of committed topics, by topic.
+pub fn partitions_of(topics: &[group::CommittedTopic]) -> Vec<group::TopicPartitions> {
+    topics
         .iter()
         .map(|t| group::TopicPartitions {
             name: t.name.clone(),
@@ -181,6 +185,49 @@ pub fn fetch_request(wire: &OffsetFetchRequestGroup, require_stable: bool) -> gr
         topics,
         require_stable,
     }
+}
+
+/// A group of an OffsetFetch split into the request with the topics
+/// `allowed` admits and the named topics it does not.
+pub fn split_fetch_topics(
+    wire: &OffsetFetchRequestGroup,
+    allowed: impl Fn(&str) -> bool,
+) -> (OffsetFetchRequestGroup, Vec<OffsetFetchRequestTopics>) {
+    let mut kept = wire.clone();
+    let Some(topics) = kept.topics.take() else {
+        return (kept, Vec::new());
+    };
+    let (admitted, refused) = topics.into_iter().partition(|t| allowed(t.name.as_str()));
+    kept.topics = Some(admitted);
+    (kept, refused)
+}
+
+/// TOPIC_AUTHORIZATION_FAILED for each partition of `topics`, with no offset.
+pub fn unauthorized_fetch_topics(
+    topics: &[OffsetFetchRequestTopics],
+) -> Vec<OffsetFetchResponseTopics> {
+    let code = super::response_error(GroupError::TopicAuthorizationFailed).code();
+    topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&index| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(NO_OFFSET.get())
+                        .with_committed_leader_epoch(-1)
+                        .with_metadata(Some(str_bytes("")))
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect()
 }
 
 /// One group's answer in the v8+ shape; requested topics keep their topic ids.
