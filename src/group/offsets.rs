@@ -31,10 +31,10 @@ struct OffsetRemoval {
     keys: Vec<(String, PartitionId)>,
 }
 
-struct OffsetWrite {
-    topic: String,
-    partition: PartitionId,
-    value: OffsetValue,
+pub(super) struct OffsetWrite {
+    pub(super) topic: String,
+    pub(super) partition: PartitionId,
+    pub(super) value: OffsetValue,
 }
 
 impl GroupCoordinator {
@@ -89,7 +89,7 @@ impl GroupCoordinator {
         outcomes
     }
 
-    fn check_commit_partition(
+    pub(super) fn check_commit_partition(
         &self,
         partition: &CommittedPartition,
         partition_count: Option<i32>,
@@ -107,7 +107,7 @@ impl GroupCoordinator {
     }
 
     /// Kafka's validateOffsetCommit. Returns the group's incarnation.
-    fn validate_commit(&self, req: &CommitRequest) -> Result<u64, GroupError> {
+    pub(super) fn validate_commit(&self, req: &CommitRequest) -> Result<u64, GroupError> {
         if self.closed.get() {
             return Err(GroupError::NotCoordinator);
         }
@@ -185,7 +185,7 @@ impl GroupCoordinator {
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.
-    fn apply_offsets(
+    pub(super) fn apply_offsets(
         &self,
         group_id: &str,
         incarnation: u64,
@@ -234,8 +234,6 @@ impl GroupCoordinator {
 
     /// One group's committed offsets. `topics: None` fetches all of them.
     pub fn offset_fetch_group(&self, request: &FetchRequest) -> FetchedGroup {
-        // require_stable (KIP-447) matters only with pending transactional
-        // offsets, which this coordinator does not have.
         let refused = |error| FetchedGroup {
             group_id: request.group_id.clone(),
             error: Some(error),
@@ -246,6 +244,10 @@ impl GroupCoordinator {
         }
         if let Err(error) = validate_group_id(&request.group_id, false) {
             return refused(error);
+        }
+        // KIP-447: a read_committed consumer waits for pending transactional offsets.
+        if request.require_stable && self.has_pending_txn_offsets(request) {
+            return refused(GroupError::UnstableOffsetCommit);
         }
         let groups = self.groups.borrow();
         let group = groups
@@ -504,7 +506,7 @@ impl GroupCoordinator {
 }
 
 /// Partitions accepted before the write failed get the write's error.
-fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
+pub(super) fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
     for partition in outcomes.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
         if partition.error.is_none() {
             partition.error = Some(error);

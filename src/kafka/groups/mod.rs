@@ -91,6 +91,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+        GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
     }
 }
 
