@@ -26,6 +26,7 @@ mod request_shapes;
 pub mod sasl;
 pub mod scram_users;
 pub mod session;
+pub mod transactions;
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -77,6 +78,12 @@ register_apis! {
     acls::DeleteAcls,
     producers::InitProducerId,
     producers::DescribeProducers,
+    transactions::AddPartitionsToTxn,
+    transactions::AddOffsetsToTxn,
+    transactions::EndTxn,
+    transactions::TxnOffsetCommit,
+    transactions::DescribeTransactions,
+    transactions::ListTransactions,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

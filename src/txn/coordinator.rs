@@ -85,7 +85,10 @@ pub struct Completion {
 /// What InitProducerId gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InitOutcome {
-    Ready { producer_id: i64, producer_epoch: i16 },
+    Ready {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
     /// The id had an open transaction: it is fenced and being aborted; write
     /// the markers, complete it and ask again.
     AbortFirst(Completion),
@@ -97,7 +100,10 @@ pub enum EndOutcome {
     /// Decided and durable: write the markers, then [`TxnCoordinator::complete`].
     Prepared(Completion),
     /// Nothing more to do (a retry of a completed EndTxn, or an empty V2 abort).
-    Done { producer_id: i64, producer_epoch: i16 },
+    Done {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// A transactional id as ListTransactions reports it.
@@ -302,7 +308,11 @@ impl TxnCoordinator {
                         && e.meta.state != TxnState::Ongoing)
             }
         };
-        let fresh = if needs_id { Some(fresh_id().await?) } else { None };
+        let fresh = if needs_id {
+            Some(fresh_id().await?)
+        } else {
+            None
+        };
         let now = now_ms();
         let (next, outcome) = {
             let mut txns = self.txns.borrow_mut();
@@ -321,7 +331,14 @@ impl TxnCoordinator {
                 };
                 entry.meta = TxnMetadata::new(id, timeout_ms, now);
             }
-            match self.init_transition(transactional_id, &entry.meta, timeout_ms, expected, fresh, now)? {
+            match self.init_transition(
+                transactional_id,
+                &entry.meta,
+                timeout_ms,
+                expected,
+                fresh,
+                now,
+            )? {
                 Some((next, outcome)) => {
                     entry.pending = true;
                     (next, outcome)
@@ -373,7 +390,10 @@ impl TxnCoordinator {
                 let completion = self.completion(transactional_id, &next);
                 Ok(Some((next, InitOutcome::AbortFirst(completion))))
             }
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Dead => {
+            TxnState::Empty
+            | TxnState::CompleteCommit
+            | TxnState::CompleteAbort
+            | TxnState::Dead => {
                 let exhausted = TxnMetadata::epoch_exhausted(meta.producer_epoch);
                 if exhausted && expected.is_none_or(|(_, epoch)| epoch == meta.producer_epoch) {
                     let Some(new_id) = fresh else {
@@ -545,18 +565,28 @@ impl TxnCoordinator {
             return Err(TxnError::NotCoordinator);
         }
         let needs_id = v2
-            && self
-                .txns
-                .borrow()
-                .get(transactional_id)
-                .is_some_and(|e| TxnMetadata::epoch_exhausted(e.meta.producer_epoch.saturating_add(1)));
-        let fresh = if needs_id { Some(fresh_id().await?) } else { None };
+            && self.txns.borrow().get(transactional_id).is_some_and(|e| {
+                TxnMetadata::epoch_exhausted(e.meta.producer_epoch.saturating_add(1))
+            });
+        let fresh = if needs_id {
+            Some(fresh_id().await?)
+        } else {
+            None
+        };
         let (next, outcome) = {
             let mut txns = self.txns.borrow_mut();
             let Some(entry) = txns.get_mut(transactional_id) else {
                 return Err(TxnError::InvalidProducerIdMapping);
             };
-            match self.end_transition(transactional_id, entry, producer_id, epoch, commit, v2, fresh)? {
+            match self.end_transition(
+                transactional_id,
+                entry,
+                producer_id,
+                epoch,
+                commit,
+                v2,
+                fresh,
+            )? {
                 Ok(done) => return Ok(done),
                 Err(next) => {
                     entry.pending = true;
@@ -628,9 +658,13 @@ impl TxnCoordinator {
                 }
                 Ok(Err(next))
             }
-            TxnState::Empty if v2 && !commit => {
-                // KIP-890: a V2 producer may abort before it added anything.
+            // KIP-890: a V2 producer may abort when nothing is open (the
+            // epoch is bumped all the same); its retries were answered above.
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                if v2 && !commit =>
+            {
                 next.state = TxnState::CompleteAbort;
+                next.v2 = true;
                 bump_for_next_txn(&mut next, fresh)?;
                 if let Some(id) = take_next_id(&mut next) {
                     next.last_producer_id = next.producer_id;
@@ -639,13 +673,26 @@ impl TxnCoordinator {
                 }
                 Ok(Err(next))
             }
+            TxnState::CompleteCommit | TxnState::CompleteAbort if v2 => {
+                tracing::debug!(
+                    transactional_id,
+                    commit,
+                    "V2 commit without an open transaction"
+                );
+                Err(TxnError::InvalidTxnState)
+            }
             state if state == completed => Ok(Ok(EndOutcome::Done {
                 producer_id: meta.producer_id,
                 producer_epoch: meta.producer_epoch,
             })),
             state if state == prepared => Err(TxnError::ConcurrentTransactions),
             state => {
-                tracing::debug!(transactional_id, ?state, commit, "EndTxn in an invalid state");
+                tracing::debug!(
+                    transactional_id,
+                    ?state,
+                    commit,
+                    "EndTxn in an invalid state"
+                );
                 Err(TxnError::InvalidTxnState)
             }
         }

@@ -20,7 +20,9 @@ const VALUE_VERSION: u8 = 1;
 /// What a stored value describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    Txn { transactional_id: String },
+    Txn {
+        transactional_id: String,
+    },
     /// Raised at every start-up, so markers of an earlier run are told apart.
     CoordinatorEpoch,
 }
