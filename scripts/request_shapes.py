@@ -48,6 +48,7 @@ REQUESTS = [
     ("DeleteAcls", "delete_acls_request", "DeleteAclsRequest"),
     ("InitProducerId", "init_producer_id_request", "InitProducerIdRequest"),
     ("DescribeProducers", "describe_producers_request", "DescribeProducersRequest"),
+    ("WriteTxnMarkers", "write_txn_markers_request", "WriteTxnMarkersRequest"),
 ]
 
 SCALARS = {

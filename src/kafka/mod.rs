@@ -26,6 +26,7 @@ mod request_shapes;
 pub mod sasl;
 pub mod scram_users;
 pub mod session;
+pub mod txn_markers;
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -77,6 +78,7 @@ register_apis! {
     acls::DeleteAcls,
     producers::InitProducerId,
     producers::DescribeProducers,
+    txn_markers::WriteTxnMarkers,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

@@ -46,6 +46,7 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         ApiKey::DeleteAcls => delete_acls_delete_acls_request(w, version),
         ApiKey::InitProducerId => init_producer_id_init_producer_id_request(w, version),
         ApiKey::DescribeProducers => describe_producers_describe_producers_request(w, version),
+        ApiKey::WriteTxnMarkers => write_txn_markers_write_txn_markers_request(w, version),
         _ => return None,
     })
 }
@@ -1523,6 +1524,44 @@ fn describe_producers_topic_request(w: &mut Walker, version: i16) -> Result<(), 
     }
     w.compact_string()?;
     w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    w.fixed(1)?;
+    w.compact_array(|w| write_txn_markers_writable_txn_marker_topic(w, version))?;
+    w.fixed(4)?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_write_txn_markers_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| write_txn_markers_writable_txn_marker(w, version))?;
     w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }
