@@ -54,6 +54,7 @@ REQUESTS = [
     ("TxnOffsetCommit", "txn_offset_commit_request", "TxnOffsetCommitRequest"),
     ("DescribeTransactions", "describe_transactions_request", "DescribeTransactionsRequest"),
     ("ListTransactions", "list_transactions_request", "ListTransactionsRequest"),
+    ("WriteTxnMarkers", "write_txn_markers_request", "WriteTxnMarkersRequest"),
 ]
 
 SCALARS = {

@@ -132,6 +132,7 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             InitProducerIdRequest::default().with_transactional_id(None),
             version,
         ),
+        ApiKey::WriteTxnMarkers => answered(client, WriteTxnMarkersRequest::default(), version),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

@@ -1,694 +1,578 @@
-//! Transactions (KIP-98, KIP-360, KIP-890) against a real broker: rdkafka's
-//! transactional producer (init, begin, commit, abort,
-//! send_offsets_to_transaction) with read_committed consumers, fencing of
-//! an older producer, the transaction timeout, SIGKILL at each step, a
-//! second client (kafka-python), and the raw client for what a real client
-//! would not send.
+//! Transactions on the partition side (KIP-98) against a real broker: a raw
+//! client writes transactional batches and ends them with WriteTxnMarkers;
+//! real consumers (rdkafka, kafka-python) read them with read_committed and
+//! read_uncommitted. The last stable offset, the aborted-transaction lists
+//! and ListOffsets per isolation level; both survive SIGKILL and come back
+//! when `.txnindex` and `.snapshot` files are lost; bad input gets its
+//! Kafka error.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::clients::{
-    assign, committed_offsets, consume, consumer, create_topic, flush, producer, send,
-    RecordingProducer,
-};
+use common::clients::{assign, consume, consumer, create_topic, payload_text};
 use common::python::{python_with, run_script};
-use common::raw::{self, error_code, RawClient, PRODUCE_VERSION_MAX};
-use common::{unique_topic, wait_until, Broker};
+use common::raw::{self, error_code, RawClient, FETCH_VERSION_MAX, PRODUCE_VERSION_MAX};
+use common::{unique_topic, Broker};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest,
-    ListTransactionsRequest, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ListOffsetsRequest,
+    ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::consumer::Consumer;
-use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use ringlog::client::{BatchBuilder, BatchOptions};
-use ringlog::storage::batch::{recompute_crc, ATTRIBUTES_OFFSET, ATTRIBUTE_TRANSACTIONAL_BIT};
 
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
-const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
-const INVALID_REQUEST: i16 = 42;
-const PRODUCER_FENCED: i16 = 90;
-const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
-const FIND_COORDINATOR_KEY_TYPE_TRANSACTION: i8 = 1;
-/// How long a client call or a wait for the broker may take.
-const WAIT_MAX: Duration = Duration::from_secs(30);
-/// A read_committed consumer's wait for records that must not arrive.
-const QUIET_WAIT: Duration = Duration::from_secs(3);
+const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+const LIST_OFFSETS_VERSION_MAX: i16 = 7;
+/// How long a consumer may take to read what it should.
+const CONSUME_WAIT: Duration = Duration::from_secs(20);
+/// How long a consumer is given to show that nothing more arrives.
+const QUIET_WAIT: Duration = Duration::from_secs(2);
+/// Plain records written after the aborted transaction in the restart tests.
+const PLAIN_AFTER_ABORT: usize = 40;
+const READ_COMMITTED: &[(&str, &str)] = &[("isolation.level", "read_committed")];
+const READ_UNCOMMITTED: &[(&str, &str)] = &[("isolation.level", "read_uncommitted")];
+
+/// Transactional ids of the raw producers, one per producer.
+static NEXT_TRANSACTIONAL_ID: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// (producer id, epoch) from InitProducerId for `transactional_id`.
+fn init_producer_id(client: &mut RawClient, transactional_id: &str) -> (i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(str_bytes(transactional_id))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let response = client.call_negotiated(&request, 5);
+    assert_eq!(response.error_code, error_code::NONE, "InitProducerId");
+    (response.producer_id.0, response.producer_epoch)
+}
 
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// An rdkafka transactional producer, initialized.
-fn transactional_producer(
-    bootstrap: &str,
-    transactional_id: &str,
-    timeout_ms: &str,
-) -> RecordingProducer {
-    let (producer, _log) = producer(
-        bootstrap,
-        &[
-            ("transactional.id", transactional_id),
-            ("enable.idempotence", "true"),
-            ("transaction.timeout.ms", timeout_ms),
-            ("linger.ms", "0"),
-        ],
-    );
-    producer
-        .init_transactions(WAIT_MAX)
-        .unwrap_or_else(|error| panic!("init_transactions: {error}"));
-    producer
+/// One transactional producer's batches to partition 0, its sequence
+/// counted here. Partitions join its transaction with AddPartitionsToTxn
+/// (KIP-890 refuses a transactional batch otherwise).
+struct TxnProducer {
+    transactional_id: String,
+    id: i64,
+    epoch: i16,
+    sequence: i32,
 }
 
-/// Sends `values` to partition 0 of `topic` inside the open transaction and flushes.
-fn send_values(producer: &RecordingProducer, topic: &str, values: &[String]) {
-    for value in values {
-        send(
-            producer,
-            BaseRecord::to(topic).partition(0).payload(value.as_bytes()),
+impl TxnProducer {
+    fn new(client: &mut RawClient) -> TxnProducer {
+        let n = NEXT_TRANSACTIONAL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let transactional_id = format!("partition-side-{}-{n}", std::process::id());
+        let (id, epoch) = init_producer_id(client, &transactional_id);
+        TxnProducer {
+            transactional_id,
+            id,
+            epoch,
+            sequence: 0,
+        }
+    }
+
+    /// A new InitProducerId for the same transactional id: the next epoch,
+    /// from sequence 0.
+    fn reinit(&mut self, client: &mut RawClient) {
+        let (id, epoch) = init_producer_id(client, &self.transactional_id);
+        assert_eq!(id, self.id, "the same producer id at the next epoch");
+        self.epoch = epoch;
+        self.sequence = 0;
+    }
+
+    /// Adds partition 0 of `topic` to the producer's transaction.
+    fn add_partition(&self, client: &mut RawClient, topic: &str) {
+        let request = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(str_bytes(&self.transactional_id)))
+            .with_v3_and_below_producer_id(ProducerId(self.id))
+            .with_v3_and_below_producer_epoch(self.epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partitions(vec![0])]);
+        let response = client.call_negotiated(&request, 3);
+        let code =
+            response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        assert_eq!(code, error_code::NONE, "AddPartitionsToTxn");
+    }
+
+    /// Produces one batch with `values`; returns (error code, base offset).
+    fn send(
+        &mut self,
+        client: &mut RawClient,
+        topic: &str,
+        transactional: bool,
+        values: &[&str],
+    ) -> (i16, i64) {
+        if transactional {
+            self.add_partition(client, topic);
+        }
+        let batch = batch(self.id, self.epoch, self.sequence, transactional, values);
+        let request = raw::produce_request(topic, 0, -1, batch)
+            .with_transactional_id(Some(TransactionalId(str_bytes(&self.transactional_id))));
+        let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
+        let answer = raw::single_produce_partition(&response);
+        if answer.error_code == error_code::NONE {
+            self.sequence += values.len() as i32;
+        }
+        (answer.error_code, answer.base_offset)
+    }
+
+    /// A transactional batch that must be accepted; returns its base offset.
+    fn send_txn(&mut self, client: &mut RawClient, topic: &str, values: &[&str]) -> i64 {
+        let (code, offset) = self.send(client, topic, true, values);
+        assert_eq!(
+            code,
+            error_code::NONE,
+            "transactional produce of {values:?}"
+        );
+        offset
+    }
+
+    /// Ends the open transaction with EndTxn: the coordinator writes the markers.
+    fn end(&self, client: &mut RawClient, _topic: &str, commit: bool) {
+        let request = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(str_bytes(&self.transactional_id)))
+            .with_producer_id(ProducerId(self.id))
+            .with_producer_epoch(self.epoch)
+            .with_committed(commit);
+        let response = client.call_negotiated(&request, 3);
+        assert_eq!(
+            response.error_code,
+            error_code::NONE,
+            "EndTxn: the markers are written"
         );
     }
-    flush(producer);
 }
 
-fn values(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+fn batch(id: i64, epoch: i16, sequence: i32, transactional: bool, values: &[&str]) -> Bytes {
+    let options = BatchOptions {
+        producer_id: id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+        transactional,
+        ..BatchOptions::default()
+    };
+    let mut builder = BatchBuilder::with_capacity(options, values.len());
+    for value in values {
+        builder.push(None, Some(Bytes::from(value.to_string())), raw::now_ms());
+    }
+    builder.encode().unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// What a consumer with `isolation_level` reads from partition 0 of `topic`
-/// within `wait`, up to `expected` records.
-fn read(
-    bootstrap: &str,
-    topic: &str,
-    isolation_level: &str,
-    expected: usize,
-    wait: Duration,
-) -> Vec<String> {
-    let consumer = consumer(bootstrap, &[("isolation.level", isolation_level)]);
-    assign(&consumer, topic, &[0], Offset::Beginning);
-    consume(&consumer, expected, wait)
-        .messages
+/// A plain (non-idempotent) batch of `values`.
+fn produce_plain(client: &mut RawClient, topic: &str, values: &[&str]) -> i64 {
+    let request = raw::produce_request(topic, 0, -1, batch(-1, -1, -1, false, values));
+    let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
+    let answer = raw::single_produce_partition(&response);
+    assert_eq!(answer.error_code, error_code::NONE, "plain produce");
+    answer.base_offset
+}
+
+/// WriteTxnMarkers for one marker; the error code of every partition, in order.
+fn write_markers(
+    client: &mut RawClient,
+    producer_id: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    partitions: &[(&str, &[i32])],
+) -> Vec<i16> {
+    let topics = partitions
         .iter()
-        .map(|m| common::clients::payload_text(m).unwrap_or_default())
+        .map(|(topic, indexes)| {
+            WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(indexes.to_vec())
+        })
+        .collect();
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_transaction_result(commit)
+            .with_coordinator_epoch(coordinator_epoch)
+            .with_topics(topics)]);
+    let response = client.call(&request, WRITE_TXN_MARKERS_VERSION);
+    response.markers[0]
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.iter().map(|p| p.error_code))
         .collect()
 }
 
+/// A read_committed (isolation 1) or read_uncommitted (0) fetch of partition 0.
+fn fetch(client: &mut RawClient, topic: &str, offset: i64, isolation: i8) -> PartitionData {
+    let request = raw::fetch_request(topic, 0, offset, 0, 0).with_isolation_level(isolation);
+    let response = client.call_negotiated(&request, FETCH_VERSION_MAX);
+    raw::single_fetch_partition(&response).clone()
+}
+
+/// (producer id, first offset) of each aborted transaction a read_committed fetch from 0 names.
+fn aborted_from_start(client: &mut RawClient, topic: &str) -> Vec<(i64, i64)> {
+    let data = fetch(client, topic, 0, 1);
+    assert_eq!(data.error_code, error_code::NONE);
+    data.aborted_transactions
+        .unwrap_or_default()
+        .iter()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect()
+}
+
+/// ListOffsets "latest" (-1) of partition 0 at an isolation level.
+fn latest_offset(client: &mut RawClient, topic: &str, isolation: i8) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_isolation_level(isolation)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let response = client.call_negotiated(&request, LIST_OFFSETS_VERSION_MAX);
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(partition.error_code, error_code::NONE, "ListOffsets");
+    partition.offset
+}
+
+/// Every value a consumer with `isolation` reads from the start of
+/// partition 0, expecting `count` of them and then no more.
+fn consume_values(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &[(&str, &str)],
+    count: usize,
+) -> Vec<String> {
+    let consumer = consumer(bootstrap, isolation);
+    assign(&consumer, topic, &[0], Offset::Beginning);
+    let consumed = consume(&consumer, count, CONSUME_WAIT);
+    consumed.expect_count(count);
+    let extra = consume(&consumer, 1, QUIET_WAIT);
+    assert!(
+        extra.messages.is_empty(),
+        "nothing past the {count} expected: {:?}",
+        extra.messages.iter().map(payload_text).collect::<Vec<_>>()
+    );
+    consumed
+        .messages
+        .iter()
+        .map(|m| payload_text(m).unwrap_or_default())
+        .collect()
+}
+
+fn partition_dir(broker: &Broker, topic: &str) -> PathBuf {
+    broker.data_dir().join(format!("{topic}-0"))
+}
+
+fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == extension))
+        .collect();
+    found.sort();
+    found
+}
+
 #[test]
-fn commit_abort_commit_is_seen_by_read_committed_exactly_as_committed() {
+fn read_committed_sees_exactly_the_committed_records_and_read_uncommitted_all() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("txn-commit-abort");
     create_topic(&bootstrap, &topic, 1, &[]);
-    let producer = transactional_producer(&bootstrap, "txn-commit-abort", "60000");
-    let rounds = [("first", true), ("aborted", false), ("second", true)];
-    for (prefix, commit) in rounds {
-        producer.begin_transaction().expect("begin_transaction");
-        send_values(&producer, &topic, &values(prefix, 5));
-        if commit {
-            producer
-                .commit_transaction(WAIT_MAX)
-                .expect("commit_transaction");
-        } else {
-            producer
-                .abort_transaction(WAIT_MAX)
-                .expect("abort_transaction");
-        }
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let mut producer = TxnProducer::new(&mut client);
+
+    producer.send_txn(&mut client, &topic, &["c1-a", "c1-b"]);
+    producer.send_txn(&mut client, &topic, &["c1-c"]);
+    producer.end(&mut client, &topic, true);
+    produce_plain(&mut client, &topic, &["plain-1"]);
+    producer.send_txn(&mut client, &topic, &["a2-a", "a2-b"]);
+    producer.end(&mut client, &topic, false);
+    producer.send_txn(&mut client, &topic, &["c3-a"]);
+    producer.end(&mut client, &topic, true);
+
+    let committed = consume_values(&bootstrap, &topic, READ_COMMITTED, 5);
+    assert_eq!(committed, ["c1-a", "c1-b", "c1-c", "plain-1", "c3-a"]);
+    let all = consume_values(&bootstrap, &topic, READ_UNCOMMITTED, 7);
+    assert_eq!(
+        all,
+        ["c1-a", "c1-b", "c1-c", "plain-1", "a2-a", "a2-b", "c3-a"]
+    );
+    // The aborted transaction started at offset 5 (0-2 data, 3 marker, 4 plain).
+    assert_eq!(
+        aborted_from_start(&mut client, &topic),
+        vec![(producer.id, 5)]
+    );
+    let uncommitted = fetch(&mut client, &topic, 0, 0);
+    assert!(
+        uncommitted.aborted_transactions.is_none(),
+        "read_uncommitted gets no aborted list"
+    );
+}
+
+#[test]
+fn an_open_transaction_holds_the_last_stable_offset_until_its_marker() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("txn-lso");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let mut first = TxnProducer::new(&mut client);
+    let mut open = TxnProducer::new(&mut client);
+
+    first.send_txn(&mut client, &topic, &["committed"]);
+    first.end(&mut client, &topic, true);
+    let open_at = open.send_txn(&mut client, &topic, &["pending-a"]);
+    produce_plain(&mut client, &topic, &["after-open"]);
+    open.send_txn(&mut client, &topic, &["pending-b"]);
+
+    let data = fetch(&mut client, &topic, 0, 1);
+    assert_eq!(
+        data.last_stable_offset, open_at,
+        "the open transaction's first offset"
+    );
+    assert_eq!(data.high_watermark, open_at + 3);
+    assert_eq!(latest_offset(&mut client, &topic, 1), open_at);
+    assert_eq!(latest_offset(&mut client, &topic, 0), open_at + 3);
+    let beyond = fetch(&mut client, &topic, open_at, 1);
+    assert!(
+        beyond.records.unwrap_or_default().is_empty(),
+        "read_committed reads nothing at the last stable offset"
+    );
+    assert_eq!(
+        consume_values(&bootstrap, &topic, READ_COMMITTED, 1),
+        ["committed"]
+    );
+
+    open.end(&mut client, &topic, true);
+    let data = fetch(&mut client, &topic, 0, 1);
+    assert_eq!(data.last_stable_offset, data.high_watermark);
+    assert_eq!(
+        latest_offset(&mut client, &topic, 1),
+        latest_offset(&mut client, &topic, 0)
+    );
+    assert_eq!(
+        consume_values(&bootstrap, &topic, READ_COMMITTED, 4),
+        ["committed", "pending-a", "after-open", "pending-b"]
+    );
+}
+
+/// An aborted and an open transaction on a topic of small segments; returns
+/// (producer of the open one, its first offset, producer id of the aborted one,
+/// its first offset).
+fn aborted_then_open(client: &mut RawClient, topic: &str) -> (TxnProducer, i64, i64, i64) {
+    let mut aborted = TxnProducer::new(client);
+    let aborted_at = aborted.send_txn(client, topic, &["gone-a", "gone-b"]);
+    aborted.send_txn(client, topic, &["gone-c"]);
+    aborted.end(client, topic, false);
+    // Enough to roll 4 KiB segments twice after the abort marker.
+    for i in 0..PLAIN_AFTER_ABORT {
+        produce_plain(client, topic, &[&format!("plain-{i}-{}", "x".repeat(200))]);
     }
-    let mut committed = values("first", 5);
-    committed.extend(values("second", 5));
-    assert_eq!(
-        read(&bootstrap, &topic, "read_committed", 10, WAIT_MAX),
-        committed
-    );
-    let all = read(&bootstrap, &topic, "read_uncommitted", 15, WAIT_MAX);
-    assert_eq!(all.len(), 15, "read_uncommitted sees every record: {all:?}");
-    // An open transaction is invisible to read_committed until it commits.
-    producer.begin_transaction().expect("begin_transaction");
-    send_values(&producer, &topic, &values("open", 3));
-    let seen = read(&bootstrap, &topic, "read_committed", 13, QUIET_WAIT);
-    assert_eq!(seen, committed, "an open transaction stays invisible");
-    producer
-        .commit_transaction(WAIT_MAX)
-        .expect("commit_transaction");
-    committed.extend(values("open", 3));
-    assert_eq!(
-        read(&bootstrap, &topic, "read_committed", 13, WAIT_MAX),
-        committed
-    );
-}
-
-/// One consume -> transform -> produce round: reads `input`'s records from
-/// `position`, writes them upper-cased to `output` and the next position to
-/// `group`, then commits or aborts.
-fn transform_round(
-    producer: &RecordingProducer,
-    bootstrap: &str,
-    (input, output, group): (&str, &str, &str),
-    position: i64,
-    commit: bool,
-) {
-    let source = consumer(bootstrap, &[("isolation.level", "read_committed")]);
-    assign(&source, input, &[0], Offset::Offset(position));
-    let consumed = consume(&source, 5, WAIT_MAX);
-    consumed.expect_count(5);
-    producer.begin_transaction().expect("begin_transaction");
-    let upper: Vec<String> = consumed
-        .messages
-        .iter()
-        .map(|m| {
-            common::clients::payload_text(m)
-                .unwrap_or_default()
-                .to_uppercase()
-        })
-        .collect();
-    send_values(producer, output, &upper);
-    let mut offsets = TopicPartitionList::new();
-    offsets
-        .add_partition_offset(input, 0, Offset::Offset(position + 5))
-        .expect("offset entry");
-    let member = consumer(bootstrap, &[("group.id", group)]);
-    let metadata = member.group_metadata().expect("group metadata");
-    producer
-        .send_offsets_to_transaction(&offsets, &metadata, WAIT_MAX)
-        .expect("send_offsets_to_transaction");
-    if commit {
-        producer
-            .commit_transaction(WAIT_MAX)
-            .expect("commit_transaction");
-    } else {
-        producer
-            .abort_transaction(WAIT_MAX)
-            .expect("abort_transaction");
-    }
+    let mut open = TxnProducer::new(client);
+    let open_at = open.send_txn(client, topic, &["kept-a"]);
+    (open, open_at, aborted.id, aborted_at)
 }
 
 #[test]
-fn consume_transform_produce_commits_offsets_and_output_together() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let input = unique_topic("txn-input");
-    let output = unique_topic("txn-output");
-    let group = "txn-transform";
-    create_topic(&bootstrap, &input, 1, &[]);
-    create_topic(&bootstrap, &output, 1, &[]);
-    let (plain, _log) = producer(&bootstrap, &[]);
-    send_values(&plain, &input, &values("in", 10));
-    let producer = transactional_producer(&bootstrap, "txn-transform", "60000");
-    let topics = (input.as_str(), output.as_str(), group);
-
-    transform_round(&producer, &bootstrap, topics, 0, false);
-    assert_eq!(
-        committed_offsets(&bootstrap, group, &input, 1),
-        vec![-1],
-        "an aborted round commits no offsets"
-    );
-    assert!(read(&bootstrap, &output, "read_committed", 1, QUIET_WAIT).is_empty());
-
-    transform_round(&producer, &bootstrap, topics, 0, true);
-    assert_eq!(committed_offsets(&bootstrap, group, &input, 1), vec![5]);
-    assert_eq!(
-        read(&bootstrap, &output, "read_committed", 5, WAIT_MAX),
-        (0..5).map(|i| format!("IN-{i}")).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-fence");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    let older = transactional_producer(&bootstrap, "txn-fence", "60000");
-    older.begin_transaction().expect("begin_transaction");
-    send_values(&older, &topic, &values("older", 4));
-    // The newer producer's init aborts the older one's open transaction.
-    let newer = transactional_producer(&bootstrap, "txn-fence", "60000");
-    let fenced = older.commit_transaction(WAIT_MAX);
-    assert!(fenced.is_err(), "the older producer is fenced: {fenced:?}");
-    newer.begin_transaction().expect("begin_transaction");
-    send_values(&newer, &topic, &values("newer", 2));
-    newer
-        .commit_transaction(WAIT_MAX)
-        .expect("commit_transaction");
-    assert_eq!(
-        read(&bootstrap, &topic, "read_committed", 6, QUIET_WAIT),
-        values("newer", 2),
-        "the fenced producer's transaction was aborted"
-    );
-}
-
-#[test]
-fn a_producer_that_stops_mid_transaction_is_aborted_after_its_timeout() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-timeout");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    let stopped = transactional_producer(&bootstrap, "txn-timeout", "2000");
-    stopped.begin_transaction().expect("begin_transaction");
-    send_values(&stopped, &topic, &values("stopped", 3));
-    // The producer goes away without ending its transaction.
-    std::mem::forget(stopped);
-    let mut client = RawClient::connect_negotiated(broker.addr());
-    let aborted = wait_until(WAIT_MAX, || {
-        describe(&mut client, "txn-timeout").1 == "CompleteAbort"
-    });
-    assert!(aborted, "the coordinator aborted the timed-out transaction");
-    // The LSO moved on: a later committed record is visible to read_committed.
-    let (plain, _log) = producer(&bootstrap, &[]);
-    send_values(&plain, &topic, &values("after", 1));
-    assert_eq!(
-        read(&bootstrap, &topic, "read_committed", 1, WAIT_MAX),
-        values("after", 1)
-    );
-}
-
-/// (error code, state name, producer id, epoch) DescribeTransactions reports.
-fn describe(client: &mut RawClient, transactional_id: &str) -> (i16, String, i64, i16) {
-    let request = DescribeTransactionsRequest::default()
-        .with_transactional_ids(vec![TransactionalId(str_bytes(transactional_id))]);
-    let response = client.call_negotiated(&request, 0);
-    let state = &response.transaction_states[0];
-    (
-        state.error_code,
-        state.transaction_state.to_string(),
-        state.producer_id.0,
-        state.producer_epoch,
-    )
-}
-
-/// InitProducerId for a transactional id: (error, producer id, epoch).
-fn init_transactional(
-    client: &mut RawClient,
-    transactional_id: &str,
-    timeout_ms: i32,
-    current: (i64, i16),
-) -> (i16, i64, i16) {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(str_bytes(transactional_id))))
-        .with_transaction_timeout_ms(timeout_ms)
-        .with_producer_id(ProducerId(current.0))
-        .with_producer_epoch(current.1);
-    let response = client.call_negotiated(&request, 5);
-    (
-        response.error_code,
-        response.producer_id.0,
-        response.producer_epoch,
-    )
-}
-
-fn add_partitions(
-    client: &mut RawClient,
-    transactional_id: &str,
-    (id, epoch): (i64, i16),
-    topic: &str,
-) -> i16 {
-    let request = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(str_bytes(transactional_id)))
-        .with_v3_and_below_producer_id(ProducerId(id))
-        .with_v3_and_below_producer_epoch(epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(TopicName(str_bytes(topic)))
-            .with_partitions(vec![0])]);
-    let response = client.call_negotiated(&request, 3);
-    response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
-}
-
-/// EndTxn at `version`: (error, producer id, epoch).
-fn end_txn(
-    client: &mut RawClient,
-    transactional_id: &str,
-    (id, epoch): (i64, i16),
-    commit: bool,
-    version: i16,
-) -> (i16, i64, i16) {
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch)
-        .with_committed(commit);
-    let response = client.call(&request, version);
-    (
-        response.error_code,
-        response.producer_id.0,
-        response.producer_epoch,
-    )
-}
-
-/// One transactional batch of `count` records from the producer.
-fn transactional_batch((id, epoch): (i64, i16), base_sequence: i32, count: usize) -> Bytes {
-    let options = BatchOptions {
-        producer_id: id,
-        producer_epoch: epoch,
-        base_sequence,
-        ..BatchOptions::default()
-    };
-    let mut builder = BatchBuilder::with_capacity(options, count);
-    for i in 0..count {
-        builder.push(
-            None,
-            Some(Bytes::from(format!("raw-{base_sequence}-{i}"))),
-            raw::now_ms(),
-        );
-    }
-    let batch = builder.encode().unwrap_or_else(|error| panic!("{error}"));
-    let mut batch = batch.to_vec();
-    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]])
-        | ATTRIBUTE_TRANSACTIONAL_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    recompute_crc(&mut batch);
-    Bytes::from(batch)
-}
-
-/// The error of a transactional produce of `batch` at `version`.
-fn produce_transactional(
-    client: &mut RawClient,
-    transactional_id: &str,
-    topic: &str,
-    batch: Bytes,
-    version: i16,
-) -> i16 {
-    let request = raw::produce_request(topic, 0, -1, batch)
-        .with_transactional_id(Some(TransactionalId(str_bytes(transactional_id))));
-    let response = client.call(&request, version);
-    raw::single_produce_partition(&response).error_code
-}
-
-#[test]
-fn bad_transactional_input_gets_kafka_errors() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-bad");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    let mut client = RawClient::connect_negotiated(broker.addr());
-    assert_eq!(
-        init_transactional(&mut client, "", 60_000, (-1, -1)).0,
-        INVALID_REQUEST,
-        "an empty transactional id"
-    );
-    assert_eq!(
-        init_transactional(&mut client, "bad", 900_001, (-1, -1)).0,
-        INVALID_TRANSACTION_TIMEOUT
-    );
-    assert_eq!(
-        end_txn(&mut client, "never-initialized", (5, 0), true, 3).0,
-        INVALID_PRODUCER_ID_MAPPING,
-        "EndTxn for an unknown transactional id"
-    );
-    assert_eq!(end_txn(&mut client, "", (5, 0), true, 3).0, INVALID_REQUEST);
-    let (error, id, epoch) = init_transactional(&mut client, "bad", 60_000, (-1, -1));
-    assert_eq!(error, error_code::NONE);
-    // A transactional produce to a partition outside the transaction (V1).
-    let batch = transactional_batch((id, epoch), 0, 3);
-    assert_eq!(
-        produce_transactional(
-            &mut client,
-            "bad",
-            &topic,
-            batch.clone(),
-            PRODUCE_VERSION_MAX
-        ),
-        INVALID_TXN_STATE
-    );
-    assert_eq!(
-        add_partitions(&mut client, "bad", (id, epoch), &topic),
-        error_code::NONE
-    );
-    assert_eq!(
-        produce_transactional(&mut client, "bad", &topic, batch, PRODUCE_VERSION_MAX),
-        error_code::NONE
-    );
-    // A stale epoch: a second init bumps it.
-    let (error, same_id, newer) = init_transactional(&mut client, "bad", 60_000, (-1, -1));
-    assert_eq!((error, same_id), (error_code::NONE, id));
-    assert!(newer > epoch, "the epoch is bumped: {newer} after {epoch}");
-    assert_eq!(
-        add_partitions(&mut client, "bad", (id, epoch), &topic),
-        PRODUCER_FENCED
-    );
-    assert_eq!(
-        end_txn(&mut client, "bad", (id, epoch), true, 1).0,
-        INVALID_PRODUCER_EPOCH,
-        "EndTxn v1 knows no PRODUCER_FENCED"
-    );
-    assert_eq!(
-        end_txn(&mut client, "bad", (id, epoch), true, 3).0,
-        PRODUCER_FENCED
-    );
-    assert_eq!(
-        end_txn(&mut client, "bad", (id, newer), true, 3).0,
-        INVALID_TXN_STATE,
-        "nothing to commit"
-    );
-    // KIP-360: the old epoch is neither the current nor the last one.
-    assert_eq!(
-        init_transactional(&mut client, "bad", 60_000, (id, epoch)).0,
-        PRODUCER_FENCED
-    );
-    assert_eq!(
-        describe(&mut client, "unknown-id").0,
-        TRANSACTIONAL_ID_NOT_FOUND
-    );
-    // Nothing else was disturbed: the id still works.
-    assert_eq!(
-        add_partitions(&mut client, "bad", (id, newer), &topic),
-        error_code::NONE
-    );
-    assert_eq!(
-        end_txn(&mut client, "bad", (id, newer), false, 3).0,
-        error_code::NONE
-    );
-}
-
-#[test]
-fn transactions_v2_add_partitions_implicitly_and_bump_the_epoch_at_every_end() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-v2");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    let mut client = RawClient::connect_negotiated(broker.addr());
-    let versions = client.negotiate();
-    let feature = versions
-        .finalized_features
-        .iter()
-        .find(|f| f.name.as_str() == "transaction.version")
-        .map(|f| f.max_version_level);
-    assert_eq!(feature, Some(2), "transaction.version 2 is finalized");
-    let (error, id, epoch) = init_transactional(&mut client, "v2", 60_000, (-1, -1));
-    assert_eq!(error, error_code::NONE);
-    // Produce v12 adds the partition itself.
-    let batch = transactional_batch((id, epoch), 0, 2);
-    assert_eq!(
-        produce_transactional(&mut client, "v2", &topic, batch, 12),
-        error_code::NONE
-    );
-    assert_eq!(describe(&mut client, "v2").1, "Ongoing");
-    let (error, next_id, next_epoch) = end_txn(&mut client, "v2", (id, epoch), true, 5);
-    assert_eq!(
-        (error, next_id, next_epoch),
-        (error_code::NONE, id, epoch + 1)
-    );
-    // A retry of the same EndTxn is answered the same.
-    assert_eq!(
-        end_txn(&mut client, "v2", (id, epoch), true, 5),
-        (error_code::NONE, id, epoch + 1)
-    );
-    // A late batch of the finished transaction carries the old epoch: fenced.
-    let late = transactional_batch((id, epoch), 2, 1);
-    let late_error = produce_transactional(&mut client, "v2", &topic, late, 12);
-    assert_eq!(late_error, INVALID_PRODUCER_EPOCH);
-    let (error, _, aborted_epoch) = end_txn(&mut client, "v2", (id, epoch + 1), false, 5);
-    assert_eq!(
-        (error, aborted_epoch),
-        (error_code::NONE, epoch + 2),
-        "an empty V2 abort bumps too"
-    );
-}
-
-#[test]
-fn find_coordinator_answers_transactional_ids_at_every_version() {
-    let broker = Broker::start();
-    let mut client = RawClient::connect_negotiated(broker.addr());
-    // FindCoordinator v0 has no key type: it names groups only.
-    for version in 1..=6 {
-        let mut request =
-            FindCoordinatorRequest::default().with_key_type(FIND_COORDINATOR_KEY_TYPE_TRANSACTION);
-        if version >= 4 {
-            request = request.with_coordinator_keys(vec![str_bytes("app-1"), str_bytes("")]);
-        } else {
-            request = request.with_key(str_bytes("app-1"));
-        }
-        let response = client.call(&request, version);
-        if version >= 4 {
-            let coordinators = &response.coordinators;
-            assert_eq!(coordinators[0].error_code, error_code::NONE, "v{version}");
-            assert_eq!(coordinators[0].port, i32::from(broker.port()), "v{version}");
-            assert_eq!(
-                coordinators[1].error_code, INVALID_REQUEST,
-                "v{version}: an empty id"
-            );
-        } else {
-            assert_eq!(response.error_code, error_code::NONE, "v{version}");
-            assert_eq!(response.port, i32::from(broker.port()), "v{version}");
-        }
-    }
-}
-
-#[test]
-fn list_and_describe_transactions_report_states() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-list");
-    create_topic(&bootstrap, &topic, 1, &[]);
-    let mut client = RawClient::connect_negotiated(broker.addr());
-    let (_, id, epoch) = init_transactional(&mut client, "listed-open", 60_000, (-1, -1));
-    assert_eq!(
-        add_partitions(&mut client, "listed-open", (id, epoch), &topic),
-        error_code::NONE
-    );
-    init_transactional(&mut client, "listed-empty", 60_000, (-1, -1));
-    let (error, state, described_id, described_epoch) = describe(&mut client, "listed-open");
-    assert_eq!(
-        (error, state.as_str(), described_id, described_epoch),
-        (0, "Ongoing", id, epoch)
-    );
-    let request = ListTransactionsRequest::default()
-        .with_state_filters(vec![str_bytes("Ongoing"), str_bytes("NoSuchState")]);
-    let response = client.call_negotiated(&request, 1);
-    let listed: Vec<String> = response
-        .transaction_states
-        .iter()
-        .map(|t| t.transactional_id.to_string())
-        .collect();
-    assert_eq!(listed, vec!["listed-open".to_string()]);
-    assert_eq!(
-        response.unknown_state_filters,
-        vec![str_bytes("NoSuchState")]
-    );
-}
-
-#[test]
-fn after_sigkill_every_transaction_is_all_or_nothing_and_the_producer_continues() {
+fn after_sigkill_the_open_and_aborted_transactions_come_back() {
     let mut broker = Broker::start();
     let bootstrap = broker.bootstrap();
-    let topic = unique_topic("txn-sigkill");
-    create_topic(&bootstrap, &topic, 1, &[]);
+    let topic = unique_topic("txn-kill");
+    create_topic(&bootstrap, &topic, 1, &[("segment.bytes", "4096")]);
     let mut client = RawClient::connect_negotiated(broker.addr());
-    let (_, id, epoch) = init_transactional(&mut client, "killed", 60_000, (-1, -1));
-    // Transaction 1 committed; transaction 2 open when the broker dies.
-    assert_eq!(
-        add_partitions(&mut client, "killed", (id, epoch), &topic),
-        0
+    let (mut open, open_at, aborted_id, aborted_at) = aborted_then_open(&mut client, &topic);
+    assert!(
+        files_with(&partition_dir(&broker, &topic), "log").len() > 2,
+        "the segments rolled"
     );
-    assert_eq!(
-        produce_transactional(
-            &mut client,
-            "killed",
-            &topic,
-            transactional_batch((id, epoch), 0, 3),
-            PRODUCE_VERSION_MAX
-        ),
-        0
-    );
-    assert_eq!(end_txn(&mut client, "killed", (id, epoch), true, 3).0, 0);
-    assert_eq!(
-        add_partitions(&mut client, "killed", (id, epoch), &topic),
-        0
-    );
-    assert_eq!(
-        produce_transactional(
-            &mut client,
-            "killed",
-            &topic,
-            transactional_batch((id, epoch), 3, 2),
-            PRODUCE_VERSION_MAX
-        ),
-        0
-    );
+    drop(client);
     broker.kill9();
     broker.start_again();
+
     let mut client = RawClient::connect_negotiated(broker.addr());
+    let data = fetch(&mut client, &topic, 0, 1);
     assert_eq!(
-        describe(&mut client, "killed").1,
-        "Ongoing",
-        "the open transaction survived the crash"
-    );
-    // The same producer continues (KIP-360 with its id and epoch): its open
-    // transaction is aborted first.
-    let (error, same_id, next_epoch) =
-        init_transactional(&mut client, "killed", 60_000, (id, epoch));
-    assert_eq!((error, same_id), (error_code::NONE, id));
-    assert_eq!(
-        add_partitions(&mut client, "killed", (id, next_epoch), &topic),
-        0
+        data.last_stable_offset, open_at,
+        "the open transaction holds the LSO"
     );
     assert_eq!(
-        produce_transactional(
-            &mut client,
-            "killed",
-            &topic,
-            transactional_batch((id, next_epoch), 0, 4),
-            PRODUCE_VERSION_MAX
-        ),
-        0
+        aborted_from_start(&mut client, &topic),
+        vec![(aborted_id, aborted_at)]
     );
-    // EndTxn, then SIGKILL before or while its markers are written.
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(str_bytes("killed")))
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(next_epoch)
-        .with_committed(true);
-    client.frame(&request, 3);
-    std::thread::sleep(Duration::from_millis(5));
-    broker.kill9();
-    broker.start_again();
+    assert_eq!(
+        consume_values(&bootstrap, &topic, READ_COMMITTED, PLAIN_AFTER_ABORT).len(),
+        PLAIN_AFTER_ABORT
+    );
+    // The same producer continues its transaction and commits it.
+    open.send_txn(&mut client, &topic, &["kept-b"]);
+    open.end(&mut client, &topic, true);
+    let values = consume_values(&bootstrap, &topic, READ_COMMITTED, PLAIN_AFTER_ABORT + 2);
+    assert_eq!(&values[PLAIN_AFTER_ABORT..], ["kept-a", "kept-b"]);
+    assert!(values.iter().all(|v| !v.starts_with("gone")));
+}
+
+#[test]
+fn lost_txnindex_and_snapshot_files_are_rebuilt_from_the_log() {
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("txn-rebuild");
+    create_topic(&bootstrap, &topic, 1, &[("segment.bytes", "4096")]);
     let mut client = RawClient::connect_negotiated(broker.addr());
-    let decided = wait_until(WAIT_MAX, || {
-        let state = describe(&mut client, "killed").1;
-        state == "CompleteCommit" || state == "CompleteAbort" || state == "Ongoing"
-    });
-    assert!(decided);
-    let state = describe(&mut client, "killed").1;
-    let consumed = read(&bootstrap, &topic, "read_committed", 7, QUIET_WAIT);
-    let first: Vec<String> = (0..3).map(|i| format!("raw-0-{i}")).collect();
-    let third: Vec<String> = (0..4).map(|i| format!("raw-0-{i}")).collect();
-    match state.as_str() {
-        "CompleteCommit" => assert_eq!(consumed, [first, third].concat()),
-        _ => assert_eq!(consumed, first, "state {state}"),
+    let (_open, open_at, aborted_id, aborted_at) = aborted_then_open(&mut client, &topic);
+    drop(client);
+    let dir = partition_dir(&broker, &topic);
+    for lost in [&["txnindex"][..], &["txnindex", "snapshot"]] {
+        broker.stop();
+        let indexes = files_with(&dir, "txnindex");
+        assert!(
+            indexes
+                .iter()
+                .any(|path| std::fs::metadata(path).is_ok_and(|m| m.len() == 34)),
+            "the segment holding the abort marker has one 34-byte entry: {indexes:?}"
+        );
+        for extension in lost {
+            for path in files_with(&dir, extension) {
+                std::fs::remove_file(&path).unwrap_or_else(|error| panic!("{error}"));
+            }
+        }
+        broker.start_again();
+
+        let mut client = RawClient::connect_negotiated(broker.addr());
+        assert_eq!(
+            fetch(&mut client, &topic, 0, 1).last_stable_offset,
+            open_at,
+            "LSO after losing {lost:?}"
+        );
+        assert_eq!(
+            aborted_from_start(&mut client, &topic),
+            vec![(aborted_id, aborted_at)],
+            "aborted transactions after losing {lost:?}"
+        );
+        let values = consume_values(&bootstrap, &topic, READ_COMMITTED, PLAIN_AFTER_ABORT);
+        assert!(values.iter().all(|v| v.starts_with("plain")));
+        assert!(
+            !files_with(&dir, "txnindex").is_empty(),
+            "the rebuilt indexes are written again"
+        );
     }
 }
 
-const KAFKA_PYTHON_TRANSACTIONS: &str = r#"
+#[test]
+fn markers_and_transactional_batches_get_kafkas_errors_for_bad_input() {
+    let broker = Broker::start();
+    let topic = unique_topic("txn-bad-input");
+    create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let mut producer = TxnProducer::new(&mut client);
+
+    assert_eq!(
+        write_markers(
+            &mut client,
+            producer.id,
+            0,
+            0,
+            true,
+            &[("no-such-topic", &[0]), (&topic, &[7])]
+        ),
+        vec![error_code::UNKNOWN_TOPIC_OR_PARTITION; 2]
+    );
+    producer.send_txn(&mut client, &topic, &["a"]);
+    let (code, _) = producer.send(&mut client, &topic, false, &["plain inside"]);
+    assert_eq!(
+        code, INVALID_TXN_STATE,
+        "a plain batch inside the open transaction"
+    );
+    // KIP-890: the marker carries the bumped epoch; the old epoch is fenced after it.
+    assert_eq!(
+        write_markers(&mut client, producer.id, 1, 3, true, &[(&topic, &[0])]),
+        vec![error_code::NONE]
+    );
+    assert_eq!(
+        write_markers(&mut client, producer.id, 0, 3, false, &[(&topic, &[0])]),
+        vec![INVALID_PRODUCER_EPOCH],
+        "a marker with an older producer epoch"
+    );
+    assert_eq!(
+        write_markers(&mut client, producer.id, 1, 2, false, &[(&topic, &[0])]),
+        vec![TRANSACTION_COORDINATOR_FENCED],
+        "a marker from an older coordinator epoch"
+    );
+    let (code, _) = producer.send(&mut client, &topic, true, &["late"]);
+    assert_eq!(
+        code, INVALID_PRODUCER_EPOCH,
+        "a late batch of the ended epoch"
+    );
+    // The coordinator still has the transaction open: a new producer
+    // session aborts it and continues at a later epoch.
+    producer.reinit(&mut client);
+    producer.send_txn(&mut client, &topic, &["next transaction"]);
+
+    // Only the broker writes control batches.
+    let mut control = ringlog::storage::control::marker_batch(
+        &ringlog::storage::TxnMarker {
+            producer_id: producer.id,
+            producer_epoch: 1,
+            coordinator_epoch: 3,
+            result: ringlog::storage::TxnResult::Commit,
+        },
+        raw::now_ms(),
+    );
+    let request = raw::produce_request(&topic, 0, -1, std::mem::take(&mut control));
+    let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
+    assert_eq!(
+        raw::single_produce_partition(&response).error_code,
+        error_code::INVALID_RECORD
+    );
+
+    // A WriteTxnMarkers body cut short closes the connection, as Kafka does.
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()]);
+    let (_, frame) = client.frame(&request, WRITE_TXN_MARKERS_VERSION);
+    let mut cut = frame[..frame.len() - 3].to_vec();
+    let length = (cut.len() - 4) as i32;
+    cut[..4].copy_from_slice(&length.to_be_bytes());
+    client
+        .write_raw(&cut)
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        client.peer_state(Duration::from_secs(5)),
+        raw::PeerState::Closed
+    );
+    assert!(broker.logged_panic().is_none());
+}
+
+const KAFKA_PYTHON_READ_COMMITTED: &str = r#"
 import sys
-from kafka import KafkaProducer, KafkaConsumer
-bootstrap, topic = sys.argv[1], sys.argv[2]
-producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="kafka-python-txn")
-producer.init_transactions()
-producer.begin_transaction()
-for i in range(3):
-    producer.send(topic, value=b"kept-%d" % i, partition=0)
-producer.commit_transaction()
-producer.begin_transaction()
-for i in range(2):
-    producer.send(topic, value=b"dropped-%d" % i, partition=0)
-producer.abort_transaction()
-producer.close()
-consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                         isolation_level="read_committed", consumer_timeout_ms=5000)
-values = [m.value.decode() for m in consumer]
-print(" ".join(values))
+from kafka import KafkaConsumer, TopicPartition
+bootstrap, topic, isolation = sys.argv[1], sys.argv[2], sys.argv[3]
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         consumer_timeout_ms=5000)
+consumer.assign([TopicPartition(topic, 0)])
+print(" ".join(message.value.decode() for message in consumer))
+consumer.close()
 "#;
 
 #[test]
-fn kafka_python_commits_and_aborts_transactions() {
-    let test = "kafka_python_commits_and_aborts_transactions";
+fn kafka_python_read_committed_skips_aborted_records() {
+    let test = "kafka_python_read_committed_skips_aborted_records";
     let Some(python) = python_with(test, &["kafka"]) else {
         return;
     };
@@ -696,6 +580,26 @@ fn kafka_python_commits_and_aborts_transactions() {
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("txn-kafka-python");
     create_topic(&bootstrap, &topic, 1, &[]);
-    let output = run_script(&python, KAFKA_PYTHON_TRANSACTIONS, &[&bootstrap, &topic]);
-    assert_eq!(output.trim(), "kept-0 kept-1 kept-2");
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let mut producer = TxnProducer::new(&mut client);
+    producer.send_txn(&mut client, &topic, &["c1", "c2"]);
+    producer.end(&mut client, &topic, true);
+    producer.send_txn(&mut client, &topic, &["a1"]);
+    producer.end(&mut client, &topic, false);
+    producer.send_txn(&mut client, &topic, &["c3"]);
+    producer.end(&mut client, &topic, true);
+    producer.send_txn(&mut client, &topic, &["open"]);
+
+    let committed = run_script(
+        &python,
+        KAFKA_PYTHON_READ_COMMITTED,
+        &[&bootstrap, &topic, "read_committed"],
+    );
+    assert_eq!(committed.trim(), "c1 c2 c3");
+    let all = run_script(
+        &python,
+        KAFKA_PYTHON_READ_COMMITTED,
+        &[&bootstrap, &topic, "read_uncommitted"],
+    );
+    assert_eq!(all.trim(), "c1 c2 a1 c3 open");
 }

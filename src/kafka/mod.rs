@@ -27,6 +27,7 @@ pub mod sasl;
 pub mod scram_users;
 pub mod session;
 pub mod transactions;
+pub mod txn_markers;
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -84,6 +85,7 @@ register_apis! {
     transactions::TxnOffsetCommit,
     transactions::DescribeTransactions,
     transactions::ListTransactions,
+    txn_markers::WriteTxnMarkers,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

@@ -153,7 +153,9 @@ pub async fn handle_describe_producers(
                                 .with_last_sequence(entry.last_batch().map_or(-1, |b| b.last_seq))
                                 .with_last_timestamp(entry.last_timestamp_ms)
                                 .with_coordinator_epoch(entry.coordinator_epoch)
-                                .with_current_txn_start_offset(-1)
+                                .with_current_txn_start_offset(
+                                    entry.current_txn_first_offset.map_or(-1, |o| o.get()),
+                                )
                         })
                         .collect(),
                 ),

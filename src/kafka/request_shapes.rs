@@ -56,6 +56,7 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
             describe_transactions_describe_transactions_request(w, version)
         }
         ApiKey::ListTransactions => list_transactions_list_transactions_request(w, version),
+        ApiKey::WriteTxnMarkers => write_txn_markers_write_txn_markers_request(w, version),
         _ => return None,
     })
 }
@@ -1779,6 +1780,44 @@ fn list_transactions_list_transactions_request(
     if version >= 2 {
         w.compact_string()?;
     }
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    w.fixed(1)?;
+    w.compact_array(|w| write_txn_markers_writable_txn_marker_topic(w, version))?;
+    w.fixed(4)?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_write_txn_markers_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| write_txn_markers_writable_txn_marker(w, version))?;
     w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }
