@@ -18,6 +18,9 @@ pub mod producer_ids;
 pub mod record;
 pub mod state;
 
+#[cfg(test)]
+mod tests;
+
 pub use coordinator::{
     Completion, EndOutcome, InitOutcome, ListFilter, ListedTxn, TxnConfig, TxnCoordinator,
 };
