@@ -11,13 +11,19 @@ use std::path::PathBuf;
 use common::python::{python_with, run_script};
 use common::raw::{plain_login, RawClient};
 use common::{free_port, Broker};
-use kafka_protocol::messages::{CreateAclsRequest, InitProducerIdRequest, ProducerId};
+use kafka_protocol::messages::{
+    CreateAclsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, ProducerId, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
 
 const ADMIN: &str = "admin";
 const ALICE: &str = "alice";
 /// SECURITY_DISABLED: ACL requests to a broker without an authorizer.
 const SECURITY_DISABLED: i16 = 54;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const INVALID_TXN_STATE: i16 = 48;
 
 /// The error code of an idempotent (non-transactional) InitProducerId from `user`.
 fn init_producer_id(bootstrap: &str, user: &str) -> i16 {
@@ -55,6 +61,7 @@ fn authorizing_broker() -> (Broker, String) {
 /// One client action as a user; prints one line per result. Actions:
 /// `topics`, `create T...`, `produce T...`, `consume GROUP T`,
 /// `allow|deny OP PATTERN NAME` (a TOPIC ACL for alice), `allow-group GROUP`,
+/// `allow-transactional-id ID` (WRITE for alice),
 /// `acls`, `delete-deny`.
 const CLIENT: &str = r#"
 import sys
@@ -108,6 +115,12 @@ elif action in ("allow", "deny"):
 elif action == "allow-group":
     binding = AclBinding(ResourceType.GROUP, args[0], ResourcePatternType.LITERAL, "User:alice", "*",
                          AclOperation.READ, AclPermissionType.ALLOW)
+    for future in admin.create_acls([binding]).values():
+        future.result(timeout=20)
+    print("created")
+elif action == "allow-transactional-id":
+    binding = AclBinding(ResourceType.TRANSACTIONAL_ID, args[0], ResourcePatternType.LITERAL,
+                         "User:alice", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
     for future in admin.create_acls([binding]).values():
         future.result(timeout=20)
     print("created")
@@ -303,4 +316,66 @@ fn acl_requests_without_an_authorizer_answer_security_disabled() {
     let request = CreateAclsRequest::default().with_creations(vec![Default::default()]);
     let response = client.call(&request, 3);
     assert_eq!(response.results[0].error_code, SECURITY_DISABLED);
+}
+
+/// The error codes `user` gets for `transactional_id` from InitProducerId,
+/// FindCoordinator, DescribeTransactions and EndTxn (commit of nothing).
+fn transactional_errors(bootstrap: &str, user: &str, transactional_id: &str) -> [i16; 4] {
+    let addr = bootstrap.parse().expect("SASL listener address");
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let id = TransactionalId(StrBytes::from_string(transactional_id.to_string()));
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let init = client.call(&init, 4);
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_key(id.0.clone());
+    let find = client.call(&find, 3).error_code;
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+    let describe = client.call(&describe, 0).transaction_states[0].error_code;
+    let end = EndTxnRequest::default()
+        .with_transactional_id(id)
+        .with_producer_id(init.producer_id)
+        .with_producer_epoch(init.producer_epoch)
+        .with_committed(true);
+    let end = client.call(&end, 3).error_code;
+    [init.error_code, find, describe, end]
+}
+
+#[test]
+fn transactional_apis_need_acls_on_the_transactional_id() {
+    let test = "transactional_apis_need_acls_on_the_transactional_id";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (_broker, bootstrap) = authorizing_broker();
+    let refused = [TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 4];
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "payments-app"),
+        refused
+    );
+    assert_eq!(
+        transactional_errors(&bootstrap, ADMIN, "payments-app"),
+        [0, 0, 0, INVALID_TXN_STATE],
+        "a super user may; there is nothing to commit"
+    );
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "allow-transactional-id",
+        &["payments-app"],
+    );
+    // WRITE on the id, which implies DESCRIBE (Kafka's implied operations).
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "payments-app"),
+        [0, 0, 0, INVALID_TXN_STATE]
+    );
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "other-app"),
+        refused
+    );
 }
