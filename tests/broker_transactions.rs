@@ -15,16 +15,15 @@ use bytes::Bytes;
 use common::clients::{assign, consume, consumer, create_topic, payload_text};
 use common::python::{python_with, run_script};
 use common::raw::{self, error_code, RawClient, FETCH_VERSION_MAX, PRODUCE_VERSION_MAX};
+use common::txn::{add_partitions, end_txn, init_transactional, str_bytes, transactional_id};
 use common::{unique_topic, Broker};
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ListOffsetsRequest,
-    ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
+    InitProducerIdRequest, ListOffsetsRequest, ProducerId, TopicName, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::Offset;
@@ -50,18 +49,9 @@ static NEXT_TRANSACTIONAL_ID: std::sync::atomic::AtomicUsize =
 
 /// (producer id, epoch) from InitProducerId for `transactional_id`.
 fn init_producer_id(client: &mut RawClient, transactional_id: &str) -> (i64, i16) {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(str_bytes(transactional_id))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let response = client.call_negotiated(&request, 5);
-    assert_eq!(response.error_code, error_code::NONE, "InitProducerId");
-    (response.producer_id.0, response.producer_epoch)
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
+    let (error, id, epoch) = init_transactional(client, transactional_id, 60_000, (-1, -1));
+    assert_eq!(error, error_code::NONE, "InitProducerId");
+    (id, epoch)
 }
 
 /// One transactional producer's batches to partition 0, its sequence
@@ -98,17 +88,9 @@ impl TxnProducer {
 
     /// Adds partition 0 of `topic` to the producer's transaction.
     fn add_partition(&self, client: &mut RawClient, topic: &str) {
-        let request = AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(str_bytes(&self.transactional_id)))
-            .with_v3_and_below_producer_id(ProducerId(self.id))
-            .with_v3_and_below_producer_epoch(self.epoch)
-            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(str_bytes(topic)))
-                .with_partitions(vec![0])]);
-        let response = client.call_negotiated(&request, 3);
-        let code =
-            response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
-        assert_eq!(code, error_code::NONE, "AddPartitionsToTxn");
+        let producer = (self.id, self.epoch);
+        let codes = add_partitions(client, &self.transactional_id, producer, topic, &[0]);
+        assert_eq!(codes, vec![error_code::NONE], "AddPartitionsToTxn");
     }
 
     /// Produces one batch with `values`; returns (error code, base offset).
@@ -124,7 +106,7 @@ impl TxnProducer {
         }
         let batch = batch(self.id, self.epoch, self.sequence, transactional, values);
         let request = raw::produce_request(topic, 0, -1, batch)
-            .with_transactional_id(Some(TransactionalId(str_bytes(&self.transactional_id))));
+            .with_transactional_id(Some(transactional_id(&self.transactional_id)));
         let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
         let answer = raw::single_produce_partition(&response);
         if answer.error_code == error_code::NONE {
@@ -146,17 +128,9 @@ impl TxnProducer {
 
     /// Ends the open transaction with EndTxn: the coordinator writes the markers.
     fn end(&self, client: &mut RawClient, _topic: &str, commit: bool) {
-        let request = EndTxnRequest::default()
-            .with_transactional_id(TransactionalId(str_bytes(&self.transactional_id)))
-            .with_producer_id(ProducerId(self.id))
-            .with_producer_epoch(self.epoch)
-            .with_committed(commit);
-        let response = client.call_negotiated(&request, 3);
-        assert_eq!(
-            response.error_code,
-            error_code::NONE,
-            "EndTxn: the markers are written"
-        );
+        let producer = (self.id, self.epoch);
+        let (code, _, _) = end_txn(client, &self.transactional_id, producer, commit, 3);
+        assert_eq!(code, error_code::NONE, "EndTxn: the markers are written");
     }
 }
 

@@ -16,8 +16,13 @@ use common::clients::{
 };
 use common::python::{python_with, run_script};
 use common::raw::{self, error_code, RawClient, PRODUCE_VERSION_MAX};
+use common::txn::{
+    add_partitions, end_txn, end_txn_request, init_transactional, str_bytes, transactional_id,
+};
 use common::{unique_topic, wait_until, Broker};
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest,
@@ -41,10 +46,6 @@ const FIND_COORDINATOR_KEY_TYPE_TRANSACTION: i8 = 1;
 const WAIT_MAX: Duration = Duration::from_secs(30);
 /// A read_committed consumer's wait for records that must not arrive.
 const QUIET_WAIT: Duration = Duration::from_secs(3);
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
 
 /// An rdkafka transactional producer, initialized.
 fn transactional_producer(
@@ -286,64 +287,6 @@ fn describe(client: &mut RawClient, transactional_id: &str) -> (i16, String, i64
     )
 }
 
-/// InitProducerId for a transactional id: (error, producer id, epoch).
-fn init_transactional(
-    client: &mut RawClient,
-    transactional_id: &str,
-    timeout_ms: i32,
-    current: (i64, i16),
-) -> (i16, i64, i16) {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(str_bytes(transactional_id))))
-        .with_transaction_timeout_ms(timeout_ms)
-        .with_producer_id(ProducerId(current.0))
-        .with_producer_epoch(current.1);
-    let response = client.call_negotiated(&request, 5);
-    (
-        response.error_code,
-        response.producer_id.0,
-        response.producer_epoch,
-    )
-}
-
-fn add_partitions(
-    client: &mut RawClient,
-    transactional_id: &str,
-    (id, epoch): (i64, i16),
-    topic: &str,
-) -> i16 {
-    let request = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(str_bytes(transactional_id)))
-        .with_v3_and_below_producer_id(ProducerId(id))
-        .with_v3_and_below_producer_epoch(epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(TopicName(str_bytes(topic)))
-            .with_partitions(vec![0])]);
-    let response = client.call_negotiated(&request, 3);
-    response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
-}
-
-/// EndTxn at `version`: (error, producer id, epoch).
-fn end_txn(
-    client: &mut RawClient,
-    transactional_id: &str,
-    (id, epoch): (i64, i16),
-    commit: bool,
-    version: i16,
-) -> (i16, i64, i16) {
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch)
-        .with_committed(commit);
-    let response = client.call(&request, version);
-    (
-        response.error_code,
-        response.producer_id.0,
-        response.producer_epoch,
-    )
-}
-
 /// One transactional batch of `count` records from the producer.
 fn transactional_batch((id, epoch): (i64, i16), base_sequence: i32, count: usize) -> Bytes {
     let options = BatchOptions {
@@ -412,7 +355,7 @@ fn bad_transactional_input_gets_kafka_errors() {
         INVALID_TXN_STATE
     );
     assert_eq!(
-        add_partitions(&mut client, "bad", (id, epoch), &topic),
+        add_partitions(&mut client, "bad", (id, epoch), &topic, &[0])[0],
         error_code::NONE
     );
     assert_eq!(
@@ -424,7 +367,7 @@ fn bad_transactional_input_gets_kafka_errors() {
     assert_eq!((error, same_id), (error_code::NONE, id));
     assert!(newer > epoch, "the epoch is bumped: {newer} after {epoch}");
     assert_eq!(
-        add_partitions(&mut client, "bad", (id, epoch), &topic),
+        add_partitions(&mut client, "bad", (id, epoch), &topic, &[0])[0],
         PRODUCER_FENCED
     );
     assert_eq!(
@@ -452,7 +395,7 @@ fn bad_transactional_input_gets_kafka_errors() {
     );
     // Nothing else was disturbed: the id still works.
     assert_eq!(
-        add_partitions(&mut client, "bad", (id, newer), &topic),
+        add_partitions(&mut client, "bad", (id, newer), &topic, &[0])[0],
         error_code::NONE
     );
     assert_eq!(
@@ -466,7 +409,7 @@ fn transactions_v2_add_partitions_implicitly_and_bump_the_epoch_at_every_end() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique_topic("txn-v2");
-    create_topic(&bootstrap, &topic, 1, &[]);
+    create_topic(&bootstrap, &topic, 2, &[]);
     let mut client = RawClient::connect_negotiated(broker.addr());
     let versions = client.negotiate();
     let feature = versions
@@ -484,6 +427,31 @@ fn transactions_v2_add_partitions_implicitly_and_bump_the_epoch_at_every_end() {
         error_code::NONE
     );
     assert_eq!(describe(&mut client, "v2").1, "Ongoing");
+    // AddPartitionsToTxn v4+ verify-only (KIP-890, a broker's check):
+    // partition 0 is in the transaction, partition 1 is not.
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(transactional_id("v2"))
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(str_bytes(&topic)))
+                .with_partitions(vec![0, 1])]),
+    ]);
+    let response = client.call(&verify, 4);
+    assert_eq!(response.error_code, error_code::NONE);
+    let verified: Vec<i16> = response.results_by_transaction[0].topic_results[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect();
+    assert_eq!(verified, vec![error_code::NONE, INVALID_TXN_STATE]);
+    assert_eq!(
+        describe(&mut client, "v2").1,
+        "Ongoing",
+        "verifying adds nothing"
+    );
     let (error, next_id, next_epoch) = end_txn(&mut client, "v2", (id, epoch), true, 5);
     assert_eq!(
         (error, next_id, next_epoch),
@@ -544,7 +512,7 @@ fn list_and_describe_transactions_report_states() {
     let mut client = RawClient::connect_negotiated(broker.addr());
     let (_, id, epoch) = init_transactional(&mut client, "listed-open", 60_000, (-1, -1));
     assert_eq!(
-        add_partitions(&mut client, "listed-open", (id, epoch), &topic),
+        add_partitions(&mut client, "listed-open", (id, epoch), &topic, &[0])[0],
         error_code::NONE
     );
     init_transactional(&mut client, "listed-empty", 60_000, (-1, -1));
@@ -580,21 +548,14 @@ struct RawTxn<'a> {
 impl RawTxn<'_> {
     /// Adds both partitions and writes `count` records to each.
     fn write(&mut self, client: &mut RawClient, count: usize) {
-        let request = AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(str_bytes(self.transactional_id)))
-            .with_v3_and_below_producer_id(ProducerId(self.producer.0))
-            .with_v3_and_below_producer_epoch(self.producer.1)
-            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(str_bytes(self.topic)))
-                .with_partitions(vec![0, 1])]);
-        let response = client.call_negotiated(&request, 3);
-        for result in &response.results_by_topic_v3_and_below[0].results_by_partition {
-            assert_eq!(
-                result.partition_error_code,
-                error_code::NONE,
-                "AddPartitionsToTxn"
-            );
-        }
+        let added = add_partitions(
+            client,
+            self.transactional_id,
+            self.producer,
+            self.topic,
+            &[0, 1],
+        );
+        assert_eq!(added, vec![error_code::NONE; 2], "AddPartitionsToTxn");
         for partition in 0..2 {
             let sequence = self.sequences[partition];
             let batch = transactional_batch(self.producer, sequence, count);
@@ -684,12 +645,7 @@ fn after_sigkill_every_transaction_is_all_or_nothing_and_the_producer_continues(
 
     // Transaction 3: EndTxn, then SIGKILL before, while or after its markers are written.
     txn.write(&mut client, 4);
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(str_bytes("killed")))
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch)
-        .with_committed(true);
-    client.frame(&request, 3);
+    client.frame(&end_txn_request("killed", (id, epoch), true), 3);
     std::thread::sleep(Duration::from_millis(2));
     broker.kill9();
     broker.start_again();

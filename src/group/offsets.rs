@@ -48,6 +48,28 @@ impl GroupCoordinator {
         let group_check = self.validate_commit(&req);
         let now = now_ms();
         let expire_timestamp_ms = req.retention_ms.map(|ms| now.saturating_add(ms));
+        let (writes, mut outcomes) =
+            self.accepted_writes(&req, topics, group_check, now, expire_timestamp_ms);
+        if let (Ok(incarnation), false) = (group_check, writes.is_empty()) {
+            if let Err(error) = self.write_offsets(&req.group_id, incarnation, writes).await {
+                tracing::warn!(group = %req.group_id, %error, "offset commit failed");
+                // Not durable: the partitions accepted above are not committed.
+                refuse_accepted(&mut outcomes, error.group_error());
+            }
+        }
+        outcomes
+    }
+
+    /// The offsets of `req` to write, and each partition's outcome: the
+    /// group's check (`group_check`), then the partition's own.
+    pub(super) fn accepted_writes(
+        &self,
+        req: &CommitRequest,
+        topics: &dyn TopicCatalog,
+        group_check: Result<u64, GroupError>,
+        now: i64,
+        expire_timestamp_ms: Option<i64>,
+    ) -> (Vec<OffsetWrite>, Vec<TopicOutcome>) {
         let mut writes = Vec::new();
         let mut outcomes = Vec::with_capacity(req.topics.len());
         for topic in &req.topics {
@@ -79,17 +101,10 @@ impl GroupCoordinator {
                 partitions,
             });
         }
-        if let (Ok(incarnation), false) = (group_check, writes.is_empty()) {
-            if let Err(error) = self.write_offsets(&req.group_id, incarnation, writes).await {
-                tracing::warn!(group = %req.group_id, %error, "offset commit failed");
-                // Not durable: the partitions accepted above are not committed.
-                refuse_accepted(&mut outcomes, error.group_error());
-            }
-        }
-        outcomes
+        (writes, outcomes)
     }
 
-    pub(super) fn check_commit_partition(
+    fn check_commit_partition(
         &self,
         partition: &CommittedPartition,
         partition_count: Option<i32>,

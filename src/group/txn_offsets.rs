@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::api::{PartitionOutcome, TopicOutcome, TxnCommitRequest};
+use super::api::{TopicOutcome, TxnCommitRequest};
 use super::coordinator::{now_ms, GroupCoordinator};
 use super::error::GroupLogError;
 use super::offsets::{refuse_accepted, OffsetWrite};
@@ -29,41 +29,8 @@ impl GroupCoordinator {
         topics: &dyn TopicCatalog,
     ) -> Vec<TopicOutcome> {
         let group_check = self.validate_commit(&req.commit);
-        let now = now_ms();
-        let mut writes = Vec::new();
-        let mut outcomes = Vec::with_capacity(req.commit.topics.len());
-        for topic in &req.commit.topics {
-            let partition_count = topics.partition_count(&topic.name);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|partition| {
-                    let accepted = group_check
-                        .and_then(|_| self.check_commit_partition(partition, partition_count));
-                    if accepted.is_ok() {
-                        writes.push(OffsetWrite {
-                            topic: topic.name.clone(),
-                            partition: partition.partition,
-                            value: OffsetValue {
-                                offset: partition.offset,
-                                leader_epoch: partition.leader_epoch,
-                                metadata: partition.metadata.clone(),
-                                commit_timestamp_ms: now,
-                                expire_timestamp_ms: None,
-                            },
-                        });
-                    }
-                    PartitionOutcome {
-                        partition: partition.partition,
-                        error: accepted.err(),
-                    }
-                })
-                .collect();
-            outcomes.push(TopicOutcome {
-                name: topic.name.clone(),
-                partitions,
-            });
-        }
+        let (writes, mut outcomes) =
+            self.accepted_writes(&req.commit, topics, group_check, now_ms(), None);
         if group_check.is_ok() && !writes.is_empty() {
             let group_id = req.commit.group_id.clone();
             if let Err(error) = self.write_pending(group_id, req.producer_id, writes).await {

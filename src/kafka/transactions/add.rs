@@ -18,8 +18,8 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnResponse, TransactionalId,
 };
 
-use super::{code, on_coordinator, transactional_id_allowed, versioned_error};
-use crate::kafka::authorize::{cluster_allowed, group_allowed, topic_allowed};
+use super::{check_id_and_group, code, on_coordinator, transactional_id_allowed, versioned_error};
+use crate::kafka::authorize::{cluster_allowed, topic_allowed};
 use crate::kafka::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
@@ -236,16 +236,8 @@ async fn add_offsets(
     body: &AddOffsetsToTxnRequest,
 ) -> Result<(), ResponseError> {
     let transactional_id = body.transactional_id.to_string();
-    if transactional_id.is_empty() {
-        return Err(ResponseError::InvalidRequest);
-    }
-    if !transactional_id_allowed(shard, request, Operation::Write, &transactional_id) {
-        return Err(ResponseError::TransactionalIdAuthorizationFailed);
-    }
     let group = body.group_id.to_string();
-    if !group_allowed(shard, request, Operation::Read, &group) {
-        return Err(ResponseError::GroupAuthorizationFailed);
-    }
+    check_id_and_group(shard, request, &transactional_id, &group)?;
     if crate::group::validate_group_id(&group, false).is_err() {
         return Err(ResponseError::InvalidGroupId);
     }

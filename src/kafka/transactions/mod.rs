@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::authorize::allowed;
+use super::authorize::{allowed, group_allowed};
 use super::Request;
 use crate::security::acl::{Operation, ResourceType};
 use crate::shard::mesh::run_on;
@@ -87,6 +87,27 @@ pub fn transactional_id_allowed(
         ResourceType::TransactionalId,
         transactional_id,
     )
+}
+
+/// The checks of a request that names a transactional id and a group
+/// (AddOffsetsToTxn, TxnOffsetCommit): a non-empty id the principal may
+/// write, and a group it may read.
+pub fn check_id_and_group(
+    shard: &Shard,
+    request: &Request,
+    transactional_id: &str,
+    group_id: &str,
+) -> Result<(), ResponseError> {
+    if transactional_id.is_empty() {
+        return Err(ResponseError::InvalidRequest);
+    }
+    if !transactional_id_allowed(shard, request, Operation::Write, transactional_id) {
+        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    if !group_allowed(shard, request, Operation::Read, group_id) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    Ok(())
 }
 
 /// Runs `call` on the shard that coordinates `transactional_id`; an

@@ -13,9 +13,9 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::{on_coordinator, transactional_id_allowed, versioned_error};
+use super::{check_id_and_group, on_coordinator, versioned_error};
 use crate::group::{self, TxnCommitRequest};
-use crate::kafka::authorize::{group_allowed, topic_allowed};
+use crate::kafka::authorize::topic_allowed;
 use crate::kafka::groups::response_error as group_response_error;
 use crate::kafka::{Outcome, Request};
 use crate::kafka_api;
@@ -74,16 +74,8 @@ async fn check(
     body: &TxnOffsetCommitRequest,
 ) -> Result<(), ResponseError> {
     let transactional_id = body.transactional_id.to_string();
-    if transactional_id.is_empty() {
-        return Err(ResponseError::InvalidRequest);
-    }
-    if !transactional_id_allowed(shard, request, Operation::Write, &transactional_id) {
-        return Err(ResponseError::TransactionalIdAuthorizationFailed);
-    }
     let group_id = body.group_id.to_string();
-    if !group_allowed(shard, request, Operation::Read, &group_id) {
-        return Err(ResponseError::GroupAuthorizationFailed);
-    }
+    check_id_and_group(shard, request, &transactional_id, &group_id)?;
     let (producer_id, epoch) = (body.producer_id.0, body.producer_epoch);
     let implicit = request.version() >= IMPLICIT_ADD_VERSION;
     let id = transactional_id.clone();
