@@ -11,9 +11,12 @@ use std::path::PathBuf;
 use common::python::{python_with, run_script};
 use common::raw::{plain_login, RawClient};
 use common::{free_port, Broker};
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
     CreateAclsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ProducerId, TransactionalId,
+    InitProducerIdRequest, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -24,6 +27,7 @@ const SECURITY_DISABLED: i16 = 54;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const INVALID_TXN_STATE: i16 = 48;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// The error code of an idempotent (non-transactional) InitProducerId from `user`.
 fn init_producer_id(bootstrap: &str, user: &str) -> i16 {
@@ -316,6 +320,36 @@ fn acl_requests_without_an_authorizer_answer_security_disabled() {
     let request = CreateAclsRequest::default().with_creations(vec![Default::default()]);
     let response = client.call(&request, 3);
     assert_eq!(response.results[0].error_code, SECURITY_DISABLED);
+}
+
+/// The error code WriteTxnMarkers gives `user` for a marker on a topic that does not exist.
+fn write_txn_marker(bootstrap: &str, user: &str) -> i16 {
+    let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(1))
+            .with_producer_epoch(0)
+            .with_transaction_result(true)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("no-such-topic")))
+                .with_partition_indexes(vec![0])])]);
+    client.call(&request, 1).markers[0].topics[0].partitions[0].error_code
+}
+
+#[test]
+fn write_txn_markers_needs_cluster_action() {
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(
+        write_txn_marker(&bootstrap, ALICE),
+        CLUSTER_AUTHORIZATION_FAILED,
+        "a normal user may not write transaction markers"
+    );
+    assert_eq!(
+        write_txn_marker(&bootstrap, ADMIN),
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "a super user gets past the authorizer"
+    );
 }
 
 /// The error codes `user` gets for `transactional_id` from InitProducerId,

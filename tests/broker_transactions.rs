@@ -115,6 +115,20 @@ impl TxnProducer {
         (answer.error_code, answer.base_offset)
     }
 
+    /// A transactional batch of records keyed `key`, which must be accepted.
+    fn send_keyed_txn(&mut self, client: &mut RawClient, topic: &str, key: &str, values: &[&str]) {
+        let batch = keyed_batch(self.id, self.epoch, self.sequence, true, Some(key), values);
+        let request = raw::produce_request(topic, 0, -1, batch);
+        let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
+        let answer = raw::single_produce_partition(&response);
+        assert_eq!(
+            answer.error_code,
+            error_code::NONE,
+            "keyed transactional produce"
+        );
+        self.sequence += values.len() as i32;
+    }
+
     /// A transactional batch that must be accepted; returns its base offset.
     fn send_txn(&mut self, client: &mut RawClient, topic: &str, values: &[&str]) -> i64 {
         let (code, offset) = self.send(client, topic, true, values);
@@ -135,6 +149,18 @@ impl TxnProducer {
 }
 
 fn batch(id: i64, epoch: i16, sequence: i32, transactional: bool, values: &[&str]) -> Bytes {
+    keyed_batch(id, epoch, sequence, transactional, None, values)
+}
+
+/// A batch whose records all have `key` (None: no key).
+fn keyed_batch(
+    id: i64,
+    epoch: i16,
+    sequence: i32,
+    transactional: bool,
+    key: Option<&str>,
+    values: &[&str],
+) -> Bytes {
     let options = BatchOptions {
         producer_id: id,
         producer_epoch: epoch,
@@ -144,7 +170,8 @@ fn batch(id: i64, epoch: i16, sequence: i32, transactional: bool, values: &[&str
     };
     let mut builder = BatchBuilder::with_capacity(options, values.len());
     for value in values {
-        builder.push(None, Some(Bytes::from(value.to_string())), raw::now_ms());
+        let key = key.map(|k| Bytes::from(k.to_string()));
+        builder.push(key, Some(Bytes::from(value.to_string())), raw::now_ms());
     }
     builder.encode().unwrap_or_else(|error| panic!("{error}"))
 }
@@ -530,6 +557,67 @@ fn markers_and_transactional_batches_get_kafkas_errors_for_bad_input() {
         raw::PeerState::Closed
     );
     assert!(broker.logged_panic().is_none());
+}
+
+#[test]
+fn the_cleaner_removes_aborted_records_and_keeps_the_committed_value() {
+    let broker = Broker::builder()
+        .arg("--log-cleaner-backoff-ms")
+        .arg("100")
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("txn-compact");
+    create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "4096"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let mut producer = TxnProducer::new(&mut client);
+    producer.send_keyed_txn(&mut client, &topic, "k", &["committed"]);
+    producer.end(&mut client, &topic, true);
+    producer.send_keyed_txn(&mut client, &topic, "k", &["aborted"]);
+    producer.end(&mut client, &topic, false);
+    let filler = vec![b'f'; 1024];
+    // Pushes the transactions out of the active segment, which is never cleaned.
+    for i in 0..12 {
+        let key = format!("filler-{i}");
+        let answer = raw::produce(&mut client, &topic, 0, &[(key.as_bytes(), &filler)]);
+        assert_eq!(answer.error_code, error_code::NONE);
+    }
+    let values_of_k = |client: &mut RawClient| -> Vec<String> {
+        let data = fetch(client, &topic, 0, 0);
+        raw::decode_records(&data.records.unwrap_or_default())
+            .iter()
+            .filter(|r| !r.control && r.key.as_deref() == Some(&b"k"[..]))
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect()
+    };
+    assert_eq!(values_of_k(&mut client), ["committed", "aborted"]);
+    let cleaned = common::wait_until(CONSUME_WAIT, || {
+        std::thread::sleep(Duration::from_millis(200));
+        values_of_k(&mut client) == ["committed"]
+    });
+    assert!(
+        cleaned,
+        "the cleaner removes the aborted record and keeps the committed one: {:?}",
+        values_of_k(&mut client)
+    );
+    assert_eq!(
+        aborted_from_start(&mut client, &topic).len(),
+        1,
+        "the marker stays"
+    );
+    let committed: Vec<String> = consume_values(&bootstrap, &topic, READ_COMMITTED, 13)
+        .into_iter()
+        .filter(|v| !v.starts_with('f'))
+        .collect();
+    assert_eq!(committed, ["committed"]);
 }
 
 const KAFKA_PYTHON_READ_COMMITTED: &str = r#"

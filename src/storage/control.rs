@@ -166,8 +166,13 @@ mod tests {
     fn a_marker_batch_is_valid_and_reads_back() {
         for result in [TxnResult::Abort, TxnResult::Commit] {
             let bytes = marker_batch(&marker(result), 1_000);
-            assert_eq!(batch::validate_all(&bytes, 1 << 20).expect("valid"), 1);
             let header = BatchHeader::parse(&bytes).expect("header");
+            header.validate(&bytes, 1 << 20).expect("valid");
+            assert_eq!(header.total_bytes(), bytes.len());
+            assert!(matches!(
+                batch::validate_all(&bytes, 1 << 20),
+                Err(Error::ControlBatchFromClient)
+            ));
             assert!(is_control(&header) && is_transactional(&header));
             assert_eq!(
                 (

@@ -61,7 +61,7 @@ pub fn encode(entries: &[AbortedTxn]) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Vec<AbortedTxn>, TxnIndexError> {
-    if bytes.len() % ENTRY_BYTES != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_BYTES) {
         return Err(TxnIndexError::Length(bytes.len()));
     }
     let i64_at = |entry: &[u8], at: usize| {

@@ -82,7 +82,6 @@ impl PartitionLog {
             )
         };
         batch::validate_all(&records, max_message_bytes)?;
-        refuse_control_batches(&records)?;
         // compression.type=producer (the default) stores the bytes as sent; any
         // other value recompresses batches of another codec, as Kafka does.
         match topic_codec {
@@ -457,17 +456,6 @@ impl PartitionLog {
         self.wait_written(staged).await?;
         self.wait_synced(staged).await
     }
-}
-
-/// Kafka's LogValidator: only the broker writes control batches.
-fn refuse_control_batches(records: &[u8]) -> Result<(), Error> {
-    for item in batch::BatchIter::new(records) {
-        let (header, _) = item?;
-        if control::is_control(&header) {
-            return Err(Error::ControlBatchFromClient);
-        }
-    }
-    Ok(())
 }
 
 /// Writes each batch's base offset, leader epoch and (for LogAppendTime) the
