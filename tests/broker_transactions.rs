@@ -15,16 +15,14 @@ use bytes::Bytes;
 use common::clients::{assign, consume, consumer, create_topic, payload_text};
 use common::python::{python_with, run_script};
 use common::raw::{self, error_code, RawClient, FETCH_VERSION_MAX, PRODUCE_VERSION_MAX};
-use common::txn::{add_partitions, end_txn, init_transactional, str_bytes, transactional_id};
+use common::txn::{add_partitions, end_txn, init_transactional, transactional_id};
 use common::{unique_topic, Broker};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{
-    InitProducerIdRequest, ListOffsetsRequest, ProducerId, TopicName, WriteTxnMarkersRequest,
-};
+use kafka_protocol::messages::{ListOffsetsRequest, ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::Offset;
 use ringlog::client::{BatchBuilder, BatchOptions};
@@ -117,8 +115,10 @@ impl TxnProducer {
 
     /// A transactional batch of records keyed `key`, which must be accepted.
     fn send_keyed_txn(&mut self, client: &mut RawClient, topic: &str, key: &str, values: &[&str]) {
+        self.add_partition(client, topic);
         let batch = keyed_batch(self.id, self.epoch, self.sequence, true, Some(key), values);
-        let request = raw::produce_request(topic, 0, -1, batch);
+        let request = raw::produce_request(topic, 0, -1, batch)
+            .with_transactional_id(Some(transactional_id(&self.transactional_id)));
         let response = client.call_negotiated(&request, PRODUCE_VERSION_MAX);
         let answer = raw::single_produce_partition(&response);
         assert_eq!(
@@ -598,7 +598,12 @@ fn the_cleaner_removes_aborted_records_and_keeps_the_committed_value() {
             .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
             .collect()
     };
-    assert_eq!(values_of_k(&mut client), ["committed", "aborted"]);
+    // The cleaner may already have run (it backs off only 100 ms).
+    let before = values_of_k(&mut client);
+    assert!(
+        before == ["committed", "aborted"] || before == ["committed"],
+        "both values are stored until the cleaner runs: {before:?}"
+    );
     let cleaned = common::wait_until(CONSUME_WAIT, || {
         std::thread::sleep(Duration::from_millis(200));
         values_of_k(&mut client) == ["committed"]

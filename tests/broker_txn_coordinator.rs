@@ -25,10 +25,9 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 };
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest,
-    ListTransactionsRequest, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, DescribeTransactionsRequest, ListTransactionsRequest, ProducerId,
+    TopicName, TransactionalId,
 };
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
