@@ -191,7 +191,9 @@ fn bench_fetch_encode(c: &mut Criterion) {
                                 index: p,
                                 error_code: 0,
                                 high_watermark: 1 << 20,
+                                last_stable_offset: 1 << 20,
                                 log_start_offset: 0,
+                                aborted: None,
                                 records: stored.clone(),
                             })
                             .collect(),

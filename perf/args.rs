@@ -91,6 +91,14 @@ pub struct Args {
     /// Produce as idempotent producers (InitProducerId, then a sequence per partition).
     #[arg(long)]
     pub idempotent: bool,
+    /// Produce as transactional producers `PREFIX-<n>` (KIP-98): each
+    /// transaction adds the producer's partitions, writes `--txn-records`
+    /// records and commits.
+    #[arg(long, value_name = "PREFIX")]
+    pub transactional_id: Option<String>,
+    /// Records per transaction with `--transactional-id`.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub txn_records: u64,
     /// Fetch long-poll wait.
     #[arg(long, default_value_t = 100)]
     pub fetch_wait_ms: i32,
@@ -237,7 +245,16 @@ impl Args {
         ensure_within("in-flight", self.in_flight, 1..=IN_FLIGHT_MAX)?;
         ensure_within("partitions", self.partitions, 1..=PARTITIONS_MAX)?;
         ensure!(matches!(self.acks, -1..=1), "--acks must be 0, 1 or -1");
-        if self.idempotent {
+        if let Some(prefix) = &self.transactional_id {
+            ensure!(!prefix.is_empty(), "--transactional-id needs a prefix");
+            ensure!(self.acks == -1, "--transactional-id needs --acks -1");
+            ensure!(self.txn_records > 0, "--txn-records must be positive");
+            ensure!(
+                matches!(self.mode, Mode::Produce | Mode::E2e),
+                "--transactional-id is for produce and e2e modes"
+            );
+        }
+        if self.idempotent || self.transactional_id.is_some() {
             // Kafka's limits for idempotence: acknowledged sends, at most
             // five requests in flight (what the broker deduplicates).
             ensure!(self.acks != 0, "--idempotent needs --acks 1 or -1");

@@ -150,6 +150,15 @@ pub fn stamp(
     layout::recompute_crc(batch);
 }
 
+/// Marks a batch as a transactional producer's (KIP-98 attribute bit 4);
+/// the caller recomputes the CRC.
+pub fn set_transactional(batch: &mut [u8]) {
+    let at = layout::ATTRIBUTES_OFFSET;
+    let attributes =
+        i16::from_be_bytes([batch[at], batch[at + 1]]) | layout::ATTRIBUTE_TRANSACTIONAL_BIT;
+    batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+}
+
 /// An idempotent producer's fields for each send (KIP-98): its id and
 /// epoch, and a sequence per partition that moves on by the batch's records.
 pub struct Sequencer {

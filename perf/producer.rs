@@ -39,12 +39,30 @@ pub struct ProducerPlan {
     pub stamp: bool,
     /// Send as an idempotent producer (`--idempotent`).
     pub idempotent: bool,
+    /// `--transactional-id`: send as this transactional producer.
+    pub transaction: Option<TxnPlan>,
     pub run_id: u64,
     pub records_limit: Option<u64>,
     pub start_ns: u64,
     pub measure_from_ns: u64,
     pub end_ns: u64,
     pub drain_ns: u64,
+}
+
+/// A transactional producer's plan: its id and the records per transaction.
+#[derive(Clone)]
+pub struct TxnPlan {
+    pub transactional_id: String,
+    pub records: u64,
+}
+
+/// The open transaction of a transactional producer.
+struct Txn {
+    plan: TxnPlan,
+    producer: (i64, i16),
+    open: bool,
+    /// Records sent in the open transaction.
+    records: u64,
 }
 
 struct InFlight {
@@ -142,8 +160,22 @@ impl Payload {
         } else {
             Bytes::from(template.bytes.clone())
         };
-        let frame =
-            ProduceTemplate::new(&plan.topic, first, plan.acks, plan.timeout_ms, plan.version)?;
+        let transactional_id = plan
+            .transaction
+            .as_ref()
+            .map(|t| t.transactional_id.as_str());
+        let mut frame = ProduceTemplate::for_producer(
+            &plan.topic,
+            first,
+            plan.acks,
+            plan.timeout_ms,
+            plan.version,
+            transactional_id,
+        )?;
+        if transactional_id.is_some() {
+            // The sequencer rewrites the CRC before every send.
+            batch::set_transactional(frame.batch_mut());
+        }
         let batch_wire_bytes = frame.batch_len as u64;
         Ok(Self {
             template,
@@ -167,6 +199,8 @@ struct Producer<'a> {
     inflight: VecDeque<InFlight>,
     /// `--idempotent`: the producer id and each partition's next sequence.
     sequencer: Option<batch::Sequencer>,
+    /// `--transactional-id`: the producer's transaction.
+    txn: Option<Txn>,
     batches_sent: u64,
     /// Set once the run's end, or the records limit, is reached: nothing
     /// more is sent, outstanding acks are awaited until `drain_ns`.
@@ -182,8 +216,20 @@ impl<'a> Producer<'a> {
     ) -> Result<Self> {
         let mut conn = wire::connect(&plan.bootstrap)?;
         let payload = Payload::build(plan, clock)?;
+        let txn = match &plan.transaction {
+            Some(txn_plan) => Some(Txn {
+                producer: wire::init_transactional(&mut conn, &txn_plan.transactional_id)?,
+                plan: txn_plan.clone(),
+                open: false,
+                records: 0,
+            }),
+            None => None,
+        };
         let sequencer = if plan.idempotent {
-            let (producer_id, epoch) = wire::init_producer_id(&mut conn)?;
+            let (producer_id, epoch) = match &txn {
+                Some(txn) => txn.producer,
+                None => wire::init_producer_id(&mut conn)?,
+            };
             Some(batch::Sequencer::new(
                 producer_id,
                 epoch,
@@ -206,6 +252,7 @@ impl<'a> Producer<'a> {
             records_per_batch: plan.batch_records as u64,
             inflight: VecDeque::with_capacity(plan.in_flight),
             sequencer,
+            txn,
             batches_sent: 0,
             draining: false,
         })
@@ -242,7 +289,65 @@ impl<'a> Producer<'a> {
                 self.draining = true;
                 break;
             }
+            if !self.transaction_ready()? {
+                break;
+            }
             self.send_batch(first_record, intended_ns)?;
+        }
+        if self.draining && self.inflight.is_empty() {
+            self.commit_if_open()?;
+        }
+        Ok(())
+    }
+
+    /// `--transactional-id`: whether the next batch may go out now. A full
+    /// transaction is committed once its batches are acknowledged; a new
+    /// one adds the producer's partitions first.
+    fn transaction_ready(&mut self) -> Result<bool> {
+        let Some(txn) = &self.txn else {
+            return Ok(true);
+        };
+        if txn.open && txn.records >= txn.plan.records {
+            if !self.inflight.is_empty() {
+                return Ok(false);
+            }
+            self.commit_if_open()?;
+        }
+        let plan = self.plan;
+        if let Some(txn) = &mut self.txn {
+            if !txn.open {
+                wire::add_partitions_to_txn(
+                    &mut self.conn,
+                    &txn.plan.transactional_id,
+                    txn.producer,
+                    &plan.topic,
+                    &plan.partitions,
+                )?;
+                txn.open = true;
+                txn.records = 0;
+            }
+            txn.records += self.records_per_batch;
+        }
+        Ok(true)
+    }
+
+    /// Commits the open transaction (every batch of it acknowledged) and
+    /// counts the commit's latency.
+    fn commit_if_open(&mut self) -> Result<()> {
+        let Some(txn) = self.txn.as_mut().filter(|t| t.open) else {
+            return Ok(());
+        };
+        debug_assert!(self.inflight.is_empty());
+        let started = self.clock.now_ns();
+        wire::commit_txn(&mut self.conn, &txn.plan.transactional_id, txn.producer)?;
+        let done = self.clock.now_ns();
+        txn.open = false;
+        if started >= self.plan.measure_from_ns {
+            self.result.commits += 1;
+            let _ = self
+                .result
+                .commit_latency_ns
+                .record(done.saturating_sub(started).max(1));
         }
         Ok(())
     }
@@ -299,13 +404,19 @@ impl<'a> Producer<'a> {
                 payload.run_id,
                 due,
             )?;
-            payload.frame = ProduceTemplate::new(
+            payload.frame = ProduceTemplate::for_producer(
                 &plan.topic,
                 records,
                 plan.acks,
                 plan.timeout_ms,
                 plan.version,
+                plan.transaction
+                    .as_ref()
+                    .map(|t| t.transactional_id.as_str()),
             )?;
+            if plan.transaction.is_some() {
+                batch::set_transactional(payload.frame.batch_mut());
+            }
         } else {
             batch::stamp(
                 payload.frame.batch_mut(),

@@ -100,6 +100,11 @@ impl Report {
             consumed_records_per_sec: headline.consumed_records_per_sec,
             ack_latency_us: (args.mode == Mode::E2e)
                 .then(|| LatencyUs::from_histogram(&m.produced.latency_ns)),
+            transactions: args.transactional_id.is_some().then(|| m.produced.commits),
+            commit_latency_us: args
+                .transactional_id
+                .is_some()
+                .then(|| LatencyUs::from_histogram(&m.produced.commit_latency_ns)),
             cpu_percent: m.cpu_percent,
             cpu_cores: m.usable_cores,
             saturated: cpus::is_saturated(m.cpu_percent, m.usable_cores),
@@ -158,6 +163,11 @@ pub struct Report {
     /// e2e: the producers' due -> ack latency per batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack_latency_us: Option<LatencyUs>,
+    /// `--transactional-id`: transactions committed, and EndTxn latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_latency_us: Option<LatencyUs>,
     /// Of one core: 100 = one core busy.
     pub cpu_percent: f64,
     pub cpu_cores: usize,
@@ -198,6 +208,13 @@ impl Report {
             "  p99.9 {:>8.1} us   p99.99 {:>7.1} us   max {:>10.1} us   (n={})",
             l.p999, l.p9999, l.max, l.count
         );
+        if let (Some(n), Some(c)) = (self.transactions, &self.commit_latency_us) {
+            println!("transactions       {n} committed");
+            println!(
+                "commit latency (EndTxn until the markers are written): p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                c.p50, c.p99, c.p999, c.max
+            );
+        }
         if let Some(a) = &self.ack_latency_us {
             println!("ack latency (due -> ack per batch): p50 {:.1} us, p99 {:.1} us, p99.99 {:.1} us, max {:.1} us", a.p50, a.p99, a.p9999, a.max);
         }

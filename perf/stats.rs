@@ -70,6 +70,9 @@ pub struct WorkerResult {
     pub bytes: u64,
     pub errors: u64,
     pub latency_ns: Histogram<u64>,
+    /// `--transactional-id`: EndTxn (commit) latency, and commits counted.
+    pub commit_latency_ns: Histogram<u64>,
+    pub commits: u64,
     pub first_error: Option<String>,
     /// When the last counted record was acknowledged or received (unix ns).
     pub last_ns: u64,
@@ -82,6 +85,8 @@ impl WorkerResult {
             bytes: 0,
             errors: 0,
             latency_ns: new_histogram(),
+            commit_latency_ns: new_histogram(),
+            commits: 0,
             first_error: None,
             last_ns: 0,
         }
@@ -100,6 +105,8 @@ impl WorkerResult {
         self.errors += other.errors;
         self.last_ns = self.last_ns.max(other.last_ns);
         let _ = self.latency_ns.add(&other.latency_ns);
+        let _ = self.commit_latency_ns.add(&other.commit_latency_ns);
+        self.commits += other.commits;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }

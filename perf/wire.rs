@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::{
     create_topics_request::CreatableTopic, create_topics_request::CreateTopicsRequest,
     fetch_request::FetchPartition, fetch_request::FetchRequest, fetch_request::FetchTopic,
     list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsRequest,
     list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequest,
     metadata_request::MetadataRequestTopic, produce_request::PartitionProduceData,
-    produce_request::ProduceRequest, produce_request::TopicProduceData, BrokerId,
-    InitProducerIdRequest, TopicName,
+    produce_request::ProduceRequest, produce_request::TopicProduceData, AddPartitionsToTxnRequest,
+    BrokerId, EndTxnRequest, InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog::client::{encode_request, ClientSecurity, Connection};
@@ -39,6 +40,9 @@ pub const METADATA_VERSIONS: (i16, i16) = (1, 12);
 pub const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
 pub const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
 pub const INIT_PRODUCER_ID_VERSIONS: (i16, i16) = (0, 5);
+/// Transactions V1 (KIP-98): partitions joined with AddPartitionsToTxn.
+pub const ADD_PARTITIONS_TO_TXN_VERSIONS: (i16, i16) = (0, 3);
+pub const END_TXN_VERSIONS: (i16, i16) = (0, 4);
 
 /// TLS and SASL of every connection (`-X`), set once at start-up.
 static SECURITY: OnceLock<ClientSecurity> = OnceLock::new();
@@ -87,6 +91,79 @@ pub fn init_producer_id(conn: &mut Connection) -> Result<(i64, i16)> {
         response.error_code
     );
     Ok((response.producer_id.0, response.producer_epoch))
+}
+
+fn transactional_id(id: &str) -> TransactionalId {
+    TransactionalId(StrBytes::from_string(id.to_owned()))
+}
+
+/// The producer id and epoch of `id`, a transactional producer's.
+pub fn init_transactional(conn: &mut Connection, id: &str) -> Result<(i64, i16)> {
+    conn.negotiate().context("ApiVersions")?;
+    let version = conn
+        .versions()
+        .pick::<InitProducerIdRequest>(INIT_PRODUCER_ID_VERSIONS)?;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(transactional_id(id)))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let response = conn.call(&request, version)?;
+    ensure!(
+        response.error_code == ERROR_NONE,
+        "InitProducerId({id}): error {}",
+        response.error_code
+    );
+    Ok((response.producer_id.0, response.producer_epoch))
+}
+
+/// Opens a transaction on `partitions` of `topic` (AddPartitionsToTxn).
+pub fn add_partitions_to_txn(
+    conn: &mut Connection,
+    id: &str,
+    (producer_id, epoch): (i64, i16),
+    topic: &str,
+    partitions: &[i32],
+) -> Result<()> {
+    let version = conn
+        .versions()
+        .pick::<AddPartitionsToTxnRequest>(ADD_PARTITIONS_TO_TXN_VERSIONS)?;
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(transactional_id(id))
+        .with_v3_and_below_producer_id(ProducerId(producer_id))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions.to_vec())]);
+    let response = conn.call(&request, version)?;
+    for topic in &response.results_by_topic_v3_and_below {
+        for p in &topic.results_by_partition {
+            ensure!(
+                p.partition_error_code == ERROR_NONE,
+                "AddPartitionsToTxn partition {}: error {}",
+                p.partition_index,
+                p.partition_error_code
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Commits the open transaction (EndTxn); returns once the markers are written.
+pub fn commit_txn(conn: &mut Connection, id: &str, (producer_id, epoch): (i64, i16)) -> Result<()> {
+    let version = conn.versions().pick::<EndTxnRequest>(END_TXN_VERSIONS)?;
+    let request = EndTxnRequest::default()
+        .with_transactional_id(transactional_id(id))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    let response = conn.call(&request, version)?;
+    ensure!(
+        response.error_code == ERROR_NONE,
+        "EndTxn: error {}",
+        response.error_code
+    );
+    Ok(())
 }
 
 pub fn topic_name(name: &str) -> TopicName {
@@ -222,15 +299,20 @@ const CORRELATION_ID_AT: usize = 8; // after length, api key, api version
 const PARTITION_SENTINEL: i32 = 0x5A5A_5A5A;
 
 impl ProduceTemplate {
-    pub fn new(
+    /// A template whose requests carry `transactional_id` (a transactional producer's).
+    pub fn for_producer(
         topic: &str,
         batch: Bytes,
         acks: i16,
         timeout_ms: i32,
         version: i16,
+        transactional_id: Option<&str>,
     ) -> Result<Self> {
         let batch_len = batch.len();
         let request = ProduceRequest::default()
+            .with_transactional_id(
+                transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_owned()))),
+            )
             .with_acks(acks)
             .with_timeout_ms(timeout_ms)
             .with_topic_data(vec![TopicProduceData::default()
@@ -305,14 +387,17 @@ mod tests {
     #[test]
     fn patched_produce_template_decodes_as_the_intended_request_in_every_version() {
         for version in PRODUCE_VERSIONS.0..=PRODUCE_VERSIONS.1 {
-            for count in [1usize, 100, 1000] {
+            for (count, transactional_id) in
+                [(1usize, None), (100, Some("perf-txn-0")), (1000, None)]
+            {
                 let batch = BatchTemplate::build(count, 100, None, 0).unwrap();
-                let mut t = ProduceTemplate::new(
+                let mut t = ProduceTemplate::for_producer(
                     "perf-topic",
                     Bytes::from(batch.bytes.clone()),
                     -1,
                     5000,
                     version,
+                    transactional_id,
                 )
                 .unwrap();
                 t.set_ids(77, 3);

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Result};
 use crate::args::{Args, Mode, Settings};
 use crate::consumer::{self, ConsumerPlan};
 use crate::cpus;
+use crate::producer::TxnPlan;
 use crate::producer::{self, ProducerPlan};
 use crate::setup::TopicSetup;
 use crate::stats::{Clock, Progress, WorkerResult};
@@ -145,7 +146,11 @@ fn producer_plan(launch: &Launch, index: usize) -> ProducerPlan {
             (batch_records as f64 / r * 1e9 * index as f64 / args.producers as f64) as u64
         }),
         stamp: args.mode == Mode::E2e || args.stamp,
-        idempotent: args.idempotent,
+        idempotent: args.idempotent || args.transactional_id.is_some(),
+        transaction: args.transactional_id.as_ref().map(|prefix| TxnPlan {
+            transactional_id: format!("{prefix}-{index}"),
+            records: args.txn_records,
+        }),
         run_id: launch.run_id,
         records_limit,
         start_ns: window.start_ns,

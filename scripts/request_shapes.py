@@ -48,6 +48,13 @@ REQUESTS = [
     ("DeleteAcls", "delete_acls_request", "DeleteAclsRequest"),
     ("InitProducerId", "init_producer_id_request", "InitProducerIdRequest"),
     ("DescribeProducers", "describe_producers_request", "DescribeProducersRequest"),
+    ("AddPartitionsToTxn", "add_partitions_to_txn_request", "AddPartitionsToTxnRequest"),
+    ("AddOffsetsToTxn", "add_offsets_to_txn_request", "AddOffsetsToTxnRequest"),
+    ("EndTxn", "end_txn_request", "EndTxnRequest"),
+    ("TxnOffsetCommit", "txn_offset_commit_request", "TxnOffsetCommitRequest"),
+    ("DescribeTransactions", "describe_transactions_request", "DescribeTransactionsRequest"),
+    ("ListTransactions", "list_transactions_request", "ListTransactionsRequest"),
+    ("WriteTxnMarkers", "write_txn_markers_request", "WriteTxnMarkersRequest"),
 ]
 
 SCALARS = {

@@ -162,6 +162,7 @@ pub struct FileConfig {
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
+    pub transaction_max_timeout_ms: Option<i32>,
     pub log_cleaner_dedupe_buffer_size: Option<u64>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_format: Option<String>,
@@ -258,6 +259,9 @@ pub struct Config {
     /// How long a partition keeps an idle producer's state (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// The longest `transaction.timeout.ms` InitProducerId accepts (Kafka's
+    /// `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
     /// Bytes of each shard's cleaner offset map (`log.cleaner.dedupe.buffer.size`).
     pub log_cleaner_dedupe_buffer_size: u64,
     /// The cleaner's pause when nothing needs cleaning (`log.cleaner.backoff.ms`).
@@ -416,6 +420,10 @@ impl Config {
                 producer_id_expiration_ms,
                 PRODUCER_ID_EXPIRATION_MS_DEFAULT
             ),
+            transaction_max_timeout_ms: pick!(
+                transaction_max_timeout_ms,
+                crate::txn::coordinator::TRANSACTION_MAX_TIMEOUT_MS_DEFAULT
+            ),
             log_cleaner_dedupe_buffer_size: pick!(
                 log_cleaner_dedupe_buffer_size,
                 LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT
@@ -518,6 +526,12 @@ impl Config {
             "producer_id_expiration_ms",
             self.producer_id_expiration_ms,
             self.producer_id_expiration_ms > 0,
+            "must be positive",
+        )?;
+        check(
+            "transaction_max_timeout_ms",
+            i64::from(self.transaction_max_timeout_ms),
+            self.transaction_max_timeout_ms > 0,
             "must be positive",
         )
     }

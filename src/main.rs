@@ -152,6 +152,10 @@ struct ServeArgs {
     /// How long a partition keeps an idle producer's state (producer.id.expiration.ms) [default: 86400000].
     #[arg(long, value_name = "MS")]
     producer_id_expiration_ms: Option<i64>,
+    /// Longest transaction.timeout.ms a transactional producer may ask for
+    /// (transaction.max.timeout.ms) [default: 900000].
+    #[arg(long, value_name = "MS")]
+    transaction_max_timeout_ms: Option<i32>,
     /// Memory of each shard's log cleaner for its key -> offset map, in bytes
     /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
     #[arg(long, value_name = "BYTES")]
@@ -230,6 +234,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
         producer_id_expiration_ms: args.producer_id_expiration_ms,
+        transaction_max_timeout_ms: args.transaction_max_timeout_ms,
         log_cleaner_dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size,
         log_cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         log_format: args.log_format,

@@ -17,9 +17,13 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
-    CreateAclsRequest, GroupId, InitProducerIdRequest, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName,
+    CreateAclsRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest, GroupId,
+    InitProducerIdRequest, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -30,6 +34,9 @@ const SECURITY_DISABLED: i16 = 54;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const INVALID_TXN_STATE: i16 = 48;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// The error code of an idempotent (non-transactional) InitProducerId from `user`.
 fn init_producer_id(bootstrap: &str, user: &str) -> i16 {
@@ -67,6 +74,7 @@ fn authorizing_broker() -> (Broker, String) {
 /// One client action as a user; prints one line per result. Actions:
 /// `topics`, `create T...`, `produce T...`, `consume GROUP T`,
 /// `allow|deny OP PATTERN NAME` (a TOPIC ACL for alice), `allow-group GROUP`,
+/// `allow-transactional-id ID` (WRITE for alice),
 /// `acls`, `delete-deny`.
 const CLIENT: &str = r#"
 import sys
@@ -120,6 +128,12 @@ elif action in ("allow", "deny"):
 elif action == "allow-group":
     binding = AclBinding(ResourceType.GROUP, args[0], ResourcePatternType.LITERAL, "User:alice", "*",
                          AclOperation.READ, AclPermissionType.ALLOW)
+    for future in admin.create_acls([binding]).values():
+        future.result(timeout=20)
+    print("created")
+elif action == "allow-transactional-id":
+    binding = AclBinding(ResourceType.TRANSACTIONAL_ID, args[0], ResourcePatternType.LITERAL,
+                         "User:alice", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
     for future in admin.create_acls([binding]).values():
         future.result(timeout=20)
     print("created")
@@ -441,4 +455,96 @@ fn offset_commit_and_fetch_check_each_topic_as_well_as_the_group() {
     );
     let answer = fetch_offsets(&mut alice, "other", Some(&["granted"]));
     assert_eq!(answer.error_code, GROUP_AUTHORIZATION_FAILED);
+}
+
+/// The error code WriteTxnMarkers gives `user` for a marker on a topic that does not exist.
+fn write_txn_marker(bootstrap: &str, user: &str) -> i16 {
+    let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(1))
+            .with_producer_epoch(0)
+            .with_transaction_result(true)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("no-such-topic")))
+                .with_partition_indexes(vec![0])])]);
+    client.call(&request, 1).markers[0].topics[0].partitions[0].error_code
+}
+
+#[test]
+fn write_txn_markers_needs_cluster_action() {
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(
+        write_txn_marker(&bootstrap, ALICE),
+        CLUSTER_AUTHORIZATION_FAILED,
+        "a normal user may not write transaction markers"
+    );
+    assert_eq!(
+        write_txn_marker(&bootstrap, ADMIN),
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "a super user gets past the authorizer"
+    );
+}
+
+/// The error codes `user` gets for `transactional_id` from InitProducerId,
+/// FindCoordinator, DescribeTransactions and EndTxn (commit of nothing).
+fn transactional_errors(bootstrap: &str, user: &str, transactional_id: &str) -> [i16; 4] {
+    let addr = bootstrap.parse().expect("SASL listener address");
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let id = TransactionalId(StrBytes::from_string(transactional_id.to_string()));
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let init = client.call(&init, 4);
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_key(id.0.clone());
+    let find = client.call(&find, 3).error_code;
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+    let describe = client.call(&describe, 0).transaction_states[0].error_code;
+    let end = EndTxnRequest::default()
+        .with_transactional_id(id)
+        .with_producer_id(init.producer_id)
+        .with_producer_epoch(init.producer_epoch)
+        .with_committed(true);
+    let end = client.call(&end, 3).error_code;
+    [init.error_code, find, describe, end]
+}
+
+#[test]
+fn transactional_apis_need_acls_on_the_transactional_id() {
+    let test = "transactional_apis_need_acls_on_the_transactional_id";
+    let Some(python) = python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let (_broker, bootstrap) = authorizing_broker();
+    let refused = [TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 4];
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "payments-app"),
+        refused
+    );
+    assert_eq!(
+        transactional_errors(&bootstrap, ADMIN, "payments-app"),
+        [0, 0, 0, INVALID_TXN_STATE],
+        "a super user may; there is nothing to commit"
+    );
+    client(
+        &python,
+        &bootstrap,
+        ADMIN,
+        "allow-transactional-id",
+        &["payments-app"],
+    );
+    // WRITE on the id, which implies DESCRIBE (Kafka's implied operations).
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "payments-app"),
+        [0, 0, 0, INVALID_TXN_STATE]
+    );
+    assert_eq!(
+        transactional_errors(&bootstrap, ALICE, "other-app"),
+        refused
+    );
 }

@@ -132,6 +132,18 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             InitProducerIdRequest::default().with_transactional_id(None),
             version,
         ),
+        ApiKey::WriteTxnMarkers => answered(client, WriteTxnMarkersRequest::default(), version),
+        // Empty transactional ids are answered with INVALID_REQUEST.
+        ApiKey::AddPartitionsToTxn => {
+            answered(client, AddPartitionsToTxnRequest::default(), version)
+        }
+        ApiKey::AddOffsetsToTxn => answered(client, AddOffsetsToTxnRequest::default(), version),
+        ApiKey::EndTxn => answered(client, EndTxnRequest::default(), version),
+        ApiKey::TxnOffsetCommit => answered(client, TxnOffsetCommitRequest::default(), version),
+        ApiKey::DescribeTransactions => {
+            answered(client, DescribeTransactionsRequest::default(), version)
+        }
+        ApiKey::ListTransactions => answered(client, ListTransactionsRequest::default(), version),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

@@ -21,6 +21,8 @@ pub struct BatchOptions {
     pub producer_epoch: i16,
     /// Sequence of the first record; -1 without idempotence.
     pub base_sequence: i32,
+    /// A transactional producer's batch (KIP-98 attribute bit 4).
+    pub transactional: bool,
 }
 
 impl Default for BatchOptions {
@@ -31,6 +33,7 @@ impl Default for BatchOptions {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            transactional: false,
         }
     }
 }
@@ -77,7 +80,7 @@ impl BatchBuilder {
     ) -> &mut Self {
         let offset_delta = self.records.len() as i32;
         self.records.push(Record {
-            transactional: false,
+            transactional: self.options.transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -158,6 +161,7 @@ mod tests {
                 producer_id: 7,
                 producer_epoch: 2,
                 base_sequence: 40,
+                transactional: false,
             };
             let batch = three_records(options);
             assert_eq!(validate_all(&batch, 1 << 20).expect("valid"), 1);
@@ -182,6 +186,22 @@ mod tests {
             let set = RecordBatchDecoder::decode(&mut batch.clone()).expect("decodes");
             assert_eq!(set.records[2].value.as_deref(), Some(&[2u8; 40][..]));
         }
+    }
+
+    #[test]
+    fn a_transactional_batch_has_the_transactional_bit() {
+        let options = BatchOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+            ..BatchOptions::default()
+        };
+        let header = BatchHeader::parse(&three_records(options)).expect("header");
+        assert_eq!(
+            header.attributes & crate::storage::batch::ATTRIBUTE_TRANSACTIONAL_BIT,
+            crate::storage::batch::ATTRIBUTE_TRANSACTIONAL_BIT
+        );
     }
 
     #[test]

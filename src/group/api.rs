@@ -228,6 +228,15 @@ pub struct CommitRequest {
     pub topics: Vec<CommittedTopic>,
 }
 
+/// TxnOffsetCommit: offsets a transaction commits, pending until its marker.
+#[derive(Debug, Clone)]
+pub struct TxnCommitRequest {
+    /// The group, member and offsets, checked as OffsetCommit checks them.
+    pub commit: CommitRequest,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
 /// Partitions of one topic, as OffsetFetch and OffsetDelete name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPartitions {

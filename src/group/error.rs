@@ -49,6 +49,9 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the group still consumes the topic")]
     GroupSubscribedToTopic,
+    /// KIP-447: a transaction's offsets for the group are not decided yet.
+    #[error("the group has pending transactional offsets")]
+    UnstableOffsetCommit,
     /// The caller may not use the group (decided before the coordinator runs).
     #[error("not authorized to access the group")]
     GroupAuthorizationFailed,

@@ -19,6 +19,8 @@
 //! c.leave_group(LeaveRequest) -> LeaveAnswer                  // an outcome per member
 //! c.offset_commit(CommitRequest, &dyn TopicCatalog) -> Vec<TopicOutcome>  // answered once durable
 //! c.offset_delete(DeleteOffsetsRequest) -> DeleteOffsetsAnswer
+//! c.txn_offset_commit(TxnCommitRequest, &dyn TopicCatalog) -> Vec<TopicOutcome>  // pending until the marker
+//! c.complete_txn(group_id, producer_id, commit) -> Result<(), GroupLogError>      // the marker
 //! // multi-group APIs: the broker splits by owning shard and merges the answers
 //! c.describe_group(group_id) -> GroupDescription
 //! c.delete_group(group_id) -> Result<(), GroupError>
@@ -49,6 +51,8 @@
 //! - `api`: the requests and answers of the APIs above.
 //! - `coordinator`: the membership and admin APIs, the state machine's transitions and timers.
 //! - `offsets`: OffsetCommit/Fetch/Delete, topic removal and expiry.
+//! - `txn_offsets`: TxnOffsetCommit's pending offsets, applied or dropped
+//!   when their transaction's marker reaches the group.
 //! - `state`: a group's members, states and protocol selection.
 //! - `log`: the durable key/value log with group commit and compaction.
 //! - `record`: the binary encoding of the log's keys and values.
@@ -57,10 +61,11 @@
 pub mod api;
 mod coordinator;
 mod error;
-mod log;
+pub(crate) mod log;
 mod offsets;
 pub(crate) mod record;
 mod state;
+mod txn_offsets;
 
 #[cfg(test)]
 pub(crate) mod tests;

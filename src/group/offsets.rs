@@ -31,10 +31,10 @@ struct OffsetRemoval {
     keys: Vec<(String, PartitionId)>,
 }
 
-struct OffsetWrite {
-    topic: String,
-    partition: PartitionId,
-    value: OffsetValue,
+pub(super) struct OffsetWrite {
+    pub(super) topic: String,
+    pub(super) partition: PartitionId,
+    pub(super) value: OffsetValue,
 }
 
 impl GroupCoordinator {
@@ -48,6 +48,28 @@ impl GroupCoordinator {
         let group_check = self.validate_commit(&req);
         let now = now_ms();
         let expire_timestamp_ms = req.retention_ms.map(|ms| now.saturating_add(ms));
+        let (writes, mut outcomes) =
+            self.accepted_writes(&req, topics, group_check, now, expire_timestamp_ms);
+        if let (Ok(incarnation), false) = (group_check, writes.is_empty()) {
+            if let Err(error) = self.write_offsets(&req.group_id, incarnation, writes).await {
+                tracing::warn!(group = %req.group_id, %error, "offset commit failed");
+                // Not durable: the partitions accepted above are not committed.
+                refuse_accepted(&mut outcomes, error.group_error());
+            }
+        }
+        outcomes
+    }
+
+    /// The offsets of `req` to write, and each partition's outcome: the
+    /// group's check (`group_check`), then the partition's own.
+    pub(super) fn accepted_writes(
+        &self,
+        req: &CommitRequest,
+        topics: &dyn TopicCatalog,
+        group_check: Result<u64, GroupError>,
+        now: i64,
+        expire_timestamp_ms: Option<i64>,
+    ) -> (Vec<OffsetWrite>, Vec<TopicOutcome>) {
         let mut writes = Vec::new();
         let mut outcomes = Vec::with_capacity(req.topics.len());
         for topic in &req.topics {
@@ -79,14 +101,7 @@ impl GroupCoordinator {
                 partitions,
             });
         }
-        if let (Ok(incarnation), false) = (group_check, writes.is_empty()) {
-            if let Err(error) = self.write_offsets(&req.group_id, incarnation, writes).await {
-                tracing::warn!(group = %req.group_id, %error, "offset commit failed");
-                // Not durable: the partitions accepted above are not committed.
-                refuse_accepted(&mut outcomes, error.group_error());
-            }
-        }
-        outcomes
+        (writes, outcomes)
     }
 
     fn check_commit_partition(
@@ -107,7 +122,7 @@ impl GroupCoordinator {
     }
 
     /// Kafka's validateOffsetCommit. Returns the group's incarnation.
-    fn validate_commit(&self, req: &CommitRequest) -> Result<u64, GroupError> {
+    pub(super) fn validate_commit(&self, req: &CommitRequest) -> Result<u64, GroupError> {
         if self.closed.get() {
             return Err(GroupError::NotCoordinator);
         }
@@ -186,7 +201,7 @@ impl GroupCoordinator {
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.
-    fn apply_offsets(
+    pub(super) fn apply_offsets(
         &self,
         group_id: &str,
         incarnation: u64,
@@ -235,8 +250,6 @@ impl GroupCoordinator {
 
     /// One group's committed offsets. `topics: None` fetches all of them.
     pub fn offset_fetch_group(&self, request: &FetchRequest) -> FetchedGroup {
-        // require_stable (KIP-447) matters only with pending transactional
-        // offsets, which this coordinator does not have.
         let refused = |error| FetchedGroup {
             group_id: request.group_id.clone(),
             error: Some(error),
@@ -247,6 +260,10 @@ impl GroupCoordinator {
         }
         if let Err(error) = validate_group_id(&request.group_id, false) {
             return refused(error);
+        }
+        // KIP-447: a read_committed consumer waits for pending transactional offsets.
+        if request.require_stable && self.has_pending_txn_offsets(request) {
+            return refused(GroupError::UnstableOffsetCommit);
         }
         let groups = self.groups.borrow();
         let group = groups
@@ -505,7 +522,7 @@ impl GroupCoordinator {
 }
 
 /// Partitions accepted before the write failed get the write's error.
-fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
+pub(super) fn refuse_accepted(outcomes: &mut [TopicOutcome], error: GroupError) {
     for partition in outcomes.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
         if partition.error.is_none() {
             partition.error = Some(error);

@@ -19,6 +19,7 @@ use crate::storage::Offset;
 
 const KEY_KIND_GROUP: u8 = 1;
 const KEY_KIND_OFFSET: u8 = 2;
+const KEY_KIND_PENDING_OFFSET: u8 = 3;
 const VALUE_VERSION: u8 = 1;
 
 /// What a stored value describes.
@@ -29,6 +30,15 @@ pub enum Key {
     /// The committed offset of one partition, in [`OffsetValue`].
     Offset {
         group: String,
+        topic: String,
+        partition: PartitionId,
+    },
+    /// An offset a transaction commits (TxnOffsetCommit), in [`OffsetValue`]:
+    /// it becomes `Offset` when the transaction commits, and is dropped when
+    /// it aborts (KIP-98).
+    PendingOffset {
+        group: String,
+        producer_id: i64,
         topic: String,
         partition: PartitionId,
     },
@@ -75,6 +85,18 @@ impl Key {
                 put_str(&mut out, topic);
                 out.extend_from_slice(&partition.get().to_le_bytes());
             }
+            Key::PendingOffset {
+                group,
+                producer_id,
+                topic,
+                partition,
+            } => {
+                out.push(KEY_KIND_PENDING_OFFSET);
+                put_str(&mut out, group);
+                out.extend_from_slice(&producer_id.to_le_bytes());
+                put_str(&mut out, topic);
+                out.extend_from_slice(&partition.get().to_le_bytes());
+            }
         }
         out
     }
@@ -87,6 +109,12 @@ impl Key {
             },
             KEY_KIND_OFFSET => Key::Offset {
                 group: reader.string()?,
+                topic: reader.string()?,
+                partition: PartitionId(reader.i32()?),
+            },
+            KEY_KIND_PENDING_OFFSET => Key::PendingOffset {
+                group: reader.string()?,
+                producer_id: reader.i64()?,
                 topic: reader.string()?,
                 partition: PartitionId(reader.i32()?),
             },
@@ -149,14 +177,14 @@ impl GroupValue {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     // Lengths are bounded by the callers (group id, topic and metadata limits).
     debug_assert!(s.len() <= u32::MAX as usize);
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.push(0),
         Some(s) => {
@@ -167,12 +195,12 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// A bounds-checked cursor: every read checks the remaining length first.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes }
     }
 
@@ -194,19 +222,27 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, GroupLogError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, GroupLogError> {
         Ok(self.take(1)?[0])
     }
 
-    fn i32(&mut self) -> Result<i32, GroupLogError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, GroupLogError> {
+        Ok(i16::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, GroupLogError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i32(&mut self) -> Result<i32, GroupLogError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, GroupLogError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, GroupLogError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    fn version(&mut self) -> Result<(), GroupLogError> {
+    pub(crate) fn version(&mut self) -> Result<(), GroupLogError> {
         match self.u8()? {
             VALUE_VERSION => Ok(()),
             version => Err(GroupLogError::Corrupt(format!(
@@ -215,14 +251,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<String, GroupLogError> {
+    pub(crate) fn string(&mut self) -> Result<String, GroupLogError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| GroupLogError::Corrupt("string is not UTF-8".to_string()))
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, GroupLogError> {
+    pub(crate) fn opt_string(&mut self) -> Result<Option<String>, GroupLogError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.string()?)),
@@ -230,7 +266,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(&self) -> Result<(), GroupLogError> {
+    pub(crate) fn finish(&self) -> Result<(), GroupLogError> {
         if self.bytes.is_empty() {
             Ok(())
         } else {

@@ -6,15 +6,17 @@
 //! answers name none here.
 
 use kafka_protocol::messages::{
-    AlterConfigsResponse, AlterUserScramCredentialsResponse, ApiVersionsResponse,
-    CreateAclsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteAclsResponse,
-    DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse,
-    DescribeClusterResponse, DescribeConfigsResponse, DescribeGroupsResponse,
-    DescribeProducersResponse, DescribeUserScramCredentialsResponse, FindCoordinatorResponse,
-    HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse,
-    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse,
-    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, AlterConfigsResponse,
+    AlterUserScramCredentialsResponse, ApiVersionsResponse, CreateAclsResponse,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteAclsResponse, DeleteGroupsResponse,
+    DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse, DescribeClusterResponse,
+    DescribeConfigsResponse, DescribeGroupsResponse, DescribeProducersResponse,
+    DescribeTransactionsResponse, DescribeUserScramCredentialsResponse, EndTxnResponse,
+    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
+    ListOffsetsResponse, ListTransactionsResponse, MetadataResponse, OffsetCommitResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse, SaslAuthenticateResponse,
+    SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse, WriteTxnMarkersResponse,
 };
 
 /// An answer's error codes (zero included: the caller skips NONE).
@@ -129,5 +131,35 @@ answered_errors! {
         }
     }
     // Producers.
+    // Transactions.
+    AddPartitionsToTxnResponse => |r, each| {
+        each(r.error_code);
+        let partitions = |topic: &kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult,
+                          each: &mut dyn FnMut(i16)| {
+            topic.results_by_partition.iter().for_each(|p| each(p.partition_error_code));
+        };
+        for txn in &r.results_by_transaction {
+            txn.topic_results.iter().for_each(|t| partitions(t, each));
+        }
+        r.results_by_topic_v3_and_below.iter().for_each(|t| partitions(t, each));
+    }
+    AddOffsetsToTxnResponse => |r, each| { each(r.error_code) }
+    TxnOffsetCommitResponse => |r, each| {
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
+    EndTxnResponse => |r, each| { each(r.error_code) }
+    DescribeTransactionsResponse => |r, each| {
+        r.transaction_states.iter().for_each(|t| each(t.error_code));
+    }
+    ListTransactionsResponse => |r, each| { each(r.error_code) }
+    WriteTxnMarkersResponse => |r, each| {
+        for marker in &r.markers {
+            for topic in &marker.topics {
+                topic.partitions.iter().for_each(|p| each(p.error_code));
+            }
+        }
+    }
     InitProducerIdResponse => |r, each| { each(r.error_code) }
 }

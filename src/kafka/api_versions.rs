@@ -5,10 +5,12 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::buf::{ByteBuf, ByteBufMut};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::shard::Shard;
 
@@ -16,6 +18,14 @@ use super::{encode_response, Outcome, Request, SUPPORTED_APIS};
 use crate::kafka_api;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
+
+/// KIP-584 feature flags, as Kafka 4.0 advertises them in ApiVersions v3+:
+/// clients use Transactions V2 (KIP-890) when the finalized
+/// `transaction.version` is 2 and Produce v12 / TxnOffsetCommit v5 are served.
+pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+pub const TRANSACTION_VERSION_MAX: i16 = 2;
+/// The epoch of the finalized features; they never change at run time.
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
 
 fn response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = SUPPORTED_APIS
@@ -27,10 +37,19 @@ fn response(error_code: i16) -> ApiVersionsResponse {
                 .with_max_version(*versions.end())
         })
         .collect();
+    let feature = StrBytes::from_static_str(TRANSACTION_VERSION_FEATURE);
     ApiVersionsResponse::default()
         .with_error_code(error_code)
         .with_api_keys(api_keys)
-        .with_finalized_features_epoch(-1)
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(feature.clone())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION_MAX)])
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(feature)
+            .with_min_version_level(TRANSACTION_VERSION_MAX)
+            .with_max_version_level(TRANSACTION_VERSION_MAX)])
 }
 
 /// ApiVersions' body (the client software name and version) is

@@ -33,6 +33,7 @@ pub fn storage_error(error: &storage::Error) -> ResponseError {
         E::Closed => ResponseError::NotLeaderOrFollower,
         E::CompressionFailed(_) => ResponseError::UnknownServerError,
         E::Producer(error) => producer_error(error),
+        E::ControlBatchFromClient => ResponseError::InvalidRecord,
     }
 }
 
@@ -43,6 +44,8 @@ fn producer_error(error: &storage::ProducerError) -> ResponseError {
         P::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         P::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
         P::InvalidSequence { .. } => ResponseError::InvalidRecord,
+        P::NotTransactional { .. } => ResponseError::InvalidTxnState,
+        P::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
     }
 }
 

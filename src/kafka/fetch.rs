@@ -1,7 +1,9 @@
 //! Fetch: read stored batches from every requested partition (on their
 //! owner shards) within `max_bytes` and `partition_max_bytes` (KIP-74),
 //! long-poll until `min_bytes` or `max_wait_ms`, and send the record bytes
-//! exactly as stored.
+//! exactly as stored. read_committed (KIP-98) reads up to the last stable
+//! offset and names the aborted transactions of what it returns; control
+//! batches go out like any other, and clients skip them.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -22,12 +24,21 @@ use crate::shard::mesh::run_on;
 use crate::shard::partitions::FetchPart;
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard, ShardId};
-use crate::storage::{Offset, ReadLimit, ReadResult};
+use crate::storage::{Isolation, Offset, ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
 pub const VERSIONS: RangeInclusive<i16> = 4..=16;
 /// Longest long poll honoured, whatever the client asks.
 pub const MAX_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Kafka's `isolation_level`: 1 is READ_COMMITTED, anything else READ_UNCOMMITTED.
+pub fn isolation(level: i8) -> Isolation {
+    if level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
 
 /// One requested partition, resolved against the topic table.
 struct Wanted {
@@ -54,8 +65,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
     let deadline =
         Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT_MAX);
 
+    let isolation = isolation(body.isolation_level);
     let mut reads = loop {
-        let mut reads = read_all(shard, &topics, max_bytes).await;
+        let mut reads = read_all(shard, &topics, max_bytes, isolation).await;
         let wanted = topics.iter().flat_map(|(_, _, wanted, _)| wanted);
         let bytes = keep_within_limits(&mut reads, wanted, max_bytes);
         let failed = reads.iter().flatten().any(|r| r.is_err());
@@ -188,14 +200,18 @@ fn partition_answer(
             index,
             error_code: 0,
             high_watermark: read.high_watermark.get(),
+            last_stable_offset: read.last_stable_offset.get(),
             log_start_offset: read.log_start_offset.get(),
+            aborted: read.aborted,
             records: read.batches,
         },
         Err(error) => PartitionAnswer {
             index,
             error_code: error.code(),
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: None,
             records: Vec::new(),
         },
     }
@@ -207,6 +223,7 @@ async fn read_all(
     shard: &Rc<Shard>,
     topics: &[WantedTopic],
     max_bytes: usize,
+    isolation: Isolation,
 ) -> Vec<Option<Result<ReadResult, ResponseError>>> {
     let mut plan = PartitionPlan::new(shard);
     for (_, _, wanted, error) in topics {
@@ -222,6 +239,7 @@ async fn read_all(
                 partition,
                 offset: Offset(w.offset),
                 max_bytes: w.max_bytes,
+                isolation,
             },
         );
     }

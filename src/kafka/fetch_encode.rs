@@ -6,6 +6,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
+use crate::storage::txn_index::AbortedTxn;
+
 /// The first Fetch version with flexible (tagged-field) encoding.
 const FIRST_FLEXIBLE_VERSION: i16 = 12;
 /// From v13 topics are named by id (KIP-516).
@@ -15,7 +17,11 @@ pub struct PartitionAnswer {
     pub index: i32,
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: the aborted transactions of the records returned
+    /// (`None`, a null array, for read_uncommitted).
+    pub aborted: Option<Vec<AbortedTxn>>,
     pub records: Vec<Bytes>,
 }
 
@@ -131,12 +137,21 @@ pub fn encode(
             w.current.put_i32(p.index);
             w.current.put_i16(p.error_code);
             w.current.put_i64(p.high_watermark);
-            // No transactions: the last stable offset is the high watermark.
-            w.current.put_i64(p.high_watermark);
+            w.current.put_i64(p.last_stable_offset);
             if version >= 5 {
                 w.current.put_i64(p.log_start_offset);
             }
-            w.null_array(); // aborted_transactions
+            match &p.aborted {
+                None => w.null_array(),
+                Some(aborted) => {
+                    w.array_len(aborted.len());
+                    for txn in aborted {
+                        w.current.put_i64(txn.producer_id);
+                        w.current.put_i64(txn.first_offset.get());
+                        w.no_tagged_fields();
+                    }
+                }
+            }
             if version >= 11 {
                 w.current.put_i32(-1); // preferred_read_replica
             }
@@ -187,14 +202,23 @@ mod tests {
                         index: 3,
                         error_code: 0,
                         high_watermark: 100,
+                        last_stable_offset: 90,
                         log_start_offset: 7,
+                        aborted: Some(vec![AbortedTxn {
+                            producer_id: 11,
+                            first_offset: crate::storage::Offset(20),
+                            last_offset: crate::storage::Offset(30),
+                            last_stable_offset: crate::storage::Offset(31),
+                        }]),
                         records: vec![Bytes::from_static(b"batch-one"), Bytes::from_static(b"two")],
                     },
                     PartitionAnswer {
                         index: 4,
                         error_code: 1,
                         high_watermark: 5,
+                        last_stable_offset: 5,
                         log_start_offset: 0,
+                        aborted: None,
                         records: vec![],
                     },
                 ],
@@ -210,6 +234,13 @@ mod tests {
             }
             let p = &topic.partitions[0];
             assert_eq!((p.partition_index, p.high_watermark), (3, 100));
+            assert_eq!(p.last_stable_offset, 90);
+            let aborted = p.aborted_transactions.as_deref().expect("an aborted list");
+            assert_eq!(
+                (aborted[0].producer_id.0, aborted[0].first_offset),
+                (11, 20)
+            );
+            assert!(topic.partitions[1].aborted_transactions.is_none());
             assert_eq!(p.records.as_deref(), Some(&b"batch-onetwo"[..]));
             if version >= 5 {
                 assert_eq!(p.log_start_offset, 7);
@@ -228,7 +259,9 @@ mod tests {
                 index: 0,
                 error_code: 0,
                 high_watermark: 1,
+                last_stable_offset: 1,
                 log_start_offset: 0,
+                aborted: None,
                 records: vec![batch.clone()],
             }],
         }];

@@ -1,5 +1,6 @@
 //! ListOffsets: earliest, latest, max timestamp, and first offset at or after
-//! a timestamp, answered by each partition's owner shard.
+//! a timestamp, answered by each partition's owner shard. read_committed
+//! (v2+, KIP-98) answers within the last stable offset.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -35,6 +36,7 @@ fn special_timestamp_allowed(timestamp: i64, version: i16) -> bool {
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsRequest) -> Outcome {
     let version = request.version();
+    let isolation = super::fetch::isolation(body.isolation_level);
     let topics = body.topics.iter().map(|topic| {
         let partitions = topic.partitions.iter();
         let queries = partitions.map(|p| (PartitionId(p.partition_index), p.timestamp));
@@ -52,6 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
             topic: info.name.clone(),
             partition,
             timestamp,
+            isolation,
         },
     );
     let answers = plan

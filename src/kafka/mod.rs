@@ -28,6 +28,8 @@ mod request_shapes;
 pub mod sasl;
 pub mod scram_users;
 pub mod session;
+pub mod transactions;
+pub mod txn_markers;
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -80,6 +82,13 @@ register_apis! {
     acls::DeleteAcls,
     producers::InitProducerId,
     producers::DescribeProducers,
+    transactions::AddPartitionsToTxn,
+    transactions::AddOffsetsToTxn,
+    transactions::EndTxn,
+    transactions::TxnOffsetCommit,
+    transactions::DescribeTransactions,
+    transactions::ListTransactions,
+    txn_markers::WriteTxnMarkers,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

@@ -13,7 +13,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 use super::errors::take_answer;
-use crate::shard::partitions::{FetchPart, OffsetQuery, PartitionError, ProducePart};
+use crate::shard::partitions::{FetchPart, MarkerPart, OffsetQuery, PartitionError, ProducePart};
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard};
@@ -32,6 +32,10 @@ impl ApiPart for ProducePart {
 
 impl ApiPart for FetchPart {
     const API: ApiKey = ApiKey::Fetch;
+}
+
+impl ApiPart for MarkerPart {
+    const API: ApiKey = ApiKey::WriteTxnMarkers;
 }
 
 impl ApiPart for OffsetQuery {

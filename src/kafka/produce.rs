@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::authorize::topic_allowed;
 use super::partitioned::PartitionPlan;
+use super::transactions::verify;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
@@ -26,6 +27,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
+    // KIP-890: transactional batches only to partitions of their ongoing transaction.
+    let mut txn_refusals = verify::check_produce(shard, request, &body)
+        .await
+        .into_iter();
     let topics = body.topic_data.iter().map(|topic| {
         let partitions = topic.partition_data.iter();
         (
@@ -38,8 +43,12 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         |topic| topic_allowed(shard, request, Operation::Write, topic),
         topics,
         |topic, data| {
+            let txn_refusal = txn_refusals.next().flatten();
             if durability.is_none() {
                 return Some(ResponseError::InvalidRequiredAcks);
+            }
+            if txn_refusal.is_some() {
+                return txn_refusal;
             }
             let compacted = topic.is_some_and(|t| t.config.is_compacted());
             refuse_keyless(compacted, data.records.as_deref())

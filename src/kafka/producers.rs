@@ -5,7 +5,8 @@
 //! epoch 0. One that names the id and epoch it has (v3+, KIP-360) gets the
 //! same id at the next epoch: the partitions then fence the old epoch's
 //! batches and take the new one from sequence 0. At the last epoch it gets
-//! a fresh id instead.
+//! a fresh id instead. One with a `transactional.id` is served by its
+//! transaction coordinator (`kafka::transactions::init`).
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -21,6 +22,7 @@ use kafka_protocol::messages::{
 
 use super::authorize::{idempotent_write_allowed, topic_allowed};
 use super::partitioned::PartitionPlan;
+use super::transactions::init::init_transactional;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
@@ -44,14 +46,8 @@ enum Ask {
     },
 }
 
+/// What an idempotent (not transactional) producer asks for.
 fn ask(body: &InitProducerIdRequest) -> Result<Ask, ResponseError> {
-    match body.transactional_id.as_deref().map(|id| id.as_str()) {
-        // Kafka's TransactionCoordinator: an empty transactional id is invalid.
-        Some("") => return Err(ResponseError::InvalidRequest),
-        // Transactions have no coordinator here (FindCoordinator says so too).
-        Some(_) => return Err(ResponseError::CoordinatorNotAvailable),
-        None => {}
-    }
     let producer_id = body.producer_id.0;
     let epoch = body.producer_epoch;
     match (producer_id, epoch) {
@@ -67,7 +63,7 @@ fn ask(body: &InitProducerIdRequest) -> Result<Ask, ResponseError> {
 }
 
 /// A fresh id from this shard's block, refilled from the metadata shard's counter.
-async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
+pub(crate) async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
     let fetch_block = || async {
         let block = run_on(shard, METADATA_SHARD, |owner| async move {
             let block = match &owner.producer_id_store {
@@ -105,14 +101,19 @@ async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: InitProducerIdRequest) -> Outcome {
-    let answer = match ask(&body) {
+    let transactional_id = body.transactional_id.as_deref().map(|id| id.to_string());
+    let answer = if let Some(id) = &transactional_id {
         // Transactional producers are authorized by their transactional id instead.
-        _ if body.transactional_id.is_none() && !idempotent_write_allowed(shard, request) => {
-            Err(ResponseError::ClusterAuthorizationFailed)
+        init_transactional(shard, request, id, &body).await
+    } else {
+        match ask(&body) {
+            _ if !idempotent_write_allowed(shard, request) => {
+                Err(ResponseError::ClusterAuthorizationFailed)
+            }
+            Ok(Ask::NewId) => new_producer_id(shard).await.map(|id| (id, 0)),
+            Ok(Ask::BumpEpoch { producer_id, epoch }) => Ok((producer_id, epoch)),
+            Err(error) => Err(error),
         }
-        Ok(Ask::NewId) => new_producer_id(shard).await.map(|id| (id, 0)),
-        Ok(Ask::BumpEpoch { producer_id, epoch }) => Ok((producer_id, epoch)),
-        Err(error) => Err(error),
     };
     let response = match answer {
         Ok((producer_id, epoch)) => InitProducerIdResponse::default()
@@ -166,7 +167,9 @@ pub async fn handle_describe_producers(
                                 .with_last_sequence(entry.last_batch().map_or(-1, |b| b.last_seq))
                                 .with_last_timestamp(entry.last_timestamp_ms)
                                 .with_coordinator_epoch(entry.coordinator_epoch)
-                                .with_current_txn_start_offset(-1)
+                                .with_current_txn_start_offset(
+                                    entry.current_txn_first_offset.map_or(-1, |o| o.get()),
+                                )
                         })
                         .collect(),
                 ),
@@ -219,18 +222,6 @@ mod tests {
         assert_eq!(
             ask(&request(None, 42, -1)),
             Err(ResponseError::InvalidRequest)
-        );
-    }
-
-    #[test]
-    fn transactional_ids_are_refused_and_an_empty_one_is_invalid() {
-        assert_eq!(
-            ask(&request(Some(""), -1, -1)),
-            Err(ResponseError::InvalidRequest)
-        );
-        assert_eq!(
-            ask(&request(Some("app"), -1, -1)),
-            Err(ResponseError::CoordinatorNotAvailable)
         );
     }
 }

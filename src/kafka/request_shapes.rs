@@ -46,6 +46,17 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         ApiKey::DeleteAcls => delete_acls_delete_acls_request(w, version),
         ApiKey::InitProducerId => init_producer_id_init_producer_id_request(w, version),
         ApiKey::DescribeProducers => describe_producers_describe_producers_request(w, version),
+        ApiKey::AddPartitionsToTxn => {
+            add_partitions_to_txn_add_partitions_to_txn_request(w, version)
+        }
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn_add_offsets_to_txn_request(w, version),
+        ApiKey::EndTxn => end_txn_end_txn_request(w, version),
+        ApiKey::TxnOffsetCommit => txn_offset_commit_txn_offset_commit_request(w, version),
+        ApiKey::DescribeTransactions => {
+            describe_transactions_describe_transactions_request(w, version)
+        }
+        ApiKey::ListTransactions => list_transactions_list_transactions_request(w, version),
+        ApiKey::WriteTxnMarkers => write_txn_markers_write_txn_markers_request(w, version),
         _ => return None,
     })
 }
@@ -1523,6 +1534,290 @@ fn describe_producers_topic_request(w: &mut Walker, version: i16) -> Result<(), 
     }
     w.compact_string()?;
     w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn add_partitions_to_txn_add_partitions_to_txn_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 4 {
+        w.compact_array(|w| add_partitions_to_txn_add_partitions_to_txn_transaction(w, version))?;
+    }
+    if version <= 3 {
+        if version >= 3 {
+            w.compact_string()?;
+        } else {
+            w.string()?;
+        }
+    }
+    if version <= 3 {
+        w.fixed(8)?;
+    }
+    if version <= 3 {
+        w.fixed(2)?;
+    }
+    if version <= 3 {
+        if version >= 3 {
+            w.compact_array(|w| add_partitions_to_txn_add_partitions_to_txn_topic(w, version))?;
+        } else {
+            w.array(|w| add_partitions_to_txn_add_partitions_to_txn_topic(w, version))?;
+        }
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn add_partitions_to_txn_add_partitions_to_txn_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 3 {
+        w.compact_array(|w| w.fixed(4))?;
+    } else {
+        w.array(|w| w.fixed(4))?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn add_partitions_to_txn_add_partitions_to_txn_transaction(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 4 {
+        w.compact_string()?;
+    }
+    if version >= 4 {
+        w.fixed(8)?;
+    }
+    if version >= 4 {
+        w.fixed(2)?;
+    }
+    if version >= 4 {
+        w.fixed(1)?;
+    }
+    if version >= 4 {
+        w.compact_array(|w| add_partitions_to_txn_add_partitions_to_txn_topic(w, version))?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn add_offsets_to_txn_add_offsets_to_txn_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 4 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn end_txn_end_txn_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    w.fixed(1)?;
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn txn_offset_commit_txn_offset_commit_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    if version >= 3 {
+        w.fixed(4)?;
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    }
+    if version >= 3 {
+        w.compact_array(|w| txn_offset_commit_txn_offset_commit_request_topic(w, version))?;
+    } else {
+        w.array(|w| txn_offset_commit_txn_offset_commit_request_topic(w, version))?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn txn_offset_commit_txn_offset_commit_request_partition(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(4)?;
+    w.fixed(8)?;
+    if version >= 2 {
+        w.fixed(4)?;
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn txn_offset_commit_txn_offset_commit_request_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 5 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 3 {
+        w.compact_array(|w| txn_offset_commit_txn_offset_commit_request_partition(w, version))?;
+    } else {
+        w.array(|w| txn_offset_commit_txn_offset_commit_request_partition(w, version))?;
+    }
+    if version >= 3 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn describe_transactions_describe_transactions_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 0 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| w.compact_string())?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn list_transactions_list_transactions_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| w.compact_string())?;
+    w.compact_array(|w| w.fixed(8))?;
+    if version >= 1 {
+        w.fixed(8)?;
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    }
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(8)?;
+    w.fixed(2)?;
+    w.fixed(1)?;
+    w.compact_array(|w| write_txn_markers_writable_txn_marker_topic(w, version))?;
+    w.fixed(4)?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_writable_txn_marker_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| w.fixed(4))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn write_txn_markers_write_txn_markers_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version != 1 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| write_txn_markers_writable_txn_marker(w, version))?;
     w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }

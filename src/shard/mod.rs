@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::group::GroupCoordinator;
 pub use crate::net::Shutdown;
 use crate::storage::BatchCache;
-use crate::txn::{ProducerIdStore, ProducerIds};
+use crate::txn::{ProducerIdStore, ProducerIds, TxnCoordinator};
 use mesh::Mesh;
 use topics::{TopicRegistry, TopicTable};
 
@@ -60,6 +60,8 @@ pub struct Shard {
     admin_permit: Semaphore,
     pub shutdown: Rc<Shutdown>,
     pub groups: Rc<GroupCoordinator>,
+    /// The transaction coordinator of the transactional ids this shard owns.
+    pub transactions: Rc<TxnCoordinator>,
     /// Credentials (and the store that changes them, on the metadata shard).
     pub security: security::ShardSecurity,
     /// This shard's block of producer ids (InitProducerId).
@@ -90,5 +92,13 @@ impl Shard {
     /// with the same shard count).
     pub fn shard_of_group(&self, group_id: &str) -> ShardId {
         ShardId(crate::group::shard_for_group(group_id, self.shard_count()))
+    }
+
+    /// The transaction coordinator's shard for `transactional_id`.
+    pub fn shard_of_transactional_id(&self, transactional_id: &str) -> ShardId {
+        ShardId(crate::txn::shard_for_transactional_id(
+            transactional_id,
+            self.shard_count(),
+        ))
     }
 }

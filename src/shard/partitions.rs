@@ -15,7 +15,8 @@ use super::topics::ReplicaRole;
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
-    self, AppendInfo, Durability, Offset, PartitionLog, ReadLimit, ReadResult, TimestampOffset,
+    self, AppendInfo, Durability, Isolation, Offset, PartitionLog, ReadLimit, ReadResult,
+    TimestampOffset, TxnMarker,
 };
 
 /// Why a partition's part of a request failed.
@@ -41,11 +42,19 @@ pub struct ProducePart {
     pub records: Bytes,
 }
 
+/// A transaction marker for one partition.
+pub struct MarkerPart {
+    pub topic: Arc<str>,
+    pub partition: PartitionId,
+    pub marker: TxnMarker,
+}
+
 pub struct FetchPart {
     pub topic: Arc<str>,
     pub partition: PartitionId,
     pub offset: Offset,
     pub max_bytes: usize,
+    pub isolation: Isolation,
 }
 
 /// What ListOffsets asks of one partition: a timestamp or one of Kafka's
@@ -54,6 +63,9 @@ pub struct OffsetQuery {
     pub topic: Arc<str>,
     pub partition: PartitionId,
     pub timestamp: i64,
+    /// read_committed answers "latest" with the last stable offset and finds
+    /// no timestamp at or past it (Kafka's `fetchOffsetForTimestamp`).
+    pub isolation: Isolation,
 }
 
 /// DeleteRecords' offset for "up to the high watermark".
@@ -105,6 +117,22 @@ impl Shard {
         join_all(appends).await
     }
 
+    /// Writes each part's transaction marker, durably (see
+    /// [`PartitionLog::append_marker`]).
+    pub async fn write_markers_local(
+        self: Rc<Self>,
+        parts: Vec<MarkerPart>,
+    ) -> Vec<Result<AppendInfo, PartitionError>> {
+        let appends = parts.into_iter().map(|part| {
+            let shard = self.clone();
+            async move {
+                let log = shard.served_log(&part.topic, part.partition).await?;
+                Ok(log.append_marker(part.marker).await?)
+            }
+        });
+        join_all(appends).await
+    }
+
     /// Reads each part in order within `max_bytes` in all and each part's own
     /// limit, as Kafka's ReplicaManager does (KIP-74): only the first part that
     /// returns data may exceed them, by its first batch.
@@ -123,7 +151,7 @@ impl Shard {
             };
             let result = match self.served_log(&part.topic, part.partition).await {
                 Ok(log) => log
-                    .read_limited(part.offset, limit)
+                    .read_isolated(part.offset, limit, part.isolation)
                     .await
                     .map_err(PartitionError::from),
                 Err(error) => Err(error),
@@ -176,20 +204,23 @@ impl Shard {
         for query in queries {
             let answer = async {
                 let log = self.served_log(&query.topic, query.partition).await?;
+                let fetchable_end = match query.isolation {
+                    Isolation::ReadUncommitted => log.high_watermark(),
+                    Isolation::ReadCommitted => log.last_stable_offset(),
+                };
+                let before_end =
+                    |found: Option<TimestampOffset>| found.filter(|f| f.offset < fetchable_end);
                 // -1 for either where Kafka answers -1.
                 Ok(match query.timestamp {
-                    LATEST_TIMESTAMP => TimestampOffset::new(-1, log.high_watermark().get()),
+                    LATEST_TIMESTAMP => TimestampOffset::new(-1, fetchable_end.get()),
                     EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
                         TimestampOffset::new(-1, log.log_start_offset().get())
                     }
                     LATEST_TIERED_TIMESTAMP => TimestampOffset::UNKNOWN,
-                    MAX_TIMESTAMP => log
-                        .max_timestamp()
-                        .await?
-                        .unwrap_or(TimestampOffset::UNKNOWN),
-                    timestamp => log
-                        .offset_for_timestamp(timestamp)
-                        .await?
+                    MAX_TIMESTAMP => {
+                        before_end(log.max_timestamp().await?).unwrap_or(TimestampOffset::UNKNOWN)
+                    }
+                    timestamp => before_end(log.offset_for_timestamp(timestamp).await?)
                         .unwrap_or(TimestampOffset::UNKNOWN),
                 })
             }

@@ -23,14 +23,14 @@ use super::placement::{self, EXECUTOR_IO_MEMORY_BYTES};
 use super::security::{SecuritySnapshot, SecurityStore, ShardSecurity};
 use super::signals::{block_signals, wait_for_signals};
 pub use super::startup::StartError;
-use super::startup::{check_group_shards, resolve_data_dir, GROUPS_DIR};
+use super::startup::{check_group_shards, resolve_data_dir, GROUPS_DIR, TRANSACTIONS_DIR};
 use super::topics::{TopicRegistry, TopicTable};
 use super::{Shard, ShardId, Shutdown, METADATA_SHARD};
 use crate::config::Config;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::file::{probe_direct_io, ProbeError};
 use crate::storage::BatchCache;
-use crate::txn::{ProducerIdStore, ProducerIds};
+use crate::txn::{ProducerIdStore, ProducerIds, TxnConfig, TxnCoordinator};
 use crate::{kafka, net};
 
 /// How long a clean shutdown waits for in-flight requests before closing logs.
@@ -74,6 +74,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         exclusive::check_listen_free(cluster.listen)?;
     }
     check_group_shards(&config.data_dir.join(GROUPS_DIR), cpus.len())?;
+    check_group_shards(&config.data_dir.join(TRANSACTIONS_DIR), cpus.len())?;
     let metrics = bind_metrics(&config)?;
     let registry = TopicRegistry::load(&config.data_dir, cpus.len(), &config.topic_defaults)?;
     let security = SecurityStore::open(&config.data_dir, &config.security)?;
@@ -311,6 +312,9 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
     if let Err(error) = shard.groups.close().await {
         tracing::error!(shard = id.index(), %error, "closing the group coordinator failed");
     }
+    if let Err(error) = shard.transactions.close().await {
+        tracing::error!(shard = id.index(), %error, "closing the transaction coordinator failed");
+    }
     Ok(())
 }
 
@@ -389,6 +393,19 @@ async fn open_shard(
     )
     .await
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
+    let txn_config = TxnConfig {
+        max_timeout_ms: config.transaction_max_timeout_ms,
+        ..TxnConfig::default()
+    };
+    let transactions = TxnCoordinator::open(
+        &config
+            .data_dir
+            .join(TRANSACTIONS_DIR)
+            .join(format!("shard-{id}")),
+        txn_config,
+    )
+    .await
+    .map_err(|e| format!("opening the transaction coordinator: {e}"))?;
     let producer_id_store = if id == METADATA_SHARD {
         Some(
             ProducerIdStore::load(&config.data_dir)
@@ -411,6 +428,7 @@ async fn open_shard(
         admin_permit: Semaphore::new(1),
         shutdown: Rc::new(Shutdown::default()),
         groups,
+        transactions,
         security,
         producer_ids: ProducerIds::new(),
         producer_id_store,
@@ -477,6 +495,10 @@ fn start_background(shard: &Rc<Shard>) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .detach();
     glommio::spawn_local_into(background::cleaner_loop(shard.clone()), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
+    // Finishes transactions a crash left prepared, then aborts timed-out ones.
+    glommio::spawn_local_into(kafka::transactions::coordinator_loop(shard.clone()), queue)
         .map_err(|e| e.to_string())?
         .detach();
     Ok(())

@@ -58,6 +58,10 @@ pub enum StartError {
 /// Where each shard's group coordinator keeps its log, in `shard-<n>` folders.
 pub const GROUPS_DIR: &str = "__groups";
 
+/// Where each shard's transaction coordinator keeps its log, in `shard-<n>`
+/// folders; transactional ids are placed like groups, so the same check applies.
+pub const TRANSACTIONS_DIR: &str = "__transactions";
+
 /// Each group lives on `hash(group) % shards` and its offsets in that shard's
 /// folder, so a different shard count would lose track of committed offsets:
 /// refuse to start instead (partitions, unlike groups, move freely).

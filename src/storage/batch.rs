@@ -234,7 +234,8 @@ impl Iterator for BatchIter<'_> {
 }
 
 /// Validates every batch of a produce payload before anything is written.
-/// Returns the number of batches.
+/// Control batches are refused: only the broker writes them (Kafka's
+/// LogValidator). Returns the number of batches.
 pub fn validate_all(buf: &[u8], max_message_bytes: usize) -> Result<usize, Error> {
     if buf.is_empty() {
         return Err(Error::EmptyAppend);
@@ -248,6 +249,9 @@ pub fn validate_all(buf: &[u8], max_message_bytes: usize) -> Result<usize, Error
         // Kafka's LogValidator: a produced batch's offset range matches its record count.
         if i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count) {
             return Err(header.record_count_mismatch());
+        }
+        if header.attributes & ATTRIBUTE_CONTROL_BIT != 0 {
+            return Err(Error::ControlBatchFromClient);
         }
         position += header.total_bytes();
         count += 1;

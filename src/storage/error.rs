@@ -127,6 +127,9 @@ pub enum Error {
     /// An idempotent batch broke its producer's epoch or sequence rules.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// Kafka's LogValidator: "Clients are not allowed to write control records".
+    #[error("a produced batch is a control batch")]
+    ControlBatchFromClient,
 }
 
 impl Error {

@@ -7,6 +7,8 @@
 //!
 //! - [`batch`]: the v2 batch header layout and view, validation, and the in-place edits
 //!   (base offset, leader epoch, timestamps, LogAppendTime, CRC).
+//! - [`control`]: transaction markers, the control batches Kafka writes when a
+//!   transaction ends (KIP-98).
 //! - [`config`]: `LogConfig` (Kafka topic config names and defaults), `Durability`,
 //!   `StorageOptions`.
 //! - [`descriptors`]: the shard's LRU of open segment files within its budget.
@@ -29,6 +31,8 @@
 //! - [`retention`]: which segments retention.ms / retention.bytes remove.
 //! - [`cleaner`]: log compaction, one cleaner per shard (offset map, segment
 //!   rewrite, `.cleaned`/`.swap` files and their recovery).
+//! - [`txn_index`]: aborted transactions per segment (`.txnindex`, Kafka's layout)
+//!   for read_committed fetches.
 //! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 //! - [`producer_state`]: idempotent producers' epochs and last sequences per
@@ -38,6 +42,7 @@ pub mod batch;
 pub mod cache;
 pub mod cleaner;
 pub mod config;
+pub mod control;
 pub mod descriptors;
 pub mod error;
 pub mod file;
@@ -54,6 +59,7 @@ mod recovery;
 mod retention;
 pub mod segment;
 mod segment_set;
+pub mod txn_index;
 pub mod types;
 
 pub use batch::BatchHeader;
@@ -61,9 +67,10 @@ pub use cache::{BatchCache, CacheStats};
 pub use config::{
     CleanupPolicy, CompressionType, Durability, LogConfig, Ratio, StorageOptions, TimestampType,
 };
+pub use control::{TxnMarker, TxnResult};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
-pub use log::{AppendInfo, LogStats, PartitionLog, ReadResult};
+pub use log::{AppendInfo, Isolation, LogStats, PartitionLog, ReadResult};
 pub use producer_state::ProducerError;
 pub use recovery::segment_count;
 pub use types::{FilePosition, Offset, TimestampMs, TimestampOffset};

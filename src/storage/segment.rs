@@ -1,5 +1,5 @@
-//! One segment: `<base offset, 20 digits>.log` with `.index` and `.timeindex`
-//! beside it, as Kafka lays them out.
+//! One segment: `<base offset, 20 digits>.log` with `.index`, `.timeindex`
+//! and `.txnindex` beside it, as Kafka lays them out.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -12,6 +12,7 @@ use super::file::{self, IoMode, SegmentFile};
 use super::index::SegmentIndex;
 use super::limit::ReadLimit;
 use super::records;
+use super::txn_index::TXN_INDEX_SUFFIX;
 use super::types::{FilePosition, Offset, TimestampOffset};
 
 pub const LOG_SUFFIX: &str = "log";
@@ -201,7 +202,12 @@ impl Segment {
     }
 
     pub fn remove_files(dir: &Path, base_offset: Offset) -> Result<(), Error> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let path = dir.join(file_name(base_offset, suffix));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -379,19 +385,25 @@ pub async fn scan(
     Ok(result)
 }
 
-/// Calls `visit` with the header of every batch before `end`, a boundary
-/// recovery already checked (producer state is rebuilt this way).
-pub async fn scan_headers(
+/// Calls `visit` with the header and the bytes of every batch before `end`,
+/// a boundary recovery already checked (producer state and the transaction
+/// index are rebuilt this way).
+pub async fn scan_batches(
     file: &SegmentFile,
     end: u64,
-    mut visit: impl FnMut(&BatchHeader),
+    mut visit: impl FnMut(&BatchHeader, &[u8]),
 ) -> Result<(), Error> {
     let mut window = None;
     let mut position = 0u64;
     while position < end {
         let header = batch_at(file, &mut window, position, end, SCAN_CHUNK_BYTES).await?;
-        visit(&header);
-        position += header.total_bytes() as u64;
+        let total = header.total_bytes();
+        let bytes = window
+            .as_ref()
+            .and_then(|w| w.slice(position, total))
+            .unwrap_or_default();
+        visit(&header, bytes);
+        position += total as u64;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
 //! - [`python`]: the Python interpreter with confluent-kafka and aiokafka.
 //! - [`skip`]: how a test that cannot run says so.
+//! - [`txn`]: raw transactional requests (InitProducerId, AddPartitionsToTxn, EndTxn).
 //!
 //! Every wait is bounded by a named constant; a test never hangs on a dead broker.
 //!
@@ -28,6 +29,7 @@ pub mod pki;
 pub mod python;
 pub mod raw;
 pub mod skip;
+pub mod txn;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};

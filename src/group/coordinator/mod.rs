@@ -35,6 +35,7 @@ use super::error::{GroupError, GroupLogError};
 use super::log::{GroupLog, GroupLogConfig, GroupLogStats};
 use super::record::{GroupValue, Key, OffsetValue};
 use super::state::{Group, GroupState, StoredOffset};
+use super::txn_offsets::PendingTxnOffsets;
 use super::GroupConfig;
 
 pub(crate) use crate::clock::now_ms;
@@ -49,6 +50,8 @@ pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
     pub(super) log: Rc<GroupLog>,
     pub(super) groups: RefCell<HashMap<String, Group>>,
+    /// Offsets of open transactions, by group and producer id (KIP-98).
+    pub(super) txn_offsets: RefCell<PendingTxnOffsets>,
     this: Weak<GroupCoordinator>,
     member_id_base: u64,
     next_member_seq: Cell<u64>,
@@ -65,6 +68,7 @@ const GROUPS_FULL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Groups rebuilt from the log, and the last incarnation handed out.
 struct LoadedGroups {
     groups: HashMap<String, Group>,
+    txn_offsets: PendingTxnOffsets,
     last_incarnation: u64,
 }
 
@@ -101,6 +105,18 @@ impl LoadedGroups {
                 self.entry(&group, now_ms)
                     .offsets
                     .insert((topic, partition), StoredOffset { value, seq: 0 });
+            }
+            Key::PendingOffset {
+                group,
+                producer_id,
+                topic,
+                partition,
+            } => {
+                let value = OffsetValue::decode(value)?;
+                self.txn_offsets
+                    .entry((group, producer_id))
+                    .or_default()
+                    .insert((topic, partition), value);
             }
         }
         Ok(())
@@ -148,6 +164,7 @@ impl GroupCoordinator {
         let loaded = log.with_live(|live| -> Result<LoadedGroups, GroupLogError> {
             let mut loaded = LoadedGroups {
                 groups: HashMap::new(),
+                txn_offsets: PendingTxnOffsets::new(),
                 last_incarnation: 0,
             };
             for (key, value) in live {
@@ -164,6 +181,7 @@ impl GroupCoordinator {
             config,
             log,
             groups: RefCell::new(loaded.groups),
+            txn_offsets: RefCell::new(loaded.txn_offsets),
             this: this.clone(),
             member_id_base,
             next_member_seq: Cell::new(0),

@@ -44,8 +44,14 @@ pub const PENDING_BYTES_MAX: usize = 64 << 20;
 pub const LOAD_BYTES_MAX: u64 = 1 << 30;
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
-const LOG_FILE: &str = "groups.log";
-const COMPACT_FILE: &str = "groups.log.compact";
+/// The group coordinator's log file; other logs of this kind name their own.
+pub const GROUP_LOG_FILE: &str = "groups.log";
+/// What a compaction writes before renaming it over the log: `<log>.compact`.
+const COMPACT_SUFFIX: &str = ".compact";
+
+fn compact_path(dir: &Path, log_file: &str) -> PathBuf {
+    dir.join(format!("{log_file}{COMPACT_SUFFIX}"))
+}
 
 /// When the log is rewritten from its live map.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +93,7 @@ struct Inner {
 pub struct GroupLog {
     dir: PathBuf,
     path: PathBuf,
+    compact_path: PathBuf,
     config: GroupLogConfig,
     /// One flush or compaction at a time.
     flush_lock: Semaphore,
@@ -158,8 +165,8 @@ async fn sync_dir(dir: &Path) -> Result<(), GroupLogError> {
 
 /// A compaction that did not reach its rename leaves its file behind; the
 /// log itself is still whole.
-async fn remove_unfinished_compaction(dir: &Path) -> Result<(), GroupLogError> {
-    let compact_path = dir.join(COMPACT_FILE);
+async fn remove_unfinished_compaction(dir: &Path, log_file: &str) -> Result<(), GroupLogError> {
+    let compact_path = compact_path(dir, log_file);
     if compact_path.exists() {
         glommio::io::remove(&compact_path)
             .await
@@ -198,16 +205,26 @@ async fn read_whole(file: &BufferedFile, path: &Path) -> Result<(Vec<u8>, u64), 
 }
 
 impl GroupLog {
-    /// Opens (or creates) the log in `dir`, truncates a torn tail and loads the live map.
+    /// Opens (or creates) the group log in `dir`, truncates a torn tail and loads the live map.
     pub async fn open(dir: &Path, config: GroupLogConfig) -> Result<GroupLog, GroupLogError> {
+        Self::open_file(dir, GROUP_LOG_FILE, config).await
+    }
+
+    /// Opens (or creates) the log file `log_file` in `dir`: the same log
+    /// for another coordinator's records (the transaction log).
+    pub async fn open_file(
+        dir: &Path,
+        log_file: &str,
+        config: GroupLogConfig,
+    ) -> Result<GroupLog, GroupLogError> {
         // Blocking, but once per shard at start-up, before any request is served.
         std::fs::create_dir_all(dir).map_err(|source| GroupLogError::Io {
             operation: "create directory",
             path: dir.to_path_buf(),
             source,
         })?;
-        remove_unfinished_compaction(dir).await?;
-        let path = dir.join(LOG_FILE);
+        remove_unfinished_compaction(dir, log_file).await?;
+        let path = dir.join(log_file);
         let file = open_read_write(&path).await?;
         let (bytes, size) = read_whole(&file, &path).await?;
         let scanned = scan(&bytes)?;
@@ -224,6 +241,7 @@ impl GroupLog {
         let log = GroupLog {
             dir: dir.to_path_buf(),
             path,
+            compact_path: compact_path(dir, log_file),
             config,
             flush_lock: Semaphore::new(1),
             commit: GroupCommit::default(),
@@ -442,7 +460,7 @@ impl GroupLog {
             (bytes, inner.live.len() as u64)
         };
         let len = bytes.len() as u64;
-        let compact_path = self.dir.join(COMPACT_FILE);
+        let compact_path = self.compact_path.clone();
         let written = async {
             let file = BufferedFile::create(&compact_path)
                 .await

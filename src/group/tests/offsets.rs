@@ -234,3 +234,52 @@ fn a_commit_whose_request_is_dropped_still_completes_and_does_not_stall_others()
         assert_eq!(c.group_count(), 0);
     });
 }
+
+#[test]
+fn transactional_offsets_wait_for_the_commit_marker_and_survive_a_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let txn = |offset| TxnCommitRequest {
+            commit: commit_request("eos", -1, "", &[("orders", 0, offset)]),
+            producer_id: 7,
+            producer_epoch: 0,
+        };
+        let c = open(&path).await;
+        let outcome = c.txn_offset_commit(txn(5), &Topics).await;
+        assert_eq!(outcome[0].partitions[0].error, None);
+        assert_eq!(fetch(&c, "eos", "orders", 0), -1, "pending, not committed");
+        let mut stable = fetch_request("eos", None);
+        stable.require_stable = true;
+        assert_eq!(
+            c.offset_fetch_group(&stable).error,
+            Some(GroupError::UnstableOffsetCommit),
+            "KIP-447: a read_committed consumer waits"
+        );
+        c.complete_txn("eos", 7, false).await.expect("abort");
+        assert_eq!(fetch(&c, "eos", "orders", 0), -1, "an abort drops them");
+        assert!(c.pending_txn_producers("eos").is_empty());
+        c.txn_offset_commit(txn(9), &Topics).await;
+        c.log.wait_idle().await;
+        drop(c);
+        let c = open(&path).await;
+        assert_eq!(
+            c.pending_txn_producers("eos"),
+            vec![7],
+            "pending offsets survive"
+        );
+        c.complete_txn("eos", 7, true).await.expect("commit");
+        assert_eq!(fetch(&c, "eos", "orders", 0), 9);
+        // The marker again (a coordinator retrying after a crash) changes nothing.
+        c.complete_txn("eos", 7, true).await.expect("repeat");
+        assert_eq!(fetch(&c, "eos", "orders", 0), 9);
+        c.log.wait_idle().await;
+        drop(c);
+        let c = open(&path).await;
+        assert_eq!(
+            fetch(&c, "eos", "orders", 0),
+            9,
+            "the committed offset is durable"
+        );
+    });
+}

@@ -3,7 +3,7 @@
 //! shard that owns the group, map the answer back to the wire at that
 //! version, encode. Multi-group requests are split by owner shard and the
 //! answers merged in request order. FindCoordinator is answered here: this
-//! broker coordinates every group.
+//! broker coordinates every group and every transactional id.
 //!
 //! - `membership`: JoinGroup, SyncGroup, Heartbeat, LeaveGroup mapping.
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete mapping.
@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::authorize::{cluster_allowed, group_allowed, topic_allowed};
+use super::transactions::transactional_id_allowed;
 use super::{Outcome, Request};
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
@@ -59,8 +60,9 @@ pub const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
 pub const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 1..=9;
 pub const OFFSET_DELETE_VERSIONS: RangeInclusive<i16> = 0..=0;
 
-/// FindCoordinator key type for consumer groups (1 is transactions).
+/// FindCoordinator key types: consumer groups and transactional ids.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 impl TopicCatalog for TopicTable {
     fn partition_count(&self, topic: &str) -> Option<i32> {
@@ -92,6 +94,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
         GroupError::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+        GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
     }
 }
 
@@ -175,27 +178,29 @@ pub async fn handle_find_coordinator(
     let port = listener.advertised_port as i32;
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key.clone());
-        if body.key_type == KEY_TYPE_GROUP
-            && !group_allowed(shard, request, Operation::Describe, key.as_str())
-        {
+        let refused = |error: ResponseError| {
             coordinator
+                .clone()
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)
-                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
-        } else if body.key_type == KEY_TYPE_GROUP {
-            coordinator
+                .with_error_code(error.code())
+        };
+        match body.key_type {
+            KEY_TYPE_GROUP if !group_allowed(shard, request, Operation::Describe, key.as_str()) => {
+                refused(ResponseError::GroupAuthorizationFailed)
+            }
+            KEY_TYPE_TRANSACTION if key.is_empty() => refused(ResponseError::InvalidRequest),
+            KEY_TYPE_TRANSACTION
+                if !transactional_id_allowed(shard, request, Operation::Describe, key.as_str()) =>
+            {
+                refused(ResponseError::TransactionalIdAuthorizationFailed)
+            }
+            // This broker coordinates every group and transactional id it is asked for.
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => coordinator
                 .with_node_id(BrokerId(shard.node_id()))
                 .with_host(host.clone())
-                .with_port(port)
-        } else {
-            // No transaction coordinator (transactions are not implemented).
-            coordinator
-                .with_node_id(BrokerId(-1))
-                .with_port(-1)
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "transactions are not supported",
-                )))
+                .with_port(port),
+            _ => refused(ResponseError::InvalidRequest),
         }
     };
     let response = if request.version() >= 4 {

@@ -37,6 +37,7 @@ use super::error::Error;
 use super::limit::ReadLimit;
 use super::log::{PartitionLog, SealedSegment};
 use super::segment;
+use super::txn_index::AbortedTxn;
 use super::types::{FilePosition, Offset};
 use offset_map::OffsetMap;
 use rewrite::{BatchOutcome, Rules};
@@ -145,7 +146,9 @@ impl Cleaner {
             let segments = log.sealed_segments();
             let config = log.config();
             let first_dirty = state.cleaned_to.max(log.log_start_offset());
-            let end = cleanable_end(&segments, config.min_compaction_lag_ms, now_ms);
+            let end = cleanable_end(&segments, config.min_compaction_lag_ms, now_ms)
+                .min(stable_end(&segments, log.last_stable_offset()));
+            let aborted = log.aborted_transactions();
             // The first pass always runs: it also removes due tombstones.
             if stats.passes > 0 && first_dirty >= end {
                 break;
@@ -154,7 +157,7 @@ impl Cleaner {
                 self.dedupe_buffer_bytes,
                 expected_keys(&segments, first_dirty, end),
             );
-            let reached = fill_map(&segments, first_dirty, end, &mut map).await?;
+            let reached = fill_map(&segments, first_dirty, end, &aborted, &mut map).await?;
             if reached == first_dirty && first_dirty < end {
                 tracing::warn!(dir = %log.dir().display(), "the cleaner's offset map cannot hold one record; raise log.cleaner.dedupe.buffer.size");
                 break;
@@ -164,6 +167,7 @@ impl Cleaner {
                 tombstones_cleaned_below: first_dirty.get(),
                 tombstone_horizon_ms: now_ms.saturating_sub(config.delete_retention_ms),
                 delete_retention_ms: config.delete_retention_ms,
+                aborted: &aborted,
             };
             let mut tombstone_due_ms = None;
             let upto = reached.max(first_dirty);
@@ -231,11 +235,22 @@ fn cleanable_end(segments: &[SealedSegment], min_lag_ms: i64, now_ms: i64) -> Of
     }
 }
 
+/// Where the segments wholly below the last stable offset end: an open
+/// transaction's records may still be aborted, so the cleaner stops before
+/// them (Kafka's first uncleanable offset).
+fn stable_end(segments: &[SealedSegment], last_stable_offset: Offset) -> Offset {
+    match segments.iter().find(|s| s.end_offset > last_stable_offset) {
+        Some(s) => s.base_offset,
+        None => segments.last().map_or(Offset(0), |s| s.end_offset),
+    }
+}
+
 fn dirt(log: &PartitionLog, state: LogState, now_ms: i64) -> Dirt {
     let config = log.config();
     let segments = log.sealed_segments();
     let first_dirty = state.cleaned_to.max(log.log_start_offset());
-    let end = cleanable_end(&segments, config.min_compaction_lag_ms, now_ms);
+    let end = cleanable_end(&segments, config.min_compaction_lag_ms, now_ms)
+        .min(stable_end(&segments, log.last_stable_offset()));
     let (mut clean, mut dirty) = (0u64, 0u64);
     let mut overdue = false;
     for s in &segments {
@@ -317,6 +332,7 @@ async fn fill_map(
     segments: &[SealedSegment],
     from: Offset,
     end: Offset,
+    aborted: &[AbortedTxn],
     map: &mut OffsetMap,
 ) -> Result<Offset, Error> {
     for segment in segments
@@ -327,7 +343,7 @@ async fn fill_map(
         let mut batches = SegmentBatches::new(segment);
         'segment: while let Some(chunk) = batches.next_chunk().await? {
             for batch in &chunk {
-                stopped = rewrite::insert_batch(batch, from.get(), map)?;
+                stopped = rewrite::insert_batch(batch, from.get(), aborted, map)?;
                 if stopped.is_some() {
                     break 'segment;
                 }

@@ -2,6 +2,10 @@
 //! map from dirty batches, and rewriting a batch to keep only the records
 //! that are still the latest of their key.
 //!
+//! Transactions (KIP-98): the records of aborted transactions never enter
+//! the map and are removed; markers are kept (Kafka removes them only once
+//! the data before them is gone, keeping them is always correct).
+//!
 //! Batch boundaries stay: a batch whose records all survive is copied as it
 //! is; a batch that lost records is rebuilt over the same header (base
 //! offset, producer id, epoch, base sequence, base timestamp, attributes)
@@ -15,9 +19,11 @@ use super::super::batch::{
     BatchHeader, ATTRIBUTE_CONTROL_BIT, HEADER_BYTES, LAST_OFFSET_DELTA_OFFSET,
     MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET,
 };
+use super::super::control;
 use super::super::error::Error;
 use super::super::recompress;
 use super::super::records::{self, Codec, RecordView, Records};
+use super::super::txn_index::AbortedTxn;
 use super::offset_map::{KeyHash, OffsetMap};
 
 /// What decides whether a record stays.
@@ -30,6 +36,19 @@ pub struct Rules<'a> {
     pub tombstone_horizon_ms: i64,
     /// `delete.retention.ms`, to say when a kept tombstone becomes removable.
     pub delete_retention_ms: i64,
+    /// The log's aborted transactions: their batches are removed.
+    pub aborted: &'a [AbortedTxn],
+}
+
+/// Whether `header`'s batch belongs to one of the `aborted` transactions.
+pub fn is_aborted(header: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    control::is_transactional(header)
+        && !control::is_control(header)
+        && aborted.iter().any(|txn| {
+            txn.producer_id == header.producer_id
+                && txn.first_offset.get() <= header.base_offset
+                && header.base_offset < txn.last_offset.get()
+        })
 }
 
 impl Rules<'_> {
@@ -83,6 +102,9 @@ pub fn filter_batch(
     if is_control(&header) {
         out.extend_from_slice(batch);
         outcome.records_after = count;
+        return Ok(outcome);
+    }
+    if is_aborted(&header, rules.aborted) {
         return Ok(outcome);
     }
     let section = records::records_section(&header, batch)?;
@@ -141,16 +163,18 @@ fn rebuild(
     recompress::build_batch(&head, &section, codec, out)
 }
 
-/// Records the keys of `batch` at or above `from_offset` in `map`. Returns
+/// Records the keys of `batch` at or above `from_offset` in `map` (none of
+/// an aborted transaction's: they must not hide older committed values). Returns
 /// the offset of the first record that did not fit (the map is full), or
 /// `None` when every record went in.
 pub fn insert_batch(
     batch: &[u8],
     from_offset: i64,
+    aborted: &[AbortedTxn],
     map: &mut OffsetMap,
 ) -> Result<Option<i64>, Error> {
     let header = BatchHeader::parse(batch)?;
-    if is_control(&header) || header.last_offset() < from_offset {
+    if is_control(&header) || header.last_offset() < from_offset || is_aborted(&header, aborted) {
         return Ok(None);
     }
     let section = records::records_section(&header, batch)?;
@@ -181,6 +205,7 @@ mod tests {
             producer_id: 11,
             producer_epoch: 3,
             base_sequence: 40,
+            transactional: false,
         });
         for (i, (key, value)) in entries.iter().enumerate() {
             builder.push(
@@ -200,6 +225,7 @@ mod tests {
             tombstones_cleaned_below: 0,
             tombstone_horizon_ms: i64::MIN,
             delete_retention_ms: 100,
+            aborted: &[],
         }
     }
 
@@ -207,7 +233,7 @@ mod tests {
     fn a_batch_whose_records_all_survive_keeps_its_bytes() {
         let b = batch(&[("a", Some("1")), ("b", Some("2"))], Compression::Lz4, 10);
         let mut map = OffsetMap::new(1 << 20, 10);
-        assert_eq!(insert_batch(&b, 0, &mut map).expect("walks"), None);
+        assert_eq!(insert_batch(&b, 0, &[], &mut map).expect("walks"), None);
         let mut out = BytesMut::new();
         filter_batch(&b, &rules(&map), &mut out).expect("filters");
         assert_eq!(&out[..], &b[..]);
@@ -228,8 +254,8 @@ mod tests {
             );
             let newer = batch(&[("a", Some("new")), ("d", Some("new"))], compression, 104);
             let mut map = OffsetMap::new(1 << 20, 10);
-            insert_batch(&old, 0, &mut map).expect("walks");
-            insert_batch(&newer, 0, &mut map).expect("walks");
+            insert_batch(&old, 0, &[], &mut map).expect("walks");
+            insert_batch(&newer, 0, &[], &mut map).expect("walks");
             let mut out = BytesMut::new();
             let outcome = filter_batch(&old, &rules(&map), &mut out).expect("filters");
             assert_eq!((outcome.records_before, outcome.records_after), (4, 2));
@@ -313,7 +339,7 @@ mod tests {
             entries.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let b = batch(&refs, Compression::None, 0);
         let mut map = OffsetMap::new(0, 0);
-        let stopped = insert_batch(&b, 0, &mut map).expect("walks");
+        let stopped = insert_batch(&b, 0, &[], &mut map).expect("walks");
         assert_eq!(stopped, Some(map.capacity() as i64));
     }
 }

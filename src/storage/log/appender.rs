@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::super::batch::{self, BatchHeader};
 use super::super::config::{Durability, TimestampType};
+use super::super::control::{self, StoredMarker, TxnMarker};
 use super::super::error::Error;
 use super::super::file::{self, SegmentFile};
 use super::super::index::INDEX_ENTRIES_MAX;
@@ -121,9 +122,24 @@ impl PartitionLog {
             };
         // Offsets are written into the producer's buffer when we own it alone,
         // otherwise into one copy of the whole request.
-        let mut buffer: BytesMut = records
+        let buffer: BytesMut = records
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let (info, records) = self.stamp_and_queue(state, buffer, log_append_time)?;
+        state.producers.commit(producer_updates);
+        let flush_due = state.flush.on_staged(records, &state.config, now);
+        state.debug_check_pipeline(self.commit.durable_seq());
+        Ok((info, state.pipeline.staged_seq(), flush_due))
+    }
+
+    /// Stamps offsets into `buffer`'s batches from the next offset on and
+    /// queues them. Returns where they landed and how many records they hold.
+    fn stamp_and_queue(
+        &self,
+        state: &mut State,
+        mut buffer: BytesMut,
+        log_append_time: Option<i64>,
+    ) -> Result<(AppendInfo, u64), Error> {
         let base_offset = state.next_offset;
         let stamped = stamp_batches(
             &mut buffer,
@@ -134,19 +150,71 @@ impl PartitionLog {
         let stored_bytes = buffer.len() as u64;
         self.queue_batches(state, buffer.freeze(), base_offset, log_append_time)?;
         debug_assert_eq!(state.next_offset, stamped.next_offset);
-        state.producers.commit(producer_updates);
         state.stats.appends += 1;
         state.stats.appended_records += stamped.records;
         state.stats.appended_bytes += stored_bytes;
-        let flush_due = state.flush.on_staged(stamped.records, &state.config, now);
-        state.debug_check_pipeline(self.commit.durable_seq());
         let info = AppendInfo {
             base_offset,
             last_offset: stamped.next_offset - 1,
             log_append_time_ms: log_append_time,
             log_start_offset: state.log_start_offset,
         };
-        Ok((info, state.pipeline.staged_seq(), flush_due))
+        Ok((info, stamped.records))
+    }
+
+    /// Appends a transaction marker (KIP-98) and returns once it is durable:
+    /// the coordinator counts the transaction as written on this partition
+    /// only then. The producer's state takes the marker's epoch and its open
+    /// transaction here ends; a marker from an older producer or coordinator
+    /// epoch is refused and nothing is written.
+    pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, Error> {
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
+        let now = (self.clock)();
+        if self.should_roll(control::MARKER_BATCH_BYTES as u64, now) {
+            self.roll(now).await?;
+        }
+        let (info, my_seq) = self.stage_marker(&marker, now)?;
+        drop(permit);
+        self.wait_written(my_seq).await?;
+        self.wait_synced(my_seq).await?;
+        Ok(info)
+    }
+
+    fn stage_marker(&self, marker: &TxnMarker, now: i64) -> Result<(AppendInfo, u64), Error> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        Self::check_open(state)?;
+        let log_append_time =
+            (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let stored = StoredMarker {
+            result: marker.result,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
+        let (entry, completed) = state.producers.check_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            stored,
+            state.next_offset,
+            now,
+        )?;
+        let segment_base = state.segments.active()?.base_offset();
+        let buffer = BytesMut::from(&control::marker_batch(marker, now)[..]);
+        let (info, _) = self.stamp_and_queue(state, buffer, log_append_time)?;
+        state.producers.insert(marker.producer_id, entry);
+        if let Some(completed) = completed {
+            super::producers::record_completed(
+                &mut state.txn_index,
+                &state.producers,
+                segment_base,
+                completed,
+            );
+        }
+        state.debug_check_pipeline(self.commit.durable_seq());
+        Ok((info, state.pipeline.staged_seq()))
     }
 
     /// Indexes, caches and queues for writing each batch of `stored`, whose
@@ -243,8 +311,13 @@ impl PartitionLog {
             state.recovery_point = state.recovery_point.max(state.high_watermark);
         }
         self.commit.mark_durable(staged);
-        let index_files = self.state.borrow().segments.active()?.encode_indexes()?;
-        index_files.write(&self.dir).await
+        let (index_files, base) = {
+            let state = self.state.borrow();
+            let active = state.segments.active()?;
+            (active.encode_indexes()?, active.base_offset())
+        };
+        index_files.write(&self.dir).await?;
+        self.write_txn_index(base).await
     }
 
     /// Returns once every byte staged up to `seq` is written, issuing writes

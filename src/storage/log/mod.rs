@@ -8,7 +8,8 @@
 //! - [`active`]: the write position in the active segment;
 //! - [`reader`]: reads from the cache and the files, waits, timestamp queries;
 //! - [`flusher`]: `flush.messages` and the `flush.ms` timer;
-//! - [`producers`]: idempotent producers' state: rebuilt, snapshotted, expired.
+//! - [`producers`]: producer state and open transactions (rebuilt, snapshotted,
+//!   expired), the last stable offset and the transaction index.
 //! - [`cleaning`]: sealed segments for the cleaner and the swap of cleaned ones.
 
 mod active;
@@ -35,6 +36,7 @@ use super::recovery;
 use super::retention;
 use super::segment::Segment;
 use super::segment_set::SegmentSet;
+use super::txn_index::TxnIndex;
 use super::types::Offset;
 use active::ActiveWrite;
 use flusher::FlushState;
@@ -44,7 +46,7 @@ pub use active::{reserved_ahead_bytes, RESERVED_AHEAD_BYTES_PER_SHARD_MAX};
 pub use appender::AppendInfo;
 pub use cleaning::SealedSegment;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
-pub use reader::ReadResult;
+pub use reader::{Isolation, ReadResult};
 
 /// The wall clock a log reads, in milliseconds since the Unix epoch
 /// (injected so tests can set the time).
@@ -79,8 +81,11 @@ struct State {
     stopped: Option<&'static str>,
     closed: bool,
     stats: LogStats,
-    /// Idempotent producers' epochs and last batches, as of `next_offset`.
+    /// Idempotent producers' epochs and last batches, and open
+    /// transactions, as of `next_offset`.
     producers: ProducerStateTable,
+    /// Aborted transactions by segment (the `.txnindex` files).
+    txn_index: TxnIndex,
 }
 
 /// One partition's log. `!Send`: it lives on the shard that owns the partition.
@@ -129,7 +134,8 @@ impl PartitionLog {
         let now = clock();
         let recovered = recovery::recover(&dir, &config, io_mode, now).await?;
         let segments = SegmentSet::new(&dir, recovered.segments);
-        let mut producers = producers::rebuild(&dir, &segments, recovered.next_offset).await?;
+        let rebuilt = producers::rebuild(&dir, &segments, recovered.next_offset).await?;
+        let mut producers = rebuilt.producers;
         producers.expire(now, options.producer_id_expiration_ms);
         let active = ActiveWrite::resume(segments.active()?).await?;
         let state = State {
@@ -146,6 +152,7 @@ impl PartitionLog {
             closed: false,
             stats: LogStats::default(),
             producers,
+            txn_index: rebuilt.txn_index,
         };
         let log = Rc::new(PartitionLog {
             dir,
@@ -160,6 +167,9 @@ impl PartitionLog {
             commit: GroupCommit::default(),
             meta_clean: Cell::new(recovered.clean),
         });
+        for base in rebuilt.rewrite_txn_indexes {
+            log.write_txn_index(base).await?;
+        }
         log.start_flusher_if_needed();
         Ok(log)
     }
@@ -400,6 +410,7 @@ impl State {
         let removed = self.segments.remove_oldest(count);
         if let Some(first_base) = self.segments.first_base_offset() {
             self.log_start_offset = self.log_start_offset.max(first_base);
+            self.txn_index.remove_below(first_base);
         }
         removed
     }

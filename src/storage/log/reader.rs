@@ -9,15 +9,31 @@ use super::super::error::Error;
 use super::super::limit::ReadLimit;
 use super::super::records;
 use super::super::segment;
+use super::super::txn_index::AbortedTxn;
 use super::super::types::{FilePosition, Offset, TimestampOffset};
 use super::PartitionLog;
+
+/// Which records a read may return (Kafka's fetch `isolation_level`, KIP-98).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Up to the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions of the
+    /// range read, so the consumer can drop their records.
+    ReadCommitted,
+}
 
 /// Stored batches, exactly as appended (baseOffset and leader epoch assigned).
 #[derive(Clone, Debug, Default)]
 pub struct ReadResult {
     pub batches: Vec<Bytes>,
     pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
     pub log_start_offset: Offset,
+    /// read_committed only: the aborted transactions overlapping the
+    /// batches read (`None` for read_uncommitted).
+    pub aborted: Option<Vec<AbortedTxn>>,
 }
 
 impl ReadResult {
@@ -49,27 +65,84 @@ impl PartitionLog {
         from_offset: Offset,
         limit: ReadLimit,
     ) -> Result<ReadResult, Error> {
+        self.read_isolated(from_offset, limit, Isolation::ReadUncommitted)
+            .await
+    }
+
+    /// [`read_limited`](Self::read_limited) at an isolation level:
+    /// read_committed stops at the last stable offset and reports the
+    /// aborted transactions of what it read (Kafka's `LocalLog.read` with
+    /// `FetchIsolation.TXN_COMMITTED`). An offset past the last stable
+    /// offset but within the high watermark reads nothing, as in Kafka.
+    pub async fn read_isolated(
+        &self,
+        from_offset: Offset,
+        limit: ReadLimit,
+        isolation: Isolation,
+    ) -> Result<ReadResult, Error> {
         let mut result = self.empty_read_at(from_offset)?;
-        if limit.admits_nothing() {
-            return Ok(result);
+        let end = match isolation {
+            Isolation::ReadUncommitted => result.high_watermark,
+            Isolation::ReadCommitted => result.last_stable_offset,
+        };
+        if !limit.admits_nothing() {
+            self.read_until(&mut result, from_offset, end, limit)
+                .await?;
         }
-        let high_watermark = result.high_watermark;
+        if isolation == Isolation::ReadCommitted {
+            self.add_aborted(&mut result, from_offset, end);
+        }
+        Ok(result)
+    }
+
+    async fn read_until(
+        &self,
+        result: &mut ReadResult,
+        from_offset: Offset,
+        end: Offset,
+        limit: ReadLimit,
+    ) -> Result<(), Error> {
         let mut cursor = Cursor {
             next: from_offset,
             total: 0,
         };
-        while cursor.next < high_watermark
-            && (result.batches.is_empty() || cursor.total < limit.max_bytes)
-        {
-            let full = self.read_from_cache(&mut result, &mut cursor, limit);
-            if full || cursor.next >= high_watermark {
+        while cursor.next < end && (result.batches.is_empty() || cursor.total < limit.max_bytes) {
+            let full = self.read_from_cache(result, &mut cursor, end, limit);
+            if full || cursor.next >= end {
                 break;
             }
-            if !self.read_from_disk(&mut result, &mut cursor, limit).await? {
+            if !self.read_from_disk(result, &mut cursor, limit).await? {
                 break;
             }
         }
-        Ok(result)
+        Ok(())
+    }
+
+    /// read_committed: cuts what a disk read brought past `end` (the last
+    /// stable offset sits on a batch boundary) and collects the aborted
+    /// transactions overlapping the batches kept.
+    fn add_aborted(&self, result: &mut ReadResult, from_offset: Offset, end: Offset) {
+        let kept = result
+            .batches
+            .iter()
+            .take_while(|batch| {
+                BatchHeader::parse(batch).is_ok_and(|h| Offset(h.base_offset) < end)
+            })
+            .count();
+        result.batches.truncate(kept);
+        let mut aborted = Vec::new();
+        let upper = result
+            .batches
+            .last()
+            .and_then(|batch| BatchHeader::parse(batch).ok())
+            .map(|header| Offset(header.last_offset()) + 1);
+        if let Some(upper) = upper {
+            self.state
+                .borrow()
+                .txn_index
+                .collect(from_offset, upper, &mut aborted);
+        }
+        result.aborted = Some(aborted);
     }
 
     /// The result a read at `from_offset` starts from, once the offset is
@@ -87,7 +160,9 @@ impl PartitionLog {
         Ok(ReadResult {
             batches: Vec::new(),
             high_watermark,
+            last_stable_offset: state.last_stable_offset(),
             log_start_offset,
+            aborted: None,
         })
     }
 
@@ -97,9 +172,10 @@ impl PartitionLog {
         &self,
         result: &mut ReadResult,
         cursor: &mut Cursor,
+        end: Offset,
         limit: ReadLimit,
     ) -> bool {
-        while cursor.next < result.high_watermark {
+        while cursor.next < end {
             let Some((batch, last)) = self.cache.get_containing(self.log_id, cursor.next) else {
                 return false;
             };

@@ -12,14 +12,22 @@
 //!   after `producer.id.expiration.ms`) may only start at sequence 0, else
 //!   `UNKNOWN_PRODUCER_ID`, so the client resets its sequences (KIP-360).
 //!
+//! Transactions (KIP-98) add, per producer, the first offset of its open
+//! transaction on this partition: set by its first transactional batch,
+//! cleared by the transaction's marker. The smallest of them bounds the last
+//! stable offset. A marker also carries the producer's epoch, which Kafka's
+//! Transactions V2 (KIP-890) bumps at the end of every transaction, and the
+//! coordinator's epoch, which fences a stale coordinator.
+//!
 //! State is kept on the partition's shard, snapshotted in Kafka's format
 //! ([`snapshot`]) and rebuilt from batch headers on open.
 
 pub mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::batch::{self, BatchHeader};
+use super::control::{self, StoredMarker, TxnResult};
 use super::types::Offset;
 
 /// Batches per producer kept for duplicate detection (Kafka's
@@ -54,6 +62,18 @@ pub enum ProducerError {
     UnknownProducerId { producer_id: i64, found: i32 },
     #[error("producer {producer_id}: invalid base sequence {found}")]
     InvalidSequence { producer_id: i64, found: i32 },
+    /// Kafka's `InvalidTxnStateException`: a plain batch from a producer
+    /// whose transaction on this partition is still open.
+    #[error("producer {producer_id} sent a non-transactional batch inside its open transaction")]
+    NotTransactional { producer_id: i64 },
+    /// Kafka's `TransactionCoordinatorFencedException`: a marker from an
+    /// older coordinator than the last one this producer's state saw.
+    #[error("producer {producer_id}: coordinator epoch {found} is older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        found: i32,
+        current: i32,
+    },
 }
 
 /// One stored batch as duplicate detection remembers it.
@@ -85,8 +105,11 @@ pub struct ProducerEntry {
     len: u8,
     /// The last batch's timestamp: what expiry compares against.
     pub last_timestamp_ms: i64,
-    /// Kept for the snapshot format (transaction markers set it).
+    /// The coordinator epoch of the last transaction marker (-1: none yet).
     pub coordinator_epoch: i32,
+    /// The first offset of this producer's open transaction on the
+    /// partition, if one is open (Kafka's `currentTxnFirstOffset`).
+    pub current_txn_first_offset: Option<Offset>,
 }
 
 impl ProducerEntry {
@@ -97,6 +120,7 @@ impl ProducerEntry {
             len: 0,
             last_timestamp_ms: -1,
             coordinator_epoch: -1,
+            current_txn_first_offset: None,
         }
     }
 
@@ -134,6 +158,44 @@ impl ProducerEntry {
         self.last_timestamp_ms = batch.timestamp_ms;
         debug_assert!(usize::from(self.len) <= BATCHES_RETAINED);
     }
+
+    /// Takes `epoch` (a marker's); a new epoch forgets the old epoch's
+    /// batches, so the producer starts again at sequence 0 (KIP-360, KIP-890).
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.len = 0;
+        }
+    }
+
+    /// Opens a transaction at `first_offset` for a transactional batch, or
+    /// refuses a plain batch while one is open (Kafka's ProducerAppendInfo).
+    fn track_transaction(
+        &mut self,
+        producer_id: i64,
+        transactional: bool,
+        first_offset: Offset,
+    ) -> Result<(), ProducerError> {
+        match (self.current_txn_first_offset, transactional) {
+            (Some(_), false) => Err(ProducerError::NotTransactional { producer_id }),
+            (None, true) => {
+                self.current_txn_first_offset = Some(first_offset);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A transaction a marker ended on this partition (Kafka's `CompletedTxn`):
+/// what the transaction index records for an aborted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    /// The marker's offset.
+    pub last_offset: Offset,
+    pub result: TxnResult,
 }
 
 /// `sequence + increment`, wrapping past `i32::MAX` to 0 (Kafka's
@@ -174,6 +236,9 @@ pub enum AppendCheck {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions by first offset: the first one bounds the last
+    /// stable offset. Kept equal to the entries' `current_txn_first_offset`.
+    open_transactions: BTreeMap<Offset, i64>,
 }
 
 impl ProducerStateTable {
@@ -193,8 +258,72 @@ impl ProducerStateTable {
         self.producers.iter().map(|(id, entry)| (*id, entry))
     }
 
+    /// Sets a producer's entry, keeping the open transactions in step.
     pub fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
-        self.producers.insert(producer_id, entry);
+        let old = self.producers.insert(producer_id, entry);
+        let was = old.and_then(|old| old.current_txn_first_offset);
+        if was != entry.current_txn_first_offset {
+            if let Some(first) = was {
+                self.open_transactions.remove(&first);
+            }
+            if let Some(first) = entry.current_txn_first_offset {
+                self.open_transactions.insert(first, producer_id);
+            }
+        }
+        debug_assert!(self.open_transactions.len() <= self.producers.len());
+    }
+
+    /// The first offset of the oldest open transaction: the last stable
+    /// offset is this or the high watermark, whichever is lower.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.open_transactions.keys().next().copied()
+    }
+
+    /// Open transactions as (first offset, producer id), oldest first.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (Offset, i64)> + '_ {
+        self.open_transactions
+            .iter()
+            .map(|(first, id)| (*first, *id))
+    }
+
+    /// Checks a transaction marker for `producer_id` written at `offset`
+    /// (Kafka's `appendEndTxnMarker`): an older producer epoch is fenced,
+    /// an older coordinator epoch too. Returns the entry after the marker
+    /// and the transaction it ends (none when no transaction was open);
+    /// nothing changes until it is [`insert`](Self::insert)ed.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: StoredMarker,
+        offset: Offset,
+        timestamp_ms: i64,
+    ) -> Result<(ProducerEntry, Option<CompletedTxn>), ProducerError> {
+        let current = self.producers.get(&producer_id);
+        if let Some(current) = current {
+            if producer_epoch < current.epoch {
+                return Err(ProducerError::InvalidProducerEpoch {
+                    producer_id,
+                    epoch: producer_epoch,
+                    current: current.epoch,
+                });
+            }
+            if marker.coordinator_epoch < current.coordinator_epoch {
+                return Err(ProducerError::CoordinatorFenced {
+                    producer_id,
+                    found: marker.coordinator_epoch,
+                    current: current.coordinator_epoch,
+                });
+            }
+        }
+        let marked = MarkedProducer {
+            producer_id,
+            producer_epoch,
+            marker,
+            offset,
+            timestamp_ms,
+        };
+        Ok(marked.apply(current))
     }
 
     /// Checks every batch of `records` (already validated) as if stored from
@@ -228,6 +357,11 @@ impl ProducerStateTable {
                 .copied()
                 .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch));
             updated.push(header.producer_epoch, batch);
+            updated.track_transaction(
+                header.producer_id,
+                control::is_transactional(&header),
+                first_offset,
+            )?;
             match staged.iter_mut().find(|(id, _)| *id == header.producer_id) {
                 Some((_, entry)) => *entry = updated,
                 None => staged.push((header.producer_id, updated)),
@@ -239,31 +373,89 @@ impl ProducerStateTable {
     /// Applies the updates of a checked append once it is staged.
     pub fn commit(&mut self, updates: Vec<(i64, ProducerEntry)>) {
         for (producer_id, entry) in updates {
-            self.producers.insert(producer_id, entry);
+            self.insert(producer_id, entry);
         }
     }
 
     /// Replays a stored batch (recovery): no checks, the log is the truth.
-    pub fn replay(&mut self, header: &BatchHeader) {
+    /// `marker` is what a control batch says (see [`control::read_marker`]);
+    /// a transaction it ends is returned.
+    pub fn replay(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<StoredMarker>,
+    ) -> Option<CompletedTxn> {
         if header.producer_id <= NO_PRODUCER_ID {
-            return;
+            return None;
         }
-        let Ok(batch) = batch_metadata(header, Offset(header.base_offset), None) else {
-            return;
-        };
-        self.producers
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry::new(header.producer_epoch))
-            .push(header.producer_epoch, batch);
+        let offset = Offset(header.base_offset);
+        if control::is_control(header) {
+            let marked = MarkedProducer {
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                marker: marker?,
+                offset,
+                timestamp_ms: header.max_timestamp,
+            };
+            let (entry, completed) = marked.apply(self.producers.get(&header.producer_id));
+            self.insert(header.producer_id, entry);
+            return completed;
+        }
+        let batch = batch_metadata(header, offset, None).ok()?;
+        let mut entry = self
+            .producers
+            .get(&header.producer_id)
+            .copied()
+            .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch));
+        entry.push(header.producer_epoch, batch);
+        if control::is_transactional(header) && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(offset);
+        }
+        self.insert(header.producer_id, entry);
+        None
     }
 
     /// Forgets producers whose last batch is `expiration_ms` or more older than
-    /// `now_ms` (Kafka's `producer.id.expiration.ms`). Returns how many.
+    /// `now_ms` (Kafka's `producer.id.expiration.ms`). A producer with an open
+    /// transaction is kept: its marker is still to come. Returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms
+        });
         before - self.producers.len()
+    }
+}
+
+/// A marker for one producer, about to be applied to its entry.
+struct MarkedProducer {
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: StoredMarker,
+    offset: Offset,
+    timestamp_ms: i64,
+}
+
+impl MarkedProducer {
+    /// The entry after the marker, and the transaction it ended if one was open.
+    fn apply(&self, current: Option<&ProducerEntry>) -> (ProducerEntry, Option<CompletedTxn>) {
+        let mut entry = current
+            .copied()
+            .unwrap_or_else(|| ProducerEntry::new(self.producer_epoch));
+        let completed = entry
+            .current_txn_first_offset
+            .map(|first_offset| CompletedTxn {
+                producer_id: self.producer_id,
+                first_offset,
+                last_offset: self.offset,
+                result: self.marker.result,
+            });
+        entry.set_epoch(self.producer_epoch);
+        entry.coordinator_epoch = self.marker.coordinator_epoch;
+        entry.current_txn_first_offset = None;
+        entry.last_timestamp_ms = self.timestamp_ms;
+        (entry, completed)
     }
 }
 

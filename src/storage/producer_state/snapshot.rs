@@ -65,7 +65,8 @@ pub fn encode(table: &ProducerStateTable) -> Vec<u8> {
         out.extend_from_slice(&delta.to_be_bytes());
         out.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
         out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
-        out.extend_from_slice(&(-1i64).to_be_bytes());
+        let txn_first = entry.current_txn_first_offset.map_or(-1, Offset::get);
+        out.extend_from_slice(&txn_first.to_be_bytes());
     }
     let crc = crc32c::crc32c(&out[CRC_COVERS_FROM..]);
     out[2..6].copy_from_slice(&crc.to_be_bytes());
@@ -122,7 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<ProducerStateTable, SnapshotError> {
         let offset_delta = reader.i32();
         let timestamp_ms = reader.i64();
         let coordinator_epoch = reader.i32();
-        let _current_txn_first_offset = reader.i64();
+        let current_txn_first_offset = reader.i64();
         let mut entry = ProducerEntry::new(epoch);
         if last_seq >= 0 && offset_delta >= 0 {
             entry.push(
@@ -138,6 +139,8 @@ pub fn decode(bytes: &[u8]) -> Result<ProducerStateTable, SnapshotError> {
         }
         entry.last_timestamp_ms = timestamp_ms;
         entry.coordinator_epoch = coordinator_epoch;
+        entry.current_txn_first_offset =
+            (current_txn_first_offset >= 0).then_some(Offset(current_txn_first_offset));
         table.insert(producer_id, entry);
     }
     Ok(table)

@@ -1,9 +1,9 @@
 use super::snapshot::{self, SnapshotError};
 use super::*;
 use crate::storage::batch::{
-    recompute_crc, BASE_SEQUENCE_OFFSET, BATCH_LENGTH_OFFSET, HEADER_BYTES,
-    LAST_OFFSET_DELTA_OFFSET, LOG_OVERHEAD_BYTES, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET,
-    PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, RECORD_COUNT_OFFSET,
+    recompute_crc, ATTRIBUTES_OFFSET, ATTRIBUTE_TRANSACTIONAL_BIT, BASE_SEQUENCE_OFFSET,
+    BATCH_LENGTH_OFFSET, HEADER_BYTES, LAST_OFFSET_DELTA_OFFSET, LOG_OVERHEAD_BYTES, MAGIC_OFFSET,
+    MAX_TIMESTAMP_OFFSET, PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, RECORD_COUNT_OFFSET,
 };
 
 /// A header-only batch of `records` records from `producer_id`.
@@ -29,6 +29,35 @@ fn batch(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> Vec<
     put(&mut b, RECORD_COUNT_OFFSET, &records.to_be_bytes());
     recompute_crc(&mut b);
     b
+}
+
+/// A transactional batch (KIP-98 attribute bit 4).
+fn txn_batch(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> Vec<u8> {
+    let mut b = batch(producer_id, epoch, base_sequence, records);
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&ATTRIBUTE_TRANSACTIONAL_BIT.to_be_bytes());
+    recompute_crc(&mut b);
+    b
+}
+
+fn marker(result: TxnResult, coordinator_epoch: i32) -> StoredMarker {
+    StoredMarker {
+        result,
+        coordinator_epoch,
+    }
+}
+
+/// Checks and applies a marker for `producer_id` at `offset`.
+fn end_txn(
+    table: &mut ProducerStateTable,
+    producer_id: i64,
+    epoch: i16,
+    stored: StoredMarker,
+    offset: i64,
+) -> Result<Option<CompletedTxn>, ProducerError> {
+    let (entry, completed) = table.check_marker(producer_id, epoch, stored, Offset(offset), 5)?;
+    table.insert(producer_id, entry);
+    Ok(completed)
 }
 
 /// Checks and commits one append at `offset`.
@@ -219,4 +248,121 @@ fn snapshot_file_names_are_twenty_digit_offsets() {
     );
     assert_eq!(snapshot::parse_file_name("42.snapshot"), None);
     assert_eq!(snapshot::parse_file_name("00000000000000000042.log"), None);
+}
+
+#[test]
+fn a_transaction_is_open_from_its_first_batch_to_its_marker() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 0, 0, 2), 10).expect("first txn batch");
+    append(&mut table, &txn_batch(2, 0, 0, 1), 12).expect("second producer");
+    append(&mut table, &txn_batch(1, 0, 2, 2), 13).expect("more of the first");
+    assert_eq!(table.first_unstable_offset(), Some(Offset(10)));
+    assert_eq!(
+        table.get(1).and_then(|e| e.current_txn_first_offset),
+        Some(Offset(10))
+    );
+    let completed = end_txn(&mut table, 1, 0, marker(TxnResult::Abort, 0), 15).expect("marker");
+    assert_eq!(
+        completed,
+        Some(CompletedTxn {
+            producer_id: 1,
+            first_offset: Offset(10),
+            last_offset: Offset(15),
+            result: TxnResult::Abort
+        })
+    );
+    assert_eq!(table.first_unstable_offset(), Some(Offset(12)));
+    end_txn(&mut table, 2, 0, marker(TxnResult::Commit, 0), 16).expect("marker");
+    assert_eq!(table.first_unstable_offset(), None);
+    // Transactions V1: the same epoch continues its sequence in the next transaction.
+    append(&mut table, &txn_batch(1, 0, 4, 1), 17).expect("next transaction");
+    assert_eq!(table.first_unstable_offset(), Some(Offset(17)));
+}
+
+#[test]
+fn a_marker_from_an_older_producer_or_coordinator_epoch_is_refused() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 3, 0, 1), 0).expect("txn batch");
+    end_txn(&mut table, 1, 3, marker(TxnResult::Commit, 5), 1).expect("marker");
+    assert!(matches!(
+        end_txn(&mut table, 1, 2, marker(TxnResult::Commit, 5), 2),
+        Err(ProducerError::InvalidProducerEpoch {
+            epoch: 2,
+            current: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        end_txn(&mut table, 1, 3, marker(TxnResult::Abort, 4), 2),
+        Err(ProducerError::CoordinatorFenced {
+            found: 4,
+            current: 5,
+            ..
+        })
+    ));
+    assert_eq!(table.get(1).map(|e| e.coordinator_epoch), Some(5));
+}
+
+#[test]
+fn a_marker_with_a_bumped_epoch_fences_late_batches_and_restarts_sequences() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 0, 0, 3), 0).expect("txn batch");
+    // KIP-890: the coordinator ends the transaction with epoch + 1.
+    end_txn(&mut table, 1, 1, marker(TxnResult::Commit, 0), 3).expect("marker");
+    assert!(matches!(
+        table.check(&txn_batch(1, 0, 3, 1), Offset(4), None),
+        Err(ProducerError::InvalidProducerEpoch { .. })
+    ));
+    assert!(matches!(
+        table.check(&txn_batch(1, 0, 0, 3), Offset(4), None),
+        Err(ProducerError::InvalidProducerEpoch { .. })
+    ));
+    append(&mut table, &txn_batch(1, 1, 0, 1), 4).expect("the new epoch from 0");
+}
+
+#[test]
+fn a_plain_batch_inside_an_open_transaction_is_refused() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 0, 0, 1), 0).expect("txn batch");
+    assert!(matches!(
+        table.check(&batch(1, 0, 1, 1), Offset(1), None),
+        Err(ProducerError::NotTransactional { producer_id: 1 })
+    ));
+}
+
+#[test]
+fn a_producer_with_an_open_transaction_does_not_expire() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 0, 0, 1), 0).expect("open");
+    append(&mut table, &batch(2, 0, 0, 1), 1).expect("plain");
+    assert_eq!(table.expire(1_000 + 100, 100), 1);
+    assert!(table.get(1).is_some());
+}
+
+#[test]
+fn snapshots_keep_open_transactions_and_replay_ends_them() {
+    let mut table = ProducerStateTable::default();
+    append(&mut table, &txn_batch(1, 0, 0, 2), 4).expect("open");
+    append(&mut table, &txn_batch(2, 0, 0, 2), 6).expect("open");
+    end_txn(&mut table, 2, 0, marker(TxnResult::Abort, 3), 8).expect("marker");
+    let mut loaded = snapshot::decode(&snapshot::encode(&table)).expect("decodes");
+    assert_eq!(loaded.first_unstable_offset(), Some(Offset(4)));
+    assert_eq!(loaded.get(2).map(|e| e.coordinator_epoch), Some(3));
+    let marker_batch = crate::storage::control::marker_batch(
+        &crate::storage::TxnMarker {
+            producer_id: 1,
+            producer_epoch: 0,
+            coordinator_epoch: 3,
+            result: TxnResult::Commit,
+        },
+        5,
+    );
+    let mut header = crate::storage::BatchHeader::parse(&marker_batch).expect("header");
+    header.base_offset = 9;
+    let completed = loaded.replay(&header, Some(marker(TxnResult::Commit, 3)));
+    assert_eq!(
+        completed.map(|c| (c.first_offset, c.last_offset)),
+        Some((Offset(4), Offset(9)))
+    );
+    assert_eq!(loaded.first_unstable_offset(), None);
 }

@@ -1,0 +1,211 @@
+//! Transaction markers (KIP-98): the control batch a partition stores when a
+//! transaction ends, built and read exactly as Kafka writes it
+//! (`MemoryRecords.withEndTransactionMarker`).
+//!
+//! A marker is one v2 batch with the control and transactional attribute
+//! bits, the transaction's producer id and epoch, no sequence, and one record:
+//! ```text
+//! key:   version i16 (0) | type i16 (0 ABORT, 1 COMMIT)        ControlRecordType
+//! value: version i16 (0) | coordinatorEpoch i32                 EndTransactionMarker
+//! ```
+
+use bytes::Bytes;
+
+use super::batch::{
+    self, BatchHeader, ATTRIBUTES_OFFSET, ATTRIBUTE_CONTROL_BIT, ATTRIBUTE_TRANSACTIONAL_BIT,
+    BATCH_LENGTH_OFFSET, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_OFFSET, MAGIC_V2,
+    RECORD_COUNT_OFFSET,
+};
+use super::error::Error;
+use super::records::{self, Records};
+
+/// How a transaction ended: the ControlRecordType of its marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TxnResult {
+    Abort,
+    Commit,
+}
+
+impl TxnResult {
+    /// Kafka's `ControlRecordType` id.
+    pub const fn control_type(self) -> i16 {
+        match self {
+            TxnResult::Abort => 0,
+            TxnResult::Commit => 1,
+        }
+    }
+
+    pub const fn from_control_type(control_type: i16) -> Option<TxnResult> {
+        match control_type {
+            0 => Some(TxnResult::Abort),
+            1 => Some(TxnResult::Commit),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction marker to write to a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    /// The epoch the marker carries. With Transactions V2 (KIP-890) the
+    /// coordinator writes the bumped epoch, which fences the old one here.
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub result: TxnResult,
+}
+
+/// `ControlRecordType` and `EndTransactionMarker` versions Kafka writes.
+const CONTROL_KEY_VERSION: i16 = 0;
+const END_TXN_MARKER_VERSION: i16 = 0;
+/// The one record: length, attributes, timestampDelta, offsetDelta,
+/// keyLength, 4-byte key, valueLength, 6-byte value, header count.
+const RECORD_BODY_BYTES: usize = 1 + 1 + 1 + 1 + 4 + 1 + 6 + 1;
+const RECORD_BYTES: usize = 1 + RECORD_BODY_BYTES;
+/// Bytes of a marker batch.
+pub const MARKER_BATCH_BYTES: usize = HEADER_BYTES + RECORD_BYTES;
+/// Kafka's `RecordBatch.NO_SEQUENCE`: markers carry none.
+const NO_SEQUENCE: i32 = -1;
+
+const _: () = assert!(RECORD_BODY_BYTES < 64, "the length fits a one-byte varint");
+
+/// The control batch for `marker`, at offset 0 (the log assigns it), with
+/// both timestamps at `timestamp_ms`.
+pub fn marker_batch(marker: &TxnMarker, timestamp_ms: i64) -> Bytes {
+    let mut out = vec![0u8; MARKER_BATCH_BYTES];
+    let batch_length = (MARKER_BATCH_BYTES - LOG_OVERHEAD_BYTES) as i32;
+    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[MAGIC_OFFSET] = MAGIC_V2 as u8;
+    let attributes = ATTRIBUTE_CONTROL_BIT | ATTRIBUTE_TRANSACTIONAL_BIT;
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    // lastOffsetDelta stays 0: one record.
+    batch::set_timestamps(&mut out, timestamp_ms, timestamp_ms);
+    batch::set_producer(
+        &mut out,
+        marker.producer_id,
+        marker.producer_epoch,
+        NO_SEQUENCE,
+    );
+    out[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&1i32.to_be_bytes());
+    let record = &mut out[HEADER_BYTES..];
+    // Zigzag varints: 2n for non-negative n.
+    record[0] = (RECORD_BODY_BYTES * 2) as u8;
+    // attributes, timestampDelta and offsetDelta are 0.
+    record[4] = 4 * 2;
+    record[5..7].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+    record[7..9].copy_from_slice(&marker.result.control_type().to_be_bytes());
+    record[9] = 6 * 2;
+    record[10..12].copy_from_slice(&END_TXN_MARKER_VERSION.to_be_bytes());
+    record[12..16].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    // header count 0.
+    batch::recompute_crc(&mut out);
+    Bytes::from(out)
+}
+
+/// Whether a batch is a control batch (markers and other broker records).
+pub fn is_control(header: &BatchHeader) -> bool {
+    header.attributes & ATTRIBUTE_CONTROL_BIT != 0
+}
+
+/// Whether a batch belongs to a transaction (data or marker).
+pub fn is_transactional(header: &BatchHeader) -> bool {
+    header.attributes & ATTRIBUTE_TRANSACTIONAL_BIT != 0
+}
+
+/// What a stored transaction marker says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredMarker {
+    pub result: TxnResult,
+    pub coordinator_epoch: i32,
+}
+
+/// Reads the marker of a control batch (`batch` is the whole, framed batch).
+/// `Ok(None)` for a control batch of another type (Kafka's leader-change and
+/// snapshot records), which transactions ignore.
+pub fn read_marker(header: &BatchHeader, batch: &[u8]) -> Result<Option<StoredMarker>, Error> {
+    debug_assert!(is_control(header));
+    let section = records::records_section(header, batch)?;
+    let Some(record) = Records::new(header, &section).next() else {
+        return Ok(None);
+    };
+    let record = record?;
+    let Some(key) = record.key.filter(|key| key.len() >= 4) else {
+        return Ok(None);
+    };
+    let control_type = i16::from_be_bytes([key[2], key[3]]);
+    let Some(result) = TxnResult::from_control_type(control_type) else {
+        return Ok(None);
+    };
+    let coordinator_epoch = record
+        .value
+        .filter(|value| value.len() >= 6)
+        .map_or(-1, |value| {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        });
+    Ok(Some(StoredMarker {
+        result,
+        coordinator_epoch,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    fn marker(result: TxnResult) -> TxnMarker {
+        TxnMarker {
+            producer_id: 42,
+            producer_epoch: 3,
+            coordinator_epoch: 7,
+            result,
+        }
+    }
+
+    #[test]
+    fn a_marker_batch_is_valid_and_reads_back() {
+        for result in [TxnResult::Abort, TxnResult::Commit] {
+            let bytes = marker_batch(&marker(result), 1_000);
+            let header = BatchHeader::parse(&bytes).expect("header");
+            header.validate(&bytes, 1 << 20).expect("valid");
+            assert_eq!(header.total_bytes(), bytes.len());
+            assert!(matches!(
+                batch::validate_all(&bytes, 1 << 20),
+                Err(Error::ControlBatchFromClient)
+            ));
+            assert!(is_control(&header) && is_transactional(&header));
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence
+                ),
+                (42, 3, -1)
+            );
+            let stored = read_marker(&header, &bytes)
+                .expect("reads")
+                .expect("a marker");
+            assert_eq!(
+                stored,
+                StoredMarker {
+                    result,
+                    coordinator_epoch: 7
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn kafka_protocol_decodes_the_marker_as_a_control_record() {
+        let bytes = marker_batch(&marker(TxnResult::Commit), 1_000);
+        let set = RecordBatchDecoder::decode(&mut bytes.clone()).expect("decodes");
+        let record = &set.records[0];
+        assert!(record.control && record.transactional);
+        let key = record.key.as_deref().expect("key");
+        assert_eq!(key, &[0, 0, 0, 1][..]);
+        assert_eq!(
+            record.value.as_deref().expect("value"),
+            &[0, 0, 0, 0, 0, 7][..]
+        );
+    }
+}
