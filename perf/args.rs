@@ -91,6 +91,18 @@ pub struct Args {
     /// Produce as idempotent producers (InitProducerId, then a sequence per partition).
     #[arg(long)]
     pub idempotent: bool,
+    /// With --idempotent: send transactional batches and end each connection's
+    /// transaction every this many batches with markers the tool writes itself
+    /// (WriteTxnMarkers: the partitions' side of transactions, no coordinator).
+    #[arg(long)]
+    pub txn_batches: Option<u64>,
+    /// With --txn-batches: abort every this many-th transaction (100: 1% aborted).
+    #[arg(long)]
+    pub abort_every: Option<u64>,
+    /// Fetch isolation level (and, for --to-end, which end: the last stable
+    /// offset for read-committed).
+    #[arg(long, value_enum, default_value_t = IsolationArg::ReadUncommitted)]
+    pub isolation: IsolationArg,
     /// Fetch long-poll wait.
     #[arg(long, default_value_t = 100)]
     pub fetch_wait_ms: i32,
@@ -131,6 +143,22 @@ pub enum CompressionArg {
     Snappy,
     Lz4,
     Zstd,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum IsolationArg {
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl IsolationArg {
+    /// Kafka's `isolation_level` on the wire.
+    pub fn level(self) -> i8 {
+        match self {
+            Self::ReadUncommitted => 0,
+            Self::ReadCommitted => 1,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -229,6 +257,18 @@ impl Args {
             ensure!(self.acks != 0, "--idempotent needs --acks 1 or -1");
             ensure_within("in-flight", self.in_flight, 1..=IDEMPOTENT_IN_FLIGHT_MAX)?;
         }
+        ensure!(
+            self.txn_batches.is_none() || self.idempotent,
+            "--txn-batches needs --idempotent"
+        );
+        ensure!(
+            self.txn_batches != Some(0) && self.abort_every != Some(0),
+            "--txn-batches and --abort-every must be positive"
+        );
+        ensure!(
+            self.abort_every.is_none() || self.txn_batches.is_some(),
+            "--abort-every needs --txn-batches"
+        );
         ensure!(
             self.duration > 0.0 && self.warmup >= 0.0,
             "--duration must be positive"

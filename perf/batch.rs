@@ -156,6 +156,8 @@ pub struct Sequencer {
     producer_id: i64,
     epoch: i16,
     next_sequences: Vec<i32>,
+    /// Mark every batch transactional (KIP-98 attribute bit 4).
+    transactional: bool,
 }
 
 impl Sequencer {
@@ -164,7 +166,18 @@ impl Sequencer {
             producer_id,
             epoch,
             next_sequences: vec![0; partitions],
+            transactional: false,
         }
+    }
+
+    /// A sequencer whose batches are transactional.
+    pub fn transactional(mut self) -> Sequencer {
+        self.transactional = true;
+        self
+    }
+
+    pub fn producer(&self) -> (i64, i16) {
+        (self.producer_id, self.epoch)
     }
 
     /// Writes the fields for a send to partition slot `slot`, and the CRC
@@ -172,6 +185,12 @@ impl Sequencer {
     pub fn set_next(&mut self, batch: &mut [u8], slot: usize) {
         let sequence = &mut self.next_sequences[slot];
         layout::set_producer(batch, self.producer_id, self.epoch, *sequence);
+        if self.transactional {
+            let at = layout::ATTRIBUTES_OFFSET;
+            let attributes = i16::from_be_bytes([batch[at], batch[at + 1]])
+                | layout::ATTRIBUTE_TRANSACTIONAL_BIT;
+            batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+        }
         layout::recompute_crc(batch);
         let records = i32::from_be_bytes(
             batch[layout::RECORD_COUNT_OFFSET..layout::RECORD_COUNT_OFFSET + 4]

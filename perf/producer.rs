@@ -39,6 +39,10 @@ pub struct ProducerPlan {
     pub stamp: bool,
     /// Send as an idempotent producer (`--idempotent`).
     pub idempotent: bool,
+    /// `--txn-batches`: transactional batches, a transaction ended every this many sends.
+    pub txn_batches: Option<u64>,
+    /// `--abort-every`: every this many-th transaction ends with ABORT.
+    pub abort_every: Option<u64>,
     pub run_id: u64,
     pub records_limit: Option<u64>,
     pub start_ns: u64,
@@ -87,7 +91,7 @@ fn run_inner(
         }
         producer.wait_for_acks_or_next_due()?;
     }
-    Ok(())
+    producer.end_open_transaction()
 }
 
 /// When each record is due under the open-loop schedule.
@@ -168,6 +172,8 @@ struct Producer<'a> {
     /// `--idempotent`: the producer id and each partition's next sequence.
     sequencer: Option<batch::Sequencer>,
     batches_sent: u64,
+    /// `--txn-batches`: transactions this connection ended so far.
+    transactions_ended: u64,
     /// Set once the run's end, or the records limit, is reached: nothing
     /// more is sent, outstanding acks are awaited until `drain_ns`.
     draining: bool,
@@ -184,11 +190,12 @@ impl<'a> Producer<'a> {
         let payload = Payload::build(plan, clock)?;
         let sequencer = if plan.idempotent {
             let (producer_id, epoch) = wire::init_producer_id(&mut conn)?;
-            Some(batch::Sequencer::new(
-                producer_id,
-                epoch,
-                plan.partitions.len(),
-            ))
+            let sequencer = batch::Sequencer::new(producer_id, epoch, plan.partitions.len());
+            Some(if plan.txn_batches.is_some() {
+                sequencer.transactional()
+            } else {
+                sequencer
+            })
         } else {
             None
         };
@@ -207,8 +214,55 @@ impl<'a> Producer<'a> {
             inflight: VecDeque::with_capacity(plan.in_flight),
             sequencer,
             batches_sent: 0,
+            transactions_ended: 0,
             draining: false,
         })
+    }
+
+    /// `--txn-batches`: once this connection sent that many batches since
+    /// the last marker, waits for their acks and writes the markers (ABORT
+    /// for every `--abort-every`-th transaction, else COMMIT).
+    fn end_transaction_if_due(&mut self) -> Result<()> {
+        match self.plan.txn_batches {
+            Some(every) if self.batches_sent > 0 && self.batches_sent.is_multiple_of(every) => {
+                self.end_transaction()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// At the end of the run: commits a transaction left open, so the last
+    /// stable offset reaches the end of what was sent.
+    fn end_open_transaction(&mut self) -> Result<()> {
+        match self.plan.txn_batches {
+            Some(every) if !self.batches_sent.is_multiple_of(every) => self.end_transaction(),
+            _ => Ok(()),
+        }
+    }
+
+    fn end_transaction(&mut self) -> Result<()> {
+        let Some(sequencer) = &self.sequencer else {
+            return Ok(());
+        };
+        let producer = sequencer.producer();
+        while !self.inflight.is_empty() {
+            if self.conn.poll_readable(POLL_SLICE)? {
+                self.conn.fill()?;
+                self.read_acks()?;
+            }
+        }
+        self.transactions_ended += 1;
+        let commit = self
+            .plan
+            .abort_every
+            .is_none_or(|k| !self.transactions_ended.is_multiple_of(k));
+        wire::write_markers(
+            &mut self.conn,
+            &self.plan.topic,
+            &self.plan.partitions,
+            producer,
+            commit,
+        )
     }
 
     fn records_limit_reached(&self) -> bool {
@@ -273,7 +327,7 @@ impl<'a> Producer<'a> {
                 records: self.records_per_batch,
             });
         }
-        Ok(())
+        self.end_transaction_if_due()
     }
 
     /// Writes each record's due time into the batch: patched in place, or

@@ -14,8 +14,10 @@ use kafka_protocol::messages::{
     list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsRequest,
     list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequest,
     metadata_request::MetadataRequestTopic, produce_request::PartitionProduceData,
-    produce_request::ProduceRequest, produce_request::TopicProduceData, BrokerId,
-    InitProducerIdRequest, TopicName,
+    produce_request::ProduceRequest, produce_request::TopicProduceData,
+    write_txn_markers_request::WritableTxnMarker,
+    write_txn_markers_request::WritableTxnMarkerTopic, BrokerId, InitProducerIdRequest, ProducerId,
+    TopicName, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog::client::{encode_request, Connection};
@@ -38,6 +40,7 @@ pub const METADATA_VERSIONS: (i16, i16) = (1, 12);
 pub const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
 pub const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
 pub const INIT_PRODUCER_ID_VERSIONS: (i16, i16) = (0, 5);
+pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 
 /// A data-plane connection: no I/O timeouts, so long polls and pipelined
 /// produce waits are bounded by the protocol, not the socket.
@@ -124,18 +127,21 @@ pub fn create_topic(conn: &mut Connection, topic: &str, partitions: i32) -> Resu
     Ok(())
 }
 
-/// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest).
+/// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest), at an
+/// isolation level (read_committed: "latest" is the last stable offset).
 pub fn list_offsets(
     conn: &mut Connection,
     topic: &str,
     partitions: &[i32],
     timestamp: i64,
+    isolation_level: i8,
 ) -> Result<HashMap<i32, i64>> {
     let version = conn
         .versions()
         .pick::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS)?;
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic_name(topic))
             .with_partitions(
@@ -170,9 +176,11 @@ pub fn fetch_request(
     max_wait_ms: i32,
     partition_max_bytes: i32,
     max_bytes: i32,
+    isolation_level: i8,
 ) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(max_bytes)
@@ -191,6 +199,40 @@ pub fn fetch_request(
                     })
                     .collect(),
             )])
+}
+
+/// Ends the transaction of `producer_id` on `partitions` of `topic` with a
+/// COMMIT (or ABORT) marker, as a coordinator would (WriteTxnMarkers v1).
+pub fn write_markers(
+    conn: &mut Connection,
+    topic: &str,
+    partitions: &[i32],
+    (producer_id, epoch): (i64, i16),
+    commit: bool,
+) -> Result<()> {
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_transaction_result(commit)
+            .with_coordinator_epoch(0)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(topic_name(topic))
+                .with_partition_indexes(partitions.to_vec())])]);
+    let response = conn.call(&request, WRITE_TXN_MARKERS_VERSION)?;
+    for marker in &response.markers {
+        for t in &marker.topics {
+            for p in &t.partitions {
+                ensure!(
+                    p.error_code == ERROR_NONE,
+                    "WriteTxnMarkers partition {}: error {}",
+                    p.partition_index,
+                    p.error_code
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A Produce request encoded once by kafka-protocol; per send only the
@@ -321,7 +363,14 @@ mod tests {
 
     #[test]
     fn fetch_request_encodes_in_every_supported_version() {
-        let request = fetch_request(&topic_name("t"), &[(0, 5), (1, 7)], 100, 1 << 20, 50 << 20);
+        let request = fetch_request(
+            &topic_name("t"),
+            &[(0, 5), (1, 7)],
+            100,
+            1 << 20,
+            50 << 20,
+            0,
+        );
         for version in FETCH_VERSIONS.0..=FETCH_VERSIONS.1 {
             let mut buf = BytesMut::new();
             encode_request(&mut buf, &request, version, 1, CLIENT_ID).unwrap();

@@ -146,6 +146,8 @@ fn producer_plan(launch: &Launch, index: usize) -> ProducerPlan {
         }),
         stamp: args.mode == Mode::E2e || args.stamp,
         idempotent: args.idempotent,
+        txn_batches: args.txn_batches,
+        abort_every: args.abort_every,
         run_id: launch.run_id,
         records_limit,
         start_ns: window.start_ns,
@@ -174,6 +176,7 @@ fn consumer_plan(launch: &Launch, index: usize) -> ConsumerPlan {
         max_wait_ms: args.fetch_wait_ms,
         partition_max_bytes: args.fetch_partition_bytes,
         max_bytes: args.fetch_max_bytes,
+        isolation_level: args.isolation.level(),
         latency_run: match args.mode {
             Mode::E2e => Some(Some(launch.run_id)),
             _ => Some(None),
