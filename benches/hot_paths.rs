@@ -61,15 +61,21 @@ fn validate_and_assign(batch: &mut [u8], base_offset: i64) -> usize {
 }
 
 /// The producer-state check every append runs before staging (KIP-98):
-/// a batch without a producer id, and an idempotent one whose sequence
-/// moves on each time (check, then commit).
+/// a batch without a producer id, an idempotent one whose sequence moves
+/// on each time (check, then commit), and a transactional one (which also
+/// keeps its producer's open transaction).
 fn bench_producer_check(c: &mut Criterion) {
     use storage::producer_state::{AppendCheck, ProducerStateTable};
     let mut group = c.benchmark_group("producer_state_check");
     let (records, value) = SHAPES[0];
     group.throughput(Throughput::Elements(records as u64));
-    for (name, producer_id) in [("plain", -1i64), ("idempotent", 7)] {
+    for (name, producer_id) in [("plain", -1i64), ("idempotent", 7), ("transactional", 8)] {
         let mut data = batch(records, value).to_vec();
+        if name == "transactional" {
+            let at = storage::batch::ATTRIBUTES_OFFSET;
+            data[at..at + 2]
+                .copy_from_slice(&storage::batch::ATTRIBUTE_TRANSACTIONAL_BIT.to_be_bytes());
+        }
         let mut table = ProducerStateTable::default();
         let (mut next, mut sequence) = (0i64, 0i32);
         group.bench_function(format!("{name}_{records}x{value}B"), |b| {

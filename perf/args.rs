@@ -99,6 +99,14 @@ pub struct Args {
     /// Records per transaction with `--transactional-id`.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub txn_records: u64,
+    /// With --transactional-id: end every this many-th transaction with an
+    /// abort instead of a commit (100: 1% aborted).
+    #[arg(long, value_name = "K")]
+    pub abort_every: Option<u64>,
+    /// Fetch isolation level (and, for --to-end, which end: the last stable
+    /// offset for read-committed).
+    #[arg(long, value_enum, default_value_t = IsolationArg::ReadUncommitted)]
+    pub isolation: IsolationArg,
     /// Fetch long-poll wait.
     #[arg(long, default_value_t = 100)]
     pub fetch_wait_ms: i32,
@@ -144,6 +152,22 @@ pub enum Mode {
     /// versions and closing, while --connections open ones ping (ApiVersions
     /// every 10 ms); their latency before and during.
     Accept,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum IsolationArg {
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl IsolationArg {
+    /// Kafka's `isolation_level` on the wire.
+    pub fn level(self) -> i8 {
+        match self {
+            Self::ReadUncommitted => 0,
+            Self::ReadCommitted => 1,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -254,6 +278,14 @@ impl Args {
                 "--transactional-id is for produce and e2e modes"
             );
         }
+        ensure!(
+            self.abort_every.is_none() || self.transactional_id.is_some(),
+            "--abort-every needs --transactional-id"
+        );
+        ensure!(
+            self.abort_every != Some(0),
+            "--abort-every must be positive"
+        );
         if self.idempotent || self.transactional_id.is_some() {
             // Kafka's limits for idempotence: acknowledged sends, at most
             // five requests in flight (what the broker deduplicates).

@@ -32,6 +32,8 @@ pub struct ConsumerPlan {
     pub max_wait_ms: i32,
     pub partition_max_bytes: i32,
     pub max_bytes: i32,
+    /// Kafka's `isolation_level` (1: read_committed).
+    pub isolation_level: i8,
     /// None: no latency. Some(None): any stamped value. Some(Some(id)): this run only.
     pub latency_run: Option<Option<u64>>,
     pub measure_from_ns: u64,
@@ -114,6 +116,7 @@ impl Consumer<'_> {
             plan.max_wait_ms,
             plan.partition_max_bytes,
             plan.max_bytes,
+            plan.isolation_level,
         );
         self.request_buf.clear();
         let correlation_id = self

@@ -54,6 +54,8 @@ pub struct ProducerPlan {
 pub struct TxnPlan {
     pub transactional_id: String,
     pub records: u64,
+    /// `--abort-every`: every this many-th transaction ends with an abort.
+    pub abort_every: Option<u64>,
 }
 
 /// The open transaction of a transactional producer.
@@ -63,6 +65,8 @@ struct Txn {
     open: bool,
     /// Records sent in the open transaction.
     records: u64,
+    /// Transactions ended so far.
+    ended: u64,
 }
 
 struct InFlight {
@@ -222,6 +226,7 @@ impl<'a> Producer<'a> {
                 plan: txn_plan.clone(),
                 open: false,
                 records: 0,
+                ended: 0,
             }),
             None => None,
         };
@@ -339,7 +344,17 @@ impl<'a> Producer<'a> {
         };
         debug_assert!(self.inflight.is_empty());
         let started = self.clock.now_ns();
-        wire::commit_txn(&mut self.conn, &txn.plan.transactional_id, txn.producer)?;
+        txn.ended += 1;
+        let commit = txn
+            .plan
+            .abort_every
+            .is_none_or(|k| !txn.ended.is_multiple_of(k));
+        wire::end_txn(
+            &mut self.conn,
+            &txn.plan.transactional_id,
+            txn.producer,
+            commit,
+        )?;
         let done = self.clock.now_ns();
         txn.open = false;
         if started >= self.plan.measure_from_ns {

@@ -49,7 +49,13 @@ pub fn prepare(args: &Args) -> Result<TopicSetup> {
         } else {
             OFFSET_EARLIEST
         };
-        wire::list_offsets(&mut control, &args.topic, &partitions, timestamp)?
+        wire::list_offsets(
+            &mut control,
+            &args.topic,
+            &partitions,
+            timestamp,
+            args.isolation.level(),
+        )?
     } else {
         HashMap::new()
     };
@@ -59,6 +65,7 @@ pub fn prepare(args: &Args) -> Result<TopicSetup> {
             &args.topic,
             &partitions,
             OFFSET_LATEST,
+            args.isolation.level(),
         )?)
     } else {
         None

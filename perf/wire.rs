@@ -149,14 +149,19 @@ pub fn add_partitions_to_txn(
     Ok(())
 }
 
-/// Commits the open transaction (EndTxn); returns once the markers are written.
-pub fn commit_txn(conn: &mut Connection, id: &str, (producer_id, epoch): (i64, i16)) -> Result<()> {
+/// Commits (or aborts) the open transaction (EndTxn); returns once the markers are written.
+pub fn end_txn(
+    conn: &mut Connection,
+    id: &str,
+    (producer_id, epoch): (i64, i16),
+    commit: bool,
+) -> Result<()> {
     let version = conn.versions().pick::<EndTxnRequest>(END_TXN_VERSIONS)?;
     let request = EndTxnRequest::default()
         .with_transactional_id(transactional_id(id))
         .with_producer_id(ProducerId(producer_id))
         .with_producer_epoch(epoch)
-        .with_committed(true);
+        .with_committed(commit);
     let response = conn.call(&request, version)?;
     ensure!(
         response.error_code == ERROR_NONE,
@@ -217,18 +222,21 @@ pub fn create_topic(conn: &mut Connection, topic: &str, partitions: i32) -> Resu
     Ok(())
 }
 
-/// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest).
+/// Offsets of `partitions` at `timestamp` (-1 latest, -2 earliest), at an
+/// isolation level (read_committed: "latest" is the last stable offset).
 pub fn list_offsets(
     conn: &mut Connection,
     topic: &str,
     partitions: &[i32],
     timestamp: i64,
+    isolation_level: i8,
 ) -> Result<HashMap<i32, i64>> {
     let version = conn
         .versions()
         .pick::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS)?;
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic_name(topic))
             .with_partitions(
@@ -263,9 +271,11 @@ pub fn fetch_request(
     max_wait_ms: i32,
     partition_max_bytes: i32,
     max_bytes: i32,
+    isolation_level: i8,
 ) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(max_bytes)
@@ -422,7 +432,14 @@ mod tests {
 
     #[test]
     fn fetch_request_encodes_in_every_supported_version() {
-        let request = fetch_request(&topic_name("t"), &[(0, 5), (1, 7)], 100, 1 << 20, 50 << 20);
+        let request = fetch_request(
+            &topic_name("t"),
+            &[(0, 5), (1, 7)],
+            100,
+            1 << 20,
+            50 << 20,
+            0,
+        );
         for version in FETCH_VERSIONS.0..=FETCH_VERSIONS.1 {
             let mut buf = BytesMut::new();
             encode_request(&mut buf, &request, version, 1, CLIENT_ID).unwrap();

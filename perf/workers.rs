@@ -150,6 +150,7 @@ fn producer_plan(launch: &Launch, index: usize) -> ProducerPlan {
         transaction: args.transactional_id.as_ref().map(|prefix| TxnPlan {
             transactional_id: format!("{prefix}-{index}"),
             records: args.txn_records,
+            abort_every: args.abort_every,
         }),
         run_id: launch.run_id,
         records_limit,
@@ -179,6 +180,7 @@ fn consumer_plan(launch: &Launch, index: usize) -> ConsumerPlan {
         max_wait_ms: args.fetch_wait_ms,
         partition_max_bytes: args.fetch_partition_bytes,
         max_bytes: args.fetch_max_bytes,
+        isolation_level: args.isolation.level(),
         latency_run: match args.mode {
             Mode::E2e => Some(Some(launch.run_id)),
             _ => Some(None),

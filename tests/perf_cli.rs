@@ -215,6 +215,65 @@ fn idempotent_produce_is_accepted_plain_stamped_and_compressed() {
 }
 
 #[test]
+fn transactional_produce_and_catch_up_reads_at_both_isolation_levels() {
+    let broker = Broker::start();
+    let addr = broker.bootstrap();
+    let (ok, out, err) = perf(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "txn",
+        "--partitions",
+        "2",
+        "--records",
+        "10000",
+        "--batch-records",
+        "100",
+        "--acks",
+        "-1",
+        "--transactional-id",
+        "perf-cli",
+        "--txn-records",
+        "500",
+        "--abort-every",
+        "4",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out)["errors"], 0, "{err}");
+    for isolation in ["read-uncommitted", "read-committed"] {
+        let (ok, out, err) = perf(&[
+            "consume",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            "txn",
+            "--no-create",
+            "--to-end",
+            "--isolation",
+            isolation,
+            "--duration",
+            "30",
+            "--json",
+            "--fetch-wait-ms",
+            "10",
+        ]);
+        assert!(ok, "{isolation}: {err}");
+        // 100 batches in 20 transactions of 500 records, each ended by a
+        // marker on both partitions; read_committed also returns the aborted
+        // batches (with the list that lets a client skip them), as Kafka does.
+        let j = last_json(&out);
+        assert_eq!(j["records"].as_u64().unwrap(), 10_040, "{isolation}: {j}");
+    }
+    let (ok, _, err) = perf(&["produce", "--bootstrap", &addr, "--abort-every", "5"]);
+    assert!(
+        !ok && err.contains("--abort-every needs --transactional-id"),
+        "{err}"
+    );
+}
+
+#[test]
 fn compressed_produce_is_accepted() {
     let broker = Broker::start();
     let addr = broker.bootstrap();

@@ -51,16 +51,7 @@ impl PartitionLog {
         durability: Durability,
     ) -> Result<AppendInfo, Error> {
         let records = self.validate(records)?;
-        let permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed)?;
-        self.mark_changing().await?;
-        let now = (self.clock)();
-        if self.should_roll(records.len() as u64, now) {
-            self.roll(now).await?;
-        }
+        let (permit, now) = self.lock_with_room(records.len()).await?;
         let (info, my_seq, flush_due) = self.stage(records, now)?;
         drop(permit);
 
@@ -69,6 +60,26 @@ impl PartitionLog {
             self.wait_synced(my_seq).await?;
         }
         Ok(info)
+    }
+
+    /// Takes the append lock and rolls the active segment first when
+    /// `incoming_bytes` would take it past its limits. Returns the permit
+    /// and the time the append is stamped with.
+    async fn lock_with_room(
+        &self,
+        incoming_bytes: usize,
+    ) -> Result<(glommio::sync::Permit<'_>, i64), Error> {
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.mark_changing().await?;
+        let now = (self.clock)();
+        if self.should_roll(incoming_bytes as u64, now) {
+            self.roll(now).await?;
+        }
+        Ok((permit, now))
     }
 
     /// Checks every batch and brings it to the topic's compression.type.
@@ -168,15 +179,7 @@ impl PartitionLog {
     /// transaction here ends; a marker from an older producer or coordinator
     /// epoch is refused and nothing is written.
     pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, Error> {
-        let permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed)?;
-        let now = (self.clock)();
-        if self.should_roll(control::MARKER_BATCH_BYTES as u64, now) {
-            self.roll(now).await?;
-        }
+        let (permit, now) = self.lock_with_room(control::MARKER_BATCH_BYTES).await?;
         let (info, my_seq) = self.stage_marker(&marker, now)?;
         drop(permit);
         self.wait_written(my_seq).await?;
