@@ -63,7 +63,8 @@ pub fn write_server_certificate(
 }
 
 /// `ca.pem`; `server.pem`/`server.key` for 127.0.0.1; `alice.pem`/`alice.key`
-/// (CN=alice) from the same CA; `mallory.pem`/`mallory.key` from another CA.
+/// (CN=alice) from the same CA; `mallory.pem`/`mallory.key` from another CA;
+/// `expired.pem`/`expired.key` from the same CA, valid only in 2000.
 pub fn make_pki() -> Pki {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (ca_cert, ca_key) = ca("ringlog test CA");
@@ -74,11 +75,16 @@ pub fn make_pki() -> Pki {
     for (name, signer, signer_key) in [
         ("alice", &ca_cert, &ca_key),
         ("mallory", &other_ca, &other_key),
+        ("expired", &ca_cert, &ca_key),
     ] {
         let key = KeyPair::generate().expect("a key pair");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
+        if name == "expired" {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2000, 12, 31);
+        }
         let cert = params
             .signed_by(&key, signer, signer_key)
             .expect("a client certificate");
