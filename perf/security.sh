@@ -35,6 +35,7 @@ SSL=127.0.0.1:29482
 SASL=127.0.0.1:29483
 SASL_SSL=127.0.0.1:29484
 BROKER_PID=
+BROKER_DATA=
 
 mkdir -p "$OUT"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
@@ -53,6 +54,7 @@ start_broker() { # $1 = data dir, then extra broker flags
   local data=$1
   shift
   rm -rf "$data"
+  BROKER_DATA=$data
   "$BROKER" --cpus "$BROKER_CPUS" --data-dir "$data" --listen "$PLAIN" \
     --listener "SSL://$SSL" --listener "SASL_PLAINTEXT://$SASL" --listener "SASL_SSL://$SASL_SSL" \
     --ssl-certificate server.pem --ssl-key server.key --metrics-listen none \
@@ -70,6 +72,9 @@ stop_broker() {
   kill -TERM "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=
+  # The data directory (segments reserve disk ahead of their writes) goes;
+  # its log stays beside it.
+  rm -rf "$BROKER_DATA"
 }
 trap stop_broker EXIT
 
