@@ -163,6 +163,7 @@ pub struct FileConfig {
     pub retention_check_interval_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
     pub transaction_max_timeout_ms: Option<i32>,
+    pub transactional_id_expiration_ms: Option<i64>,
     pub log_cleaner_dedupe_buffer_size: Option<u64>,
     pub log_cleaner_backoff_ms: Option<u64>,
     pub log_format: Option<String>,
@@ -262,6 +263,9 @@ pub struct Config {
     /// The longest `transaction.timeout.ms` InitProducerId accepts (Kafka's
     /// `transaction.max.timeout.ms`).
     pub transaction_max_timeout_ms: i32,
+    /// How long the coordinator keeps a transactional id with no transaction
+    /// open and no update (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
     /// Bytes of each shard's cleaner offset map (`log.cleaner.dedupe.buffer.size`).
     pub log_cleaner_dedupe_buffer_size: u64,
     /// The cleaner's pause when nothing needs cleaning (`log.cleaner.backoff.ms`).
@@ -424,6 +428,10 @@ impl Config {
                 transaction_max_timeout_ms,
                 crate::txn::coordinator::TRANSACTION_MAX_TIMEOUT_MS_DEFAULT
             ),
+            transactional_id_expiration_ms: pick!(
+                transactional_id_expiration_ms,
+                crate::txn::coordinator::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT
+            ),
             log_cleaner_dedupe_buffer_size: pick!(
                 log_cleaner_dedupe_buffer_size,
                 LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT
@@ -532,6 +540,12 @@ impl Config {
             "transaction_max_timeout_ms",
             i64::from(self.transaction_max_timeout_ms),
             self.transaction_max_timeout_ms > 0,
+            "must be positive",
+        )?;
+        check(
+            "transactional_id_expiration_ms",
+            self.transactional_id_expiration_ms,
+            self.transactional_id_expiration_ms > 0,
             "must be positive",
         )
     }
@@ -671,6 +685,17 @@ mod tests {
         };
         let config = Config::build(file, flags).unwrap();
         assert_eq!(config.listeners[0].address.port(), 2);
+    }
+
+    #[test]
+    fn transactional_id_expiration_comes_from_the_file_and_must_be_positive() {
+        let defaults = Config::build(FileConfig::default(), FileConfig::default()).unwrap();
+        assert_eq!(defaults.transactional_id_expiration_ms, 604_800_000);
+        let file: FileConfig = toml::from_str("transactional_id_expiration_ms = 1500").unwrap();
+        let config = Config::build(file, FileConfig::default()).unwrap();
+        assert_eq!(config.transactional_id_expiration_ms, 1500);
+        let file: FileConfig = toml::from_str("transactional_id_expiration_ms = 0").unwrap();
+        assert!(Config::build(file, FileConfig::default()).is_err());
     }
 
     #[test]

@@ -156,6 +156,11 @@ struct ServeArgs {
     /// (transaction.max.timeout.ms) [default: 900000].
     #[arg(long, value_name = "MS")]
     transaction_max_timeout_ms: Option<i32>,
+    /// How long the transaction coordinator keeps a transactional id with no
+    /// transaction open and no update (transactional.id.expiration.ms)
+    /// [default: 604800000].
+    #[arg(long, value_name = "MS")]
+    transactional_id_expiration_ms: Option<i64>,
     /// Memory of each shard's log cleaner for its key -> offset map, in bytes
     /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
     #[arg(long, value_name = "BYTES")]
@@ -235,6 +240,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         retention_check_interval_ms: args.retention_check_interval_ms,
         producer_id_expiration_ms: args.producer_id_expiration_ms,
         transaction_max_timeout_ms: args.transaction_max_timeout_ms,
+        transactional_id_expiration_ms: args.transactional_id_expiration_ms,
         log_cleaner_dedupe_buffer_size: args.log_cleaner_dedupe_buffer_size,
         log_cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         log_format: args.log_format,

@@ -699,3 +699,72 @@ fn kafka_python_commits_and_aborts_transactions() {
     let output = run_script(&python, KAFKA_PYTHON_TRANSACTIONS, &[&bootstrap, &topic]);
     assert_eq!(output.trim(), "kept-0 kept-1 kept-2");
 }
+
+/// The transactional ids ListTransactions reports, all states.
+fn listed(client: &mut RawClient) -> Vec<String> {
+    let response = client.call_negotiated(&ListTransactionsRequest::default(), 1);
+    response
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.to_string())
+        .collect()
+}
+
+#[test]
+fn an_idle_transactional_id_expires_and_stays_gone_after_a_restart() {
+    let mut broker = Broker::builder()
+        .arg("--transactional-id-expiration-ms")
+        .arg("1500")
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = unique_topic("txn-expiry");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    let (error, id, epoch) = init_transactional(&mut client, "expiring", 60_000, (-1, -1));
+    assert_eq!(error, error_code::NONE);
+    assert_eq!(
+        add_partitions(&mut client, "expiring", (id, epoch), &topic, &[0])[0],
+        error_code::NONE
+    );
+    assert_eq!(
+        end_txn(&mut client, "expiring", (id, epoch), true, 3).0,
+        error_code::NONE
+    );
+    assert_eq!(settled_state(&mut client, "expiring"), "CompleteCommit");
+    // An open transaction is never expired, however idle.
+    let (_, open_id, open_epoch) =
+        init_transactional(&mut client, "expiring-open", 60_000, (-1, -1));
+    assert_eq!(
+        add_partitions(
+            &mut client,
+            "expiring-open",
+            (open_id, open_epoch),
+            &topic,
+            &[0]
+        )[0],
+        error_code::NONE
+    );
+    let expired = wait_until(WAIT_MAX, || {
+        describe(&mut client, "expiring").0 == TRANSACTIONAL_ID_NOT_FOUND
+    });
+    assert!(expired, "the idle transactional id expired");
+    // Well past the expiration for the open one too.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let check = |client: &mut RawClient| {
+        assert_eq!(describe(client, "expiring").0, TRANSACTIONAL_ID_NOT_FOUND);
+        let (error, state, described_id, _) = describe(client, "expiring-open");
+        assert_eq!(
+            (error, state.as_str(), described_id),
+            (0, "Ongoing", open_id)
+        );
+        assert_eq!(listed(client), vec!["expiring-open".to_string()]);
+    };
+    check(&mut client);
+    broker.restart();
+    let mut client = RawClient::connect_negotiated(broker.addr());
+    check(&mut client);
+    // The id starts afresh.
+    let (error, _, epoch) = init_transactional(&mut client, "expiring", 60_000, (-1, -1));
+    assert_eq!((error, epoch), (error_code::NONE, 0));
+    assert_eq!(describe(&mut client, "expiring").1, "Empty");
+}

@@ -395,6 +395,7 @@ async fn open_shard(
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let txn_config = TxnConfig {
         max_timeout_ms: config.transaction_max_timeout_ms,
+        id_expiration_ms: config.transactional_id_expiration_ms,
         ..TxnConfig::default()
     };
     let transactions = TxnCoordinator::open(

@@ -39,6 +39,12 @@ pub const TRANSACTION_MAX_TIMEOUT_MS_DEFAULT: i32 = 900_000;
 /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms` is
 /// 10 s; a shorter check lets a short `transaction.timeout.ms` act promptly.
 pub const ABORT_CHECK_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Kafka's `transactional.id.expiration.ms` default (7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 604_800_000;
+/// Most transactional ids one check expires: bounds the tombstones one
+/// write carries (ids are at most `TRANSACTIONAL_ID_BYTES_MAX`); the rest
+/// expire at the next check.
+pub const EXPIRE_BATCH_MAX: usize = 1_000;
 
 // Topic names are at most 249 bytes, group ids GROUP_ID_BYTES_MAX.
 const _: () = assert!(
@@ -54,6 +60,9 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// How often open transactions are checked against their timeout.
     pub abort_check_interval_ms: u64,
+    /// transactional.id.expiration.ms: how long an id with no transaction
+    /// open is kept after its last update.
+    pub id_expiration_ms: i64,
     pub log_compact_bytes: u64,
     pub log_compact_records: u64,
 }
@@ -63,6 +72,7 @@ impl Default for TxnConfig {
         TxnConfig {
             max_timeout_ms: TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
             abort_check_interval_ms: ABORT_CHECK_INTERVAL_MS_DEFAULT,
+            id_expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
             log_compact_bytes: 16 << 20,
             log_compact_records: 100_000,
         }
@@ -256,6 +266,74 @@ impl TxnCoordinator {
             .filter(|(_, e)| !e.pending && e.meta.timed_out(now_ms))
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Removes the transactional ids idle past `transactional.id.expiration.ms`
+    /// with no transaction in flight (Kafka's `removeExpiredTransactionalIds`):
+    /// a tombstone in the log for each, so they stay gone after a restart or
+    /// a compaction, then out of memory. Returns how many expired.
+    pub async fn expire_idle(&self, now_ms: i64) -> usize {
+        if self.closed.get() {
+            return 0;
+        }
+        let expired: Vec<String> = {
+            let mut txns = self.txns.borrow_mut();
+            let mut expired = Vec::new();
+            for (id, entry) in txns.iter_mut() {
+                if expired.len() == EXPIRE_BATCH_MAX {
+                    break;
+                }
+                if !entry.pending && entry.meta.expired(now_ms, self.config.id_expiration_ms) {
+                    entry.pending = true;
+                    expired.push(id.clone());
+                }
+            }
+            expired
+        };
+        if expired.is_empty() {
+            return 0;
+        }
+        let Some(this) = self.this.upgrade() else {
+            return 0;
+        };
+        // Its own task, as `persist`: memory follows the log even if the
+        // caller is dropped.
+        let removed = glommio::spawn_local(async move {
+            let tombstones = expired
+                .iter()
+                .map(|id| {
+                    let key = Key::Txn {
+                        transactional_id: id.clone(),
+                    };
+                    (key.encode(), None)
+                })
+                .collect();
+            let durable = match this.log.enqueue_all(tombstones) {
+                Ok(seqs) => match seqs.last() {
+                    Some(&seq) => this.log.sync(seq).await,
+                    None => Ok(()),
+                },
+                Err(error) => Err(error),
+            };
+            let mut txns = this.txns.borrow_mut();
+            if let Err(error) = durable {
+                tracing::warn!(%error, "could not expire idle transactional ids");
+                for id in &expired {
+                    if let Some(entry) = txns.get_mut(id) {
+                        entry.pending = false;
+                    }
+                }
+                return 0;
+            }
+            for id in &expired {
+                tracing::info!(transactional_id = %id, "transactional id expired");
+                txns.remove(id);
+            }
+            expired.len()
+        })
+        .detach()
+        .await;
+        removed.unwrap_or(0)
     }
 
     fn completion(&self, transactional_id: &str, meta: &TxnMetadata) -> Completion {

@@ -131,6 +131,16 @@ impl TxnMetadata {
         epoch >= i16::MAX - 1
     }
 
+    /// Whether the id may be removed at `now_ms` (Kafka's
+    /// `removeExpiredTransactionalIds`): no transaction in flight and no
+    /// update for `expiration_ms`.
+    pub fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && self.last_update_ms <= now_ms.saturating_sub(expiration_ms)
+    }
+
     /// Whether the transaction's deadline has passed at `now_ms`.
     pub fn timed_out(&self, now_ms: i64) -> bool {
         self.state == TxnState::Ongoing

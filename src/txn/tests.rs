@@ -204,3 +204,52 @@ fn a_prepared_transaction_is_handed_back_after_a_reopen() {
         );
     });
 }
+
+#[test]
+fn an_idle_id_expires_durably_and_an_open_transaction_does_not() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = TxnConfig {
+            id_expiration_ms: 60_000,
+            ..TxnConfig::default()
+        };
+        let c = TxnCoordinator::open(&path, config.clone())
+            .await
+            .expect("coordinator opens");
+        assert_eq!(ready(init(&c, None).await), (100, 0));
+        let (busy, epoch) = ready(
+            c.init_producer_id("busy", TIMEOUT_MS, None, || fresh(101))
+                .await,
+        );
+        c.add("busy", busy, epoch, &[orders(0)], &[], false)
+            .await
+            .expect("add");
+        let now = crate::clock::now_ms();
+        assert_eq!(
+            c.expire_idle(now).await,
+            0,
+            "nothing is idle long enough yet"
+        );
+        let later = now + 120_000;
+        assert_eq!(c.expire_idle(later).await, 1);
+        assert_eq!(c.describe("app"), Err(TxnError::TransactionalIdNotFound));
+        assert_eq!(c.describe("busy").expect("busy").state, TxnState::Ongoing);
+        c.close().await.expect("close");
+        drop(c);
+
+        let c = TxnCoordinator::open(&path, config)
+            .await
+            .expect("coordinator reopens");
+        assert_eq!(c.describe("app"), Err(TxnError::TransactionalIdNotFound));
+        assert_eq!(c.describe("busy").expect("busy").state, TxnState::Ongoing);
+        // The id starts afresh: a new producer id, epoch 0.
+        assert_eq!(
+            ready(
+                c.init_producer_id("app", TIMEOUT_MS, None, || fresh(200))
+                    .await
+            ),
+            (200, 0)
+        );
+    });
+}

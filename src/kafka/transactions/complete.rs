@@ -148,7 +148,8 @@ async fn tell_groups(
 }
 
 /// One shard's transaction upkeep: finishes the transactions left prepared
-/// by a crash, then aborts transactions past `transaction.timeout.ms`.
+/// by a crash, then aborts transactions past `transaction.timeout.ms` and
+/// removes ids idle past `transactional.id.expiration.ms`.
 pub async fn coordinator_loop(shard: Rc<Shard>) {
     for completion in shard.transactions.prepared() {
         tracing::info!(transactional_id = %completion.transactional_id, commit = completion.commit, "finishing a transaction prepared before the restart");
@@ -166,5 +167,6 @@ pub async fn coordinator_loop(shard: Rc<Shard>) {
                 finish_soon(&shard, completion);
             }
         }
+        shard.transactions.expire_idle(now_ms()).await;
     }
 }
