@@ -154,7 +154,10 @@ fn untrusted_certificates_and_plaintext_clients_are_refused_on_tls_ports() {
     let mallory = round_trip(&python, &pki, ssl, "SSL", Some("mallory"), None, "tls-m");
     assert_eq!(mallory, "refused", "a certificate from another CA");
     let expired = round_trip(&python, &pki, ssl, "SSL", Some("expired"), None, "tls-m");
-    assert_eq!(expired, "refused", "a certificate from the CA that has expired");
+    assert_eq!(
+        expired, "refused",
+        "a certificate from the CA that has expired"
+    );
     let nobody = round_trip(&python, &pki, ssl, "SSL", None, None, "tls-m");
     assert_eq!(nobody, "refused", "no certificate where one is required");
 
