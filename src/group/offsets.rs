@@ -186,18 +186,11 @@ impl GroupCoordinator {
                 (key.encode(), Some(write.value.encode()))
             })
             .collect();
-        let seqs = self.log.enqueue_all(records)?;
-        let Some(&last) = seqs.last() else {
-            return Ok(());
-        };
-        let this = self.strong().ok_or(GroupLogError::Closed)?;
         let group_id = group_id.to_string();
-        let applied = Self::run_to_completion(async move {
-            this.log.sync(last).await?;
-            this.apply_offsets(&group_id, incarnation, writes, seqs);
-            Ok(())
-        });
-        applied.await.unwrap_or(Err(GroupLogError::Closed))
+        self.write_then_apply(records, move |this, seqs| {
+            this.apply_offsets(&group_id, incarnation, writes, seqs)
+        })
+        .await
     }
 
     /// Puts durable commits in memory unless a later write of the same partition got there first.

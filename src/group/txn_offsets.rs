@@ -59,21 +59,14 @@ impl GroupCoordinator {
                 (key.encode(), Some(write.value.encode()))
             })
             .collect();
-        let seqs = self.log.enqueue_all(records)?;
-        let Some(&last) = seqs.last() else {
-            return Ok(());
-        };
-        let this = self.strong().ok_or(GroupLogError::Closed)?;
-        let stored = Self::run_to_completion(async move {
-            this.log.sync(last).await?;
+        self.write_then_apply(records, move |this, _| {
             let mut pending = this.txn_offsets.borrow_mut();
             let offsets = pending.entry((group_id, producer_id)).or_default();
             for write in writes {
                 offsets.insert((write.topic, write.partition), write.value);
             }
-            Ok(())
-        });
-        stored.await.unwrap_or(Err(GroupLogError::Closed))
+        })
+        .await
     }
 
     /// The transaction of `producer_id` ended: its pending offsets for

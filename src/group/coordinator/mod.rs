@@ -266,6 +266,27 @@ impl GroupCoordinator {
         self.this.upgrade()
     }
 
+    /// Writes `records` to the group log and, once they are on disk, runs
+    /// `apply` with their sequence numbers, to completion even if the caller
+    /// goes away (an acknowledged write is always applied in memory).
+    pub(super) async fn write_then_apply(
+        &self,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        apply: impl FnOnce(&GroupCoordinator, Vec<u64>) + 'static,
+    ) -> Result<(), GroupLogError> {
+        let seqs = self.log.enqueue_all(records)?;
+        let Some(&last) = seqs.last() else {
+            return Ok(());
+        };
+        let this = self.strong().ok_or(GroupLogError::Closed)?;
+        let applied = Self::run_to_completion(async move {
+            this.log.sync(last).await?;
+            apply(&this, seqs);
+            Ok(())
+        });
+        applied.await.unwrap_or(Err(GroupLogError::Closed))
+    }
+
     /// Answers held requests with NOT_COORDINATOR (clients look for the
     /// coordinator again), flushes and compacts the log.
     pub async fn close(&self) -> Result<(), GroupLogError> {
