@@ -15,8 +15,8 @@ use super::topics::ReplicaRole;
 use super::{PartitionId, Shard};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
-    self, AppendInfo, Durability, Isolation, Offset, PartitionLog, ReadLimit, ReadResult,
-    TimestampOffset, TxnMarker,
+    self, AppendInfo, AppendTurn, Durability, Isolation, Offset, PartitionLog, ReadLimit,
+    ReadResult, TimestampOffset, TxnMarker,
 };
 
 /// Why a partition's part of a request failed.
@@ -86,10 +86,21 @@ impl Shard {
         topic: &str,
         partition: PartitionId,
     ) -> Result<Rc<PartitionLog>, PartitionError> {
+        Ok(self.served_log_to_append(topic, partition, false).await?.0)
+    }
+
+    /// [`served_log`](Self::served_log) for an append, with the turn it took
+    /// if it waited for the log to open (see [`Shard::owned_log_to_append`]).
+    async fn served_log_to_append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        in_turn: bool,
+    ) -> Result<(Rc<PartitionLog>, Option<AppendTurn>), PartitionError> {
         if self.cluster.is_some() && !self.leads(topic, partition) {
             return Err(PartitionError::NotLeader);
         }
-        self.owned_log(topic, partition).await
+        self.owned_log_to_append(topic, partition, in_turn).await
     }
 
     /// In a cluster: whether this broker leads the partition (an unknown
@@ -109,9 +120,14 @@ impl Shard {
     ) -> Vec<Result<AppendInfo, PartitionError>> {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
+            // Pipelined requests of one producer must reach the log in the
+            // order they arrived: nothing here awaits before the append has
+            // its place in the partition's queue.
             async move {
-                let log = shard.served_log(&part.topic, part.partition).await?;
-                Ok(log.append(part.records, durability).await?)
+                let (log, turn) = shard
+                    .served_log_to_append(&part.topic, part.partition, true)
+                    .await?;
+                Ok(log.append_in_turn(part.records, durability, turn).await?)
             }
         });
         join_all(appends).await
