@@ -367,11 +367,13 @@ pub struct Report {
     pub failed: usize,
     pub read: usize,
     pub drained: usize,
+    /// Committed group offsets seen (committed or read back).
+    pub commits: usize,
     pub notes: Vec<String>,
 }
 
-/// The most findings printed in full; the rest are counted.
-const FINDINGS_PRINTED_MAX: usize = 20;
+/// The most findings of one kind printed in full; the rest are counted.
+const FINDINGS_PRINTED_PER_KIND: usize = 4;
 
 impl Report {
     pub fn is_clean(&self) -> bool {
@@ -397,11 +399,12 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "checker: {} acknowledged, {} failed (indeterminate), {} read by consumers, \
-             {} in the final log; {} findings",
+             {} in the final log, {} committed offsets seen; {} findings",
             self.acked,
             self.failed,
             self.read,
             self.drained,
+            self.commits,
             self.findings.len()
         )?;
         for recovery in &self.recoveries {
@@ -420,19 +423,16 @@ impl fmt::Display for Report {
         for note in &self.notes {
             writeln!(f, "  note: {note}")?;
         }
-        for finding in self.findings.iter().take(FINDINGS_PRINTED_MAX) {
-            writeln!(f, "  {finding}")?;
-        }
-        if self.findings.len() > FINDINGS_PRINTED_MAX {
-            let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-            for finding in &self.findings {
-                *kinds.entry(finding.kind()).or_default() += 1;
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for finding in &self.findings {
+            let shown = kinds.entry(finding.kind()).or_default();
+            *shown += 1;
+            if *shown <= FINDINGS_PRINTED_PER_KIND {
+                writeln!(f, "  {finding}")?;
             }
-            writeln!(
-                f,
-                "  ... {} more; all findings by kind: {kinds:?}",
-                self.findings.len() - FINDINGS_PRINTED_MAX
-            )?;
+        }
+        if kinds.values().any(|&count| count > FINDINGS_PRINTED_PER_KIND) {
+            writeln!(f, "  ... findings by kind: {kinds:?}")?;
         }
         Ok(())
     }
@@ -597,6 +597,7 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
         failed: observed.failed.len(),
         read: observed.reads.len(),
         drained: drained.values().map(BTreeMap::len).sum(),
+        commits: observed.commits.len(),
         notes: observed.notes.clone(),
     }
 }
