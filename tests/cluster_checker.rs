@@ -121,7 +121,10 @@ fn a_clean_history_has_no_findings_and_times_each_fault() {
     assert_eq!((report.acked, report.read, report.drained), (3, 3, 3));
     // The first write sent after the fault (at 15 ms) was acknowledged at 20 ms.
     let (p50, max) = report.recovery_p50_max().expect("one recovery");
-    assert_eq!((p50, max), (Duration::from_millis(8), Duration::from_millis(8)));
+    assert_eq!(
+        (p50, max),
+        (Duration::from_millis(8), Duration::from_millis(8))
+    );
     assert!(report.to_string().contains("p50 8ms, max 8ms"), "{report}");
 }
 

@@ -414,11 +414,18 @@ impl fmt::Display for Report {
                     "  every partition took writes again {took:?} after {}",
                     recovery.fault
                 )?,
-                None => writeln!(f, "  some partition never recovered after {}", recovery.fault)?,
+                None => writeln!(
+                    f,
+                    "  some partition never recovered after {}",
+                    recovery.fault
+                )?,
             }
         }
         if let Some((p50, max)) = self.recovery_p50_max() {
-            writeln!(f, "  time from fault to first produce: p50 {p50:?}, max {max:?}")?;
+            writeln!(
+                f,
+                "  time from fault to first produce: p50 {p50:?}, max {max:?}"
+            )?;
         }
         for note in &self.notes {
             writeln!(f, "  note: {note}")?;
@@ -431,7 +438,10 @@ impl fmt::Display for Report {
                 writeln!(f, "  {finding}")?;
             }
         }
-        if kinds.values().any(|&count| count > FINDINGS_PRINTED_PER_KIND) {
+        if kinds
+            .values()
+            .any(|&count| count > FINDINGS_PRINTED_PER_KIND)
+        {
             writeln!(f, "  ... findings by kind: {kinds:?}")?;
         }
         Ok(())
@@ -577,9 +587,7 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
             let missing = partitions
                 .iter()
                 .copied()
-                .filter(|&p| {
-                    fault_at.is_some_and(|t| first_write_after(observed, p, t).is_none())
-                })
+                .filter(|&p| fault_at.is_some_and(|t| first_write_after(observed, p, t).is_none()))
                 .collect();
             findings.push(Finding::Unavailable {
                 fault: recovery.fault.clone(),
@@ -686,11 +694,7 @@ pub struct ReplicaError(pub String);
 /// segment files (`*.log`, Kafka's layout): each batch's framing and CRC-32C
 /// are checked, and reading a segment stops at its first invalid batch (the
 /// preallocated or torn tail). A missing directory is an empty replica.
-pub fn read_replica(
-    node: i32,
-    partition: Partition,
-    dir: &Path,
-) -> Result<Replica, ReplicaError> {
+pub fn read_replica(node: i32, partition: Partition, dir: &Path) -> Result<Replica, ReplicaError> {
     let mut records = BTreeMap::new();
     let mut segments: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries

@@ -231,14 +231,20 @@ impl Cluster {
 
     /// The answer most running nodes give (`None` when none answers), so
     /// that a node cut off from the others is outvoted.
-    fn most_say<T: Ord + Clone>(&self, answer: impl Fn(&MetadataResponse) -> Option<T>) -> Option<T> {
+    fn most_say<T: Ord + Clone>(
+        &self,
+        answer: impl Fn(&MetadataResponse) -> Option<T>,
+    ) -> Option<T> {
         let mut votes: std::collections::BTreeMap<T, usize> = Default::default();
         for id in self.ids() {
             if let Some(said) = self.try_metadata(id).as_ref().and_then(&answer) {
                 *votes.entry(said).or_default() += 1;
             }
         }
-        votes.into_iter().max_by_key(|(_, count)| *count).map(|(t, _)| t)
+        votes
+            .into_iter()
+            .max_by_key(|(_, count)| *count)
+            .map(|(t, _)| t)
     }
 
     /// The controller's leader, as most running nodes name it.
@@ -310,8 +316,8 @@ impl Cluster {
     }
 
     /// Stops (SIGTERM) and starts every node in turn, each listed by the
-    /// others again before the next goes.
-    pub fn rolling_restart(&mut self) {
+    /// others again, and running for `between`, before the next goes.
+    pub fn rolling_restart(&mut self, between: Duration) {
         let count = self.nodes.len();
         for id in self.ids() {
             self.resume(id);
@@ -319,6 +325,7 @@ impl Cluster {
             assert!(status.success(), "node {id} stopped cleanly: {status}");
             self.restart(id);
             self.wait_for_brokers(id, count);
+            std::thread::sleep(between);
         }
     }
 

@@ -133,7 +133,11 @@ impl Network {
     fn try_create(nodes: usize) -> Result<Network, String> {
         let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         remove_leftovers();
-        let tag = format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let tag = format!(
+            "{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let used = subnets_in_use();
         let start = (std::process::id() as usize + NEXT.load(Ordering::Relaxed) * 7) % 250;
         let subnet = (0..250)
@@ -206,8 +210,11 @@ impl Network {
         let mut installed = self.blackholes.lock().unwrap_or_else(|e| e.into_inner());
         if installed.insert((from, to)) {
             let target = format!("{}/32", self.ip(to));
-            in_namespace(self.namespace(from), &["route", "add", "blackhole", &target])
-                .unwrap_or_else(|e| panic!("partitioning node {from} from node {to}: {e}"));
+            in_namespace(
+                self.namespace(from),
+                &["route", "add", "blackhole", &target],
+            )
+            .unwrap_or_else(|e| panic!("partitioning node {from} from node {to}: {e}"));
         }
     }
 
@@ -216,18 +223,24 @@ impl Network {
         let mut installed = self.blackholes.lock().unwrap_or_else(|e| e.into_inner());
         for (from, to) in std::mem::take(&mut *installed) {
             let target = format!("{}/32", self.ip(to));
-            in_namespace(self.namespace(from), &["route", "del", "blackhole", &target])
-                .unwrap_or_else(|e| panic!("healing node {from} towards node {to}: {e}"));
+            in_namespace(
+                self.namespace(from),
+                &["route", "del", "blackhole", &target],
+            )
+            .unwrap_or_else(|e| panic!("healing node {from} towards node {to}: {e}"));
         }
     }
 
     /// The blackhole routes in node `node`'s namespace, as `ip route` lists them.
     pub fn blackholes_of(&self, node: i32) -> Vec<String> {
-        in_namespace(self.namespace(node), &["route", "show", "type", "blackhole"])
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        in_namespace(
+            self.namespace(node),
+            &["route", "show", "type", "blackhole"],
+        )
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
     }
 
     /// Names of the namespaces and links this network made (for tests of the teardown).

@@ -75,6 +75,8 @@ pub struct Workload {
     threads: Vec<JoinHandle<()>>,
     pub history: Arc<History>,
     acked: Arc<AtomicUsize>,
+    /// How many times the group's member was assigned partitions.
+    member_assignments: Arc<AtomicU64>,
 }
 
 impl Workload {
@@ -95,14 +97,25 @@ impl Workload {
             let (bootstrap, config) = (bootstrap.to_string(), config.clone());
             threads.push(thread::spawn(move || {
                 let name = format!("reader-{reader}");
-                read(&bootstrap, &config, &name, None, &stop, &history)
+                let session = Arc::new(AtomicU64::new(0));
+                read(&bootstrap, &config, &name, None, &session, &stop, &history)
             }));
         }
+        let member_assignments = Arc::new(AtomicU64::new(0));
         if let Some(group) = config.group.clone() {
             let (stop, history) = (stop.clone(), history.clone());
             let (bootstrap, config) = (bootstrap.to_string(), config.clone());
+            let session = member_assignments.clone();
             threads.push(thread::spawn(move || {
-                read(&bootstrap, &config, "member-0", Some(&group), &stop, &history)
+                read(
+                    &bootstrap,
+                    &config,
+                    "member-0",
+                    Some(&group),
+                    &session,
+                    &stop,
+                    &history,
+                )
             }));
         }
         Workload {
@@ -110,7 +123,16 @@ impl Workload {
             threads,
             history,
             acked,
+            member_assignments,
         }
+    }
+
+    /// Waits until the group's member has its partitions (a group's first
+    /// join waits out the initial rebalance delay); false on timeout.
+    pub fn wait_for_member(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.member_assignments.load(Ordering::Relaxed) > 0
+        })
     }
 
     /// Writes acknowledged so far.
@@ -200,9 +222,12 @@ fn produce(
     while !stop.load(Ordering::Relaxed) {
         let value = format!("w{writer}-{sequence}");
         let partition = (sequence % config.partitions as u64) as i32;
-        let record = BaseRecord::<[u8], [u8], Box<Instant>>::with_opaque_to(&config.topic, Box::new(Instant::now()))
-            .partition(partition)
-            .payload(value.as_bytes());
+        let record = BaseRecord::<[u8], [u8], Box<Instant>>::with_opaque_to(
+            &config.topic,
+            Box::new(Instant::now()),
+        )
+        .partition(partition)
+        .payload(value.as_bytes());
         match producer.send(record) {
             Ok(()) => sequence += 1,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
@@ -244,13 +269,16 @@ fn read(
     config: &WorkloadConfig,
     name: &str,
     group: Option<&str>,
+    session: &Arc<AtomicU64>,
     stop: &AtomicBool,
     history: &History,
 ) {
-    let session = Arc::new(AtomicU64::new(0));
     let mut client_config = base_config(bootstrap);
     client_config
-        .set("group.id", group.unwrap_or(&format!("{}-{name}", config.topic)))
+        .set(
+            "group.id",
+            group.unwrap_or(&format!("{}-{name}", config.topic)),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")
