@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::checker::{
-    check, read_replica, Ack, Commit, FinalState, Finding, Observed, Read, Replica,
+    check, read_replica, Ack, BatchBytes, Commit, FinalState, Finding, Observed, Read, Replica,
 };
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -53,16 +53,36 @@ fn read(consumer: &str, session: u64, partition: i32, offset: i64, value: &str) 
     }
 }
 
+/// A replica holding `values` at offsets 0, 1, 2, ..., one batch per record.
 fn replica(node: i32, partition: i32, values: &[&str]) -> Replica {
+    let offsets = 0..values.len() as i64;
     Replica {
         node,
         partition,
-        records: values
-            .iter()
-            .enumerate()
-            .map(|(o, value)| (o as i64, v(value)))
+        records: offsets
+            .clone()
+            .zip(values.iter().map(|value| v(value)))
+            .collect(),
+        batches: offsets
+            .zip(values)
+            .map(|(o, value)| {
+                let crc = value_digest(value.as_bytes());
+                let batch = BatchBytes {
+                    last_offset: o,
+                    leader_epoch: 0,
+                    crc,
+                };
+                (o, batch)
+            })
             .collect(),
     }
+}
+
+/// A stand-in for a batch's CRC that differs when the value does.
+fn value_digest(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(*b)))
 }
 
 /// Three replicas of one partition holding `values`, and a drain of them.
@@ -209,13 +229,50 @@ fn replicas_may_differ_only_past_the_committed_end() {
     final_state.replicas[2] = replica(3, 0, &["a", "b", "c", "uncommitted"]);
     final_state.replicas[1] = replica(2, 0, &["a", "b", "c", "other-tail"]);
     check(&observed, &final_state, BOUND).assert_clean();
-    // A committed offset that differs is.
+    // A committed offset that differs is (and so are its batch's bytes).
     final_state.replicas[1] = replica(2, 0, &["a", "B", "c"]);
     let report = check(&observed, &final_state, BOUND);
+    let records: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| matches!(f, Finding::ReplicasDiverge { .. }))
+        .cloned()
+        .collect();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::BatchesDiverge { base_offset: 1, .. })),
+        "{report}"
+    );
     assert_eq!(
-        only(&report.findings).to_string(),
+        only(&records).to_string(),
         "replicas diverge at partition 0 offset 1: node 1 holds \"b\"; node 2 holds \"B\"; node 3 holds \"b\";"
     );
+}
+
+#[test]
+fn replicas_with_the_same_records_in_different_batch_bytes_diverge() {
+    let base = Instant::now();
+    let observed = clean_history(base);
+    let mut final_state = healthy(&["a", "b", "c"]);
+    // Node 3 stored batch 1 re-encoded: its records agree, its bytes do not.
+    let batch = final_state.replicas[2]
+        .batches
+        .get_mut(&1)
+        .expect("a batch at 1");
+    batch.crc ^= 1;
+    batch.leader_epoch = 4;
+    let report = check(&observed, &final_state, BOUND);
+    let crc = final_state.replicas[0].batches[&1].crc;
+    let expected = format!(
+        "replicas hold different bytes in the batch at partition 0 offset 1: \
+         node 1 up to offset 1, leader epoch 0, crc {crc:#010x}; \
+         node 2 up to offset 1, leader epoch 0, crc {crc:#010x}; \
+         node 3 up to offset 1, leader epoch 4, crc {:#010x};",
+        crc ^ 1,
+    );
+    assert_eq!(only(&report.findings).to_string(), expected);
 }
 
 #[test]
@@ -354,6 +411,12 @@ fn a_replica_is_read_from_its_segment_files_up_to_the_first_invalid_batch() {
         [(0, "a"), (1, "b"), (2, "c"), (3, "d")].map(|(o, v)| (o, v.to_string()))
     );
     assert_eq!((replica.node, replica.partition), (2, 0));
+    let batches: Vec<(i64, i64)> = replica
+        .batches
+        .iter()
+        .map(|(base, batch)| (*base, batch.last_offset))
+        .collect();
+    assert_eq!(batches, [(0, 1), (2, 2), (3, 3)]);
 
     let missing = read_replica(3, 0, &dir.path().join("absent")).expect("an empty replica");
     assert!(missing.records.is_empty());

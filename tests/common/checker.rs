@@ -7,7 +7,8 @@
 //! What is checked:
 //! - every acknowledged write is in the final drain at its acknowledged offset;
 //! - no offset below the committed end holds two different records on two
-//!   replicas, or was acknowledged for two different records;
+//!   replicas, or was acknowledged for two different records, and replicas
+//!   hold the same bytes in each committed batch;
 //! - no consumer read a record the final drain does not hold at that offset;
 //! - each consumer read every partition in log order, without skipping
 //!   offsets the final log holds;
@@ -139,6 +140,17 @@ pub struct Replica {
     pub node: i32,
     pub partition: Partition,
     pub records: BTreeMap<Offset, Vec<u8>>,
+    /// Each batch by its base offset: replicas of one log hold identical bytes.
+    pub batches: BTreeMap<Offset, BatchBytes>,
+}
+
+/// What identifies a stored batch's bytes: its CRC-32C covers everything
+/// after the leader epoch, and the base offset and epoch are kept beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchBytes {
+    pub last_offset: Offset,
+    pub leader_epoch: i32,
+    pub crc: u32,
 }
 
 /// What the healed cluster holds.
@@ -172,6 +184,12 @@ pub enum Finding {
         partition: Partition,
         offset: Offset,
         replicas: Vec<(i32, Vec<u8>)>,
+    },
+    /// Batches at one base offset whose bytes differ between replicas.
+    BatchesDiverge {
+        partition: Partition,
+        base_offset: Offset,
+        replicas: Vec<(i32, BatchBytes)>,
     },
     ReadLost {
         consumer: String,
@@ -274,6 +292,25 @@ impl fmt::Display for Finding {
                 )?;
                 for (node, value) in replicas {
                     write!(f, " node {node} holds {};", show(value))?;
+                }
+                Ok(())
+            }
+            Finding::BatchesDiverge {
+                partition,
+                base_offset,
+                replicas,
+            } => {
+                write!(
+                    f,
+                    "replicas hold different bytes in the batch at partition {partition} \
+                     offset {base_offset}:"
+                )?;
+                for (node, batch) in replicas {
+                    write!(
+                        f,
+                        " node {node} up to offset {}, leader epoch {}, crc {:#010x};",
+                        batch.last_offset, batch.leader_epoch, batch.crc
+                    )?;
                 }
                 Ok(())
             }
@@ -454,6 +491,7 @@ impl Finding {
             Finding::LostWrite { .. } => "lost write",
             Finding::ConflictingAcks { .. } => "conflicting acks",
             Finding::ReplicasDiverge { .. } => "replicas diverge",
+            Finding::BatchesDiverge { .. } => "batch bytes diverge",
             Finding::ReadLost { .. } => "read of a lost record",
             Finding::ReadOutOfOrder { .. } => "out-of-order read",
             Finding::ReadSkipped { .. } => "skipped read",
@@ -655,6 +693,25 @@ fn diverging_replicas(final_state: &FinalState) -> Vec<Finding> {
                 });
             }
         }
+        let mut bases: Vec<Offset> = replicas
+            .iter()
+            .flat_map(|r| r.batches.range(..=committed_last).map(|(o, _)| *o))
+            .collect();
+        bases.sort_unstable();
+        bases.dedup();
+        for base_offset in bases {
+            let held: Vec<(i32, BatchBytes)> = replicas
+                .iter()
+                .filter_map(|r| r.batches.get(&base_offset).map(|b| (r.node, *b)))
+                .collect();
+            if held.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+                findings.push(Finding::BatchesDiverge {
+                    partition,
+                    base_offset,
+                    replicas: held,
+                });
+            }
+        }
     }
     findings
 }
@@ -696,6 +753,7 @@ pub struct ReplicaError(pub String);
 /// preallocated or torn tail). A missing directory is an empty replica.
 pub fn read_replica(node: i32, partition: Partition, dir: &Path) -> Result<Replica, ReplicaError> {
     let mut records = BTreeMap::new();
+    let mut batches = BTreeMap::new();
     let mut segments: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -719,6 +777,14 @@ pub fn read_replica(node: i32, partition: Partition, dir: &Path) -> Result<Repli
                 break;
             }
             let total = header.total_bytes();
+            batches.insert(
+                header.base_offset,
+                BatchBytes {
+                    last_offset: header.last_offset(),
+                    leader_epoch: header.partition_leader_epoch,
+                    crc: header.crc,
+                },
+            );
             let mut batch = Bytes::copy_from_slice(&rest[..total]);
             let decoded = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
                 ReplicaError(format!(
@@ -740,5 +806,6 @@ pub fn read_replica(node: i32, partition: Partition, dir: &Path) -> Result<Repli
         node,
         partition,
         records,
+        batches,
     })
 }
