@@ -37,6 +37,8 @@ const PAST_ELECTION_TIMEOUT: Duration = Duration::from_secs(6);
 const FAULT_HOLD: Duration = Duration::from_secs(6);
 /// Default length of the randomized run.
 const RANDOM_RUN_DEFAULT: Duration = Duration::from_secs(300);
+/// Longer than the broker session timeout (3 s): a node down this long is fenced.
+const PAST_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// The most a rolling restart waits between two nodes.
 const ROLLING_RESTART_GAP_MAX: Duration = Duration::from_secs(3);
 const PARTITIONS: i32 = 3;
@@ -167,7 +169,9 @@ fn inject(
         }
         Fault::RollingRestart => {
             history.fault("rolling restart of every node");
-            cluster.rolling_restart(hold.min(ROLLING_RESTART_GAP_MAX));
+            // Each node down past the broker session timeout, so its
+            // leaderships move, as a controlled shutdown would move them.
+            cluster.rolling_restart(PAST_SESSION_TIMEOUT, hold.min(ROLLING_RESTART_GAP_MAX));
         }
     }
 }
@@ -376,7 +380,7 @@ fn the_cluster_harness_finds_leaders_pauses_kills_and_restarts_nodes() {
     cluster.restart(leader);
     cluster.wait_for_brokers(leader, 3);
 
-    cluster.rolling_restart(Duration::ZERO);
+    cluster.rolling_restart(Duration::ZERO, Duration::ZERO);
     for id in cluster.ids() {
         cluster.wait_for_topic(id, &topic, PARTITIONS as usize);
     }

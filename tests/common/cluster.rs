@@ -315,14 +315,17 @@ impl Cluster {
         }
     }
 
-    /// Stops (SIGTERM) and starts every node in turn, each listed by the
-    /// others again, and running for `between`, before the next goes.
-    pub fn rolling_restart(&mut self, between: Duration) {
+    /// Stops (SIGTERM) every node in turn, keeps it down for `down`, starts
+    /// it again and waits until the others list it and it ran for `between`,
+    /// before the next goes. A `down` past the broker session timeout moves
+    /// the node's leaderships away.
+    pub fn rolling_restart(&mut self, down: Duration, between: Duration) {
         let count = self.nodes.len();
         for id in self.ids() {
             self.resume(id);
             let status = self.node(id).stop();
             assert!(status.success(), "node {id} stopped cleanly: {status}");
+            std::thread::sleep(down);
             self.restart(id);
             self.wait_for_brokers(id, count);
             std::thread::sleep(between);
