@@ -177,7 +177,7 @@ fn inject(
 }
 
 /// Runs the load on a fresh cluster, injects `fault` once, heals and checks.
-fn one_fault(fault: Fault, partitions: i32) -> Option<Report> {
+fn one_fault(fault: Fault, partitions: i32) -> Option<(String, Report)> {
     let network = match fault {
         Fault::IsolateLeader | Fault::IsolateFollower => {
             Some(Network::create(&format!("cluster_faults {fault:?}"), 3)?)
@@ -200,23 +200,22 @@ fn one_fault(fault: Fault, partitions: i32) -> Option<Report> {
     let (observed, final_state) =
         workload::finish_cluster(&mut cluster, workload, &topic, partitions);
     let report = check(&observed, &final_state, RECOVERY_BOUND);
-    eprintln!("{fault:?}: {report}");
-    Some(report)
+    Some((format!("{fault:?}"), report))
 }
 
 #[test]
 #[ignore = "needs partition replication"]
 fn sigkill_of_a_partition_leader_then_restart_loses_no_acknowledged_write() {
-    if let Some(report) = one_fault(Fault::KillLeader, PARTITIONS) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::KillLeader, PARTITIONS) {
+        report.print_and_assert_clean(&title);
     }
 }
 
 #[test]
 #[ignore = "needs partition replication"]
 fn sigkill_of_the_controller_leader_loses_no_acknowledged_write() {
-    if let Some(report) = one_fault(Fault::KillController, PARTITIONS) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::KillController, PARTITIONS) {
+        report.print_and_assert_clean(&title);
     }
 }
 
@@ -225,16 +224,16 @@ fn sigkill_of_the_controller_leader_loses_no_acknowledged_write() {
 fn a_leader_paused_past_the_election_timeout_acknowledges_nothing_once_fenced() {
     // A write the fenced leader acknowledged after SIGCONT is not in the
     // new leader's log: the checker reports it as a lost write.
-    if let Some(report) = one_fault(Fault::PauseLeader, PARTITIONS) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::PauseLeader, PARTITIONS) {
+        report.print_and_assert_clean(&title);
     }
 }
 
 #[test]
 #[ignore = "needs partition replication"]
 fn a_network_partition_isolating_a_leader_loses_no_acknowledged_write() {
-    if let Some(report) = one_fault(Fault::IsolateLeader, PARTITIONS) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::IsolateLeader, PARTITIONS) {
+        report.print_and_assert_clean(&title);
     }
 }
 
@@ -242,16 +241,16 @@ fn a_network_partition_isolating_a_leader_loses_no_acknowledged_write() {
 #[ignore = "needs partition replication (without it the isolated follower holds nothing)"]
 fn a_network_partition_isolating_a_follower_loses_no_acknowledged_write() {
     // One partition, so that the isolated node follows and leads nothing.
-    if let Some(report) = one_fault(Fault::IsolateFollower, 1) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::IsolateFollower, 1) {
+        report.print_and_assert_clean(&title);
     }
 }
 
 #[test]
 #[ignore = "needs partition replication"]
 fn a_rolling_restart_of_all_three_loses_no_acknowledged_write() {
-    if let Some(report) = one_fault(Fault::RollingRestart, PARTITIONS) {
-        report.assert_clean();
+    if let Some((title, report)) = one_fault(Fault::RollingRestart, PARTITIONS) {
+        report.print_and_assert_clean(&title);
     }
 }
 
@@ -307,8 +306,7 @@ fn randomized_faults_lose_no_acknowledged_write() {
     let (observed, final_state) =
         workload::finish_cluster(&mut cluster, workload, &topic, PARTITIONS);
     let report = check(&observed, &final_state, RECOVERY_BOUND);
-    eprintln!("seed {seed}, faults {injected:?}: {report}");
-    report.assert_clean();
+    report.print_and_assert_clean(&format!("seed {seed}, faults {injected:?}"));
 }
 
 #[test]
@@ -336,8 +334,7 @@ fn a_single_broker_killed_under_idempotent_acks_all_load_loses_no_acknowledged_w
         .collect();
     let final_state = FinalState { drained, replicas };
     let report = check(&history.snapshot(), &final_state, RECOVERY_BOUND);
-    eprintln!("{report}");
-    report.assert_clean();
+    report.print_and_assert_clean("single broker SIGKILL");
     assert!(
         report.acked >= ACKS_BEFORE_FAULT + ACKS_AFTER_FAULT,
         "{report}"

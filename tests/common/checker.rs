@@ -429,6 +429,17 @@ impl Report {
     pub fn assert_clean(&self) {
         assert!(self.is_clean(), "{self}");
     }
+
+    /// Prints the report under `title`, then panics unless it has no
+    /// findings (naming how many, which the print lists).
+    pub fn print_and_assert_clean(&self, title: &str) {
+        eprintln!("{title}: {self}");
+        assert!(
+            self.is_clean(),
+            "{title}: the checker has {} findings (printed above)",
+            self.findings.len()
+        );
+    }
 }
 
 impl fmt::Display for Report {
