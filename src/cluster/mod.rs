@@ -42,6 +42,9 @@ pub use view::ClusterView;
 /// A broker's id (KRaft's `node.id`), as Kafka's wire carries it.
 pub type NodeId = i32;
 
+/// A single broker's id, without cluster flags.
+pub const SINGLE_NODE_ID: NodeId = 0;
+
 /// The controller's files under the data directory.
 pub const CONTROLLER_DIR: &str = "__cluster_metadata";
 

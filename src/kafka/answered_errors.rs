@@ -1,7 +1,8 @@
 //! The error codes an answer carries, so every API's errors are counted
 //! (`ringlog_request_errors_total{api,code}`) where the answer is encoded,
 //! without each handler counting them again. The partitioned APIs (Produce,
-//! ListOffsets, DeleteRecords, DescribeProducers, Fetch) count theirs per
+//! ListOffsets, DeleteRecords, DescribeProducers, OffsetForLeaderEpoch, Fetch)
+//! count theirs per
 //! partition as their answers are gathered (`partitioned.rs`), so their
 //! answers name none here.
 
@@ -15,8 +16,9 @@ use kafka_protocol::messages::{
     FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
     InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
     ListOffsetsResponse, ListTransactionsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse, SaslAuthenticateResponse,
-    SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse, WriteTxnMarkersResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse,
+    WriteTxnMarkersResponse,
 };
 
 /// An answer's error codes (zero included: the caller skips NONE).
@@ -53,6 +55,7 @@ counted_per_partition!(
     ListOffsetsResponse,
     DeleteRecordsResponse,
     DescribeProducersResponse,
+    OffsetForLeaderEpochResponse,
 );
 
 answered_errors! {

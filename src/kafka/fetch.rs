@@ -21,7 +21,7 @@ use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::mesh::run_on;
-use crate::shard::partitions::FetchPart;
+use crate::shard::partitions::{FetchPart, NO_LEADER_EPOCH_CHECK};
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard, ShardId};
 use crate::storage::{Isolation, Offset, ReadLimit, ReadResult};
@@ -46,6 +46,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// KIP-320, from v9.
+    current_leader_epoch: i32,
 }
 
 /// A requested topic resolved against the topic table: name, id, the
@@ -150,6 +152,11 @@ fn wanted_topics(shard: &Shard, body: &FetchRequest, version: i16) -> Vec<Wanted
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: if version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    NO_LEADER_EPOCH_CHECK
+                },
             })
             .collect();
         topics.push((name, topic.topic_id, wanted, error));
@@ -240,6 +247,7 @@ async fn read_all(
                 offset: Offset(w.offset),
                 max_bytes: w.max_bytes,
                 isolation,
+                current_leader_epoch: w.current_leader_epoch,
             },
         );
     }

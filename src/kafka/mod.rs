@@ -15,6 +15,7 @@ pub mod errors;
 pub mod fetch;
 pub mod fetch_encode;
 pub mod groups;
+pub mod leader_epochs;
 pub mod list_offsets;
 pub mod metadata;
 mod metadata_cache;
@@ -89,6 +90,7 @@ register_apis! {
     transactions::DescribeTransactions,
     transactions::ListTransactions,
     txn_markers::WriteTxnMarkers,
+    leader_epochs::OffsetForLeaderEpoch,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {
@@ -99,7 +101,7 @@ pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {
 }
 
 /// The broker's node id (single broker).
-pub const NODE_ID: i32 = 0;
+pub const NODE_ID: i32 = crate::cluster::SINGLE_NODE_ID;
 /// The cluster id every response that carries one reports.
 pub const CLUSTER_ID: &str = "ringlog-cluster";
 

@@ -385,6 +385,20 @@ pub async fn scan(
     Ok(result)
 }
 
+/// The header of a segment's first batch, if it holds one before `end`.
+pub async fn first_batch_header(
+    file: &SegmentFile,
+    end: u64,
+) -> Result<Option<BatchHeader>, Error> {
+    if end == 0 {
+        return Ok(None);
+    }
+    let mut window = None;
+    batch_at(file, &mut window, 0, end, HEADER_BYTES)
+        .await
+        .map(Some)
+}
+
 /// Calls `visit` with the header and the bytes of every batch before `end`,
 /// a boundary recovery already checked (producer state and the transaction
 /// index are rebuilt this way).
