@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
     CreatePartitionsResponse, CreateTopicsResponse, DeleteAclsResponse, DeleteGroupsResponse,
     DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, DescribeGroupsResponse, DescribeProducersResponse,
-    DescribeTransactionsResponse, DescribeUserScramCredentialsResponse, EndTxnResponse,
-    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
+    DescribeQuorumResponse, DescribeTransactionsResponse, DescribeUserScramCredentialsResponse,
+    EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
     InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
     ListOffsetsResponse, ListTransactionsResponse, MetadataResponse, OffsetCommitResponse,
     OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
@@ -68,6 +68,12 @@ answered_errors! {
         }
     }
     DescribeClusterResponse => |r, each| { each(r.error_code) }
+    DescribeQuorumResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
     // Groups.
     FindCoordinatorResponse => |r, each| {
         each(r.error_code);
