@@ -26,6 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientConfig, Message};
 
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_COORDINATOR: i16 = 16;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
@@ -213,6 +214,12 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
         fetch_at_epoch(&mut client, "epochs", 0),
         FENCED_LEADER_EPOCH
     );
+    // KIP-951: the fenced fetch names the leader at its epoch.
+    let mut request = raw::fetch_request("epochs", 0, 0, 0, 0);
+    request.topics[0].partitions[0].current_leader_epoch = 0;
+    let response = client.call(&request, raw::FETCH_VERSION_MAX);
+    let hint = &raw::single_fetch_partition(&response).current_leader;
+    assert_eq!((hint.leader_id.0, hint.leader_epoch), (new, 1));
     assert_eq!(fetch_at_epoch(&mut client, "epochs", 1), 0);
     assert_eq!(
         fetch_at_epoch(&mut client, "epochs", 2),
@@ -254,6 +261,90 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
             );
         }
     }
+
+    // The old leader returns and, as the preferred replica, leads again at
+    // epoch 2. Its log still holds the five epoch-0 records: asked where
+    // epoch 1 ended, it answers with its own last epoch before 2 and where
+    // epoch 2 began, so a reader that followed epoch 1 finds the divergence.
+    cluster.node(old).start_again();
+    // (On restart its view first replays its own metadata log, where it led at 0.)
+    let back = common::wait_until(FAILOVER_TIMEOUT, || {
+        let (leader, epoch, _, offline) = partition(&cluster.metadata(old), "epochs");
+        (leader, epoch, offline.is_empty()) == (old, 2, true)
+    });
+    assert!(back, "the preferred replica leads again at epoch 2");
+    let mut client = RawClient::connect_negotiated(cluster.node(old).addr());
+    assert_eq!(
+        fetch_at_epoch(&mut client, "epochs", 1),
+        FENCED_LEADER_EPOCH
+    );
+    assert_eq!(end_offset(&mut client, "epochs", 1), (0, 0, 5));
+    assert_eq!(end_offset(&mut client, "epochs", 2), (0, 2, 5));
+}
+
+#[test]
+fn a_client_at_a_follower_is_pointed_at_the_leader() {
+    let mut cluster = Cluster::start(3);
+    assert_eq!(cluster.create_topic(2, "hints", 1, 3), error_code::NONE);
+    let metadata = cluster.wait_for_topic(1, "hints", 1);
+    let (leader, epoch, _, _) = partition(&metadata, "hints");
+    let topic_id = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "hints"))
+        .map(|t| t.topic_id)
+        .expect("listed");
+    let follower = if leader == 1 { 2 } else { 1 };
+    let leader_port = i32::from(cluster.node(leader).addr().port());
+    let mut client = RawClient::connect_negotiated(cluster.node(follower).addr());
+
+    // Produce v10+ (KIP-951): the partition names its leader, the response its endpoint.
+    for version in [10, 12] {
+        let request = raw::produce_request("hints", 0, -1, raw::record_batch(&[(b"k", b"v")]));
+        let response = client.call(&request, version);
+        let p = raw::single_produce_partition(&response);
+        assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER, "v{version}");
+        let hint = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
+        assert_eq!(hint, (leader, epoch), "Produce v{version}");
+        let endpoints: Vec<_> = response
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id.0, e.port))
+            .collect();
+        assert_eq!(endpoints, [(leader, leader_port)], "Produce v{version}");
+    }
+    // Older versions carry neither.
+    let request = raw::produce_request("hints", 0, -1, raw::record_batch(&[(b"k", b"v")]));
+    let response = client.call(&request, 9);
+    assert!(response.node_endpoints.is_empty());
+
+    // Fetch v12 names the leader; v16 (by topic id) also its endpoint.
+    let response = client.call(&raw::fetch_request("hints", 0, 0, 0, 0), 12);
+    let p = raw::single_fetch_partition(&response);
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (leader, epoch)
+    );
+    let mut request = raw::fetch_request("hints", 0, 0, 0, 0);
+    request.topics[0].topic_id = topic_id;
+    let response = client.call(&request, 16);
+    let p = raw::single_fetch_partition(&response);
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(p.current_leader.leader_id.0, leader);
+    let endpoints: Vec<_> = response
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    assert_eq!(endpoints, [(leader, leader_port)], "Fetch v16");
+
+    // The leader itself answers without hints.
+    let mut client = RawClient::connect_negotiated(cluster.node(leader).addr());
+    let request = raw::produce_request("hints", 0, -1, raw::record_batch(&[(b"k", b"v")]));
+    let response = client.call(&request, 12);
+    assert_eq!(raw::single_produce_partition(&response).error_code, 0);
+    assert!(response.node_endpoints.is_empty());
 }
 
 fn describe_quorum_request() -> DescribeQuorumRequest {

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod fetch_encode;
 pub mod groups;
 pub mod leader_epochs;
+pub mod leader_hints;
 pub mod list_offsets;
 pub mod metadata;
 mod metadata_cache;
