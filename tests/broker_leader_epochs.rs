@@ -39,13 +39,6 @@ fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-fn fetch_at_epoch(client: &mut RawClient, topic: &str, epoch: i32) -> i16 {
-    let mut request = raw::fetch_request(topic, 0, 0, 0, 0);
-    request.topics[0].partitions[0].current_leader_epoch = epoch;
-    let response = client.call(&request, raw::FETCH_VERSION_MAX);
-    raw::single_fetch_partition(&response).error_code
-}
-
 /// ListOffsets "latest" at `epoch`: (error, offset, leader epoch).
 fn latest_at_epoch(client: &mut RawClient, topic: &str, epoch: i32) -> (i16, i64, i32) {
     let request = ListOffsetsRequest::default()
@@ -126,21 +119,26 @@ fn fetch_and_list_offsets_fence_epochs_other_than_the_leaders() {
     // The epoch Metadata reports is the one stamped into stored batches.
     let fetched = raw::fetch(&mut client, &topic, 0, 0);
     let records = fetched.records.expect("records");
-    // partitionLeaderEpoch: bytes 12..16 of a v2 batch.
-    let stamped = i32::from_be_bytes([records[12], records[13], records[14], records[15]]);
+    let stamped = raw::partition_leader_epoch(&records);
     assert_eq!(stamped, EPOCH, "partitionLeaderEpoch of the stored batch");
 
     assert_eq!(
-        fetch_at_epoch(&mut client, &topic, -1),
+        raw::fetch_at_epoch(&mut client, &topic, -1),
         error_code::NONE,
         "-1: no check"
     );
-    assert_eq!(fetch_at_epoch(&mut client, &topic, EPOCH), error_code::NONE);
     assert_eq!(
-        fetch_at_epoch(&mut client, &topic, EPOCH + 1),
+        raw::fetch_at_epoch(&mut client, &topic, EPOCH),
+        error_code::NONE
+    );
+    assert_eq!(
+        raw::fetch_at_epoch(&mut client, &topic, EPOCH + 1),
         UNKNOWN_LEADER_EPOCH
     );
-    assert_eq!(fetch_at_epoch(&mut client, &topic, -2), FENCED_LEADER_EPOCH);
+    assert_eq!(
+        raw::fetch_at_epoch(&mut client, &topic, -2),
+        FENCED_LEADER_EPOCH
+    );
 
     assert_eq!(latest_at_epoch(&mut client, &topic, -1), (0, 1, EPOCH));
     assert_eq!(latest_at_epoch(&mut client, &topic, EPOCH), (0, 1, EPOCH));
@@ -202,7 +200,7 @@ fn a_single_brokers_quorum_is_itself() {
     let broker = Broker::start();
     let mut client = RawClient::connect_negotiated(broker.addr());
     for version in 0..=2 {
-        let response = client.call(&describe_quorum_request(), version);
+        let response = client.call(&raw::describe_quorum_request(), version);
         assert_eq!(response.error_code, 0);
         let p = &response.topics[0].partitions[0];
         assert_eq!(p.error_code, 0, "v{version}");
@@ -220,12 +218,4 @@ fn a_single_brokers_quorum_is_itself() {
         response.topics[0].partitions[0].error_code,
         error_code::UNKNOWN_TOPIC_OR_PARTITION
     );
-}
-
-/// DescribeQuorum for KRaft's metadata partition.
-pub fn describe_quorum_request() -> DescribeQuorumRequest {
-    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-    DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
-        .with_topic_name(name("__cluster_metadata"))
-        .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
 }

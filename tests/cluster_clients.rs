@@ -13,13 +13,12 @@ use std::time::Duration;
 use common::clients::{committed_offsets, flush, producer, send};
 use common::cluster::Cluster;
 use common::raw::{self, error_code, RawClient};
-use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeQuorumRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, MetadataResponse, OffsetForLeaderEpochRequest, TopicName,
+    BrokerId, DescribeClusterRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    MetadataResponse, OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -73,13 +72,6 @@ fn heartbeat(cluster: &mut Cluster, node: i32, group: &str) -> i16 {
     client.call(&request, 4).error_code
 }
 
-fn fetch_at_epoch(client: &mut RawClient, topic: &str, epoch: i32) -> i16 {
-    let mut request = raw::fetch_request(topic, 0, 0, 0, 0);
-    request.topics[0].partitions[0].current_leader_epoch = epoch;
-    let response = client.call(&request, raw::FETCH_VERSION_MAX);
-    raw::single_fetch_partition(&response).error_code
-}
-
 /// OffsetForLeaderEpoch v4 for partition 0: (error, epoch, end offset).
 fn end_offset(client: &mut RawClient, topic: &str, leader_epoch: i32) -> (i16, i32, i64) {
     let request = OffsetForLeaderEpochRequest::default()
@@ -100,7 +92,7 @@ fn stamped_epoch(client: &mut RawClient, topic: &str, offset: i64) -> i32 {
     let fetched = raw::fetch(client, topic, 0, offset);
     assert_eq!(fetched.error_code, 0);
     let records = fetched.records.expect("records");
-    i32::from_be_bytes([records[12], records[13], records[14], records[15]])
+    raw::partition_leader_epoch(&records)
 }
 
 #[test]
@@ -211,7 +203,7 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
 
     let mut client = RawClient::connect_negotiated(cluster.node(new).addr());
     assert_eq!(
-        fetch_at_epoch(&mut client, "epochs", 0),
+        raw::fetch_at_epoch(&mut client, "epochs", 0),
         FENCED_LEADER_EPOCH
     );
     // KIP-951: the fenced fetch names the leader at its epoch.
@@ -220,9 +212,9 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
     let response = client.call(&request, raw::FETCH_VERSION_MAX);
     let hint = &raw::single_fetch_partition(&response).current_leader;
     assert_eq!((hint.leader_id.0, hint.leader_epoch), (new, 1));
-    assert_eq!(fetch_at_epoch(&mut client, "epochs", 1), 0);
+    assert_eq!(raw::fetch_at_epoch(&mut client, "epochs", 1), 0);
     assert_eq!(
-        fetch_at_epoch(&mut client, "epochs", 2),
+        raw::fetch_at_epoch(&mut client, "epochs", 2),
         UNKNOWN_LEADER_EPOCH
     );
     // Batches appended now carry epoch 1; epoch 0 ended where epoch 1 began.
@@ -242,7 +234,7 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
             described.controller_id.0, controller,
             "DescribeCluster on {node}"
         );
-        let quorum = client.call(&describe_quorum_request(), 1);
+        let quorum = client.call(&raw::describe_quorum_request(), 1);
         let p = &quorum.topics[0].partitions[0];
         assert_eq!(p.error_code, 0);
         assert_eq!(p.leader_id.0, controller, "DescribeQuorum on {node}");
@@ -275,7 +267,7 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
     assert!(back, "the preferred replica leads again at epoch 2");
     let mut client = RawClient::connect_negotiated(cluster.node(old).addr());
     assert_eq!(
-        fetch_at_epoch(&mut client, "epochs", 1),
+        raw::fetch_at_epoch(&mut client, "epochs", 1),
         FENCED_LEADER_EPOCH
     );
     assert_eq!(end_offset(&mut client, "epochs", 1), (0, 0, 5));
@@ -345,10 +337,4 @@ fn a_client_at_a_follower_is_pointed_at_the_leader() {
     let response = client.call(&request, 12);
     assert_eq!(raw::single_produce_partition(&response).error_code, 0);
     assert!(response.node_endpoints.is_empty());
-}
-
-fn describe_quorum_request() -> DescribeQuorumRequest {
-    DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
-        .with_topic_name(name("__cluster_metadata"))
-        .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
 }
