@@ -385,18 +385,17 @@ pub async fn scan(
     Ok(result)
 }
 
-/// The header of a segment's first batch, if it holds one before `end`.
+/// The header of a segment's first batch, if it holds one before `end`
+/// (recovery already checked the batch: one header-sized read).
 pub async fn first_batch_header(
     file: &SegmentFile,
     end: u64,
 ) -> Result<Option<BatchHeader>, Error> {
-    if end == 0 {
+    if end < HEADER_BYTES as u64 {
         return Ok(None);
     }
-    let mut window = None;
-    batch_at(file, &mut window, 0, end, HEADER_BYTES)
-        .await
-        .map(Some)
+    let head = file.read(0, HEADER_BYTES).await?;
+    BatchHeader::parse(&head).map(Some)
 }
 
 /// Calls `visit` with the header and the bytes of every batch before `end`,
