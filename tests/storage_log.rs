@@ -938,7 +938,7 @@ fn epoch_ends(log: &PartitionLog) -> (Vec<(i32, i64)>, i32) {
 }
 
 #[test]
-fn leader_epochs_are_stamped_kept_and_rebuilt_after_a_close_or_a_crash() {
+fn leader_epochs_are_stamped_kept_and_rebuilt_across_closes_crashes_and_deleted_records() {
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BatchCache::new(0);
@@ -980,7 +980,27 @@ fn leader_epochs_are_stamped_kept_and_rebuilt_after_a_close_or_a_crash() {
         let mut expected = expected;
         expected[5] = (5, end);
         expected[6] = (6, newest);
-        assert_eq!(epoch_ends(&log), (expected, 6), "after a crash");
+        assert_eq!(epoch_ends(&log), (expected.clone(), 6), "after a crash");
+
+        // Records deleted into epoch 2: the epochs before it begin at the log start.
+        let start = first + 5;
+        log.delete_records(Offset(start))
+            .await
+            .expect("delete records");
+        expected[0] = (0, start);
+        expected[1] = (1, start);
+        assert_eq!(
+            epoch_ends(&log),
+            (expected.clone(), 6),
+            "after DeleteRecords"
+        );
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(
+            epoch_ends(&log),
+            (expected, 6),
+            "after DeleteRecords and a close"
+        );
         log.close().await.expect("close");
     });
 }

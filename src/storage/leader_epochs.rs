@@ -64,6 +64,21 @@ impl LeaderEpochs {
         });
     }
 
+    /// Kafka's `truncateFromStart`: epochs that ended before `log_start`
+    /// are forgotten, and the one it falls in now begins there.
+    pub fn truncate_from_start(&mut self, log_start: Offset) {
+        let started = self
+            .entries
+            .iter()
+            .take_while(|e| e.start_offset <= log_start)
+            .count();
+        if started == 0 {
+            return;
+        }
+        self.entries.drain(..started - 1);
+        self.entries[0].start_offset = log_start;
+    }
+
     pub fn latest(&self) -> Option<EpochEntry> {
         self.entries.last().copied()
     }
@@ -183,6 +198,41 @@ mod tests {
         );
         assert_eq!(e.epoch_for_offset(Offset(9)), Some(1));
         assert_eq!(e.epoch_for_offset(Offset(25)), Some(6));
+    }
+
+    #[test]
+    fn a_moved_log_start_forgets_the_epochs_before_it() {
+        let mut e = epochs(&[(1, 0), (3, 10), (6, 25)]);
+        e.truncate_from_start(Offset(0));
+        assert_eq!(
+            e.entries()[0],
+            EpochEntry {
+                epoch: 1,
+                start_offset: Offset(0)
+            }
+        );
+        e.truncate_from_start(Offset(12));
+        let found: Vec<(i32, i64)> = e
+            .entries()
+            .iter()
+            .map(|x| (x.epoch, x.start_offset.get()))
+            .collect();
+        assert_eq!(found, vec![(3, 12), (6, 25)]);
+        assert_eq!(
+            e.end_offset_for(1, Offset(40)),
+            EpochEnd {
+                epoch: 1,
+                end_offset: 12
+            }
+        );
+        e.truncate_from_start(Offset(30));
+        assert_eq!(
+            e.entries(),
+            &[EpochEntry {
+                epoch: 6,
+                start_offset: Offset(30)
+            }]
+        );
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl PartitionLog {
         let leader_epoch = leader_epochs.latest().map_or(recovered.leader_epoch, |e| {
             e.epoch.max(recovered.leader_epoch)
         });
+        leader_epochs.truncate_from_start(recovered.log_start_offset);
         // The current epoch begins at the log end if no batch has it yet
         // (Kafka assigns it when the leader takes over).
         leader_epochs.on_batch(leader_epoch, recovered.next_offset);
@@ -451,6 +452,8 @@ impl State {
             self.log_start_offset = self.log_start_offset.max(first_base);
             self.txn_index.remove_below(first_base);
         }
+        self.leader_epochs
+            .truncate_from_start(self.log_start_offset);
         removed
     }
 }
