@@ -553,19 +553,10 @@ fn transactional_apis_need_acls_on_the_transactional_id() {
 /// OffsetForLeaderEpoch v3 from `user` for a topic that does not exist, as
 /// a consumer (`replica_id` -1) or a follower (`replica_id` 1).
 fn offset_for_leader_epoch(bootstrap: &str, user: &str, replica_id: i32) -> i16 {
-    use kafka_protocol::messages::offset_for_leader_epoch_request::{
-        OffsetForLeaderPartition, OffsetForLeaderTopic,
-    };
     let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
     let mut client = plain_login(addr, user, &format!("{user}-secret"));
-    let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(replica_id))
-        .with_topics(vec![OffsetForLeaderTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("no-such-topic")))
-            .with_partitions(vec![OffsetForLeaderPartition::default()
-                .with_current_leader_epoch(-1)
-                .with_leader_epoch(0)])]);
-    client.call(&request, 3).topics[0].partitions[0].error_code
+    common::raw::offset_for_leader_epoch(&mut client, 3, replica_id, "no-such-topic", -1, 0)
+        .error_code
 }
 
 fn describe_quorum(bootstrap: &str, user: &str) -> i16 {

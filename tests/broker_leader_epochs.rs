@@ -13,13 +13,8 @@ use common::clients::{
 use common::raw::{self, error_code, RawClient};
 use common::{unique_topic, Broker};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{
-    OffsetForLeaderPartition, OffsetForLeaderTopic,
-};
-use kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset;
 use kafka_protocol::messages::{
-    BrokerId, DescribeQuorumRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetForLeaderEpochRequest, TopicName,
+    BrokerId, DescribeQuorumRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::BaseRecord;
@@ -52,28 +47,6 @@ fn latest_at_epoch(client: &mut RawClient, topic: &str, epoch: i32) -> (i16, i64
     let response = client.call(&request, 4);
     let p = &response.topics[0].partitions[0];
     (p.error_code, p.offset, p.leader_epoch)
-}
-
-fn end_offset(
-    client: &mut RawClient,
-    version: i16,
-    replica_id: i32,
-    topic: &str,
-    current_leader_epoch: i32,
-    leader_epoch: i32,
-) -> EpochEndOffset {
-    let request = OffsetForLeaderEpochRequest::default()
-        .with_replica_id(BrokerId(replica_id))
-        .with_topics(vec![OffsetForLeaderTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![OffsetForLeaderPartition::default()
-                .with_partition(0)
-                .with_current_leader_epoch(current_leader_epoch)
-                .with_leader_epoch(leader_epoch)])]);
-    let response = client.call(&request, version);
-    assert_eq!(response.topics.len(), 1);
-    assert_eq!(response.topics[0].partitions.len(), 1);
-    response.topics[0].partitions[0].clone()
 }
 
 fn metadata_epoch(client: &mut RawClient, topic: &str) -> i32 {
@@ -160,22 +133,26 @@ fn offset_for_leader_epoch_answers_each_version_and_survives_a_restart() {
     let answers = |broker: &Broker| {
         let mut client = RawClient::connect_negotiated(broker.addr());
         for version in OFFSET_FOR_LEADER_EPOCH_VERSIONS {
-            let current = end_offset(&mut client, version, -1, &topic, EPOCH, EPOCH);
+            let current =
+                raw::offset_for_leader_epoch(&mut client, version, -1, &topic, EPOCH, EPOCH);
             assert_eq!(
                 (current.error_code, current.leader_epoch, current.end_offset),
                 (0, EPOCH, RECORDS as i64),
                 "v{version}: the current epoch ends at the log end"
             );
-            let newer = end_offset(&mut client, version, -1, &topic, -1, EPOCH + 1);
+            let newer =
+                raw::offset_for_leader_epoch(&mut client, version, -1, &topic, -1, EPOCH + 1);
             assert_eq!(
                 (newer.error_code, newer.leader_epoch, newer.end_offset),
                 (0, -1, -1),
                 "v{version}: an epoch newer than the leader's is undefined"
             );
-            let fenced = end_offset(&mut client, version, -1, &topic, EPOCH + 2, EPOCH);
+            let fenced =
+                raw::offset_for_leader_epoch(&mut client, version, -1, &topic, EPOCH + 2, EPOCH);
             assert_eq!(fenced.error_code, UNKNOWN_LEADER_EPOCH, "v{version}");
             assert_eq!((fenced.leader_epoch, fenced.end_offset), (-1, -1));
-            let missing = end_offset(&mut client, version, -1, "no-such-topic", -1, EPOCH);
+            let missing =
+                raw::offset_for_leader_epoch(&mut client, version, -1, "no-such-topic", -1, EPOCH);
             assert_eq!(missing.error_code, error_code::UNKNOWN_TOPIC_OR_PARTITION);
         }
     };
@@ -185,7 +162,7 @@ fn offset_for_leader_epoch_answers_each_version_and_survives_a_restart() {
 
     // A follower (replica id >= 0) needs CLUSTER_ACTION, which an open broker grants.
     let mut client = RawClient::connect_negotiated(broker.addr());
-    let follower = end_offset(&mut client, 3, 2, &topic, -1, EPOCH);
+    let follower = raw::offset_for_leader_epoch(&mut client, 3, 2, &topic, -1, EPOCH);
     assert_ne!(follower.error_code, CLUSTER_AUTHORIZATION_FAILED);
     assert_eq!(follower.end_offset, RECORDS as i64);
 

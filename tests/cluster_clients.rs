@@ -13,12 +13,9 @@ use std::time::Duration;
 use common::clients::{committed_offsets, flush, producer, send};
 use common::cluster::Cluster;
 use common::raw::{self, error_code, RawClient};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{
-    OffsetForLeaderPartition, OffsetForLeaderTopic,
-};
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    MetadataResponse, OffsetForLeaderEpochRequest, TopicName,
+    MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -33,10 +30,6 @@ const RECORDS: usize = 60;
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 /// A killed broker's lease runs out and its partitions move within this.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_string()))
-}
 
 fn partition(metadata: &MetadataResponse, topic: &str) -> (i32, i32, Vec<i32>, Vec<i32>) {
     let topic = metadata
@@ -74,16 +67,7 @@ fn heartbeat(cluster: &mut Cluster, node: i32, group: &str) -> i16 {
 
 /// OffsetForLeaderEpoch v4 for partition 0: (error, epoch, end offset).
 fn end_offset(client: &mut RawClient, topic: &str, leader_epoch: i32) -> (i16, i32, i64) {
-    let request = OffsetForLeaderEpochRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![OffsetForLeaderTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![OffsetForLeaderPartition::default()
-                .with_partition(0)
-                .with_current_leader_epoch(-1)
-                .with_leader_epoch(leader_epoch)])]);
-    let response = client.call(&request, 4);
-    let p = &response.topics[0].partitions[0];
+    let p = raw::offset_for_leader_epoch(client, 4, -1, topic, -1, leader_epoch);
     (p.error_code, p.leader_epoch, p.end_offset)
 }
 

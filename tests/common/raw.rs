@@ -334,3 +334,35 @@ pub fn describe_quorum_request() -> kafka_protocol::messages::DescribeQuorumRequ
             .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
     ])
 }
+
+/// OffsetForLeaderEpoch at `version` for partition 0 of `topic`: where
+/// `leader_epoch` ended, asked as `replica_id` (-1: a consumer) at the
+/// client's `current_leader_epoch` (KIP-320).
+pub fn offset_for_leader_epoch(
+    client: &mut RawClient,
+    version: i16,
+    replica_id: i32,
+    topic: &str,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(replica_id))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(current_leader_epoch)
+                .with_leader_epoch(leader_epoch)])]);
+    let response = client.call(&request, version);
+    assert_eq!(response.topics.len(), 1, "one topic answered");
+    assert_eq!(
+        response.topics[0].partitions.len(),
+        1,
+        "one partition answered"
+    );
+    response.topics[0].partitions[0].clone()
+}
