@@ -156,6 +156,74 @@ fn one_broker_coordinates_each_group_and_a_consumer_group_runs_through_it() {
     );
 }
 
+/// kafka-python, a client of its own (not librdkafka): a group consumer
+/// through the whole cluster reads every record and commits through the
+/// group's coordinator; prints the records read and the committed total.
+const KAFKA_PYTHON_GROUP: &str = r#"
+import sys
+from kafka import KafkaConsumer, TopicPartition
+bootstrap, topic, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=group,
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         consumer_timeout_ms=30000)
+seen = 0
+for _ in consumer:
+    seen += 1
+    if seen == count:
+        break
+consumer.commit()
+committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(3))
+consumer.close()
+print(seen, committed)
+"#;
+
+#[test]
+fn a_kafka_python_group_consumer_finds_its_coordinator_in_the_cluster() {
+    let test = "a_kafka_python_group_consumer_finds_its_coordinator_in_the_cluster";
+    let Some(python) = common::python::python_with(test, &["kafka"]) else {
+        return;
+    };
+    let mut cluster = Cluster::start(3);
+    assert_eq!(cluster.create_topic(3, "py-work", 3, 3), error_code::NONE);
+    cluster.wait_for_topic(1, "py-work", 3);
+    let bootstrap = cluster.bootstrap();
+    let (producer, log) = producer(&bootstrap, &[]);
+    for i in 0..RECORDS {
+        let value = format!("value-{i}");
+        let record = BaseRecord::to("py-work").partition((i % 3) as i32);
+        send(&producer, record.payload(value.as_bytes()));
+    }
+    flush(&producer);
+    assert_eq!(
+        log.delivered_count(),
+        RECORDS,
+        "{:?}",
+        log.failures().first()
+    );
+    // A group whose coordinator is not the first bootstrap broker.
+    let group = ["py-a", "py-b", "py-c", "py-d", "py-e", "py-f"]
+        .into_iter()
+        .find(|g| find_coordinator(&mut cluster, 1, g).1 != 1)
+        .expect("a group coordinated elsewhere");
+    let count = RECORDS.to_string();
+    let out = common::python::run_script(
+        &python,
+        KAFKA_PYTHON_GROUP,
+        &[&bootstrap, "py-work", group, &count],
+    );
+    assert_eq!(
+        out.trim(),
+        format!("{RECORDS} {RECORDS}"),
+        "read and committed"
+    );
+    let committed = committed_offsets(&bootstrap, group, "py-work", 3);
+    assert_eq!(
+        committed.iter().sum::<i64>(),
+        RECORDS as i64,
+        "{committed:?}"
+    );
+}
+
 #[test]
 fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
     let mut cluster = Cluster::start(3);
