@@ -100,7 +100,7 @@ impl Report {
             consumed_records_per_sec: headline.consumed_records_per_sec,
             ack_latency_us: (args.mode == Mode::E2e)
                 .then(|| LatencyUs::from_histogram(&m.produced.latency_ns)),
-            transactions: args.transactional_id.is_some().then(|| m.produced.commits),
+            transactions: args.transactional_id.is_some().then_some(m.produced.commits),
             commit_latency_us: args
                 .transactional_id
                 .is_some()

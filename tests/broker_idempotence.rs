@@ -171,6 +171,49 @@ fn a_retried_batch_is_stored_once_and_gaps_and_stale_epochs_are_refused() {
 type Described = (i64, i32, i32);
 
 /// Per requested partition of `topic`: its error code and producers.
+/// A producer's pipelined batches reach each partition in the order they
+/// were sent, also while the partition opens on first use and while its
+/// first append clears the clean-shutdown mark: both wait on the disk while
+/// later requests arrive, and a later batch that overtook an earlier one
+/// would be refused as OUT_OF_ORDER_SEQUENCE_NUMBER.
+#[test]
+fn pipelined_batches_keep_their_order_while_their_partitions_open() {
+    const PARTITIONS: i32 = 8;
+    const BATCHES_PER_PARTITION: i32 = 12;
+    const ROUNDS: usize = 8;
+    let broker = Broker::start();
+    for round in 0..ROUNDS {
+        let topic = unique_topic("idempotent-pipelined");
+        create_topic(&broker.bootstrap(), &topic, PARTITIONS, &[]);
+        let mut client = RawClient::connect_negotiated(broker.addr());
+        let (id, epoch) = init_producer_id(&mut client, None);
+        let version = client.version_of::<ProduceRequest>(PRODUCE_VERSION_MAX);
+        let mut sent = Vec::new();
+        for n in 0..BATCHES_PER_PARTITION {
+            for partition in 0..PARTITIONS {
+                let batch = idempotent_batch(id, epoch, n * RECORDS_PER_BATCH);
+                let request = raw::produce_request(&topic, partition, -1, batch);
+                let (correlation_id, frame) = client.frame(&request, version);
+                client
+                    .write_raw(&frame)
+                    .unwrap_or_else(|error| panic!("sending a produce: {error}"));
+                sent.push((correlation_id, partition, n));
+            }
+            // Later requests arrive in later reads, some while partitions open.
+            thread::sleep(Duration::from_micros(300));
+        }
+        for (correlation_id, partition, n) in sent {
+            let response = client.receive::<ProduceRequest>(correlation_id, version);
+            let answer = raw::single_produce_partition(&response);
+            assert_eq!(
+                (answer.error_code, answer.base_offset),
+                (error_code::NONE, i64::from(n * RECORDS_PER_BATCH)),
+                "round {round}, partition {partition}, batch {n}: stored in the order sent"
+            );
+        }
+    }
+}
+
 fn describe_producers(
     client: &mut RawClient,
     topic: &str,

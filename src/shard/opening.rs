@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::partitions::PartitionError;
 use super::topics::{ReplicaRole, TopicTable};
 use super::{PartitionId, Shard};
-use crate::storage::{self, LogConfig, PartitionLog, StorageOptions};
+use crate::storage::{self, AppendLock, AppendTurn, LogConfig, PartitionLog, StorageOptions};
 
 /// Partition logs opened at once by first reads and writes.
 pub const OPENS_IN_FLIGHT_MAX: usize = 16;
@@ -31,8 +31,19 @@ pub enum Slot {
     Open(Rc<PartitionLog>),
     /// Registered; its log opens on first use.
     Idle(Idle),
-    /// A first read or write is opening it; the others wait for that.
-    Opening,
+    /// A first read or write is opening it; the others wait for that,
+    /// appends in the queue the log will use.
+    Opening(AppendLock),
+}
+
+/// What a caller of [`Shard::owned_log_to_append`] waits for.
+enum Waiting {
+    /// Its turn in the append queue of a log being opened.
+    Queue(AppendLock),
+    /// The end of an opening in flight (seen at this epoch).
+    Opened(u64),
+    /// Nothing: it opens the log, holding the queue's first turn.
+    Open(Idle, AppendLock, Option<AppendTurn>),
 }
 
 pub struct Idle {
@@ -57,7 +68,7 @@ impl Shard {
         let logs = self.logs.borrow();
         match logs.get(topic)?.get(partition.index()?)?.as_ref()? {
             Slot::Open(log) => Some(log.clone()),
-            Slot::Idle(_) | Slot::Opening => None,
+            Slot::Idle(_) | Slot::Opening(_) => None,
         }
     }
 
@@ -80,9 +91,23 @@ impl Shard {
         topic: &str,
         partition: PartitionId,
     ) -> Result<Rc<PartitionLog>, PartitionError> {
+        Ok(self.owned_log_to_append(topic, partition, false).await?.0)
+    }
+
+    /// The partition's log, opened on first use, and for an append
+    /// (`in_turn`) the turn it took while the log was opening: an append
+    /// that had to wait keeps its place ahead of those that came after it.
+    /// Without a turn, the caller's append joins the queue as it starts.
+    pub(super) async fn owned_log_to_append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        in_turn: bool,
+    ) -> Result<(Rc<PartitionLog>, Option<AppendTurn>), PartitionError> {
         let index = partition.index().ok_or(PartitionError::NotReady)?;
+        let mut turn: Option<AppendTurn> = None;
         loop {
-            let (seen, idle) = {
+            let waiting = {
                 let mut logs = self.logs.borrow_mut();
                 let slot = logs
                     .get_mut(topic)
@@ -90,27 +115,39 @@ impl Shard {
                     .and_then(Option::as_mut)
                     .ok_or(PartitionError::NotReady)?;
                 match slot {
-                    Slot::Open(log) => return Ok(log.clone()),
-                    Slot::Opening => (self.opened.epoch(), None),
-                    Slot::Idle(_) => match std::mem::replace(slot, Slot::Opening) {
-                        Slot::Idle(idle) => (0, Some(idle)),
-                        other => {
-                            *slot = other;
-                            continue;
+                    Slot::Open(log) => {
+                        // A turn taken in a queue an earlier, failed opening made
+                        // orders nothing now.
+                        let turn = turn.filter(|t| log.is_turn_of(t));
+                        return Ok((log.clone(), turn));
+                    }
+                    Slot::Opening(queue) if in_turn => Waiting::Queue(queue.clone()),
+                    Slot::Opening(_) => Waiting::Opened(self.opened.epoch()),
+                    Slot::Idle(_) => {
+                        let queue = AppendLock::default();
+                        let first = queue.try_turn();
+                        match std::mem::replace(slot, Slot::Opening(queue.clone())) {
+                            Slot::Idle(idle) => Waiting::Open(idle, queue, first),
+                            other => {
+                                *slot = other;
+                                continue;
+                            }
                         }
-                    },
+                    }
                 }
             };
-            let Some(idle) = idle else {
-                self.opened.changed(seen).await;
-                continue;
-            };
-            self.openings.set(self.openings.get() + 1);
-            let opened = self.open_idle(topic, index, &idle.config).await;
-            self.openings.set(self.openings.get() - 1);
-            let outcome = self.settle_opening(topic, index, idle, opened);
-            self.opened.notify_all();
-            return outcome;
+            match waiting {
+                Waiting::Queue(queue) => turn = Some(queue.turn().await),
+                Waiting::Opened(seen) => self.opened.changed(seen).await,
+                Waiting::Open(idle, queue, first) => {
+                    self.openings.set(self.openings.get() + 1);
+                    let opened = self.open_idle(topic, index, &idle.config, queue).await;
+                    self.openings.set(self.openings.get() - 1);
+                    let outcome = self.settle_opening(topic, index, idle, opened);
+                    self.opened.notify_all();
+                    return Ok((outcome?, first.filter(|_| in_turn)));
+                }
+            }
         }
     }
 
@@ -119,6 +156,7 @@ impl Shard {
         topic: &str,
         index: usize,
         config: &LogConfig,
+        queue: AppendLock,
     ) -> Result<Rc<PartitionLog>, storage::Error> {
         let _permit = self.open_permits.acquire_permit(1).await;
         let options = StorageOptions {
@@ -126,7 +164,9 @@ impl Shard {
             producer_id_expiration_ms: self.config.producer_id_expiration_ms,
         };
         let dir = self.partition_dir(topic, index);
-        let log = PartitionLog::open(dir, config.clone(), self.cache.clone(), options).await?;
+        let log =
+            PartitionLog::open_in_order(dir, config.clone(), self.cache.clone(), options, queue)
+                .await?;
         // The topic's config may have changed while the log was opening.
         if let Some(topic) = self.topics().get(topic) {
             let current = topic.config.log_config();
@@ -221,7 +261,7 @@ impl Shard {
                 match slot {
                     Some(Slot::Open(log)) => log.delete().await?,
                     Some(Slot::Idle(_)) => remove_dir(self.partition_dir(&name, index))?,
-                    Some(Slot::Opening) | None => {}
+                    Some(Slot::Opening(_)) | None => {}
                 }
             }
             self.groups.remove_topic(&name).await;

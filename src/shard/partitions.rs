@@ -17,8 +17,8 @@ use crate::cluster::SINGLE_NODE_ID;
 use crate::storage::leader_epochs::{EpochEnd, UNDEFINED_EPOCH};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
-    self, AppendInfo, Durability, Isolation, Offset, PartitionLog, ReadLimit, ReadResult,
-    TimestampOffset, TxnMarker,
+    self, AppendInfo, AppendTurn, Durability, Isolation, Offset, PartitionLog, ReadLimit,
+    ReadResult, TimestampOffset, TxnMarker,
 };
 
 /// Why a partition's part of a request failed.
@@ -139,23 +139,34 @@ impl Shard {
         topic: &str,
         partition: PartitionId,
     ) -> Result<Rc<PartitionLog>, PartitionError> {
+        Ok(self.served_log_to_append(topic, partition, false).await?.0)
+    }
+
+    /// [`served_log`](Self::served_log) for an append, with the turn it took
+    /// if it waited for the log to open (see [`Shard::owned_log_to_append`]).
+    async fn served_log_to_append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        in_turn: bool,
+    ) -> Result<(Rc<PartitionLog>, Option<AppendTurn>), PartitionError> {
         let Some(cluster) = self.cluster.as_ref() else {
-            return self.owned_log(topic, partition).await;
+            return self.owned_log_to_append(topic, partition, in_turn).await;
         };
         let leadership = partition
             .index()
             .and_then(|index| cluster.view().leadership(topic, index));
         match leadership {
             Some(l) if l.leader == cluster.node => {
-                let log = self.owned_log(topic, partition).await?;
+                let (log, turn) = self.owned_log_to_append(topic, partition, in_turn).await?;
                 log.raise_leader_epoch(l.epoch);
-                Ok(log)
+                Ok((log, turn))
             }
             Some(_) => Err(PartitionError::NotLeader),
             // In the topic table but not yet in the view: a moment away.
             None if self.knows(topic, partition) => Err(PartitionError::NotLeader),
             // Unknown: answered as such.
-            None => self.owned_log(topic, partition).await,
+            None => self.owned_log_to_append(topic, partition, in_turn).await,
         }
     }
 
@@ -191,9 +202,14 @@ impl Shard {
     ) -> Vec<Result<AppendInfo, PartitionError>> {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
+            // Pipelined requests of one producer must reach the log in the
+            // order they arrived: nothing here awaits before the append has
+            // its place in the partition's queue.
             async move {
-                let log = shard.served_log(&part.topic, part.partition).await?;
-                Ok(log.append(part.records, durability).await?)
+                let (log, turn) = shard
+                    .served_log_to_append(&part.topic, part.partition, true)
+                    .await?;
+                Ok(log.append_in_turn(part.records, durability, turn).await?)
             }
         });
         join_all(appends).await

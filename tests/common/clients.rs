@@ -31,7 +31,7 @@ const QUEUE_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Client settings every test client shares: IPv4 loopback, short backoffs so
 /// that clients reconnect quickly after a broker restart, bounded timeouts.
-fn base_config(bootstrap: &str) -> ClientConfig {
+pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)

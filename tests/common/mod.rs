@@ -6,12 +6,15 @@
 //!
 //! - this file: [`Broker`] (start, stop, restart, SIGKILL, logs) and [`BrokerBuilder`].
 //! - [`clients`]: rdkafka producer, consumer and admin helpers with bounded waits.
-//! - [`cluster`]: several brokers as one cluster (node ids, controller quorum, cluster ports).
+//! - [`checker`]: a Jepsen-style checker of what clients saw against the healed log and every replica.
+//! - [`cluster`]: several brokers as one cluster (node ids, controller quorum, cluster ports), and their faults.
 //! - [`metrics`]: GETs of the metrics and health endpoints, and the text parsed.
+//! - [`netns`]: one network namespace per broker, and partitions between them.
 //! - [`raw`]: a blocking Kafka protocol client over `std::net::TcpStream`.
 //! - [`python`]: the Python interpreter with confluent-kafka and aiokafka.
 //! - [`skip`]: how a test that cannot run says so.
 //! - [`txn`]: raw transactional requests (InitProducerId, AddPartitionsToTxn, EndTxn).
+//! - [`workload`]: producers and consumers under faults, recording into a checker history.
 //!
 //! Every wait is bounded by a named constant; a test never hangs on a dead broker.
 //!
@@ -22,14 +25,17 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod clients;
 pub mod cluster;
 pub mod metrics;
+pub mod netns;
 pub mod pki;
 pub mod python;
 pub mod raw;
 pub mod skip;
 pub mod txn;
+pub mod workload;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -156,6 +162,10 @@ pub struct BrokerBuilder {
     lifecycle_timeout: Option<Duration>,
     /// Environment variables of the broker process.
     envs: Vec<(String, String)>,
+    /// The IPv4 address the client listener binds (default 127.0.0.1).
+    host: Option<String>,
+    /// A command the broker is started through, e.g. `ip netns exec NS`.
+    launcher: Vec<String>,
 }
 
 /// Where a broker started with no flags listens (the built-in default).
@@ -189,6 +199,20 @@ impl BrokerBuilder {
     /// An environment variable for the broker process.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.envs.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Listen for clients on `host` (an IPv4 address) instead of 127.0.0.1.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// Start the broker through `launcher` (its program and arguments come
+    /// before the broker's), e.g. `["ip", "netns", "exec", "NS"]`. The
+    /// launcher must exec the broker, so that signals reach it.
+    pub fn launcher(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -333,6 +357,8 @@ impl Broker {
             open_files_limit: None,
             lifecycle_timeout: None,
             envs: Vec::new(),
+            host: None,
+            launcher: Vec::new(),
         }
     }
 
@@ -346,7 +372,17 @@ impl Broker {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.ip(), self.port))
+    }
+
+    /// The address the client listener binds.
+    pub fn ip(&self) -> std::net::Ipv4Addr {
+        self.builder
+            .host
+            .as_deref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |host| {
+                host.parse().expect("the builder's host is an IPv4 address")
+            })
     }
 
     /// Where `/metrics` and the health endpoints answer (builder's `metrics()`).
@@ -359,7 +395,7 @@ impl Broker {
 
     /// `bootstrap.servers` for clients.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip(), self.port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -465,6 +501,18 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP: the process stays, frozen, until [`Broker::resume`].
+    pub fn pause(&mut self) {
+        let child = self.child.as_ref().expect("pause needs a running broker");
+        send_signal(child, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&mut self) {
+        let child = self.child.as_ref().expect("resume needs a running broker");
+        send_signal(child, libc::SIGCONT);
+    }
+
     /// Replaces the extra arguments of the next start.
     pub fn set_extra_args(&mut self, args: &[&str]) {
         self.builder.extra_args = args.iter().map(|a| a.to_string()).collect();
@@ -530,7 +578,14 @@ impl Broker {
             |_| BROKER_LOG_FILTER_DEFAULT.to_string(),
             |filter| format!("{filter},ringlog::shard::runtime=info"),
         );
-        let mut command = Command::new(broker_binary());
+        let mut command = match self.builder.launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command.args(launcher_args).arg(broker_binary());
+                command
+            }
+            None => Command::new(broker_binary()),
+        };
         if let Some(limit) = self.builder.open_files_limit {
             limit_open_files(&mut command, limit);
         }
@@ -555,7 +610,7 @@ impl Broker {
             return Ok(Vec::new());
         }
         let mut args = vec!["serve".to_string()];
-        let listen = format!("127.0.0.1:{}", self.port);
+        let listen = format!("{}:{}", self.ip(), self.port);
         let data_dir = if self.builder.relative_data_dir {
             let relative = self
                 .data_dir

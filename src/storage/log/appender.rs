@@ -50,8 +50,21 @@ impl PartitionLog {
         records: Bytes,
         durability: Durability,
     ) -> Result<AppendInfo, Error> {
+        self.append_in_turn(records, durability, None).await
+    }
+
+    /// [`append`](Self::append) in a turn already taken from this log's
+    /// [`AppendLock`](super::AppendLock), or in one queued for now. The
+    /// queue is joined before anything here awaits, so appends keep the
+    /// order in which they were called.
+    pub async fn append_in_turn(
+        &self,
+        records: Bytes,
+        durability: Durability,
+        turn: Option<super::AppendTurn>,
+    ) -> Result<AppendInfo, Error> {
         let records = self.validate(records)?;
-        let (permit, now) = self.lock_with_room(records.len()).await?;
+        let (permit, now) = self.lock_with_room(records.len(), turn).await?;
         let (info, my_seq, flush_due) = self.stage(records, now)?;
         drop(permit);
 
@@ -68,12 +81,12 @@ impl PartitionLog {
     async fn lock_with_room(
         &self,
         incoming_bytes: usize,
-    ) -> Result<(glommio::sync::Permit<'_>, i64), Error> {
-        let permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed)?;
+        turn: Option<super::AppendTurn>,
+    ) -> Result<(super::AppendTurn, i64), Error> {
+        let permit = match turn {
+            Some(turn) => turn,
+            None => self.append_lock.turn().await,
+        };
         self.mark_changing().await?;
         let now = (self.clock)();
         if self.should_roll(incoming_bytes as u64, now) {
@@ -183,7 +196,9 @@ impl PartitionLog {
     /// transaction here ends; a marker from an older producer or coordinator
     /// epoch is refused and nothing is written.
     pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, Error> {
-        let (permit, now) = self.lock_with_room(control::MARKER_BATCH_BYTES).await?;
+        let (permit, now) = self
+            .lock_with_room(control::MARKER_BATCH_BYTES, None)
+            .await?;
         let (info, my_seq) = self.stage_marker(&marker, now)?;
         drop(permit);
         self.wait_written(my_seq).await?;

@@ -11,11 +11,13 @@
 //! - [`producers`]: producer state and open transactions (rebuilt, snapshotted,
 //!   expired), the last stable offset and the transaction index.
 //! - [`cleaning`]: sealed segments for the cleaner and the swap of cleaned ones.
+//! - [`order`]: the first-come, first-served queue of appends.
 
 mod active;
 mod appender;
 mod cleaning;
 mod flusher;
+mod order;
 mod pipeline;
 mod producers;
 mod reader;
@@ -39,8 +41,10 @@ use super::segment::Segment;
 use super::segment_set::SegmentSet;
 use super::txn_index::TxnIndex;
 use super::types::Offset;
+
 use active::ActiveWrite;
 use flusher::FlushState;
+pub use order::{AppendLock, AppendTurn};
 use pipeline::Pipeline;
 
 pub use active::{reserved_ahead_bytes, RESERVED_AHEAD_BYTES_PER_SHARD_MAX};
@@ -100,8 +104,8 @@ pub struct PartitionLog {
     clock: Clock,
     producer_id_expiration_ms: i64,
     state: RefCell<State>,
-    /// Serialises offset assignment and segment rolls.
-    append_lock: glommio::sync::Semaphore,
+    /// Serialises offset assignment and segment rolls, in arrival order.
+    append_lock: AppendLock,
     /// Moves when bytes are written (the high watermark), or on stop/close.
     written: Notify,
     /// The synced frontier; moves when an fdatasync completes, or on stop/close.
@@ -124,6 +128,26 @@ impl PartitionLog {
         Self::open_with_clock(dir, config, cache, options, crate::clock::now_ms).await
     }
 
+    /// [`open`](Self::open) with the append queue given: appends that
+    /// arrived while the log was opening already wait in it.
+    pub async fn open_in_order(
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<BatchCache>,
+        options: StorageOptions,
+        append_lock: AppendLock,
+    ) -> Result<Rc<PartitionLog>, Error> {
+        Self::open_inner(
+            dir,
+            config,
+            cache,
+            options,
+            crate::clock::now_ms,
+            append_lock,
+        )
+        .await
+    }
+
     /// [`open`](Self::open) with the wall clock given.
     pub async fn open_with_clock(
         dir: PathBuf,
@@ -131,6 +155,17 @@ impl PartitionLog {
         cache: Rc<BatchCache>,
         options: StorageOptions,
         clock: Clock,
+    ) -> Result<Rc<PartitionLog>, Error> {
+        Self::open_inner(dir, config, cache, options, clock, AppendLock::default()).await
+    }
+
+    async fn open_inner(
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<BatchCache>,
+        options: StorageOptions,
+        clock: Clock,
+        append_lock: AppendLock,
     ) -> Result<Rc<PartitionLog>, Error> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let io_mode = choose_io_mode(&dir, &options).await?;
@@ -176,7 +211,7 @@ impl PartitionLog {
             clock,
             producer_id_expiration_ms: options.producer_id_expiration_ms,
             state: RefCell::new(state),
-            append_lock: glommio::sync::Semaphore::new(1),
+            append_lock,
             written: Notify::default(),
             commit: GroupCommit::default(),
             meta_clean: Cell::new(recovered.clean),
@@ -190,6 +225,11 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether `turn` is a turn of this log's append queue.
+    pub fn is_turn_of(&self, turn: &AppendTurn) -> bool {
+        self.append_lock.gave(turn)
     }
 
     /// Whether segment files use O_DIRECT (false only in the development mode).
@@ -385,11 +425,7 @@ impl PartitionLog {
     /// Writes and syncs everything, persists the active segment's indexes and a
     /// clean partition.meta. Later appends fail with `Closed`.
     pub async fn close(&self) -> Result<(), Error> {
-        let permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| Error::Closed)?;
+        let permit = self.append_lock.turn().await;
         {
             let state = self.state.borrow();
             if state.closed {
