@@ -201,10 +201,18 @@ fn bench_fetch_encode(c: &mut Criterion) {
                                 log_start_offset: 0,
                                 aborted: None,
                                 records: stored.clone(),
+                                current_leader: None,
                             })
                             .collect(),
                     }];
-                    black_box(fetch_encode::encode(7, version, 0, 0, black_box(&topics)))
+                    black_box(fetch_encode::encode(
+                        7,
+                        version,
+                        0,
+                        0,
+                        black_box(&topics),
+                        &[],
+                    ))
                 })
             },
         );

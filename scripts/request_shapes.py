@@ -55,6 +55,8 @@ REQUESTS = [
     ("DescribeTransactions", "describe_transactions_request", "DescribeTransactionsRequest"),
     ("ListTransactions", "list_transactions_request", "ListTransactionsRequest"),
     ("WriteTxnMarkers", "write_txn_markers_request", "WriteTxnMarkersRequest"),
+    ("OffsetForLeaderEpoch", "offset_for_leader_epoch_request", "OffsetForLeaderEpochRequest"),
+    ("DescribeQuorum", "describe_quorum_request", "DescribeQuorumRequest"),
 ]
 
 SCALARS = {

@@ -3,7 +3,8 @@
 //! broker enforces them: no ACL means no access for a normal user, super
 //! users may do anything, a PREFIXED ALLOW covers `orders-*`, a DENY wins,
 //! Metadata hides what a user may not describe, OffsetCommit and
-//! OffsetFetch check the topics as well as the group, and ACLs survive a
+//! OffsetFetch check the topics as well as the group, OffsetForLeaderEpoch
+//! needs topic DESCRIBE or CLUSTER_ACTION, and ACLs survive a
 //! restart.
 
 mod common;
@@ -547,4 +548,47 @@ fn transactional_apis_need_acls_on_the_transactional_id() {
         transactional_errors(&bootstrap, ALICE, "other-app"),
         refused
     );
+}
+
+/// OffsetForLeaderEpoch v3 from `user` for a topic that does not exist, as
+/// a consumer (`replica_id` -1) or a follower (`replica_id` 1).
+fn offset_for_leader_epoch(bootstrap: &str, user: &str, replica_id: i32) -> i16 {
+    let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    common::raw::offset_for_leader_epoch(&mut client, 3, replica_id, "no-such-topic", -1, 0)
+        .error_code
+}
+
+fn describe_quorum(bootstrap: &str, user: &str) -> i16 {
+    let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let request = kafka_protocol::messages::DescribeQuorumRequest::default();
+    client.call(&request, 1).error_code
+}
+
+#[test]
+fn offset_for_leader_epoch_needs_topic_describe_or_cluster_action() {
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(
+        offset_for_leader_epoch(&bootstrap, ALICE, -1),
+        TOPIC_AUTHORIZATION_FAILED,
+        "a consumer needs DESCRIBE on the topic"
+    );
+    assert_eq!(
+        offset_for_leader_epoch(&bootstrap, ALICE, 1),
+        CLUSTER_AUTHORIZATION_FAILED,
+        "a follower needs CLUSTER_ACTION"
+    );
+    for replica_id in [-1, 1] {
+        assert_eq!(
+            offset_for_leader_epoch(&bootstrap, ADMIN, replica_id),
+            UNKNOWN_TOPIC_OR_PARTITION,
+            "a super user gets past the authorizer"
+        );
+    }
+    assert_eq!(
+        describe_quorum(&bootstrap, ALICE),
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    assert_eq!(describe_quorum(&bootstrap, ADMIN), 0);
 }

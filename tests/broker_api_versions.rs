@@ -144,6 +144,10 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             answered(client, DescribeTransactionsRequest::default(), version)
         }
         ApiKey::ListTransactions => answered(client, ListTransactionsRequest::default(), version),
+        ApiKey::OffsetForLeaderEpoch => {
+            answered(client, OffsetForLeaderEpochRequest::default(), version)
+        }
+        ApiKey::DescribeQuorum => answered(client, DescribeQuorumRequest::default(), version),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

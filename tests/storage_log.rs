@@ -911,3 +911,96 @@ fn a_strict_read_limit_takes_only_whole_batches_that_fit_from_cache_and_disk() {
         }
     });
 }
+
+/// Appends `count` one-record batches and returns the offset after them.
+async fn append_batches(log: &PartitionLog, count: usize) -> i64 {
+    let mut end = 0;
+    for i in 0..count {
+        let batch = make_batch(1, 2000, i as i64, Compression::None);
+        let info = log
+            .append(batch, Durability::Durable)
+            .await
+            .expect("append");
+        end = info.last_offset.get() + 1;
+    }
+    end
+}
+
+/// OffsetForLeaderEpoch's answers for epochs 0..=6 and the current epoch.
+fn epoch_ends(log: &PartitionLog) -> (Vec<(i32, i64)>, i32) {
+    let ends = (0..=6)
+        .map(|epoch| {
+            let end = log.end_offset_for_epoch(epoch);
+            (end.epoch, end.end_offset)
+        })
+        .collect();
+    (ends, log.leader_epoch())
+}
+
+#[test]
+fn leader_epochs_are_stamped_kept_and_rebuilt_across_closes_crashes_and_deleted_records() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), small_config(), &cache).await;
+        // A fresh log's epoch 0 begins at 0 and ends at the log end.
+        assert_eq!(log.end_offset_for_epoch(0).end_offset, 0);
+        let first = append_batches(&log, 40).await;
+        log.raise_leader_epoch(2);
+        log.raise_leader_epoch(1); // never back
+        let second = append_batches(&log, 40).await;
+        log.raise_leader_epoch(5);
+        let end = append_batches(&log, 3).await;
+        assert!(log.segment_count() >= 3, "epochs span segment rolls");
+        let read = log.read(Offset(first), 1).await.expect("read");
+        let stamped = BatchHeader::parse(&read.batches[0]).expect("header");
+        assert_eq!(stamped.partition_leader_epoch, 2, "batches carry the epoch");
+        let expected = vec![
+            (0, first),
+            (0, first),
+            (2, second),
+            (2, second),
+            (2, second),
+            (5, end),
+            (-1, -1),
+        ];
+        assert_eq!(epoch_ends(&log), (expected.clone(), 5));
+        assert_eq!(log.epoch_for_offset(Offset(first - 1)), Some(0));
+        assert_eq!(log.epoch_for_offset(Offset(first)), Some(2));
+
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(epoch_ends(&log), (expected.clone(), 5), "after a close");
+
+        // A crash after a new epoch: partition.meta still says 5.
+        log.raise_leader_epoch(6);
+        let newest = append_batches(&log, 2).await;
+        drop(log);
+        let log = open(dir.path(), small_config(), &cache).await;
+        let mut expected = expected;
+        expected[5] = (5, end);
+        expected[6] = (6, newest);
+        assert_eq!(epoch_ends(&log), (expected.clone(), 6), "after a crash");
+
+        // Records deleted into epoch 2: the epochs before it begin at the log start.
+        let start = first + 5;
+        log.delete_records(Offset(start))
+            .await
+            .expect("delete records");
+        expected[0] = (0, start);
+        expected[1] = (1, start);
+        assert_eq!(
+            epoch_ends(&log),
+            (expected.clone(), 6),
+            "after DeleteRecords"
+        );
+        log.close().await.expect("close");
+        let log = open(dir.path(), small_config(), &cache).await;
+        assert_eq!(
+            epoch_ends(&log),
+            (expected, 6),
+            "after DeleteRecords and a close"
+        );
+        log.close().await.expect("close");
+    });
+}

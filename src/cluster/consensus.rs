@@ -47,6 +47,28 @@ pub struct Progress {
     pub committed: Vec<Committed>,
 }
 
+/// One voter as this node knows it (KRaft's DescribeQuorum `ReplicaState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Voter {
+    pub node: NodeId,
+    /// Entries in the voter's log (Raft indexes start at 1, so this is the
+    /// offset after its last entry counted from 0); `None` where not known here
+    /// (only the leader tracks its followers).
+    pub log_end: Option<u64>,
+}
+
+/// The quorum as this node sees it, for DescribeQuorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: Option<NodeId>,
+    /// The current term (the controller's leader epoch).
+    pub term: u64,
+    /// Entries committed: the offset after the last one (KRaft's high watermark).
+    pub high_watermark: u64,
+    /// Ascending ids.
+    pub voters: Vec<Voter>,
+}
+
 /// A replicated log of commands among a fixed set of voters.
 pub trait Consensus {
     /// One unit of logical time (see [`TICK_INTERVAL_MS`]).
@@ -62,6 +84,8 @@ pub trait Consensus {
     fn term(&self) -> u64;
     /// Persists, then returns messages to send and commands to apply.
     fn advance(&mut self) -> Result<Progress, ConsensusError>;
+    /// Leader, term, commit and what is known of each voter's log.
+    fn quorum(&self) -> QuorumState;
 }
 
 pub struct RaftConsensus {
@@ -128,6 +152,32 @@ impl Consensus for RaftConsensus {
 
     fn term(&self) -> u64 {
         self.node.raft.term
+    }
+
+    fn quorum(&self) -> QuorumState {
+        let raft = &self.node.raft;
+        let own_end = raft.raft_log.last_index();
+        let leader = self.is_leader();
+        let mut voters: Vec<Voter> = raft
+            .prs()
+            .iter()
+            .filter_map(|(&id, progress)| {
+                let node = NodeId::try_from(id).ok()?;
+                let log_end = if id == raft.id {
+                    Some(own_end)
+                } else {
+                    leader.then_some(progress.matched)
+                };
+                Some(Voter { node, log_end })
+            })
+            .collect();
+        voters.sort_unstable_by_key(|v| v.node);
+        QuorumState {
+            leader: self.leader(),
+            term: raft.term,
+            high_watermark: raft.raft_log.committed,
+            voters,
+        }
     }
 
     fn advance(&mut self) -> Result<Progress, ConsensusError> {

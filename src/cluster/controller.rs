@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use super::consensus::{Committed, Consensus, RaftConsensus, TICK_INTERVAL_MS};
+use super::consensus::{Committed, Consensus, QuorumState, RaftConsensus, TICK_INTERVAL_MS};
 use super::frame::{Control, WireMessage};
 use super::state::{ClusterState, Command, Op, OpError};
 use super::transport::{Transport, INBOX_MESSAGES_MAX};
@@ -122,6 +122,11 @@ impl Controller {
         controller.drive();
         tracing::info!(node = config.node_id, voters = ?voters, "controller started");
         Ok(controller)
+    }
+
+    /// The controller quorum as this voter sees it (DescribeQuorum).
+    pub fn quorum(&self) -> QuorumState {
+        self.consensus.borrow().quorum()
     }
 
     /// Proposes `op` through the leader and waits until it is committed and

@@ -42,23 +42,50 @@ pub use view::ClusterView;
 /// A broker's id (KRaft's `node.id`), as Kafka's wire carries it.
 pub type NodeId = i32;
 
+/// A single broker's id, without cluster flags.
+pub const SINGLE_NODE_ID: NodeId = 0;
+
 /// The controller's files under the data directory.
 pub const CONTROLLER_DIR: &str = "__cluster_metadata";
 
 /// A shard's part in the cluster: the newest view, and on shard 0 the controller.
 pub struct ShardCluster {
     pub node: NodeId,
+    /// The controller's voters, ascending: the same list on every broker.
+    voters: Vec<NodeId>,
     view: RefCell<Arc<ClusterView>>,
     controller: RefCell<Option<Rc<Controller>>>,
 }
 
 impl ShardCluster {
-    pub fn new(node: NodeId) -> ShardCluster {
+    pub fn new(node: NodeId, mut voters: Vec<NodeId>) -> ShardCluster {
+        voters.sort_unstable();
+        voters.dedup();
         ShardCluster {
             node,
+            voters,
             view: RefCell::new(Arc::new(ClusterView::empty(node))),
             controller: RefCell::new(None),
         }
+    }
+
+    /// The broker that coordinates a consumer group or transactional id:
+    /// one of the voters by the key's CRC-32C, the same on every broker and
+    /// across restarts. It takes the hash's high bits (`hash * n >> 32`)
+    /// while the shard within that broker takes `hash % shards`, so the
+    /// groups of one broker still spread over all its shards.
+    pub fn coordinator_of(&self, key: &str) -> NodeId {
+        let hash = u64::from(crc32c::crc32c(key.as_bytes()));
+        let index = (hash * self.voters.len() as u64) >> 32;
+        self.voters
+            .get(index as usize)
+            .copied()
+            .unwrap_or(self.node)
+    }
+
+    /// Whether this broker coordinates `key` (see [`coordinator_of`](Self::coordinator_of)).
+    pub fn coordinates(&self, key: &str) -> bool {
+        self.coordinator_of(key) == self.node
     }
 
     pub fn view(&self) -> Arc<ClusterView> {

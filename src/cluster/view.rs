@@ -15,6 +15,14 @@ pub struct BrokerEndpoint {
     pub port: u16,
 }
 
+/// Who leads a partition, and at which epoch (KIP-320's leader epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// `-1` when no replica is live.
+    pub leader: NodeId,
+    pub epoch: i32,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     /// This broker.
@@ -53,6 +61,16 @@ impl ClusterView {
             brokers,
             topics: Arc::new(state.topics.clone()),
         }
+    }
+
+    /// Who leads partition `index` of `topic`, at which epoch: every such
+    /// read in a cluster goes through here.
+    pub fn leadership(&self, topic: &str, index: usize) -> Option<Leadership> {
+        let partition = self.topics.get(topic)?.partitions.get(index)?;
+        Some(Leadership {
+            leader: partition.leader,
+            epoch: partition.leader_epoch,
+        })
     }
 
     pub fn live_brokers(&self) -> usize {

@@ -1,7 +1,8 @@
 //! The error codes an answer carries, so every API's errors are counted
 //! (`ringlog_request_errors_total{api,code}`) where the answer is encoded,
 //! without each handler counting them again. The partitioned APIs (Produce,
-//! ListOffsets, DeleteRecords, DescribeProducers, Fetch) count theirs per
+//! ListOffsets, DeleteRecords, DescribeProducers, OffsetForLeaderEpoch, Fetch)
+//! count theirs per
 //! partition as their answers are gathered (`partitioned.rs`), so their
 //! answers name none here.
 
@@ -11,12 +12,13 @@ use kafka_protocol::messages::{
     CreatePartitionsResponse, CreateTopicsResponse, DeleteAclsResponse, DeleteGroupsResponse,
     DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, DescribeGroupsResponse, DescribeProducersResponse,
-    DescribeTransactionsResponse, DescribeUserScramCredentialsResponse, EndTxnResponse,
-    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
+    DescribeQuorumResponse, DescribeTransactionsResponse, DescribeUserScramCredentialsResponse,
+    EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
     InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
     ListOffsetsResponse, ListTransactionsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, ProduceResponse, SaslAuthenticateResponse,
-    SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse, WriteTxnMarkersResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse,
+    WriteTxnMarkersResponse,
 };
 
 /// An answer's error codes (zero included: the caller skips NONE).
@@ -53,6 +55,7 @@ counted_per_partition!(
     ListOffsetsResponse,
     DeleteRecordsResponse,
     DescribeProducersResponse,
+    OffsetForLeaderEpochResponse,
 );
 
 answered_errors! {
@@ -65,6 +68,12 @@ answered_errors! {
         }
     }
     DescribeClusterResponse => |r, each| { each(r.error_code) }
+    DescribeQuorumResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.topics {
+            topic.partitions.iter().for_each(|p| each(p.error_code));
+        }
+    }
     // Groups.
     FindCoordinatorResponse => |r, each| {
         each(r.error_code);

@@ -3,7 +3,9 @@
 //! long-poll until `min_bytes` or `max_wait_ms`, and send the record bytes
 //! exactly as stored. read_committed (KIP-98) reads up to the last stable
 //! offset and names the aborted transactions of what it returns; control
-//! batches go out like any other, and clients skip them.
+//! batches go out like any other, and clients skip them. A partition asked
+//! of a broker that does not lead it, or at a stale epoch, names its leader
+//! (KIP-951, v12+).
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -15,19 +17,26 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
 use super::authorize::topic_allowed;
-use super::fetch_encode::{self, PartitionAnswer, TopicAnswer};
+use super::fetch_encode::{self, NodeEndpoint, PartitionAnswer, TopicAnswer};
+use super::leader_hints::LeaderHints;
 use super::partitioned::PartitionPlan;
 use super::{Outcome, Request};
 use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::mesh::run_on;
-use crate::shard::partitions::FetchPart;
+use crate::shard::partitions::{FetchPart, NO_LEADER_EPOCH_CHECK};
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard, ShardId};
 use crate::storage::{Isolation, Offset, ReadLimit, ReadResult};
 
 /// v17+ only add replica-side fields; clients negotiate down to 16.
 pub const VERSIONS: RangeInclusive<i16> = 4..=16;
+/// KIP-951: from v12 these errors name the partition's current leader.
+const LEADER_HINTS_VERSION: i16 = 12;
+const HINTED_ERRORS: [ResponseError; 2] = [
+    ResponseError::NotLeaderOrFollower,
+    ResponseError::FencedLeaderEpoch,
+];
 /// Longest long poll honoured, whatever the client asks.
 pub const MAX_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -46,6 +55,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// KIP-320, from v9.
+    current_leader_epoch: i32,
 }
 
 /// A requested topic resolved against the topic table: name, id, the
@@ -81,13 +92,20 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
 
     let mut answers = Vec::with_capacity(topics.len());
     let mut slot = 0;
+    let mut hints = LeaderHints::new(shard);
     for (name, id, wanted, error) in &topics {
         let partitions = wanted
             .iter()
             .map(|w| {
                 let read = reads.get_mut(slot).and_then(Option::take);
                 slot += 1;
-                partition_answer(w.partition, *error, read)
+                let mut answer = partition_answer(w.partition, *error, read);
+                if version >= LEADER_HINTS_VERSION {
+                    answer.current_leader = hints
+                        .hint(name, w.partition, answer.error_code, &HINTED_ERRORS)
+                        .map(|l| (l.leader, l.epoch));
+                }
+                answer
             })
             .collect::<Vec<_>>();
         if let Some(info) = wanted.first().and_then(|w| w.topic.as_ref()) {
@@ -99,12 +117,22 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: FetchRequest) ->
             partitions,
         });
     }
+    let leaders = hints.endpoints();
+    let endpoints: Vec<NodeEndpoint> = leaders
+        .iter()
+        .map(|b| NodeEndpoint {
+            node: b.node,
+            host: &b.host,
+            port: i32::from(b.port),
+        })
+        .collect();
     Outcome::Respond(fetch_encode::encode(
         request.header.correlation_id,
         version,
         0,
         0,
         &answers,
+        &endpoints,
     ))
 }
 
@@ -150,6 +178,11 @@ fn wanted_topics(shard: &Shard, body: &FetchRequest, version: i16) -> Vec<Wanted
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: if version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    NO_LEADER_EPOCH_CHECK
+                },
             })
             .collect();
         topics.push((name, topic.topic_id, wanted, error));
@@ -204,6 +237,7 @@ fn partition_answer(
             log_start_offset: read.log_start_offset.get(),
             aborted: read.aborted,
             records: read.batches,
+            current_leader: None,
         },
         Err(error) => PartitionAnswer {
             index,
@@ -213,6 +247,7 @@ fn partition_answer(
             log_start_offset: -1,
             aborted: None,
             records: Vec::new(),
+            current_leader: None,
         },
     }
 }
@@ -240,6 +275,7 @@ async fn read_all(
                 offset: Offset(w.offset),
                 max_bytes: w.max_bytes,
                 isolation,
+                current_leader_epoch: w.current_leader_epoch,
             },
         );
     }

@@ -12,6 +12,18 @@ use crate::storage::txn_index::AbortedTxn;
 const FIRST_FLEXIBLE_VERSION: i16 = 12;
 /// From v13 topics are named by id (KIP-516).
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
+/// KIP-951: a partition's `current_leader` (tag 1) from v12, the
+/// response's `node_endpoints` (tag 0) from v16.
+const CURRENT_LEADER_TAG: u32 = 1;
+const NODE_ENDPOINTS_TAG: u32 = 0;
+const FIRST_NODE_ENDPOINTS_VERSION: i16 = 16;
+
+/// A broker a response names as a leader (KIP-951).
+pub struct NodeEndpoint<'a> {
+    pub node: i32,
+    pub host: &'a str,
+    pub port: i32,
+}
 
 pub struct PartitionAnswer {
     pub index: i32,
@@ -23,6 +35,8 @@ pub struct PartitionAnswer {
     /// (`None`, a null array, for read_uncommitted).
     pub aborted: Option<Vec<AbortedTxn>>,
     pub records: Vec<Bytes>,
+    /// KIP-951: (leader id, leader epoch) for a client at the wrong broker.
+    pub current_leader: Option<(i32, i32)>,
 }
 
 pub struct TopicAnswer<'a> {
@@ -79,6 +93,14 @@ impl Writer {
         }
     }
 
+    /// A tagged-field section holding one field (flexible versions only).
+    fn one_tagged_field(&mut self, tag: u32, value: &[u8]) {
+        self.unsigned_varint(1);
+        self.unsigned_varint(tag);
+        self.unsigned_varint(value.len() as u32);
+        self.current.put_slice(value);
+    }
+
     fn records(&mut self, batches: &[Bytes]) {
         let len: usize = batches.iter().map(Bytes::len).sum();
         if self.flexible {
@@ -110,6 +132,7 @@ pub fn encode(
     error_code: i16,
     session_id: i32,
     topics: &[TopicAnswer<'_>],
+    node_endpoints: &[NodeEndpoint<'_>],
 ) -> Vec<Bytes> {
     let flexible = version >= FIRST_FLEXIBLE_VERSION;
     let mut w = Writer {
@@ -156,12 +179,44 @@ pub fn encode(
                 w.current.put_i32(-1); // preferred_read_replica
             }
             w.records(&p.records);
-            w.no_tagged_fields();
+            match p.current_leader {
+                Some((leader, epoch)) if flexible => {
+                    let mut value = BytesMut::with_capacity(9);
+                    value.put_i32(leader);
+                    value.put_i32(epoch);
+                    value.put_u8(0); // its own tagged fields
+                    w.one_tagged_field(CURRENT_LEADER_TAG, &value);
+                }
+                _ => w.no_tagged_fields(),
+            }
         }
         w.no_tagged_fields();
     }
-    w.no_tagged_fields();
+    if version >= FIRST_NODE_ENDPOINTS_VERSION && !node_endpoints.is_empty() {
+        let value = encode_node_endpoints(node_endpoints);
+        w.one_tagged_field(NODE_ENDPOINTS_TAG, &value);
+    } else {
+        w.no_tagged_fields();
+    }
     w.finish()
+}
+
+/// `node_endpoints` as a compact array (its value in the tagged field).
+fn encode_node_endpoints(endpoints: &[NodeEndpoint<'_>]) -> BytesMut {
+    let mut w = Writer {
+        chunks: Vec::new(),
+        current: BytesMut::with_capacity(32 * endpoints.len()),
+        flexible: true,
+    };
+    w.array_len(endpoints.len());
+    for e in endpoints {
+        w.current.put_i32(e.node);
+        w.string(e.host);
+        w.current.put_i32(e.port);
+        w.unsigned_varint(0); // rack: null
+        w.no_tagged_fields();
+    }
+    w.current
 }
 
 #[cfg(test)]
@@ -211,19 +266,26 @@ mod tests {
                             last_stable_offset: crate::storage::Offset(31),
                         }]),
                         records: vec![Bytes::from_static(b"batch-one"), Bytes::from_static(b"two")],
+                        current_leader: None,
                     },
                     PartitionAnswer {
                         index: 4,
-                        error_code: 1,
+                        error_code: 6,
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 0,
                         aborted: None,
                         records: vec![],
+                        current_leader: Some((2, 7)),
                     },
                 ],
             }];
-            let chunks = encode(77, version, 0, 0, &topics);
+            let endpoints = [NodeEndpoint {
+                node: 2,
+                host: "broker-two",
+                port: 9093,
+            }];
+            let chunks = encode(77, version, 0, 0, &topics, &endpoints);
             let (correlation_id, response) = decode(&chunks, version);
             assert_eq!(correlation_id, 77);
             let topic = &response.responses[0];
@@ -245,7 +307,23 @@ mod tests {
             if version >= 5 {
                 assert_eq!(p.log_start_offset, 7);
             }
-            assert_eq!(topic.partitions[1].error_code, 1);
+            assert_eq!(topic.partitions[1].error_code, 6);
+            let leader = &topic.partitions[1].current_leader;
+            if version >= 12 {
+                assert_eq!((leader.leader_id.0, leader.leader_epoch), (2, 7));
+            } else {
+                assert_eq!(leader.leader_id.0, -1);
+            }
+            if version >= 16 {
+                let e = &response.node_endpoints[0];
+                assert_eq!(
+                    (e.node_id.0, e.host.as_str(), e.port),
+                    (2, "broker-two", 9093)
+                );
+                assert!(e.rack.is_none());
+            } else {
+                assert!(response.node_endpoints.is_empty());
+            }
         }
     }
 
@@ -263,9 +341,10 @@ mod tests {
                 log_start_offset: 0,
                 aborted: None,
                 records: vec![batch.clone()],
+                current_leader: None,
             }],
         }];
-        let chunks = encode(1, 12, 0, 0, &topics);
+        let chunks = encode(1, 12, 0, 0, &topics, &[]);
         assert!(chunks
             .iter()
             .any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));

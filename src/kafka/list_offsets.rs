@@ -18,6 +18,7 @@ use crate::kafka_api;
 use crate::security::acl::Operation;
 use crate::shard::partitions::{
     OffsetQuery, EARLIEST_LOCAL_TIMESTAMP, LATEST_TIERED_TIMESTAMP, MAX_TIMESTAMP,
+    NO_LEADER_EPOCH_CHECK,
 };
 use crate::shard::{PartitionId, Shard};
 
@@ -39,22 +40,31 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
     let isolation = super::fetch::isolation(body.isolation_level);
     let topics = body.topics.iter().map(|topic| {
         let partitions = topic.partitions.iter();
-        let queries = partitions.map(|p| (PartitionId(p.partition_index), p.timestamp));
+        // KIP-320: the leader epoch the client knows, from v4.
+        let queries = partitions.map(|p| {
+            let epoch = if version >= 4 {
+                p.current_leader_epoch
+            } else {
+                NO_LEADER_EPOCH_CHECK
+            };
+            (PartitionId(p.partition_index), (p.timestamp, epoch))
+        });
         (topic.name.as_str(), queries)
     });
     let plan = PartitionPlan::named_topics(
         shard,
         |topic| topic_allowed(shard, request, Operation::Describe, topic),
         topics,
-        |_, &timestamp| {
+        |_, &(timestamp, _)| {
             (!special_timestamp_allowed(timestamp, version))
                 .then_some(ResponseError::UnsupportedVersion)
         },
-        |info, partition, timestamp| OffsetQuery {
+        |info, partition, (timestamp, current_leader_epoch)| OffsetQuery {
             topic: info.name.clone(),
             partition,
             timestamp,
             isolation,
+            current_leader_epoch,
         },
     );
     let answers = plan
@@ -67,10 +77,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ListOffsetsReque
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             match answer {
-                Ok(found) => {
+                Ok((found, epoch)) => {
                     let (timestamp, offset) = (found.timestamp.get(), found.offset.get());
                     // The leader epoch exists from v4.
-                    let epoch = if offset >= 0 && version >= 4 { 0 } else { -1 };
+                    let epoch = if version >= 4 { epoch } else { -1 };
                     response
                         .with_timestamp(timestamp)
                         .with_offset(offset)

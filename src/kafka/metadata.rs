@@ -22,6 +22,7 @@ use super::metadata_cache;
 use super::session::listener_of;
 use super::{Outcome, Request, CLUSTER_ID, NODE_ID};
 use crate::cluster::state::TopicRecord;
+use crate::cluster::view::Leadership;
 use crate::cluster::ClusterView;
 use crate::kafka_api;
 use crate::security::acl::Operation;
@@ -61,9 +62,11 @@ fn cluster_brokers(view: &ClusterView) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-/// A cluster topic's partitions. Until partitions replicate, a leader is
-/// the only replica in sync.
+/// A cluster topic's partitions: leader and epoch from the view's
+/// leadership; a fenced broker's replicas are offline. Until partitions
+/// replicate, a leader is the only replica in sync.
 fn cluster_partitions(
+    name: &str,
     record: &TopicRecord,
     view: &ClusterView,
     version: i16,
@@ -74,7 +77,12 @@ fn cluster_partitions(
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let error = if p.leader < 0 {
+            let leadership = view.leadership(name, index).unwrap_or(Leadership {
+                leader: -1,
+                epoch: -1,
+            });
+            let (leader, epoch) = (leadership.leader, leadership.epoch);
+            let error = if leader < 0 {
                 ResponseError::LeaderNotAvailable.code()
             } else {
                 0
@@ -87,10 +95,10 @@ fn cluster_partitions(
             let partition = MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index as i32)
-                .with_leader_id(BrokerId(p.leader))
-                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(if version >= 7 { epoch } else { -1 })
                 .with_replica_nodes(ids(&mut p.replicas.iter().copied()))
-                .with_isr_nodes(ids(&mut (p.leader >= 0).then_some(p.leader).into_iter()));
+                .with_isr_nodes(ids(&mut (leader >= 0).then_some(leader).into_iter()));
             if version >= 5 {
                 partition.with_offline_replicas(offline)
             } else {
@@ -108,7 +116,7 @@ fn describe_topic(
 ) -> MetadataResponseTopic {
     let partitions = match view {
         Some(view) => match view.topics.get(&*topic.name) {
-            Some(record) => cluster_partitions(record, view, version),
+            Some(record) => cluster_partitions(&topic.name, record, view, version),
             // Applied on this broker, not yet in its view: a moment away.
             None => {
                 let id = if version >= 10 {

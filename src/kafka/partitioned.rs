@@ -13,7 +13,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 use super::errors::take_answer;
-use crate::shard::partitions::{FetchPart, MarkerPart, OffsetQuery, PartitionError, ProducePart};
+use crate::shard::partitions::{
+    EpochQuery, FetchPart, MarkerPart, OffsetQuery, PartitionError, ProducePart,
+};
 use crate::shard::scatter::Scatter;
 use crate::shard::topics::TopicInfo;
 use crate::shard::{PartitionId, Shard};
@@ -40,6 +42,10 @@ impl ApiPart for MarkerPart {
 
 impl ApiPart for OffsetQuery {
     const API: ApiKey = ApiKey::ListOffsets;
+}
+
+impl ApiPart for EpochQuery {
+    const API: ApiKey = ApiKey::OffsetForLeaderEpoch;
 }
 
 /// DescribeProducers: a topic's partition.

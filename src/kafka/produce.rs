@@ -1,14 +1,19 @@
 //! Produce: split by owner shard, append the client's batches as they are,
-//! answer after the durability that `acks` asks for.
+//! answer after the durability that `acks` asks for. A partition sent to a
+//! broker that does not lead it names its leader (KIP-951, v10+).
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::authorize::topic_allowed;
+use super::leader_hints::LeaderHints;
 use super::partitioned::PartitionPlan;
 use super::transactions::verify;
 use super::{Outcome, Request};
@@ -20,6 +25,8 @@ use crate::storage::{records, AppendInfo, Durability};
 
 /// v13 addresses topics by id only (KIP-516); names are served through v12.
 pub const VERSIONS: RangeInclusive<i16> = 3..=12;
+/// KIP-951: from v10 a NOT_LEADER_OR_FOLLOWER answer names the leader.
+const LEADER_HINTS_VERSION: i16 = 10;
 
 pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) -> Outcome {
     let durability = match body.acks {
@@ -68,17 +75,39 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
     if body.acks == 0 {
         return Outcome::NoResponse;
     }
+    let version = request.version();
+    let mut hints = LeaderHints::new(shard);
     let responses = answers.zip_topics(
         &body.topic_data,
         |topic| &topic.partition_data,
-        |data, answer| partition_response(data.index, answer, request.version()),
-        |topic, partitions| {
+        |data, answer| partition_response(data.index, answer, version),
+        |topic, mut partitions| {
+            if version >= LEADER_HINTS_VERSION {
+                for p in &mut partitions {
+                    let hinted = [ResponseError::NotLeaderOrFollower];
+                    if let Some(l) = hints.hint(topic.name.as_str(), p.index, p.error_code, &hinted)
+                    {
+                        p.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(l.leader))
+                            .with_leader_epoch(l.epoch);
+                    }
+                }
+            }
             TopicProduceResponse::default()
                 .with_name(topic.name.clone())
                 .with_partition_responses(partitions)
         },
     );
-    request.respond(&ProduceResponse::default().with_responses(responses))
+    let endpoints = hints.endpoints().into_iter().map(|b| {
+        NodeEndpoint::default()
+            .with_node_id(BrokerId(b.node))
+            .with_host(StrBytes::from_string(b.host))
+            .with_port(i32::from(b.port))
+    });
+    let response = ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(endpoints.collect());
+    request.respond(&response)
 }
 
 /// A compacted topic refuses a batch holding a record without a key, with

@@ -57,6 +57,10 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
         }
         ApiKey::ListTransactions => list_transactions_list_transactions_request(w, version),
         ApiKey::WriteTxnMarkers => write_txn_markers_write_txn_markers_request(w, version),
+        ApiKey::OffsetForLeaderEpoch => {
+            offset_for_leader_epoch_offset_for_leader_epoch_request(w, version)
+        }
+        ApiKey::DescribeQuorum => describe_quorum_describe_quorum_request(w, version),
         _ => return None,
     })
 }
@@ -1818,6 +1822,94 @@ fn write_txn_markers_write_txn_markers_request(
         return Err(ShapeError::Version(version));
     }
     w.compact_array(|w| write_txn_markers_writable_txn_marker(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn offset_for_leader_epoch_offset_for_leader_epoch_request(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 2 || version > 4 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 3 {
+        w.fixed(4)?;
+    }
+    if version >= 4 {
+        w.compact_array(|w| offset_for_leader_epoch_offset_for_leader_topic(w, version))?;
+    } else {
+        w.array(|w| offset_for_leader_epoch_offset_for_leader_topic(w, version))?;
+    }
+    if version >= 4 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn offset_for_leader_epoch_offset_for_leader_partition(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 2 || version > 4 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(4)?;
+    w.fixed(4)?;
+    w.fixed(4)?;
+    if version >= 4 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn offset_for_leader_epoch_offset_for_leader_topic(
+    w: &mut Walker,
+    version: i16,
+) -> Result<(), ShapeError> {
+    if version < 2 || version > 4 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 4 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 4 {
+        w.compact_array(|w| offset_for_leader_epoch_offset_for_leader_partition(w, version))?;
+    } else {
+        w.array(|w| offset_for_leader_epoch_offset_for_leader_partition(w, version))?;
+    }
+    if version >= 4 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn describe_quorum_describe_quorum_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_array(|w| describe_quorum_topic_data(w, version))?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn describe_quorum_partition_data(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    w.fixed(4)?;
+    w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn describe_quorum_topic_data(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    w.compact_string()?;
+    w.compact_array(|w| describe_quorum_partition_data(w, version))?;
     w.tagged_fields(version, no_known_tags)?;
     Ok(())
 }

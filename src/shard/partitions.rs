@@ -11,8 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
-use super::topics::ReplicaRole;
 use super::{PartitionId, Shard};
+use crate::cluster::view::Leadership;
+use crate::cluster::SINGLE_NODE_ID;
+use crate::storage::leader_epochs::{EpochEnd, UNDEFINED_EPOCH};
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
     self, AppendInfo, AppendTurn, Durability, Isolation, Offset, PartitionLog, ReadLimit,
@@ -30,6 +32,12 @@ pub enum PartitionError {
     /// In a cluster: another broker leads the partition.
     #[error("this broker is not the partition's leader")]
     NotLeader,
+    /// KIP-320: the client's leader epoch is older than the leader's.
+    #[error("the client's leader epoch is older than the leader's")]
+    FencedLeaderEpoch,
+    /// KIP-320: the client's leader epoch is newer than the leader's.
+    #[error("the client's leader epoch is newer than the leader's")]
+    UnknownLeaderEpoch,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -55,6 +63,8 @@ pub struct FetchPart {
     pub offset: Offset,
     pub max_bytes: usize,
     pub isolation: Isolation,
+    /// KIP-320; [`NO_LEADER_EPOCH_CHECK`] for none.
+    pub current_leader_epoch: i32,
 }
 
 /// What ListOffsets asks of one partition: a timestamp or one of Kafka's
@@ -66,6 +76,17 @@ pub struct OffsetQuery {
     /// read_committed answers "latest" with the last stable offset and finds
     /// no timestamp at or past it (Kafka's `fetchOffsetForTimestamp`).
     pub isolation: Isolation,
+    /// KIP-320; [`NO_LEADER_EPOCH_CHECK`] for none.
+    pub current_leader_epoch: i32,
+}
+
+/// OffsetForLeaderEpoch asks where `leader_epoch` ended in one partition.
+pub struct EpochQuery {
+    pub topic: Arc<str>,
+    pub partition: PartitionId,
+    /// KIP-320; [`NO_LEADER_EPOCH_CHECK`] for none.
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
 }
 
 /// DeleteRecords' offset for "up to the high watermark".
@@ -78,9 +99,41 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
+/// KIP-320: a `current_leader_epoch` of -1 asks for no check.
+pub const NO_LEADER_EPOCH_CHECK: i32 = -1;
+
+/// KIP-320: a client's `current_leader_epoch` against the leader's.
+pub fn check_leader_epoch(current: i32, leader: i32) -> Result<(), PartitionError> {
+    if current == NO_LEADER_EPOCH_CHECK || current == leader {
+        Ok(())
+    } else if current < leader {
+        Err(PartitionError::FencedLeaderEpoch)
+    } else {
+        Err(PartitionError::UnknownLeaderEpoch)
+    }
+}
+
 impl Shard {
+    /// Who leads a partition this shard owns, and at which epoch: in a
+    /// cluster, the view's answer; a single node leads every partition, at
+    /// the epoch its log stamps on appended batches.
+    pub fn leadership(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        log: &PartitionLog,
+    ) -> Option<Leadership> {
+        match &self.cluster {
+            Some(cluster) => cluster.view().leadership(topic, partition.index()?),
+            None => Some(Leadership {
+                leader: SINGLE_NODE_ID,
+                epoch: log.leader_epoch(),
+            }),
+        }
+    }
+
     /// The log a client may read or write: in a cluster, only where this
-    /// broker leads the partition (single node: no check at all).
+    /// broker leads the partition; its log then stamps the leader's epoch.
     async fn served_log(
         &self,
         topic: &str,
@@ -97,19 +150,48 @@ impl Shard {
         partition: PartitionId,
         in_turn: bool,
     ) -> Result<(Rc<PartitionLog>, Option<AppendTurn>), PartitionError> {
-        if self.cluster.is_some() && !self.leads(topic, partition) {
-            return Err(PartitionError::NotLeader);
+        let Some(cluster) = self.cluster.as_ref() else {
+            return self.owned_log_to_append(topic, partition, in_turn).await;
+        };
+        let leadership = partition
+            .index()
+            .and_then(|index| cluster.view().leadership(topic, index));
+        match leadership {
+            Some(l) if l.leader == cluster.node => {
+                let (log, turn) = self.owned_log_to_append(topic, partition, in_turn).await?;
+                log.raise_leader_epoch(l.epoch);
+                Ok((log, turn))
+            }
+            Some(_) => Err(PartitionError::NotLeader),
+            // In the topic table but not yet in the view: a moment away.
+            None if self.knows(topic, partition) => Err(PartitionError::NotLeader),
+            // Unknown: answered as such.
+            None => self.owned_log_to_append(topic, partition, in_turn).await,
         }
-        self.owned_log_to_append(topic, partition, in_turn).await
     }
 
-    /// In a cluster: whether this broker leads the partition (an unknown
-    /// partition counts as led, so that it is answered as unknown).
-    fn leads(&self, topic: &str, partition: PartitionId) -> bool {
+    /// [`served_log`](Self::served_log), fenced by the client's
+    /// `current_leader_epoch` (KIP-320).
+    async fn served_log_at(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        current_leader_epoch: i32,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        let log = self.served_log(topic, partition).await?;
+        if current_leader_epoch != NO_LEADER_EPOCH_CHECK {
+            let leader = self.leadership(topic, partition, &log);
+            let epoch = leader.map_or(log.leader_epoch(), |l| l.epoch);
+            check_leader_epoch(current_leader_epoch, epoch)?;
+        }
+        Ok(log)
+    }
+
+    fn knows(&self, topic: &str, partition: PartitionId) -> bool {
         let topics = self.topics();
         match (topics.get(topic), partition.index()) {
-            (Some(t), Some(index)) => t.role(index) == ReplicaRole::Leader,
-            _ => true,
+            (Some(t), Some(index)) => index < t.partition_count().max(0) as usize,
+            _ => false,
         }
     }
 
@@ -165,7 +247,8 @@ impl Shard {
                 max_bytes: part.max_bytes.min(remaining),
                 first_batch_whole,
             };
-            let result = match self.served_log(&part.topic, part.partition).await {
+            let served = self.served_log_at(&part.topic, part.partition, part.current_leader_epoch);
+            let result = match served.await {
                 Ok(log) => log
                     .read_isolated(part.offset, limit, part.isolation)
                     .await
@@ -212,14 +295,18 @@ impl Shard {
         .await;
     }
 
+    /// Each answer carries the leader epoch its offset was written in, or
+    /// the current one for the log end (Kafka's `fetchOffsetForTimestamp`).
     pub async fn list_offsets_local(
         self: Rc<Self>,
         queries: Vec<OffsetQuery>,
-    ) -> Vec<Result<TimestampOffset, PartitionError>> {
+    ) -> Vec<Result<(TimestampOffset, i32), PartitionError>> {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
-                let log = self.served_log(&query.topic, query.partition).await?;
+                let log = self
+                    .served_log_at(&query.topic, query.partition, query.current_leader_epoch)
+                    .await?;
                 let fetchable_end = match query.isolation {
                     Isolation::ReadUncommitted => log.high_watermark(),
                     Isolation::ReadCommitted => log.last_stable_offset(),
@@ -227,7 +314,7 @@ impl Shard {
                 let before_end =
                     |found: Option<TimestampOffset>| found.filter(|f| f.offset < fetchable_end);
                 // -1 for either where Kafka answers -1.
-                Ok(match query.timestamp {
+                let found = match query.timestamp {
                     LATEST_TIMESTAMP => TimestampOffset::new(-1, fetchable_end.get()),
                     EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
                         TimestampOffset::new(-1, log.log_start_offset().get())
@@ -238,10 +325,31 @@ impl Shard {
                     }
                     timestamp => before_end(log.offset_for_timestamp(timestamp).await?)
                         .unwrap_or(TimestampOffset::UNKNOWN),
-                })
+                };
+                let epoch = match found.offset {
+                    offset if offset.get() < 0 => UNDEFINED_EPOCH,
+                    offset if offset >= fetchable_end => log.leader_epoch(),
+                    offset => log.epoch_for_offset(offset).unwrap_or(UNDEFINED_EPOCH),
+                };
+                Ok((found, epoch))
             }
             .await;
             answers.push(answer);
+        }
+        answers
+    }
+
+    /// OffsetForLeaderEpoch: where each asked epoch ended (KIP-101, KIP-320).
+    pub async fn epoch_end_offsets_local(
+        self: Rc<Self>,
+        queries: Vec<EpochQuery>,
+    ) -> Vec<Result<EpochEnd, PartitionError>> {
+        let mut answers = Vec::with_capacity(queries.len());
+        for q in queries {
+            let log = self
+                .served_log_at(&q.topic, q.partition, q.current_leader_epoch)
+                .await;
+            answers.push(log.map(|log| log.end_offset_for_epoch(q.leader_epoch)));
         }
         answers
     }

@@ -433,10 +433,10 @@ async fn open_shard(
         security,
         producer_ids: ProducerIds::new(),
         producer_id_store,
-        cluster: config
-            .cluster
-            .as_ref()
-            .map(|c| crate::cluster::ShardCluster::new(c.node_id)),
+        cluster: config.cluster.as_ref().map(|c| {
+            let voters = c.voters.iter().map(|v| v.node_id).collect();
+            crate::cluster::ShardCluster::new(c.node_id, voters)
+        }),
     });
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();

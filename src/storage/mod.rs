@@ -34,6 +34,8 @@
 //! - [`txn_index`]: aborted transactions per segment (`.txnindex`, Kafka's layout)
 //!   for read_committed fetches.
 //! - [`types`]: `Offset`, `FilePosition`, `TimestampMs`, `TimestampOffset`.
+//! - [`leader_epochs`]: each leader epoch of a log and the offset it began at
+//!   (Kafka's leader-epoch cache), for OffsetForLeaderEpoch.
 //! - [`meta`]: `partition.meta` (log start offset, recovery point, leader epoch).
 //! - [`producer_state`]: idempotent producers' epochs and last sequences per
 //!   partition (KIP-98, KIP-360), and their `.snapshot` files.
@@ -48,6 +50,7 @@ pub mod error;
 pub mod file;
 pub(crate) mod group_commit;
 pub mod index;
+pub mod leader_epochs;
 pub mod limit;
 pub mod log;
 pub mod meta;

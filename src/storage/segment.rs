@@ -385,6 +385,19 @@ pub async fn scan(
     Ok(result)
 }
 
+/// The header of a segment's first batch, if it holds one before `end`
+/// (recovery already checked the batch: one header-sized read).
+pub async fn first_batch_header(
+    file: &SegmentFile,
+    end: u64,
+) -> Result<Option<BatchHeader>, Error> {
+    if end < HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    let head = file.read(0, HEADER_BYTES).await?;
+    BatchHeader::parse(&head).map(Some)
+}
+
 /// Calls `visit` with the header and the bytes of every batch before `end`,
 /// a boundary recovery already checked (producer state and the transaction
 /// index are rebuilt this way).

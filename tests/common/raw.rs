@@ -310,3 +310,59 @@ pub fn fetch(client: &mut RawClient, topic: &str, partition: i32, offset: i64) -
     let response = client.call_negotiated(&request, FETCH_VERSION_MAX);
     single_fetch_partition(&response).clone()
 }
+
+/// The error code of a Fetch of partition 0 from offset 0 at the client's
+/// `current_leader_epoch` (KIP-320).
+pub fn fetch_at_epoch(client: &mut RawClient, topic: &str, epoch: i32) -> i16 {
+    let mut request = fetch_request(topic, 0, 0, 0, 0);
+    request.topics[0].partitions[0].current_leader_epoch = epoch;
+    let response = client.call(&request, FETCH_VERSION_MAX);
+    single_fetch_partition(&response).error_code
+}
+
+/// partitionLeaderEpoch of the first batch in `records` (bytes 12..16 of a v2 batch).
+pub fn partition_leader_epoch(records: &[u8]) -> i32 {
+    i32::from_be_bytes([records[12], records[13], records[14], records[15]])
+}
+
+/// DescribeQuorum for KRaft's metadata partition, `__cluster_metadata` 0.
+pub fn describe_quorum_request() -> kafka_protocol::messages::DescribeQuorumRequest {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ])
+}
+
+/// OffsetForLeaderEpoch at `version` for partition 0 of `topic`: where
+/// `leader_epoch` ended, asked as `replica_id` (-1: a consumer) at the
+/// client's `current_leader_epoch` (KIP-320).
+pub fn offset_for_leader_epoch(
+    client: &mut RawClient,
+    version: i16,
+    replica_id: i32,
+    topic: &str,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(replica_id))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(current_leader_epoch)
+                .with_leader_epoch(leader_epoch)])]);
+    let response = client.call(&request, version);
+    assert_eq!(response.topics.len(), 1, "one topic answered");
+    assert_eq!(
+        response.topics[0].partitions.len(),
+        1,
+        "one partition answered"
+    );
+    response.topics[0].partitions[0].clone()
+}

@@ -142,7 +142,49 @@ where
     if !group_allowed(shard, request, operation, group_id) {
         return refused(GroupError::GroupAuthorizationFailed);
     }
+    if !coordinates_here(shard, group_id) {
+        return refused(GroupError::NotCoordinator);
+    }
     or_unavailable(on_owner(shard, group_id, call).await, refused)
+}
+
+/// Whether this broker coordinates `key` (a group or transactional id): a
+/// single broker coordinates all of them; in a cluster, one broker each
+/// (see [`ShardCluster::coordinator_of`](crate::cluster::ShardCluster::coordinator_of)).
+pub fn coordinates_here(shard: &Shard, key: &str) -> bool {
+    shard.cluster.as_ref().is_none_or(|c| c.coordinates(key))
+}
+
+/// Where a coordinator is, as FindCoordinator answers: (node, host, port),
+/// or COORDINATOR_NOT_AVAILABLE while its broker is not live.
+fn coordinator_endpoint(
+    shard: &Shard,
+    request: &Request,
+    key: &str,
+) -> Result<(i32, StrBytes, i32), ResponseError> {
+    let here = || {
+        let listener = crate::kafka::session::listener_of(shard, request.session.listener);
+        let host = StrBytes::from_string(listener.advertised_host.clone());
+        (shard.node_id(), host, listener.advertised_port as i32)
+    };
+    let Some(cluster) = shard.cluster.as_ref() else {
+        return Ok(here());
+    };
+    let node = cluster.coordinator_of(key);
+    if node == cluster.node {
+        return Ok(here());
+    }
+    let view = cluster.view();
+    let broker = view.brokers.iter().find(|b| b.node == node);
+    broker
+        .map(|b| {
+            (
+                node,
+                StrBytes::from_string(b.host.clone()),
+                i32::from(b.port),
+            )
+        })
+        .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
 /// Runs `call` on the shard that owns `group_id`.
@@ -173,9 +215,6 @@ pub async fn handle_find_coordinator(
     request: &Request,
     body: FindCoordinatorRequest,
 ) -> Outcome {
-    let listener = crate::kafka::session::listener_of(shard, request.session.listener);
-    let host = StrBytes::from_string(listener.advertised_host.clone());
-    let port = listener.advertised_port as i32;
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key.clone());
         let refused = |error: ResponseError| {
@@ -195,11 +234,15 @@ pub async fn handle_find_coordinator(
             {
                 refused(ResponseError::TransactionalIdAuthorizationFailed)
             }
-            // This broker coordinates every group and transactional id it is asked for.
-            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => coordinator
-                .with_node_id(BrokerId(shard.node_id()))
-                .with_host(host.clone())
-                .with_port(port),
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
+                match coordinator_endpoint(shard, request, key.as_str()) {
+                    Ok((node, host, port)) => coordinator
+                        .with_node_id(BrokerId(node))
+                        .with_host(host)
+                        .with_port(port),
+                    Err(error) => refused(error),
+                }
+            }
             _ => refused(ResponseError::InvalidRequest),
         }
     };

@@ -122,6 +122,9 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, TxnError>> + 'static,
 {
+    if !crate::kafka::groups::coordinates_here(shard, transactional_id) {
+        return Err(TxnError::NotCoordinator);
+    }
     let owner = shard.shard_of_transactional_id(transactional_id);
     match run_on(shard, owner, call).await {
         Ok(answer) => answer,

@@ -174,6 +174,10 @@ impl PartitionLog {
         let stored_bytes = buffer.len() as u64;
         self.queue_batches(state, buffer.freeze(), base_offset, log_append_time)?;
         debug_assert_eq!(state.next_offset, stamped.next_offset);
+        // One comparison per append: only a new epoch adds an entry.
+        state
+            .leader_epochs
+            .on_batch(state.leader_epoch, base_offset);
         state.stats.appends += 1;
         state.stats.appended_records += stamped.records;
         state.stats.appended_bytes += stored_bytes;

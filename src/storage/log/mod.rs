@@ -31,6 +31,7 @@ use super::config::{LogConfig, StorageOptions};
 use super::error::Error;
 use super::file::{self, IoMode};
 use super::group_commit::GroupCommit;
+use super::leader_epochs::{EpochEnd, LeaderEpochs};
 use super::meta::PartitionMeta;
 use super::notify::Notify;
 use super::producer_state::ProducerStateTable;
@@ -78,6 +79,8 @@ struct State {
     /// Offset after the last staged batch: the next offset to assign.
     next_offset: Offset,
     leader_epoch: i32,
+    /// Each epoch of the log and the offset it began at.
+    leader_epochs: LeaderEpochs,
     /// Offset after the last batch covered by an fdatasync.
     recovery_point: Offset,
     pipeline: Pipeline,
@@ -169,6 +172,16 @@ impl PartitionLog {
         let now = clock();
         let recovered = recovery::recover(&dir, &config, io_mode, now).await?;
         let segments = SegmentSet::new(&dir, recovered.segments);
+        let mut leader_epochs = LeaderEpochs::rebuild(&segments, recovered.leader_epoch).await?;
+        // After a crash `partition.meta` may predate the newest epoch on
+        // disk; epochs never go back.
+        let leader_epoch = leader_epochs.latest().map_or(recovered.leader_epoch, |e| {
+            e.epoch.max(recovered.leader_epoch)
+        });
+        leader_epochs.truncate_from_start(recovered.log_start_offset);
+        // The current epoch begins at the log end if no batch has it yet
+        // (Kafka assigns it when the leader takes over).
+        leader_epochs.on_batch(leader_epoch, recovered.next_offset);
         let rebuilt = producers::rebuild(&dir, &segments, recovered.next_offset).await?;
         let mut producers = rebuilt.producers;
         producers.expire(now, options.producer_id_expiration_ms);
@@ -179,7 +192,8 @@ impl PartitionLog {
             log_start_offset: recovered.log_start_offset,
             high_watermark: recovered.next_offset,
             next_offset: recovered.next_offset,
-            leader_epoch: recovered.leader_epoch,
+            leader_epoch,
+            leader_epochs,
             recovery_point: recovered.recovery_point,
             pipeline: Pipeline::new(active, recovered.next_offset),
             flush: FlushState::new(now),
@@ -243,6 +257,32 @@ impl PartitionLog {
     /// The epoch stamped into partitionLeaderEpoch of appended batches.
     pub fn leader_epoch(&self) -> i32 {
         self.state.borrow().leader_epoch
+    }
+
+    /// Raises the epoch stamped on the batches appended from now on (a
+    /// leader elected at a newer epoch); an older one changes nothing. It is
+    /// kept in `partition.meta` at the next checkpoint.
+    pub fn raise_leader_epoch(&self, epoch: i32) {
+        let mut state = self.state.borrow_mut();
+        if epoch > state.leader_epoch {
+            state.leader_epoch = epoch;
+            let start = state.next_offset;
+            state.leader_epochs.on_batch(epoch, start);
+        }
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101/KIP-320): where `epoch` ended in this
+    /// log, the latest epoch ending at the high watermark.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> EpochEnd {
+        let state = self.state.borrow();
+        state
+            .leader_epochs
+            .end_offset_for(epoch, state.high_watermark)
+    }
+
+    /// The epoch `offset` was written in, if known (ListOffsets answers it).
+    pub fn epoch_for_offset(&self, offset: Offset) -> Option<i32> {
+        self.state.borrow().leader_epochs.epoch_for_offset(offset)
     }
 
     /// Number of segments (for tests and metrics).
@@ -448,6 +488,8 @@ impl State {
             self.log_start_offset = self.log_start_offset.max(first_base);
             self.txn_index.remove_below(first_base);
         }
+        self.leader_epochs
+            .truncate_from_start(self.log_start_offset);
         removed
     }
 }
