@@ -426,6 +426,52 @@ fn retention_by_time_and_size_deletes_oldest_segments() {
     });
 }
 
+/// DeleteRecords to the end, then a crash that tears the batch after it:
+/// the log ends below its start offset. It starts again, empty, at its
+/// start offset (as Kafka's LogLoader does), also across a second crash,
+/// so no offset below it is given out twice.
+#[test]
+fn a_tail_torn_below_the_log_start_offset_restarts_the_log_there() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BatchCache::new(0);
+        let log = open(dir.path(), LogConfig::default(), &cache).await;
+        for i in 0..3 {
+            let batch = make_batch(2, 10, i, Compression::None);
+            log.append(batch, Durability::Durable)
+                .await
+                .expect("append");
+        }
+        assert_eq!(
+            log.delete_records(Offset(4)).await.expect("delete"),
+            Offset(4)
+        );
+        let (_, written) = *log.segment_sizes().last().expect("a segment");
+        drop(log);
+        let path = dir.path().join("00000000000000000000.log");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        // Offsets 4-5 torn away, and one byte more tears 2-3: the end is below the start.
+        let batch_bytes = make_batch(2, 10, 2, Compression::None).len() as u64;
+        file.set_len(written - batch_bytes - 1).expect("cut");
+        for round in 0..2 {
+            let log = open(dir.path(), LogConfig::default(), &cache).await;
+            assert_eq!(log.log_start_offset(), Offset(4), "round {round}");
+            assert_eq!(log.high_watermark(), Offset(4 + round), "round {round}");
+            let info = log
+                .append(make_batch(1, 10, 9, Compression::None), Durability::Durable)
+                .await
+                .expect("append");
+            assert_eq!(info.base_offset, Offset(4 + round), "round {round}");
+            assert_eq!(read_all(&log, 4).await.len(), 1 + round as usize);
+            // A crash that loses nothing this time.
+            drop(log);
+        }
+    });
+}
+
 #[test]
 fn delete_records_moves_log_start_offset() {
     run(|| async {

@@ -110,6 +110,7 @@ pub(crate) async fn recover(
         file::sync_dir(dir).await?;
     }
     remove_dead_segments(dir, &mut segments, log_start_meta)?;
+    restart_below_log_start(&start, &mut segments, log_start_meta).await?;
     let first_base = segments.keys().next().copied();
     let next_offset = segments.values().next_back().map(Segment::next_offset);
     let (Some(first_base), Some(next_offset)) = (first_base, next_offset) else {
@@ -245,6 +246,29 @@ async fn truncate_tail(
     }
     file.truncate(scan.valid_bytes).await?;
     file.fdatasync().await
+}
+
+/// A torn tail can take the log's end below its start offset (records
+/// deleted by DeleteRecords or retention, then a crash lost the batches
+/// written after them). Nothing is left to keep then: as Kafka's LogLoader
+/// does, the log starts again, empty, at its start offset, so no offset
+/// below it is given out twice.
+async fn restart_below_log_start(
+    start: &Start<'_>,
+    segments: &mut BTreeMap<Offset, Segment>,
+    log_start_offset: Offset,
+) -> Result<(), Error> {
+    let end = segments.values().next_back().map(Segment::next_offset);
+    if end.is_none_or(|end| end >= log_start_offset) {
+        return Ok(());
+    }
+    tracing::warn!(dir = %start.dir.display(), ?end, log_start_offset = log_start_offset.get(),
+        "the log ends below its start offset after recovery; it starts again, empty, there");
+    let bases: Vec<Offset> = std::mem::take(segments).into_keys().collect();
+    remove_all(start.dir, &bases)?;
+    let segment = Segment::create(start.dir, log_start_offset, start.mode, start.now_ms).await?;
+    segments.insert(log_start_offset, segment);
+    file::sync_dir(start.dir).await
 }
 
 /// Segments wholly below the log start offset are dead (a crash after
