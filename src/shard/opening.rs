@@ -6,6 +6,9 @@
 //! A clean close marks each log's `partition.meta`, and a log that is only
 //! read keeps that mark; after a crash, the logs that were written are the
 //! only ones whose first opening scans their tail.
+//!
+//! A log left unused for a while is closed and its partition is idle again
+//! (its memory given back; its next use opens it as the first one did).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,11 +31,18 @@ const CREATES_BETWEEN_YIELDS: usize = 256;
 
 /// One owned partition.
 pub enum Slot {
-    Open(Rc<PartitionLog>),
+    Open {
+        log: Rc<PartitionLog>,
+        /// Whether a read or write took the log since the last look for
+        /// unused logs.
+        used: bool,
+    },
     /// Registered; its log opens on first use.
     Idle(Idle),
     /// A first read or write is opening it; the others wait for that.
     Opening,
+    /// Unused for a while, its log is closing; a use waits and opens it again.
+    Closing,
 }
 
 pub struct Idle {
@@ -56,8 +66,8 @@ impl Shard {
     pub(super) fn log(&self, topic: &str, partition: PartitionId) -> Option<Rc<PartitionLog>> {
         let logs = self.logs.borrow();
         match logs.get(topic)?.get(partition.index()?)?.as_ref()? {
-            Slot::Open(log) => Some(log.clone()),
-            Slot::Idle(_) | Slot::Opening => None,
+            Slot::Open { log, .. } => Some(log.clone()),
+            Slot::Idle(_) | Slot::Opening | Slot::Closing => None,
         }
     }
 
@@ -68,7 +78,7 @@ impl Shard {
             .values()
             .flatten()
             .filter_map(|slot| match slot {
-                Some(Slot::Open(log)) => Some(log.clone()),
+                Some(Slot::Open { log, .. }) => Some(log.clone()),
                 _ => None,
             })
             .collect()
@@ -90,8 +100,11 @@ impl Shard {
                     .and_then(Option::as_mut)
                     .ok_or(PartitionError::NotReady)?;
                 match slot {
-                    Slot::Open(log) => return Ok(log.clone()),
-                    Slot::Opening => (self.opened.epoch(), None),
+                    Slot::Open { log, used } => {
+                        *used = true;
+                        return Ok(log.clone());
+                    }
+                    Slot::Opening | Slot::Closing => (self.opened.epoch(), None),
                     Slot::Idle(_) => match std::mem::replace(slot, Slot::Opening) {
                         Slot::Idle(idle) => (0, Some(idle)),
                         other => {
@@ -153,7 +166,10 @@ impl Shard {
             .and_then(Option::as_mut);
         match (slot, opened) {
             (Some(slot), Ok(log)) => {
-                *slot = Slot::Open(log.clone());
+                *slot = Slot::Open {
+                    log: log.clone(),
+                    used: true,
+                };
                 Ok(log)
             }
             (Some(slot), Err(error)) => {
@@ -165,8 +181,9 @@ impl Shard {
         }
     }
 
-    /// Waits until no first opening is in flight, so that a topic change
-    /// never removes a directory a log is being opened in.
+    /// Waits until no first opening (nor closing of an unused log) is in
+    /// flight, so that a topic change never removes a directory a log is
+    /// being opened or closed in.
     pub(super) async fn settle_openings(&self) {
         while self.openings.get() > 0 {
             let seen = self.opened.epoch();
@@ -219,9 +236,9 @@ impl Shard {
         for (name, slots) in removed {
             for (index, slot) in slots.into_iter().enumerate() {
                 match slot {
-                    Some(Slot::Open(log)) => log.delete().await?,
+                    Some(Slot::Open { log, .. }) => log.delete().await?,
                     Some(Slot::Idle(_)) => remove_dir(self.partition_dir(&name, index))?,
-                    Some(Slot::Opening) | None => {}
+                    Some(Slot::Opening | Slot::Closing) | None => {}
                 }
             }
             self.groups.remove_topic(&name).await;
@@ -314,9 +331,10 @@ impl Shard {
                     continue;
                 }
                 match &mut slots[index] {
-                    Some(Slot::Open(log)) if changed => log.set_config(config.clone()),
+                    Some(Slot::Open { log, .. }) if changed => log.set_config(config.clone()),
                     Some(Slot::Idle(idle)) if changed => idle.config = config.clone(),
-                    // An opening log takes the table's config when it is open.
+                    // An opening log takes the table's config when it is
+                    // open, a closing one when it is closed.
                     _ => {}
                 }
             }
@@ -360,6 +378,80 @@ impl Shard {
         }
     }
 
+    /// Closes the open logs that no read or write took since the last call
+    /// (so a log is closed between one and two calls' intervals after its
+    /// last use), and makes their partitions idle again. A log someone holds
+    /// (a fetch waiting on it) or with a transaction open stays open.
+    pub(super) async fn close_unused_logs(&self) {
+        let unused: Vec<(Arc<str>, usize, Rc<PartitionLog>)> = {
+            let mut logs = self.logs.borrow_mut();
+            let mut unused = Vec::new();
+            for (topic, slots) in logs.iter_mut() {
+                for (index, slot) in slots.iter_mut().enumerate() {
+                    let Some(Slot::Open { log, used }) = slot else {
+                        continue;
+                    };
+                    if std::mem::take(used) || !closable(log) {
+                        continue;
+                    }
+                    if let Some(Slot::Open { log, .. }) = slot.replace(Slot::Closing) {
+                        unused.push((topic.clone(), index, log));
+                    }
+                }
+            }
+            unused
+        };
+        if unused.is_empty() {
+            return;
+        }
+        self.openings.set(self.openings.get() + unused.len());
+        let close = |(topic, index, log): (Arc<str>, usize, Rc<PartitionLog>)| async move {
+            let closed = log.close().await;
+            self.settle_closing(&topic, index, log, closed);
+            self.openings.set(self.openings.get() - 1);
+            self.opened.notify_all();
+        };
+        futures::StreamExt::for_each_concurrent(
+            futures::stream::iter(unused),
+            CLOSES_IN_FLIGHT_MAX,
+            close,
+        )
+        .await;
+    }
+
+    /// Puts a closed log's partition back as idle (with the table's config),
+    /// or the log back as open when it could not be closed.
+    fn settle_closing(
+        &self,
+        topic: &str,
+        index: usize,
+        log: Rc<PartitionLog>,
+        closed: Result<(), storage::Error>,
+    ) {
+        let config = match self.topics().get(topic) {
+            Some(topic) => topic.config.log_config(),
+            None => log.config(),
+        };
+        let mut logs = self.logs.borrow_mut();
+        let Some(slot) = logs
+            .get_mut(topic)
+            .and_then(|slots| slots.get_mut(index))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        *slot = match closed {
+            Ok(()) => Slot::Idle(Idle {
+                config,
+                may_hold_sealed: log.segment_count() > 1,
+            }),
+            Err(error) => {
+                tracing::error!(topic, partition = index, %error, "closing an unused partition failed");
+                Slot::Open { log, used: true }
+            }
+        };
+    }
+
     fn mark_without_sealed(&self, topic: &str, index: usize) {
         let mut logs = self.logs.borrow_mut();
         let slot = logs.get_mut(topic).and_then(|slots| slots.get_mut(index));
@@ -367,6 +459,12 @@ impl Shard {
             idle.may_hold_sealed = false;
         }
     }
+}
+
+/// Whether an unused log may close: nobody else holds it, and no
+/// transaction is open on it (its last stable offset is its end).
+fn closable(log: &Rc<PartitionLog>) -> bool {
+    Rc::strong_count(log) == 1 && log.last_stable_offset() == log.high_watermark()
 }
 
 fn remove_dir(dir: PathBuf) -> Result<(), storage::Error> {
