@@ -63,6 +63,7 @@ pub fn metadata(args: &Args) -> Result<()> {
         "topics": topics,
         "partitions": partitions,
         "response_bytes": bytes,
+        "answer_ms_first": answer_ms.first().copied().unwrap_or(0.0),
         "answer_ms_min": min(&answer_ms),
         "answer_ms_max": answer_ms.iter().copied().fold(0.0, f64::max),
         "answer_ms_median": median(&mut answer_ms),

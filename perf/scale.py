@@ -2,11 +2,15 @@
 latency, idle CPU, clean and crash restart times, and (optionally) the peer
 shape on the same broker against one with 4 partitions.
 
-usage: python perf/scale.py BROKER PERF PARTITIONS [--peer ROUNDS]
+usage: python perf/scale.py BROKER PERF PARTITIONS [--peer ROUNDS] [--metadata-only]
 
 BROKER is the ringlog binary, PERF the ringlog-perf binary. One shard
 (--cpus 0); topics of at most 10,000 partitions, one CreateTopics each;
-one 100 B record to every 100th partition. Prints one JSON line."""
+one 100 B record to every 100th partition. Metadata for every topic is
+timed (and the broker's CPU time for the answers) after the topics are made, and again after one more topic of one
+partition, after one more of 10,000 and after both are deleted (the first
+answer after a change of the topic table encodes what changed). --metadata-only stops there.
+Prints one JSON line."""
 import atexit, json, os, signal, socket, subprocess, sys, tempfile, time
 
 from confluent_kafka import Producer
@@ -14,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 broker, perf, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 peer_rounds = int(sys.argv[sys.argv.index("--peer") + 1]) if "--peer" in sys.argv else 0
+metadata_only = "--metadata-only" in sys.argv
 TOPIC_PARTITIONS_MAX = 10_000
 
 
@@ -84,6 +89,18 @@ def ticks(p):
     return int(f[11]) + int(f[12])
 
 
+def cpu_ms(p):
+    """CPU time of all the broker's threads (schedstat, ns), in ms: what an
+    answer costs the broker, apart from waiting for a CPU on a busy machine."""
+    total = 0
+    for tid in os.listdir(f"/proc/{p.pid}/task"):
+        try:
+            total += int(open(f"/proc/{p.pid}/task/{tid}/schedstat").read().split()[0])
+        except OSError:
+            pass
+    return total / 1e6
+
+
 def perf_json(*args):
     out = subprocess.run([perf, *args, "--bootstrap", bootstrap], check=True,
                          capture_output=True, text=True).stdout
@@ -118,6 +135,9 @@ def peer(data_tag, rounds_out):
                     "--producers", "2", "--duration", "10", "--warmup", "2", "--rate", "max",
                     "--cpus", "1", "--json")
     rounds_out.setdefault(data_tag, []).append(out.get("mb_per_sec") or out.get("produced_mb_per_sec"))
+    # Each round writes about a GB: the next one makes the topic again.
+    for _, fut in admin.delete_topics(["peer"], operation_timeout=60).items():
+        fut.result()
 
 
 data = os.path.join(work, "data")
@@ -136,13 +156,48 @@ for name, n in topics:
         fut.result()
 row = {"partitions": total, "create_s": round(time.time() - t0, 1)}
 produce_sample(topics, b"x" * 100)
-md = perf_json("metadata")
-assert md["partitions"] == total, md
+
+
+def finish(p):
+    """Stops the broker, prints the row and removes the data."""
+    stop(p)
+    row["uptime"] = open("/proc/loadavg").read().split()[:3]
+    print(json.dumps(row), flush=True)
+    subprocess.run(["rm", "-rf", work])
+    sys.exit(0)
+
+
+def time_metadata(key, partitions):
+    cpu = cpu_ms(p)
+    md = perf_json("metadata")
+    # The first answer describes and encodes; the other six are cached.
+    row[f"{key}_broker_cpu_ms_7_answers"] = round(cpu_ms(p) - cpu, 1)
+    assert md["partitions"] == partitions, md
+    row[f"{key}_ms_first"] = round(md["answer_ms_first"], 2)
+    row[f"{key}_ms_min"] = round(md["answer_ms_min"], 2)
+    row[f"{key}_ms_median"] = round(md["answer_ms_median"], 2)
+    return md
+
+
+md = time_metadata("metadata", total)
 row["metadata_bytes"] = md["response_bytes"]
-row["metadata_ms_min"] = round(md["answer_ms_min"], 2)
-row["metadata_ms_median"] = round(md["answer_ms_median"], 2)
 row["metadata_ms_max"] = round(md["answer_ms_max"], 2)
 row["metadata_decode_ms_median"] = round(md["decode_ms_median"], 2)
+# The table changes: one more topic of 1 partition, then one of 10,000.
+changed = total
+for name, n in (("changed-small", 1), ("changed-large", TOPIC_PARTITIONS_MAX)):
+    for _, fut in admin.create_topics([NewTopic(name, n, 1)], request_timeout=600,
+                                      operation_timeout=600).items():
+        fut.result()
+    changed += n
+    time_metadata(f"metadata_after_{name.split('-')[1]}_topic", changed)
+# And back: both deleted.
+for _, fut in admin.delete_topics(["changed-small", "changed-large"],
+                                  request_timeout=600, operation_timeout=600).items():
+    fut.result()
+time_metadata("metadata_after_delete", total)
+if metadata_only:
+    finish(p)
 t = time.time()
 listed = admin.list_topics(timeout=60)
 row["metadata_librdkafka_ms"] = round((time.time() - t) * 1000, 1)
@@ -180,7 +235,4 @@ if peer_rounds:
         stop(p)
         p, _ = start(data)
     row["peer_mb_s"] = rounds
-stop(p)
-row["uptime"] = open("/proc/loadavg").read().split()[:3]
-print(json.dumps(row), flush=True)
-subprocess.run(["rm", "-rf", work])
+finish(p)

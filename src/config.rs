@@ -33,6 +33,9 @@ pub const DEFAULT_PARTITIONS_DEFAULT: i32 = 1;
 pub const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
 /// `log.retention.check.interval.ms`
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// How long an opened partition may go unused before its log is closed
+/// (0: never).
+pub const PARTITION_IDLE_CLOSE_MS_DEFAULT: u64 = 600_000;
 /// `log.cleaner.dedupe.buffer.size`, here per shard.
 pub const LOG_CLEANER_DEDUPE_BUFFER_SIZE_DEFAULT: u64 = 128 * 1024 * 1024;
 /// `log.cleaner.backoff.ms`
@@ -161,6 +164,7 @@ pub struct FileConfig {
     pub max_groups_per_shard: Option<usize>,
     pub offsets_retention_minutes: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub partition_idle_close_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<i64>,
@@ -257,6 +261,9 @@ pub struct Config {
     pub offsets_retention_minutes: i64,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How long an opened partition may go unused before its log closes,
+    /// giving back its memory until its next use (0: never).
+    pub partition_idle_close_ms: u64,
     /// How long a partition keeps an idle producer's state (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
@@ -420,6 +427,10 @@ impl Config {
                 retention_check_interval_ms,
                 RETENTION_CHECK_INTERVAL_MS_DEFAULT
             ),
+            partition_idle_close_ms: pick!(
+                partition_idle_close_ms,
+                PARTITION_IDLE_CLOSE_MS_DEFAULT
+            ),
             producer_id_expiration_ms: pick!(
                 producer_id_expiration_ms,
                 PRODUCER_ID_EXPIRATION_MS_DEFAULT
@@ -517,6 +528,12 @@ impl Config {
             self.retention_check_interval_ms as i64,
             self.retention_check_interval_ms >= 10,
             "must be at least 10",
+        )?;
+        check(
+            "partition_idle_close_ms",
+            i64::try_from(self.partition_idle_close_ms).unwrap_or(i64::MAX),
+            self.partition_idle_close_ms == 0 || self.partition_idle_close_ms >= 10,
+            "must be 0 (never) or at least 10",
         )?;
         check(
             "log_cleaner_backoff_ms",

@@ -143,6 +143,9 @@ struct ServeArgs {
     /// How often retention runs (log.retention.check.interval.ms) [default: 300000].
     #[arg(long, value_name = "MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Close an opened partition's log after this long unused, giving back its memory; its next read or write opens it again (0: never) [default: 600000].
+    #[arg(long, value_name = "MS")]
+    partition_idle_close_ms: Option<u64>,
     /// Serve /metrics and /health/{live,ready} here, or `none` [default: 127.0.0.1:9644].
     #[arg(long, value_name = "HOST:PORT|none")]
     metrics_listen: Option<String>,
@@ -238,6 +241,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         max_groups_per_shard: args.max_groups_per_shard,
         offsets_retention_minutes: args.offsets_retention_minutes,
         retention_check_interval_ms: args.retention_check_interval_ms,
+        partition_idle_close_ms: args.partition_idle_close_ms,
         producer_id_expiration_ms: args.producer_id_expiration_ms,
         transaction_max_timeout_ms: args.transaction_max_timeout_ms,
         transactional_id_expiration_ms: args.transactional_id_expiration_ms,

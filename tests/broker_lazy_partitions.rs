@@ -2,7 +2,9 @@
 //! librdkafka: after a clean restart and after SIGKILL, an idle partition
 //! serves produce, fetch and ListOffsets as before; a partition that is only
 //! read keeps its clean mark; a partition written just before SIGKILL is
-//! the one whose tail is scanned, and loses nothing that was acknowledged.
+//! the one whose tail is scanned, and loses nothing that was acknowledged;
+//! a partition left unused closes while the broker runs and opens again on
+//! its next use, with its records and its producers' state.
 
 mod common;
 
@@ -14,7 +16,7 @@ use common::clients::{
     producer, send,
 };
 use common::raw::{self, RawClient};
-use common::{unique_topic, Broker};
+use common::{unique_topic, wait_until, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 use ringlog::storage::meta::{PartitionMeta, META_FILE_NAME};
@@ -24,6 +26,13 @@ const PARTITIONS: i32 = 6;
 const RECORDS_PER_PARTITION: usize = 20;
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--partition-idle-close-ms` of the idle-close test: unused logs close
+/// within this, looked for every half of it.
+const IDLE_CLOSE_MS: u64 = 200;
+/// How long the unused partitions may take to close on a loaded machine.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Rounds of one record to each partition, each after the logs could close.
+const ROUNDS_ACROSS_CLOSES: usize = 8;
 
 /// Produces `RECORDS_PER_PARTITION` records (acks=all) to each of `partitions`.
 fn produce_to(broker: &Broker, topic: &str, partitions: &[i32], round: &str) {
@@ -226,4 +235,53 @@ fn a_deleted_idle_topic_leaves_no_directory_and_its_name_starts_empty() {
         vec![(0, 0); PARTITIONS as usize],
         "the topic made again is empty"
     );
+}
+
+#[test]
+fn unused_partitions_close_and_open_again_with_their_records_and_producer_state() {
+    let mut broker = Broker::builder()
+        .cpus("0")
+        .arg("--partition-idle-close-ms")
+        .arg(&IDLE_CLOSE_MS.to_string())
+        .start();
+    let topic = unique_topic("idle-close");
+    create_topic(&broker.bootstrap(), &topic, PARTITIONS, &[]);
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    produce_to(&broker, &topic, &all, "first");
+    // A written log is marked clean again only when it closes.
+    assert!(
+        wait_until(CLOSE_TIMEOUT, || clean_marks(&broker, &topic)
+            == vec![true; PARTITIONS as usize]),
+        "every unused partition closes: {:?}",
+        clean_marks(&broker, &topic)
+    );
+
+    // An idempotent producer writes across closings: each opening brings
+    // back its sequence numbers, or the broker would refuse its batches.
+    let (producer, log) = producer(&broker.bootstrap(), &[("enable.idempotence", "true")]);
+    for round in 0..ROUNDS_ACROSS_CLOSES {
+        for &partition in &all {
+            let value = format!("idempotent-{partition}-{round}");
+            send(
+                &producer,
+                BaseRecord::to(&topic)
+                    .partition(partition)
+                    .key(&b"k"[..])
+                    .payload(value.as_bytes()),
+            );
+        }
+        flush(&producer);
+        std::thread::sleep(Duration::from_millis(2 * IDLE_CLOSE_MS));
+    }
+    assert_all_delivered(&log, PARTITIONS as usize * ROUNDS_ACROSS_CLOSES);
+    let end = (RECORDS_PER_PARTITION + ROUNDS_ACROSS_CLOSES) as i64;
+    assert_eq!(
+        watermarks(&broker, &topic),
+        vec![(0, end); PARTITIONS as usize],
+        "each partition continues at its end after every closing"
+    );
+    let expected = PARTITIONS as usize * (RECORDS_PER_PARTITION + ROUNDS_ACROSS_CLOSES);
+    consume_everything(&broker, &topic, expected);
+    broker.restart();
+    consume_everything(&broker, &topic, expected);
 }

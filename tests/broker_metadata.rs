@@ -1,20 +1,24 @@
 //! Metadata as Kafka answers it, at every version the broker advertises:
 //! "all topics" (an empty array in v0, null in v1+), an empty array in v1+
 //! (no topics), named topics, and auto-creation with and without
-//! `allow_auto_topic_creation`; and aiokafka's consumer seeing a topic's
-//! partitions through its all-topics requests.
+//! `allow_auto_topic_creation`; the all-topics answer after topics are
+//! created, deleted and given more partitions while it is cached; and
+//! aiokafka's consumer seeing a topic's partitions through its all-topics
+//! requests.
 
 mod common;
 
 use std::time::Duration;
 
-use common::clients::{create_topic, topic_names};
+use common::clients::{admin, admin_options, block_on, consumer, create_topic, topic_names};
 use common::python::{python_with, run_script};
 use common::raw::{error_code, RawClient};
 use common::{unique_topic, wait_until, Broker};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::NewPartitions;
+use rdkafka::consumer::Consumer;
 
 const EXISTING_PARTITIONS: usize = 3;
 /// How long an auto-created topic may take to be described without error.
@@ -173,6 +177,147 @@ fn metadata_without_auto_creation_still_lists_all_topics_at_every_advertised_ver
         .filter(|name| name.contains("missing-v"))
         .collect::<Vec<_>>();
     assert!(missing_created.is_empty(), "created: {missing_created:?}");
+}
+
+/// A topic as an answer describes it: (partition count, topic id), after
+/// checking that its partitions are 0..n, each led by node 0.
+fn listed_topic(
+    response: &MetadataResponse,
+    topic: &str,
+    version: i16,
+) -> Option<(usize, uuid::Uuid)> {
+    let listed = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))?;
+    assert_eq!(listed.error_code, error_code::NONE, "v{version}: {topic}");
+    for (index, partition) in listed.partitions.iter().enumerate() {
+        assert_eq!(
+            partition.partition_index, index as i32,
+            "v{version}: {topic}"
+        );
+        assert_eq!(partition.leader_id.0, 0, "v{version}: {topic}/{index}");
+        assert_eq!(
+            partition.replica_nodes.len(),
+            1,
+            "v{version}: {topic}/{index}"
+        );
+    }
+    Some((listed.partitions.len(), listed.topic_id))
+}
+
+/// Versions whose all-topics answers a broker keeps encoded side by side
+/// (no more than it keeps at once, so that each answer after a change comes
+/// from a warm cache): arrays with i32 counts and compact ones, without and
+/// with topic ids.
+const CACHED_VERSIONS: [i16; 4] = [0, 4, 10, 12];
+
+/// At every cached version: all topics list `expected` (name, partitions)
+/// and none of `gone`; named requests agree. Returns each listed topic's id
+/// at v12.
+fn check_after_change(
+    client: &mut RawClient,
+    bootstrap: &str,
+    expected: &[(&str, usize)],
+    gone: &[&str],
+) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    for version in CACHED_VERSIONS {
+        let all = client.call(&all_topics_request(version), version);
+        for &(topic, partitions) in expected {
+            let listed = listed_topic(&all, topic, version);
+            assert_eq!(
+                listed.map(|(count, _)| count),
+                Some(partitions),
+                "v{version}: {topic} in all topics"
+            );
+            // v0-3 always auto-create a named topic, so only existing ones are named there.
+            let named = client.call(&named_request(topic, version < 4), version);
+            assert_eq!(
+                listed_topic(&named, topic, version).map(|(count, _)| count),
+                Some(partitions),
+                "v{version}: {topic} named"
+            );
+            if version == 12 {
+                ids.extend(listed.map(|(_, id)| id));
+            }
+        }
+        for topic in gone {
+            assert_eq!(described(&all, topic), None, "v{version}: {topic} is gone");
+            if version >= 4 {
+                let named = client.call(&named_request(topic, false), version);
+                assert_eq!(
+                    described(&named, topic).map(|(code, _)| code),
+                    Some(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                    "v{version}: {topic} named"
+                );
+            }
+        }
+    }
+    // librdkafka's all-topics Metadata.
+    let metadata = consumer(bootstrap, &[])
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("librdkafka Metadata");
+    for &(topic, partitions) in expected {
+        let listed = metadata.topics().iter().find(|t| t.name() == topic);
+        assert_eq!(
+            listed.map(|t| t.partitions().len()),
+            Some(partitions),
+            "librdkafka: {topic}"
+        );
+    }
+    for topic in gone {
+        assert!(
+            metadata.topics().iter().all(|t| t.name() != *topic),
+            "librdkafka: {topic} is gone"
+        );
+    }
+    ids
+}
+
+#[test]
+fn all_topics_after_a_topic_change_show_the_change_at_every_cached_version() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let admin = admin(&bootstrap);
+    let (grown, kept, removed, added) = (
+        unique_topic("grown"),
+        unique_topic("kept"),
+        unique_topic("removed"),
+        unique_topic("added"),
+    );
+    create_topic(&bootstrap, &grown, 2, &[]);
+    create_topic(&bootstrap, &kept, 3, &[]);
+    create_topic(&bootstrap, &removed, 1, &[]);
+    let mut client = RawClient::connect(broker.addr());
+    let ids = check_after_change(
+        &mut client,
+        &bootstrap,
+        &[(&grown, 2), (&kept, 3), (&removed, 1)],
+        &[],
+    );
+
+    create_topic(&bootstrap, &added, 4, &[]);
+    let all = [(&*grown, 2), (&*kept, 3), (&*removed, 1), (&*added, 4)];
+    check_after_change(&mut client, &bootstrap, &all, &[]);
+
+    block_on(admin.delete_topics(&[&removed], &admin_options())).expect("DeleteTopics request");
+    let all = [(&*grown, 2), (&*kept, 3), (&*added, 4)];
+    check_after_change(&mut client, &bootstrap, &all, &[&removed]);
+
+    let more = NewPartitions::new(&grown, 5);
+    let results = block_on(admin.create_partitions([&more], &admin_options()))
+        .expect("CreatePartitions request");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let all = [(&*grown, 5), (&*kept, 3), (&*added, 4)];
+    let after = check_after_change(&mut client, &bootstrap, &all, &[&removed]);
+    assert_eq!(after[..2], ids[..2], "more partitions keep the topic's id");
+
+    // Made again under the same name: a new topic with its own id.
+    create_topic(&bootstrap, &removed, 6, &[]);
+    let all = [(&*grown, 5), (&*kept, 3), (&*added, 4), (&*removed, 6)];
+    let again = check_after_change(&mut client, &bootstrap, &all, &[]);
+    assert_ne!(again[3], ids[2], "a topic made again has a new id");
 }
 
 /// aiokafka's consumer: `topics()` sends Metadata with null topics (all

@@ -109,7 +109,7 @@ fn cluster_partitions(
 }
 
 /// Fields a version does not carry must stay at their defaults, or encoding fails.
-fn describe_topic(
+pub(super) fn describe_topic(
     topic: &TopicInfo,
     view: Option<&ClusterView>,
     version: i16,
@@ -129,16 +129,14 @@ fn describe_topic(
             }
         },
         None => (0..topic.partition_count())
-            .map(|index| {
-                MetadataResponsePartition::default()
-                    .with_partition_index(index)
-                    .with_leader_id(BrokerId(NODE_ID))
-                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                    .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                    .with_isr_nodes(vec![BrokerId(NODE_ID)])
-            })
+            .map(|index| single_broker_partition(index, version))
             .collect(),
     };
+    topic_without_partitions(topic, version).with_partitions(partitions)
+}
+
+/// A described topic before its partitions are added.
+pub(super) fn topic_without_partitions(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(if version >= 10 {
@@ -146,8 +144,18 @@ fn describe_topic(
         } else {
             uuid::Uuid::nil()
         })
-        .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// A partition of a single broker, which leads it and is its only replica.
+/// Partitions differ only in their index.
+pub(super) fn single_broker_partition(index: i32, version: i16) -> MetadataResponsePartition {
+    MetadataResponsePartition::default()
+        .with_partition_index(index)
+        .with_leader_id(BrokerId(NODE_ID))
+        .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+        .with_replica_nodes(vec![BrokerId(NODE_ID)])
+        .with_isr_nodes(vec![BrokerId(NODE_ID)])
 }
 
 fn topic_error(
@@ -291,11 +299,9 @@ fn answer(shard: &Shard, request: &Request, view: Option<&ClusterView>) -> Metad
 fn respond_with_every_topic(shard: &Shard, request: &Request) -> Outcome {
     let version = request.version();
     let table = shard.topics();
-    let describe = || {
-        table
-            .iter()
-            .map(|t| describe_topic(t, None, version))
-            .collect()
+    let describe = metadata_cache::Describe {
+        topic: &|t| topic_without_partitions(t, version),
+        partition: &|index| single_broker_partition(index, version),
     };
     match metadata_cache::topics_of(&table, version, describe) {
         Ok(topics) => metadata_cache::splice(

@@ -1,5 +1,5 @@
 //! Work a shard does in the background, in its `Latency::NotImportant`
-//! queue: retention and log compaction.
+//! queue: retention, log compaction and closing unused logs.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,6 +17,22 @@ pub async fn retention_loop(shard: Rc<Shard>) {
             return;
         }
         shard.enforce_retention(now_ms()).await;
+    }
+}
+
+/// Closes logs left unused for about `partition_idle_close_ms` (looking every
+/// half of it, a log closes between half of it and all of it after its last
+/// use) until shutdown; never when it is 0.
+pub async fn idle_close_loop(shard: Rc<Shard>) {
+    if shard.config.partition_idle_close_ms == 0 {
+        return;
+    }
+    let interval = Duration::from_millis(shard.config.partition_idle_close_ms / 2);
+    loop {
+        if sleep_unless_shut_down(&shard, interval).await {
+            return;
+        }
+        shard.close_unused_logs().await;
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Shard {
     logs: RefCell<opening::PartitionSlots>,
     /// Moves when a first opening of a partition finishes.
     opened: crate::storage::notify::Notify,
-    /// First openings in flight.
+    /// First openings and closings of unused logs in flight.
     openings: std::cell::Cell<usize>,
     /// Bounds the first openings in flight.
     open_permits: Semaphore,

@@ -6,6 +6,9 @@
 //! A clean close marks each log's `partition.meta`, and a log that is only
 //! read keeps that mark; after a crash, the logs that were written are the
 //! only ones whose first opening scans their tail.
+//!
+//! A log left unused for a while is closed and its partition is idle again
+//! (its memory given back; its next use opens it as the first one did).
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,22 +31,30 @@ const CREATES_BETWEEN_YIELDS: usize = 256;
 
 /// One owned partition.
 pub enum Slot {
-    Open(Rc<PartitionLog>),
+    Open {
+        log: Rc<PartitionLog>,
+        /// Whether a read or write took the log since the last look for
+        /// unused logs.
+        used: bool,
+    },
     /// Registered; its log opens on first use.
     Idle(Idle),
     /// A first read or write is opening it; the others wait for that,
     /// appends in the queue the log will use.
     Opening(AppendLock),
+    /// Unused for a while, its log is closing (the closer holds a turn of
+    /// its append queue); a use waits and opens it again, appends in turn.
+    Closing(AppendLock),
 }
 
 /// What a caller of [`Shard::owned_log_to_append`] waits for.
 enum Waiting {
-    /// Its turn in the append queue of a log being opened.
+    /// Its turn in the append queue of a log being opened or closed.
     Queue(AppendLock),
-    /// The end of an opening in flight (seen at this epoch).
+    /// The end of an opening or closing in flight (seen at this epoch).
     Opened(u64),
-    /// Nothing: it opens the log, holding the queue's first turn.
-    Open(Idle, AppendLock, Option<AppendTurn>),
+    /// Nothing: it opens the log, holding a turn of the queue.
+    Open(Idle, AppendLock, AppendTurn),
 }
 
 pub struct Idle {
@@ -52,6 +63,9 @@ pub struct Idle {
     /// the cleaner must see (unknown for partitions found at start-up; a
     /// partition made by this process holds none until it is opened).
     pub may_hold_sealed: bool,
+    /// The queue of appends that arrived while its log closed, which its
+    /// next opening takes over.
+    pub queue: Option<AppendLock>,
 }
 
 /// Per topic, the slot of each partition by [`PartitionId::index`] (`None`
@@ -67,8 +81,8 @@ impl Shard {
     pub(super) fn log(&self, topic: &str, partition: PartitionId) -> Option<Rc<PartitionLog>> {
         let logs = self.logs.borrow();
         match logs.get(topic)?.get(partition.index()?)?.as_ref()? {
-            Slot::Open(log) => Some(log.clone()),
-            Slot::Idle(_) | Slot::Opening(_) => None,
+            Slot::Open { log, .. } => Some(log.clone()),
+            Slot::Idle(_) | Slot::Opening(_) | Slot::Closing(_) => None,
         }
     }
 
@@ -79,7 +93,7 @@ impl Shard {
             .values()
             .flatten()
             .filter_map(|slot| match slot {
-                Some(Slot::Open(log)) => Some(log.clone()),
+                Some(Slot::Open { log, .. }) => Some(log.clone()),
                 _ => None,
             })
             .collect()
@@ -115,22 +129,35 @@ impl Shard {
                     .and_then(Option::as_mut)
                     .ok_or(PartitionError::NotReady)?;
                 match slot {
-                    Slot::Open(log) => {
+                    Slot::Open { log, used } => {
+                        *used = true;
                         // A turn taken in a queue an earlier, failed opening made
                         // orders nothing now.
                         let turn = turn.filter(|t| log.is_turn_of(t));
                         return Ok((log.clone(), turn));
                     }
-                    Slot::Opening(queue) if in_turn => Waiting::Queue(queue.clone()),
-                    Slot::Opening(_) => Waiting::Opened(self.opened.epoch()),
-                    Slot::Idle(_) => {
-                        let queue = AppendLock::default();
-                        let first = queue.try_turn();
-                        match std::mem::replace(slot, Slot::Opening(queue.clone())) {
-                            Slot::Idle(idle) => Waiting::Open(idle, queue, first),
-                            other => {
-                                *slot = other;
-                                continue;
+                    Slot::Opening(queue) | Slot::Closing(queue)
+                        if in_turn && !turn.as_ref().is_some_and(|t| queue.gave(t)) =>
+                    {
+                        Waiting::Queue(queue.clone())
+                    }
+                    Slot::Opening(_) | Slot::Closing(_) => Waiting::Opened(self.opened.epoch()),
+                    Slot::Idle(idle) => {
+                        // Appends that waited while the log closed keep their
+                        // turns in its queue; the one holding a turn opens it.
+                        let queue = idle.queue.clone().unwrap_or_default();
+                        let mine = turn.take().filter(|t| queue.gave(t));
+                        match mine.or_else(|| queue.try_turn()) {
+                            None if in_turn => Waiting::Queue(queue),
+                            None => Waiting::Opened(self.opened.epoch()),
+                            Some(first) => {
+                                match std::mem::replace(slot, Slot::Opening(queue.clone())) {
+                                    Slot::Idle(idle) => Waiting::Open(idle, queue, first),
+                                    other => {
+                                        *slot = other;
+                                        continue;
+                                    }
+                                }
                             }
                         }
                     }
@@ -145,7 +172,7 @@ impl Shard {
                     self.openings.set(self.openings.get() - 1);
                     let outcome = self.settle_opening(topic, index, idle, opened);
                     self.opened.notify_all();
-                    return Ok((outcome?, first.filter(|_| in_turn)));
+                    return Ok((outcome?, Some(first).filter(|_| in_turn)));
                 }
             }
         }
@@ -193,7 +220,10 @@ impl Shard {
             .and_then(Option::as_mut);
         match (slot, opened) {
             (Some(slot), Ok(log)) => {
-                *slot = Slot::Open(log.clone());
+                *slot = Slot::Open {
+                    log: log.clone(),
+                    used: true,
+                };
                 Ok(log)
             }
             (Some(slot), Err(error)) => {
@@ -205,8 +235,9 @@ impl Shard {
         }
     }
 
-    /// Waits until no first opening is in flight, so that a topic change
-    /// never removes a directory a log is being opened in.
+    /// Waits until no first opening (nor closing of an unused log) is in
+    /// flight, so that a topic change never removes a directory a log is
+    /// being opened or closed in.
     pub(super) async fn settle_openings(&self) {
         while self.openings.get() > 0 {
             let seen = self.opened.epoch();
@@ -227,6 +258,7 @@ impl Shard {
                         slots[index] = Some(Slot::Idle(Idle {
                             config: config.clone(),
                             may_hold_sealed: true,
+                            queue: None,
                         }));
                     }
                 }
@@ -259,9 +291,9 @@ impl Shard {
         for (name, slots) in removed {
             for (index, slot) in slots.into_iter().enumerate() {
                 match slot {
-                    Some(Slot::Open(log)) => log.delete().await?,
+                    Some(Slot::Open { log, .. }) => log.delete().await?,
                     Some(Slot::Idle(_)) => remove_dir(self.partition_dir(&name, index))?,
-                    Some(Slot::Opening(_)) | None => {}
+                    Some(Slot::Opening(_) | Slot::Closing(_)) | None => {}
                 }
             }
             self.groups.remove_topic(&name).await;
@@ -350,13 +382,15 @@ impl Shard {
                     slots[index] = Some(Slot::Idle(Idle {
                         config: config.clone(),
                         may_hold_sealed: !made_here,
+                        queue: None,
                     }));
                     continue;
                 }
                 match &mut slots[index] {
-                    Some(Slot::Open(log)) if changed => log.set_config(config.clone()),
+                    Some(Slot::Open { log, .. }) if changed => log.set_config(config.clone()),
                     Some(Slot::Idle(idle)) if changed => idle.config = config.clone(),
-                    // An opening log takes the table's config when it is open.
+                    // An opening log takes the table's config when it is
+                    // open, a closing one when it is closed.
                     _ => {}
                 }
             }
@@ -400,6 +434,86 @@ impl Shard {
         }
     }
 
+    /// Closes the open logs that no read or write took since the last call
+    /// (so a log is closed between one and two calls' intervals after its
+    /// last use), and makes their partitions idle again. A log someone holds
+    /// (a fetch waiting on it) or with a transaction open stays open.
+    pub(super) async fn close_unused_logs(&self) {
+        let unused: Vec<(Arc<str>, usize, Rc<PartitionLog>, AppendTurn)> = {
+            let mut logs = self.logs.borrow_mut();
+            let mut unused = Vec::new();
+            for (topic, slots) in logs.iter_mut() {
+                for (index, slot) in slots.iter_mut().enumerate() {
+                    let Some(Slot::Open { log, used }) = slot else {
+                        continue;
+                    };
+                    if std::mem::take(used) || !closable(log) {
+                        continue;
+                    }
+                    // Appends that arrive while it closes queue behind the close.
+                    let Some(turn) = log.try_append_turn() else {
+                        continue;
+                    };
+                    let queue = log.append_queue();
+                    if let Some(Slot::Open { log, .. }) = slot.replace(Slot::Closing(queue)) {
+                        unused.push((topic.clone(), index, log, turn));
+                    }
+                }
+            }
+            unused
+        };
+        if unused.is_empty() {
+            return;
+        }
+        self.openings.set(self.openings.get() + unused.len());
+        let close = |(topic, index, log, turn): (Arc<str>, usize, Rc<PartitionLog>, AppendTurn)| async move {
+            let closed = log.close_in_turn(Some(turn)).await;
+            self.settle_closing(&topic, index, log, closed);
+            self.openings.set(self.openings.get() - 1);
+            self.opened.notify_all();
+        };
+        futures::StreamExt::for_each_concurrent(
+            futures::stream::iter(unused),
+            CLOSES_IN_FLIGHT_MAX,
+            close,
+        )
+        .await;
+    }
+
+    /// Puts a closed log's partition back as idle (with the table's config),
+    /// or the log back as open when it could not be closed.
+    fn settle_closing(
+        &self,
+        topic: &str,
+        index: usize,
+        log: Rc<PartitionLog>,
+        closed: Result<(), storage::Error>,
+    ) {
+        let config = match self.topics().get(topic) {
+            Some(topic) => topic.config.log_config(),
+            None => log.config(),
+        };
+        let mut logs = self.logs.borrow_mut();
+        let Some(slot) = logs
+            .get_mut(topic)
+            .and_then(|slots| slots.get_mut(index))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        *slot = match closed {
+            Ok(()) => Slot::Idle(Idle {
+                config,
+                may_hold_sealed: log.segment_count() > 1,
+                queue: Some(log.append_queue()),
+            }),
+            Err(error) => {
+                tracing::error!(topic, partition = index, %error, "closing an unused partition failed");
+                Slot::Open { log, used: true }
+            }
+        };
+    }
+
     fn mark_without_sealed(&self, topic: &str, index: usize) {
         let mut logs = self.logs.borrow_mut();
         let slot = logs.get_mut(topic).and_then(|slots| slots.get_mut(index));
@@ -407,6 +521,12 @@ impl Shard {
             idle.may_hold_sealed = false;
         }
     }
+}
+
+/// Whether an unused log may close: nobody else holds it, and no
+/// transaction is open on it (its last stable offset is its end).
+fn closable(log: &Rc<PartitionLog>) -> bool {
+    Rc::strong_count(log) == 1 && log.last_stable_offset() == log.high_watermark()
 }
 
 fn remove_dir(dir: PathBuf) -> Result<(), storage::Error> {

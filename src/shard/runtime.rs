@@ -498,6 +498,9 @@ fn start_background(shard: &Rc<Shard>) -> Result<(), String> {
     glommio::spawn_local_into(background::cleaner_loop(shard.clone()), queue)
         .map_err(|e| e.to_string())?
         .detach();
+    glommio::spawn_local_into(background::idle_close_loop(shard.clone()), queue)
+        .map_err(|e| e.to_string())?
+        .detach();
     // Finishes transactions a crash left prepared, then aborts timed-out ones.
     glommio::spawn_local_into(kafka::transactions::coordinator_loop(shard.clone()), queue)
         .map_err(|e| e.to_string())?

@@ -35,7 +35,7 @@ impl Shard {
         for (topic, partitions) in logs.iter() {
             for (index, slot) in partitions.iter().enumerate() {
                 // Idle partitions are not sampled: their logs are not open.
-                let Some(Slot::Open(log)) = slot else {
+                let Some(Slot::Open { log, .. }) = slot else {
                     continue;
                 };
                 let stats = log.stats();

@@ -124,6 +124,11 @@ impl TopicTable {
         )
     }
 
+    /// A table of `topics` as they are (shared with the tables that hold them).
+    pub fn from_shared(topics: impl IntoIterator<Item = Arc<TopicInfo>>) -> TopicTable {
+        TopicTable::from_map(topics.into_iter().map(|t| (t.name.clone(), t)).collect())
+    }
+
     fn from_map(by_name: BTreeMap<Arc<str>, Arc<TopicInfo>>) -> TopicTable {
         let name_by_id = by_name.values().map(|t| (t.id, t.name.clone())).collect();
         TopicTable {

@@ -227,6 +227,16 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// This log's append queue, for appends that arrive while it closes.
+    pub fn append_queue(&self) -> AppendLock {
+        self.append_lock.clone()
+    }
+
+    /// The next append turn, when nobody holds it or waits for it.
+    pub fn try_append_turn(&self) -> Option<AppendTurn> {
+        self.append_lock.try_turn()
+    }
+
     /// Whether `turn` is a turn of this log's append queue.
     pub fn is_turn_of(&self, turn: &AppendTurn) -> bool {
         self.append_lock.gave(turn)
@@ -425,7 +435,16 @@ impl PartitionLog {
     /// Writes and syncs everything, persists the active segment's indexes and a
     /// clean partition.meta. Later appends fail with `Closed`.
     pub async fn close(&self) -> Result<(), Error> {
-        let permit = self.append_lock.turn().await;
+        self.close_in_turn(None).await
+    }
+
+    /// [`close`](Self::close) in a turn of this log's append queue already
+    /// taken (see [`try_append_turn`](Self::try_append_turn)).
+    pub async fn close_in_turn(&self, turn: Option<AppendTurn>) -> Result<(), Error> {
+        let permit = match turn {
+            Some(turn) => turn,
+            None => self.append_lock.turn().await,
+        };
         {
             let state = self.state.borrow();
             if state.closed {
