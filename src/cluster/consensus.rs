@@ -16,8 +16,8 @@ use super::NodeId;
 
 /// One Raft tick. Elections time out after 10-20 ticks, heartbeats go every 2.
 pub const TICK_INTERVAL_MS: u64 = 100;
-const ELECTION_TICKS: usize = 10;
-const HEARTBEAT_TICKS: usize = 2;
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 2;
 /// Bytes of entries in one append message.
 const ENTRIES_PER_MESSAGE_BYTES_MAX: u64 = 1 << 20;
 /// Append messages in flight to one follower.

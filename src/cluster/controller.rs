@@ -176,6 +176,11 @@ impl Controller {
             WireMessage::Control(Control::Heartbeat { node, host, port }) => {
                 self.heartbeat_from(node, host, port)
             }
+            WireMessage::Partition(message) => {
+                if let Some(cluster) = self.shard.cluster.as_ref() {
+                    cluster.replication.route(&self.shard, message);
+                }
+            }
             WireMessage::Control(Control::Propose { command }) => {
                 let mut consensus = self.consensus.borrow_mut();
                 if consensus.is_leader() {

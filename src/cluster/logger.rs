@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 
 use slog::{Drain, Level, OwnedKVList, Record, KV};
 
-struct TracingDrain;
+/// `quiet`: raft-rs's info records go to debug (a partition group's
+/// elections are many; the controller's stay at info).
+struct TracingDrain {
+    quiet: bool,
+}
 
 /// Collects `key=value` pairs into one string.
 struct Pairs(String);
@@ -32,7 +36,10 @@ impl Drain for TracingDrain {
                 tracing::error!(target: "ringlog::cluster::raft", "{message}{pairs}")
             }
             Level::Warning => tracing::warn!(target: "ringlog::cluster::raft", "{message}{pairs}"),
-            Level::Info => tracing::info!(target: "ringlog::cluster::raft", "{message}{pairs}"),
+            Level::Info if !self.quiet => {
+                tracing::info!(target: "ringlog::cluster::raft", "{message}{pairs}")
+            }
+            Level::Info => tracing::debug!(target: "ringlog::cluster::raft", "{message}{pairs}"),
             Level::Debug | Level::Trace => {
                 tracing::debug!(target: "ringlog::cluster::raft", "{message}{pairs}")
             }
@@ -41,7 +48,16 @@ impl Drain for TracingDrain {
     }
 }
 
-/// The logger given to raft-rs.
+/// The logger given to the controller's raft-rs.
 pub fn raft_logger() -> slog::Logger {
-    slog::Logger::root(TracingDrain.fuse(), slog::o!())
+    slog::Logger::root(TracingDrain { quiet: false }.fuse(), slog::o!())
+}
+
+/// The logger given to a partition group's raft-rs, with its group named.
+pub fn partition_raft_logger(topic: &str, partition: u32) -> slog::Logger {
+    let group = format!("{topic}-{partition}");
+    slog::Logger::root(
+        TracingDrain { quiet: true }.fuse(),
+        slog::o!("group" => group),
+    )
 }

@@ -15,10 +15,10 @@
 //! - [`controller`]: the loop on shard 0 that drives consensus, leases and proposals.
 //! - [`local`]: committed metadata applied to this broker's topic table.
 //! - [`view`]: the snapshot every shard answers Metadata from.
+//! - [`replica`]: one replicated partition's Raft group over its log.
+//! - [`replication`]: a shard's partition groups and the turn driving them.
 //!
-//! Data replication (partition Raft groups) is not here yet: a partition's
-//! first live replica serves it, and its other replicas answer
-//! NOT_LEADER_OR_FOLLOWER.
+//! A partition with one replica has no Raft group: that replica serves it.
 
 pub mod admin;
 pub mod consensus;
@@ -28,6 +28,8 @@ pub mod local;
 pub mod logger;
 pub mod placement;
 pub mod raft_log;
+pub mod replica;
+pub mod replication;
 pub mod state;
 pub mod transport;
 pub mod view;
@@ -37,6 +39,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use controller::Controller;
+pub use replication::Replication;
 pub use view::ClusterView;
 
 /// A broker's id (KRaft's `node.id`), as Kafka's wire carries it.
@@ -45,19 +48,27 @@ pub type NodeId = i32;
 /// The controller's files under the data directory.
 pub const CONTROLLER_DIR: &str = "__cluster_metadata";
 
-/// A shard's part in the cluster: the newest view, and on shard 0 the controller.
+/// A shard's part in the cluster: the newest view, its partition groups,
+/// and on shard 0 the controller.
 pub struct ShardCluster {
     pub node: NodeId,
     view: RefCell<Arc<ClusterView>>,
     controller: RefCell<Option<Rc<Controller>>>,
+    pub replication: Rc<Replication>,
 }
 
 impl ShardCluster {
-    pub fn new(node: NodeId) -> ShardCluster {
+    pub fn new(
+        config: &crate::config::ClusterConfig,
+        data_dir: &std::path::Path,
+        shard: crate::shard::ShardId,
+    ) -> ShardCluster {
+        let node = config.node_id;
         ShardCluster {
             node,
             view: RefCell::new(Arc::new(ClusterView::empty(node))),
             controller: RefCell::new(None),
+            replication: Rc::new(Replication::new(config, data_dir, shard)),
         }
     }
 

@@ -13,6 +13,7 @@ use futures::future::{join_all, select_all, FutureExt};
 
 use super::topics::ReplicaRole;
 use super::{PartitionId, Shard};
+use crate::cluster::replica::ReplicaError;
 use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
     self, AppendInfo, Durability, Isolation, Offset, PartitionLog, ReadLimit, ReadResult,
@@ -92,9 +93,25 @@ impl Shard {
         self.owned_log(topic, partition).await
     }
 
+    /// A replica's log for its Raft group (in a cluster), whoever leads.
+    pub async fn replica_log(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        self.owned_log(topic, partition).await
+    }
+
     /// In a cluster: whether this broker leads the partition (an unknown
-    /// partition counts as led, so that it is answered as unknown).
+    /// partition counts as led, so that it is answered as unknown). A
+    /// replicated partition's Raft group says; a leader serves once an
+    /// entry of its term is committed.
     fn leads(&self, topic: &str, partition: PartitionId) -> bool {
+        if let (Some(cluster), Some(index)) = (self.cluster.as_ref(), partition.index()) {
+            if let Some(serving) = cluster.replication.serves(topic, index as u32) {
+                return serving;
+            }
+        }
         let topics = self.topics();
         match (topics.get(topic), partition.index()) {
             (Some(t), Some(index)) => t.role(index) == ReplicaRole::Leader,
@@ -110,11 +127,50 @@ impl Shard {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
             async move {
+                if shard.is_replicated_here(&part.topic, part.partition) {
+                    return shard.produce_replicated(part, durability).await;
+                }
                 let log = shard.served_log(&part.topic, part.partition).await?;
                 Ok(log.append(part.records, durability).await?)
             }
         });
         join_all(appends).await
+    }
+
+    /// In a cluster: a produce to a replicated partition goes through its
+    /// Raft group (`None` for any other partition).
+    async fn produce_replicated(
+        &self,
+        part: ProducePart,
+        durability: Durability,
+    ) -> Result<AppendInfo, PartitionError> {
+        let index = part.partition.index().ok_or(PartitionError::NotReady)? as u32;
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Err(PartitionError::NotReady);
+        };
+        let answer = cluster
+            .replication
+            .produce(&part.topic, index, part.records, durability)
+            .await
+            .ok_or(PartitionError::NotLeader)?;
+        answer.map_err(|error| match error {
+            ReplicaError::Storage(error) => PartitionError::Storage(error),
+            ReplicaError::NotLeader => PartitionError::NotLeader,
+            other => {
+                tracing::warn!(topic = %part.topic, partition = index, error = %other, "a replicated produce failed");
+                PartitionError::NotLeader
+            }
+        })
+    }
+
+    /// In a cluster: whether the partition has a Raft group on this shard.
+    fn is_replicated_here(&self, topic: &str, partition: PartitionId) -> bool {
+        match (self.cluster.as_ref(), partition.index()) {
+            (Some(cluster), Some(index)) => {
+                cluster.replication.serves(topic, index as u32).is_some()
+            }
+            _ => false,
+        }
     }
 
     /// Writes each part's transaction marker, durably (see
@@ -126,6 +182,17 @@ impl Shard {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
             async move {
+                if shard.is_replicated_here(&part.topic, part.partition) {
+                    // Through the Raft group like any batch, answered once committed.
+                    let records =
+                        crate::storage::control::marker_batch(&part.marker, crate::clock::now_ms());
+                    let produce = ProducePart {
+                        topic: part.topic,
+                        partition: part.partition,
+                        records,
+                    };
+                    return shard.produce_replicated(produce, Durability::Durable).await;
+                }
                 let log = shard.served_log(&part.topic, part.partition).await?;
                 Ok(log.append_marker(part.marker).await?)
             }

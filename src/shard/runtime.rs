@@ -241,6 +241,7 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         start_metrics(&shard, listener, accepting.clone())?;
     }
     if let (Some(cluster), Some(shard_cluster)) = (&config.cluster, &shard.cluster) {
+        shard_cluster.replication.start(&shard);
         if id == METADATA_SHARD {
             let controller = crate::cluster::Controller::start(shard.clone(), cluster)?;
             shard_cluster.set_controller(controller);
@@ -436,7 +437,7 @@ async fn open_shard(
         cluster: config
             .cluster
             .as_ref()
-            .map(|c| crate::cluster::ShardCluster::new(c.node_id)),
+            .map(|c| crate::cluster::ShardCluster::new(c, &config.data_dir, id)),
     });
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();
