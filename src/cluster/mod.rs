@@ -13,6 +13,7 @@
 //! - [`state`]: the replicated state machine (brokers, topics, replica sets).
 //! - [`placement`]: spreading replicas and preferred leaders over brokers.
 //! - [`controller`]: the loop on shard 0 that drives consensus, leases and proposals.
+//! - [`coordinators`]: group coordinators on the leaders of the offsets topic's partitions.
 //! - [`local`]: committed metadata applied to this broker's topic table.
 //! - [`view`]: the snapshot every shard answers Metadata from.
 //! - [`replica`]: one replicated partition's Raft group over its log.
@@ -23,6 +24,7 @@
 pub mod admin;
 pub mod consensus;
 pub mod controller;
+pub mod coordinators;
 pub mod frame;
 pub mod local;
 pub mod logger;

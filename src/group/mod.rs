@@ -71,9 +71,9 @@ mod txn_offsets;
 pub(crate) mod tests;
 
 pub use api::*;
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{GroupCoordinator, Load};
 pub use error::{GroupError, GroupLogError};
-pub use log::GroupLogStats;
+pub use log::{GroupLogStats, OffsetsPartitions};
 pub use offsets::NO_OFFSET;
 pub use state::GroupState;
 
@@ -185,6 +185,17 @@ pub struct ClientInfo {
 pub fn shard_for_group(group_id: &str, shards: usize) -> usize {
     debug_assert!(shards > 0);
     crc32c::crc32c(group_id.as_bytes()) as usize % shards.max(1)
+}
+
+/// The internal topic that holds committed offsets and group facts in a
+/// cluster (Kafka's name).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The offsets partition of `group_id`, Kafka's `abs(hash(group)) % partitions`
+/// with CRC-32C as the hash (stable across builds and restarts; the
+/// partition count is fixed when the cluster forms).
+pub fn partition_for_group(group_id: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(group_id.as_bytes()) % partitions.max(1)
 }
 
 /// Group ids of the membership APIs (JoinGroup, SyncGroup, Heartbeat,

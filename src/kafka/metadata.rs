@@ -139,6 +139,7 @@ fn describe_topic(
             uuid::Uuid::nil()
         })
         .with_partitions(partitions)
+        .with_is_internal(version >= 1 && &*topic.name == crate::group::OFFSETS_TOPIC)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 

@@ -33,6 +33,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::authorize::{cluster_allowed, group_allowed, topic_allowed};
 use super::transactions::transactional_id_allowed;
 use super::{Outcome, Request};
+use crate::cluster::coordinators::coordinator_of;
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
     LeaveAnswer, SyncAnswer, TopicCatalog,
@@ -76,6 +77,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
     match error {
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::RequestTimedOut => ResponseError::RequestTimedOut,
         GroupError::UnknownServerError => ResponseError::UnknownServerError,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
@@ -142,18 +144,36 @@ where
     if !group_allowed(shard, request, operation, group_id) {
         return refused(GroupError::GroupAuthorizationFailed);
     }
-    or_unavailable(on_owner(shard, group_id, call).await, refused)
+    match on_owner(shard, group_id, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => refused(error),
+        Err(routed) => or_unavailable(Err(routed), refused),
+    }
 }
 
-/// Runs `call` on the shard that owns `group_id`.
-async fn on_owner<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, call: F) -> Result<T, RouteError>
+/// Runs `call` on the shard that owns `group_id`, unless its coordinator
+/// does not serve the group now (in a cluster: NOT_COORDINATOR on a broker
+/// that does not lead the group's offsets partition,
+/// COORDINATOR_LOAD_IN_PROGRESS while it replays it).
+async fn on_owner<T, F, Fut>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    call: F,
+) -> Result<Result<T, GroupError>, RouteError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let owner = shard.shard_of_group(group_id);
-    run_on(shard, owner, call).await
+    let group_id = group_id.to_string();
+    run_on(shard, owner, move |owner| async move {
+        match owner.groups.refusal(&group_id) {
+            Some(error) => Err(error),
+            None => Ok(call(owner).await),
+        }
+    })
+    .await
 }
 
 fn client_info(request: &Request) -> ClientInfo {
@@ -194,6 +214,20 @@ pub async fn handle_find_coordinator(
                 if !transactional_id_allowed(shard, request, Operation::Describe, key.as_str()) =>
             {
                 refused(ResponseError::TransactionalIdAuthorizationFailed)
+            }
+            // In a cluster: the leader of the group's offsets partition.
+            KEY_TYPE_GROUP if shard.cluster.is_some() => {
+                let view = shard.cluster.as_ref().map(|c| c.view());
+                match view
+                    .as_deref()
+                    .and_then(|v| coordinator_of(v, key.as_str()))
+                {
+                    Some(broker) => coordinator
+                        .with_node_id(BrokerId(broker.node))
+                        .with_host(StrBytes::from_string(broker.host.clone()))
+                        .with_port(broker.port as i32),
+                    None => refused(ResponseError::CoordinatorNotAvailable),
+                }
             }
             // This broker coordinates every group and transactional id it is asked for.
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => coordinator

@@ -1,0 +1,218 @@
+//! Consumer-group offsets in a cluster of three real broker processes: the
+//! offsets live in the replicated internal topic `__consumer_offsets`, the
+//! coordinator of a group is the leader of its partition, and after a
+//! SIGKILL of that broker the group finds the new coordinator with its
+//! committed offsets, so a consumer resumes where the group left off.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::clients::{committed_offsets, flush, producer, send};
+use common::cluster::Cluster;
+use common::raw::{error_code, RawClient};
+use common::wait_until;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetFetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const OFFSETS_PARTITIONS: usize = 8;
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 3;
+const RECORDS: usize = 300;
+const GROUP: &str = "billing";
+/// Kafka's NOT_COORDINATOR.
+const NOT_COORDINATOR: i16 = 16;
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(90);
+const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A consumer in `group`, subscribed to `TOPIC`, committing only when told.
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("retry.backoff.ms", "50")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("consumer configuration must be valid");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    consumer
+}
+
+/// (partition, offset) of each record `consumer` reads until `count` or the timeout.
+fn consume(consumer: &BaseConsumer, count: usize) -> Vec<(i32, i64)> {
+    let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
+    let mut read = Vec::new();
+    while read.len() < count && std::time::Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            read.push((message.partition(), message.offset()));
+        }
+    }
+    read
+}
+
+/// The node FindCoordinator on node `asked` names for `group`, or the error code.
+fn find_coordinator(cluster: &Cluster, asked: i32, group: &str) -> Result<i32, i16> {
+    let mut client = RawClient::connect_negotiated(cluster.nodes[asked as usize - 1].addr());
+    let response = client.call(
+        &FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())),
+        3,
+    );
+    if response.error_code == error_code::NONE {
+        Ok(response.node_id.0)
+    } else {
+        Err(response.error_code)
+    }
+}
+
+/// OffsetFetch for `group` on node `asked`: its top-level error code.
+fn offset_fetch_error(cluster: &Cluster, asked: i32, group: &str) -> i16 {
+    let mut client = RawClient::connect_negotiated(cluster.nodes[asked as usize - 1].addr());
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(TOPIC.to_string())))
+            .with_partition_indexes(vec![0])]));
+    client.call(&request, 5).error_code
+}
+
+#[test]
+fn committed_offsets_survive_a_coordinator_kill() {
+    let mut cluster = Cluster::start(3);
+    // The cluster makes its offsets topic itself, internal and replicated.
+    let metadata = cluster.wait_for_topic(1, OFFSETS_TOPIC, OFFSETS_PARTITIONS);
+    let offsets = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == OFFSETS_TOPIC))
+        .expect("listed");
+    assert!(offsets.is_internal, "the offsets topic is internal");
+    assert!(
+        offsets
+            .partitions
+            .iter()
+            .all(|p| p.replica_nodes.len() == 3),
+        "every offsets partition has three replicas"
+    );
+    assert_eq!(
+        cluster.create_topic(1, TOPIC, PARTITIONS, 3),
+        error_code::NONE
+    );
+    for node in 1..=3 {
+        cluster.wait_for_topic(node, TOPIC, PARTITIONS as usize);
+    }
+
+    let (producer, log) = producer(&cluster.bootstrap(), &[]);
+    for i in 0..RECORDS {
+        send(
+            &producer,
+            BaseRecord::to(TOPIC)
+                .partition((i % PARTITIONS as usize) as i32)
+                .payload(format!("order-{i}").as_bytes()),
+        );
+    }
+    flush(&producer);
+    assert!(log.failures().is_empty(), "every record is acknowledged");
+
+    // Every broker names the same coordinator; the others refuse the group.
+    let mut coordinator = Err(0);
+    assert!(
+        wait_until(MOVE_TIMEOUT, || {
+            coordinator = find_coordinator(&cluster, 1, GROUP);
+            coordinator.is_ok()
+        }),
+        "a coordinator is named: {coordinator:?}"
+    );
+    let coordinator = coordinator.expect("checked");
+    for node in 1..=3 {
+        assert_eq!(find_coordinator(&cluster, node, GROUP), Ok(coordinator));
+        if node != coordinator {
+            assert_eq!(offset_fetch_error(&cluster, node, GROUP), NOT_COORDINATOR);
+        }
+    }
+
+    // The group reads half and commits where it stands.
+    let first = group_consumer(&cluster.bootstrap(), GROUP);
+    let read = consume(&first, RECORDS / 2);
+    assert_eq!(read.len(), RECORDS / 2, "the first member reads half");
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    for &(partition, offset) in &read {
+        let next = positions.entry(partition).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+    let mut commit = TopicPartitionList::new();
+    for (&partition, &next) in &positions {
+        commit
+            .add_partition_offset(TOPIC, partition, Offset::Offset(next))
+            .expect("a new list entry");
+    }
+    first
+        .commit(&commit, CommitMode::Sync)
+        .expect("OffsetCommit");
+    drop(first);
+    let expected: Vec<i64> = (0..PARTITIONS)
+        .map(|p| positions.get(&p).copied().unwrap_or(-1))
+        .collect();
+    assert_eq!(
+        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
+        expected
+    );
+
+    // The coordinator dies; a survivor leads the offsets partition now.
+    cluster.node(coordinator).kill9();
+    let survivor = if coordinator == 1 { 2 } else { 1 };
+    let mut moved = Err(0);
+    assert!(
+        wait_until(MOVE_TIMEOUT, || {
+            moved = find_coordinator(&cluster, survivor, GROUP);
+            moved.is_ok_and(|node| node != coordinator)
+        }),
+        "the group has a new coordinator: {moved:?}"
+    );
+    eprintln!("coordinator of {GROUP}: {coordinator}, after its kill: {moved:?}");
+    assert_eq!(
+        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
+        expected,
+        "the committed offsets are at the new coordinator"
+    );
+
+    // A new member resumes from them: nothing before them is read again.
+    let second = group_consumer(&cluster.bootstrap(), GROUP);
+    let rest = consume(&second, RECORDS - read.len());
+    assert_eq!(
+        rest.len(),
+        RECORDS - read.len(),
+        "the second member reads the rest"
+    );
+    for &(partition, offset) in &rest {
+        let committed = positions.get(&partition).copied().unwrap_or(0);
+        assert!(
+            offset >= committed,
+            "partition {partition} offset {offset} was read again (committed {committed})"
+        );
+    }
+    drop(second);
+
+    // The killed broker returns; the offsets are still there.
+    cluster.node(coordinator).start_again();
+    cluster.wait_for_brokers(survivor, 3);
+    assert_eq!(
+        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
+        expected
+    );
+}
