@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::clients::{assign, consume, consumer, flush, producer, send};
 use common::cluster::Cluster;
-use common::raw::error_code;
+use common::raw::{self, error_code, RawClient};
 use common::wait_until;
 use kafka_protocol::messages::MetadataResponse;
 use rdkafka::message::Message;
@@ -23,12 +23,19 @@ const PARTITIONS: i32 = 3;
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Kafka's NOT_ENOUGH_REPLICAS.
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+
 /// (leader, leader epoch) per partition, as `metadata` has them.
 fn leadership(metadata: &MetadataResponse) -> Vec<(i32, i32)> {
+    leadership_of(metadata, TOPIC)
+}
+
+fn leadership_of(metadata: &MetadataResponse, name: &str) -> Vec<(i32, i32)> {
     let topic = metadata
         .topics
         .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == TOPIC))
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
         .expect("the topic is listed");
     topic
         .partitions
@@ -186,4 +193,76 @@ fn acks_all_survives_a_leader_kill_and_replicas_end_byte_identical() {
             );
         }
     }
+}
+
+/// Preferred leaders (first replicas) of `topic`, per partition.
+fn preferred(metadata: &MetadataResponse, name: &str) -> Vec<i32> {
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+        .expect("the topic is listed");
+    topic
+        .partitions
+        .iter()
+        .map(|p| p.replica_nodes[0].0)
+        .collect()
+}
+
+#[test]
+fn min_insync_replicas_refuses_acks_all_while_a_replica_is_down_and_preferred_leaders_return() {
+    let mut cluster = Cluster::start(3);
+    let topic = "strict";
+    assert_eq!(
+        cluster.create_topic_with_configs(2, topic, 3, 3, &[("min.insync.replicas", "3")]),
+        error_code::NONE
+    );
+    let metadata = cluster.wait_for_topic(1, topic, 3);
+    let preferred = preferred(&metadata, topic);
+    // Leaders go to the preferred replicas, one per broker.
+    let spread = wait_until(Duration::from_secs(30), || {
+        let now = leadership_of(&cluster.metadata(1), topic);
+        now.iter().map(|(l, _)| *l).collect::<Vec<_>>() == preferred
+    });
+    assert!(
+        spread,
+        "preferred leaders lead: {:?} vs {preferred:?}",
+        leadership_of(&cluster.metadata(1), topic)
+    );
+    let leader = preferred[0];
+    let mut client = RawClient::connect_negotiated(cluster.node(leader).addr());
+    let answer = raw::produce(&mut client, topic, 0, &[(b"k", b"all three")]);
+    assert_eq!(answer.error_code, error_code::NONE);
+
+    // With one follower down, acks=all is refused with NOT_ENOUGH_REPLICAS.
+    let down = if leader == 3 { 1 } else { 3 };
+    cluster.node(down).kill9();
+    let mut last = None;
+    let refused = wait_until(Duration::from_secs(30), || {
+        let answer = raw::produce(&mut client, topic, 0, &[(b"k", b"two of three")]);
+        last = Some(answer.error_code);
+        answer.error_code == NOT_ENOUGH_REPLICAS
+    });
+    assert!(
+        refused,
+        "NOT_ENOUGH_REPLICAS with a replica down, got {last:?}"
+    );
+
+    // Back: acks=all is served again, and every partition's preferred
+    // replica leads again (the one led by the returned broker moved away).
+    cluster.node(down).start_again();
+    let served = wait_until(Duration::from_secs(30), || {
+        raw::produce(&mut client, topic, 0, &[(b"k", b"three again")]).error_code
+            == error_code::NONE
+    });
+    assert!(served, "acks=all is served once the replica is back");
+    let back = wait_until(Duration::from_secs(30), || {
+        let now = leadership_of(&cluster.metadata(1), topic);
+        now.iter().map(|(l, _)| *l).collect::<Vec<_>>() == preferred
+    });
+    assert!(
+        back,
+        "preferred leaders lead again: {:?} vs {preferred:?}",
+        leadership_of(&cluster.metadata(1), topic)
+    );
 }

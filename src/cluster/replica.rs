@@ -38,6 +38,10 @@ pub const FETCH_BYTES_MAX: usize = 1 << 20;
 const ENTRIES_PER_MESSAGE_BYTES_MAX: u64 = 1 << 20;
 /// Append messages in flight to one follower.
 const INFLIGHT_MESSAGES_MAX: usize = 256;
+/// How often (in ticks) a preferred leader that does not lead asks for it.
+const PREFERRED_CHECK_TICKS: u64 = 30;
+/// A replica at most this many entries behind the leader's last counts as in sync.
+pub const IN_SYNC_LAG_ENTRIES_MAX: u64 = 1000;
 /// Produce requests waiting for their entry at once, per group.
 const WAITERS_MAX: usize = 8192;
 
@@ -47,6 +51,8 @@ pub enum ReplicaError {
     NotLeader,
     #[error("too many produce requests wait for this partition")]
     Busy,
+    #[error("fewer replicas in sync than min.insync.replicas")]
+    NotEnoughReplicas,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error("raft: {0}")]
@@ -274,6 +280,9 @@ pub struct Replica {
     published: (Option<NodeId>, u64),
     /// Ticks since the last message or proposal (for hibernation).
     pub idle_ticks: u32,
+    /// This broker is the first replica (the preferred leader).
+    preferred: bool,
+    ticks: u64,
 }
 
 impl Replica {
@@ -335,6 +344,8 @@ impl Replica {
             waiters: VecDeque::new(),
             published: (None, 0),
             idle_ticks: 0,
+            preferred: replicas.first() == Some(&node),
+            ticks: 0,
         })
     }
 
@@ -358,6 +369,33 @@ impl Replica {
         self.is_leader() && self.proposed_end.is_some()
     }
 
+    /// On the leader: replicas that are in sync, itself included: recently
+    /// active (raft-rs's check-quorum lease) and no more than
+    /// [`IN_SYNC_LAG_ENTRIES_MAX`] entries behind.
+    pub fn in_sync_replicas(&self) -> usize {
+        let raft = &self.node.raft;
+        let last = raft.raft_log.last_index();
+        raft.prs()
+            .iter()
+            .filter(|(&id, p)| {
+                id == raft.id || (p.recent_active && p.matched + IN_SYNC_LAG_ENTRIES_MAX >= last)
+            })
+            .count()
+    }
+
+    /// On the preferred leader (the first replica) while another leads and
+    /// this one is caught up: asks the leader to hand leadership over
+    /// (raft-rs forwards the request; the leader transfers once this
+    /// replica has every entry).
+    fn reclaim_preferred(&mut self) {
+        let raft = &self.node.raft;
+        let other_leads = raft.leader_id != raft::INVALID_ID && raft.leader_id != raft.id;
+        if self.preferred && other_leads && raft.state == StateRole::Follower {
+            let me = raft.id;
+            self.node.transfer_leader(me);
+        }
+    }
+
     /// Starts an election at once (the preferred leader of a new group).
     pub fn campaign(&mut self) {
         if let Err(error) = self.node.campaign() {
@@ -365,8 +403,14 @@ impl Replica {
         }
     }
 
+    /// One tick; every [`PREFERRED_CHECK_TICKS`] the preferred leader asks
+    /// for its leadership back.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(PREFERRED_CHECK_TICKS) {
+            self.reclaim_preferred();
+        }
     }
 
     pub fn has_ready(&self) -> bool {

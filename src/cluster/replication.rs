@@ -138,6 +138,14 @@ impl Replication {
             .map(|g| g.borrow().is_serving())
     }
 
+    /// Leads the group but has not committed an entry of its term yet.
+    pub fn is_new_leader(&self, topic: &str, partition: u32) -> bool {
+        self.group(topic, partition).is_some_and(|g| {
+            let g = g.borrow();
+            g.is_leader() && !g.is_serving()
+        })
+    }
+
     /// (leader, term) of a group on this shard.
     pub fn leadership(&self, topic: &str, partition: u32) -> Option<(Option<NodeId>, u64)> {
         self.group(topic, partition).map(|g| {
@@ -154,10 +162,14 @@ impl Replication {
         partition: u32,
         records: Bytes,
         durability: Durability,
+        min_insync: usize,
     ) -> Option<Result<AppendInfo, ReplicaError>> {
         let group = self.group(topic, partition)?;
         let answered = {
             let mut replica = group.borrow_mut();
+            if replica.in_sync_replicas() < min_insync {
+                return Some(Err(ReplicaError::NotEnoughReplicas));
+            }
             let prepared = match replica.log.prepare(records) {
                 Ok(prepared) => prepared,
                 Err(error) => return Some(Err(error.into())),

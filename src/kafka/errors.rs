@@ -12,6 +12,8 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         PartitionError::NotReady => ResponseError::LeaderNotAvailable,
         PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        PartitionError::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
         PartitionError::Route(RouteError::InboxFull(_)) => ResponseError::RequestTimedOut,
         PartitionError::Route(RouteError::ShardGone(_)) => ResponseError::NotLeaderOrFollower,
         PartitionError::Storage(error) => storage_error(error),

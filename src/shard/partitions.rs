@@ -31,6 +31,13 @@ pub enum PartitionError {
     /// In a cluster: another broker leads the partition.
     #[error("this broker is not the partition's leader")]
     NotLeader,
+    /// acks=all with fewer caught-up replicas than `min.insync.replicas`.
+    #[error("fewer in-sync replicas than min.insync.replicas")]
+    NotEnoughReplicas,
+    /// A new leader whose high watermark is not known yet (no entry of its
+    /// term committed).
+    #[error("the new leader does not know its high watermark yet")]
+    OffsetNotAvailable,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -148,19 +155,38 @@ impl Shard {
         let Some(cluster) = self.cluster.as_ref() else {
             return Err(PartitionError::NotReady);
         };
+        let min_insync = match durability {
+            Durability::Durable => self
+                .topics()
+                .get(&part.topic)
+                .map_or(1, |t| t.config.min_insync_replicas()),
+            Durability::Written => 1,
+        };
         let answer = cluster
             .replication
-            .produce(&part.topic, index, part.records, durability)
+            .produce(&part.topic, index, part.records, durability, min_insync)
             .await
             .ok_or(PartitionError::NotLeader)?;
         answer.map_err(|error| match error {
             ReplicaError::Storage(error) => PartitionError::Storage(error),
             ReplicaError::NotLeader => PartitionError::NotLeader,
+            ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+            // A leadership transfer in progress drops proposals: the client retries.
+            ReplicaError::Raft(_) | ReplicaError::Busy => PartitionError::NotLeader,
             other => {
                 tracing::warn!(topic = %part.topic, partition = index, error = %other, "a replicated produce failed");
                 PartitionError::NotLeader
             }
         })
+    }
+
+    /// In a cluster: whether this broker was just elected leader of the
+    /// partition and has not committed an entry of its term yet.
+    fn is_new_leader(&self, topic: &str, partition: PartitionId) -> bool {
+        match (self.cluster.as_ref(), partition.index()) {
+            (Some(cluster), Some(index)) => cluster.replication.is_new_leader(topic, index as u32),
+            _ => false,
+        }
     }
 
     /// In a cluster: whether the partition has a Raft group on this shard.
@@ -270,6 +296,9 @@ impl Shard {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
+                if self.is_new_leader(&query.topic, query.partition) {
+                    return Err(PartitionError::OffsetNotAvailable);
+                }
                 let log = self.served_log(&query.topic, query.partition).await?;
                 let fetchable_end = match query.isolation {
                     Isolation::ReadUncommitted => log.high_watermark(),
