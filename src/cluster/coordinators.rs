@@ -79,8 +79,16 @@ impl OffsetsPartitions for ShardOffsets {
         let replication = self.replication.clone();
         let shard = self.shard.borrow().upgrade();
         Box::pin(async move {
+            // Committed means a Raft majority has it; no further floor of
+            // caught-up replicas (the topic's default min.insync.replicas).
             if let Some(answer) = replication
-                .produce(OFFSETS_TOPIC, partition, batch.clone(), Durability::Durable)
+                .produce(
+                    OFFSETS_TOPIC,
+                    partition,
+                    batch.clone(),
+                    Durability::Durable,
+                    1,
+                )
                 .await
             {
                 return answer.map(|_| ()).map_err(|e| e.to_string());
