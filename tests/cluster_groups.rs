@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::clients::{committed_offsets, flush, producer, send};
+use common::clients::{flush, producer, send};
 use common::cluster::Cluster;
 use common::raw::{error_code, RawClient};
 use common::wait_until;
@@ -52,6 +52,45 @@ fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
         .expect("consumer configuration must be valid");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     consumer
+}
+
+/// What `group` has committed for each partition of `TOPIC` (-1: none), as
+/// rdkafka reads it; `None` while the coordinator cannot answer.
+fn committed(bootstrap: &str, group: &str) -> Option<Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer configuration must be valid");
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        wanted.add_partition(TOPIC, partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .ok()?;
+    Some(
+        committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(offset) => offset,
+                _ => -1,
+            })
+            .collect(),
+    )
+}
+
+/// Waits until `group`'s committed offsets read `expected`; returns the last read.
+fn wait_for_committed(cluster: &Cluster, group: &str, expected: &[i64]) -> Option<Vec<i64>> {
+    let mut last = None;
+    wait_until(MOVE_TIMEOUT, || {
+        last = committed(&cluster.bootstrap(), group);
+        last.as_deref() == Some(expected)
+    });
+    last
 }
 
 /// (partition, offset) of each record `consumer` reads until `count` or the timeout.
@@ -169,8 +208,8 @@ fn committed_offsets_survive_a_coordinator_kill() {
         .map(|p| positions.get(&p).copied().unwrap_or(-1))
         .collect();
     assert_eq!(
-        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
-        expected
+        wait_for_committed(&cluster, GROUP, &expected),
+        Some(expected.clone())
     );
 
     // The coordinator dies; a survivor leads the offsets partition now.
@@ -186,8 +225,8 @@ fn committed_offsets_survive_a_coordinator_kill() {
     );
     eprintln!("coordinator of {GROUP}: {coordinator}, after its kill: {moved:?}");
     assert_eq!(
-        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
-        expected,
+        wait_for_committed(&cluster, GROUP, &expected),
+        Some(expected.clone()),
         "the committed offsets are at the new coordinator"
     );
 
@@ -199,20 +238,55 @@ fn committed_offsets_survive_a_coordinator_kill() {
         RECORDS - read.len(),
         "the second member reads the rest"
     );
+    let mut ends = positions.clone();
     for &(partition, offset) in &rest {
         let committed = positions.get(&partition).copied().unwrap_or(0);
         assert!(
             offset >= committed,
             "partition {partition} offset {offset} was read again (committed {committed})"
         );
+        let end = ends.entry(partition).or_insert(0);
+        *end = (*end).max(offset + 1);
     }
+    // It commits the end, at the new coordinator.
+    let mut commit = TopicPartitionList::new();
+    for (&partition, &end) in &ends {
+        commit
+            .add_partition_offset(TOPIC, partition, Offset::Offset(end))
+            .expect("a new list entry");
+    }
+    second
+        .commit(&commit, CommitMode::Sync)
+        .expect("OffsetCommit");
     drop(second);
+    let at_end: Vec<i64> = (0..PARTITIONS)
+        .map(|p| ends.get(&p).copied().unwrap_or(-1))
+        .collect();
 
-    // The killed broker returns; the offsets are still there.
+    // The killed broker returns. The preferred leader of the group's
+    // offsets partition takes it back, replays it, and coordinates the
+    // group again with the commits made while it was away.
     cluster.node(coordinator).start_again();
     cluster.wait_for_brokers(survivor, 3);
+    let partition = crc32c::crc32c(GROUP.as_bytes()) as usize % OFFSETS_PARTITIONS;
+    let preferred = cluster
+        .wait_for_topic(survivor, OFFSETS_TOPIC, OFFSETS_PARTITIONS)
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == OFFSETS_TOPIC))
+        .map(|t| t.partitions[partition].replica_nodes[0].0)
+        .expect("listed");
+    let mut back = Err(0);
+    assert!(
+        wait_until(MOVE_TIMEOUT, || {
+            back = find_coordinator(&cluster, survivor, GROUP);
+            back == Ok(preferred)
+        }),
+        "the preferred leader {preferred} coordinates the group again: {back:?}"
+    );
     assert_eq!(
-        committed_offsets(&cluster.bootstrap(), GROUP, TOPIC, PARTITIONS),
-        expected
+        wait_for_committed(&cluster, GROUP, &at_end),
+        Some(at_end.clone()),
+        "the offsets committed while the first coordinator was away"
     );
 }

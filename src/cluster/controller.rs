@@ -171,15 +171,19 @@ impl Controller {
     fn ensure_offsets_topic(self: &Rc<Self>) {
         use super::coordinators::{
             offsets_replication_factor, offsets_topic_configs, should_create_offsets_topic,
-            OFFSETS_TOPIC_PARTITIONS,
         };
+        let Some(config) = self.shard.config.cluster.as_ref() else {
+            return;
+        };
+        let factor =
+            offsets_replication_factor(config.offsets_topic_replication_factor, self.voters);
         let due = {
             let state = self.state.borrow();
             should_create_offsets_topic(
                 self.leader.get() == Some(self.node),
                 state.topics.contains_key(crate::group::OFFSETS_TOPIC),
                 state.live_brokers().len(),
-                self.voters,
+                factor,
             )
         };
         if !due || self.creating_offsets_topic.replace(true) {
@@ -188,8 +192,8 @@ impl Controller {
         let op = Op::CreateTopic {
             name: crate::group::OFFSETS_TOPIC.to_string(),
             id: uuid::Uuid::new_v4(),
-            partitions: OFFSETS_TOPIC_PARTITIONS as i32,
-            replication_factor: offsets_replication_factor(self.voters) as i16,
+            partitions: config.offsets_topic_num_partitions as i32,
+            replication_factor: factor,
             configs: offsets_topic_configs(),
         };
         let this = self.clone();

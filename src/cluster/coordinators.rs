@@ -23,11 +23,6 @@ use crate::group::{partition_for_group, Load, OffsetsPartitions, OFFSETS_TOPIC};
 use crate::shard::{PartitionId, Shard};
 use crate::storage::{Durability, Offset};
 
-/// `offsets.topic.num.partitions`: Kafka's default is 50; fewer suit a
-/// small machine, where every partition is a Raft group on every replica.
-pub const OFFSETS_TOPIC_PARTITIONS: u32 = 8;
-/// `offsets.topic.replication.factor`, capped by the voters.
-pub const OFFSETS_TOPIC_REPLICATION_FACTOR: usize = 3;
 /// How often a shard compares its offsets partitions' leadership with the
 /// groups its coordinator has loaded.
 const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -48,9 +43,10 @@ pub fn coordinates(view: &ClusterView, group_id: &str) -> bool {
     coordinator_of(view, group_id).is_some_and(|b| b.node == view.node)
 }
 
-/// The replication factor of the offsets topic for `voters` voters.
-pub fn offsets_replication_factor(voters: usize) -> usize {
-    OFFSETS_TOPIC_REPLICATION_FACTOR.min(voters.max(1))
+/// The offsets topic's replication factor: the configured one, at most
+/// the voters.
+pub fn offsets_replication_factor(configured: i16, voters: usize) -> i16 {
+    configured.min(i16::try_from(voters.max(1)).unwrap_or(i16::MAX))
 }
 
 /// The topic's configs: offsets stay until the coordinator deletes them
@@ -68,11 +64,19 @@ pub fn offsets_topic_configs() -> BTreeMap<String, String> {
 pub struct ShardOffsets {
     pub replication: Rc<Replication>,
     pub shard: std::cell::RefCell<Weak<Shard>>,
+    /// `offsets.topic.num.partitions`.
+    pub configured_partitions: u32,
 }
 
 impl OffsetsPartitions for ShardOffsets {
+    /// The topic's own count once it exists (the configured one is only
+    /// used to create it), else the configured one.
     fn partitions(&self) -> u32 {
-        OFFSETS_TOPIC_PARTITIONS
+        self.shard
+            .borrow()
+            .upgrade()
+            .and_then(|s| s.topics().get(OFFSETS_TOPIC).map(|t| t.partition_count()))
+            .map_or(self.configured_partitions, |count| count.max(1) as u32)
     }
 
     fn append(&self, partition: u32, batch: Bytes) -> LocalBoxFuture<'static, Result<(), String>> {
@@ -218,7 +222,7 @@ pub fn should_create_offsets_topic(
     is_leader: bool,
     has_topic: bool,
     live: usize,
-    voters: usize,
+    replication_factor: i16,
 ) -> bool {
-    is_leader && !has_topic && live >= offsets_replication_factor(voters)
+    is_leader && !has_topic && live >= replication_factor.max(1) as usize
 }

@@ -43,8 +43,15 @@
 //! ([`ClientInfo`]) because DescribeGroups reports them and Kafka derives the
 //! member id from the client id.
 //!
-//! FindCoordinator is answered by the broker itself (node 0 coordinates every
-//! group).
+//! FindCoordinator is answered by the broker itself: alone it coordinates
+//! every group; in a cluster the leader of the group's offsets partition does.
+//!
+//! In a cluster the log is the internal offsets topic
+//! ([`GroupCoordinator::in_partitions`]): each shard's coordinator holds the
+//! groups of the offsets partitions it leads, loaded by
+//! [`GroupCoordinator::load_partition`] from the partition's committed
+//! records and dropped by [`GroupCoordinator::unload_partition`]; requests
+//! for other groups are refused ([`GroupCoordinator::refusal`]).
 //!
 //! # Layout
 //!
@@ -54,7 +61,8 @@
 //! - `txn_offsets`: TxnOffsetCommit's pending offsets, applied or dropped
 //!   when their transaction's marker reaches the group.
 //! - `state`: a group's members, states and protocol selection.
-//! - `log`: the durable key/value log with group commit and compaction.
+//! - `log`: the durable key/value log with group commit and compaction; in a
+//!   cluster its records go to the offsets topic (`log::partition`).
 //! - `record`: the binary encoding of the log's keys and values.
 //! - `error`: the module's error types: refusals ([`GroupError`]) and failures ([`GroupLogError`]).
 

@@ -401,6 +401,10 @@ async fn open_shard(
         Rc::new(crate::cluster::coordinators::ShardOffsets {
             replication: c.replication.clone(),
             shard: RefCell::new(std::rc::Weak::new()),
+            configured_partitions: config
+                .cluster
+                .as_ref()
+                .map_or(1, |c| c.offsets_topic_num_partitions),
         })
     });
     let groups = match &offsets {

@@ -169,11 +169,27 @@ where
     let group_id = group_id.to_string();
     run_on(shard, owner, move |owner| async move {
         match owner.groups.refusal(&group_id) {
-            Some(error) => Err(error),
+            Some(error) => Err(loading_if_named(&owner, &group_id, error)),
             None => Ok(call(owner).await),
         }
     })
     .await
+}
+
+/// A broker the cluster already names as the group's coordinator (its
+/// offsets partition's leader) that has not loaded the group yet is still
+/// becoming its coordinator: COORDINATOR_LOAD_IN_PROGRESS, which clients
+/// retry here, rather than NOT_COORDINATOR.
+fn loading_if_named(shard: &Shard, group_id: &str, error: GroupError) -> GroupError {
+    let named = shard
+        .cluster
+        .as_ref()
+        .is_some_and(|c| crate::cluster::coordinators::coordinates(&c.view(), group_id));
+    if error == GroupError::NotCoordinator && named {
+        GroupError::CoordinatorLoadInProgress
+    } else {
+        error
+    }
 }
 
 fn client_info(request: &Request) -> ClientInfo {
