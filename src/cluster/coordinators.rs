@@ -10,7 +10,7 @@
 //!
 //! [`partition_for_group`]: crate::group::partition_for_group
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -131,16 +131,20 @@ fn leads(shard: &Shard, view: &ClusterView, partition: u32) -> bool {
 /// partition this shard owns once this broker leads it, and unloads them
 /// when it no longer does.
 pub async fn watch_leadership(shard: Rc<Shard>) {
+    // The Raft term each loaded partition was loaded in: leadership lost
+    // and regained between two checks is a new term, and a fresh replay
+    // (another leader may have committed records meanwhile).
+    let mut loaded_terms = HashMap::new();
     loop {
         glommio::timer::sleep(LEADERSHIP_CHECK_INTERVAL).await;
         if shard.shutdown.has_started() {
             return;
         }
-        check_leadership(&shard);
+        check_leadership(&shard, &mut loaded_terms);
     }
 }
 
-fn check_leadership(shard: &Rc<Shard>) {
+fn check_leadership(shard: &Rc<Shard>, loaded_terms: &mut HashMap<u32, u64>) {
     let Some(cluster) = shard.cluster.as_ref() else {
         return;
     };
@@ -155,13 +159,20 @@ fn check_leadership(shard: &Rc<Shard>) {
             continue;
         }
         let leads = leads(shard, &view, partition);
-        match (leads, shard.groups.load_state(partition)) {
-            (true, None) => {
-                shard.groups.begin_load(partition);
-                glommio::spawn_local(replay(shard.clone(), partition)).detach();
-            }
-            (false, Some(_)) => shard.groups.unload_partition(partition),
-            _ => {}
+        let term = cluster
+            .replication
+            .leadership(OFFSETS_TOPIC, partition)
+            .map_or(0, |(_, term)| term);
+        let state = shard.groups.load_state(partition);
+        let stale = state.is_some() && loaded_terms.get(&partition) != Some(&term);
+        if state.is_some() && (!leads || stale) {
+            shard.groups.unload_partition(partition);
+            loaded_terms.remove(&partition);
+        }
+        if leads && (state.is_none() || stale) {
+            shard.groups.begin_load(partition);
+            loaded_terms.insert(partition, term);
+            glommio::spawn_local(replay(shard.clone(), partition)).detach();
         }
     }
 }

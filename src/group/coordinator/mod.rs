@@ -170,7 +170,7 @@ impl GroupCoordinator {
             compact_records: config.log_compact_records,
         };
         let log = Rc::new(GroupLog::open(&dir, log_config).await?);
-        Self::over(log, config)
+        Self::with_log(log, config)
     }
 
     /// A coordinator whose log is the offsets topic (a cluster): it holds
@@ -180,10 +180,13 @@ impl GroupCoordinator {
         config: GroupConfig,
     ) -> Result<Rc<GroupCoordinator>, GroupLogError> {
         config.validate()?;
-        Self::over(Rc::new(GroupLog::in_partitions(partitions)), config)
+        Self::with_log(Rc::new(GroupLog::in_partitions(partitions)), config)
     }
 
-    fn over(log: Rc<GroupLog>, config: GroupConfig) -> Result<Rc<GroupCoordinator>, GroupLogError> {
+    fn with_log(
+        log: Rc<GroupLog>,
+        config: GroupConfig,
+    ) -> Result<Rc<GroupCoordinator>, GroupLogError> {
         let now = now_ms();
         let loaded = log.with_live(|live| -> Result<LoadedGroups, GroupLogError> {
             let mut loaded = LoadedGroups {
