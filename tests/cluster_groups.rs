@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::clients::{flush, producer, send};
+use common::clients::{flush, producer, send, try_committed_offsets};
 use common::cluster::Cluster;
 use common::raw::{error_code, RawClient};
 use common::wait_until;
@@ -54,40 +54,11 @@ fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
     consumer
 }
 
-/// What `group` has committed for each partition of `TOPIC` (-1: none), as
-/// rdkafka reads it; `None` while the coordinator cannot answer.
-fn committed(bootstrap: &str, group: &str) -> Option<Vec<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer configuration must be valid");
-    let mut wanted = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        wanted.add_partition(TOPIC, partition);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, Duration::from_secs(10))
-        .ok()?;
-    Some(
-        committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(offset) => offset,
-                _ => -1,
-            })
-            .collect(),
-    )
-}
-
 /// Waits until `group`'s committed offsets read `expected`; returns the last read.
 fn wait_for_committed(cluster: &Cluster, group: &str, expected: &[i64]) -> Option<Vec<i64>> {
     let mut last = None;
     wait_until(MOVE_TIMEOUT, || {
-        last = committed(&cluster.bootstrap(), group);
+        last = try_committed_offsets(&cluster.bootstrap(), group, TOPIC, PARTITIONS).ok();
         last.as_deref() == Some(expected)
     });
     last
@@ -103,6 +74,30 @@ fn consume(consumer: &BaseConsumer, count: usize) -> Vec<(i32, i64)> {
         }
     }
     read
+}
+
+/// Moves `positions` (the next offset per partition) past `read`.
+fn advance(positions: &mut BTreeMap<i32, i64>, read: &[(i32, i64)]) {
+    for &(partition, offset) in read {
+        let next = positions.entry(partition).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+}
+
+/// Commits `positions` for `consumer`'s group; returns them per partition
+/// of `TOPIC` (-1: none) as OffsetFetch will read them.
+fn commit(consumer: &BaseConsumer, positions: &BTreeMap<i32, i64>) -> Vec<i64> {
+    let mut list = TopicPartitionList::new();
+    for (&partition, &next) in positions {
+        list.add_partition_offset(TOPIC, partition, Offset::Offset(next))
+            .expect("a new list entry");
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .expect("OffsetCommit");
+    (0..PARTITIONS)
+        .map(|p| positions.get(&p).copied().unwrap_or(-1))
+        .collect()
 }
 
 /// The node FindCoordinator on node `asked` names for `group`, or the error code.
@@ -189,24 +184,10 @@ fn committed_offsets_survive_a_coordinator_kill() {
     let first = group_consumer(&cluster.bootstrap(), GROUP);
     let read = consume(&first, RECORDS / 2);
     assert_eq!(read.len(), RECORDS / 2, "the first member reads half");
-    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    for &(partition, offset) in &read {
-        let next = positions.entry(partition).or_insert(0);
-        *next = (*next).max(offset + 1);
-    }
-    let mut commit = TopicPartitionList::new();
-    for (&partition, &next) in &positions {
-        commit
-            .add_partition_offset(TOPIC, partition, Offset::Offset(next))
-            .expect("a new list entry");
-    }
-    first
-        .commit(&commit, CommitMode::Sync)
-        .expect("OffsetCommit");
+    let mut positions = BTreeMap::new();
+    advance(&mut positions, &read);
+    let expected = commit(&first, &positions);
     drop(first);
-    let expected: Vec<i64> = (0..PARTITIONS)
-        .map(|p| positions.get(&p).copied().unwrap_or(-1))
-        .collect();
     assert_eq!(
         wait_for_committed(&cluster, GROUP, &expected),
         Some(expected.clone())
@@ -238,30 +219,20 @@ fn committed_offsets_survive_a_coordinator_kill() {
         RECORDS - read.len(),
         "the second member reads the rest"
     );
-    let mut ends = positions.clone();
+    let distinct: std::collections::BTreeSet<_> = rest.iter().collect();
+    assert_eq!(distinct.len(), rest.len(), "no record is read twice");
     for &(partition, offset) in &rest {
         let committed = positions.get(&partition).copied().unwrap_or(0);
         assert!(
             offset >= committed,
             "partition {partition} offset {offset} was read again (committed {committed})"
         );
-        let end = ends.entry(partition).or_insert(0);
-        *end = (*end).max(offset + 1);
     }
     // It commits the end, at the new coordinator.
-    let mut commit = TopicPartitionList::new();
-    for (&partition, &end) in &ends {
-        commit
-            .add_partition_offset(TOPIC, partition, Offset::Offset(end))
-            .expect("a new list entry");
-    }
-    second
-        .commit(&commit, CommitMode::Sync)
-        .expect("OffsetCommit");
+    let mut ends = positions.clone();
+    advance(&mut ends, &rest);
+    let at_end = commit(&second, &ends);
     drop(second);
-    let at_end: Vec<i64> = (0..PARTITIONS)
-        .map(|p| ends.get(&p).copied().unwrap_or(-1))
-        .collect();
 
     // The killed broker returns. The preferred leader of the group's
     // offsets partition takes it back, replays it, and coordinates the

@@ -193,7 +193,7 @@ async fn replay(shard: Rc<Shard>, partition: u32) {
                 .read(from, REPLAY_READ_BYTES)
                 .await
                 .map_err(|e| e.to_string())?;
-            let Some(next) = read.batches.last().and_then(|b| next_offset(b)) else {
+            let Some(next) = read.batches.last().and_then(next_offset) else {
                 break;
             };
             ops.extend(
