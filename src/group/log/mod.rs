@@ -19,6 +19,11 @@
 //!
 //! On open a torn or corrupt tail (short frame, bad length, bad CRC) is
 //! truncated away: records after it were never acknowledged.
+//!
+//! In a cluster the same log keeps no file: [`GroupLog::in_partitions`]
+//! sends each flush to the offsets topic instead (`partition`), one record
+//! batch per offsets partition, acknowledged once committed there; the live
+//! map holds the partitions this broker leads, loaded by replaying them.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
