@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
 use raft::{Config, GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
 
 use super::consensus::{ELECTION_TICKS, HEARTBEAT_TICKS};
@@ -396,6 +396,16 @@ impl Replica {
         }
     }
 
+    /// A hibernating group ticks again. A leader's check-quorum clock starts
+    /// over, so its followers have a whole election timeout to answer its
+    /// heartbeats before it counts them.
+    pub fn wake(&mut self) {
+        self.idle_ticks = 0;
+        if self.is_leader() {
+            self.node.raft.election_elapsed = 0;
+        }
+    }
+
     /// Starts an election at once (the preferred leader of a new group).
     pub fn campaign(&mut self) {
         if let Err(error) = self.node.campaign() {
@@ -418,7 +428,15 @@ impl Replica {
     }
 
     pub fn step(&mut self, message: Message) {
-        self.idle_ticks = 0;
+        // Heartbeats keep a group as it is; anything else is traffic that
+        // keeps it awake.
+        let heartbeat = matches!(
+            message.msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        );
+        if !heartbeat {
+            self.idle_ticks = 0;
+        }
         if let Err(error) = self.node.step(message) {
             tracing::debug!(topic = %self.topic, partition = self.partition, %error, "a Raft message was not taken");
         }
