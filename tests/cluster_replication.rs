@@ -13,6 +13,7 @@ use common::clients::{assign, consume, consumer, flush, producer, send};
 use common::cluster::Cluster;
 use common::raw::{self, error_code, RawClient};
 use common::wait_until;
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::MetadataResponse;
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
@@ -31,14 +32,18 @@ fn leadership(metadata: &MetadataResponse) -> Vec<(i32, i32)> {
     leadership_of(metadata, TOPIC)
 }
 
-fn leadership_of(metadata: &MetadataResponse, name: &str) -> Vec<(i32, i32)> {
-    let topic = metadata
+/// `name`'s partitions as `metadata` lists them.
+fn partitions<'a>(metadata: &'a MetadataResponse, name: &str) -> &'a [MetadataResponsePartition] {
+    &metadata
         .topics
         .iter()
         .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
-        .expect("the topic is listed");
-    topic
+        .expect("the topic is listed")
         .partitions
+}
+
+fn leadership_of(metadata: &MetadataResponse, name: &str) -> Vec<(i32, i32)> {
+    partitions(metadata, name)
         .iter()
         .map(|p| (p.leader_id.0, p.leader_epoch))
         .collect()
@@ -197,13 +202,7 @@ fn acks_all_survives_a_leader_kill_and_replicas_end_byte_identical() {
 
 /// Preferred leaders (first replicas) of `topic`, per partition.
 fn preferred(metadata: &MetadataResponse, name: &str) -> Vec<i32> {
-    let topic = metadata
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
-        .expect("the topic is listed");
-    topic
-        .partitions
+    partitions(metadata, name)
         .iter()
         .map(|p| p.replica_nodes[0].0)
         .collect()

@@ -26,6 +26,28 @@ impl Drain for TracingDrain {
     type Err = slog::Never;
 
     fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // Formatting is the cost: records no subscriber wants are dropped first.
+        let level = match record.level() {
+            Level::Critical | Level::Error => tracing::Level::ERROR,
+            Level::Warning => tracing::Level::WARN,
+            Level::Info if !self.quiet => tracing::Level::INFO,
+            Level::Info | Level::Debug | Level::Trace => tracing::Level::DEBUG,
+        };
+        let enabled = match level {
+            tracing::Level::ERROR => {
+                tracing::enabled!(target: "ringlog::cluster::raft", tracing::Level::ERROR)
+            }
+            tracing::Level::WARN => {
+                tracing::enabled!(target: "ringlog::cluster::raft", tracing::Level::WARN)
+            }
+            tracing::Level::INFO => {
+                tracing::enabled!(target: "ringlog::cluster::raft", tracing::Level::INFO)
+            }
+            _ => tracing::enabled!(target: "ringlog::cluster::raft", tracing::Level::DEBUG),
+        };
+        if !enabled {
+            return Ok(());
+        }
         let mut pairs = Pairs(String::new());
         let _ = record.kv().serialize(record, &mut pairs);
         let _ = values.serialize(record, &mut pairs);

@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
-use raft::{Config, GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
+use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use raft::{GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
 
-use super::consensus::{ELECTION_TICKS, HEARTBEAT_TICKS};
+use super::consensus::raft_config;
 use super::logger::partition_raft_logger;
 use super::NodeId;
 use crate::storage::{self, control, AppendInfo, BatchHeader, Durability, Offset, PartitionLog};
@@ -34,10 +34,6 @@ const WINDOW_BYTES_MAX: usize = 8 << 20;
 const WINDOW_ENTRIES_MAX: usize = 4096;
 /// Bytes of old entries read back from the log at once for a lagging follower.
 pub const FETCH_BYTES_MAX: usize = 1 << 20;
-/// Bytes of entries in one append message.
-const ENTRIES_PER_MESSAGE_BYTES_MAX: u64 = 1 << 20;
-/// Append messages in flight to one follower.
-const INFLIGHT_MESSAGES_MAX: usize = 256;
 /// How often (in ticks) a preferred leader that does not lead asks for it.
 const PREFERRED_CHECK_TICKS: u64 = 30;
 /// A replica at most this many entries behind the leader's last counts as in sync.
@@ -320,18 +316,7 @@ impl Replica {
             fetched: BTreeMap::new(),
             wanted: Vec::new(),
         }));
-        let config = Config {
-            id: node as u64,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: HEARTBEAT_TICKS,
-            max_size_per_msg: ENTRIES_PER_MESSAGE_BYTES_MAX,
-            max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
-            pre_vote: true,
-            check_quorum: true,
-            applied: hard_state.commit,
-            ..Default::default()
-        };
-        config.validate()?;
+        let config = raft_config(node, hard_state.commit)?;
         let logger = partition_raft_logger(&topic, partition);
         let raw = RawNode::new(&config, GroupStorage(entries.clone()), &logger)?;
         Ok(Replica {
@@ -396,6 +381,16 @@ impl Replica {
         }
     }
 
+    /// A hibernating group ticks again. A leader's check-quorum clock starts
+    /// over, so its followers have a whole election timeout to answer its
+    /// heartbeats before it counts them.
+    pub fn wake(&mut self) {
+        self.idle_ticks = 0;
+        if self.is_leader() {
+            self.node.raft.election_elapsed = 0;
+        }
+    }
+
     /// Starts an election at once (the preferred leader of a new group).
     pub fn campaign(&mut self) {
         if let Err(error) = self.node.campaign() {
@@ -418,7 +413,15 @@ impl Replica {
     }
 
     pub fn step(&mut self, message: Message) {
-        self.idle_ticks = 0;
+        // Heartbeats keep a group as it is; anything else is traffic that
+        // keeps it awake.
+        let heartbeat = matches!(
+            message.msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        );
+        if !heartbeat {
+            self.idle_ticks = 0;
+        }
         if let Err(error) = self.node.step(message) {
             tracing::debug!(topic = %self.topic, partition = self.partition, %error, "a Raft message was not taken");
         }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::consensus::{ELECTION_TICKS, TICK_INTERVAL_MS};
 use super::frame::{PartitionMessage, WireMessage};
 use super::replica::{Pending, Replica, ReplicaError};
-use super::state::Op;
+use super::state::{LeaderReport, Op};
 use super::transport::Transport;
 use super::view::ClusterView;
 use super::{NodeId, CONTROLLER_DIR};
@@ -40,8 +40,14 @@ use crate::shard::mesh::run_on;
 use crate::shard::{Shard, ShardId, METADATA_SHARD};
 use crate::storage::{AppendInfo, Durability};
 
-/// Quiet ticks after which a group stops ticking (a few election timeouts).
-const HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
+/// Leader reports wait this long to go to the controller together.
+const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
+/// Quiet ticks after which a leader stops ticking (and heartbeating).
+const LEADER_HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
+/// Quiet ticks after which a follower stops ticking: well within an
+/// election timeout, so a follower never campaigns against a leader that
+/// went quiet first. Its leader's lease with the controller wakes it.
+const FOLLOWER_HIBERNATE_AFTER_TICKS: u32 = 3;
 
 type GroupKey = (Arc<str>, u32);
 
@@ -75,6 +81,8 @@ pub struct Replication {
     forward: RefCell<HashMap<ShardId, Vec<PartitionMessage>>>,
     forward_wake: LocalSender<()>,
     forward_woken: RefCell<Option<LocalReceiver<()>>>,
+    /// Leader reports not yet sent to the controller.
+    reports: RefCell<Vec<LeaderReport>>,
 }
 
 impl Replication {
@@ -110,6 +118,7 @@ impl Replication {
             forward: RefCell::default(),
             forward_wake,
             forward_woken: RefCell::new(Some(forward_woken)),
+            reports: RefCell::default(),
         }
     }
 
@@ -184,10 +193,18 @@ impl Replication {
     }
 
     fn wake_group(&self, topic: &str, partition: u32) {
-        self.awake
-            .borrow_mut()
-            .insert((Arc::<str>::from(topic), partition));
+        let key = (Arc::<str>::from(topic), partition);
+        if let Some(group) = self.groups.borrow().get(&key) {
+            self.wake_key(key.clone(), group);
+        }
         let _ = self.wake.try_send(());
+    }
+
+    /// Puts a group back among those that tick.
+    fn wake_key(&self, key: GroupKey, group: &RefCell<Replica>) {
+        if self.awake.borrow_mut().insert(key) {
+            group.borrow_mut().wake();
+        }
     }
 
     /// Makes the groups of this shard match `view`: a group for each
@@ -303,8 +320,8 @@ impl Replication {
         let mut woke = false;
         for (key, group) in self.groups.borrow().iter() {
             let leader = group.borrow().leader();
-            if leader.is_none_or(|l| !live(l)) && self.awake.borrow_mut().insert(key.clone()) {
-                group.borrow_mut().idle_ticks = 0;
+            if leader.is_none_or(|l| !live(l)) && !self.awake.borrow().contains(key) {
+                self.wake_key(key.clone(), group);
                 woke = true;
             }
         }
@@ -320,10 +337,8 @@ impl Replication {
                 tracing::debug!(topic = %message.topic, partition = message.partition, "a message for a group not open here; dropped (Raft resends)");
                 continue;
             };
+            self.wake_key((message.topic.clone(), message.partition), &group);
             group.borrow_mut().step(*message.message);
-            self.awake
-                .borrow_mut()
-                .insert((message.topic.clone(), message.partition));
         }
         let _ = self.wake.try_send(());
     }
@@ -401,6 +416,13 @@ impl Replication {
 
     /// Ticks awake groups; quiet ones go to sleep. Writes a moved commit index.
     fn tick(&self) {
+        let live: Vec<NodeId> = self
+            .shard
+            .borrow()
+            .upgrade()
+            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+            .map(|view| view.brokers.iter().map(|b| b.node).collect())
+            .unwrap_or_default();
         let awake: Vec<GroupKey> = self.awake.borrow().iter().cloned().collect();
         for key in awake {
             let Some(group) = self.groups.borrow().get(&key).cloned() else {
@@ -409,9 +431,17 @@ impl Replication {
             };
             let mut replica = group.borrow_mut();
             replica.tick();
-            if replica.is_quiet() {
+            // A follower whose leader lost its lease keeps ticking until it
+            // elects another.
+            let leader_live = replica.leader().is_some_and(|l| live.contains(&l));
+            if replica.is_quiet() && leader_live {
                 replica.idle_ticks += 1;
-                if replica.idle_ticks >= HIBERNATE_AFTER_TICKS {
+                let limit = if replica.is_leader() {
+                    LEADER_HIBERNATE_AFTER_TICKS
+                } else {
+                    FOLLOWER_HIBERNATE_AFTER_TICKS
+                };
+                if replica.idle_ticks >= limit {
                     self.awake.borrow_mut().remove(&key);
                 }
             } else {
@@ -426,8 +456,16 @@ impl Replication {
     /// Runs turns until no group has work.
     async fn turn(&self) {
         loop {
-            let groups: Vec<Rc<RefCell<Replica>>> =
-                self.groups.borrow().values().cloned().collect();
+            // Only groups that tick can have work: messages and proposals
+            // wake theirs first.
+            let groups: Vec<Rc<RefCell<Replica>>> = {
+                let all = self.groups.borrow();
+                self.awake
+                    .borrow()
+                    .iter()
+                    .filter_map(|key| all.get(key).cloned())
+                    .collect()
+            };
             let mut now_out = Vec::new();
             let mut pending: Vec<(Rc<RefCell<Replica>>, Pending)> = Vec::new();
             for group in &groups {
@@ -449,11 +487,19 @@ impl Replication {
                 async move { p.write(&log).await }
             });
             let results = join_all(writes).await;
+            let mut closed = false;
             for ((group, _), result) in pending.iter().zip(results) {
-                if let Err(error) = result {
+                match result {
+                    Ok(()) => {}
+                    // Shutting down (or the topic went away): the group ends here.
+                    Err(crate::storage::Error::Closed) => closed = true,
                     // An unknown disk state must not vote or acknowledge.
-                    fatal(&group.borrow(), &error.to_string());
+                    Err(error) => fatal(&group.borrow(), &error.to_string()),
                 }
+            }
+            if closed {
+                self.drop_closed_groups();
+                return;
             }
             self.persist_hard_states(&pending);
             let mut later_out = Vec::new();
@@ -468,6 +514,18 @@ impl Replication {
             self.send(later_out);
             self.after_turn(&groups);
         }
+    }
+
+    /// Groups whose log was closed stop (their answers are given).
+    fn drop_closed_groups(&self) {
+        self.groups.borrow_mut().retain(|_, group| {
+            let mut replica = group.borrow_mut();
+            let open = !replica.log.is_closed();
+            if !open {
+                replica.close();
+            }
+            open
+        });
     }
 
     /// Terms and votes are durable before any message that depends on them
@@ -575,6 +633,7 @@ impl Replication {
                         .await
                         .unwrap_or_default();
                     group.borrow_mut().entries_fetched(index, batches, context);
+                    // The leader lags a follower: it is awake (not quiet).
                     let _ = wake.try_send(());
                 })
                 .detach();
@@ -583,32 +642,51 @@ impl Replication {
     }
 
     /// Tells the controller who leads, so Metadata on every broker says so.
+    /// Reports of one moment go in one proposal.
     fn publish_leader(&self, topic: Arc<str>, partition: u32, leader: NodeId, term: u64) {
+        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        let first = {
+            let mut reports = self.reports.borrow_mut();
+            reports.push(LeaderReport {
+                name: topic.to_string(),
+                partition,
+                leader,
+                epoch,
+            });
+            reports.len() == 1
+        };
+        if !first {
+            return;
+        }
         let Some(shard) = self.shard.borrow().upgrade() else {
             return;
         };
-        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        let replication = self.shard_cluster_replication(&shard);
         glommio::spawn_local(async move {
+            glommio::timer::sleep(LEADER_REPORT_DELAY).await;
+            let Some(replication) = replication else {
+                return;
+            };
+            let leaders = std::mem::take(&mut *replication.reports.borrow_mut());
             let submitted = run_on(&shard, METADATA_SHARD, move |s| async move {
                 let Some(controller) = s.cluster.as_ref().and_then(|c| c.controller()) else {
                     return;
                 };
-                let op = Op::SetPartitionLeader {
-                    name: topic.to_string(),
-                    partition,
-                    leader,
-                    epoch,
-                };
+                let op = Op::SetPartitionLeaders { leaders };
                 if let Err(error) = controller.submit(op).await {
-                    tracing::info!(%error, "publishing a partition leader failed");
+                    tracing::info!(%error, "publishing partition leaders failed");
                 }
             })
             .await;
             if let Err(error) = submitted {
-                tracing::warn!(%error, "publishing a partition leader failed");
+                tracing::warn!(%error, "publishing partition leaders failed");
             }
         })
         .detach();
+    }
+
+    fn shard_cluster_replication(&self, shard: &Rc<Shard>) -> Option<Rc<Replication>> {
+        shard.cluster.as_ref().map(|c| c.replication.clone())
     }
 
     /// Adds each message's group and queues it in `into`.

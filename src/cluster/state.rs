@@ -84,13 +84,20 @@ pub enum Op {
         name: String,
         configs: BTreeMap<String, String>,
     },
-    /// A replicated partition's Raft leader reports itself with its term.
-    SetPartitionLeader {
-        name: String,
-        partition: u32,
-        leader: NodeId,
-        epoch: i32,
+    /// Replicated partitions' Raft leaders report themselves with their
+    /// terms (many at once: one broker's reports of a moment).
+    SetPartitionLeaders {
+        leaders: Vec<LeaderReport>,
     },
+}
+
+/// A Raft leader of one replicated partition, with its term as the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderReport {
+    pub name: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub epoch: i32,
 }
 
 /// A command as stored in a Raft entry: the op and who waits for it.
@@ -202,24 +209,9 @@ impl ClusterState {
                 .map(|_| ())
                 .ok_or_else(|| OpError::UnknownTopic(name.clone())),
             Op::CreatePartitions { name, total } => self.create_partitions(name, *total),
-            Op::SetPartitionLeader {
-                name,
-                partition,
-                leader,
-                epoch,
-            } => {
-                let topic = self
-                    .topics
-                    .get_mut(name)
-                    .ok_or_else(|| OpError::UnknownTopic(name.clone()))?;
-                if let Some(p) = topic.partitions.get_mut(*partition as usize) {
-                    // A report of an older term changes nothing.
-                    let newer =
-                        *epoch > p.leader_epoch || (*epoch == p.leader_epoch && p.leader < 0);
-                    if p.is_replicated() && p.replicas.contains(leader) && newer {
-                        p.leader = *leader;
-                        p.leader_epoch = *epoch;
-                    }
+            Op::SetPartitionLeaders { leaders } => {
+                for report in leaders {
+                    self.set_leader(report);
                 }
                 Ok(())
             }
@@ -231,6 +223,22 @@ impl ClusterState {
                 topic.configs = configs.clone();
                 Ok(())
             }
+        }
+    }
+
+    /// Takes a leader report unless the partition knows a newer term.
+    fn set_leader(&mut self, report: &LeaderReport) {
+        let Some(topic) = self.topics.get_mut(&report.name) else {
+            return;
+        };
+        let Some(p) = topic.partitions.get_mut(report.partition as usize) else {
+            return;
+        };
+        let newer =
+            report.epoch > p.leader_epoch || (report.epoch == p.leader_epoch && p.leader < 0);
+        if p.is_replicated() && p.replicas.contains(&report.leader) && newer {
+            p.leader = report.leader;
+            p.leader_epoch = report.epoch;
         }
     }
 
@@ -451,11 +459,13 @@ mod tests {
             .apply(&command(1, create("t", 1, 3)))
             .unwrap()
             .unwrap();
-        let report = |leader, epoch| Op::SetPartitionLeader {
-            name: "t".into(),
-            partition: 0,
-            leader,
-            epoch,
+        let report = |leader, epoch| Op::SetPartitionLeaders {
+            leaders: vec![LeaderReport {
+                name: "t".into(),
+                partition: 0,
+                leader,
+                epoch,
+            }],
         };
         state.apply(&command(0, report(2, 3))).unwrap().unwrap();
         // An older term's report (a late message) changes nothing.

@@ -58,4 +58,13 @@ impl ClusterView {
     pub fn live_brokers(&self) -> usize {
         self.brokers.len()
     }
+
+    /// (leader, leader epoch) of `topic`'s `partition` as the controller last
+    /// heard it; `None` for an unknown partition, leader `-1` when none is
+    /// known. A replica of the partition knows better: see
+    /// [`Shard::leadership`](crate::shard::Shard::leadership).
+    pub fn leadership(&self, topic: &str, partition: usize) -> Option<(NodeId, i32)> {
+        let record = self.topics.get(topic)?.partitions.get(partition)?;
+        Some((record.leader, record.leader_epoch))
+    }
 }

@@ -61,9 +61,10 @@ fn cluster_brokers(view: &ClusterView) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-/// A cluster topic's partitions. Until partitions replicate, a leader is
-/// the only replica in sync.
+/// A cluster topic's partitions, with leaders as the view has them (the
+/// ISR lists the leader alone until caught-up replicas are reported).
 fn cluster_partitions(
+    name: &str,
     record: &TopicRecord,
     view: &ClusterView,
     version: i16,
@@ -74,7 +75,10 @@ fn cluster_partitions(
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let error = if p.leader < 0 {
+            let (leader, leader_epoch) = view
+                .leadership(name, index)
+                .unwrap_or((p.leader, p.leader_epoch));
+            let error = if leader < 0 {
                 ResponseError::LeaderNotAvailable.code()
             } else {
                 0
@@ -87,10 +91,10 @@ fn cluster_partitions(
             let partition = MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index as i32)
-                .with_leader_id(BrokerId(p.leader))
-                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(if version >= 7 { leader_epoch } else { -1 })
                 .with_replica_nodes(ids(&mut p.replicas.iter().copied()))
-                .with_isr_nodes(ids(&mut (p.leader >= 0).then_some(p.leader).into_iter()));
+                .with_isr_nodes(ids(&mut (leader >= 0).then_some(leader).into_iter()));
             if version >= 5 {
                 partition.with_offline_replicas(offline)
             } else {
@@ -108,7 +112,7 @@ fn describe_topic(
 ) -> MetadataResponseTopic {
     let partitions = match view {
         Some(view) => match view.topics.get(&*topic.name) {
-            Some(record) => cluster_partitions(record, view, version),
+            Some(record) => cluster_partitions(&topic.name, record, view, version),
             // Applied on this broker, not yet in its view: a moment away.
             None => {
                 let id = if version >= 10 {

@@ -100,6 +100,21 @@ impl Shard {
         self.owned_log(topic, partition).await
     }
 
+    /// In a cluster: (leader, leader epoch) of a partition, the one place
+    /// leadership is read from. The partition's own Raft group when it runs
+    /// on this shard (its term is the epoch), else the controller's view
+    /// (leaders report themselves there). `None` on a single broker or for
+    /// an unknown partition; leader `-1` while none is known.
+    pub fn leadership(&self, topic: &str, partition: PartitionId) -> Option<(i32, i32)> {
+        let cluster = self.cluster.as_ref()?;
+        let index = partition.index()?;
+        if let Some((leader, term)) = cluster.replication.leadership(topic, index as u32) {
+            let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+            return Some((leader.unwrap_or(-1), epoch));
+        }
+        cluster.view().leadership(topic, index)
+    }
+
     /// A replica's log for its Raft group (in a cluster), whoever leads.
     pub async fn replica_log(
         &self,

@@ -82,6 +82,12 @@ impl PartitionLog {
         self.state.borrow().next_offset
     }
 
+    /// Whether the log was closed (or stopped).
+    pub fn is_closed(&self) -> bool {
+        let state = self.state.borrow();
+        state.closed || state.stopped.is_some()
+    }
+
     /// Whether the log is a replica of a Raft group (it then has a commit limit).
     pub fn is_replicated(&self) -> bool {
         self.state.borrow().commit_limit.is_some()
