@@ -183,6 +183,10 @@ pub struct FileConfig {
     /// This node's inter-broker `HOST:PORT`.
     pub cluster_listen: Option<String>,
     pub default_replication_factor: Option<i16>,
+    /// `offsets.topic.num.partitions`, used when the cluster forms.
+    pub offsets_topic_num_partitions: Option<u32>,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: Option<i16>,
 }
 
 /// A key that takes one string or a list of them.
@@ -465,6 +469,12 @@ impl Config {
                 default_replication_factor: flags
                     .default_replication_factor
                     .or(file.default_replication_factor),
+                offsets_topic_num_partitions: flags
+                    .offsets_topic_num_partitions
+                    .or(file.offsets_topic_num_partitions),
+                offsets_topic_replication_factor: flags
+                    .offsets_topic_replication_factor
+                    .or(file.offsets_topic_replication_factor),
             })?,
         };
         config.check_ranges()?;

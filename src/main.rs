@@ -187,6 +187,12 @@ struct ServeArgs {
     /// Replicas of a topic created without a replication factor (default.replication.factor) [default: 1].
     #[arg(long, value_name = "N")]
     default_replication_factor: Option<i16>,
+    /// Partitions of the internal __consumer_offsets topic, fixed when the cluster forms (offsets.topic.num.partitions) [default: 8].
+    #[arg(long, value_name = "N")]
+    offsets_topic_num_partitions: Option<u32>,
+    /// Replicas of __consumer_offsets, at most the voters (offsets.topic.replication.factor) [default: 3].
+    #[arg(long, value_name = "N")]
+    offsets_topic_replication_factor: Option<i16>,
 }
 
 /// Exit code for a configuration the broker refuses to start with.
@@ -255,6 +261,8 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         controller_quorum_voters: args.controller_quorum_voters,
         cluster_listen: args.cluster_listen,
         default_replication_factor: args.default_replication_factor,
+        offsets_topic_num_partitions: args.offsets_topic_num_partitions,
+        offsets_topic_replication_factor: args.offsets_topic_replication_factor,
     };
     Config::build(file, flags).map_err(|e| e.to_string())
 }

@@ -165,7 +165,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "min.insync.replicas",
         "1",
         ConfigType::Int,
-        |v| v == "1"
+        |v| long_at_least(1)(v) && v.parse::<i32>().is_ok()
     ),
     def!(
         RetentionBytes,
@@ -293,6 +293,12 @@ impl TopicConfig {
     }
 
     /// Whether `cleanup.policy` includes `compact`.
+    /// `min.insync.replicas`: the replicas an acks=all produce needs caught up.
+    pub fn min_insync_replicas(&self) -> usize {
+        let (value, _) = self.value(TopicConfigKey::MinInsyncReplicas);
+        value.parse::<usize>().map_or(1, |n| n.max(1))
+    }
+
     pub fn is_compacted(&self) -> bool {
         CleanupPolicy::from_kafka_list(self.value(Key::CleanupPolicy).0).is_some_and(|p| p.compact)
     }

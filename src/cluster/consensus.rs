@@ -16,8 +16,8 @@ use super::NodeId;
 
 /// One Raft tick. Elections time out after 10-20 ticks, heartbeats go every 2.
 pub const TICK_INTERVAL_MS: u64 = 100;
-const ELECTION_TICKS: usize = 10;
-const HEARTBEAT_TICKS: usize = 2;
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 2;
 /// Bytes of entries in one append message.
 const ENTRIES_PER_MESSAGE_BYTES_MAX: u64 = 1 << 20;
 /// Append messages in flight to one follower.
@@ -88,6 +88,26 @@ pub trait Consensus {
     fn quorum(&self) -> QuorumState;
 }
 
+/// The Raft settings of every group (the controller's and each
+/// partition's): this node's id and the last index already applied.
+pub fn raft_config(node: NodeId, applied: u64) -> Result<Config, raft::Error> {
+    let config = Config {
+        id: node as u64,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        max_size_per_msg: ENTRIES_PER_MESSAGE_BYTES_MAX,
+        max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
+        // A node cut off and back must not depose a working leader.
+        pre_vote: true,
+        // A leader that loses its quorum steps down.
+        check_quorum: true,
+        applied,
+        ..Default::default()
+    };
+    config.validate()?;
+    Ok(config)
+}
+
 pub struct RaftConsensus {
     node: RawNode<raft::storage::MemStorage>,
     log: RaftLog,
@@ -104,20 +124,7 @@ impl RaftConsensus {
     ) -> Result<RaftConsensus, ConsensusError> {
         let ids: Vec<u64> = voters.iter().map(|&v| v as u64).collect();
         let log = RaftLog::open(dir, ids)?;
-        let config = Config {
-            id: node as u64,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: HEARTBEAT_TICKS,
-            max_size_per_msg: ENTRIES_PER_MESSAGE_BYTES_MAX,
-            max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
-            // A node cut off and back must not depose a working leader.
-            pre_vote: true,
-            // A leader that loses its quorum steps down.
-            check_quorum: true,
-            applied: 0,
-            ..Default::default()
-        };
-        config.validate()?;
+        let config = raft_config(node, 0)?;
         let node = RawNode::new(&config, log.storage(), &raft_logger())?;
         Ok(RaftConsensus { node, log })
     }

@@ -82,6 +82,9 @@ pub struct Controller {
     leader: Cell<Option<NodeId>>,
     changed: LocalSender<()>,
     shard: Rc<Shard>,
+    voters: usize,
+    /// The offsets topic's creation is proposed (once at a time).
+    creating_offsets_topic: Cell<bool>,
 }
 
 impl Controller {
@@ -114,6 +117,8 @@ impl Controller {
             leader: Cell::new(None),
             changed,
             shard,
+            voters: voters.len(),
+            creating_offsets_topic: Cell::new(false),
         });
         glommio::spawn_local(controller.clone().tick_loop()).detach();
         glommio::spawn_local(controller.clone().receive_loop(received)).detach();
@@ -161,7 +166,56 @@ impl Controller {
             self.lease_turn();
             self.retry_proposals();
             self.drive();
+            self.ensure_offsets_topic();
         }
+    }
+
+    /// The leader creates the internal offsets topic once the cluster has
+    /// formed (enough live brokers for its replication factor); its
+    /// partition count is fixed from then on.
+    fn ensure_offsets_topic(self: &Rc<Self>) {
+        use super::coordinators::{
+            offsets_replication_factor, offsets_topic_configs, should_create_offsets_topic,
+        };
+        let Some(config) = self.shard.config.cluster.as_ref() else {
+            return;
+        };
+        let factor =
+            offsets_replication_factor(config.offsets_topic_replication_factor, self.voters);
+        let due = {
+            let state = self.state.borrow();
+            should_create_offsets_topic(
+                self.leader.get() == Some(self.node),
+                state.topics.contains_key(crate::group::OFFSETS_TOPIC),
+                state.live_brokers().len(),
+                factor,
+            )
+        };
+        if !due || self.creating_offsets_topic.replace(true) {
+            return;
+        }
+        let op = Op::CreateTopic {
+            name: crate::group::OFFSETS_TOPIC.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions: config.offsets_topic_num_partitions as i32,
+            replication_factor: factor,
+            configs: offsets_topic_configs(),
+        };
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            match this.submit(op).await {
+                Ok(()) => tracing::info!(
+                    topic = crate::group::OFFSETS_TOPIC,
+                    "created the offsets topic"
+                ),
+                Err(SubmitError::Refused(OpError::TopicExists(_))) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "creating the offsets topic failed; trying again")
+                }
+            }
+            this.creating_offsets_topic.set(false);
+        })
+        .detach();
     }
 
     async fn receive_loop(self: Rc<Self>, received: LocalReceiver<WireMessage>) {
@@ -180,6 +234,11 @@ impl Controller {
             }
             WireMessage::Control(Control::Heartbeat { node, host, port }) => {
                 self.heartbeat_from(node, host, port)
+            }
+            WireMessage::Partition(message) => {
+                if let Some(cluster) = self.shard.cluster.as_ref() {
+                    cluster.replication.route(&self.shard, message);
+                }
             }
             WireMessage::Control(Control::Propose { command }) => {
                 let mut consensus = self.consensus.borrow_mut();

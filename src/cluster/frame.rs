@@ -1,7 +1,8 @@
 //! Inter-broker frames: `[length u32 BE][items]`, each item `[kind u8]
 //! [length u32 BE][bytes]`. One frame carries every message queued for a
-//! peer since the last write. Lengths are checked against named bounds
-//! before anything is allocated.
+//! peer since the last write. A partition group's message names its group:
+//! `[topic length u16 BE][topic][partition u32 BE][raft message]`. Lengths
+//! are checked against named bounds before anything is allocated.
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub const FRAME_HEADER_BYTES: usize = 4;
 const ITEM_HEADER_BYTES: usize = 5;
 const KIND_RAFT: u8 = 1;
 const KIND_CONTROL: u8 = 2;
+const KIND_PARTITION: u8 = 3;
+/// The longest topic name Kafka allows.
+const TOPIC_BYTES_MAX: usize = 249;
 
 /// What brokers tell each other.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +28,16 @@ pub enum WireMessage {
     /// the size of the other variant).
     Raft(Box<raft::prelude::Message>),
     Control(Control),
+    /// A message of one replicated partition's Raft group.
+    Partition(PartitionMessage),
+}
+
+/// A Raft message of the group of `topic`'s `partition`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionMessage {
+    pub topic: std::sync::Arc<str>,
+    pub partition: u32,
+    pub message: Box<raft::prelude::Message>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +84,15 @@ pub fn encode(messages: &[WireMessage]) -> Vec<u8> {
                 KIND_CONTROL,
                 serde_json::to_vec(control).expect("a control message of plain data serializes"),
             ),
+            WireMessage::Partition(p) => {
+                let mut bytes = Vec::with_capacity(6 + p.topic.len() + p.message.encoded_len());
+                bytes.extend_from_slice(&(p.topic.len() as u16).to_be_bytes());
+                bytes.extend_from_slice(p.topic.as_bytes());
+                bytes.extend_from_slice(&p.partition.to_be_bytes());
+                // Encoding into a Vec cannot fail.
+                let _ = p.message.encode(&mut bytes);
+                (KIND_PARTITION, bytes)
+            }
         };
         frame.push(kind);
         frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -97,12 +120,35 @@ pub fn decode(mut body: &[u8]) -> Result<Vec<WireMessage>, FrameError> {
             KIND_CONTROL => serde_json::from_slice(item)
                 .map(WireMessage::Control)
                 .map_err(|e| FrameError::Undecodable(e.to_string()))?,
+            KIND_PARTITION => WireMessage::Partition(decode_partition(item)?),
             other => return Err(FrameError::UnknownKind(other)),
         };
         messages.push(message);
         body = &body[ITEM_HEADER_BYTES + length..];
     }
     Ok(messages)
+}
+
+fn decode_partition(item: &[u8]) -> Result<PartitionMessage, FrameError> {
+    let undecodable = |what: &str| FrameError::Undecodable(what.to_string());
+    let length = item.get(..2).ok_or(FrameError::Truncated)?;
+    let length = u16::from_be_bytes([length[0], length[1]]) as usize;
+    if length == 0 || length > TOPIC_BYTES_MAX {
+        return Err(undecodable("a topic name of a bad length"));
+    }
+    let topic = item.get(2..2 + length).ok_or(FrameError::Truncated)?;
+    let topic = std::str::from_utf8(topic).map_err(|_| undecodable("a topic name not in UTF-8"))?;
+    let partition = item
+        .get(2 + length..6 + length)
+        .ok_or(FrameError::Truncated)?;
+    let partition = u32::from_be_bytes([partition[0], partition[1], partition[2], partition[3]]);
+    let message = raft::prelude::Message::decode(&item[6 + length..])
+        .map_err(|e| FrameError::Undecodable(e.to_string()))?;
+    Ok(PartitionMessage {
+        topic: topic.into(),
+        partition,
+        message: Box::new(message),
+    })
 }
 
 #[cfg(test)]
@@ -124,6 +170,16 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
             }),
+            WireMessage::Partition(PartitionMessage {
+                topic: "orders".into(),
+                partition: 7,
+                message: Box::new(raft::prelude::Message {
+                    from: 2,
+                    to: 3,
+                    term: 4,
+                    ..Default::default()
+                }),
+            }),
         ];
         let frame = encode(&messages);
         let header: [u8; 4] = frame[..4].try_into().unwrap();
@@ -140,6 +196,15 @@ mod tests {
         assert_eq!(decode(&[1, 0, 0, 0, 9, 0]), Err(FrameError::Truncated));
         assert_eq!(decode(&[1, 255, 255, 255, 255]), Err(FrameError::Truncated));
         assert_eq!(decode(&[9, 0, 0, 0, 0]), Err(FrameError::UnknownKind(9)));
+        // A partition message with a topic longer than its item.
+        assert_eq!(
+            decode(&[3, 0, 0, 0, 3, 0, 9, b'x']),
+            Err(FrameError::Truncated)
+        );
+        assert!(matches!(
+            decode(&[3, 0, 0, 0, 2, 0, 0]),
+            Err(FrameError::Undecodable(_))
+        ));
         assert!(matches!(
             decode(&[2, 0, 0, 0, 1, b'x']),
             Err(FrameError::Undecodable(_))

@@ -59,7 +59,11 @@ pub async fn apply(
         let view = view.clone();
         let published = run_on(shard, target, move |s| async move {
             if let Some(cluster) = s.cluster.as_ref() {
-                cluster.set_view(view);
+                cluster.set_view(view.clone());
+                // Detached: opening groups must not hold up the controller.
+                let replication = cluster.replication.clone();
+                let shard = s.clone();
+                glommio::spawn_local(async move { replication.sync(&shard, &view).await }).detach();
             }
         })
         .await;

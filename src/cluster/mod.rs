@@ -13,21 +13,25 @@
 //! - [`state`]: the replicated state machine (brokers, topics, replica sets).
 //! - [`placement`]: spreading replicas and preferred leaders over brokers.
 //! - [`controller`]: the loop on shard 0 that drives consensus, leases and proposals.
+//! - [`coordinators`]: group coordinators on the leaders of the offsets topic's partitions.
 //! - [`local`]: committed metadata applied to this broker's topic table.
 //! - [`view`]: the snapshot every shard answers Metadata from.
+//! - [`replica`]: one replicated partition's Raft group over its log.
+//! - [`replication`]: a shard's partition groups and the turn driving them.
 //!
-//! Data replication (partition Raft groups) is not here yet: a partition's
-//! first live replica serves it, and its other replicas answer
-//! NOT_LEADER_OR_FOLLOWER.
+//! A partition with one replica has no Raft group: that replica serves it.
 
 pub mod admin;
 pub mod consensus;
 pub mod controller;
+pub mod coordinators;
 pub mod frame;
 pub mod local;
 pub mod logger;
 pub mod placement;
 pub mod raft_log;
+pub mod replica;
+pub mod replication;
 pub mod state;
 pub mod transport;
 pub mod view;
@@ -37,6 +41,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use controller::Controller;
+pub use replication::Replication;
 pub use view::ClusterView;
 
 /// A broker's id (KRaft's `node.id`), as Kafka's wire carries it.
@@ -48,17 +53,25 @@ pub const SINGLE_NODE_ID: NodeId = 0;
 /// The controller's files under the data directory.
 pub const CONTROLLER_DIR: &str = "__cluster_metadata";
 
-/// A shard's part in the cluster: the newest view, and on shard 0 the controller.
+/// A shard's part in the cluster: the newest view, its partition groups,
+/// and on shard 0 the controller.
 pub struct ShardCluster {
     pub node: NodeId,
     /// The controller's voters, ascending: the same list on every broker.
     voters: Vec<NodeId>,
     view: RefCell<Arc<ClusterView>>,
     controller: RefCell<Option<Rc<Controller>>>,
+    pub replication: Rc<Replication>,
 }
 
 impl ShardCluster {
-    pub fn new(node: NodeId, mut voters: Vec<NodeId>) -> ShardCluster {
+    pub fn new(
+        config: &crate::config::ClusterConfig,
+        data_dir: &std::path::Path,
+        shard: crate::shard::ShardId,
+    ) -> ShardCluster {
+        let node = config.node_id;
+        let mut voters: Vec<NodeId> = config.voters.iter().map(|v| v.node_id).collect();
         voters.sort_unstable();
         voters.dedup();
         ShardCluster {
@@ -66,6 +79,7 @@ impl ShardCluster {
             voters,
             view: RefCell::new(Arc::new(ClusterView::empty(node))),
             controller: RefCell::new(None),
+            replication: Rc::new(Replication::new(config, data_dir, shard)),
         }
     }
 

@@ -29,10 +29,20 @@ pub struct BrokerRecord {
 pub struct PartitionRecord {
     /// The preferred leader first.
     pub replicas: Vec<NodeId>,
-    /// The first live replica; `-1` when none is live.
+    /// With one replica: that replica while it is live. With more: the
+    /// leader of the partition's Raft group as it reported itself, until
+    /// its broker loses its lease. `-1` when none is known.
     pub leader: NodeId,
-    /// Raised each time the leader changes (KIP-320's leader epoch).
+    /// KIP-320's leader epoch: with one replica raised at each change of
+    /// leader, with more the Raft term of the reported leader.
     pub leader_epoch: i32,
+}
+
+impl PartitionRecord {
+    /// Whether the partition is its own Raft group (more than one replica).
+    pub fn is_replicated(&self) -> bool {
+        self.replicas.len() > 1
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +84,20 @@ pub enum Op {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Replicated partitions' Raft leaders report themselves with their
+    /// terms (many at once: one broker's reports of a moment).
+    SetPartitionLeaders {
+        leaders: Vec<LeaderReport>,
+    },
+}
+
+/// A Raft leader of one replicated partition, with its term as the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderReport {
+    pub name: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub epoch: i32,
 }
 
 /// A command as stored in a Raft entry: the op and who waits for it.
@@ -185,6 +209,12 @@ impl ClusterState {
                 .map(|_| ())
                 .ok_or_else(|| OpError::UnknownTopic(name.clone())),
             Op::CreatePartitions { name, total } => self.create_partitions(name, *total),
+            Op::SetPartitionLeaders { leaders } => {
+                for report in leaders {
+                    self.set_leader(report);
+                }
+                Ok(())
+            }
             Op::SetTopicConfig { name, configs } => {
                 let topic = self
                     .topics
@@ -193,6 +223,22 @@ impl ClusterState {
                 topic.configs = configs.clone();
                 Ok(())
             }
+        }
+    }
+
+    /// Takes a leader report unless the partition knows a newer term.
+    fn set_leader(&mut self, report: &LeaderReport) {
+        let Some(topic) = self.topics.get_mut(&report.name) else {
+            return;
+        };
+        let Some(p) = topic.partitions.get_mut(report.partition as usize) else {
+            return;
+        };
+        let newer =
+            report.epoch > p.leader_epoch || (report.epoch == p.leader_epoch && p.leader < 0);
+        if p.is_replicated() && p.replicas.contains(&report.leader) && newer {
+            p.leader = report.leader;
+            p.leader_epoch = report.epoch;
         }
     }
 
@@ -254,7 +300,12 @@ impl ClusterState {
     }
 
     fn new_partition(&self, replicas: Vec<NodeId>) -> PartitionRecord {
-        let leader = self.first_live(&replicas);
+        // A Raft group's leader is known once it reports itself.
+        let leader = if replicas.len() > 1 {
+            -1
+        } else {
+            self.first_live(&replicas)
+        };
         PartitionRecord {
             replicas,
             leader,
@@ -270,12 +321,19 @@ impl ClusterState {
             .unwrap_or(-1)
     }
 
-    /// Until partitions have Raft groups of their own, the first live
-    /// replica leads; each change of leader raises the leader epoch.
+    /// A partition of one replica is led by it while it is live; each change
+    /// raises the leader epoch. A Raft group's leader whose broker lost its
+    /// lease is forgotten (its group elects another, which reports itself).
     fn elect_leaders(&mut self) {
         let live: HashSet<NodeId> = self.live_brokers().into_iter().collect();
         for topic in self.topics.values_mut() {
             for partition in &mut topic.partitions {
+                if partition.is_replicated() {
+                    if partition.leader >= 0 && !live.contains(&partition.leader) {
+                        partition.leader = -1;
+                    }
+                    continue;
+                }
                 let leader = partition
                     .replicas
                     .iter()
@@ -336,14 +394,15 @@ mod tests {
             .unwrap()
             .unwrap();
         let topic = &state.topics["t"];
-        let mut leaders = BTreeMap::new();
+        let mut preferred = BTreeMap::new();
         for partition in &topic.partitions {
             let distinct: HashSet<_> = partition.replicas.iter().collect();
             assert_eq!(distinct.len(), 3);
-            assert_eq!(partition.leader, partition.replicas[0]);
-            *leaders.entry(partition.leader).or_insert(0) += 1;
+            // A Raft group's leader is known once it reports itself.
+            assert_eq!(partition.leader, -1);
+            *preferred.entry(partition.replicas[0]).or_insert(0) += 1;
         }
-        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        assert_eq!(preferred.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
     }
 
     #[test]
@@ -367,7 +426,31 @@ mod tests {
     }
 
     #[test]
-    fn fencing_the_leader_moves_leadership_and_raises_the_epoch() {
+    fn fencing_a_single_replica_moves_nothing_else_and_raises_the_epoch() {
+        let mut state = ClusterState::default();
+        for node in 1..=3 {
+            register(&mut state, node);
+        }
+        state
+            .apply(&command(1, create("t", 1, 1)))
+            .unwrap()
+            .unwrap();
+        let first = state.topics["t"].partitions[0].clone();
+        state
+            .apply(&command(0, Op::FenceBroker { node: first.leader }))
+            .unwrap()
+            .unwrap();
+        let gone = &state.topics["t"].partitions[0];
+        assert_eq!(gone.leader, -1);
+        assert_eq!(gone.leader_epoch, 1);
+        register(&mut state, first.leader);
+        let back = &state.topics["t"].partitions[0];
+        assert_eq!(back.leader, first.leader);
+        assert_eq!(back.leader_epoch, 2);
+    }
+
+    #[test]
+    fn a_raft_leader_report_of_a_newer_term_wins_and_fencing_forgets_it() {
         let mut state = ClusterState::default();
         for node in 1..=3 {
             register(&mut state, node);
@@ -376,18 +459,28 @@ mod tests {
             .apply(&command(1, create("t", 1, 3)))
             .unwrap()
             .unwrap();
-        let first = state.topics["t"].partitions[0].clone();
+        let report = |leader, epoch| Op::SetPartitionLeaders {
+            leaders: vec![LeaderReport {
+                name: "t".into(),
+                partition: 0,
+                leader,
+                epoch,
+            }],
+        };
+        state.apply(&command(0, report(2, 3))).unwrap().unwrap();
+        // An older term's report (a late message) changes nothing.
+        state.apply(&command(0, report(1, 2))).unwrap().unwrap();
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (2, 3));
         state
-            .apply(&command(0, Op::FenceBroker { node: first.leader }))
+            .apply(&command(0, Op::FenceBroker { node: 2 }))
             .unwrap()
             .unwrap();
-        let moved = &state.topics["t"].partitions[0];
-        assert_eq!(moved.leader, first.replicas[1]);
-        assert_eq!(moved.leader_epoch, 1);
-        register(&mut state, first.leader);
-        let back = &state.topics["t"].partitions[0];
-        assert_eq!(back.leader, first.leader);
-        assert_eq!(back.leader_epoch, 2);
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (-1, 3));
+        state.apply(&command(0, report(3, 4))).unwrap().unwrap();
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (3, 4));
     }
 
     #[test]

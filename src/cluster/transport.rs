@@ -49,6 +49,15 @@ impl Transport {
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| format!("binding the cluster listener {}: {e}", config.listen))?;
         glommio::spawn_local(accept_loop(listener, Rc::new(inbox))).detach();
+        let transport = Transport::connect(config);
+        tracing::info!(listen = %config.listen, peers = transport.peers.len(), "cluster transport started");
+        Ok(transport)
+    }
+
+    /// Writers to every peer and no listener: a shard's own connections
+    /// for its partition groups (one per shard and peer). What peers send
+    /// back arrives on the listener of shard 0.
+    pub fn connect(config: &ClusterConfig) -> Rc<Transport> {
         let mut peers = HashMap::new();
         for voter in config.peers() {
             let (wake, woken) = local_channel::new_bounded(1);
@@ -61,8 +70,7 @@ impl Transport {
             glommio::spawn_local(write_loop(peer.clone(), woken)).detach();
             peers.insert(voter.node_id, peer);
         }
-        tracing::info!(listen = %config.listen, peers = peers.len(), "cluster transport started");
-        Ok(Rc::new(Transport { peers }))
+        Rc::new(Transport { peers })
     }
 
     /// Queues `message` for `to`; dropped when the queue is full or `to`

@@ -11,6 +11,13 @@ use super::ConfigError;
 pub const VOTERS_MAX: usize = 9;
 /// `default.replication.factor`: replicas of a topic created without one.
 pub const DEFAULT_REPLICATION_FACTOR_DEFAULT: i16 = 1;
+/// `offsets.topic.num.partitions`: Kafka's default is 50; fewer suit a
+/// small machine, where every partition is a Raft group on each replica.
+pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: u32 = 8;
+/// Most partitions the offsets topic may be given.
+pub const OFFSETS_TOPIC_NUM_PARTITIONS_MAX: u32 = 1000;
+/// `offsets.topic.replication.factor` (capped by the number of voters).
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 
 /// One voter of the controller quorum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +33,10 @@ pub struct ClusterConfig {
     pub voters: Vec<Voter>,
     pub listen: SocketAddr,
     pub default_replication_factor: i16,
+    /// Partitions of `__consumer_offsets`, fixed when the cluster forms.
+    pub offsets_topic_num_partitions: u32,
+    /// Replicas of `__consumer_offsets` (at most the voters).
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl ClusterConfig {
@@ -41,6 +52,8 @@ pub struct ClusterSettings {
     pub voters: Option<String>,
     pub listen: Option<String>,
     pub default_replication_factor: Option<i16>,
+    pub offsets_topic_num_partitions: Option<u32>,
+    pub offsets_topic_replication_factor: Option<i16>,
 }
 
 /// `None` when no cluster flag is given (the single-node broker); all three
@@ -52,6 +65,22 @@ pub fn build_cluster(settings: ClusterSettings) -> Result<Option<ClusterConfig>,
     if rf < 1 {
         return Err(ConfigError::Cluster(format!(
             "--default-replication-factor {rf}: must be at least 1"
+        )));
+    }
+    let offsets_partitions = settings
+        .offsets_topic_num_partitions
+        .unwrap_or(OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT);
+    if !(1..=OFFSETS_TOPIC_NUM_PARTITIONS_MAX).contains(&offsets_partitions) {
+        return Err(ConfigError::Cluster(format!(
+            "--offsets-topic-num-partitions {offsets_partitions}: must be in 1..={OFFSETS_TOPIC_NUM_PARTITIONS_MAX}"
+        )));
+    }
+    let offsets_rf = settings
+        .offsets_topic_replication_factor
+        .unwrap_or(OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT);
+    if offsets_rf < 1 {
+        return Err(ConfigError::Cluster(format!(
+            "--offsets-topic-replication-factor {offsets_rf}: must be at least 1"
         )));
     }
     let (node_id, voters, listen) = match (settings.node_id, settings.voters, settings.listen) {
@@ -82,6 +111,8 @@ pub fn build_cluster(settings: ClusterSettings) -> Result<Option<ClusterConfig>,
         voters,
         listen,
         default_replication_factor: rf,
+        offsets_topic_num_partitions: offsets_partitions,
+        offsets_topic_replication_factor: offsets_rf,
     }))
 }
 
@@ -128,6 +159,8 @@ mod tests {
             voters: Some(voters.into()),
             listen: Some("127.0.0.1:9093".into()),
             default_replication_factor: None,
+            offsets_topic_num_partitions: None,
+            offsets_topic_replication_factor: None,
         }
     }
 
@@ -148,6 +181,27 @@ mod tests {
         assert!(build_cluster(settings(1, "1@127.0.0.1:1,1@127.0.0.1:2")).is_err());
         assert!(build_cluster(settings(1, "1-127.0.0.1:1")).is_err());
         assert!(build_cluster(settings(1, "x@127.0.0.1:1")).is_err());
+    }
+
+    #[test]
+    fn offsets_topic_settings_are_bounded() {
+        let zero = ClusterSettings {
+            offsets_topic_num_partitions: Some(0),
+            ..settings(1, "1@127.0.0.1:1")
+        };
+        assert!(build_cluster(zero).is_err());
+        let no_replicas = ClusterSettings {
+            offsets_topic_replication_factor: Some(0),
+            ..settings(1, "1@127.0.0.1:1")
+        };
+        assert!(build_cluster(no_replicas).is_err());
+        let built = build_cluster(settings(1, "1@127.0.0.1:1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            built.offsets_topic_num_partitions,
+            OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT
+        );
     }
 
     #[test]

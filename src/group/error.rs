@@ -15,6 +15,9 @@ pub enum GroupError {
     NotCoordinator,
     #[error("the group coordinator is not available")]
     CoordinatorNotAvailable,
+    /// A new coordinator is still replaying the group's offsets partition.
+    #[error("the group coordinator is loading the group")]
+    CoordinatorLoadInProgress,
     #[error("the request timed out")]
     RequestTimedOut,
     #[error("unexpected server error")]
@@ -79,6 +82,9 @@ pub enum GroupLogError {
     #[error("group log has too many unflushed records")]
     Backlogged,
     /// The coordinator or its log was closed (shutdown).
+    /// The offsets partition's leadership moved before the write committed.
+    #[error("the write was not committed to the offsets topic")]
+    NotCommitted,
     #[error("group coordinator is closed")]
     Closed,
     #[error("group log {path} is {bytes} bytes, above the {limit} byte limit for loading")]
@@ -99,7 +105,7 @@ impl GroupLogError {
             // Retriable: the client backs off and tries again.
             GroupLogError::Backlogged => GroupError::RequestTimedOut,
             // The client looks for the coordinator again.
-            GroupLogError::Closed => GroupError::NotCoordinator,
+            GroupLogError::Closed | GroupLogError::NotCommitted => GroupError::NotCoordinator,
             GroupLogError::Io { .. }
             | GroupLogError::Corrupt(_)
             | GroupLogError::Failed(_)

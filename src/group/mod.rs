@@ -43,8 +43,15 @@
 //! ([`ClientInfo`]) because DescribeGroups reports them and Kafka derives the
 //! member id from the client id.
 //!
-//! FindCoordinator is answered by the broker itself (node 0 coordinates every
-//! group).
+//! FindCoordinator is answered by the broker itself: alone it coordinates
+//! every group; in a cluster the leader of the group's offsets partition does.
+//!
+//! In a cluster the log is the internal offsets topic
+//! ([`GroupCoordinator::in_partitions`]): each shard's coordinator holds the
+//! groups of the offsets partitions it leads, loaded by
+//! [`GroupCoordinator::load_partition`] from the partition's committed
+//! records and dropped by [`GroupCoordinator::unload_partition`]; requests
+//! for other groups are refused ([`GroupCoordinator::refusal`]).
 //!
 //! # Layout
 //!
@@ -54,7 +61,8 @@
 //! - `txn_offsets`: TxnOffsetCommit's pending offsets, applied or dropped
 //!   when their transaction's marker reaches the group.
 //! - `state`: a group's members, states and protocol selection.
-//! - `log`: the durable key/value log with group commit and compaction.
+//! - `log`: the durable key/value log with group commit and compaction; in a
+//!   cluster its records go to the offsets topic (`log::partition`).
 //! - `record`: the binary encoding of the log's keys and values.
 //! - `error`: the module's error types: refusals ([`GroupError`]) and failures ([`GroupLogError`]).
 
@@ -71,9 +79,9 @@ mod txn_offsets;
 pub(crate) mod tests;
 
 pub use api::*;
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{GroupCoordinator, Load};
 pub use error::{GroupError, GroupLogError};
-pub use log::GroupLogStats;
+pub use log::{GroupLogStats, OffsetsPartitions};
 pub use offsets::NO_OFFSET;
 pub use state::GroupState;
 
@@ -185,6 +193,17 @@ pub struct ClientInfo {
 pub fn shard_for_group(group_id: &str, shards: usize) -> usize {
     debug_assert!(shards > 0);
     crc32c::crc32c(group_id.as_bytes()) as usize % shards.max(1)
+}
+
+/// The internal topic that holds committed offsets and group facts in a
+/// cluster (Kafka's name).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The offsets partition of `group_id`, Kafka's `abs(hash(group)) % partitions`
+/// with CRC-32C as the hash (stable across builds and restarts; the
+/// partition count is fixed when the cluster forms).
+pub fn partition_for_group(group_id: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(group_id.as_bytes()) % partitions.max(1)
 }
 
 /// Group ids of the membership APIs (JoinGroup, SyncGroup, Heartbeat,

@@ -101,6 +101,15 @@ impl Key {
         out
     }
 
+    /// The group the key belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            Key::Group { group } | Key::Offset { group, .. } | Key::PendingOffset { group, .. } => {
+                group
+            }
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Key, GroupLogError> {
         let mut reader = Reader::new(bytes);
         let key = match reader.u8()? {

@@ -14,6 +14,8 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
         PartitionError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        PartitionError::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
         PartitionError::Route(RouteError::InboxFull(_)) => ResponseError::RequestTimedOut,
         PartitionError::Route(RouteError::ShardGone(_)) => ResponseError::NotLeaderOrFollower,
         PartitionError::Storage(error) => storage_error(error),

@@ -63,8 +63,9 @@ fn cluster_brokers(view: &ClusterView) -> Vec<MetadataResponseBroker> {
 }
 
 /// A cluster topic's partitions: leader and epoch from the view's
-/// leadership; a fenced broker's replicas are offline. Until partitions
-/// replicate, a leader is the only replica in sync.
+/// leadership (leaders report themselves there); a fenced broker's
+/// replicas are offline. The ISR lists the leader alone until caught-up
+/// replicas are reported.
 fn cluster_partitions(
     name: &str,
     record: &TopicRecord,
@@ -144,6 +145,7 @@ pub(super) fn topic_without_partitions(topic: &TopicInfo, version: i16) -> Metad
         } else {
             uuid::Uuid::nil()
         })
+        .with_is_internal(version >= 1 && &*topic.name == crate::group::OFFSETS_TOPIC)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 

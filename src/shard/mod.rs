@@ -89,8 +89,18 @@ impl Shard {
     }
 
     /// The group coordinator's shard for `group_id` (stable across restarts
-    /// with the same shard count).
+    /// with the same shard count). In a cluster: the shard owning the
+    /// group's offsets partition.
     pub fn shard_of_group(&self, group_id: &str) -> ShardId {
+        if self.cluster.is_some() {
+            if let Some(topic) = self.topics().get(crate::group::OFFSETS_TOPIC) {
+                let partitions = topic.partition_shards.len() as u32;
+                let partition = crate::group::partition_for_group(group_id, partitions);
+                if let Some(owner) = topic.partition_shards.get(partition as usize) {
+                    return *owner;
+                }
+            }
+        }
         ShardId(crate::group::shard_for_group(group_id, self.shard_count()))
     }
 

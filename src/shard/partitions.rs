@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::future::{join_all, select_all, FutureExt};
 
 use super::{PartitionId, Shard};
+use crate::cluster::replica::ReplicaError;
 use crate::cluster::view::Leadership;
 use crate::cluster::SINGLE_NODE_ID;
 use crate::storage::leader_epochs::{EpochEnd, UNDEFINED_EPOCH};
@@ -38,6 +39,13 @@ pub enum PartitionError {
     /// KIP-320: the client's leader epoch is newer than the leader's.
     #[error("the client's leader epoch is newer than the leader's")]
     UnknownLeaderEpoch,
+    /// acks=all with fewer caught-up replicas than `min.insync.replicas`.
+    #[error("fewer in-sync replicas than min.insync.replicas")]
+    NotEnoughReplicas,
+    /// A new leader whose high watermark is not known yet (no entry of its
+    /// term committed).
+    #[error("the new leader does not know its high watermark yet")]
+    OffsetNotAvailable,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -115,7 +123,8 @@ pub fn check_leader_epoch(current: i32, leader: i32) -> Result<(), PartitionErro
 
 impl Shard {
     /// Who leads a partition this shard owns, and at which epoch: in a
-    /// cluster, the view's answer; a single node leads every partition, at
+    /// cluster, its Raft group's answer where it has one here, else the
+    /// view's; a single node leads every partition, at
     /// the epoch its log stamps on appended batches.
     pub fn leadership(
         &self,
@@ -124,7 +133,18 @@ impl Shard {
         log: &PartitionLog,
     ) -> Option<Leadership> {
         match &self.cluster {
-            Some(cluster) => cluster.view().leadership(topic, partition.index()?),
+            Some(cluster) => {
+                let index = partition.index()?;
+                // A replicated partition's own Raft group knows best: its term
+                // is the epoch.
+                if let Some((leader, term)) = cluster.replication.leadership(topic, index as u32) {
+                    return Some(Leadership {
+                        leader: leader.unwrap_or(-1),
+                        epoch: i32::try_from(term).unwrap_or(i32::MAX),
+                    });
+                }
+                cluster.view().leadership(topic, index)
+            }
             None => Some(Leadership {
                 leader: SINGLE_NODE_ID,
                 epoch: log.leader_epoch(),
@@ -153,6 +173,17 @@ impl Shard {
         let Some(cluster) = self.cluster.as_ref() else {
             return self.owned_log_to_append(topic, partition, in_turn).await;
         };
+        // A replicated partition's Raft group says; its leader serves once
+        // an entry of its term is committed, and stamps its term itself.
+        if let Some(serving) = partition
+            .index()
+            .and_then(|index| cluster.replication.serves(topic, index as u32))
+        {
+            if !serving {
+                return Err(PartitionError::NotLeader);
+            }
+            return self.owned_log_to_append(topic, partition, in_turn).await;
+        }
         let leadership = partition
             .index()
             .and_then(|index| cluster.view().leadership(topic, index));
@@ -187,6 +218,15 @@ impl Shard {
         Ok(log)
     }
 
+    /// A replica's log for its Raft group (in a cluster), whoever leads.
+    pub async fn replica_log(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, PartitionError> {
+        self.owned_log(topic, partition).await
+    }
+
     fn knows(&self, topic: &str, partition: PartitionId) -> bool {
         let topics = self.topics();
         match (topics.get(topic), partition.index()) {
@@ -206,6 +246,9 @@ impl Shard {
             // order they arrived: nothing here awaits before the append has
             // its place in the partition's queue.
             async move {
+                if shard.is_replicated_here(&part.topic, part.partition) {
+                    return shard.produce_replicated(part, durability).await;
+                }
                 let (log, turn) = shard
                     .served_log_to_append(&part.topic, part.partition, true)
                     .await?;
@@ -213,6 +256,61 @@ impl Shard {
             }
         });
         join_all(appends).await
+    }
+
+    /// In a cluster: a produce to a replicated partition goes through its
+    /// Raft group (`None` for any other partition).
+    async fn produce_replicated(
+        &self,
+        part: ProducePart,
+        durability: Durability,
+    ) -> Result<AppendInfo, PartitionError> {
+        let index = part.partition.index().ok_or(PartitionError::NotReady)? as u32;
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Err(PartitionError::NotReady);
+        };
+        let min_insync = match durability {
+            Durability::Durable => self
+                .topics()
+                .get(&part.topic)
+                .map_or(1, |t| t.config.min_insync_replicas()),
+            Durability::Written => 1,
+        };
+        let answer = cluster
+            .replication
+            .produce(&part.topic, index, part.records, durability, min_insync)
+            .await
+            .ok_or(PartitionError::NotLeader)?;
+        answer.map_err(|error| match error {
+            ReplicaError::Storage(error) => PartitionError::Storage(error),
+            ReplicaError::NotLeader => PartitionError::NotLeader,
+            ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+            // A leadership transfer in progress drops proposals: the client retries.
+            ReplicaError::Raft(_) | ReplicaError::Busy => PartitionError::NotLeader,
+            other => {
+                tracing::warn!(topic = %part.topic, partition = index, error = %other, "a replicated produce failed");
+                PartitionError::NotLeader
+            }
+        })
+    }
+
+    /// In a cluster: whether this broker was just elected leader of the
+    /// partition and has not committed an entry of its term yet.
+    fn is_new_leader(&self, topic: &str, partition: PartitionId) -> bool {
+        match (self.cluster.as_ref(), partition.index()) {
+            (Some(cluster), Some(index)) => cluster.replication.is_new_leader(topic, index as u32),
+            _ => false,
+        }
+    }
+
+    /// In a cluster: whether the partition has a Raft group on this shard.
+    fn is_replicated_here(&self, topic: &str, partition: PartitionId) -> bool {
+        match (self.cluster.as_ref(), partition.index()) {
+            (Some(cluster), Some(index)) => {
+                cluster.replication.serves(topic, index as u32).is_some()
+            }
+            _ => false,
+        }
     }
 
     /// Writes each part's transaction marker, durably (see
@@ -224,6 +322,17 @@ impl Shard {
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
             async move {
+                if shard.is_replicated_here(&part.topic, part.partition) {
+                    // Through the Raft group like any batch, answered once committed.
+                    let records =
+                        crate::storage::control::marker_batch(&part.marker, crate::clock::now_ms());
+                    let produce = ProducePart {
+                        topic: part.topic,
+                        partition: part.partition,
+                        records,
+                    };
+                    return shard.produce_replicated(produce, Durability::Durable).await;
+                }
                 let log = shard.served_log(&part.topic, part.partition).await?;
                 Ok(log.append_marker(part.marker).await?)
             }
@@ -304,6 +413,9 @@ impl Shard {
         let mut answers = Vec::with_capacity(queries.len());
         for query in queries {
             let answer = async {
+                if self.is_new_leader(&query.topic, query.partition) {
+                    return Err(PartitionError::OffsetNotAvailable);
+                }
                 let log = self
                     .served_log_at(&query.topic, query.partition, query.current_leader_epoch)
                     .await?;

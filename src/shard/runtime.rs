@@ -241,6 +241,11 @@ async fn shard_main(seed: ShardSeed) -> Result<(), String> {
         start_metrics(&shard, listener, accepting.clone())?;
     }
     if let (Some(cluster), Some(shard_cluster)) = (&config.cluster, &shard.cluster) {
+        shard_cluster.replication.start(&shard);
+        glommio::spawn_local(crate::cluster::coordinators::watch_leadership(
+            shard.clone(),
+        ))
+        .detach();
         if id == METADATA_SHARD {
             let controller = crate::cluster::Controller::start(shard.clone(), cluster)?;
             shard_cluster.set_controller(controller);
@@ -387,11 +392,31 @@ async fn open_shard(
         max_groups: config.max_groups_per_shard,
         ..GroupConfig::default()
     };
-    let groups = GroupCoordinator::open(
-        config.data_dir.join(GROUPS_DIR).join(format!("shard-{id}")),
-        group_config,
-    )
-    .await
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::ShardCluster::new(c, &config.data_dir, id));
+    // In a cluster the coordinator's log is the offsets topic.
+    let offsets = cluster.as_ref().map(|c| {
+        Rc::new(crate::cluster::coordinators::ShardOffsets {
+            replication: c.replication.clone(),
+            shard: RefCell::new(std::rc::Weak::new()),
+            configured_partitions: config
+                .cluster
+                .as_ref()
+                .map_or(1, |c| c.offsets_topic_num_partitions),
+        })
+    });
+    let groups = match &offsets {
+        Some(offsets) => GroupCoordinator::in_partitions(offsets.clone(), group_config),
+        None => {
+            GroupCoordinator::open(
+                config.data_dir.join(GROUPS_DIR).join(format!("shard-{id}")),
+                group_config,
+            )
+            .await
+        }
+    }
     .map_err(|e| format!("opening the group coordinator: {e}"))?;
     let txn_config = TxnConfig {
         max_timeout_ms: config.transaction_max_timeout_ms,
@@ -433,11 +458,11 @@ async fn open_shard(
         security,
         producer_ids: ProducerIds::new(),
         producer_id_store,
-        cluster: config.cluster.as_ref().map(|c| {
-            let voters = c.voters.iter().map(|v| v.node_id).collect();
-            crate::cluster::ShardCluster::new(c.node_id, voters)
-        }),
+        cluster,
     });
+    if let Some(offsets) = offsets {
+        *offsets.shard.borrow_mut() = Rc::downgrade(&shard);
+    }
     for inbox in inboxes {
         glommio::spawn_local(mesh::serve_inbox(shard.clone(), inbox)).detach();
     }

@@ -102,6 +102,41 @@ pub fn marker_batch(marker: &TxnMarker, timestamp_ms: i64) -> Bytes {
     Bytes::from(out)
 }
 
+/// Kafka's LEADER_CHANGE control record type (KIP-595).
+const LEADER_CHANGE_CONTROL_TYPE: i16 = 2;
+/// attributes, timestampDelta, offsetDelta, key length, key (4), value
+/// length (null), header count.
+const LEADER_CHANGE_BODY_BYTES: usize = 1 + 1 + 1 + 1 + 4 + 1 + 1;
+/// The stored size of [`leader_change_batch`].
+pub const LEADER_CHANGE_BATCH_BYTES: usize = HEADER_BYTES + 1 + LEADER_CHANGE_BODY_BYTES;
+
+/// A new leader's first entry in a replicated partition: one LEADER_CHANGE
+/// control record (no producer, no value) at `base_offset`, stamped with the
+/// leader's epoch. Every replica builds the same bytes from the same two
+/// numbers (the timestamps are 0), so replicas stay byte-identical.
+pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Bytes {
+    let mut out = vec![0u8; LEADER_CHANGE_BATCH_BYTES];
+    let batch_length = (LEADER_CHANGE_BATCH_BYTES - LOG_OVERHEAD_BYTES) as i32;
+    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[MAGIC_OFFSET] = MAGIC_V2 as u8;
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&ATTRIBUTE_CONTROL_BIT.to_be_bytes());
+    batch::set_timestamps(&mut out, 0, 0);
+    batch::set_producer(&mut out, -1, -1, NO_SEQUENCE);
+    out[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&1i32.to_be_bytes());
+    let record = &mut out[HEADER_BYTES..];
+    // Zigzag varints: 2n for non-negative n, 1 for -1.
+    record[0] = (LEADER_CHANGE_BODY_BYTES * 2) as u8;
+    record[4] = 4 * 2;
+    record[5..7].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+    record[7..9].copy_from_slice(&LEADER_CHANGE_CONTROL_TYPE.to_be_bytes());
+    record[9] = 1;
+    batch::recompute_crc(&mut out);
+    batch::set_base_offset(&mut out, base_offset);
+    batch::set_partition_leader_epoch(&mut out, leader_epoch);
+    Bytes::from(out)
+}
+
 /// Whether a batch is a control batch (markers and other broker records).
 pub fn is_control(header: &BatchHeader) -> bool {
     header.attributes & ATTRIBUTE_CONTROL_BIT != 0

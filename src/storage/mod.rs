@@ -73,7 +73,9 @@ pub use config::{
 pub use control::{TxnMarker, TxnResult};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
-pub use log::{AppendInfo, AppendLock, AppendTurn, Isolation, LogStats, PartitionLog, ReadResult};
+pub use log::{
+    AppendInfo, AppendLock, AppendTurn, BatchSpan, Isolation, LogStats, PartitionLog, ReadResult,
+};
 pub use producer_state::ProducerError;
 pub use recovery::segment_count;
 pub use types::{FilePosition, Offset, TimestampMs, TimestampOffset};

@@ -202,21 +202,31 @@ impl Segment {
     }
 
     pub fn remove_files(dir: &Path, base_offset: Offset) -> Result<(), Error> {
-        for suffix in [
-            LOG_SUFFIX,
-            INDEX_SUFFIX,
-            TIME_INDEX_SUFFIX,
-            TXN_INDEX_SUFFIX,
-        ] {
-            let path = dir.join(file_name(base_offset, suffix));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("removing", path, e)),
-            }
-        }
-        Ok(())
+        remove_suffixes(dir, base_offset, &[LOG_SUFFIX])?;
+        Self::remove_index_files(dir, base_offset)
     }
+
+    /// Removes a segment's index files only (they are rebuilt from its log
+    /// file at the next opening).
+    pub fn remove_index_files(dir: &Path, base_offset: Offset) -> Result<(), Error> {
+        remove_suffixes(
+            dir,
+            base_offset,
+            &[INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX],
+        )
+    }
+}
+
+fn remove_suffixes(dir: &Path, base_offset: Offset, suffixes: &[&str]) -> Result<(), Error> {
+    for suffix in suffixes {
+        let path = dir.join(file_name(base_offset, suffix));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing", path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// A segment's encoded index files, ready to write.

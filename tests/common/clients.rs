@@ -445,6 +445,16 @@ pub fn offset_for_time(consumer: &BaseConsumer, topic: &str, timestamp: i64) -> 
 
 /// What rdkafka reads as `group`'s committed offset of each partition (-1: none).
 pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed_offsets(bootstrap, group, topic, partitions).expect("OffsetFetch")
+}
+
+/// As [`committed_offsets`], or the client's error (a coordinator that moves).
+pub fn try_committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
@@ -456,15 +466,13 @@ pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: 
     for partition in 0..partitions {
         wanted.add_partition(topic, partition);
     }
-    let committed = consumer
-        .committed_offsets(wanted, CLIENT_REQUEST_TIMEOUT)
-        .expect("OffsetFetch");
-    committed
+    let committed = consumer.committed_offsets(wanted, CLIENT_REQUEST_TIMEOUT)?;
+    Ok(committed
         .elements()
         .iter()
         .map(|e| match e.offset() {
             Offset::Offset(offset) => offset,
             _ => -1,
         })
-        .collect()
+        .collect())
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::{Message as _, StrBytes};
@@ -198,13 +198,34 @@ impl Cluster {
 
     /// CreateTopics through node `id`; returns the topic's error code.
     pub fn create_topic(&self, id: i32, topic: &str, partitions: i32, replication: i16) -> i16 {
+        self.create_topic_with_configs(id, topic, partitions, replication, &[])
+    }
+
+    /// [`create_topic`](Self::create_topic) with topic configs.
+    pub fn create_topic_with_configs(
+        &self,
+        id: i32,
+        topic: &str,
+        partitions: i32,
+        replication: i16,
+        configs: &[(&str, &str)],
+    ) -> i16 {
         let mut client = RawClient::connect_negotiated(self.nodes[id as usize - 1].addr());
+        let configs = configs
+            .iter()
+            .map(|(name, value)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(name.to_string()))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))
+            })
+            .collect();
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(20_000)
             .with_topics(vec![CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_num_partitions(partitions)
-                .with_replication_factor(replication)]);
+                .with_replication_factor(replication)
+                .with_configs(configs)]);
         let response = client.call_negotiated(&request, 7);
         response.topics[0].error_code
     }

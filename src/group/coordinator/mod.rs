@@ -60,6 +60,16 @@ pub struct GroupCoordinator {
     pub(super) closed: Cell<bool>,
     /// When the last "too many groups" line was logged.
     groups_full_logged: Cell<Option<std::time::Instant>>,
+    /// In a cluster: the offsets partitions this coordinator has loaded or
+    /// is loading; groups of any other partition are not coordinated here.
+    loads: RefCell<HashMap<u32, Load>>,
+}
+
+/// Where an offsets partition's replay stands on its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    Loading,
+    Loaded,
 }
 
 /// At most one "too many groups" line per this interval.
@@ -160,6 +170,23 @@ impl GroupCoordinator {
             compact_records: config.log_compact_records,
         };
         let log = Rc::new(GroupLog::open(&dir, log_config).await?);
+        Self::with_log(log, config)
+    }
+
+    /// A coordinator whose log is the offsets topic (a cluster): it holds
+    /// no group until [`load_partition`](Self::load_partition) replays one.
+    pub fn in_partitions(
+        partitions: Rc<dyn super::log::OffsetsPartitions>,
+        config: GroupConfig,
+    ) -> Result<Rc<GroupCoordinator>, GroupLogError> {
+        config.validate()?;
+        Self::with_log(Rc::new(GroupLog::in_partitions(partitions)), config)
+    }
+
+    fn with_log(
+        log: Rc<GroupLog>,
+        config: GroupConfig,
+    ) -> Result<Rc<GroupCoordinator>, GroupLogError> {
         let now = now_ms();
         let loaded = log.with_live(|live| -> Result<LoadedGroups, GroupLogError> {
             let mut loaded = LoadedGroups {
@@ -189,9 +216,105 @@ impl GroupCoordinator {
             next_timer_epoch: Cell::new(1),
             closed: Cell::new(false),
             groups_full_logged: Cell::new(None),
+            loads: RefCell::new(HashMap::new()),
         });
         coordinator.start_expiry_timer();
         Ok(coordinator)
+    }
+
+    /// In a cluster, why this coordinator does not serve `group_id` now:
+    /// NOT_COORDINATOR unless it leads the group's offsets partition,
+    /// COORDINATOR_LOAD_IN_PROGRESS while it replays it.
+    pub fn refusal(&self, group_id: &str) -> Option<GroupError> {
+        let partitions = self.log.offsets_partitions()?;
+        let partition = super::partition_for_group(group_id, partitions.partitions());
+        match self.loads.borrow().get(&partition) {
+            Some(Load::Loaded) => None,
+            Some(Load::Loading) => Some(GroupError::CoordinatorLoadInProgress),
+            None => Some(GroupError::NotCoordinator),
+        }
+    }
+
+    /// The load state of offsets partition `partition`.
+    pub fn load_state(&self, partition: u32) -> Option<Load> {
+        self.loads.borrow().get(&partition).copied()
+    }
+
+    /// This broker now leads `partition`: requests for its groups get
+    /// COORDINATOR_LOAD_IN_PROGRESS until [`load_partition`](Self::load_partition).
+    pub fn begin_load(&self, partition: u32) {
+        self.loads.borrow_mut().insert(partition, Load::Loading);
+    }
+
+    /// Rebuilds the groups of offsets partition `partition` from its
+    /// committed records, in log order; then serves them. Groups come
+    /// back Empty: members rejoin, as after a coordinator move in Kafka.
+    pub fn load_partition(
+        &self,
+        partition: u32,
+        ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), GroupLogError> {
+        let Some(count) = self.log.offsets_partitions().map(|p| p.partitions()) else {
+            return Ok(());
+        };
+        let in_partition = |key: &[u8]| {
+            super::log::partition::partition_of_key(key, count).ok() == Some(partition)
+        };
+        // A stale copy of the partition's keys (led here before) goes first.
+        self.log.unload(in_partition);
+        self.log.load(ops);
+        let now = now_ms();
+        let mut loaded = LoadedGroups {
+            groups: HashMap::new(),
+            txn_offsets: PendingTxnOffsets::new(),
+            last_incarnation: self.next_incarnation.get(),
+        };
+        self.log.with_live(|live| -> Result<(), GroupLogError> {
+            for (key, value) in live.iter().filter(|(k, _)| in_partition(k)) {
+                loaded.load(key, value, now)?;
+            }
+            Ok(())
+        })?;
+        let groups = loaded.groups.len();
+        self.groups.borrow_mut().extend(loaded.groups);
+        for (key, offsets) in loaded.txn_offsets {
+            self.txn_offsets.borrow_mut().insert(key, offsets);
+        }
+        self.next_incarnation.set(loaded.last_incarnation + 1);
+        self.loads.borrow_mut().insert(partition, Load::Loaded);
+        tracing::info!(
+            partition,
+            groups,
+            "loaded the groups of an offsets partition"
+        );
+        Ok(())
+    }
+
+    /// This broker no longer leads `partition`: its groups go (held
+    /// requests are answered NOT_COORDINATOR and clients find the new one).
+    pub fn unload_partition(&self, partition: u32) {
+        let Some(count) = self.log.offsets_partitions().map(|p| p.partitions()) else {
+            return;
+        };
+        self.loads.borrow_mut().remove(&partition);
+        let ours = |group: &str| super::partition_for_group(group, count) == partition;
+        let unloaded: Vec<Group> = {
+            let mut groups = self.groups.borrow_mut();
+            let ids: Vec<String> = groups.keys().filter(|g| ours(g)).cloned().collect();
+            ids.into_iter()
+                .filter_map(|id| groups.remove(&id))
+                .collect()
+        };
+        for mut group in unloaded {
+            refuse_waiters(&mut group);
+        }
+        self.txn_offsets
+            .borrow_mut()
+            .retain(|(group, _), _| !ours(group));
+        self.log.unload(|key| {
+            super::log::partition::partition_of_key(key, count).ok() == Some(partition)
+        });
+        tracing::info!(partition, "unloaded the groups of an offsets partition");
     }
 
     /// Counters of the underlying log.
@@ -291,22 +414,8 @@ impl GroupCoordinator {
     /// coordinator again), flushes and compacts the log.
     pub async fn close(&self) -> Result<(), GroupLogError> {
         self.closed.set(true);
-        {
-            let mut groups = self.groups.borrow_mut();
-            for group in groups.values_mut() {
-                group.join_timer = None;
-                for member in group.members.values_mut() {
-                    if let Some(waiter) = member.join_waiter.take() {
-                        let _ = waiter.try_send(JoinAnswer::refused(
-                            GroupError::NotCoordinator,
-                            &member.member_id,
-                        ));
-                    }
-                    if let Some(waiter) = member.sync_waiter.take() {
-                        let _ = waiter.try_send(SyncAnswer::refused(GroupError::NotCoordinator));
-                    }
-                }
-            }
+        for group in self.groups.borrow_mut().values_mut() {
+            refuse_waiters(group);
         }
         self.log.close().await
     }
@@ -329,6 +438,24 @@ impl GroupCoordinator {
                 }
             }
         });
+    }
+}
+
+/// Answers the group's held JoinGroup and SyncGroup requests with
+/// NOT_COORDINATOR (clients look for the coordinator again) and stops its
+/// join timer.
+fn refuse_waiters(group: &mut Group) {
+    group.join_timer = None;
+    for member in group.members.values_mut() {
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.try_send(JoinAnswer::refused(
+                GroupError::NotCoordinator,
+                &member.member_id,
+            ));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.try_send(SyncAnswer::refused(GroupError::NotCoordinator));
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub(super) fn framed_len(key: &[u8], value: &[u8]) -> u64 {
 }
 
 /// What scanning a log's bytes found.
+#[derive(Default)]
 pub(super) struct Scan {
     pub(super) ops: Vec<Op>,
     pub(super) valid_bytes: usize,

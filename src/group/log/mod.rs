@@ -19,6 +19,11 @@
 //!
 //! On open a torn or corrupt tail (short frame, bad length, bad CRC) is
 //! truncated away: records after it were never acknowledged.
+//!
+//! In a cluster the same log keeps no file: [`GroupLog::in_partitions`]
+//! sends each flush to the offsets topic instead (`partition`), one record
+//! batch per offsets partition, acknowledged once committed there; the live
+//! map holds the partitions this broker leads, loaded by replaying them.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -33,11 +38,13 @@ use crate::storage::group_commit::GroupCommit;
 use super::error::GroupLogError;
 
 mod framing;
+pub mod partition;
 
 #[cfg(test)]
 pub(crate) use framing::scan_for_tests;
 pub use framing::RECORD_BYTES_MAX;
 use framing::{frame, framed_len, scan, Op, Scan, FRAME_HEADER_BYTES};
+pub use partition::OffsetsPartitions;
 /// Records enqueued but not yet flushed; beyond it `enqueue` refuses (back-pressure).
 pub const PENDING_BYTES_MAX: usize = 64 << 20;
 /// A log file larger than this is refused at open rather than read into memory.
@@ -85,6 +92,9 @@ struct Inner {
     /// Framed size of the live records: what a compacted file holds.
     live_bytes: u64,
     failed: Option<String>,
+    /// Sequence ranges (first, last) whose flush was not committed (the
+    /// offsets partition's leadership moved): their waiters are refused.
+    lost: std::collections::VecDeque<(u64, u64)>,
     closed: bool,
     flusher_running: bool,
     stats: GroupLogStats,
@@ -100,7 +110,12 @@ pub struct GroupLog {
     /// The durable frontier of the record sequence numbers.
     commit: GroupCommit,
     inner: RefCell<Inner>,
+    /// In a cluster: records go to the offsets topic, not to the file.
+    partitions: Option<Rc<dyn OffsetsPartitions>>,
 }
+
+/// Lost ranges remembered; a waiter older than these is long answered.
+const LOST_RANGES_MAX: usize = 64;
 
 async fn write_all(
     file: &BufferedFile,
@@ -245,13 +260,56 @@ impl GroupLog {
             config,
             flush_lock: Semaphore::new(1),
             commit: GroupCommit::default(),
-            inner: RefCell::new(Inner::loaded(file, scanned, truncated_bytes)),
+            inner: RefCell::new(Inner::loaded(Some(file), scanned, truncated_bytes)),
+            partitions: None,
         };
         if log.should_compact() {
             let _permit = log.lock_flushes().await?;
             log.compact_locked().await?;
         }
         Ok(log)
+    }
+
+    /// A log whose records go to the offsets topic through `partitions`; it
+    /// starts empty and learns a partition's records from [`load`](Self::load).
+    pub fn in_partitions(partitions: Rc<dyn OffsetsPartitions>) -> GroupLog {
+        let config = GroupLogConfig {
+            compact_bytes: u64::MAX,
+            compact_records: u64::MAX,
+        };
+        GroupLog {
+            dir: PathBuf::new(),
+            path: PathBuf::from(crate::group::OFFSETS_TOPIC),
+            compact_path: PathBuf::new(),
+            config,
+            flush_lock: Semaphore::new(1),
+            commit: GroupCommit::default(),
+            inner: RefCell::new(Inner::loaded(None, Scan::default(), 0)),
+            partitions: Some(partitions),
+        }
+    }
+
+    /// The offsets topic this log writes to, if it does.
+    pub fn offsets_partitions(&self) -> Option<&Rc<dyn OffsetsPartitions>> {
+        self.partitions.as_ref()
+    }
+
+    /// Applies replayed records (an offsets partition this broker now leads)
+    /// to the live map.
+    pub fn load(&self, ops: Vec<Op>) {
+        let mut inner = self.inner.borrow_mut();
+        for op in ops {
+            inner.apply(op);
+        }
+    }
+
+    /// Drops the live keys `unloaded` selects (a partition led elsewhere now).
+    pub fn unload(&self, unloaded: impl Fn(&[u8]) -> bool) {
+        let mut inner = self.inner.borrow_mut();
+        let keys: Vec<Vec<u8>> = inner.live.keys().filter(|k| unloaded(k)).cloned().collect();
+        for key in keys {
+            inner.apply((key, None));
+        }
     }
 
     /// Waits for the one flush or compaction turn.
@@ -323,14 +381,23 @@ impl GroupLog {
 
     /// Returns once every record up to `seq` is durable.
     pub async fn sync(self: &Rc<Self>, seq: u64) -> Result<(), GroupLogError> {
-        if self.commit.covers(seq) {
-            return Ok(());
+        if !self.commit.covers(seq) {
+            if let Some(error) = self.refusal() {
+                return Err(error);
+            }
+            self.flush_soon();
+            self.commit.wait_durable(seq, || self.refusal()).await?;
         }
-        if let Some(error) = self.refusal() {
-            return Err(error);
+        let lost = self
+            .inner
+            .borrow()
+            .lost
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&seq));
+        if lost {
+            return Err(GroupLogError::NotCommitted);
         }
-        self.flush_soon();
-        self.commit.wait_durable(seq, || self.refusal()).await
+        Ok(())
     }
 
     /// Why nothing more becomes durable, if that is so.
@@ -391,6 +458,9 @@ impl GroupLog {
 
     /// Writes and fdatasyncs everything pending. Caller holds `flush_lock`.
     async fn flush_locked(&self) -> Result<(), GroupLogError> {
+        if let Some(partitions) = self.partitions.clone() {
+            return self.flush_to_partitions(&*partitions).await;
+        }
         let (bytes, ops, upto, file, pos) = {
             let mut inner = self.inner.borrow_mut();
             if let Some(reason) = &inner.failed {
@@ -438,6 +508,79 @@ impl GroupLog {
         if self.should_compact() {
             self.compact_locked().await?;
         }
+        Ok(())
+    }
+
+    /// Appends everything pending to the offsets partitions, one batch per
+    /// partition, and applies what was committed. Caller holds `flush_lock`.
+    /// A partition whose append fails (its leadership moved) loses that
+    /// flush's records there; their waiters are refused and the log goes on.
+    async fn flush_to_partitions(
+        &self,
+        partitions: &dyn OffsetsPartitions,
+    ) -> Result<(), GroupLogError> {
+        let (ops, first, upto) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Err(GroupLogError::Closed);
+            }
+            if inner.pending_ops.is_empty() {
+                return Ok(());
+            }
+            inner.pending.clear();
+            let ops = std::mem::take(&mut inner.pending_ops);
+            let upto = inner.next_seq - 1;
+            (ops.clone(), upto + 1 - ops.len() as u64, upto)
+        };
+        let count = partitions.partitions();
+        let mut by_partition: BTreeMap<u32, Vec<Op>> = BTreeMap::new();
+        for op in ops {
+            // Keys are the coordinator's own encoding: one that does not
+            // decode is a bug, and its record goes to partition 0.
+            let partition = partition::partition_of_key(&op.0, count).unwrap_or(0);
+            by_partition.entry(partition).or_default().push(op);
+        }
+        let turn = self
+            .commit
+            .begin_sync(upto)
+            .expect("flush_lock admits one flush, and so one sync, at a time");
+        let now = crate::clock::now_ms();
+        let appends = by_partition.into_iter().map(|(partition, ops)| async move {
+            let appended = match partition::encode_batch(&ops, now) {
+                Ok(batch) => partitions.append(partition, batch).await,
+                Err(error) => Err(error.to_string()),
+            };
+            (partition, ops, appended)
+        });
+        let results = futures::future::join_all(appends).await;
+        let mut all_committed = true;
+        {
+            let mut inner = self.inner.borrow_mut();
+            for (partition, ops, appended) in results {
+                match appended {
+                    Ok(()) => {
+                        inner.stats.file_records += ops.len() as u64;
+                        for op in ops {
+                            inner.apply(op);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(partition, %error, "coordinator records not committed to the offsets topic");
+                        all_committed = false;
+                    }
+                }
+            }
+            inner.stats.flushes += 1;
+            if !all_committed {
+                // Which sequence numbers went where is not kept: the whole
+                // flush is refused, records committed elsewhere stay applied.
+                inner.lost.push_back((first, upto));
+                if inner.lost.len() > LOST_RANGES_MAX {
+                    inner.lost.pop_front();
+                }
+            }
+        }
+        self.commit.finish_sync(turn, true);
         Ok(())
     }
 
@@ -511,6 +654,12 @@ impl GroupLog {
     /// refuses further writes.
     pub async fn close(&self) -> Result<(), GroupLogError> {
         let _permit = self.lock_flushes().await?;
+        if self.partitions.is_some() {
+            let flushed = self.flush_locked().await;
+            self.inner.borrow_mut().closed = true;
+            self.commit.wake_all();
+            return flushed;
+        }
         self.flush_locked().await?;
         let has_dead = {
             let inner = self.inner.borrow();
@@ -531,15 +680,16 @@ impl GroupLog {
 
 impl Inner {
     /// The state of a log whose file holds the records `scanned` found.
-    fn loaded(file: BufferedFile, scanned: Scan, truncated_bytes: u64) -> Inner {
+    fn loaded(file: Option<BufferedFile>, scanned: Scan, truncated_bytes: u64) -> Inner {
         let mut inner = Inner {
-            file: Some(Rc::new(file)),
+            file: file.map(Rc::new),
             pending: Vec::new(),
             pending_ops: Vec::new(),
             next_seq: 1,
             live: BTreeMap::new(),
             live_bytes: 0,
             failed: None,
+            lost: Default::default(),
             closed: false,
             flusher_running: false,
             stats: GroupLogStats {

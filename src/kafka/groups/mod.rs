@@ -33,6 +33,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::authorize::{cluster_allowed, group_allowed, topic_allowed};
 use super::transactions::transactional_id_allowed;
 use super::{Outcome, Request};
+use crate::cluster::coordinators::coordinator_of;
 use crate::group::{
     ClientInfo, DeleteOffsetsAnswer, FetchedGroup, GroupDescription, GroupError, JoinAnswer,
     LeaveAnswer, SyncAnswer, TopicCatalog,
@@ -76,6 +77,7 @@ pub fn response_error(error: GroupError) -> ResponseError {
     match error {
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::RequestTimedOut => ResponseError::RequestTimedOut,
         GroupError::UnknownServerError => ResponseError::UnknownServerError,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
@@ -142,21 +144,24 @@ where
     if !group_allowed(shard, request, operation, group_id) {
         return refused(GroupError::GroupAuthorizationFailed);
     }
-    if !coordinates_here(shard, group_id) {
-        return refused(GroupError::NotCoordinator);
+    match on_owner(shard, group_id, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => refused(error),
+        Err(routed) => or_unavailable(Err(routed), refused),
     }
-    or_unavailable(on_owner(shard, group_id, call).await, refused)
 }
 
-/// Whether this broker coordinates `key` (a group or transactional id): a
-/// single broker coordinates all of them; in a cluster, one broker each
-/// (see [`ShardCluster::coordinator_of`](crate::cluster::ShardCluster::coordinator_of)).
+/// Whether this broker coordinates a transactional id: a single broker
+/// coordinates all of them; in a cluster, one broker each (see
+/// [`ShardCluster::coordinator_of`](crate::cluster::ShardCluster::coordinator_of)).
+/// Groups follow their offsets partition's leader instead (see
+/// [`coordinators`](crate::cluster::coordinators)).
 pub fn coordinates_here(shard: &Shard, key: &str) -> bool {
     shard.cluster.as_ref().is_none_or(|c| c.coordinates(key))
 }
 
-/// Where a coordinator is, as FindCoordinator answers: (node, host, port),
-/// or COORDINATOR_NOT_AVAILABLE while its broker is not live.
+/// Where a transaction coordinator is, as FindCoordinator answers: (node,
+/// host, port), or COORDINATOR_NOT_AVAILABLE while its broker is not live.
 fn coordinator_endpoint(
     shard: &Shard,
     request: &Request,
@@ -187,15 +192,45 @@ fn coordinator_endpoint(
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
-/// Runs `call` on the shard that owns `group_id`.
-async fn on_owner<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, call: F) -> Result<T, RouteError>
+/// Runs `call` on the shard that owns `group_id`, unless its coordinator
+/// does not serve the group now (in a cluster: NOT_COORDINATOR on a broker
+/// that does not lead the group's offsets partition,
+/// COORDINATOR_LOAD_IN_PROGRESS while it replays it).
+async fn on_owner<T, F, Fut>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    call: F,
+) -> Result<Result<T, GroupError>, RouteError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let owner = shard.shard_of_group(group_id);
-    run_on(shard, owner, call).await
+    let group_id = group_id.to_string();
+    run_on(shard, owner, move |owner| async move {
+        match owner.groups.refusal(&group_id) {
+            Some(error) => Err(loading_if_named(&owner, &group_id, error)),
+            None => Ok(call(owner).await),
+        }
+    })
+    .await
+}
+
+/// A broker the cluster already names as the group's coordinator (its
+/// offsets partition's leader) that has not loaded the group yet is still
+/// becoming its coordinator: COORDINATOR_LOAD_IN_PROGRESS, which clients
+/// retry here, rather than NOT_COORDINATOR.
+fn loading_if_named(shard: &Shard, group_id: &str, error: GroupError) -> GroupError {
+    let named = shard
+        .cluster
+        .as_ref()
+        .is_some_and(|c| crate::cluster::coordinators::coordinates(&c.view(), group_id));
+    if error == GroupError::NotCoordinator && named {
+        GroupError::CoordinatorLoadInProgress
+    } else {
+        error
+    }
 }
 
 fn client_info(request: &Request) -> ClientInfo {
@@ -233,6 +268,20 @@ pub async fn handle_find_coordinator(
                 if !transactional_id_allowed(shard, request, Operation::Describe, key.as_str()) =>
             {
                 refused(ResponseError::TransactionalIdAuthorizationFailed)
+            }
+            // In a cluster: the leader of the group's offsets partition.
+            KEY_TYPE_GROUP if shard.cluster.is_some() => {
+                let view = shard.cluster.as_ref().map(|c| c.view());
+                match view
+                    .as_deref()
+                    .and_then(|v| coordinator_of(v, key.as_str()))
+                {
+                    Some(broker) => coordinator
+                        .with_node_id(BrokerId(broker.node))
+                        .with_host(StrBytes::from_string(broker.host.clone()))
+                        .with_port(broker.port as i32),
+                    None => refused(ResponseError::CoordinatorNotAvailable),
+                }
             }
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
                 match coordinator_endpoint(shard, request, key.as_str()) {

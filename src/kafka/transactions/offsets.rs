@@ -108,11 +108,15 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: TxnOffsetCommitR
         Ok(()) => {
             let owner = shard.shard_of_group(&commit.commit.group_id);
             run_on(shard, owner, move |owner| async move {
+                // In a cluster only the offsets partition's leader takes them.
+                if let Some(error) = owner.groups.refusal(&commit.commit.group_id) {
+                    return Err(crate::kafka::groups::response_error(error));
+                }
                 let topics = owner.topics();
-                owner.groups.txn_offset_commit(commit, &*topics).await
+                Ok(owner.groups.txn_offset_commit(commit, &*topics).await)
             })
             .await
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
         }
     };
     request.respond(&response(&body, outcomes, &refused))

@@ -37,8 +37,8 @@ pub struct AppendInfo {
 }
 
 /// What stamping a request's batches assigned.
-struct Stamped {
-    next_offset: Offset,
+pub(super) struct Stamped {
+    pub(super) next_offset: Offset,
     records: u64,
 }
 
@@ -78,7 +78,7 @@ impl PartitionLog {
     /// Takes the append lock and rolls the active segment first when
     /// `incoming_bytes` would take it past its limits. Returns the permit
     /// and the time the append is stamped with.
-    async fn lock_with_room(
+    pub(super) async fn lock_with_room(
         &self,
         incoming_bytes: usize,
         turn: Option<super::AppendTurn>,
@@ -96,7 +96,7 @@ impl PartitionLog {
     }
 
     /// Checks every batch and brings it to the topic's compression.type.
-    fn validate(&self, records: Bytes) -> Result<Bytes, Error> {
+    pub(super) fn validate(&self, records: Bytes) -> Result<Bytes, Error> {
         let (max_message_bytes, topic_codec) = {
             let state = self.state.borrow();
             Self::check_open(&state)?;
@@ -241,7 +241,7 @@ impl PartitionLog {
 
     /// Indexes, caches and queues for writing each batch of `stored`, whose
     /// offsets start at `base_offset`.
-    fn queue_batches(
+    pub(super) fn queue_batches(
         &self,
         state: &mut State,
         stored: Bytes,
@@ -483,7 +483,7 @@ impl PartitionLog {
 
 /// Writes each batch's base offset, leader epoch and (for LogAppendTime) the
 /// broker's timestamp into `buffer`, numbering from `base_offset`.
-fn stamp_batches(
+pub(super) fn stamp_batches(
     buffer: &mut [u8],
     base_offset: Offset,
     leader_epoch: i32,

@@ -21,6 +21,7 @@ mod order;
 mod pipeline;
 mod producers;
 mod reader;
+mod replicated;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub use appender::AppendInfo;
 pub use cleaning::SealedSegment;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::{Isolation, ReadResult};
+pub use replicated::BatchSpan;
 
 /// The wall clock a log reads, in milliseconds since the Unix epoch
 /// (injected so tests can set the time).
@@ -74,8 +76,12 @@ struct State {
     config: LogConfig,
     segments: SegmentSet,
     log_start_offset: Offset,
-    /// Offset after the last written batch: what readers may see.
+    /// Offset after the last written batch: what readers may see, unless
+    /// `commit_limit` says less.
     high_watermark: Offset,
+    /// A replicated partition: the end of the last committed entry; clients
+    /// see nothing past it (`None` on a partition without replicas).
+    commit_limit: Option<Offset>,
     /// Offset after the last staged batch: the next offset to assign.
     next_offset: Offset,
     leader_epoch: i32,
@@ -169,40 +175,15 @@ impl PartitionLog {
     ) -> Result<Rc<PartitionLog>, Error> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let io_mode = choose_io_mode(&dir, &options).await?;
-        let now = clock();
-        let recovered = recovery::recover(&dir, &config, io_mode, now).await?;
-        let segments = SegmentSet::new(&dir, recovered.segments);
-        let mut leader_epochs = LeaderEpochs::rebuild(&segments, recovered.leader_epoch).await?;
-        // After a crash `partition.meta` may predate the newest epoch on
-        // disk; epochs never go back.
-        let leader_epoch = leader_epochs.latest().map_or(recovered.leader_epoch, |e| {
-            e.epoch.max(recovered.leader_epoch)
-        });
-        leader_epochs.truncate_from_start(recovered.log_start_offset);
-        // The current epoch begins at the log end if no batch has it yet
-        // (Kafka assigns it when the leader takes over).
-        leader_epochs.on_batch(leader_epoch, recovered.next_offset);
-        let rebuilt = producers::rebuild(&dir, &segments, recovered.next_offset).await?;
-        let mut producers = rebuilt.producers;
-        producers.expire(now, options.producer_id_expiration_ms);
-        let active = ActiveWrite::resume(segments.active()?).await?;
-        let state = State {
+        let loaded = load_state(
+            &dir,
             config,
-            segments,
-            log_start_offset: recovered.log_start_offset,
-            high_watermark: recovered.next_offset,
-            next_offset: recovered.next_offset,
-            leader_epoch,
-            leader_epochs,
-            recovery_point: recovered.recovery_point,
-            pipeline: Pipeline::new(active, recovered.next_offset),
-            flush: FlushState::new(now),
-            stopped: None,
-            closed: false,
-            stats: LogStats::default(),
-            producers,
-            txn_index: rebuilt.txn_index,
-        };
+            io_mode,
+            clock(),
+            options.producer_id_expiration_ms,
+            0,
+        )
+        .await?;
         let log = Rc::new(PartitionLog {
             dir,
             io_mode,
@@ -210,13 +191,13 @@ impl PartitionLog {
             cache,
             clock,
             producer_id_expiration_ms: options.producer_id_expiration_ms,
-            state: RefCell::new(state),
+            state: RefCell::new(loaded.state),
             append_lock,
             written: Notify::default(),
             commit: GroupCommit::default(),
-            meta_clean: Cell::new(recovered.clean),
+            meta_clean: Cell::new(loaded.clean),
         });
-        for base in rebuilt.rewrite_txn_indexes {
+        for base in loaded.rewrite_txn_indexes {
             log.write_txn_index(base).await?;
         }
         log.start_flusher_if_needed();
@@ -247,8 +228,10 @@ impl PartitionLog {
         self.io_mode == IoMode::Direct
     }
 
+    /// What clients may read up to: the written end, or for a replicated
+    /// partition the end of its last committed entry.
     pub fn high_watermark(&self) -> Offset {
-        self.state.borrow().high_watermark
+        self.state.borrow().visible_end()
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -349,11 +332,11 @@ impl PartitionLog {
         let removed = {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
-            if before_offset < Offset(0) || before_offset > state.high_watermark {
+            if before_offset < Offset(0) || before_offset > state.visible_end() {
                 return Err(Error::OffsetOutOfRange {
                     offset: before_offset,
                     log_start_offset: state.log_start_offset,
-                    high_watermark: state.high_watermark,
+                    high_watermark: state.visible_end(),
                 });
             }
             if before_offset <= state.log_start_offset {
@@ -375,7 +358,9 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
             let config = &state.config;
-            if !config.cleanup_policy.delete {
+            // A replicated log's Raft entries are numbered from its first
+            // batch: retention would renumber them (not supported yet).
+            if !config.cleanup_policy.delete || state.commit_limit.is_some() {
                 // cleanup.policy=compact alone: the cleaner, not retention, removes data.
                 return Ok(());
             }
@@ -499,6 +484,14 @@ impl PartitionLog {
 }
 
 impl State {
+    /// The end clients see (see [`PartitionLog::high_watermark`]).
+    fn visible_end(&self) -> Offset {
+        match self.commit_limit {
+            Some(limit) => limit.min(self.high_watermark),
+            None => self.high_watermark,
+        }
+    }
+
     /// Removes the `count` oldest sealed segments and moves the log start
     /// offset past them.
     fn remove_oldest_segments(&mut self, count: usize) -> Vec<Segment> {
@@ -517,6 +510,65 @@ impl Drop for PartitionLog {
     fn drop(&mut self) {
         self.cache.remove_log_from(self.log_id, Offset::MIN);
     }
+}
+
+/// A log's state as its directory says, and what opening it left to do.
+struct Loaded {
+    state: State,
+    clean: bool,
+    /// Sealed segments whose `.txnindex` must be written again.
+    rewrite_txn_indexes: Vec<Offset>,
+}
+
+/// Recovers `dir` and rebuilds its producer state; the pipeline's byte
+/// sequence numbers start at `seq` (where a log that reloads left off).
+async fn load_state(
+    dir: &Path,
+    config: LogConfig,
+    io_mode: IoMode,
+    now: i64,
+    producer_id_expiration_ms: i64,
+    seq: u64,
+) -> Result<Loaded, Error> {
+    let recovered = recovery::recover(dir, &config, io_mode, now).await?;
+    let segments = SegmentSet::new(dir, recovered.segments);
+    let mut leader_epochs = LeaderEpochs::rebuild(&segments, recovered.leader_epoch).await?;
+    // After a crash `partition.meta` may predate the newest epoch on
+    // disk; epochs never go back.
+    let leader_epoch = leader_epochs.latest().map_or(recovered.leader_epoch, |e| {
+        e.epoch.max(recovered.leader_epoch)
+    });
+    leader_epochs.truncate_from_start(recovered.log_start_offset);
+    // The current epoch begins at the log end if no batch has it yet
+    // (Kafka assigns it when the leader takes over).
+    leader_epochs.on_batch(leader_epoch, recovered.next_offset);
+    let rebuilt = producers::rebuild(dir, &segments, recovered.next_offset).await?;
+    let mut producers = rebuilt.producers;
+    producers.expire(now, producer_id_expiration_ms);
+    let active = ActiveWrite::resume(segments.active()?).await?;
+    let state = State {
+        config,
+        segments,
+        log_start_offset: recovered.log_start_offset,
+        high_watermark: recovered.next_offset,
+        commit_limit: None,
+        next_offset: recovered.next_offset,
+        leader_epoch,
+        leader_epochs,
+        recovery_point: recovered.recovery_point,
+        pipeline: Pipeline::new(active, recovered.next_offset).starting_at(seq),
+        flush: FlushState::new(now),
+        stopped: None,
+        closed: false,
+        stats: LogStats::default(),
+        producers,
+        txn_index: rebuilt.txn_index,
+    };
+    Ok(Loaded {
+        state,
+        clean: recovered.clean,
+        rewrite_txn_indexes: rebuilt.rewrite_txn_indexes,
+    })
 }
 
 thread_local! {

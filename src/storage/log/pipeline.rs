@@ -82,6 +82,15 @@ impl Pipeline {
         }
     }
 
+    /// The same pipeline with every stage at `seq` (a log reloaded after a
+    /// truncation keeps counting where it was, so its group commit holds).
+    pub(super) fn starting_at(mut self, seq: u64) -> Pipeline {
+        self.staged_seq = seq;
+        self.issued_seq = seq;
+        self.written_seq = seq;
+        self
+    }
+
     pub(super) fn staged_seq(&self) -> u64 {
         self.staged_seq
     }

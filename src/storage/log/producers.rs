@@ -209,7 +209,7 @@ impl super::State {
     pub(super) fn last_stable_offset(&self) -> Offset {
         let first_unstable = self.producers.first_unstable_offset();
         first_unstable
-            .map_or(self.high_watermark, |first| first.min(self.high_watermark))
+            .map_or(self.visible_end(), |first| first.min(self.visible_end()))
             .max(self.log_start_offset)
     }
 }

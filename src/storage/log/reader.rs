@@ -95,7 +95,7 @@ impl PartitionLog {
         Ok(result)
     }
 
-    async fn read_until(
+    pub(super) async fn read_until(
         &self,
         result: &mut ReadResult,
         from_offset: Offset,
@@ -149,7 +149,7 @@ impl PartitionLog {
     /// known to lie between the log start offset and the high watermark.
     fn empty_read_at(&self, from_offset: Offset) -> Result<ReadResult, Error> {
         let state = self.state.borrow();
-        let (high_watermark, log_start_offset) = (state.high_watermark, state.log_start_offset);
+        let (high_watermark, log_start_offset) = (state.visible_end(), state.log_start_offset);
         if from_offset < log_start_offset || from_offset > high_watermark {
             return Err(Error::OffsetOutOfRange {
                 offset: from_offset,
@@ -237,7 +237,7 @@ impl PartitionLog {
             let epoch = self.written.epoch();
             {
                 let state = self.state.borrow();
-                if state.high_watermark > offset || state.closed || state.stopped.is_some() {
+                if state.visible_end() > offset || state.closed || state.stopped.is_some() {
                     return;
                 }
             }
@@ -311,7 +311,7 @@ impl PartitionLog {
         let mut best: Option<TimestampOffset> = None;
         for s in state.segments.iter() {
             if let Some(max) = s.index().max_timestamp {
-                if max.offset >= state.high_watermark || s.next_offset() <= state.log_start_offset {
+                if max.offset >= state.visible_end() || s.next_offset() <= state.log_start_offset {
                     continue;
                 }
                 if best.is_none_or(|b| max.timestamp > b.timestamp) {

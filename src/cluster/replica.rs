@@ -1,0 +1,713 @@
+//! One replicated partition's Raft group on this broker: raft-rs's RawNode
+//! over the partition log, which is the Raft log.
+//!
+//! Raft index is not the Kafka offset: entry `i` is the `i`-th stored batch
+//! of the log, and [`Entries`] maps each index to the batch's (base offset,
+//! next offset, term), rebuilt from the log at opening. The term of an entry
+//! is its batch's partitionLeaderEpoch. Recent entries' bytes are kept in
+//! memory (shared with the batch cache, not copied); older ones a lagging
+//! follower needs are read back from the log asynchronously: the storage
+//! answers `LogTemporarilyUnavailable` and raft-rs asks again once
+//! [`Replica::entries_fetched`] was called.
+//!
+//! A new leader's empty entry is stored as a LEADER_CHANGE control batch,
+//! built from the entry's offset and term alone, so every replica writes
+//! the same bytes.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use raft::{GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
+
+use super::consensus::raft_config;
+use super::logger::partition_raft_logger;
+use super::NodeId;
+use crate::storage::{self, control, AppendInfo, BatchHeader, Durability, Offset, PartitionLog};
+
+/// Entry bytes kept in memory per group for followers that are nearly caught up.
+const WINDOW_BYTES_MAX: usize = 8 << 20;
+const WINDOW_ENTRIES_MAX: usize = 4096;
+/// Bytes of old entries read back from the log at once for a lagging follower.
+pub const FETCH_BYTES_MAX: usize = 1 << 20;
+/// How often (in ticks) a preferred leader that does not lead asks for it.
+const PREFERRED_CHECK_TICKS: u64 = 30;
+/// A replica at most this many entries behind the leader's last counts as in sync.
+pub const IN_SYNC_LAG_ENTRIES_MAX: u64 = 1000;
+/// Produce requests waiting for their entry at once, per group.
+const WAITERS_MAX: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("too many produce requests wait for this partition")]
+    Busy,
+    #[error("fewer replicas in sync than min.insync.replicas")]
+    NotEnoughReplicas,
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("the log does not continue the Raft log: {0}")]
+    Diverged(String),
+}
+
+/// Where entry `index` lives in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub base_offset: Offset,
+    pub next_offset: Offset,
+    pub term: u64,
+}
+
+/// The Raft log as raft-rs reads it: the entry map, recent entries' bytes,
+/// old entries read back, and the hard state.
+pub struct Entries {
+    hard_state: HardState,
+    voters: Vec<u64>,
+    /// `metas[i - 1]` is entry `i`.
+    metas: Vec<EntryMeta>,
+    /// The raft index of `window[0]`.
+    window_first: u64,
+    window: VecDeque<Bytes>,
+    window_bytes: usize,
+    /// Old entries read back from the log for a lagging follower.
+    fetched: BTreeMap<u64, Bytes>,
+    /// Reads raft-rs asked for: (first index, context to hand back).
+    wanted: Vec<(u64, GetEntriesContext)>,
+}
+
+impl Entries {
+    fn last_index(&self) -> u64 {
+        self.metas.len() as u64
+    }
+
+    fn meta(&self, index: u64) -> Option<EntryMeta> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.metas.get(i as usize))
+            .copied()
+    }
+
+    fn data(&self, index: u64) -> Option<&Bytes> {
+        index
+            .checked_sub(self.window_first)
+            .and_then(|i| self.window.get(i as usize))
+            .or_else(|| self.fetched.get(&index))
+    }
+
+    /// Forgets entry `index` and every later one.
+    fn truncate_from(&mut self, index: u64) {
+        self.metas.truncate(index.saturating_sub(1) as usize);
+        if index < self.window_first {
+            self.window.clear();
+            self.window_bytes = 0;
+        } else {
+            let keep = (index - self.window_first) as usize;
+            while self.window.len() > keep {
+                if let Some(gone) = self.window.pop_back() {
+                    self.window_bytes -= gone.len();
+                }
+            }
+        }
+        self.fetched.split_off(&index);
+    }
+
+    /// Entry `index` is durable in the log.
+    fn push(&mut self, index: u64, meta: EntryMeta, data: Bytes) {
+        debug_assert_eq!(index, self.last_index() + 1);
+        self.metas.push(meta);
+        if self.window.is_empty() {
+            self.window_first = index;
+        }
+        self.window_bytes += data.len();
+        self.window.push_back(data);
+        while self.window.len() > 1
+            && (self.window_bytes > WINDOW_BYTES_MAX || self.window.len() > WINDOW_ENTRIES_MAX)
+        {
+            if let Some(gone) = self.window.pop_front() {
+                self.window_bytes -= gone.len();
+                self.window_first += 1;
+            }
+        }
+    }
+}
+
+/// raft-rs's view of [`Entries`].
+#[derive(Clone)]
+pub struct GroupStorage(Rc<RefCell<Entries>>);
+
+impl raft::Storage for GroupStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let entries = self.0.borrow();
+        Ok(RaftState {
+            hard_state: entries.hard_state.clone(),
+            conf_state: ConfState::from((entries.voters.clone(), vec![])),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut entries = self.0.borrow_mut();
+        if low == 0 || high > entries.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for index in low..high {
+            let Some(meta) = entries.meta(index) else {
+                break;
+            };
+            let data = match entries.data(index) {
+                Some(data) => data.to_vec(),
+                // Only appends to followers need the bytes; raft-rs reads
+                // other ranges for terms and entry types alone.
+                None if !context.can_async() => Vec::new(),
+                None if out.is_empty() => {
+                    entries.wanted.push((index, context));
+                    return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+                }
+                None => break,
+            };
+            size += data.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(Entry {
+                index,
+                term: meta.term,
+                data,
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == 0 {
+            return Ok(0);
+        }
+        self.0
+            .borrow()
+            .meta(index)
+            .map(|m| m.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.0.borrow().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted below index 1, so no peer needs one.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+/// A produce waiting for its entry.
+struct Waiter {
+    index: u64,
+    term: u64,
+    durability: Durability,
+    info: AppendInfo,
+    answer: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
+}
+
+/// What one turn writes for a group, taken from its Ready (already
+/// handed back to raft-rs; persistence is reported with its number).
+pub struct Pending {
+    number: u64,
+    /// Messages that may leave only once this is durable (votes, append answers).
+    persisted_messages: Vec<Message>,
+    /// Cut the log at this offset first (a replaced uncommitted tail),
+    /// forgetting entries from this index on.
+    truncate: Option<(u64, Offset)>,
+    /// The first new entry's index and the batches from there on.
+    first_index: u64,
+    batches: Vec<(EntryMeta, Bytes)>,
+    pub hard_state: Option<HardState>,
+}
+
+impl Pending {
+    /// Cuts and appends what this turn must make durable in `log`.
+    pub async fn write(&self, log: &PartitionLog) -> Result<(), storage::Error> {
+        if let Some((_, offset)) = self.truncate {
+            log.truncate_from(offset).await?;
+        }
+        if !self.batches.is_empty() {
+            let batches: Vec<Bytes> = self.batches.iter().map(|(_, b)| b.clone()).collect();
+            log.append_replicated(&batches).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Messages to send: the group's topic and partition are added by the caller.
+pub type Outbox = Vec<Message>;
+
+pub struct Replica {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub log: Rc<PartitionLog>,
+    node: RawNode<GroupStorage>,
+    entries: Rc<RefCell<Entries>>,
+    /// The leader's next offset to assign, once its term's first entry is
+    /// committed (before that it takes no produce).
+    proposed_end: Option<Offset>,
+    waiters: VecDeque<Waiter>,
+    /// The (leader, term) last published.
+    published: (Option<NodeId>, u64),
+    /// Ticks since the last message or proposal (for hibernation).
+    pub idle_ticks: u32,
+    /// This broker is the first replica (the preferred leader).
+    preferred: bool,
+    ticks: u64,
+}
+
+impl Replica {
+    /// The group of `log` among `replicas` with the hard state stored for it.
+    /// Entries are rebuilt from the log's batches.
+    pub async fn open(
+        topic: Arc<str>,
+        partition: u32,
+        node: NodeId,
+        replicas: &[NodeId],
+        log: Rc<PartitionLog>,
+        mut hard_state: HardState,
+    ) -> Result<Replica, ReplicaError> {
+        let spans = log.batch_spans().await?;
+        let metas: Vec<EntryMeta> = spans
+            .iter()
+            .map(|s| EntryMeta {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                term: s.leader_epoch.max(0) as u64,
+            })
+            .collect();
+        let last = metas.len() as u64;
+        // The stored commit may run ahead of a log whose unsynced tail was lost.
+        hard_state.commit = hard_state.commit.min(last);
+        let commit_end = index_end(&metas, hard_state.commit, log.log_start_offset());
+        log.set_commit_limit(commit_end);
+        let entries = Rc::new(RefCell::new(Entries {
+            hard_state: hard_state.clone(),
+            voters: replicas.iter().map(|&r| r as u64).collect(),
+            metas,
+            window_first: last + 1,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            fetched: BTreeMap::new(),
+            wanted: Vec::new(),
+        }));
+        let config = raft_config(node, hard_state.commit)?;
+        let logger = partition_raft_logger(&topic, partition);
+        let raw = RawNode::new(&config, GroupStorage(entries.clone()), &logger)?;
+        Ok(Replica {
+            topic,
+            partition,
+            log,
+            node: raw,
+            entries,
+            proposed_end: None,
+            waiters: VecDeque::new(),
+            published: (None, 0),
+            idle_ticks: 0,
+            preferred: replicas.first() == Some(&node),
+            ticks: 0,
+        })
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.node.raft.leader_id {
+            raft::INVALID_ID => None,
+            id => NodeId::try_from(id).ok(),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// Leads and has committed an entry of its own term: takes produces.
+    pub fn is_serving(&self) -> bool {
+        self.is_leader() && self.proposed_end.is_some()
+    }
+
+    /// On the leader: replicas that are in sync, itself included: recently
+    /// active (raft-rs's check-quorum lease) and no more than
+    /// [`IN_SYNC_LAG_ENTRIES_MAX`] entries behind.
+    pub fn in_sync_replicas(&self) -> usize {
+        let raft = &self.node.raft;
+        let last = raft.raft_log.last_index();
+        raft.prs()
+            .iter()
+            .filter(|(&id, p)| {
+                id == raft.id || (p.recent_active && p.matched + IN_SYNC_LAG_ENTRIES_MAX >= last)
+            })
+            .count()
+    }
+
+    /// On the preferred leader (the first replica) while another leads and
+    /// this one is caught up: asks the leader to hand leadership over
+    /// (raft-rs forwards the request; the leader transfers once this
+    /// replica has every entry).
+    fn reclaim_preferred(&mut self) {
+        let raft = &self.node.raft;
+        let other_leads = raft.leader_id != raft::INVALID_ID && raft.leader_id != raft.id;
+        if self.preferred && other_leads && raft.state == StateRole::Follower {
+            let me = raft.id;
+            self.node.transfer_leader(me);
+        }
+    }
+
+    /// A hibernating group ticks again. A leader's check-quorum clock starts
+    /// over, so its followers have a whole election timeout to answer its
+    /// heartbeats before it counts them.
+    pub fn wake(&mut self) {
+        self.idle_ticks = 0;
+        if self.is_leader() {
+            self.node.raft.election_elapsed = 0;
+        }
+    }
+
+    /// Starts an election at once (the preferred leader of a new group).
+    pub fn campaign(&mut self) {
+        if let Err(error) = self.node.campaign() {
+            tracing::debug!(topic = %self.topic, partition = self.partition, %error, "campaign refused");
+        }
+    }
+
+    /// One tick; every [`PREFERRED_CHECK_TICKS`] the preferred leader asks
+    /// for its leadership back.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(PREFERRED_CHECK_TICKS) {
+            self.reclaim_preferred();
+        }
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
+    pub fn step(&mut self, message: Message) {
+        // Heartbeats keep a group as it is; anything else is traffic that
+        // keeps it awake.
+        let heartbeat = matches!(
+            message.msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        );
+        if !heartbeat {
+            self.idle_ticks = 0;
+        }
+        if let Err(error) = self.node.step(message) {
+            tracing::debug!(topic = %self.topic, partition = self.partition, %error, "a Raft message was not taken");
+        }
+    }
+
+    /// Proposes a client's batches (already prepared); the answer comes once
+    /// `durability` is met: written locally (acks=1) or committed (acks=all).
+    pub fn propose(
+        &mut self,
+        records: Bytes,
+        durability: Durability,
+    ) -> Result<oneshot::Receiver<Result<AppendInfo, ReplicaError>>, ReplicaError> {
+        let Some(base_offset) = self.proposed_end.filter(|_| self.is_leader()) else {
+            return Err(ReplicaError::NotLeader);
+        };
+        if self.waiters.len() >= WAITERS_MAX {
+            return Err(ReplicaError::Busy);
+        }
+        self.idle_ticks = 0;
+        let term = self.term();
+        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        let (batches, info) = self.log.stamp_proposal(records, base_offset, epoch)?;
+        for batch in &batches {
+            self.node.propose(Vec::new(), batch.to_vec())?;
+        }
+        self.proposed_end = Some(info.last_offset + 1);
+        let index = self.node.raft.raft_log.last_index();
+        let (answer, answered) = oneshot::channel();
+        self.waiters.push_back(Waiter {
+            index,
+            term,
+            durability,
+            info,
+            answer,
+        });
+        Ok(answered)
+    }
+
+    /// Takes this turn's Ready: messages that may leave at once go to `out`;
+    /// committed entries are applied; entries to persist are turned into
+    /// batches. `None` when raft-rs has nothing.
+    pub fn begin(&mut self, out: &mut Outbox) -> Result<Option<Pending>, ReplicaError> {
+        if !self.node.has_ready() {
+            return Ok(None);
+        }
+        let mut ready = self.node.ready();
+        out.extend(ready.take_messages());
+        let committed = ready.take_committed_entries();
+        self.apply(&committed);
+        let new = ready.take_entries();
+        let mut pending = Pending {
+            number: ready.number(),
+            persisted_messages: ready.take_persisted_messages(),
+            truncate: None,
+            first_index: new.first().map_or(0, |e| e.index),
+            batches: Vec::with_capacity(new.len()),
+            hard_state: ready.hs().cloned(),
+        };
+        // Writes run while raft-rs goes on (steps and proposals may come
+        // in between); `finish` reports them persisted.
+        self.node.advance_append_async(ready);
+        if let Some(last) = committed.last() {
+            self.node.advance_apply_to(last.index);
+        }
+        if let Some(first) = new.first() {
+            let entries = self.entries.borrow();
+            let mut next = if first.index <= entries.last_index() {
+                let meta = entries
+                    .meta(first.index)
+                    .ok_or_else(|| ReplicaError::Diverged("no entry to replace".into()))?;
+                pending.truncate = Some((first.index, meta.base_offset));
+                meta.base_offset
+            } else {
+                index_end(
+                    &entries.metas,
+                    entries.last_index(),
+                    self.log.log_start_offset(),
+                )
+            };
+            drop(entries);
+            for entry in new {
+                let epoch = i32::try_from(entry.term).unwrap_or(i32::MAX);
+                let batch = if entry.data.is_empty() {
+                    control::leader_change_batch(next.get(), epoch)
+                } else {
+                    Bytes::from(entry.data)
+                };
+                let header = BatchHeader::parse(&batch)?;
+                if header.base_offset != next.get() {
+                    return Err(ReplicaError::Diverged(format!(
+                        "entry {} starts at offset {}, the log at {}",
+                        entry.index,
+                        header.base_offset,
+                        next.get()
+                    )));
+                }
+                let meta = EntryMeta {
+                    base_offset: next,
+                    next_offset: Offset(header.last_offset()) + 1,
+                    term: entry.term,
+                };
+                next = meta.next_offset;
+                pending.batches.push((meta, batch));
+            }
+        }
+        Ok(Some(pending))
+    }
+
+    /// After `pending` is durable: records its entries, sends what waited
+    /// for persistence and tells raft-rs (what it then commits comes with
+    /// the next Ready). Returns the commit index when it moved.
+    pub fn finish(&mut self, pending: Pending, out: &mut Outbox) -> Option<u64> {
+        let Pending {
+            number,
+            persisted_messages,
+            truncate,
+            first_index,
+            batches,
+            hard_state,
+        } = pending;
+        {
+            let mut entries = self.entries.borrow_mut();
+            if let Some((index, _)) = truncate {
+                entries.truncate_from(index);
+            }
+            for (i, (meta, batch)) in batches.into_iter().enumerate() {
+                entries.push(first_index + i as u64, meta, batch);
+            }
+            if let Some(state) = hard_state {
+                entries.hard_state = state;
+            }
+        }
+        out.extend(persisted_messages);
+        self.node.on_persist_ready(number);
+        self.answer_written();
+        let commit = self.node.raft.raft_log.committed;
+        let mut entries = self.entries.borrow_mut();
+        if commit > entries.hard_state.commit {
+            entries.hard_state.commit = commit;
+            return Some(commit);
+        }
+        None
+    }
+
+    /// The hard state as last persisted (with the newest commit index).
+    pub fn hard_state(&self) -> HardState {
+        self.entries.borrow().hard_state.clone()
+    }
+
+    /// Moves the high watermark over `committed` and answers acks=all waiters.
+    fn apply(&mut self, committed: &[Entry]) {
+        let Some(last) = committed.last() else {
+            return;
+        };
+        let meta = self.entries.borrow().meta(last.index);
+        let Some(meta) = meta else {
+            return;
+        };
+        self.log.set_commit_limit(meta.next_offset);
+        let entries = self.entries.borrow();
+        while let Some(waiter) = self.waiters.front() {
+            if waiter.index > last.index {
+                break;
+            }
+            let Some(waiter) = self.waiters.pop_front() else {
+                break;
+            };
+            let kept = entries
+                .meta(waiter.index)
+                .is_some_and(|m| m.term == waiter.term);
+            let answer = if kept {
+                Ok(waiter.info)
+            } else {
+                Err(ReplicaError::NotLeader)
+            };
+            let _ = waiter.answer.send(answer);
+        }
+    }
+
+    /// acks=1 waiters whose entry is durable here are answered.
+    fn answer_written(&mut self) {
+        let persisted = self.entries.borrow().last_index();
+        let mut kept = VecDeque::with_capacity(self.waiters.len());
+        for waiter in self.waiters.drain(..) {
+            if waiter.durability == Durability::Written && waiter.index <= persisted {
+                let _ = waiter.answer.send(Ok(waiter.info));
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        self.waiters = kept;
+    }
+
+    /// Brings the produce side in line with the Raft role. Returns (leader,
+    /// term) when this broker has just started to serve as leader, to be
+    /// published.
+    pub fn leadership_turn(&mut self) -> Option<(NodeId, u64)> {
+        let term = self.term();
+        if !self.is_leader() {
+            self.proposed_end = None;
+            for waiter in self.waiters.drain(..) {
+                let _ = waiter.answer.send(Err(ReplicaError::NotLeader));
+            }
+            self.published = (self.leader(), term);
+            return None;
+        }
+        if self.proposed_end.is_none() {
+            let entries = self.entries.borrow();
+            let last = entries.last_index();
+            let own_entry_committed = last == self.node.raft.raft_log.last_index()
+                && entries.meta(last).is_some_and(|m| m.term == term)
+                && self.node.raft.raft_log.committed >= last;
+            if own_entry_committed {
+                let end = index_end(&entries.metas, last, self.log.log_start_offset());
+                drop(entries);
+                self.proposed_end = Some(end);
+            }
+        }
+        let me = self.leader();
+        if self.proposed_end.is_some() && self.published != (me, term) {
+            self.published = (me, term);
+            return me.map(|node| (node, term));
+        }
+        None
+    }
+
+    /// Reads raft-rs asked for and could not have: (first index, its base
+    /// offset, context).
+    pub fn take_wanted(&mut self) -> Vec<(u64, Offset, GetEntriesContext)> {
+        let mut entries = self.entries.borrow_mut();
+        let wanted = std::mem::take(&mut entries.wanted);
+        wanted
+            .into_iter()
+            .filter_map(|(index, context)| {
+                let meta = entries.meta(index)?;
+                Some((index, meta.base_offset, context))
+            })
+            .collect()
+    }
+
+    /// Old entries read back from the log, from `first` on; raft-rs resends.
+    pub fn entries_fetched(&mut self, first: u64, batches: Vec<Bytes>, context: GetEntriesContext) {
+        {
+            let mut entries = self.entries.borrow_mut();
+            entries.fetched.clear();
+            for (i, batch) in batches.into_iter().enumerate() {
+                let index = first + i as u64;
+                let matches = entries.meta(index).is_some_and(|m| {
+                    BatchHeader::parse(&batch).is_ok_and(|h| h.base_offset == m.base_offset.get())
+                });
+                if !matches {
+                    break;
+                }
+                entries.fetched.insert(index, batch);
+            }
+        }
+        self.node.on_entries_fetched(context);
+    }
+
+    /// Whether nothing is in flight: every follower matches, nothing to
+    /// apply, no produce waits.
+    pub fn is_quiet(&self) -> bool {
+        if !self.waiters.is_empty() || self.node.has_ready() {
+            return false;
+        }
+        let raft = &self.node.raft;
+        if raft.state == StateRole::Leader {
+            let last = raft.raft_log.last_index();
+            raft.prs().iter().all(|(_, p)| p.matched == last) && raft.raft_log.committed == last
+        } else {
+            raft.leader_id != raft::INVALID_ID
+        }
+    }
+
+    /// Answers every waiter: the group is going away.
+    pub fn close(&mut self) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.answer.send(Err(ReplicaError::NotLeader));
+        }
+    }
+}
+
+/// The offset after entry `index` (the log start for index 0).
+fn index_end(metas: &[EntryMeta], index: u64, log_start: Offset) -> Offset {
+    index
+        .checked_sub(1)
+        .and_then(|i| metas.get(i as usize))
+        .map_or(log_start, |m| m.next_offset)
+}
