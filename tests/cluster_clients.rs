@@ -56,6 +56,44 @@ fn find_coordinator(cluster: &mut Cluster, node: i32, group: &str) -> (i16, i32,
     (response.error_code, response.node_id.0, response.port)
 }
 
+/// The end (high watermark) of each of a topic's three partitions.
+fn ends(bootstrap: &str, topic: &str) -> Vec<i64> {
+    (0..3)
+        .map(|p| common::clients::watermarks(bootstrap, topic, p).1)
+        .collect()
+}
+
+/// Each of three partitions' committed offset is past its records and at
+/// most its end. Offsets count the leaders' LEADER_CHANGE control batches
+/// too, and one written after the last record may not have been fetched
+/// when the consumer committed.
+fn assert_committed_past_records(committed: &[i64], ends: &[i64]) {
+    for (p, (&at, &end)) in committed.iter().zip(ends).enumerate() {
+        assert!(
+            at >= (RECORDS / 3) as i64 && at <= end,
+            "partition {p}: committed {at}, end {end}"
+        );
+    }
+}
+
+/// (coordinator, port) once every broker names the same one for `group`
+/// (the offsets topic is made, and its partitions elect leaders, after the
+/// cluster forms).
+fn wait_for_coordinator(cluster: &mut Cluster, group: &str) -> (i32, i32) {
+    let mut answers = Vec::new();
+    let agreed = common::wait_until(FAILOVER_TIMEOUT, || {
+        answers = (1..=3)
+            .map(|node| find_coordinator(cluster, node, group))
+            .collect();
+        answers[0].0 == 0 && answers.iter().all(|a| *a == answers[0])
+    });
+    assert!(
+        agreed,
+        "{group}: every broker names one coordinator: {answers:?}"
+    );
+    (answers[0].1, answers[0].2)
+}
+
 fn heartbeat(cluster: &mut Cluster, node: i32, group: &str) -> i16 {
     let mut client = RawClient::connect_negotiated(cluster.node(node).addr());
     let request = HeartbeatRequest::default()
@@ -88,15 +126,7 @@ fn one_broker_coordinates_each_group_and_a_consumer_group_runs_through_it() {
     let groups = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
     let mut coordinators = Vec::new();
     for group in groups {
-        let answers: Vec<_> = (1..=3)
-            .map(|node| find_coordinator(&mut cluster, node, group))
-            .collect();
-        let (error, coordinator, port) = answers[0];
-        assert_eq!(error, 0, "{group}");
-        assert!(
-            answers.iter().all(|a| *a == answers[0]),
-            "{group}: {answers:?}"
-        );
+        let (coordinator, port) = wait_for_coordinator(&mut cluster, group);
         assert_eq!(port, i32::from(cluster.node(coordinator).addr().port()));
         for node in 1..=3 {
             let answer = heartbeat(&mut cluster, node, group);
@@ -149,11 +179,7 @@ fn one_broker_coordinates_each_group_and_a_consumer_group_runs_through_it() {
         .commit_consumer_state(CommitMode::Sync)
         .expect("commit through the coordinator");
     let committed = committed_offsets(&bootstrap, "alpha", "work", 3);
-    assert_eq!(
-        committed.iter().sum::<i64>(),
-        RECORDS as i64,
-        "{committed:?}"
-    );
+    assert_committed_past_records(&committed, &ends(&bootstrap, "work"));
 }
 
 /// kafka-python, a client of its own (not librdkafka): a group consumer
@@ -203,7 +229,7 @@ fn a_kafka_python_group_consumer_finds_its_coordinator_in_the_cluster() {
     // A group whose coordinator is not the first bootstrap broker.
     let group = ["py-a", "py-b", "py-c", "py-d", "py-e", "py-f"]
         .into_iter()
-        .find(|g| find_coordinator(&mut cluster, 1, g).1 != 1)
+        .find(|g| wait_for_coordinator(&mut cluster, g).0 != 1)
         .expect("a group coordinated elsewhere");
     let count = RECORDS.to_string();
     let out = common::python::run_script(
@@ -211,71 +237,110 @@ fn a_kafka_python_group_consumer_finds_its_coordinator_in_the_cluster() {
         KAFKA_PYTHON_GROUP,
         &[&bootstrap, "py-work", group, &count],
     );
-    assert_eq!(
-        out.trim(),
-        format!("{RECORDS} {RECORDS}"),
-        "read and committed"
-    );
     let committed = committed_offsets(&bootstrap, group, "py-work", 3);
     assert_eq!(
-        committed.iter().sum::<i64>(),
-        RECORDS as i64,
-        "{committed:?}"
+        out.trim(),
+        format!("{RECORDS} {}", committed.iter().sum::<i64>()),
+        "read every record and committed through the coordinator"
     );
+    assert_committed_past_records(&committed, &ends(&bootstrap, "py-work"));
+}
+
+/// The partition's leader and epoch once a leader serves it, as `node` sees it.
+fn wait_for_leader(cluster: &mut Cluster, node: i32, topic: &str, other_than: i32) -> (i32, i32) {
+    let mut seen = (-1, -1);
+    let found = common::wait_until(FAILOVER_TIMEOUT, || {
+        let (leader, epoch, _, _) = partition(&cluster.metadata(node), topic);
+        seen = (leader, epoch);
+        leader > 0 && leader != other_than
+    });
+    assert!(found, "{topic}: a leader other than {other_than}: {seen:?}");
+    seen
+}
+
+/// A produce of one record to the partition's leader as `ask` names it,
+/// retried while leadership settles: (leader, base offset).
+fn produce_when_served(cluster: &mut Cluster, ask: i32, topic: &str, value: &[u8]) -> (i32, i64) {
+    let mut last = (-1, -1, -1);
+    let served = common::wait_until(FAILOVER_TIMEOUT, || {
+        let leader = partition(&cluster.metadata(ask), topic).0;
+        if leader <= 0 {
+            return false;
+        }
+        let mut client = RawClient::connect_negotiated(cluster.node(leader).addr());
+        let answer = raw::produce(&mut client, topic, 0, &[(b"k", value)]);
+        last = (leader, answer.error_code, answer.base_offset);
+        answer.error_code == 0
+    });
+    assert!(served, "{topic}: produce served: {last:?}");
+    (last.0, last.2)
 }
 
 #[test]
 fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
     let mut cluster = Cluster::start(3);
     assert_eq!(cluster.create_topic(1, "epochs", 1, 3), error_code::NONE);
-    let metadata = cluster.wait_for_topic(2, "epochs", 1);
-    let (old, epoch, isr, offline) = partition(&metadata, "epochs");
-    assert_eq!((epoch, isr, offline), (0, vec![old], vec![]));
-    let mut client = RawClient::connect_negotiated(cluster.node(old).addr());
+    cluster.wait_for_topic(2, "epochs", 1);
+    // The partition's Raft group elects a leader; its term is the epoch.
+    wait_for_leader(&mut cluster, 2, "epochs", -1);
+    let (mut old, mut last) = (-1, -1);
     for i in 0..5u8 {
-        let answer = raw::produce(&mut client, "epochs", 0, &[(b"k", &[i])]);
-        assert_eq!(answer.error_code, 0);
+        (old, last) = produce_when_served(&mut cluster, 2, "epochs", &[i]);
     }
-    assert_eq!(stamped_epoch(&mut client, "epochs", 0), 0);
-    assert_eq!(end_offset(&mut client, "epochs", 0), (0, 0, 5));
+    let first_epoch = partition(&cluster.metadata(old), "epochs").1;
+    let mut client = RawClient::connect_negotiated(cluster.node(old).addr());
+    assert_eq!(stamped_epoch(&mut client, "epochs", last), first_epoch);
+    let (error, epoch, end) = end_offset(&mut client, "epochs", first_epoch);
+    assert_eq!((error, epoch), (0, first_epoch));
+    assert_eq!(
+        end,
+        last + 1,
+        "the current epoch ends at the high watermark"
+    );
 
-    // The leader dies: another replica leads at epoch 1; the dead one is offline.
+    // The leader dies: another replica leads at a later epoch; the dead one is offline.
     cluster.node(old).kill9();
     let survivor = if old == 1 { 2 } else { 1 };
-    let mut moved = None;
-    let failed_over = common::wait_until(FAILOVER_TIMEOUT, || {
-        let found = partition(&cluster.metadata(survivor), "epochs");
-        let done = found.0 > 0 && found.0 != old;
-        moved = Some(found);
-        done
+    wait_for_leader(&mut cluster, survivor, "epochs", old);
+    let offline = common::wait_until(FAILOVER_TIMEOUT, || {
+        partition(&cluster.metadata(survivor), "epochs").3 == vec![old]
     });
-    let (new, epoch, isr, offline) = moved.expect("polled");
-    assert!(failed_over, "leadership moved off {old}: {new}");
-    assert_eq!((epoch, isr, offline), (1, vec![new], vec![old]));
+    assert!(offline, "{old} is listed offline");
 
+    let (new, after) = produce_when_served(&mut cluster, survivor, "epochs", b"after");
+    let epoch = partition(&cluster.metadata(new), "epochs").1;
+    assert!(epoch > first_epoch, "epoch {epoch} after {first_epoch}");
     let mut client = RawClient::connect_negotiated(cluster.node(new).addr());
+    assert!(after > last, "{after} after {last}");
     assert_eq!(
-        raw::fetch_at_epoch(&mut client, "epochs", 0),
+        raw::fetch_at_epoch(&mut client, "epochs", first_epoch),
         FENCED_LEADER_EPOCH
     );
     // KIP-951: the fenced fetch names the leader at its epoch.
     let mut request = raw::fetch_request("epochs", 0, 0, 0, 0);
-    request.topics[0].partitions[0].current_leader_epoch = 0;
+    request.topics[0].partitions[0].current_leader_epoch = first_epoch;
     let response = client.call(&request, raw::FETCH_VERSION_MAX);
     let hint = &raw::single_fetch_partition(&response).current_leader;
-    assert_eq!((hint.leader_id.0, hint.leader_epoch), (new, 1));
-    assert_eq!(raw::fetch_at_epoch(&mut client, "epochs", 1), 0);
+    assert_eq!((hint.leader_id.0, hint.leader_epoch), (new, epoch));
+    assert_eq!(raw::fetch_at_epoch(&mut client, "epochs", epoch), 0);
     assert_eq!(
-        raw::fetch_at_epoch(&mut client, "epochs", 2),
+        raw::fetch_at_epoch(&mut client, "epochs", epoch + 1),
         UNKNOWN_LEADER_EPOCH
     );
-    // Batches appended now carry epoch 1; epoch 0 ended where epoch 1 began.
-    let answer = raw::produce(&mut client, "epochs", 0, &[(b"k", b"after")]);
-    assert_eq!(answer.error_code, 0);
-    assert_eq!(stamped_epoch(&mut client, "epochs", 0), 1);
-    assert_eq!(end_offset(&mut client, "epochs", 1), (0, 1, 1));
-    assert_eq!(end_offset(&mut client, "epochs", 0), (0, 0, 0));
-    assert_eq!(end_offset(&mut client, "epochs", 2), (0, -1, -1));
+    // Batches appended now carry the new epoch; the old one ended where the
+    // new leader's first entry (its LEADER_CHANGE control batch) began.
+    assert_eq!(stamped_epoch(&mut client, "epochs", after), epoch);
+    let (error, ended_epoch, ended) = end_offset(&mut client, "epochs", first_epoch);
+    assert_eq!((error, ended_epoch), (0, first_epoch));
+    assert!(
+        ended > last && ended <= after,
+        "epoch {first_epoch} ended at {ended}"
+    );
+    assert_eq!(
+        end_offset(&mut client, "epochs", epoch),
+        (0, epoch, after + 1)
+    );
+    assert_eq!(end_offset(&mut client, "epochs", epoch + 1), (0, -1, -1));
 
     // Both survivors' controller views agree with their quorum and cluster answers.
     for node in [survivor, 6 - old - survivor] {
@@ -306,24 +371,30 @@ fn a_new_leader_fences_the_old_epoch_and_answers_where_epochs_ended() {
         }
     }
 
-    // The old leader returns and, as the preferred replica, leads again at
-    // epoch 2. Its log still holds the five epoch-0 records: asked where
-    // epoch 1 ended, it answers with its own last epoch before 2 and where
-    // epoch 2 began, so a reader that followed epoch 1 finds the divergence.
+    // The old leader returns and, as the preferred replica, takes
+    // leadership back at a later epoch; the epoch it led at is fenced there.
     cluster.node(old).start_again();
-    // (On restart its view first replays its own metadata log, where it led at 0.)
-    let back = common::wait_until(FAILOVER_TIMEOUT, || {
-        let (leader, epoch, _, offline) = partition(&cluster.metadata(old), "epochs");
-        (leader, epoch, offline.is_empty()) == (old, 2, true)
+    let mut back = (-1, -1);
+    let returned = common::wait_until(FAILOVER_TIMEOUT, || {
+        let (leader, now, _, offline) = partition(&cluster.metadata(old), "epochs");
+        back = (leader, now);
+        leader == old && now > epoch && offline.is_empty()
     });
-    assert!(back, "the preferred replica leads again at epoch 2");
+    assert!(returned, "the preferred replica leads again: {back:?}");
+    let (leader, again) = produce_when_served(&mut cluster, old, "epochs", b"again");
+    assert_eq!(leader, old);
     let mut client = RawClient::connect_negotiated(cluster.node(old).addr());
+    assert!(again > after);
     assert_eq!(
-        raw::fetch_at_epoch(&mut client, "epochs", 1),
+        raw::fetch_at_epoch(&mut client, "epochs", epoch),
         FENCED_LEADER_EPOCH
     );
-    assert_eq!(end_offset(&mut client, "epochs", 1), (0, 0, 5));
-    assert_eq!(end_offset(&mut client, "epochs", 2), (0, 2, 5));
+    let (error, ended_epoch, ended) = end_offset(&mut client, "epochs", epoch);
+    assert_eq!((error, ended_epoch), (0, epoch));
+    assert!(
+        ended > after && ended <= again,
+        "epoch {epoch} ended at {ended}"
+    );
 }
 
 #[test]

@@ -129,6 +129,13 @@ impl PartitionLog {
                     completed,
                 );
             }
+            // Every replica keeps the same epoch cache (OffsetForLeaderEpoch).
+            if header.partition_leader_epoch > state.leader_epoch {
+                state.leader_epoch = header.partition_leader_epoch;
+            }
+            state
+                .leader_epochs
+                .on_batch(header.partition_leader_epoch, Offset(header.base_offset));
             self.queue_batches(state, batch.clone(), Offset(header.base_offset), None)?;
             state.stats.appends += 1;
             state.stats.appended_records += u64::try_from(header.record_count).unwrap_or(0);
