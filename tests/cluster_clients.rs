@@ -56,6 +56,23 @@ fn find_coordinator(cluster: &mut Cluster, node: i32, group: &str) -> (i16, i32,
     (response.error_code, response.node_id.0, response.port)
 }
 
+/// `RECORDS` records over a topic's three partitions, every one delivered.
+fn produce_over_three_partitions(bootstrap: &str, topic: &str) {
+    let (producer, log) = producer(bootstrap, &[]);
+    for i in 0..RECORDS {
+        let value = format!("value-{i}");
+        let record = BaseRecord::to(topic).partition((i % 3) as i32);
+        send(&producer, record.payload(value.as_bytes()));
+    }
+    flush(&producer);
+    assert_eq!(
+        log.delivered_count(),
+        RECORDS,
+        "{:?}",
+        log.failures().first()
+    );
+}
+
 /// The end (high watermark) of each of a topic's three partitions.
 fn ends(bootstrap: &str, topic: &str) -> Vec<i64> {
     (0..3)
@@ -143,19 +160,7 @@ fn one_broker_coordinates_each_group_and_a_consumer_group_runs_through_it() {
     assert!(coordinators.len() > 1, "groups spread over brokers");
 
     let bootstrap = cluster.bootstrap();
-    let (producer, log) = producer(&bootstrap, &[]);
-    for i in 0..RECORDS {
-        let value = format!("value-{i}");
-        let record = BaseRecord::to("work").partition((i % 3) as i32);
-        send(&producer, record.payload(value.as_bytes()));
-    }
-    flush(&producer);
-    assert_eq!(
-        log.delivered_count(),
-        RECORDS,
-        "{:?}",
-        log.failures().first()
-    );
+    produce_over_three_partitions(&bootstrap, "work");
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -213,19 +218,7 @@ fn a_kafka_python_group_consumer_finds_its_coordinator_in_the_cluster() {
     assert_eq!(cluster.create_topic(3, "py-work", 3, 3), error_code::NONE);
     cluster.wait_for_topic(1, "py-work", 3);
     let bootstrap = cluster.bootstrap();
-    let (producer, log) = producer(&bootstrap, &[]);
-    for i in 0..RECORDS {
-        let value = format!("value-{i}");
-        let record = BaseRecord::to("py-work").partition((i % 3) as i32);
-        send(&producer, record.payload(value.as_bytes()));
-    }
-    flush(&producer);
-    assert_eq!(
-        log.delivered_count(),
-        RECORDS,
-        "{:?}",
-        log.failures().first()
-    );
+    produce_over_three_partitions(&bootstrap, "py-work");
     // A group whose coordinator is not the first bootstrap broker.
     let group = ["py-a", "py-b", "py-c", "py-d", "py-e", "py-f"]
         .into_iter()
