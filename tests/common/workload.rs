@@ -362,8 +362,13 @@ fn commit(
 }
 
 fn read_back(consumer: &BaseConsumer<SessionContext>, group: &str, history: &History) {
-    let Ok(committed) = consumer.committed(COMMIT_TIMEOUT) else {
-        return;
+    let committed = match consumer.committed(COMMIT_TIMEOUT) {
+        Ok(committed) => committed,
+        // Mid-fault the coordinator may not answer; the report says so.
+        Err(error) => {
+            history.note(format!("{group}: committed offsets not read back: {error}"));
+            return;
+        }
     };
     for element in committed.elements() {
         if let Offset::Offset(offset) = element.offset() {
