@@ -83,10 +83,7 @@ impl PartitionLog {
         incoming_bytes: usize,
         turn: Option<super::AppendTurn>,
     ) -> Result<(super::AppendTurn, i64), Error> {
-        let permit = match turn {
-            Some(turn) => turn,
-            None => self.append_lock.turn().await,
-        };
+        let permit = self.append_lock.turn_unless_held(turn).await;
         self.mark_changing().await?;
         let now = (self.clock)();
         if self.should_roll(incoming_bytes as u64, now) {

@@ -426,10 +426,7 @@ impl PartitionLog {
     /// [`close`](Self::close) in a turn of this log's append queue already
     /// taken (see [`try_append_turn`](Self::try_append_turn)).
     pub async fn close_in_turn(&self, turn: Option<AppendTurn>) -> Result<(), Error> {
-        let permit = match turn {
-            Some(turn) => turn,
-            None => self.append_lock.turn().await,
-        };
+        let permit = self.append_lock.turn_unless_held(turn).await;
         {
             let state = self.state.borrow();
             if state.closed {

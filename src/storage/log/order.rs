@@ -26,6 +26,14 @@ impl AppendLock {
         self.0.clone().lock_owned().await
     }
 
+    /// `held` when the caller already took its turn, else a new one.
+    pub async fn turn_unless_held(&self, held: Option<AppendTurn>) -> AppendTurn {
+        match held {
+            Some(turn) => turn,
+            None => self.turn().await,
+        }
+    }
+
     /// The turn, when nobody holds it or waits for it.
     pub fn try_turn(&self) -> Option<AppendTurn> {
         self.0.clone().try_lock_owned().ok()
