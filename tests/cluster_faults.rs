@@ -204,7 +204,6 @@ fn one_fault(fault: Fault, partitions: i32) -> Option<(String, Report)> {
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn sigkill_of_a_partition_leader_then_restart_loses_no_acknowledged_write() {
     if let Some((title, report)) = one_fault(Fault::KillLeader, PARTITIONS) {
         report.print_and_assert_clean(&title);
@@ -212,7 +211,6 @@ fn sigkill_of_a_partition_leader_then_restart_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn sigkill_of_the_controller_leader_loses_no_acknowledged_write() {
     if let Some((title, report)) = one_fault(Fault::KillController, PARTITIONS) {
         report.print_and_assert_clean(&title);
@@ -220,7 +218,6 @@ fn sigkill_of_the_controller_leader_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn a_leader_paused_past_the_election_timeout_acknowledges_nothing_once_fenced() {
     // A write the fenced leader acknowledged after SIGCONT is not in the
     // new leader's log: the checker reports it as a lost write.
@@ -230,7 +227,6 @@ fn a_leader_paused_past_the_election_timeout_acknowledges_nothing_once_fenced() 
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn a_network_partition_isolating_a_leader_loses_no_acknowledged_write() {
     if let Some((title, report)) = one_fault(Fault::IsolateLeader, PARTITIONS) {
         report.print_and_assert_clean(&title);
@@ -238,7 +234,6 @@ fn a_network_partition_isolating_a_leader_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn a_network_partition_isolating_a_follower_loses_no_acknowledged_write() {
     // One partition, so that the isolated node follows and leads nothing.
     if let Some((title, report)) = one_fault(Fault::IsolateFollower, 1) {
@@ -247,7 +242,6 @@ fn a_network_partition_isolating_a_follower_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "replicated partitions do not survive load yet: an entry can start one batch past the end a replica computed (\"the log does not continue the Raft log\"), which stops that partition's Raft log and its broker"]
 fn a_rolling_restart_of_all_three_loses_no_acknowledged_write() {
     if let Some((title, report)) = one_fault(Fault::RollingRestart, PARTITIONS) {
         report.print_and_assert_clean(&title);

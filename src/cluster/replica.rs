@@ -15,7 +15,7 @@
 //! the same bytes.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -27,7 +27,10 @@ use raft::{GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
 use super::consensus::raft_config;
 use super::logger::partition_raft_logger;
 use super::NodeId;
-use crate::storage::{self, control, AppendInfo, BatchHeader, Durability, Offset, PartitionLog};
+use crate::storage::producer_state::ProducerEntry;
+use crate::storage::{
+    self, control, AppendInfo, BatchHeader, Durability, Offset, PartitionLog, Proposal,
+};
 
 /// Entry bytes kept in memory per group for followers that are nearly caught up.
 const WINDOW_BYTES_MAX: usize = 8 << 20;
@@ -70,8 +73,12 @@ pub struct EntryMeta {
 pub struct Entries {
     hard_state: HardState,
     voters: Vec<u64>,
-    /// `metas[i - 1]` is entry `i`.
+    /// `metas[i - 1]` is entry `i`. Entries of a turn's write are here from
+    /// the moment raft-rs hands them over (it reads them back at once), so
+    /// the last ones may not be durable yet.
     metas: Vec<EntryMeta>,
+    /// The last entry that is durable in the log.
+    persisted: u64,
     /// The raft index of `window[0]`.
     window_first: u64,
     window: VecDeque<Bytes>,
@@ -104,6 +111,7 @@ impl Entries {
     /// Forgets entry `index` and every later one.
     fn truncate_from(&mut self, index: u64) {
         self.metas.truncate(index.saturating_sub(1) as usize);
+        self.persisted = self.persisted.min(self.last_index());
         if index < self.window_first {
             self.window.clear();
             self.window_bytes = 0;
@@ -118,7 +126,7 @@ impl Entries {
         self.fetched.split_off(&index);
     }
 
-    /// Entry `index` is durable in the log.
+    /// Entry `index` follows the last one (it is being written).
     fn push(&mut self, index: u64, meta: EntryMeta, data: Bytes) {
         debug_assert_eq!(index, self.last_index() + 1);
         self.metas.push(meta);
@@ -231,29 +239,28 @@ struct Waiter {
 }
 
 /// What one turn writes for a group, taken from its Ready (already
-/// handed back to raft-rs; persistence is reported with its number).
+/// handed back to raft-rs, and already in [`Entries`]; persistence is
+/// reported with its number).
 pub struct Pending {
     number: u64,
     /// Messages that may leave only once this is durable (votes, append answers).
     persisted_messages: Vec<Message>,
-    /// Cut the log at this offset first (a replaced uncommitted tail),
-    /// forgetting entries from this index on.
-    truncate: Option<(u64, Offset)>,
-    /// The first new entry's index and the batches from there on.
-    first_index: u64,
-    batches: Vec<(EntryMeta, Bytes)>,
+    /// Cut the log at this offset first (a replaced uncommitted tail).
+    truncate: Option<Offset>,
+    /// The last entry durable once this is written.
+    last_index: u64,
+    batches: Vec<Bytes>,
     pub hard_state: Option<HardState>,
 }
 
 impl Pending {
     /// Cuts and appends what this turn must make durable in `log`.
     pub async fn write(&self, log: &PartitionLog) -> Result<(), storage::Error> {
-        if let Some((_, offset)) = self.truncate {
+        if let Some(offset) = self.truncate {
             log.truncate_from(offset).await?;
         }
         if !self.batches.is_empty() {
-            let batches: Vec<Bytes> = self.batches.iter().map(|(_, b)| b.clone()).collect();
-            log.append_replicated(&batches).await?;
+            log.append_replicated(&self.batches).await?;
         }
         Ok(())
     }
@@ -271,6 +278,10 @@ pub struct Replica {
     /// The leader's next offset to assign, once its term's first entry is
     /// committed (before that it takes no produce).
     proposed_end: Option<Offset>,
+    /// On the leader: producers' entries after its proposals that are not
+    /// in the log yet, with the last such proposal's index (a retry of one
+    /// is a duplicate, KIP-98).
+    proposed_producers: HashMap<i64, (ProducerEntry, u64)>,
     waiters: VecDeque<Waiter>,
     /// The (leader, term) last published.
     published: (Option<NodeId>, u64),
@@ -310,6 +321,7 @@ impl Replica {
             hard_state: hard_state.clone(),
             voters: replicas.iter().map(|&r| r as u64).collect(),
             metas,
+            persisted: last,
             window_first: last + 1,
             window: VecDeque::new(),
             window_bytes: 0,
@@ -326,6 +338,7 @@ impl Replica {
             node: raw,
             entries,
             proposed_end: None,
+            proposed_producers: HashMap::new(),
             waiters: VecDeque::new(),
             published: (None, 0),
             idle_ticks: 0,
@@ -443,13 +456,43 @@ impl Replica {
         self.idle_ticks = 0;
         let term = self.term();
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
-        let (batches, info) = self.log.stamp_proposal(records, base_offset, epoch)?;
-        for batch in &batches {
-            self.node.propose(Vec::new(), batch.to_vec())?;
-        }
-        self.proposed_end = Some(info.last_offset + 1);
+        let proposed = &self.proposed_producers;
+        let proposal = self.log.stamp_proposal(records, base_offset, epoch, |id| {
+            proposed.get(&id).map(|(entry, _)| *entry)
+        })?;
+        let info = match proposal {
+            Proposal::Fresh {
+                batches,
+                info,
+                producers,
+            } => {
+                for batch in &batches {
+                    // Later proposals start after each batch raft-rs took,
+                    // even if it drops one that follows.
+                    let end = Offset(BatchHeader::parse(batch)?.last_offset()) + 1;
+                    self.node.propose(Vec::new(), batch.to_vec())?;
+                    self.proposed_end = Some(end);
+                }
+                let index = self.node.raft.raft_log.last_index();
+                for (id, entry) in producers {
+                    self.proposed_producers.insert(id, (entry, index));
+                }
+                info
+            }
+            // A retry: answered once everything proposed so far is, which
+            // includes the batch it repeats.
+            Proposal::Duplicate(info) => info,
+        };
         let index = self.node.raft.raft_log.last_index();
         let (answer, answered) = oneshot::channel();
+        let met = match durability {
+            Durability::Written => index <= self.entries.borrow().persisted,
+            _ => index <= self.node.raft.raft_log.committed,
+        };
+        if met {
+            let _ = answer.send(Ok(info));
+            return Ok(answered);
+        }
         self.waiters.push_back(Waiter {
             index,
             term,
@@ -476,83 +519,98 @@ impl Replica {
             number: ready.number(),
             persisted_messages: ready.take_persisted_messages(),
             truncate: None,
-            first_index: new.first().map_or(0, |e| e.index),
+            last_index: 0,
             batches: Vec::with_capacity(new.len()),
             hard_state: ready.hs().cloned(),
         };
-        // Writes run while raft-rs goes on (steps and proposals may come
-        // in between); `finish` reports them persisted.
+        // raft-rs reads entries it hands over back from storage as soon as
+        // `advance_append_async` returns (proposals and appends stepped
+        // while the write runs build on them), so they enter the map first.
+        self.stage(new, &mut pending)?;
+        pending.last_index = self.entries.borrow().last_index();
         self.node.advance_append_async(ready);
         if let Some(last) = committed.last() {
             self.node.advance_apply_to(last.index);
         }
-        if let Some(first) = new.first() {
-            let entries = self.entries.borrow();
-            let mut next = if first.index <= entries.last_index() {
-                let meta = entries
-                    .meta(first.index)
-                    .ok_or_else(|| ReplicaError::Diverged("no entry to replace".into()))?;
-                pending.truncate = Some((first.index, meta.base_offset));
-                meta.base_offset
-            } else {
-                index_end(
-                    &entries.metas,
-                    entries.last_index(),
-                    self.log.log_start_offset(),
-                )
-            };
-            drop(entries);
-            for entry in new {
-                let epoch = i32::try_from(entry.term).unwrap_or(i32::MAX);
-                let batch = if entry.data.is_empty() {
-                    control::leader_change_batch(next.get(), epoch)
-                } else {
-                    Bytes::from(entry.data)
-                };
-                let header = BatchHeader::parse(&batch)?;
-                if header.base_offset != next.get() {
-                    return Err(ReplicaError::Diverged(format!(
-                        "entry {} starts at offset {}, the log at {}",
-                        entry.index,
-                        header.base_offset,
-                        next.get()
-                    )));
-                }
-                let meta = EntryMeta {
-                    base_offset: next,
-                    next_offset: Offset(header.last_offset()) + 1,
-                    term: entry.term,
-                };
-                next = meta.next_offset;
-                pending.batches.push((meta, batch));
-            }
-        }
         Ok(Some(pending))
     }
 
-    /// After `pending` is durable: records its entries, sends what waited
+    /// Turns a Ready's entries into the batches to write and enters them
+    /// in the map, cutting a replaced tail first.
+    fn stage(&mut self, new: Vec<Entry>, pending: &mut Pending) -> Result<(), ReplicaError> {
+        let Some(first) = new.first() else {
+            return Ok(());
+        };
+        let mut entries = self.entries.borrow_mut();
+        let mut next = if first.index <= entries.last_index() {
+            let meta = entries
+                .meta(first.index)
+                .ok_or_else(|| ReplicaError::Diverged("no entry to replace".into()))?;
+            pending.truncate = Some(meta.base_offset);
+            entries.truncate_from(first.index);
+            meta.base_offset
+        } else if first.index == entries.last_index() + 1 {
+            index_end(
+                &entries.metas,
+                entries.last_index(),
+                self.log.log_start_offset(),
+            )
+        } else {
+            return Err(ReplicaError::Diverged(format!(
+                "entry {} follows entry {}",
+                first.index,
+                entries.last_index()
+            )));
+        };
+        for entry in new {
+            let epoch = i32::try_from(entry.term).unwrap_or(i32::MAX);
+            let batch = if entry.data.is_empty() {
+                control::leader_change_batch(next.get(), epoch)
+            } else {
+                Bytes::from(entry.data)
+            };
+            let header = BatchHeader::parse(&batch)?;
+            if header.base_offset != next.get() {
+                return Err(ReplicaError::Diverged(format!(
+                    "entry {} starts at offset {}, the log at {}",
+                    entry.index,
+                    header.base_offset,
+                    next.get()
+                )));
+            }
+            let meta = EntryMeta {
+                base_offset: next,
+                next_offset: Offset(header.last_offset()) + 1,
+                term: entry.term,
+            };
+            next = meta.next_offset;
+            entries.push(entry.index, meta, batch.clone());
+            pending.batches.push(batch);
+        }
+        Ok(())
+    }
+
+    /// After `pending` is durable: marks its entries so, sends what waited
     /// for persistence and tells raft-rs (what it then commits comes with
     /// the next Ready). Returns the commit index when it moved.
     pub fn finish(&mut self, pending: Pending, out: &mut Outbox) -> Option<u64> {
         let Pending {
             number,
             persisted_messages,
-            truncate,
-            first_index,
-            batches,
+            last_index,
             hard_state,
+            ..
         } = pending;
         {
             let mut entries = self.entries.borrow_mut();
-            if let Some((index, _)) = truncate {
-                entries.truncate_from(index);
-            }
-            for (i, (meta, batch)) in batches.into_iter().enumerate() {
-                entries.push(first_index + i as u64, meta, batch);
-            }
+            entries.persisted = last_index.min(entries.last_index());
             if let Some(state) = hard_state {
                 entries.hard_state = state;
             }
+            // The log's producer state has what it wrote.
+            let persisted = entries.persisted;
+            self.proposed_producers
+                .retain(|_, (_, index)| *index > persisted);
         }
         out.extend(persisted_messages);
         self.node.on_persist_ready(number);
@@ -603,7 +661,7 @@ impl Replica {
 
     /// acks=1 waiters whose entry is durable here are answered.
     fn answer_written(&mut self) {
-        let persisted = self.entries.borrow().last_index();
+        let persisted = self.entries.borrow().persisted;
         let mut kept = VecDeque::with_capacity(self.waiters.len());
         for waiter in self.waiters.drain(..) {
             if waiter.durability == Durability::Written && waiter.index <= persisted {
@@ -622,6 +680,7 @@ impl Replica {
         let term = self.term();
         if !self.is_leader() {
             self.proposed_end = None;
+            self.proposed_producers.clear();
             for waiter in self.waiters.drain(..) {
                 let _ = waiter.answer.send(Err(ReplicaError::NotLeader));
             }

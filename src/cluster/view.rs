@@ -73,6 +73,15 @@ impl ClusterView {
         })
     }
 
+    /// Whether partition `index` of `topic` has more than one replica (it
+    /// is then served through its Raft group alone).
+    pub fn is_replicated(&self, topic: &str, index: usize) -> bool {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(index))
+            .is_some_and(|p| p.replicas.len() > 1)
+    }
+
     pub fn live_brokers(&self) -> usize {
         self.brokers.len()
     }

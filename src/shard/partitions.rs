@@ -184,9 +184,19 @@ impl Shard {
             }
             return self.owned_log_to_append(topic, partition, in_turn).await;
         }
+        let view = cluster.view();
+        // A replicated partition whose group is not open here (yet): the
+        // view's leader may be this broker before a restart, and its log
+        // must not take or serve anything outside Raft.
+        if partition
+            .index()
+            .is_some_and(|index| view.is_replicated(topic, index))
+        {
+            return Err(PartitionError::NotLeader);
+        }
         let leadership = partition
             .index()
-            .and_then(|index| cluster.view().leadership(topic, index));
+            .and_then(|index| view.leadership(topic, index));
         match leadership {
             Some(l) if l.leader == cluster.node => {
                 let (log, turn) = self.owned_log_to_append(topic, partition, in_turn).await?;

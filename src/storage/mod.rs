@@ -74,7 +74,8 @@ pub use control::{TxnMarker, TxnResult};
 pub use error::{CorruptReason, Error};
 pub use limit::ReadLimit;
 pub use log::{
-    AppendInfo, AppendLock, AppendTurn, BatchSpan, Isolation, LogStats, PartitionLog, ReadResult,
+    AppendInfo, AppendLock, AppendTurn, BatchSpan, Isolation, LogStats, PartitionLog, Proposal,
+    ReadResult,
 };
 pub use producer_state::ProducerError;
 pub use recovery::segment_count;

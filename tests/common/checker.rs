@@ -623,7 +623,15 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
         }
     }
 
-    let partitions: Vec<Partition> = drained.keys().copied().collect();
+    // Every partition written or drained: an incomplete drain still leaves
+    // the acknowledged ones to measure recovery on.
+    let partitions: Vec<Partition> = drained
+        .keys()
+        .copied()
+        .chain(observed.acks.iter().map(|a| a.partition))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let recoveries = recoveries(observed, &partitions);
     for recovery in &recoveries {
         let late = recovery.took.is_none_or(|took| took > bound);

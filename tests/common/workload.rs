@@ -426,6 +426,16 @@ pub fn drain(bootstrap: &str, topic: &str, partitions: i32) -> Result<Logs, Stri
                 .insert(message.offset(), value);
             next.insert(message.partition(), message.offset() + 1);
         }
+        // The consumer's position also moves past control batches (a new
+        // leader's LEADER_CHANGE may end the log), which no message shows.
+        if let Ok(positions) = consumer.position() {
+            for element in positions.elements() {
+                if let Offset::Offset(at) = element.offset() {
+                    let seen = next.entry(element.partition()).or_insert(0);
+                    *seen = (*seen).max(at);
+                }
+            }
+        }
     }
     Ok(logs)
 }

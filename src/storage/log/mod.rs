@@ -53,7 +53,7 @@ pub use appender::AppendInfo;
 pub use cleaning::SealedSegment;
 pub use pipeline::{WRITES_IN_FLIGHT_MAX, WRITE_BYTES_MAX};
 pub use reader::{Isolation, ReadResult};
-pub use replicated::BatchSpan;
+pub use replicated::{BatchSpan, Proposal};
 
 /// The wall clock a log reads, in milliseconds since the Unix epoch
 /// (injected so tests can set the time).

@@ -13,10 +13,24 @@ use super::super::control;
 use super::super::error::{CorruptReason, Error};
 use super::super::file;
 use super::super::limit::ReadLimit;
-use super::super::producer_state::snapshot;
+use super::super::producer_state::{snapshot, AppendCheck, ProducerEntry};
 use super::super::segment::{self, Segment};
 use super::super::types::Offset;
 use super::{load_state, AppendInfo, PartitionLog, ReadResult};
+
+/// What a leader's proposal comes to.
+#[derive(Debug)]
+pub enum Proposal {
+    /// New batches, one per Raft entry, where they land, and the producers'
+    /// entries once they are stored.
+    Fresh {
+        batches: Vec<Bytes>,
+        info: AppendInfo,
+        producers: Vec<(i64, ProducerEntry)>,
+    },
+    /// A retry of a batch already in the log or proposed: its offsets.
+    Duplicate(AppendInfo),
+}
 
 /// One stored batch as the Raft log sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +50,9 @@ impl PartitionLog {
 
     /// Stamps a leader's proposal: `records` (already [`prepare`]d) get
     /// offsets from `base_offset` on and `leader_epoch`, and are split into
-    /// one batch per Raft entry. Returns the batches and where they land.
+    /// one batch per Raft entry. Idempotent batches are checked against the
+    /// log's producers and, newer, the leader's proposals not yet in the log
+    /// (`proposed`), as a single log's append checks them (KIP-98).
     ///
     /// [`prepare`]: Self::prepare
     pub fn stamp_proposal(
@@ -44,14 +60,29 @@ impl PartitionLog {
         records: Bytes,
         base_offset: Offset,
         leader_epoch: i32,
-    ) -> Result<(Vec<Bytes>, AppendInfo), Error> {
-        let (log_append_time, log_start_offset) = {
+        proposed: impl Fn(i64) -> Option<ProducerEntry>,
+    ) -> Result<Proposal, Error> {
+        let (log_append_time, log_start_offset, check) = {
             let state = self.state.borrow();
             let now = (self.clock)();
-            (
-                (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now),
-                state.log_start_offset,
-            )
+            let log_append_time =
+                (state.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+            let check =
+                state
+                    .producers
+                    .check_after(&records, base_offset, log_append_time, proposed)?;
+            (log_append_time, state.log_start_offset, check)
+        };
+        let producers = match check {
+            AppendCheck::Fresh(updates) => updates,
+            AppendCheck::Duplicate(batch) => {
+                return Ok(Proposal::Duplicate(AppendInfo {
+                    base_offset: batch.first_offset,
+                    last_offset: batch.last_offset,
+                    log_append_time_ms: log_append_time.map(|_| batch.timestamp_ms),
+                    log_start_offset,
+                }))
+            }
         };
         let mut buffer: BytesMut = records
             .try_into_mut()
@@ -74,7 +105,11 @@ impl PartitionLog {
             log_append_time_ms: log_append_time,
             log_start_offset,
         };
-        Ok((batches, info))
+        Ok(Proposal::Fresh {
+            batches,
+            info,
+            producers,
+        })
     }
 
     /// The offset the next batch takes.

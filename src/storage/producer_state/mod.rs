@@ -334,6 +334,19 @@ impl ProducerStateTable {
         base_offset: Offset,
         log_append_time_ms: Option<i64>,
     ) -> Result<AppendCheck, ProducerError> {
+        self.check_after(records, base_offset, log_append_time_ms, |_| None)
+    }
+
+    /// [`check`](Self::check) where `proposed` knows producers' entries
+    /// newer than this table's: a Raft leader's proposals that are not in
+    /// its log yet, so a retry of one is a duplicate too.
+    pub fn check_after(
+        &self,
+        records: &[u8],
+        base_offset: Offset,
+        log_append_time_ms: Option<i64>,
+        proposed: impl Fn(i64) -> Option<ProducerEntry>,
+    ) -> Result<AppendCheck, ProducerError> {
         let mut staged: Vec<(i64, ProducerEntry)> = Vec::new();
         let mut offset = base_offset;
         for item in batch::BatchIter::new(records) {
@@ -347,8 +360,10 @@ impl ProducerStateTable {
             let current = staged
                 .iter()
                 .find(|(id, _)| *id == header.producer_id)
-                .map(|(_, entry)| entry)
-                .or_else(|| self.producers.get(&header.producer_id));
+                .map(|(_, entry)| *entry)
+                .or_else(|| proposed(header.producer_id))
+                .or_else(|| self.producers.get(&header.producer_id).copied());
+            let current = current.as_ref();
             let batch = batch_metadata(&header, first_offset, log_append_time_ms)?;
             if let Some(duplicate) = check_batch(&header, &batch, current)? {
                 return Ok(AppendCheck::Duplicate(duplicate));
