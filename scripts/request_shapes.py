@@ -57,6 +57,7 @@ REQUESTS = [
     ("WriteTxnMarkers", "write_txn_markers_request", "WriteTxnMarkersRequest"),
     ("OffsetForLeaderEpoch", "offset_for_leader_epoch_request", "OffsetForLeaderEpochRequest"),
     ("DescribeQuorum", "describe_quorum_request", "DescribeQuorumRequest"),
+    ("ElectLeaders", "elect_leaders_request", "ElectLeadersRequest"),
 ]
 
 SCALARS = {

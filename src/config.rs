@@ -187,6 +187,8 @@ pub struct FileConfig {
     pub offsets_topic_num_partitions: Option<u32>,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: Option<i16>,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: Option<bool>,
 }
 
 /// A key that takes one string or a list of them.
@@ -475,6 +477,9 @@ impl Config {
                 offsets_topic_replication_factor: flags
                     .offsets_topic_replication_factor
                     .or(file.offsets_topic_replication_factor),
+                auto_leader_rebalance: flags
+                    .auto_leader_rebalance_enable
+                    .or(file.auto_leader_rebalance_enable),
             })?,
         };
         config.check_ranges()?;

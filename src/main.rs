@@ -193,6 +193,9 @@ struct ServeArgs {
     /// Replicas of __consumer_offsets, at most the voters (offsets.topic.replication.factor) [default: 3].
     #[arg(long, value_name = "N")]
     offsets_topic_replication_factor: Option<i16>,
+    /// Preferred replicas take back the leadership of their partitions on their own (auto.leader.rebalance.enable) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    auto_leader_rebalance_enable: Option<bool>,
 }
 
 /// Exit code for a configuration the broker refuses to start with.
@@ -263,6 +266,7 @@ fn load(args: ServeArgs) -> Result<Config, String> {
         default_replication_factor: args.default_replication_factor,
         offsets_topic_num_partitions: args.offsets_topic_num_partitions,
         offsets_topic_replication_factor: args.offsets_topic_replication_factor,
+        auto_leader_rebalance_enable: args.auto_leader_rebalance_enable,
     };
     Config::build(file, flags).map_err(|e| e.to_string())
 }

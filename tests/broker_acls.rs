@@ -566,6 +566,45 @@ fn describe_quorum(bootstrap: &str, user: &str) -> i16 {
     client.call(&request, 1).error_code
 }
 
+/// ElectLeaders v1 from `user` for a partition that does not exist: the
+/// top-level and the partition's error codes.
+fn elect_leaders(bootstrap: &str, user: &str) -> (i16, Vec<i16>) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let addr = bootstrap.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut client = plain_login(addr, user, &format!("{user}-secret"));
+    let request = kafka_protocol::messages::ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(kafka_protocol::messages::TopicName(
+                StrBytes::from_static_str("no-such-topic"),
+            ))
+            .with_partitions(vec![0])]))
+        .with_timeout_ms(1000);
+    let answer = client.call(&request, 1);
+    let codes = answer
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| p.error_code))
+        .collect();
+    (answer.error_code, codes)
+}
+
+#[test]
+fn elect_leaders_needs_alter_on_the_cluster() {
+    let (_broker, bootstrap) = authorizing_broker();
+    assert_eq!(
+        elect_leaders(&bootstrap, ALICE),
+        (
+            CLUSTER_AUTHORIZATION_FAILED,
+            vec![CLUSTER_AUTHORIZATION_FAILED]
+        )
+    );
+    assert_eq!(
+        elect_leaders(&bootstrap, ADMIN),
+        (0, vec![UNKNOWN_TOPIC_OR_PARTITION]),
+        "a super user gets past the authorizer"
+    );
+}
+
 #[test]
 fn offset_for_leader_epoch_needs_topic_describe_or_cluster_action() {
     let (_broker, bootstrap) = authorizing_broker();

@@ -148,6 +148,7 @@ fn probe(client: &mut RawClient, key: ApiKey, version: i16, group: &str) {
             answered(client, OffsetForLeaderEpochRequest::default(), version)
         }
         ApiKey::DescribeQuorum => answered(client, DescribeQuorumRequest::default(), version),
+        ApiKey::ElectLeaders => answered(client, ElectLeadersRequest::default(), version),
         other => panic!("{other:?} is advertised but this test has no request for it"),
     }
 }

@@ -240,6 +240,13 @@ impl Controller {
                     cluster.replication.route(&self.shard, message);
                 }
             }
+            WireMessage::Control(Control::ElectPreferred { topic, partition }) => {
+                let shard = self.shard.clone();
+                glommio::spawn_local(async move {
+                    super::elect::claim_here(&shard, topic, partition).await;
+                })
+                .detach();
+            }
             WireMessage::Control(Control::Propose { command }) => {
                 let mut consensus = self.consensus.borrow_mut();
                 if consensus.is_leader() {
@@ -249,6 +256,11 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Sends `control` to broker `to` over the controller's channel.
+    pub fn send_control(&self, to: NodeId, control: Control) {
+        self.transport.send(to, WireMessage::Control(control));
     }
 
     /// Persists, sends and applies whatever consensus has ready.

@@ -51,6 +51,9 @@ pub enum Control {
     },
     /// An encoded controller command for the leader to propose.
     Propose { command: Vec<u8> },
+    /// ElectLeaders: the receiving broker, the partition's preferred
+    /// replica, asks the partition's leader to hand over.
+    ElectPreferred { topic: String, partition: u32 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

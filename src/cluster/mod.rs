@@ -14,6 +14,7 @@
 //! - [`placement`]: spreading replicas and preferred leaders over brokers.
 //! - [`controller`]: the loop on shard 0 that drives consensus, leases and proposals.
 //! - [`coordinators`]: group coordinators on the leaders of the offsets topic's partitions.
+//! - [`elect`]: ElectLeaders: preferred leaders by Raft leadership transfer.
 //! - [`local`]: committed metadata applied to this broker's topic table.
 //! - [`view`]: the snapshot every shard answers Metadata from.
 //! - [`replica`]: one replicated partition's Raft group over its log.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod consensus;
 pub mod controller;
 pub mod coordinators;
+pub mod elect;
 pub mod frame;
 pub mod local;
 pub mod logger;

@@ -370,15 +370,20 @@ impl Replica {
     /// On the leader: replicas that are in sync, itself included: recently
     /// active (raft-rs's check-quorum lease) and no more than
     /// [`IN_SYNC_LAG_ENTRIES_MAX`] entries behind.
-    pub fn in_sync_replicas(&self) -> usize {
+    pub fn in_sync_replicas(&self) -> impl Iterator<Item = NodeId> + '_ {
         let raft = &self.node.raft;
         let last = raft.raft_log.last_index();
         raft.prs()
             .iter()
-            .filter(|(&id, p)| {
+            .filter(move |(&id, p)| {
                 id == raft.id || (p.recent_active && p.matched + IN_SYNC_LAG_ENTRIES_MAX >= last)
             })
-            .count()
+            .filter_map(|(&id, _)| NodeId::try_from(id).ok())
+    }
+
+    /// The group's replicas (its voters).
+    pub fn replica_count(&self) -> usize {
+        self.entries.borrow().voters.len()
     }
 
     /// On the preferred leader (the first replica) while another leads and
@@ -386,12 +391,31 @@ impl Replica {
     /// (raft-rs forwards the request; the leader transfers once this
     /// replica has every entry).
     fn reclaim_preferred(&mut self) {
+        if self.preferred {
+            self.claim_leadership();
+        }
+    }
+
+    /// A follower that knows its leader asks it for the leadership (raft-rs
+    /// forwards the request; the leader transfers once this replica has
+    /// every entry, or gives up after an election timeout). Whether it
+    /// asked.
+    pub fn claim_leadership(&mut self) -> bool {
         let raft = &self.node.raft;
         let other_leads = raft.leader_id != raft::INVALID_ID && raft.leader_id != raft.id;
-        if self.preferred && other_leads && raft.state == StateRole::Follower {
+        if other_leads && raft.state == StateRole::Follower {
             let me = raft.id;
             self.node.transfer_leader(me);
+            self.idle_ticks = 0;
+            return true;
         }
+        false
+    }
+
+    /// The preferred leader waits for an ElectLeaders instead of reclaiming
+    /// on its own (`auto.leader.rebalance.enable=false`).
+    pub fn stop_reclaiming(&mut self) {
+        self.preferred = false;
     }
 
     /// A hibernating group ticks again. A leader's check-quorum clock starts

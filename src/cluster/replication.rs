@@ -42,6 +42,11 @@ use crate::storage::{AppendInfo, Durability};
 
 /// Leader reports wait this long to go to the controller together.
 const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
+/// A leader reports a changed ISR of one partition at most this often, so
+/// a flapping follower does not flood the controller.
+const ISR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Ticks between checks of the leaders' ISRs against the view.
+const ISR_CHECK_TICKS: u64 = 5;
 /// Quiet ticks after which a leader stops ticking (and heartbeating).
 const LEADER_HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
 /// Quiet ticks after which a follower stops ticking: well within an
@@ -50,6 +55,15 @@ const LEADER_HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
 const FOLLOWER_HIBERNATE_AFTER_TICKS: u32 = 3;
 
 type GroupKey = (Arc<str>, u32);
+
+/// A shard's replicated partitions it leads, those short of in-sync
+/// replicas, and the elections its replicas won since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeadershipCounts {
+    pub leaders: u64,
+    pub under_replicated: u64,
+    pub elections_won: u64,
+}
 
 /// One group's durable hard state, as the shard's file keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +97,11 @@ pub struct Replication {
     forward_woken: RefCell<Option<LocalReceiver<()>>>,
     /// Leader reports not yet sent to the controller.
     reports: RefCell<Vec<LeaderReport>>,
+    /// When each led group last reported its ISR.
+    isr_reported: RefCell<HashMap<GroupKey, std::time::Instant>>,
+    ticks: Cell<u64>,
+    /// Partitions this shard's replicas came to lead (elections won).
+    elections_won: Cell<u64>,
 }
 
 impl Replication {
@@ -119,6 +138,9 @@ impl Replication {
             forward_wake,
             forward_woken: RefCell::new(Some(forward_woken)),
             reports: RefCell::default(),
+            isr_reported: RefCell::default(),
+            ticks: Cell::new(0),
+            elections_won: Cell::new(0),
         }
     }
 
@@ -176,7 +198,7 @@ impl Replication {
         let group = self.group(topic, partition)?;
         let answered = {
             let mut replica = group.borrow_mut();
-            if replica.in_sync_replicas() < min_insync {
+            if replica.in_sync_replicas().count() < min_insync {
                 return Some(Err(ReplicaError::NotEnoughReplicas));
             }
             let prepared = match replica.log.prepare(records) {
@@ -238,6 +260,7 @@ impl Replication {
             .cloned()
             .collect();
         for key in gone {
+            self.isr_reported.borrow_mut().remove(&key);
             if let Some(group) = self.groups.borrow_mut().remove(&key) {
                 group.borrow_mut().close();
             }
@@ -255,6 +278,9 @@ impl Replication {
             self.opening.borrow_mut().remove(&key);
             match opened {
                 Ok(mut replica) => {
+                    if !self.config.auto_leader_rebalance {
+                        replica.stop_reclaiming();
+                    }
                     // The preferred leader (first replica) of a fresh group
                     // campaigns at once, so leaders spread as placed.
                     if record.replicas.first() == Some(&self.node) && replica.term() == 0 {
@@ -328,6 +354,19 @@ impl Replication {
         if woke {
             let _ = self.wake.try_send(());
         }
+    }
+
+    /// ElectLeaders on the preferred replica: its group asks the leader
+    /// to hand over. Whether it asked (not when it leads or knows no leader).
+    pub fn claim_leadership(&self, topic: &str, partition: u32) -> bool {
+        let Some(group) = self.group(topic, partition) else {
+            return false;
+        };
+        let asked = group.borrow_mut().claim_leadership();
+        if asked {
+            self.wake_group(topic, partition);
+        }
+        asked
     }
 
     /// Messages from peers for groups of this shard.
@@ -450,6 +489,80 @@ impl Replication {
         }
         if self.commit_dirty.replace(false) {
             self.store_hard_states();
+        }
+        let ticks = self.ticks.get() + 1;
+        self.ticks.set(ticks);
+        if ticks.is_multiple_of(ISR_CHECK_TICKS) {
+            self.report_isr_changes();
+        }
+    }
+
+    /// The replicas a group's leader counts in sync, on live brokers only
+    /// (a hibernating leader's follower progress is as it last was), the
+    /// leader first.
+    fn live_isr(replica: &Replica, view: &ClusterView) -> Vec<NodeId> {
+        let me = replica.leader();
+        let mut isr: Vec<NodeId> = me.into_iter().collect();
+        isr.extend(
+            replica
+                .in_sync_replicas()
+                .filter(|&r| Some(r) != me && view.brokers.iter().any(|b| b.node == r)),
+        );
+        isr
+    }
+
+    /// Led groups whose ISR differs from the view's report it (KIP-497's
+    /// AlterPartition), each at most once per [`ISR_REPORT_INTERVAL`].
+    fn report_isr_changes(&self) {
+        let Some(view) = self
+            .shard
+            .borrow()
+            .upgrade()
+            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+        else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut changed = Vec::new();
+        for (key, group) in self.groups.borrow().iter() {
+            let replica = group.borrow();
+            if !replica.is_serving() {
+                continue;
+            }
+            let Some(record) = view
+                .topics
+                .get(&*key.0)
+                .and_then(|t| t.partitions.get(key.1 as usize))
+            else {
+                continue;
+            };
+            let isr = Self::live_isr(&replica, &view);
+            let Some(&leader) = isr.first() else {
+                continue;
+            };
+            let epoch = i32::try_from(replica.term()).unwrap_or(i32::MAX);
+            let mut reported = isr.clone();
+            reported.sort_unstable();
+            let mut shown = record.in_sync();
+            shown.sort_unstable();
+            let same = record.leader == leader && record.leader_epoch == epoch && reported == shown;
+            let recent = self
+                .isr_reported
+                .borrow()
+                .get(key)
+                .is_some_and(|at| now.duration_since(*at) < ISR_REPORT_INTERVAL);
+            if !same && !recent {
+                changed.push(LeaderReport {
+                    name: key.0.to_string(),
+                    partition: key.1,
+                    leader,
+                    epoch,
+                    isr,
+                });
+            }
+        }
+        for report in changed {
+            self.queue_report(report);
         }
     }
 
@@ -621,7 +734,20 @@ impl Replication {
             if let Some((leader, term)) = published {
                 let replica = group.borrow();
                 tracing::info!(topic = %replica.topic, partition = replica.partition, leader, term, "leading the partition");
-                self.publish_leader(replica.topic.clone(), replica.partition, leader, term);
+                self.elections_won.set(self.elections_won.get() + 1);
+                let isr = self
+                    .shard
+                    .borrow()
+                    .upgrade()
+                    .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+                    .map_or_else(|| vec![leader], |view| Self::live_isr(&replica, &view));
+                self.queue_report(LeaderReport {
+                    name: replica.topic.to_string(),
+                    partition: replica.partition,
+                    leader,
+                    epoch: i32::try_from(term).unwrap_or(i32::MAX),
+                    isr,
+                });
             }
             for (index, base_offset, context) in wanted {
                 let group = group.clone();
@@ -641,18 +767,17 @@ impl Replication {
         }
     }
 
-    /// Tells the controller who leads, so Metadata on every broker says so.
-    /// Reports of one moment go in one proposal.
-    fn publish_leader(&self, topic: Arc<str>, partition: u32, leader: NodeId, term: u64) {
-        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+    /// Tells the controller who leads and which replicas are in sync, so
+    /// Metadata on every broker says so. Reports of one moment go in one
+    /// proposal.
+    fn queue_report(&self, report: LeaderReport) {
+        self.isr_reported.borrow_mut().insert(
+            (Arc::from(report.name.as_str()), report.partition),
+            std::time::Instant::now(),
+        );
         let first = {
             let mut reports = self.reports.borrow_mut();
-            reports.push(LeaderReport {
-                name: topic.to_string(),
-                partition,
-                leader,
-                epoch,
-            });
+            reports.push(report);
             reports.len() == 1
         };
         if !first {
@@ -720,6 +845,33 @@ impl Replication {
         for (to, message) in messages {
             transport.send(to, message);
         }
+    }
+
+    /// This shard's part in the leadership metrics.
+    pub fn leadership_counts(&self) -> LeadershipCounts {
+        let view = self
+            .shard
+            .borrow()
+            .upgrade()
+            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()));
+        let mut counts = LeadershipCounts {
+            elections_won: self.elections_won.get(),
+            ..LeadershipCounts::default()
+        };
+        for group in self.groups.borrow().values() {
+            let replica = group.borrow();
+            if !replica.is_serving() {
+                continue;
+            }
+            counts.leaders += 1;
+            let in_sync = view
+                .as_ref()
+                .map_or(1, |view| Self::live_isr(&replica, view).len());
+            if in_sync < replica.replica_count() {
+                counts.under_replicated += 1;
+            }
+        }
+        counts
     }
 
     /// For logs and tests: this shard's index.

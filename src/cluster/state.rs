@@ -36,12 +36,30 @@ pub struct PartitionRecord {
     /// KIP-320's leader epoch: with one replica raised at each change of
     /// leader, with more the Raft term of the reported leader.
     pub leader_epoch: i32,
+    /// The in-sync replicas as the leader last reported them (KIP-497's
+    /// AlterPartition): live replicas that are caught up, the leader first.
+    /// A fenced broker leaves it at once.
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
 }
 
 impl PartitionRecord {
     /// Whether the partition is its own Raft group (more than one replica).
     pub fn is_replicated(&self) -> bool {
         self.replicas.len() > 1
+    }
+
+    /// The in-sync replicas Metadata shows: the leader always, the others
+    /// as reported; none without a leader.
+    pub fn in_sync(&self) -> Vec<NodeId> {
+        if self.leader < 0 {
+            return Vec::new();
+        }
+        let mut isr = vec![self.leader];
+        if self.is_replicated() {
+            isr.extend(self.isr.iter().copied().filter(|&r| r != self.leader));
+        }
+        isr
     }
 }
 
@@ -91,13 +109,16 @@ pub enum Op {
     },
 }
 
-/// A Raft leader of one replicated partition, with its term as the epoch.
+/// A Raft leader of one replicated partition, with its term as the epoch
+/// and the replicas it counts in sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderReport {
     pub name: String,
     pub partition: u32,
     pub leader: NodeId,
     pub epoch: i32,
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
 }
 
 /// A command as stored in a Raft entry: the op and who waits for it.
@@ -226,8 +247,11 @@ impl ClusterState {
         }
     }
 
-    /// Takes a leader report unless the partition knows a newer term.
+    /// Takes a leader report unless the partition knows a newer term; the
+    /// leader of the known term may report its in-sync replicas again.
+    /// Replicas of fenced brokers are not taken into the ISR.
     fn set_leader(&mut self, report: &LeaderReport) {
+        let live: HashSet<NodeId> = self.live_brokers().into_iter().collect();
         let Some(topic) = self.topics.get_mut(&report.name) else {
             return;
         };
@@ -236,10 +260,19 @@ impl ClusterState {
         };
         let newer =
             report.epoch > p.leader_epoch || (report.epoch == p.leader_epoch && p.leader < 0);
-        if p.is_replicated() && p.replicas.contains(&report.leader) && newer {
-            p.leader = report.leader;
-            p.leader_epoch = report.epoch;
+        let same = report.epoch == p.leader_epoch && report.leader == p.leader;
+        if !p.is_replicated() || !p.replicas.contains(&report.leader) || !(newer || same) {
+            return;
         }
+        p.leader = report.leader;
+        p.leader_epoch = report.epoch;
+        let mut isr = vec![report.leader];
+        for &r in &report.isr {
+            if !isr.contains(&r) && p.replicas.contains(&r) && live.contains(&r) {
+                isr.push(r);
+            }
+        }
+        p.isr = isr;
     }
 
     fn create_topic(
@@ -310,6 +343,7 @@ impl ClusterState {
             replicas,
             leader,
             leader_epoch: 0,
+            isr: Vec::new(),
         }
     }
 
@@ -332,6 +366,7 @@ impl ClusterState {
                     if partition.leader >= 0 && !live.contains(&partition.leader) {
                         partition.leader = -1;
                     }
+                    partition.isr.retain(|r| live.contains(r));
                     continue;
                 }
                 let leader = partition
@@ -465,9 +500,11 @@ mod tests {
                 partition: 0,
                 leader,
                 epoch,
+                isr: vec![1, 2, 3],
             }],
         };
         state.apply(&command(0, report(2, 3))).unwrap().unwrap();
+        assert_eq!(state.topics["t"].partitions[0].in_sync(), [2, 1, 3]);
         // An older term's report (a late message) changes nothing.
         state.apply(&command(0, report(1, 2))).unwrap().unwrap();
         let p = &state.topics["t"].partitions[0];
@@ -478,9 +515,12 @@ mod tests {
             .unwrap();
         let p = &state.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch), (-1, 3));
+        assert!(p.in_sync().is_empty());
+        // A fenced broker is not taken back into the ISR.
         state.apply(&command(0, report(3, 4))).unwrap().unwrap();
         let p = &state.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch), (3, 4));
+        assert_eq!(p.in_sync(), [3, 1]);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: u32 = 8;
 pub const OFFSETS_TOPIC_NUM_PARTITIONS_MAX: u32 = 1000;
 /// `offsets.topic.replication.factor` (capped by the number of voters).
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// `auto.leader.rebalance.enable`.
+pub const AUTO_LEADER_REBALANCE_DEFAULT: bool = true;
 
 /// One voter of the controller quorum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub struct ClusterConfig {
     pub offsets_topic_num_partitions: u32,
     /// Replicas of `__consumer_offsets` (at most the voters).
     pub offsets_topic_replication_factor: i16,
+    /// Preferred replicas reclaim leadership on their own (otherwise only
+    /// through ElectLeaders).
+    pub auto_leader_rebalance: bool,
 }
 
 impl ClusterConfig {
@@ -54,6 +59,7 @@ pub struct ClusterSettings {
     pub default_replication_factor: Option<i16>,
     pub offsets_topic_num_partitions: Option<u32>,
     pub offsets_topic_replication_factor: Option<i16>,
+    pub auto_leader_rebalance: Option<bool>,
 }
 
 /// `None` when no cluster flag is given (the single-node broker); all three
@@ -113,6 +119,9 @@ pub fn build_cluster(settings: ClusterSettings) -> Result<Option<ClusterConfig>,
         default_replication_factor: rf,
         offsets_topic_num_partitions: offsets_partitions,
         offsets_topic_replication_factor: offsets_rf,
+        auto_leader_rebalance: settings
+            .auto_leader_rebalance
+            .unwrap_or(AUTO_LEADER_REBALANCE_DEFAULT),
     }))
 }
 
@@ -161,6 +170,7 @@ mod tests {
             default_replication_factor: None,
             offsets_topic_num_partitions: None,
             offsets_topic_replication_factor: None,
+            auto_leader_rebalance: None,
         }
     }
 

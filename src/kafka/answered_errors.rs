@@ -13,12 +13,12 @@ use kafka_protocol::messages::{
     DeleteRecordsResponse, DeleteTopicsResponse, DescribeAclsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, DescribeGroupsResponse, DescribeProducersResponse,
     DescribeQuorumResponse, DescribeTransactionsResponse, DescribeUserScramCredentialsResponse,
-    EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
-    ListOffsetsResponse, ListTransactionsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
-    SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse, TxnOffsetCommitResponse,
-    WriteTxnMarkersResponse,
+    ElectLeadersResponse, EndTxnResponse, FindCoordinatorResponse, HeartbeatResponse,
+    IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, ListOffsetsResponse, ListTransactionsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse,
+    ProduceResponse, SaslAuthenticateResponse, SaslHandshakeResponse, SyncGroupResponse,
+    TxnOffsetCommitResponse, WriteTxnMarkersResponse,
 };
 
 /// An answer's error codes (zero included: the caller skips NONE).
@@ -68,6 +68,12 @@ answered_errors! {
         }
     }
     DescribeClusterResponse => |r, each| { each(r.error_code) }
+    ElectLeadersResponse => |r, each| {
+        each(r.error_code);
+        for topic in &r.replica_election_results {
+            topic.partition_result.iter().for_each(|p| each(p.error_code));
+        }
+    }
     DescribeQuorumResponse => |r, each| {
         each(r.error_code);
         for topic in &r.topics {

@@ -64,8 +64,8 @@ fn cluster_brokers(view: &ClusterView) -> Vec<MetadataResponseBroker> {
 
 /// A cluster topic's partitions: leader and epoch from the view's
 /// leadership (leaders report themselves there); a fenced broker's
-/// replicas are offline. The ISR lists the leader alone until caught-up
-/// replicas are reported.
+/// replicas are offline. The ISR is the leader and the replicas it last
+/// reported caught up.
 fn cluster_partitions(
     name: &str,
     record: &TopicRecord,
@@ -99,7 +99,7 @@ fn cluster_partitions(
                 .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(if version >= 7 { epoch } else { -1 })
                 .with_replica_nodes(ids(&mut p.replicas.iter().copied()))
-                .with_isr_nodes(ids(&mut (leader >= 0).then_some(leader).into_iter()));
+                .with_isr_nodes(ids(&mut p.in_sync().into_iter()));
             if version >= 5 {
                 partition.with_offline_replicas(offline)
             } else {

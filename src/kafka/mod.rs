@@ -11,6 +11,7 @@ pub mod api;
 pub mod api_versions;
 pub mod authorize;
 pub mod configs;
+pub mod elect_leaders;
 pub mod errors;
 pub mod fetch;
 pub mod fetch_encode;
@@ -94,6 +95,7 @@ register_apis! {
     txn_markers::WriteTxnMarkers,
     leader_epochs::OffsetForLeaderEpoch,
     quorum::DescribeQuorum,
+    elect_leaders::ElectLeaders,
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<&'static RangeInclusive<i16>> {

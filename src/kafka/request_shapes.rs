@@ -61,6 +61,7 @@ pub(super) fn walk(key: ApiKey, w: &mut Walker, version: i16) -> Option<Result<(
             offset_for_leader_epoch_offset_for_leader_epoch_request(w, version)
         }
         ApiKey::DescribeQuorum => describe_quorum_describe_quorum_request(w, version),
+        ApiKey::ElectLeaders => elect_leaders_elect_leaders_request(w, version),
         _ => return None,
     })
 }
@@ -1911,5 +1912,44 @@ fn describe_quorum_topic_data(w: &mut Walker, version: i16) -> Result<(), ShapeE
     w.compact_string()?;
     w.compact_array(|w| describe_quorum_partition_data(w, version))?;
     w.tagged_fields(version, no_known_tags)?;
+    Ok(())
+}
+
+fn elect_leaders_elect_leaders_request(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 1 {
+        w.fixed(1)?;
+    }
+    if version >= 2 {
+        w.compact_array(|w| elect_leaders_topic_partitions(w, version))?;
+    } else {
+        w.array(|w| elect_leaders_topic_partitions(w, version))?;
+    }
+    w.fixed(4)?;
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
+    Ok(())
+}
+
+fn elect_leaders_topic_partitions(w: &mut Walker, version: i16) -> Result<(), ShapeError> {
+    if version < 0 || version > 2 {
+        return Err(ShapeError::Version(version));
+    }
+    if version >= 2 {
+        w.compact_string()?;
+    } else {
+        w.string()?;
+    }
+    if version >= 2 {
+        w.compact_array(|w| w.fixed(4))?;
+    } else {
+        w.array(|w| w.fixed(4))?;
+    }
+    if version >= 2 {
+        w.tagged_fields(version, no_known_tags)?;
+    }
     Ok(())
 }

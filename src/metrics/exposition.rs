@@ -146,6 +146,7 @@ impl prometheus_client::collector::Collector for Exposition {
         self.encode_traffic(&mut encoder)?;
         self.encode_partitions(&mut encoder)?;
         self.encode_groups(&mut encoder)?;
+        self.encode_leadership(&mut encoder)?;
         self.encode_shards(&mut encoder)
     }
 }
@@ -382,6 +383,31 @@ impl Exposition {
                 let end = ends.get(&(c.topic.as_str(), c.partition.get()))?;
                 Some((labels(c), (end - c.offset.get()).max(0)))
             }),
+        )
+    }
+
+    /// Replicated partitions' Raft leadership, summed over shards (Kafka's
+    /// ReplicaManager LeaderCount and UnderReplicatedPartitions, and the
+    /// controller's leader elections, counted where they were won).
+    fn encode_leadership(&self, encoder: &mut DescriptorEncoder) -> Result<(), FmtError> {
+        let sum = |read: fn(&ShardSample) -> u64| self.samples.iter().map(read).sum::<u64>();
+        gauges(
+            encoder,
+            "partition_leaders",
+            "Replicated partitions this broker leads.",
+            [(Labels::new(), sum(|s| s.leadership.leaders) as i64)],
+        )?;
+        gauges(
+            encoder,
+            "under_replicated_partitions",
+            "Replicated partitions this broker leads with fewer in-sync replicas than replicas.",
+            [(Labels::new(), sum(|s| s.leadership.under_replicated) as i64)],
+        )?;
+        counters(
+            encoder,
+            "partition_leader_elections",
+            "Times a replica on this broker became a replicated partition's leader.",
+            [(Labels::new(), sum(|s| s.leadership.elections_won))],
         )
     }
 

@@ -11,6 +11,7 @@ use futures::future::join_all;
 use super::local::{
     self, ConnectionCounts, CrossShardCounts, FetchedTraffic, LatencySample, StorageWork,
 };
+use crate::cluster::replication::LeadershipCounts;
 use crate::group::api::CommittedOffset;
 use crate::shard::mesh::run_on;
 use crate::shard::sample::PartitionSample;
@@ -54,6 +55,8 @@ pub struct ShardSample {
     pub fetched: Vec<FetchedTraffic>,
     pub partitions: Vec<PartitionSample>,
     pub committed: Vec<CommittedOffset>,
+    /// The shard's replicated partitions it leads (zero without a cluster).
+    pub leadership: LeadershipCounts,
 }
 
 /// Copies this shard's numbers (runs on the shard itself).
@@ -85,6 +88,11 @@ pub fn sample(shard: &Shard) -> ShardSample {
         fetched,
         partitions: shard.partition_samples(),
         committed: shard.groups.committed_offsets(),
+        leadership: shard
+            .cluster
+            .as_ref()
+            .map(|c| c.replication.leadership_counts())
+            .unwrap_or_default(),
     }
 }
 
