@@ -355,6 +355,44 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
         preferred
     );
 
+    // The admin CLI: nothing left to elect for the topic.
+    let run = common::run_bounded(
+        std::process::Command::new(common::broker_binary()).args([
+            "cluster",
+            "elect-leaders",
+            "--topic",
+            "elect",
+            "--format",
+            "json",
+            "--bootstrap",
+            &cluster.node(2).bootstrap(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(run.succeeded(), "{}{}", run.stdout, run.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let results: Vec<(i64, String)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            let partition = e["partition"].as_i64().unwrap_or(-1);
+            (
+                partition,
+                e["result"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let not_needed = "ELECTION_NOT_NEEDED".to_string();
+    assert_eq!(
+        results,
+        [
+            (0, not_needed.clone()),
+            (1, not_needed.clone()),
+            (2, not_needed)
+        ]
+    );
+
     // kafka-python's admin client.
     let Some(python) = python_with("elect_leaders (kafka-python)", &["kafka"]) else {
         return;

@@ -43,6 +43,7 @@ pub mod versions {
     pub const DELETE_GROUPS: (i16, i16) = (0, 2);
     pub const OFFSET_FETCH: (i16, i16) = (2, 7);
     pub const OFFSET_COMMIT: (i16, i16) = (2, 8);
+    pub const ELECT_LEADERS: (i16, i16) = (0, 2);
 }
 
 /// Which broker a request goes to.

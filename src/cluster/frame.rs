@@ -173,6 +173,10 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
             }),
+            WireMessage::Control(Control::ElectPreferred {
+                topic: "orders".into(),
+                partition: 2,
+            }),
             WireMessage::Partition(PartitionMessage {
                 topic: "orders".into(),
                 partition: 7,

@@ -121,7 +121,7 @@ fn api_name(key: i16) -> String {
 }
 
 /// Kafka's name for an error code, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
-fn error_name(code: i16) -> String {
+pub fn error_name(code: i16) -> String {
     let Some(error) = ResponseError::try_from_code(code) else {
         return "NONE".to_string();
     };
