@@ -42,6 +42,8 @@ use crate::storage::{AppendInfo, Durability};
 
 /// Leader reports wait this long to go to the controller together.
 const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
+/// How often (in ticks) leaders check that the controller's view shows them.
+const REPUBLISH_CHECK_TICKS: u64 = 20;
 /// Quiet ticks after which a leader stops ticking (and heartbeating).
 const LEADER_HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
 /// Quiet ticks after which a follower stops ticking: well within an
@@ -83,6 +85,7 @@ pub struct Replication {
     forward_woken: RefCell<Option<LocalReceiver<()>>>,
     /// Leader reports not yet sent to the controller.
     reports: RefCell<Vec<LeaderReport>>,
+    ticks: Cell<u64>,
 }
 
 impl Replication {
@@ -119,6 +122,7 @@ impl Replication {
             forward_wake,
             forward_woken: RefCell::new(Some(forward_woken)),
             reports: RefCell::default(),
+            ticks: Cell::new(0),
         }
     }
 
@@ -273,6 +277,29 @@ impl Replication {
             }
         }
         self.wake_orphans(view);
+        self.republish_leaders(view);
+    }
+
+    /// Leaders whose leadership `view` does not show report it again: the
+    /// controller drops a fenced broker's leaderships, and a leader that
+    /// was only paused (or whose report was lost) still leads at its term.
+    fn republish_leaders(&self, view: &ClusterView) {
+        for group in self.groups.borrow().values() {
+            let replica = group.borrow();
+            if !replica.is_serving() {
+                continue;
+            }
+            let term = i32::try_from(replica.term()).unwrap_or(i32::MAX);
+            let shown = view.leadership(&replica.topic, replica.partition as usize);
+            if shown.is_some_and(|l| l.leader != self.node || l.epoch != term) {
+                self.publish_leader(
+                    replica.topic.clone(),
+                    replica.partition,
+                    self.node,
+                    replica.term(),
+                );
+            }
+        }
     }
 
     async fn open_group(
@@ -450,6 +477,17 @@ impl Replication {
         }
         if self.commit_dirty.replace(false) {
             self.store_hard_states();
+        }
+        self.ticks.set(self.ticks.get() + 1);
+        if self.ticks.get().is_multiple_of(REPUBLISH_CHECK_TICKS) {
+            if let Some(view) = self
+                .shard
+                .borrow()
+                .upgrade()
+                .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+            {
+                self.republish_leaders(&view);
+            }
         }
     }
 

@@ -225,7 +225,8 @@ pub enum Finding {
     },
     Unavailable {
         fault: String,
-        /// Partitions with no acknowledged write sent after the fault.
+        /// Partitions with no acknowledged write sent after the fault, or
+        /// none within the bound.
         partitions: Vec<Partition>,
         /// How long the slowest partition took, when every one recovered.
         took: Option<Duration>,
@@ -374,8 +375,8 @@ impl fmt::Display for Finding {
             } => match took {
                 Some(took) => write!(
                     f,
-                    "unavailable: after {fault} the last partition took a write again after \
-                     {took:?}, over the bound of {bound:?}"
+                    "unavailable: after {fault} the last of partitions {partitions:?} took a \
+                     write again after {took:?}, over the bound of {bound:?}"
                 ),
                 None => write!(
                     f,
@@ -644,7 +645,12 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
             let missing = partitions
                 .iter()
                 .copied()
-                .filter(|&p| fault_at.is_some_and(|t| first_write_after(observed, p, t).is_none()))
+                .filter(|&p| {
+                    fault_at.is_some_and(|t| {
+                        first_write_after(observed, p, t)
+                            .is_none_or(|first| first.duration_since(t) > bound)
+                    })
+                })
                 .collect();
             findings.push(Finding::Unavailable {
                 fault: recovery.fault.clone(),
