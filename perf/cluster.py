@@ -159,9 +159,21 @@ def keep_producing():
 producer = threading.Thread(target=keep_producing, daemon=True)
 producer.start()
 failovers_ms = []
+def settled_leader(topic):
+    """The leader once two looks a second apart agree: after a restart the
+    preferred replica takes leadership back, and a kill of a broker that
+    just stopped leading would measure nothing."""
+    node, _ = leader(topic)
+    while True:
+        time.sleep(1.0)
+        again, _ = leader(topic)
+        if again == node:
+            return node
+        node = again
+
+
 for k in range(kills):
-    node, _ = leader("rf3")
-    time.sleep(1.0)
+    node = settled_leader("rf3")
     killed_at = time.time()
     nodes[node].kill()
     nodes[node].wait()

@@ -71,6 +71,7 @@ fn replica(node: i32, partition: i32, values: &[&str]) -> Replica {
                     last_offset: o,
                     leader_epoch: 0,
                     crc,
+                    producer: (-1, -1, -1),
                 };
                 (o, batch)
             })
@@ -331,7 +332,9 @@ fn a_record_in_the_log_twice_is_a_duplicate() {
     let report = check(&observed, &healthy(&["a", "b", "c", "b"]), BOUND);
     assert_eq!(
         only(&report.findings).to_string(),
-        "duplicate: \"b\" is in the final log at partition 0 offset 1; partition 0 offset 3;"
+        "duplicate: \"b\" is in the final log at \
+         partition 0 offset 1 (producer -1 epoch -1 base sequence -1, leader epoch 0); \
+         partition 0 offset 3 (producer -1 epoch -1 base sequence -1, leader epoch 0);"
     );
 }
 
@@ -365,7 +368,8 @@ fn a_partition_that_takes_no_write_after_a_fault_or_takes_too_long_is_unavailabl
     let report = check(&observed, &final_state, BOUND);
     assert_eq!(
         only(&report.findings).to_string(),
-        "unavailable: after SIGSTOP node 2 the last partition took a write again after 30s, over the bound of 10s"
+        "unavailable: after SIGSTOP node 2 the last of partitions [0, 1] took a write again \
+         after 30s, over the bound of 10s"
     );
     assert_eq!(
         report.recovery_p50_max(),
@@ -420,4 +424,21 @@ fn a_replica_is_read_from_its_segment_files_up_to_the_first_invalid_batch() {
 
     let missing = read_replica(3, 0, &dir.path().join("absent")).expect("an empty replica");
     assert!(missing.records.is_empty());
+}
+
+#[test]
+fn an_ack_without_its_offset_counts_where_its_partition_holds_the_record() {
+    let base = Instant::now();
+    let mut observed = clean_history(base);
+    // librdkafka's delivery report for a retry the broker already had.
+    observed.acks.push(ack(0, -1001, "b", base, 40));
+    let report = check(&observed, &healthy(&["a", "b", "c"]), BOUND);
+    assert!(report.findings.is_empty(), "{report}");
+    observed.acks.push(ack(0, -1001, "z", base, 50));
+    let report = check(&observed, &healthy(&["a", "b", "c"]), BOUND);
+    assert_eq!(
+        only(&report.findings).to_string(),
+        "lost write: \"z\" was acknowledged at partition 0 offset -1001, but the final log \
+         holds nothing there"
+    );
 }

@@ -794,3 +794,141 @@ fn index_end(metas: &[EntryMeta], index: u64, log_start: Offset) -> Offset {
         .and_then(|i| metas.get(i as usize))
         .map_or(log_start, |m| m.next_offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{BatchBuilder, BatchOptions};
+    use crate::storage::{BatchCache, LogConfig, StorageOptions};
+    use kafka_protocol::records::Compression;
+
+    /// A client's batch of `records`, idempotent when `producer_id` is set.
+    fn batch(records: usize, producer_id: i64, base_sequence: i32) -> Bytes {
+        let mut builder = BatchBuilder::new(BatchOptions {
+            compression: Compression::None,
+            producer_id,
+            producer_epoch: if producer_id < 0 { -1 } else { 0 },
+            base_sequence,
+            transactional: false,
+        });
+        for i in 0..records {
+            builder.push(None, Some(Bytes::from(format!("v{i}"))), 1000 + i as i64);
+        }
+        builder.encode().expect("encodes")
+    }
+
+    /// Runs turns as the shard does until raft-rs has nothing.
+    async fn drive(replica: &mut Replica) {
+        while let Some(pending) = replica.begin(&mut Vec::new()).expect("a turn") {
+            pending.write(&replica.log).await.expect("written");
+            replica.finish(pending, &mut Vec::new());
+            replica.leadership_turn();
+        }
+        replica.leadership_turn();
+    }
+
+    /// A one-replica group that leads and serves, over a log in `dir`.
+    async fn serving_group(dir: &std::path::Path) -> Replica {
+        let log = PartitionLog::open(
+            dir.join("t-0"),
+            LogConfig::default(),
+            BatchCache::new(1 << 20),
+            StorageOptions {
+                allow_buffered_io: true,
+                ..StorageOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+        let mut replica = Replica::open("t".into(), 0, 1, &[1], log, HardState::default())
+            .await
+            .expect("a group");
+        replica.campaign();
+        drive(&mut replica).await;
+        assert!(replica.is_serving(), "a single replica leads at once");
+        replica
+    }
+
+    fn run<F, T>(test: F)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(test)
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
+    #[test]
+    fn a_proposal_made_while_the_previous_entry_is_written_follows_it() {
+        run(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut replica = serving_group(dir.path()).await;
+            let first = replica
+                .propose(batch(3, -1, -1), Durability::Written)
+                .expect("proposed");
+            let pending = replica
+                .begin(&mut Vec::new())
+                .expect("a turn")
+                .expect("the entry to write");
+            // raft-rs numbers this entry after the one being written: it
+            // reads that one back from the map while the write runs.
+            let second = replica
+                .propose(batch(2, -1, -1), Durability::Written)
+                .expect("proposed");
+            pending.write(&replica.log).await.expect("written");
+            replica.finish(pending, &mut Vec::new());
+            drive(&mut replica).await;
+            let first = first.await.expect("answered").expect("appended");
+            let second = second.await.expect("answered").expect("appended");
+            // Offset 0 is the leader's LEADER_CHANGE batch.
+            assert_eq!(
+                (first.base_offset, first.last_offset),
+                (Offset(1), Offset(3))
+            );
+            assert_eq!(
+                (second.base_offset, second.last_offset),
+                (Offset(4), Offset(5))
+            );
+            assert_eq!(replica.log.next_offset(), Offset(6));
+            assert_eq!(replica.log.high_watermark(), Offset(6));
+        });
+    }
+
+    #[test]
+    fn a_retry_of_a_proposal_not_yet_in_the_log_gets_its_offsets() {
+        run(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut replica = serving_group(dir.path()).await;
+            let first = replica
+                .propose(batch(2, 7, 0), Durability::Durable)
+                .expect("proposed");
+            let retry = replica
+                .propose(batch(2, 7, 0), Durability::Durable)
+                .expect("proposed");
+            drive(&mut replica).await;
+            let first = first.await.expect("answered").expect("appended");
+            let retry = retry.await.expect("answered").expect("a duplicate");
+            assert_eq!(first.base_offset, retry.base_offset);
+            assert_eq!(first.last_offset, retry.last_offset);
+            assert_eq!(replica.log.next_offset(), Offset(3), "stored once");
+            // Once in the log, the log's producer state answers a retry.
+            let again = replica
+                .propose(batch(2, 7, 0), Durability::Durable)
+                .expect("proposed")
+                .await
+                .expect("answered")
+                .expect("a duplicate");
+            assert_eq!(again.base_offset, first.base_offset);
+            let next = replica
+                .propose(batch(1, 7, 2), Durability::Durable)
+                .expect("proposed");
+            drive(&mut replica).await;
+            let next = next.await.expect("answered").expect("appended");
+            assert_eq!(next.base_offset, Offset(3));
+        });
+    }
+}

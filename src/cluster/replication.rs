@@ -299,6 +299,7 @@ impl Replication {
             }
         }
         self.wake_orphans(view);
+        self.report_isr_changes(view);
     }
 
     async fn open_group(
@@ -493,7 +494,14 @@ impl Replication {
         let ticks = self.ticks.get() + 1;
         self.ticks.set(ticks);
         if ticks.is_multiple_of(ISR_CHECK_TICKS) {
-            self.report_isr_changes();
+            if let Some(view) = self
+                .shard
+                .borrow()
+                .upgrade()
+                .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+            {
+                self.report_isr_changes(&view);
+            }
         }
     }
 
@@ -511,17 +519,12 @@ impl Replication {
         isr
     }
 
-    /// Led groups whose ISR differs from the view's report it (KIP-497's
-    /// AlterPartition), each at most once per [`ISR_REPORT_INTERVAL`].
-    fn report_isr_changes(&self) {
-        let Some(view) = self
-            .shard
-            .borrow()
-            .upgrade()
-            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
-        else {
-            return;
-        };
+    /// Led groups whose leadership or ISR `view` does not show report
+    /// them (KIP-497's AlterPartition), each at most once per
+    /// [`ISR_REPORT_INTERVAL`]: the controller drops a fenced broker's
+    /// leaderships, and a leader that was only paused (or whose report was
+    /// lost) still leads at its term.
+    fn report_isr_changes(&self, view: &ClusterView) {
         let now = std::time::Instant::now();
         let mut changed = Vec::new();
         for (key, group) in self.groups.borrow().iter() {
@@ -536,7 +539,7 @@ impl Replication {
             else {
                 continue;
             };
-            let isr = Self::live_isr(&replica, &view);
+            let isr = Self::live_isr(&replica, view);
             let Some(&leader) = isr.first() else {
                 continue;
             };

@@ -151,6 +151,9 @@ pub struct BatchBytes {
     pub last_offset: Offset,
     pub leader_epoch: i32,
     pub crc: u32,
+    /// Producer id, producer epoch and base sequence (KIP-98), which tell a
+    /// client's resend under a new epoch from a broker's missed duplicate.
+    pub producer: (i64, i16, i32),
 }
 
 /// What the healed cluster holds.
@@ -222,10 +225,13 @@ pub enum Finding {
     Duplicate {
         value: Vec<u8>,
         at: Vec<(Partition, Offset)>,
+        /// The batch holding each copy, as a replica stores it.
+        batches: Vec<Option<BatchBytes>>,
     },
     Unavailable {
         fault: String,
-        /// Partitions with no acknowledged write sent after the fault.
+        /// Partitions with no acknowledged write sent after the fault (or,
+        /// when every one recovered, those that took longer than the bound).
         partitions: Vec<Partition>,
         /// How long the slowest partition took, when every one recovered.
         took: Option<Duration>,
@@ -359,10 +365,20 @@ impl fmt::Display for Finding {
                 "committed offset went back: group {group} partition {partition} from {from} \
                  to {to} ({how})"
             ),
-            Finding::Duplicate { value, at } => {
+            Finding::Duplicate { value, at, batches } => {
                 write!(f, "duplicate: {} is in the final log at", show(value))?;
-                for (partition, offset) in at {
-                    write!(f, " partition {partition} offset {offset};")?;
+                for ((partition, offset), batch) in at.iter().zip(batches) {
+                    write!(f, " partition {partition} offset {offset}")?;
+                    if let Some(b) = batch {
+                        let (id, epoch, sequence) = b.producer;
+                        write!(
+                            f,
+                            " (producer {id} epoch {epoch} base sequence {sequence}, \
+                             leader epoch {})",
+                            b.leader_epoch
+                        )?;
+                    }
+                    write!(f, ";")?;
                 }
                 Ok(())
             }
@@ -374,8 +390,8 @@ impl fmt::Display for Finding {
             } => match took {
                 Some(took) => write!(
                     f,
-                    "unavailable: after {fault} the last partition took a write again after \
-                     {took:?}, over the bound of {bound:?}"
+                    "unavailable: after {fault} the last of partitions {partitions:?} took a \
+                     write again after {took:?}, over the bound of {bound:?}"
                 ),
                 None => write!(
                     f,
@@ -525,6 +541,23 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
     // Acknowledged writes: at their offset, and one record per offset.
     let mut acked_at: HashMap<(Partition, Offset), &Vec<u8>> = HashMap::new();
     for ack in &observed.acks {
+        // librdkafka reports a write the broker had as a duplicate without
+        // its offset (-1001): it must be somewhere in its partition.
+        if ack.offset < 0 {
+            let held = drained
+                .get(&ack.partition)
+                .is_some_and(|log| log.values().any(|v| *v == ack.value));
+            if !held {
+                findings.push(Finding::LostWrite {
+                    partition: ack.partition,
+                    offset: ack.offset,
+                    value: ack.value.clone(),
+                    drained: None,
+                    replicas: Vec::new(),
+                });
+            }
+            continue;
+        }
         let key = (ack.partition, ack.offset);
         match acked_at.get(&key) {
             Some(first) if **first != ack.value => findings.push(Finding::ConflictingAcks {
@@ -616,9 +649,14 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
     }
     for (value, at) in places {
         if at.len() > 1 {
+            let batches = at
+                .iter()
+                .map(|&(partition, offset)| batch_at(final_state, partition, offset))
+                .collect();
             findings.push(Finding::Duplicate {
                 value: value.clone(),
                 at,
+                batches,
             });
         }
     }
@@ -644,7 +682,13 @@ pub fn check(observed: &Observed, final_state: &FinalState, bound: Duration) -> 
             let missing = partitions
                 .iter()
                 .copied()
-                .filter(|&p| fault_at.is_some_and(|t| first_write_after(observed, p, t).is_none()))
+                .filter(|&p| {
+                    fault_at.is_some_and(|t| {
+                        first_write_after(observed, p, t).is_none_or(|first| {
+                            recovery.took.is_some() && first.duration_since(t) > bound
+                        })
+                    })
+                })
                 .collect();
             findings.push(Finding::Unavailable {
                 fault: recovery.fault.clone(),
@@ -762,6 +806,18 @@ fn recoveries(observed: &Observed, partitions: &[Partition]) -> Vec<Recovery> {
         .collect()
 }
 
+/// The batch holding `offset` of `partition` on the first replica that has it.
+fn batch_at(final_state: &FinalState, partition: Partition, offset: Offset) -> Option<BatchBytes> {
+    final_state
+        .replicas
+        .iter()
+        .filter(|r| r.partition == partition)
+        .find_map(|r| {
+            let (_, batch) = r.batches.range(..=offset).next_back()?;
+            (batch.last_offset >= offset).then_some(*batch)
+        })
+}
+
 /// Why a replica's log could not be read.
 #[derive(Debug)]
 pub struct ReplicaError(pub String);
@@ -802,6 +858,11 @@ pub fn read_replica(node: i32, partition: Partition, dir: &Path) -> Result<Repli
                     last_offset: header.last_offset(),
                     leader_epoch: header.partition_leader_epoch,
                     crc: header.crc,
+                    producer: (
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                    ),
                 },
             );
             let mut batch = Bytes::copy_from_slice(&rest[..total]);
