@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::prelude::HardState;
+use raft::prelude::{HardState, MessageType};
 use serde::{Deserialize, Serialize};
 
 use super::consensus::{ELECTION_TICKS, TICK_INTERVAL_MS};
@@ -69,6 +69,9 @@ pub struct Replication {
     ids: RefCell<HashMap<Arc<str>, uuid::Uuid>>,
     /// Groups that still tick.
     awake: RefCell<std::collections::BTreeSet<GroupKey>>,
+    /// Hibernating groups that stepped a heartbeat (or its answer) and
+    /// have a Ready to take once, without ticking again.
+    stepped: RefCell<std::collections::BTreeSet<GroupKey>>,
     opening: RefCell<std::collections::HashSet<GroupKey>>,
     transport: RefCell<Option<Rc<Transport>>>,
     state_path: PathBuf,
@@ -108,6 +111,7 @@ impl Replication {
             groups: RefCell::new(BTreeMap::new()),
             ids: RefCell::new(HashMap::new()),
             awake: RefCell::default(),
+            stepped: RefCell::default(),
             opening: RefCell::default(),
             transport: RefCell::new(None),
             state_path,
@@ -337,8 +341,31 @@ impl Replication {
                 tracing::debug!(topic = %message.topic, partition = message.partition, "a message for a group not open here; dropped (Raft resends)");
                 continue;
             };
-            self.wake_key((message.topic.clone(), message.partition), &group);
-            group.borrow_mut().step(*message.message);
+            let key = (message.topic.clone(), message.partition);
+            let heartbeat = matches!(
+                message.message.msg_type(),
+                MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+            );
+            if !heartbeat || self.awake.borrow().contains(&key) {
+                self.wake_key(key, &group);
+                group.borrow_mut().step(*message.message);
+                continue;
+            }
+            // A heartbeat (or its answer) leaves a hibernating group asleep:
+            // it answers in the next turn and does not tick. Waking on them
+            // would have a leader's last heartbeat round wake it again
+            // (and with it its followers), for ever.
+            let changed = {
+                let mut replica = group.borrow_mut();
+                let before = (replica.term(), replica.leader());
+                replica.step(*message.message);
+                (replica.term(), replica.leader()) != before
+            };
+            if changed {
+                self.wake_key(key, &group);
+            } else {
+                self.stepped.borrow_mut().insert(key);
+            }
         }
         let _ = self.wake.try_send(());
     }
@@ -430,11 +457,14 @@ impl Replication {
                 continue;
             };
             let mut replica = group.borrow_mut();
+            // Quiet as the last turn left it: the heartbeats this tick
+            // queues are no traffic.
+            let quiet = replica.is_quiet();
             replica.tick();
             // A follower whose leader lost its lease keeps ticking until it
             // elects another.
             let leader_live = replica.leader().is_some_and(|l| live.contains(&l));
-            if replica.is_quiet() && leader_live {
+            if quiet && leader_live {
                 replica.idle_ticks += 1;
                 let limit = if replica.is_leader() {
                     LEADER_HIBERNATE_AFTER_TICKS
@@ -460,9 +490,11 @@ impl Replication {
             // wake theirs first.
             let groups: Vec<Rc<RefCell<Replica>>> = {
                 let all = self.groups.borrow();
-                self.awake
-                    .borrow()
+                let awake = self.awake.borrow();
+                let stepped = std::mem::take(&mut *self.stepped.borrow_mut());
+                awake
                     .iter()
+                    .chain(stepped.iter().filter(|key| !awake.contains(*key)))
                     .filter_map(|key| all.get(key).cloned())
                     .collect()
             };
@@ -720,6 +752,11 @@ impl Replication {
         for (to, message) in messages {
             transport.send(to, message);
         }
+    }
+
+    /// (awake, all) groups of this shard.
+    pub fn group_counts(&self) -> (usize, usize) {
+        (self.awake.borrow().len(), self.groups.borrow().len())
     }
 
     /// For logs and tests: this shard's index.

@@ -54,6 +54,8 @@ pub struct ShardSample {
     pub fetched: Vec<FetchedTraffic>,
     pub partitions: Vec<PartitionSample>,
     pub committed: Vec<CommittedOffset>,
+    /// Raft groups of replicated partitions on this shard: (awake, all).
+    pub raft_groups: (usize, usize),
 }
 
 /// Copies this shard's numbers (runs on the shard itself).
@@ -85,6 +87,10 @@ pub fn sample(shard: &Shard) -> ShardSample {
         fetched,
         partitions: shard.partition_samples(),
         committed: shard.groups.committed_offsets(),
+        raft_groups: shard
+            .cluster
+            .as_ref()
+            .map_or((0, 0), |c| c.replication.group_counts()),
     }
 }
 
