@@ -384,14 +384,16 @@ impl Replica {
     /// On the preferred leader (the first replica) while another leads and
     /// this one is caught up: asks the leader to hand leadership over
     /// (raft-rs forwards the request; the leader transfers once this
-    /// replica has every entry).
-    fn reclaim_preferred(&mut self) {
+    /// replica has every entry). Returns whether it asked.
+    pub fn reclaim_preferred(&mut self) -> bool {
         let raft = &self.node.raft;
         let other_leads = raft.leader_id != raft::INVALID_ID && raft.leader_id != raft.id;
         if self.preferred && other_leads && raft.state == StateRole::Follower {
             let me = raft.id;
             self.node.transfer_leader(me);
+            return true;
         }
+        false
     }
 
     /// A hibernating group ticks again. A leader's check-quorum clock starts
@@ -417,7 +419,7 @@ impl Replica {
         self.node.tick();
         self.ticks += 1;
         if self.ticks.is_multiple_of(PREFERRED_CHECK_TICKS) {
-            self.reclaim_preferred();
+            let _ = self.reclaim_preferred();
         }
     }
 

@@ -420,6 +420,9 @@ impl Replication {
             if now >= next_tick {
                 next_tick = now + interval;
                 self.tick();
+                if self.commit_dirty.replace(false) {
+                    self.store_hard_states().await;
+                }
             }
             self.turn().await;
             let sleep = next_tick.saturating_duration_since(std::time::Instant::now());
@@ -441,7 +444,7 @@ impl Replication {
         }
     }
 
-    /// Ticks awake groups; quiet ones go to sleep. Writes a moved commit index.
+    /// Ticks awake groups; quiet ones go to sleep.
     fn tick(&self) {
         let live: Vec<NodeId> = self
             .shard
@@ -473,13 +476,16 @@ impl Replication {
                 };
                 if replica.idle_ticks >= limit {
                     self.awake.borrow_mut().remove(&key);
+                    // A preferred leader that another leads asks for its
+                    // leadership before it sleeps (it no longer ticks to
+                    // ask later); the request goes out in the next turn.
+                    if replica.reclaim_preferred() {
+                        self.stepped.borrow_mut().insert(key);
+                    }
                 }
             } else {
                 replica.idle_ticks = 0;
             }
-        }
-        if self.commit_dirty.replace(false) {
-            self.store_hard_states();
         }
     }
 
@@ -533,7 +539,7 @@ impl Replication {
                 self.drop_closed_groups();
                 return;
             }
-            self.persist_hard_states(&pending);
+            self.persist_hard_states(&pending).await;
             let mut later_out = Vec::new();
             for (group, p) in pending {
                 let mut out = Vec::new();
@@ -562,7 +568,7 @@ impl Replication {
 
     /// Terms and votes are durable before any message that depends on them
     /// leaves; a commit index alone is written at the next tick.
-    fn persist_hard_states(&self, pending: &[(Rc<RefCell<Replica>>, Pending)]) {
+    async fn persist_hard_states(&self, pending: &[(Rc<RefCell<Replica>>, Pending)]) {
         let mut must_sync = false;
         {
             let ids = self.ids.borrow();
@@ -589,13 +595,16 @@ impl Replication {
             }
         }
         if must_sync {
-            self.store_hard_states();
+            self.store_hard_states().await;
         }
     }
 
     /// Writes every group's hard state (with the newest commit indexes) to
-    /// a new file, syncs it and renames it over the old one.
-    fn store_hard_states(&self) {
+    /// a new file, syncs it and renames it over the old one, on the
+    /// executor's blocking pool (the shard keeps serving meanwhile). Only
+    /// the turn loop calls it, one write at a time, so files are renamed
+    /// in the order they were encoded.
+    async fn store_hard_states(&self) {
         {
             let ids = self.ids.borrow();
             let mut stored = self.stored.borrow_mut();
@@ -618,20 +627,10 @@ impl Replication {
                 return;
             }
         };
-        let temporary = self.state_path.with_extension("json.tmp");
-        let written = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut file = std::fs::File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_data()?;
-            std::fs::rename(&temporary, &self.state_path)?;
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })();
+        let path = self.state_path.clone();
+        let written = glommio::executor()
+            .spawn_blocking(move || write_synced(&path, &bytes))
+            .await;
         if let Err(error) = written {
             tracing::error!(path = %self.state_path.display(), %error, "writing partition hard states failed; stopping");
             eprintln!("ringlog: writing partition hard states failed: {error}");
@@ -763,6 +762,23 @@ impl Replication {
     pub fn shard_index(&self) -> usize {
         self.shard_index
     }
+}
+
+/// Replaces `path` with `bytes` durably: a synced temporary file renamed
+/// over it, and the directory synced (blocking; not on a shard's thread).
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn state_key(topic: uuid::Uuid, partition: u32) -> String {

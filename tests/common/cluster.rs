@@ -40,6 +40,7 @@ pub struct ClusterBuilder {
     count: usize,
     network: Option<Network>,
     extra_args: Vec<String>,
+    metrics: bool,
 }
 
 impl ClusterBuilder {
@@ -47,6 +48,12 @@ impl ClusterBuilder {
     /// on its address there (clients and the cluster port alike).
     pub fn network(mut self, network: Network) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// Every node serves metrics on a port of its own (`Broker::metrics_addr`).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
 
@@ -87,6 +94,9 @@ impl ClusterBuilder {
                 for arg in &self.extra_args {
                     builder = builder.arg(arg);
                 }
+                if self.metrics {
+                    builder = builder.metrics();
+                }
                 if let Some(network) = &self.network {
                     builder = builder
                         .host(&network.ip(node as i32))
@@ -120,6 +130,7 @@ impl Cluster {
             count,
             network: None,
             extra_args: Vec::new(),
+            metrics: false,
         }
     }
 
