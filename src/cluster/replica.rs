@@ -389,11 +389,9 @@ impl Replica {
     /// On the preferred leader (the first replica) while another leads and
     /// this one is caught up: asks the leader to hand leadership over
     /// (raft-rs forwards the request; the leader transfers once this
-    /// replica has every entry).
-    fn reclaim_preferred(&mut self) {
-        if self.preferred {
-            self.claim_leadership();
-        }
+    /// replica has every entry). Returns whether it asked.
+    pub fn reclaim_preferred(&mut self) -> bool {
+        self.preferred && self.claim_leadership()
     }
 
     /// A follower that knows its leader asks it for the leadership (raft-rs
@@ -441,7 +439,7 @@ impl Replica {
         self.node.tick();
         self.ticks += 1;
         if self.ticks.is_multiple_of(PREFERRED_CHECK_TICKS) {
-            self.reclaim_preferred();
+            let _ = self.reclaim_preferred();
         }
     }
 

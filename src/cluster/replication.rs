@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::prelude::HardState;
+use raft::prelude::{HardState, MessageType};
 use serde::{Deserialize, Serialize};
 
 use super::consensus::{ELECTION_TICKS, TICK_INTERVAL_MS};
@@ -83,6 +83,9 @@ pub struct Replication {
     ids: RefCell<HashMap<Arc<str>, uuid::Uuid>>,
     /// Groups that still tick.
     awake: RefCell<std::collections::BTreeSet<GroupKey>>,
+    /// Hibernating groups that stepped a heartbeat (or its answer) and
+    /// have a Ready to take once, without ticking again.
+    stepped: RefCell<std::collections::BTreeSet<GroupKey>>,
     opening: RefCell<std::collections::HashSet<GroupKey>>,
     transport: RefCell<Option<Rc<Transport>>>,
     state_path: PathBuf,
@@ -127,6 +130,7 @@ impl Replication {
             groups: RefCell::new(BTreeMap::new()),
             ids: RefCell::new(HashMap::new()),
             awake: RefCell::default(),
+            stepped: RefCell::default(),
             opening: RefCell::default(),
             transport: RefCell::new(None),
             state_path,
@@ -377,8 +381,31 @@ impl Replication {
                 tracing::debug!(topic = %message.topic, partition = message.partition, "a message for a group not open here; dropped (Raft resends)");
                 continue;
             };
-            self.wake_key((message.topic.clone(), message.partition), &group);
-            group.borrow_mut().step(*message.message);
+            let key = (message.topic.clone(), message.partition);
+            let heartbeat = matches!(
+                message.message.msg_type(),
+                MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+            );
+            if !heartbeat || self.awake.borrow().contains(&key) {
+                self.wake_key(key, &group);
+                group.borrow_mut().step(*message.message);
+                continue;
+            }
+            // A heartbeat (or its answer) leaves a hibernating group asleep:
+            // it answers in the next turn and does not tick. Waking on them
+            // would have a leader's last heartbeat round wake it again
+            // (and with it its followers), for ever.
+            let changed = {
+                let mut replica = group.borrow_mut();
+                let before = (replica.term(), replica.leader());
+                replica.step(*message.message);
+                (replica.term(), replica.leader()) != before
+            };
+            if changed {
+                self.wake_key(key, &group);
+            } else {
+                self.stepped.borrow_mut().insert(key);
+            }
         }
         let _ = self.wake.try_send(());
     }
@@ -433,6 +460,9 @@ impl Replication {
             if now >= next_tick {
                 next_tick = now + interval;
                 self.tick();
+                if self.commit_dirty.replace(false) {
+                    self.store_hard_states().await;
+                }
             }
             self.turn().await;
             let sleep = next_tick.saturating_duration_since(std::time::Instant::now());
@@ -454,7 +484,7 @@ impl Replication {
         }
     }
 
-    /// Ticks awake groups; quiet ones go to sleep. Writes a moved commit index.
+    /// Ticks awake groups; quiet ones go to sleep.
     fn tick(&self) {
         let live: Vec<NodeId> = self
             .shard
@@ -470,11 +500,14 @@ impl Replication {
                 continue;
             };
             let mut replica = group.borrow_mut();
+            // Quiet as the last turn left it: the heartbeats this tick
+            // queues are no traffic.
+            let quiet = replica.is_quiet();
             replica.tick();
             // A follower whose leader lost its lease keeps ticking until it
             // elects another.
             let leader_live = replica.leader().is_some_and(|l| live.contains(&l));
-            if replica.is_quiet() && leader_live {
+            if quiet && leader_live {
                 replica.idle_ticks += 1;
                 let limit = if replica.is_leader() {
                     LEADER_HIBERNATE_AFTER_TICKS
@@ -483,13 +516,16 @@ impl Replication {
                 };
                 if replica.idle_ticks >= limit {
                     self.awake.borrow_mut().remove(&key);
+                    // A preferred leader that another leads asks for its
+                    // leadership before it sleeps (it no longer ticks to
+                    // ask later); the request goes out in the next turn.
+                    if replica.reclaim_preferred() {
+                        self.stepped.borrow_mut().insert(key);
+                    }
                 }
             } else {
                 replica.idle_ticks = 0;
             }
-        }
-        if self.commit_dirty.replace(false) {
-            self.store_hard_states();
         }
         let ticks = self.ticks.get() + 1;
         self.ticks.set(ticks);
@@ -576,9 +612,11 @@ impl Replication {
             // wake theirs first.
             let groups: Vec<Rc<RefCell<Replica>>> = {
                 let all = self.groups.borrow();
-                self.awake
-                    .borrow()
+                let awake = self.awake.borrow();
+                let stepped = std::mem::take(&mut *self.stepped.borrow_mut());
+                awake
                     .iter()
+                    .chain(stepped.iter().filter(|key| !awake.contains(*key)))
                     .filter_map(|key| all.get(key).cloned())
                     .collect()
             };
@@ -617,7 +655,7 @@ impl Replication {
                 self.drop_closed_groups();
                 return;
             }
-            self.persist_hard_states(&pending);
+            self.persist_hard_states(&pending).await;
             let mut later_out = Vec::new();
             for (group, p) in pending {
                 let mut out = Vec::new();
@@ -646,7 +684,7 @@ impl Replication {
 
     /// Terms and votes are durable before any message that depends on them
     /// leaves; a commit index alone is written at the next tick.
-    fn persist_hard_states(&self, pending: &[(Rc<RefCell<Replica>>, Pending)]) {
+    async fn persist_hard_states(&self, pending: &[(Rc<RefCell<Replica>>, Pending)]) {
         let mut must_sync = false;
         {
             let ids = self.ids.borrow();
@@ -673,13 +711,16 @@ impl Replication {
             }
         }
         if must_sync {
-            self.store_hard_states();
+            self.store_hard_states().await;
         }
     }
 
     /// Writes every group's hard state (with the newest commit indexes) to
-    /// a new file, syncs it and renames it over the old one.
-    fn store_hard_states(&self) {
+    /// a new file, syncs it and renames it over the old one, on the
+    /// executor's blocking pool (the shard keeps serving meanwhile). Only
+    /// the turn loop calls it, one write at a time, so files are renamed
+    /// in the order they were encoded.
+    async fn store_hard_states(&self) {
         {
             let ids = self.ids.borrow();
             let mut stored = self.stored.borrow_mut();
@@ -702,20 +743,10 @@ impl Replication {
                 return;
             }
         };
-        let temporary = self.state_path.with_extension("json.tmp");
-        let written = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut file = std::fs::File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_data()?;
-            std::fs::rename(&temporary, &self.state_path)?;
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })();
+        let path = self.state_path.clone();
+        let written = glommio::executor()
+            .spawn_blocking(move || write_synced(&path, &bytes))
+            .await;
         if let Err(error) = written {
             tracing::error!(path = %self.state_path.display(), %error, "writing partition hard states failed; stopping");
             eprintln!("ringlog: writing partition hard states failed: {error}");
@@ -877,10 +908,32 @@ impl Replication {
         counts
     }
 
+    /// (awake, all) groups of this shard.
+    pub fn group_counts(&self) -> (usize, usize) {
+        (self.awake.borrow().len(), self.groups.borrow().len())
+    }
+
     /// For logs and tests: this shard's index.
     pub fn shard_index(&self) -> usize {
         self.shard_index
     }
+}
+
+/// Replaces `path` with `bytes` durably: a synced temporary file renamed
+/// over it, and the directory synced (blocking; not on a shard's thread).
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn state_key(topic: uuid::Uuid, partition: u32) -> String {

@@ -474,6 +474,18 @@ impl Exposition {
             "The batch cache's bound, by shard.",
             shards().map(|(l, s)| (l, s.cache_capacity_bytes as i64)),
         )?;
+        gauges(
+            encoder,
+            "raft_groups",
+            "Raft groups of replicated partitions, by shard.",
+            shards().map(|(l, s)| (l, s.raft_groups.1 as i64)),
+        )?;
+        gauges(
+            encoder,
+            "raft_groups_awake",
+            "Raft groups that still tick (the rest hibernate until a message, a proposal or a leader's lost lease), by shard.",
+            shards().map(|(l, s)| (l, s.raft_groups.0 as i64)),
+        )?;
         self.encode_runtime(encoder)
     }
 

@@ -57,6 +57,8 @@ pub struct ShardSample {
     pub committed: Vec<CommittedOffset>,
     /// The shard's replicated partitions it leads (zero without a cluster).
     pub leadership: LeadershipCounts,
+    /// Raft groups of replicated partitions on this shard: (awake, all).
+    pub raft_groups: (usize, usize),
 }
 
 /// Copies this shard's numbers (runs on the shard itself).
@@ -93,6 +95,10 @@ pub fn sample(shard: &Shard) -> ShardSample {
             .as_ref()
             .map(|c| c.replication.leadership_counts())
             .unwrap_or_default(),
+        raft_groups: shard
+            .cluster
+            .as_ref()
+            .map_or((0, 0), |c| c.replication.group_counts()),
     }
 }
 
