@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consensus::{ELECTION_TICKS, TICK_INTERVAL_MS};
 use super::frame::{PartitionMessage, WireMessage};
-use super::replica::{Pending, Replica, ReplicaError};
+use super::replica::{LogStart, Pending, Replica, ReplicaError};
 use super::state::{LeaderReport, Op};
 use super::transport::Transport;
 use super::view::ClusterView;
@@ -51,12 +51,20 @@ const FOLLOWER_HIBERNATE_AFTER_TICKS: u32 = 3;
 
 type GroupKey = (Arc<str>, u32);
 
-/// One group's durable hard state, as the shard's file keeps it.
+/// One group's durable hard state, as the shard's file keeps it, and where
+/// its Raft log starts: Raft state, written with the terms and votes before
+/// the log changes (segments removed below it, a log emptied for a snapshot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct StoredHardState {
     term: u64,
     vote: u64,
     commit: u64,
+    /// `None`: the log starts at entry 1 (nothing was ever removed).
+    #[serde(default)]
+    start: Option<LogStart>,
+    /// A snapshot's restart of the log at `start` may not have finished.
+    #[serde(default)]
+    restart: bool,
 }
 
 pub struct Replication {
@@ -301,16 +309,59 @@ impl Replication {
             vote: stored.vote,
             commit: stored.commit,
         };
-        Replica::open(
+        let replica = Replica::open(
             topic.clone(),
             partition,
             self.node,
             replicas,
             log,
             hard_state,
+            (stored.start, stored.restart),
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if stored.restart {
+            // The restart finished: it must not run again over later appends.
+            self.store_log_start(id, partition, replica.log_start(), false);
+        }
+        Ok(replica)
+    }
+
+    /// Makes where a group's Raft log starts durable (before the log changes).
+    fn store_log_start(&self, id: uuid::Uuid, partition: u32, start: LogStart, restart: bool) {
+        {
+            let mut stored = self.stored.borrow_mut();
+            let entry = stored.entry(state_key(id, partition)).or_default();
+            entry.start = Some(start);
+            entry.restart = restart;
+        }
+        self.store_hard_states();
+    }
+
+    /// Each group removes the whole segments of committed entries that
+    /// retention and the log start offset let go (on every replica alike,
+    /// each below its own commit index).
+    pub async fn enforce_retention(&self, now_ms: i64) {
+        let groups: Vec<Rc<RefCell<Replica>>> = self.groups.borrow().values().cloned().collect();
+        for group in groups {
+            let (start, id, partition) = {
+                let replica = group.borrow();
+                let Some(start) = replica.retained_start(now_ms) else {
+                    continue;
+                };
+                let Some(id) = self.ids.borrow().get(&replica.topic).copied() else {
+                    continue;
+                };
+                (start, id, replica.partition)
+            };
+            self.store_log_start(id, partition, start, false);
+            match Replica::compact(&group, start).await {
+                Ok(()) => {}
+                Err(ReplicaError::Storage(crate::storage::Error::Closed)) => {}
+                Err(error) => fatal(&group.borrow(), &error.to_string()),
+            }
+            glommio::yield_if_needed().await;
+        }
     }
 
     /// Hibernating groups whose leader's broker is not live wake up, so
@@ -482,6 +533,7 @@ impl Replication {
             if pending.is_empty() {
                 break;
             }
+            self.store_restarts(&pending, true);
             let writes = pending.iter().map(|(group, p)| {
                 let log = group.borrow().log.clone();
                 async move { p.write(&log).await }
@@ -501,6 +553,7 @@ impl Replication {
                 self.drop_closed_groups();
                 return;
             }
+            self.store_restarts(&pending, false);
             self.persist_hard_states(&pending);
             let mut later_out = Vec::new();
             for (group, p) in pending {
@@ -513,6 +566,22 @@ impl Replication {
             }
             self.send(later_out);
             self.after_turn(&groups);
+        }
+    }
+
+    /// A snapshot's log start is durable, marked as a restart, before the
+    /// log empties (`begun`), and unmarked once it did, before anything is
+    /// appended after it is acknowledged.
+    fn store_restarts(&self, pending: &[(Rc<RefCell<Replica>>, Pending)], begun: bool) {
+        for (group, p) in pending {
+            let Some(start) = p.restart else {
+                continue;
+            };
+            let replica = group.borrow();
+            let Some(id) = self.ids.borrow().get(&replica.topic).copied() else {
+                continue;
+            };
+            self.store_log_start(id, replica.partition, start, begun);
         }
     }
 
@@ -549,11 +618,9 @@ impl Replication {
                 } else if entry.commit != state.commit {
                     self.commit_dirty.set(true);
                 }
-                *entry = StoredHardState {
-                    term: state.term,
-                    vote: state.vote,
-                    commit: state.commit,
-                };
+                entry.term = state.term;
+                entry.vote = state.vote;
+                entry.commit = state.commit;
             }
         }
         if must_sync {

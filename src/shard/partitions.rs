@@ -521,6 +521,10 @@ impl Shard {
             }
             glommio::yield_if_needed().await;
         }
+        // Replicated partitions: their Raft groups remove what they may.
+        if let Some(cluster) = self.cluster.as_ref() {
+            cluster.replication.enforce_retention(now_ms).await;
+        }
     }
 
     /// Flushes and checkpoints every owned log (clean shutdown).

@@ -241,6 +241,99 @@ impl PartitionLog {
         Ok(spans)
     }
 
+    /// Where the log starts once retention (retention.ms, retention.bytes,
+    /// with cleanup.policy=delete) and the log start offset (DeleteRecords)
+    /// remove what they may of the segments that end at or below `limit`
+    /// (the end of the last committed entry): the base offset of the first
+    /// segment kept, or `None` when no segment goes.
+    pub fn retained_start(&self, now_ms: i64, limit: Offset) -> Option<Offset> {
+        let state = self.state.borrow();
+        let config = &state.config;
+        let expired = if config.cleanup_policy.delete {
+            super::super::retention::expired_segments(
+                &state.segments,
+                config.retention_ms,
+                config.retention_bytes,
+                now_ms,
+            )
+        } else {
+            0
+        };
+        let count = expired.max(state.segments.count_wholly_below(state.log_start_offset));
+        // Only whole segments of committed entries go.
+        let committed = state.segments.count_wholly_below(limit);
+        let count = count.min(committed);
+        (count > 0)
+            .then(|| state.segments.base_offsets().get(count).copied())
+            .flatten()
+    }
+
+    /// Removes the segments wholly below `base`, a segment's base offset (see
+    /// [`retained_start`](Self::retained_start)); the log start offset moves to it.
+    pub async fn remove_segments_below(&self, base: Offset) -> Result<(), Error> {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            Self::check_open(&state)?;
+            let count = state.segments.count_wholly_below(base);
+            state.remove_oldest_segments(count)
+        };
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let bytes = removed.iter().map(Segment::written_bytes).sum();
+        crate::metrics::local::retention_deleted(removed.len(), bytes);
+        self.finish_removal(removed).await
+    }
+
+    /// Removes every batch and starts again, empty, at `offset`: a follower
+    /// whose log the leader's log start offset has passed (Kafka's
+    /// `truncateFullyAndStartAt`). Producer state starts empty.
+    pub async fn restart_at(&self, offset: Offset) -> Result<(), Error> {
+        let permit = self.append_lock.turn().await;
+        Self::check_open(&self.state.borrow())?;
+        self.mark_changing().await?;
+        self.flush().await?;
+        let (bases, seq, config, commit_limit, stats, leader_epoch) = {
+            let state = self.state.borrow();
+            (
+                state.segments.base_offsets(),
+                state.pipeline.staged_seq(),
+                state.config.clone(),
+                state.commit_limit,
+                state.stats,
+                state.leader_epoch,
+            )
+        };
+        tracing::info!(dir = %self.dir.display(), offset = offset.get(), "the log starts again, empty, at the leader's log start");
+        // The meta first: after a crash the recovery removes what is left below.
+        super::super::meta::PartitionMeta::new(offset, offset, leader_epoch, false)
+            .store(&self.dir)
+            .await?;
+        for base in bases {
+            Segment::remove_files(&self.dir, base)?;
+        }
+        for snapshot in snapshot::list(&self.dir)? {
+            snapshot::remove(&self.dir, snapshot)?;
+        }
+        file::sync_dir(&self.dir).await?;
+        self.cache.remove_log_from(self.log_id, Offset::MIN);
+        let mut loaded = load_state(
+            &self.dir,
+            config,
+            self.io_mode,
+            (self.clock)(),
+            self.producer_id_expiration_ms,
+            seq,
+        )
+        .await?;
+        loaded.state.commit_limit = commit_limit.map(|_| offset);
+        loaded.state.stats = stats;
+        *self.state.borrow_mut() = loaded.state;
+        self.written.notify_all();
+        drop(permit);
+        Ok(())
+    }
+
     /// Removes every batch at or after `offset` (a follower's uncommitted
     /// tail that a new leader replaced). Everything before is synced first;
     /// the files are cut, the indexes and producer snapshots past the cut
