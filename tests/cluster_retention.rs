@@ -3,7 +3,9 @@
 //! offset moves, reads below it answer OFFSET_OUT_OF_RANGE and every record
 //! above it reads back; a follower that was down while the leader removed
 //! what it lacked starts again at the leader's log start (a snapshot) and
-//! ends byte-identical with the leader.
+//! ends byte-identical with the leader. DeleteRecords goes through the
+//! leader's Raft group: only the leader answers, only up to the high
+//! watermark, and a new leader keeps the log start offset.
 
 mod common;
 
@@ -38,11 +40,15 @@ fn value(i: usize) -> String {
 
 /// Produces records `from..to` to partition 0 with acks=all, all acknowledged.
 fn fill(bootstrap: &str, from: usize, to: usize) {
+    fill_topic(bootstrap, TOPIC, from, to);
+}
+
+fn fill_topic(bootstrap: &str, topic: &str, from: usize, to: usize) {
     let (producer, log) = producer(bootstrap, &[("linger.ms", "0")]);
     for i in from..to {
         send(
             &producer,
-            BaseRecord::to(TOPIC)
+            BaseRecord::to(topic)
                 .partition(0)
                 .key(&b"k"[..])
                 .payload(value(i).as_bytes()),
@@ -75,7 +81,11 @@ fn segments(dir: &Path) -> BTreeMap<i64, Vec<u8>> {
 }
 
 fn first_base(cluster: &Cluster, node: i32) -> i64 {
-    segments(&cluster.partition_dir(node, TOPIC, 0))
+    first_base_of(cluster, node, TOPIC)
+}
+
+fn first_base_of(cluster: &Cluster, node: i32, topic: &str) -> i64 {
+    segments(&cluster.partition_dir(node, topic, 0))
         .keys()
         .next()
         .copied()
@@ -87,9 +97,13 @@ fn first_base(cluster: &Cluster, node: i32) -> i64 {
 /// first at or just above the log start (leader changes add control
 /// batches, which clients skip). Returns the log start offset.
 fn assert_readable_from_log_start(bootstrap: &str, end: usize) -> i64 {
-    let (low, high) = watermarks(bootstrap, TOPIC, 0);
+    assert_topic_readable_from_log_start(bootstrap, TOPIC, end)
+}
+
+fn assert_topic_readable_from_log_start(bootstrap: &str, topic: &str, end: usize) -> i64 {
+    let (low, high) = watermarks(bootstrap, topic, 0);
     let consumer = consumer(bootstrap, &[]);
-    assign(&consumer, TOPIC, &[0], Offset::Beginning);
+    assign(&consumer, topic, &[0], Offset::Beginning);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut read: Vec<(i64, usize)> = Vec::new();
     while read.last().is_none_or(|(_, v)| v + 1 < end) && Instant::now() < deadline {
@@ -227,4 +241,139 @@ fn retention_removes_old_segments_on_every_replica_and_a_returning_follower_catc
         low_after >= low,
         "the log start does not go back: {low_after} < {low}"
     );
+}
+
+/// Kafka's NOT_LEADER_OR_FOLLOWER.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// DeleteRecords of partition 0 of `topic` before `offset` through `client`:
+/// (error code, low watermark).
+fn delete_records(client: &mut RawClient, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(20_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(offset)])]);
+    let response = client.call_negotiated(&request, 2);
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.low_watermark)
+}
+
+/// DeleteRecords through confluent-kafka's AdminClient; prints the low watermark.
+const ADMIN_DELETE_RECORDS: &str = r#"
+import sys
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+futures = admin.delete_records([TopicPartition(sys.argv[2], 0, int(sys.argv[3]))], request_timeout=30)
+for _, future in futures.items():
+    print(future.result(timeout=60).low_watermark)
+"#;
+
+#[test]
+fn delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start() {
+    let test = "delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start";
+    let Some(python) = common::python::python_with(test, &["confluent_kafka"]) else {
+        return;
+    };
+    let topic = "trimmed";
+    let mut cluster = Cluster::builder(3)
+        .arg("--retention-check-interval-ms")
+        .arg("100")
+        .start();
+    assert_eq!(
+        cluster.create_topic_with_configs(1, topic, 1, 3, &[("segment.bytes", SEGMENT_BYTES)]),
+        error_code::NONE
+    );
+    for node in 1..=3 {
+        cluster.wait_for_topic(node, topic, 1);
+    }
+    let bootstrap = cluster.bootstrap();
+    let end = 300;
+    fill_topic(&bootstrap, topic, 0, end);
+    // Only a leader's first entry (a control batch stamped with time 0,
+    // alone in its segment) may have gone by retention.ms.
+    let (low, high) = watermarks(&bootstrap, topic, 0);
+    assert!(low <= 1, "nothing deleted yet: {low}");
+    let leader = cluster
+        .partition_leader(topic, 0)
+        .expect("the partition has a leader");
+    let follower = cluster.other_than(leader, leader);
+    let addr = |cluster: &Cluster, node: i32| cluster.nodes[node as usize - 1].addr();
+
+    // Only the leader answers, and only up to the high watermark.
+    let mut at_follower = RawClient::connect_negotiated(addr(&cluster, follower));
+    assert_eq!(
+        delete_records(&mut at_follower, topic, 10).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    let mut at_leader = RawClient::connect_negotiated(addr(&cluster, leader));
+    assert_eq!(
+        delete_records(&mut at_leader, topic, high + 1).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(watermarks(&bootstrap, topic, 0).0, low, "nothing moved");
+
+    // The AdminClient, then the raw client.
+    let answer =
+        common::python::run_script(&python, ADMIN_DELETE_RECORDS, &[&bootstrap, topic, "100"]);
+    assert_eq!(answer.trim(), "100", "the AdminClient's low watermark");
+    assert_eq!(watermarks(&bootstrap, topic, 0).0, 100);
+    let cut = 150;
+    assert_eq!(
+        delete_records(&mut at_leader, topic, cut),
+        (error_code::NONE, cut)
+    );
+    // Every replica removes the segments wholly below the new log start.
+    let removed = wait_until(RETENTION_TIMEOUT, || {
+        (1..=3).all(|node| first_base_of(&cluster, node, topic) > 0)
+    });
+    let bases: Vec<i64> = (1..=3)
+        .map(|node| first_base_of(&cluster, node, topic))
+        .collect();
+    assert!(
+        removed,
+        "every replica removed segments below the log start: {bases:?}"
+    );
+    assert!(
+        bases.iter().all(|&base| base <= cut),
+        "nothing at or above it: {bases:?}"
+    );
+    let mut reader = RawClient::connect_negotiated(addr(&cluster, leader));
+    assert_eq!(
+        raw::fetch(&mut reader, topic, 0, cut - 1).error_code,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(
+        raw::fetch(&mut reader, topic, 0, cut).error_code,
+        error_code::NONE
+    );
+
+    // SIGKILL of the leader: the next one keeps the log start offset.
+    cluster.kill9(leader);
+    let next = cluster.wait_for_leader_other_than(topic, 0, leader);
+    // (DeleteRecords entries and the new leader's first entry take offsets.)
+    let kept = wait_until(RETENTION_TIMEOUT, || {
+        let (low, after) = watermarks(&bootstrap, topic, 0);
+        low == cut && after > high
+    });
+    assert!(
+        kept,
+        "the new leader {next} keeps the log start: watermarks {:?}",
+        watermarks(&bootstrap, topic, 0)
+    );
+    let mut reader = RawClient::connect_negotiated(addr(&cluster, next));
+    assert_eq!(
+        raw::fetch(&mut reader, topic, 0, cut - 1).error_code,
+        OFFSET_OUT_OF_RANGE
+    );
+    let low = assert_topic_readable_from_log_start(&bootstrap, topic, end);
+    assert_eq!(low, cut);
 }

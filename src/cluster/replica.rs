@@ -121,6 +121,8 @@ pub struct Entries {
     fetched: BTreeMap<u64, Bytes>,
     /// Reads raft-rs asked for: (first index, context to hand back).
     wanted: Vec<(u64, GetEntriesContext)>,
+    /// Entries not yet applied that move the log start offset (DeleteRecords).
+    log_starts: BTreeMap<u64, Offset>,
 }
 
 impl Entries {
@@ -163,6 +165,7 @@ impl Entries {
             self.window_first += 1;
         }
         self.fetched = self.fetched.split_off(&(start.index + 1));
+        self.log_starts = self.log_starts.split_off(&(start.index + 1));
     }
 
     /// A snapshot replaces the whole log: it starts empty after `start`.
@@ -174,6 +177,15 @@ impl Entries {
         self.window_bytes = 0;
         self.window_first = start.index + 1;
         self.fetched.clear();
+        self.log_starts.clear();
+    }
+
+    /// The newest log start offset of the entries up to `index`, which
+    /// are applied now.
+    fn take_log_start(&mut self, index: u64) -> Option<Offset> {
+        let later = self.log_starts.split_off(&(index + 1));
+        let applied = std::mem::replace(&mut self.log_starts, later);
+        applied.into_values().max()
     }
 
     fn data(&self, index: u64) -> Option<&Bytes> {
@@ -200,6 +212,7 @@ impl Entries {
             }
         }
         self.fetched.split_off(&index);
+        self.log_starts.split_off(&index);
     }
 
     /// Entry `index` follows the last one (it is being written).
@@ -389,6 +402,8 @@ pub struct Replica {
     /// This broker is the first replica (the preferred leader).
     preferred: bool,
     ticks: u64,
+    /// A log start offset committed entries moved to, for the log to take.
+    log_start_due: Option<Offset>,
 }
 
 impl Replica {
@@ -439,6 +454,11 @@ impl Replica {
                 ..LogStart::default()
             },
         };
+        let log_starts: BTreeMap<u64, Offset> = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((start.index + 1 + i as u64, s.log_start?)))
+            .collect();
         let metas: Vec<EntryMeta> = spans
             .iter()
             .map(|s| EntryMeta {
@@ -451,7 +471,7 @@ impl Replica {
         // The stored commit may run ahead of a log whose unsynced tail was
         // lost; everything up to the log start is committed.
         hard_state.commit = hard_state.commit.clamp(start.index, last);
-        let entries = Entries {
+        let mut entries = Entries {
             hard_state: hard_state.clone(),
             voters: replicas.iter().map(|&r| r as u64).collect(),
             start,
@@ -462,8 +482,15 @@ impl Replica {
             window_bytes: 0,
             fetched: BTreeMap::new(),
             wanted: Vec::new(),
+            log_starts,
         };
         log.set_commit_limit(entries.end_of(hard_state.commit));
+        // Applied before a crash, maybe not yet in the log's meta: again.
+        if let Some(log_start) = entries.take_log_start(hard_state.commit) {
+            if let Err(error) = log.delete_records(log_start).await {
+                tracing::warn!(%topic, partition, %error, "moving the log start offset failed");
+            }
+        }
         let entries = Rc::new(RefCell::new(entries));
         let config = raft_config(node, hard_state.commit)?;
         let logger = partition_raft_logger(&topic, partition);
@@ -481,6 +508,7 @@ impl Replica {
             idle_ticks: 0,
             preferred: replicas.first() == Some(&node),
             ticks: 0,
+            log_start_due: None,
         })
     }
 
@@ -640,6 +668,60 @@ impl Replica {
         Ok(answered)
     }
 
+    /// Proposes moving the log start offset to `before` (DeleteRecords, at
+    /// most the high watermark); the answer comes once it is committed, with
+    /// the log start offset then.
+    pub fn propose_log_start(
+        &mut self,
+        before: Offset,
+    ) -> Result<oneshot::Receiver<Result<AppendInfo, ReplicaError>>, ReplicaError> {
+        let Some(base_offset) = self.proposed_end.filter(|_| self.is_leader()) else {
+            return Err(ReplicaError::NotLeader);
+        };
+        let (log_start, high_watermark) = (self.log.log_start_offset(), self.log.high_watermark());
+        if before < Offset(0) || before > high_watermark {
+            return Err(ReplicaError::Storage(storage::Error::OffsetOutOfRange {
+                offset: before,
+                log_start_offset: log_start,
+                high_watermark,
+            }));
+        }
+        if self.waiters.len() >= WAITERS_MAX {
+            return Err(ReplicaError::Busy);
+        }
+        let (answer, answered) = oneshot::channel();
+        let mut info = AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time_ms: None,
+            log_start_offset: before.max(log_start),
+        };
+        if before <= log_start {
+            info.log_start_offset = log_start;
+            let _ = answer.send(Ok(info));
+            return Ok(answered);
+        }
+        self.idle_ticks = 0;
+        let term = self.term();
+        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        let batch = control::log_start_batch(base_offset.get(), epoch, before.get());
+        self.node.propose(Vec::new(), batch.to_vec())?;
+        self.proposed_end = Some(base_offset + 1);
+        self.waiters.push_back(Waiter {
+            index: self.node.raft.raft_log.last_index(),
+            term,
+            durability: Durability::Durable,
+            info,
+            answer,
+        });
+        Ok(answered)
+    }
+
+    /// The log start offset committed entries moved the log to, once.
+    pub fn take_log_start_due(&mut self) -> Option<Offset> {
+        self.log_start_due.take()
+    }
+
     /// Takes this turn's Ready: messages that may leave at once go to `out`;
     /// committed entries are applied; entries to persist are turned into
     /// batches. `None` when raft-rs has nothing.
@@ -738,6 +820,9 @@ impl Replica {
                 term: entry.term,
             };
             next = meta.next_offset;
+            if let Some(log_start) = control::read_log_start(&header, &batch) {
+                entries.log_starts.insert(entry.index, Offset(log_start));
+            }
             entries.push(entry.index, meta, batch.clone());
             pending.batches.push(batch);
         }
@@ -829,6 +914,9 @@ impl Replica {
             return;
         };
         self.log.set_commit_limit(meta.next_offset);
+        if let Some(log_start) = self.entries.borrow_mut().take_log_start(last.index) {
+            self.log_start_due = self.log_start_due.max(Some(log_start));
+        }
         let entries = self.entries.borrow();
         while let Some(waiter) = self.waiters.front() {
             if waiter.index > last.index {

@@ -38,7 +38,7 @@ use super::{NodeId, CONTROLLER_DIR};
 use crate::config::ClusterConfig;
 use crate::shard::mesh::run_on;
 use crate::shard::{Shard, ShardId, METADATA_SHARD};
-use crate::storage::{AppendInfo, Durability};
+use crate::storage::{AppendInfo, Durability, Offset};
 
 /// Leader reports wait this long to go to the controller together.
 const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
@@ -196,6 +196,35 @@ impl Replication {
         self.wake_group(topic, partition);
         Some(match answered {
             Ok(answered) => answered.await.unwrap_or(Err(ReplicaError::NotLeader)),
+            Err(error) => Err(error),
+        })
+    }
+
+    /// DeleteRecords on the leader of `topic`'s `partition`: the new log
+    /// start offset goes through Raft, so every replica (and a later leader)
+    /// takes it; `None` when the partition is not replicated here.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before: Offset,
+    ) -> Option<Result<Offset, ReplicaError>> {
+        let group = self.group(topic, partition)?;
+        let (answered, log) = {
+            let mut replica = group.borrow_mut();
+            (replica.propose_log_start(before), replica.log.clone())
+        };
+        self.wake_group(topic, partition);
+        let answer = match answered {
+            Ok(answered) => answered.await.unwrap_or(Err(ReplicaError::NotLeader)),
+            Err(error) => Err(error),
+        };
+        Some(match answer {
+            // Committed: the log takes it now, not only after the turn.
+            Ok(info) => log
+                .delete_records(info.log_start_offset)
+                .await
+                .map_err(ReplicaError::from),
             Err(error) => Err(error),
         })
     }
@@ -677,14 +706,24 @@ impl Replication {
     /// Leadership changes are published; old entries raft-rs asked for are read.
     fn after_turn(&self, groups: &[Rc<RefCell<Replica>>]) {
         for group in groups {
-            let (published, wanted, log) = {
+            let (published, wanted, log, log_start) = {
                 let mut replica = group.borrow_mut();
                 (
                     replica.leadership_turn(),
                     replica.take_wanted(),
                     replica.log.clone(),
+                    replica.take_log_start_due(),
                 )
             };
+            if let Some(log_start) = log_start {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    if let Err(error) = log.delete_records(log_start).await {
+                        tracing::warn!(%error, "moving the log start offset failed");
+                    }
+                })
+                .detach();
+            }
             if let Some((leader, term)) = published {
                 let replica = group.borrow();
                 tracing::info!(topic = %replica.topic, partition = replica.partition, leader, term, "leading the partition");

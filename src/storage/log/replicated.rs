@@ -39,6 +39,8 @@ pub struct BatchSpan {
     /// The offset after its last record.
     pub next_offset: Offset,
     pub leader_epoch: i32,
+    /// The log start offset the batch moves the log to (DeleteRecords).
+    pub log_start: Option<Offset>,
 }
 
 impl PartitionLog {
@@ -229,11 +231,12 @@ impl PartitionLog {
             .collect();
         let mut spans = Vec::new();
         for (file, end) in files {
-            segment::scan_batches(&file, end, |header, _| {
+            segment::scan_batches(&file, end, |header, bytes| {
                 spans.push(BatchSpan {
                     base_offset: Offset(header.base_offset),
                     next_offset: Offset(header.last_offset()) + 1,
                     leader_epoch: header.partition_leader_epoch,
+                    log_start: control::read_log_start(header, bytes).map(Offset),
                 });
             })
             .await?;
