@@ -80,6 +80,38 @@ fn segments(dir: &Path) -> BTreeMap<i64, Vec<u8>> {
     files
 }
 
+/// The whole batches at the start of a segment file (an active segment's
+/// file may run on past them, zeroed).
+fn written_batches(file: &[u8]) -> &[u8] {
+    let mut position = 0;
+    while let Some(length) = file.get(position + 8..position + 12) {
+        let length = i32::from_be_bytes(length.try_into().expect("four bytes"));
+        let end = position + 12 + length.max(0) as usize;
+        if length <= 0 || end > file.len() {
+            break;
+        }
+        position = end;
+    }
+    &file[..position]
+}
+
+/// Whether two replicas' logs hold the same bytes where both have them: the
+/// concatenated segments of one end with those of the other (segments
+/// roll at other batches on a follower that caught up in large appends,
+/// and retention may have removed more on one of them).
+fn same_log(a: &Path, b: &Path) -> bool {
+    let stream = |dir: &Path| {
+        let mut stream = Vec::new();
+        for bytes in segments(dir).into_values() {
+            stream.extend_from_slice(written_batches(&bytes));
+        }
+        stream
+    };
+    let (a, b) = (stream(a), stream(b));
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    !short.is_empty() && long.ends_with(&short)
+}
+
 fn first_base(cluster: &Cluster, node: i32) -> i64 {
     first_base_of(cluster, node, TOPIC)
 }
@@ -175,9 +207,7 @@ fn retention_removes_old_segments_on_every_replica_and_a_returning_follower_catc
     );
     let low = assert_readable_from_log_start(&bootstrap, first);
     assert!(low > 0, "the log start offset moved: {low}");
-    let leader = cluster
-        .partition_leader(TOPIC, 0)
-        .expect("the partition has a leader");
+    let leader = preferred_leader(&cluster, TOPIC);
     let mut client = RawClient::connect_negotiated(cluster.nodes[leader as usize - 1].addr());
     let below = raw::fetch(&mut client, TOPIC, 0, 0);
     assert_eq!(
@@ -207,16 +237,10 @@ fn retention_removes_old_segments_on_every_replica_and_a_returning_follower_catc
 
     let leader_dir = cluster.partition_dir(leader, TOPIC, 0);
     let follower_dir = cluster.partition_dir(follower, TOPIC, 0);
-    let identical = wait_until(CATCH_UP_TIMEOUT, || {
-        let (ours, theirs) = (segments(&leader_dir), segments(&follower_dir));
-        !ours.is_empty() && ours == theirs
-    });
-    let shapes = |dir: &Path| -> Vec<(i64, usize)> {
-        segments(dir).iter().map(|(b, v)| (*b, v.len())).collect()
-    };
+    let identical = wait_until(CATCH_UP_TIMEOUT, || same_log(&leader_dir, &follower_dir));
     assert!(
         identical,
-        "the returned follower holds the leader's segments byte for byte: leader {:?}, follower {:?}",
+        "the returned follower holds the leader's log byte for byte: leader {:?}, follower {:?}",
         shapes(&leader_dir),
         shapes(&follower_dir)
     );
@@ -241,6 +265,40 @@ fn retention_removes_old_segments_on_every_replica_and_a_returning_follower_catc
         low_after >= low,
         "the log start does not go back: {low_after} < {low}"
     );
+}
+
+/// The leader of partition 0 of `topic` once it is the preferred one (the
+/// first replica), so leadership stays where it is while every replica lives.
+fn preferred_leader(cluster: &Cluster, topic: &str) -> i32 {
+    let preferred = || {
+        let metadata = cluster.metadata(1);
+        let partition = metadata
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))?
+            .partitions
+            .first()?
+            .clone();
+        let first = partition.replica_nodes.first()?.0;
+        (partition.leader_id.0 == first && cluster.partition_leader(topic, 0) == Some(first))
+            .then_some(first)
+    };
+    assert!(
+        wait_until(RETENTION_TIMEOUT, || preferred().is_some()),
+        "{topic} is led by its preferred leader"
+    );
+    preferred().expect("the preferred leader leads")
+}
+
+/// (base offset, bytes) of each segment in `dir`.
+fn shapes(dir: &Path) -> Vec<(i64, usize)> {
+    segments(dir).iter().map(|(b, v)| (*b, v.len())).collect()
+}
+
+/// The log start offset in a partition directory's `partition.meta`.
+fn log_start_in_meta(dir: &Path) -> Option<i64> {
+    let bytes = std::fs::read(dir.join(ringlog::storage::meta::META_FILE_NAME)).ok()?;
+    ringlog::storage::meta::PartitionMeta::decode(&bytes).map(|m| m.log_start_offset().get())
 }
 
 /// Kafka's NOT_LEADER_OR_FOLLOWER.
@@ -296,16 +354,20 @@ fn delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start() {
         cluster.wait_for_topic(node, topic, 1);
     }
     let bootstrap = cluster.bootstrap();
+    let leader = preferred_leader(&cluster, topic);
+    let follower = cluster.other_than(leader, leader);
+    let lagging = cluster.other_than(leader, follower);
+    // One follower is down from early on: it returns after the leader
+    // removed what it lacks.
+    fill_topic(&bootstrap, topic, 0, 20);
+    let lagging_end = watermarks(&bootstrap, topic, 0).1;
+    cluster.kill9(lagging);
     let end = 300;
-    fill_topic(&bootstrap, topic, 0, end);
+    fill_topic(&bootstrap, topic, 20, end);
     // Only a leader's first entry (a control batch stamped with time 0,
     // alone in its segment) may have gone by retention.ms.
     let (low, high) = watermarks(&bootstrap, topic, 0);
     assert!(low <= 1, "nothing deleted yet: {low}");
-    let leader = cluster
-        .partition_leader(topic, 0)
-        .expect("the partition has a leader");
-    let follower = cluster.other_than(leader, leader);
     let addr = |cluster: &Cluster, node: i32| cluster.nodes[node as usize - 1].addr();
 
     // Only the leader answers, and only up to the high watermark.
@@ -331,20 +393,42 @@ fn delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start() {
         delete_records(&mut at_leader, topic, cut),
         (error_code::NONE, cut)
     );
-    // Every replica removes the segments wholly below the new log start.
+    // Every replica up removes the segments wholly below the new log start.
     let removed = wait_until(RETENTION_TIMEOUT, || {
-        (1..=3).all(|node| first_base_of(&cluster, node, topic) > 0)
+        [leader, follower]
+            .iter()
+            .all(|&node| first_base_of(&cluster, node, topic) > lagging_end)
     });
-    let bases: Vec<i64> = (1..=3)
-        .map(|node| first_base_of(&cluster, node, topic))
+    let bases: Vec<i64> = [leader, follower]
+        .iter()
+        .map(|&node| first_base_of(&cluster, node, topic))
         .collect();
     assert!(
         removed,
-        "every replica removed segments below the log start: {bases:?}"
+        "the replicas up removed segments below the log start: {bases:?}"
     );
     assert!(
         bases.iter().all(|&base| base <= cut),
         "nothing at or above it: {bases:?}"
+    );
+
+    // The lagging follower starts again at the leader's first batch, and
+    // takes the log start offset from the snapshot.
+    cluster.restart(lagging);
+    cluster.wait_for_brokers(lagging, 3);
+    let leader_dir = cluster.partition_dir(leader, topic, 0);
+    let lagging_dir = cluster.partition_dir(lagging, topic, 0);
+    let caught_up = wait_until(CATCH_UP_TIMEOUT, || {
+        first_base_of(&cluster, lagging, topic) == first_base_of(&cluster, leader, topic)
+            && same_log(&leader_dir, &lagging_dir)
+            && log_start_in_meta(&lagging_dir) == Some(cut)
+    });
+    assert!(
+        caught_up,
+        "the lagging follower holds the leader's log and its log start: {:?}, {:?} vs {:?}",
+        log_start_in_meta(&lagging_dir),
+        shapes(&lagging_dir),
+        shapes(&leader_dir)
     );
     let mut reader = RawClient::connect_negotiated(addr(&cluster, leader));
     assert_eq!(

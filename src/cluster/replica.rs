@@ -88,15 +88,25 @@ pub struct LogStart {
 }
 
 impl LogStart {
-    /// A snapshot's data: the offset, big-endian.
-    fn from_snapshot(snapshot: &Snapshot) -> Option<LogStart> {
+    /// A snapshot's data: the offset, then the log start offset clients
+    /// see (DeleteRecords may have moved it past the first batch), each
+    /// big-endian.
+    fn snapshot_data(&self, log_start_offset: Offset) -> Vec<u8> {
+        let mut data = self.offset.to_be_bytes().to_vec();
+        data.extend_from_slice(&log_start_offset.get().to_be_bytes());
+        data
+    }
+
+    fn from_snapshot(snapshot: &Snapshot) -> Option<(LogStart, Offset)> {
         let meta = snapshot.get_metadata();
         let offset = i64::from_be_bytes(snapshot.data.get(..8)?.try_into().ok()?);
-        Some(LogStart {
+        let log_start_offset = i64::from_be_bytes(snapshot.data.get(8..16)?.try_into().ok()?);
+        let start = LogStart {
             index: meta.index,
             term: meta.term,
             offset,
-        })
+        };
+        Some((start, Offset(log_start_offset)))
     }
 }
 
@@ -123,6 +133,8 @@ pub struct Entries {
     wanted: Vec<(u64, GetEntriesContext)>,
     /// Entries not yet applied that move the log start offset (DeleteRecords).
     log_starts: BTreeMap<u64, Offset>,
+    /// The log start offset the applied entries set (a snapshot carries it).
+    log_start_offset: Offset,
 }
 
 impl Entries {
@@ -325,7 +337,7 @@ impl raft::Storage for GroupStorage {
             ));
         }
         let mut snapshot = Snapshot {
-            data: start.offset.to_be_bytes().to_vec(),
+            data: start.snapshot_data(entries.log_start_offset),
             ..Default::default()
         };
         let meta = snapshot.mut_metadata();
@@ -483,6 +495,7 @@ impl Replica {
             fetched: BTreeMap::new(),
             wanted: Vec::new(),
             log_starts,
+            log_start_offset: Offset(0),
         };
         log.set_commit_limit(entries.end_of(hard_state.commit));
         // Applied before a crash, maybe not yet in the log's meta: again.
@@ -491,6 +504,7 @@ impl Replica {
                 tracing::warn!(%topic, partition, %error, "moving the log start offset failed");
             }
         }
+        entries.log_start_offset = log.log_start_offset();
         let entries = Rc::new(RefCell::new(entries));
         let config = raft_config(node, hard_state.commit)?;
         let logger = partition_raft_logger(&topic, partition);
@@ -717,9 +731,11 @@ impl Replica {
         Ok(answered)
     }
 
-    /// The log start offset committed entries moved the log to, once.
+    /// The log start offset committed entries (or a snapshot) moved the
+    /// log to, once the log's high watermark reaches it.
     pub fn take_log_start_due(&mut self) -> Option<Offset> {
-        self.log_start_due.take()
+        let high_watermark = self.log.high_watermark();
+        self.log_start_due.take_if(|due| *due <= high_watermark)
     }
 
     /// Takes this turn's Ready: messages that may leave at once go to `out`;
@@ -743,9 +759,14 @@ impl Replica {
         let restart = if ready.snapshot().is_empty() {
             None
         } else {
-            let start = LogStart::from_snapshot(ready.snapshot())
+            let (start, log_start_offset) = LogStart::from_snapshot(ready.snapshot())
                 .ok_or_else(|| ReplicaError::Diverged("a snapshot without a log start".into()))?;
-            self.entries.borrow_mut().restore(start);
+            let mut entries = self.entries.borrow_mut();
+            entries.restore(start);
+            entries.log_start_offset = log_start_offset;
+            if log_start_offset > Offset(start.offset) {
+                self.log_start_due = Some(log_start_offset);
+            }
             Some(start)
         };
         let committed = ready.take_committed_entries();
@@ -914,9 +935,12 @@ impl Replica {
             return;
         };
         self.log.set_commit_limit(meta.next_offset);
-        if let Some(log_start) = self.entries.borrow_mut().take_log_start(last.index) {
+        let mut entries = self.entries.borrow_mut();
+        if let Some(log_start) = entries.take_log_start(last.index) {
+            entries.log_start_offset = entries.log_start_offset.max(log_start);
             self.log_start_due = self.log_start_due.max(Some(log_start));
         }
+        drop(entries);
         let entries = self.entries.borrow();
         while let Some(waiter) = self.waiters.front() {
             if waiter.index > last.index {
