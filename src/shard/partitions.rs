@@ -523,7 +523,7 @@ impl Shard {
             ReplicaError::Storage(error) => PartitionError::Storage(error),
             ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
             other => {
-                tracing::debug!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
+                tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
                 PartitionError::NotLeader
             }
         }))
