@@ -378,6 +378,11 @@ impl PartitionLog {
             );
             state.remove_oldest_segments(count)
         };
+        self.finish_retention(removed).await
+    }
+
+    /// Counts and removes the segments retention took out of the set.
+    async fn finish_retention(&self, removed: Vec<Segment>) -> Result<(), Error> {
         if removed.is_empty() {
             return Ok(());
         }

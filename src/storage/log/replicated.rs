@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::super::batch::BatchHeader;
+use super::super::config::LogConfig;
 use super::super::config::TimestampType;
 use super::super::control;
 use super::super::error::{CorruptReason, Error};
@@ -16,7 +17,7 @@ use super::super::limit::ReadLimit;
 use super::super::producer_state::{snapshot, AppendCheck, ProducerEntry};
 use super::super::segment::{self, Segment};
 use super::super::types::Offset;
-use super::{load_state, AppendInfo, PartitionLog, ReadResult};
+use super::{load_state, AppendInfo, LogStats, PartitionLog, ReadResult};
 
 /// What a leader's proposal comes to.
 #[derive(Debug)]
@@ -280,12 +281,35 @@ impl PartitionLog {
             let count = state.segments.count_wholly_below(base);
             state.remove_oldest_segments(count)
         };
-        if removed.is_empty() {
-            return Ok(());
+        self.finish_retention(removed).await
+    }
+
+    /// Loads the log again from its directory after its files changed (in
+    /// a turn of the append queue), with `commit_limit` and its counters.
+    async fn reload(
+        &self,
+        seq: u64,
+        config: LogConfig,
+        commit_limit: Option<Offset>,
+        stats: LogStats,
+    ) -> Result<(), Error> {
+        let mut loaded = load_state(
+            &self.dir,
+            config,
+            self.io_mode,
+            (self.clock)(),
+            self.producer_id_expiration_ms,
+            seq,
+        )
+        .await?;
+        loaded.state.commit_limit = commit_limit;
+        loaded.state.stats = stats;
+        *self.state.borrow_mut() = loaded.state;
+        for base in loaded.rewrite_txn_indexes {
+            self.write_txn_index(base).await?;
         }
-        let bytes = removed.iter().map(Segment::written_bytes).sum();
-        crate::metrics::local::retention_deleted(removed.len(), bytes);
-        self.finish_removal(removed).await
+        self.written.notify_all();
+        Ok(())
     }
 
     /// Removes every batch and starts again, empty, at `offset`: a follower
@@ -320,19 +344,8 @@ impl PartitionLog {
         }
         file::sync_dir(&self.dir).await?;
         self.cache.remove_log_from(self.log_id, Offset::MIN);
-        let mut loaded = load_state(
-            &self.dir,
-            config,
-            self.io_mode,
-            (self.clock)(),
-            self.producer_id_expiration_ms,
-            seq,
-        )
-        .await?;
-        loaded.state.commit_limit = commit_limit.map(|_| offset);
-        loaded.state.stats = stats;
-        *self.state.borrow_mut() = loaded.state;
-        self.written.notify_all();
+        self.reload(seq, config, commit_limit.map(|_| offset), stats)
+            .await?;
         drop(permit);
         Ok(())
     }
@@ -411,22 +424,13 @@ impl PartitionLog {
             (state.config.clone(), state.commit_limit, state.stats)
         };
         self.store_meta(false).await?;
-        let mut loaded = load_state(
-            &self.dir,
-            config,
-            self.io_mode,
-            (self.clock)(),
-            self.producer_id_expiration_ms,
+        self.reload(
             seq,
+            config,
+            commit_limit.map(|limit| limit.min(offset)),
+            stats,
         )
         .await?;
-        loaded.state.commit_limit = commit_limit.map(|limit| limit.min(offset));
-        loaded.state.stats = stats;
-        *self.state.borrow_mut() = loaded.state;
-        for base in loaded.rewrite_txn_indexes {
-            self.write_txn_index(base).await?;
-        }
-        self.written.notify_all();
         drop(permit);
         Ok(())
     }
