@@ -1,14 +1,22 @@
 //! One replicated partition's Raft group on this broker: raft-rs's RawNode
 //! over the partition log, which is the Raft log.
 //!
-//! Raft index is not the Kafka offset: entry `i` is the `i`-th stored batch
-//! of the log, and [`Entries`] maps each index to the batch's (base offset,
-//! next offset, term), rebuilt from the log at opening. The term of an entry
+//! Raft index is not the Kafka offset: the log's first stored batch is the
+//! entry after its [`LogStart`] (index 1 until retention or DeleteRecords
+//! removed a segment), each later batch the next entry, and [`Entries`] maps
+//! each index to the batch's (base offset, next offset, term), rebuilt from
+//! the log at opening. The term of an entry
 //! is its batch's partitionLeaderEpoch. Recent entries' bytes are kept in
 //! memory (shared with the batch cache, not copied); older ones a lagging
 //! follower needs are read back from the log asynchronously: the storage
 //! answers `LogTemporarilyUnavailable` and raft-rs asks again once
 //! [`Replica::entries_fetched`] was called.
+//!
+//! Each replica removes whole segments of committed entries itself
+//! (retention, the log start offset). A follower that needs an entry its
+//! leader removed gets a snapshot that holds no data, only the [`LogStart`]:
+//! it empties its log and starts again at that offset, as a Kafka follower
+//! does when the leader's log start offset has passed it.
 //!
 //! A new leader's empty entry is stored as a LEADER_CHANGE control batch,
 //! built from the entry's offset and term alone, so every replica writes
@@ -22,7 +30,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
-use raft::{GetEntriesContext, RaftState, RawNode, StateRole, StorageError};
+use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, StorageError};
+use serde::{Deserialize, Serialize};
 
 use super::consensus::raft_config;
 use super::logger::partition_raft_logger;
@@ -68,12 +77,47 @@ pub struct EntryMeta {
     pub term: u64,
 }
 
+/// Where a replica's Raft log starts: every entry up to `index` (of `term`)
+/// is gone, and the entry after it begins at `offset`. Kept durably with the
+/// hard state; a snapshot carries it to a follower.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStart {
+    pub index: u64,
+    pub term: u64,
+    pub offset: i64,
+}
+
+impl LogStart {
+    /// A snapshot's data: the offset, then the log start offset clients
+    /// see (DeleteRecords may have moved it past the first batch), each
+    /// big-endian.
+    fn snapshot_data(&self, log_start_offset: Offset) -> Vec<u8> {
+        let mut data = self.offset.to_be_bytes().to_vec();
+        data.extend_from_slice(&log_start_offset.get().to_be_bytes());
+        data
+    }
+
+    fn from_snapshot(snapshot: &Snapshot) -> Option<(LogStart, Offset)> {
+        let meta = snapshot.get_metadata();
+        let offset = i64::from_be_bytes(snapshot.data.get(..8)?.try_into().ok()?);
+        let log_start_offset = i64::from_be_bytes(snapshot.data.get(8..16)?.try_into().ok()?);
+        let start = LogStart {
+            index: meta.index,
+            term: meta.term,
+            offset,
+        };
+        Some((start, Offset(log_start_offset)))
+    }
+}
+
 /// The Raft log as raft-rs reads it: the entry map, recent entries' bytes,
 /// old entries read back, and the hard state.
 pub struct Entries {
     hard_state: HardState,
     voters: Vec<u64>,
-    /// `metas[i - 1]` is entry `i`. Entries of a turn's write are here from
+    /// What went before `metas[0]`: it is entry `start.index + 1`.
+    start: LogStart,
+    /// `metas[i - start.index - 1]` is entry `i`. Entries of a turn's write are here from
     /// the moment raft-rs hands them over (it reads them back at once), so
     /// the last ones may not be durable yet.
     metas: Vec<EntryMeta>,
@@ -87,18 +131,73 @@ pub struct Entries {
     fetched: BTreeMap<u64, Bytes>,
     /// Reads raft-rs asked for: (first index, context to hand back).
     wanted: Vec<(u64, GetEntriesContext)>,
+    /// Entries not yet applied that move the log start offset (DeleteRecords).
+    log_starts: BTreeMap<u64, Offset>,
+    /// The log start offset the applied entries set (a snapshot carries it).
+    log_start_offset: Offset,
 }
 
 impl Entries {
+    fn first_index(&self) -> u64 {
+        self.start.index + 1
+    }
+
     fn last_index(&self) -> u64 {
-        self.metas.len() as u64
+        self.start.index + self.metas.len() as u64
     }
 
     fn meta(&self, index: u64) -> Option<EntryMeta> {
         index
-            .checked_sub(1)
+            .checked_sub(self.first_index())
             .and_then(|i| self.metas.get(i as usize))
             .copied()
+    }
+
+    /// The offset after entry `index` (the log start's offset for the entry
+    /// before the first).
+    fn end_of(&self, index: u64) -> Offset {
+        if index == self.start.index {
+            return Offset(self.start.offset);
+        }
+        self.meta(index)
+            .map_or(Offset(self.start.offset), |m| m.next_offset)
+    }
+
+    /// The first entry is now the one after `start` (its segments go).
+    fn compact(&mut self, start: LogStart) {
+        let gone = start.index.saturating_sub(self.start.index) as usize;
+        self.metas.drain(..gone.min(self.metas.len()));
+        self.start = start;
+        while self.window_first <= start.index {
+            let Some(gone) = self.window.pop_front() else {
+                self.window_first = start.index + 1;
+                break;
+            };
+            self.window_bytes -= gone.len();
+            self.window_first += 1;
+        }
+        self.fetched = self.fetched.split_off(&(start.index + 1));
+        self.log_starts = self.log_starts.split_off(&(start.index + 1));
+    }
+
+    /// A snapshot replaces the whole log: it starts empty after `start`.
+    fn restore(&mut self, start: LogStart) {
+        self.metas.clear();
+        self.start = start;
+        self.persisted = start.index;
+        self.window.clear();
+        self.window_bytes = 0;
+        self.window_first = start.index + 1;
+        self.fetched.clear();
+        self.log_starts.clear();
+    }
+
+    /// The newest log start offset of the entries up to `index`, which
+    /// are applied now.
+    fn take_log_start(&mut self, index: u64) -> Option<Offset> {
+        let later = self.log_starts.split_off(&(index + 1));
+        let applied = std::mem::replace(&mut self.log_starts, later);
+        applied.into_values().max()
     }
 
     fn data(&self, index: u64) -> Option<&Bytes> {
@@ -110,7 +209,8 @@ impl Entries {
 
     /// Forgets entry `index` and every later one.
     fn truncate_from(&mut self, index: u64) {
-        self.metas.truncate(index.saturating_sub(1) as usize);
+        self.metas
+            .truncate(index.saturating_sub(self.first_index()) as usize);
         self.persisted = self.persisted.min(self.last_index());
         if index < self.window_first {
             self.window.clear();
@@ -124,6 +224,7 @@ impl Entries {
             }
         }
         self.fetched.split_off(&index);
+        self.log_starts.split_off(&index);
     }
 
     /// Entry `index` follows the last one (it is being written).
@@ -168,7 +269,10 @@ impl raft::Storage for GroupStorage {
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut entries = self.0.borrow_mut();
-        if low == 0 || high > entries.last_index() + 1 {
+        if low < entries.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > entries.last_index() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let mut out = Vec::new();
@@ -203,29 +307,44 @@ impl raft::Storage for GroupStorage {
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
-        if index == 0 {
-            return Ok(0);
+        let entries = self.0.borrow();
+        match index.cmp(&entries.start.index) {
+            std::cmp::Ordering::Less => Err(raft::Error::Store(StorageError::Compacted)),
+            std::cmp::Ordering::Equal => Ok(entries.start.term),
+            std::cmp::Ordering::Greater => entries
+                .meta(index)
+                .map(|m| m.term)
+                .ok_or(raft::Error::Store(StorageError::Unavailable)),
         }
-        self.0
-            .borrow()
-            .meta(index)
-            .map(|m| m.term)
-            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.0.borrow().first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
         Ok(self.0.borrow().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted below index 1, so no peer needs one.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// A follower needs entries this log removed: it starts again where
+    /// this log starts. The snapshot holds the [`LogStart`] alone.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let entries = self.0.borrow();
+        let start = entries.start;
+        if start.index == 0 || request_index > start.index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot {
+            data: start.snapshot_data(entries.log_start_offset),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = start.index;
+        meta.term = start.term;
+        meta.set_conf_state(ConfState::from((entries.voters.clone(), vec![])));
+        Ok(snapshot)
     }
 }
 
@@ -247,6 +366,8 @@ pub struct Pending {
     persisted_messages: Vec<Message>,
     /// Cut the log at this offset first (a replaced uncommitted tail).
     truncate: Option<Offset>,
+    /// A snapshot from the leader: the log starts again, empty, here first.
+    pub restart: Option<LogStart>,
     /// The last entry durable once this is written.
     last_index: u64,
     batches: Vec<Bytes>,
@@ -256,6 +377,9 @@ pub struct Pending {
 impl Pending {
     /// Cuts and appends what this turn must make durable in `log`.
     pub async fn write(&self, log: &PartitionLog) -> Result<(), storage::Error> {
+        if let Some(start) = self.restart {
+            log.restart_at(Offset(start.offset)).await?;
+        }
         if let Some(offset) = self.truncate {
             log.truncate_from(offset).await?;
         }
@@ -290,11 +414,14 @@ pub struct Replica {
     /// This broker is the first replica (the preferred leader).
     preferred: bool,
     ticks: u64,
+    /// A log start offset committed entries moved to, for the log to take.
+    log_start_due: Option<Offset>,
 }
 
 impl Replica {
-    /// The group of `log` among `replicas` with the hard state stored for it.
-    /// Entries are rebuilt from the log's batches.
+    /// The group of `log` among `replicas` with the hard state and log start
+    /// stored for it (`restart`: a snapshot's restart of the log may not have
+    /// finished). Entries are rebuilt from the log's batches.
     pub async fn open(
         topic: Arc<str>,
         partition: u32,
@@ -302,8 +429,48 @@ impl Replica {
         replicas: &[NodeId],
         log: Rc<PartitionLog>,
         mut hard_state: HardState,
+        (start, restart): (Option<LogStart>, bool),
     ) -> Result<Replica, ReplicaError> {
-        let spans = log.batch_spans().await?;
+        let mut spans = log.batch_spans().await?;
+        let start = match start {
+            Some(start) => {
+                let offset = Offset(start.offset);
+                let at = spans.iter().position(|s| s.base_offset == offset);
+                match at {
+                    _ if restart => {
+                        log.restart_at(offset).await?;
+                        spans.clear();
+                    }
+                    // Retention stored the start, then stopped before all of
+                    // the segments below it went.
+                    Some(at) => {
+                        if at > 0 {
+                            log.remove_segments_below(offset).await?;
+                            spans.drain(..at);
+                        }
+                    }
+                    None if spans.is_empty() && log.next_offset() == offset => {}
+                    None => {
+                        return Err(ReplicaError::Diverged(format!(
+                            "the Raft log starts at offset {offset}, the log has no batch there"
+                        )))
+                    }
+                }
+                start
+            }
+            None => LogStart {
+                offset: spans
+                    .first()
+                    .map_or(log.next_offset(), |s| s.base_offset)
+                    .get(),
+                ..LogStart::default()
+            },
+        };
+        let log_starts: BTreeMap<u64, Offset> = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((start.index + 1 + i as u64, s.log_start?)))
+            .collect();
         let metas: Vec<EntryMeta> = spans
             .iter()
             .map(|s| EntryMeta {
@@ -312,14 +479,14 @@ impl Replica {
                 term: s.leader_epoch.max(0) as u64,
             })
             .collect();
-        let last = metas.len() as u64;
-        // The stored commit may run ahead of a log whose unsynced tail was lost.
-        hard_state.commit = hard_state.commit.min(last);
-        let commit_end = index_end(&metas, hard_state.commit, log.log_start_offset());
-        log.set_commit_limit(commit_end);
-        let entries = Rc::new(RefCell::new(Entries {
+        let last = start.index + metas.len() as u64;
+        // The stored commit may run ahead of a log whose unsynced tail was
+        // lost; everything up to the log start is committed.
+        hard_state.commit = hard_state.commit.clamp(start.index, last);
+        let mut entries = Entries {
             hard_state: hard_state.clone(),
             voters: replicas.iter().map(|&r| r as u64).collect(),
+            start,
             metas,
             persisted: last,
             window_first: last + 1,
@@ -327,7 +494,18 @@ impl Replica {
             window_bytes: 0,
             fetched: BTreeMap::new(),
             wanted: Vec::new(),
-        }));
+            log_starts,
+            log_start_offset: Offset(0),
+        };
+        log.set_commit_limit(entries.end_of(hard_state.commit));
+        // Applied before a crash, maybe not yet in the log's meta: again.
+        if let Some(log_start) = entries.take_log_start(hard_state.commit) {
+            if let Err(error) = log.delete_records(log_start).await {
+                tracing::warn!(%topic, partition, %error, "moving the log start offset failed");
+            }
+        }
+        entries.log_start_offset = log.log_start_offset();
+        let entries = Rc::new(RefCell::new(entries));
         let config = raft_config(node, hard_state.commit)?;
         let logger = partition_raft_logger(&topic, partition);
         let raw = RawNode::new(&config, GroupStorage(entries.clone()), &logger)?;
@@ -344,6 +522,7 @@ impl Replica {
             idle_ticks: 0,
             preferred: replicas.first() == Some(&node),
             ticks: 0,
+            log_start_due: None,
         })
     }
 
@@ -525,6 +704,62 @@ impl Replica {
         Ok(answered)
     }
 
+    /// Proposes moving the log start offset to `before` (DeleteRecords, at
+    /// most the high watermark); the answer comes once it is committed, with
+    /// the log start offset then.
+    pub fn propose_log_start(
+        &mut self,
+        before: Offset,
+    ) -> Result<oneshot::Receiver<Result<AppendInfo, ReplicaError>>, ReplicaError> {
+        let Some(base_offset) = self.proposed_end.filter(|_| self.is_leader()) else {
+            return Err(ReplicaError::NotLeader);
+        };
+        let (log_start, high_watermark) = (self.log.log_start_offset(), self.log.high_watermark());
+        if before < Offset(0) || before > high_watermark {
+            return Err(ReplicaError::Storage(storage::Error::OffsetOutOfRange {
+                offset: before,
+                log_start_offset: log_start,
+                high_watermark,
+            }));
+        }
+        if self.waiters.len() >= WAITERS_MAX {
+            return Err(ReplicaError::Busy);
+        }
+        let (answer, answered) = oneshot::channel();
+        let mut info = AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time_ms: None,
+            log_start_offset: before.max(log_start),
+        };
+        if before <= log_start {
+            info.log_start_offset = log_start;
+            let _ = answer.send(Ok(info));
+            return Ok(answered);
+        }
+        self.idle_ticks = 0;
+        let term = self.term();
+        let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        let batch = control::log_start_batch(base_offset.get(), epoch, before.get());
+        self.node.propose(Vec::new(), batch.to_vec())?;
+        self.proposed_end = Some(base_offset + 1);
+        self.waiters.push_back(Waiter {
+            index: self.node.raft.raft_log.last_index(),
+            term,
+            durability: Durability::Durable,
+            info,
+            answer,
+        });
+        Ok(answered)
+    }
+
+    /// The log start offset committed entries (or a snapshot) moved the
+    /// log to, once the log's high watermark reaches it.
+    pub fn take_log_start_due(&mut self) -> Option<Offset> {
+        let high_watermark = self.log.high_watermark();
+        self.log_start_due.take_if(|due| *due <= high_watermark)
+    }
+
     /// Takes this turn's Ready: messages that may leave at once go to `out`;
     /// committed entries are applied; entries to persist are turned into
     /// batches. `None` when raft-rs has nothing.
@@ -533,7 +768,29 @@ impl Replica {
             return Ok(None);
         }
         let mut ready = self.node.ready();
-        out.extend(ready.take_messages());
+        let messages = ready.take_messages();
+        // A snapshot is a few bytes the transport sends whole or not at
+        // all: raft-rs goes on probing at once, and sends it again if the
+        // follower still lacks what it needs.
+        let snapshots_to: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        out.extend(messages);
+        let restart = if ready.snapshot().is_empty() {
+            None
+        } else {
+            let (start, log_start_offset) = LogStart::from_snapshot(ready.snapshot())
+                .ok_or_else(|| ReplicaError::Diverged("a snapshot without a log start".into()))?;
+            let mut entries = self.entries.borrow_mut();
+            entries.restore(start);
+            entries.log_start_offset = log_start_offset;
+            if log_start_offset > Offset(start.offset) {
+                self.log_start_due = Some(log_start_offset);
+            }
+            Some(start)
+        };
         let committed = ready.take_committed_entries();
         self.apply(&committed);
         let new = ready.take_entries();
@@ -541,6 +798,7 @@ impl Replica {
             number: ready.number(),
             persisted_messages: ready.take_persisted_messages(),
             truncate: None,
+            restart,
             last_index: 0,
             batches: Vec::with_capacity(new.len()),
             hard_state: ready.hs().cloned(),
@@ -553,6 +811,9 @@ impl Replica {
         self.node.advance_append_async(ready);
         if let Some(last) = committed.last() {
             self.node.advance_apply_to(last.index);
+        }
+        for to in snapshots_to {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
         }
         Ok(Some(pending))
     }
@@ -572,11 +833,7 @@ impl Replica {
             entries.truncate_from(first.index);
             meta.base_offset
         } else if first.index == entries.last_index() + 1 {
-            index_end(
-                &entries.metas,
-                entries.last_index(),
-                self.log.log_start_offset(),
-            )
+            entries.end_of(entries.last_index())
         } else {
             return Err(ReplicaError::Diverged(format!(
                 "entry {} follows entry {}",
@@ -606,6 +863,9 @@ impl Replica {
                 term: entry.term,
             };
             next = meta.next_offset;
+            if let Some(log_start) = control::read_log_start(&header, &batch) {
+                entries.log_starts.insert(entry.index, Offset(log_start));
+            }
             entries.push(entry.index, meta, batch.clone());
             pending.batches.push(batch);
         }
@@ -646,6 +906,42 @@ impl Replica {
         None
     }
 
+    /// Where the Raft log starts.
+    pub fn log_start(&self) -> LogStart {
+        self.entries.borrow().start
+    }
+
+    /// Where the log would start once retention and the log start offset
+    /// removed the whole segments they may of what clients can read (the
+    /// committed entries that are durable here), or `None`.
+    pub fn retained_start(&self, now_ms: i64) -> Option<LogStart> {
+        let offset = self.log.retained_start(now_ms, self.log.high_watermark())?;
+        let entries = self.entries.borrow();
+        let at = entries
+            .metas
+            .binary_search_by_key(&offset, |m| m.base_offset)
+            .ok()
+            .filter(|&at| at > 0)?;
+        let before = entries.metas[at - 1];
+        Some(LogStart {
+            index: entries.start.index + at as u64,
+            term: before.term,
+            offset: offset.get(),
+        })
+    }
+
+    /// After `start` is durable: the entries before it are gone, then their
+    /// segments.
+    pub async fn compact(replica: &RefCell<Replica>, start: LogStart) -> Result<(), ReplicaError> {
+        let log = {
+            let replica = replica.borrow();
+            replica.entries.borrow_mut().compact(start);
+            replica.log.clone()
+        };
+        log.remove_segments_below(Offset(start.offset)).await?;
+        Ok(())
+    }
+
     /// The hard state as last persisted (with the newest commit index).
     pub fn hard_state(&self) -> HardState {
         self.entries.borrow().hard_state.clone()
@@ -661,6 +957,12 @@ impl Replica {
             return;
         };
         self.log.set_commit_limit(meta.next_offset);
+        let mut entries = self.entries.borrow_mut();
+        if let Some(log_start) = entries.take_log_start(last.index) {
+            entries.log_start_offset = entries.log_start_offset.max(log_start);
+            self.log_start_due = self.log_start_due.max(Some(log_start));
+        }
+        drop(entries);
         let entries = self.entries.borrow();
         while let Some(waiter) = self.waiters.front() {
             if waiter.index > last.index {
@@ -716,7 +1018,7 @@ impl Replica {
                 && entries.meta(last).is_some_and(|m| m.term == term)
                 && self.node.raft.raft_log.committed >= last;
             if own_entry_committed {
-                let end = index_end(&entries.metas, last, self.log.log_start_offset());
+                let end = entries.end_of(last);
                 drop(entries);
                 self.proposed_end = Some(end);
             }
@@ -784,15 +1086,6 @@ impl Replica {
         }
     }
 }
-
-/// The offset after entry `index` (the log start for index 0).
-fn index_end(metas: &[EntryMeta], index: u64, log_start: Offset) -> Offset {
-    index
-        .checked_sub(1)
-        .and_then(|i| metas.get(i as usize))
-        .map_or(log_start, |m| m.next_offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consensus::{ELECTION_TICKS, TICK_INTERVAL_MS};
 use super::frame::{PartitionMessage, WireMessage};
-use super::replica::{Pending, Replica, ReplicaError};
+use super::replica::{LogStart, Pending, Replica, ReplicaError};
 use super::state::{LeaderReport, Op};
 use super::transport::Transport;
 use super::view::ClusterView;
@@ -38,7 +38,7 @@ use super::{NodeId, CONTROLLER_DIR};
 use crate::config::ClusterConfig;
 use crate::shard::mesh::run_on;
 use crate::shard::{Shard, ShardId, METADATA_SHARD};
-use crate::storage::{AppendInfo, Durability};
+use crate::storage::{AppendInfo, Durability, Offset};
 
 /// Leader reports wait this long to go to the controller together.
 const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
@@ -65,12 +65,20 @@ pub struct LeadershipCounts {
     pub elections_won: u64,
 }
 
-/// One group's durable hard state, as the shard's file keeps it.
+/// One group's durable hard state, as the shard's file keeps it, and where
+/// its Raft log starts: Raft state, written with the terms and votes before
+/// the log changes (segments removed below it, a log emptied for a snapshot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct StoredHardState {
     term: u64,
     vote: u64,
     commit: u64,
+    /// `None`: the log starts at entry 1 (nothing was ever removed).
+    #[serde(default)]
+    start: Option<LogStart>,
+    /// A snapshot's restart of the log at `start` may not have finished.
+    #[serde(default)]
+    restart: bool,
 }
 
 pub struct Replication {
@@ -100,6 +108,8 @@ pub struct Replication {
     forward_woken: RefCell<Option<LocalReceiver<()>>>,
     /// Leader reports not yet sent to the controller.
     reports: RefCell<Vec<LeaderReport>>,
+    /// Held while the hard-state file is written.
+    state_write: tokio::sync::Mutex<()>,
     /// When each led group last reported its ISR.
     isr_reported: RefCell<HashMap<GroupKey, std::time::Instant>>,
     ticks: Cell<u64>,
@@ -142,6 +152,7 @@ impl Replication {
             forward_wake,
             forward_woken: RefCell::new(Some(forward_woken)),
             reports: RefCell::default(),
+            state_write: tokio::sync::Mutex::new(()),
             isr_reported: RefCell::default(),
             ticks: Cell::new(0),
             elections_won: Cell::new(0),
@@ -214,6 +225,35 @@ impl Replication {
         self.wake_group(topic, partition);
         Some(match answered {
             Ok(answered) => answered.await.unwrap_or(Err(ReplicaError::NotLeader)),
+            Err(error) => Err(error),
+        })
+    }
+
+    /// DeleteRecords on the leader of `topic`'s `partition`: the new log
+    /// start offset goes through Raft, so every replica (and a later leader)
+    /// takes it; `None` when the partition is not replicated here.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before: Offset,
+    ) -> Option<Result<Offset, ReplicaError>> {
+        let group = self.group(topic, partition)?;
+        let (answered, log) = {
+            let mut replica = group.borrow_mut();
+            (replica.propose_log_start(before), replica.log.clone())
+        };
+        self.wake_group(topic, partition);
+        let answer = match answered {
+            Ok(answered) => answered.await.unwrap_or(Err(ReplicaError::NotLeader)),
+            Err(error) => Err(error),
+        };
+        Some(match answer {
+            // Committed: the log takes it now, not only after the turn.
+            Ok(info) => log
+                .delete_records(info.log_start_offset)
+                .await
+                .map_err(ReplicaError::from),
             Err(error) => Err(error),
         })
     }
@@ -332,16 +372,66 @@ impl Replication {
             vote: stored.vote,
             commit: stored.commit,
         };
-        Replica::open(
+        let replica = Replica::open(
             topic.clone(),
             partition,
             self.node,
             replicas,
             log,
             hard_state,
+            (stored.start, stored.restart),
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if stored.restart {
+            // The restart finished: it must not run again over later appends.
+            self.store_log_start(id, partition, replica.log_start(), false)
+                .await;
+        }
+        Ok(replica)
+    }
+
+    /// Makes where a group's Raft log starts durable (before the log changes).
+    async fn store_log_start(
+        &self,
+        id: uuid::Uuid,
+        partition: u32,
+        start: LogStart,
+        restart: bool,
+    ) {
+        {
+            let mut stored = self.stored.borrow_mut();
+            let entry = stored.entry(state_key(id, partition)).or_default();
+            entry.start = Some(start);
+            entry.restart = restart;
+        }
+        self.store_hard_states().await;
+    }
+
+    /// Each group removes the whole segments of committed entries that
+    /// retention and the log start offset let go (on every replica alike,
+    /// each below its own commit index).
+    pub async fn enforce_retention(&self, now_ms: i64) {
+        let groups: Vec<Rc<RefCell<Replica>>> = self.groups.borrow().values().cloned().collect();
+        for group in groups {
+            let (start, id, partition) = {
+                let replica = group.borrow();
+                let Some(start) = replica.retained_start(now_ms) else {
+                    continue;
+                };
+                let Some(id) = self.ids.borrow().get(&replica.topic).copied() else {
+                    continue;
+                };
+                (start, id, replica.partition)
+            };
+            self.store_log_start(id, partition, start, false).await;
+            match Replica::compact(&group, start).await {
+                Ok(()) => {}
+                Err(ReplicaError::Storage(crate::storage::Error::Closed)) => {}
+                Err(error) => fatal(&group.borrow(), &error.to_string()),
+            }
+            glommio::yield_if_needed().await;
+        }
     }
 
     /// Hibernating groups whose leader's broker is not live wake up, so
@@ -636,6 +726,7 @@ impl Replication {
             if pending.is_empty() {
                 break;
             }
+            self.store_restarts(&pending, true).await;
             let writes = pending.iter().map(|(group, p)| {
                 let log = group.borrow().log.clone();
                 async move { p.write(&log).await }
@@ -655,6 +746,7 @@ impl Replication {
                 self.drop_closed_groups();
                 return;
             }
+            self.store_restarts(&pending, false).await;
             self.persist_hard_states(&pending).await;
             let mut later_out = Vec::new();
             for (group, p) in pending {
@@ -667,6 +759,25 @@ impl Replication {
             }
             self.send(later_out);
             self.after_turn(&groups);
+        }
+    }
+
+    /// A snapshot's log start is durable, marked as a restart, before the
+    /// log empties (`begun`), and unmarked once it did, before anything is
+    /// appended after it is acknowledged.
+    async fn store_restarts(&self, pending: &[(Rc<RefCell<Replica>>, Pending)], begun: bool) {
+        for (group, p) in pending {
+            let Some(start) = p.restart else {
+                continue;
+            };
+            let (id, partition) = {
+                let replica = group.borrow();
+                let Some(id) = self.ids.borrow().get(&replica.topic).copied() else {
+                    continue;
+                };
+                (id, replica.partition)
+            };
+            self.store_log_start(id, partition, start, begun).await;
         }
     }
 
@@ -703,11 +814,9 @@ impl Replication {
                 } else if entry.commit != state.commit {
                     self.commit_dirty.set(true);
                 }
-                *entry = StoredHardState {
-                    term: state.term,
-                    vote: state.vote,
-                    commit: state.commit,
-                };
+                entry.term = state.term;
+                entry.vote = state.vote;
+                entry.commit = state.commit;
             }
         }
         if must_sync {
@@ -717,10 +826,12 @@ impl Replication {
 
     /// Writes every group's hard state (with the newest commit indexes) to
     /// a new file, syncs it and renames it over the old one, on the
-    /// executor's blocking pool (the shard keeps serving meanwhile). Only
-    /// the turn loop calls it, one write at a time, so files are renamed
-    /// in the order they were encoded.
+    /// executor's blocking pool (the shard keeps serving meanwhile), one
+    /// write at a time.
     async fn store_hard_states(&self) {
+        // Retention and opening groups write too: one write at a time, so
+        // files are renamed in the order they were encoded.
+        let _writing = self.state_write.lock().await;
         {
             let ids = self.ids.borrow();
             let mut stored = self.stored.borrow_mut();
@@ -757,14 +868,24 @@ impl Replication {
     /// Leadership changes are published; old entries raft-rs asked for are read.
     fn after_turn(&self, groups: &[Rc<RefCell<Replica>>]) {
         for group in groups {
-            let (published, wanted, log) = {
+            let (published, wanted, log, log_start) = {
                 let mut replica = group.borrow_mut();
                 (
                     replica.leadership_turn(),
                     replica.take_wanted(),
                     replica.log.clone(),
+                    replica.take_log_start_due(),
                 )
             };
+            if let Some(log_start) = log_start {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    if let Err(error) = log.delete_records(log_start).await {
+                        tracing::warn!(%error, "moving the log start offset failed");
+                    }
+                })
+                .detach();
+            }
             if let Some((leader, term)) = published {
                 let replica = group.borrow();
                 tracing::info!(topic = %replica.topic, partition = replica.partition, leader, term, "leading the partition");

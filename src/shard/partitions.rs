@@ -490,12 +490,43 @@ impl Shard {
                 } else {
                     offset
                 };
+                if let Some(answer) = self
+                    .delete_records_replicated(&topic, partition, before)
+                    .await
+                {
+                    return answer;
+                }
                 Ok(log.delete_records(before).await?)
             }
             .await;
             answers.push(answer);
         }
         answers
+    }
+
+    /// DeleteRecords on a replicated partition this broker leads (served_log
+    /// let only the leader through): through its Raft group. `None` when
+    /// the partition is not replicated.
+    async fn delete_records_replicated(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Option<Result<Offset, PartitionError>> {
+        let cluster = self.cluster.as_ref()?;
+        let index = partition.index()? as u32;
+        let answer = cluster
+            .replication
+            .delete_records(topic, index, before)
+            .await?;
+        Some(answer.map_err(|error| match error {
+            ReplicaError::Storage(error) => PartitionError::Storage(error),
+            ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+            other => {
+                tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
+                PartitionError::NotLeader
+            }
+        }))
     }
 
     /// DescribeProducers: the producers each partition tracks.
@@ -520,6 +551,10 @@ impl Shard {
                 tracing::error!(shard = self.id.index(), %error, "retention failed");
             }
             glommio::yield_if_needed().await;
+        }
+        // Replicated partitions: their Raft groups remove what they may.
+        if let Some(cluster) = self.cluster.as_ref() {
+            cluster.replication.enforce_retention(now_ms).await;
         }
     }
 

@@ -104,19 +104,64 @@ pub fn marker_batch(marker: &TxnMarker, timestamp_ms: i64) -> Bytes {
 
 /// Kafka's LEADER_CHANGE control record type (KIP-595).
 const LEADER_CHANGE_CONTROL_TYPE: i16 = 2;
+/// A replicated partition's new log start offset (DeleteRecords), a type of
+/// this broker's own: clients skip control batches of types they do not know.
+const LOG_START_CONTROL_TYPE: i16 = 1000;
 /// attributes, timestampDelta, offsetDelta, key length, key (4), value
-/// length (null), header count.
-const LEADER_CHANGE_BODY_BYTES: usize = 1 + 1 + 1 + 1 + 4 + 1 + 1;
+/// length, header count; the value's bytes come on top.
+const BROKER_CONTROL_BODY_BYTES: usize = 1 + 1 + 1 + 1 + 4 + 1 + 1;
 /// The stored size of [`leader_change_batch`].
-pub const LEADER_CHANGE_BATCH_BYTES: usize = HEADER_BYTES + 1 + LEADER_CHANGE_BODY_BYTES;
+pub const LEADER_CHANGE_BATCH_BYTES: usize = HEADER_BYTES + 1 + BROKER_CONTROL_BODY_BYTES;
 
 /// A new leader's first entry in a replicated partition: one LEADER_CHANGE
 /// control record (no producer, no value) at `base_offset`, stamped with the
 /// leader's epoch. Every replica builds the same bytes from the same two
 /// numbers (the timestamps are 0), so replicas stay byte-identical.
 pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Bytes {
-    let mut out = vec![0u8; LEADER_CHANGE_BATCH_BYTES];
-    let batch_length = (LEADER_CHANGE_BATCH_BYTES - LOG_OVERHEAD_BYTES) as i32;
+    broker_control_batch(base_offset, leader_epoch, LEADER_CHANGE_CONTROL_TYPE, None)
+}
+
+/// A replicated partition's entry that moves its log start offset to
+/// `log_start` on every replica once committed (DeleteRecords); the value
+/// is the offset, big-endian.
+pub fn log_start_batch(base_offset: i64, leader_epoch: i32, log_start: i64) -> Bytes {
+    broker_control_batch(
+        base_offset,
+        leader_epoch,
+        LOG_START_CONTROL_TYPE,
+        Some(&log_start.to_be_bytes()),
+    )
+}
+
+/// The log start offset a [`log_start_batch`] carries; `None` for any
+/// other batch.
+pub fn read_log_start(header: &BatchHeader, batch: &[u8]) -> Option<i64> {
+    if !is_control(header) || header.producer_id != -1 {
+        return None;
+    }
+    let section = records::records_section(header, batch).ok()?;
+    let record = Records::new(header, &section).next()?.ok()?;
+    let key = record.key.filter(|key| key.len() == 4)?;
+    if i16::from_be_bytes([key[2], key[3]]) != LOG_START_CONTROL_TYPE {
+        return None;
+    }
+    let value = record.value?;
+    Some(i64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// One control record of a type of the broker's (no producer, timestamps 0).
+fn broker_control_batch(
+    base_offset: i64,
+    leader_epoch: i32,
+    control_type: i16,
+    value: Option<&[u8]>,
+) -> Bytes {
+    let value_bytes = value.map_or(0, <[u8]>::len);
+    let body = BROKER_CONTROL_BODY_BYTES + value_bytes;
+    debug_assert!(body < 64, "the length fits a one-byte varint");
+    let total = HEADER_BYTES + 1 + body;
+    let mut out = vec![0u8; total];
+    let batch_length = (total - LOG_OVERHEAD_BYTES) as i32;
     out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
     out[MAGIC_OFFSET] = MAGIC_V2 as u8;
     out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
@@ -126,11 +171,17 @@ pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Bytes {
     out[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&1i32.to_be_bytes());
     let record = &mut out[HEADER_BYTES..];
     // Zigzag varints: 2n for non-negative n, 1 for -1.
-    record[0] = (LEADER_CHANGE_BODY_BYTES * 2) as u8;
+    record[0] = (body * 2) as u8;
     record[4] = 4 * 2;
     record[5..7].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
-    record[7..9].copy_from_slice(&LEADER_CHANGE_CONTROL_TYPE.to_be_bytes());
-    record[9] = 1;
+    record[7..9].copy_from_slice(&control_type.to_be_bytes());
+    match value {
+        None => record[9] = 1,
+        Some(value) => {
+            record[9] = (value.len() * 2) as u8;
+            record[10..10 + value.len()].copy_from_slice(value);
+        }
+    }
     batch::recompute_crc(&mut out);
     batch::set_base_offset(&mut out, base_offset);
     batch::set_partition_leader_epoch(&mut out, leader_epoch);
@@ -195,6 +246,26 @@ mod tests {
             coordinator_epoch: 7,
             result,
         }
+    }
+
+    #[test]
+    fn a_log_start_batch_is_valid_and_reads_back_and_other_batches_carry_none() {
+        let bytes = log_start_batch(17, 3, 1234);
+        let header = BatchHeader::parse(&bytes).expect("header");
+        header.validate(&bytes, 1 << 20).expect("valid");
+        assert_eq!(header.total_bytes(), bytes.len());
+        assert_eq!((header.base_offset, header.last_offset()), (17, 17));
+        assert!(is_control(&header) && !is_transactional(&header));
+        assert_eq!(read_log_start(&header, &bytes), Some(1234));
+        assert_eq!(read_marker(&header, &bytes).expect("reads"), None);
+        let change = leader_change_batch(17, 3);
+        assert_eq!(change.len(), LEADER_CHANGE_BATCH_BYTES);
+        let header = BatchHeader::parse(&change).expect("header");
+        header.validate(&change, 1 << 20).expect("valid");
+        assert_eq!(read_log_start(&header, &change), None);
+        let decoded = RecordBatchDecoder::decode(&mut bytes.clone()).expect("decodes");
+        assert_eq!(decoded.records.len(), 1);
+        assert!(decoded.records[0].control);
     }
 
     #[test]

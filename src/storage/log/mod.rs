@@ -327,7 +327,8 @@ impl PartitionLog {
     }
 
     /// Advances the log start offset to `before_offset` (Kafka DeleteRecords),
-    /// deleting segments that end below it. Returns the new log start offset.
+    /// deleting segments that end below it (a replicated log's Raft group
+    /// deletes them later). Returns the new log start offset.
     pub async fn delete_records(&self, before_offset: Offset) -> Result<Offset, Error> {
         let removed = {
             let mut state = self.state.borrow_mut();
@@ -343,7 +344,12 @@ impl PartitionLog {
                 return Ok(state.log_start_offset);
             }
             state.log_start_offset = before_offset;
-            let count = state.segments.count_wholly_below(before_offset);
+            // A replicated log's Raft group removes the segments (it keeps
+            // where its entries start first; see `retained_start`).
+            let count = match state.commit_limit {
+                Some(_) => 0,
+                None => state.segments.count_wholly_below(before_offset),
+            };
             state.remove_oldest_segments(count)
         };
         self.finish_removal(removed).await?;
@@ -358,8 +364,8 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             Self::check_open(&state)?;
             let config = &state.config;
-            // A replicated log's Raft entries are numbered from its first
-            // batch: retention would renumber them (not supported yet).
+            // A replicated log's Raft group applies retention itself, below
+            // its commit index (see `retained_start`).
             if !config.cleanup_policy.delete || state.commit_limit.is_some() {
                 // cleanup.policy=compact alone: the cleaner, not retention, removes data.
                 return Ok(());
@@ -372,6 +378,11 @@ impl PartitionLog {
             );
             state.remove_oldest_segments(count)
         };
+        self.finish_retention(removed).await
+    }
+
+    /// Counts and removes the segments retention took out of the set.
+    async fn finish_retention(&self, removed: Vec<Segment>) -> Result<(), Error> {
         if removed.is_empty() {
             return Ok(());
         }

@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::super::batch::BatchHeader;
+use super::super::config::LogConfig;
 use super::super::config::TimestampType;
 use super::super::control;
 use super::super::error::{CorruptReason, Error};
@@ -16,7 +17,7 @@ use super::super::limit::ReadLimit;
 use super::super::producer_state::{snapshot, AppendCheck, ProducerEntry};
 use super::super::segment::{self, Segment};
 use super::super::types::Offset;
-use super::{load_state, AppendInfo, PartitionLog, ReadResult};
+use super::{load_state, AppendInfo, LogStats, PartitionLog, ReadResult};
 
 /// What a leader's proposal comes to.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct BatchSpan {
     /// The offset after its last record.
     pub next_offset: Offset,
     pub leader_epoch: i32,
+    /// The log start offset the batch moves the log to (DeleteRecords).
+    pub log_start: Option<Offset>,
 }
 
 impl PartitionLog {
@@ -229,16 +232,122 @@ impl PartitionLog {
             .collect();
         let mut spans = Vec::new();
         for (file, end) in files {
-            segment::scan_batches(&file, end, |header, _| {
+            segment::scan_batches(&file, end, |header, bytes| {
                 spans.push(BatchSpan {
                     base_offset: Offset(header.base_offset),
                     next_offset: Offset(header.last_offset()) + 1,
                     leader_epoch: header.partition_leader_epoch,
+                    log_start: control::read_log_start(header, bytes).map(Offset),
                 });
             })
             .await?;
         }
         Ok(spans)
+    }
+
+    /// Where the log starts once retention (retention.ms, retention.bytes,
+    /// with cleanup.policy=delete) and the log start offset (DeleteRecords)
+    /// remove what they may of the segments that end at or below `limit`
+    /// (the end of the last committed entry): the base offset of the first
+    /// segment kept, or `None` when no segment goes.
+    pub fn retained_start(&self, now_ms: i64, limit: Offset) -> Option<Offset> {
+        let state = self.state.borrow();
+        let config = &state.config;
+        let expired = if config.cleanup_policy.delete {
+            super::super::retention::expired_segments(
+                &state.segments,
+                config.retention_ms,
+                config.retention_bytes,
+                now_ms,
+            )
+        } else {
+            0
+        };
+        let count = expired.max(state.segments.count_wholly_below(state.log_start_offset));
+        // Only whole segments of committed entries go.
+        let committed = state.segments.count_wholly_below(limit);
+        let count = count.min(committed);
+        (count > 0)
+            .then(|| state.segments.base_offsets().get(count).copied())
+            .flatten()
+    }
+
+    /// Removes the segments wholly below `base`, a segment's base offset (see
+    /// [`retained_start`](Self::retained_start)); the log start offset moves to it.
+    pub async fn remove_segments_below(&self, base: Offset) -> Result<(), Error> {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            Self::check_open(&state)?;
+            let count = state.segments.count_wholly_below(base);
+            state.remove_oldest_segments(count)
+        };
+        self.finish_retention(removed).await
+    }
+
+    /// Loads the log again from its directory after its files changed (in
+    /// a turn of the append queue), with `commit_limit` and its counters.
+    async fn reload(
+        &self,
+        seq: u64,
+        config: LogConfig,
+        commit_limit: Option<Offset>,
+        stats: LogStats,
+    ) -> Result<(), Error> {
+        let mut loaded = load_state(
+            &self.dir,
+            config,
+            self.io_mode,
+            (self.clock)(),
+            self.producer_id_expiration_ms,
+            seq,
+        )
+        .await?;
+        loaded.state.commit_limit = commit_limit;
+        loaded.state.stats = stats;
+        *self.state.borrow_mut() = loaded.state;
+        for base in loaded.rewrite_txn_indexes {
+            self.write_txn_index(base).await?;
+        }
+        self.written.notify_all();
+        Ok(())
+    }
+
+    /// Removes every batch and starts again, empty, at `offset`: a follower
+    /// whose log the leader's log start offset has passed (Kafka's
+    /// `truncateFullyAndStartAt`). Producer state starts empty.
+    pub async fn restart_at(&self, offset: Offset) -> Result<(), Error> {
+        let permit = self.append_lock.turn().await;
+        Self::check_open(&self.state.borrow())?;
+        self.mark_changing().await?;
+        self.flush().await?;
+        let (bases, seq, config, commit_limit, stats, leader_epoch) = {
+            let state = self.state.borrow();
+            (
+                state.segments.base_offsets(),
+                state.pipeline.staged_seq(),
+                state.config.clone(),
+                state.commit_limit,
+                state.stats,
+                state.leader_epoch,
+            )
+        };
+        tracing::info!(dir = %self.dir.display(), offset = offset.get(), "the log starts again, empty, at the leader's log start");
+        // The meta first: after a crash the recovery removes what is left below.
+        super::super::meta::PartitionMeta::new(offset, offset, leader_epoch, false)
+            .store(&self.dir)
+            .await?;
+        for base in bases {
+            Segment::remove_files(&self.dir, base)?;
+        }
+        for snapshot in snapshot::list(&self.dir)? {
+            snapshot::remove(&self.dir, snapshot)?;
+        }
+        file::sync_dir(&self.dir).await?;
+        self.cache.remove_log_from(self.log_id, Offset::MIN);
+        self.reload(seq, config, commit_limit.map(|_| offset), stats)
+            .await?;
+        drop(permit);
+        Ok(())
     }
 
     /// Removes every batch at or after `offset` (a follower's uncommitted
@@ -315,22 +424,13 @@ impl PartitionLog {
             (state.config.clone(), state.commit_limit, state.stats)
         };
         self.store_meta(false).await?;
-        let mut loaded = load_state(
-            &self.dir,
-            config,
-            self.io_mode,
-            (self.clock)(),
-            self.producer_id_expiration_ms,
+        self.reload(
             seq,
+            config,
+            commit_limit.map(|limit| limit.min(offset)),
+            stats,
         )
         .await?;
-        loaded.state.commit_limit = commit_limit.map(|limit| limit.min(offset));
-        loaded.state.stats = stats;
-        *self.state.borrow_mut() = loaded.state;
-        for base in loaded.rewrite_txn_indexes {
-            self.write_txn_index(base).await?;
-        }
-        self.written.notify_all();
         drop(permit);
         Ok(())
     }
