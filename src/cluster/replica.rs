@@ -1131,9 +1131,17 @@ mod tests {
         )
         .await
         .expect("open");
-        let mut replica = Replica::open("t".into(), 0, 1, &[1], log, HardState::default())
-            .await
-            .expect("a group");
+        let mut replica = Replica::open(
+            "t".into(),
+            0,
+            1,
+            &[1],
+            log,
+            HardState::default(),
+            (None, false),
+        )
+        .await
+        .expect("a group");
         replica.campaign();
         drive(&mut replica).await;
         assert!(replica.is_serving(), "a single replica leads at once");
