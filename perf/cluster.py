@@ -13,7 +13,7 @@ BROKER is the ringlog binary, PERF the ringlog-perf binary.
   time from the kill to the next acknowledged record; the killed broker is
   restarted before the next kill.
 Prints one JSON line."""
-import atexit, json, os, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import json, os, statistics, subprocess, sys, threading, time
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -33,41 +33,12 @@ READY_TIMEOUT_S = 60
 FAILOVER_TIMEOUT_S = 60
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from local_cluster import LocalCluster
 
-
-work = tempfile.mkdtemp(prefix="cluster-")
-client_ports = {n: free_port() for n in range(1, NODES + 1)}
-cluster_ports = {n: free_port() for n in range(1, NODES + 1)}
-voters = ",".join(f"{n}@127.0.0.1:{p}" for n, p in cluster_ports.items())
-bootstrap = ",".join(f"127.0.0.1:{p}" for p in client_ports.values())
-nodes = {}
-
-
-def start(n):
-    log = open(os.path.join(work, f"node-{n}.log"), "ab")
-    p = subprocess.Popen([broker, "serve", "--node-id", str(n),
-                          "--controller-quorum-voters", voters,
-                          "--cluster-listen", f"127.0.0.1:{cluster_ports[n]}",
-                          "--listen", f"127.0.0.1:{client_ports[n]}",
-                          "--data-dir", os.path.join(work, f"node-{n}"),
-                          "--metrics-listen", "none"],
-                         stdout=log, stderr=log)
-    nodes[n] = p
-
-
-def stop_all():
-    for p in nodes.values():
-        if p.poll() is None:
-            p.kill()
-
-
-atexit.register(stop_all)
+cluster = LocalCluster(broker, NODES, "cluster-")
+work, client_ports, bootstrap, nodes = (cluster.work, cluster.client_ports, cluster.bootstrap,
+                                        cluster.nodes)
+start = cluster.start
 admin = AdminClient({"bootstrap.servers": bootstrap})
 
 

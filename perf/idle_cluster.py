@@ -11,7 +11,7 @@ usage: python perf/idle_cluster.py BROKER [--topics N] [--partitions N] [--idle 
   over --idle S (default 10), with the busiest threads;
 - reads `ringlog_raft_groups_awake` from each broker's /metrics.
 Prints one JSON line."""
-import atexit, json, os, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, subprocess, sys, time, urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -32,41 +32,12 @@ READY_TIMEOUT_S = 300
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from local_cluster import LocalCluster
 
-
-work = tempfile.mkdtemp(prefix="idle-cluster-")
-client_ports = {n: free_port() for n in range(1, NODES + 1)}
-cluster_ports = {n: free_port() for n in range(1, NODES + 1)}
-metrics_ports = {n: free_port() for n in range(1, NODES + 1)}
-voters = ",".join(f"{n}@127.0.0.1:{p}" for n, p in cluster_ports.items())
-bootstrap = ",".join(f"127.0.0.1:{p}" for p in client_ports.values())
-nodes = {}
-
-
-def start(n):
-    log = open(os.path.join(work, f"node-{n}.log"), "ab")
-    nodes[n] = subprocess.Popen([broker, "serve", "--node-id", str(n),
-                                 "--controller-quorum-voters", voters,
-                                 "--cluster-listen", f"127.0.0.1:{cluster_ports[n]}",
-                                 "--listen", f"127.0.0.1:{client_ports[n]}",
-                                 "--data-dir", os.path.join(work, f"node-{n}"),
-                                 "--metrics-listen", f"127.0.0.1:{metrics_ports[n]}"],
-                                stdout=log, stderr=log)
-
-
-def stop_all():
-    for p in nodes.values():
-        if p.poll() is None:
-            p.kill()
-
-
-atexit.register(stop_all)
+cluster = LocalCluster(broker, NODES, "idle-cluster-", metrics=True)
+work, client_ports, metrics_ports, bootstrap, nodes = (
+    cluster.work, cluster.client_ports, cluster.metrics_ports, cluster.bootstrap, cluster.nodes)
+start = cluster.start
 admin = AdminClient({"bootstrap.servers": bootstrap})
 
 

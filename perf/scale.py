@@ -22,12 +22,7 @@ metadata_only = "--metadata-only" in sys.argv
 TOPIC_PARTITIONS_MAX = 10_000
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from local_cluster import free_port
 
 
 port = free_port()
