@@ -546,16 +546,21 @@ impl Replica {
         self.is_leader() && self.proposed_end.is_some()
     }
 
-    /// On the leader: replicas that are in sync, itself included: recently
-    /// active (raft-rs's check-quorum lease) and no more than
-    /// [`IN_SYNC_LAG_ENTRIES_MAX`] entries behind.
+    /// On the leader: replicas that are in sync, itself included: those
+    /// with every entry, and those recently active (raft-rs's check-quorum
+    /// lease) and no more than [`IN_SYNC_LAG_ENTRIES_MAX`] entries behind.
+    /// A group that slept has no fresh activity to judge by, and a follower
+    /// that has everything is caught up (dead brokers are left out by the
+    /// controller's view).
     pub fn in_sync_replicas(&self) -> impl Iterator<Item = NodeId> + '_ {
         let raft = &self.node.raft;
         let last = raft.raft_log.last_index();
         raft.prs()
             .iter()
             .filter(move |(&id, p)| {
-                id == raft.id || (p.recent_active && p.matched + IN_SYNC_LAG_ENTRIES_MAX >= last)
+                id == raft.id
+                    || p.matched >= last
+                    || (p.recent_active && p.matched + IN_SYNC_LAG_ENTRIES_MAX >= last)
             })
             .filter_map(|(&id, _)| NodeId::try_from(id).ok())
     }

@@ -213,7 +213,15 @@ impl Replication {
         let group = self.group(topic, partition)?;
         let answered = {
             let mut replica = group.borrow_mut();
-            if replica.in_sync_replicas().count() < min_insync {
+            // One in-sync replica is always there: the leader.
+            let short = min_insync > 1
+                && self
+                    .shard
+                    .borrow()
+                    .upgrade()
+                    .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+                    .is_none_or(|view| Self::live_isr(&replica, &view).len() < min_insync);
+            if short {
                 return Some(Err(ReplicaError::NotEnoughReplicas));
             }
             let prepared = match replica.log.prepare(records) {
