@@ -216,11 +216,8 @@ impl Replication {
             // One in-sync replica is always there: the leader.
             let short = min_insync > 1
                 && self
-                    .shard
-                    .borrow()
-                    .upgrade()
-                    .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
-                    .is_none_or(|view| Self::live_isr(&replica, &view).len() < min_insync);
+                    .view()
+                    .is_none_or(|view| Self::live_in_sync(&replica, &view).count() < min_insync);
             if short {
                 return Some(Err(ReplicaError::NotEnoughReplicas));
             }
@@ -585,10 +582,7 @@ impl Replication {
     /// Ticks awake groups; quiet ones go to sleep.
     fn tick(&self) {
         let live: Vec<NodeId> = self
-            .shard
-            .borrow()
-            .upgrade()
-            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+            .view()
             .map(|view| view.brokers.iter().map(|b| b.node).collect())
             .unwrap_or_default();
         let awake: Vec<GroupKey> = self.awake.borrow().iter().cloned().collect();
@@ -628,12 +622,7 @@ impl Replication {
         let ticks = self.ticks.get() + 1;
         self.ticks.set(ticks);
         if ticks.is_multiple_of(ISR_CHECK_TICKS) {
-            if let Some(view) = self
-                .shard
-                .borrow()
-                .upgrade()
-                .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
-            {
+            if let Some(view) = self.view() {
                 self.report_isr_changes(&view);
             }
         }
@@ -645,12 +634,28 @@ impl Replication {
     fn live_isr(replica: &Replica, view: &ClusterView) -> Vec<NodeId> {
         let me = replica.leader();
         let mut isr: Vec<NodeId> = me.into_iter().collect();
-        isr.extend(
-            replica
-                .in_sync_replicas()
-                .filter(|&r| Some(r) != me && view.brokers.iter().any(|b| b.node == r)),
-        );
+        isr.extend(Self::live_in_sync(replica, view).filter(|&r| Some(r) != me));
         isr
+    }
+
+    /// The replicas a group's leader counts in sync: itself, and the others
+    /// on live brokers.
+    fn live_in_sync<'a>(
+        replica: &'a Replica,
+        view: &'a ClusterView,
+    ) -> impl Iterator<Item = NodeId> + 'a {
+        let me = replica.leader();
+        replica
+            .in_sync_replicas()
+            .filter(move |&r| Some(r) == me || view.brokers.iter().any(|b| b.node == r))
+    }
+
+    /// The cluster view of this shard, while the shard runs.
+    fn view(&self) -> Option<Arc<ClusterView>> {
+        self.shard
+            .borrow()
+            .upgrade()
+            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
     }
 
     /// Led groups whose leadership or ISR `view` does not show report
@@ -899,10 +904,7 @@ impl Replication {
                 tracing::info!(topic = %replica.topic, partition = replica.partition, leader, term, "leading the partition");
                 self.elections_won.set(self.elections_won.get() + 1);
                 let isr = self
-                    .shard
-                    .borrow()
-                    .upgrade()
-                    .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()))
+                    .view()
                     .map_or_else(|| vec![leader], |view| Self::live_isr(&replica, &view));
                 self.queue_report(LeaderReport {
                     name: replica.topic.to_string(),
@@ -1012,11 +1014,7 @@ impl Replication {
 
     /// This shard's part in the leadership metrics.
     pub fn leadership_counts(&self) -> LeadershipCounts {
-        let view = self
-            .shard
-            .borrow()
-            .upgrade()
-            .and_then(|shard| shard.cluster.as_ref().map(|c| c.view()));
+        let view = self.view();
         let mut counts = LeadershipCounts {
             elections_won: self.elections_won.get(),
             ..LeadershipCounts::default()

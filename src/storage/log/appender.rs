@@ -18,7 +18,7 @@ use super::super::control::{self, StoredMarker, TxnMarker};
 use super::super::error::Error;
 use super::super::file::{self, SegmentFile};
 use super::super::index::INDEX_ENTRIES_MAX;
-use super::super::producer_state::AppendCheck;
+use super::super::producer_state::{AppendCheck, BatchMetadata};
 use super::super::recompress;
 use super::super::segment::{Segment, StagedBatch};
 use super::super::types::{FilePosition, Offset};
@@ -34,6 +34,23 @@ pub struct AppendInfo {
     /// The broker's timestamp when message.timestamp.type=LogAppendTime.
     pub log_append_time_ms: Option<i64>,
     pub log_start_offset: Offset,
+}
+
+impl AppendInfo {
+    /// The answer to a retry of `batch`, already stored (KIP-98): its offsets,
+    /// and its timestamp when the topic stamps LogAppendTime.
+    pub(super) fn of_duplicate(
+        batch: &BatchMetadata,
+        log_append_time: Option<i64>,
+        log_start_offset: Offset,
+    ) -> AppendInfo {
+        AppendInfo {
+            base_offset: batch.first_offset,
+            last_offset: batch.last_offset,
+            log_append_time_ms: log_append_time.map(|_| batch.timestamp_ms),
+            log_start_offset,
+        }
+    }
 }
 
 /// What stamping a request's batches assigned.
@@ -132,12 +149,8 @@ impl PartitionLog {
             {
                 AppendCheck::Fresh(updates) => updates,
                 AppendCheck::Duplicate(batch) => {
-                    let info = AppendInfo {
-                        base_offset: batch.first_offset,
-                        last_offset: batch.last_offset,
-                        log_append_time_ms: log_append_time.map(|_| batch.timestamp_ms),
-                        log_start_offset: state.log_start_offset,
-                    };
+                    let info =
+                        AppendInfo::of_duplicate(&batch, log_append_time, state.log_start_offset);
                     return Ok((info, state.pipeline.staged_seq(), false));
                 }
             };

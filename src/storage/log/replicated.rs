@@ -79,12 +79,11 @@ impl PartitionLog {
         let producers = match check {
             AppendCheck::Fresh(updates) => updates,
             AppendCheck::Duplicate(batch) => {
-                return Ok(Proposal::Duplicate(AppendInfo {
-                    base_offset: batch.first_offset,
-                    last_offset: batch.last_offset,
-                    log_append_time_ms: log_append_time.map(|_| batch.timestamp_ms),
+                return Ok(Proposal::Duplicate(AppendInfo::of_duplicate(
+                    &batch,
+                    log_append_time,
                     log_start_offset,
-                }))
+                )))
             }
         };
         let mut buffer: BytesMut = records
