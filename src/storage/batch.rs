@@ -15,6 +15,9 @@
 
 use super::error::{CorruptReason, Error};
 
+/// Kafka's NO_TIMESTAMP: a batch or record without a time.
+pub const NO_TIMESTAMP: i64 = -1;
+
 pub const BASE_OFFSET_OFFSET: usize = 0;
 pub const BATCH_LENGTH_OFFSET: usize = 8;
 pub const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::batch::{
     self, BatchHeader, ATTRIBUTES_OFFSET, ATTRIBUTE_CONTROL_BIT, ATTRIBUTE_TRANSACTIONAL_BIT,
-    BATCH_LENGTH_OFFSET, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_OFFSET, MAGIC_V2,
+    BATCH_LENGTH_OFFSET, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_OFFSET, MAGIC_V2, NO_TIMESTAMP,
     RECORD_COUNT_OFFSET,
 };
 use super::error::Error;
@@ -116,7 +116,7 @@ pub const LEADER_CHANGE_BATCH_BYTES: usize = HEADER_BYTES + 1 + BROKER_CONTROL_B
 /// A new leader's first entry in a replicated partition: one LEADER_CHANGE
 /// control record (no producer, no value) at `base_offset`, stamped with the
 /// leader's epoch. Every replica builds the same bytes from the same two
-/// numbers (the timestamps are 0), so replicas stay byte-identical.
+/// numbers (no timestamp, -1), so replicas stay byte-identical.
 pub fn leader_change_batch(base_offset: i64, leader_epoch: i32) -> Bytes {
     broker_control_batch(base_offset, leader_epoch, LEADER_CHANGE_CONTROL_TYPE, None)
 }
@@ -149,7 +149,8 @@ pub fn read_log_start(header: &BatchHeader, batch: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(value.get(..8)?.try_into().ok()?))
 }
 
-/// One control record of a type of the broker's (no producer, timestamps 0).
+/// One control record of a type of the broker's: no producer, and no
+/// timestamp (-1), so it never ages a segment for retention.ms.
 fn broker_control_batch(
     base_offset: i64,
     leader_epoch: i32,
@@ -166,7 +167,7 @@ fn broker_control_batch(
     out[MAGIC_OFFSET] = MAGIC_V2 as u8;
     out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
         .copy_from_slice(&ATTRIBUTE_CONTROL_BIT.to_be_bytes());
-    batch::set_timestamps(&mut out, 0, 0);
+    batch::set_timestamps(&mut out, NO_TIMESTAMP, NO_TIMESTAMP);
     batch::set_producer(&mut out, -1, -1, NO_SEQUENCE);
     out[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&1i32.to_be_bytes());
     let record = &mut out[HEADER_BYTES..];

@@ -165,9 +165,12 @@ impl SegmentIndex {
             self.bytes_since_offset_entry = 0;
         }
         self.bytes_since_offset_entry += size;
-        let is_new_max = self
-            .max_timestamp
-            .is_none_or(|max| max_timestamp_ms > max.timestamp.get());
+        // A batch without a timestamp (-1) is no segment's newest: retention
+        // then falls back to the segment's creation time, as Kafka does.
+        let is_new_max = max_timestamp_ms >= 0
+            && self
+                .max_timestamp
+                .is_none_or(|max| max_timestamp_ms > max.timestamp.get());
         if is_new_max {
             self.max_timestamp = Some(TimestampOffset::new(max_timestamp_ms, base_offset.get()));
             if (self.times.is_empty() || self.bytes_since_time_entry >= interval)
@@ -317,6 +320,7 @@ impl SegmentIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::batch::NO_TIMESTAMP;
 
     fn sample() -> SegmentIndex {
         let mut index = SegmentIndex::default();
@@ -374,5 +378,18 @@ mod tests {
         assert_eq!(index.position_for_offset(Offset(100)), FilePosition::ZERO);
         let p = index.position_for_offset(Offset(100 + 50 * 10 + 3));
         assert!(p <= FilePosition(50 * 1000));
+    }
+
+    #[test]
+    fn a_batch_without_a_timestamp_is_no_segments_newest() {
+        let mut index = SegmentIndex::default();
+        index.on_batch(Offset(0), NO_TIMESTAMP, FilePosition::ZERO, 80, 4096);
+        assert_eq!(
+            index.max_timestamp, None,
+            "retention falls back to the creation time"
+        );
+        index.on_batch(Offset(1), 5_000, FilePosition(80), 80, 4096);
+        index.on_batch(Offset(2), NO_TIMESTAMP, FilePosition(160), 80, 4096);
+        assert_eq!(index.max_timestamp, Some(TimestampOffset::new(5_000, 1)));
     }
 }
