@@ -662,10 +662,30 @@ impl Replica {
         self.idle_ticks = 0;
         let term = self.term();
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        // Which writer and sequences, for following idempotence in a debug log.
+        let writer = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| BatchHeader::parse(&records).ok())
+            .flatten()
+            .filter(|h| h.producer_id >= 0)
+            .map(|h| (h.producer_id, h.producer_epoch, h.base_sequence));
         let proposed = &self.proposed_producers;
-        let proposal = self.log.stamp_proposal(records, base_offset, epoch, |id| {
-            proposed.get(&id).map(|(entry, _)| *entry)
-        })?;
+        let proposal = self
+            .log
+            .stamp_proposal(records, base_offset, epoch, |id| {
+                proposed.get(&id).map(|(entry, _)| *entry)
+            })
+            .inspect_err(|error| {
+                if let Some((producer, producer_epoch, sequence)) = writer {
+                    tracing::debug!(topic = %self.topic, partition = self.partition, term, producer, producer_epoch, sequence, %error, "a producer's batch refused");
+                }
+            })?;
+        if let Some((producer, producer_epoch, sequence)) = writer {
+            let (duplicate, at) = match &proposal {
+                Proposal::Fresh { info, .. } => (false, info.base_offset.get()),
+                Proposal::Duplicate(info) => (true, info.base_offset.get()),
+            };
+            tracing::debug!(topic = %self.topic, partition = self.partition, term, producer, producer_epoch, sequence, at, duplicate, "a producer's batch proposed");
+        }
         let info = match proposal {
             Proposal::Fresh {
                 batches,

@@ -47,6 +47,9 @@ const LEADER_REPORT_DELAY: Duration = Duration::from_millis(200);
 const ISR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Ticks between checks of the leaders' ISRs against the view.
 const ISR_CHECK_TICKS: u64 = 5;
+/// How often a shard whose groups all sleep checks the view for its
+/// leaders' reports: rarely, so idle brokers stay near zero CPU.
+const SLEEPING_REPORT_CHECK: Duration = Duration::from_secs(2);
 /// Quiet ticks after which a leader stops ticking (and heartbeating).
 const LEADER_HIBERNATE_AFTER_TICKS: u32 = 3 * ELECTION_TICKS as u32;
 /// Quiet ticks after which a follower stops ticking: well within an
@@ -563,9 +566,23 @@ impl Replication {
             let sleep = next_tick.saturating_duration_since(std::time::Instant::now());
             let idle = self.awake.borrow().is_empty() && !self.commit_dirty.get();
             if idle {
-                // Nothing ticks: sleep until woken.
-                if woken.recv().await.is_none() {
-                    return;
+                // Nothing ticks: sleep until woken, checking now and then
+                // that the view shows this shard's leaders and ISRs (a
+                // report can be lost while every group sleeps).
+                let woke =
+                    futures_lite::future::or(async { Some(woken.recv().await.is_some()) }, async {
+                        glommio::timer::sleep(SLEEPING_REPORT_CHECK).await;
+                        None
+                    })
+                    .await;
+                match woke {
+                    Some(true) => {}
+                    Some(false) => return,
+                    None => {
+                        if let Some(view) = self.view() {
+                            self.report_isr_changes(&view);
+                        }
+                    }
                 }
             } else {
                 futures_lite::future::or(

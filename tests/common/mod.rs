@@ -686,6 +686,9 @@ impl Broker {
     }
 }
 
+/// Set, a failed test leaves each broker's directory (log and data) behind.
+const KEEP_FAILED_VAR: &str = "RINGLOG_TEST_KEEP_FAILED";
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -698,6 +701,11 @@ impl Drop for Broker {
                 self.log_path.display(),
                 self.log_tail()
             );
+            // The whole log and data stay for a post-mortem when asked.
+            if std::env::var_os(KEEP_FAILED_VAR).is_some() {
+                self.work_dir.disable_cleanup(true);
+                eprintln!("kept {}", self.work_dir.path().display());
+            }
         } else if let Some(panic) = self.logged_panic() {
             // A test that passed still fails if the broker panicked on the way.
             panic!(

@@ -158,13 +158,32 @@ impl Workload {
     }
 }
 
+/// Set to a file path, producers log librdkafka's idempotence events
+/// (`debug=eos`) there, one line each with the writer.
+const CLIENT_LOG_VAR: &str = "RINGLOG_FAULT_CLIENT_LOG";
+
 /// Records each delivery report; the opaque is when the write was sent.
 struct WriteContext {
     history: Arc<History>,
     acked: Arc<AtomicUsize>,
+    writer: usize,
+    client_log: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
-impl ClientContext for WriteContext {}
+impl ClientContext for WriteContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        use std::io::Write;
+        if let Some(file) = &self.client_log {
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(
+                file,
+                "{:?} w{} {level:?} {fac} {line}",
+                std::time::SystemTime::now(),
+                self.writer
+            );
+        }
+    }
+}
 
 impl ProducerContext for WriteContext {
     type DeliveryOpaque = Box<Instant>;
@@ -191,6 +210,7 @@ impl ProducerContext for WriteContext {
 
 fn new_producer(
     bootstrap: &str,
+    writer: usize,
     history: &Arc<History>,
     acked: &Arc<AtomicUsize>,
 ) -> ThreadedProducer<WriteContext> {
@@ -201,10 +221,21 @@ fn new_producer(
         .set("linger.ms", "5")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
         .set("request.timeout.ms", "5000");
+    let client_log = std::env::var_os(CLIENT_LOG_VAR).map(|path| {
+        config.set("debug", "eos");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.to_string_lossy()));
+        Arc::new(std::sync::Mutex::new(file))
+    });
     config
         .create_with_context(WriteContext {
             history: history.clone(),
             acked: acked.clone(),
+            writer,
+            client_log,
         })
         .expect("producer configuration must be valid")
 }
@@ -217,7 +248,7 @@ fn produce(
     history: &Arc<History>,
     acked: &Arc<AtomicUsize>,
 ) {
-    let mut producer = new_producer(bootstrap, history, acked);
+    let mut producer = new_producer(bootstrap, writer, history, acked);
     let mut sequence: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let value = format!("w{writer}-{sequence}");
@@ -240,7 +271,7 @@ fn produce(
                 "producer {writer} failed fatally at w{writer}-{sequence}: {code:?} {reason}"
             ));
             let _ = producer.flush(Duration::from_secs(1));
-            producer = new_producer(bootstrap, history, acked);
+            producer = new_producer(bootstrap, writer, history, acked);
         }
         thread::sleep(config.send_interval);
     }
