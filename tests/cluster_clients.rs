@@ -141,6 +141,15 @@ fn one_broker_coordinates_each_group_and_a_consumer_group_runs_through_it() {
     cluster.wait_for_topic(3, "work", 3);
     // Every broker names the same coordinator; the others refuse the group.
     let groups = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    // Group members live in their coordinator's memory (Kafka stores them
+    // with the group): a coordinator that moves forgets them, and a member
+    // rejoins. Preferred-leader election moves coordinators early in a
+    // cluster's life, so the test starts once it has.
+    wait_for_coordinator(&mut cluster, groups[0]);
+    assert!(
+        cluster.wait_for_preferred_leaders("__consumer_offsets"),
+        "the offsets topic's partitions are led by their preferred replicas"
+    );
     let mut coordinators = Vec::new();
     for group in groups {
         let (coordinator, port) = wait_for_coordinator(&mut cluster, group);

@@ -315,6 +315,30 @@ impl Cluster {
         leader.expect("checked above")
     }
 
+    /// Waits until every running node names each partition of `topic` led
+    /// by its preferred replica (the first), where automatic preferred-leader
+    /// election leaves it while every broker lives; false on timeout.
+    pub fn wait_for_preferred_leaders(&self, topic: &str) -> bool {
+        let preferred = |m: &MetadataResponse| {
+            m.topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+                .is_some_and(|t| {
+                    !t.partitions.is_empty()
+                        && t.partitions.iter().all(|p| {
+                            p.replica_nodes
+                                .first()
+                                .is_some_and(|first| first.0 == p.leader_id.0)
+                        })
+                })
+        };
+        wait_until(CLUSTER_READY_TIMEOUT, || {
+            self.ids()
+                .into_iter()
+                .all(|id| self.try_metadata(id).as_ref().is_some_and(preferred))
+        })
+    }
+
     /// A node that is neither `a` nor `b`.
     pub fn other_than(&self, a: i32, b: i32) -> i32 {
         self.ids()
