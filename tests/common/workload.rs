@@ -222,7 +222,9 @@ fn new_producer(
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
         .set("request.timeout.ms", "5000");
     let client_log = std::env::var_os(CLIENT_LOG_VAR).map(|path| {
-        config.set("debug", "eos");
+        config
+            .set("debug", "eos")
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
