@@ -357,6 +357,13 @@ struct Waiter {
     answer: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
 }
 
+/// A produce that reached a new leader before it took writes.
+struct Held {
+    records: Bytes,
+    durability: Durability,
+    answer: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
+}
+
 /// What one turn writes for a group, taken from its Ready (already
 /// handed back to raft-rs, and already in [`Entries`]; persistence is
 /// reported with its number).
@@ -400,13 +407,15 @@ pub struct Replica {
     node: RawNode<GroupStorage>,
     entries: Rc<RefCell<Entries>>,
     /// The leader's next offset to assign, once its term's first entry is
-    /// committed (before that it takes no produce).
+    /// committed (before that, produce is held).
     proposed_end: Option<Offset>,
     /// On the leader: producers' entries after its proposals that are not
     /// in the log yet, with the last such proposal's index (a retry of one
     /// is a duplicate, KIP-98).
     proposed_producers: HashMap<i64, (ProducerEntry, u64)>,
     waiters: VecDeque<Waiter>,
+    /// Produce held by a new leader until its term's first entry commits.
+    held: VecDeque<Held>,
     /// The (leader, term) last published.
     published: (Option<NodeId>, u64),
     /// Ticks since the last message or proposal (for hibernation).
@@ -518,6 +527,7 @@ impl Replica {
             proposed_end: None,
             proposed_producers: HashMap::new(),
             waiters: VecDeque::new(),
+            held: VecDeque::new(),
             published: (None, 0),
             idle_ticks: 0,
             preferred: replicas.first() == Some(&node),
@@ -648,18 +658,44 @@ impl Replica {
 
     /// Proposes a client's batches (already prepared); the answer comes once
     /// `durability` is met: written locally (acks=1) or committed (acks=all).
+    /// A new leader holds them, in arrival order, until its term's first
+    /// entry commits: a client's pipelined batches then reach the log in
+    /// their sequence order (KIP-98), as they do at a Kafka leader that
+    /// takes writes at once, instead of an earlier one being refused and a
+    /// later one taken.
     pub fn propose(
         &mut self,
         records: Bytes,
         durability: Durability,
     ) -> Result<oneshot::Receiver<Result<AppendInfo, ReplicaError>>, ReplicaError> {
-        let Some(base_offset) = self.proposed_end.filter(|_| self.is_leader()) else {
+        if !self.is_leader() {
             return Err(ReplicaError::NotLeader);
-        };
-        if self.waiters.len() >= WAITERS_MAX {
+        }
+        if self.waiters.len() + self.held.len() >= WAITERS_MAX {
             return Err(ReplicaError::Busy);
         }
         self.idle_ticks = 0;
+        let (answer, answered) = oneshot::channel();
+        if self.proposed_end.is_none() {
+            self.held.push_back(Held {
+                records,
+                durability,
+                answer,
+            });
+            return Ok(answered);
+        }
+        let (info, index) = self.submit(records)?;
+        self.settle(info, index, durability, answer);
+        Ok(answered)
+    }
+
+    /// Stamps a client's batches at the leader's next offsets and hands them
+    /// to raft-rs (a retry of a batch stored or proposed is not): the answer
+    /// and the index whose entry it waits for.
+    fn submit(&mut self, records: Bytes) -> Result<(AppendInfo, u64), ReplicaError> {
+        let Some(base_offset) = self.proposed_end.filter(|_| self.is_leader()) else {
+            return Err(ReplicaError::NotLeader);
+        };
         let term = self.term();
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
         // Which writer and sequences, for following idempotence in a debug log.
@@ -709,24 +745,45 @@ impl Replica {
             // includes the batch it repeats.
             Proposal::Duplicate(info) => info,
         };
-        let index = self.node.raft.raft_log.last_index();
-        let (answer, answered) = oneshot::channel();
+        Ok((info, self.node.raft.raft_log.last_index()))
+    }
+
+    /// Answers a proposal at once where `durability` is met for `index`,
+    /// else once its entry is.
+    fn settle(
+        &mut self,
+        info: AppendInfo,
+        index: u64,
+        durability: Durability,
+        answer: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
+    ) {
         let met = match durability {
             Durability::Written => index <= self.entries.borrow().persisted,
             _ => index <= self.node.raft.raft_log.committed,
         };
         if met {
             let _ = answer.send(Ok(info));
-            return Ok(answered);
+            return;
         }
         self.waiters.push_back(Waiter {
             index,
-            term,
+            term: self.term(),
             durability,
             info,
             answer,
         });
-        Ok(answered)
+    }
+
+    /// Proposes what a new leader held, in the order it came.
+    fn release_held(&mut self) {
+        while let Some(held) = self.held.pop_front() {
+            match self.submit(held.records) {
+                Ok((info, index)) => self.settle(info, index, held.durability, held.answer),
+                Err(error) => {
+                    let _ = held.answer.send(Err(error));
+                }
+            }
+        }
     }
 
     /// Proposes moving the log start offset to `before` (DeleteRecords, at
@@ -1030,9 +1087,7 @@ impl Replica {
         if !self.is_leader() {
             self.proposed_end = None;
             self.proposed_producers.clear();
-            for waiter in self.waiters.drain(..) {
-                let _ = waiter.answer.send(Err(ReplicaError::NotLeader));
-            }
+            self.close();
             self.published = (self.leader(), term);
             return None;
         }
@@ -1046,6 +1101,7 @@ impl Replica {
                 let end = entries.end_of(last);
                 drop(entries);
                 self.proposed_end = Some(end);
+                self.release_held();
             }
         }
         let me = self.leader();
@@ -1092,7 +1148,7 @@ impl Replica {
     /// Whether nothing is in flight: every follower matches, nothing to
     /// apply, no produce waits.
     pub fn is_quiet(&self) -> bool {
-        if !self.waiters.is_empty() || self.node.has_ready() {
+        if !self.waiters.is_empty() || !self.held.is_empty() || self.node.has_ready() {
             return false;
         }
         let raft = &self.node.raft;
@@ -1108,6 +1164,9 @@ impl Replica {
     pub fn close(&mut self) {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.answer.send(Err(ReplicaError::NotLeader));
+        }
+        for held in self.held.drain(..) {
+            let _ = held.answer.send(Err(ReplicaError::NotLeader));
         }
     }
 }
@@ -1143,8 +1202,9 @@ mod tests {
         replica.leadership_turn();
     }
 
-    /// A one-replica group that leads and serves, over a log in `dir`.
-    async fn serving_group(dir: &std::path::Path) -> Replica {
+    /// A one-replica group that has just been elected (its first entry is
+    /// not written yet), over a log in `dir`.
+    async fn elected_group(dir: &std::path::Path) -> Replica {
         let log = PartitionLog::open(
             dir.join("t-0"),
             LogConfig::default(),
@@ -1168,8 +1228,15 @@ mod tests {
         .await
         .expect("a group");
         replica.campaign();
+        assert!(replica.is_leader(), "a single replica leads at once");
+        replica
+    }
+
+    /// A one-replica group that leads and serves, over a log in `dir`.
+    async fn serving_group(dir: &std::path::Path) -> Replica {
+        let mut replica = elected_group(dir).await;
         drive(&mut replica).await;
-        assert!(replica.is_serving(), "a single replica leads at once");
+        assert!(replica.is_serving(), "its first entry committed");
         replica
     }
 
@@ -1219,6 +1286,34 @@ mod tests {
             );
             assert_eq!(replica.log.next_offset(), Offset(6));
             assert_eq!(replica.log.high_watermark(), Offset(6));
+        });
+    }
+
+    #[test]
+    fn a_new_leader_holds_produce_until_its_first_entry_commits_and_keeps_its_order() {
+        run(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut replica = elected_group(dir.path()).await;
+            assert!(!replica.is_serving());
+            let first = replica
+                .propose(batch(2, 7, 0), Durability::Durable)
+                .expect("held");
+            let second = replica
+                .propose(batch(3, 7, 2), Durability::Durable)
+                .expect("held");
+            assert!(!replica.is_quiet(), "held produce is work");
+            drive(&mut replica).await;
+            let first = first.await.expect("answered").expect("appended");
+            let second = second.await.expect("answered").expect("appended");
+            // Offset 0 is the leader's LEADER_CHANGE batch.
+            assert_eq!(
+                (first.base_offset, first.last_offset),
+                (Offset(1), Offset(2))
+            );
+            assert_eq!(
+                (second.base_offset, second.last_offset),
+                (Offset(3), Offset(5))
+            );
         });
     }
 
