@@ -261,3 +261,115 @@ fn committed_offsets_survive_a_coordinator_kill() {
         "the offsets committed while the first coordinator was away"
     );
 }
+
+/// Counts a consumer's assignments: each one is a rebalance it went through.
+struct AssignmentCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::ClientContext for AssignmentCount {}
+
+impl rdkafka::consumer::ConsumerContext for AssignmentCount {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn a_member_keeps_its_place_when_its_coordinator_is_killed() {
+    let group = "ledger";
+    let mut cluster = Cluster::start(3);
+    assert_eq!(
+        cluster.create_topic(1, TOPIC, PARTITIONS, 3),
+        error_code::NONE
+    );
+    for node in 1..=3 {
+        cluster.wait_for_topic(node, TOPIC, PARTITIONS as usize);
+    }
+    // Preferred-leader election moves coordinators early in a cluster's
+    // life; the kill below is to be the only move.
+    cluster.wait_for_topic(1, OFFSETS_TOPIC, OFFSETS_PARTITIONS);
+    assert!(cluster.wait_for_preferred_leaders(OFFSETS_TOPIC));
+    let (producer, log) = producer(&cluster.bootstrap(), &[]);
+    for i in 0..RECORDS {
+        send(
+            &producer,
+            BaseRecord::to(TOPIC)
+                .partition((i % PARTITIONS as usize) as i32)
+                .payload(format!("entry-{i}").as_bytes()),
+        );
+    }
+    flush(&producer);
+    assert!(log.failures().is_empty(), "every record is acknowledged");
+
+    let assignments = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consumer: BaseConsumer<AssignmentCount> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "15000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("retry.backoff.ms", "50")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create_with_context(AssignmentCount(assignments.clone()))
+        .expect("consumer configuration must be valid");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
+    while read < RECORDS / 2 && std::time::Instant::now() < deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    assert_eq!(read, RECORDS / 2);
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("OffsetCommit");
+    assert_eq!(assignments.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    let coordinator = find_coordinator(&cluster, 1, group).expect("a coordinator");
+    cluster.node(coordinator).kill9();
+    let survivor = if coordinator == 1 { 2 } else { 1 };
+    assert!(
+        wait_until(MOVE_TIMEOUT, || {
+            find_coordinator(&cluster, survivor, group).is_ok_and(|node| node != coordinator)
+        }),
+        "the group has a new coordinator"
+    );
+    // The member reads on and commits at the new coordinator, which took
+    // it over from the log: no rebalance, no UNKNOWN_MEMBER_ID.
+    let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
+    while read < RECORDS && std::time::Instant::now() < deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    assert_eq!(read, RECORDS, "the member reads the rest");
+    let mut committed = Err(rdkafka::error::KafkaError::NoMessageReceived);
+    assert!(
+        wait_until(MOVE_TIMEOUT, || {
+            committed = consumer.commit_consumer_state(CommitMode::Sync);
+            committed.is_ok()
+        }),
+        "the member commits at the new coordinator: {committed:?}"
+    );
+    assert!(
+        !matches!(
+            committed,
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::UnknownMemberId
+            ))
+        ),
+        "the new coordinator knows the member"
+    );
+    assert_eq!(
+        assignments.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the member kept its assignment through the move"
+    );
+}

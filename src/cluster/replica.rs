@@ -414,7 +414,7 @@ pub struct Replica {
     /// is a duplicate, KIP-98).
     proposed_producers: HashMap<i64, (ProducerEntry, u64)>,
     waiters: VecDeque<Waiter>,
-    /// Produce held by a new leader until its term's first entry commits.
+    /// Produce held until the leader takes proposals ([`Replica::takes_proposals`]).
     held: VecDeque<Held>,
     /// The (leader, term) last published.
     published: (Option<NodeId>, u64),
@@ -659,10 +659,10 @@ impl Replica {
     /// Proposes a client's batches (already prepared); the answer comes once
     /// `durability` is met: written locally (acks=1) or committed (acks=all).
     /// A new leader holds them, in arrival order, until its term's first
-    /// entry commits: a client's pipelined batches then reach the log in
-    /// their sequence order (KIP-98), as they do at a Kafka leader that
-    /// takes writes at once, instead of an earlier one being refused and a
-    /// later one taken.
+    /// entry commits, and so does a leader while it hands leadership over:
+    /// a client's pipelined batches then reach the log in their sequence
+    /// order (KIP-98), or are all refused, instead of an earlier one being
+    /// refused and a later one taken.
     pub fn propose(
         &mut self,
         records: Bytes,
@@ -676,7 +676,8 @@ impl Replica {
         }
         self.idle_ticks = 0;
         let (answer, answered) = oneshot::channel();
-        if self.proposed_end.is_none() {
+        // Behind what is held, to keep the order.
+        if !self.takes_proposals() || !self.held.is_empty() {
             self.held.push_back(Held {
                 records,
                 durability,
@@ -687,6 +688,14 @@ impl Replica {
         let (info, index) = self.submit(records)?;
         self.settle(info, index, durability, answer);
         Ok(answered)
+    }
+
+    /// Whether a produce is proposed now rather than held: the leader's
+    /// first entry committed, and no leadership transfer runs (raft-rs drops
+    /// proposals meanwhile, and a dropped batch followed by a taken one of
+    /// the same producer is a sequence gap, OUT_OF_ORDER_SEQUENCE_NUMBER).
+    fn takes_proposals(&self) -> bool {
+        self.proposed_end.is_some() && self.node.raft.lead_transferee.is_none()
     }
 
     /// Stamps a client's batches at the leader's next offsets and hands them
@@ -846,6 +855,10 @@ impl Replica {
     /// committed entries are applied; entries to persist are turned into
     /// batches. `None` when raft-rs has nothing.
     pub fn begin(&mut self, out: &mut Outbox) -> Result<Option<Pending>, ReplicaError> {
+        // A leadership transfer that ran out ends on a tick.
+        if !self.held.is_empty() && self.takes_proposals() {
+            self.release_held();
+        }
         if !self.node.has_ready() {
             return Ok(None);
         }
@@ -1101,8 +1114,10 @@ impl Replica {
                 let end = entries.end_of(last);
                 drop(entries);
                 self.proposed_end = Some(end);
-                self.release_held();
             }
+        }
+        if !self.held.is_empty() && self.takes_proposals() {
+            self.release_held();
         }
         let me = self.leader();
         if self.proposed_end.is_some() && self.published != (me, term) {
@@ -1313,6 +1328,34 @@ mod tests {
             assert_eq!(
                 (second.base_offset, second.last_offset),
                 (Offset(3), Offset(5))
+            );
+        });
+    }
+
+    #[test]
+    fn a_leader_handing_over_holds_produce_and_proposes_it_in_order_if_it_stays() {
+        run(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut replica = serving_group(dir.path()).await;
+            // raft-rs drops proposals while a transfer runs.
+            replica.node.raft.lead_transferee = Some(2);
+            let first = replica
+                .propose(batch(1, 7, 0), Durability::Durable)
+                .expect("held");
+            let second = replica
+                .propose(batch(2, 7, 1), Durability::Durable)
+                .expect("held");
+            drive(&mut replica).await;
+            assert_eq!(replica.log.next_offset(), Offset(1), "nothing proposed yet");
+            // The transfer ran out: the leader stays and takes them.
+            replica.node.raft.lead_transferee = None;
+            drive(&mut replica).await;
+            let first = first.await.expect("answered").expect("appended");
+            let second = second.await.expect("answered").expect("appended");
+            assert_eq!(first.base_offset, Offset(1));
+            assert_eq!(
+                (second.base_offset, second.last_offset),
+                (Offset(2), Offset(3))
             );
         });
     }

@@ -21,6 +21,8 @@ const KEY_KIND_GROUP: u8 = 1;
 const KEY_KIND_OFFSET: u8 = 2;
 const KEY_KIND_PENDING_OFFSET: u8 = 3;
 const VALUE_VERSION: u8 = 1;
+/// Group values from this version on carry a Stable group's members.
+const GROUP_VALUE_VERSION: u8 = 2;
 
 /// What a stored value describes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +67,27 @@ pub struct GroupValue {
     /// When the group entered its current state; offsets of an Empty group
     /// expire relative to it (KIP-211).
     pub state_timestamp_ms: i64,
+    /// A Stable group's leader and members with their assignments, as
+    /// Kafka's GroupMetadataValue keeps them, so a coordinator that takes
+    /// the group over knows its members and they go on without rejoining.
+    /// Empty for any other state.
+    pub leader: Option<String>,
+    pub members: Vec<MemberValue>,
+}
+
+/// One member of a Stable group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// Its metadata for the group's protocol, and the topics it names.
+    pub metadata: Vec<u8>,
+    pub subscribed_topics: Option<Vec<String>>,
+    pub assignment: Vec<u8>,
 }
 
 impl Key {
@@ -164,26 +187,89 @@ impl OffsetValue {
 impl GroupValue {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48);
-        out.push(VALUE_VERSION);
+        out.push(GROUP_VALUE_VERSION);
         put_opt_str(&mut out, self.protocol_type.as_deref());
         out.extend_from_slice(&self.generation.to_le_bytes());
         put_opt_str(&mut out, self.protocol_name.as_deref());
         out.extend_from_slice(&self.state_timestamp_ms.to_le_bytes());
+        put_opt_str(&mut out, self.leader.as_deref());
+        out.extend_from_slice(&(self.members.len() as u32).to_le_bytes());
+        for member in &self.members {
+            put_str(&mut out, &member.member_id);
+            put_opt_str(&mut out, member.group_instance_id.as_deref());
+            put_str(&mut out, &member.client_id);
+            put_str(&mut out, &member.client_host);
+            out.extend_from_slice(&member.session_timeout_ms.to_le_bytes());
+            out.extend_from_slice(&member.rebalance_timeout_ms.to_le_bytes());
+            put_bytes(&mut out, &member.metadata);
+            match &member.subscribed_topics {
+                None => out.push(0),
+                Some(topics) => {
+                    out.push(1);
+                    out.extend_from_slice(&(topics.len() as u32).to_le_bytes());
+                    for topic in topics {
+                        put_str(&mut out, topic);
+                    }
+                }
+            }
+            put_bytes(&mut out, &member.assignment);
+        }
         out
     }
 
+    /// Decodes version 1 (no members) and version 2.
     pub fn decode(bytes: &[u8]) -> Result<GroupValue, GroupLogError> {
         let mut reader = Reader::new(bytes);
-        reader.version()?;
-        let value = GroupValue {
+        let version = reader.u8()?;
+        if version != VALUE_VERSION && version != GROUP_VALUE_VERSION {
+            return Err(GroupLogError::Corrupt(format!(
+                "unknown group value version {version}"
+            )));
+        }
+        let mut value = GroupValue {
             protocol_type: reader.opt_string()?,
             generation: reader.i32()?,
             protocol_name: reader.opt_string()?,
             state_timestamp_ms: reader.i64()?,
+            leader: None,
+            members: Vec::new(),
         };
+        if version == GROUP_VALUE_VERSION {
+            value.leader = reader.opt_string()?;
+            let count = reader.u32()?;
+            // Each member takes at least this many bytes: a count the record
+            // cannot hold is refused before anything is allocated for it.
+            const MEMBER_BYTES_MIN: usize = 4 + 1 + 4 + 4 + 4 + 4 + 4 + 1 + 4;
+            if count as usize > reader.remaining() / MEMBER_BYTES_MIN {
+                return Err(GroupLogError::Corrupt(format!(
+                    "{count} members do not fit in the record"
+                )));
+            }
+            value.members = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                value.members.push(MemberValue {
+                    member_id: reader.string()?,
+                    group_instance_id: reader.opt_string()?,
+                    client_id: reader.string()?,
+                    client_host: reader.string()?,
+                    session_timeout_ms: reader.i32()?,
+                    rebalance_timeout_ms: reader.i32()?,
+                    metadata: reader.bytes()?.to_vec(),
+                    subscribed_topics: reader.opt_strings()?,
+                    assignment: reader.bytes()?.to_vec(),
+                });
+            }
+        }
         reader.finish()?;
         Ok(value)
     }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Bounded by the request size limit the member's metadata came in.
+    debug_assert!(bytes.len() <= u32::MAX as usize);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -260,11 +346,39 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Length-prefixed bytes, borrowed.
+    fn bytes(&mut self) -> Result<&'a [u8], GroupLogError> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        self.take(len)
+    }
+
     pub(crate) fn string(&mut self) -> Result<String, GroupLogError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| GroupLogError::Corrupt("string is not UTF-8".to_string()))
+    }
+
+    /// An optional list of strings, its count checked against what is left.
+    fn opt_strings(&mut self) -> Result<Option<Vec<String>>, GroupLogError> {
+        if self.u8()? == 0 {
+            return Ok(None);
+        }
+        let count = self.u32()? as usize;
+        if count > self.remaining() / 4 {
+            return Err(GroupLogError::Corrupt(format!(
+                "{count} strings do not fit in the record"
+            )));
+        }
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            out.push(self.string()?);
+        }
+        Ok(Some(out))
     }
 
     pub(crate) fn opt_string(&mut self) -> Result<Option<String>, GroupLogError> {
@@ -317,8 +431,55 @@ mod tests {
             generation: 5,
             protocol_name: None,
             state_timestamp_ms: 77,
+            leader: None,
+            members: Vec::new(),
         };
         assert_eq!(GroupValue::decode(&group.encode()).unwrap(), group);
+        let stable = GroupValue {
+            protocol_name: Some("range".into()),
+            leader: Some("m-1".into()),
+            members: vec![MemberValue {
+                member_id: "m-1".into(),
+                group_instance_id: Some("i-1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 30_000,
+                metadata: vec![1, 2, 3],
+                subscribed_topics: Some(vec!["t".into()]),
+                assignment: vec![4, 5],
+            }],
+            ..group
+        };
+        let encoded = stable.encode();
+        assert_eq!(GroupValue::decode(&encoded).unwrap(), stable);
+        for len in 0..encoded.len() {
+            assert!(GroupValue::decode(&encoded[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    #[test]
+    fn a_version_1_group_value_decodes_without_members() {
+        let mut v1 = vec![VALUE_VERSION];
+        put_opt_str(&mut v1, Some("consumer"));
+        v1.extend_from_slice(&3i32.to_le_bytes());
+        put_opt_str(&mut v1, Some("range"));
+        v1.extend_from_slice(&9i64.to_le_bytes());
+        let value = GroupValue::decode(&v1).unwrap();
+        assert_eq!(value.generation, 3);
+        assert!(value.members.is_empty() && value.leader.is_none());
+    }
+
+    #[test]
+    fn a_member_count_the_record_cannot_hold_is_refused() {
+        let mut value = vec![GROUP_VALUE_VERSION];
+        put_opt_str(&mut value, Some("consumer"));
+        value.extend_from_slice(&1i32.to_le_bytes());
+        put_opt_str(&mut value, Some("range"));
+        value.extend_from_slice(&0i64.to_le_bytes());
+        put_opt_str(&mut value, None);
+        value.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(GroupValue::decode(&value).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use glommio::channels::local_channel::LocalSender;
 use indexmap::IndexMap;
 
 use super::api::{JoinAnswer, Protocol, SyncAnswer};
-use super::record::{GroupValue, OffsetValue};
+use super::record::{GroupValue, MemberValue, OffsetValue};
 use crate::ids::PartitionId;
 
 /// The classic group protocol's states (Kafka's GroupState).
@@ -59,7 +59,7 @@ pub struct Member {
 }
 
 impl Member {
-    fn protocol(&self, name: &str) -> Option<&Protocol> {
+    pub fn protocol(&self, name: &str) -> Option<&Protocol> {
         self.protocols.iter().find(|p| p.name == name)
     }
 
@@ -139,13 +139,79 @@ impl Group {
         }
     }
 
+    /// What the log keeps of the group: with its members once Stable.
     pub fn value(&self) -> GroupValue {
+        let stable = self.state == GroupState::Stable;
+        let protocol = self.protocol_name.as_deref().unwrap_or_default();
+        let members = if stable {
+            self.members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    metadata: m.metadata_for(protocol).to_vec(),
+                    subscribed_topics: m
+                        .protocol(protocol)
+                        .and_then(|p| p.subscribed_topics.clone()),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         GroupValue {
             protocol_type: self.protocol_type.clone(),
             generation: self.generation,
             protocol_name: self.protocol_name.clone(),
             state_timestamp_ms: self.state_timestamp_ms,
+            leader: if stable { self.leader.clone() } else { None },
+            members,
         }
+    }
+
+    /// Takes back a Stable group's members from the log (a coordinator that
+    /// took the group over, or restarted): each has a full session from
+    /// `now` to heartbeat here, as in Kafka.
+    pub fn restore_members(&mut self, value: GroupValue, now: Instant) {
+        let Some(protocol) = value
+            .protocol_name
+            .clone()
+            .filter(|_| !value.members.is_empty())
+        else {
+            return;
+        };
+        for stored in value.members {
+            if let Some(instance) = &stored.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), stored.member_id.clone());
+            }
+            let member = Member {
+                member_id: stored.member_id.clone(),
+                group_instance_id: stored.group_instance_id,
+                client_id: stored.client_id,
+                client_host: stored.client_host,
+                session_timeout_ms: stored.session_timeout_ms,
+                rebalance_timeout_ms: stored.rebalance_timeout_ms,
+                protocols: vec![Protocol {
+                    name: protocol.clone(),
+                    metadata: Bytes::from(stored.metadata),
+                    subscribed_topics: stored.subscribed_topics,
+                }],
+                assignment: Bytes::from(stored.assignment),
+                join_waiter: None,
+                sync_waiter: None,
+                heartbeat_deadline: now
+                    + std::time::Duration::from_millis(stored.session_timeout_ms.max(0) as u64),
+            };
+            self.members.insert(stored.member_id, member);
+        }
+        self.protocol_name = Some(protocol);
+        self.leader = value.leader;
+        self.state = GroupState::Stable;
     }
 
     pub fn transition(&mut self, state: GroupState, now_ms: i64) {

@@ -96,15 +96,24 @@ impl LoadedGroups {
             Key::Group { group } => {
                 let value = GroupValue::decode(value)?;
                 let loaded = self.entry(&group, now_ms);
-                loaded.protocol_type = value.protocol_type;
+                loaded.protocol_type = value.protocol_type.clone();
                 loaded.generation = value.generation;
-                // Members are not persisted: the group restarts Empty. If it
-                // was Empty already (no protocol), its expiry clock keeps running.
+                // An Empty group's expiry clock keeps running; any other
+                // group's state starts now.
                 loaded.state_timestamp_ms = if value.protocol_name.is_none() {
                     value.state_timestamp_ms
                 } else {
                     now_ms
                 };
+                // The newest record of the group says who its members are: a
+                // Stable group's members come back (each with a new session),
+                // any other group restarts Empty and its members rejoin.
+                loaded.members.clear();
+                loaded.static_members.clear();
+                loaded.leader = None;
+                loaded.protocol_name = None;
+                loaded.state = GroupState::Empty;
+                loaded.restore_members(value, std::time::Instant::now());
             }
             Key::Offset {
                 group,
@@ -219,6 +228,7 @@ impl GroupCoordinator {
             loads: RefCell::new(HashMap::new()),
         });
         coordinator.start_expiry_timer();
+        coordinator.schedule_restored_sessions(None);
         Ok(coordinator)
     }
 
@@ -247,8 +257,8 @@ impl GroupCoordinator {
     }
 
     /// Rebuilds the groups of offsets partition `partition` from its
-    /// committed records, in log order; then serves them. Groups come
-    /// back Empty: members rejoin, as after a coordinator move in Kafka.
+    /// committed records, in log order; then serves them. A Stable group
+    /// keeps its members, as after a coordinator move in Kafka.
     pub fn load_partition(
         &self,
         partition: u32,
@@ -276,7 +286,9 @@ impl GroupCoordinator {
             Ok(())
         })?;
         let groups = loaded.groups.len();
+        let restored: Vec<String> = loaded.groups.keys().cloned().collect();
         self.groups.borrow_mut().extend(loaded.groups);
+        self.schedule_restored_sessions(Some(&restored));
         for (key, offsets) in loaded.txn_offsets {
             self.txn_offsets.borrow_mut().insert(key, offsets);
         }
@@ -288,6 +300,25 @@ impl GroupCoordinator {
             "loaded the groups of an offsets partition"
         );
         Ok(())
+    }
+
+    /// Session timers for the members that groups (`only` these, or all)
+    /// took back from the log: one that does not heartbeat here in time
+    /// leaves, and the group rebalances.
+    fn schedule_restored_sessions(&self, only: Option<&[String]>) {
+        let groups = self.groups.borrow();
+        let ids: Vec<&String> = match only {
+            Some(only) => only.iter().collect(),
+            None => groups.keys().collect(),
+        };
+        for id in ids {
+            let Some(group) = groups.get(id) else {
+                continue;
+            };
+            for member_id in group.members.keys() {
+                self.schedule_session_timer(group, member_id);
+            }
+        }
     }
 
     /// This broker no longer leads `partition`: its groups go (held

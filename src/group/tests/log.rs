@@ -28,10 +28,34 @@ fn offsets_and_groups_survive_close_and_reopen() {
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].group_id.as_str(), "g");
         assert_eq!(listed[0].protocol_type.as_str(), "consumer");
-        assert_eq!(listed[0].state, GroupState::Empty);
-        // The group restarts Empty; a member rejoins into a later generation.
-        let rejoined = join_dynamic(&c, "g").await;
-        assert!(rejoined.generation_id > generation);
+        // The Stable group comes back with its member and generation, as
+        // Kafka keeps them in the log: the member heartbeats on.
+        assert_eq!(listed[0].state, GroupState::Stable);
+        assert_eq!(heartbeat(&c, "g", generation, &member).await, None);
+    });
+}
+
+#[test]
+fn a_restored_member_that_does_not_heartbeat_leaves_after_its_session() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let c = open(&path).await;
+        let (member, generation) = member_with_commits(&c, "g", &[("orders", 0, 42)]).await;
+        crash(c).await;
+        let c = open(&path).await;
+        assert_eq!(c.list_groups(&[], &[])[0].state, GroupState::Stable);
+        glommio::timer::sleep(std::time::Duration::from_millis(3 * SESSION_MS as u64)).await;
+        assert_eq!(
+            c.list_groups(&[], &[])[0].state,
+            GroupState::Empty,
+            "its session ran out"
+        );
+        assert_eq!(
+            heartbeat(&c, "g", generation, &member).await,
+            Some(GroupError::UnknownMemberId)
+        );
+        assert_eq!(fetch(&c, "g", "orders", 0), 42, "the offsets stay");
     });
 }
 
