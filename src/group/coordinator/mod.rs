@@ -168,7 +168,8 @@ impl GroupCoordinator {
     }
 
     /// Opens the log in `dir`, rebuilds groups and offsets from it and starts
-    /// the offset expiry timer. Groups come back Empty: members rejoin.
+    /// the offset expiry timer. A Stable group comes back with its members,
+    /// each with a new session; any other group comes back Empty.
     pub async fn open(
         dir: PathBuf,
         config: GroupConfig,
