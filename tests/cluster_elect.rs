@@ -27,6 +27,7 @@ const ISR_TIMEOUT: Duration = Duration::from_secs(30);
 const ELECTION_TIMEOUT_MS: i32 = 8000;
 const INVALID_REQUEST: i16 = 42;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 const ELECTION_NOT_NEEDED: i16 = 84;
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
@@ -272,6 +273,10 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
         .start();
     assert_eq!(cluster.create_topic(1, "elect", 3, 3), error_code::NONE);
     cluster.wait_for_topic(1, "elect", 3);
+    // One replica per partition, one partition per broker: killing a broker
+    // leaves one of them with no replica to lead.
+    assert_eq!(cluster.create_topic(1, "lonely", 3, 1), error_code::NONE);
+    cluster.wait_for_topic(1, "lonely", 3);
     for node in cluster.ids() {
         for p in 0..3 {
             wait_for_isr(&cluster, node, "elect", p, &[1, 2, 3]);
@@ -342,6 +347,36 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
     assert_eq!(
         codes(&answer, "elect"),
         [(0, PREFERRED_LEADER_NOT_AVAILABLE)]
+    );
+    // A partition whose only replica is down has no leader, and an unclean
+    // election has no replica to elect.
+    let orphan = (0..3)
+        .find(|&p| {
+            cluster
+                .try_metadata(other)
+                .as_ref()
+                .and_then(|m| partition(m, "lonely", p))
+                .is_some_and(|p| p.replica_nodes.first().map(|r| r.0) == Some(preferred))
+        })
+        .expect("a lonely partition on the killed broker");
+    assert!(
+        common::wait_until(Duration::from_secs(30), || cluster
+            .try_metadata(other)
+            .as_ref()
+            .and_then(|m| partition(m, "lonely", orphan))
+            .is_some_and(|p| p.leader_id.0 < 0)),
+        "lonely-{orphan} has no leader"
+    );
+    let answer = elect(
+        &mut cluster,
+        other,
+        2,
+        UNCLEAN,
+        Some(&[("lonely", &[orphan])]),
+    );
+    assert_eq!(
+        codes(&answer, "lonely"),
+        [(orphan, ELIGIBLE_LEADERS_NOT_AVAILABLE)]
     );
     cluster.restart(preferred);
     cluster.wait_for_brokers(other, 3);
