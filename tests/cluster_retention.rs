@@ -353,13 +353,23 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// DeleteRecords of partition 0 of `topic` before `offset` through `client`:
 /// (error code, low watermark).
 fn delete_records(client: &mut RawClient, topic: &str, offset: i64) -> (i16, i64) {
+    delete_records_within(client, topic, offset, 20_000)
+}
+
+/// [`delete_records`] with the request's `timeout_ms`.
+fn delete_records_within(
+    client: &mut RawClient,
+    topic: &str,
+    offset: i64,
+    timeout_ms: i32,
+) -> (i16, i64) {
     use kafka_protocol::messages::delete_records_request::{
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
     let request = DeleteRecordsRequest::default()
-        .with_timeout_ms(20_000)
+        .with_timeout_ms(timeout_ms)
         .with_topics(vec![DeleteRecordsTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![DeleteRecordsPartition::default()
@@ -522,4 +532,40 @@ fn delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start() {
     );
     let (low, _) = assert_topic_readable_from_log_start(&bootstrap, topic, end);
     assert_eq!(low, cut);
+}
+
+/// Kafka's REQUEST_TIMED_OUT.
+const REQUEST_TIMED_OUT: i16 = 7;
+
+#[test]
+fn delete_records_that_cannot_commit_in_time_answers_request_timed_out() {
+    let topic = "stalled";
+    let mut cluster = Cluster::builder(3).start();
+    assert_eq!(cluster.create_topic(1, topic, 1, 3), error_code::NONE);
+    for node in 1..=3 {
+        cluster.wait_for_topic(node, topic, 1);
+    }
+    let bootstrap = cluster.bootstrap();
+    fill_topic(&bootstrap, topic, 0, 20);
+    let leader = preferred_leader(&cluster, topic);
+    let down = cluster.other_than(leader, leader);
+    let paused = cluster.other_than(leader, down);
+    // No majority for the leader: nothing commits until a follower is back
+    // (the leader steps down after an election timeout of its own).
+    cluster.kill9(down);
+    cluster.pause(paused);
+    let mut client = RawClient::connect_negotiated(cluster.nodes[leader as usize - 1].addr());
+    let (code, _) = delete_records_within(&mut client, topic, 10, 200);
+    assert_eq!(
+        code, REQUEST_TIMED_OUT,
+        "the commit could not come within 200 ms"
+    );
+    cluster.resume(paused);
+    cluster.restart(down);
+    cluster.wait_for_brokers(paused, 3);
+    assert_eq!(
+        delete_records_at_leader(&cluster, topic, 10),
+        (error_code::NONE, 10),
+        "once a majority is back, the deletion commits"
+    );
 }

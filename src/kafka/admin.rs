@@ -379,8 +379,13 @@ pub async fn handle_delete_records(
         |_, _| None,
         |info, partition, offset| (info.name.clone(), partition, Offset(offset)),
     );
+    // A timeout of 0 or less asks for no bound.
+    let timeout =
+        (body.timeout_ms > 0).then(|| std::time::Duration::from_millis(body.timeout_ms as u64));
     let answers = plan
-        .gather(shard, |owner, parts| owner.delete_records_local(parts))
+        .gather(shard, move |owner, parts| {
+            owner.delete_records_local(parts, timeout)
+        })
         .await;
     let topics = answers.zip_topics(
         &body.topics,

@@ -16,6 +16,7 @@ pub fn partition_error(error: &PartitionError) -> ResponseError {
         PartitionError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         PartitionError::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
+        PartitionError::TimedOut => ResponseError::RequestTimedOut,
         PartitionError::Route(RouteError::InboxFull(_)) => ResponseError::RequestTimedOut,
         PartitionError::Route(RouteError::ShardGone(_)) => ResponseError::NotLeaderOrFollower,
         PartitionError::Storage(error) => storage_error(error),

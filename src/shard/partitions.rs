@@ -46,6 +46,9 @@ pub enum PartitionError {
     /// term committed).
     #[error("the new leader does not know its high watermark yet")]
     OffsetNotAvailable,
+    /// The request's timeout ran out before its change was committed.
+    #[error("the request timed out")]
+    TimedOut,
     #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
@@ -477,10 +480,14 @@ impl Shard {
     }
 
     /// DeleteRecords: `offset` -1 means "up to the high watermark".
+    /// DeleteRecords of `parts`; on a replicated partition the answer waits
+    /// for the commit until `timeout` (none: until it comes).
     pub async fn delete_records_local(
         self: Rc<Self>,
         parts: Vec<(Arc<str>, PartitionId, Offset)>,
+        timeout: Option<std::time::Duration>,
     ) -> Vec<Result<Offset, PartitionError>> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut answers = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let answer = async {
@@ -491,7 +498,7 @@ impl Shard {
                     offset
                 };
                 if let Some(answer) = self
-                    .delete_records_replicated(&topic, partition, before)
+                    .delete_records_replicated(&topic, partition, before, deadline)
                     .await
                 {
                     return answer;
@@ -507,26 +514,40 @@ impl Shard {
     /// DeleteRecords on a replicated partition this broker leads (served_log
     /// let only the leader through): through its Raft group. `None` when
     /// the partition is not replicated.
+    /// Past `deadline` it answers REQUEST_TIMED_OUT; the entry may still
+    /// commit, and every replica then moves its log start.
     async fn delete_records_replicated(
         &self,
         topic: &str,
         partition: PartitionId,
         before: Offset,
+        deadline: Option<std::time::Instant>,
     ) -> Option<Result<Offset, PartitionError>> {
         let cluster = self.cluster.as_ref()?;
         let index = partition.index()? as u32;
-        let answer = cluster
-            .replication
-            .delete_records(topic, index, before)
-            .await?;
-        Some(answer.map_err(|error| match error {
-            ReplicaError::Storage(error) => PartitionError::Storage(error),
-            ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
-            other => {
-                tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
-                PartitionError::NotLeader
-            }
-        }))
+        let committed = async {
+            let answer = cluster
+                .replication
+                .delete_records(topic, index, before)
+                .await?;
+            Some(answer.map_err(|error| match error {
+                ReplicaError::Storage(error) => PartitionError::Storage(error),
+                ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+                other => {
+                    tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
+                    PartitionError::NotLeader
+                }
+            }))
+        };
+        let Some(deadline) = deadline else {
+            return committed.await;
+        };
+        let timer = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now()))
+                .await;
+            Some(Err(PartitionError::TimedOut))
+        };
+        futures_lite::future::or(committed, timer).await
     }
 
     /// DescribeProducers: the producers each partition tracks.
