@@ -538,7 +538,7 @@ fn delete_records_goes_through_raft_and_a_new_leader_keeps_the_log_start() {
 const REQUEST_TIMED_OUT: i16 = 7;
 
 #[test]
-fn delete_records_that_cannot_commit_in_time_answers_request_timed_out() {
+fn delete_records_and_produce_that_cannot_commit_in_time_answer_request_timed_out() {
     let topic = "stalled";
     let mut cluster = Cluster::builder(3).start();
     assert_eq!(cluster.create_topic(1, topic, 1, 3), error_code::NONE);
@@ -559,6 +559,14 @@ fn delete_records_that_cannot_commit_in_time_answers_request_timed_out() {
     assert_eq!(
         code, REQUEST_TIMED_OUT,
         "the commit could not come within 200 ms"
+    );
+    let request = raw::produce_request(topic, 0, -1, raw::record_batch(&[(b"k", b"late")]))
+        .with_timeout_ms(200);
+    let response = client.call_negotiated(&request, 9);
+    assert_eq!(
+        raw::single_produce_partition(&response).error_code,
+        REQUEST_TIMED_OUT,
+        "acks=all could not be met within 200 ms"
     );
     cluster.resume(paused);
     cluster.restart(down);

@@ -67,9 +67,12 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ProduceRequest) 
         },
     );
     let durability = durability.unwrap_or(Durability::Written);
+    // A timeout of 0 or less asks for no bound.
+    let timeout =
+        (body.timeout_ms > 0).then(|| std::time::Duration::from_millis(body.timeout_ms as u64));
     let answers = plan
         .gather(shard, move |owner, parts| {
-            owner.produce_local(parts, durability)
+            owner.produce_local(parts, durability, timeout)
         })
         .await;
     if body.acks == 0 {

@@ -248,11 +248,15 @@ impl Shard {
         }
     }
 
+    /// Appends `parts`; on a replicated partition the answer waits for
+    /// `durability` until `timeout` (none: until it comes).
     pub async fn produce_local(
         self: Rc<Self>,
         parts: Vec<ProducePart>,
         durability: Durability,
+        timeout: Option<std::time::Duration>,
     ) -> Vec<Result<AppendInfo, PartitionError>> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let appends = parts.into_iter().map(|part| {
             let shard = self.clone();
             // Pipelined requests of one producer must reach the log in the
@@ -260,7 +264,10 @@ impl Shard {
             // its place in the partition's queue.
             async move {
                 if shard.is_replicated_here(&part.topic, part.partition) {
-                    return shard.produce_replicated(part, durability).await;
+                    // The proposal takes its place on the first poll; past
+                    // the deadline the client is told REQUEST_TIMED_OUT (the
+                    // batch may still commit, and a retry is a duplicate).
+                    return until(deadline, shard.produce_replicated(part, durability)).await;
                 }
                 let (log, turn) = shard
                     .served_log_to_append(&part.topic, part.partition, true)
@@ -539,15 +546,9 @@ impl Shard {
                 }
             }))
         };
-        let Some(deadline) = deadline else {
-            return committed.await;
-        };
-        let timer = async {
-            glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now()))
-                .await;
-            Some(Err(PartitionError::TimedOut))
-        };
-        futures_lite::future::or(committed, timer).await
+        // `None` (not replicated here) passes through untimed.
+        let answer = async { committed.await.transpose() };
+        until(deadline, answer).await.transpose()
     }
 
     /// DescribeProducers: the producers each partition tracks.
@@ -598,4 +599,20 @@ impl Shard {
         )
         .await;
     }
+}
+
+/// `answer`, or `TimedOut` once `deadline` (if any) passes first. `answer`
+/// is polled first, so whatever it does before its first wait is done.
+async fn until<T>(
+    deadline: Option<std::time::Instant>,
+    answer: impl std::future::Future<Output = Result<T, PartitionError>>,
+) -> Result<T, PartitionError> {
+    let Some(deadline) = deadline else {
+        return answer.await;
+    };
+    let timer = async {
+        glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+        Err(PartitionError::TimedOut)
+    };
+    futures_lite::future::or(answer, timer).await
 }
