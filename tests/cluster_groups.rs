@@ -35,7 +35,17 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A consumer in `group`, subscribed to `TOPIC`, committing only when told.
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = consumer_config(bootstrap, group)
+        .create()
+        .expect("consumer configuration must be valid");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    consumer
+}
+
+/// A group consumer's configuration: quick to find a moved coordinator.
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("group.id", group)
@@ -47,11 +57,24 @@ fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "500")
         .set("retry.backoff.ms", "50")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
-        .expect("consumer configuration must be valid");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    consumer
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    config
+}
+
+/// Produces `RECORDS` values `<prefix>-<i>` round-robin over `TOPIC`'s
+/// partitions, every one acknowledged.
+fn fill(cluster: &Cluster, prefix: &str) {
+    let (producer, log) = producer(&cluster.bootstrap(), &[]);
+    for i in 0..RECORDS {
+        send(
+            &producer,
+            BaseRecord::to(TOPIC)
+                .partition((i % PARTITIONS as usize) as i32)
+                .payload(format!("{prefix}-{i}").as_bytes()),
+        );
+    }
+    flush(&producer);
+    assert!(log.failures().is_empty(), "every record is acknowledged");
 }
 
 /// Waits until `group`'s committed offsets read `expected`; returns the last read.
@@ -65,7 +88,10 @@ fn wait_for_committed(cluster: &Cluster, group: &str, expected: &[i64]) -> Optio
 }
 
 /// (partition, offset) of each record `consumer` reads until `count` or the timeout.
-fn consume(consumer: &BaseConsumer, count: usize) -> Vec<(i32, i64)> {
+fn consume<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    count: usize,
+) -> Vec<(i32, i64)> {
     let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
     let mut read = Vec::new();
     while read.len() < count && std::time::Instant::now() < deadline {
@@ -151,17 +177,7 @@ fn committed_offsets_survive_a_coordinator_kill() {
         cluster.wait_for_topic(node, TOPIC, PARTITIONS as usize);
     }
 
-    let (producer, log) = producer(&cluster.bootstrap(), &[]);
-    for i in 0..RECORDS {
-        send(
-            &producer,
-            BaseRecord::to(TOPIC)
-                .partition((i % PARTITIONS as usize) as i32)
-                .payload(format!("order-{i}").as_bytes()),
-        );
-    }
-    flush(&producer);
-    assert!(log.failures().is_empty(), "every record is acknowledged");
+    fill(&cluster, "order");
 
     // Every broker names the same coordinator; the others refuse the group.
     let mut coordinator = Err(0);
@@ -290,42 +306,16 @@ fn a_member_keeps_its_place_when_its_coordinator_is_killed() {
     // life; the kill below is to be the only move.
     cluster.wait_for_topic(1, OFFSETS_TOPIC, OFFSETS_PARTITIONS);
     assert!(cluster.wait_for_preferred_leaders(OFFSETS_TOPIC));
-    let (producer, log) = producer(&cluster.bootstrap(), &[]);
-    for i in 0..RECORDS {
-        send(
-            &producer,
-            BaseRecord::to(TOPIC)
-                .partition((i % PARTITIONS as usize) as i32)
-                .payload(format!("entry-{i}").as_bytes()),
-        );
-    }
-    flush(&producer);
-    assert!(log.failures().is_empty(), "every record is acknowledged");
+    fill(&cluster, "entry");
 
     let assignments = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let consumer: BaseConsumer<AssignmentCount> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .set("broker.address.family", "v4")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+    // A session long enough to outlast the coordinator's fail-over.
+    let consumer: BaseConsumer<AssignmentCount> = consumer_config(&cluster.bootstrap(), group)
         .set("session.timeout.ms", "15000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "100")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .set("retry.backoff.ms", "50")
-        .set("topic.metadata.refresh.interval.ms", "1000")
         .create_with_context(AssignmentCount(assignments.clone()))
         .expect("consumer configuration must be valid");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
-    let mut read = 0;
-    let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
-    while read < RECORDS / 2 && std::time::Instant::now() < deadline {
-        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            read += 1;
-        }
-    }
+    let mut read = consume(&consumer, RECORDS / 2).len();
     assert_eq!(read, RECORDS / 2);
     consumer
         .commit_consumer_state(CommitMode::Sync)
@@ -343,12 +333,7 @@ fn a_member_keeps_its_place_when_its_coordinator_is_killed() {
     );
     // The member reads on and commits at the new coordinator, which took
     // it over from the log: no rebalance, no UNKNOWN_MEMBER_ID.
-    let deadline = std::time::Instant::now() + CONSUME_TIMEOUT;
-    while read < RECORDS && std::time::Instant::now() < deadline {
-        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            read += 1;
-        }
-    }
+    read += consume(&consumer, RECORDS - read).len();
     assert_eq!(read, RECORDS, "the member reads the rest");
     let mut committed = Err(rdkafka::error::KafkaError::NoMessageReceived);
     assert!(
