@@ -357,7 +357,8 @@ struct Waiter {
     answer: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
 }
 
-/// A produce that reached a new leader before it took writes.
+/// A produce that reached a leader before it took writes (new, or
+/// handing leadership over).
 struct Held {
     records: Bytes,
     durability: Durability,
@@ -783,13 +784,21 @@ impl Replica {
         });
     }
 
-    /// Proposes what a new leader held, in the order it came.
+    /// Proposes what was held, in the order it came. Once raft-rs refuses
+    /// one, the rest are refused too: a later batch must not be taken after
+    /// an earlier one was dropped.
     fn release_held(&mut self) {
         while let Some(held) = self.held.pop_front() {
             match self.submit(held.records) {
                 Ok((info, index)) => self.settle(info, index, held.durability, held.answer),
                 Err(error) => {
+                    let dropped = matches!(error, ReplicaError::Raft(_) | ReplicaError::NotLeader);
                     let _ = held.answer.send(Err(error));
+                    if dropped {
+                        for held in self.held.drain(..) {
+                            let _ = held.answer.send(Err(ReplicaError::NotLeader));
+                        }
+                    }
                 }
             }
         }
