@@ -28,6 +28,7 @@ use ringlog::client::{BatchBuilder, BatchOptions, Connection};
 use ringlog::storage::batch::BatchIter;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
 const INIT_PRODUCER_ID_VERSION_MAX: i16 = 5;
@@ -407,6 +408,17 @@ fn a_deleted_or_corrupt_snapshot_is_rebuilt_from_the_log_with_the_same_deduplica
             ),
             (error_code::NONE, offsets[4]),
             "the snapshot of a clean stop keeps the last batch"
+        );
+        // An earlier one was stored too, but its offsets are not known:
+        // DUPLICATE_SEQUENCE_NUMBER, which clients take as delivered.
+        let (code, _) = produce(
+            &mut client,
+            &topic,
+            idempotent_batch(id, 0, RECORDS_PER_BATCH),
+        );
+        assert_eq!(
+            code, DUPLICATE_SEQUENCE_NUMBER,
+            "batch 1 after a clean restart"
         );
         drop(client);
         broker.stop();

@@ -47,6 +47,7 @@ fn producer_error(error: &storage::ProducerError) -> ResponseError {
     match error {
         P::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         P::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        P::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
         P::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
         P::InvalidSequence { .. } => ResponseError::InvalidRecord,
         P::NotTransactional { .. } => ResponseError::InvalidTxnState,

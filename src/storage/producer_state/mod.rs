@@ -56,6 +56,13 @@ pub enum ProducerError {
         last: i32,
         found: i32,
     },
+    /// A retry of a batch stored before whose offsets are no longer known.
+    #[error("producer {producer_id}: sequence {found} was stored before (last {last})")]
+    DuplicateSequence {
+        producer_id: i64,
+        last: i32,
+        found: i32,
+    },
     #[error(
         "producer {producer_id} is unknown to this partition and sent sequence {found}, not 0"
     )]
@@ -540,6 +547,21 @@ fn check_batch(
         in_sequence(last, batch.first_seq)
     };
     if !follows {
+        // A batch of this epoch wholly at or below the last stored sequence
+        // was stored before (sequences are taken only in order), though it
+        // is not among the batches remembered: a state rebuilt from a
+        // snapshot remembers only each producer's last one. Kafka's clients
+        // take DUPLICATE_SEQUENCE_NUMBER as delivered; OUT_OF_ORDER would be
+        // fatal to a librdkafka producer retrying after a leader's restart.
+        let stored_before =
+            epoch == current.epoch && batch.first_seq <= batch.last_seq && batch.last_seq <= last;
+        if stored_before {
+            return Err(ProducerError::DuplicateSequence {
+                producer_id,
+                last,
+                found: batch.first_seq,
+            });
+        }
         return Err(ProducerError::OutOfOrderSequence {
             producer_id,
             last,

@@ -90,13 +90,57 @@ fn a_retry_of_any_of_the_last_five_batches_is_a_duplicate_with_its_offsets() {
             (Offset(i64::from(i) * 10), Offset(i64::from(i) * 10 + 9))
         );
     }
+    // Batch 0 was stored (the sequences before 59 all were), but its
+    // offsets are gone: DUPLICATE_SEQUENCE_NUMBER, which clients take as
+    // delivered.
     assert!(matches!(
         table.check(&batch(7, 0, 0, 10), Offset(999), None),
-        Err(ProducerError::OutOfOrderSequence {
+        Err(ProducerError::DuplicateSequence {
             last: 59,
             found: 0,
             ..
         })
+    ));
+    // A batch that reaches past the last stored sequence is out of order.
+    assert!(matches!(
+        table.check(&batch(7, 0, 55, 10), Offset(999), None),
+        Err(ProducerError::OutOfOrderSequence {
+            last: 59,
+            found: 55,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_retry_after_a_rebuild_from_a_snapshot_is_a_duplicate_sequence() {
+    // A snapshot remembers each producer's last batch only.
+    let mut table = ProducerStateTable::default();
+    for i in 0..5 {
+        append(&mut table, &batch(9, 0, i * 2, 2), i64::from(i) * 2).expect("in sequence");
+    }
+    let mut rebuilt = ProducerStateTable::default();
+    let mut last_only = ProducerEntry::new(0);
+    if let Some(last) = table.get(9).and_then(|e| e.last_batch()) {
+        last_only.push(0, *last);
+    }
+    rebuilt.insert(9, last_only);
+    for i in 0..4 {
+        assert!(
+            matches!(
+                rebuilt.check(&batch(9, 0, i * 2, 2), Offset(999), None),
+                Err(ProducerError::DuplicateSequence { last: 9, .. })
+            ),
+            "batch {i}"
+        );
+    }
+    assert!(matches!(
+        rebuilt.check(&batch(9, 0, 8, 2), Offset(999), None),
+        Ok(AppendCheck::Duplicate(_))
+    ));
+    assert!(matches!(
+        rebuilt.check(&batch(9, 0, 10, 1), Offset(999), None),
+        Ok(AppendCheck::Fresh(_))
     ));
 }
 
