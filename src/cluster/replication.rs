@@ -1063,21 +1063,12 @@ impl Replication {
     }
 }
 
-/// Replaces `path` with `bytes` durably: a synced temporary file renamed
-/// over it, and the directory synced (blocking; not on a shard's thread).
+/// Replaces `path` with `bytes` durably (blocking; not on a shard's thread).
 fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = std::fs::File::create(&temporary)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::storage::file::replace_file_blocking(path, bytes)
 }
 
 fn state_key(topic: uuid::Uuid, partition: u32) -> String {

@@ -3,7 +3,6 @@
 //! rename + directory fsync), so a crash leaves the old file or the new one.
 //! Security changes are rare and small: plain blocking calls are fine.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,20 +43,8 @@ pub fn load<T: Default>(
 
 /// Replaces the file at `path` with `bytes`.
 pub fn store(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace_file(path, bytes).map_err(|source| StoreError::Write {
+    crate::storage::file::replace_file_blocking(path, bytes).map_err(|source| StoreError::Write {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -370,17 +369,7 @@ impl TopicRegistry {
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
             .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
-        let temp = self.path.with_extension("meta.tmp");
-        let mut file = std::fs::File::create(&temp).map_err(write_err)?;
-        file.write_all(&bytes).map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-        std::fs::rename(&temp, &self.path).map_err(write_err)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(write_err)?;
-        }
-        Ok(())
+        crate::storage::file::replace_file_blocking(&self.path, &bytes).map_err(write_err)
     }
 }
 

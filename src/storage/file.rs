@@ -443,6 +443,23 @@ pub async fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Resu
     sync_dir(dir).await
 }
 
+/// [`write_file_atomically`] with plain blocking calls, for small files
+/// written rarely or off a shard's executor: `<name>.tmp` beside `path`,
+/// synced, renamed over it, and the directory synced.
+pub fn replace_file_blocking(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut file = std::fs::File::create(&temp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Makes file creations, renames and removals in `dir` durable.
 pub async fn sync_dir(dir: &Path) -> Result<(), Error> {
     let d = glommio::io::Directory::open(dir)
