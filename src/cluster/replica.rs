@@ -864,7 +864,9 @@ impl Replica {
     /// committed entries are applied; entries to persist are turned into
     /// batches. `None` when raft-rs has nothing.
     pub fn begin(&mut self, out: &mut Outbox) -> Result<Option<Pending>, ReplicaError> {
-        // A leadership transfer that ran out ends on a tick.
+        // Held produce goes out once the leader takes proposals: after its
+        // first entry committed (seen by the last leadership turn) or a
+        // leadership transfer ran out (on a tick).
         if !self.held.is_empty() && self.takes_proposals() {
             self.release_held();
         }
@@ -1124,9 +1126,6 @@ impl Replica {
                 drop(entries);
                 self.proposed_end = Some(end);
             }
-        }
-        if !self.held.is_empty() && self.takes_proposals() {
-            self.release_held();
         }
         let me = self.leader();
         if self.proposed_end.is_some() && self.published != (me, term) {

@@ -486,9 +486,9 @@ impl Shard {
         answers
     }
 
-    /// DeleteRecords: `offset` -1 means "up to the high watermark".
-    /// DeleteRecords of `parts`; on a replicated partition the answer waits
-    /// for the commit until `timeout` (none: until it comes).
+    /// DeleteRecords of `parts` (`offset` -1 means "up to the high
+    /// watermark"); on a replicated partition the answer waits for the
+    /// commit until `timeout` (none: until it comes).
     pub async fn delete_records_local(
         self: Rc<Self>,
         parts: Vec<(Arc<str>, PartitionId, Offset)>,
@@ -504,11 +504,14 @@ impl Shard {
                 } else {
                     offset
                 };
-                if let Some(answer) = self
-                    .delete_records_replicated(&topic, partition, before, deadline)
-                    .await
-                {
-                    return answer;
+                if self.is_replicated_here(&topic, partition) {
+                    // Past the deadline the entry may still commit, and every
+                    // replica then moves its log start.
+                    return until(
+                        deadline,
+                        self.delete_records_replicated(&topic, partition, before),
+                    )
+                    .await;
                 }
                 Ok(log.delete_records(before).await?)
             }
@@ -519,36 +522,28 @@ impl Shard {
     }
 
     /// DeleteRecords on a replicated partition this broker leads (served_log
-    /// let only the leader through): through its Raft group. `None` when
-    /// the partition is not replicated.
-    /// Past `deadline` it answers REQUEST_TIMED_OUT; the entry may still
-    /// commit, and every replica then moves its log start.
+    /// let only the leader through): through its Raft group.
     async fn delete_records_replicated(
         &self,
         topic: &str,
         partition: PartitionId,
         before: Offset,
-        deadline: Option<std::time::Instant>,
-    ) -> Option<Result<Offset, PartitionError>> {
-        let cluster = self.cluster.as_ref()?;
-        let index = partition.index()? as u32;
-        let committed = async {
-            let answer = cluster
-                .replication
-                .delete_records(topic, index, before)
-                .await?;
-            Some(answer.map_err(|error| match error {
-                ReplicaError::Storage(error) => PartitionError::Storage(error),
-                ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
-                other => {
-                    tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
-                    PartitionError::NotLeader
-                }
-            }))
-        };
-        // `None` (not replicated here) passes through untimed.
-        let answer = async { committed.await.transpose() };
-        until(deadline, answer).await.transpose()
+    ) -> Result<Offset, PartitionError> {
+        let index = partition.index().ok_or(PartitionError::NotReady)? as u32;
+        let cluster = self.cluster.as_ref().ok_or(PartitionError::NotReady)?;
+        let answer = cluster
+            .replication
+            .delete_records(topic, index, before)
+            .await
+            .ok_or(PartitionError::NotLeader)?;
+        answer.map_err(|error| match error {
+            ReplicaError::Storage(error) => PartitionError::Storage(error),
+            ReplicaError::NotEnoughReplicas => PartitionError::NotEnoughReplicas,
+            other => {
+                tracing::info!(topic, partition = index, error = %other, "a replicated DeleteRecords failed");
+                PartitionError::NotLeader
+            }
+        })
     }
 
     /// DescribeProducers: the producers each partition tracks.
