@@ -115,7 +115,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ElectLeadersRequ
     let view = shard.cluster.as_ref().map(|c| c.view());
     let mut seen = HashSet::new();
     let elections = topics.into_iter().map(|(topic, partitions)| {
-        let checked: Vec<(i32, Result<Option<NodeId>, ElectionError>, bool)> = partitions
+        let checked: Vec<(i32, Result<NodeId, ElectionError>, bool)> = partitions
             .into_iter()
             .map(|p| {
                 let fresh = seen.insert((topic.clone(), p));
@@ -134,11 +134,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ElectLeadersRequ
                         return (p, Err((ResponseError::InvalidRequest, text)));
                     }
                     let outcome = match check {
-                        Ok(Some(preferred)) => {
+                        Ok(preferred) => {
                             elect::elect_preferred(&shard, name, p as u32, preferred, deadline)
                                 .await
                         }
-                        Ok(None) => Ok(()),
                         Err(error) => Err(error),
                     };
                     (p, outcome.map_err(|e| (code(e), e.to_string())))
@@ -166,15 +165,15 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, body: ElectLeadersRequ
     request.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
 }
 
-/// Whether `topic`'s partition `p` needs an election: the preferred replica
-/// to move the leadership to, or the error that answers it.
+/// The preferred replica to move the leadership of `topic`'s partition `p`
+/// to, or the error that answers it (ELECTION_NOT_NEEDED among them).
 fn check(
     shard: &Shard,
     view: Option<&ClusterView>,
     topic: &TopicName,
     p: i32,
     election_type: i8,
-) -> Result<Option<NodeId>, ElectionError> {
+) -> Result<NodeId, ElectionError> {
     let index = usize::try_from(p).map_err(|_| ElectionError::UnknownTopicOrPartition)?;
     let Some(view) = view else {
         let known = shard
@@ -190,7 +189,7 @@ fn check(
     if election_type == UNCLEAN {
         return Err(elect::unclean_election(view, topic.as_str(), index));
     }
-    elect::preferred_candidate(view, topic.as_str(), index).map(Some)
+    elect::preferred_candidate(view, topic.as_str(), index)
 }
 
 fn topic_result(topic: TopicName, outcomes: Outcomes) -> ReplicaElectionResult {
